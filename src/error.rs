@@ -1,0 +1,171 @@
+//! The one error type users see, and how each kind maps to an exit code.
+//!
+//! Bad input (Layerfile, labels, flags, missing files) is a [`Error::Input`]
+//! and exits 2; a layer that failed to build exits 1; the environment
+//! (buildah missing, SQLite unusable, I/O) exits 3. No I/O here.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where in a file a problem is, with the offending line for display.
+#[derive(Debug, Clone, Default)]
+pub struct Location {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub source_line: Option<String>,
+}
+
+impl Location {
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Location {
+            file: Some(path.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A location from a byte offset into `text` (the whole file).
+    pub fn at_offset(path: impl Into<PathBuf>, text: &str, offset: usize) -> Self {
+        let offset = offset.min(text.len());
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = text[line_start..offset].chars().count() + 1;
+        let source_line = text[line_start..].lines().next().map(str::to_string);
+        Location {
+            file: Some(path.into()),
+            line: Some(line),
+            column: Some(column),
+            source_line,
+        }
+    }
+
+    /// A location from a 1-based line number in `text`.
+    pub fn at_line(path: impl Into<PathBuf>, text: &str, line: usize) -> Self {
+        Location {
+            file: Some(path.into()),
+            line: Some(line),
+            column: None,
+            source_line: text.lines().nth(line.saturating_sub(1)).map(str::to_string),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+                if let Some(col) = self.column {
+                    write!(f, ":{col}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A problem with what the user gave us.
+#[derive(Debug, Clone)]
+pub struct InputError {
+    pub location: Option<Location>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input: exit code 2.
+    #[error("{}", render_input(.0))]
+    Input(Box<InputError>),
+    /// One or more layers failed to build: exit code 1.
+    #[error("{0}")]
+    BuildFailed(String),
+    /// The environment is not usable (a tool is missing, SQLite, I/O): exit code 3.
+    #[error("{message}{}", .hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+    Environment {
+        message: String,
+        hint: Option<String>,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn input(message: impl Into<String>) -> Self {
+        Error::Input(Box::new(InputError {
+            location: None,
+            message: message.into(),
+            hint: None,
+        }))
+    }
+
+    pub fn input_at(location: Location, message: impl Into<String>) -> Self {
+        Error::Input(Box::new(InputError {
+            location: Some(location),
+            message: message.into(),
+            hint: None,
+        }))
+    }
+
+    pub fn env(message: impl Into<String>) -> Self {
+        Error::Environment {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn io(path: &Path, err: std::io::Error) -> Self {
+        Error::env(format!("{}: {err}", path.display()))
+    }
+
+    /// Attach a hint telling the user what to do.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        match &mut self {
+            Error::Input(e) => e.hint = Some(hint.into()),
+            Error::Environment { hint: h, .. } => *h = Some(hint.into()),
+            Error::BuildFailed(_) => {}
+        }
+        self
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::BuildFailed(_) => 1,
+            Error::Input(_) => 2,
+            Error::Environment { .. } => 3,
+        }
+    }
+}
+
+fn render_input(e: &InputError) -> String {
+    let mut out = String::new();
+    if let Some(loc) = &e.location {
+        let shown = loc.to_string();
+        if !shown.is_empty() {
+            out.push_str(&shown);
+            out.push_str(": ");
+        }
+    }
+    out.push_str(&e.message);
+    if let Some(loc) = &e.location
+        && let (Some(line), Some(src)) = (loc.line, &loc.source_line)
+    {
+        let gutter = line.to_string().len();
+        out.push_str(&format!("\n {:gutter$} |\n {line} | {src}", ""));
+        if let Some(col) = loc.column {
+            out.push_str(&format!("\n {:gutter$} | {:>col$}", "", "^"));
+        }
+    }
+    if let Some(hint) = &e.hint {
+        out.push_str(&format!("\n  hint: {hint}"));
+    }
+    out
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::env(format!("cache database: {e}"))
+    }
+}

@@ -1,0 +1,435 @@
+//! The real executor: buildah for containers and images, ansible-playbook
+//! against the working container through the `containers.podman.buildah`
+//! connection. Every command and its whole output go to the layer's log.
+//!
+//! I/O: spawns buildah, sh and ansible-playbook; writes the log and the
+//! generated inventory under the request's work directory.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use super::{BuildFailure, BuildOutput, BuildRequest, Executor, PlayRequest, StepSink};
+use crate::error::{Error, Result};
+
+pub struct Buildah {
+    pub buildah: String,
+    pub ansible_playbook: String,
+}
+
+impl Default for Buildah {
+    fn default() -> Self {
+        Buildah {
+            buildah: std::env::var("LAYERBUILD_BUILDAH").unwrap_or_else(|_| "buildah".into()),
+            ansible_playbook: std::env::var("LAYERBUILD_ANSIBLE_PLAYBOOK")
+                .unwrap_or_else(|_| "ansible-playbook".into()),
+        }
+    }
+}
+
+fn tool_missing(tool: &str, package: &str, err: std::io::Error) -> Error {
+    Error::env(format!("cannot run {tool}: {err}")).with_hint(format!(
+        "install it (Debian/Ubuntu: apt-get install -y {package}) or put it on PATH"
+    ))
+}
+
+impl Executor for Buildah {
+    fn preflight(&self, needs_play: bool) -> Result<()> {
+        if needs_play {
+            Command::new(&self.ansible_playbook)
+                .arg("--version")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| tool_missing(&self.ansible_playbook, "ansible", e))?;
+        }
+        let out = Command::new(&self.buildah)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        if !out.status.success() {
+            return Err(Error::env(format!(
+                "{} --version failed: {}",
+                self.buildah,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    fn images(&self) -> Result<HashSet<String>> {
+        let out = Command::new(&self.buildah)
+            .args(["images", "--all", "--no-trunc", "--quiet"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        if !out.status.success() {
+            return Err(Error::env(format!(
+                "buildah images failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+            .with_hint("check that container storage is usable: buildah info"));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| normalize_id(l.trim()))
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
+    fn build(
+        &self,
+        req: &BuildRequest,
+        sink: &dyn StepSink,
+    ) -> std::result::Result<BuildOutput, BuildFailure> {
+        let fail = |message: String, container: Option<&str>| BuildFailure {
+            message,
+            container: container.map(str::to_string),
+        };
+        for dir in [req.log_path.parent(), Some(req.work_dir.as_path())]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display()), None))?;
+        }
+        let log = File::create(&req.log_path).map_err(|e| {
+            fail(
+                format!("cannot create log {}: {e}", req.log_path.display()),
+                None,
+            )
+        })?;
+        let b = Build {
+            tool: self,
+            req,
+            sink,
+            log: Mutex::new(log),
+        };
+        b.note(&format!(
+            "# layerbuild: {} digest {}",
+            req.label, req.digest
+        ));
+        b.run_all()
+    }
+}
+
+fn normalize_id(id: &str) -> String {
+    id.strip_prefix("sha256:").unwrap_or(id).to_string()
+}
+
+struct Build<'a> {
+    tool: &'a Buildah,
+    req: &'a BuildRequest,
+    sink: &'a dyn StepSink,
+    log: Mutex<File>,
+}
+
+impl Build<'_> {
+    fn note(&self, line: &str) {
+        if let Ok(mut f) = self.log.lock() {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    fn step(&self, step: &str) {
+        self.note(&format!("## {step}"));
+        self.sink.step(&self.req.label, step);
+    }
+
+    fn buildah(&self) -> Command {
+        let mut c = Command::new(&self.tool.buildah);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a command whose stdout we need (a container name, a mount point).
+    fn capture(&self, mut cmd: Command, what: &str) -> std::result::Result<String, String> {
+        self.note(&format!("$ {}", render(&cmd)));
+        let out = cmd
+            .output()
+            .map_err(|e| format!("{what}: cannot run: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !stderr.trim().is_empty() {
+            self.note(stderr.trim_end());
+        }
+        if !out.status.success() {
+            return Err(format!("{what} failed ({}): {}", out.status, stderr.trim()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Runs a command with stdout and stderr merged into the log, line by
+    /// line; `on_line` sees every line (for Ansible task names).
+    fn stream(
+        &self,
+        mut cmd: Command,
+        what: &str,
+        on_line: &dyn Fn(&str),
+    ) -> std::result::Result<(), String> {
+        self.note(&format!("$ {}", render(&cmd)));
+        let (reader, writer) = std::io::pipe().map_err(|e| format!("{what}: pipe: {e}"))?;
+        let writer2 = writer
+            .try_clone()
+            .map_err(|e| format!("{what}: pipe: {e}"))?;
+        cmd.stdout(writer).stderr(writer2);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("{what}: cannot run {}: {e}", render_program(&cmd)))?;
+        // Drop our copies of the write end so reading ends when the child exits.
+        drop(cmd);
+        let mut reader = BufReader::new(reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    self.note(line);
+                    on_line(line);
+                }
+                Err(e) => return Err(format!("{what}: reading output: {e}")),
+            }
+        }
+        let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
+        if !status.success() {
+            return Err(format!("{what} failed ({status})"));
+        }
+        Ok(())
+    }
+
+    fn in_container(&self, ctr: &str, argv: &[&str]) -> Command {
+        let mut c = self.buildah();
+        c.args(["run", "--isolation", &self.req.isolation, ctr, "--"])
+            .args(argv);
+        c
+    }
+
+    fn run_all(&self) -> std::result::Result<BuildOutput, BuildFailure> {
+        let req = self.req;
+        let ctr = req.container_name.as_str();
+        // A container of this name is a leftover of an earlier failed attempt
+        // at this very digest; start clean.
+        let mut rm = self.buildah();
+        rm.args(["rm", ctr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if rm.status().is_ok_and(|s| s.success()) {
+            self.note(&format!(
+                "# removed the stale container {ctr} of an earlier failed attempt"
+            ));
+        }
+
+        self.step("buildah from");
+        let mut from = self.buildah();
+        from.args([
+            "from",
+            "--name",
+            ctr,
+            req.from.as_deref().unwrap_or("scratch"),
+        ]);
+        self.capture(from, "buildah from")
+            .map_err(|m| BuildFailure {
+                message: m,
+                container: None,
+            })?;
+
+        match self.steps(ctr) {
+            Ok(id) => Ok(BuildOutput { image_id: id }),
+            Err(message) => {
+                let mut um = self.buildah();
+                um.args(["umount", ctr]);
+                let _ = self.capture(um, "buildah umount");
+                self.note(&format!("## failed: {message}"));
+                Err(BuildFailure {
+                    message,
+                    container: Some(ctr.to_string()),
+                })
+            }
+        }
+    }
+
+    fn steps(&self, ctr: &str) -> std::result::Result<String, String> {
+        let req = self.req;
+        let quiet = |_: &str| {};
+        let mut mount = self.buildah();
+        mount.args(["mount", ctr]);
+        let root = self.capture(mount, "buildah mount")?;
+
+        for cmd in &req.setup {
+            self.step(&format!("setup: {cmd}"));
+            let expanded = cmd.replace("{root}", &shell_words::quote(&root));
+            let mut c = Command::new("sh");
+            c.args(["-c", &expanded])
+                .current_dir(&req.workspace_root)
+                .env("LAYERBUILD_ROOT", &root)
+                .stdin(Stdio::null());
+            self.stream(c, &format!("setup command `{cmd}`"), &quiet)?;
+        }
+
+        if !req.packages.is_empty() {
+            self.step(&format!("packages: {}", req.packages.join(" ")));
+            let quoted: Vec<String> = req
+                .packages
+                .iter()
+                .map(|p| shell_words::quote(p).into_owned())
+                .collect();
+            let cmd = req.package_command.replace("{packages}", &quoted.join(" "));
+            self.stream(
+                self.in_container(ctr, &["sh", "-c", &cmd]),
+                "package installation",
+                &quiet,
+            )?;
+        }
+
+        if !req.scripts.is_empty() {
+            let dir = Path::new(&root).join("tmp/.layerbuild");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            for (i, script) in req.scripts.iter().enumerate() {
+                let name = script
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.step(&format!("script: {name}"));
+                let dest_name = format!("{i}-{name}");
+                let dest = dir.join(&dest_name);
+                std::fs::copy(script, &dest)
+                    .map_err(|e| format!("cannot copy {}: {e}", script.display()))?;
+                set_executable(&dest)
+                    .map_err(|e| format!("cannot chmod {}: {e}", dest.display()))?;
+                let inside = format!("/tmp/.layerbuild/{dest_name}");
+                self.stream(
+                    self.in_container(ctr, &[&inside]),
+                    &format!("script {name}"),
+                    &quiet,
+                )?;
+            }
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+        }
+
+        for cmd in &req.run {
+            self.step(&format!("run: {cmd}"));
+            self.stream(
+                self.in_container(ctr, &["sh", "-c", cmd]),
+                &format!("run command `{cmd}`"),
+                &quiet,
+            )?;
+        }
+
+        if let Some(play) = &req.play {
+            self.play(ctr, play)?;
+        }
+
+        self.step("buildah commit");
+        // buildah 1.28's commit has no --label: set them on the container.
+        let mut config = self.buildah();
+        config
+            .args([
+                "config",
+                "--label",
+                &format!("layerbuild.digest={}", req.digest),
+            ])
+            .args(["--label", &format!("layerbuild.label={}", req.label)])
+            .arg(ctr);
+        self.capture(config, "buildah config")?;
+        let iid = req.work_dir.join("iid");
+        let mut commit = self.buildah();
+        commit
+            .args(["commit", "--rm", "--quiet", "--iidfile"])
+            .arg(&iid)
+            .args([ctr, &req.image_name]);
+        self.capture(commit, "buildah commit")?;
+        let id = std::fs::read_to_string(&iid).map_err(|e| format!("reading image id: {e}"))?;
+        Ok(normalize_id(id.trim()))
+    }
+
+    fn play(&self, ctr: &str, play: &PlayRequest) -> std::result::Result<(), String> {
+        let req = self.req;
+        let inventory = req.work_dir.join("inventory.ini");
+        let mut ini = String::new();
+        let host = format!(
+            "{} ansible_host={} ansible_connection=containers.podman.buildah\n",
+            play.host_name, ctr
+        );
+        if play.groups.is_empty() {
+            ini.push_str("[ungrouped]\n");
+            ini.push_str(&host);
+        }
+        for g in &play.groups {
+            ini.push_str(&format!("[{g}]\n{host}\n"));
+        }
+        std::fs::write(&inventory, ini)
+            .map_err(|e| format!("cannot write {}: {e}", inventory.display()))?;
+        let vars = req.work_dir.join("vars.json");
+        std::fs::write(
+            &vars,
+            serde_json::Value::Object(play.vars.clone()).to_string(),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
+
+        self.step(&format!("ansible-playbook {}", play.playbook));
+        let mut c = Command::new(&self.tool.ansible_playbook);
+        if let Some(inv) = &play.inventory {
+            c.arg("-i").arg(inv);
+        }
+        c.arg("-i").arg(&inventory);
+        c.arg("-e").arg(format!("@{}", vars.display()));
+        c.arg(&play.playbook);
+        let roles: Vec<String> = play
+            .roles_path
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        c.current_dir(&play.source_dir)
+            .stdin(Stdio::null())
+            .env("BUILDAH_ISOLATION", &req.isolation)
+            .env("ANSIBLE_ROLES_PATH", roles.join(":"))
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_FORCE_COLOR", "0")
+            .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+            .env("ANSIBLE_HOST_KEY_CHECKING", "0")
+            .env("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")
+            .env("ANSIBLE_LOCAL_TEMP", req.work_dir.join("ansible-tmp"))
+            .env("PYTHONUNBUFFERED", "1");
+        let label = req.label.clone();
+        let sink = self.sink;
+        self.stream(c, &format!("ansible-playbook {}", play.playbook), &|line| {
+            if let Some(task) = line.strip_prefix("TASK [") {
+                let task = task.split(']').next().unwrap_or(task);
+                sink.step(&label, &format!("ansible: {task}"));
+            }
+        })
+    }
+}
+
+#[cfg(unix)]
+fn set_executable(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+}
+
+#[cfg(not(unix))]
+fn set_executable(_p: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+fn render_program(cmd: &Command) -> String {
+    cmd.get_program().to_string_lossy().into_owned()
+}
+
+/// A command as a shell line, for logs and for users to copy.
+fn render(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| shell_words::quote(&a.to_string_lossy()).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

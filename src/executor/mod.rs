@@ -1,0 +1,79 @@
+//! Executors turn a plain-data [`BuildRequest`] into a committed image.
+//! [`buildah::Buildah`] is the real one (buildah + ansible-playbook); tests of
+//! scheduling may use a recording executor. Only executors spawn processes.
+
+pub mod buildah;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use crate::error::Result;
+
+/// Everything needed to build one layer; no references to the workspace model.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub label: String,
+    pub digest: String,
+    /// `localhost/layerbuild/WS/TYPE/LAYER:DIGEST12`.
+    pub image_name: String,
+    pub container_name: String,
+    /// Image to start from; `None` for scratch.
+    pub from: Option<String>,
+    pub workspace_root: PathBuf,
+    pub isolation: String,
+    pub setup: Vec<String>,
+    pub packages: Vec<String>,
+    pub package_command: String,
+    /// Absolute paths of scripts to copy in and run, in order.
+    pub scripts: Vec<PathBuf>,
+    pub run: Vec<String>,
+    pub play: Option<PlayRequest>,
+    /// Where the full log of this build goes.
+    pub log_path: PathBuf,
+    /// Scratch space for generated files (inventory, vars).
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlayRequest {
+    pub source_dir: PathBuf,
+    pub playbook: String,
+    /// The Ansible inventory host name of the working container.
+    pub host_name: String,
+    pub groups: Vec<String>,
+    pub inventory: Option<PathBuf>,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    pub roles_path: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub image_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildFailure {
+    /// One line: which step failed.
+    pub message: String,
+    /// The working container kept for inspection, if any.
+    pub container: Option<String>,
+}
+
+/// Progress callbacks from inside a running build.
+pub trait StepSink: Sync {
+    /// A new step (e.g. "ansible: TASK [chrony : write chrony.conf]").
+    fn step(&self, label: &str, step: &str);
+}
+
+pub trait Executor: Sync {
+    /// Checks the tools this executor needs are present; `needs_play` when a
+    /// layer to build runs an Ansible playbook.
+    fn preflight(&self, needs_play: bool) -> Result<()>;
+    /// Ids of every image in the local store (one query per build).
+    fn images(&self) -> Result<HashSet<String>>;
+    fn build(
+        &self,
+        req: &BuildRequest,
+        sink: &dyn StepSink,
+    ) -> std::result::Result<BuildOutput, BuildFailure>;
+}

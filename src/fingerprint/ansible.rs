@@ -1,0 +1,386 @@
+//! Which roles (and which files outside the source directory) a layer's play
+//! uses, found statically from its playbook.
+//!
+//! Followed: `roles:` of every play, `include_role`/`import_role` with literal
+//! names in tasks, handlers and blocks, literal `include_tasks`/`import_tasks`
+//! and `import_playbook`, `meta/main.yml` dependencies, and role task and
+//! handler files. Whenever a name is templated (`{{ ... }}`) the analysis
+//! cannot know the answer, so it falls back to "every role counts" and says
+//! why: over-approximate, never under.
+//!
+//! I/O: reads YAML files of the source directory and roles.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::error::{Error, Location, Result};
+
+/// What a play needs, as workspace-relative paths.
+#[derive(Debug, Default)]
+pub struct PlayInputs {
+    /// Role name -> role directory.
+    pub roles: BTreeMap<String, String>,
+    /// Why every role of the roles path counts, if the analysis had to give up.
+    pub all_roles_reason: Option<String>,
+    /// Files the play names that lie outside the source directory.
+    pub extra_files: BTreeSet<String>,
+    pub notes: Vec<String>,
+}
+
+const ROLE_KEYS: &[&str] = &[
+    "include_role",
+    "import_role",
+    "ansible.builtin.include_role",
+    "ansible.builtin.import_role",
+    "ansible.legacy.include_role",
+    "ansible.legacy.import_role",
+];
+const TASK_FILE_KEYS: &[&str] = &[
+    "include_tasks",
+    "import_tasks",
+    "include",
+    "ansible.builtin.include_tasks",
+    "ansible.builtin.import_tasks",
+    "ansible.builtin.include",
+    "ansible.legacy.include_tasks",
+    "ansible.legacy.import_tasks",
+];
+const PLAYBOOK_KEYS: &[&str] = &["import_playbook", "ansible.builtin.import_playbook"];
+const VARS_FILE_KEYS: &[&str] = &["include_vars", "ansible.builtin.include_vars"];
+const BLOCK_KEYS: &[&str] = &["block", "rescue", "always"];
+const PLAY_TASK_LISTS: &[&str] = &["pre_tasks", "tasks", "post_tasks", "handlers"];
+
+fn templated(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+enum Work {
+    Playbook(PathBuf),
+    Tasks(PathBuf),
+}
+
+struct Discovery<'a> {
+    root: &'a Path,
+    source: String,
+    roles_path: &'a [String],
+    playbook_dir: PathBuf,
+    out: PlayInputs,
+    queue: VecDeque<Work>,
+    seen_files: BTreeSet<PathBuf>,
+    /// Role names waiting to be resolved, with where they were named.
+    pending_roles: VecDeque<(String, PathBuf)>,
+}
+
+/// Discovers the inputs of `playbook` (relative to `source`).
+pub fn discover(
+    root: &Path,
+    source: &str,
+    playbook: &str,
+    roles_path: &[String],
+) -> Result<PlayInputs> {
+    let pb = root.join(source).join(playbook);
+    let mut d = Discovery {
+        root,
+        source: source.to_string(),
+        roles_path,
+        playbook_dir: pb.parent().unwrap_or(root).to_path_buf(),
+        out: PlayInputs::default(),
+        queue: VecDeque::from([Work::Playbook(pb)]),
+        seen_files: BTreeSet::new(),
+        pending_roles: VecDeque::new(),
+    };
+    loop {
+        if let Some(work) = d.queue.pop_front() {
+            match work {
+                Work::Playbook(p) => d.scan_playbook(&p)?,
+                Work::Tasks(p) => {
+                    if let Some(docs) = d.load(&p)? {
+                        for doc in &docs {
+                            d.scan_tasks(doc, &p);
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some((name, from)) = d.pending_roles.pop_front() {
+            d.resolve_role(&name, &from)?;
+            continue;
+        }
+        break;
+    }
+    Ok(d.out)
+}
+
+impl Discovery<'_> {
+    fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(self.root)
+            .unwrap_or(p)
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Records a file the play reads that the source directory and the
+    /// roles paths do not already cover.
+    fn note_outside(&mut self, rel: &str) {
+        let inside = |dir: &str| dir == "." || rel.starts_with(&format!("{dir}/"));
+        if !inside(&self.source) && !self.roles_path.iter().any(|r| inside(r)) {
+            self.out.extra_files.insert(rel.to_string());
+        }
+    }
+
+    fn give_up(&mut self, reason: String) {
+        if self.out.all_roles_reason.is_none() {
+            self.out.all_roles_reason = Some(reason);
+        }
+    }
+
+    /// Loads a YAML file once. Files that do not exist are not ours to judge
+    /// here (Ansible reports them); a YAML syntax error is bad input.
+    fn load(&mut self, path: &Path) -> Result<Option<Vec<Yaml>>> {
+        let path = normalize(path);
+        if !self.seen_files.insert(path.clone()) || !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let rel = self.rel(&path);
+        self.note_outside(&rel);
+        YamlLoader::load_from_str(&text).map(Some).map_err(|e| {
+            let m = e.marker();
+            let mut loc = Location::at_line(&rel, &text, m.line());
+            loc.column = Some(m.col() + 1);
+            Error::input_at(loc, format!("YAML syntax error: {}", e.info()))
+                .with_hint("ansible-playbook would reject this file too; fix the YAML")
+        })
+    }
+
+    fn scan_playbook(&mut self, path: &Path) -> Result<()> {
+        let Some(docs) = self.load(path)? else {
+            return Ok(());
+        };
+        let dir = path.parent().unwrap_or(self.root).to_path_buf();
+        let rel = self.rel(path);
+        for doc in &docs {
+            let Some(plays) = doc.as_vec() else { continue };
+            for play in plays {
+                for key in PLAYBOOK_KEYS {
+                    if let Some(target) = play[*key].as_str() {
+                        if templated(target) {
+                            self.give_up(format!(
+                                "{rel} imports a playbook with a templated name '{target}'"
+                            ));
+                        } else {
+                            self.queue.push_back(Work::Playbook(dir.join(target)));
+                        }
+                    }
+                }
+                if let Some(roles) = play["roles"].as_vec() {
+                    for r in roles {
+                        self.role_ref(r, path);
+                    }
+                }
+                if let Some(files) = play["vars_files"].as_vec() {
+                    for f in files {
+                        self.vars_file(f, &dir, &rel);
+                    }
+                }
+                for list in PLAY_TASK_LISTS {
+                    self.scan_tasks(&play[*list], path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn vars_file(&mut self, f: &Yaml, dir: &Path, from: &str) {
+        let names: Vec<&str> = match f {
+            Yaml::String(s) => vec![s.as_str()],
+            // A list means "the first of these that exists".
+            Yaml::Array(a) => a.iter().filter_map(Yaml::as_str).collect(),
+            _ => vec![],
+        };
+        for name in names {
+            if templated(name) {
+                self.out.notes.push(format!(
+                    "{from} reads vars file '{name}' whose name is templated; only files inside the source directory are tracked for it"
+                ));
+                continue;
+            }
+            let p = normalize(&dir.join(name));
+            if p.is_file() {
+                let rel = self.rel(&p);
+                self.note_outside(&rel);
+            }
+        }
+    }
+
+    fn role_ref(&mut self, r: &Yaml, from: &Path) {
+        let name = match r {
+            Yaml::String(s) => Some(s.clone()),
+            Yaml::Hash(_) => r["role"]
+                .as_str()
+                .or_else(|| r["name"].as_str())
+                .map(str::to_string),
+            _ => None,
+        };
+        match name {
+            Some(n) if templated(&n) => {
+                let rel = self.rel(from);
+                self.give_up(format!("{rel} uses a role whose name is templated: '{n}'"));
+            }
+            Some(n) => self.pending_roles.push_back((n, from.to_path_buf())),
+            None => {}
+        }
+    }
+
+    fn scan_tasks(&mut self, tasks: &Yaml, file: &Path) {
+        let Some(list) = tasks.as_vec() else { return };
+        let dir = file.parent().unwrap_or(self.root).to_path_buf();
+        for task in list {
+            if task.as_hash().is_none() {
+                continue;
+            }
+            for key in ROLE_KEYS {
+                let v = &task[*key];
+                match v {
+                    Yaml::String(_) => self.role_ref(v, file),
+                    Yaml::Hash(_) => {
+                        let named = v["name"].clone();
+                        self.role_ref(&named, file);
+                    }
+                    _ => {}
+                }
+            }
+            for key in TASK_FILE_KEYS {
+                let v = &task[*key];
+                let target = v.as_str().or_else(|| v["file"].as_str());
+                if let Some(t) = target {
+                    if templated(t) {
+                        let rel = self.rel(file);
+                        self.give_up(format!(
+                            "{rel} includes a task file with a templated name '{t}'"
+                        ));
+                    } else {
+                        self.queue.push_back(Work::Tasks(dir.join(t)));
+                    }
+                }
+            }
+            for key in VARS_FILE_KEYS {
+                let v = &task[*key];
+                let target = v.as_str().or_else(|| v["file"].as_str());
+                if let Some(t) = target {
+                    let rel = self.rel(file);
+                    self.vars_file(&Yaml::String(t.to_string()), &dir, &rel);
+                }
+            }
+            for key in BLOCK_KEYS {
+                self.scan_tasks(&task[*key], file);
+            }
+        }
+    }
+
+    fn resolve_role(&mut self, name: &str, from: &Path) -> Result<()> {
+        if self.out.roles.contains_key(name) {
+            return Ok(());
+        }
+        let mut candidates: Vec<PathBuf> = vec![];
+        if name.contains('/') {
+            candidates.push(self.playbook_dir.join(name));
+        } else {
+            candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
+            candidates.push(self.playbook_dir.join("roles").join(name));
+            candidates.push(self.playbook_dir.join(name));
+        }
+        let Some(dir) = candidates.iter().map(|c| normalize(c)).find(|c| c.is_dir()) else {
+            let rel_from = self.rel(from);
+            let text = std::fs::read_to_string(from).unwrap_or_default();
+            let line = text
+                .lines()
+                .position(|l| l.contains(name))
+                .map_or(1, |i| i + 1);
+            let searched: Vec<String> =
+                candidates.iter().map(|c| self.rel(&normalize(c))).collect();
+            return Err(Error::input_at(
+                Location::at_line(&rel_from, &text, line),
+                format!("role '{name}' not found"),
+            )
+            .with_hint(format!(
+                "searched {}; add the role there or set roles_path for the layer",
+                searched.join(", ")
+            )));
+        };
+        let rel_dir = self.rel(&dir);
+        self.out.roles.insert(name.to_string(), rel_dir);
+
+        for meta in ["meta/main.yml", "meta/main.yaml"] {
+            let p = dir.join(meta);
+            if let Some(docs) = self.load(&p)? {
+                for doc in &docs {
+                    if let Some(deps) = doc["dependencies"].as_vec() {
+                        for d in deps {
+                            self.role_ref(d, &p);
+                        }
+                    }
+                }
+            }
+        }
+        for sub in ["tasks", "handlers"] {
+            let d = dir.join(sub);
+            if !d.is_dir() {
+                continue;
+            }
+            let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&d)
+                .follow_links(true)
+                .into_iter()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_file())
+                .map(|e| e.into_path())
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+                .collect();
+            files.sort();
+            for f in files {
+                self.queue.push_back(Work::Tasks(f));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lexically removes `.` and `..` so the same file is seen once.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Every role directory directly under the given roles paths.
+pub fn all_roles(root: &Path, roles_path: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for rp in roles_path {
+        let Ok(entries) = std::fs::read_dir(root.join(rp)) else {
+            continue;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for n in names {
+            out.entry(n.clone()).or_insert_with(|| format!("{rp}/{n}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,257 @@
+//! Content hashes of workspace files.
+//!
+//! One walk of the workspace (with `ignore`, so `.gitignore`d files do not
+//! count) restricted to the directories some layer needs, then blake3 over
+//! every file in parallel. Paths are workspace-relative with `/`; mode is
+//! reduced to what git keeps (regular, executable, symlink) so a clone with
+//! another umask gets the same digests; mtimes never count.
+//!
+//! I/O: reads the workspace; writes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A file's content and the part of its mode that counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHash {
+    pub hash: String,
+    /// `100644`, `100755`, or `120000` for a dangling symlink (hash of its target path).
+    pub mode: String,
+}
+
+/// Hashes of every non-ignored file under the requested roots.
+#[derive(Debug, Default)]
+pub struct FileIndex {
+    files: BTreeMap<String, FileHash>,
+}
+
+impl FileIndex {
+    /// Walks `roots` (workspace-relative directories, `.` for all) under
+    /// `root`, skipping `.git` and `exclude`, and hashes every file found.
+    /// `explicit` paths (files or directories a layer names outright) are
+    /// hashed whether or not an ignore file matches them.
+    pub fn build(
+        root: &Path,
+        roots: &BTreeSet<String>,
+        explicit: &BTreeSet<String>,
+        exclude: &Path,
+    ) -> Result<FileIndex> {
+        let mut paths: BTreeSet<String> = BTreeSet::new();
+        if !roots.is_empty() {
+            walk(root, roots, exclude, true, &mut paths)?;
+        }
+        if !explicit.is_empty() {
+            walk(root, explicit, exclude, false, &mut paths)?;
+        }
+        let hashed: Vec<(String, FileHash)> = paths
+            .into_par_iter()
+            .map(|rel| {
+                let full = root.join(&rel);
+                hash_path(&full).map(|h| (rel, h))
+            })
+            .collect::<Result<_>>()?;
+        Ok(FileIndex {
+            files: hashed.into_iter().collect(),
+        })
+    }
+
+    /// Files at or below `rel` (a file or a directory).
+    pub fn under<'a>(
+        &'a self,
+        rel: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a FileHash)> + 'a {
+        let all = rel == ".";
+        let prefix = format!("{rel}/");
+        let start = if all { String::new() } else { rel.to_string() };
+        let prefix2 = prefix.clone();
+        self.files
+            .range(start..)
+            // Keys between `rel` and `rel/` sort like `rel.txt`: skip them, stop after the subtree.
+            .take_while(move |(k, _)| {
+                all || k.as_str() == rel || k.as_str() < prefix.as_str() || k.starts_with(&prefix)
+            })
+            .filter(move |(k, _)| all || k.as_str() == rel || k.starts_with(&prefix2))
+    }
+
+    pub fn get(&self, rel: &str) -> Option<&FileHash> {
+        self.files.get(rel)
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+fn related(rel: &str, roots: &BTreeSet<String>) -> bool {
+    rel.is_empty()
+        || roots.iter().any(|r| {
+            r == "."
+                || rel == r
+                || rel.starts_with(&format!("{r}/"))
+                || r.starts_with(&format!("{rel}/"))
+        })
+}
+
+fn walk(
+    root: &Path,
+    roots: &BTreeSet<String>,
+    exclude: &Path,
+    filtered: bool,
+    out: &mut BTreeSet<String>,
+) -> Result<()> {
+    let root_buf = root.to_path_buf();
+    let exclude = exclude.to_path_buf();
+    let roots_owned = roots.clone();
+    let mut builder = ignore::WalkBuilder::new(root);
+    builder
+        .standard_filters(false)
+        .hidden(false)
+        .parents(false)
+        .follow_links(true)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .filter_entry(move |e| {
+            let path = e.path();
+            if path == exclude || e.file_name() == ".git" {
+                return false;
+            }
+            let rel = rel_str(&root_buf, path);
+            related(&rel, &roots_owned)
+        });
+    if filtered {
+        builder
+            .git_ignore(true)
+            .ignore(true)
+            .require_git(false)
+            .git_global(false)
+            .git_exclude(false);
+    }
+    for entry in builder.build() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(err) => {
+                // A dangling symlink still counts (by its target path); loops
+                // and unreadable directories are errors, never silently skipped.
+                if let Some(path) = io_error_path(&err)
+                    && path
+                        .symlink_metadata()
+                        .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    out.insert(rel_str(root, &path));
+                    continue;
+                }
+                return Err(Error::env(format!("walking the workspace: {err}")));
+            }
+        };
+        let ft = entry.file_type();
+        let is_file = ft.is_some_and(|t| t.is_file());
+        if !is_file {
+            continue;
+        }
+        let rel = rel_str(root, entry.path());
+        if roots
+            .iter()
+            .any(|r| r == "." || rel == *r || rel.starts_with(&format!("{r}/")))
+        {
+            out.insert(rel);
+        }
+    }
+    Ok(())
+}
+
+fn io_error_path(err: &ignore::Error) -> Option<PathBuf> {
+    match err {
+        ignore::Error::WithPath { path, .. } => Some(path.clone()),
+        ignore::Error::WithDepth { err, .. } => io_error_path(err),
+        ignore::Error::WithLineNumber { err, .. } => io_error_path(err),
+        _ => None,
+    }
+}
+
+fn rel_str(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Hashes one file (following symlinks). A dangling symlink is hashed by its
+/// target path.
+pub fn hash_path(full: &Path) -> Result<FileHash> {
+    let meta = match std::fs::metadata(full) {
+        Ok(m) => m,
+        Err(_) => {
+            let target = std::fs::read_link(full).map_err(|e| Error::io(full, e))?;
+            return Ok(FileHash {
+                hash: blake3::hash(target.to_string_lossy().as_bytes())
+                    .to_hex()
+                    .to_string(),
+                mode: "120000".into(),
+            });
+        }
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut file = std::fs::File::open(full).map_err(|e| Error::io(full, e))?;
+    if meta.len() > 1 << 20 {
+        hasher
+            .update_reader(&mut file)
+            .map_err(|e| Error::io(full, e))?;
+    } else {
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut buf).map_err(|e| Error::io(full, e))?;
+        hasher.update(&buf);
+    }
+    Ok(FileHash {
+        hash: hasher.finalize().to_hex().to_string(),
+        mode: if is_executable(&meta) {
+            "100755"
+        } else {
+            "100644"
+        }
+        .into(),
+    })
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_selects_exact_subtrees() {
+        let mut idx = FileIndex::default();
+        for p in ["a/b", "a/b/c", "a/b/d/e", "a/bc", "a/b.txt", "z"] {
+            idx.files.insert(
+                p.into(),
+                FileHash {
+                    hash: String::new(),
+                    mode: "100644".into(),
+                },
+            );
+        }
+        let got: Vec<&str> = idx.under("a/b").map(|(k, _)| k.as_str()).collect();
+        assert_eq!(got, vec!["a/b", "a/b/c", "a/b/d/e"]);
+        assert_eq!(idx.under(".").count(), 6);
+        assert_eq!(idx.under("a/bc").count(), 1);
+    }
+}

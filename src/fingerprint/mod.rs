@@ -1,0 +1,322 @@
+//! What goes into a layer's digest.
+//!
+//! A [`Manifest`] is a serialisable record of every input of a layer: the
+//! parent's digest (so a change anywhere above changes everything below),
+//! the layer's definition, its packages entry by entry, every file of its
+//! source directory and of the roles its play uses, its scripts and inputs,
+//! the system's inventory and vars, and a format version. The digest is
+//! blake3 over the manifest's canonical JSON (struct fields in declaration
+//! order, maps sorted). The whole manifest is kept beside the digest so a
+//! rebuild can be explained as a diff of two manifests.
+//!
+//! I/O: reads workspace files (via [`files`] and [`ansible`]); nothing else.
+
+pub mod ansible;
+pub mod files;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::label::Label;
+use crate::workspace::{Layer, Parent, System, Workspace};
+use files::{FileHash, FileIndex};
+
+/// Bump when the meaning of a manifest changes, so every digest changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub label: String,
+    pub parent: ParentInput,
+    pub definition: Definition,
+    /// Package entries in the order given.
+    pub packages: Vec<String>,
+    /// Workspace-relative path -> content, mode and why it counts.
+    pub files: BTreeMap<String, FileInput>,
+    /// The system's extra vars (only for layers that run a playbook).
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Where the analysis had to over-approximate, and why.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ParentInput {
+    Scratch,
+    Layer { label: String, digest: String },
+    Image { reference: String },
+}
+
+/// The layer's own declaration, as it affects the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    pub setup: Vec<String>,
+    /// The command template that installs `packages` (absent when there are none).
+    pub package_command: Option<String>,
+    pub packages_file: Option<String>,
+    pub scripts: Vec<String>,
+    pub run: Vec<String>,
+    pub inputs: Vec<String>,
+    pub source: Option<String>,
+    pub playbook: Option<String>,
+    pub groups: Vec<String>,
+    pub roles_path: Vec<String>,
+    pub inventory: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInput {
+    pub hash: String,
+    pub mode: String,
+    /// `playbook`, `source`, `role:NAME`, `inventory`, `script`, `input`,
+    /// `packages_file`, `setup`, or `play` (a file outside the source the play reads).
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fingerprint {
+    pub label: Label,
+    pub digest: String,
+    pub manifest: Manifest,
+}
+
+impl Manifest {
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("a manifest always serialises");
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+}
+
+/// Per-layer results of the analysis that does not depend on parents.
+struct LayerInputs {
+    roles: BTreeMap<String, String>,
+    extra_files: BTreeSet<String>,
+    setup_refs: BTreeSet<String>,
+    notes: Vec<String>,
+}
+
+/// Fingerprints `labels`, which must be in topological order and closed under
+/// ancestors (as [`crate::graph::LayerGraph::select`] returns them).
+pub fn fingerprint(
+    ws: &Workspace,
+    system: Option<&System>,
+    labels: &[Label],
+) -> Result<BTreeMap<Label, Fingerprint>> {
+    let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
+    let mut roots: BTreeSet<String> = BTreeSet::new();
+    let mut explicit: BTreeSet<String> = BTreeSet::new();
+    let inventory = system.and_then(|s| s.inventory.clone());
+
+    for label in labels {
+        let layer = &ws.layers[label];
+        let mut inputs = LayerInputs {
+            roles: BTreeMap::new(),
+            extra_files: BTreeSet::new(),
+            setup_refs: setup_references(ws, layer),
+            notes: vec![],
+        };
+        if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
+            let found = ansible::discover(&ws.root, source, playbook, &layer.roles_path)?;
+            inputs.roles = found.roles;
+            if let Some(reason) = found.all_roles_reason {
+                inputs
+                    .notes
+                    .push(format!("every role counts because {reason}"));
+                inputs
+                    .roles
+                    .extend(ansible::all_roles(&ws.root, &layer.roles_path));
+            }
+            inputs.extra_files = found.extra_files;
+            inputs.notes.extend(found.notes);
+            if let Some(inv) = &inventory {
+                roots.insert(inv.clone());
+            }
+            explicit.insert(format!("{source}/{playbook}"));
+        }
+        roots.extend(layer.source.iter().cloned());
+        roots.extend(inputs.roles.values().cloned());
+        explicit.extend(layer.scripts.iter().cloned());
+        explicit.extend(layer.inputs.iter().cloned());
+        explicit.extend(layer.packages_file.iter().cloned());
+        explicit.extend(inputs.extra_files.iter().cloned());
+        explicit.extend(inputs.setup_refs.iter().cloned());
+        analysed.insert(label, inputs);
+    }
+
+    let index = FileIndex::build(&ws.root, &roots, &explicit, &ws.cache_dir)?;
+
+    let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
+    for label in labels {
+        let layer = &ws.layers[label];
+        let inputs = &analysed[label];
+        let parent = match &layer.parent {
+            Parent::Scratch => ParentInput::Scratch,
+            Parent::Image(r) => ParentInput::Image {
+                reference: r.clone(),
+            },
+            Parent::Layer(p) => ParentInput::Layer {
+                label: p.to_string(),
+                digest: out.get(p).map(|f| f.digest.clone()).ok_or_else(|| {
+                    Error::env(format!(
+                        "internal: {p} fingerprinted after its child {label}"
+                    ))
+                })?,
+            },
+        };
+        let manifest = build_manifest(ws, system, layer, inputs, &index, parent);
+        let digest = manifest.digest();
+        out.insert(
+            label.clone(),
+            Fingerprint {
+                label: label.clone(),
+                digest,
+                manifest,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn build_manifest(
+    ws: &Workspace,
+    system: Option<&System>,
+    layer: &Layer,
+    inputs: &LayerInputs,
+    index: &FileIndex,
+    parent: ParentInput,
+) -> Manifest {
+    let mut files: BTreeMap<String, FileInput> = BTreeMap::new();
+    let mut add = |path: &str, h: &FileHash, origin: String| {
+        files.entry(path.to_string()).or_insert_with(|| FileInput {
+            hash: h.hash.clone(),
+            mode: h.mode.clone(),
+            origin,
+        });
+    };
+    let runs_play = layer.playbook.is_some();
+
+    // Role files first, so a role inside the source directory is labelled as a role.
+    for (name, dir) in &inputs.roles {
+        for (p, h) in index.under(dir) {
+            add(p, h, format!("role:{name}"));
+        }
+    }
+    if let Some(source) = &layer.source {
+        let playbook = layer.playbook.as_ref().map(|pb| format!("{source}/{pb}"));
+        if let Some(pb) = &playbook
+            && let Some(h) = index.get(pb)
+        {
+            add(pb, h, "playbook".into());
+        }
+        for (p, h) in index.under(source) {
+            // Roles the play does not use do not count.
+            let in_roles_path = layer
+                .roles_path
+                .iter()
+                .any(|rp| p.starts_with(&format!("{rp}/")));
+            if !in_roles_path {
+                add(p, h, "source".into());
+            }
+        }
+    }
+    for p in &inputs.extra_files {
+        if let Some(h) = index.get(p) {
+            add(p, h, "play".into());
+        }
+    }
+    for (list, origin) in [
+        (&layer.scripts, "script"),
+        (&layer.inputs, "input"),
+        (
+            &inputs.setup_refs.iter().cloned().collect::<Vec<_>>(),
+            "setup",
+        ),
+    ] {
+        for rel in list {
+            for (p, h) in index.under(rel) {
+                add(p, h, origin.into());
+            }
+        }
+    }
+    if let Some(pf) = &layer.packages_file
+        && let Some(h) = index.get(pf)
+    {
+        add(pf, h, "packages_file".into());
+    }
+    let inventory = if runs_play {
+        system.and_then(|s| s.inventory.clone())
+    } else {
+        None
+    };
+    if let Some(inv) = &inventory {
+        for (p, h) in index.under(inv) {
+            add(p, h, "inventory".into());
+        }
+    }
+
+    let definition = Definition {
+        setup: layer.setup.clone(),
+        package_command: (!layer.packages.is_empty()).then(|| {
+            layer
+                .package_command
+                .clone()
+                .unwrap_or_else(|| ws.build.package_command.clone())
+        }),
+        packages_file: layer.packages_file.clone(),
+        scripts: layer.scripts.clone(),
+        run: layer.run.clone(),
+        inputs: layer.inputs.clone(),
+        source: layer.source.clone(),
+        playbook: layer.playbook.clone(),
+        groups: layer.groups.clone(),
+        roles_path: layer.roles_path.clone(),
+        inventory,
+    };
+    Manifest {
+        format: FORMAT_VERSION,
+        label: layer.label.to_string(),
+        parent,
+        definition,
+        packages: layer.packages.clone(),
+        files,
+        vars: if runs_play {
+            system.map(|s| s.vars.clone()).unwrap_or_default()
+        } else {
+            BTreeMap::new()
+        },
+        notes: inputs.notes.clone(),
+    }
+}
+
+/// Workspace paths named in setup commands (which run on the host with the
+/// workspace as working directory): `cp files/motd {root}/etc/motd` makes
+/// `files/motd` an input even when `inputs` forgets it.
+fn setup_references(ws: &Workspace, layer: &Layer) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for cmd in &layer.setup {
+        let words = shell_words::split(cmd)
+            .unwrap_or_else(|_| cmd.split_whitespace().map(str::to_string).collect());
+        for w in words {
+            let w = w.split_once('=').map_or(w.as_str(), |(_, v)| v);
+            if w.is_empty()
+                || w.starts_with('-')
+                || w.starts_with('/')
+                || w.contains("{root}")
+                || w.contains("..")
+            {
+                continue;
+            }
+            let w = w.trim_start_matches("./").trim_end_matches('/');
+            if w.is_empty() || w == "." {
+                continue;
+            }
+            if ws.root.join(w).exists() {
+                out.insert(w.to_string());
+            }
+        }
+    }
+    out
+}

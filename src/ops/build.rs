@@ -1,0 +1,432 @@
+//! `layerbuild build`: fingerprint the selected layers, then build what the
+//! cache does not hold, independent branches in parallel.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Context, container_name, image_name, now_secs};
+use crate::cache::{BuildRecord, Cache};
+use crate::error::{Error, Result};
+use crate::executor::{BuildRequest, Executor, PlayRequest};
+use crate::fingerprint::{self, Fingerprint};
+use crate::label::{Label, Pattern};
+use crate::progress::{Reporter, format_duration};
+use crate::scheduler::{self, NodeStatus};
+use crate::workspace::{Parent, System, Workspace};
+
+pub struct BuildOptions {
+    pub patterns: Vec<Pattern>,
+    pub system: Option<String>,
+    pub jobs: Option<usize>,
+    pub keep_going: bool,
+    pub isolation: Option<String>,
+}
+
+/// Schema version of `build --json`.
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct BuildReport {
+    pub version: u32,
+    pub system: Option<String>,
+    pub layers: Vec<LayerResult>,
+    pub built: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub duration_ms: u128,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LayerResult {
+    pub label: String,
+    pub digest: String,
+    /// `built`, `cached`, `failed`, `skipped` (a dependency failed) or `not_started`.
+    pub status: &'static str,
+    pub image_id: Option<String>,
+    pub image_name: Option<String>,
+    pub duration_ms: Option<u128>,
+    pub error: Option<String>,
+    /// The kept working container of a failed layer.
+    pub container: Option<String>,
+    pub log: Option<String>,
+}
+
+enum Done {
+    Cached {
+        image_id: String,
+        image_name: String,
+    },
+    Built {
+        image_id: String,
+        image_name: String,
+        elapsed: Duration,
+        log: PathBuf,
+    },
+}
+
+struct Failed {
+    message: String,
+    container: Option<String>,
+    log: Option<PathBuf>,
+}
+
+pub fn build(
+    ctx: &Context,
+    opts: &BuildOptions,
+    executor: &dyn Executor,
+    reporter_for: &dyn Fn(usize) -> Box<dyn Reporter>,
+) -> Result<BuildReport> {
+    let ws = &ctx.ws;
+    let started = Instant::now();
+    let system = ws.system(opts.system.as_deref())?;
+    let labels = ctx.graph.select(&opts.patterns)?;
+    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    if let Some(j) = opts.jobs
+        && j == 0
+    {
+        return Err(Error::input("-j/--jobs must be at least 1"));
+    }
+    let jobs = opts.jobs.unwrap_or(ws.build.jobs);
+    let isolation = opts
+        .isolation
+        .clone()
+        .unwrap_or_else(|| ws.build.isolation.clone());
+
+    // Only now touch the environment: bad input above never reaches it.
+    executor.preflight(labels.iter().any(|l| ws.layers[l].playbook.is_some()))?;
+    let images = Mutex::new(executor.images()?);
+    let cache = Mutex::new(Cache::open(&ws.db_path())?);
+
+    let index: HashMap<&Label, usize> = labels.iter().enumerate().map(|(i, l)| (l, i)).collect();
+    let deps: Vec<Vec<usize>> = labels
+        .iter()
+        .map(|l| match &ws.layers[l].parent {
+            Parent::Layer(p) => vec![index[p]],
+            _ => vec![],
+        })
+        .collect();
+
+    let reporter = reporter_for(labels.len());
+    let image_of: Mutex<BTreeMap<Label, String>> = Mutex::new(BTreeMap::new());
+    let system_name = system.map(|s| s.name.clone());
+    let results = scheduler::run(&deps, jobs, opts.keep_going, |i| {
+        let label = &labels[i];
+        let fp = &prints[label];
+        let r = build_one(
+            ws,
+            system,
+            fp,
+            &isolation,
+            executor,
+            reporter.as_ref(),
+            &cache,
+            &images,
+            &image_of,
+        );
+        if let Ok(Done::Cached { image_id, .. } | Done::Built { image_id, .. }) = &r {
+            image_of
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(label.clone(), image_id.clone());
+        }
+        r
+    });
+
+    let mut report = BuildReport {
+        version: REPORT_VERSION,
+        system: system_name,
+        layers: vec![],
+        built: 0,
+        cached: 0,
+        failed: 0,
+        skipped: 0,
+        duration_ms: 0,
+    };
+    for (i, status) in results.into_iter().enumerate() {
+        let label = &labels[i];
+        let digest = prints[label].digest.clone();
+        let mut res = LayerResult {
+            label: label.to_string(),
+            digest,
+            status: "",
+            image_id: None,
+            image_name: None,
+            duration_ms: None,
+            error: None,
+            container: None,
+            log: None,
+        };
+        match status {
+            NodeStatus::Done(Done::Cached {
+                image_id,
+                image_name,
+            }) => {
+                report.cached += 1;
+                res.status = "cached";
+                res.image_id = Some(image_id);
+                res.image_name = Some(image_name);
+            }
+            NodeStatus::Done(Done::Built {
+                image_id,
+                image_name,
+                elapsed,
+                log,
+            }) => {
+                report.built += 1;
+                res.status = "built";
+                res.image_id = Some(image_id);
+                res.image_name = Some(image_name);
+                res.duration_ms = Some(elapsed.as_millis());
+                res.log = Some(ws.display_path(&log));
+            }
+            NodeStatus::Failed(f) => {
+                report.failed += 1;
+                res.status = "failed";
+                res.error = Some(f.message);
+                res.container = f.container;
+                res.log = f.log.map(|l| ws.display_path(&l));
+            }
+            NodeStatus::SkippedDependency(d) => {
+                report.skipped += 1;
+                res.status = "skipped";
+                res.error = Some(format!("{} did not build", labels[d]));
+                reporter.skipped(&res.label, &format!("{} did not build", labels[d]));
+            }
+            NodeStatus::NotStarted => {
+                report.skipped += 1;
+                res.status = "not_started";
+                res.error = Some("not started: an earlier layer failed (use --keep-going to build independent branches)".into());
+                reporter.skipped(&res.label, "not started after an earlier failure (--keep-going builds independent branches)");
+            }
+        }
+        report.layers.push(res);
+    }
+    reporter.finish();
+    report.duration_ms = started.elapsed().as_millis();
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_one(
+    ws: &Workspace,
+    system: Option<&System>,
+    fp: &Fingerprint,
+    isolation: &str,
+    executor: &dyn Executor,
+    reporter: &dyn Reporter,
+    cache: &Mutex<Cache>,
+    images: &Mutex<HashSet<String>>,
+    image_of: &Mutex<BTreeMap<Label, String>>,
+) -> std::result::Result<Done, Failed> {
+    let label = &fp.label;
+    let label_s = label.to_string();
+    let fail = |message: String| Failed {
+        message,
+        container: None,
+        log: None,
+    };
+
+    // Look the digest up right before starting: another process (or an
+    // earlier layer of this run) may have built it since the plan was made.
+    let hit = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .lookup(&fp.digest)
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(row) = hit {
+        let mut present = images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&row.image_id);
+        if !present {
+            // The store may have changed since the run began.
+            if let Ok(fresh) = executor.images() {
+                present = fresh.contains(&row.image_id);
+                *images.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+            }
+        }
+        if present {
+            reporter.cached(&label_s, &row.image_id);
+            return Ok(Done::Cached {
+                image_id: row.image_id,
+                image_name: row.image_name,
+            });
+        }
+        // A row whose image was deleted is a miss, not an error.
+    }
+
+    let layer = &ws.layers[label];
+    let from = match &layer.parent {
+        Parent::Scratch => None,
+        Parent::Image(r) => Some(r.clone()),
+        Parent::Layer(p) => Some(
+            image_of
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(p)
+                .cloned()
+                .ok_or_else(|| fail(format!("internal: parent {p} has no image")))?,
+        ),
+    };
+    let started_at = now_secs();
+    let image = image_name(ws, label, &fp.digest);
+    let container = container_name(ws, label, &fp.digest);
+    let log_path = ws
+        .cache_dir
+        .join("logs")
+        .join(label.image_type())
+        .join(label.layer())
+        .join(format!(
+            "{}-{}.log",
+            super::format_time(started_at)
+                .replace([' ', ':'], "")
+                .replace('-', ""),
+            &fp.digest[..12]
+        ));
+    let work_dir = ws.cache_dir.join("tmp").join(&container);
+    let play = layer.playbook.as_ref().map(|pb| {
+        let source = layer.source.as_deref().unwrap_or(".");
+        PlayRequest {
+            source_dir: ws.root.join(source),
+            playbook: pb.clone(),
+            host_name: label.slug(),
+            groups: layer.groups.clone(),
+            inventory: system
+                .and_then(|s| s.inventory.as_ref())
+                .map(|i| ws.root.join(i)),
+            vars: system
+                .map(|s| s.vars.clone().into_iter().collect())
+                .unwrap_or_default(),
+            roles_path: layer.roles_path.iter().map(|r| ws.root.join(r)).collect(),
+        }
+    });
+    let req = BuildRequest {
+        label: label_s.clone(),
+        digest: fp.digest.clone(),
+        image_name: image.clone(),
+        container_name: container.clone(),
+        from,
+        workspace_root: ws.root.clone(),
+        isolation: isolation.to_string(),
+        setup: layer.setup.clone(),
+        packages: layer.packages.clone(),
+        package_command: layer
+            .package_command
+            .clone()
+            .unwrap_or_else(|| ws.build.package_command.clone()),
+        scripts: layer.scripts.iter().map(|s| ws.root.join(s)).collect(),
+        run: layer.run.clone(),
+        play,
+        log_path: log_path.clone(),
+        work_dir: work_dir.clone(),
+    };
+
+    reporter.started(&label_s, &fp.digest);
+    let t0 = Instant::now();
+    let outcome = executor.build(&req, reporter);
+    let elapsed = t0.elapsed();
+    let record = BuildRecord {
+        label: &label_s,
+        system: system.map(|s| s.name.as_str()),
+        digest: &fp.digest,
+        manifest: &fp.manifest,
+        started_at,
+        duration: elapsed,
+        log_path: Some(&log_path),
+    };
+    match outcome {
+        Ok(out) => {
+            let recorded = cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record_built(&record, &out.image_id, &image);
+            if let Err(e) = recorded {
+                reporter.failed(
+                    &label_s,
+                    &format!("built, but could not record it in the cache: {e}"),
+                );
+                return Err(Failed {
+                    message: format!("could not record in the cache: {e}"),
+                    container: None,
+                    log: Some(log_path),
+                });
+            }
+            let _ = std::fs::remove_dir_all(&work_dir);
+            images
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(out.image_id.clone());
+            reporter.built(&label_s, elapsed);
+            Ok(Done::Built {
+                image_id: out.image_id,
+                image_name: image,
+                elapsed,
+                log: log_path,
+            })
+        }
+        Err(f) => {
+            let _ = cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record_failed(&record, f.container.as_deref(), &f.message);
+            reporter.failed(&label_s, &f.message);
+            let mut text = String::new();
+            let tail = log_tail(&log_path, 15);
+            if !tail.is_empty() {
+                text.push_str(&format!(
+                    "---- last lines of {} ----\n{tail}\n----\n",
+                    ws.display_path(&log_path)
+                ));
+            }
+            if let Some(c) = &f.container {
+                text.push_str(&format!(
+                    "  the working container is kept; enter it with:\n    buildah run --isolation {isolation} {c} sh\n  remove it with: buildah rm {c}"
+                ));
+            }
+            if !text.is_empty() {
+                reporter.println(&text);
+            }
+            Err(Failed {
+                message: f.message,
+                container: f.container,
+                log: Some(log_path),
+            })
+        }
+    }
+}
+
+fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The human summary printed after a build.
+pub fn render_summary(report: &BuildReport, targets: &[String]) -> String {
+    let mut out = String::new();
+    let total = report.layers.len();
+    let elapsed = format_duration(Duration::from_millis(report.duration_ms as u64));
+    if report.built == 0 && report.failed == 0 && report.skipped == 0 {
+        out.push_str(&format!("all {total} layers up to date ({elapsed})\n"));
+    } else {
+        out.push_str(&format!(
+            "{} built, {} up to date, {} failed, {} skipped in {elapsed}\n",
+            report.built, report.cached, report.failed, report.skipped
+        ));
+    }
+    for l in &report.layers {
+        if targets.iter().any(|t| t == &l.label)
+            && let Some(name) = &l.image_name
+        {
+            out.push_str(&format!("{} -> {name}\n", l.label));
+        }
+    }
+    out
+}

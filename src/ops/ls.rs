@@ -1,0 +1,79 @@
+//! `layerbuild ls`: every layer with its status against the cache.
+
+use serde::Serialize;
+
+use super::Context;
+use crate::cache::Cache;
+use crate::error::Result;
+use crate::executor::Executor;
+use crate::fingerprint;
+use crate::label::Pattern;
+
+#[derive(Debug, Serialize)]
+pub struct LsEntry {
+    pub label: String,
+    pub digest: String,
+    /// `cached`, `needs_build` (built before, inputs changed since, or image gone) or `never_built`.
+    pub status: &'static str,
+    pub image_name: Option<String>,
+}
+
+pub fn ls(
+    ctx: &Context,
+    system: Option<&str>,
+    executor: &dyn Executor,
+) -> Result<(Vec<LsEntry>, Option<String>)> {
+    let system = ctx.ws.system(system)?;
+    let labels = ctx.graph.select(&[Pattern::All])?;
+    let prints = fingerprint::fingerprint(&ctx.ws, system, &labels)?;
+    let cache = Cache::open_existing(&ctx.ws.db_path())?;
+    let mut warning = None;
+    let images = match cache.as_ref().map(|_| executor.images()) {
+        Some(Ok(i)) => Some(i),
+        Some(Err(e)) => {
+            warning = Some(format!(
+                "cannot list images ({e}); statuses trust the cache database alone"
+            ));
+            None
+        }
+        None => None,
+    };
+    let sys = system.map(|s| s.name.as_str());
+    let mut out = vec![];
+    for label in &labels {
+        let fp = &prints[label];
+        let (status, image_name) = match &cache {
+            None => ("never_built", None),
+            Some(c) => match c.lookup(&fp.digest)? {
+                Some(row) if images.as_ref().is_none_or(|i| i.contains(&row.image_id)) => {
+                    ("cached", Some(row.image_name))
+                }
+                Some(_) => ("needs_build", None),
+                None if c.ever_built(&label.to_string(), sys)? => ("needs_build", None),
+                None => ("never_built", None),
+            },
+        };
+        out.push(LsEntry {
+            label: label.to_string(),
+            digest: fp.digest.clone(),
+            status,
+            image_name,
+        });
+    }
+    Ok((out, warning))
+}
+
+pub fn render(entries: &[LsEntry]) -> String {
+    let width = entries.iter().map(|e| e.label.len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for e in entries {
+        let status = e.status.replace('_', " ");
+        s.push_str(&format!(
+            "{:width$}  {:<11}  {}\n",
+            e.label,
+            status,
+            &e.digest[..12]
+        ));
+    }
+    s
+}

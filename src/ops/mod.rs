@@ -1,0 +1,99 @@
+//! One module per subcommand; each takes the loaded workspace and plain
+//! options and returns data (or prints it). Shared loading lives here.
+
+pub mod build;
+pub mod graph;
+pub mod hash;
+pub mod ls;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::graph::LayerGraph;
+use crate::label::{Label, Pattern};
+use crate::workspace::{self, Workspace};
+
+/// A loaded, validated workspace and its DAG.
+pub struct Context {
+    pub ws: Workspace,
+    pub graph: LayerGraph,
+}
+
+impl Context {
+    /// Finds the workspace from `dir` (or its parents) and validates it.
+    pub fn load(dir: &Path) -> Result<Context> {
+        let root = workspace::find_root(dir)?;
+        let ws = Workspace::load(&root)?;
+        let graph = LayerGraph::new(&ws)?;
+        Ok(Context { ws, graph })
+    }
+}
+
+pub fn parse_patterns(args: &[String]) -> Result<Vec<Pattern>> {
+    if args.is_empty() {
+        return Err(Error::input("no label given")
+            .with_hint("name a layer like //compute/slurm, an image type like //compute/..., or everything: //..."));
+    }
+    args.iter()
+        .map(|a| Pattern::parse(a).map_err(Error::input))
+        .collect()
+}
+
+pub fn parse_label(arg: &str) -> Result<Label> {
+    Label::parse(arg)
+        .map_err(|e| Error::input(e).with_hint("name exactly one layer, e.g. //compute/slurm"))
+}
+
+/// The committed image's name: findable by a person, unique per digest.
+pub fn image_name(ws: &Workspace, label: &Label, digest: &str) -> String {
+    format!(
+        "localhost/layerbuild/{}/{}/{}:{}",
+        ws.name,
+        label.image_type().to_lowercase(),
+        label.layer().to_lowercase(),
+        &digest[..12]
+    )
+}
+
+/// The working container's name while a layer builds (and after it fails).
+pub fn container_name(ws: &Workspace, label: &Label, digest: &str) -> String {
+    format!("layerbuild-{}-{}-{}", ws.name, label.slug(), &digest[..12])
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for a Unix time in seconds.
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(super::format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(super::format_time(1_795_000_000), "2026-11-18 11:06:40");
+    }
+}

@@ -1,0 +1,632 @@
+//! The validated workspace model: `Layerfile.toml` (plus include fragments)
+//! parsed, checked and resolved into [`Workspace`], whose invariants the rest
+//! of the program trusts: every label well formed and unique, every parent
+//! known or pinned, every named path present and relative.
+//!
+//! I/O: reads the Layerfile, its fragments, and checks that named paths
+//! exist (reading `packages_file`). Nothing is written.
+
+mod layerfile;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+use toml::Spanned;
+
+use crate::error::{Error, Location, Result};
+use crate::label::Label;
+use layerfile::{RawFragment, RawLayer, RawLayerfile, RawSystem};
+
+pub const LAYERFILE: &str = "Layerfile.toml";
+pub const DEFAULT_PACKAGE_COMMAND: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {packages}";
+const ISOLATIONS: &[&str] = &["chroot", "oci", "rootless"];
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// Absolute directory holding `Layerfile.toml`; every path in the model is relative to it.
+    pub root: PathBuf,
+    pub layerfile: PathBuf,
+    pub name: String,
+    /// Absolute cache directory (SQLite database, logs).
+    pub cache_dir: PathBuf,
+    pub build: BuildSettings,
+    pub systems: BTreeMap<String, System>,
+    pub layers: BTreeMap<Label, Layer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    pub isolation: String,
+    pub jobs: usize,
+    pub package_command: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct System {
+    pub name: String,
+    /// Workspace-relative inventory file or directory.
+    pub inventory: Option<String>,
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "ref", rename_all = "snake_case")]
+pub enum Parent {
+    Scratch,
+    Layer(Label),
+    /// An external image pinned by digest (`name@sha256:...`).
+    Image(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub label: Label,
+    pub parent: Parent,
+    pub setup: Vec<String>,
+    /// Package entries, from `packages` then `packages_file`, in order.
+    pub packages: Vec<String>,
+    pub packages_file: Option<String>,
+    pub package_command: Option<String>,
+    pub scripts: Vec<String>,
+    pub run: Vec<String>,
+    pub inputs: Vec<String>,
+    pub source: Option<String>,
+    /// Relative to `source`.
+    pub playbook: Option<String>,
+    pub groups: Vec<String>,
+    /// Workspace-relative role directories; defaults to `<source>/roles`.
+    pub roles_path: Vec<String>,
+    /// Where the layer's table starts, for error messages.
+    pub defined_at: Location,
+}
+
+/// One parsed TOML file with its text, for locating errors.
+struct SourceFile {
+    path: PathBuf,
+    display: PathBuf,
+    text: String,
+}
+
+impl SourceFile {
+    fn at(&self, span: Range<usize>) -> Location {
+        Location::at_offset(&self.display, &self.text, span.start)
+    }
+}
+
+/// Finds `Layerfile.toml` in `start` or its nearest ancestor.
+pub fn find_root(start: &Path) -> Result<PathBuf> {
+    let start = start
+        .canonicalize()
+        .map_err(|e| Error::input(format!("{}: {e}", start.display())))?;
+    for dir in start.ancestors() {
+        if dir.join(LAYERFILE).is_file() {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    Err(Error::input(format!(
+        "no {LAYERFILE} found in {} or any parent directory",
+        start.display()
+    ))
+    .with_hint("run layerbuild inside a workspace, or point at one with -C DIR"))
+}
+
+impl Workspace {
+    /// Loads and validates the workspace rooted at `root`.
+    pub fn load(root: &Path) -> Result<Workspace> {
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::input(format!("{}: {e}", root.display())))?;
+        let main = read_source(&root, &root.join(LAYERFILE))?;
+        let raw: RawLayerfile = parse_toml(&main)?;
+
+        let name = match &raw.workspace.name {
+            Some(n) => {
+                let v = n.get_ref();
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                {
+                    return Err(Error::input_at(
+                        main.at(n.span()),
+                        format!("workspace name '{v}' is not usable in image names"),
+                    )
+                    .with_hint("use letters, digits, '_', '-' and '.' only"));
+                }
+                v.to_lowercase()
+            }
+            None => root
+                .file_name()
+                .map(|n| sanitize_name(&n.to_string_lossy()))
+                .unwrap_or_else(|| "workspace".into()),
+        };
+
+        let cache_dir = match &raw.workspace.cache {
+            Some(c) => root.join(relative_path(&main, c, "cache")?),
+            None => root.join("cache"),
+        };
+
+        let build = BuildSettings {
+            isolation: match &raw.build.isolation {
+                Some(i) if ISOLATIONS.contains(&i.get_ref().as_str()) => i.get_ref().clone(),
+                Some(i) => {
+                    return Err(Error::input_at(
+                        main.at(i.span()),
+                        format!("unknown isolation '{}'", i.get_ref()),
+                    )
+                    .with_hint(format!("use one of: {}", ISOLATIONS.join(", "))));
+                }
+                None => "chroot".into(),
+            },
+            jobs: match &raw.build.jobs {
+                Some(j) if *j.get_ref() >= 1 => *j.get_ref() as usize,
+                Some(j) => {
+                    return Err(Error::input_at(
+                        main.at(j.span()),
+                        "jobs must be at least 1",
+                    ));
+                }
+                None => default_jobs(),
+            },
+            package_command: raw
+                .build
+                .package_command
+                .as_ref()
+                .map(|p| p.get_ref().clone())
+                .unwrap_or_else(|| DEFAULT_PACKAGE_COMMAND.into()),
+        };
+
+        // Gather layers and systems from the main file and its fragments.
+        let mut files = vec![];
+        let mut raw_layers: Vec<(usize, Spanned<String>, RawLayer)> = vec![];
+        let mut raw_systems: Vec<(usize, Spanned<String>, RawSystem)> = vec![];
+        for (k, v) in raw.layers {
+            raw_layers.push((0, k, v));
+        }
+        for (k, v) in raw.systems {
+            raw_systems.push((0, k, v));
+        }
+        files.push(main);
+        for pattern in &raw.workspace.include {
+            for path in expand_include(&root, &files[0], pattern)? {
+                let frag_file = read_source(&root, &path)?;
+                let frag: RawFragment = parse_toml(&frag_file)?;
+                let idx = files.len();
+                files.push(frag_file);
+                raw_layers.extend(frag.layers.into_iter().map(|(k, v)| (idx, k, v)));
+                raw_systems.extend(frag.systems.into_iter().map(|(k, v)| (idx, k, v)));
+            }
+        }
+
+        let mut systems = BTreeMap::new();
+        let mut system_origin: BTreeMap<String, Location> = BTreeMap::new();
+        for (idx, key, sys) in raw_systems {
+            let file = &files[idx];
+            let loc = file.at(key.span());
+            let name = key.into_inner();
+            if let Some(first) = system_origin.get(&name) {
+                return Err(
+                    Error::input_at(loc, format!("system '{name}' is declared twice"))
+                        .with_hint(format!("it is first declared at {first}")),
+                );
+            }
+            let inventory = match &sys.inventory {
+                Some(inv) => {
+                    let rel = relative_path(file, inv, "inventory")?;
+                    if !root.join(&rel).exists() {
+                        return Err(Error::input_at(
+                            file.at(inv.span()),
+                            format!("inventory '{rel}' of system '{name}' does not exist"),
+                        )
+                        .with_hint("paths in a Layerfile are relative to the workspace root"));
+                    }
+                    Some(rel)
+                }
+                None => None,
+            };
+            let vars = sys
+                .vars
+                .into_iter()
+                .map(|(k, v)| serde_json::to_value(v).map(|v| (k, v)))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::input_at(loc.clone(), format!("system vars: {e}")))?;
+            system_origin.insert(name.clone(), loc);
+            systems.insert(
+                name.clone(),
+                System {
+                    name,
+                    inventory,
+                    vars,
+                },
+            );
+        }
+
+        // First pass: labels, so parents can be checked against the full set.
+        let mut labels: BTreeMap<Label, Location> = BTreeMap::new();
+        for (idx, key, _) in &raw_layers {
+            let file = &files[*idx];
+            let label = Label::from_key(key.get_ref())
+                .map_err(|e| Error::input_at(file.at(key.span()), e))?;
+            if let Some(first) = labels.get(&label) {
+                return Err(Error::input_at(
+                    file.at(key.span()),
+                    format!("layer {label} is declared twice"),
+                )
+                .with_hint(format!("it is first declared at {first}")));
+            }
+            labels.insert(label, file.at(key.span()));
+        }
+
+        let mut layers = BTreeMap::new();
+        for (idx, key, raw_layer) in raw_layers {
+            let file = &files[idx];
+            let label = Label::from_key(key.get_ref()).map_err(Error::input)?;
+            let layer = resolve_layer(&root, file, label.clone(), key.span(), raw_layer, &labels)?;
+            layers.insert(label, layer);
+        }
+
+        Ok(Workspace {
+            layerfile: root.join(LAYERFILE),
+            root,
+            name,
+            cache_dir,
+            build,
+            systems,
+            layers,
+        })
+    }
+
+    /// Picks the system named by `--system`, or the only one.
+    /// `None` when the workspace declares no system at all.
+    pub fn system(&self, requested: Option<&str>) -> Result<Option<&System>> {
+        match requested {
+            Some(name) => self.systems.get(name).map(Some).ok_or_else(|| {
+                Error::input(format!("unknown system '{name}'")).with_hint(self.systems_hint())
+            }),
+            None => match self.systems.len() {
+                0 => Ok(None),
+                1 => Ok(self.systems.values().next()),
+                _ => Err(Error::input(format!(
+                    "{} declares several systems; choose one with --system",
+                    LAYERFILE
+                ))
+                .with_hint(self.systems_hint())),
+            },
+        }
+    }
+
+    fn systems_hint(&self) -> String {
+        if self.systems.is_empty() {
+            format!("{LAYERFILE} declares no [systems.NAME] table")
+        } else {
+            format!(
+                "declared systems: {}",
+                self.systems.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.cache_dir.join("layerbuild.db")
+    }
+
+    /// Workspace-relative form of `path` for display.
+    pub fn display_path(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+fn sanitize_name(s: &str) -> String {
+    let s: String = s
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    if s.is_empty() { "workspace".into() } else { s }
+}
+
+fn read_source(root: &Path, path: &Path) -> Result<SourceFile> {
+    let display = path.strip_prefix(root).unwrap_or(path).to_path_buf();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::input_at(Location::file(&display), format!("cannot read: {e}")))?;
+    Ok(SourceFile {
+        path: path.to_path_buf(),
+        display,
+        text,
+    })
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(file: &SourceFile) -> Result<T> {
+    toml::from_str(&file.text).map_err(|e| {
+        let loc = match e.span() {
+            Some(span) => file.at(span),
+            None => Location::file(&file.display),
+        };
+        let message = e.message().trim().to_string();
+        let hint = if message.contains("unknown field") {
+            "check the key's spelling against the Layerfile reference in README.md"
+        } else if message.contains("missing field") {
+            "add the missing key; see the Layerfile reference in README.md"
+        } else {
+            "fix the TOML syntax; see the Layerfile reference in README.md"
+        };
+        Error::input_at(loc, message).with_hint(hint)
+    })
+}
+
+fn expand_include(
+    root: &Path,
+    main: &SourceFile,
+    pattern: &Spanned<String>,
+) -> Result<Vec<PathBuf>> {
+    let rel = relative_path(main, pattern, "include")?;
+    let full = root.join(&rel);
+    let full = full.to_string_lossy();
+    let paths = glob::glob(&full).map_err(|e| {
+        Error::input_at(main.at(pattern.span()), format!("bad include pattern: {e}"))
+    })?;
+    let mut out = vec![];
+    for p in paths {
+        let p = p.map_err(|e| Error::env(e.to_string()))?;
+        if p != main.path {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::input_at(
+            main.at(pattern.span()),
+            format!("include pattern '{rel}' matches no file"),
+        )
+        .with_hint("remove the pattern or add the fragment files it should match"));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Checks a Layerfile path: relative, normalised, no `..` above the root.
+/// Absolute paths would make digests depend on where the workspace lives.
+fn relative_path(file: &SourceFile, value: &Spanned<String>, what: &str) -> Result<String> {
+    let v = value.get_ref();
+    let p = Path::new(v);
+    let bad = |msg: String| Error::input_at(file.at(value.span()), msg);
+    if v.is_empty() {
+        return Err(bad(format!("{what} path is empty")));
+    }
+    if p.is_absolute() {
+        return Err(bad(format!("{what} path '{v}' is absolute"))
+            .with_hint("use a path relative to the workspace root, so digests do not depend on where the workspace lives"));
+    }
+    let mut parts: Vec<String> = vec![];
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err(bad(format!("{what} path '{v}' leaves the workspace"))
+                        .with_hint("keep every input inside the workspace so a fresh clone sees the same files"));
+                }
+            }
+            _ => {
+                return Err(bad(format!(
+                    "{what} path '{v}' is not a plain relative path"
+                )));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Ok(".".into());
+    }
+    Ok(parts.join("/"))
+}
+
+fn resolve_layer(
+    root: &Path,
+    file: &SourceFile,
+    label: Label,
+    key_span: Range<usize>,
+    raw: RawLayer,
+    labels: &BTreeMap<Label, Location>,
+) -> Result<Layer> {
+    let defined_at = file.at(key_span);
+    let parent_value = raw.parent.get_ref().trim();
+    let parent_loc = file.at(raw.parent.span());
+    let parent = if parent_value == "scratch" {
+        Parent::Scratch
+    } else if parent_value.starts_with("//") {
+        let p = Label::parse(parent_value).map_err(|e| Error::input_at(parent_loc.clone(), e))?;
+        if !labels.contains_key(&p) {
+            let known: Vec<String> = labels.keys().map(|l| l.to_string()).collect();
+            return Err(Error::input_at(
+                parent_loc,
+                format!("layer {label} has unknown parent {p}"),
+            )
+            .with_hint(format!(
+                "declare [layers.\"{}/{}\"] or use one of: scratch, {}",
+                p.image_type(),
+                p.layer(),
+                known.join(", ")
+            )));
+        }
+        if p == label {
+            return Err(
+                Error::input_at(parent_loc, format!("layer {label} is its own parent")).with_hint(
+                    "a layer's parent must be another layer, scratch, or a pinned image",
+                ),
+            );
+        }
+        Parent::Layer(p)
+    } else if parent_value.contains("@sha256:") {
+        Parent::Image(parent_value.to_string())
+    } else {
+        return Err(Error::input_at(
+            parent_loc,
+            format!("parent '{parent_value}' of {label} is neither scratch, a label, nor an image pinned by digest"),
+        )
+        .with_hint("write \"scratch\", a label like \"//base/os\", or an image as \"registry/name@sha256:<digest>\" (a tag can move, so it cannot be cached safely)"));
+    };
+
+    let must_exist =
+        |v: &Spanned<String>, what: &str, dir_ok: bool, file_ok: bool| -> Result<String> {
+            let rel = relative_path(file, v, what)?;
+            let full = root.join(&rel);
+            let ok = (dir_ok && full.is_dir()) || (file_ok && full.is_file());
+            if !ok {
+                let kind = match (dir_ok, file_ok) {
+                    (true, false) => "directory",
+                    (false, true) => "file",
+                    _ => "file or directory",
+                };
+                return Err(Error::input_at(
+                    file.at(v.span()),
+                    format!("{what} '{rel}' of {label} is not an existing {kind}"),
+                )
+                .with_hint("paths in a Layerfile are relative to the workspace root"));
+            }
+            Ok(rel)
+        };
+
+    let source = raw
+        .source
+        .as_ref()
+        .map(|s| must_exist(s, "source", true, false))
+        .transpose()?;
+    let playbook = match &raw.playbook {
+        Some(pb) => {
+            let Some(src) = &source else {
+                return Err(Error::input_at(
+                    file.at(pb.span()),
+                    format!("{label} names a playbook but no source directory"),
+                )
+                .with_hint(
+                    "add source = \"DIR\": the directory holding the playbook and its roles/",
+                ));
+            };
+            let rel = relative_path(file, pb, "playbook")?;
+            let full = root.join(src).join(&rel);
+            if !full.is_file() {
+                return Err(Error::input_at(
+                    file.at(pb.span()),
+                    format!("playbook '{src}/{rel}' of {label} does not exist"),
+                )
+                .with_hint("the playbook path is relative to the layer's source directory"));
+            }
+            Some(rel)
+        }
+        None => None,
+    };
+    let roles_path = if raw.roles_path.is_empty() {
+        source
+            .iter()
+            .map(|s| {
+                if s == "." {
+                    "roles".to_string()
+                } else {
+                    format!("{s}/roles")
+                }
+            })
+            .collect()
+    } else {
+        raw.roles_path
+            .iter()
+            .map(|r| must_exist(r, "roles_path entry", true, false))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let scripts = raw
+        .scripts
+        .iter()
+        .map(|s| must_exist(s, "script", false, true))
+        .collect::<Result<Vec<_>>>()?;
+    let inputs = raw
+        .inputs
+        .iter()
+        .map(|s| must_exist(s, "input", true, true))
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut packages = raw.packages.clone();
+    let packages_file = match &raw.packages_file {
+        Some(pf) => {
+            let rel = must_exist(pf, "packages_file", false, true)?;
+            let text = std::fs::read_to_string(root.join(&rel)).map_err(|e| {
+                Error::input_at(file.at(pf.span()), format!("cannot read '{rel}': {e}"))
+            })?;
+            packages.extend(parse_package_list(&text));
+            Some(rel)
+        }
+        None => None,
+    };
+    for p in &packages {
+        if p.trim().is_empty() || p.chars().any(char::is_whitespace) {
+            return Err(Error::input_at(
+                defined_at.clone(),
+                format!("package entry '{p}' of {label} is empty or contains whitespace"),
+            )
+            .with_hint("write one package per list entry (or per line in packages_file)"));
+        }
+    }
+
+    Ok(Layer {
+        label,
+        parent,
+        setup: raw.setup,
+        packages,
+        packages_file,
+        package_command: raw.package_command,
+        scripts,
+        run: raw.run,
+        inputs,
+        source,
+        playbook,
+        groups: raw.groups,
+        roles_path,
+        defined_at,
+    })
+}
+
+/// One package per line; `#` starts a comment.
+pub fn parse_package_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_lists_skip_comments_and_blanks() {
+        assert_eq!(
+            parse_package_list("# base\nchrony\n\n nfs-common # mounts\n"),
+            vec!["chrony", "nfs-common"]
+        );
+    }
+
+    #[test]
+    fn names_are_sanitised_for_image_references() {
+        assert_eq!(sanitize_name("My Workspace!"), "my-workspace");
+        assert_eq!(sanitize_name("///"), "workspace");
+    }
+}
