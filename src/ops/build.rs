@@ -89,7 +89,8 @@ pub fn build(
     if let Some(j) = opts.jobs
         && j == 0
     {
-        return Err(Error::input("-j/--jobs must be at least 1"));
+        return Err(Error::input("-j/--jobs must be at least 1")
+            .with_hint("omit -j to use [build] jobs or one job per core"));
     }
     let jobs = opts.jobs.unwrap_or(ws.build.jobs);
     let isolation = opts

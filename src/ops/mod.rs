@@ -35,7 +35,11 @@ pub fn parse_patterns(args: &[String]) -> Result<Vec<Pattern>> {
             .with_hint("name a layer like //compute/slurm, an image type like //compute/..., or everything: //..."));
     }
     args.iter()
-        .map(|a| Pattern::parse(a).map_err(Error::input))
+        .map(|a| {
+            Pattern::parse(a).map_err(|e| {
+                Error::input(e).with_hint("labels look like //TYPE/LAYER, //TYPE/... or //...")
+            })
+        })
         .collect()
 }
 

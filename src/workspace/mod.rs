@@ -247,8 +247,10 @@ impl Workspace {
         let mut labels: BTreeMap<Label, Location> = BTreeMap::new();
         for (idx, key, _) in &raw_layers {
             let file = &files[*idx];
-            let label = Label::from_key(key.get_ref())
-                .map_err(|e| Error::input_at(file.at(key.span()), e))?;
+            let label = Label::from_key(key.get_ref()).map_err(|e| {
+                Error::input_at(file.at(key.span()), e)
+                    .with_hint("declare layers as [layers.\"IMAGE_TYPE/LAYER\"], e.g. [layers.\"compute/slurm\"]")
+            })?;
             if let Some(first) = labels.get(&label) {
                 return Err(Error::input_at(
                     file.at(key.span()),

@@ -1,0 +1,281 @@
+//! Test harness: copies a fixture workspace into a temporary directory, runs
+//! the real `layerbuild` binary on it, and cleans up the images and
+//! containers it made. Tests that build need buildah and fail loudly without it.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Panics (never skips) when buildah is not usable.
+pub fn require_buildah() {
+    let ok = Command::new("buildah")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test needs buildah (and root): install it with `apt-get install -y buildah ansible busybox-static`; see README"
+    );
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub struct TestWs {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    /// Unique workspace name, so image names of parallel tests never collide.
+    pub name: String,
+    /// Extra environment for every run.
+    pub env: Vec<(String, String)>,
+}
+
+pub fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let ft = entry.file_type().unwrap();
+        if ft.is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+impl TestWs {
+    /// A copy of `tests/fixtures/<fixture>` at a fresh temporary path.
+    pub fn new(fixture: &str) -> TestWs {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        copy_dir(&fixture_dir(fixture), &root);
+        let name = format!(
+            "t{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            fixture
+        );
+        let lf = root.join("Layerfile.toml");
+        if let Ok(text) = std::fs::read_to_string(&lf) {
+            std::fs::write(
+                &lf,
+                text.replacen("name = \"fixture\"", &format!("name = \"{name}\""), 1),
+            )
+            .unwrap();
+        }
+        TestWs {
+            _dir: dir,
+            root,
+            name,
+            env: vec![],
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn append(&self, rel: &str, content: &str) {
+        let old = std::fs::read_to_string(self.path(rel)).unwrap_or_default();
+        self.write(rel, &(old + content));
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    pub fn lb(&self, args: &[&str]) -> Run {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_layerbuild"));
+        c.arg("-C").arg(&self.root).args(args).stdin(Stdio::null());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        Run::from(c.output().unwrap())
+    }
+
+    /// Wraps buildah so every invocation is logged to the returned file.
+    pub fn log_buildah(&mut self) -> PathBuf {
+        let log = self.root.join("../buildah-calls.log");
+        let wrapper = self.root.join("../buildah-wrapper.sh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexec buildah \"$@\"\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _ = std::fs::remove_file(&log);
+        self.env
+            .push(("LAYERBUILD_BUILDAH".into(), wrapper.display().to_string()));
+        log
+    }
+
+    /// label -> digest, from `hash --json` for each label of `ls --json`.
+    pub fn digests(&self) -> BTreeMap<String, String> {
+        let ls = self.lb(&["ls", "--json"]).ok().json();
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["label"].as_str().unwrap().to_string(),
+                    e["digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.root.join("cache/layerbuild.db")
+    }
+
+    /// Digests with a cache row.
+    pub fn cached_digests(&self) -> Vec<String> {
+        if !self.db().exists() {
+            return vec![];
+        }
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        let mut st = conn
+            .prepare("SELECT digest FROM layers ORDER BY digest")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    /// Labels whose status in a `build --json` report is `status`.
+    pub fn labels_with(report: &serde_json::Value, status: &str) -> Vec<String> {
+        report["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["status"] == status)
+            .map(|l| l["label"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn container_exists(name: &str) -> bool {
+        Command::new("buildah")
+            .args(["inspect", "--type", "container", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Runs a command inside a fresh container of `image` and returns its stdout.
+    pub fn run_in_image(image: &str, cmd: &str) -> String {
+        let out = Command::new("buildah")
+            .args(["from", image])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah from {image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ctr = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let run = Command::new("buildah")
+            .args(["run", "--isolation", "chroot", &ctr, "--", "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        let _ = Command::new("buildah").args(["rm", &ctr]).output();
+        assert!(
+            run.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        String::from_utf8_lossy(&run.stdout).into_owned()
+    }
+}
+
+impl Drop for TestWs {
+    fn drop(&mut self) {
+        // Remove what this workspace made: containers and images named after it.
+        let prefix = format!("layerbuild-{}-", self.name);
+        if let Ok(out) = Command::new("buildah")
+            .args(["containers", "--format", "{{.ContainerName}}"])
+            .output()
+        {
+            for name in String::from_utf8_lossy(&out.stdout).lines() {
+                if name.starts_with(&prefix) {
+                    let _ = Command::new("buildah").args(["rm", name]).output();
+                }
+            }
+        }
+        let repo = format!("localhost/layerbuild/{}/", self.name);
+        if let Ok(out) = Command::new("buildah")
+            .args(["images", "--format", "{{.Name}}:{{.Tag}}"])
+            .output()
+        {
+            let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|n| n.starts_with(&repo))
+                .map(str::to_string)
+                .collect();
+            // Children first, so parents are not held.
+            names.reverse();
+            for n in names {
+                let _ = Command::new("buildah").args(["rmi", "-f", &n]).output();
+            }
+        }
+    }
+}

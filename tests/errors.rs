@@ -1,0 +1,217 @@
+//! Bad input: a clear message naming the file (and line), a hint, exit code
+//! 2, no panic, and nothing written to the cache.
+
+mod common;
+
+use common::{Run, TestWs};
+
+#[track_caller]
+fn assert_input_error(ws: &TestWs, run: &Run, must_contain: &[&str]) {
+    assert_eq!(run.code, 2, "exit code\nstderr:\n{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    assert!(run.stderr.contains("hint: "), "no hint:\n{}", run.stderr);
+    for s in must_contain {
+        assert!(run.stderr.contains(s), "expected {s:?} in:\n{}", run.stderr);
+    }
+    assert!(!ws.db().exists(), "the cache was written on bad input");
+    assert!(
+        !ws.path("cache/logs").exists(),
+        "logs were written on bad input"
+    );
+}
+
+fn with_layerfile(edit: impl Fn(String) -> String) -> TestWs {
+    let ws = TestWs::new("chain");
+    let lf = edit(ws.read("Layerfile.toml"));
+    ws.write("Layerfile.toml", &lf);
+    ws
+}
+
+#[test]
+fn a_cycle() {
+    let ws = with_layerfile(|s| s.replace("parent = \"scratch\"", "parent = \"//compute/slurm\""));
+    let run = ws.lb(&["build", "//compute/slurm"]);
+    assert_input_error(
+        &ws,
+        &run,
+        &[
+            "Layerfile.toml:",
+            "cycle",
+            "//base/hsn -> //compute/compute -> //compute/slurm -> //base/os -> //base/hsn",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_parent() {
+    let ws = with_layerfile(|s| {
+        s.replace(
+            "parent = \"//base/hsn\"\nscripts",
+            "parent = \"//base/hns\"\nscripts",
+        )
+    });
+    let run = ws.lb(&["build", "//..."]);
+    assert_input_error(&ws, &run, &["Layerfile.toml:", "unknown parent //base/hns"]);
+    insta::assert_snapshot!(run.stderr);
+}
+
+#[test]
+fn a_malformed_label_in_the_layerfile() {
+    let ws = with_layerfile(|s| s.replace("[layers.\"uan/uan\"]", "[layers.\"uan\"]"));
+    let run = ws.lb(&["build", "//..."]);
+    assert_input_error(&ws, &run, &["Layerfile.toml:", "IMAGE_TYPE/LAYER"]);
+}
+
+#[test]
+fn a_malformed_label_on_the_command_line() {
+    let ws = TestWs::new("chain");
+    let run = ws.lb(&["build", "compute/slurm"]);
+    assert_input_error(&ws, &run, &["did you mean '//compute/slurm'"]);
+    let run = ws.lb(&["build", "//compute/slurmm"]);
+    assert_input_error(&ws, &run, &["matches no layer", "//compute/slurm"]);
+}
+
+#[test]
+fn a_missing_playbook() {
+    let ws = TestWs::new("chain");
+    std::fs::remove_file(ws.path("slurm-config/slurm.yml")).unwrap();
+    let run = ws.lb(&["build", "//compute/slurm"]);
+    assert_input_error(
+        &ws,
+        &run,
+        &[
+            "Layerfile.toml:",
+            "playbook 'slurm-config/slurm.yml'",
+            "does not exist",
+        ],
+    );
+}
+
+#[test]
+fn a_missing_role() {
+    let ws = TestWs::new("chain");
+    ws.write(
+        "slurm-config/slurm.yml",
+        "- hosts: Compute\n  gather_facts: false\n  roles:\n    - slurm\n    - munge\n",
+    );
+    let run = ws.lb(&["build", "//compute/slurm"]);
+    assert_input_error(
+        &ws,
+        &run,
+        &[
+            "slurm-config/slurm.yml:5",
+            "role 'munge' not found",
+            "slurm-config/roles/munge",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_key() {
+    let ws = with_layerfile(|s| s.replace("playbook = \"slurm.yml\"", "playbok = \"slurm.yml\""));
+    let run = ws.lb(&["build", "//compute/slurm"]);
+    assert_input_error(
+        &ws,
+        &run,
+        &["Layerfile.toml:", "unknown field `playbok`", "playbook"],
+    );
+    insta::assert_snapshot!(run.stderr);
+}
+
+#[test]
+fn a_toml_syntax_error() {
+    let ws = with_layerfile(|s| s.replace("[layers.\"base/hsn\"]", "[layers.\"base/hsn\""));
+    let run = ws.lb(&["build", "//..."]);
+    assert_input_error(&ws, &run, &["Layerfile.toml:19", "expected `]`"]);
+}
+
+#[test]
+fn a_yaml_syntax_error_in_a_playbook() {
+    let ws = TestWs::new("chain");
+    ws.write(
+        "slurm-config/slurm.yml",
+        "- hosts: Compute\n  roles: [slurm\n",
+    );
+    let run = ws.lb(&["build", "//compute/slurm"]);
+    assert_input_error(&ws, &run, &["slurm-config/slurm.yml:", "YAML syntax error"]);
+}
+
+#[test]
+fn an_unpinned_external_parent() {
+    let ws = with_layerfile(|s| {
+        s.replace(
+            "parent = \"scratch\"",
+            "parent = \"docker.io/library/debian:bookworm\"",
+        )
+    });
+    let run = ws.lb(&["build", "//..."]);
+    assert_input_error(
+        &ws,
+        &run,
+        &["Layerfile.toml:", "pinned by digest", "@sha256:"],
+    );
+}
+
+#[test]
+fn an_absolute_path() {
+    let ws = with_layerfile(|s| s.replace("source = \"slurm-config\"", "source = \"/etc\""));
+    let run = ws.lb(&["build", "//..."]);
+    assert_input_error(&ws, &run, &["Layerfile.toml:", "absolute"]);
+}
+
+#[test]
+fn a_missing_script() {
+    let ws = TestWs::new("chain");
+    std::fs::remove_file(ws.path("scripts/uan.sh")).unwrap();
+    let run = ws.lb(&["build", "//..."]);
+    assert_input_error(&ws, &run, &["Layerfile.toml:", "script 'scripts/uan.sh'"]);
+}
+
+#[test]
+fn a_duplicate_layer_across_an_include() {
+    let ws =
+        with_layerfile(|s| s.replacen("name = \"", "include = [\"layers/*.toml\"]\nname = \"", 1));
+    ws.write(
+        "layers/extra.toml",
+        "[layers.\"uan/uan\"]\nparent = \"scratch\"\n",
+    );
+    let run = ws.lb(&["build", "//..."]);
+    assert_input_error(&ws, &run, &["declared twice", "first declared at"]);
+}
+
+#[test]
+fn systems_must_be_chosen_when_several_exist() {
+    let ws = with_layerfile(|s| s + "\n[systems.other]\ninventory = \"inventory/test\"\n");
+    let run = ws.lb(&["build", "//..."]);
+    assert_input_error(&ws, &run, &["several systems", "--system", "other, test"]);
+    let run = ws.lb(&["build", "//...", "--system", "nope"]);
+    assert_input_error(&ws, &run, &["unknown system 'nope'", "other, test"]);
+}
+
+#[test]
+fn no_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+        .args(["-C", dir.path().to_str().unwrap(), "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no Layerfile.toml found") && err.contains("-C DIR"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_flags() {
+    let ws = TestWs::new("chain");
+    let run = ws.lb(&["build", "//...", "--jobs", "zero"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let run = ws.lb(&["build", "//...", "--jobs", "0"]);
+    assert_input_error(&ws, &run, &["at least 1"]);
+    let run = ws.lb(&["build"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(!ws.db().exists());
+}
