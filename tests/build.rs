@@ -1,0 +1,165 @@
+//! Builds with real buildah and ansible-playbook on a busybox base.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{TestWs, require_buildah};
+
+fn build_json(ws: &TestWs, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut a = vec!["build", "--json"];
+    a.extend_from_slice(args);
+    let run = ws.lb(&a);
+    let code = run.code;
+    let stderr = run.stderr.clone();
+    (code, run.json(), stderr)
+}
+
+#[test]
+fn a_second_build_runs_no_build_command_and_reports_every_layer_up_to_date() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    let first = ws.lb(&["build", "//compute/slurm"]).ok();
+    assert!(first.stdout.contains("4 built"), "{}", first.stdout);
+    let calls = ws.log_buildah();
+    let t = Instant::now();
+    let second = ws.lb(&["build", "//compute/slurm"]).ok();
+    let elapsed = t.elapsed();
+    assert!(second.stdout.starts_with("all 4 layers up to date"), "{}", second.stdout);
+    for label in ["//base/os", "//base/hsn", "//compute/compute", "//compute/slurm"] {
+        assert!(second.stderr.contains(&format!("{label} up to date")), "{}", second.stderr);
+    }
+    // Only read-only queries of the image store: no from, run, commit.
+    let log = std::fs::read_to_string(&calls).unwrap_or_default();
+    for line in log.lines() {
+        assert!(
+            line.starts_with("--version") || line.starts_with("images "),
+            "a cached build ran `buildah {line}`"
+        );
+    }
+    eprintln!("no-op build took {elapsed:?}");
+}
+
+#[test]
+fn changing_a_role_rebuilds_only_its_layer_and_a_parent_playbook_rebuilds_the_subtree() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let (code, r, err) = build_json(&ws, &["//..."]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(TestWs::labels_with(&r, "built").len(), 5);
+
+    ws.append("slurm-config/roles/slurm/tasks/main.yml", "\n- name: one more\n  raw: touch /etc/slurm.tuned\n  args:\n    executable: /bin/sh\n");
+    let (code, r, err) = build_json(&ws, &["//..."]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(TestWs::labels_with(&r, "built"), vec!["//compute/slurm"]);
+    assert_eq!(TestWs::labels_with(&r, "cached").len(), 4);
+    let slurm = r["layers"].as_array().unwrap().iter().find(|l| l["label"] == "//compute/slurm").unwrap();
+    let image = slurm["image_name"].as_str().unwrap();
+    let conf = TestWs::run_in_image(image, "cat /etc/slurm.conf; ls /etc/slurm.tuned");
+    assert!(conf.contains("ClusterName=testcluster") && conf.contains("/etc/slurm.tuned"), "{conf}");
+
+    ws.append("compute-config/compute.yml", "\n# a comment is a change too\n");
+    let (code, r, err) = build_json(&ws, &["//..."]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(TestWs::labels_with(&r, "built"), vec!["//compute/compute", "//compute/slurm"]);
+    assert_eq!(TestWs::labels_with(&r, "cached"), vec!["//base/os", "//base/hsn", "//uan/uan"]);
+}
+
+#[test]
+fn a_failing_playbook_keeps_its_container_caches_nothing_for_it_and_spares_siblings() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    ws.write(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- name: this fails\n  raw: echo about to fail; exit 3\n  args:\n    executable: /bin/sh\n",
+    );
+    let before = ws.digests();
+    let run = ws.lb(&["build", "--json", "--keep-going", "//..."]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(TestWs::labels_with(&r, "failed"), vec!["//compute/slurm"]);
+    assert_eq!(TestWs::labels_with(&r, "built").len(), 4, "siblings and ancestors build");
+    let slurm = r["layers"].as_array().unwrap().iter().find(|l| l["label"] == "//compute/slurm").unwrap();
+    let container = slurm["container"].as_str().unwrap();
+    assert!(TestWs::container_exists(container), "container {container} was not kept");
+    assert!(run.stderr.contains(&format!("buildah run --isolation chroot {container} sh")), "{}", run.stderr);
+    assert!(run.stderr.contains("about to fail"), "log tail missing:\n{}", run.stderr);
+    let cached = ws.cached_digests();
+    assert_eq!(cached.len(), 4);
+    assert!(!cached.contains(&before["//compute/slurm"]), "a failed layer was cached");
+    // The failure is in the history with its log.
+    let conn = rusqlite::Connection::open(ws.db()).unwrap();
+    let (status, log): (String, String) = conn
+        .query_row("SELECT status, log_path FROM builds WHERE label = '//compute/slurm'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(status, "failed");
+    assert!(std::fs::read_to_string(log).unwrap().contains("about to fail"));
+}
+
+#[test]
+fn a_failure_stops_new_layers_but_not_running_ones_without_keep_going() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let lf = ws.read("Layerfile.toml").replace("run = [\"echo hsn > /etc/layer-hsn\"]", "run = [\"exit 7\"]");
+    ws.write("Layerfile.toml", &lf);
+    let run = ws.lb(&["build", "--json", "//..."]);
+    assert_eq!(run.code, 1);
+    let r = run.json();
+    assert_eq!(TestWs::labels_with(&r, "built"), vec!["//base/os"]);
+    assert_eq!(TestWs::labels_with(&r, "failed"), vec!["//base/hsn"]);
+    assert_eq!(TestWs::labels_with(&r, "skipped").len(), 3);
+    assert_eq!(ws.cached_digests().len(), 1);
+}
+
+#[test]
+fn independent_branches_build_in_parallel() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n[layers.\"base/os\"]\nparent = \"scratch\"\nsetup = [\"sh scripts/busybox-root.sh {{root}}\"]\n\
+             [layers.\"a/x\"]\nparent = \"//base/os\"\nrun = [\"sleep 3\"]\n\
+             [layers.\"b/y\"]\nparent = \"//base/os\"\nrun = [\"sleep 3\"]\n",
+            ws.name
+        ),
+    );
+    ws.lb(&["build", "//base/os"]).ok();
+    let t = Instant::now();
+    ws.lb(&["build", "-j", "2", "//..."]).ok();
+    let two = t.elapsed().as_secs_f64();
+    // Sequential would be at least 6 s; allow generous overhead for buildah.
+    assert!(two < 5.5, "two 3 s branches took {two:.1} s with -j 2");
+}
+
+#[test]
+fn a_cached_image_deleted_from_storage_is_a_miss_not_an_error() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let (code, r, err) = build_json(&ws, &["//compute/compute"]);
+    assert_eq!(code, 0, "{err}");
+    let hsn = r["layers"].as_array().unwrap().iter().find(|l| l["label"] == "//base/hsn").unwrap();
+    let image = hsn["image_name"].as_str().unwrap();
+    let out = std::process::Command::new("buildah").args(["rmi", "-f", image]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, r, err) = build_json(&ws, &["//compute/compute"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(TestWs::labels_with(&r, "built"), vec!["//base/hsn"]);
+}
+
+#[test]
+fn ls_shows_cached_needs_build_and_never_built() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    ws.lb(&["build", "//compute/slurm"]).ok();
+    ws.append("slurm-config/slurm.yml", "\n# changed\n");
+    let out = ws.lb(&["ls", "--json"]).ok().json();
+    let status = |l: &str| {
+        out.as_array().unwrap().iter().find(|e| e["label"] == l).unwrap()["status"].as_str().unwrap().to_string()
+    };
+    assert_eq!(status("//compute/compute"), "cached");
+    assert_eq!(status("//compute/slurm"), "needs_build");
+    assert_eq!(status("//uan/uan"), "never_built");
+}
