@@ -92,14 +92,24 @@ impl FileIndex {
     }
 }
 
+/// Is `rel` inside one of `roots` (a root itself or below one)?
+fn inside(rel: &str, roots: &BTreeSet<String>) -> bool {
+    if roots.contains(".") || roots.contains(rel) {
+        return true;
+    }
+    rel.match_indices('/').any(|(i, _)| roots.contains(&rel[..i]))
+}
+
+/// Should the walk enter `rel`: inside a root, or above one?
 fn related(rel: &str, roots: &BTreeSet<String>) -> bool {
-    rel.is_empty()
-        || roots.iter().any(|r| {
-            r == "."
-                || rel == r
-                || rel.starts_with(&format!("{r}/"))
-                || r.starts_with(&format!("{rel}/"))
-        })
+    if rel.is_empty() || inside(rel, roots) {
+        return true;
+    }
+    let prefix = format!("{rel}/");
+    roots
+        .range(prefix.clone()..)
+        .next()
+        .is_some_and(|r| r.starts_with(&prefix))
 }
 
 fn walk(
@@ -236,6 +246,15 @@ fn is_executable(_meta: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn walk_filters_roots_exactly() {
+        let roots: BTreeSet<String> = ["a/b", "c"].iter().map(|s| s.to_string()).collect();
+        assert!(inside("a/b", &roots) && inside("a/b/x/y", &roots) && inside("c/z", &roots));
+        assert!(!inside("a/bc", &roots) && !inside("a", &roots) && !inside("d", &roots));
+        assert!(related("a", &roots) && related("", &roots) && related("a/b/q", &roots));
+        assert!(!related("a/c", &roots) && !related("ab", &roots));
+    }
 
     #[test]
     fn under_selects_exact_subtrees() {

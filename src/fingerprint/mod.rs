@@ -211,13 +211,10 @@ fn build_manifest(
         {
             add(pb, h, "playbook".into());
         }
+        let role_dirs: Vec<String> = layer.roles_path.iter().map(|rp| format!("{rp}/")).collect();
         for (p, h) in index.under(source) {
             // Roles the play does not use do not count.
-            let in_roles_path = layer
-                .roles_path
-                .iter()
-                .any(|rp| p.starts_with(&format!("{rp}/")));
-            if !in_roles_path {
+            if !role_dirs.iter().any(|rp| p.starts_with(rp.as_str())) {
                 add(p, h, "source".into());
             }
         }
