@@ -25,9 +25,22 @@ fn a_second_build_runs_no_build_command_and_reports_every_layer_up_to_date() {
     let t = Instant::now();
     let second = ws.lb(&["build", "//compute/slurm"]).ok();
     let elapsed = t.elapsed();
-    assert!(second.stdout.starts_with("all 4 layers up to date"), "{}", second.stdout);
-    for label in ["//base/os", "//base/hsn", "//compute/compute", "//compute/slurm"] {
-        assert!(second.stderr.contains(&format!("{label} up to date")), "{}", second.stderr);
+    assert!(
+        second.stdout.starts_with("all 4 layers up to date"),
+        "{}",
+        second.stdout
+    );
+    for label in [
+        "//base/os",
+        "//base/hsn",
+        "//compute/compute",
+        "//compute/slurm",
+    ] {
+        assert!(
+            second.stderr.contains(&format!("{label} up to date")),
+            "{}",
+            second.stderr
+        );
     }
     // Only read-only queries of the image store: no from, run, commit.
     let log = std::fs::read_to_string(&calls).unwrap_or_default();
@@ -48,21 +61,41 @@ fn changing_a_role_rebuilds_only_its_layer_and_a_parent_playbook_rebuilds_the_su
     assert_eq!(code, 0, "{err}");
     assert_eq!(TestWs::labels_with(&r, "built").len(), 5);
 
-    ws.append("slurm-config/roles/slurm/tasks/main.yml", "\n- name: one more\n  raw: touch /etc/slurm.tuned\n  args:\n    executable: /bin/sh\n");
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "\n- name: one more\n  raw: touch /etc/slurm.tuned\n  args:\n    executable: /bin/sh\n",
+    );
     let (code, r, err) = build_json(&ws, &["//..."]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(TestWs::labels_with(&r, "built"), vec!["//compute/slurm"]);
     assert_eq!(TestWs::labels_with(&r, "cached").len(), 4);
-    let slurm = r["layers"].as_array().unwrap().iter().find(|l| l["label"] == "//compute/slurm").unwrap();
+    let slurm = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == "//compute/slurm")
+        .unwrap();
     let image = slurm["image_name"].as_str().unwrap();
     let conf = TestWs::run_in_image(image, "cat /etc/slurm.conf; ls /etc/slurm.tuned");
-    assert!(conf.contains("ClusterName=testcluster") && conf.contains("/etc/slurm.tuned"), "{conf}");
+    assert!(
+        conf.contains("ClusterName=testcluster") && conf.contains("/etc/slurm.tuned"),
+        "{conf}"
+    );
 
-    ws.append("compute-config/compute.yml", "\n# a comment is a change too\n");
+    ws.append(
+        "compute-config/compute.yml",
+        "\n# a comment is a change too\n",
+    );
     let (code, r, err) = build_json(&ws, &["//..."]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(TestWs::labels_with(&r, "built"), vec!["//compute/compute", "//compute/slurm"]);
-    assert_eq!(TestWs::labels_with(&r, "cached"), vec!["//base/os", "//base/hsn", "//uan/uan"]);
+    assert_eq!(
+        TestWs::labels_with(&r, "built"),
+        vec!["//compute/compute", "//compute/slurm"]
+    );
+    assert_eq!(
+        TestWs::labels_with(&r, "cached"),
+        vec!["//base/os", "//base/hsn", "//uan/uan"]
+    );
 }
 
 #[test]
@@ -78,31 +111,64 @@ fn a_failing_playbook_keeps_its_container_caches_nothing_for_it_and_spares_sibli
     assert_eq!(run.code, 1, "{}", run.stderr);
     let r = run.json();
     assert_eq!(TestWs::labels_with(&r, "failed"), vec!["//compute/slurm"]);
-    assert_eq!(TestWs::labels_with(&r, "built").len(), 4, "siblings and ancestors build");
-    let slurm = r["layers"].as_array().unwrap().iter().find(|l| l["label"] == "//compute/slurm").unwrap();
+    assert_eq!(
+        TestWs::labels_with(&r, "built").len(),
+        4,
+        "siblings and ancestors build"
+    );
+    let slurm = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == "//compute/slurm")
+        .unwrap();
     let container = slurm["container"].as_str().unwrap();
-    assert!(TestWs::container_exists(container), "container {container} was not kept");
-    assert!(run.stderr.contains(&format!("buildah run --isolation chroot {container} sh")), "{}", run.stderr);
-    assert!(run.stderr.contains("about to fail"), "log tail missing:\n{}", run.stderr);
+    assert!(
+        TestWs::container_exists(container),
+        "container {container} was not kept"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("buildah run --isolation chroot {container} sh")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("about to fail"),
+        "log tail missing:\n{}",
+        run.stderr
+    );
     let cached = ws.cached_digests();
     assert_eq!(cached.len(), 4);
-    assert!(!cached.contains(&before["//compute/slurm"]), "a failed layer was cached");
+    assert!(
+        !cached.contains(&before["//compute/slurm"]),
+        "a failed layer was cached"
+    );
     // The failure is in the history with its log.
     let conn = rusqlite::Connection::open(ws.db()).unwrap();
     let (status, log): (String, String) = conn
-        .query_row("SELECT status, log_path FROM builds WHERE label = '//compute/slurm'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT status, log_path FROM builds WHERE label = '//compute/slurm'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!(status, "failed");
-    assert!(std::fs::read_to_string(log).unwrap().contains("about to fail"));
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("about to fail")
+    );
 }
 
 #[test]
 fn a_failure_stops_new_layers_but_not_running_ones_without_keep_going() {
     require_buildah();
     let ws = TestWs::new("chain");
-    let lf = ws.read("Layerfile.toml").replace("run = [\"echo hsn > /etc/layer-hsn\"]", "run = [\"exit 7\"]");
+    let lf = ws.read("Layerfile.toml").replace(
+        "run = [\"echo hsn > /etc/layer-hsn\"]",
+        "run = [\"exit 7\"]",
+    );
     ws.write("Layerfile.toml", &lf);
     let run = ws.lb(&["build", "--json", "//..."]);
     assert_eq!(run.code, 1);
@@ -140,10 +206,22 @@ fn a_cached_image_deleted_from_storage_is_a_miss_not_an_error() {
     let ws = TestWs::new("chain");
     let (code, r, err) = build_json(&ws, &["//compute/compute"]);
     assert_eq!(code, 0, "{err}");
-    let hsn = r["layers"].as_array().unwrap().iter().find(|l| l["label"] == "//base/hsn").unwrap();
+    let hsn = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == "//base/hsn")
+        .unwrap();
     let image = hsn["image_name"].as_str().unwrap();
-    let out = std::process::Command::new("buildah").args(["rmi", "-f", image]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("buildah")
+        .args(["rmi", "-f", image])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, r, err) = build_json(&ws, &["//compute/compute"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(TestWs::labels_with(&r, "built"), vec!["//base/hsn"]);
@@ -157,7 +235,14 @@ fn ls_shows_cached_needs_build_and_never_built() {
     ws.append("slurm-config/slurm.yml", "\n# changed\n");
     let out = ws.lb(&["ls", "--json"]).ok().json();
     let status = |l: &str| {
-        out.as_array().unwrap().iter().find(|e| e["label"] == l).unwrap()["status"].as_str().unwrap().to_string()
+        out.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["label"] == l)
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(status("//compute/compute"), "cached");
     assert_eq!(status("//compute/slurm"), "needs_build");

@@ -28,10 +28,16 @@ fn debian_base_with_python_and_real_ansible_modules() {
     assert!(out.contains("py ok"), "{out}");
 
     // An inventory change rebuilds the play layer, not the base.
-    ws.write("inventory/test/group_vars/all.yml", "ntp_servers:\n  - ntp3.example.org\n");
+    ws.write(
+        "inventory/test/group_vars/all.yml",
+        "ntp_servers:\n  - ntp3.example.org\n",
+    );
     let r = ws.lb(&["build", "--json", "//compute/compute"]).ok().json();
     assert_eq!(TestWs::labels_with(&r, "built"), vec!["//compute/compute"]);
     let image = r["layers"][1]["image_name"].as_str().unwrap().to_string();
     let out = TestWs::run_in_image(&image, "cat /etc/chrony/chrony.conf");
-    assert!(out.contains("server ntp3.example.org") && !out.contains("ntp1"), "{out}");
+    assert!(
+        out.contains("server ntp3.example.org") && !out.contains("ntp1"),
+        "{out}"
+    );
 }

@@ -277,3 +277,22 @@ fn ls_reports_never_built_without_creating_a_cache() {
     assert!(out.lines().all(|l| l.contains("never built")), "{out}");
     assert!(!ws.db().exists());
 }
+
+#[test]
+fn files_outside_the_source_named_by_relative_paths_count() {
+    let ws = TestWs::new("chain");
+    ws.write("common/files/motd", "shared banner\n");
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- name: shared motd\n  ansible.builtin.copy:\n    src: ../../../../common/files/motd\n    dest: /etc/motd\n",
+    );
+    let before = ws.digests();
+    let h = ws.lb(&["hash", "//compute/slurm", "--json"]).ok().json();
+    assert_eq!(
+        h["inputs"]["files"]["common/files/motd"]["origin"], "play",
+        "{}",
+        h["inputs"]["files"]
+    );
+    ws.write("common/files/motd", "changed banner\n");
+    assert_eq!(changed(&before, &ws.digests()), vec!["//compute/slurm"]);
+}

@@ -149,13 +149,48 @@ impl Discovery<'_> {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let rel = self.rel(&path);
         self.note_outside(&rel);
-        YamlLoader::load_from_str(&text).map(Some).map_err(|e| {
+        let docs = YamlLoader::load_from_str(&text).map_err(|e| {
             let m = e.marker();
             let mut loc = Location::at_line(&rel, &text, m.line());
             loc.column = Some(m.col() + 1);
             Error::input_at(loc, format!("YAML syntax error: {}", e.info()))
                 .with_hint("ansible-playbook would reject this file too; fix the YAML")
-        })
+        })?;
+        let dir = path.parent().unwrap_or(self.root).to_path_buf();
+        for doc in &docs {
+            self.path_scalars(doc, &dir);
+        }
+        Ok(Some(docs))
+    }
+
+    /// Any string that names an existing workspace file by a relative path
+    /// (`src: ../../common/files/motd`) is an input, even outside the source
+    /// and roles: Ansible resolves such paths against several directories, so
+    /// every plausible base is tried (over-approximate).
+    fn path_scalars(&mut self, y: &Yaml, dir: &Path) {
+        match y {
+            Yaml::String(s)
+                if s.contains('/') && !templated(s) && !s.starts_with('/') && s.len() < 4096 =>
+            {
+                let bases = [
+                    dir.to_path_buf(),
+                    dir.join("..").join("templates"),
+                    dir.join("..").join("files"),
+                    dir.join(".."),
+                    self.playbook_dir.clone(),
+                ];
+                for base in bases {
+                    let p = normalize(&base.join(s));
+                    if p.starts_with(self.root) && p.is_file() {
+                        let rel = self.rel(&p);
+                        self.note_outside(&rel);
+                    }
+                }
+            }
+            Yaml::Array(a) => a.iter().for_each(|v| self.path_scalars(v, dir)),
+            Yaml::Hash(h) => h.values().for_each(|v| self.path_scalars(v, dir)),
+            _ => {}
+        }
     }
 
     fn scan_playbook(&mut self, path: &Path) -> Result<()> {

@@ -97,7 +97,8 @@ fn inside(rel: &str, roots: &BTreeSet<String>) -> bool {
     if roots.contains(".") || roots.contains(rel) {
         return true;
     }
-    rel.match_indices('/').any(|(i, _)| roots.contains(&rel[..i]))
+    rel.match_indices('/')
+        .any(|(i, _)| roots.contains(&rel[..i]))
 }
 
 /// Should the walk enter `rel`: inside a root, or above one?
