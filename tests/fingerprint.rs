@@ -296,3 +296,37 @@ fn files_outside_the_source_named_by_relative_paths_count() {
     ws.write("common/files/motd", "changed banner\n");
     assert_eq!(changed(&before, &ws.digests()), vec!["//compute/slurm"]);
 }
+
+#[test]
+fn include_fragments_join_one_dag() {
+    let ws = TestWs::new("chain");
+    let lf = ws.read("Layerfile.toml");
+    let start = lf.find("[layers.\"uan/uan\"]").unwrap();
+    ws.write("layers/uan.toml", &lf[start..]);
+    ws.write(
+        "Layerfile.toml",
+        &lf[..start].replacen("name = \"", "include = [\"layers/*.toml\"]\nname = \"", 1),
+    );
+    let g = ws.lb(&["graph", "--format", "json"]).ok().json();
+    assert!(g["edges"].as_array().unwrap().contains(&serde_json::json!(["//base/hsn", "//uan/uan"])));
+    let before = ws.digests();
+    assert_eq!(before.len(), 5);
+    // The fragment's own text is not an input: only what it declares.
+    ws.append("layers/uan.toml", "\n# a comment\n");
+    assert_eq!(before, ws.digests());
+}
+
+#[test]
+fn the_demo_workspace_is_valid_and_fingerprints() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+        .args(["-C", root, "hash", "//compute/slurm", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = j["inputs"]["files"].as_object().unwrap();
+    assert!(files.keys().any(|k| k.starts_with("demo/slurm-config/roles/slurm/")), "{files:?}");
+    assert!(files.keys().any(|k| k.starts_with("demo/inventory/clusterA/")));
+    assert!(!files.keys().any(|k| k.starts_with("demo/compute-config/")), "a parent's files leaked in");
+}
