@@ -99,9 +99,23 @@ pub fn build(
         .unwrap_or_else(|| ws.build.isolation.clone());
 
     // Only now touch the environment: bad input above never reaches it.
-    executor.preflight(labels.iter().any(|l| ws.layers[l].playbook.is_some()))?;
-    let images = Mutex::new(executor.images()?);
-    let cache = Mutex::new(Cache::open(&ws.db_path())?);
+    let images = executor.images()?;
+    let cache = Cache::open(&ws.db_path())?;
+    // Start ansible-playbook (a second of Python) only if a layer that runs
+    // a play will miss the cache.
+    let mut needs_play = false;
+    for l in &labels {
+        if ws.layers[l].playbook.is_some() {
+            let hit = cache.lookup(&prints[l].digest)?;
+            if !hit.is_some_and(|row| images.contains(&row.image_id)) {
+                needs_play = true;
+                break;
+            }
+        }
+    }
+    executor.preflight(needs_play)?;
+    let images = Mutex::new(images);
+    let cache = Mutex::new(cache);
 
     let index: HashMap<&Label, usize> = labels.iter().enumerate().map(|(i, l)| (l, i)).collect();
     let deps: Vec<Vec<usize>> = labels
