@@ -37,9 +37,14 @@ fn generate(root: &Path, name: &str) -> usize {
          for a in $(\"$root/bin/busybox\" --list); do [ \"$a\" = busybox ] || ln -sf busybox \"$root/bin/$a\"; done\n",
     );
     write(&root.join("inventory/bench/hosts"), "[Compute]\n");
-    write(&root.join("inventory/bench/group_vars/all.yml"), "ntp_servers: [ntp1, ntp2]\n");
+    write(
+        &root.join("inventory/bench/group_vars/all.yml"),
+        "ntp_servers: [ntp1, ntp2]\n",
+    );
     let mut files = 2;
-    let filler: String = (0..16).map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog\n")).collect();
+    let filler: String = (0..16)
+        .map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog\n"))
+        .collect();
     let mut made = 1;
     let per_type = (LAYERS - 1).div_ceil(TYPES);
     'outer: for t in 0..TYPES {
@@ -49,7 +54,11 @@ fn generate(root: &Path, name: &str) -> usize {
             }
             made += 1;
             let label = format!("t{t:02}/l{l:02}");
-            let parent = if l == 0 { "//base/os".to_string() } else { format!("//t{t:02}/l{:02}", l - 1) };
+            let parent = if l == 0 {
+                "//base/os".to_string()
+            } else {
+                format!("//t{t:02}/l{:02}", l - 1)
+            };
             let src = format!("src/t{t:02}-l{l:02}");
             let role = format!("r{t:02}_{l:02}");
             lf.push_str(&format!(
@@ -65,7 +74,10 @@ fn generate(root: &Path, name: &str) -> usize {
                 "- name: say where we are\n  ansible.builtin.debug:\n    msg: \"{{ cluster_name }}\"\n",
             );
             for f in 1..FILES_PER_ROLE {
-                write(&rdir.join(format!("files/f{f:03}.conf")), &format!("# {label} file {f}\n{filler}"));
+                write(
+                    &rdir.join(format!("files/f{f:03}.conf")),
+                    &format!("# {label} file {f}\n{filler}"),
+                );
             }
             files += 1 + FILES_PER_ROLE;
         }
@@ -100,12 +112,23 @@ fn bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("layerbuild");
-    assert!(bin.exists(), "build the binary first: cargo build --release ({} missing)", bin.display());
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release ({} missing)",
+        bin.display()
+    );
     bin
 }
 
 fn run(root: &Path, args: &[&str]) -> Duration {
-    let (out, d) = time(|| Command::new(bin()).arg("-C").arg(root).args(args).output().unwrap());
+    let (out, d) = time(|| {
+        Command::new(bin())
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .unwrap()
+    });
     assert!(
         out.status.success(),
         "layerbuild {args:?} failed:\n{}",
@@ -128,7 +151,8 @@ fn main() {
     let system = ws.system(None).unwrap();
     let mut runs = vec![];
     for _ in 0..5 {
-        let (prints, d) = time(|| layerbuild::fingerprint::fingerprint(&ws, system, &labels).unwrap());
+        let (prints, d) =
+            time(|| layerbuild::fingerprint::fingerprint(&ws, system, &labels).unwrap());
         assert_eq!(prints.len(), LAYERS);
         runs.push(d);
     }
@@ -148,8 +172,14 @@ fn main() {
     if std::env::var_os("LAYERBUILD_BENCH_SKIP_BUILD").is_some() {
         return;
     }
-    let buildah_ok = Command::new("buildah").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(buildah_ok, "the build benchmarks need buildah and ansible (see README); set LAYERBUILD_BENCH_SKIP_BUILD=1 to skip them");
+    let buildah_ok = Command::new("buildah")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        buildah_ok,
+        "the build benchmarks need buildah and ansible (see README); set LAYERBUILD_BENCH_SKIP_BUILD=1 to skip them"
+    );
 
     let cold = run(&root, &["build", "//..."]);
     println!(
@@ -162,7 +192,11 @@ fn main() {
     for _ in 0..5 {
         noop.push(run(&root, &["build", "//..."]));
     }
-    println!("no-op build //... (binary, all {LAYERS} cached): median {:.0?}, min {:.0?}", median(noop.clone()), noop.iter().min().unwrap());
+    println!(
+        "no-op build //... (binary, all {LAYERS} cached): median {:.0?}, min {:.0?}",
+        median(noop.clone()),
+        noop.iter().min().unwrap()
+    );
     let mut ls = vec![];
     for _ in 0..3 {
         ls.push(run(&root, &["ls"]));
@@ -170,9 +204,15 @@ fn main() {
     println!("ls (binary, all cached): median {:.0?}", median(ls));
 
     // Remove the bench's images.
-    let out = Command::new("buildah").args(["images", "--format", "{{.Name}}:{{.Tag}}"]).output().unwrap();
+    let out = Command::new("buildah")
+        .args(["images", "--format", "{{.Name}}:{{.Tag}}"])
+        .output()
+        .unwrap();
     let prefix = format!("localhost/layerbuild/{name}/");
-    for img in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(&prefix)) {
+    for img in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+    {
         let _ = Command::new("buildah").args(["rmi", "-f", img]).output();
     }
 }
