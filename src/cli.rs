@@ -31,6 +31,16 @@ pub enum Command {
     Graph(GraphArgs),
     /// List every layer with its status: cached, needs build, never built.
     Ls(LsArgs),
+    /// Explain why a layer needs a rebuild, down to the file, variable or package.
+    Why(WhyArgs),
+    /// Compare the recorded manifests of two digests (prefixes accepted).
+    HashDiff(HashDiffArgs),
+    /// Print the full log of a layer's last (or a given) build, failed ones included.
+    Log(LogArgs),
+    /// Open a shell (or run a command) in a failed layer's kept container, or with --fresh in a new one.
+    Debug(DebugArgs),
+    /// Remove kept working containers of failed builds.
+    Clean(CleanArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +69,12 @@ pub struct BuildArgs {
     /// Print a machine-readable report on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Show the plan (each layer fresh or dirty, with a one-line reason) without building.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Re-run the layer's steps in the container kept from its last failed build (never cached).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub from_failed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -84,7 +100,80 @@ pub struct GraphArgs {
 pub struct LsArgs {
     #[command(flatten)]
     pub system: SystemArg,
+    /// List the kept working containers of failed builds instead.
+    #[arg(long)]
+    pub failed: bool,
     /// Print a JSON array of {label, digest, status, image_name}.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// The layer: //TYPE/LAYER
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Compare with the inputs at this git revision instead of the last build.
+    #[arg(long, value_name = "REV")]
+    pub since: Option<String>,
+    /// Show variable values (never those from ansible-vault).
+    #[arg(long)]
+    pub show_values: bool,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HashDiffArgs {
+    /// The older digest (or a unique prefix).
+    #[arg(value_name = "DIGEST_A")]
+    pub a: String,
+    /// The newer digest (or a unique prefix).
+    #[arg(value_name = "DIGEST_B")]
+    pub b: String,
+    /// Show variable values (never those from ansible-vault).
+    #[arg(long)]
+    pub show_values: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The layer: //TYPE/LAYER
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// The build with this digest (or prefix) instead of the last one.
+    #[arg(long, value_name = "DIGEST")]
+    pub digest: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DebugArgs {
+    /// The layer: //TYPE/LAYER
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Start a new container from the layer's built image instead of the kept one.
+    #[arg(long)]
+    pub fresh: bool,
+    /// buildah isolation (overrides [build] isolation).
+    #[arg(long, value_parser = ["chroot", "oci", "rootless"])]
+    pub isolation: Option<String>,
+    /// Command to run instead of an interactive shell (after --).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Remove the kept working containers of failed builds.
+    #[arg(long, required = true)]
+    pub failed: bool,
 }

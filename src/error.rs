@@ -82,6 +82,10 @@ pub enum Error {
     /// One or more layers failed to build: exit code 1.
     #[error("{0}")]
     BuildFailed(String),
+    /// Exit with this code, having printed everything already (e.g. the
+    /// exit code of a command run by `debug`).
+    #[error("")]
+    Exit(u8),
     /// The environment is not usable (a tool is missing, SQLite, I/O): exit code 3.
     #[error("{message}{}", .hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
     Environment {
@@ -125,7 +129,7 @@ impl Error {
         match &mut self {
             Error::Input(e) => e.hint = Some(hint.into()),
             Error::Environment { hint: h, .. } => *h = Some(hint.into()),
-            Error::BuildFailed(_) => {}
+            Error::BuildFailed(_) | Error::Exit(_) => {}
         }
         self
     }
@@ -133,6 +137,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::BuildFailed(_) => 1,
+            Error::Exit(c) => *c,
             Error::Input(_) => 2,
             Error::Environment { .. } => 3,
         }

@@ -13,10 +13,12 @@ pub mod cache;
 pub mod cli;
 pub mod error;
 pub mod executor;
+pub mod explain;
 pub mod fingerprint;
 pub mod graph;
 pub mod label;
 pub mod ops;
+pub mod plan;
 pub mod progress;
 pub mod scheduler;
 pub mod workspace;
@@ -34,6 +36,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
@@ -67,6 +70,44 @@ pub fn run(cli: Cli) -> Result<()> {
                 isolation: args.isolation,
             };
             let executor = executor::buildah::Buildah::default();
+            if args.dry_run {
+                let plan = ops::build::plan(&ctx, &opts, &executor)?;
+                if args.json {
+                    print_json(&plan);
+                } else {
+                    print!("{}", ops::build::render_plan(&plan));
+                }
+                return Ok(());
+            }
+            if args.from_failed {
+                let [label::Pattern::Exact(l)] = patterns.as_slice() else {
+                    return Err(Error::input("--from-failed takes exactly one layer label")
+                        .with_hint("e.g. layerbuild build --from-failed //compute/slurm"));
+                };
+                let reporter: Box<dyn progress::Reporter> = if args.json {
+                    Box::new(progress::PlainReporter::new(1))
+                } else {
+                    progress::reporter(1)
+                };
+                let r = ops::build::from_failed(&ctx, l, &opts, &executor, reporter.as_ref())?;
+                if args.json {
+                    print_json(&r);
+                } else if r.status == "succeeded" {
+                    println!(
+                        "{} succeeded in its kept container {}; not cached: only builds from a clean container are cached.\nBuild and cache it with: layerbuild build {}",
+                        r.label, r.container, r.label
+                    );
+                } else {
+                    println!(
+                        "{} failed again in its kept container {} (log: {})",
+                        r.label, r.container, r.log
+                    );
+                }
+                if r.status == "failed" {
+                    return Err(Error::BuildFailed(format!("build failed: {}", r.label)));
+                }
+                return Ok(());
+            }
             let report = ops::build::build(&ctx, &opts, &executor, &|n| {
                 if args.json {
                     Box::new(progress::PlainReporter::new(n))
@@ -114,6 +155,15 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Ls(args) => {
             let executor = executor::buildah::Buildah::default();
+            if args.failed {
+                let kept = ops::debug::kept(&ctx, &executor)?;
+                if args.json {
+                    print_json(&kept);
+                } else {
+                    print!("{}", ops::debug::render_kept(&kept));
+                }
+                return Ok(());
+            }
             let (entries, warning) = ops::ls::ls(&ctx, args.system.system.as_deref(), &executor)?;
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
@@ -122,6 +172,77 @@ pub fn run(cli: Cli) -> Result<()> {
                 print_json(&entries);
             } else {
                 print!("{}", ops::ls::render(&entries));
+            }
+            Ok(())
+        }
+        Command::Why(args) => {
+            let opts = ops::why::WhyOptions {
+                label: ops::parse_label(&args.label)?,
+                system: args.system.system,
+                since: args.since,
+                show_values: args.show_values,
+            };
+            let executor = executor::buildah::Buildah::default();
+            let report = ops::why::why(&ctx, &opts, &executor)?;
+            if args.json {
+                print_json(&report);
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(())
+        }
+        Command::HashDiff(args) => {
+            let report = ops::why::hash_diff(&ctx, &args.a, &args.b, args.show_values)?;
+            if args.json {
+                print_json(&report);
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(())
+        }
+        Command::Log(args) => {
+            let label = ops::parse_label(&args.label)?;
+            let (row, text) = ops::log::log(
+                &ctx,
+                &label,
+                args.system.system.as_deref(),
+                args.digest.as_deref(),
+            )?;
+            eprintln!(
+                "# {} {} at {} (digest {}, {})",
+                row.label,
+                row.status,
+                ops::format_time(row.started_at),
+                &row.digest[..12],
+                row.log_path.as_deref().unwrap_or("")
+            );
+            print!("{text}");
+            Ok(())
+        }
+        Command::Debug(args) => {
+            let opts = ops::debug::DebugOptions {
+                label: ops::parse_label(&args.label)?,
+                system: args.system.system,
+                fresh: args.fresh,
+                isolation: args.isolation,
+                command: args.command,
+            };
+            let executor = executor::buildah::Buildah::default();
+            let code = ops::debug::debug(&ctx, &opts, &executor)?;
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(Error::Exit(code.clamp(1, 255) as u8))
+            }
+        }
+        Command::Clean(_) => {
+            let executor = executor::buildah::Buildah::default();
+            let removed = ops::debug::clean_failed(&ctx, &executor)?;
+            if removed.is_empty() {
+                println!("no kept containers to remove");
+            }
+            for c in removed {
+                println!("removed {c}");
             }
             Ok(())
         }

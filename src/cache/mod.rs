@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::fingerprint::Manifest;
+use crate::fingerprint::inventory::VarSnapshot;
 
 /// Append-only: never edit a released entry, add a new one.
 const MIGRATIONS: &[&str] = &[
@@ -44,6 +45,11 @@ const MIGRATIONS: &[&str] = &[
         manifest    TEXT NOT NULL
     );
     CREATE INDEX builds_by_label ON builds (label, system, id);",
+    // 2: inventory variables beside each build's manifest (for `why`);
+    //    a failed build's kept container can be removed (`clean --failed`).
+    "ALTER TABLE builds ADD COLUMN vars TEXT;
+    ALTER TABLE builds ADD COLUMN container_removed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX builds_by_digest ON builds (digest);",
 ];
 
 pub struct Cache {
@@ -71,6 +77,71 @@ pub struct BuildRecord<'a> {
     pub started_at: i64,
     pub duration: Duration,
     pub log_path: Option<&'a Path>,
+    pub vars: &'a VarSnapshot,
+}
+
+/// A row of the build history.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRow {
+    pub id: i64,
+    pub label: String,
+    pub system: Option<String>,
+    pub digest: String,
+    /// `built` or `failed`.
+    pub status: String,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub image_id: Option<String>,
+    pub container: Option<String>,
+    pub log_path: Option<String>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub manifest: String,
+    #[serde(skip)]
+    pub vars: Option<String>,
+    pub container_removed: bool,
+}
+
+impl BuildRow {
+    /// The recorded manifest, if this version of layerbuild can read it.
+    pub fn manifest(&self) -> Option<Manifest> {
+        serde_json::from_str(&self.manifest).ok()
+    }
+
+    /// The format version the manifest was recorded with.
+    pub fn format(&self) -> Option<u64> {
+        serde_json::from_str::<serde_json::Value>(&self.manifest)
+            .ok()
+            .and_then(|v| v["format"].as_u64())
+    }
+
+    pub fn vars(&self) -> VarSnapshot {
+        self.vars
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default()
+    }
+}
+
+const BUILD_COLUMNS: &str = "id, label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars, container_removed";
+
+fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
+    Ok(BuildRow {
+        id: r.get(0)?,
+        label: r.get(1)?,
+        system: r.get(2)?,
+        digest: r.get(3)?,
+        status: r.get(4)?,
+        started_at: r.get(5)?,
+        duration_ms: r.get(6)?,
+        image_id: r.get(7)?,
+        container: r.get(8)?,
+        log_path: r.get(9)?,
+        error: r.get(10)?,
+        manifest: r.get(11)?,
+        vars: r.get(12)?,
+        container_removed: r.get(13)?,
+    })
 }
 
 impl Cache {
@@ -202,6 +273,82 @@ impl Cache {
             .is_some())
     }
 
+    /// The newest build of `label` for `system` with `status` (any status if `None`).
+    pub fn last_build(
+        &self,
+        label: &str,
+        system: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<Option<BuildRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {BUILD_COLUMNS} FROM builds WHERE label = ?1 AND system IS ?2 AND (?3 IS NULL OR status = ?3)
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                params![label, system, status],
+                build_row,
+            )
+            .optional()?)
+    }
+
+    /// The newest build of `label` whose digest starts with `prefix`.
+    pub fn build_of_digest(&self, label: &str, prefix: &str) -> Result<Vec<BuildRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE label = ?1 AND digest LIKE ?2 || '%' ORDER BY id DESC"
+        ))?;
+        let rows = st.query_map(params![label, prefix], build_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One recorded build per distinct digest starting with `prefix` (the newest).
+    pub fn builds_with_digest_prefix(&self, prefix: &str) -> Result<Vec<BuildRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE id IN
+               (SELECT max(id) FROM builds WHERE digest LIKE ?1 || '%' GROUP BY digest)
+             ORDER BY digest"
+        ))?;
+        let rows = st.query_map(params![prefix], build_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The newest recorded build with exactly this digest.
+    pub fn build_with_digest(&self, digest: &str) -> Result<Option<BuildRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {BUILD_COLUMNS} FROM builds WHERE digest = ?1 ORDER BY id DESC LIMIT 1"
+                ),
+                params![digest],
+                build_row,
+            )
+            .optional()?)
+    }
+
+    /// Failed builds whose kept container has not been removed, newest first,
+    /// one per container.
+    pub fn kept_containers(&self) -> Result<Vec<BuildRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE id IN
+               (SELECT max(id) FROM builds WHERE status = 'failed' AND container IS NOT NULL
+                AND container_removed = 0 GROUP BY container)
+             ORDER BY id DESC"
+        ))?;
+        let rows = st.query_map([], build_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Marks every failed build that kept `container` as cleaned up.
+    pub fn container_removed(&mut self, container: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE builds SET container_removed = 1 WHERE container = ?1",
+            params![container],
+        )?;
+        Ok(())
+    }
+
     pub fn layer_count(&self) -> Result<i64> {
         Ok(self
             .conn
@@ -218,9 +365,10 @@ fn insert_build(
     error: Option<&str>,
     manifest: &str,
 ) -> Result<()> {
+    let vars = serde_json::to_string(rec.vars).expect("vars serialise");
     tx.execute(
-        "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             rec.label,
             rec.system,
@@ -232,7 +380,8 @@ fn insert_build(
             container,
             rec.log_path.map(|p| p.to_string_lossy().into_owned()),
             error,
-            manifest
+            manifest,
+            vars
         ],
     )?;
     Ok(())

@@ -203,31 +203,37 @@ impl Build<'_> {
     fn run_all(&self) -> std::result::Result<BuildOutput, BuildFailure> {
         let req = self.req;
         let ctr = req.container_name.as_str();
-        // A container of this name is a leftover of an earlier failed attempt
-        // at this very digest; start clean.
-        let mut rm = self.buildah();
-        rm.args(["rm", ctr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if rm.status().is_ok_and(|s| s.success()) {
+        if req.reuse_container {
             self.note(&format!(
-                "# removed the stale container {ctr} of an earlier failed attempt"
+                "# re-running the steps in the kept container {ctr}; nothing will be committed"
             ));
-        }
+        } else {
+            // A container of this name is a leftover of an earlier failed
+            // attempt at this very digest; start clean.
+            let mut rm = self.buildah();
+            rm.args(["rm", ctr])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if rm.status().is_ok_and(|s| s.success()) {
+                self.note(&format!(
+                    "# removed the stale container {ctr} of an earlier failed attempt"
+                ));
+            }
 
-        self.step("buildah from");
-        let mut from = self.buildah();
-        from.args([
-            "from",
-            "--name",
-            ctr,
-            req.from.as_deref().unwrap_or("scratch"),
-        ]);
-        self.capture(from, "buildah from")
-            .map_err(|m| BuildFailure {
-                message: m,
-                container: None,
-            })?;
+            self.step("buildah from");
+            let mut from = self.buildah();
+            from.args([
+                "from",
+                "--name",
+                ctr,
+                req.from.as_deref().unwrap_or("scratch"),
+            ]);
+            self.capture(from, "buildah from")
+                .map_err(|m| BuildFailure {
+                    message: m,
+                    container: None,
+                })?;
+        }
 
         match self.steps(ctr) {
             Ok(id) => Ok(BuildOutput { image_id: id }),
@@ -315,6 +321,13 @@ impl Build<'_> {
 
         if let Some(play) = &req.play {
             self.play(ctr, play)?;
+        }
+
+        if req.reuse_container {
+            let mut um = self.buildah();
+            um.args(["umount", ctr]);
+            let _ = self.capture(um, "buildah umount");
+            return Ok(String::new());
         }
 
         self.step("buildah commit");
@@ -421,4 +434,77 @@ fn render(cmd: &Command) -> String {
         .map(|a| shell_words::quote(&a.to_string_lossy()).into_owned())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Direct container operations for `debug`, `ls --failed` and `clean --failed`.
+impl Buildah {
+    /// Names of all working containers.
+    pub fn containers(&self) -> Result<HashSet<String>> {
+        let out = Command::new(&self.buildah)
+            .args(["containers", "--format", "{{.ContainerName}}"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        if !out.status.success() {
+            return Err(Error::env(format!(
+                "buildah containers failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect())
+    }
+
+    /// Creates a container named `name` from `image`.
+    pub fn from_image(&self, name: &str, image: &str) -> Result<()> {
+        let out = Command::new(&self.buildah)
+            .args(["from", "--name", name, image])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        if !out.status.success() {
+            return Err(Error::env(format!(
+                "buildah from {image} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn remove_container(&self, name: &str) -> Result<()> {
+        let out = Command::new(&self.buildah)
+            .args(["rm", name])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        if !out.status.success() {
+            return Err(Error::env(format!(
+                "buildah rm {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The command line that runs `argv` (or a shell) in container `name`.
+    pub fn run_command(&self, name: &str, isolation: &str, tty: bool, argv: &[String]) -> Command {
+        let mut c = Command::new(&self.buildah);
+        c.args(["run", "--isolation", isolation]);
+        if tty {
+            c.arg("--tty");
+        }
+        c.arg(name).arg("--");
+        if argv.is_empty() {
+            c.arg("sh");
+        } else {
+            c.args(argv);
+        }
+        c
+    }
+
+    pub fn render(cmd: &Command) -> String {
+        render(cmd)
+    }
 }

@@ -32,6 +32,9 @@ pub struct BuildRequest {
     pub log_path: PathBuf,
     /// Scratch space for generated files (inventory, vars).
     pub work_dir: PathBuf,
+    /// Re-run the steps in the existing container `container_name` (kept from
+    /// a failed build) instead of a clean one, and commit nothing.
+    pub reuse_container: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@
 
 pub mod ansible;
 pub mod files;
+pub mod inventory;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -81,6 +82,10 @@ pub struct Fingerprint {
     pub label: Label,
     pub digest: String,
     pub manifest: Manifest,
+    /// Inventory variables file by file, for explanations only (not hashed:
+    /// the files themselves are).
+    #[serde(skip)]
+    pub vars: inventory::VarSnapshot,
 }
 
 impl Manifest {
@@ -147,6 +152,12 @@ pub fn fingerprint(
     }
 
     let index = FileIndex::build(&ws.root, &roots, &explicit, &ws.cache_dir)?;
+    let inventory_vars = match &inventory {
+        Some(inv) if labels.iter().any(|l| ws.layers[l].playbook.is_some()) => {
+            inventory::snapshot(&ws.root, index.under(inv).map(|(p, _)| p))
+        }
+        _ => Default::default(),
+    };
 
     let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
     for label in labels {
@@ -168,12 +179,18 @@ pub fn fingerprint(
         };
         let manifest = build_manifest(ws, system, layer, inputs, &index, parent);
         let digest = manifest.digest();
+        let vars = if manifest.definition.inventory.is_some() {
+            inventory_vars.clone()
+        } else {
+            Default::default()
+        };
         out.insert(
             label.clone(),
             Fingerprint {
                 label: label.clone(),
                 digest,
                 manifest,
+                vars,
             },
         );
     }

@@ -304,22 +304,7 @@ fn build_one(
             &fp.digest[..12]
         ));
     let work_dir = ws.cache_dir.join("tmp").join(&container);
-    let play = layer.playbook.as_ref().map(|pb| {
-        let source = layer.source.as_deref().unwrap_or(".");
-        PlayRequest {
-            source_dir: ws.root.join(source),
-            playbook: pb.clone(),
-            host_name: label.slug(),
-            groups: layer.groups.clone(),
-            inventory: system
-                .and_then(|s| s.inventory.as_ref())
-                .map(|i| ws.root.join(i)),
-            vars: system
-                .map(|s| s.vars.clone().into_iter().collect())
-                .unwrap_or_default(),
-            roles_path: layer.roles_path.iter().map(|r| ws.root.join(r)).collect(),
-        }
-    });
+    let play = play_request(ws, system, label);
     let req = BuildRequest {
         label: label_s.clone(),
         digest: fp.digest.clone(),
@@ -339,6 +324,7 @@ fn build_one(
         play,
         log_path: log_path.clone(),
         work_dir: work_dir.clone(),
+        reuse_container: false,
     };
 
     reporter.started(&label_s, &fp.digest);
@@ -353,6 +339,7 @@ fn build_one(
         started_at,
         duration: elapsed,
         log_path: Some(&log_path),
+        vars: &fp.vars,
     };
     match outcome {
         Ok(out) => {
@@ -444,4 +431,236 @@ pub fn render_summary(report: &BuildReport, targets: &[String]) -> String {
         }
     }
     out
+}
+
+/// Schema version of `build --dry-run --json`.
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    pub version: u32,
+    pub system: Option<String>,
+    /// In topological order.
+    pub layers: Vec<PlannedLayer>,
+    pub dirty: usize,
+    pub fresh: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedLayer {
+    pub label: String,
+    pub digest: String,
+    /// `fresh` (an image would be reused) or `dirty` (would be built).
+    pub status: &'static str,
+    /// One line: the first root cause, or the image that would be reused.
+    pub reason: String,
+    pub image_name: Option<String>,
+    pub freshness: crate::plan::Freshness,
+}
+
+/// `build --dry-run`: what a build would do, without building.
+pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Executor) -> Result<PlanReport> {
+    let ws = &ctx.ws;
+    let system = ws.system(opts.system.as_deref())?;
+    let labels = ctx.graph.select(&opts.patterns)?;
+    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    let cache = Cache::open_existing(&ws.db_path())?;
+    let images = match &cache {
+        Some(_) => Some(executor.images()?),
+        None => None,
+    };
+    let lookup = crate::plan::HistoryLookup::new(cache.as_ref(), &prints);
+    let sys = system.map(|s| s.name.as_str());
+    let mut report = PlanReport {
+        version: PLAN_VERSION,
+        system: sys.map(str::to_string),
+        layers: vec![],
+        dirty: 0,
+        fresh: 0,
+    };
+    for l in &labels {
+        let fp = &prints[l];
+        let f = crate::plan::freshness(cache.as_ref(), images.as_ref(), fp, sys, &lookup, false)?;
+        let label = l.to_string();
+        let (status, image_name) = match &f {
+            crate::plan::Freshness::Fresh { image_name, .. } => {
+                report.fresh += 1;
+                ("fresh", Some(image_name.clone()))
+            }
+            crate::plan::Freshness::Dirty { .. } => {
+                report.dirty += 1;
+                ("dirty", None)
+            }
+        };
+        report.layers.push(PlannedLayer {
+            reason: f.one_line(&label),
+            label,
+            digest: fp.digest.clone(),
+            status,
+            image_name,
+            freshness: f,
+        });
+    }
+    Ok(report)
+}
+
+pub fn render_plan(p: &PlanReport) -> String {
+    let width = p.layers.iter().map(|l| l.label.len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for l in &p.layers {
+        s.push_str(&format!(
+            "{:width$}  {:<5}  {}\n",
+            l.label, l.status, l.reason
+        ));
+    }
+    s.push_str(&format!("{} to build, {} up to date\n", p.dirty, p.fresh));
+    s
+}
+
+#[derive(Debug, Serialize)]
+pub struct FromFailedReport {
+    pub version: u32,
+    pub label: String,
+    pub container: String,
+    /// `succeeded` or `failed`.
+    pub status: &'static str,
+    /// Always false: only builds from a clean container are cached.
+    pub cached: bool,
+    pub error: Option<String>,
+    pub log: String,
+}
+
+/// `build LABEL --from-failed`: re-runs the layer's steps in the container
+/// kept from its last failed build. Never cached.
+pub fn from_failed(
+    ctx: &Context,
+    label: &Label,
+    opts: &BuildOptions,
+    buildah: &crate::executor::buildah::Buildah,
+    reporter: &dyn Reporter,
+) -> Result<FromFailedReport> {
+    let ws = &ctx.ws;
+    let system = ws.system(opts.system.as_deref())?;
+    let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
+    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    let fp = &prints[label];
+    let sys = system.map(|s| s.name.as_str());
+    let label_s = label.to_string();
+    let present = buildah.containers()?;
+    let mut cache = Cache::open_existing(&ws.db_path())?.ok_or_else(|| no_kept(&label_s))?;
+    let row = cache
+        .kept_containers()?
+        .into_iter()
+        .find(|r| {
+            r.label == label_s
+                && r.system.as_deref() == sys
+                && r.container.as_ref().is_some_and(|c| present.contains(c))
+        })
+        .ok_or_else(|| no_kept(&label_s))?;
+    let container = row.container.clone().unwrap_or_default();
+    let isolation = opts
+        .isolation
+        .clone()
+        .unwrap_or_else(|| ws.build.isolation.clone());
+    let started_at = now_secs();
+    let log_path = ws
+        .cache_dir
+        .join("logs")
+        .join(label.image_type())
+        .join(label.layer())
+        .join(format!(
+            "{}-{}-from-failed.log",
+            super::format_time(started_at)
+                .replace([' ', ':'], "")
+                .replace('-', ""),
+            &fp.digest[..12]
+        ));
+    let layer = &ws.layers[label];
+    let req = BuildRequest {
+        label: label_s.clone(),
+        digest: fp.digest.clone(),
+        image_name: String::new(),
+        container_name: container.clone(),
+        from: None,
+        workspace_root: ws.root.clone(),
+        isolation,
+        setup: layer.setup.clone(),
+        packages: layer.packages.clone(),
+        package_command: layer
+            .package_command
+            .clone()
+            .unwrap_or_else(|| ws.build.package_command.clone()),
+        scripts: layer.scripts.iter().map(|s| ws.root.join(s)).collect(),
+        run: layer.run.clone(),
+        play: play_request(ws, system, label),
+        log_path: log_path.clone(),
+        work_dir: ws.cache_dir.join("tmp").join(&container),
+        reuse_container: true,
+    };
+    reporter.started(&label_s, &fp.digest);
+    let t0 = Instant::now();
+    let outcome = buildah.build(&req, reporter);
+    let elapsed = t0.elapsed();
+    let log = ws.display_path(&log_path);
+    let mut report = FromFailedReport {
+        version: REPORT_VERSION,
+        label: label_s.clone(),
+        container: container.clone(),
+        status: "succeeded",
+        cached: false,
+        error: None,
+        log: log.clone(),
+    };
+    match outcome {
+        Ok(_) => reporter.built(&label_s, elapsed),
+        Err(f) => {
+            let record = BuildRecord {
+                label: &label_s,
+                system: sys,
+                digest: &fp.digest,
+                manifest: &fp.manifest,
+                started_at,
+                duration: elapsed,
+                log_path: Some(&log_path),
+                vars: &fp.vars,
+            };
+            let _ = cache.record_failed(&record, Some(&container), &f.message);
+            reporter.failed(&label_s, &f.message);
+            let tail = log_tail(&log_path, 15);
+            if !tail.is_empty() {
+                reporter.println(&format!("---- last lines of {log} ----\n{tail}\n----"));
+            }
+            report.status = "failed";
+            report.error = Some(f.message);
+        }
+    }
+    reporter.finish();
+    Ok(report)
+}
+
+fn no_kept(label: &str) -> Error {
+    Error::input(format!(
+        "{label} has no kept container of a failed build to re-run in"
+    ))
+    .with_hint(format!("build it normally: layerbuild build {label}"))
+}
+
+fn play_request(ws: &Workspace, system: Option<&System>, label: &Label) -> Option<PlayRequest> {
+    let layer = &ws.layers[label];
+    layer.playbook.as_ref().map(|pb| {
+        let source = layer.source.as_deref().unwrap_or(".");
+        PlayRequest {
+            source_dir: ws.root.join(source),
+            playbook: pb.clone(),
+            host_name: label.slug(),
+            groups: layer.groups.clone(),
+            inventory: system
+                .and_then(|s| s.inventory.as_ref())
+                .map(|i| ws.root.join(i)),
+            vars: system
+                .map(|s| s.vars.clone().into_iter().collect())
+                .unwrap_or_default(),
+            roles_path: layer.roles_path.iter().map(|r| ws.root.join(r)).collect(),
+        }
+    })
 }

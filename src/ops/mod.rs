@@ -2,9 +2,12 @@
 //! options and returns data (or prints it). Shared loading lives here.
 
 pub mod build;
+pub mod debug;
 pub mod graph;
 pub mod hash;
+pub mod log;
 pub mod ls;
+pub mod why;
 
 use std::path::Path;
 

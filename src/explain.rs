@@ -1,0 +1,616 @@
+//! Why a layer's digest differs: a diff of two manifests (and their
+//! inventory-variable snapshots) into typed, serialisable [`Change`]s,
+//! walking up through parents to the root cause, and the one place they are
+//! rendered as text.
+//!
+//! Values of variables are left out unless asked for, and never included
+//! when they come from ansible-vault. Pure: manifests of parents are found
+//! through a caller-supplied lookup.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::fingerprint::inventory::{FileVars, VarSnapshot};
+use crate::fingerprint::{Manifest, ParentInput};
+
+/// A manifest with the variables recorded beside it.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub manifest: Manifest,
+    pub vars: VarSnapshot,
+}
+
+/// Finds the recorded inputs of a digest (for walking up through parents).
+pub trait Lookup {
+    fn side(&self, digest: &str) -> Option<Side>;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    FormatChanged {
+        old: u32,
+        new: u32,
+    },
+    LabelChanged {
+        old: String,
+        new: String,
+    },
+    /// The parent layer's digest changed; `causes` explains it (None when the
+    /// old parent's inputs were never recorded).
+    ParentChanged {
+        label: String,
+        old_digest: String,
+        new_digest: String,
+        causes: Option<Vec<Change>>,
+    },
+    /// The parent became another layer, scratch, or another external image.
+    ParentImageChanged {
+        old: String,
+        new: String,
+    },
+    FileAdded {
+        path: String,
+        origin: String,
+    },
+    FileRemoved {
+        path: String,
+        origin: String,
+    },
+    FileModified {
+        path: String,
+        origin: String,
+    },
+    FileModeChanged {
+        path: String,
+        origin: String,
+        old: String,
+        new: String,
+    },
+    PackageAdded {
+        name: String,
+    },
+    PackageRemoved {
+        name: String,
+    },
+    PackagesReordered,
+    VarAdded {
+        name: String,
+        file: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<serde_json::Value>,
+        vault: bool,
+    },
+    VarRemoved {
+        name: String,
+        file: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<serde_json::Value>,
+        vault: bool,
+    },
+    VarChanged {
+        name: String,
+        file: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        old: Option<serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        new: Option<serde_json::Value>,
+        vault: bool,
+    },
+    /// An ansible-vault encrypted file changed: its variables cannot be named.
+    EncryptedFileModified {
+        path: String,
+    },
+    CommandChanged {
+        step: String,
+        old: Vec<String>,
+        new: Vec<String>,
+    },
+    DefinitionChanged {
+        key: String,
+        old: serde_json::Value,
+        new: serde_json::Value,
+    },
+    /// Same inputs, but the image of the last build is gone from storage.
+    ImageMissing {
+        image: String,
+    },
+}
+
+fn parent_name(p: &ParentInput) -> String {
+    match p {
+        ParentInput::Scratch => "scratch".into(),
+        ParentInput::Layer { label, .. } => label.clone(),
+        ParentInput::Image { reference } => reference.clone(),
+    }
+}
+
+/// The changes from `old` to `new`, parents first.
+pub fn diff(old: &Side, new: &Side, lookup: &dyn Lookup, show_values: bool) -> Vec<Change> {
+    diff_depth(old, new, lookup, show_values, 0)
+}
+
+fn diff_depth(
+    old: &Side,
+    new: &Side,
+    lookup: &dyn Lookup,
+    show_values: bool,
+    depth: usize,
+) -> Vec<Change> {
+    let (o, n) = (&old.manifest, &new.manifest);
+    let mut out = vec![];
+    if o.format != n.format {
+        out.push(Change::FormatChanged {
+            old: o.format,
+            new: n.format,
+        });
+    }
+    if o.label != n.label {
+        out.push(Change::LabelChanged {
+            old: o.label.clone(),
+            new: n.label.clone(),
+        });
+    }
+    match (&o.parent, &n.parent) {
+        (
+            ParentInput::Layer {
+                label: ol,
+                digest: od,
+            },
+            ParentInput::Layer {
+                label: nl,
+                digest: nd,
+            },
+        ) if ol == nl && od != nd => {
+            let causes = if depth > 64 {
+                None
+            } else {
+                match (lookup.side(od), lookup.side(nd)) {
+                    (Some(a), Some(b)) => Some(diff_depth(&a, &b, lookup, show_values, depth + 1)),
+                    _ => None,
+                }
+            };
+            out.push(Change::ParentChanged {
+                label: nl.clone(),
+                old_digest: od.clone(),
+                new_digest: nd.clone(),
+                causes,
+            });
+        }
+        (a, b) if a != b => out.push(Change::ParentImageChanged {
+            old: parent_name(a),
+            new: parent_name(b),
+        }),
+        _ => {}
+    }
+
+    diff_definition(o, n, &mut out);
+
+    let old_pk: BTreeSet<&String> = o.packages.iter().collect();
+    let new_pk: BTreeSet<&String> = n.packages.iter().collect();
+    for p in new_pk.difference(&old_pk) {
+        out.push(Change::PackageAdded { name: (*p).clone() });
+    }
+    for p in old_pk.difference(&new_pk) {
+        out.push(Change::PackageRemoved { name: (*p).clone() });
+    }
+    if old_pk == new_pk && o.packages != n.packages {
+        out.push(Change::PackagesReordered);
+    }
+
+    diff_files(old, new, show_values, &mut out);
+
+    // Extra vars of the system (from the Layerfile).
+    diff_values(
+        &o.vars,
+        &n.vars,
+        "Layerfile.toml (system vars)",
+        show_values,
+        &mut out,
+    );
+    out
+}
+
+fn diff_definition(o: &Manifest, n: &Manifest, out: &mut Vec<Change>) {
+    let (od, nd) = (&o.definition, &n.definition);
+    for (step, a, b) in [
+        ("setup", &od.setup, &nd.setup),
+        ("run", &od.run, &nd.run),
+        ("scripts", &od.scripts, &nd.scripts),
+    ] {
+        if a != b {
+            out.push(Change::CommandChanged {
+                step: step.into(),
+                old: a.clone(),
+                new: b.clone(),
+            });
+        }
+    }
+    let a = serde_json::to_value(od).expect("definition serialises");
+    let b = serde_json::to_value(nd).expect("definition serialises");
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (key, av) in a {
+            if matches!(key.as_str(), "setup" | "run" | "scripts") {
+                continue;
+            }
+            let bv = b.get(key).cloned().unwrap_or(serde_json::Value::Null);
+            if *av != bv {
+                out.push(Change::DefinitionChanged {
+                    key: key.clone(),
+                    old: av.clone(),
+                    new: bv,
+                });
+            }
+        }
+    }
+}
+
+fn diff_files(old: &Side, new: &Side, show_values: bool, out: &mut Vec<Change>) {
+    let (o, n) = (&old.manifest.files, &new.manifest.files);
+    let paths: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
+    for path in paths {
+        match (o.get(path), n.get(path)) {
+            (None, Some(f)) => {
+                if !inventory_vars(path, &old.vars, &new.vars, show_values, out) {
+                    out.push(Change::FileAdded {
+                        path: path.clone(),
+                        origin: f.origin.clone(),
+                    });
+                }
+            }
+            (Some(f), None) => {
+                if !inventory_vars(path, &old.vars, &new.vars, show_values, out) {
+                    out.push(Change::FileRemoved {
+                        path: path.clone(),
+                        origin: f.origin.clone(),
+                    });
+                }
+            }
+            (Some(a), Some(b)) => {
+                if a.hash != b.hash && !inventory_vars(path, &old.vars, &new.vars, show_values, out)
+                {
+                    out.push(Change::FileModified {
+                        path: path.clone(),
+                        origin: b.origin.clone(),
+                    });
+                }
+                if a.mode != b.mode {
+                    out.push(Change::FileModeChanged {
+                        path: path.clone(),
+                        origin: b.origin.clone(),
+                        old: a.mode.clone(),
+                        new: b.mode.clone(),
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Explains an inventory file's change at the level of its variables when
+/// both sides know them. Returns false when the file must be reported whole.
+fn inventory_vars(
+    path: &str,
+    old: &VarSnapshot,
+    new: &VarSnapshot,
+    show_values: bool,
+    out: &mut Vec<Change>,
+) -> bool {
+    let empty = FileVars::Vars {
+        vars: BTreeMap::new(),
+    };
+    let a = old.get(path);
+    let b = new.get(path);
+    if a.is_none() && b.is_none() {
+        return false;
+    }
+    match (a.unwrap_or(&empty), b.unwrap_or(&empty)) {
+        (FileVars::Encrypted, _) | (_, FileVars::Encrypted) => {
+            out.push(Change::EncryptedFileModified { path: path.into() });
+            true
+        }
+        (FileVars::Vars { vars: va }, FileVars::Vars { vars: vb }) => {
+            let before = out.len();
+            for (name, v) in vb {
+                match va.get(name) {
+                    None => out.push(Change::VarAdded {
+                        name: name.clone(),
+                        file: path.into(),
+                        value: shown(&v.value, v.vault, show_values),
+                        vault: v.vault,
+                    }),
+                    Some(old) if old.hash != v.hash => out.push(Change::VarChanged {
+                        name: name.clone(),
+                        file: path.into(),
+                        old: shown(&old.value, old.vault, show_values),
+                        new: shown(&v.value, v.vault, show_values),
+                        vault: old.vault || v.vault,
+                    }),
+                    _ => {}
+                }
+            }
+            for (name, v) in va {
+                if !vb.contains_key(name) {
+                    out.push(Change::VarRemoved {
+                        name: name.clone(),
+                        file: path.into(),
+                        value: shown(&v.value, v.vault, show_values),
+                        vault: v.vault,
+                    });
+                }
+            }
+            // A change that touched no variable (a comment, formatting) is
+            // reported as the file's.
+            out.len() > before
+        }
+        _ => false,
+    }
+}
+
+fn shown(
+    v: &Option<serde_json::Value>,
+    vault: bool,
+    show_values: bool,
+) -> Option<serde_json::Value> {
+    if show_values && !vault {
+        v.clone()
+    } else {
+        None
+    }
+}
+
+fn diff_values(
+    a: &BTreeMap<String, serde_json::Value>,
+    b: &BTreeMap<String, serde_json::Value>,
+    file: &str,
+    show_values: bool,
+    out: &mut Vec<Change>,
+) {
+    let pick = |v: &serde_json::Value| show_values.then(|| v.clone());
+    for (k, v) in b {
+        match a.get(k) {
+            None => out.push(Change::VarAdded {
+                name: k.clone(),
+                file: file.into(),
+                value: pick(v),
+                vault: false,
+            }),
+            Some(old) if old != v => out.push(Change::VarChanged {
+                name: k.clone(),
+                file: file.into(),
+                old: pick(old),
+                new: pick(v),
+                vault: false,
+            }),
+            _ => {}
+        }
+    }
+    for (k, v) in a {
+        if !b.contains_key(k) {
+            out.push(Change::VarRemoved {
+                name: k.clone(),
+                file: file.into(),
+                value: pick(v),
+                vault: false,
+            });
+        }
+    }
+}
+
+fn origin_text(origin: &str, used_by: &str) -> String {
+    match origin.strip_prefix("role:") {
+        Some(role) => format!("role {role}, used by {used_by}"),
+        None => format!("{origin} of {used_by}"),
+    }
+}
+
+fn value_text(v: &Option<serde_json::Value>) -> String {
+    v.as_ref().map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// One change as one line (without indentation); `None` for a parent change,
+/// which renders as a block.
+pub fn describe(c: &Change, used_by: &str) -> Option<String> {
+    Some(match c {
+        Change::FormatChanged { old, new } => {
+            format!("format version changed: {old} -> {new} (layerbuild was upgraded)")
+        }
+        Change::LabelChanged { old, new } => format!("label changed: {old} -> {new}"),
+        Change::ParentChanged { .. } => return None,
+        Change::ParentImageChanged { old, new } => format!("parent image changed: {old} -> {new}"),
+        Change::FileAdded { path, origin } => {
+            format!("{path} added ({})", origin_text(origin, used_by))
+        }
+        Change::FileRemoved { path, origin } => {
+            format!("{path} removed ({})", origin_text(origin, used_by))
+        }
+        Change::FileModified { path, origin } => {
+            format!("{path} modified ({})", origin_text(origin, used_by))
+        }
+        Change::FileModeChanged {
+            path,
+            origin,
+            old,
+            new,
+        } => {
+            format!(
+                "{path} mode changed {old} -> {new} ({})",
+                origin_text(origin, used_by)
+            )
+        }
+        Change::PackageAdded { name } => format!("package added: {name}"),
+        Change::PackageRemoved { name } => format!("package removed: {name}"),
+        Change::PackagesReordered => "packages reordered".into(),
+        Change::VarAdded {
+            name,
+            file,
+            value,
+            vault,
+        } => {
+            format!(
+                "inventory var {name} added in {file}{}",
+                var_suffix(value, *vault, None)
+            )
+        }
+        Change::VarRemoved {
+            name,
+            file,
+            value,
+            vault,
+        } => {
+            format!(
+                "inventory var {name} removed from {file}{}",
+                var_suffix(value, *vault, None)
+            )
+        }
+        Change::VarChanged {
+            name,
+            file,
+            old,
+            new,
+            vault,
+        } => {
+            format!(
+                "inventory var {name} changed in {file}{}",
+                var_suffix(old, *vault, Some(new))
+            )
+        }
+        Change::EncryptedFileModified { path } => {
+            format!("{path} modified (ansible-vault encrypted: variables not shown)")
+        }
+        Change::CommandChanged { step, old, new } => {
+            let mut s = format!("{step} commands changed:");
+            for c in old.iter().filter(|c| !new.contains(c)) {
+                s.push_str(&format!("\n  - {c}"));
+            }
+            for c in new.iter().filter(|c| !old.contains(c)) {
+                s.push_str(&format!("\n  + {c}"));
+            }
+            if old.iter().all(|c| new.contains(c)) && new.iter().all(|c| old.contains(c)) {
+                s.push_str(" (reordered)");
+            }
+            s
+        }
+        Change::DefinitionChanged { key, old, new } => {
+            format!("definition key {key} changed: {old} -> {new}")
+        }
+        Change::ImageMissing { image } => {
+            format!("the image of the last build, {image}, is no longer in container storage")
+        }
+    })
+}
+
+fn var_suffix(
+    v: &Option<serde_json::Value>,
+    vault: bool,
+    new: Option<&Option<serde_json::Value>>,
+) -> String {
+    if vault {
+        return " (ansible-vault value: never shown)".into();
+    }
+    match (v, new) {
+        (Some(_), Some(n)) => format!(": {} -> {}", value_text(v), value_text(n)),
+        (Some(_), None) => format!(": {}", value_text(v)),
+        (None, Some(Some(_))) => format!(": -> {}", value_text(new.unwrap_or(&None))),
+        _ => String::new(),
+    }
+}
+
+/// Renders changes as indented lines, parents first, own inputs after.
+pub fn render(changes: &[Change], used_by: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut s = String::new();
+    let (parents, own): (Vec<&Change>, Vec<&Change>) = changes
+        .iter()
+        .partition(|c| matches!(c, Change::ParentChanged { .. }));
+    for p in &parents {
+        if let Change::ParentChanged {
+            label,
+            old_digest,
+            new_digest,
+            causes,
+        } = p
+        {
+            match causes {
+                Some(c) if !c.is_empty() => {
+                    s.push_str(&format!("{pad}parent {label} changed:\n"));
+                    s.push_str(&render(c, label, indent + 2));
+                }
+                _ => s.push_str(&format!(
+                    "{pad}parent {label} changed: digest {} -> {} (the old parent's inputs were not recorded)\n",
+                    &old_digest[..old_digest.len().min(12)],
+                    &new_digest[..new_digest.len().min(12)]
+                )),
+            }
+        }
+    }
+    if !own.is_empty() {
+        let inner = if parents.is_empty() {
+            indent
+        } else {
+            s.push_str(&format!("{pad}own inputs:\n"));
+            indent + 2
+        };
+        let ipad = " ".repeat(inner);
+        for c in own {
+            if let Some(line) = describe(c, used_by) {
+                for (i, l) in line.lines().enumerate() {
+                    let extra = if i == 0 { "" } else { "  " };
+                    s.push_str(&format!("{ipad}{extra}{l}\n"));
+                }
+            }
+        }
+    }
+    s
+}
+
+/// The first root cause as one line, with a count of the others.
+pub fn one_line(changes: &[Change], used_by: &str) -> String {
+    let mut leaves: Vec<String> = vec![];
+    collect_leaves(changes, used_by, &mut leaves);
+    match leaves.len() {
+        0 => "inputs changed".into(),
+        1 => leaves.remove(0),
+        n => format!("{} (and {} more)", leaves[0], n - 1),
+    }
+}
+
+fn collect_leaves(changes: &[Change], used_by: &str, out: &mut Vec<String>) {
+    for c in changes {
+        match c {
+            Change::ParentChanged { label, causes, .. } => match causes {
+                Some(cs) if !cs.is_empty() => collect_leaves(cs, label, out),
+                _ => out.push(format!("parent {label} changed")),
+            },
+            other => {
+                if let Some(d) = describe(other, used_by) {
+                    out.push(d.lines().next().unwrap_or_default().to_string());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_names_the_root_cause() {
+        let c = vec![Change::ParentChanged {
+            label: "//compute/compute".into(),
+            old_digest: "a".repeat(64),
+            new_digest: "b".repeat(64),
+            causes: Some(vec![Change::FileModified {
+                path: "roles/chrony/templates/chrony.conf.j2".into(),
+                origin: "role:chrony".into(),
+            }]),
+        }];
+        assert_eq!(
+            one_line(&c, "//compute/slurm"),
+            "roles/chrony/templates/chrony.conf.j2 modified (role chrony, used by //compute/compute)"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! `layerbuild debug`: a shell (or a command) in the kept working container
+//! of a layer's last failed build, or with `--fresh` in a new container from
+//! its built image. `ls --failed` and `clean --failed` manage kept containers.
+
+use std::io::IsTerminal;
+
+use serde::Serialize;
+
+use super::Context;
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::executor::Executor;
+use crate::executor::buildah::Buildah;
+use crate::fingerprint;
+use crate::label::{Label, Pattern};
+
+pub struct DebugOptions {
+    pub label: Label,
+    pub system: Option<String>,
+    pub fresh: bool,
+    pub isolation: Option<String>,
+    pub command: Vec<String>,
+}
+
+/// Runs the debug session; returns the command's exit code.
+pub fn debug(ctx: &Context, opts: &DebugOptions, buildah: &Buildah) -> Result<i32> {
+    let ws = &ctx.ws;
+    let system = ws.system(opts.system.as_deref())?;
+    let labels = ctx.graph.select(&[Pattern::Exact(opts.label.clone())])?;
+    let sys = system.map(|s| s.name.as_str());
+    let isolation = opts
+        .isolation
+        .clone()
+        .unwrap_or_else(|| ws.build.isolation.clone());
+    let label = opts.label.to_string();
+    let cache = Cache::open_existing(&ws.db_path())?;
+    let tty = opts.command.is_empty() && std::io::stdin().is_terminal();
+
+    if !opts.fresh {
+        let containers = buildah.containers()?;
+        let kept = match &cache {
+            Some(c) => c.kept_containers()?.into_iter().find(|r| {
+                r.label == label
+                    && r.system.as_deref() == sys
+                    && r.container.as_ref().is_some_and(|n| containers.contains(n))
+            }),
+            None => None,
+        };
+        let Some(row) = kept else {
+            return Err(
+                Error::input(format!("{label} has no kept container of a failed build")).with_hint(
+                    format!(
+                        "open one from its built image instead: layerbuild debug --fresh {label}"
+                    ),
+                ),
+            );
+        };
+        let name = row.container.unwrap_or_default();
+        let mut cmd = buildah.run_command(&name, &isolation, tty, &opts.command);
+        eprintln!("$ {}", Buildah::render(&cmd));
+        let status = cmd
+            .status()
+            .map_err(|e| Error::env(format!("cannot run buildah: {e}")))?;
+        return Ok(status.code().unwrap_or(1));
+    }
+
+    // --fresh: the image the current inputs would reuse, else the last built one.
+    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    let fp = &prints[&opts.label];
+    let no_image = || {
+        Error::input(format!("{label} has no built image to start from"))
+            .with_hint(format!("build it first: layerbuild build {label}"))
+    };
+    let cache = cache.ok_or_else(no_image)?;
+    let images = buildah.images()?;
+    let image = match cache.lookup(&fp.digest)? {
+        Some(row) if images.contains(&row.image_id) => row.image_id,
+        _ => {
+            let row = cache
+                .last_build(&label, sys, Some("built"))?
+                .ok_or_else(no_image)?;
+            let id = row
+                .image_id
+                .filter(|i| images.contains(i))
+                .ok_or_else(no_image)?;
+            eprintln!(
+                "note: {label}'s current inputs are not built; using its last built image (digest {})",
+                &row.digest[..12]
+            );
+            id
+        }
+    };
+    let name = format!(
+        "layerbuild-debug-{}-{}-{}",
+        ws.name,
+        opts.label.slug(),
+        std::process::id()
+    );
+    buildah.from_image(&name, &image)?;
+    let mut cmd = buildah.run_command(&name, &isolation, tty, &opts.command);
+    eprintln!("$ {}", Buildah::render(&cmd));
+    let status = cmd.status();
+    let removed = buildah.remove_container(&name);
+    let status = status.map_err(|e| Error::env(format!("cannot run buildah: {e}")))?;
+    removed?;
+    Ok(status.code().unwrap_or(1))
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeptContainer {
+    pub label: String,
+    pub system: Option<String>,
+    pub container: String,
+    pub digest: String,
+    pub failed_at: i64,
+    pub error: Option<String>,
+    pub log: Option<String>,
+}
+
+/// Kept containers of failed builds that still exist.
+pub fn kept(ctx: &Context, buildah: &Buildah) -> Result<Vec<KeptContainer>> {
+    let Some(cache) = Cache::open_existing(&ctx.ws.db_path())? else {
+        return Ok(vec![]);
+    };
+    let present = buildah.containers()?;
+    Ok(cache
+        .kept_containers()?
+        .into_iter()
+        .filter_map(|r| {
+            let c = r.container.clone()?;
+            if !present.contains(&c) {
+                return None;
+            }
+            Some(KeptContainer {
+                label: r.label,
+                system: r.system,
+                container: c,
+                digest: r.digest,
+                failed_at: r.started_at,
+                error: r.error,
+                log: r.log_path,
+            })
+        })
+        .collect())
+}
+
+pub fn render_kept(list: &[KeptContainer]) -> String {
+    if list.is_empty() {
+        return "no kept containers of failed builds\n".into();
+    }
+    let mut s = String::new();
+    for k in list {
+        s.push_str(&format!(
+            "{}  {}  failed {}: {}\n",
+            k.label,
+            k.container,
+            super::format_time(k.failed_at),
+            k.error.as_deref().unwrap_or("")
+        ));
+    }
+    s
+}
+
+/// Removes every kept container of a failed build; returns their names.
+pub fn clean_failed(ctx: &Context, buildah: &Buildah) -> Result<Vec<String>> {
+    let Some(mut cache) = Cache::open_existing(&ctx.ws.db_path())? else {
+        return Ok(vec![]);
+    };
+    let present = buildah.containers()?;
+    let mut removed = vec![];
+    for row in cache.kept_containers()? {
+        let Some(c) = row.container else { continue };
+        if present.contains(&c) {
+            buildah.remove_container(&c)?;
+            removed.push(c.clone());
+        }
+        cache.container_removed(&c)?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,185 @@
+//! Freshness of each layer against the cache: fresh (an image would be
+//! reused) or dirty, with the reason as data. `build --dry-run` and `why`
+//! both come from here, and `build` decides by the same test (a cache row
+//! for the digest whose image is in storage), so a plan is what a build does.
+//!
+//! I/O: SQLite reads through [`Cache`]; no processes.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use crate::cache::{BuildRow, Cache};
+use crate::error::Result;
+use crate::explain::{self, Change, Lookup, Side};
+use crate::fingerprint::Fingerprint;
+use crate::label::Label;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Freshness {
+    /// The cache holds this digest and its image exists.
+    Fresh {
+        image_name: String,
+        image_id: String,
+        built_at: i64,
+    },
+    Dirty {
+        reason: DirtyReason,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DirtyReason {
+    /// No successful build of this label (for this system) is recorded.
+    NeverBuilt,
+    /// Inputs differ from the last successful build.
+    Changed {
+        last_digest: String,
+        last_built_at: i64,
+        changes: Vec<Change>,
+    },
+    /// The last build was recorded in a format this version cannot read.
+    Unreadable {
+        last_digest: String,
+        last_built_at: i64,
+    },
+}
+
+impl Freshness {
+    pub fn is_fresh(&self) -> bool {
+        matches!(self, Freshness::Fresh { .. })
+    }
+
+    /// One line: the first thing `why` would say.
+    pub fn one_line(&self, label: &str) -> String {
+        match self {
+            Freshness::Fresh { image_name, .. } => format!("up to date ({image_name})"),
+            Freshness::Dirty { reason } => match reason {
+                DirtyReason::NeverBuilt => "never built".into(),
+                DirtyReason::Changed { changes, .. } => explain::one_line(changes, label),
+                DirtyReason::Unreadable { .. } => {
+                    "the last build was recorded by another layerbuild format".into()
+                }
+            },
+        }
+    }
+}
+
+/// Resolves digests to recorded inputs: current fingerprints first, then the
+/// build history.
+pub struct HistoryLookup<'a> {
+    pub cache: Option<&'a Cache>,
+    pub known: BTreeMap<String, Side>,
+}
+
+impl<'a> HistoryLookup<'a> {
+    pub fn new(cache: Option<&'a Cache>, prints: &BTreeMap<Label, Fingerprint>) -> Self {
+        HistoryLookup {
+            cache,
+            known: prints
+                .values()
+                .map(|f| {
+                    (
+                        f.digest.clone(),
+                        Side {
+                            manifest: f.manifest.clone(),
+                            vars: f.vars.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+pub fn side_of(row: &BuildRow) -> Option<Side> {
+    row.manifest().map(|manifest| Side {
+        manifest,
+        vars: row.vars(),
+    })
+}
+
+impl Lookup for HistoryLookup<'_> {
+    fn side(&self, digest: &str) -> Option<Side> {
+        if let Some(s) = self.known.get(digest) {
+            return Some(s.clone());
+        }
+        let row = self.cache?.build_with_digest(digest).ok()??;
+        side_of(&row)
+    }
+}
+
+/// Freshness of one layer. `images` is the set of image ids in storage
+/// (`None` when it could not be listed: then the database is trusted).
+pub fn freshness(
+    cache: Option<&Cache>,
+    images: Option<&HashSet<String>>,
+    fp: &Fingerprint,
+    system: Option<&str>,
+    lookup: &dyn Lookup,
+    show_values: bool,
+) -> Result<Freshness> {
+    let Some(cache) = cache else {
+        return Ok(Freshness::Dirty {
+            reason: DirtyReason::NeverBuilt,
+        });
+    };
+    if let Some(row) = cache.lookup(&fp.digest)?
+        && images.is_none_or(|i| i.contains(&row.image_id))
+    {
+        return Ok(Freshness::Fresh {
+            image_name: row.image_name,
+            image_id: row.image_id,
+            built_at: row.built_at,
+        });
+    }
+    let label = fp.label.to_string();
+    let Some(last) = cache.last_build(&label, system, Some("built"))? else {
+        return Ok(Freshness::Dirty {
+            reason: DirtyReason::NeverBuilt,
+        });
+    };
+    if last.digest == fp.digest {
+        let image = cache
+            .lookup(&fp.digest)?
+            .map(|r| r.image_name)
+            .unwrap_or_else(|| last.image_id.clone().unwrap_or_default());
+        return Ok(Freshness::Dirty {
+            reason: DirtyReason::Changed {
+                last_digest: last.digest,
+                last_built_at: last.started_at,
+                changes: vec![Change::ImageMissing { image }],
+            },
+        });
+    }
+    let Some(old) = side_of(&last) else {
+        return Ok(Freshness::Dirty {
+            reason: DirtyReason::Unreadable {
+                last_digest: last.digest,
+                last_built_at: last.started_at,
+            },
+        });
+    };
+    let new = Side {
+        manifest: fp.manifest.clone(),
+        vars: fp.vars.clone(),
+    };
+    let mut changes = explain::diff(&old, &new, lookup, show_values);
+    if changes.is_empty() {
+        // Digests differ but no difference could be named: say so rather than nothing.
+        changes.push(Change::DefinitionChanged {
+            key: "manifest".into(),
+            old: serde_json::Value::String(last.digest.clone()),
+            new: serde_json::Value::String(fp.digest.clone()),
+        });
+    }
+    Ok(Freshness::Dirty {
+        reason: DirtyReason::Changed {
+            last_digest: last.digest,
+            last_built_at: last.started_at,
+            changes,
+        },
+    })
+}
