@@ -14,6 +14,9 @@ use serde::Serialize;
 use crate::fingerprint::inventory::{FileVars, VarSnapshot};
 use crate::fingerprint::{Manifest, ParentInput};
 
+/// Where system vars are defined, as named in changes.
+const SYSTEM_VARS: &str = "Layerfile.toml";
+
 /// A manifest with the variables recorded beside it.
 #[derive(Debug, Clone)]
 pub struct Side {
@@ -202,13 +205,7 @@ fn diff_depth(
     diff_files(old, new, show_values, &mut out);
 
     // Extra vars of the system (from the Layerfile).
-    diff_values(
-        &o.vars,
-        &n.vars,
-        "Layerfile.toml (system vars)",
-        show_values,
-        &mut out,
-    );
+    diff_values(&o.vars, &n.vars, SYSTEM_VARS, show_values, &mut out);
     out
 }
 
@@ -230,8 +227,13 @@ fn diff_definition(o: &Manifest, n: &Manifest, out: &mut Vec<Change>) {
     let a = serde_json::to_value(od).expect("definition serialises");
     let b = serde_json::to_value(nd).expect("definition serialises");
     if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        // The package command only counts while there are packages: its
+        // appearing or vanishing is told by the package changes.
+        let packages_emptied = o.packages.is_empty() || n.packages.is_empty();
         for (key, av) in a {
-            if matches!(key.as_str(), "setup" | "run" | "scripts") {
+            if matches!(key.as_str(), "setup" | "run" | "scripts")
+                || (key == "package_command" && packages_emptied)
+            {
                 continue;
             }
             let bv = b.get(key).cloned().unwrap_or(serde_json::Value::Null);
@@ -450,7 +452,8 @@ pub fn describe(c: &Change, used_by: &str) -> Option<String> {
             vault,
         } => {
             format!(
-                "inventory var {name} added in {file}{}",
+                "{} {name} added in {file}{}",
+                var_kind(file),
                 var_suffix(value, *vault, None)
             )
         }
@@ -461,7 +464,8 @@ pub fn describe(c: &Change, used_by: &str) -> Option<String> {
             vault,
         } => {
             format!(
-                "inventory var {name} removed from {file}{}",
+                "{} {name} removed from {file}{}",
+                var_kind(file),
                 var_suffix(value, *vault, None)
             )
         }
@@ -473,7 +477,8 @@ pub fn describe(c: &Change, used_by: &str) -> Option<String> {
             vault,
         } => {
             format!(
-                "inventory var {name} changed in {file}{}",
+                "{} {name} changed in {file}{}",
+                var_kind(file),
                 var_suffix(old, *vault, Some(new))
             )
         }
@@ -500,6 +505,14 @@ pub fn describe(c: &Change, used_by: &str) -> Option<String> {
             format!("the image of the last build, {image}, is no longer in container storage")
         }
     })
+}
+
+fn var_kind(file: &str) -> &'static str {
+    if file == SYSTEM_VARS {
+        "system var"
+    } else {
+        "inventory var"
+    }
 }
 
 fn var_suffix(
@@ -569,7 +582,7 @@ pub fn render(changes: &[Change], used_by: &str, indent: usize) -> String {
 /// The first root cause as one line, with a count of the others.
 pub fn one_line(changes: &[Change], used_by: &str) -> String {
     let mut leaves: Vec<String> = vec![];
-    collect_leaves(changes, used_by, &mut leaves);
+    collect_leaves(changes, used_by, None, &mut leaves);
     match leaves.len() {
         0 => "inputs changed".into(),
         1 => leaves.remove(0),
@@ -577,16 +590,30 @@ pub fn one_line(changes: &[Change], used_by: &str) -> String {
     }
 }
 
-fn collect_leaves(changes: &[Change], used_by: &str, out: &mut Vec<String>) {
+/// Leaf changes as single lines; a leaf found in an ancestor says where.
+fn collect_leaves(changes: &[Change], used_by: &str, via: Option<&str>, out: &mut Vec<String>) {
     for c in changes {
         match c {
             Change::ParentChanged { label, causes, .. } => match causes {
-                Some(cs) if !cs.is_empty() => collect_leaves(cs, label, out),
+                Some(cs) if !cs.is_empty() => collect_leaves(cs, label, Some(label), out),
                 _ => out.push(format!("parent {label} changed")),
             },
             other => {
                 if let Some(d) = describe(other, used_by) {
-                    out.push(d.lines().next().unwrap_or_default().to_string());
+                    let mut line = d
+                        .lines()
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .replace(": - ", ": -")
+                        .replace(" + ", " +");
+                    if let Some(v) = via
+                        && !line.contains("used by")
+                        && !line.contains(" of //")
+                    {
+                        line.push_str(&format!(" (in {v})"));
+                    }
+                    out.push(line);
                 }
             }
         }

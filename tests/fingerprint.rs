@@ -308,7 +308,12 @@ fn include_fragments_join_one_dag() {
         &lf[..start].replacen("name = \"", "include = [\"layers/*.toml\"]\nname = \"", 1),
     );
     let g = ws.lb(&["graph", "--format", "json"]).ok().json();
-    assert!(g["edges"].as_array().unwrap().contains(&serde_json::json!(["//base/hsn", "//uan/uan"])));
+    assert!(
+        g["edges"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(["//base/hsn", "//uan/uan"]))
+    );
     let before = ws.digests();
     assert_eq!(before.len(), 5);
     // The fragment's own text is not an input: only what it declares.
@@ -323,10 +328,26 @@ fn the_demo_workspace_is_valid_and_fingerprints() {
         .args(["-C", root, "hash", "//compute/slurm", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let files = j["inputs"]["files"].as_object().unwrap();
-    assert!(files.keys().any(|k| k.starts_with("demo/slurm-config/roles/slurm/")), "{files:?}");
-    assert!(files.keys().any(|k| k.starts_with("demo/inventory/clusterA/")));
-    assert!(!files.keys().any(|k| k.starts_with("demo/compute-config/")), "a parent's files leaked in");
+    assert!(
+        files
+            .keys()
+            .any(|k| k.starts_with("demo/slurm-config/roles/slurm/")),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .keys()
+            .any(|k| k.starts_with("demo/inventory/clusterA/"))
+    );
+    assert!(
+        !files.keys().any(|k| k.starts_with("demo/compute-config/")),
+        "a parent's files leaked in"
+    );
 }
