@@ -97,6 +97,13 @@ fn why_explains_each_kind_of_change() {
     );
     with_change(
         &ws,
+        "inventory/test/group_vars/all.yml",
+        |_| "# no variables left\n".into(),
+        "//compute/slurm",
+        "inventory_var_removed",
+    );
+    with_change(
+        &ws,
         "Layerfile.toml",
         |s| s.replace("testcluster", "othercluster"),
         "//compute/slurm",
@@ -195,6 +202,7 @@ fn why_after_an_upgrade_names_the_format_change() {
     .unwrap();
     let out = why(&ws, &["//base/os"]);
     assert!(out.contains("format version changed: 0 -> 1"), "{out}");
+    insta::assert_snapshot!("format_changed", out);
 }
 
 fn vault(args: &[&str], dir: &std::path::Path) -> String {

@@ -291,18 +291,7 @@ fn build_one(
     let started_at = now_secs();
     let image = image_name(ws, label, &fp.digest);
     let container = container_name(ws, label, &fp.digest);
-    let log_path = ws
-        .cache_dir
-        .join("logs")
-        .join(label.image_type())
-        .join(label.layer())
-        .join(format!(
-            "{}-{}.log",
-            super::format_time(started_at)
-                .replace([' ', ':'], "")
-                .replace('-', ""),
-            &fp.digest[..12]
-        ));
+    let log_path = new_log_path(ws, label, started_at, &fp.digest, "");
     let work_dir = ws.cache_dir.join("tmp").join(&container);
     let play = play_request(ws, system, label);
     let req = BuildRequest {
@@ -563,18 +552,7 @@ pub fn from_failed(
         .clone()
         .unwrap_or_else(|| ws.build.isolation.clone());
     let started_at = now_secs();
-    let log_path = ws
-        .cache_dir
-        .join("logs")
-        .join(label.image_type())
-        .join(label.layer())
-        .join(format!(
-            "{}-{}-from-failed.log",
-            super::format_time(started_at)
-                .replace([' ', ':'], "")
-                .replace('-', ""),
-            &fp.digest[..12]
-        ));
+    let log_path = new_log_path(ws, label, started_at, &fp.digest, "-from-failed");
     let layer = &ws.layers[label];
     let req = BuildRequest {
         label: label_s.clone(),
@@ -663,4 +641,35 @@ fn play_request(ws: &Workspace, system: Option<&System>, label: &Label) -> Optio
             roles_path: layer.roles_path.iter().map(|r| ws.root.join(r)).collect(),
         }
     })
+}
+
+/// A fresh log file name per build attempt: logs are kept, never overwritten.
+fn new_log_path(
+    ws: &Workspace,
+    label: &Label,
+    started_at: i64,
+    digest: &str,
+    suffix: &str,
+) -> PathBuf {
+    let dir = ws
+        .cache_dir
+        .join("logs")
+        .join(label.image_type())
+        .join(label.layer());
+    let stamp = super::format_time(started_at)
+        .replace([' ', ':'], "")
+        .replace('-', "");
+    let mut n = 1;
+    loop {
+        let extra = if n == 1 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let p = dir.join(format!("{stamp}-{}{suffix}{extra}.log", &digest[..12]));
+        if !p.exists() {
+            return p;
+        }
+        n += 1;
+    }
 }
