@@ -22,6 +22,8 @@ const SYSTEM_VARS: &str = "Layerfile.toml";
 pub struct Side {
     pub manifest: Manifest,
     pub vars: VarSnapshot,
+    /// Workspace-relative inventory directory, to name defining files.
+    pub inventory: Option<String>,
 }
 
 /// Finds the recorded inputs of a digest (for walking up through parents).
@@ -203,6 +205,7 @@ fn diff_depth(
     }
 
     diff_files(old, new, show_values, &mut out);
+    diff_inventory_vars(old, new, show_values, &mut out);
 
     // Extra vars of the system (from the Layerfile).
     diff_values(&o.vars, &n.vars, SYSTEM_VARS, show_values, &mut out);
@@ -348,6 +351,69 @@ fn inventory_vars(
             out.len() > before
         }
         _ => false,
+    }
+}
+
+/// A variable's recorded value and vault flag, looked up in a side's snapshot.
+fn recorded(side: &Side, file: &str, name: &str) -> (Option<serde_json::Value>, bool) {
+    let path = side
+        .inventory
+        .as_ref()
+        .map_or(file.to_string(), |i| format!("{i}/{file}"));
+    match side.vars.get(&path) {
+        Some(FileVars::Vars { vars }) => vars
+            .get(name)
+            .map_or((None, false), |v| (v.value.clone(), v.vault)),
+        _ => (None, false),
+    }
+}
+
+fn diff_inventory_vars(old: &Side, new: &Side, show_values: bool, out: &mut Vec<Change>) {
+    let (a, b) = (&old.manifest.inventory_vars, &new.manifest.inventory_vars);
+    let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let empty = BTreeMap::new();
+    let display = |side: &Side, file: &str| {
+        side.inventory
+            .as_ref()
+            .map_or(file.to_string(), |i| format!("{i}/{file}"))
+    };
+    for name in names {
+        let (fa, fb) = (a.get(name).unwrap_or(&empty), b.get(name).unwrap_or(&empty));
+        let files: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+        for file in files {
+            match (fa.get(file), fb.get(file)) {
+                (None, Some(_)) => {
+                    let (v, vault) = recorded(new, file, name);
+                    out.push(Change::VarAdded {
+                        name: name.clone(),
+                        file: display(new, file),
+                        value: shown(&v, vault, show_values),
+                        vault,
+                    });
+                }
+                (Some(_), None) => {
+                    let (v, vault) = recorded(old, file, name);
+                    out.push(Change::VarRemoved {
+                        name: name.clone(),
+                        file: display(old, file),
+                        value: shown(&v, vault, show_values),
+                        vault,
+                    });
+                }
+                (Some(x), Some(y)) if x != y => {
+                    let (ov, ovault) = recorded(old, file, name);
+                    let (nv, nvault) = recorded(new, file, name);
+                    out.push(Change::VarChanged {
+                        name: name.clone(),
+                        file: display(new, file),
+                        old: shown(&ov, ovault, show_values),
+                        new: shown(&nv, nvault, show_values),
+                        vault: ovault || nvault,
+                    });
+                }
+                _ => {}
+            }
+        }
     }
 }
 

@@ -86,6 +86,7 @@ impl<'a> HistoryLookup<'a> {
                         Side {
                             manifest: f.manifest.clone(),
                             vars: f.vars.clone(),
+                            inventory: f.inventory.clone(),
                         },
                     )
                 })
@@ -98,6 +99,7 @@ pub fn side_of(row: &BuildRow) -> Option<Side> {
     row.manifest().map(|manifest| Side {
         manifest,
         vars: row.vars(),
+        inventory: row.inventory.clone(),
     })
 }
 
@@ -165,6 +167,7 @@ pub fn freshness(
     let new = Side {
         manifest: fp.manifest.clone(),
         vars: fp.vars.clone(),
+        inventory: fp.inventory.clone(),
     };
     let mut changes = explain::diff(&old, &new, lookup, show_values);
     if changes.is_empty() {

@@ -91,7 +91,7 @@ fn why_explains_each_kind_of_change() {
     with_change(
         &ws,
         "inventory/test/group_vars/all.yml",
-        |s| s + "slurm_version: 23.02\n",
+        |s| s + "slurm_extra_conf: SchedulerType=sched/backfill\n",
         "//compute/slurm",
         "inventory_var_added",
     );
@@ -201,7 +201,7 @@ fn why_after_an_upgrade_names_the_format_change() {
     )
     .unwrap();
     let out = why(&ws, &["//base/os"]);
-    assert!(out.contains("format version changed: 0 -> 1"), "{out}");
+    assert!(out.contains("format version changed: 0 -> 2"), "{out}");
     insta::assert_snapshot!("format_changed", out);
 }
 
@@ -259,6 +259,10 @@ fn why_never_prints_vault_values() {
     ws.write(
         "inventory/test/group_vars/Compute/main.yml",
         &format!("slurm_db: slurmdb01\n{inline}"),
+    );
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- name: accounting database\n  raw: echo '{{ slurm_db }} {{ db_password | length }}' > /etc/slurmdbd.host\n  args:\n    executable: /bin/sh\n",
     );
     ws.lb(&["build", "//compute/slurm"]).ok();
 

@@ -50,6 +50,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE builds ADD COLUMN vars TEXT;
     ALTER TABLE builds ADD COLUMN container_removed INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX builds_by_digest ON builds (digest);",
+    // 3: the inventory directory a build's variables were read from (for display).
+    "ALTER TABLE builds ADD COLUMN inventory TEXT;",
 ];
 
 pub struct Cache {
@@ -78,6 +80,7 @@ pub struct BuildRecord<'a> {
     pub duration: Duration,
     pub log_path: Option<&'a Path>,
     pub vars: &'a VarSnapshot,
+    pub inventory: Option<&'a str>,
 }
 
 /// A row of the build history.
@@ -100,6 +103,7 @@ pub struct BuildRow {
     #[serde(skip)]
     pub vars: Option<String>,
     pub container_removed: bool,
+    pub inventory: Option<String>,
 }
 
 impl BuildRow {
@@ -123,7 +127,7 @@ impl BuildRow {
     }
 }
 
-const BUILD_COLUMNS: &str = "id, label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars, container_removed";
+const BUILD_COLUMNS: &str = "id, label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars, container_removed, inventory";
 
 fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     Ok(BuildRow {
@@ -141,6 +145,7 @@ fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         manifest: r.get(11)?,
         vars: r.get(12)?,
         container_removed: r.get(13)?,
+        inventory: r.get(14)?,
     })
 }
 
@@ -367,8 +372,8 @@ fn insert_build(
 ) -> Result<()> {
     let vars = serde_json::to_string(rec.vars).expect("vars serialise");
     tx.execute(
-        "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars, inventory)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             rec.label,
             rec.system,
@@ -381,7 +386,8 @@ fn insert_build(
             rec.log_path.map(|p| p.to_string_lossy().into_owned()),
             error,
             manifest,
-            vars
+            vars,
+            rec.inventory
         ],
     )?;
     Ok(())

@@ -160,3 +160,304 @@ mod tests {
         assert_eq!(file_vars("inv/hosts", "[Compute]\n"), FileVars::Opaque);
     }
 }
+
+/// Whose variables a definition is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Group(String),
+    Host(String),
+    /// Applies whatever the groups (a file the analysis cannot read).
+    Everyone,
+}
+
+/// One definition of a variable in the inventory.
+#[derive(Debug, Clone)]
+pub struct VarDef {
+    pub name: String,
+    /// Relative to the inventory's base directory, so two systems with the
+    /// same values get the same digests.
+    pub file: String,
+    pub scope: Scope,
+    pub value: serde_json::Value,
+}
+
+/// A system's inventory as the variable analysis sees it.
+#[derive(Debug, Clone, Default)]
+pub struct InventoryModel {
+    /// Workspace-relative directory the inventory files are relative to.
+    pub base: String,
+    pub defs: Vec<VarDef>,
+    /// group -> its parent groups (`[parent:children]`).
+    pub parents: std::collections::BTreeMap<String, BTreeSet<String>>,
+    /// Files whose variables cannot be read (vault-encrypted, scripts,
+    /// plugins): they count whole, with the reason.
+    pub opaque: Vec<(String, Scope, String)>,
+}
+
+use std::collections::BTreeSet;
+
+/// Extensions Ansible's inventory loader ignores.
+const IGNORED_EXTS: &[&str] = &[
+    ".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry",
+];
+
+fn strip_ext(name: &str) -> &str {
+    for ext in [".yml", ".yaml", ".json"] {
+        if let Some(s) = name.strip_suffix(ext) {
+            return s;
+        }
+    }
+    name
+}
+
+impl InventoryModel {
+    /// Reads the inventory `inv` (workspace-relative file or directory);
+    /// `files` are the workspace-relative files at or below its base.
+    pub fn load<'a>(
+        root: &Path,
+        inv: &str,
+        is_dir: bool,
+        files: impl Iterator<Item = &'a String>,
+    ) -> InventoryModel {
+        let base = if is_dir {
+            inv.to_string()
+        } else {
+            Path::new(inv)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| ".".into())
+        };
+        let mut m = InventoryModel {
+            base: base.clone(),
+            ..Default::default()
+        };
+        for ws_rel in files {
+            let rel = if base == "." {
+                ws_rel.as_str()
+            } else {
+                ws_rel.strip_prefix(&format!("{base}/")).unwrap_or(ws_rel)
+            };
+            if IGNORED_EXTS.iter().any(|e| rel.ends_with(e)) {
+                continue;
+            }
+            let parts: Vec<&str> = rel.split('/').collect();
+            let scope = match parts.as_slice() {
+                ["group_vars", f] | ["group_vars", f, ..] => {
+                    Some(Scope::Group(strip_ext(f).to_string()))
+                }
+                ["host_vars", f] | ["host_vars", f, ..] => {
+                    Some(Scope::Host(strip_ext(f).to_string()))
+                }
+                _ => None,
+            };
+            let Ok(text) = std::fs::read_to_string(root.join(ws_rel)) else {
+                m.opaque.push((
+                    ws_rel.clone(),
+                    scope.unwrap_or(Scope::Everyone),
+                    "unreadable".into(),
+                ));
+                continue;
+            };
+            match scope {
+                Some(scope) => m.vars_file(ws_rel, rel, &text, scope),
+                None => {
+                    // Only the inventory file itself (or files of an inventory directory) are sources.
+                    if !is_dir && ws_rel != inv {
+                        continue;
+                    }
+                    m.source_file(root, ws_rel, rel, &text);
+                }
+            }
+        }
+        m
+    }
+
+    fn vars_file(&mut self, ws_rel: &str, rel: &str, text: &str, scope: Scope) {
+        if text.trim_start().starts_with(VAULT_HEADER) {
+            self.opaque
+                .push((ws_rel.to_string(), scope, "ansible-vault encrypted".into()));
+            return;
+        }
+        match YamlLoader::load_from_str(text) {
+            Ok(docs) => match docs.first() {
+                Some(Yaml::Hash(h)) => {
+                    for (k, v) in h {
+                        if let Some(k) = k.as_str() {
+                            self.defs.push(VarDef {
+                                name: k.to_string(),
+                                file: rel.to_string(),
+                                scope: scope.clone(),
+                                value: to_json(v),
+                            });
+                        }
+                    }
+                }
+                None | Some(Yaml::Null) => {}
+                _ => self.opaque.push((
+                    ws_rel.to_string(),
+                    scope,
+                    "not a mapping of variables".into(),
+                )),
+            },
+            Err(_) => self.opaque.push((
+                ws_rel.to_string(),
+                scope,
+                "not YAML the analysis can read".into(),
+            )),
+        }
+    }
+
+    /// An inventory source: INI or YAML hosts file; anything else (a script,
+    /// an inventory plugin's configuration) is opaque.
+    fn source_file(&mut self, root: &Path, ws_rel: &str, rel: &str, text: &str) {
+        let executable = is_executable(&root.join(ws_rel));
+        if executable {
+            self.opaque.push((
+                ws_rel.to_string(),
+                Scope::Everyone,
+                "a dynamic inventory script".into(),
+            ));
+            return;
+        }
+        if rel.ends_with(".yml") || rel.ends_with(".yaml") || rel.ends_with(".json") {
+            match YamlLoader::load_from_str(text) {
+                Ok(docs) => match docs.first() {
+                    Some(Yaml::Hash(h)) if !h.contains_key(&Yaml::String("plugin".into())) => {
+                        for (g, body) in h {
+                            if let Some(g) = g.as_str() {
+                                self.yaml_group(g, body, rel);
+                            }
+                        }
+                    }
+                    None => {}
+                    _ => self.opaque.push((
+                        ws_rel.to_string(),
+                        Scope::Everyone,
+                        "an inventory plugin configuration".into(),
+                    )),
+                },
+                Err(_) => self.opaque.push((
+                    ws_rel.to_string(),
+                    Scope::Everyone,
+                    "not YAML the analysis can read".into(),
+                )),
+            }
+            return;
+        }
+        self.ini(ws_rel, rel, text);
+    }
+
+    fn yaml_group(&mut self, group: &str, body: &Yaml, rel: &str) {
+        if let Some(vars) = body["vars"].as_hash() {
+            for (k, v) in vars {
+                if let Some(k) = k.as_str() {
+                    self.defs.push(VarDef {
+                        name: k.to_string(),
+                        file: rel.to_string(),
+                        scope: Scope::Group(group.to_string()),
+                        value: to_json(v),
+                    });
+                }
+            }
+        }
+        if let Some(children) = body["children"].as_hash() {
+            for (c, cbody) in children {
+                if let Some(c) = c.as_str() {
+                    self.parents
+                        .entry(c.to_string())
+                        .or_default()
+                        .insert(group.to_string());
+                    self.yaml_group(c, cbody, rel);
+                }
+            }
+        }
+    }
+
+    fn ini(&mut self, ws_rel: &str, rel: &str, text: &str) {
+        let mut section = ("ungrouped".to_string(), "hosts");
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = match h.split_once(':') {
+                    Some((g, "vars")) => (g.to_string(), "vars"),
+                    Some((g, "children")) => (g.to_string(), "children"),
+                    Some(_) => {
+                        self.opaque.push((
+                            ws_rel.to_string(),
+                            Scope::Everyone,
+                            format!("unknown section [{h}]"),
+                        ));
+                        return;
+                    }
+                    None => (h.to_string(), "hosts"),
+                };
+                continue;
+            }
+            match section.1 {
+                "vars" => {
+                    let Some((k, v)) = line.split_once('=') else {
+                        continue;
+                    };
+                    self.defs.push(VarDef {
+                        name: k.trim().to_string(),
+                        file: rel.to_string(),
+                        scope: Scope::Group(section.0.clone()),
+                        value: serde_json::Value::String(v.trim().to_string()),
+                    });
+                }
+                "children" => {
+                    self.parents
+                        .entry(line.to_string())
+                        .or_default()
+                        .insert(section.0.clone());
+                }
+                // Real hosts of the inventory are not the working container; their
+                // inline variables do not reach it.
+                _ => {}
+            }
+        }
+    }
+
+    /// The groups a container in `groups` belongs to, with ancestors and `all`.
+    pub fn effective_groups(&self, groups: &[String]) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = groups.iter().cloned().collect();
+        if out.is_empty() {
+            out.insert("ungrouped".into());
+        }
+        out.insert("all".into());
+        let mut stack: Vec<String> = out.iter().cloned().collect();
+        while let Some(g) = stack.pop() {
+            if let Some(ps) = self.parents.get(&g) {
+                for p in ps {
+                    if out.insert(p.clone()) {
+                        stack.push(p.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn visible(scope: &Scope, groups: &BTreeSet<String>, host: &str) -> bool {
+        match scope {
+            Scope::Group(g) => groups.contains(g),
+            Scope::Host(h) => h == host,
+            Scope::Everyone => true,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(_p: &Path) -> bool {
+    false
+}

@@ -14,6 +14,7 @@
 pub mod ansible;
 pub mod files;
 pub mod inventory;
+pub mod vars;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,7 +26,7 @@ use crate::workspace::{Layer, Parent, System, Workspace};
 use files::{FileHash, FileIndex};
 
 /// Bump when the meaning of a manifest changes, so every digest changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -37,8 +38,12 @@ pub struct Manifest {
     pub packages: Vec<String>,
     /// Workspace-relative path -> content, mode and why it counts.
     pub files: BTreeMap<String, FileInput>,
-    /// The system's extra vars (only for layers that run a playbook).
+    /// The system's extra vars the play uses (all of them when the analysis
+    /// gave up; none for layers without a playbook).
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// Inventory variables the play uses, closed over their definitions:
+    /// name -> defining file (relative to the inventory) -> blake3 of the value.
+    pub inventory_vars: BTreeMap<String, BTreeMap<String, String>>,
     /// Where the analysis had to over-approximate, and why.
     pub notes: Vec<String>,
 }
@@ -65,7 +70,6 @@ pub struct Definition {
     pub playbook: Option<String>,
     pub groups: Vec<String>,
     pub roles_path: Vec<String>,
-    pub inventory: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,10 +86,12 @@ pub struct Fingerprint {
     pub label: Label,
     pub digest: String,
     pub manifest: Manifest,
-    /// Inventory variables file by file, for explanations only (not hashed:
-    /// the files themselves are).
+    /// Inventory variables file by file, with values, for explanations only.
     #[serde(skip)]
     pub vars: inventory::VarSnapshot,
+    /// Workspace-relative directory the manifest's inventory files are relative to.
+    #[serde(skip)]
+    pub inventory: Option<String>,
 }
 
 impl Manifest {
@@ -138,6 +144,21 @@ pub fn fingerprint(
             inputs.notes.extend(found.notes);
             if let Some(inv) = &inventory {
                 roots.insert(inv.clone());
+                if !ws.root.join(inv).is_dir() {
+                    let parent = std::path::Path::new(inv)
+                        .parent()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| ".".into());
+                    for sub in ["group_vars", "host_vars"] {
+                        roots.insert(if parent == "." {
+                            sub.to_string()
+                        } else {
+                            format!("{parent}/{sub}")
+                        });
+                    }
+                    explicit.insert(inv.clone());
+                }
             }
             explicit.insert(format!("{source}/{playbook}"));
         }
@@ -152,12 +173,45 @@ pub fn fingerprint(
     }
 
     let index = FileIndex::build(&ws.root, &roots, &explicit, &ws.cache_dir)?;
-    let inventory_vars = match &inventory {
-        Some(inv) if labels.iter().any(|l| ws.layers[l].playbook.is_some()) => {
-            inventory::snapshot(&ws.root, index.under(inv).map(|(p, _)| p))
+    let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
+    let model = match &inventory {
+        Some(inv) if any_play => {
+            let is_dir = ws.root.join(inv).is_dir();
+            let base = if is_dir {
+                inv.clone()
+            } else {
+                std::path::Path::new(inv)
+                    .parent()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| ".".into())
+            };
+            let files: Vec<String> = if is_dir {
+                index.under(inv).map(|(p, _)| p.clone()).collect()
+            } else {
+                index
+                    .under(&base)
+                    .map(|(p, _)| p.clone())
+                    .filter(|p| p == inv || p.contains("group_vars/") || p.contains("host_vars/"))
+                    .collect()
+            };
+            Some(inventory::InventoryModel::load(
+                &ws.root,
+                inv,
+                is_dir,
+                files.iter(),
+            ))
         }
-        _ => Default::default(),
+        _ => None,
     };
+    let inventory_vars = match &model {
+        Some(m) => {
+            let files: Vec<String> = index.under(&m.base).map(|(p, _)| p.clone()).collect();
+            inventory::snapshot(&ws.root, files.iter())
+        }
+        None => Default::default(),
+    };
+    let mut analyzer = vars::Analyzer::default();
 
     let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
     for label in labels {
@@ -177,9 +231,19 @@ pub fn fingerprint(
                 })?,
             },
         };
-        let manifest = build_manifest(ws, system, layer, inputs, &index, parent);
+        let manifest = build_manifest(
+            ws,
+            system,
+            layer,
+            inputs,
+            &index,
+            parent,
+            model.as_ref(),
+            &mut analyzer,
+        );
         let digest = manifest.digest();
-        let vars = if manifest.definition.inventory.is_some() {
+        let runs_play = layer.playbook.is_some() && model.is_some();
+        let vars = if runs_play {
             inventory_vars.clone()
         } else {
             Default::default()
@@ -191,12 +255,14 @@ pub fn fingerprint(
                 digest,
                 manifest,
                 vars,
+                inventory: model.as_ref().filter(|_| runs_play).map(|m| m.base.clone()),
             },
         );
     }
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_manifest(
     ws: &Workspace,
     system: Option<&System>,
@@ -204,6 +270,8 @@ fn build_manifest(
     inputs: &LayerInputs,
     index: &FileIndex,
     parent: ParentInput,
+    model: Option<&inventory::InventoryModel>,
+    analyzer: &mut vars::Analyzer,
 ) -> Manifest {
     let mut files: BTreeMap<String, FileInput> = BTreeMap::new();
     let mut add = |path: &str, h: &FileHash, origin: String| {
@@ -260,14 +328,48 @@ fn build_manifest(
     {
         add(pf, h, "packages_file".into());
     }
-    let inventory = if runs_play {
-        system.and_then(|s| s.inventory.clone())
-    } else {
-        None
-    };
-    if let Some(inv) = &inventory {
-        for (p, h) in index.under(inv) {
-            add(p, h, "inventory".into());
+    let mut notes = inputs.notes.clone();
+    let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    if runs_play {
+        let used = variables_used(ws, system, layer, &files, model, analyzer);
+        if let Some(reason) = &used.fallback {
+            notes.push(format!("all inventory variables count because {reason}"));
+        }
+        let counts = |name: &str| used.fallback.is_some() || used.names.contains(name);
+        if let Some(s) = system {
+            system_vars = s
+                .vars
+                .iter()
+                .filter(|(k, _)| counts(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        }
+        if let Some(m) = model {
+            let groups = m.effective_groups(&layer.groups);
+            let host = layer.label.slug();
+            for d in &m.defs {
+                if inventory::InventoryModel::visible(&d.scope, &groups, &host) && counts(&d.name) {
+                    inventory_vars.entry(d.name.clone()).or_default().insert(
+                        d.file.clone(),
+                        blake3::hash(d.value.to_string().as_bytes())
+                            .to_hex()
+                            .to_string(),
+                    );
+                }
+            }
+            for (path, scope, why) in &m.opaque {
+                if inventory::InventoryModel::visible(scope, &groups, &host)
+                    && let Some(h) = index.get(path)
+                {
+                    files.entry(path.clone()).or_insert_with(|| FileInput {
+                        hash: h.hash.clone(),
+                        mode: h.mode.clone(),
+                        origin: "inventory".into(),
+                    });
+                    notes.push(format!("{path} counts whole: {why}"));
+                }
+            }
         }
     }
 
@@ -287,7 +389,6 @@ fn build_manifest(
         playbook: layer.playbook.clone(),
         groups: layer.groups.clone(),
         roles_path: layer.roles_path.clone(),
-        inventory,
     };
     Manifest {
         format: FORMAT_VERSION,
@@ -296,13 +397,73 @@ fn build_manifest(
         definition,
         packages: layer.packages.clone(),
         files,
-        vars: if runs_play {
-            system.map(|s| s.vars.clone()).unwrap_or_default()
-        } else {
-            BTreeMap::new()
-        },
-        notes: inputs.notes.clone(),
+        vars: system_vars,
+        inventory_vars,
+        notes,
     }
+}
+
+/// The variables the layer's play uses: names referenced by its YAML and
+/// templates, plus every `ansible_*` variable (Ansible reads those itself),
+/// closed over the definitions of those names in the inventory and the
+/// system's vars.
+fn variables_used(
+    ws: &Workspace,
+    system: Option<&System>,
+    layer: &Layer,
+    files: &BTreeMap<String, FileInput>,
+    model: Option<&inventory::InventoryModel>,
+    analyzer: &mut vars::Analyzer,
+) -> vars::VarUse {
+    let mut used = vars::VarUse::default();
+    for (path, f) in files {
+        if matches!(f.origin.as_str(), "playbook" | "play" | "source")
+            || f.origin.starts_with("role:")
+        {
+            used.merge(&analyzer.file(&ws.root, path));
+        }
+    }
+    let groups = model
+        .map(|m| m.effective_groups(&layer.groups))
+        .unwrap_or_default();
+    let host = layer.label.slug();
+    let visible: Vec<&inventory::VarDef> = model
+        .map(|m| {
+            m.defs
+                .iter()
+                .filter(|d| inventory::InventoryModel::visible(&d.scope, &groups, &host))
+                .collect()
+        })
+        .unwrap_or_default();
+    for d in &visible {
+        if d.name.starts_with("ansible_") {
+            used.names.insert(d.name.clone());
+        }
+    }
+    let mut queue: Vec<String> = used.names.iter().cloned().collect();
+    while let Some(name) = queue.pop() {
+        let mut found = vars::VarUse::default();
+        for d in visible.iter().filter(|d| d.name == name) {
+            let path = format!(
+                "{}/{}",
+                model.map(|m| m.base.as_str()).unwrap_or("."),
+                d.file
+            );
+            found.merge(&analyzer.value(&d.value, &path));
+        }
+        if let Some(v) = system.and_then(|s| s.vars.get(&name)) {
+            found.merge(&analyzer.value(v, "Layerfile.toml"));
+        }
+        for n in &found.names {
+            if used.names.insert(n.clone()) {
+                queue.push(n.clone());
+            }
+        }
+        if used.fallback.is_none() {
+            used.fallback = found.fallback;
+        }
+    }
+    used
 }
 
 /// Workspace paths named in setup commands (which run on the host with the

@@ -329,6 +329,7 @@ fn build_one(
         duration: elapsed,
         log_path: Some(&log_path),
         vars: &fp.vars,
+        inventory: fp.inventory.as_deref(),
     };
     match outcome {
         Ok(out) => {
@@ -601,6 +602,7 @@ pub fn from_failed(
                 duration: elapsed,
                 log_path: Some(&log_path),
                 vars: &fp.vars,
+                inventory: fp.inventory.as_deref(),
             };
             let _ = cache.record_failed(&record, Some(&container), &f.message);
             reporter.failed(&label_s, &f.message);

@@ -266,6 +266,7 @@ fn side(fp: &Fingerprint) -> Side {
     Side {
         manifest: fp.manifest.clone(),
         vars: fp.vars.clone(),
+        inventory: fp.inventory.clone(),
     }
 }
 

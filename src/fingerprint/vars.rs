@@ -1,0 +1,332 @@
+//! Which variables a play references, found statically.
+//!
+//! Every string of the play's YAML files (playbooks, task files, handlers,
+//! role defaults/vars/meta, vars files) that holds Jinja is parsed with
+//! minijinja and its undeclared variables collected; so are the bare
+//! expressions of `when:`, `changed_when:`, `failed_when:`, `until:`,
+//! `that:`, `with_*:` and `debug: var:`, and every template file. Names the
+//! analysis cannot follow — `hostvars`, `vars`, `lookup('vars', ...)`, a
+//! templated variable name, Jinja it cannot parse, a variable-reading plugin
+//! — make it give up, with the file and line, so every inventory variable
+//! counts (over-approximate, never under).
+//!
+//! Pure apart from reading the files it is given.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// What one file (or a set of files) references.
+#[derive(Debug, Clone, Default)]
+pub struct VarUse {
+    pub names: BTreeSet<String>,
+    /// Why every variable must count, with the file and line.
+    pub fallback: Option<String>,
+}
+
+impl VarUse {
+    pub fn merge(&mut self, other: &VarUse) {
+        self.names.extend(other.names.iter().cloned());
+        if self.fallback.is_none() {
+            self.fallback.clone_from(&other.fallback);
+        }
+    }
+
+    fn give_up(&mut self, reason: String) {
+        if self.fallback.is_none() {
+            self.fallback = Some(reason);
+        }
+    }
+}
+
+/// Keys whose string values are bare Jinja expressions.
+const EXPRESSION_KEYS: &[&str] = &[
+    "when",
+    "changed_when",
+    "failed_when",
+    "until",
+    "that",
+    "var",
+];
+/// Names that give access to every variable.
+const ALL_VARS_NAMES: &[&str] = &["hostvars", "vars"];
+
+static VARS_LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"\b(lookup|query|q)\s*\(\s*['"](ansible\.builtin\.)?(vars|varnames)['"]"#)
+        .expect("valid regex")
+});
+
+fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+/// 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let needle = needle.lines().next().unwrap_or(needle).trim();
+    if needle.is_empty() {
+        return 1;
+    }
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map_or(1, |i| i + 1)
+}
+
+/// Analyses files once each, however many layers share them.
+pub struct Analyzer {
+    env: minijinja::Environment<'static>,
+    memo: HashMap<String, VarUse>,
+}
+
+impl Default for Analyzer {
+    fn default() -> Self {
+        Analyzer {
+            env: minijinja::Environment::new(),
+            memo: HashMap::new(),
+        }
+    }
+}
+
+/// How a file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Yaml,
+    Template,
+    /// Code that may read any variable (filter, lookup, vars plugins...).
+    Plugin,
+    Other,
+}
+
+/// How a play's file is read, from its workspace-relative path.
+pub fn kind_of(rel: &str) -> FileKind {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let dirs = &parts[..parts.len().saturating_sub(1)];
+    if dirs.iter().any(|d| d.ends_with("_plugins")) {
+        return FileKind::Plugin;
+    }
+    if dirs.contains(&"files") {
+        // Copied verbatim, never templated.
+        return FileKind::Other;
+    }
+    if rel.ends_with(".j2") || dirs.contains(&"templates") {
+        return FileKind::Template;
+    }
+    if rel.ends_with(".yml") || rel.ends_with(".yaml") || rel.ends_with(".json") {
+        return FileKind::Yaml;
+    }
+    FileKind::Other
+}
+
+impl Analyzer {
+    /// The variables referenced by one workspace file (memoised).
+    pub fn file(&mut self, root: &Path, rel: &str) -> VarUse {
+        if let Some(u) = self.memo.get(rel) {
+            return u.clone();
+        }
+        let mut u = VarUse::default();
+        match kind_of(rel) {
+            FileKind::Other => {}
+            FileKind::Plugin => {
+                u.give_up(format!("{rel} is a plugin, which can read any variable"))
+            }
+            kind => match std::fs::read_to_string(root.join(rel)) {
+                // Binary files under templates/ are not templates.
+                Err(_) => {}
+                Ok(text) if kind == FileKind::Template => self.template(&text, rel, &text, &mut u),
+                Ok(text) => match YamlLoader::load_from_str(&text) {
+                    Ok(docs) => {
+                        for d in &docs {
+                            self.yaml(d, None, rel, &text, &mut u);
+                        }
+                    }
+                    Err(e) => u.give_up(format!(
+                        "{rel}:{}: YAML the analysis cannot read ({})",
+                        e.marker().line(),
+                        e.info()
+                    )),
+                },
+            },
+        }
+        self.memo.insert(rel.to_string(), u.clone());
+        u
+    }
+
+    /// The variables referenced by a variable's value (for the closure over definitions).
+    pub fn value(&mut self, v: &serde_json::Value, file: &str) -> VarUse {
+        let mut u = VarUse::default();
+        self.json(v, file, &mut u);
+        u
+    }
+
+    fn json(&mut self, v: &serde_json::Value, file: &str, u: &mut VarUse) {
+        match v {
+            serde_json::Value::String(s) if is_template(s) => self.template(s, file, s, u),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| self.json(x, file, u)),
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    if is_template(k) {
+                        u.give_up(format!("{file}: the variable name '{k}' is templated"));
+                    }
+                    self.json(x, file, u);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn yaml(&mut self, y: &Yaml, key: Option<&str>, file: &str, text: &str, u: &mut VarUse) {
+        match y {
+            Yaml::String(s) => {
+                let bare =
+                    key.is_some_and(|k| EXPRESSION_KEYS.contains(&k) || k.starts_with("with_"));
+                if is_template(s) {
+                    self.template(s, file, text, u);
+                } else if bare && !s.trim().is_empty() {
+                    self.template(&format!("{{{{ {s} }}}}"), file, text, u);
+                }
+            }
+            Yaml::Array(a) => {
+                for x in a {
+                    self.yaml(x, key, file, text, u);
+                }
+            }
+            Yaml::Hash(h) => {
+                for (k, v) in h {
+                    let ks = k.as_str();
+                    if let Some(ks) = ks
+                        && is_template(ks)
+                    {
+                        u.give_up(format!(
+                            "{file}:{}: the name '{ks}' is templated",
+                            line_of(text, ks)
+                        ));
+                    }
+                    if matches!(ks, Some("include_vars" | "ansible.builtin.include_vars")) {
+                        let target = v
+                            .as_str()
+                            .or_else(|| v["file"].as_str())
+                            .or_else(|| v["dir"].as_str());
+                        if v["dir"].as_str().is_some() || target.is_some_and(is_template) {
+                            u.give_up(format!(
+                                "{file}:{}: include_vars with a name known only at run time",
+                                line_of(text, target.unwrap_or("include_vars"))
+                            ));
+                        }
+                    }
+                    self.yaml(v, ks, file, text, u);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn template(&mut self, src: &str, file: &str, text: &str, u: &mut VarUse) {
+        if let Some(m) = VARS_LOOKUP.find(src) {
+            u.give_up(format!(
+                "{file}:{}: uses {}",
+                line_of(text, m.as_str()),
+                m.as_str()
+            ));
+        }
+        match self.env.template_from_str(src) {
+            Ok(t) => {
+                for name in t.undeclared_variables(false) {
+                    if ALL_VARS_NAMES.contains(&name.as_str()) {
+                        let needle = if text.contains(&format!("{name}[")) {
+                            format!("{name}[")
+                        } else {
+                            name.clone()
+                        };
+                        u.give_up(format!("{file}:{}: uses {name}", line_of(text, &needle)));
+                    }
+                    u.names.insert(name);
+                }
+            }
+            Err(e) => {
+                // Jinja that Ansible may accept but minijinja cannot parse:
+                // every variable counts.
+                let line = if src.len() == text.len() {
+                    e.line().unwrap_or(1)
+                } else {
+                    line_of(text, src)
+                };
+                u.give_up(format!(
+                    "{file}:{line}: Jinja the analysis cannot parse ({})",
+                    e.kind()
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(src: &str) -> (Vec<String>, Option<String>) {
+        let mut a = Analyzer::default();
+        let mut u = VarUse::default();
+        let docs = YamlLoader::load_from_str(src).unwrap();
+        for d in &docs {
+            a.yaml(d, None, "t.yml", src, &mut u);
+        }
+        (u.names.into_iter().collect(), u.fallback)
+    }
+
+    #[test]
+    fn finds_names_in_strings_expressions_and_filters() {
+        let (n, f) = names(
+            "- name: \"configure {{ svc_name }}\"\n  template: {src: a.j2, dest: \"/etc/{{ conf_dir | default('x') }}\"}\n  when: enable_svc and (ver is version('1', '>'))\n  loop: \"{{ pkgs + extra_pkgs }}\"\n- debug: {var: dbg_var}\n  with_items: old_style\n",
+        );
+        assert_eq!(
+            n,
+            vec![
+                "conf_dir",
+                "dbg_var",
+                "enable_svc",
+                "extra_pkgs",
+                "old_style",
+                "pkgs",
+                "svc_name",
+                "ver"
+            ]
+        );
+        assert!(f.is_none());
+    }
+
+    #[test]
+    fn loop_and_set_variables_are_local_in_templates() {
+        let mut a = Analyzer::default();
+        let mut u = VarUse::default();
+        let t = "{%- for s in ntp_servers %}server {{ s }}\n{% endfor -%}{% set x = base %}{{ x }}{% raw %}{{ not_a_var }}{% endraw %}";
+        a.template(t, "c.j2", t, &mut u);
+        assert_eq!(
+            u.names.into_iter().collect::<Vec<_>>(),
+            vec!["base", "ntp_servers"]
+        );
+    }
+
+    #[test]
+    fn gives_up_on_hostvars_vars_lookup_and_templated_names() {
+        let (_, f) = names("- debug:\n    msg: \"{{ hostvars[inventory_hostname]['x'] }}\"\n");
+        assert!(f.unwrap().starts_with("t.yml:2: uses hostvars"));
+        let (_, f) = names("- debug: {msg: \"{{ lookup('vars', 'a_' + b) }}\"}\n");
+        assert!(f.unwrap().contains("lookup('vars'"));
+        let (_, f) = names("- set_fact:\n    \"{{ n }}\": 1\n");
+        assert!(f.unwrap().contains("templated"));
+        let (_, f) = names("- include_vars: \"{{ os }}.yml\"\n");
+        assert!(f.unwrap().contains("include_vars"));
+        let (_, f) = names("- debug: {msg: \"{{ x | }}\"}\n");
+        assert!(f.unwrap().contains("cannot parse"));
+    }
+
+    #[test]
+    fn file_kinds() {
+        assert_eq!(kind_of("r/templates/a.conf"), FileKind::Template);
+        assert_eq!(kind_of("r/files/a.j2"), FileKind::Other);
+        assert_eq!(kind_of("r/tasks/main.yml"), FileKind::Yaml);
+        assert_eq!(kind_of("src/filter_plugins/f.py"), FileKind::Plugin);
+    }
+}
