@@ -117,6 +117,12 @@ pub enum Change {
         old: serde_json::Value,
         new: serde_json::Value,
     },
+    /// The variable analysis started or stopped counting every inventory
+    /// variable (the reason, if it now does).
+    VariableAnalysisChanged {
+        old: Option<String>,
+        new: Option<String>,
+    },
     /// Same inputs, but the image of the last build is gone from storage.
     ImageMissing {
         image: String,
@@ -368,8 +374,26 @@ fn recorded(side: &Side, file: &str, name: &str) -> (Option<serde_json::Value>, 
     }
 }
 
+/// The reason every inventory variable counts, from a manifest's notes.
+pub fn fallback_reason(m: &Manifest) -> Option<String> {
+    m.notes.iter().find_map(|n| {
+        n.strip_prefix("all inventory variables count because ")
+            .map(str::to_string)
+    })
+}
+
 fn diff_inventory_vars(old: &Side, new: &Side, show_values: bool, out: &mut Vec<Change>) {
     let (a, b) = (&old.manifest.inventory_vars, &new.manifest.inventory_vars);
+    let (fa, fb) = (
+        fallback_reason(&old.manifest),
+        fallback_reason(&new.manifest),
+    );
+    // When the analysis starts or stops counting everything, that is the
+    // change: not one line per variable that came or went with it.
+    let collapse = fa.is_some() != fb.is_some();
+    if collapse {
+        out.push(Change::VariableAnalysisChanged { old: fa, new: fb });
+    }
     let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let empty = BTreeMap::new();
     let display = |side: &Side, file: &str| {
@@ -382,6 +406,7 @@ fn diff_inventory_vars(old: &Side, new: &Side, show_values: bool, out: &mut Vec<
         let files: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
         for file in files {
             match (fa.get(file), fb.get(file)) {
+                (None, Some(_)) | (Some(_), None) if collapse => {}
                 (None, Some(_)) => {
                     let (v, vault) = recorded(new, file, name);
                     out.push(Change::VarAdded {
@@ -567,6 +592,18 @@ pub fn describe(c: &Change, used_by: &str) -> Option<String> {
         Change::DefinitionChanged { key, old, new } => {
             format!("definition key {key} changed: {old} -> {new}")
         }
+        Change::VariableAnalysisChanged {
+            new: Some(reason), ..
+        } => {
+            format!("all inventory variables now count because {reason}")
+        }
+        Change::VariableAnalysisChanged {
+            old: Some(reason),
+            new: None,
+        } => {
+            format!("only the inventory variables the play uses count again (before: {reason})")
+        }
+        Change::VariableAnalysisChanged { .. } => "variable analysis changed".into(),
         Change::ImageMissing { image } => {
             format!("the image of the last build, {image}, is no longer in container storage")
         }

@@ -240,7 +240,7 @@ pub fn fingerprint(
             parent,
             model.as_ref(),
             &mut analyzer,
-        );
+        )?;
         let digest = manifest.digest();
         let runs_play = layer.playbook.is_some() && model.is_some();
         let vars = if runs_play {
@@ -272,7 +272,7 @@ fn build_manifest(
     parent: ParentInput,
     model: Option<&inventory::InventoryModel>,
     analyzer: &mut vars::Analyzer,
-) -> Manifest {
+) -> Result<Manifest> {
     let mut files: BTreeMap<String, FileInput> = BTreeMap::new();
     let mut add = |path: &str, h: &FileHash, origin: String| {
         files.entry(path.to_string()).or_insert_with(|| FileInput {
@@ -332,7 +332,7 @@ fn build_manifest(
     let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     if runs_play {
-        let used = variables_used(ws, system, layer, &files, model, analyzer);
+        let used = variables_used(ws, system, layer, &files, model, analyzer)?;
         if let Some(reason) = &used.fallback {
             notes.push(format!("all inventory variables count because {reason}"));
         }
@@ -390,7 +390,7 @@ fn build_manifest(
         groups: layer.groups.clone(),
         roles_path: layer.roles_path.clone(),
     };
-    Manifest {
+    Ok(Manifest {
         format: FORMAT_VERSION,
         label: layer.label.to_string(),
         parent,
@@ -400,7 +400,7 @@ fn build_manifest(
         vars: system_vars,
         inventory_vars,
         notes,
-    }
+    })
 }
 
 /// The variables the layer's play uses: names referenced by its YAML and
@@ -414,13 +414,13 @@ fn variables_used(
     files: &BTreeMap<String, FileInput>,
     model: Option<&inventory::InventoryModel>,
     analyzer: &mut vars::Analyzer,
-) -> vars::VarUse {
+) -> Result<vars::VarUse> {
     let mut used = vars::VarUse::default();
     for (path, f) in files {
         if matches!(f.origin.as_str(), "playbook" | "play" | "source")
             || f.origin.starts_with("role:")
         {
-            used.merge(&analyzer.file(&ws.root, path));
+            used.merge(&analyzer.file(&ws.root, path)?);
         }
     }
     let groups = model
@@ -463,7 +463,7 @@ fn variables_used(
             used.fallback = found.fallback;
         }
     }
-    used
+    Ok(used)
 }
 
 /// Workspace paths named in setup commands (which run on the host with the

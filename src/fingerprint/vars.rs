@@ -17,6 +17,8 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use regex::Regex;
+
+use crate::error::{Error, Location, Result};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// What one file (or a set of files) references.
@@ -78,6 +80,9 @@ fn line_of(text: &str, needle: &str) -> usize {
 pub struct Analyzer {
     env: minijinja::Environment<'static>,
     memo: HashMap<String, VarUse>,
+    /// Inside a looping task (nested loops bind their own variables; the
+    /// outer one is then conservatively kept).
+    in_loop: bool,
 }
 
 impl Default for Analyzer {
@@ -85,6 +90,7 @@ impl Default for Analyzer {
         Analyzer {
             env: minijinja::Environment::new(),
             memo: HashMap::new(),
+            in_loop: false,
         }
     }
 }
@@ -120,10 +126,11 @@ pub fn kind_of(rel: &str) -> FileKind {
 }
 
 impl Analyzer {
-    /// The variables referenced by one workspace file (memoised).
-    pub fn file(&mut self, root: &Path, rel: &str) -> VarUse {
+    /// The variables referenced by one workspace file (memoised). Invalid
+    /// YAML is an error: Ansible rejects it too.
+    pub fn file(&mut self, root: &Path, rel: &str) -> Result<VarUse> {
         if let Some(u) = self.memo.get(rel) {
-            return u.clone();
+            return Ok(u.clone());
         }
         let mut u = VarUse::default();
         match kind_of(rel) {
@@ -141,16 +148,20 @@ impl Analyzer {
                             self.yaml(d, None, rel, &text, &mut u);
                         }
                     }
-                    Err(e) => u.give_up(format!(
-                        "{rel}:{}: YAML the analysis cannot read ({})",
-                        e.marker().line(),
-                        e.info()
-                    )),
+                    Err(e) => {
+                        let mut loc = Location::at_line(rel, &text, e.marker().line());
+                        loc.column = Some(e.marker().col() + 1);
+                        return Err(Error::input_at(
+                            loc,
+                            format!("YAML syntax error: {}", e.info()),
+                        )
+                        .with_hint("ansible-playbook would reject this file too; fix the YAML"));
+                    }
                 },
             },
         }
         self.memo.insert(rel.to_string(), u.clone());
-        u
+        Ok(u)
     }
 
     /// The variables referenced by a variable's value (for the closure over definitions).
@@ -193,33 +204,58 @@ impl Analyzer {
                 }
             }
             Yaml::Hash(h) => {
+                // A task with a loop binds its loop variable (`item`, or
+                // loop_control.loop_var) for its own strings only.
+                let loops = h.keys().any(|k| {
+                    k.as_str()
+                        .is_some_and(|k| k == "loop" || k.starts_with("with_"))
+                });
+                if loops && !self.in_loop {
+                    let loop_var = y["loop_control"]["loop_var"]
+                        .as_str()
+                        .unwrap_or("item")
+                        .to_string();
+                    let mut inner = VarUse::default();
+                    self.in_loop = true;
+                    for (k, v) in h {
+                        self.pair(k, v, file, text, &mut inner);
+                    }
+                    self.in_loop = false;
+                    inner.names.remove(&loop_var);
+                    u.merge(&inner);
+                    return;
+                }
                 for (k, v) in h {
-                    let ks = k.as_str();
-                    if let Some(ks) = ks
-                        && is_template(ks)
-                    {
-                        u.give_up(format!(
-                            "{file}:{}: the name '{ks}' is templated",
-                            line_of(text, ks)
-                        ));
-                    }
-                    if matches!(ks, Some("include_vars" | "ansible.builtin.include_vars")) {
-                        let target = v
-                            .as_str()
-                            .or_else(|| v["file"].as_str())
-                            .or_else(|| v["dir"].as_str());
-                        if v["dir"].as_str().is_some() || target.is_some_and(is_template) {
-                            u.give_up(format!(
-                                "{file}:{}: include_vars with a name known only at run time",
-                                line_of(text, target.unwrap_or("include_vars"))
-                            ));
-                        }
-                    }
-                    self.yaml(v, ks, file, text, u);
+                    self.pair(k, v, file, text, u);
                 }
             }
             _ => {}
         }
+    }
+
+    fn pair(&mut self, k: &Yaml, v: &Yaml, file: &str, text: &str, u: &mut VarUse) {
+        let ks = k.as_str();
+        if let Some(ks) = ks
+            && is_template(ks)
+        {
+            u.give_up(format!(
+                "{file}:{}: the name '{ks}' is templated",
+                line_of(text, ks)
+            ));
+        }
+        if matches!(ks, Some("include_vars" | "ansible.builtin.include_vars")) {
+            let target = v
+                .as_str()
+                .or_else(|| v["file"].as_str())
+                .or_else(|| v["dir"].as_str());
+            if v["dir"].as_str().is_some() || target.is_some_and(is_template) {
+                u.give_up(format!(
+                    "{file}:{}: include_vars with a name known only at run time",
+                    line_of(text, target.unwrap_or("include_vars"))
+                ));
+            }
+        }
+        self.yaml(v, ks, file, text, u);
     }
 
     fn template(&mut self, src: &str, file: &str, text: &str, u: &mut VarUse) {

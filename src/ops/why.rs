@@ -33,6 +33,9 @@ pub struct WhyReport {
     pub changes: Vec<Change>,
     /// For a label never built: what a build would build, in order.
     pub would_build: Vec<String>,
+    /// Where the analysis over-approximated, and why (e.g. every inventory
+    /// variable counts because a role uses `hostvars`).
+    pub notes: Vec<String>,
     #[serde(skip)]
     text: String,
 }
@@ -64,6 +67,14 @@ fn short(d: &str) -> &str {
 }
 
 pub fn why(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Result<WhyReport> {
+    let mut r = why_inner(ctx, opts, executor)?;
+    for n in &r.notes {
+        r.text.push_str(&format!("  note: {n}\n"));
+    }
+    Ok(r)
+}
+
+fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Result<WhyReport> {
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&[Pattern::Exact(opts.label.clone())])?;
@@ -102,6 +113,7 @@ pub fn why(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Result<
         compared_to: None,
         changes: vec![],
         would_build: vec![],
+        notes: fp.manifest.notes.clone(),
         text: String::new(),
     };
     match fresh {
@@ -217,6 +229,7 @@ fn why_since(
         compared_to: None,
         changes: vec![],
         would_build: vec![],
+        notes: fp.manifest.notes.clone(),
         text: String::new(),
     };
     if !old_ws.layers.contains_key(label) {
