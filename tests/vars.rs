@@ -358,3 +358,25 @@ fn two_systems_share_layers_that_use_none_of_their_differences() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("a, b"), "{}", r.stderr);
 }
+
+#[test]
+fn an_inventory_host_named_like_the_container_brings_its_groups_and_vars() {
+    let ws = chain_with_vars();
+    // Ansible merges this host with the working container of //compute/slurm.
+    ws.write(
+        "inventory/test/hosts",
+        "[Compute]\n[UAN]\n[special]\ncompute-slurm slurm_partitions='[\"inline\"]'\n",
+    );
+    ws.write(
+        "inventory/test/group_vars/special.yml",
+        "slurm_partitions: [special]\n",
+    );
+    let c = effect(&ws, "inventory/test/group_vars/special.yml", |_| {
+        "slurm_partitions: [changed]\n".into()
+    });
+    assert_eq!(c, vec!["//compute/slurm"]);
+    let c = effect(&ws, "inventory/test/hosts", |s| {
+        s.replace("inline", "other")
+    });
+    assert_eq!(c, vec!["//compute/slurm"]);
+}

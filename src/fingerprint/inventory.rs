@@ -189,6 +189,9 @@ pub struct InventoryModel {
     pub defs: Vec<VarDef>,
     /// group -> its parent groups (`[parent:children]`).
     pub parents: std::collections::BTreeMap<String, BTreeSet<String>>,
+    /// host -> groups the system inventory itself puts it in (Ansible
+    /// merges these with the generated inventory when names coincide).
+    pub host_groups: std::collections::BTreeMap<String, BTreeSet<String>>,
     /// Files whose variables cannot be read (vault-encrypted, scripts,
     /// plugins): they count whole, with the reason.
     pub opaque: Vec<(String, Scope, String)>,
@@ -349,6 +352,27 @@ impl InventoryModel {
     }
 
     fn yaml_group(&mut self, group: &str, body: &Yaml, rel: &str) {
+        if let Some(hosts) = body["hosts"].as_hash() {
+            for (h, hvars) in hosts {
+                let Some(h) = h.as_str() else { continue };
+                self.host_groups
+                    .entry(h.to_string())
+                    .or_default()
+                    .insert(group.to_string());
+                if let Some(vars) = hvars.as_hash() {
+                    for (k, v) in vars {
+                        if let Some(k) = k.as_str() {
+                            self.defs.push(VarDef {
+                                name: k.to_string(),
+                                file: rel.to_string(),
+                                scope: Scope::Host(h.to_string()),
+                                value: to_json(v),
+                            });
+                        }
+                    }
+                }
+            }
+        }
         if let Some(vars) = body["vars"].as_hash() {
             for (k, v) in vars {
                 if let Some(k) = k.as_str() {
@@ -415,16 +439,40 @@ impl InventoryModel {
                         .or_default()
                         .insert(section.0.clone());
                 }
-                // Real hosts of the inventory are not the working container; their
-                // inline variables do not reach it.
-                _ => {}
+                // A host line: `name [key=value ...]`. It matters only if the
+                // name coincides with a working container's host name.
+                _ => {
+                    let words = shell_words::split(line)
+                        .unwrap_or_else(|_| line.split_whitespace().map(str::to_string).collect());
+                    let Some((host, vars)) = words.split_first() else {
+                        continue;
+                    };
+                    self.host_groups
+                        .entry(host.clone())
+                        .or_default()
+                        .insert(section.0.clone());
+                    for kv in vars {
+                        if let Some((k, v)) = kv.split_once('=') {
+                            self.defs.push(VarDef {
+                                name: k.to_string(),
+                                file: rel.to_string(),
+                                scope: Scope::Host(host.clone()),
+                                value: serde_json::Value::String(v.to_string()),
+                            });
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// The groups a container in `groups` belongs to, with ancestors and `all`.
-    pub fn effective_groups(&self, groups: &[String]) -> BTreeSet<String> {
+    /// The groups a container named `host` in `groups` belongs to, with
+    /// those the system inventory gives that host name, ancestors and `all`.
+    pub fn effective_groups(&self, groups: &[String], host: &str) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = groups.iter().cloned().collect();
+        if let Some(extra) = self.host_groups.get(host) {
+            out.extend(extra.iter().cloned());
+        }
         if out.is_empty() {
             out.insert("ungrouped".into());
         }

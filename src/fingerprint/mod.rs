@@ -346,8 +346,8 @@ fn build_manifest(
                 .collect();
         }
         if let Some(m) = model {
-            let groups = m.effective_groups(&layer.groups);
             let host = layer.label.slug();
+            let groups = m.effective_groups(&layer.groups, &host);
             for d in &m.defs {
                 if inventory::InventoryModel::visible(&d.scope, &groups, &host) && counts(&d.name) {
                     inventory_vars.entry(d.name.clone()).or_default().insert(
@@ -423,10 +423,10 @@ fn variables_used(
             used.merge(&analyzer.file(&ws.root, path)?);
         }
     }
-    let groups = model
-        .map(|m| m.effective_groups(&layer.groups))
-        .unwrap_or_default();
     let host = layer.label.slug();
+    let groups = model
+        .map(|m| m.effective_groups(&layer.groups, &host))
+        .unwrap_or_default();
     let visible: Vec<&inventory::VarDef> = model
         .map(|m| {
             m.defs
