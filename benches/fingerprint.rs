@@ -74,7 +74,7 @@ fn generate(root: &Path, name: &str) -> usize {
             write(
                 &rdir.join("tasks/main.yml"),
                 "- name: \"configure {{ cluster_name }}\"\n  ansible.builtin.debug:\n    msg: \"{{ site_name | default('x') }}\"\n  when: enable_debug | default(false)\n\
-                 - name: conf\n  ansible.builtin.template:\n    src: conf.j2\n    dest: /etc/conf\n  loop: \"{{ ntp_servers }}\"\n",
+                 - name: conf\n  ansible.builtin.debug:\n    msg: \"{{ lookup('template', 'conf.j2') }}\"\n  loop: \"{{ ntp_servers }}\"\n",
             );
             write(
                 &rdir.join("templates/conf.j2"),

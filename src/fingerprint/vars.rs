@@ -107,19 +107,27 @@ pub enum FileKind {
 
 /// How a play's file is read, from its workspace-relative path.
 pub fn kind_of(rel: &str) -> FileKind {
-    let parts: Vec<&str> = rel.split('/').collect();
-    let dirs = &parts[..parts.len().saturating_sub(1)];
-    if dirs.iter().any(|d| d.ends_with("_plugins")) {
+    let (dirs, name) = match rel.rsplit_once('/') {
+        Some((d, n)) => (d, n),
+        None => ("", rel),
+    };
+    let in_dir = |d: &str| {
+        dirs == d
+            || dirs.starts_with(&format!("{d}/"))
+            || dirs.ends_with(&format!("/{d}"))
+            || dirs.contains(&format!("/{d}/"))
+    };
+    if dirs.split('/').any(|d| d.ends_with("_plugins")) {
         return FileKind::Plugin;
     }
-    if dirs.contains(&"files") {
+    if in_dir("files") {
         // Copied verbatim, never templated.
         return FileKind::Other;
     }
-    if rel.ends_with(".j2") || dirs.contains(&"templates") {
+    if name.ends_with(".j2") || in_dir("templates") {
         return FileKind::Template;
     }
-    if rel.ends_with(".yml") || rel.ends_with(".yaml") || rel.ends_with(".json") {
+    if name.ends_with(".yml") || name.ends_with(".yaml") || name.ends_with(".json") {
         return FileKind::Yaml;
     }
     FileKind::Other
@@ -134,7 +142,8 @@ impl Analyzer {
         }
         let mut u = VarUse::default();
         match kind_of(rel) {
-            FileKind::Other => {}
+            // Nothing to read: not worth remembering either.
+            FileKind::Other => return Ok(u),
             FileKind::Plugin => {
                 u.give_up(format!("{rel} is a plugin, which can read any variable"))
             }
