@@ -380,3 +380,16 @@ fn an_inventory_host_named_like_the_container_brings_its_groups_and_vars() {
     });
     assert_eq!(c, vec!["//compute/slurm"]);
 }
+
+#[test]
+fn a_template_rendered_from_files_counts_its_variables() {
+    let ws = chain_with_vars();
+    // `template:` can render any file; one under files/ with Jinja counts too.
+    ws.write(
+        "slurm-config/roles/slurm/files/gres.conf",
+        "NodeName={{ gres_nodes }}\n",
+    );
+    ws.append(ALL_VARS, "gres_nodes: node[01-04]\n");
+    let c = effect(&ws, ALL_VARS, |s| s.replace("node[01-04]", "node[01-08]"));
+    assert_eq!(c, vec!["//compute/slurm"]);
+}

@@ -23,6 +23,9 @@ pub struct FileHash {
     pub hash: String,
     /// `100644`, `100755`, or `120000` for a dangling symlink (hash of its target path).
     pub mode: String,
+    /// The content holds `{{` or `{%`: it may be rendered as a Jinja template.
+    #[serde(skip)]
+    pub jinja: bool,
 }
 
 /// Hashes of every non-ignored file under the requested roots.
@@ -208,19 +211,24 @@ pub fn hash_path(full: &Path) -> Result<FileHash> {
                     .to_hex()
                     .to_string(),
                 mode: "120000".into(),
+                jinja: false,
             });
         }
     };
     let mut hasher = blake3::Hasher::new();
     let mut file = std::fs::File::open(full).map_err(|e| Error::io(full, e))?;
+    let jinja;
     if meta.len() > 1 << 20 {
+        // Large files are streamed; they are not templates worth reading twice.
         hasher
             .update_reader(&mut file)
             .map_err(|e| Error::io(full, e))?;
+        jinja = true;
     } else {
         let mut buf = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut buf).map_err(|e| Error::io(full, e))?;
         hasher.update(&buf);
+        jinja = has_jinja_marker(&buf);
     }
     Ok(FileHash {
         hash: hasher.finalize().to_hex().to_string(),
@@ -230,7 +238,20 @@ pub fn hash_path(full: &Path) -> Result<FileHash> {
             "100644"
         }
         .into(),
+        jinja,
     })
+}
+
+/// Does `buf` contain `{{` or `{%`?
+fn has_jinja_marker(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    while let Some(i) = rest.iter().position(|&b| b == b'{') {
+        if matches!(rest.get(i + 1), Some(b'{' | b'%')) {
+            return true;
+        }
+        rest = &rest[i + 1..];
+    }
+    false
 }
 
 #[cfg(unix)]
@@ -247,6 +268,14 @@ fn is_executable(_meta: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_jinja_markers() {
+        assert!(has_jinja_marker(b"a {{ x }}"));
+        assert!(has_jinja_marker(b"{% if %}"));
+        assert!(!has_jinja_marker(b"${#a[@]} { x }"));
+        assert!(!has_jinja_marker(b"{"));
+    }
 
     #[test]
     fn walk_filters_roots_exactly() {
@@ -266,6 +295,7 @@ mod tests {
                 FileHash {
                     hash: String::new(),
                     mode: "100644".into(),
+                    jinja: false,
                 },
             );
         }

@@ -332,7 +332,7 @@ fn build_manifest(
     let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     if runs_play {
-        let used = variables_used(ws, system, layer, &files, model, analyzer)?;
+        let used = variables_used(ws, system, layer, &files, index, model, analyzer)?;
         if let Some(reason) = &used.fallback {
             notes.push(format!("all inventory variables count because {reason}"));
         }
@@ -412,6 +412,7 @@ fn variables_used(
     system: Option<&System>,
     layer: &Layer,
     files: &BTreeMap<String, FileInput>,
+    index: &FileIndex,
     model: Option<&inventory::InventoryModel>,
     analyzer: &mut vars::Analyzer,
 ) -> Result<vars::VarUse> {
@@ -420,7 +421,8 @@ fn variables_used(
         if matches!(f.origin.as_str(), "playbook" | "play" | "source")
             || f.origin.starts_with("role:")
         {
-            used.merge(&analyzer.file(&ws.root, path)?);
+            let jinja = index.get(path).is_some_and(|h| h.jinja);
+            used.merge(&analyzer.file(&ws.root, path, jinja)?);
         }
     }
     let host = layer.label.slug();

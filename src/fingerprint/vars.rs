@@ -135,13 +135,19 @@ pub fn kind_of(rel: &str) -> FileKind {
 
 impl Analyzer {
     /// The variables referenced by one workspace file (memoised). Invalid
-    /// YAML is an error: Ansible rejects it too.
-    pub fn file(&mut self, root: &Path, rel: &str) -> Result<VarUse> {
+    /// YAML is an error: Ansible rejects it too. `jinja`: the content holds
+    /// Jinja markers, so even a file outside `templates/` (which `template:`
+    /// may render from anywhere) is read as a template.
+    pub fn file(&mut self, root: &Path, rel: &str, jinja: bool) -> Result<VarUse> {
         if let Some(u) = self.memo.get(rel) {
             return Ok(u.clone());
         }
         let mut u = VarUse::default();
-        match kind_of(rel) {
+        let kind = match kind_of(rel) {
+            FileKind::Other if jinja => FileKind::Template,
+            k => k,
+        };
+        match kind {
             // Nothing to read: not worth remembering either.
             FileKind::Other => return Ok(u),
             FileKind::Plugin => {
