@@ -217,19 +217,19 @@ pub fn hash_path(full: &Path) -> Result<FileHash> {
     };
     let mut hasher = blake3::Hasher::new();
     let mut file = std::fs::File::open(full).map_err(|e| Error::io(full, e))?;
-    let jinja;
-    if meta.len() > 1 << 20 {
-        // Large files are streamed; they are not templates worth reading twice.
+    let jinja = if meta.len() > 1 << 20 {
+        // Large files are streamed; treat them as possible templates
+        // (over-approximate) rather than read them twice.
         hasher
             .update_reader(&mut file)
             .map_err(|e| Error::io(full, e))?;
-        jinja = true;
+        true
     } else {
         let mut buf = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut buf).map_err(|e| Error::io(full, e))?;
         hasher.update(&buf);
-        jinja = has_jinja_marker(&buf);
-    }
+        has_jinja_marker(&buf)
+    };
     Ok(FileHash {
         hash: hasher.finalize().to_hex().to_string(),
         mode: if is_executable(&meta) {
