@@ -210,7 +210,7 @@ fn diff_depth(
         out.push(Change::PackagesReordered);
     }
 
-    diff_files(old, new, show_values, &mut out);
+    diff_files(old, new, &mut out);
     diff_inventory_vars(old, new, show_values, &mut out);
 
     // Extra vars of the system (from the Layerfile).
@@ -257,30 +257,21 @@ fn diff_definition(o: &Manifest, n: &Manifest, out: &mut Vec<Change>) {
     }
 }
 
-fn diff_files(old: &Side, new: &Side, show_values: bool, out: &mut Vec<Change>) {
+fn diff_files(old: &Side, new: &Side, out: &mut Vec<Change>) {
     let (o, n) = (&old.manifest.files, &new.manifest.files);
     let paths: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
     for path in paths {
         match (o.get(path), n.get(path)) {
-            (None, Some(f)) => {
-                if !inventory_vars(path, &old.vars, &new.vars, show_values, out) {
-                    out.push(Change::FileAdded {
-                        path: path.clone(),
-                        origin: f.origin.clone(),
-                    });
-                }
-            }
-            (Some(f), None) => {
-                if !inventory_vars(path, &old.vars, &new.vars, show_values, out) {
-                    out.push(Change::FileRemoved {
-                        path: path.clone(),
-                        origin: f.origin.clone(),
-                    });
-                }
-            }
+            (None, Some(f)) => out.push(Change::FileAdded {
+                path: path.clone(),
+                origin: f.origin.clone(),
+            }),
+            (Some(f), None) => out.push(Change::FileRemoved {
+                path: path.clone(),
+                origin: f.origin.clone(),
+            }),
             (Some(a), Some(b)) => {
-                if a.hash != b.hash && !inventory_vars(path, &old.vars, &new.vars, show_values, out)
-                {
+                if a.hash != b.hash && !encrypted_file(path, &old.vars, &new.vars, out) {
                     out.push(Change::FileModified {
                         path: path.clone(),
                         origin: b.origin.clone(),
@@ -300,64 +291,16 @@ fn diff_files(old: &Side, new: &Side, show_values: bool, out: &mut Vec<Change>) 
     }
 }
 
-/// Explains an inventory file's change at the level of its variables when
-/// both sides know them. Returns false when the file must be reported whole.
-fn inventory_vars(
-    path: &str,
-    old: &VarSnapshot,
-    new: &VarSnapshot,
-    show_values: bool,
-    out: &mut Vec<Change>,
-) -> bool {
-    let empty = FileVars::Vars {
-        vars: BTreeMap::new(),
-    };
-    let a = old.get(path);
-    let b = new.get(path);
-    if a.is_none() && b.is_none() {
-        return false;
+/// A modified inventory file counted whole because it is ansible-vault
+/// encrypted: say so, without naming (or knowing) its variables. Returns
+/// false for any other file.
+fn encrypted_file(path: &str, old: &VarSnapshot, new: &VarSnapshot, out: &mut Vec<Change>) -> bool {
+    let enc = |s: &VarSnapshot| matches!(s.get(path), Some(FileVars::Encrypted));
+    if enc(old) || enc(new) {
+        out.push(Change::EncryptedFileModified { path: path.into() });
+        return true;
     }
-    match (a.unwrap_or(&empty), b.unwrap_or(&empty)) {
-        (FileVars::Encrypted, _) | (_, FileVars::Encrypted) => {
-            out.push(Change::EncryptedFileModified { path: path.into() });
-            true
-        }
-        (FileVars::Vars { vars: va }, FileVars::Vars { vars: vb }) => {
-            let before = out.len();
-            for (name, v) in vb {
-                match va.get(name) {
-                    None => out.push(Change::VarAdded {
-                        name: name.clone(),
-                        file: path.into(),
-                        value: shown(&v.value, v.vault, show_values),
-                        vault: v.vault,
-                    }),
-                    Some(old) if old.hash != v.hash => out.push(Change::VarChanged {
-                        name: name.clone(),
-                        file: path.into(),
-                        old: shown(&old.value, old.vault, show_values),
-                        new: shown(&v.value, v.vault, show_values),
-                        vault: old.vault || v.vault,
-                    }),
-                    _ => {}
-                }
-            }
-            for (name, v) in va {
-                if !vb.contains_key(name) {
-                    out.push(Change::VarRemoved {
-                        name: name.clone(),
-                        file: path.into(),
-                        value: shown(&v.value, v.vault, show_values),
-                        vault: v.vault,
-                    });
-                }
-            }
-            // A change that touched no variable (a comment, formatting) is
-            // reported as the file's.
-            out.len() > before
-        }
-        _ => false,
-    }
+    false
 }
 
 /// A variable's recorded value and vault flag, looked up in a side's snapshot.
