@@ -17,6 +17,9 @@ pub struct Cli {
     #[arg(short = 'C', global = true, value_name = "DIR")]
     pub directory: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,6 +44,17 @@ pub enum Command {
     Debug(DebugArgs),
     /// Remove kept working containers of failed builds.
     Clean(CleanArgs),
+}
+
+/// Where buildah keeps images and containers (machine configuration).
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// Containers storage root (buildah --root); overrides [build] storage_root.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub storage_root: Option<PathBuf>,
+    /// Containers run root (buildah --runroot); default STORAGE_ROOT/run.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub storage_runroot: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +89,12 @@ pub struct BuildArgs {
     /// Re-run the layer's steps in the container kept from its last failed build (never cached).
     #[arg(long, conflicts_with = "dry_run")]
     pub from_failed: bool,
+    /// Shared cache registry, host[:port]/path (overrides [cache] registry).
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+    /// How the shared registry is used (overrides [cache] mode).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub cache_mode: Option<crate::workspace::CacheMode>,
 }
 
 #[derive(Debug, Args)]

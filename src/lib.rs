@@ -51,6 +51,27 @@ fn print_json<T: serde::Serialize>(v: &T) {
     );
 }
 
+/// The buildah executor, with the storage root from `--storage-root` or `[build] storage_root`.
+fn make_executor(ctx: &Context, storage: &cli::StorageArgs) -> Result<executor::buildah::Buildah> {
+    let b = executor::buildah::Buildah::default();
+    let root = storage
+        .storage_root
+        .clone()
+        .or_else(|| ctx.ws.build.storage_root.clone());
+    let Some(root) = root else { return Ok(b) };
+    let runroot = storage
+        .storage_runroot
+        .clone()
+        .or_else(|| ctx.ws.build.storage_runroot.clone())
+        .unwrap_or_else(|| root.join("run"));
+    let s = executor::buildah::Storage {
+        root,
+        runroot,
+        driver: ctx.ws.build.storage_driver.clone(),
+    };
+    b.with_storage(&s, &ctx.ws.cache_dir.join("storage"))
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let dir = match &cli.directory {
         Some(d) => d.clone(),
@@ -68,8 +89,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 jobs: args.jobs,
                 keep_going: args.keep_going,
                 isolation: args.isolation,
+                registry: args.registry,
+                cache_mode: args.cache_mode,
             };
-            let executor = executor::buildah::Buildah::default();
+            let executor = make_executor(&ctx, &cli.storage)?;
             if args.dry_run {
                 let plan = ops::build::plan(&ctx, &opts, &executor)?;
                 if args.json {
@@ -108,13 +131,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            let report = ops::build::build(&ctx, &opts, &executor, &|n| {
+            let report = ops::build::build(&ctx, &opts, &executor, Some(&executor), &|n| {
                 if args.json {
                     Box::new(progress::PlainReporter::new(n))
                 } else {
                     progress::reporter(n)
                 }
             })?;
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
             if args.json {
                 print_json(&report);
             } else {
@@ -154,7 +180,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ls(args) => {
-            let executor = executor::buildah::Buildah::default();
+            let executor = make_executor(&ctx, &cli.storage)?;
             if args.failed {
                 let kept = ops::debug::kept(&ctx, &executor)?;
                 if args.json {
@@ -182,7 +208,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 since: args.since,
                 show_values: args.show_values,
             };
-            let executor = executor::buildah::Buildah::default();
+            let executor = make_executor(&ctx, &cli.storage)?;
             let report = ops::why::why(&ctx, &opts, &executor)?;
             if args.json {
                 print_json(&report);
@@ -227,7 +253,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 isolation: args.isolation,
                 command: args.command,
             };
-            let executor = executor::buildah::Buildah::default();
+            let executor = make_executor(&ctx, &cli.storage)?;
             let code = ops::debug::debug(&ctx, &opts, &executor)?;
             if code == 0 {
                 Ok(())
@@ -236,7 +262,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Clean(_) => {
-            let executor = executor::buildah::Buildah::default();
+            let executor = make_executor(&ctx, &cli.storage)?;
             let removed = ops::debug::clean_failed(&ctx, &executor)?;
             if removed.is_empty() {
                 println!("no kept containers to remove");

@@ -15,6 +15,7 @@ use crate::executor::StepSink;
 pub trait Reporter: StepSink {
     fn started(&self, label: &str, digest: &str);
     fn cached(&self, label: &str, image: &str);
+    fn pulled(&self, label: &str, reference: &str);
     fn built(&self, label: &str, elapsed: Duration);
     fn failed(&self, label: &str, message: &str);
     fn skipped(&self, label: &str, reason: &str);
@@ -86,6 +87,9 @@ impl Reporter for PlainReporter {
             true,
             format!("{label} built in {}", format_duration(elapsed)),
         );
+    }
+    fn pulled(&self, label: &str, reference: &str) {
+        self.line(true, format!("{label} pulled from {reference}"));
     }
     fn failed(&self, label: &str, message: &str) {
         self.line(true, format!("{label} FAILED: {message}"));
@@ -175,6 +179,9 @@ impl Reporter for TtyReporter {
             label,
             format!("  built       {label} in {}", format_duration(elapsed)),
         );
+    }
+    fn pulled(&self, label: &str, reference: &str) {
+        self.end(label, format!("  pulled      {label} from {reference}"));
     }
     fn failed(&self, label: &str, message: &str) {
         self.end(label, format!("  FAILED      {label}: {message}"));

@@ -52,6 +52,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX builds_by_digest ON builds (digest);",
     // 3: the inventory directory a build's variables were read from (for display).
     "ALTER TABLE builds ADD COLUMN inventory TEXT;",
+    // 4: where a cached layer came from: built here, or pulled from the registry.
+    "ALTER TABLE builds ADD COLUMN source TEXT NOT NULL DEFAULT 'built';",
 ];
 
 pub struct Cache {
@@ -81,6 +83,8 @@ pub struct BuildRecord<'a> {
     pub log_path: Option<&'a Path>,
     pub vars: &'a VarSnapshot,
     pub inventory: Option<&'a str>,
+    /// `built` here, or `pulled` from the shared registry.
+    pub source: &'a str,
 }
 
 /// A row of the build history.
@@ -372,8 +376,8 @@ fn insert_build(
 ) -> Result<()> {
     let vars = serde_json::to_string(rec.vars).expect("vars serialise");
     tx.execute(
-        "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars, inventory)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars, inventory, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             rec.label,
             rec.system,
@@ -387,7 +391,8 @@ fn insert_build(
             error,
             manifest,
             vars,
-            rec.inventory
+            rec.inventory,
+            rec.source
         ],
     )?;
     Ok(())

@@ -18,6 +18,11 @@ use crate::error::{Error, Result};
 pub struct Buildah {
     pub buildah: String,
     pub ansible_playbook: String,
+    pub skopeo: String,
+    /// A containers storage.conf selecting another storage root; handed to
+    /// every buildah, skopeo and ansible-playbook process (Ansible's buildah
+    /// connection runs buildah itself) through `CONTAINERS_STORAGE_CONF`.
+    pub storage_conf: Option<std::path::PathBuf>,
 }
 
 impl Default for Buildah {
@@ -26,8 +31,157 @@ impl Default for Buildah {
             buildah: std::env::var("LAYERBUILD_BUILDAH").unwrap_or_else(|_| "buildah".into()),
             ansible_playbook: std::env::var("LAYERBUILD_ANSIBLE_PLAYBOOK")
                 .unwrap_or_else(|_| "ansible-playbook".into()),
+            skopeo: std::env::var("LAYERBUILD_SKOPEO").unwrap_or_else(|_| "skopeo".into()),
+            storage_conf: None,
         }
     }
+}
+
+/// Where containers storage lives, when not buildah's default.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub root: std::path::PathBuf,
+    pub runroot: std::path::PathBuf,
+    pub driver: String,
+}
+
+/// How a registry lookup went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryEntry {
+    /// The tag exists and its image carries this `layerbuild.digest` label.
+    Present {
+        label: String,
+    },
+    Absent,
+}
+
+impl Buildah {
+    /// Uses `storage` instead of the default containers storage, writing its
+    /// storage.conf under `dir`.
+    pub fn with_storage(mut self, storage: &Storage, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let conf = dir.join("storage.conf");
+        let text = format!(
+            "[storage]\ndriver = {}\ngraphroot = {}\nrunroot = {}\n",
+            toml_string(&storage.driver),
+            toml_string(&storage.root.display().to_string()),
+            toml_string(&storage.runroot.display().to_string()),
+        );
+        std::fs::write(&conf, text).map_err(|e| Error::io(&conf, e))?;
+        self.storage_conf = Some(conf);
+        Ok(self)
+    }
+
+    /// A command for `program` with the storage configuration applied.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        if let Some(conf) = &self.storage_conf {
+            c.env("CONTAINERS_STORAGE_CONF", conf);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run_tool(&self, program: &str, args: &[&str]) -> std::result::Result<String, String> {
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Looks `reference` (`host/repo:tag`) up in its registry without pulling.
+    /// `Err` means the registry could not be asked (down, refused, auth).
+    pub fn registry_lookup(
+        &self,
+        reference: &str,
+        tls_verify: bool,
+    ) -> std::result::Result<RegistryEntry, String> {
+        let tls = format!("--tls-verify={tls_verify}");
+        match self.run_tool(
+            &self.skopeo,
+            &[
+                "inspect",
+                "--retry-times",
+                "0",
+                &tls,
+                &format!("docker://{reference}"),
+            ],
+        ) {
+            Ok(json) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&json).map_err(|e| format!("skopeo inspect: {e}"))?;
+                Ok(RegistryEntry::Present {
+                    label: v["Labels"]["layerbuild.digest"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                })
+            }
+            Err(e)
+                if e.contains("manifest unknown")
+                    || e.contains("name unknown")
+                    || e.contains("not found") =>
+            {
+                Ok(RegistryEntry::Absent)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pulls `reference`; returns the local image id.
+    pub fn pull(&self, reference: &str, tls_verify: bool) -> std::result::Result<String, String> {
+        let tls = format!("--tls-verify={tls_verify}");
+        let id = self.run_tool(
+            &self.buildah,
+            &["pull", "--quiet", &tls, &format!("docker://{reference}")],
+        )?;
+        Ok(normalize_id(id.lines().last().unwrap_or("").trim()))
+    }
+
+    /// Pushes a local image to `reference`.
+    pub fn push(
+        &self,
+        image_id: &str,
+        reference: &str,
+        tls_verify: bool,
+    ) -> std::result::Result<(), String> {
+        let tls = format!("--tls-verify={tls_verify}");
+        self.run_tool(
+            &self.buildah,
+            &[
+                "push",
+                "--quiet",
+                &tls,
+                image_id,
+                &format!("docker://{reference}"),
+            ],
+        )
+        .map(|_| ())
+    }
+
+    /// The `layerbuild.digest` label of a local image.
+    pub fn digest_label(&self, image_id: &str) -> std::result::Result<String, String> {
+        self.run_tool(
+            &self.buildah,
+            &[
+                "inspect",
+                "--type",
+                "image",
+                "--format",
+                "{{index .OCIv1.Config.Labels \"layerbuild.digest\"}}",
+                image_id,
+            ],
+        )
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 fn tool_missing(tool: &str, package: &str, err: std::io::Error) -> Error {
@@ -40,7 +194,7 @@ impl Executor for Buildah {
     fn preflight(&self, needs_play: bool) -> Result<()> {
         // buildah itself is checked by `images`, which every build runs first.
         if needs_play {
-            Command::new(&self.ansible_playbook)
+            self.command(&self.ansible_playbook)
                 .arg("--version")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -52,7 +206,8 @@ impl Executor for Buildah {
     }
 
     fn images(&self) -> Result<HashSet<String>> {
-        let out = Command::new(&self.buildah)
+        let out = self
+            .command(&self.buildah)
             .args(["images", "--all", "--no-trunc", "--quiet"])
             .stdin(Stdio::null())
             .output()
@@ -131,7 +286,7 @@ impl Build<'_> {
     }
 
     fn buildah(&self) -> Command {
-        let mut c = Command::new(&self.tool.buildah);
+        let mut c = self.tool.command(&self.tool.buildah);
         c.stdin(Stdio::null());
         c
     }
@@ -260,7 +415,7 @@ impl Build<'_> {
         for cmd in &req.setup {
             self.step(&format!("setup: {cmd}"));
             let expanded = cmd.replace("{root}", &shell_words::quote(&root));
-            let mut c = Command::new("sh");
+            let mut c = self.tool.command("sh");
             c.args(["-c", &expanded])
                 .current_dir(&req.workspace_root)
                 .env("LAYERBUILD_ROOT", &root)
@@ -378,7 +533,7 @@ impl Build<'_> {
         .map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
 
         self.step(&format!("ansible-playbook {}", play.playbook));
-        let mut c = Command::new(&self.tool.ansible_playbook);
+        let mut c = self.tool.command(&self.tool.ansible_playbook);
         if let Some(inv) = &play.inventory {
             c.arg("-i").arg(inv);
         }
@@ -440,7 +595,8 @@ fn render(cmd: &Command) -> String {
 impl Buildah {
     /// Names of all working containers.
     pub fn containers(&self) -> Result<HashSet<String>> {
-        let out = Command::new(&self.buildah)
+        let out = self
+            .command(&self.buildah)
             .args(["containers", "--format", "{{.ContainerName}}"])
             .stdin(Stdio::null())
             .output()
@@ -459,7 +615,8 @@ impl Buildah {
 
     /// Creates a container named `name` from `image`.
     pub fn from_image(&self, name: &str, image: &str) -> Result<()> {
-        let out = Command::new(&self.buildah)
+        let out = self
+            .command(&self.buildah)
             .args(["from", "--name", name, image])
             .stdin(Stdio::null())
             .output()
@@ -474,7 +631,8 @@ impl Buildah {
     }
 
     pub fn remove_container(&self, name: &str) -> Result<()> {
-        let out = Command::new(&self.buildah)
+        let out = self
+            .command(&self.buildah)
             .args(["rm", name])
             .stdin(Stdio::null())
             .output()
@@ -490,7 +648,8 @@ impl Buildah {
 
     /// The command line that runs `argv` (or a shell) in container `name`.
     pub fn run_command(&self, name: &str, isolation: &str, tty: bool, argv: &[String]) -> Command {
-        let mut c = Command::new(&self.buildah);
+        let mut c = self.command(&self.buildah);
+        c.stdin(Stdio::inherit());
         c.args(["run", "--isolation", isolation]);
         if tty {
             c.arg("--tty");
@@ -506,5 +665,29 @@ impl Buildah {
 
     pub fn render(cmd: &Command) -> String {
         render(cmd)
+    }
+}
+
+impl super::Registry for Buildah {
+    fn lookup(
+        &self,
+        reference: &str,
+        tls_verify: bool,
+    ) -> std::result::Result<RegistryEntry, String> {
+        self.registry_lookup(reference, tls_verify)
+    }
+    fn pull(&self, reference: &str, tls_verify: bool) -> std::result::Result<String, String> {
+        Buildah::pull(self, reference, tls_verify)
+    }
+    fn push(
+        &self,
+        image_id: &str,
+        reference: &str,
+        tls_verify: bool,
+    ) -> std::result::Result<(), String> {
+        Buildah::push(self, image_id, reference, tls_verify)
+    }
+    fn digest_label(&self, image_id: &str) -> std::result::Result<String, String> {
+        Buildah::digest_label(self, image_id)
     }
 }

@@ -80,3 +80,23 @@ pub trait Executor: Sync {
         sink: &dyn StepSink,
     ) -> std::result::Result<BuildOutput, BuildFailure>;
 }
+
+/// A shared cache of layer images in an OCI registry.
+pub trait Registry: Sync {
+    /// Looks a reference up without pulling; `Err` when the registry cannot be asked.
+    fn lookup(
+        &self,
+        reference: &str,
+        tls_verify: bool,
+    ) -> std::result::Result<buildah::RegistryEntry, String>;
+    /// Pulls a reference; returns the local image id.
+    fn pull(&self, reference: &str, tls_verify: bool) -> std::result::Result<String, String>;
+    fn push(
+        &self,
+        image_id: &str,
+        reference: &str,
+        tls_verify: bool,
+    ) -> std::result::Result<(), String>;
+    /// The `layerbuild.digest` label of a local image.
+    fn digest_label(&self, image_id: &str) -> std::result::Result<String, String>;
+}

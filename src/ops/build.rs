@@ -11,12 +11,13 @@ use serde::Serialize;
 use super::{Context, container_name, image_name, now_secs};
 use crate::cache::{BuildRecord, Cache};
 use crate::error::{Error, Result};
-use crate::executor::{BuildRequest, Executor, PlayRequest};
+use crate::executor::buildah::RegistryEntry;
+use crate::executor::{BuildRequest, Executor, PlayRequest, Registry};
 use crate::fingerprint::{self, Fingerprint};
 use crate::label::{Label, Pattern};
 use crate::progress::{Reporter, format_duration};
 use crate::scheduler::{self, NodeStatus};
-use crate::workspace::{Parent, System, Workspace};
+use crate::workspace::{CacheMode, Parent, System, Workspace};
 
 pub struct BuildOptions {
     pub patterns: Vec<Pattern>,
@@ -24,6 +25,112 @@ pub struct BuildOptions {
     pub jobs: Option<usize>,
     pub keep_going: bool,
     pub isolation: Option<String>,
+    /// Overrides `[cache] registry`.
+    pub registry: Option<String>,
+    /// Overrides `[cache] mode`.
+    pub cache_mode: Option<CacheMode>,
+}
+
+/// The shared registry as this run uses it.
+pub struct RegistryUse<'a> {
+    pub client: &'a dyn Registry,
+    pub url: String,
+    pub tls_verify: bool,
+    pub mode: CacheMode,
+    /// Cleared at the first failure to reach the registry: one warning, then local only.
+    reachable: std::sync::atomic::AtomicBool,
+    /// digest -> what the registry holds for it (looked up before building).
+    entries: Mutex<HashMap<String, RegistryEntry>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl<'a> RegistryUse<'a> {
+    pub fn new(client: &'a dyn Registry, url: String, tls_verify: bool, mode: CacheMode) -> Self {
+        RegistryUse {
+            client,
+            url,
+            tls_verify,
+            mode,
+            reachable: std::sync::atomic::AtomicBool::new(true),
+            entries: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(vec![]),
+        }
+    }
+
+    /// `<registry>/<type>/<layer>:<digest>`: one repository per label, tagged by digest.
+    pub fn reference(&self, label: &Label, digest: &str) -> String {
+        format!(
+            "{}/{}/{}:{digest}",
+            self.url,
+            label.image_type().to_lowercase(),
+            label.layer().to_lowercase()
+        )
+    }
+
+    fn usable(&self) -> bool {
+        self.mode != CacheMode::Off && self.reachable.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn warn(&self, w: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(w);
+    }
+
+    fn unreachable(&self, err: &str) {
+        if self
+            .reachable
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.warn(format!(
+                "registry {} is unreachable ({}); building from the local cache and local builds only",
+                self.url,
+                err.lines().last().unwrap_or(err)
+            ));
+        }
+    }
+
+    /// Looks every digest up, a few requests at a time.
+    fn prefetch(&self, wanted: &[(Label, String)]) {
+        if !self.usable() || wanted.is_empty() {
+            return;
+        }
+        let results: Mutex<Vec<(String, std::result::Result<RegistryEntry, String>)>> =
+            Mutex::new(vec![]);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..wanted.len().min(8) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some((label, digest)) = wanted.get(i) else {
+                            break;
+                        };
+                        if !self.reachable.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        let r = self
+                            .client
+                            .lookup(&self.reference(label, digest), self.tls_verify);
+                        if let Err(e) = &r {
+                            self.unreachable(e);
+                        }
+                        results
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((digest.clone(), r));
+                    }
+                });
+            }
+        });
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for (d, r) in results.into_inner().unwrap_or_default() {
+            if let Ok(e) = r {
+                entries.insert(d, e);
+            }
+        }
+    }
 }
 
 /// Schema version of `build --json`.
@@ -35,17 +142,24 @@ pub struct BuildReport {
     pub system: Option<String>,
     pub layers: Vec<LayerResult>,
     pub built: usize,
+    /// Pulled from the shared registry instead of built.
+    pub pulled: usize,
     pub cached: usize,
     pub failed: usize,
     pub skipped: usize,
     pub duration_ms: u128,
+    /// The registry used, if any.
+    pub registry: Option<String>,
+    /// Registry trouble that did not fail the build (unreachable, push failed,
+    /// an entry rejected).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct LayerResult {
     pub label: String,
     pub digest: String,
-    /// `built`, `cached`, `failed`, `skipped` (a dependency failed) or `not_started`.
+    /// `built`, `pulled`, `cached`, `failed`, `skipped` (a dependency failed) or `not_started`.
     pub status: &'static str,
     pub image_id: Option<String>,
     pub image_name: Option<String>,
@@ -60,6 +174,10 @@ enum Done {
     Cached {
         image_id: String,
         image_name: String,
+    },
+    Pulled {
+        image_id: String,
+        reference: String,
     },
     Built {
         image_id: String,
@@ -79,6 +197,7 @@ pub fn build(
     ctx: &Context,
     opts: &BuildOptions,
     executor: &dyn Executor,
+    registry: Option<&dyn Registry>,
     reporter_for: &dyn Fn(usize) -> Box<dyn Reporter>,
 ) -> Result<BuildReport> {
     let ws = &ctx.ws;
@@ -101,18 +220,39 @@ pub fn build(
     // Only now touch the environment: bad input above never reaches it.
     let images = executor.images()?;
     let cache = Cache::open(&ws.db_path())?;
-    // Start ansible-playbook (a second of Python) only if a layer that runs
-    // a play will miss the cache.
-    let mut needs_play = false;
+    let mut local_misses: Vec<(Label, String)> = vec![];
     for l in &labels {
-        if ws.layers[l].playbook.is_some() {
-            let hit = cache.lookup(&prints[l].digest)?;
-            if !hit.is_some_and(|row| images.contains(&row.image_id)) {
-                needs_play = true;
-                break;
-            }
+        let hit = cache.lookup(&prints[l].digest)?;
+        if !hit.is_some_and(|row| images.contains(&row.image_id)) {
+            local_misses.push((l.clone(), prints[l].digest.clone()));
         }
     }
+    let registry_url = opts.registry.clone().or_else(|| ws.cache.registry.clone());
+    let registry = match (registry, registry_url) {
+        (Some(client), Some(url)) => Some(RegistryUse::new(
+            client,
+            crate::workspace::parse_registry(&url).map_err(|e| {
+                Error::input(e)
+                    .with_hint("write host[:port]/path, e.g. registry.example.org/hpc/layers")
+            })?,
+            ws.cache.tls_verify,
+            opts.cache_mode.unwrap_or(ws.cache.mode),
+        )),
+        _ => None,
+    };
+    if let Some(r) = &registry {
+        r.prefetch(&local_misses);
+    }
+    // Start ansible-playbook (a second of Python) only if a layer that runs
+    // a play will be built here.
+    let needs_play = local_misses.iter().any(|(l, d)| {
+        let pullable = registry.as_ref().is_some_and(|r| {
+            r.usable()
+                && matches!(r.entries.lock().unwrap_or_else(|e| e.into_inner()).get(d),
+                    Some(RegistryEntry::Present { label }) if label == d)
+        });
+        ws.layers[l].playbook.is_some() && !pullable
+    });
     executor.preflight(needs_play)?;
     let images = Mutex::new(images);
     let cache = Mutex::new(cache);
@@ -129,21 +269,27 @@ pub fn build(
     let reporter = reporter_for(labels.len());
     let image_of: Mutex<BTreeMap<Label, String>> = Mutex::new(BTreeMap::new());
     let system_name = system.map(|s| s.name.clone());
+    let run = RunCtx {
+        ws,
+        system,
+        isolation: &isolation,
+        executor,
+        reporter: reporter.as_ref(),
+        cache: &cache,
+        images: &images,
+        image_of: &image_of,
+        registry: registry.as_ref(),
+    };
     let results = scheduler::run(&deps, jobs, opts.keep_going, |i| {
         let label = &labels[i];
         let fp = &prints[label];
-        let r = build_one(
-            ws,
-            system,
-            fp,
-            &isolation,
-            executor,
-            reporter.as_ref(),
-            &cache,
-            &images,
-            &image_of,
-        );
-        if let Ok(Done::Cached { image_id, .. } | Done::Built { image_id, .. }) = &r {
+        let r = build_one(&run, fp);
+        if let Ok(
+            Done::Cached { image_id, .. }
+            | Done::Built { image_id, .. }
+            | Done::Pulled { image_id, .. },
+        ) = &r
+        {
             image_of
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -157,10 +303,16 @@ pub fn build(
         system: system_name,
         layers: vec![],
         built: 0,
+        pulled: 0,
         cached: 0,
         failed: 0,
         skipped: 0,
         duration_ms: 0,
+        registry: registry.as_ref().map(|r| r.url.clone()),
+        warnings: registry
+            .as_ref()
+            .map(|r| r.warnings.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default(),
     };
     for (i, status) in results.into_iter().enumerate() {
         let label = &labels[i];
@@ -177,6 +329,15 @@ pub fn build(
             log: None,
         };
         match status {
+            NodeStatus::Done(Done::Pulled {
+                image_id,
+                reference,
+            }) => {
+                report.pulled += 1;
+                res.status = "pulled";
+                res.image_id = Some(image_id);
+                res.image_name = Some(reference);
+            }
             NodeStatus::Done(Done::Cached {
                 image_id,
                 image_name,
@@ -226,18 +387,31 @@ pub fn build(
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_one(
-    ws: &Workspace,
-    system: Option<&System>,
-    fp: &Fingerprint,
-    isolation: &str,
-    executor: &dyn Executor,
-    reporter: &dyn Reporter,
-    cache: &Mutex<Cache>,
-    images: &Mutex<HashSet<String>>,
-    image_of: &Mutex<BTreeMap<Label, String>>,
-) -> std::result::Result<Done, Failed> {
+/// What every layer of one build shares.
+struct RunCtx<'a> {
+    ws: &'a Workspace,
+    system: Option<&'a System>,
+    isolation: &'a str,
+    executor: &'a dyn Executor,
+    reporter: &'a dyn Reporter,
+    cache: &'a Mutex<Cache>,
+    images: &'a Mutex<HashSet<String>>,
+    image_of: &'a Mutex<BTreeMap<Label, String>>,
+    registry: Option<&'a RegistryUse<'a>>,
+}
+
+fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Failed> {
+    let RunCtx {
+        ws,
+        system,
+        isolation,
+        executor,
+        reporter,
+        cache,
+        images,
+        image_of,
+        registry,
+    } = *run;
     let label = &fp.label;
     let label_s = label.to_string();
     let fail = |message: String| Failed {
@@ -273,6 +447,12 @@ fn build_one(
             });
         }
         // A row whose image was deleted is a miss, not an error.
+    }
+
+    if let Some(reg) = registry
+        && let Some(done) = try_pull(run, reg, fp)
+    {
+        return Ok(done);
     }
 
     let layer = &ws.layers[label];
@@ -330,6 +510,7 @@ fn build_one(
         log_path: Some(&log_path),
         vars: &fp.vars,
         inventory: fp.inventory.as_deref(),
+        source: "built",
     };
     match outcome {
         Ok(out) => {
@@ -353,6 +534,18 @@ fn build_one(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(out.image_id.clone());
+            if let Some(reg) = registry
+                && reg.mode == CacheMode::ReadWrite
+                && reg.usable()
+            {
+                let reference = reg.reference(label, &fp.digest);
+                if let Err(e) = reg.client.push(&out.image_id, &reference, reg.tls_verify) {
+                    reg.warn(format!(
+                        "{label_s}: push to {reference} failed ({}); the build itself succeeded",
+                        e.lines().last().unwrap_or(&e)
+                    ));
+                }
+            }
             reporter.built(&label_s, elapsed);
             Ok(Done::Built {
                 image_id: out.image_id,
@@ -406,11 +599,20 @@ pub fn render_summary(report: &BuildReport, targets: &[String]) -> String {
     let total = report.layers.len();
     let elapsed = format_duration(Duration::from_millis(report.duration_ms as u64));
     if report.built == 0 && report.failed == 0 && report.skipped == 0 {
-        out.push_str(&format!("all {total} layers up to date ({elapsed})\n"));
+        if report.pulled > 0 {
+            out.push_str(&format!(
+                "nothing built: {} pulled from {}, {} up to date ({elapsed})\n",
+                report.pulled,
+                report.registry.as_deref().unwrap_or("the registry"),
+                report.cached
+            ));
+        } else {
+            out.push_str(&format!("all {total} layers up to date ({elapsed})\n"));
+        }
     } else {
         out.push_str(&format!(
-            "{} built, {} up to date, {} failed, {} skipped in {elapsed}\n",
-            report.built, report.cached, report.failed, report.skipped
+            "{} built, {} pulled, {} up to date, {} failed, {} skipped in {elapsed}\n",
+            report.built, report.pulled, report.cached, report.failed, report.skipped
         ));
     }
     for l in &report.layers {
@@ -603,6 +805,7 @@ pub fn from_failed(
                 log_path: Some(&log_path),
                 vars: &fp.vars,
                 inventory: fp.inventory.as_deref(),
+                source: "built",
             };
             let _ = cache.record_failed(&record, Some(&container), &f.message);
             reporter.failed(&label_s, &f.message);
@@ -674,4 +877,91 @@ fn new_log_path(
         }
         n += 1;
     }
+}
+
+/// On a local miss, takes the layer from the shared registry if it holds an
+/// image whose digest label is exactly this digest. Anything else (absent,
+/// wrong label, pull failure) falls back to building; a mismatched entry is
+/// never used.
+fn try_pull(run: &RunCtx<'_>, reg: &RegistryUse<'_>, fp: &Fingerprint) -> Option<Done> {
+    if !reg.usable() {
+        return None;
+    }
+    let label = &fp.label;
+    let label_s = label.to_string();
+    let reference = reg.reference(label, &fp.digest);
+    let entry = reg
+        .entries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&fp.digest)
+        .cloned();
+    match entry {
+        Some(RegistryEntry::Present { label: found }) if found == fp.digest => {}
+        Some(RegistryEntry::Present { label: found }) => {
+            reg.warn(format!(
+                "{label_s}: rejected {reference}: its digest label is '{found}', not the expected digest; building it here"
+            ));
+            return None;
+        }
+        _ => return None,
+    }
+    let started_at = now_secs();
+    let t0 = Instant::now();
+    let image_id = match reg.client.pull(&reference, reg.tls_verify) {
+        Ok(id) => id,
+        Err(e) => {
+            reg.warn(format!(
+                "{label_s}: pull of {reference} failed ({}); building it here",
+                e.lines().last().unwrap_or(&e)
+            ));
+            return None;
+        }
+    };
+    // Check what was pulled, not only what was advertised.
+    match reg.client.digest_label(&image_id) {
+        Ok(l) if l == fp.digest => {}
+        Ok(l) => {
+            reg.warn(format!(
+                "{label_s}: rejected the image pulled from {reference}: its digest label is '{l}'; building it here"
+            ));
+            return None;
+        }
+        Err(e) => {
+            reg.warn(format!("{label_s}: cannot inspect the image pulled from {reference} ({e}); building it here"));
+            return None;
+        }
+    }
+    let record = BuildRecord {
+        label: &label_s,
+        system: run.system.map(|s| s.name.as_str()),
+        digest: &fp.digest,
+        manifest: &fp.manifest,
+        started_at,
+        duration: t0.elapsed(),
+        log_path: None,
+        vars: &fp.vars,
+        inventory: fp.inventory.as_deref(),
+        source: "pulled",
+    };
+    if let Err(e) = run
+        .cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record_built(&record, &image_id, &reference)
+    {
+        reg.warn(format!(
+            "{label_s}: pulled, but could not record it in the cache ({e}); building it here"
+        ));
+        return None;
+    }
+    run.images
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(image_id.clone());
+    run.reporter.pulled(&label_s, &reference);
+    Some(Done::Pulled {
+        image_id,
+        reference,
+    })
 }

@@ -15,6 +15,10 @@ pub(crate) struct RawLayerfile {
     #[serde(default)]
     pub build: RawBuild,
     #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub ci: RawCi,
+    #[serde(default)]
     pub systems: BTreeMap<Spanned<String>, RawSystem>,
     #[serde(default)]
     pub layers: BTreeMap<Spanned<String>, RawLayer>,
@@ -45,6 +49,40 @@ pub(crate) struct RawBuild {
     pub isolation: Option<Spanned<String>>,
     pub jobs: Option<Spanned<i64>>,
     pub package_command: Option<Spanned<String>>,
+    /// Containers storage (graphroot) for buildah; machine configuration, not an input.
+    pub storage_root: Option<String>,
+    pub storage_runroot: Option<String>,
+    pub storage_driver: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    /// `host[:port]/path`: images are pushed as `<registry>/<type>/<layer>:<digest>`.
+    pub registry: Option<Spanned<String>>,
+    pub tls_verify: Option<bool>,
+    pub mode: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCi {
+    #[serde(default)]
+    pub gitlab: RawGitlab,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGitlab {
+    pub image: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub before_script: Vec<String>,
+    #[serde(default)]
+    pub variables: std::collections::BTreeMap<String, String>,
+    /// The command jobs run layerbuild with (default "layerbuild").
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,8 @@ pub struct Workspace {
     pub build: BuildSettings,
     pub systems: BTreeMap<String, System>,
     pub layers: BTreeMap<Label, Layer>,
+    pub cache: CacheSettings,
+    pub gitlab: GitlabSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,38 @@ pub struct BuildSettings {
     pub isolation: String,
     pub jobs: usize,
     pub package_command: String,
+    pub storage_root: Option<PathBuf>,
+    pub storage_runroot: Option<PathBuf>,
+    pub storage_driver: String,
+}
+
+/// The shared cache in an OCI registry.
+#[derive(Debug, Clone, Default)]
+pub struct CacheSettings {
+    pub registry: Option<String>,
+    pub tls_verify: bool,
+    pub mode: CacheMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheMode {
+    /// Pull hits, push what is built.
+    #[default]
+    ReadWrite,
+    /// Pull hits, never push (untrusted merge-request jobs).
+    ReadOnly,
+    /// Do not use the registry.
+    Off,
+}
+
+/// Defaults for generated GitLab CI jobs.
+#[derive(Debug, Clone, Default)]
+pub struct GitlabSettings {
+    pub image: Option<String>,
+    pub tags: Vec<String>,
+    pub before_script: Vec<String>,
+    pub variables: BTreeMap<String, String>,
+    pub command: String,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +210,47 @@ impl Workspace {
                 .as_ref()
                 .map(|p| p.get_ref().clone())
                 .unwrap_or_else(|| DEFAULT_PACKAGE_COMMAND.into()),
+            storage_root: raw.build.storage_root.as_ref().map(|p| root.join(p)),
+            storage_runroot: raw.build.storage_runroot.as_ref().map(|p| root.join(p)),
+            storage_driver: raw
+                .build
+                .storage_driver
+                .clone()
+                .unwrap_or_else(|| "overlay".into()),
+        };
+        let cache = CacheSettings {
+            registry: match &raw.cache.registry {
+                Some(r) => Some(parse_registry(r.get_ref()).map_err(|e| {
+                    Error::input_at(main.at(r.span()), e)
+                        .with_hint("write host[:port]/path, e.g. registry.example.org/hpc/layers")
+                })?),
+                None => None,
+            },
+            tls_verify: raw.cache.tls_verify.unwrap_or(true),
+            mode: match &raw.cache.mode {
+                None => CacheMode::ReadWrite,
+                Some(m) => {
+                    <CacheMode as clap::ValueEnum>::from_str(m.get_ref(), false).map_err(|_| {
+                        Error::input_at(
+                            main.at(m.span()),
+                            format!("unknown cache mode '{}'", m.get_ref()),
+                        )
+                        .with_hint("use read-write, read-only or off")
+                    })?
+                }
+            },
+        };
+        let gitlab = GitlabSettings {
+            image: raw.ci.gitlab.image.clone(),
+            tags: raw.ci.gitlab.tags.clone(),
+            before_script: raw.ci.gitlab.before_script.clone(),
+            variables: raw.ci.gitlab.variables.clone(),
+            command: raw
+                .ci
+                .gitlab
+                .command
+                .clone()
+                .unwrap_or_else(|| "layerbuild".into()),
         };
 
         // Gather layers and systems from the main file and its fragments.
@@ -277,6 +352,8 @@ impl Workspace {
             build,
             systems,
             layers,
+            cache,
+            gitlab,
         })
     }
 
@@ -321,6 +398,24 @@ impl Workspace {
             .display()
             .to_string()
     }
+}
+
+/// Checks a registry location: `host[:port]/path`, lower case, no scheme or tag.
+pub fn parse_registry(r: &str) -> std::result::Result<String, String> {
+    let r = r.trim().trim_end_matches('/');
+    let r = r.strip_prefix("docker://").unwrap_or(r);
+    if r.is_empty() || r.contains("://") || r.contains('@') || r.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "registry '{r}' is not of the form host[:port]/path"
+        ));
+    }
+    let last = r.rsplit('/').next().unwrap_or(r);
+    if r.contains('/') && last.contains(':') {
+        return Err(format!(
+            "registry '{r}' must not carry a tag: tags are layer digests"
+        ));
+    }
+    Ok(r.to_string())
 }
 
 fn default_jobs() -> usize {
