@@ -44,6 +44,49 @@ pub enum Command {
     Debug(DebugArgs),
     /// Remove kept working containers of failed builds.
     Clean(CleanArgs),
+    /// List the layers whose digest changed since a git revision, with the reason.
+    Affected(AffectedArgs),
+    /// Generate CI configuration.
+    #[command(subcommand)]
+    Ci(CiCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AffectedArgs {
+    /// The git revision to compare with.
+    #[arg(long, value_name = "REV", required = true)]
+    pub since: String,
+    /// Compare with this revision instead of the working tree.
+    #[arg(long, value_name = "REV")]
+    pub until: Option<String>,
+    #[command(flatten)]
+    pub system: SystemArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CiCommand {
+    /// Write a GitLab CI child pipeline: one job per layer that needs building.
+    Gitlab(GitlabArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GitlabArgs {
+    /// Labels to consider (default //...).
+    #[arg(value_name = "LABEL")]
+    pub labels: Vec<String>,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Jobs for the layers affected since this git revision (instead of those not in the cache).
+    #[arg(long, value_name = "REV")]
+    pub since: Option<String>,
+    /// Shared cache registry (overrides [cache] registry).
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+    /// Write the pipeline here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Where buildah keeps images and containers (machine configuration).

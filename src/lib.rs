@@ -261,6 +261,44 @@ pub fn run(cli: Cli) -> Result<()> {
                 Err(Error::Exit(code.clamp(1, 255) as u8))
             }
         }
+        Command::Affected(args) => {
+            let r = ops::affected::affected(
+                &ctx,
+                &args.since,
+                args.until.as_deref(),
+                args.system.system.as_deref(),
+            )?;
+            if args.json {
+                print_json(&r);
+            } else {
+                print!("{}", ops::affected::render(&r));
+            }
+            Ok(())
+        }
+        Command::Ci(cli::CiCommand::Gitlab(args)) => {
+            let executor = make_executor(&ctx, &cli.storage)?;
+            let labels = if args.labels.is_empty() {
+                vec!["//...".to_string()]
+            } else {
+                args.labels.clone()
+            };
+            let opts = ops::ci::GitlabOptions {
+                patterns: ops::parse_patterns(&labels)?,
+                system: args.system.system,
+                since: args.since,
+                registry: args.registry,
+            };
+            let text = ops::ci::gitlab(&ctx, &opts, &executor)?;
+            match &args.output {
+                Some(path) => {
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, &text).map_err(|e| Error::io(&tmp, e))?;
+                    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
         Command::Clean(_) => {
             let executor = make_executor(&ctx, &cli.storage)?;
             let removed = ops::debug::clean_failed(&ctx, &executor)?;

@@ -91,6 +91,19 @@ impl<'a> RegistryUse<'a> {
         }
     }
 
+    /// Looks every digest up (a few requests at a time) and returns what was found.
+    pub fn lookup_all(&self, wanted: &[(Label, String)]) -> HashMap<String, RegistryEntry> {
+        self.prefetch(wanted);
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Looks every digest up, a few requests at a time.
     fn prefetch(&self, wanted: &[(Label, String)]) {
         if !self.usable() || wanted.is_empty() {

@@ -1,7 +1,9 @@
 //! One module per subcommand; each takes the loaded workspace and plain
 //! options and returns data (or prints it). Shared loading lives here.
 
+pub mod affected;
 pub mod build;
+pub mod ci;
 pub mod debug;
 pub mod graph;
 pub mod hash;

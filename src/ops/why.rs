@@ -283,7 +283,7 @@ fn side(fp: &Fingerprint) -> Side {
     }
 }
 
-fn tempfile_dir(ws: &Workspace) -> Result<TempDir> {
+pub(crate) fn tempfile_dir(ws: &Workspace) -> Result<TempDir> {
     let base = std::env::temp_dir().join(format!(
         "layerbuild-since-{}-{}",
         ws.name,
@@ -295,10 +295,10 @@ fn tempfile_dir(ws: &Workspace) -> Result<TempDir> {
 }
 
 /// A directory removed on drop.
-struct TempDir(std::path::PathBuf);
+pub(crate) struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -323,7 +323,7 @@ fn git(root: &Path, args: &[&str]) -> std::result::Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn export_revision(root: &Path, rev: &str, to: &Path) -> Result<()> {
+pub(crate) fn export_revision(root: &Path, rev: &str, to: &Path) -> Result<()> {
     git(root, &["rev-parse", "--show-toplevel"]).map_err(|e| {
         Error::input(format!(
             "--since needs a git repository: {} is not in one ({e})",
