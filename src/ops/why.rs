@@ -284,8 +284,11 @@ fn side(fp: &Fingerprint) -> Side {
 }
 
 pub(crate) fn tempfile_dir(ws: &Workspace) -> Result<TempDir> {
+    // One directory per revision exported by this process.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let base = std::env::temp_dir().join(format!(
-        "layerbuild-since-{}-{}",
+        "layerbuild-rev-{}-{}-{n}",
         ws.name,
         std::process::id()
     ));

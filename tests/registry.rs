@@ -1,0 +1,534 @@
+//! Past one machine: the shared cache in a real OCI registry (Debian's
+//! docker-registry on 127.0.0.1), two "machines" with separate storage roots
+//! and cache directories, `affected --since`, and `ci gitlab` validated
+//! against GitLab's CI JSON schema.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestWs, copy_dir, require_buildah};
+
+/// A docker-registry on a free 127.0.0.1 port with temporary storage; stopped on drop.
+struct Registry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let bin = ["/usr/bin/docker-registry", "docker-registry"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+            .expect("this test needs Debian's docker-registry package (apt-get install -y docker-registry)");
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.path().join("config.yml");
+        std::fs::write(
+            &conf,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "docker-registry did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            _dir: dir,
+            port,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("127.0.0.1:{}/hpc/layers", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A second machine: a copy of the workspace at another path, with its own
+/// cache directory and its own containers storage root.
+struct Machine {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    storage: PathBuf,
+}
+
+impl Machine {
+    fn clone_of(ws: &TestWs) -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("elsewhere/ws");
+        copy_dir(&ws.root, &root);
+        let _ = std::fs::remove_dir_all(root.join("cache"));
+        let storage = dir.path().join("storage");
+        Machine {
+            _dir: dir,
+            root,
+            storage,
+        }
+    }
+
+    fn lb(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+            .arg("-C")
+            .arg(&self.root)
+            .arg("--storage-root")
+            .arg(&self.storage)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn buildah(&self, args: &[&str]) -> String {
+        let out = Command::new("buildah")
+            .arg("--root")
+            .arg(&self.storage)
+            .arg("--runroot")
+            .arg(self.storage.join("run"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let ids = self.buildah(&["images", "-q"]);
+        for id in ids.lines() {
+            let _ = self.buildah(&["rmi", "-f", id]);
+        }
+    }
+}
+
+fn with_registry(ws: &TestWs, url: &str) {
+    ws.append(
+        "Layerfile.toml",
+        &format!("\n[cache]\nregistry = \"{url}\"\ntls_verify = false\n"),
+    );
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[test]
+fn a_second_machine_pulls_every_layer_and_builds_nothing() {
+    require_buildah();
+    let reg = Registry::start();
+    let ws = TestWs::new("chain");
+    with_registry(&ws, &reg.url());
+    let a = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
+    assert_eq!(a["built"], 4);
+    assert!(
+        a["warnings"].as_array().unwrap().is_empty(),
+        "{}",
+        a["warnings"]
+    );
+
+    let b = Machine::clone_of(&ws);
+    let (code, out, err) = b.lb(&["build", "--json", "//compute/slurm"]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["built"], 0, "{out}");
+    assert_eq!(r["pulled"], 4, "{out}");
+    // The text summary says so, and a second run is entirely local.
+    let b2 = Machine {
+        _dir: tempfile::tempdir().unwrap(),
+        root: b.root.clone(),
+        storage: b.storage.clone(),
+    };
+    let (_, out, _) = b2.lb(&["build", "//compute/slurm"]);
+    assert!(out.starts_with("all 4 layers up to date"), "{out}");
+    std::mem::forget(b2);
+    // The pulled image is really in B's own storage, with the right label.
+    let slurm = r["layers"][3]["image_id"].as_str().unwrap();
+    let label = b.buildah(&[
+        "inspect",
+        "--type",
+        "image",
+        "--format",
+        "{{index .OCIv1.Config.Labels \"layerbuild.label\"}}",
+        slurm,
+    ]);
+    assert_eq!(label.trim(), "//compute/slurm");
+
+    // Text output on a fresh third machine.
+    let c = Machine::clone_of(&ws);
+    let (code, out, err) = c.lb(&["build", "//compute/slurm"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("nothing built: 4 pulled from {}", reg.url())),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_registry_entry_with_the_wrong_digest_label_is_rejected_and_rebuilt() {
+    require_buildah();
+    let reg = Registry::start();
+    let ws = TestWs::new("chain");
+    with_registry(&ws, &reg.url());
+    let a = ws.lb(&["build", "--json", "//base/hsn"]).ok().json();
+    let os_digest = a["layers"][0]["digest"].as_str().unwrap().to_string();
+    let hsn_image = a["layers"][1]["image_id"].as_str().unwrap().to_string();
+    // Overwrite //base/os's tag with another layer's image.
+    let tampered = format!("{}/base/os:{os_digest}", reg.url());
+    let out = Command::new("buildah")
+        .args([
+            "push",
+            "--tls-verify=false",
+            &hsn_image,
+            &format!("docker://{tampered}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let b = Machine::clone_of(&ws);
+    let (code, out, err) = b.lb(&["build", "--json", "//base/hsn"]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(
+        r["layers"][0]["status"], "built",
+        "a tampered entry was used: {out}"
+    );
+    assert!(err.contains(&format!("rejected {tampered}")), "{err}");
+    // //base/hsn's own entry is genuine: pulled.
+    assert_eq!(r["layers"][1]["status"], "pulled", "{out}");
+}
+
+#[test]
+fn an_unreachable_registry_warns_once_and_builds_locally() {
+    require_buildah();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ws = TestWs::new("chain");
+    with_registry(&ws, &format!("127.0.0.1:{port}/hpc/layers"));
+    let run = ws.lb(&["build", "//compute/slurm"]).ok();
+    assert!(run.stdout.contains("4 built"), "{}", run.stdout);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("unreachable"), "{}", warnings[0]);
+    // The local cache still works.
+    let again = ws.lb(&["build", "//compute/slurm"]).ok();
+    assert!(
+        again.stdout.starts_with("all 4 layers up to date"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn read_only_mode_pulls_but_never_pushes() {
+    require_buildah();
+    let reg = Registry::start();
+    let ws = TestWs::new("chain");
+    with_registry(&ws, &reg.url());
+    ws.lb(&["build", "//base/hsn"]).ok();
+    let b = Machine::clone_of(&ws);
+    std::fs::write(
+        b.root.join("scripts/uan.sh"),
+        "#!/bin/sh\necho changed > /etc/motd\n",
+    )
+    .unwrap();
+    let (code, out, err) = b.lb(&["build", "--json", "--cache-mode", "read-only", "//uan/uan"]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["pulled"], 2);
+    assert_eq!(r["built"], 1);
+    // Nothing was pushed: a third machine must build //uan/uan.
+    let c = Machine::clone_of(&ws);
+    std::fs::write(
+        c.root.join("scripts/uan.sh"),
+        "#!/bin/sh\necho changed > /etc/motd\n",
+    )
+    .unwrap();
+    let (_, out, _) = c.lb(&["build", "--json", "--cache-mode", "off", "//uan/uan"]);
+    assert_eq!(json(&out)["built"], 3, "off mode must not pull either");
+}
+
+fn git(root: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+        .args(args)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn affected_since_lists_exactly_the_layers_a_commit_changed() {
+    let ws = TestWs::new("chain");
+    ws.write(".gitignore", "/cache/\n");
+    git(&ws.root, &["init", "-q"]);
+    git(&ws.root, &["add", "-A"]);
+    git(&ws.root, &["commit", "-qm", "one"]);
+
+    ws.append("slurm-config/roles/slurm/tasks/main.yml", "# tuned\n");
+    git(&ws.root, &["commit", "-qam", "slurm role"]);
+    let r = ws
+        .lb(&["affected", "--since", "HEAD~1", "--json"])
+        .ok()
+        .json();
+    let labels: Vec<&str> = r["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, vec!["//compute/slurm"]);
+    assert!(
+        r["affected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("slurm-config/roles/slurm/tasks/main.yml modified")
+    );
+
+    ws.append("compute-config/roles/common/tasks/main.yml", "# tuned\n");
+    git(&ws.root, &["commit", "-qam", "compute role"]);
+    let text = ws.lb(&["affected", "--since", "HEAD~1"]).ok().stdout;
+    let labels: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        vec!["//compute/compute", "//compute/slurm"],
+        "{text}"
+    );
+    // Two commits back, with --until.
+    let r = ws
+        .lb(&[
+            "affected", "--since", "HEAD~2", "--until", "HEAD~1", "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["affected"].as_array().unwrap().len(), 1);
+
+    ws.write("README.md", "docs only\n");
+    git(&ws.root, &["add", "-A"]);
+    git(&ws.root, &["commit", "-qm", "docs"]);
+    let run = ws.lb(&["affected", "--since", "HEAD~1", "--json"]).ok();
+    assert_eq!(run.json()["affected"], serde_json::json!([]));
+    let run = ws.lb(&["affected", "--since", "HEAD~1"]).ok();
+    assert_eq!(run.stdout, "no layer is affected since HEAD~1\n");
+    // The working tree was not touched.
+    let status = Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(&ws.root)
+        .output()
+        .unwrap();
+    assert!(
+        status.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let bad = ws.lb(&["affected", "--since", "nope"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+}
+
+fn yaml_to_json(y: &yaml_rust2::Yaml) -> serde_json::Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::String(s) => serde_json::Value::String(s.clone()),
+        Yaml::Integer(i) => serde_json::Value::from(*i),
+        Yaml::Boolean(b) => serde_json::Value::Bool(*b),
+        Yaml::Array(a) => serde_json::Value::Array(a.iter().map(yaml_to_json).collect()),
+        Yaml::Hash(h) => serde_json::Value::Object(
+            h.iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), yaml_to_json(v)))
+                .collect(),
+        ),
+        Yaml::Null => serde_json::Value::Null,
+        other => panic!("unexpected YAML {other:?}"),
+    }
+}
+
+/// Parses a generated pipeline and validates it against GitLab's schema.
+fn validated(yaml: &str) -> serde_json::Value {
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let v = yaml_to_json(&docs[0]);
+    let schema_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/gitlab-ci-schema.json");
+    let schema_path = if schema_path.exists() {
+        schema_path
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gitlab-ci-schema.json")
+    };
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&v)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "schema errors: {errors:?}\n{yaml}");
+    v
+}
+
+/// The `needs` edges of a pipeline, as (parent job, job).
+fn needs(v: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for (job, body) in v.as_object().unwrap() {
+        for n in body["needs"].as_array().into_iter().flatten() {
+            out.push((n.as_str().unwrap().to_string(), job.clone()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
+    // The demo workspace, with no registry: every layer needs a job.
+    let out = Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "ci", "gitlab"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = validated(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v.as_object().unwrap().len(), 5);
+    assert_eq!(
+        needs(&v),
+        vec![
+            (
+                "build:base/hsn".to_string(),
+                "build:compute/compute".to_string()
+            ),
+            ("build:base/hsn".into(), "build:uan/uan".into()),
+            ("build:base/os".into(), "build:base/hsn".into()),
+            ("build:compute/compute".into(), "build:compute/slurm".into()),
+        ]
+    );
+    assert_eq!(
+        v["build:compute/slurm"]["resource_group"],
+        "layerbuild/compute/slurm"
+    );
+    assert_eq!(v["build:compute/slurm"]["interruptible"], true);
+
+    // 100 generated layers with defaults from the Layerfile, written to a file.
+    let ws = TestWs::new("chain");
+    let mut lf = format!(
+        "[workspace]\nname = \"{}\"\n[ci.gitlab]\nimage = \"debian:bookworm\"\ntags = [\"buildah\"]\nbefore_script = [\"sh scripts/install-deps.sh\"]\nvariables = {{ GIT_DEPTH = \"1\" }}\n",
+        ws.name
+    );
+    for t in 0..10 {
+        for l in 0..10 {
+            let parent = if l == 0 {
+                "scratch".to_string()
+            } else {
+                format!("//t{t}/l{}", l - 1)
+            };
+            lf.push_str(&format!(
+                "[layers.\"t{t}/l{l}\"]\nparent = \"{parent}\"\nrun = [\"true\"]\n"
+            ));
+        }
+    }
+    ws.write("Layerfile.toml", &lf);
+    let file = ws.path("pipeline.yml");
+    ws.lb(&["ci", "gitlab", "-o", file.to_str().unwrap()]).ok();
+    let v = validated(&std::fs::read_to_string(&file).unwrap());
+    let jobs: Vec<&String> = v
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("build:"))
+        .collect();
+    assert_eq!(jobs.len(), 100);
+    assert_eq!(needs(&v).len(), 90);
+    assert_eq!(v["default"]["image"], "debian:bookworm");
+
+    // Restricted to what is affected: only jobs present are needed.
+    ws.write(".gitignore", "/cache/\n/pipeline.yml\n");
+    git(&ws.root, &["init", "-q"]);
+    git(&ws.root, &["add", "-A"]);
+    git(&ws.root, &["commit", "-qm", "one"]);
+    ws.write(
+        "Layerfile.toml",
+        &lf.replace(
+            "[layers.\"t3/l7\"]\nparent = \"//t3/l6\"\nrun = [\"true\"]",
+            "[layers.\"t3/l7\"]\nparent = \"//t3/l6\"\nrun = [\"true\", \"true\"]",
+        ),
+    );
+    let out = ws.lb(&["ci", "gitlab", "--since", "HEAD"]).ok().stdout;
+    let v = validated(&out);
+    let jobs: Vec<&String> = v
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("build:"))
+        .collect();
+    assert_eq!(jobs, vec!["build:t3/l7", "build:t3/l8", "build:t3/l9"]);
+    assert_eq!(
+        needs(&v),
+        vec![
+            ("build:t3/l7".into(), "build:t3/l8".into()),
+            ("build:t3/l8".into(), "build:t3/l9".into())
+        ]
+    );
+    assert_eq!(v["build:t3/l7"]["needs"], serde_json::json!([]));
+
+    // Nothing to build: still a valid pipeline, with one job saying so.
+    let out = ws
+        .lb(&["ci", "gitlab", "--since", "HEAD", "//t0/..."])
+        .ok()
+        .stdout;
+    let v = validated(&out);
+    assert!(v.get("layerbuild:nothing-to-build").is_some(), "{out}");
+}
