@@ -179,6 +179,58 @@ pub struct VarDef {
     pub file: String,
     pub scope: Scope,
     pub value: serde_json::Value,
+    /// What the digest counts: blake3 of the definition's source text (so
+    /// YAML 1.1-only readings such as `0700` vs `700` cannot hide a change).
+    pub hash: String,
+}
+
+fn text_hash(s: &str) -> String {
+    blake3::hash(s.as_bytes()).to_hex().to_string()
+}
+
+/// The source text of each top-level key of a block-style YAML mapping, or
+/// `None` when the file's shape is not that simple (flow style, anchors,
+/// aliases, merge keys): then it is counted whole.
+fn top_level_blocks(text: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    static KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"^("(?:[^"\\]|\\.)*"|'[^']*'|[^\s#'"\-\[\]{}&*!|>%@`][^:#]*?)\s*:(?:\s|$)"#,
+        )
+        .expect("valid regex")
+    });
+    static ANCHOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(^|[\s\[{,:])[&*][A-Za-z0-9_-]|<<\s*:").expect("valid regex")
+    });
+    if ANCHOR.is_match(text) {
+        return None;
+    }
+    let mut out = std::collections::BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        let starts_block =
+            !line.starts_with([' ', '\t']) && !line.trim().is_empty() && !line.starts_with('#');
+        if starts_block {
+            if line.starts_with("---") || line.starts_with("...") || line.starts_with('%') {
+                if let Some((k, v)) = current.take() {
+                    out.insert(k, v);
+                }
+                continue;
+            }
+            let caps = KEY.captures(line)?;
+            if let Some((k, v)) = current.take() {
+                out.insert(k, v);
+            }
+            let key = caps[1].trim_matches(|c| c == '"' || c == '\'').to_string();
+            current = Some((key, format!("{line}\n")));
+        } else if let Some((_, v)) = current.as_mut() {
+            v.push_str(line);
+            v.push('\n');
+        }
+    }
+    if let Some((k, v)) = current.take() {
+        out.insert(k, v);
+    }
+    Some(out)
 }
 
 /// A system's inventory as the variable analysis sees it.
@@ -282,25 +334,46 @@ impl InventoryModel {
                 .push((ws_rel.to_string(), scope, "ansible-vault encrypted".into()));
             return;
         }
+        let is_json = rel.ends_with(".json");
         match YamlLoader::load_from_str(text) {
             Ok(docs) => match docs.first() {
-                Some(Yaml::Hash(h)) => {
+                Some(Yaml::Hash(h)) if docs.len() == 1 => {
+                    let blocks = if is_json {
+                        None
+                    } else {
+                        top_level_blocks(text)
+                    };
+                    let keys: BTreeSet<&str> = h.keys().filter_map(|k| k.as_str()).collect();
+                    if !is_json
+                        && blocks.as_ref().is_none_or(|b| {
+                            b.keys().map(String::as_str).collect::<BTreeSet<_>>() != keys
+                                || b.len() != h.len()
+                        })
+                    {
+                        self.opaque.push((ws_rel.to_string(), scope, "a YAML shape the analysis does not slice by variable (anchors, flow style, non-string keys)".into()));
+                        return;
+                    }
                     for (k, v) in h {
-                        if let Some(k) = k.as_str() {
-                            self.defs.push(VarDef {
-                                name: k.to_string(),
-                                file: rel.to_string(),
-                                scope: scope.clone(),
-                                value: to_json(v),
-                            });
-                        }
+                        let Some(k) = k.as_str() else { continue };
+                        let value = to_json(v);
+                        let hash = match &blocks {
+                            Some(b) => text_hash(&b[k]),
+                            None => text_hash(&value.to_string()),
+                        };
+                        self.defs.push(VarDef {
+                            name: k.to_string(),
+                            file: rel.to_string(),
+                            scope: scope.clone(),
+                            value,
+                            hash,
+                        });
                     }
                 }
-                None | Some(Yaml::Null) => {}
+                None | Some(Yaml::Null) if docs.len() <= 1 => {}
                 _ => self.opaque.push((
                     ws_rel.to_string(),
                     scope,
-                    "not a mapping of variables".into(),
+                    "not a single mapping of variables".into(),
                 )),
             },
             Err(_) => self.opaque.push((
@@ -329,7 +402,7 @@ impl InventoryModel {
                     Some(Yaml::Hash(h)) if !h.contains_key(&Yaml::String("plugin".into())) => {
                         for (g, body) in h {
                             if let Some(g) = g.as_str() {
-                                self.yaml_group(g, body, rel);
+                                self.yaml_group(g, body, rel, &text_hash(text));
                             }
                         }
                     }
@@ -351,7 +424,10 @@ impl InventoryModel {
         self.ini(ws_rel, rel, text);
     }
 
-    fn yaml_group(&mut self, group: &str, body: &Yaml, rel: &str) {
+    /// A YAML inventory source: its values are hashed with the whole file's
+    /// text (nested values cannot be sliced reliably), so any edit of the
+    /// file changes every used variable it defines (over-approximate).
+    fn yaml_group(&mut self, group: &str, body: &Yaml, rel: &str, file_hash: &str) {
         if let Some(hosts) = body["hosts"].as_hash() {
             for (h, hvars) in hosts {
                 let Some(h) = h.as_str() else { continue };
@@ -364,9 +440,10 @@ impl InventoryModel {
                         if let Some(k) = k.as_str() {
                             self.defs.push(VarDef {
                                 name: k.to_string(),
-                                file: rel.to_string(),
+                                file: format!("{rel} [host {h}]"),
                                 scope: Scope::Host(h.to_string()),
                                 value: to_json(v),
+                                hash: file_hash.to_string(),
                             });
                         }
                     }
@@ -378,9 +455,10 @@ impl InventoryModel {
                 if let Some(k) = k.as_str() {
                     self.defs.push(VarDef {
                         name: k.to_string(),
-                        file: rel.to_string(),
+                        file: format!("{rel} [{group}]"),
                         scope: Scope::Group(group.to_string()),
                         value: to_json(v),
+                        hash: file_hash.to_string(),
                     });
                 }
             }
@@ -392,20 +470,45 @@ impl InventoryModel {
                         .entry(c.to_string())
                         .or_default()
                         .insert(group.to_string());
-                    self.yaml_group(c, cbody, rel);
+                    self.yaml_group(c, cbody, rel, file_hash);
                 }
             }
         }
     }
 
+    /// An INI inventory: `[group]` host lines, `[group:vars]`,
+    /// `[group:children]`. Comments (`#`, `;`) may follow a section header or
+    /// a group name. Any line it cannot read makes the file opaque (counted
+    /// whole) rather than half-understood.
     fn ini(&mut self, ws_rel: &str, rel: &str, text: &str) {
+        let strip = |l: &str| -> String {
+            let mut out = l;
+            for marker in [" #", "\t#", " ;", "\t;"] {
+                if let Some(i) = out.find(marker) {
+                    out = &out[..i];
+                }
+            }
+            out.trim().to_string()
+        };
         let mut section = ("ungrouped".to_string(), "hosts");
-        for line in text.lines() {
-            let line = line.trim();
+        let mut defs = vec![];
+        let mut parents = vec![];
+        let mut hosts = vec![];
+        for raw in text.lines() {
+            let line = raw.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
                 continue;
             }
-            if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            if line.starts_with('[') {
+                let header = strip(line);
+                let Some(h) = header.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
+                    self.opaque.push((
+                        ws_rel.to_string(),
+                        Scope::Everyone,
+                        format!("cannot read the line '{line}'"),
+                    ));
+                    return;
+                };
                 section = match h.split_once(':') {
                     Some((g, "vars")) => (g.to_string(), "vars"),
                     Some((g, "children")) => (g.to_string(), "children"),
@@ -424,45 +527,57 @@ impl InventoryModel {
             match section.1 {
                 "vars" => {
                     let Some((k, v)) = line.split_once('=') else {
-                        continue;
+                        self.opaque.push((
+                            ws_rel.to_string(),
+                            Scope::Everyone,
+                            format!("cannot read the line '{line}'"),
+                        ));
+                        return;
                     };
-                    self.defs.push(VarDef {
+                    defs.push(VarDef {
                         name: k.trim().to_string(),
-                        file: rel.to_string(),
+                        file: format!("{rel} [{}:vars]", section.0),
                         scope: Scope::Group(section.0.clone()),
                         value: serde_json::Value::String(v.trim().to_string()),
+                        hash: text_hash(line),
                     });
                 }
-                "children" => {
-                    self.parents
-                        .entry(line.to_string())
-                        .or_default()
-                        .insert(section.0.clone());
-                }
+                "children" => parents.push((strip(line), section.0.clone())),
                 // A host line: `name [key=value ...]`. It matters only if the
                 // name coincides with a working container's host name.
                 _ => {
-                    let words = shell_words::split(line)
-                        .unwrap_or_else(|_| line.split_whitespace().map(str::to_string).collect());
+                    let Ok(words) = shell_words::split(&strip(line)) else {
+                        self.opaque.push((
+                            ws_rel.to_string(),
+                            Scope::Everyone,
+                            format!("cannot read the line '{line}'"),
+                        ));
+                        return;
+                    };
                     let Some((host, vars)) = words.split_first() else {
                         continue;
                     };
-                    self.host_groups
-                        .entry(host.clone())
-                        .or_default()
-                        .insert(section.0.clone());
+                    hosts.push((host.clone(), section.0.clone()));
                     for kv in vars {
                         if let Some((k, v)) = kv.split_once('=') {
-                            self.defs.push(VarDef {
+                            defs.push(VarDef {
                                 name: k.to_string(),
-                                file: rel.to_string(),
+                                file: format!("{rel} [host {host}]"),
                                 scope: Scope::Host(host.clone()),
                                 value: serde_json::Value::String(v.to_string()),
+                                hash: text_hash(line),
                             });
                         }
                     }
                 }
             }
+        }
+        self.defs.extend(defs);
+        for (child, parent) in parents {
+            self.parents.entry(child).or_default().insert(parent);
+        }
+        for (host, group) in hosts {
+            self.host_groups.entry(host).or_default().insert(group);
         }
     }
 

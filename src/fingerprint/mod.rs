@@ -42,8 +42,11 @@ pub struct Manifest {
     /// gave up; none for layers without a playbook).
     pub vars: BTreeMap<String, serde_json::Value>,
     /// Inventory variables the play uses, closed over their definitions:
-    /// name -> defining file (relative to the inventory) -> blake3 of the value.
+    /// name -> defining file (relative to the inventory) -> blake3 of the
+    /// definition's source text.
     pub inventory_vars: BTreeMap<String, BTreeMap<String, String>>,
+    /// The inventory groups the working container is in (`group_names`).
+    pub inventory_groups: Vec<String>,
     /// Where the analysis had to over-approximate, and why.
     pub notes: Vec<String>,
 }
@@ -142,8 +145,9 @@ pub fn fingerprint(
             }
             inputs.extra_files = found.extra_files;
             inputs.notes.extend(found.notes);
+            // Ansible reads the inventory whatever .gitignore says.
             if let Some(inv) = &inventory {
-                roots.insert(inv.clone());
+                explicit.insert(inv.clone());
                 if !ws.root.join(inv).is_dir() {
                     let parent = std::path::Path::new(inv)
                         .parent()
@@ -330,13 +334,16 @@ fn build_manifest(
     }
     let mut notes = inputs.notes.clone();
     let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut inventory_groups = vec![];
     let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     if runs_play {
         let used = variables_used(ws, system, layer, &files, index, model, analyzer)?;
+        let whole = used.fallback.is_some();
         if let Some(reason) = &used.fallback {
             notes.push(format!("all inventory variables count because {reason}"));
         }
-        let counts = |name: &str| used.fallback.is_some() || used.names.contains(name);
+        let counts =
+            |name: &str| whole || used.names.contains(name) || name.starts_with("ansible_");
         if let Some(s) = system {
             system_vars = s
                 .vars
@@ -348,18 +355,30 @@ fn build_manifest(
         if let Some(m) = model {
             let host = layer.label.slug();
             let groups = m.effective_groups(&layer.groups, &host);
+            inventory_groups = groups.iter().cloned().collect();
             for d in &m.defs {
-                if inventory::InventoryModel::visible(&d.scope, &groups, &host) && counts(&d.name) {
-                    inventory_vars.entry(d.name.clone()).or_default().insert(
-                        d.file.clone(),
-                        blake3::hash(d.value.to_string().as_bytes())
-                            .to_hex()
-                            .to_string(),
-                    );
+                if (whole || inventory::InventoryModel::visible(&d.scope, &groups, &host))
+                    && counts(&d.name)
+                {
+                    inventory_vars
+                        .entry(d.name.clone())
+                        .or_default()
+                        .insert(d.file.clone(), d.hash.clone());
+                }
+            }
+            if whole {
+                // Other hosts, groups and files of the inventory may be read
+                // (hostvars, groups, inventory_dir): every file counts whole.
+                for (path, h) in index.under(&m.base) {
+                    files.entry(path.clone()).or_insert_with(|| FileInput {
+                        hash: h.hash.clone(),
+                        mode: h.mode.clone(),
+                        origin: "inventory".into(),
+                    });
                 }
             }
             for (path, scope, why) in &m.opaque {
-                if inventory::InventoryModel::visible(scope, &groups, &host)
+                if (whole || inventory::InventoryModel::visible(scope, &groups, &host))
                     && let Some(h) = index.get(path)
                 {
                     files.entry(path.clone()).or_insert_with(|| FileInput {
@@ -399,6 +418,7 @@ fn build_manifest(
         files,
         vars: system_vars,
         inventory_vars,
+        inventory_groups,
         notes,
     })
 }

@@ -53,11 +53,29 @@ const EXPRESSION_KEYS: &[&str] = &[
     "that",
     "var",
 ];
-/// Names that give access to every variable.
-const ALL_VARS_NAMES: &[&str] = &["hostvars", "vars"];
+/// Names that give access to every variable, or to other hosts, groups and
+/// files of the inventory: the analysis cannot follow them.
+const ALL_VARS_NAMES: &[&str] = &[
+    "hostvars",
+    "vars",
+    "groups",
+    "play_hosts",
+    "ansible_play_hosts",
+    "ansible_play_hosts_all",
+    "ansible_play_batch",
+    "inventory_dir",
+    "inventory_file",
+    "ansible_inventory_sources",
+];
 
 static VARS_LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"\b(lookup|query|q)\s*\(\s*['"](ansible\.builtin\.)?(vars|varnames)['"]"#)
+    Regex::new(r#"\b(lookup|query|q)\s*\(\s*['"](ansible\.builtin\.)?(vars|varnames|inventory_hostnames)['"]"#)
+        .expect("valid regex")
+});
+/// Template syntax overrides (`#jinja2:` headers, `variable_start_string`...)
+/// that change what Jinja reads.
+static SYNTAX_OVERRIDE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?m)^#jinja2:|\b(variable|block|comment)_(start|end)_string\b")
         .expect("valid regex")
 });
 
@@ -154,8 +172,14 @@ impl Analyzer {
                 u.give_up(format!("{rel} is a plugin, which can read any variable"))
             }
             kind => match std::fs::read_to_string(root.join(rel)) {
-                // Binary files under templates/ are not templates.
-                Err(_) => {}
+                Err(e) => u.give_up(format!("{rel}: cannot be read as text ({e})")),
+                Ok(text) if SYNTAX_OVERRIDE.is_match(&text) => u.give_up(format!(
+                    "{rel}:{}: changes the Jinja syntax",
+                    line_of(
+                        &text,
+                        SYNTAX_OVERRIDE.find(&text).map_or("", |m| m.as_str())
+                    )
+                )),
                 Ok(text) if kind == FileKind::Template => self.template(&text, rel, &text, &mut u),
                 Ok(text) => match YamlLoader::load_from_str(&text) {
                     Ok(docs) => {
