@@ -26,6 +26,11 @@ pub struct PlayInputs {
     pub all_roles_reason: Option<String>,
     /// Files the play names that lie outside the source directory.
     pub extra_files: BTreeSet<String>,
+    /// Every existing workspace file or directory the play names (by a
+    /// relative path, a `k=v` argument, a literal inside Jinja, or the
+    /// literal directory of a templated path): inputs whatever .gitignore
+    /// says, since Ansible will read them.
+    pub referenced: BTreeSet<String>,
     pub notes: Vec<String>,
 }
 
@@ -158,38 +163,72 @@ impl Discovery<'_> {
         })?;
         let dir = path.parent().unwrap_or(self.root).to_path_buf();
         for doc in &docs {
-            self.path_scalars(doc, &dir);
+            self.path_scalars(doc, &dir, None);
         }
         Ok(Some(docs))
     }
 
-    /// Any string that names an existing workspace file by a relative path
-    /// (`src: ../../common/files/motd`) is an input, even outside the source
-    /// and roles: Ansible resolves such paths against several directories, so
-    /// every plausible base is tried (over-approximate).
-    fn path_scalars(&mut self, y: &Yaml, dir: &Path) {
+    /// Strings that name existing workspace files or directories are inputs
+    /// (see [`PlayInputs::referenced`]). Ansible resolves relative paths
+    /// against several directories, so every plausible base is tried
+    /// (over-approximate).
+    fn path_scalars(&mut self, y: &Yaml, dir: &Path, key: Option<&str>) {
         match y {
-            Yaml::String(s)
-                if s.contains('/') && !templated(s) && !s.starts_with('/') && s.len() < 4096 =>
-            {
-                let bases = [
-                    dir.to_path_buf(),
-                    dir.join("..").join("templates"),
-                    dir.join("..").join("files"),
-                    dir.join(".."),
-                    self.playbook_dir.clone(),
-                ];
-                for base in bases {
-                    let p = normalize(&base.join(s));
-                    if p.starts_with(self.root) && p.is_file() {
-                        let rel = self.rel(&p);
-                        self.note_outside(&rel);
-                    }
+            Yaml::String(s) if s.len() < 4096 => {
+                for (cand, dir_ok) in candidates(s, key) {
+                    self.resolve_candidate(&cand, dir, dir_ok, s);
                 }
             }
-            Yaml::Array(a) => a.iter().for_each(|v| self.path_scalars(v, dir)),
-            Yaml::Hash(h) => h.values().for_each(|v| self.path_scalars(v, dir)),
+            Yaml::Array(a) => a.iter().for_each(|v| self.path_scalars(v, dir, key)),
+            Yaml::Hash(h) => h
+                .iter()
+                .for_each(|(k, v)| self.path_scalars(v, dir, k.as_str())),
             _ => {}
+        }
+    }
+
+    fn resolve_candidate(&mut self, cand: &str, dir: &Path, dir_ok: bool, original: &str) {
+        let cand = cand.trim();
+        if cand.is_empty() || cand == "." || cand.contains('\n') {
+            return;
+        }
+        let role_dir = dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.to_path_buf());
+        let mut bases: Vec<PathBuf> = vec![
+            dir.to_path_buf(),
+            role_dir.join("templates"),
+            role_dir.join("files"),
+            role_dir.clone(),
+            self.playbook_dir.clone(),
+            self.playbook_dir.join("files"),
+            self.playbook_dir.join("templates"),
+        ];
+        let mut cand = cand.to_string();
+        if original.contains("playbook_dir") || original.contains("role_path") {
+            cand = cand.trim_start_matches('/').to_string();
+            bases.insert(
+                0,
+                if original.contains("role_path") {
+                    role_dir.clone()
+                } else {
+                    self.playbook_dir.clone()
+                },
+            );
+        }
+        if Path::new(&cand).is_absolute() {
+            return;
+        }
+        for base in bases {
+            let p = normalize(&base.join(&cand));
+            if !p.starts_with(self.root) || p == self.root {
+                continue;
+            }
+            if p.is_file() || (dir_ok && p.is_dir()) {
+                let rel = self.rel(&p);
+                self.out.referenced.insert(rel);
+            }
         }
     }
 
@@ -280,14 +319,33 @@ impl Discovery<'_> {
                 continue;
             }
             for key in ROLE_KEYS {
+                let Some(h) = task.as_hash() else { continue };
+                if !h.contains_key(&Yaml::String((*key).to_string())) {
+                    continue;
+                }
                 let v = &task[*key];
-                match v {
-                    Yaml::String(_) => self.role_ref(v, file),
-                    Yaml::Hash(_) => {
-                        let named = v["name"].clone();
-                        self.role_ref(&named, file);
+                let named = match v {
+                    Yaml::String(_) => Some(v.clone()),
+                    Yaml::Hash(_) => [&v["name"], &v["role"]]
+                        .into_iter()
+                        .find(|x| x.as_str().is_some())
+                        .cloned(),
+                    _ => None,
+                }
+                .or_else(|| {
+                    [&task["args"]["name"], &task["args"]["role"]]
+                        .into_iter()
+                        .find(|x| x.as_str().is_some())
+                        .cloned()
+                });
+                match named {
+                    Some(n) => self.role_ref(&n, file),
+                    None => {
+                        let rel = self.rel(file);
+                        self.give_up(format!(
+                            "{rel} has a {key} task whose role the analysis cannot read"
+                        ));
                     }
-                    _ => {}
                 }
             }
             for key in TASK_FILE_KEYS {
@@ -326,8 +384,9 @@ impl Discovery<'_> {
         if name.contains('/') {
             candidates.push(self.playbook_dir.join(name));
         } else {
-            candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
+            // Ansible's order: roles/ beside the playbook, the roles path, the playbook's directory.
             candidates.push(self.playbook_dir.join("roles").join(name));
+            candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
             candidates.push(self.playbook_dir.join(name));
         }
         let Some(dir) = candidates.iter().map(|c| normalize(c)).find(|c| c.is_dir()) else {
@@ -383,6 +442,44 @@ impl Discovery<'_> {
         }
         Ok(())
     }
+}
+
+/// Paths a string may name: itself, the values of `k=v` arguments, string
+/// literals inside Jinja, and the literal directory before a template
+/// expression (`../clusters/{{ name }}.yml` names `../clusters`). The flag
+/// says whether a directory is acceptable.
+fn candidates(s: &str, key: Option<&str>) -> Vec<(String, bool)> {
+    static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"'([^']*)'|"([^"]*)""#).expect("valid regex")
+    });
+    let mut out = vec![];
+    if templated(s) {
+        let prefix = &s[..s.find("{{").or_else(|| s.find("{%")).unwrap_or(0)];
+        if let Some((d, _)) = prefix.rsplit_once('/')
+            && !d.is_empty()
+        {
+            out.push((d.to_string(), true));
+        }
+        for c in QUOTED.captures_iter(s) {
+            let lit = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+            if lit.contains('/') || lit.contains('.') {
+                out.push((lit.to_string(), key == Some("dir")));
+            }
+        }
+        return out;
+    }
+    out.push((s.to_string(), key == Some("dir")));
+    if s.contains('=') && s.contains(' ') {
+        for w in s.split_whitespace() {
+            if let Some((k, v)) = w.split_once('=') {
+                out.push((
+                    v.trim_matches(|c| c == '"' || c == '\'').to_string(),
+                    k == "dir",
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Lexically removes `.` and `..` so the same file is seen once.

@@ -26,6 +26,21 @@ pub struct FileHash {
     /// The content holds `{{` or `{%`: it may be rendered as a Jinja template.
     #[serde(skip)]
     pub jinja: bool,
+    /// Full permission bits (for files copied by host commands, which keep them).
+    #[serde(skip)]
+    pub perm: u32,
+}
+
+impl FileHash {
+    /// The mode as host-side copies (`cp -a`, `rsync -a`) keep it: the git
+    /// view for the usual permissions (so umask 022 and 002 agree), the exact
+    /// bits otherwise (600, 700, 640...).
+    pub fn copied_mode(&self) -> String {
+        match self.perm {
+            0o644 | 0o664 | 0o755 | 0o775 | 0 => self.mode.clone(),
+            p => format!("100{p:03o}"),
+        }
+    }
 }
 
 /// Hashes of every non-ignored file under the requested roots.
@@ -144,7 +159,9 @@ fn walk(
     if filtered {
         builder
             .git_ignore(true)
-            .ignore(true)
+            // `.ignore` files are a ripgrep convention git does not know:
+            // only .gitignore decides what is not an input.
+            .ignore(false)
             .require_git(false)
             .git_global(false)
             .git_exclude(false);
@@ -212,6 +229,7 @@ pub fn hash_path(full: &Path) -> Result<FileHash> {
                     .to_string(),
                 mode: "120000".into(),
                 jinja: false,
+                perm: 0,
             });
         }
     };
@@ -239,6 +257,7 @@ pub fn hash_path(full: &Path) -> Result<FileHash> {
         }
         .into(),
         jinja,
+        perm: permissions(&meta),
     })
 }
 
@@ -252,6 +271,17 @@ fn has_jinja_marker(buf: &[u8]) -> bool {
         rest = &rest[i + 1..];
     }
     false
+}
+
+#[cfg(unix)]
+fn permissions(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn permissions(_meta: &std::fs::Metadata) -> u32 {
+    0
 }
 
 #[cfg(unix)]
@@ -296,6 +326,7 @@ mod tests {
                     hash: String::new(),
                     mode: "100644".into(),
                     jinja: false,
+                    perm: 0o644,
                 },
             );
         }

@@ -108,6 +108,10 @@ impl Manifest {
 struct LayerInputs {
     roles: BTreeMap<String, String>,
     extra_files: BTreeSet<String>,
+    /// Files and directories the play names (inputs whatever .gitignore says).
+    referenced: BTreeSet<String>,
+    /// Why every variable counts, known before reading the play (ansible.cfg plugins).
+    var_fallback: Option<String>,
     setup_refs: BTreeSet<String>,
     notes: Vec<String>,
 }
@@ -129,6 +133,8 @@ pub fn fingerprint(
         let mut inputs = LayerInputs {
             roles: BTreeMap::new(),
             extra_files: BTreeSet::new(),
+            referenced: BTreeSet::new(),
+            var_fallback: None,
             setup_refs: setup_references(ws, layer),
             notes: vec![],
         };
@@ -144,24 +150,23 @@ pub fn fingerprint(
                     .extend(ansible::all_roles(&ws.root, &layer.roles_path));
             }
             inputs.extra_files = found.extra_files;
+            inputs.referenced = found.referenced;
+            let (cfg_paths, plugins) = ansible_cfg_paths(ws, source);
+            inputs.referenced.extend(cfg_paths);
+            inputs.var_fallback = plugins;
             inputs.notes.extend(found.notes);
             // Ansible reads the inventory whatever .gitignore says.
             if let Some(inv) = &inventory {
                 explicit.insert(inv.clone());
                 if !ws.root.join(inv).is_dir() {
+                    // group_vars/, host_vars/ and files the play may read
+                    // through inventory_dir live beside an inventory file.
                     let parent = std::path::Path::new(inv)
                         .parent()
                         .map(|p| p.to_string_lossy().into_owned())
                         .filter(|p| !p.is_empty())
                         .unwrap_or_else(|| ".".into());
-                    for sub in ["group_vars", "host_vars"] {
-                        roots.insert(if parent == "." {
-                            sub.to_string()
-                        } else {
-                            format!("{parent}/{sub}")
-                        });
-                    }
-                    explicit.insert(inv.clone());
+                    explicit.insert(parent);
                 }
             }
             explicit.insert(format!("{source}/{playbook}"));
@@ -172,6 +177,7 @@ pub fn fingerprint(
         explicit.extend(layer.inputs.iter().cloned());
         explicit.extend(layer.packages_file.iter().cloned());
         explicit.extend(inputs.extra_files.iter().cloned());
+        explicit.extend(inputs.referenced.iter().cloned());
         explicit.extend(inputs.setup_refs.iter().cloned());
         analysed.insert(label, inputs);
     }
@@ -313,6 +319,11 @@ fn build_manifest(
             add(p, h, "play".into());
         }
     }
+    for r in &inputs.referenced {
+        for (p, h) in index.under(r) {
+            add(p, h, "play".into());
+        }
+    }
     for (list, origin) in [
         (&layer.scripts, "script"),
         (&layer.inputs, "input"),
@@ -323,7 +334,16 @@ fn build_manifest(
     ] {
         for rel in list {
             for (p, h) in index.under(rel) {
-                add(p, h, origin.into());
+                if origin == "script" {
+                    add(p, h, origin.into());
+                } else {
+                    // Host commands copy these with their permissions.
+                    let kept = FileHash {
+                        mode: h.copied_mode(),
+                        ..h.clone()
+                    };
+                    add(p, &kept, origin.into());
+                }
             }
         }
     }
@@ -337,7 +357,10 @@ fn build_manifest(
     let mut inventory_groups = vec![];
     let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     if runs_play {
-        let used = variables_used(ws, system, layer, &files, index, model, analyzer)?;
+        let mut used = variables_used(ws, system, layer, &files, index, model, analyzer)?;
+        if used.fallback.is_none() {
+            used.fallback.clone_from(&inputs.var_fallback);
+        }
         let whole = used.fallback.is_some();
         if let Some(reason) = &used.fallback {
             notes.push(format!("all inventory variables count because {reason}"));
@@ -489,31 +512,101 @@ fn variables_used(
 }
 
 /// Workspace paths named in setup commands (which run on the host with the
-/// workspace as working directory): `cp files/motd {root}/etc/motd` makes
-/// `files/motd` an input even when `inputs` forgets it.
+/// workspace as working directory): `cp -a overlay/. {root}/` makes
+/// `overlay` an input even when `inputs` forgets it. Words of `sh -c '...'`
+/// are split again; globs are expanded; `dir/.` is `dir`.
 fn setup_references(ws: &Workspace, layer: &Layer) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for cmd in &layer.setup {
-        let words = shell_words::split(cmd)
-            .unwrap_or_else(|_| cmd.split_whitespace().map(str::to_string).collect());
-        for w in words {
-            let w = w.split_once('=').map_or(w.as_str(), |(_, v)| v);
-            if w.is_empty()
-                || w.starts_with('-')
-                || w.starts_with('/')
-                || w.contains("{root}")
-                || w.contains("..")
-            {
+        command_paths(ws, cmd, 0, &mut out);
+    }
+    out
+}
+
+fn command_paths(ws: &Workspace, cmd: &str, depth: usize, out: &mut BTreeSet<String>) {
+    let words = shell_words::split(cmd)
+        .unwrap_or_else(|_| cmd.split_whitespace().map(str::to_string).collect());
+    for w in words {
+        if depth < 4 && w.contains(char::is_whitespace) {
+            command_paths(ws, &w, depth + 1, out);
+            continue;
+        }
+        let w = w.split_once('=').map_or(w.as_str(), |(_, v)| v);
+        if w.is_empty()
+            || w.starts_with('-')
+            || w.starts_with('/')
+            || w.contains("{root}")
+            || w.contains("..")
+        {
+            continue;
+        }
+        let mut w = w.trim_start_matches("./").to_string();
+        while w.ends_with("/.") || w.ends_with('/') {
+            w.truncate(w.len() - if w.ends_with("/.") { 2 } else { 1 });
+        }
+        if w.is_empty() || w == "." {
+            continue;
+        }
+        if w.contains(['*', '?', '[']) {
+            if let Ok(paths) = glob::glob(&ws.root.join(&w).to_string_lossy()) {
+                for p in paths.flatten() {
+                    if let Ok(rel) = p.strip_prefix(&ws.root) {
+                        out.insert(rel.to_string_lossy().into_owned());
+                    }
+                }
+            }
+        } else if ws.root.join(&w).exists() {
+            out.insert(w);
+        }
+    }
+}
+
+/// Directories an `ansible.cfg` in the source points Ansible at (plugins,
+/// modules, collections): inputs, and plugins make the variable analysis
+/// give up (a `*_plugins` directory is read as code that may use any variable).
+fn ansible_cfg_paths(ws: &Workspace, source: &str) -> (BTreeSet<String>, Option<String>) {
+    let mut out = BTreeSet::new();
+    let mut plugins = None;
+    let cfg = ws.root.join(source).join("ansible.cfg");
+    let Ok(text) = std::fs::read_to_string(&cfg) else {
+        return (out, None);
+    };
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let k = k.trim();
+        let pathy = k.ends_with("_plugins")
+            || matches!(
+                k,
+                "library"
+                    | "module_utils"
+                    | "collections_path"
+                    | "collections_paths"
+                    | "roles_path"
+            );
+        if !pathy {
+            continue;
+        }
+        for part in v.split(':') {
+            let part = part.split('#').next().unwrap_or("").trim();
+            if part.is_empty() || part.starts_with('/') || part.starts_with('~') {
                 continue;
             }
-            let w = w.trim_start_matches("./").trim_end_matches('/');
-            if w.is_empty() || w == "." {
+            let full = ws.root.join(source).join(part);
+            let Ok(canon) = full.canonicalize() else {
                 continue;
-            }
-            if ws.root.join(w).exists() {
-                out.insert(w.to_string());
+            };
+            if let Ok(rel) = canon.strip_prefix(&ws.root) {
+                let rel = rel.to_string_lossy().into_owned();
+                if k.ends_with("_plugins") && plugins.is_none() {
+                    plugins = Some(format!(
+                        "{source}/ansible.cfg sets {k} = {part}: plugins can read any variable"
+                    ));
+                }
+                out.insert(rel);
             }
         }
     }
-    out
+    (out, plugins)
 }
