@@ -20,7 +20,12 @@ fn run_script(ws: &TestWs, path: &std::path::Path) {
         .current_dir(&ws.root)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -29,7 +34,12 @@ fn every_reviewed_change_changes_the_digest() {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".a").map(str::to_string))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".a")
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     assert!(names.len() > 40, "{names:?}");
@@ -48,5 +58,8 @@ fn every_reviewed_change_changes_the_digest() {
             holes.push(name.clone());
         }
     }
-    assert!(holes.is_empty(), "changes that did not change the digest: {holes:?}");
+    assert!(
+        holes.is_empty(),
+        "changes that did not change the digest: {holes:?}"
+    );
 }

@@ -64,8 +64,22 @@ impl FileIndex {
         if !roots.is_empty() {
             walk(root, roots, exclude, true, &mut paths)?;
         }
-        if !explicit.is_empty() {
-            walk(root, explicit, exclude, false, &mut paths)?;
+        // Named paths: files directly, directories walked from themselves.
+        let mut dirs = BTreeSet::new();
+        for rel in explicit {
+            let full = root.join(rel);
+            match std::fs::symlink_metadata(&full) {
+                Ok(m) if m.is_dir() || (m.file_type().is_symlink() && full.is_dir()) => {
+                    dirs.insert(rel.clone());
+                }
+                Ok(_) => {
+                    paths.insert(rel.clone());
+                }
+                Err(_) => {}
+            }
+        }
+        for d in &dirs {
+            walk_from(root, d, exclude, &mut paths)?;
         }
         let hashed: Vec<(String, FileHash)> = paths
             .into_par_iter()
@@ -194,6 +208,38 @@ fn walk(
             .any(|r| r == "." || rel == *r || rel.starts_with(&format!("{r}/")))
         {
             out.insert(rel);
+        }
+    }
+    Ok(())
+}
+
+/// Every file below `rel` (no ignore rules: the path was named outright).
+fn walk_from(root: &Path, rel: &str, exclude: &Path, out: &mut BTreeSet<String>) -> Result<()> {
+    let exclude = exclude.to_path_buf();
+    let mut builder = ignore::WalkBuilder::new(root.join(rel));
+    builder
+        .standard_filters(false)
+        .hidden(false)
+        .parents(false)
+        .follow_links(true)
+        .filter_entry(move |e| e.path() != exclude && e.file_name() != ".git");
+    for entry in builder.build() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(err) => {
+                if let Some(path) = io_error_path(&err)
+                    && path
+                        .symlink_metadata()
+                        .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    out.insert(rel_str(root, &path));
+                    continue;
+                }
+                return Err(Error::env(format!("walking the workspace: {err}")));
+            }
+        };
+        if entry.file_type().is_some_and(|t| t.is_file()) {
+            out.insert(rel_str(root, entry.path()));
         }
     }
     Ok(())
