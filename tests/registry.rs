@@ -532,3 +532,53 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
     let v = validated(&out);
     assert!(v.get("layerbuild:nothing-to-build").is_some(), "{out}");
 }
+
+#[test]
+fn the_demo_built_on_one_machine_is_pulled_whole_by_another() {
+    require_buildah();
+    let reg = Registry::start();
+    // Machine A: a copy of the repository's demo workspace.
+    let dir = tempfile::tempdir().unwrap();
+    let a_root = dir.path().join("a/ws");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_dir(&repo.join("demo"), &a_root.join("demo"));
+    let name = format!("demo{}", std::process::id());
+    let lf = std::fs::read_to_string(repo.join("Layerfile.toml"))
+        .unwrap()
+        .replacen("name = \"demo\"", &format!("name = \"{name}\""), 1);
+    std::fs::write(
+        a_root.join("Layerfile.toml"),
+        format!(
+            "{lf}\n[cache]\nregistry = \"{}\"\ntls_verify = false\n",
+            reg.url()
+        ),
+    )
+    .unwrap();
+    let a_storage = dir.path().join("a/storage");
+    let a = Machine {
+        _dir: tempfile::tempdir().unwrap(),
+        root: a_root.clone(),
+        storage: a_storage,
+    };
+    let (code, out, err) = a.lb(&["build", "--json", "//compute/slurm"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["built"], 4, "{out}");
+
+    // Machine B: another path, another cache directory, another storage root.
+    let b_root = dir.path().join("b/somewhere/else/ws");
+    copy_dir(&a_root, &b_root);
+    let _ = std::fs::remove_dir_all(b_root.join("cache"));
+    let b = Machine {
+        _dir: tempfile::tempdir().unwrap(),
+        root: b_root,
+        storage: dir.path().join("b/storage"),
+    };
+    let (code, out, err) = b.lb(&["build", "//compute/slurm"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("nothing built: 4 pulled from"),
+        "{out}\n{err}"
+    );
+    let conf = b.buildah(&["images", "--format", "{{.Name}}"]);
+    assert!(conf.contains("compute/slurm"), "{conf}");
+}
