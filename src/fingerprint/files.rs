@@ -62,7 +62,7 @@ impl FileIndex {
     ) -> Result<FileIndex> {
         let mut paths: BTreeSet<String> = BTreeSet::new();
         if !roots.is_empty() {
-            walk(root, roots, exclude, true, &mut paths)?;
+            walk(root, roots, exclude, &mut paths)?;
         }
         // Named paths: files directly, directories walked from themselves.
         let mut dirs = BTreeSet::new();
@@ -145,11 +145,12 @@ fn related(rel: &str, roots: &BTreeSet<String>) -> bool {
         .is_some_and(|r| r.starts_with(&prefix))
 }
 
+/// Walks the workspace below `roots` with `.gitignore` rules (and nothing
+/// outside the workspace: no global or per-clone excludes).
 fn walk(
     root: &Path,
     roots: &BTreeSet<String>,
     exclude: &Path,
-    filtered: bool,
     out: &mut BTreeSet<String>,
 ) -> Result<()> {
     let root_buf = root.to_path_buf();
@@ -169,17 +170,37 @@ fn walk(
             }
             let rel = rel_str(&root_buf, path);
             related(&rel, &roots_owned)
-        });
-    if filtered {
-        builder
-            .git_ignore(true)
-            // `.ignore` files are a ripgrep convention git does not know:
-            // only .gitignore decides what is not an input.
-            .ignore(false)
-            .require_git(false)
-            .git_global(false)
-            .git_exclude(false);
-    }
+        })
+        .git_ignore(true)
+        // `.ignore` files are a ripgrep convention git does not know:
+        // only .gitignore decides what is not an input.
+        .ignore(false)
+        .require_git(false)
+        .git_global(false)
+        .git_exclude(false);
+    collect(builder, root, |rel| inside(rel, roots), out)
+}
+
+/// Every file below `rel` (no ignore rules: the path was named outright).
+fn walk_from(root: &Path, rel: &str, exclude: &Path, out: &mut BTreeSet<String>) -> Result<()> {
+    let exclude = exclude.to_path_buf();
+    let mut builder = ignore::WalkBuilder::new(root.join(rel));
+    builder
+        .standard_filters(false)
+        .hidden(false)
+        .parents(false)
+        .follow_links(true)
+        .filter_entry(move |e| e.path() != exclude && e.file_name() != ".git");
+    collect(builder, root, |_| true, out)
+}
+
+/// Runs a walk, keeping the files whose workspace-relative path `keep` accepts.
+fn collect(
+    builder: ignore::WalkBuilder,
+    root: &Path,
+    keep: impl Fn(&str) -> bool,
+    out: &mut BTreeSet<String>,
+) -> Result<()> {
     for entry in builder.build() {
         let entry = match entry {
             Ok(e) => e,
@@ -197,49 +218,11 @@ fn walk(
                 return Err(Error::env(format!("walking the workspace: {err}")));
             }
         };
-        let ft = entry.file_type();
-        let is_file = ft.is_some_and(|t| t.is_file());
-        if !is_file {
-            continue;
-        }
-        let rel = rel_str(root, entry.path());
-        if roots
-            .iter()
-            .any(|r| r == "." || rel == *r || rel.starts_with(&format!("{r}/")))
-        {
-            out.insert(rel);
-        }
-    }
-    Ok(())
-}
-
-/// Every file below `rel` (no ignore rules: the path was named outright).
-fn walk_from(root: &Path, rel: &str, exclude: &Path, out: &mut BTreeSet<String>) -> Result<()> {
-    let exclude = exclude.to_path_buf();
-    let mut builder = ignore::WalkBuilder::new(root.join(rel));
-    builder
-        .standard_filters(false)
-        .hidden(false)
-        .parents(false)
-        .follow_links(true)
-        .filter_entry(move |e| e.path() != exclude && e.file_name() != ".git");
-    for entry in builder.build() {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(err) => {
-                if let Some(path) = io_error_path(&err)
-                    && path
-                        .symlink_metadata()
-                        .is_ok_and(|m| m.file_type().is_symlink())
-                {
-                    out.insert(rel_str(root, &path));
-                    continue;
-                }
-                return Err(Error::env(format!("walking the workspace: {err}")));
-            }
-        };
         if entry.file_type().is_some_and(|t| t.is_file()) {
-            out.insert(rel_str(root, entry.path()));
+            let rel = rel_str(root, entry.path());
+            if keep(&rel) {
+                out.insert(rel);
+            }
         }
     }
     Ok(())
