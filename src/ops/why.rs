@@ -50,6 +50,22 @@ pub struct Compared {
 }
 
 impl WhyReport {
+    /// An empty report about `fp`, to be filled in with a status and text.
+    fn start(fp: &Fingerprint, system: Option<String>) -> WhyReport {
+        WhyReport {
+            version: WHY_VERSION,
+            label: fp.label.to_string(),
+            system,
+            digest: fp.digest.clone(),
+            status: "",
+            compared_to: None,
+            changes: vec![],
+            would_build: vec![],
+            notes: fp.manifest.notes.clone(),
+            text: String::new(),
+        }
+    }
+
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -104,18 +120,7 @@ fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Resul
         opts.show_values,
     )?;
 
-    let mut report = WhyReport {
-        version: WHY_VERSION,
-        label: label.clone(),
-        system: sys.map(str::to_string),
-        digest: fp.digest.clone(),
-        status: "",
-        compared_to: None,
-        changes: vec![],
-        would_build: vec![],
-        notes: fp.manifest.notes.clone(),
-        text: String::new(),
-    };
+    let mut report = WhyReport::start(fp, sys.map(str::to_string));
     match fresh {
         Freshness::Fresh {
             image_name,
@@ -220,18 +225,7 @@ fn why_since(
     let new_sys = ws.system(system.as_deref())?;
     let prints = fingerprint::fingerprint(ws, new_sys, labels)?;
     let fp = &prints[label];
-    let mut report = WhyReport {
-        version: WHY_VERSION,
-        label: label.to_string(),
-        system: system.clone(),
-        digest: fp.digest.clone(),
-        status: "",
-        compared_to: None,
-        changes: vec![],
-        would_build: vec![],
-        notes: fp.manifest.notes.clone(),
-        text: String::new(),
-    };
+    let mut report = WhyReport::start(fp, system.clone());
     if !old_ws.layers.contains_key(label) {
         report.status = "changed_since";
         report.text = format!("{label} did not exist at {rev}\n");
