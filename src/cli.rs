@@ -46,9 +46,74 @@ pub enum Command {
     Clean(CleanArgs),
     /// List the layers whose digest changed since a git revision, with the reason.
     Affected(AffectedArgs),
+    /// Run a built layer's image tests again (with --all, its ancestors' too).
+    Test(TestArgs),
+    /// Export a built layer's image: OCI or docker archive, OCI layout, root file system tar or squashfs.
+    Export(ExportArgs),
+    /// Push a built layer's image to a registry or any buildah push destination.
+    Push(PushArgs),
     /// Generate CI configuration.
     #[command(subcommand)]
     Ci(CiCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The layer: //TYPE/LAYER
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Also run the tests of every ancestor, oldest first.
+    #[arg(long)]
+    pub all: bool,
+    /// buildah isolation (overrides [build] isolation).
+    #[arg(long, value_parser = ["chroot", "oci", "rootless"])]
+    pub isolation: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The layer: //TYPE/LAYER (built at its current digest).
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    #[command(flatten)]
+    pub system: SystemArg,
+    #[arg(long, short = 'f', value_enum, value_name = "FORMAT")]
+    pub format: crate::workspace::ExportFormat,
+    /// Where to write it (written to a temporary name, then renamed).
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: std::path::PathBuf,
+    /// squashfs compressor: gzip, lzo, lz4, xz, zstd or lzma (default: mksquashfs's, gzip).
+    #[arg(long, value_name = "COMP")]
+    pub compression: Option<String>,
+    /// Write it even if PATH already holds this digest.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The layer: //TYPE/LAYER (built at its current digest).
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    /// host[:port]/repo[:tag], docker://..., oci-archive:PATH, ... (default tag: TYPE-LAYER-DIGEST12).
+    #[arg(value_name = "DEST")]
+    pub destination: String,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Verify the registry's TLS certificate (--tls-verify=false for a plain-HTTP registry).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Push even if the destination already holds this digest.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +203,9 @@ pub struct BuildArgs {
     /// How the shared registry is used (overrides [cache] mode).
     #[arg(long, value_enum, value_name = "MODE")]
     pub cache_mode: Option<crate::workspace::CacheMode>,
+    /// Do not perform the layers' declared outputs (exports and pushes).
+    #[arg(long)]
+    pub no_outputs: bool,
 }
 
 #[derive(Debug, Args)]

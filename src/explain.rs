@@ -224,6 +224,7 @@ fn diff_definition(o: &Manifest, n: &Manifest, out: &mut Vec<Change>) {
         ("setup", &od.setup, &nd.setup),
         ("run", &od.run, &nd.run),
         ("scripts", &od.scripts, &nd.scripts),
+        ("tests", &od.tests, &nd.tests),
     ] {
         if a != b {
             out.push(Change::CommandChanged {
@@ -240,7 +241,7 @@ fn diff_definition(o: &Manifest, n: &Manifest, out: &mut Vec<Change>) {
         // appearing or vanishing is told by the package changes.
         let packages_emptied = o.packages.is_empty() || n.packages.is_empty();
         for (key, av) in a {
-            if matches!(key.as_str(), "setup" | "run" | "scripts")
+            if matches!(key.as_str(), "setup" | "run" | "scripts" | "tests")
                 || (key == "package_command" && packages_emptied)
             {
                 continue;

@@ -72,6 +72,37 @@ fn make_executor(ctx: &Context, storage: &cli::StorageArgs) -> Result<executor::
     b.with_storage(&s, &ctx.ws.cache_dir.join("storage"))
 }
 
+/// `export` and `push`: one output of a layer built at its current digest.
+fn run_output(
+    ctx: &Context,
+    label: &label::Label,
+    system: Option<&str>,
+    output: &workspace::Output,
+    force: bool,
+    executor: &executor::buildah::Buildah,
+) -> Result<ops::export::OutputResult> {
+    let (digest, image_id) = ops::export::built_image(ctx, label, system, executor)?;
+    let cache = std::sync::Mutex::new(cache::Cache::open(&ctx.ws.db_path())?);
+    Ok(ops::export::perform(
+        &ctx.ws, &cache, executor, label, &digest, &image_id, output, force,
+    ))
+}
+
+fn finish_output(r: ops::export::OutputResult, json: bool) -> Result<()> {
+    if json {
+        print_json(&r);
+    } else {
+        print!("{}", ops::export::render(std::slice::from_ref(&r)));
+    }
+    match r.error {
+        Some(e) => Err(Error::BuildFailed(format!(
+            "{} -> {}: {e}",
+            r.label, r.target
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let dir = match &cli.directory {
         Some(d) => d.clone(),
@@ -91,6 +122,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 isolation: args.isolation,
                 registry: args.registry,
                 cache_mode: args.cache_mode,
+                no_outputs: args.no_outputs,
             };
             let executor = make_executor(&ctx, &cli.storage)?;
             if args.dry_run {
@@ -131,13 +163,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            let report = ops::build::build(&ctx, &opts, &executor, Some(&executor), &|n| {
-                if args.json {
-                    Box::new(progress::PlainReporter::new(n))
-                } else {
-                    progress::reporter(n)
-                }
-            })?;
+            let report = ops::build::build(
+                &ctx,
+                &opts,
+                &executor,
+                Some(&executor),
+                Some(&executor),
+                &|n| {
+                    if args.json {
+                        Box::new(progress::PlainReporter::new(n))
+                    } else {
+                        progress::reporter(n)
+                    }
+                },
+            )?;
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }
@@ -150,6 +189,12 @@ pub fn run(cli: Cli) -> Result<()> {
                     .map(|p| p.to_string())
                     .collect();
                 print!("{}", ops::build::render_summary(&report, &targets));
+            }
+            if report.failed == 0 && report.outputs_failed > 0 {
+                return Err(Error::BuildFailed(format!(
+                    "{} output(s) failed; the layers themselves are built and cached",
+                    report.outputs_failed
+                )));
             }
             if report.failed > 0 {
                 let failed: Vec<&str> = report
@@ -274,6 +319,77 @@ pub fn run(cli: Cli) -> Result<()> {
                 print!("{}", ops::affected::render(&r));
             }
             Ok(())
+        }
+        Command::Test(args) => {
+            let opts = ops::test::TestOptions {
+                label: ops::parse_label(&args.label)?,
+                system: args.system.system,
+                all: args.all,
+                isolation: args.isolation,
+            };
+            let executor = make_executor(&ctx, &cli.storage)?;
+            let r = ops::test::test(&ctx, &opts, &executor)?;
+            if args.json {
+                print_json(&r);
+            } else {
+                print!("{}", ops::test::render(&r));
+            }
+            if r.failed > 0 {
+                return Err(Error::BuildFailed(format!(
+                    "{} image test(s) failed",
+                    r.failed
+                )));
+            }
+            Ok(())
+        }
+        Command::Export(args) => {
+            let label = ops::parse_label(&args.label)?;
+            if let Some(c) = &args.compression
+                && (args.format != workspace::ExportFormat::Squashfs
+                    || !workspace::SQUASHFS_COMPRESSORS.contains(&c.as_str()))
+            {
+                return Err(Error::input(format!(
+                    "--compression {c} does not apply to {}",
+                    args.format.name()
+                ))
+                .with_hint(format!(
+                    "--compression is for squashfs: {}",
+                    workspace::SQUASHFS_COMPRESSORS.join(", ")
+                )));
+            }
+            let path = std::path::absolute(&args.output).map_err(|e| Error::io(&args.output, e))?;
+            let output = workspace::Output::File {
+                format: args.format,
+                path,
+                compression: args.compression,
+            };
+            let executor = make_executor(&ctx, &cli.storage)?;
+            let r = run_output(
+                &ctx,
+                &label,
+                args.system.system.as_deref(),
+                &output,
+                args.force,
+                &executor,
+            )?;
+            finish_output(r, args.json)
+        }
+        Command::Push(args) => {
+            let label = ops::parse_label(&args.label)?;
+            let output = workspace::Output::Push {
+                destination: args.destination,
+                tls_verify: args.tls_verify,
+            };
+            let executor = make_executor(&ctx, &cli.storage)?;
+            let r = run_output(
+                &ctx,
+                &label,
+                args.system.system.as_deref(),
+                &output,
+                args.force,
+                &executor,
+            )?;
+            finish_output(r, args.json)
         }
         Command::Ci(cli::CiCommand::Gitlab(args)) => {
             let executor = make_executor(&ctx, &cli.storage)?;

@@ -54,7 +54,31 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE builds ADD COLUMN inventory TEXT;",
     // 4: where a cached layer came from: built here, or pulled from the registry.
     "ALTER TABLE builds ADD COLUMN source TEXT NOT NULL DEFAULT 'built';",
+    // 5: exports written, so an output already holding a digest is skipped.
+    "CREATE TABLE outputs (
+        target      TEXT PRIMARY KEY,
+        format      TEXT NOT NULL,
+        options     TEXT NOT NULL,
+        label       TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        written_at  INTEGER NOT NULL
+    );",
 ];
+
+/// An export as recorded: what it holds, and the file's size and mtime
+/// then, so a file changed since is not taken for the recorded one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    pub target: String,
+    pub format: String,
+    pub options: String,
+    pub label: String,
+    pub digest: String,
+    pub size: i64,
+    pub mtime_ns: i64,
+}
 
 pub struct Cache {
     conn: Connection,
@@ -354,6 +378,45 @@ impl Cache {
         self.conn.execute(
             "UPDATE builds SET container_removed = 1 WHERE container = ?1",
             params![container],
+        )?;
+        Ok(())
+    }
+
+    pub fn output(&self, target: &str) -> Result<Option<OutputRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT target, format, options, label, digest, size, mtime_ns FROM outputs WHERE target = ?1",
+                params![target],
+                |r| {
+                    Ok(OutputRecord {
+                        target: r.get(0)?,
+                        format: r.get(1)?,
+                        options: r.get(2)?,
+                        label: r.get(3)?,
+                        digest: r.get(4)?,
+                        size: r.get(5)?,
+                        mtime_ns: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn record_output(&mut self, rec: &OutputRecord, written_at: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO outputs (target, format, options, label, digest, size, mtime_ns, written_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                rec.target,
+                rec.format,
+                rec.options,
+                rec.label,
+                rec.digest,
+                rec.size,
+                rec.mtime_ns,
+                written_at
+            ],
         )?;
         Ok(())
     }

@@ -82,7 +82,11 @@ impl Buildah {
         c
     }
 
-    fn run_tool(&self, program: &str, args: &[&str]) -> std::result::Result<String, String> {
+    pub(crate) fn run_tool(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> std::result::Result<String, String> {
         let out = self
             .command(program)
             .args(args)
@@ -231,29 +235,15 @@ impl Executor for Buildah {
         req: &BuildRequest,
         sink: &dyn StepSink,
     ) -> std::result::Result<BuildOutput, BuildFailure> {
-        let fail = |message: String, container: Option<&str>| BuildFailure {
+        let fail = |message: String| BuildFailure {
             message,
-            container: container.map(str::to_string),
+            container: None,
         };
-        for dir in [req.log_path.parent(), Some(req.work_dir.as_path())]
-            .into_iter()
-            .flatten()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display()), None))?;
-        }
-        let log = File::create(&req.log_path).map_err(|e| {
-            fail(
-                format!("cannot create log {}: {e}", req.log_path.display()),
-                None,
-            )
-        })?;
-        let b = Build {
-            tool: self,
-            req,
-            sink,
-            log: Mutex::new(log),
-        };
+        std::fs::create_dir_all(&req.work_dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", req.work_dir.display())))?;
+        let session =
+            Session::new(self, &req.label, &req.isolation, sink, &req.log_path).map_err(fail)?;
+        let b = Build { session, req };
         b.note(&format!(
             "# layerbuild: {} digest {}",
             req.label, req.digest
@@ -266,14 +256,129 @@ fn normalize_id(id: &str) -> String {
     id.strip_prefix("sha256:").unwrap_or(id).to_string()
 }
 
-struct Build<'a> {
+/// One logged sequence of buildah commands for one layer: a build, or a run
+/// of its tests. Every command line and its whole output go to the log.
+pub struct Session<'a> {
     tool: &'a Buildah,
-    req: &'a BuildRequest,
+    label: String,
+    isolation: String,
     sink: &'a dyn StepSink,
     log: Mutex<File>,
 }
 
-impl Build<'_> {
+struct Build<'a> {
+    session: Session<'a>,
+    req: &'a BuildRequest,
+}
+
+impl<'a> std::ops::Deref for Build<'a> {
+    type Target = Session<'a>;
+    fn deref(&self) -> &Session<'a> {
+        &self.session
+    }
+}
+
+/// How one image test went.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestOutcome {
+    pub command: String,
+    pub passed: bool,
+    /// The failure (exit status), when it failed.
+    pub error: Option<String>,
+    /// The last lines of its output.
+    pub output: String,
+}
+
+impl<'a> Session<'a> {
+    /// A session logging to a new file at `log_path`.
+    pub fn new(
+        tool: &'a Buildah,
+        label: &str,
+        isolation: &str,
+        sink: &'a dyn StepSink,
+        log_path: &Path,
+    ) -> std::result::Result<Session<'a>, String> {
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let log = File::create(log_path)
+            .map_err(|e| format!("cannot create log {}: {e}", log_path.display()))?;
+        Ok(Session {
+            tool,
+            label: label.to_string(),
+            isolation: isolation.to_string(),
+            sink,
+            log: Mutex::new(log),
+        })
+    }
+
+    /// Runs `tests` in one fresh container `ctr` made from `image`, each
+    /// with `sh -c`, all of them even after a failure; removes the container.
+    pub fn run_tests(
+        &self,
+        image: &str,
+        ctr: &str,
+        tests: &[String],
+    ) -> std::result::Result<Vec<TestOutcome>, String> {
+        self.remove_stale(ctr);
+        self.step("tests: buildah from");
+        let mut from = self.buildah();
+        from.args(["from", "--pull-never", "--name", ctr, image]);
+        self.capture(from, "buildah from (tests)")?;
+        let mut outcomes = vec![];
+        for (i, t) in tests.iter().enumerate() {
+            self.step(&format!("test {}/{}: {t}", i + 1, tests.len()));
+            let tail = Mutex::new(std::collections::VecDeque::new());
+            let r = self.stream(
+                self.in_container(ctr, &["sh", "-c", t]),
+                &format!("test `{t}`"),
+                &|line| {
+                    let mut q = tail.lock().unwrap_or_else(|e| e.into_inner());
+                    if q.len() == 20 {
+                        q.pop_front();
+                    }
+                    q.push_back(line.to_string());
+                },
+            );
+            let output = tail
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join("\n");
+            self.note(&format!(
+                "## test {}/{} {}: {t}",
+                i + 1,
+                tests.len(),
+                if r.is_ok() { "passed" } else { "FAILED" }
+            ));
+            outcomes.push(TestOutcome {
+                command: t.clone(),
+                passed: r.is_ok(),
+                error: r.err(),
+                output,
+            });
+        }
+        let mut rm = self.buildah();
+        rm.args(["rm", ctr]);
+        self.capture(rm, "buildah rm (tests)")?;
+        Ok(outcomes)
+    }
+
+    /// Removes a container of this name left by an earlier attempt.
+    fn remove_stale(&self, ctr: &str) {
+        let mut rm = self.buildah();
+        rm.args(["rm", ctr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if rm.status().is_ok_and(|s| s.success()) {
+            self.note(&format!(
+                "# removed the stale container {ctr} of an earlier attempt"
+            ));
+        }
+    }
+
     fn note(&self, line: &str) {
         if let Ok(mut f) = self.log.lock() {
             let _ = writeln!(f, "{line}");
@@ -282,7 +387,7 @@ impl Build<'_> {
 
     fn step(&self, step: &str) {
         self.note(&format!("## {step}"));
-        self.sink.step(&self.req.label, step);
+        self.sink.step(&self.label, step);
     }
 
     fn buildah(&self) -> Command {
@@ -350,11 +455,13 @@ impl Build<'_> {
 
     fn in_container(&self, ctr: &str, argv: &[&str]) -> Command {
         let mut c = self.buildah();
-        c.args(["run", "--isolation", &self.req.isolation, ctr, "--"])
+        c.args(["run", "--isolation", &self.isolation, ctr, "--"])
             .args(argv);
         c
     }
+}
 
+impl Build<'_> {
     fn run_all(&self) -> std::result::Result<BuildOutput, BuildFailure> {
         let req = self.req;
         let ctr = req.container_name.as_str();
@@ -365,15 +472,7 @@ impl Build<'_> {
         } else {
             // A container of this name is a leftover of an earlier failed
             // attempt at this very digest; start clean.
-            let mut rm = self.buildah();
-            rm.args(["rm", ctr])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            if rm.status().is_ok_and(|s| s.success()) {
-                self.note(&format!(
-                    "# removed the stale container {ctr} of an earlier failed attempt"
-                ));
-            }
+            self.remove_stale(ctr);
 
             self.step("buildah from");
             let mut from = self.buildah();
@@ -391,7 +490,10 @@ impl Build<'_> {
         }
 
         match self.steps(ctr) {
-            Ok(id) => Ok(BuildOutput { image_id: id }),
+            Ok(id) if req.reuse_container || req.tests.is_empty() => {
+                Ok(BuildOutput { image_id: id })
+            }
+            Ok(id) => self.test_image(id),
             Err(message) => {
                 let mut um = self.buildah();
                 um.args(["umount", ctr]);
@@ -403,6 +505,48 @@ impl Build<'_> {
                 })
             }
         }
+    }
+
+    /// Runs the layer's tests on its committed image. On a failure the
+    /// image loses its name and is kept as `NAME-failed` for inspection.
+    fn test_image(&self, id: String) -> std::result::Result<BuildOutput, BuildFailure> {
+        let req = self.req;
+        let ctr = format!("{}-test", req.container_name);
+        let failure = |message: String| BuildFailure {
+            message,
+            container: None,
+        };
+        let outcomes = self.run_tests(&id, &ctr, &req.tests).map_err(|m| {
+            self.note(&format!("## failed: {m}"));
+            failure(m)
+        })?;
+        let failed: Vec<&TestOutcome> = outcomes.iter().filter(|o| !o.passed).collect();
+        let Some(first) = failed.first() else {
+            return Ok(BuildOutput { image_id: id });
+        };
+        let kept = format!("{}-failed", req.image_name);
+        let mut tag = self.buildah();
+        tag.args(["tag", &id, &kept]);
+        let mut untag = self.buildah();
+        untag.args(["rmi", &req.image_name]);
+        let renamed = self
+            .capture(tag, "buildah tag")
+            .and_then(|_| self.capture(untag, "buildah rmi"));
+        let mut message = format!(
+            "{} of {} image tests failed; first: {}",
+            failed.len(),
+            outcomes.len(),
+            first
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("test `{}` failed", first.command))
+        );
+        match renamed {
+            Ok(_) => message.push_str(&format!("; the image is kept as {kept}")),
+            Err(e) => message.push_str(&format!("; could not rename the image: {e}")),
+        }
+        self.note(&format!("## failed: {message}"));
+        Err(failure(message))
     }
 
     fn steps(&self, ctr: &str) -> std::result::Result<String, String> {
@@ -499,8 +643,12 @@ impl Build<'_> {
         self.capture(config, "buildah config")?;
         let iid = req.work_dir.join("iid");
         let mut commit = self.buildah();
+        commit.args(["commit", "--rm", "--quiet"]);
+        if let Some(t) = req.timestamp {
+            commit.args(["--timestamp", &t.to_string()]);
+        }
         commit
-            .args(["commit", "--rm", "--quiet", "--iidfile"])
+            .arg("--iidfile")
             .arg(&iid)
             .args([ctr, &req.image_name]);
         self.capture(commit, "buildah commit")?;

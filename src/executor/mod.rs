@@ -3,6 +3,7 @@
 //! scheduling may use a recording executor. Only executors spawn processes.
 
 pub mod buildah;
+pub mod export;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -28,6 +29,10 @@ pub struct BuildRequest {
     pub scripts: Vec<PathBuf>,
     pub run: Vec<String>,
     pub play: Option<PlayRequest>,
+    /// Commands run in a fresh container from the committed image.
+    pub tests: Vec<String>,
+    /// Commit with this creation time and file timestamps (reproducible images).
+    pub timestamp: Option<i64>,
     /// Where the full log of this build goes.
     pub log_path: PathBuf,
     /// Scratch space for generated files (inventory, vars).
@@ -99,4 +104,26 @@ pub trait Registry: Sync {
     ) -> std::result::Result<(), String>;
     /// The `layerbuild.digest` label of a local image.
     fn digest_label(&self, image_id: &str) -> std::result::Result<String, String>;
+}
+
+/// Exports and pushes of committed images.
+pub trait Exporter: Sync {
+    /// Is this image in the local store?
+    fn has_image(&self, image_id: &str) -> Result<bool>;
+    /// Writes an export atomically; returns the bytes written.
+    fn export(&self, req: &export::ExportRequest) -> std::result::Result<u64, String>;
+    /// `buildah push` to any destination (`docker://...`, `oci-archive:...`).
+    fn push_to(
+        &self,
+        image_id: &str,
+        destination: &str,
+        tls_verify: bool,
+    ) -> std::result::Result<(), String>;
+    /// The `layerbuild.digest` label of a registry image (`host/repo:tag`),
+    /// `None` when it is absent.
+    fn remote_digest_label(
+        &self,
+        reference: &str,
+        tls_verify: bool,
+    ) -> std::result::Result<Option<String>, String>;
 }

@@ -26,7 +26,7 @@ use crate::workspace::{Layer, Parent, System, Workspace};
 use files::{FileHash, FileIndex};
 
 /// Bump when the meaning of a manifest changes, so every digest changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -73,6 +73,13 @@ pub struct Definition {
     pub playbook: Option<String>,
     pub groups: Vec<String>,
     pub roles_path: Vec<String>,
+    /// Commands run in the committed image; a layer that passed other tests
+    /// is not a layer that passed these.
+    #[serde(default)]
+    pub tests: Vec<String>,
+    /// Committed with fixed timestamps.
+    #[serde(default)]
+    pub reproducible: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -431,6 +438,8 @@ fn build_manifest(
         playbook: layer.playbook.clone(),
         groups: layer.groups.clone(),
         roles_path: layer.roles_path.clone(),
+        tests: layer.tests.clone(),
+        reproducible: ws.build.reproducible,
     };
     Ok(Manifest {
         format: FORMAT_VERSION,

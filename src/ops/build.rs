@@ -29,6 +29,8 @@ pub struct BuildOptions {
     pub registry: Option<String>,
     /// Overrides `[cache] mode`.
     pub cache_mode: Option<CacheMode>,
+    /// Skip the layers' declared outputs.
+    pub no_outputs: bool,
 }
 
 /// The shared registry as this run uses it.
@@ -166,6 +168,9 @@ pub struct BuildReport {
     /// Registry trouble that did not fail the build (unreachable, push failed,
     /// an entry rejected).
     pub warnings: Vec<String>,
+    /// The declared outputs of the layers that are built (or up to date).
+    pub outputs: Vec<super::export::OutputResult>,
+    pub outputs_failed: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -211,6 +216,7 @@ pub fn build(
     opts: &BuildOptions,
     executor: &dyn Executor,
     registry: Option<&dyn Registry>,
+    exporter: Option<&dyn crate::executor::Exporter>,
     reporter_for: &dyn Fn(usize) -> Box<dyn Reporter>,
 ) -> Result<BuildReport> {
     let ws = &ctx.ws;
@@ -326,6 +332,8 @@ pub fn build(
             .as_ref()
             .map(|r| r.warnings.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .unwrap_or_default(),
+        outputs: vec![],
+        outputs_failed: 0,
     };
     for (i, status) in results.into_iter().enumerate() {
         let label = &labels[i];
@@ -394,6 +402,30 @@ pub fn build(
             }
         }
         report.layers.push(res);
+    }
+    if let Some(exporter) = exporter.filter(|_| !opts.no_outputs) {
+        for (label, res) in labels.iter().zip(&report.layers) {
+            let Some(image_id) = &res.image_id else {
+                continue;
+            };
+            for output in &ws.layers[label].outputs {
+                let r = super::export::perform(
+                    ws,
+                    &cache,
+                    exporter,
+                    label,
+                    &res.digest,
+                    image_id,
+                    output,
+                    false,
+                );
+                reporter.println(super::export::render(std::slice::from_ref(&r)).trim_end());
+                if r.status == "failed" {
+                    report.outputs_failed += 1;
+                }
+                report.outputs.push(r);
+            }
+        }
     }
     reporter.finish();
     report.duration_ms = started.elapsed().as_millis();
@@ -486,27 +518,14 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
     let container = container_name(ws, label, &fp.digest);
     let log_path = new_log_path(ws, label, started_at, &fp.digest, "");
     let work_dir = ws.cache_dir.join("tmp").join(&container);
-    let play = play_request(ws, system, label);
     let req = BuildRequest {
-        label: label_s.clone(),
-        digest: fp.digest.clone(),
         image_name: image.clone(),
         container_name: container.clone(),
         from,
-        workspace_root: ws.root.clone(),
-        isolation: isolation.to_string(),
-        setup: layer.setup.clone(),
-        packages: layer.packages.clone(),
-        package_command: layer
-            .package_command
-            .clone()
-            .unwrap_or_else(|| ws.build.package_command.clone()),
-        scripts: layer.scripts.iter().map(|s| ws.root.join(s)).collect(),
-        run: layer.run.clone(),
-        play,
         log_path: log_path.clone(),
         work_dir: work_dir.clone(),
         reuse_container: false,
+        ..request(ws, system, label, &fp.digest, isolation)
     };
 
     reporter.started(&label_s, &fp.digest);
@@ -769,27 +788,13 @@ pub fn from_failed(
         .unwrap_or_else(|| ws.build.isolation.clone());
     let started_at = now_secs();
     let log_path = new_log_path(ws, label, started_at, &fp.digest, "-from-failed");
-    let layer = &ws.layers[label];
     let req = BuildRequest {
-        label: label_s.clone(),
-        digest: fp.digest.clone(),
-        image_name: String::new(),
         container_name: container.clone(),
-        from: None,
-        workspace_root: ws.root.clone(),
-        isolation,
-        setup: layer.setup.clone(),
-        packages: layer.packages.clone(),
-        package_command: layer
-            .package_command
-            .clone()
-            .unwrap_or_else(|| ws.build.package_command.clone()),
-        scripts: layer.scripts.iter().map(|s| ws.root.join(s)).collect(),
-        run: layer.run.clone(),
-        play: play_request(ws, system, label),
         log_path: log_path.clone(),
         work_dir: ws.cache_dir.join("tmp").join(&container),
         reuse_container: true,
+        tests: vec![],
+        ..request(ws, system, label, &fp.digest, &isolation)
     };
     reporter.started(&label_s, &fp.digest);
     let t0 = Instant::now();
@@ -841,6 +846,41 @@ fn no_kept(label: &str) -> Error {
     .with_hint(format!("build it normally: layerbuild build {label}"))
 }
 
+/// The request for building `label` at `digest`, with the fields that
+/// depend on the attempt (names, paths, parent image) left empty.
+fn request(
+    ws: &Workspace,
+    system: Option<&System>,
+    label: &Label,
+    digest: &str,
+    isolation: &str,
+) -> BuildRequest {
+    let layer = &ws.layers[label];
+    BuildRequest {
+        label: label.to_string(),
+        digest: digest.to_string(),
+        image_name: String::new(),
+        container_name: String::new(),
+        from: None,
+        workspace_root: ws.root.clone(),
+        isolation: isolation.to_string(),
+        setup: layer.setup.clone(),
+        packages: layer.packages.clone(),
+        package_command: layer
+            .package_command
+            .clone()
+            .unwrap_or_else(|| ws.build.package_command.clone()),
+        scripts: layer.scripts.iter().map(|s| ws.root.join(s)).collect(),
+        run: layer.run.clone(),
+        play: play_request(ws, system, label),
+        tests: layer.tests.clone(),
+        timestamp: ws.build.reproducible.then_some(ws.build.source_date_epoch),
+        log_path: PathBuf::new(),
+        work_dir: PathBuf::new(),
+        reuse_container: false,
+    }
+}
+
 fn play_request(ws: &Workspace, system: Option<&System>, label: &Label) -> Option<PlayRequest> {
     let layer = &ws.layers[label];
     layer.playbook.as_ref().map(|pb| {
@@ -862,7 +902,7 @@ fn play_request(ws: &Workspace, system: Option<&System>, label: &Label) -> Optio
 }
 
 /// A fresh log file name per build attempt: logs are kept, never overwritten.
-fn new_log_path(
+pub(crate) fn new_log_path(
     ws: &Workspace,
     label: &Label,
     started_at: i64,

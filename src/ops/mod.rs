@@ -5,10 +5,12 @@ pub mod affected;
 pub mod build;
 pub mod ci;
 pub mod debug;
+pub mod export;
 pub mod graph;
 pub mod hash;
 pub mod log;
 pub mod ls;
+pub mod test;
 pub mod why;
 
 use std::path::Path;

@@ -53,6 +53,8 @@ pub(crate) struct RawBuild {
     pub storage_root: Option<String>,
     pub storage_runroot: Option<String>,
     pub storage_driver: Option<String>,
+    /// Commit with fixed timestamps (SOURCE_DATE_EPOCH, else 0).
+    pub reproducible: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,4 +117,21 @@ pub(crate) struct RawLayer {
     pub groups: Vec<String>,
     #[serde(default)]
     pub roles_path: Vec<Spanned<String>>,
+    /// Commands run in a fresh container from the committed image.
+    #[serde(default)]
+    pub tests: Vec<String>,
+    /// Exports and pushes `build` performs once the layer is built.
+    #[serde(default)]
+    pub outputs: Vec<Spanned<RawOutput>>,
+}
+
+/// `[[layers."t/l".outputs]]`: either a file (`format` + `path`) or a push.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutput {
+    pub format: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub compression: Option<Spanned<String>>,
+    pub push: Option<Spanned<String>>,
+    pub tls_verify: Option<bool>,
 }

@@ -17,11 +17,13 @@ use toml::Spanned;
 
 use crate::error::{Error, Location, Result};
 use crate::label::Label;
-use layerfile::{RawFragment, RawLayer, RawLayerfile, RawSystem};
+use layerfile::{RawFragment, RawLayer, RawLayerfile, RawOutput, RawSystem};
 
 pub const LAYERFILE: &str = "Layerfile.toml";
 pub const DEFAULT_PACKAGE_COMMAND: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {packages}";
 const ISOLATIONS: &[&str] = &["chroot", "oci", "rootless"];
+/// mksquashfs compressors.
+pub const SQUASHFS_COMPRESSORS: &[&str] = &["gzip", "lzo", "lz4", "xz", "zstd", "lzma"];
 
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -46,6 +48,12 @@ pub struct BuildSettings {
     pub storage_root: Option<PathBuf>,
     pub storage_runroot: Option<PathBuf>,
     pub storage_driver: String,
+    /// Commit with fixed timestamps so equal inputs give equal images
+    /// (`[build] reproducible = true`, or `SOURCE_DATE_EPOCH` set).
+    pub reproducible: bool,
+    /// The timestamp reproducible images carry: `SOURCE_DATE_EPOCH`, else 0.
+    /// Not an input: the same inputs committed at another epoch are the same layer.
+    pub source_date_epoch: i64,
 }
 
 /// The shared cache in an OCI registry.
@@ -112,8 +120,60 @@ pub struct Layer {
     pub groups: Vec<String>,
     /// Workspace-relative role directories; defaults to `<source>/roles`.
     pub roles_path: Vec<String>,
+    /// Commands run in a fresh container from the committed image; a
+    /// failing one fails the layer.
+    pub tests: Vec<String>,
+    /// Exports and pushes `build` performs once the layer is built.
+    pub outputs: Vec<Output>,
     /// Where the layer's table starts, for error messages.
     pub defined_at: Location,
+}
+
+/// A file format an image can be exported to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportFormat {
+    /// An OCI image layout in a tar archive (skopeo, podman load).
+    OciArchive,
+    /// A `docker save` archive (docker load).
+    DockerArchive,
+    /// An OCI image layout directory.
+    OciDir,
+    /// The root file system as a tar archive.
+    RootfsTar,
+    /// The root file system as a squashfs image (diskless boot).
+    Squashfs,
+}
+
+impl ExportFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::OciArchive => "oci-archive",
+            ExportFormat::DockerArchive => "docker-archive",
+            ExportFormat::OciDir => "oci-dir",
+            ExportFormat::RootfsTar => "rootfs-tar",
+            ExportFormat::Squashfs => "squashfs",
+        }
+    }
+}
+
+/// Something `build` does with a layer's image once it is built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Output {
+    /// Export to a file (or directory, for oci-dir).
+    File {
+        format: ExportFormat,
+        /// Absolute.
+        path: PathBuf,
+        /// squashfs compressor.
+        compression: Option<String>,
+    },
+    /// `buildah push` to this destination.
+    Push {
+        destination: String,
+        tls_verify: bool,
+    },
 }
 
 /// One parsed TOML file with its text, for locating errors.
@@ -182,6 +242,7 @@ impl Workspace {
             None => root.join("cache"),
         };
 
+        let epoch = source_date_epoch()?;
         let build = BuildSettings {
             isolation: match &raw.build.isolation {
                 Some(i) if ISOLATIONS.contains(&i.get_ref().as_str()) => i.get_ref().clone(),
@@ -217,6 +278,8 @@ impl Workspace {
                 .storage_driver
                 .clone()
                 .unwrap_or_else(|| "overlay".into()),
+            reproducible: raw.build.reproducible.unwrap_or(false) || epoch.is_some(),
+            source_date_epoch: epoch.unwrap_or(0),
         };
         let cache = CacheSettings {
             registry: match &raw.cache.registry {
@@ -344,6 +407,8 @@ impl Workspace {
             layers.insert(label, layer);
         }
 
+        check_output_paths(&root, &layers)?;
+
         Ok(Workspace {
             layerfile: root.join(LAYERFILE),
             root,
@@ -416,6 +481,20 @@ pub fn parse_registry(r: &str) -> std::result::Result<String, String> {
         ));
     }
     Ok(r.to_string())
+}
+
+/// `SOURCE_DATE_EPOCH` (reproducible-builds.org), if set.
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(None),
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            Error::input(format!(
+                "SOURCE_DATE_EPOCH '{v}' is not a number of seconds"
+            ))
+            .with_hint("set it to a Unix time, e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)")
+        }),
+    }
 }
 
 fn default_jobs() -> usize {
@@ -682,6 +761,21 @@ fn resolve_layer(
         }
     }
 
+    let outputs = raw
+        .outputs
+        .iter()
+        .map(|o| resolve_output(root, file, &label, o))
+        .collect::<Result<Vec<_>>>()?;
+    for t in &raw.tests {
+        if t.trim().is_empty() {
+            return Err(Error::input_at(
+                defined_at.clone(),
+                format!("{label} has an empty test command"),
+            )
+            .with_hint("each tests entry is a shell command run in the built image"));
+        }
+    }
+
     Ok(Layer {
         label,
         parent,
@@ -696,8 +790,136 @@ fn resolve_layer(
         playbook,
         groups: raw.groups,
         roles_path,
+        tests: raw.tests,
+        outputs,
         defined_at,
     })
+}
+
+fn resolve_output(
+    root: &Path,
+    file: &SourceFile,
+    label: &Label,
+    raw: &Spanned<RawOutput>,
+) -> Result<Output> {
+    let at = file.at(raw.span());
+    let o = raw.get_ref();
+    match (&o.push, &o.format) {
+        (Some(dest), None) => {
+            if o.path.is_some() || o.compression.is_some() {
+                return Err(Error::input_at(
+                    at,
+                    format!("an output of {label} has both push and path/compression"),
+                )
+                .with_hint("declare a push and an export as two [[outputs]] tables"));
+            }
+            let d = dest.get_ref().trim();
+            if d.is_empty() {
+                return Err(Error::input_at(file.at(dest.span()), "push destination is empty"));
+            }
+            Ok(Output::Push {
+                destination: d.to_string(),
+                tls_verify: o.tls_verify.unwrap_or(true),
+            })
+        }
+        (None, Some(format)) => {
+            if o.tls_verify.is_some() {
+                return Err(Error::input_at(
+                    at,
+                    format!("tls_verify applies to push outputs only ({label})"),
+                ));
+            }
+            let fmt = <ExportFormat as clap::ValueEnum>::from_str(format.get_ref(), false)
+                .map_err(|_| {
+                    Error::input_at(
+                        file.at(format.span()),
+                        format!("unknown output format '{}'", format.get_ref()),
+                    )
+                    .with_hint(
+                        "use oci-archive, docker-archive, oci-dir, rootfs-tar or squashfs",
+                    )
+                })?;
+            let Some(path) = &o.path else {
+                return Err(Error::input_at(
+                    at,
+                    format!("the {} output of {label} has no path", fmt.name()),
+                )
+                .with_hint("add path = \"out/NAME\" (relative to the workspace root)"));
+            };
+            let p = path.get_ref();
+            if p.trim().is_empty() {
+                return Err(Error::input_at(file.at(path.span()), "output path is empty"));
+            }
+            let compression = match &o.compression {
+                None => None,
+                Some(c) if fmt != ExportFormat::Squashfs => {
+                    return Err(Error::input_at(
+                        file.at(c.span()),
+                        format!("compression applies to squashfs outputs only, not {}", fmt.name()),
+                    ));
+                }
+                Some(c) if SQUASHFS_COMPRESSORS.contains(&c.get_ref().as_str()) => {
+                    Some(c.get_ref().clone())
+                }
+                Some(c) => {
+                    return Err(Error::input_at(
+                        file.at(c.span()),
+                        format!("unknown squashfs compression '{}'", c.get_ref()),
+                    )
+                    .with_hint(format!("use one of: {}", SQUASHFS_COMPRESSORS.join(", "))));
+                }
+            };
+            Ok(Output::File {
+                format: fmt,
+                path: root.join(p),
+                compression,
+            })
+        }
+        _ => Err(Error::input_at(
+            at,
+            format!("an output of {label} must have either format (with path) or push"),
+        )
+        .with_hint("e.g. { format = \"squashfs\", path = \"out/compute.squashfs\" } or { push = \"docker://registry.example.org/hpc/compute\" }")),
+    }
+}
+
+/// An export written inside a directory some layer reads would change that
+/// layer's digest on every build.
+fn check_output_paths(root: &Path, layers: &BTreeMap<Label, Layer>) -> Result<()> {
+    for layer in layers.values() {
+        for out in &layer.outputs {
+            let Output::File { path, .. } = out else {
+                continue;
+            };
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            for other in layers.values() {
+                let read = other
+                    .source
+                    .iter()
+                    .chain(&other.inputs)
+                    .chain(&other.roles_path)
+                    .chain(&other.scripts);
+                for r in read {
+                    // A source of "." is the whole workspace: .gitignore decides there.
+                    if r != "." && rel.starts_with(r) {
+                        return Err(Error::input_at(
+                            layer.defined_at.clone(),
+                            format!(
+                                "output {} of {} lies inside '{r}', an input of {}",
+                                rel.display(),
+                                layer.label,
+                                other.label
+                            ),
+                        )
+                        .with_hint("write exports outside every source and inputs directory, e.g. under out/ (and add it to .gitignore)"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One package per line; `#` starts a comment.

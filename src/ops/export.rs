@@ -1,0 +1,338 @@
+//! `layerbuild export`, `layerbuild push`, and the `outputs` a build performs
+//! once a layer is built. An output already holding the layer's digest is
+//! skipped: for files, the cache records what each export wrote (digest,
+//! format, size, mtime); for registries, the image's `layerbuild.digest`
+//! label is asked for.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Context, container_name, image_name, now_secs};
+use crate::cache::{Cache, OutputRecord};
+use crate::error::{Error, Result};
+use crate::executor::Exporter;
+use crate::executor::export::ExportRequest;
+use crate::fingerprint;
+use crate::label::{Label, Pattern};
+use crate::workspace::{ExportFormat, Output, Workspace};
+
+/// What happened to one output.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputResult {
+    pub label: String,
+    pub digest: String,
+    /// `squashfs`, `oci-archive`, ..., or `push`.
+    pub format: String,
+    /// The file written or the push destination.
+    pub target: String,
+    /// `written`, `pushed`, `up_to_date` or `failed`.
+    pub status: &'static str,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// The image of `label`'s current digest: (digest, image id). An error
+/// with a hint when the layer is not built.
+pub fn built_image(
+    ctx: &Context,
+    label: &Label,
+    system: Option<&str>,
+    exporter: &dyn Exporter,
+) -> Result<(String, String)> {
+    let ws = &ctx.ws;
+    let system = ws.system(system)?;
+    let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
+    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    let digest = prints[label].digest.clone();
+    let not_built = || {
+        Error::input(format!(
+            "{label} is not built at its current digest {}",
+            &digest[..12]
+        ))
+        .with_hint(format!(
+            "build it first: layerbuild build {label} (layerbuild why {label} says what changed)"
+        ))
+    };
+    let Some(cache) = Cache::open_existing(&ws.db_path())? else {
+        return Err(not_built());
+    };
+    let Some(row) = cache.lookup(&digest)? else {
+        return Err(not_built());
+    };
+    if !exporter.has_image(&row.image_id)? {
+        return Err(not_built());
+    }
+    Ok((digest, row.image_id))
+}
+
+/// Performs one output of a built layer, skipping it when its target
+/// already holds `digest` (unless `force`).
+#[allow(clippy::too_many_arguments)]
+pub fn perform(
+    ws: &Workspace,
+    cache: &std::sync::Mutex<Cache>,
+    exporter: &dyn Exporter,
+    label: &Label,
+    digest: &str,
+    image_id: &str,
+    output: &Output,
+    force: bool,
+) -> OutputResult {
+    let mut r = OutputResult {
+        label: label.to_string(),
+        digest: digest.to_string(),
+        format: String::new(),
+        target: String::new(),
+        status: "failed",
+        bytes: None,
+        error: None,
+    };
+    let outcome = match output {
+        Output::File {
+            format,
+            path,
+            compression,
+        } => {
+            r.format = format.name().to_string();
+            r.target = ws.display_path(path);
+            export_file(
+                ws,
+                cache,
+                exporter,
+                label,
+                digest,
+                image_id,
+                (*format, path, compression.as_deref()),
+                force,
+            )
+            .map(|(status, bytes)| {
+                r.bytes = bytes;
+                status
+            })
+        }
+        Output::Push {
+            destination,
+            tls_verify,
+        } => {
+            r.format = "push".into();
+            let dest = push_destination(destination, label, digest);
+            r.target = dest.clone();
+            push_to(exporter, digest, image_id, &dest, *tls_verify, force)
+        }
+    };
+    match outcome {
+        Ok(status) => r.status = status,
+        Err(e) => r.error = Some(e),
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export_file(
+    ws: &Workspace,
+    cache: &std::sync::Mutex<Cache>,
+    exporter: &dyn Exporter,
+    label: &Label,
+    digest: &str,
+    image_id: &str,
+    (format, path, compression): (ExportFormat, &Path, Option<&str>),
+    force: bool,
+) -> std::result::Result<(&'static str, Option<u64>), String> {
+    let target = path.display().to_string();
+    let options = compression.unwrap_or("").to_string();
+    let recorded = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .output(&target)
+        .map_err(|e| e.to_string())?;
+    if !force
+        && let Some(rec) = &recorded
+        && rec.digest == digest
+        && rec.format == format.name()
+        && rec.options == options
+        && stat_of(format, path) == Some((rec.size, rec.mtime_ns))
+    {
+        return Ok(("up_to_date", None));
+    }
+    let container = format!("{}-export", container_name(ws, label, digest));
+    // Marks the temporary container as in use (for `gc`).
+    let work = ws.cache_dir.join("tmp").join(&container);
+    let _ = std::fs::create_dir_all(&work);
+    let _ = std::fs::write(work.join("owner.pid"), std::process::id().to_string());
+    let req = ExportRequest {
+        image_id: image_id.to_string(),
+        reference: image_name(ws, label, digest),
+        format,
+        path: path.to_path_buf(),
+        compression: compression.map(str::to_string),
+        container,
+        source_date_epoch: ws.build.reproducible.then_some(ws.build.source_date_epoch),
+    };
+    let written = exporter.export(&req);
+    let _ = std::fs::remove_dir_all(&work);
+    let bytes = written?;
+    if let Some((size, mtime_ns)) = stat_of(format, path) {
+        let rec = OutputRecord {
+            target,
+            format: format.name().to_string(),
+            options,
+            label: label.to_string(),
+            digest: digest.to_string(),
+            size,
+            mtime_ns,
+        };
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_output(&rec, now_secs())
+            .map_err(|e| format!("written, but not recorded in the cache: {e}"))?;
+    }
+    Ok(("written", Some(bytes)))
+}
+
+/// Size and mtime of an export (of its index.json for an OCI layout).
+fn stat_of(format: ExportFormat, path: &Path) -> Option<(i64, i64)> {
+    let p: PathBuf = if format == ExportFormat::OciDir {
+        path.join("index.json")
+    } else {
+        path.to_path_buf()
+    };
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.size() as i64, m.mtime() * 1_000_000_000 + m.mtime_nsec()))
+}
+
+const TRANSPORTS: &[&str] = &[
+    "oci-archive:",
+    "docker-archive:",
+    "oci:",
+    "dir:",
+    "containers-storage:",
+    "docker-daemon:",
+];
+
+/// A `buildah push` destination with the default tag filled in: a registry
+/// repository without a tag gets `TYPE-LAYER-DIGEST12`. Other transports are
+/// used as given.
+pub fn push_destination(dest: &str, label: &Label, digest: &str) -> String {
+    let dest = dest.trim();
+    if TRANSPORTS.iter().any(|t| dest.starts_with(t)) {
+        return dest.to_string();
+    }
+    let repo = dest.strip_prefix("docker://").unwrap_or(dest);
+    let last = repo.rsplit('/').next().unwrap_or(repo);
+    if repo.contains('/') && (last.contains(':') || last.contains('@')) {
+        return format!("docker://{repo}");
+    }
+    format!(
+        "docker://{repo}:{}-{}-{}",
+        label.image_type().to_lowercase(),
+        label.layer().to_lowercase(),
+        &digest[..12]
+    )
+}
+
+fn push_to(
+    exporter: &dyn Exporter,
+    digest: &str,
+    image_id: &str,
+    dest: &str,
+    tls_verify: bool,
+    force: bool,
+) -> std::result::Result<&'static str, String> {
+    if !force
+        && let Some(reference) = dest.strip_prefix("docker://")
+        && exporter
+            .remote_digest_label(reference, tls_verify)
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(digest)
+    {
+        return Ok("up_to_date");
+    }
+    exporter.push_to(image_id, dest, tls_verify)?;
+    Ok("pushed")
+}
+
+/// One line per output, for people.
+pub fn render(results: &[OutputResult]) -> String {
+    let mut s = String::new();
+    for r in results {
+        let line = match r.status {
+            "written" => format!(
+                "{} -> {} ({}, {})",
+                r.label,
+                r.target,
+                r.format,
+                human_bytes(r.bytes.unwrap_or(0))
+            ),
+            "pushed" => format!("{} -> {} (pushed)", r.label, r.target),
+            "up_to_date" => format!(
+                "{} -> {} ({}, already holds {})",
+                r.label,
+                r.target,
+                r.format,
+                &r.digest[..12]
+            ),
+            _ => format!(
+                "{} -> {} FAILED: {}",
+                r.label,
+                r.target,
+                r.error.as_deref().unwrap_or("")
+            ),
+        };
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_destinations_get_the_default_tag() {
+        let l = Label::parse("//compute/slurm").unwrap();
+        let d = "0123456789abcdef0123";
+        assert_eq!(
+            push_destination("registry.example.org/hpc/images", &l, d),
+            "docker://registry.example.org/hpc/images:compute-slurm-0123456789ab"
+        );
+        assert_eq!(
+            push_destination("docker://localhost:5000/hpc", &l, d),
+            "docker://localhost:5000/hpc:compute-slurm-0123456789ab"
+        );
+        assert_eq!(
+            push_destination("localhost:5000/hpc:v1", &l, d),
+            "docker://localhost:5000/hpc:v1"
+        );
+        assert_eq!(
+            push_destination("oci-archive:/tmp/x.tar", &l, d),
+            "oci-archive:/tmp/x.tar"
+        );
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+}

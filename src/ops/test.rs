@@ -1,0 +1,128 @@
+//! `layerbuild test LABEL [--all]`: re-runs a built layer's image tests (and,
+//! with `--all`, its ancestors'), each layer in a fresh container from its
+//! cached image. Nothing is cached or changed; each run has its own log.
+
+use serde::Serialize;
+
+use super::build::new_log_path;
+use super::{Context, container_name, now_secs};
+use crate::error::{Error, Result};
+use crate::executor::StepSink;
+use crate::executor::buildah::{Buildah, Session, TestOutcome};
+use crate::label::Label;
+use crate::workspace::Parent;
+
+#[derive(Debug, Serialize)]
+pub struct TestReport {
+    pub layers: Vec<LayerTests>,
+    pub passed: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LayerTests {
+    pub label: String,
+    pub digest: String,
+    pub tests: Vec<TestOutcome>,
+    pub log: Option<String>,
+}
+
+pub struct TestOptions {
+    pub label: Label,
+    pub system: Option<String>,
+    pub all: bool,
+    pub isolation: Option<String>,
+}
+
+struct Quiet;
+impl StepSink for Quiet {
+    fn step(&self, _label: &str, _step: &str) {}
+}
+
+pub fn test(ctx: &Context, opts: &TestOptions, buildah: &Buildah) -> Result<TestReport> {
+    let ws = &ctx.ws;
+    // The layer, then with --all its ancestors; run oldest first.
+    let mut chain = vec![opts.label.clone()];
+    if !ws.layers.contains_key(&opts.label) {
+        // Let the graph give its usual unknown-label error.
+        ctx.graph
+            .select(&[crate::label::Pattern::Exact(opts.label.clone())])?;
+    }
+    if opts.all {
+        let mut l = opts.label.clone();
+        while let Parent::Layer(p) = &ws.layers[&l].parent {
+            chain.push(p.clone());
+            l = p.clone();
+        }
+    }
+    chain.reverse();
+    let isolation = opts
+        .isolation
+        .clone()
+        .unwrap_or_else(|| ws.build.isolation.clone());
+    let mut report = TestReport {
+        layers: vec![],
+        passed: 0,
+        failed: 0,
+    };
+    for label in &chain {
+        let (digest, image_id) =
+            super::export::built_image(ctx, label, opts.system.as_deref(), buildah)?;
+        let tests = &ws.layers[label].tests;
+        let mut lt = LayerTests {
+            label: label.to_string(),
+            digest: digest.clone(),
+            tests: vec![],
+            log: None,
+        };
+        if !tests.is_empty() {
+            let log = new_log_path(ws, label, now_secs(), &digest, "-test");
+            let session = Session::new(buildah, &label.to_string(), &isolation, &Quiet, &log)
+                .map_err(Error::env)?;
+            let ctr = format!("{}-test", container_name(ws, label, &digest));
+            lt.tests = session
+                .run_tests(&image_id, &ctr, tests)
+                .map_err(Error::env)?;
+            lt.log = Some(ws.display_path(&log));
+        }
+        report.passed += lt.tests.iter().filter(|t| t.passed).count();
+        report.failed += lt.tests.iter().filter(|t| !t.passed).count();
+        report.layers.push(lt);
+    }
+    Ok(report)
+}
+
+pub fn render(r: &TestReport) -> String {
+    let mut s = String::new();
+    for l in &r.layers {
+        if l.tests.is_empty() {
+            s.push_str(&format!("{}  no tests declared\n", l.label));
+            continue;
+        }
+        s.push_str(&format!(
+            "{}  ({}, {} tests)\n",
+            l.label,
+            &l.digest[..12],
+            l.tests.len()
+        ));
+        for t in &l.tests {
+            if t.passed {
+                s.push_str(&format!("  ok    {}\n", t.command));
+            } else {
+                s.push_str(&format!(
+                    "  FAIL  {} ({})\n",
+                    t.command,
+                    t.error.as_deref().unwrap_or("failed")
+                ));
+                for line in t.output.lines() {
+                    s.push_str(&format!("        | {line}\n"));
+                }
+            }
+        }
+        if let Some(log) = &l.log {
+            s.push_str(&format!("  log: {log}\n"));
+        }
+    }
+    s.push_str(&format!("{} passed, {} failed\n", r.passed, r.failed));
+    s
+}
