@@ -1,0 +1,393 @@
+//! The image lifecycle on the busybox chain, with real buildah, tar,
+//! mksquashfs and skopeo: tests inside built images, exports and declared
+//! outputs (written atomically, skipped when up to date), and reproducible
+//! commits across storage roots.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{TestWs, require_buildah};
+
+fn hsn_with(ws: &TestWs, extra: &str) {
+    let lf = ws.read("Layerfile.toml").replacen(
+        "run = [\"echo hsn > /etc/layer-hsn\"]\n",
+        &format!("run = [\"echo hsn > /etc/layer-hsn\"]\n{extra}\n"),
+        1,
+    );
+    ws.write("Layerfile.toml", &lf);
+}
+
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn image_names() -> String {
+    tool("buildah", &["images", "--format", "{{.Name}}:{{.Tag}}"])
+}
+
+#[test]
+fn a_failing_image_test_fails_the_layer_and_nothing_below_it_builds() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    hsn_with(
+        &ws,
+        "tests = [\"test -f /etc/layer-hsn\", \"echo checking-hsn; grep -q nope /etc/layer-hsn\"]",
+    );
+    let run = ws.lb(&["build", "--json", "//uan/uan"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(TestWs::labels_with(&r, "failed"), vec!["//base/hsn"]);
+    assert_eq!(TestWs::labels_with(&r, "skipped"), vec!["//uan/uan"]);
+    let hsn = &r["layers"][1];
+    let err = hsn["error"].as_str().unwrap();
+    assert!(
+        err.contains("1 of 2 image tests failed") && err.contains("grep -q nope"),
+        "{err}"
+    );
+    // Not cached; the image is kept under a -failed name, the normal name is gone.
+    let digest = hsn["digest"].as_str().unwrap();
+    assert!(!ws.cached_digests().contains(&digest.to_string()));
+    let names = image_names();
+    let base = format!(
+        "localhost/layerbuild/{}/base/hsn:{}",
+        ws.name,
+        &digest[..12]
+    );
+    assert!(names.contains(&format!("{base}-failed")), "{names}");
+    assert!(!names.lines().any(|n| n == base), "{names}");
+    // The log says which test failed, with its output.
+    let log = std::fs::read_to_string(ws.path(hsn["log"].as_str().unwrap())).unwrap();
+    assert!(log.contains("## test 2/2 FAILED"), "{log}");
+    assert!(log.contains("checking-hsn"), "{log}");
+    assert!(log.contains("## test 1/2 passed"), "{log}");
+
+    // Fixing the test changes the digest (tests are inputs) and builds the chain.
+    hsn_with(&ws, "");
+    let lf = ws
+        .read("Layerfile.toml")
+        .replace("grep -q nope", "grep -q hsn");
+    ws.write("Layerfile.toml", &lf);
+    let r = ws.lb(&["build", "--json", "//uan/uan"]).ok().json();
+    assert_eq!(
+        TestWs::labels_with(&r, "built"),
+        vec!["//base/hsn", "//uan/uan"]
+    );
+
+    // `test` re-runs them; --all includes the ancestors.
+    let t = ws.lb(&["test", "--all", "--json", "//uan/uan"]).ok().json();
+    let labels: Vec<&str> = t["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, vec!["//base/os", "//base/hsn", "//uan/uan"]);
+    assert_eq!(t["passed"], 2);
+    assert_eq!(t["failed"], 0);
+    let text = ws.lb(&["test", "//base/hsn"]).ok().stdout;
+    assert!(
+        text.contains("ok    echo checking-hsn; grep -q hsn /etc/layer-hsn"),
+        "{text}"
+    );
+
+    // Tests are inputs: changing them is a reason to rebuild, and `why` says so.
+    let lf = ws.read("Layerfile.toml").replace(
+        "grep -q hsn /etc/layer-hsn\"]",
+        "grep -q hsn /etc/layer-hsn\", \"true\"]",
+    );
+    ws.write("Layerfile.toml", &lf);
+    let why = ws.lb(&["why", "//base/hsn"]).ok().stdout;
+    assert!(
+        why.contains("tests commands changed") && why.contains("+ true"),
+        "{why}"
+    );
+
+    // A layer not built at its current digest cannot be tested.
+    ws.append("scripts/uan.sh", "echo changed\n");
+    let t = ws.lb(&["test", "//uan/uan"]);
+    assert_eq!(t.code, 2, "{}", t.stderr);
+    assert!(
+        t.stderr.contains("is not built at its current digest"),
+        "{}",
+        t.stderr
+    );
+}
+
+#[test]
+fn declared_outputs_are_written_then_skipped_while_they_hold_the_digest() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    hsn_with(
+        &ws,
+        r#"[[layers."base/hsn".outputs]]
+format = "squashfs"
+path = "out/hsn.squashfs"
+compression = "zstd"
+
+[[layers."base/hsn".outputs]]
+format = "rootfs-tar"
+path = "out/hsn.tar"
+
+[[layers."base/hsn".outputs]]
+format = "oci-archive"
+path = "out/hsn-oci.tar"
+"#,
+    );
+    let r = ws.lb(&["build", "--json", "//base/hsn"]).ok().json();
+    let statuses: Vec<&str> = r["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["written"; 3], "{r}");
+    let sq = ws.path("out/hsn.squashfs");
+    let listing = tool("unsquashfs", &["-l", sq.to_str().unwrap()]);
+    assert!(listing.contains("squashfs-root/etc/layer-hsn"), "{listing}");
+    let tar = tool("tar", &["-tf", ws.path("out/hsn.tar").to_str().unwrap()]);
+    assert!(tar.lines().any(|l| l == "./etc/layer-hsn"), "{tar}");
+    let inspect = tool(
+        "skopeo",
+        &[
+            "inspect",
+            &format!("oci-archive:{}", ws.path("out/hsn-oci.tar").display()),
+        ],
+    );
+    let digest = r["layers"][1]["digest"].as_str().unwrap();
+    assert!(inspect.contains(digest), "{inspect}");
+
+    // A no-op build leaves them alone.
+    let r = ws.lb(&["build", "--json", "//base/hsn"]).ok().json();
+    assert!(
+        r["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "up_to_date"),
+        "{r}"
+    );
+    // A file changed behind our back is written again.
+    std::fs::write(ws.path("out/hsn.tar"), "not a tar").unwrap();
+    let r = ws.lb(&["build", "--json", "//base/hsn"]).ok().json();
+    assert_eq!(r["outputs"][1]["status"], "written", "{r}");
+    assert!(
+        tool("tar", &["-tf", ws.path("out/hsn.tar").to_str().unwrap()]).contains("./etc/layer-hsn")
+    );
+    // --no-outputs skips them.
+    let r = ws
+        .lb(&["build", "--json", "--no-outputs", "//base/hsn"])
+        .ok()
+        .json();
+    assert!(r["outputs"].as_array().unwrap().is_empty(), "{r}");
+}
+
+#[test]
+fn an_interrupted_export_leaves_the_previous_file_whole() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    ws.lb(&["build", "//base/hsn"]).ok();
+    let dest = ws.path("out/node.squashfs");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(&dest, "the previous image").unwrap();
+    // mksquashfs writes part of the image, then dies by SIGKILL.
+    let bin = ws.root.join("../fault-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("mksquashfs");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nprintf 'hsqs-partial' > \"$2\"\nkill -9 $$\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    ws.env.push(("PATH".into(), path));
+    let run = ws.lb(&[
+        "export",
+        "//base/hsn",
+        "--format",
+        "squashfs",
+        "-o",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("FAILED"), "{}", run.stdout);
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "the previous image"
+    );
+    let left: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["node.squashfs"], "temporary files left behind");
+    // The export's mount container is gone too.
+    let ctrs = tool("buildah", &["containers", "--format", "{{.ContainerName}}"]);
+    assert!(
+        !ctrs.contains(&format!("layerbuild-{}-", ws.name)),
+        "{ctrs}"
+    );
+
+    // With the real mksquashfs it replaces the file.
+    ws.env.clear();
+    ws.lb(&[
+        "export",
+        "//base/hsn",
+        "--format",
+        "squashfs",
+        "-o",
+        dest.to_str().unwrap(),
+    ])
+    .ok();
+    let listing = tool("unsquashfs", &["-l", dest.to_str().unwrap()]);
+    assert!(
+        listing.contains("squashfs-root/etc/layer-base"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn export_and_push_refuse_bad_input_and_unbuilt_layers() {
+    let ws = TestWs::new("chain");
+    let run = ws.lb(&["export", "//base/hsn", "-f", "squashfs", "-o", "x.sqfs"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not built"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("layerbuild build //base/hsn"),
+        "{}",
+        run.stderr
+    );
+    let run = ws.lb(&["export", "//base/hsn", "-f", "tarball", "-o", "x"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let run = ws.lb(&[
+        "export",
+        "//base/hsn",
+        "-f",
+        "oci-archive",
+        "-o",
+        "x",
+        "--compression",
+        "xz",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--compression"), "{}", run.stderr);
+    let run = ws.lb(&["push", "//no/such", "localhost:1/x"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+
+    // Bad outputs in the Layerfile: file:line and a hint.
+    for (extra, msg) in [
+        (
+            "[[layers.\"base/hsn\".outputs]]\nformat = \"zip\"\npath = \"o\"",
+            "unknown output format 'zip'",
+        ),
+        (
+            "[[layers.\"base/hsn\".outputs]]\nformat = \"squashfs\"",
+            "has no path",
+        ),
+        (
+            "[[layers.\"base/hsn\".outputs]]\nformat = \"squashfs\"\npath = \"o\"\ncompression = \"rar\"",
+            "unknown squashfs compression",
+        ),
+        (
+            "[[layers.\"base/hsn\".outputs]]\nformat = \"rootfs-tar\"\npath = \"compute-config/x.tar\"",
+            "an input of //compute/compute",
+        ),
+        (
+            "[[layers.\"base/hsn\".outputs]]\npush = \"r/x\"\nformat = \"squashfs\"",
+            "either format",
+        ),
+        ("tests = [\" \"]", "empty test command"),
+    ] {
+        let ws = TestWs::new("chain");
+        hsn_with(&ws, extra);
+        let run = ws.lb(&["build", "//base/hsn"]);
+        assert_eq!(run.code, 2, "{extra}: {}", run.stderr);
+        assert!(run.stderr.contains(msg), "{extra}: {}", run.stderr);
+        assert!(run.stderr.contains("Layerfile.toml:"), "{}", run.stderr);
+        assert!(!ws.db().exists(), "nothing written for bad input");
+    }
+}
+
+fn image_id(storage: &Path, name: &str) -> String {
+    tool(
+        "buildah",
+        &[
+            "--root",
+            storage.to_str().unwrap(),
+            "--runroot",
+            storage.join("run").to_str().unwrap(),
+            "images",
+            "--no-trunc",
+            "--format",
+            "{{.Name}}:{{.Tag}} {{.ID}}",
+        ],
+    )
+    .lines()
+    .find(|l| l.starts_with(name))
+    .unwrap_or_else(|| panic!("no image {name}"))
+    .split_whitespace()
+    .nth(1)
+    .unwrap()
+    .to_string()
+}
+
+fn drop_storage(storage: &Path) {
+    let _ = Command::new("buildah")
+        .arg("--root")
+        .arg(storage)
+        .arg("--runroot")
+        .arg(storage.join("run"))
+        .args(["rmi", "--all", "--force"])
+        .output();
+}
+
+#[test]
+fn reproducible_builds_give_the_same_image_on_two_storage_roots() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = vec![];
+    for (i, epoch) in ["1700000000", "1700000000"].iter().enumerate() {
+        let storage = dir.path().join(format!("storage{i}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+            .arg("-C")
+            .arg(&ws.root)
+            .arg("--storage-root")
+            .arg(&storage)
+            .args(["build", "--json", "--no-outputs", "//base/hsn"])
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir_all(ws.path("cache"));
+        let name = format!("localhost/layerbuild/{}/base/hsn", ws.name);
+        ids.push(image_id(&storage, &name));
+        // Files are written at different times in the two builds.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    for i in 0..2 {
+        drop_storage(&dir.path().join(format!("storage{i}")));
+    }
+    assert_eq!(ids[0], ids[1], "same inputs, same image");
+
+    // `[build] reproducible` is an input: turning it on rebuilds.
+    let plain = ws.digests()["//base/hsn"].clone();
+    ws.write(
+        "Layerfile.toml",
+        &ws.read("Layerfile.toml")
+            .replacen("[build]\n", "[build]\nreproducible = true\n", 1),
+    );
+    assert_ne!(ws.digests()["//base/hsn"], plain);
+}
