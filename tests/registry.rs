@@ -577,4 +577,130 @@ fn the_demo_built_on_one_machine_is_pulled_whole_by_another() {
     );
     let conf = b.buildah(&["images", "--format", "{{.Name}}"]);
     assert!(conf.contains("compute/slurm"), "{conf}");
+
+    // The demo declares a squashfs output: machine A wrote it after building.
+    let listing = tool_out(
+        "unsquashfs",
+        &[
+            "-l",
+            a_root.join("out/compute-slurm.squashfs").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        listing.contains("squashfs-root/etc/slurm/slurm.conf"),
+        "{listing}"
+    );
+    // Every export format of //compute/slurm, each read by a real consumer.
+    let out_dir = dir.path().join("exports");
+    let export = |format: &str, name: &str| {
+        let path = out_dir.join(name);
+        let (code, out, err) = a.lb(&[
+            "export",
+            "//compute/slurm",
+            "--format",
+            format,
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{format}: {out}\n{err}");
+        path.display().to_string()
+    };
+    let digest = json(&a.lb(&["hash", "--json", "//compute/slurm"]).1)["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (transport, path) in [
+        ("oci-archive", export("oci-archive", "slurm-oci.tar")),
+        (
+            "docker-archive",
+            export("docker-archive", "slurm-docker.tar"),
+        ),
+        ("oci", export("oci-dir", "slurm-oci")),
+    ] {
+        let info = json(&tool_out(
+            "skopeo",
+            &["inspect", &format!("{transport}:{path}")],
+        ));
+        assert_eq!(
+            info["Labels"]["layerbuild.digest"],
+            digest.as_str(),
+            "{transport}"
+        );
+        assert_eq!(info["Labels"]["layerbuild.label"], "//compute/slurm");
+    }
+    let tar = tool_out("tar", &["-tf", &export("rootfs-tar", "slurm-rootfs.tar")]);
+    assert!(
+        tar.lines().any(|l| l == "./etc/slurm/slurm.conf"),
+        "rootfs tar"
+    );
+    let sq = export("squashfs", "slurm.squashfs");
+    let listing = tool_out("unsquashfs", &["-l", &sq]);
+    assert!(listing.contains("squashfs-root/etc/slurm/slurm.conf"));
+    assert!(listing.contains("squashfs-root/usr/bin/python3"));
+}
+
+fn tool_out(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn push_sends_a_built_layer_to_a_registry_once() {
+    require_buildah();
+    let reg = Registry::start();
+    let ws = TestWs::new("chain");
+    let r = ws.lb(&["build", "--json", "//base/hsn"]).ok().json();
+    let digest = r["layers"][1]["digest"].as_str().unwrap().to_string();
+    let repo = format!("127.0.0.1:{}/hpc/images", reg.port);
+    let r = ws
+        .lb(&["push", "--json", "--tls-verify=false", "//base/hsn", &repo])
+        .ok()
+        .json();
+    assert_eq!(r["status"], "pushed", "{r}");
+    // The default tag: TYPE-LAYER-DIGEST12.
+    let target = format!("docker://{repo}:base-hsn-{}", &digest[..12]);
+    assert_eq!(r["target"], target.as_str());
+    let info = json(&tool_out(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &target],
+    ));
+    assert_eq!(info["Labels"]["layerbuild.digest"], digest.as_str());
+    // Pushing again finds it there.
+    let r = ws
+        .lb(&["push", "--json", "--tls-verify=false", "//base/hsn", &repo])
+        .ok()
+        .json();
+    assert_eq!(r["status"], "up_to_date", "{r}");
+    // A declared push output, with an explicit tag.
+    ws.append(
+        "Layerfile.toml",
+        &format!(
+            "\n[[layers.\"base/hsn\".outputs]]\npush = \"{repo}:stable\"\ntls_verify = false\n"
+        ),
+    );
+    let r = ws.lb(&["build", "--json", "//base/hsn"]).ok().json();
+    assert_eq!(r["outputs"][0]["status"], "pushed", "{r}");
+    let info = json(&tool_out(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{repo}:stable"),
+        ],
+    ));
+    assert_eq!(info["Labels"]["layerbuild.digest"], digest.as_str());
+    // An unreachable destination fails the command, not the cache.
+    let run = ws.lb(&[
+        "push",
+        "--tls-verify=false",
+        "//base/hsn",
+        "127.0.0.1:9/x/y",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.contains("FAILED"), "{}", run.stdout);
 }

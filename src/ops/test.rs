@@ -99,11 +99,12 @@ pub fn render(r: &TestReport) -> String {
             s.push_str(&format!("{}  no tests declared\n", l.label));
             continue;
         }
+        let n = l.tests.len();
         s.push_str(&format!(
-            "{}  ({}, {} tests)\n",
+            "{}  ({}, {n} test{})\n",
             l.label,
             &l.digest[..12],
-            l.tests.len()
+            if n == 1 { "" } else { "s" }
         ));
         for t in &l.tests {
             if t.passed {
