@@ -7,6 +7,7 @@ pub mod ci;
 pub mod debug;
 pub mod graph;
 pub mod hash;
+pub mod lint;
 pub mod log;
 pub mod ls;
 pub mod why;

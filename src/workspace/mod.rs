@@ -344,7 +344,7 @@ fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
 
     // Gather layers and systems from the main file and its fragments.
     let mut files = vec![];
-    let mut raw_layers: Vec<(usize, Spanned<String>, RawLayer)> = vec![];
+    let mut raw_layers: Vec<(usize, Spanned<String>, Option<RawLayer>)> = vec![];
     let mut raw_systems: Vec<(usize, Spanned<String>, RawSystem)> = vec![];
     raw_layers.extend(parsed.layers.into_iter().map(|(k, v)| (0, k, v)));
     raw_systems.extend(parsed.systems.into_iter().map(|(k, v)| (0, k, v)));
@@ -454,7 +454,9 @@ fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
 
     let mut layers = BTreeMap::new();
     for ((idx, key, raw_layer), label) in raw_layers.into_iter().zip(keys) {
-        let Some(label) = label else { continue };
+        let (Some(label), Some(raw_layer)) = (label, raw_layer) else {
+            continue;
+        };
         let file = &files[idx];
         if let Some(layer) = resolve_layer(
             &root,
@@ -540,7 +542,9 @@ fn read_source(root: &Path, path: &Path) -> Result<SourceFile> {
 /// does not hide the problems of the others.
 struct Parsed<T> {
     top: T,
-    layers: Vec<(Spanned<String>, RawLayer)>,
+    /// `None` for a table that failed to deserialise: its label still
+    /// counts, so its children are not told their parent is unknown.
+    layers: Vec<(Spanned<String>, Option<RawLayer>)>,
     systems: Vec<(Spanned<String>, RawSystem)>,
 }
 
@@ -577,18 +581,21 @@ fn parse_file<T: serde::de::DeserializeOwned + Default>(
         file: &SourceFile,
         tables: Vec<(Spanned<toml::de::DeString<'_>>, Spanned<DeValue<'_>>)>,
         errs: &mut Vec<Error>,
-    ) -> Vec<(Spanned<String>, T)> {
+    ) -> Vec<(Spanned<String>, Option<T>)> {
         let mut out = vec![];
         for (k, v) in tables {
-            match T::deserialize(ValueDeserializer::from(v)) {
-                Ok(t) => out.push((Spanned::new(k.span(), k.get_ref().to_string()), t)),
-                Err(e) => errs.push(toml_error(file, &e)),
-            }
+            let t = T::deserialize(ValueDeserializer::from(v))
+                .map_err(|e| errs.push(toml_error(file, &e)))
+                .ok();
+            out.push((Spanned::new(k.span(), k.get_ref().to_string()), t));
         }
         out
     }
     let layers = each(file, raw_layers, errs);
-    let systems = each(file, raw_systems, errs);
+    let systems = each(file, raw_systems, errs)
+        .into_iter()
+        .filter_map(|(k, s)| Some((k, s?)))
+        .collect();
     let top = match T::deserialize(ValueDeserializer::from(Spanned::new(
         span,
         DeValue::Table(top),
