@@ -55,6 +55,20 @@ pub enum Command {
     /// Generate CI configuration.
     #[command(subcommand)]
     Ci(CiCommand),
+    /// Check the Layerfile and the layers' playbooks without building: every problem at once.
+    Lint(LintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Layers whose playbooks to check: //TYPE/LAYER, //TYPE/... or //... (default //...).
+    #[arg(value_name = "LABEL")]
+    pub labels: Vec<String>,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Print {version, findings, notes} as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

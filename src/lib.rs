@@ -103,6 +103,32 @@ fn finish_output(r: ops::export::OutputResult, json: bool) -> Result<()> {
     }
 }
 
+fn lint(dir: &std::path::Path, args: &cli::LintArgs) -> Result<()> {
+    let labels = if args.labels.is_empty() {
+        vec!["//...".to_string()]
+    } else {
+        args.labels.clone()
+    };
+    let opts = ops::lint::LintOptions {
+        patterns: ops::parse_patterns(&labels)?,
+        system: args.system.system.clone(),
+    };
+    let root = workspace::find_root(dir)?;
+    let report = ops::lint::lint(&root, &opts, &ops::lint::LintTools::default())?;
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    if args.json {
+        print_json(&report);
+    } else {
+        print!("{}", report.render());
+    }
+    if report.errors() > 0 {
+        return Err(Error::Exit(1));
+    }
+    Ok(())
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let dir = match &cli.directory {
         Some(d) => d.clone(),
@@ -110,8 +136,13 @@ pub fn run(cli: Cli) -> Result<()> {
             std::env::current_dir().map_err(|e| Error::env(format!("current directory: {e}")))?
         }
     };
+    // lint reports an invalid Layerfile rather than stopping at its first error.
+    let command = match cli.command {
+        Command::Lint(args) => return lint(&dir, &args),
+        command => command,
+    };
     let ctx = Context::load(&dir)?;
-    match cli.command {
+    match command {
         Command::Build(args) => {
             let patterns = ops::parse_patterns(&args.labels)?;
             let opts = ops::build::BuildOptions {
@@ -415,6 +446,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Lint(_) => Err(Error::env(
+            "internal: lint is run before loading the workspace",
+        )),
         Command::Clean(_) => {
             let executor = make_executor(&ctx, &cli.storage)?;
             let removed = ops::debug::clean_failed(&ctx, &executor)?;

@@ -658,52 +658,10 @@ impl Build<'_> {
 
     fn play(&self, ctr: &str, play: &PlayRequest) -> std::result::Result<(), String> {
         let req = self.req;
-        let inventory = req.work_dir.join("inventory.ini");
-        let mut ini = String::new();
-        let host = format!(
-            "{} ansible_host={} ansible_connection=containers.podman.buildah\n",
-            play.host_name, ctr
-        );
-        if play.groups.is_empty() {
-            ini.push_str("[ungrouped]\n");
-            ini.push_str(&host);
-        }
-        for g in &play.groups {
-            ini.push_str(&format!("[{g}]\n{host}\n"));
-        }
-        std::fs::write(&inventory, ini)
-            .map_err(|e| format!("cannot write {}: {e}", inventory.display()))?;
-        let vars = req.work_dir.join("vars.json");
-        std::fs::write(
-            &vars,
-            serde_json::Value::Object(play.vars.clone()).to_string(),
-        )
-        .map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
-
-        self.step(&format!("ansible-playbook {}", play.playbook));
         let mut c = self.tool.command(&self.tool.ansible_playbook);
-        if let Some(inv) = &play.inventory {
-            c.arg("-i").arg(inv);
-        }
-        c.arg("-i").arg(&inventory);
-        c.arg("-e").arg(format!("@{}", vars.display()));
-        c.arg(&play.playbook);
-        let roles: Vec<String> = play
-            .roles_path
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        c.current_dir(&play.source_dir)
-            .stdin(Stdio::null())
-            .env("BUILDAH_ISOLATION", &req.isolation)
-            .env("ANSIBLE_ROLES_PATH", roles.join(":"))
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_FORCE_COLOR", "0")
-            .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
-            .env("ANSIBLE_HOST_KEY_CHECKING", "0")
-            .env("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")
-            .env("ANSIBLE_LOCAL_TEMP", req.work_dir.join("ansible-tmp"))
-            .env("PYTHONUNBUFFERED", "1");
+        super::ansible::playbook_command(&mut c, play, &req.work_dir, ctr, &[])?;
+        c.env("BUILDAH_ISOLATION", &req.isolation);
+        self.step(&format!("ansible-playbook {}", play.playbook));
         let label = req.label.clone();
         let sink = self.sink;
         self.stream(c, &format!("ansible-playbook {}", play.playbook), &|line| {

@@ -2,6 +2,7 @@
 //! [`buildah::Buildah`] is the real one (buildah + ansible-playbook); tests of
 //! scheduling may use a recording executor. Only executors spawn processes.
 
+pub mod ansible;
 pub mod buildah;
 pub mod export;
 

@@ -881,7 +881,11 @@ fn request(
     }
 }
 
-fn play_request(ws: &Workspace, system: Option<&System>, label: &Label) -> Option<PlayRequest> {
+pub(crate) fn play_request(
+    ws: &Workspace,
+    system: Option<&System>,
+    label: &Label,
+) -> Option<PlayRequest> {
     let layer = &ws.layers[label];
     layer.playbook.as_ref().map(|pb| {
         let source = layer.source.as_deref().unwrap_or(".");

@@ -8,6 +8,7 @@ pub mod debug;
 pub mod export;
 pub mod graph;
 pub mod hash;
+pub mod lint;
 pub mod log;
 pub mod ls;
 pub mod test;

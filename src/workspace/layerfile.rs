@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLayerfile {
     #[serde(default)]
@@ -18,18 +18,28 @@ pub(crate) struct RawLayerfile {
     pub cache: RawCache,
     #[serde(default)]
     pub ci: RawCi,
+    /// Empty once parsed: the workspace takes the `systems` and `layers`
+    /// tables out and deserialises them one by one; these fields remain so
+    /// that a value which is not a table is a type error.
+    #[allow(dead_code)]
     #[serde(default)]
     pub systems: BTreeMap<Spanned<String>, RawSystem>,
+    #[allow(dead_code)]
     #[serde(default)]
     pub layers: BTreeMap<Spanned<String>, RawLayer>,
 }
 
 /// A file named by `workspace.include`: layers and systems only.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFragment {
+    /// Empty once parsed: the workspace takes the `systems` and `layers`
+    /// tables out and deserialises them one by one; these fields remain so
+    /// that a value which is not a table is a type error.
+    #[allow(dead_code)]
     #[serde(default)]
     pub systems: BTreeMap<Spanned<String>, RawSystem>,
+    #[allow(dead_code)]
     #[serde(default)]
     pub layers: BTreeMap<Spanned<String>, RawLayer>,
 }

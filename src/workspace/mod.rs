@@ -207,221 +207,32 @@ pub fn find_root(start: &Path) -> Result<PathBuf> {
 }
 
 impl Workspace {
-    /// Loads and validates the workspace rooted at `root`.
+    /// Loads and validates the workspace rooted at `root`; the first problem
+    /// found is the error.
     pub fn load(root: &Path) -> Result<Workspace> {
-        let root = root
-            .canonicalize()
-            .map_err(|e| Error::input(format!("{}: {e}", root.display())))?;
-        let main = read_source(&root, &root.join(LAYERFILE))?;
-        let raw: RawLayerfile = parse_toml(&main)?;
-
-        let name = match &raw.workspace.name {
-            Some(n) => {
-                let v = n.get_ref();
-                if v.is_empty()
-                    || !v
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-                {
-                    return Err(Error::input_at(
-                        main.at(n.span()),
-                        format!("workspace name '{v}' is not usable in image names"),
-                    )
-                    .with_hint("use letters, digits, '_', '-' and '.' only"));
-                }
-                v.to_lowercase()
-            }
-            None => root
-                .file_name()
-                .map(|n| sanitize_name(&n.to_string_lossy()))
-                .unwrap_or_else(|| "workspace".into()),
-        };
-
-        let cache_dir = match &raw.workspace.cache {
-            Some(c) => root.join(relative_path(&main, c, "cache")?),
-            None => root.join("cache"),
-        };
-
-        let epoch = source_date_epoch()?;
-        let build = BuildSettings {
-            isolation: match &raw.build.isolation {
-                Some(i) if ISOLATIONS.contains(&i.get_ref().as_str()) => i.get_ref().clone(),
-                Some(i) => {
-                    return Err(Error::input_at(
-                        main.at(i.span()),
-                        format!("unknown isolation '{}'", i.get_ref()),
-                    )
-                    .with_hint(format!("use one of: {}", ISOLATIONS.join(", "))));
-                }
-                None => "chroot".into(),
-            },
-            jobs: match &raw.build.jobs {
-                Some(j) if *j.get_ref() >= 1 => *j.get_ref() as usize,
-                Some(j) => {
-                    return Err(Error::input_at(
-                        main.at(j.span()),
-                        "jobs must be at least 1",
-                    ));
-                }
-                None => default_jobs(),
-            },
-            package_command: raw
-                .build
-                .package_command
-                .as_ref()
-                .map(|p| p.get_ref().clone())
-                .unwrap_or_else(|| DEFAULT_PACKAGE_COMMAND.into()),
-            storage_root: raw.build.storage_root.as_ref().map(|p| root.join(p)),
-            storage_runroot: raw.build.storage_runroot.as_ref().map(|p| root.join(p)),
-            storage_driver: raw
-                .build
-                .storage_driver
-                .clone()
-                .unwrap_or_else(|| "overlay".into()),
-            reproducible: raw.build.reproducible.unwrap_or(false) || epoch.is_some(),
-            source_date_epoch: epoch.unwrap_or(0),
-        };
-        let cache = CacheSettings {
-            registry: match &raw.cache.registry {
-                Some(r) => Some(parse_registry(r.get_ref()).map_err(|e| {
-                    Error::input_at(main.at(r.span()), e)
-                        .with_hint("write host[:port]/path, e.g. registry.example.org/hpc/layers")
-                })?),
-                None => None,
-            },
-            tls_verify: raw.cache.tls_verify.unwrap_or(true),
-            mode: match &raw.cache.mode {
-                None => CacheMode::ReadWrite,
-                Some(m) => {
-                    <CacheMode as clap::ValueEnum>::from_str(m.get_ref(), false).map_err(|_| {
-                        Error::input_at(
-                            main.at(m.span()),
-                            format!("unknown cache mode '{}'", m.get_ref()),
-                        )
-                        .with_hint("use read-write, read-only or off")
-                    })?
-                }
-            },
-        };
-        let gitlab = GitlabSettings {
-            image: raw.ci.gitlab.image.clone(),
-            tags: raw.ci.gitlab.tags.clone(),
-            before_script: raw.ci.gitlab.before_script.clone(),
-            variables: raw.ci.gitlab.variables.clone(),
-            command: raw
-                .ci
-                .gitlab
-                .command
-                .clone()
-                .unwrap_or_else(|| "layerbuild".into()),
-        };
-
-        // Gather layers and systems from the main file and its fragments.
-        let mut files = vec![];
-        let mut raw_layers: Vec<(usize, Spanned<String>, RawLayer)> = vec![];
-        let mut raw_systems: Vec<(usize, Spanned<String>, RawSystem)> = vec![];
-        for (k, v) in raw.layers {
-            raw_layers.push((0, k, v));
+        let (ws, errors) = Workspace::check(root);
+        match (ws, errors.into_iter().next()) {
+            (_, Some(first)) => Err(first),
+            (Some(ws), None) => Ok(ws),
+            (None, None) => Err(Error::env("internal: no workspace and no error")),
         }
-        for (k, v) in raw.systems {
-            raw_systems.push((0, k, v));
-        }
-        files.push(main);
-        for pattern in &raw.workspace.include {
-            for path in expand_include(&root, &files[0], pattern)? {
-                let frag_file = read_source(&root, &path)?;
-                let frag: RawFragment = parse_toml(&frag_file)?;
-                let idx = files.len();
-                files.push(frag_file);
-                raw_layers.extend(frag.layers.into_iter().map(|(k, v)| (idx, k, v)));
-                raw_systems.extend(frag.systems.into_iter().map(|(k, v)| (idx, k, v)));
-            }
-        }
-
-        let mut systems = BTreeMap::new();
-        let mut system_origin: BTreeMap<String, Location> = BTreeMap::new();
-        for (idx, key, sys) in raw_systems {
-            let file = &files[idx];
-            let loc = file.at(key.span());
-            let name = key.into_inner();
-            if let Some(first) = system_origin.get(&name) {
-                return Err(
-                    Error::input_at(loc, format!("system '{name}' is declared twice"))
-                        .with_hint(format!("it is first declared at {first}")),
-                );
-            }
-            let inventory = match &sys.inventory {
-                Some(inv) => {
-                    let rel = relative_path(file, inv, "inventory")?;
-                    if !root.join(&rel).exists() {
-                        return Err(Error::input_at(
-                            file.at(inv.span()),
-                            format!("inventory '{rel}' of system '{name}' does not exist"),
-                        )
-                        .with_hint("paths in a Layerfile are relative to the workspace root"));
-                    }
-                    Some(rel)
-                }
-                None => None,
-            };
-            let vars = sys
-                .vars
-                .into_iter()
-                .map(|(k, v)| serde_json::to_value(v).map(|v| (k, v)))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| Error::input_at(loc.clone(), format!("system vars: {e}")))?;
-            system_origin.insert(name.clone(), loc);
-            systems.insert(
-                name.clone(),
-                System {
-                    name,
-                    inventory,
-                    vars,
-                },
-            );
-        }
-
-        // First pass: labels, so parents can be checked against the full set.
-        let mut labels: BTreeMap<Label, Location> = BTreeMap::new();
-        for (idx, key, _) in &raw_layers {
-            let file = &files[*idx];
-            let label = Label::from_key(key.get_ref()).map_err(|e| {
-                Error::input_at(file.at(key.span()), e)
-                    .with_hint("declare layers as [layers.\"IMAGE_TYPE/LAYER\"], e.g. [layers.\"compute/slurm\"]")
-            })?;
-            if let Some(first) = labels.get(&label) {
-                return Err(Error::input_at(
-                    file.at(key.span()),
-                    format!("layer {label} is declared twice"),
-                )
-                .with_hint(format!("it is first declared at {first}")));
-            }
-            labels.insert(label, file.at(key.span()));
-        }
-
-        let mut layers = BTreeMap::new();
-        for (idx, key, raw_layer) in raw_layers {
-            let file = &files[idx];
-            let label = Label::from_key(key.get_ref()).map_err(Error::input)?;
-            let layer = resolve_layer(&root, file, label.clone(), key.span(), raw_layer, &labels)?;
-            layers.insert(label, layer);
-        }
-
-        check_output_paths(&root, &layers)?;
-
-        Ok(Workspace {
-            layerfile: root.join(LAYERFILE),
-            root,
-            name,
-            cache_dir,
-            build,
-            systems,
-            layers,
-            cache,
-            gitlab,
-        })
     }
 
+    /// Validates the workspace rooted at `root`, collecting every problem
+    /// instead of stopping at the first: per file, per system, per layer and,
+    /// within a layer, per key. The errors come in the order [`Workspace::load`]
+    /// meets them.
+    ///
+    /// The workspace is `None` only when nothing could be read (no root, an
+    /// unreadable Layerfile, a TOML syntax error). When there are errors it is
+    /// partial: systems and layers that failed are left out, and a layer whose
+    /// parent failed is kept, so its parent may be missing from `layers`.
+    /// Only `lint` uses a partial workspace.
+    pub fn check(root: &Path) -> (Option<Workspace>, Vec<Error>) {
+        let mut errs = vec![];
+        let ws = check_into(root, &mut errs);
+        (ws, errs)
+    }
     /// Picks the system named by `--system`, or the only one.
     /// `None` when the workspace declares no system at all.
     pub fn system(&self, requested: Option<&str>) -> Result<Option<&System>> {
@@ -463,6 +274,281 @@ impl Workspace {
             .display()
             .to_string()
     }
+}
+
+/// Keeps the value, or records the error and gives `None`.
+fn keep<T>(errs: &mut Vec<Error>, r: Result<T>) -> Option<T> {
+    r.map_err(|e| errs.push(e)).ok()
+}
+
+/// The body of [`Workspace::check`]: every problem goes to `errs`.
+fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
+    let root = keep(
+        errs,
+        root.canonicalize()
+            .map_err(|e| Error::input(format!("{}: {e}", root.display()))),
+    )?;
+    let main = keep(errs, read_source(&root, &root.join(LAYERFILE)))?;
+    let parsed: Parsed<RawLayerfile> = parse_file(&main, errs)?;
+    let raw = parsed.top;
+
+    let name = match &raw.workspace.name {
+        Some(n) => {
+            let v = n.get_ref();
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                errs.push(
+                    Error::input_at(
+                        main.at(n.span()),
+                        format!("workspace name '{v}' is not usable in image names"),
+                    )
+                    .with_hint("use letters, digits, '_', '-' and '.' only"),
+                );
+            }
+            v.to_lowercase()
+        }
+        None => root
+            .file_name()
+            .map(|n| sanitize_name(&n.to_string_lossy()))
+            .unwrap_or_else(|| "workspace".into()),
+    };
+
+    let cache_dir = match &raw.workspace.cache {
+        Some(c) => {
+            root.join(keep(errs, relative_path(&main, c, "cache")).unwrap_or("cache".into()))
+        }
+        None => root.join("cache"),
+    };
+
+    let epoch = keep(errs, source_date_epoch()).flatten();
+    let build = BuildSettings {
+        isolation: match &raw.build.isolation {
+            Some(i) if ISOLATIONS.contains(&i.get_ref().as_str()) => i.get_ref().clone(),
+            Some(i) => {
+                errs.push(
+                    Error::input_at(
+                        main.at(i.span()),
+                        format!("unknown isolation '{}'", i.get_ref()),
+                    )
+                    .with_hint(format!("use one of: {}", ISOLATIONS.join(", "))),
+                );
+                "chroot".into()
+            }
+            None => "chroot".into(),
+        },
+        jobs: match &raw.build.jobs {
+            Some(j) if *j.get_ref() >= 1 => *j.get_ref() as usize,
+            Some(j) => {
+                errs.push(Error::input_at(
+                    main.at(j.span()),
+                    "jobs must be at least 1",
+                ));
+                default_jobs()
+            }
+            None => default_jobs(),
+        },
+        package_command: raw
+            .build
+            .package_command
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+            .unwrap_or_else(|| DEFAULT_PACKAGE_COMMAND.into()),
+        storage_root: raw.build.storage_root.as_ref().map(|p| root.join(p)),
+        storage_runroot: raw.build.storage_runroot.as_ref().map(|p| root.join(p)),
+        storage_driver: raw
+            .build
+            .storage_driver
+            .clone()
+            .unwrap_or_else(|| "overlay".into()),
+        reproducible: raw.build.reproducible.unwrap_or(false) || epoch.is_some(),
+        source_date_epoch: epoch.unwrap_or(0),
+    };
+    let cache = CacheSettings {
+        registry: raw.cache.registry.as_ref().and_then(|r| {
+            keep(
+                errs,
+                parse_registry(r.get_ref()).map_err(|e| {
+                    Error::input_at(main.at(r.span()), e)
+                        .with_hint("write host[:port]/path, e.g. registry.example.org/hpc/layers")
+                }),
+            )
+        }),
+        tls_verify: raw.cache.tls_verify.unwrap_or(true),
+        mode: match &raw.cache.mode {
+            None => CacheMode::ReadWrite,
+            Some(m) => keep(
+                errs,
+                <CacheMode as clap::ValueEnum>::from_str(m.get_ref(), false).map_err(|_| {
+                    Error::input_at(
+                        main.at(m.span()),
+                        format!("unknown cache mode '{}'", m.get_ref()),
+                    )
+                    .with_hint("use read-write, read-only or off")
+                }),
+            )
+            .unwrap_or_default(),
+        },
+    };
+    let gitlab = GitlabSettings {
+        image: raw.ci.gitlab.image.clone(),
+        tags: raw.ci.gitlab.tags.clone(),
+        before_script: raw.ci.gitlab.before_script.clone(),
+        variables: raw.ci.gitlab.variables.clone(),
+        command: raw
+            .ci
+            .gitlab
+            .command
+            .clone()
+            .unwrap_or_else(|| "layerbuild".into()),
+    };
+
+    // Gather layers and systems from the main file and its fragments.
+    let mut files = vec![];
+    let mut raw_layers: Vec<(usize, Spanned<String>, Option<RawLayer>)> = vec![];
+    let mut raw_systems: Vec<(usize, Spanned<String>, RawSystem)> = vec![];
+    raw_layers.extend(parsed.layers.into_iter().map(|(k, v)| (0, k, v)));
+    raw_systems.extend(parsed.systems.into_iter().map(|(k, v)| (0, k, v)));
+    files.push(main);
+    for pattern in &raw.workspace.include {
+        let Some(paths) = keep(errs, expand_include(&root, &files[0], pattern)) else {
+            continue;
+        };
+        for path in paths {
+            let Some(frag_file) = keep(errs, read_source(&root, &path)) else {
+                continue;
+            };
+            let Some(frag) = parse_file::<RawFragment>(&frag_file, errs) else {
+                continue;
+            };
+            let idx = files.len();
+            files.push(frag_file);
+            raw_layers.extend(frag.layers.into_iter().map(|(k, v)| (idx, k, v)));
+            raw_systems.extend(frag.systems.into_iter().map(|(k, v)| (idx, k, v)));
+        }
+    }
+
+    let mut systems = BTreeMap::new();
+    let mut system_origin: BTreeMap<String, Location> = BTreeMap::new();
+    for (idx, key, sys) in raw_systems {
+        let file = &files[idx];
+        let loc = file.at(key.span());
+        let name = key.into_inner();
+        if let Some(first) = system_origin.get(&name) {
+            errs.push(
+                Error::input_at(loc, format!("system '{name}' is declared twice"))
+                    .with_hint(format!("it is first declared at {first}")),
+            );
+            continue;
+        }
+        system_origin.insert(name.clone(), loc.clone());
+        let inventory = match &sys.inventory {
+            Some(inv) => {
+                let Some(rel) = keep(errs, relative_path(file, inv, "inventory")) else {
+                    continue;
+                };
+                if !root.join(&rel).exists() {
+                    errs.push(
+                        Error::input_at(
+                            file.at(inv.span()),
+                            format!("inventory '{rel}' of system '{name}' does not exist"),
+                        )
+                        .with_hint("paths in a Layerfile are relative to the workspace root"),
+                    );
+                    continue;
+                }
+                Some(rel)
+            }
+            None => None,
+        };
+        let Some(vars) = keep(
+            errs,
+            sys.vars
+                .into_iter()
+                .map(|(k, v)| serde_json::to_value(v).map(|v| (k, v)))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::input_at(loc, format!("system vars: {e}"))),
+        ) else {
+            continue;
+        };
+        systems.insert(
+            name.clone(),
+            System {
+                name,
+                inventory,
+                vars,
+            },
+        );
+    }
+
+    // First pass: labels, so parents can be checked against the full set.
+    // `None` marks a table that is not resolved: a bad or repeated label.
+    let mut labels: BTreeMap<Label, Location> = BTreeMap::new();
+    let mut keys: Vec<Option<Label>> = vec![];
+    for (idx, key, _) in &raw_layers {
+        let file = &files[*idx];
+        let label = keep(
+            errs,
+            Label::from_key(key.get_ref()).map_err(|e| {
+                Error::input_at(file.at(key.span()), e)
+                    .with_hint("declare layers as [layers.\"IMAGE_TYPE/LAYER\"], e.g. [layers.\"compute/slurm\"]")
+            }),
+        );
+        let label = label.filter(|label| match labels.get(label) {
+            Some(first) => {
+                errs.push(
+                    Error::input_at(
+                        file.at(key.span()),
+                        format!("layer {label} is declared twice"),
+                    )
+                    .with_hint(format!("it is first declared at {first}")),
+                );
+                false
+            }
+            None => true,
+        });
+        if let Some(label) = &label {
+            labels.insert(label.clone(), file.at(key.span()));
+        }
+        keys.push(label);
+    }
+
+    let mut layers = BTreeMap::new();
+    for ((idx, key, raw_layer), label) in raw_layers.into_iter().zip(keys) {
+        let (Some(label), Some(raw_layer)) = (label, raw_layer) else {
+            continue;
+        };
+        let file = &files[idx];
+        if let Some(layer) = resolve_layer(
+            &root,
+            file,
+            label.clone(),
+            key.span(),
+            raw_layer,
+            &labels,
+            errs,
+        ) {
+            layers.insert(label, layer);
+        }
+    }
+
+    if let Err(e) = check_output_paths(&root, &layers) {
+        errs.push(e);
+    }
+
+    Some(Workspace {
+        layerfile: root.join(LAYERFILE),
+        root,
+        name,
+        cache_dir,
+        build,
+        systems,
+        layers,
+        cache,
+        gitlab,
+    })
 }
 
 /// Checks a registry location: `host[:port]/path`, lower case, no scheme or tag.
@@ -532,22 +618,96 @@ fn read_source(root: &Path, path: &Path) -> Result<SourceFile> {
     })
 }
 
-fn parse_toml<T: serde::de::DeserializeOwned>(file: &SourceFile) -> Result<T> {
-    toml::from_str(&file.text).map_err(|e| {
-        let loc = match e.span() {
-            Some(span) => file.at(span),
-            None => Location::file(&file.display),
-        };
-        let message = e.message().trim().to_string();
-        let hint = if message.contains("unknown field") {
-            "check the key's spelling against the Layerfile reference in README.md"
-        } else if message.contains("missing field") {
-            "add the missing key; see the Layerfile reference in README.md"
-        } else {
-            "fix the TOML syntax; see the Layerfile reference in README.md"
-        };
-        Error::input_at(loc, message).with_hint(hint)
+/// A parsed Layerfile or fragment: its other tables, and its layers and
+/// systems deserialised one table at a time, so an unknown key in one layer
+/// does not hide the problems of the others.
+struct Parsed<T> {
+    top: T,
+    /// `None` for a table that failed to deserialise: its label still
+    /// counts, so its children are not told their parent is unknown.
+    layers: Vec<(Spanned<String>, Option<RawLayer>)>,
+    systems: Vec<(Spanned<String>, RawSystem)>,
+}
+
+/// Parses `file`; every serde error goes to `errs`. `None` only on a TOML
+/// syntax error, which leaves nothing to check.
+fn parse_file<T: serde::de::DeserializeOwned + Default>(
+    file: &SourceFile,
+    errs: &mut Vec<Error>,
+) -> Option<Parsed<T>> {
+    use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+    let doc = match DeTable::parse(&file.text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            errs.push(toml_error(file, &e));
+            return None;
+        }
+    };
+    let span = doc.span();
+    let mut top = doc.into_inner();
+    // A `layers` or `systems` that is not a table stays in `top`, whose
+    // deserialisation then reports the type error.
+    let mut take = |name: &str| match top.get(name) {
+        Some(v) if v.get_ref().is_table() => match top.remove(name).map(|v| v.into_inner()) {
+            Some(DeValue::Table(t)) => t.into_iter().collect::<Vec<_>>(),
+            _ => vec![],
+        },
+        _ => vec![],
+    };
+    let raw_layers = take("layers");
+    let raw_systems = take("systems");
+
+    fn each<T: serde::de::DeserializeOwned>(
+        file: &SourceFile,
+        tables: Vec<(Spanned<toml::de::DeString<'_>>, Spanned<DeValue<'_>>)>,
+        errs: &mut Vec<Error>,
+    ) -> Vec<(Spanned<String>, Option<T>)> {
+        let mut out = vec![];
+        for (k, v) in tables {
+            let t = T::deserialize(ValueDeserializer::from(v))
+                .map_err(|e| errs.push(toml_error(file, &e)))
+                .ok();
+            out.push((Spanned::new(k.span(), k.get_ref().to_string()), t));
+        }
+        out
+    }
+    let layers = each(file, raw_layers, errs);
+    let systems = each(file, raw_systems, errs)
+        .into_iter()
+        .filter_map(|(k, s)| Some((k, s?)))
+        .collect();
+    let top = match T::deserialize(ValueDeserializer::from(Spanned::new(
+        span,
+        DeValue::Table(top),
+    ))) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.push(toml_error(file, &e));
+            T::default()
+        }
+    };
+    Some(Parsed {
+        top,
+        layers,
+        systems,
     })
+}
+
+fn toml_error(file: &SourceFile, e: &toml::de::Error) -> Error {
+    let loc = match e.span() {
+        Some(span) => file.at(span),
+        None => Location::file(&file.display),
+    };
+    let message = e.message().trim().to_string();
+    let hint = if message.contains("unknown field") {
+        "check the key's spelling against the Layerfile reference in README.md"
+    } else if message.contains("missing field") {
+        "add the missing key; see the Layerfile reference in README.md"
+    } else {
+        "fix the TOML syntax; see the Layerfile reference in README.md"
+    };
+    Error::input_at(loc, message).with_hint(hint)
 }
 
 fn expand_include(
@@ -616,19 +776,17 @@ fn relative_path(file: &SourceFile, value: &Spanned<String>, what: &str) -> Resu
     Ok(parts.join("/"))
 }
 
-fn resolve_layer(
-    root: &Path,
+/// A layer's parent: `scratch`, a declared label, or an image pinned by digest.
+fn resolve_parent(
     file: &SourceFile,
-    label: Label,
-    key_span: Range<usize>,
-    raw: RawLayer,
+    label: &Label,
+    raw: &Spanned<String>,
     labels: &BTreeMap<Label, Location>,
-) -> Result<Layer> {
-    let defined_at = file.at(key_span);
-    let parent_value = raw.parent.get_ref().trim();
-    let parent_loc = file.at(raw.parent.span());
-    let parent = if parent_value == "scratch" {
-        Parent::Scratch
+) -> Result<Parent> {
+    let parent_value = raw.get_ref().trim();
+    let parent_loc = file.at(raw.span());
+    if parent_value == "scratch" {
+        Ok(Parent::Scratch)
     } else if parent_value.starts_with("//") {
         let p = Label::parse(parent_value).map_err(|e| Error::input_at(parent_loc.clone(), e))?;
         if !labels.contains_key(&p) {
@@ -644,23 +802,39 @@ fn resolve_layer(
                 known.join(", ")
             )));
         }
-        if p == label {
+        if &p == label {
             return Err(
                 Error::input_at(parent_loc, format!("layer {label} is its own parent")).with_hint(
                     "a layer's parent must be another layer, scratch, or a pinned image",
                 ),
             );
         }
-        Parent::Layer(p)
+        Ok(Parent::Layer(p))
     } else if parent_value.contains("@sha256:") {
-        Parent::Image(parent_value.to_string())
+        Ok(Parent::Image(parent_value.to_string()))
     } else {
-        return Err(Error::input_at(
+        Err(Error::input_at(
             parent_loc,
             format!("parent '{parent_value}' of {label} is neither scratch, a label, nor an image pinned by digest"),
         )
-        .with_hint("write \"scratch\", a label like \"//base/os\", or an image as \"registry/name@sha256:<digest>\" (a tag can move, so it cannot be cached safely)"));
-    };
+        .with_hint("write \"scratch\", a label like \"//base/os\", or an image as \"registry/name@sha256:<digest>\" (a tag can move, so it cannot be cached safely)"))
+    }
+}
+
+/// Resolves one layer table. Each key is checked on its own and every
+/// problem goes to `errs`; `None` when there was any.
+fn resolve_layer(
+    root: &Path,
+    file: &SourceFile,
+    label: Label,
+    key_span: Range<usize>,
+    raw: RawLayer,
+    labels: &BTreeMap<Label, Location>,
+    errs: &mut Vec<Error>,
+) -> Option<Layer> {
+    let errs_before = errs.len();
+    let defined_at = file.at(key_span);
+    let parent = keep(errs, resolve_parent(file, &label, &raw.parent, labels));
 
     let must_exist =
         |v: &Spanned<String>, what: &str, dir_ok: bool, file_ok: bool| -> Result<String> {
@@ -685,30 +859,34 @@ fn resolve_layer(
     let source = raw
         .source
         .as_ref()
-        .map(|s| must_exist(s, "source", true, false))
-        .transpose()?;
+        .and_then(|s| keep(errs, must_exist(s, "source", true, false)));
     let playbook = match &raw.playbook {
-        Some(pb) => {
-            let Some(src) = &source else {
-                return Err(Error::input_at(
-                    file.at(pb.span()),
-                    format!("{label} names a playbook but no source directory"),
-                )
-                .with_hint(
-                    "add source = \"DIR\": the directory holding the playbook and its roles/",
-                ));
-            };
-            let rel = relative_path(file, pb, "playbook")?;
-            let full = root.join(src).join(&rel);
-            if !full.is_file() {
-                return Err(Error::input_at(
-                    file.at(pb.span()),
-                    format!("playbook '{src}/{rel}' of {label} does not exist"),
-                )
-                .with_hint("the playbook path is relative to the layer's source directory"));
-            }
-            Some(rel)
-        }
+        // A bad source was reported above; the playbook cannot be looked for.
+        Some(_) if raw.source.is_some() && source.is_none() => None,
+        Some(pb) => keep(
+            errs,
+            (|| {
+                let Some(src) = &source else {
+                    return Err(Error::input_at(
+                        file.at(pb.span()),
+                        format!("{label} names a playbook but no source directory"),
+                    )
+                    .with_hint(
+                        "add source = \"DIR\": the directory holding the playbook and its roles/",
+                    ));
+                };
+                let rel = relative_path(file, pb, "playbook")?;
+                let full = root.join(src).join(&rel);
+                if !full.is_file() {
+                    return Err(Error::input_at(
+                        file.at(pb.span()),
+                        format!("playbook '{src}/{rel}' of {label} does not exist"),
+                    )
+                    .with_hint("the playbook path is relative to the layer's source directory"));
+                }
+                Ok(rel)
+            })(),
+        ),
         None => None,
     };
     let roles_path = if raw.roles_path.is_empty() {
@@ -725,60 +903,65 @@ fn resolve_layer(
     } else {
         raw.roles_path
             .iter()
-            .map(|r| must_exist(r, "roles_path entry", true, false))
-            .collect::<Result<Vec<_>>>()?
+            .filter_map(|r| keep(errs, must_exist(r, "roles_path entry", true, false)))
+            .collect()
     };
     let scripts = raw
         .scripts
         .iter()
-        .map(|s| must_exist(s, "script", false, true))
-        .collect::<Result<Vec<_>>>()?;
+        .filter_map(|s| keep(errs, must_exist(s, "script", false, true)))
+        .collect();
     let inputs = raw
         .inputs
         .iter()
-        .map(|s| must_exist(s, "input", true, true))
-        .collect::<Result<Vec<_>>>()?;
+        .filter_map(|s| keep(errs, must_exist(s, "input", true, true)))
+        .collect();
 
     let mut packages = raw.packages.clone();
-    let packages_file = match &raw.packages_file {
-        Some(pf) => {
-            let rel = must_exist(pf, "packages_file", false, true)?;
-            let text = std::fs::read_to_string(root.join(&rel)).map_err(|e| {
+    let packages_file = raw.packages_file.as_ref().and_then(|pf| {
+        let rel = keep(errs, must_exist(pf, "packages_file", false, true))?;
+        let text = keep(
+            errs,
+            std::fs::read_to_string(root.join(&rel)).map_err(|e| {
                 Error::input_at(file.at(pf.span()), format!("cannot read '{rel}': {e}"))
-            })?;
-            packages.extend(parse_package_list(&text));
-            Some(rel)
-        }
-        None => None,
-    };
+            }),
+        )?;
+        packages.extend(parse_package_list(&text));
+        Some(rel)
+    });
     for p in &packages {
         if p.trim().is_empty() || p.chars().any(char::is_whitespace) {
-            return Err(Error::input_at(
-                defined_at.clone(),
-                format!("package entry '{p}' of {label} is empty or contains whitespace"),
-            )
-            .with_hint("write one package per list entry (or per line in packages_file)"));
+            errs.push(
+                Error::input_at(
+                    defined_at.clone(),
+                    format!("package entry '{p}' of {label} is empty or contains whitespace"),
+                )
+                .with_hint("write one package per list entry (or per line in packages_file)"),
+            );
         }
     }
 
-    let outputs = raw
+    let outputs: Vec<Output> = raw
         .outputs
         .iter()
-        .map(|o| resolve_output(root, file, &label, o))
-        .collect::<Result<Vec<_>>>()?;
-    for t in &raw.tests {
-        if t.trim().is_empty() {
-            return Err(Error::input_at(
+        .filter_map(|o| keep(errs, resolve_output(root, file, &label, o)))
+        .collect();
+    if raw.tests.iter().any(|t| t.trim().is_empty()) {
+        errs.push(
+            Error::input_at(
                 defined_at.clone(),
                 format!("{label} has an empty test command"),
             )
-            .with_hint("each tests entry is a shell command run in the built image"));
-        }
+            .with_hint("each tests entry is a shell command run in the built image"),
+        );
     }
 
-    Ok(Layer {
+    if errs.len() > errs_before {
+        return None;
+    }
+    Some(Layer {
         label,
-        parent,
+        parent: parent?,
         setup: raw.setup,
         packages,
         packages_file,
@@ -795,7 +978,6 @@ fn resolve_layer(
         defined_at,
     })
 }
-
 fn resolve_output(
     root: &Path,
     file: &SourceFile,
@@ -941,6 +1123,42 @@ mod tests {
             parse_package_list("# base\nchrony\n\n nfs-common # mounts\n"),
             vec!["chrony", "nfs-common"]
         );
+    }
+
+    #[test]
+    fn check_collects_every_problem_and_load_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(LAYERFILE),
+            "[layers.\"a/one\"]\nparent = \"//a/nope\"\n\n\
+             [layers.\"a/two\"]\nparent = \"scratch\"\nscripts = [\"gone.sh\", \"also-gone.sh\"]\n\n\
+             [layers.\"a/three\"]\nparent = \"scratch\"\nplaybok = \"x.yml\"\n\n\
+             [layers.\"a/four\"]\nparent = \"scratch\"\nsetp = []\n\n\
+             [layers.\"a/five\"]\nparent = \"//a/two\"\n",
+        )
+        .unwrap();
+        let (ws, errors) = Workspace::check(dir.path());
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 5, "{shown:#?}");
+        for (needle, line) in [
+            ("unknown field `setp`", ":14:"),
+            ("unknown field `playbok`", ":10:"),
+            ("unknown parent //a/nope", ":2:"),
+            ("script 'gone.sh'", ":6:"),
+            ("script 'also-gone.sh'", ":6:"),
+        ] {
+            assert!(
+                shown.iter().any(|s| s.contains(needle) && s.contains(line)),
+                "{needle} at {line} in {shown:#?}"
+            );
+        }
+        // The layers that validated are kept, even one whose parent failed.
+        let ws = ws.unwrap();
+        let kept: Vec<String> = ws.layers.keys().map(|l| l.to_string()).collect();
+        assert_eq!(kept, vec!["//a/five"]);
+
+        let first = Workspace::load(dir.path()).unwrap_err().to_string();
+        assert_eq!(first, shown[0]);
     }
 
     #[test]

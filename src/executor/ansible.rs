@@ -1,0 +1,150 @@
+//! How ansible-playbook is run for a layer, shared by the build (against the
+//! working container) and `lint` (`--syntax-check`, and `ansible-lint`), so
+//! both see the same inventory, vars, roles path and settings.
+//!
+//! I/O: writes the generated inventory and vars into a work directory;
+//! [`syntax_check`] and [`ansible_lint`] spawn the tools.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::PlayRequest;
+
+/// The generated inventory: the layer's host, reached at `ansible_host`
+/// through the buildah connection, in the layer's groups (`ungrouped` when
+/// it has none).
+pub fn inventory_ini(play: &PlayRequest, ansible_host: &str) -> String {
+    let mut ini = String::new();
+    let host = format!(
+        "{} ansible_host={} ansible_connection=containers.podman.buildah\n",
+        play.host_name, ansible_host
+    );
+    if play.groups.is_empty() {
+        ini.push_str("[ungrouped]\n");
+        ini.push_str(&host);
+    }
+    for g in &play.groups {
+        ini.push_str(&format!("[{g}]\n{host}\n"));
+    }
+    ini
+}
+
+/// Writes the generated inventory and the system's vars into `work_dir`
+/// and completes `cmd` (an ansible-playbook command) as a build runs it:
+/// `OPTIONS -i SYSTEM_INVENTORY -i GENERATED -e @vars.json PLAYBOOK`, from
+/// the layer's source directory, with Ansible's settings in the environment.
+pub fn playbook_command(
+    cmd: &mut Command,
+    play: &PlayRequest,
+    work_dir: &Path,
+    ansible_host: &str,
+    options: &[&str],
+) -> Result<(), String> {
+    let inventory = work_dir.join("inventory.ini");
+    std::fs::write(&inventory, inventory_ini(play, ansible_host))
+        .map_err(|e| format!("cannot write {}: {e}", inventory.display()))?;
+    let vars = work_dir.join("vars.json");
+    std::fs::write(
+        &vars,
+        serde_json::Value::Object(play.vars.clone()).to_string(),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
+
+    cmd.args(options);
+    if let Some(inv) = &play.inventory {
+        cmd.arg("-i").arg(inv);
+    }
+    cmd.arg("-i").arg(&inventory);
+    cmd.arg("-e").arg(format!("@{}", vars.display()));
+    cmd.arg(&play.playbook);
+    ansible_env(cmd, play, work_dir);
+    Ok(())
+}
+
+/// The working directory and environment every Ansible tool runs with.
+fn ansible_env(cmd: &mut Command, play: &PlayRequest, work_dir: &Path) {
+    let roles: Vec<String> = play
+        .roles_path
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    cmd.current_dir(&play.source_dir)
+        .stdin(Stdio::null())
+        .env("ANSIBLE_ROLES_PATH", roles.join(":"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_FORCE_COLOR", "0")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .env("ANSIBLE_HOST_KEY_CHECKING", "0")
+        .env("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")
+        .env("ANSIBLE_LOCAL_TEMP", work_dir.join("ansible-tmp"))
+        .env("PYTHONUNBUFFERED", "1");
+}
+
+/// What a checking tool said.
+#[derive(Debug, Clone)]
+pub struct ToolOutput {
+    pub success: bool,
+    /// Exit code, when the tool exited (not killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn run(mut cmd: Command, program: &str) -> Result<ToolOutput, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    Ok(ToolOutput {
+        success: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// `ansible-playbook --syntax-check` with the inventory, vars and settings a
+/// build would use; nothing connects to the host, so no container is needed.
+/// `work_dir` must exist.
+pub fn syntax_check(
+    program: &str,
+    play: &PlayRequest,
+    work_dir: &Path,
+) -> Result<ToolOutput, String> {
+    let mut cmd = Command::new(program);
+    playbook_command(
+        &mut cmd,
+        play,
+        work_dir,
+        &play.host_name,
+        &["--syntax-check"],
+    )?;
+    run(cmd, program)
+}
+
+/// Whether `program` can be run at all (`--version`).
+pub fn available(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// `ansible-lint` on the layer's playbook in pep8-style parseable output
+/// (`path:line[:column]: rule: message`), from the source directory with
+/// the layer's roles path. Findings make it exit non-zero; that is not a
+/// failure to run.
+pub fn ansible_lint(
+    program: &str,
+    play: &PlayRequest,
+    work_dir: &Path,
+) -> Result<ToolOutput, String> {
+    let mut cmd = Command::new(program);
+    cmd.args(["-p", "--nocolor", "--offline", "--project-dir"])
+        .arg(&play.source_dir)
+        .arg(&play.playbook);
+    ansible_env(&mut cmd, play, work_dir);
+    run(cmd, program)
+}
