@@ -5,6 +5,7 @@ pub mod affected;
 pub mod build;
 pub mod ci;
 pub mod debug;
+pub mod gc;
 pub mod graph;
 pub mod hash;
 pub mod log;
