@@ -648,18 +648,29 @@ impl Buildah {
 
     /// Every image with its names and size (for `gc`).
     pub fn image_list(&self) -> Result<Vec<ImageInfo>> {
-        let out = self
-            .command(&self.buildah)
-            .args(["images", "--json", "--no-trunc"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
-        if !out.status.success() {
+        let mut attempt = 0;
+        let out = loop {
+            attempt += 1;
+            let out = self
+                .command(&self.buildah)
+                .args(["images", "--json", "--no-trunc"])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+            if out.status.success() {
+                break out;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // An image removed by another process while buildah lists them.
+            if stderr.contains("image not known") && attempt < 5 {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                continue;
+            }
             return Err(Error::env(format!(
                 "buildah images failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                stderr.trim()
             )));
-        }
+        };
         let text = String::from_utf8_lossy(&out.stdout);
         // An empty store prints nothing rather than `[]`.
         if text.trim().is_empty() {
