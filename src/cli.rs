@@ -49,8 +49,9 @@ pub enum Command {
     /// Current digests are those of every layer for every declared system.
     /// Per layer (and system), gc keeps every current digest's image and
     /// cache row plus the newest older ones, N in all (--keep); it removes
-    /// the other digests' images, cache rows, build history and logs. The
-    /// image a current digest's cache row names is never removed.
+    /// the other digests' images, cache rows, build history and logs, and
+    /// this workspace's images no cache row names (left by an interrupted
+    /// gc). The image a current digest's cache row names is never removed.
     ///
     /// It also removes this workspace's working containers whose build
     /// process is gone (its pid in cache/tmp/CONTAINER/owner.pid is not
