@@ -28,14 +28,21 @@ fn build_uan_version(ws: &TestWs, v: usize) -> (String, String) {
 }
 
 fn image_names() -> Vec<String> {
-    let out = Command::new("buildah")
-        .args(["images", "--format", "{{.Name}}:{{.Tag}}"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    // Listing fails while a parallel test removes an image: try again.
+    for _ in 0..10 {
+        let out = Command::new("buildah")
+            .args(["images", "--format", "{{.Name}}:{{.Tag}}"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("buildah images keeps failing");
 }
 
 fn column(ws: &TestWs, sql: &str) -> Vec<String> {

@@ -82,6 +82,28 @@ impl Buildah {
         c
     }
 
+    /// Runs a buildah listing (`images`, `containers`), again when it failed
+    /// because another process removed an entry while it was listed.
+    fn list(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = self
+                .command(&self.buildah)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let raced =
+                stderr.contains("image not known") || stderr.contains("container not known");
+            if out.status.success() || !raced || attempt == 5 {
+                return Ok(out);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     fn run_tool(&self, program: &str, args: &[&str]) -> std::result::Result<String, String> {
         let out = self
             .command(program)
@@ -206,12 +228,7 @@ impl Executor for Buildah {
     }
 
     fn images(&self) -> Result<HashSet<String>> {
-        let out = self
-            .command(&self.buildah)
-            .args(["images", "--all", "--no-trunc", "--quiet"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        let out = self.list(&["images", "--all", "--no-trunc", "--quiet"])?;
         if !out.status.success() {
             return Err(Error::env(format!(
                 "buildah images failed: {}",
@@ -595,12 +612,7 @@ fn render(cmd: &Command) -> String {
 impl Buildah {
     /// Names of all working containers.
     pub fn containers(&self) -> Result<HashSet<String>> {
-        let out = self
-            .command(&self.buildah)
-            .args(["containers", "--format", "{{.ContainerName}}"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        let out = self.list(&["containers", "--format", "{{.ContainerName}}"])?;
         if !out.status.success() {
             return Err(Error::env(format!(
                 "buildah containers failed: {}",
@@ -648,29 +660,13 @@ impl Buildah {
 
     /// Every image with its names and size (for `gc`).
     pub fn image_list(&self) -> Result<Vec<ImageInfo>> {
-        let mut attempt = 0;
-        let out = loop {
-            attempt += 1;
-            let out = self
-                .command(&self.buildah)
-                .args(["images", "--json", "--no-trunc"])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
-            if out.status.success() {
-                break out;
-            }
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            // An image removed by another process while buildah lists them.
-            if stderr.contains("image not known") && attempt < 5 {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                continue;
-            }
+        let out = self.list(&["images", "--json", "--no-trunc"])?;
+        if !out.status.success() {
             return Err(Error::env(format!(
                 "buildah images failed: {}",
-                stderr.trim()
+                String::from_utf8_lossy(&out.stderr).trim()
             )));
-        };
+        }
         let text = String::from_utf8_lossy(&out.stdout);
         // An empty store prints nothing rather than `[]`.
         if text.trim().is_empty() {
