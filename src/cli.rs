@@ -44,6 +44,22 @@ pub enum Command {
     Debug(DebugArgs),
     /// Remove kept working containers of failed builds.
     Clean(CleanArgs),
+    /// Remove old images, cache rows and logs, and working containers of dead builds.
+    ///
+    /// Current digests are those of every layer for every declared system.
+    /// Per layer (and system), gc keeps every current digest's image and
+    /// cache row plus the newest older ones, N in all (--keep); it removes
+    /// the other digests' images, cache rows, build history and logs, and
+    /// this workspace's images no cache row names (left by an interrupted
+    /// gc). The image a current digest's cache row names is never removed.
+    ///
+    /// It also removes this workspace's working containers whose build
+    /// process is gone (its pid in cache/tmp/CONTAINER/owner.pid is not
+    /// running). Kept containers of failed builds are left to
+    /// `layerbuild clean --failed`. Only images named
+    /// localhost/layerbuild/WORKSPACE/... and containers named
+    /// layerbuild-WORKSPACE-... are touched.
+    Gc(GcArgs),
     /// List the layers whose digest changed since a git revision, with the reason.
     Affected(AffectedArgs),
     /// Run a built layer's image tests again (with --all, its ancestors' too).
@@ -314,6 +330,26 @@ pub struct DebugArgs {
     /// Command to run instead of an interactive shell (after --).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Images to keep per layer, the current one included: 2 keeps the
+    /// current image and the newest older one; 0 keeps the current one only
+    /// (it is never removed).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 3,
+        allow_negative_numbers = true
+    )]
+    pub keep: i64,
+    /// List what would be removed, and the space it would free, without removing it.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Print a machine-readable report on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -449,6 +449,25 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Lint(_) => Err(Error::env(
             "internal: lint is run before loading the workspace",
         )),
+        Command::Gc(args) => {
+            let opts = ops::gc::GcOptions {
+                keep: ops::gc::check_keep(args.keep)?,
+                dry_run: args.dry_run,
+            };
+            let executor = make_executor(&ctx, &cli.storage)?;
+            let report = ops::gc::gc(&ctx, &opts, &executor)?;
+            if args.json {
+                print_json(&report);
+            } else {
+                print!("{}", ops::gc::render(&report));
+            }
+            match report.failures() {
+                0 => Ok(()),
+                n => Err(Error::env(format!(
+                    "gc could not remove {n} item(s); see above"
+                ))),
+            }
+        }
         Command::Clean(_) => {
             let executor = make_executor(&ctx, &cli.storage)?;
             let removed = ops::debug::clean_failed(&ctx, &executor)?;

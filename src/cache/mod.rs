@@ -421,6 +421,48 @@ impl Cache {
         Ok(())
     }
 
+    /// Every cache row, each label's (and system's) newest first (for `gc`).
+    pub fn all_layers(&self) -> Result<Vec<CachedLayer>> {
+        let mut st = self.conn.prepare(
+            "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
+             FROM layers ORDER BY label, system, built_at DESC, rowid DESC",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(CachedLayer {
+                digest: r.get(0)?,
+                image_id: r.get(1)?,
+                image_name: r.get(2)?,
+                label: r.get(3)?,
+                system: r.get(4)?,
+                built_at: r.get(5)?,
+                duration_ms: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The whole build history, oldest first (for `gc`).
+    pub fn all_builds(&self) -> Result<Vec<BuildRow>> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {BUILD_COLUMNS} FROM builds ORDER BY id"))?;
+        let rows = st.query_map([], build_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Deletes cache rows by digest and history rows by id, in one transaction.
+    pub fn delete_rows(&mut self, digests: &[&str], build_ids: &[i64]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for d in digests {
+            tx.execute("DELETE FROM layers WHERE digest = ?1", params![d])?;
+        }
+        for id in build_ids {
+            tx.execute("DELETE FROM builds WHERE id = ?1", params![id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn layer_count(&self) -> Result<i64> {
         Ok(self
             .conn

@@ -82,6 +82,28 @@ impl Buildah {
         c
     }
 
+    /// Runs a buildah listing (`images`, `containers`), again when it failed
+    /// because another process removed an entry while it was listed.
+    fn list(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = self
+                .command(&self.buildah)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let raced =
+                stderr.contains("image not known") || stderr.contains("container not known");
+            if out.status.success() || !raced || attempt == 5 {
+                return Ok(out);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     pub(crate) fn run_tool(
         &self,
         program: &str,
@@ -210,12 +232,7 @@ impl Executor for Buildah {
     }
 
     fn images(&self) -> Result<HashSet<String>> {
-        let out = self
-            .command(&self.buildah)
-            .args(["images", "--all", "--no-trunc", "--quiet"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        let out = self.list(&["images", "--all", "--no-trunc", "--quiet"])?;
         if !out.status.success() {
             return Err(Error::env(format!(
                 "buildah images failed: {}",
@@ -701,12 +718,7 @@ fn render(cmd: &Command) -> String {
 impl Buildah {
     /// Names of all working containers.
     pub fn containers(&self) -> Result<HashSet<String>> {
-        let out = self
-            .command(&self.buildah)
-            .args(["containers", "--format", "{{.ContainerName}}"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        let out = self.list(&["containers", "--format", "{{.ContainerName}}"])?;
         if !out.status.success() {
             return Err(Error::env(format!(
                 "buildah containers failed: {}",
@@ -752,6 +764,71 @@ impl Buildah {
         Ok(())
     }
 
+    /// Every image with its names and size (for `gc`).
+    pub fn image_list(&self) -> Result<Vec<ImageInfo>> {
+        let out = self.list(&["images", "--json", "--no-trunc"])?;
+        if !out.status.success() {
+            return Err(Error::env(format!(
+                "buildah images failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        // An empty store prints nothing rather than `[]`.
+        if text.trim().is_empty() {
+            return Ok(vec![]);
+        }
+        let v: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| Error::env(format!("buildah images --json: unexpected output: {e}")))?;
+        Ok(v.iter()
+            .map(|i| ImageInfo {
+                id: normalize_id(i["id"].as_str().unwrap_or("")),
+                names: i["names"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|n| n.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                size: parse_size(&i["size"]),
+            })
+            .collect())
+    }
+
+    /// `buildah rmi NAME`: removes the name, and the image if it was its last
+    /// name and no other image is built on it.
+    pub fn remove_image(&self, name: &str) -> Result<RmiOutcome> {
+        let out = self
+            .command(&self.buildah)
+            .args(["rmi", name])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| tool_missing(&self.buildah, "buildah", e))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            // Only "untagged: NAME" when the image stays (other names, or
+            // images built on it); its id as well when it was deleted.
+            let deleted = stdout.lines().any(|l| !l.starts_with("untagged:"));
+            return Ok(if deleted {
+                RmiOutcome::Removed
+            } else {
+                RmiOutcome::Untagged
+            });
+        }
+        if stderr.contains("image not known") {
+            return Ok(RmiOutcome::NotKnown);
+        }
+        if stderr.contains("in use by a container") {
+            return Ok(RmiOutcome::InUse);
+        }
+        Err(Error::env(format!(
+            "buildah rmi {name} failed: {}",
+            stderr.trim()
+        )))
+    }
+
     /// The command line that runs `argv` (or a shell) in container `name`.
     pub fn run_command(&self, name: &str, isolation: &str, tty: bool, argv: &[String]) -> Command {
         let mut c = self.command(&self.buildah);
@@ -772,6 +849,56 @@ impl Buildah {
     pub fn render(cmd: &Command) -> String {
         render(cmd)
     }
+}
+
+/// One image of the local store.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub id: String,
+    pub names: Vec<String>,
+    /// Bytes, as buildah reports them (the whole image, shared layers included).
+    pub size: u64,
+}
+
+/// How `buildah rmi NAME` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RmiOutcome {
+    /// The image is gone.
+    Removed,
+    /// The name is gone; the image stays (another name, or images built on it).
+    Untagged,
+    /// There was no such image.
+    NotKnown,
+    /// A container uses the image.
+    InUse,
+}
+
+/// buildah's image size: bytes, or (buildah 1.28) a decimal human string such
+/// as `"2.13 MB"`. Unreadable sizes count as 0.
+fn parse_size(v: &serde_json::Value) -> u64 {
+    if let Some(n) = v.as_u64() {
+        return n;
+    }
+    let Some(s) = v.as_str() else { return 0 };
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let Ok(n) = s[..split].parse::<f64>() else {
+        return 0;
+    };
+    let mult: f64 = match s[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return 0,
+    };
+    (n * mult).round() as u64
 }
 
 impl super::Registry for Buildah {
@@ -795,5 +922,21 @@ impl super::Registry for Buildah {
     }
     fn digest_label(&self, image_id: &str) -> std::result::Result<String, String> {
         Buildah::digest_label(self, image_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn reads_image_sizes_as_bytes_or_human_strings() {
+        assert_eq!(super::parse_size(&json!(2130000)), 2_130_000);
+        assert_eq!(super::parse_size(&json!("2.13 MB")), 2_130_000);
+        assert_eq!(super::parse_size(&json!("512 B")), 512);
+        assert_eq!(super::parse_size(&json!("1.5 kB")), 1500);
+        assert_eq!(super::parse_size(&json!("1 GB")), 1_000_000_000);
+        assert_eq!(super::parse_size(&json!("huge")), 0);
+        assert_eq!(super::parse_size(&json!(null)), 0);
     }
 }

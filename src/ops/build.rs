@@ -528,6 +528,10 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
         ..request(ws, system, label, &fp.digest, isolation)
     };
 
+    // Before the container exists: `gc` removes a working container whose
+    // owner.pid is missing or names a dead process, so it must never see
+    // this build's container without it.
+    write_owner_pid(&work_dir).map_err(fail)?;
     reporter.started(&label_s, &fp.digest);
     let t0 = Instant::now();
     let outcome = executor.build(&req, reporter);
@@ -615,6 +619,18 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
             })
         }
     }
+}
+
+/// The file in a working container's scratch directory naming the process
+/// that builds in it (read by `gc`).
+pub const OWNER_PID_FILE: &str = "owner.pid";
+
+fn write_owner_pid(work_dir: &std::path::Path) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(work_dir)
+        .map_err(|e| format!("cannot create {}: {e}", work_dir.display()))?;
+    let p = work_dir.join(OWNER_PID_FILE);
+    std::fs::write(&p, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("cannot write {}: {e}", p.display()))
 }
 
 fn log_tail(path: &std::path::Path, n: usize) -> String {

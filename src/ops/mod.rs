@@ -6,6 +6,7 @@ pub mod build;
 pub mod ci;
 pub mod debug;
 pub mod export;
+pub mod gc;
 pub mod graph;
 pub mod hash;
 pub mod lint;

@@ -1,0 +1,756 @@
+//! `layerbuild gc`: removes the images, cache rows, history rows and logs of
+//! builds that no current layer needs, keeping the newest N per layer, and
+//! the working containers of builds whose process is gone.
+//!
+//! The choices ([`select_layers`], [`select_history`], [`stale_container`])
+//! are pure and unit-tested. [`gc`] gathers their inputs (fingerprints of
+//! every system, SQLite, buildah's image and container lists, `owner.pid`
+//! files and `/proc`) and carries the removals out. Only this workspace's
+//! images (`localhost/layerbuild/<ws>/...`) and working containers
+//! (`layerbuild-<ws>-...`) are ever touched.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::Context;
+use super::build::OWNER_PID_FILE;
+use crate::cache::{BuildRow, Cache, CachedLayer};
+use crate::error::{Error, Result};
+use crate::executor::buildah::{Buildah, ImageInfo, RmiOutcome};
+use crate::fingerprint;
+use crate::label::Pattern;
+
+pub struct GcOptions {
+    /// Cache rows to keep per layer and system, the current one included.
+    pub keep: usize,
+    pub dry_run: bool,
+}
+
+/// Schema version of `gc --json`.
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct GcReport {
+    pub version: u32,
+    pub dry_run: bool,
+    pub keep: usize,
+    pub images: Vec<GcImage>,
+    pub cache_rows: Vec<GcRow>,
+    pub history_rows: Vec<GcHistoryRow>,
+    pub logs: Vec<GcLog>,
+    /// Working containers of builds whose process is gone.
+    pub containers: Vec<GcContainer>,
+    /// Kept containers of failed builds of removed digests: gc leaves them
+    /// (and their history rows) to `clean --failed`.
+    pub kept_failed_containers: Vec<String>,
+    /// Bytes of the removed images (each counted whole, layers shared with
+    /// kept images included, so an upper bound) and logs.
+    pub reclaimed_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GcImage {
+    /// The label and digest of the cache row; none for an image no row names.
+    pub label: Option<String>,
+    pub digest: Option<String>,
+    pub image_name: String,
+    pub image_id: String,
+    pub bytes: u64,
+    /// `would_remove`, `removed`, `untagged` (the name is gone; the image
+    /// stays while images built on it exist), `absent` (already gone),
+    /// `skipped` or `failed`, with a `reason` for the last two.
+    pub status: &'static str,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GcRow {
+    pub label: String,
+    pub system: Option<String>,
+    pub digest: String,
+    pub built_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GcHistoryRow {
+    pub id: i64,
+    pub label: String,
+    pub system: Option<String>,
+    pub digest: String,
+    pub status: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GcLog {
+    pub path: String,
+    pub bytes: u64,
+    /// Set when the file could not be removed.
+    pub error: Option<String>,
+    #[serde(skip)]
+    full: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GcContainer {
+    pub name: String,
+    pub reason: String,
+    /// Set when the container could not be removed.
+    pub error: Option<String>,
+}
+
+impl GcReport {
+    /// Items that could not be removed.
+    pub fn failures(&self) -> usize {
+        self.images.iter().filter(|i| i.status == "failed").count()
+            + self.logs.iter().filter(|l| l.error.is_some()).count()
+            + self.containers.iter().filter(|c| c.error.is_some()).count()
+    }
+}
+
+/// Splits the cache rows into kept digests and removed rows. Per label and
+/// system (`rows` holds each group newest first), every current digest is
+/// kept, then the newest others until the group keeps `keep` rows: the
+/// current row counts, so `keep` 2 is the current one and the newest older
+/// one, and `keep` 0 the current one only.
+pub(crate) fn select_layers<'a>(
+    rows: &'a [CachedLayer],
+    current: &HashSet<String>,
+    keep: usize,
+) -> (HashSet<&'a str>, Vec<&'a CachedLayer>) {
+    let mut groups: BTreeMap<(&str, Option<&str>), Vec<&CachedLayer>> = BTreeMap::new();
+    for r in rows {
+        groups
+            .entry((r.label.as_str(), r.system.as_deref()))
+            .or_default()
+            .push(r);
+    }
+    let mut kept = HashSet::new();
+    let mut removed = vec![];
+    for group in groups.into_values() {
+        let currents = group.iter().filter(|r| current.contains(&r.digest)).count();
+        let mut room = keep.saturating_sub(currents);
+        for r in group {
+            if current.contains(&r.digest) {
+                kept.insert(r.digest.as_str());
+            } else if room > 0 {
+                room -= 1;
+                kept.insert(r.digest.as_str());
+            } else {
+                removed.push(r);
+            }
+        }
+    }
+    (kept, removed)
+}
+
+/// History rows to delete: those of digests not kept, except failed builds
+/// whose kept container still exists (`debug` and `clean --failed` need
+/// their rows). Returns the rows and the names of those containers.
+pub(crate) fn select_history<'a>(
+    builds: &'a [BuildRow],
+    kept: &HashSet<&str>,
+    containers: &HashSet<String>,
+) -> (Vec<&'a BuildRow>, BTreeSet<String>) {
+    let mut delete = vec![];
+    let mut kept_failed = BTreeSet::new();
+    for b in builds {
+        if kept.contains(b.digest.as_str()) {
+            continue;
+        }
+        let live_container = b.status == "failed"
+            && !b.container_removed
+            && b.container.as_ref().is_some_and(|c| containers.contains(c));
+        if live_container {
+            kept_failed.extend(b.container.clone());
+        } else {
+            delete.push(b);
+        }
+    }
+    (delete, kept_failed)
+}
+
+/// Who builds in a working container, from its `owner.pid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Missing,
+    Dead(u32),
+    Alive(u32),
+}
+
+/// Why `name` is a stale working container of this workspace, or `None` to
+/// leave it. Working containers are `<prefix><slug>-<12 hex digits>`. A live
+/// owner is a build in progress. Without an `owner.pid` (a build by an older
+/// layerbuild, or a crash before it was written) the container is taken only
+/// when its slug is one of this workspace's layers: the prefix alone cannot
+/// tell workspace `a` from a workspace `a-b` sharing the storage.
+pub(crate) fn stale_container(
+    name: &str,
+    prefix: &str,
+    slugs: &HashSet<String>,
+    owner: Owner,
+) -> Option<String> {
+    let rest = name.strip_prefix(prefix)?;
+    let (slug, hex) = rest.rsplit_once('-')?;
+    let digest_like = hex.len() == 12 && hex.bytes().all(|c| c.is_ascii_hexdigit());
+    if slug.is_empty() || !digest_like {
+        return None;
+    }
+    match owner {
+        Owner::Alive(_) => None,
+        Owner::Dead(pid) => Some(format!("its build process {pid} is gone")),
+        Owner::Missing if slugs.contains(slug) => Some("no build process recorded".into()),
+        Owner::Missing => None,
+    }
+}
+
+fn read_owner(work_dir: &Path) -> Owner {
+    let Ok(text) = std::fs::read_to_string(work_dir.join(OWNER_PID_FILE)) else {
+        return Owner::Missing;
+    };
+    match text.trim().parse::<u32>() {
+        // A reused pid keeps the container: the safe mistake.
+        Ok(pid) if Path::new("/proc").join(pid.to_string()).exists() => Owner::Alive(pid),
+        Ok(pid) => Owner::Dead(pid),
+        Err(_) => Owner::Missing,
+    }
+}
+
+pub fn gc(ctx: &Context, opts: &GcOptions, buildah: &Buildah) -> Result<GcReport> {
+    let ws = &ctx.ws;
+    // Current digests first, for every system: an input that cannot be read
+    // stops gc here, before anything is removed.
+    let labels = ctx.graph.select(&[Pattern::All])?;
+    let systems: Vec<_> = if ws.systems.is_empty() {
+        vec![None]
+    } else {
+        ws.systems.values().map(Some).collect()
+    };
+    let mut current = HashSet::new();
+    for system in systems {
+        let prints = fingerprint::fingerprint(ws, system, &labels)?;
+        current.extend(prints.into_values().map(|fp| fp.digest));
+    }
+
+    let mut cache = Cache::open_existing(&ws.db_path())?;
+    let images = buildah.image_list()?;
+    let containers = buildah.containers()?;
+    let (rows, builds, kept_containers) = match &cache {
+        Some(c) => (c.all_layers()?, c.all_builds()?, c.kept_containers()?),
+        None => (vec![], vec![], vec![]),
+    };
+
+    let (mut kept, removed) = select_layers(&rows, &current, opts.keep);
+    kept.extend(current.iter().map(String::as_str));
+    let (history, kept_failed) = select_history(&builds, &kept, &containers);
+
+    let mut report = GcReport {
+        version: REPORT_VERSION,
+        dry_run: opts.dry_run,
+        keep: opts.keep,
+        images: plan_images(ctx, &rows, &kept, &removed, &current, &images),
+        cache_rows: removed
+            .iter()
+            .map(|r| GcRow {
+                label: r.label.clone(),
+                system: r.system.clone(),
+                digest: r.digest.clone(),
+                built_at: r.built_at,
+            })
+            .collect(),
+        history_rows: history
+            .iter()
+            .map(|b| GcHistoryRow {
+                id: b.id,
+                label: b.label.clone(),
+                system: b.system.clone(),
+                digest: b.digest.clone(),
+                status: b.status.clone(),
+            })
+            .collect(),
+        logs: plan_logs(ctx, &builds, &history),
+        containers: vec![],
+        kept_failed_containers: kept_failed.into_iter().collect(),
+        reclaimed_bytes: 0,
+    };
+
+    let prefix = format!("layerbuild-{}-", ws.name);
+    let slugs: HashSet<String> = labels.iter().map(|l| l.slug()).collect();
+    let failed_kept: HashSet<&str> = kept_containers
+        .iter()
+        .filter_map(|r| r.container.as_deref())
+        .collect();
+    let mut names: Vec<&String> = containers.iter().collect();
+    names.sort();
+    for name in names {
+        if failed_kept.contains(name.as_str()) {
+            continue;
+        }
+        let owner = read_owner(&ws.cache_dir.join("tmp").join(name));
+        if let Some(reason) = stale_container(name, &prefix, &slugs, owner) {
+            report.containers.push(GcContainer {
+                name: name.clone(),
+                reason,
+                error: None,
+            });
+        }
+    }
+
+    if !opts.dry_run {
+        // Rows first, in one transaction, then the images. A crash in
+        // between leaves images no row names, which the next gc finds under
+        // this workspace's image names and removes; the other order would
+        // leave rows naming removed images, which every reader must then
+        // second-guess.
+        if let Some(c) = cache.as_mut() {
+            let digests: Vec<&str> = removed.iter().map(|r| r.digest.as_str()).collect();
+            let ids: Vec<i64> = history.iter().map(|b| b.id).collect();
+            c.delete_rows(&digests, &ids)?;
+        }
+        // Containers before images: a dead build's container holds its image.
+        for c in &mut report.containers {
+            match buildah.remove_container(&c.name) {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(ws.cache_dir.join("tmp").join(&c.name));
+                }
+                Err(e) => c.error = Some(e.to_string()),
+            }
+        }
+        for img in report
+            .images
+            .iter_mut()
+            .filter(|i| i.status == "would_remove")
+        {
+            match buildah.remove_image(&img.image_name) {
+                Ok(RmiOutcome::Removed) => img.status = "removed",
+                Ok(RmiOutcome::Untagged) => {
+                    img.status = "untagged";
+                    img.bytes = 0;
+                }
+                Ok(RmiOutcome::NotKnown) => {
+                    img.status = "absent";
+                    img.bytes = 0;
+                }
+                Ok(RmiOutcome::InUse) => {
+                    img.status = "skipped";
+                    img.reason = Some("in use by a container".into());
+                    img.bytes = 0;
+                }
+                Err(e) => {
+                    img.status = "failed";
+                    img.reason = Some(e.to_string());
+                    img.bytes = 0;
+                }
+            }
+        }
+        for log in &mut report.logs {
+            match std::fs::remove_file(&log.full) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => log.bytes = 0,
+                Err(e) => {
+                    log.error = Some(e.to_string());
+                    log.bytes = 0;
+                }
+            }
+        }
+    }
+    report.reclaimed_bytes = report
+        .images
+        .iter()
+        .filter(|i| matches!(i.status, "removed" | "would_remove"))
+        .map(|i| i.bytes)
+        .sum::<u64>()
+        + report
+            .logs
+            .iter()
+            .filter(|l| l.error.is_none())
+            .map(|l| l.bytes)
+            .sum::<u64>();
+    Ok(report)
+}
+
+/// The images to remove: those of removed rows, and this workspace's images
+/// no row names (left by an interrupted gc), deepest layers first so a
+/// parent goes after the images built on it.
+fn plan_images(
+    ctx: &Context,
+    rows: &[CachedLayer],
+    kept: &HashSet<&str>,
+    removed: &[&CachedLayer],
+    current: &HashSet<String>,
+    images: &[ImageInfo],
+) -> Vec<GcImage> {
+    let prefix = format!("localhost/layerbuild/{}/", ctx.ws.name);
+    let by_id: HashMap<&str, &ImageInfo> = images.iter().map(|i| (i.id.as_str(), i)).collect();
+    let kept_ids: HashSet<&str> = rows
+        .iter()
+        .filter(|r| kept.contains(r.digest.as_str()))
+        .map(|r| r.image_id.as_str())
+        .collect();
+    // A single name: removing it removes the image.
+    let whole = |i: &ImageInfo| if i.names.len() == 1 { i.size } else { 0 };
+    let mut out = vec![];
+    for r in removed {
+        let info = by_id.get(r.image_id.as_str());
+        let mut img = GcImage {
+            label: Some(r.label.clone()),
+            digest: Some(r.digest.clone()),
+            image_name: r.image_name.clone(),
+            image_id: r.image_id.clone(),
+            bytes: 0,
+            status: "would_remove",
+            reason: None,
+        };
+        if kept_ids.contains(r.image_id.as_str()) {
+            img.status = "skipped";
+            img.reason = Some("a kept cache row names the same image".into());
+        } else if !r.image_name.starts_with(&prefix) {
+            img.status = "skipped";
+            img.reason = Some(format!(
+                "not named under {prefix} (pulled from a registry); remove it with buildah rmi"
+            ));
+        } else {
+            match info {
+                Some(i) if i.names.contains(&r.image_name) => img.bytes = whole(i),
+                _ => img.status = "absent",
+            }
+        }
+        out.push(img);
+    }
+
+    // An image being committed gets its row only afterwards: spare the
+    // current digests' names.
+    let named: HashSet<&str> = rows.iter().map(|r| r.image_id.as_str()).collect();
+    let current_tags: HashSet<&str> = current.iter().map(|d| &d[..d.len().min(12)]).collect();
+    for i in images {
+        if named.contains(i.id.as_str()) {
+            continue;
+        }
+        for name in i.names.iter().filter(|n| n.starts_with(&prefix)) {
+            let tag = name.rsplit_once(':').map_or("", |(_, t)| t);
+            if current_tags.contains(tag) {
+                continue;
+            }
+            out.push(GcImage {
+                label: None,
+                digest: None,
+                image_name: name.clone(),
+                image_id: i.id.clone(),
+                bytes: whole(i),
+                status: "would_remove",
+                reason: None,
+            });
+        }
+    }
+
+    let depth: HashMap<String, usize> = ctx
+        .graph
+        .select(&[Pattern::All])
+        .unwrap_or_default()
+        .iter()
+        .map(|l| (l.to_string(), ctx.graph.ancestors(l).len()))
+        .collect();
+    out.sort_by_key(|i| {
+        std::cmp::Reverse(
+            i.label
+                .as_ref()
+                .and_then(|l| depth.get(l).copied())
+                .unwrap_or(0),
+        )
+    });
+    out
+}
+
+/// Log files of the deleted history rows that no remaining row names, and
+/// only inside this workspace's cache directory.
+fn plan_logs(ctx: &Context, builds: &[BuildRow], deleted: &[&BuildRow]) -> Vec<GcLog> {
+    let deleted_ids: HashSet<i64> = deleted.iter().map(|b| b.id).collect();
+    let still_named: HashSet<&str> = builds
+        .iter()
+        .filter(|b| !deleted_ids.contains(&b.id))
+        .filter_map(|b| b.log_path.as_deref())
+        .collect();
+    let Ok(cache_dir) = ctx.ws.cache_dir.canonicalize() else {
+        return vec![];
+    };
+    let mut seen = HashSet::new();
+    let mut out = vec![];
+    for p in deleted.iter().filter_map(|b| b.log_path.as_deref()) {
+        if still_named.contains(p) || !seen.insert(p) {
+            continue;
+        }
+        let path = PathBuf::from(p);
+        let Ok(full) = path.canonicalize() else {
+            continue; // already gone
+        };
+        if !full.starts_with(&cache_dir) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(&full) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        out.push(GcLog {
+            path: ctx.ws.display_path(&full),
+            bytes: meta.len(),
+            error: None,
+            full,
+        });
+    }
+    out
+}
+
+/// `12.3 MiB`.
+pub fn format_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+pub fn render(r: &GcReport) -> String {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    let short = |d: &str| d[..d.len().min(12)].to_string();
+    let mut s = String::new();
+    for i in &r.images {
+        let what = match (&i.label, &i.digest) {
+            (Some(l), Some(d)) => format!("{l} {}", short(d)),
+            _ => "named by no cache row".into(),
+        };
+        let reason = i.reason.as_deref().unwrap_or("");
+        match i.status {
+            "removed" | "would_remove" => s.push_str(&format!(
+                "{verb} image {} ({what}, {})\n",
+                i.image_name,
+                format_bytes(i.bytes)
+            )),
+            "untagged" => s.push_str(&format!(
+                "untagged image {} ({what}): images built on it still use it\n",
+                i.image_name
+            )),
+            "skipped" => s.push_str(&format!("skipped image {}: {reason}\n", i.image_name)),
+            "failed" => s.push_str(&format!(
+                "could not remove image {}: {reason}\n",
+                i.image_name
+            )),
+            _ => {} // absent: only its row goes, listed below
+        }
+    }
+    for row in &r.cache_rows {
+        let system = row
+            .system
+            .as_deref()
+            .map(|x| format!(" ({x})"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "{verb} cache row {}{system} {} built {}\n",
+            row.label,
+            short(&row.digest),
+            super::format_time(row.built_at)
+        ));
+    }
+    for l in &r.logs {
+        match &l.error {
+            None => s.push_str(&format!("{verb} log {}\n", l.path)),
+            Some(e) => s.push_str(&format!("could not remove log {}: {e}\n", l.path)),
+        }
+    }
+    for c in &r.containers {
+        match &c.error {
+            None => s.push_str(&format!(
+                "{verb} stale container {} ({})\n",
+                c.name, c.reason
+            )),
+            Some(e) => s.push_str(&format!("could not remove container {}: {e}\n", c.name)),
+        }
+    }
+    if !r.kept_failed_containers.is_empty() {
+        s.push_str(&format!(
+            "note: gc leaves {} of failed builds ({}) and their history; remove them with: layerbuild clean --failed\n",
+            plural(
+                r.kept_failed_containers.len(),
+                "kept container",
+                "kept containers"
+            ),
+            r.kept_failed_containers.join(", ")
+        ));
+    }
+    let images = r
+        .images
+        .iter()
+        .filter(|i| matches!(i.status, "removed" | "would_remove"))
+        .count();
+    let logs = r.logs.iter().filter(|l| l.error.is_none()).count();
+    let containers = r.containers.iter().filter(|c| c.error.is_none()).count();
+    if images + r.cache_rows.len() + r.history_rows.len() + logs + containers == 0 {
+        s.push_str(&format!(
+            "nothing to remove (keeping {} per layer)\n",
+            r.keep.max(1)
+        ));
+        return s;
+    }
+    s.push_str(&format!(
+        "{verb} {}, {}, {}, {}, {}; {} {}\n",
+        plural(images, "image", "images"),
+        plural(r.cache_rows.len(), "cache row", "cache rows"),
+        plural(r.history_rows.len(), "history row", "history rows"),
+        plural(logs, "log", "logs"),
+        plural(containers, "stale container", "stale containers"),
+        if r.dry_run {
+            "would reclaim"
+        } else {
+            "reclaimed"
+        },
+        format_bytes(r.reclaimed_bytes)
+    ));
+    s
+}
+
+/// `--keep` as the user gave it.
+pub fn check_keep(keep: i64) -> Result<usize> {
+    usize::try_from(keep).map_err(|_| {
+        Error::input(format!("--keep {keep}: must be 0 or more"))
+            .with_hint("--keep N keeps the current image and the newest N-1 others per layer")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(label: &str, digest: &str, built_at: i64) -> CachedLayer {
+        CachedLayer {
+            digest: digest.into(),
+            image_id: format!("id-{digest}"),
+            image_name: format!("img-{digest}"),
+            label: label.into(),
+            system: None,
+            built_at,
+            duration_ms: 0,
+        }
+    }
+
+    fn digests<'a>(v: &[&'a CachedLayer]) -> Vec<&'a str> {
+        v.iter().map(|r| r.digest.as_str()).collect()
+    }
+
+    #[test]
+    fn keeps_the_current_digest_and_the_newest_others_up_to_n() {
+        // Newest first, as Cache::all_layers returns them.
+        let rows = vec![
+            row("//a/a", "a5", 5),
+            row("//a/a", "a4", 4),
+            row("//a/a", "a3", 3),
+            row("//a/a", "a2", 2),
+            row("//a/a", "a1", 1),
+        ];
+        let current: HashSet<String> = ["a3".to_string()].into();
+        let (kept, removed) = select_layers(&rows, &current, 2);
+        assert_eq!(kept, ["a3", "a5"].into());
+        assert_eq!(digests(&removed), ["a4", "a2", "a1"]);
+
+        let (kept, removed) = select_layers(&rows, &current, 0);
+        assert_eq!(kept, ["a3"].into());
+        assert_eq!(removed.len(), 4);
+
+        // Not built yet: the newest N others stay.
+        let (kept, _) = select_layers(&rows, &HashSet::new(), 2);
+        assert_eq!(kept, ["a5", "a4"].into());
+    }
+
+    #[test]
+    fn counts_per_label_and_system() {
+        let mut other = row("//a/a", "s1", 9);
+        other.system = Some("prod".into());
+        let rows = vec![
+            row("//a/a", "a2", 2),
+            row("//a/a", "a1", 1),
+            other,
+            row("//b/b", "b1", 1),
+        ];
+        let (kept, removed) = select_layers(&rows, &HashSet::new(), 1);
+        assert_eq!(kept, ["a2", "s1", "b1"].into());
+        assert_eq!(digests(&removed), ["a1"]);
+    }
+
+    fn build(id: i64, digest: &str, status: &str, container: Option<&str>) -> BuildRow {
+        BuildRow {
+            id,
+            label: "//a/a".into(),
+            system: None,
+            digest: digest.into(),
+            status: status.into(),
+            started_at: 0,
+            duration_ms: 0,
+            image_id: None,
+            container: container.map(str::to_string),
+            log_path: None,
+            error: None,
+            manifest: String::new(),
+            vars: None,
+            container_removed: false,
+            inventory: None,
+        }
+    }
+
+    #[test]
+    fn history_of_removed_digests_goes_unless_a_kept_container_exists() {
+        let builds = vec![
+            build(1, "old", "built", None),
+            build(2, "old", "failed", Some("ctr-gone")),
+            build(3, "old", "failed", Some("ctr-here")),
+            build(4, "cur", "failed", Some("ctr-cur")),
+            build(5, "cur", "built", None),
+        ];
+        let kept: HashSet<&str> = ["cur"].into();
+        let present: HashSet<String> = ["ctr-here".to_string(), "ctr-cur".to_string()].into();
+        let (delete, kept_failed) = select_history(&builds, &kept, &present);
+        let ids: Vec<i64> = delete.iter().map(|b| b.id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(kept_failed, ["ctr-here".to_string()].into());
+    }
+
+    #[test]
+    fn a_working_container_is_stale_only_when_its_owner_is_gone() {
+        let slugs: HashSet<String> = ["uan-uan".to_string()].into();
+        let p = "layerbuild-ws-";
+        let name = "layerbuild-ws-uan-uan-0123456789ab";
+        assert!(stale_container(name, p, &slugs, Owner::Dead(7)).is_some());
+        assert!(stale_container(name, p, &slugs, Owner::Missing).is_some());
+        assert_eq!(stale_container(name, p, &slugs, Owner::Alive(7)), None);
+        // Unknown slug: only with a recorded, dead owner.
+        let other = "layerbuild-ws-x-y-0123456789ab";
+        assert!(stale_container(other, p, &slugs, Owner::Dead(7)).is_some());
+        assert_eq!(stale_container(other, p, &slugs, Owner::Missing), None);
+        // Not a working container of this workspace.
+        for n in [
+            "layerbuild-wsx-uan-uan-0123456789ab",
+            "layerbuild-ws-uan-uan-1234",
+            "layerbuild-debug-ws-uan-uan-4242",
+            "busybox-working-container",
+        ] {
+            assert_eq!(stale_container(n, p, &slugs, Owner::Dead(7)), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn formats_sizes_in_binary_units() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(12_900_000), "12.3 MiB");
+        assert_eq!(format_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}
