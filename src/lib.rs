@@ -31,6 +31,28 @@ use cli::{Cli, Command};
 use error::{Error, Result};
 use ops::Context;
 
+/// Writes to stdout; a closed pipe (`layerbuild ls | head`) ends the
+/// process quietly instead of panicking as `print!` would.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(3);
+    }
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => { emit(&format!($($arg)*)) };
+}
+
+macro_rules! outln {
+    ($($arg:tt)*) => { emit(&format!("{}\n", format!($($arg)*))) };
+}
+
 /// Entry point: parse arguments, run, print errors, map them to exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,7 +67,7 @@ pub fn main() -> ExitCode {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).expect("output serialises")
     );
@@ -92,7 +114,7 @@ fn finish_output(r: ops::export::OutputResult, json: bool) -> Result<()> {
     if json {
         print_json(&r);
     } else {
-        print!("{}", ops::export::render(std::slice::from_ref(&r)));
+        out!("{}", ops::export::render(std::slice::from_ref(&r)));
     }
     match r.error {
         Some(e) => Err(Error::BuildFailed(format!(
@@ -121,7 +143,7 @@ fn lint(dir: &std::path::Path, args: &cli::LintArgs) -> Result<()> {
     if args.json {
         print_json(&report);
     } else {
-        print!("{}", report.render());
+        out!("{}", report.render());
     }
     if report.errors() > 0 {
         return Err(Error::Exit(1));
@@ -161,7 +183,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 if args.json {
                     print_json(&plan);
                 } else {
-                    print!("{}", ops::build::render_plan(&plan));
+                    out!("{}", ops::build::render_plan(&plan));
                 }
                 return Ok(());
             }
@@ -179,14 +201,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 if args.json {
                     print_json(&r);
                 } else if r.status == "succeeded" {
-                    println!(
+                    outln!(
                         "{} succeeded in its kept container {}; not cached: only builds from a clean container are cached.\nBuild and cache it with: layerbuild build {}",
-                        r.label, r.container, r.label
+                        r.label,
+                        r.container,
+                        r.label
                     );
                 } else {
-                    println!(
+                    outln!(
                         "{} failed again in its kept container {} (log: {})",
-                        r.label, r.container, r.log
+                        r.label,
+                        r.container,
+                        r.log
                     );
                 }
                 if r.status == "failed" {
@@ -219,7 +245,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     .filter(|p| matches!(p, label::Pattern::Exact(_)))
                     .map(|p| p.to_string())
                     .collect();
-                print!("{}", ops::build::render_summary(&report, &targets));
+                out!("{}", ops::build::render_summary(&report, &targets));
             }
             if report.failed == 0 && report.outputs_failed > 0 {
                 return Err(Error::BuildFailed(format!(
@@ -247,12 +273,12 @@ pub fn run(cli: Cli) -> Result<()> {
             if args.json {
                 print_json(&report);
             } else {
-                print!("{}", ops::hash::render(&report));
+                out!("{}", ops::hash::render(&report));
             }
             Ok(())
         }
         Command::Graph(args) => {
-            print!("{}", ops::graph::graph(&ctx, args.format));
+            out!("{}", ops::graph::graph(&ctx, args.format));
             Ok(())
         }
         Command::Ls(args) => {
@@ -262,7 +288,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 if args.json {
                     print_json(&kept);
                 } else {
-                    print!("{}", ops::debug::render_kept(&kept));
+                    out!("{}", ops::debug::render_kept(&kept));
                 }
                 return Ok(());
             }
@@ -273,7 +299,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if args.json {
                 print_json(&entries);
             } else {
-                print!("{}", ops::ls::render(&entries));
+                out!("{}", ops::ls::render(&entries));
             }
             Ok(())
         }
@@ -289,7 +315,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if args.json {
                 print_json(&report);
             } else {
-                print!("{}", report.text());
+                out!("{}", report.text());
             }
             Ok(())
         }
@@ -298,7 +324,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if args.json {
                 print_json(&report);
             } else {
-                print!("{}", report.text());
+                out!("{}", report.text());
             }
             Ok(())
         }
@@ -318,7 +344,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 &row.digest[..12],
                 row.log_path.as_deref().unwrap_or("")
             );
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
         Command::Debug(args) => {
@@ -347,7 +373,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if args.json {
                 print_json(&r);
             } else {
-                print!("{}", ops::affected::render(&r));
+                out!("{}", ops::affected::render(&r));
             }
             Ok(())
         }
@@ -363,7 +389,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if args.json {
                 print_json(&r);
             } else {
-                print!("{}", ops::test::render(&r));
+                out!("{}", ops::test::render(&r));
             }
             if r.failed > 0 {
                 return Err(Error::BuildFailed(format!(
@@ -442,7 +468,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     std::fs::write(&tmp, &text).map_err(|e| Error::io(&tmp, e))?;
                     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
                 }
-                None => print!("{text}"),
+                None => out!("{text}"),
             }
             Ok(())
         }
@@ -459,7 +485,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if args.json {
                 print_json(&report);
             } else {
-                print!("{}", ops::gc::render(&report));
+                out!("{}", ops::gc::render(&report));
             }
             match report.failures() {
                 0 => Ok(()),
@@ -472,10 +498,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let executor = make_executor(&ctx, &cli.storage)?;
             let removed = ops::debug::clean_failed(&ctx, &executor)?;
             if removed.is_empty() {
-                println!("no kept containers to remove");
+                outln!("no kept containers to remove");
             }
             for c in removed {
-                println!("removed {c}");
+                outln!("removed {c}");
             }
             Ok(())
         }

@@ -215,3 +215,22 @@ fn bad_flags() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(!ws.db().exists());
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    let ws = TestWs::new("chain");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+        .arg("-C")
+        .arg(&ws.root)
+        .args(["graph", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the program writes.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.code().is_some(), "killed by a signal");
+}
