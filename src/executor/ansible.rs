@@ -11,13 +11,15 @@ use std::process::{Command, Stdio};
 use super::PlayRequest;
 
 /// The generated inventory: the layer's host, reached at `ansible_host`
-/// through the buildah connection, in the layer's groups (`ungrouped` when
-/// it has none).
+/// (the mounted root for chroot, the container for buildah) through the
+/// layer's connection, in the layer's groups (`ungrouped` when it has none).
 pub fn inventory_ini(play: &PlayRequest, ansible_host: &str) -> String {
     let mut ini = String::new();
     let host = format!(
-        "{} ansible_host={} ansible_connection=containers.podman.buildah\n",
-        play.host_name, ansible_host
+        "{} ansible_host={} ansible_connection={}\n",
+        play.host_name,
+        ansible_host,
+        play.connection.plugin()
     );
     if play.groups.is_empty() {
         ini.push_str("[ungrouped]\n");

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use super::{BuildFailure, BuildOutput, BuildRequest, Executor, PlayRequest, StepSink};
+use super::{BuildFailure, BuildOutput, BuildRequest, Connection, Executor, PlayRequest, StepSink};
 use crate::error::{Error, Result};
 
 pub struct Buildah {
@@ -636,7 +636,7 @@ impl Build<'_> {
         }
 
         if let Some(play) = &req.play {
-            self.play(ctr, play)?;
+            self.play(ctr, &root, play)?;
         }
 
         if req.reuse_container {
@@ -673,11 +673,25 @@ impl Build<'_> {
         Ok(normalize_id(id.trim()))
     }
 
-    fn play(&self, ctr: &str, play: &PlayRequest) -> std::result::Result<(), String> {
+    fn play(&self, ctr: &str, root: &str, play: &PlayRequest) -> std::result::Result<(), String> {
         let req = self.req;
         let mut c = self.tool.command(&self.tool.ansible_playbook);
-        super::ansible::playbook_command(&mut c, play, &req.work_dir, ctr, &[])?;
+        let host = match play.connection {
+            Connection::Chroot => root,
+            Connection::Buildah => ctr,
+        };
+        super::ansible::playbook_command(&mut c, play, &req.work_dir, host, &[])?;
         c.env("BUILDAH_ISOLATION", &req.isolation);
+        if play.connection == Connection::Buildah
+            && std::env::var_os("ANSIBLE_PIPELINING").is_none()
+        {
+            // One `buildah run` per module instead of three.
+            c.env("ANSIBLE_PIPELINING", "True");
+        }
+        let c = match play.connection {
+            Connection::Chroot => in_private_mounts(c, root),
+            Connection::Buildah => c,
+        };
         self.step(&format!("ansible-playbook {}", play.playbook));
         let label = req.label.clone();
         let sink = self.sink;
@@ -688,6 +702,62 @@ impl Build<'_> {
             }
         })
     }
+}
+
+/// Mounts, in a private mount namespace that dies with the command, what
+/// modules expect under the root a chroot connection enters: a fresh
+/// /proc, a read-only /sys and a minimal /dev (the device nodes buildah's
+/// chroot isolation gives too). Nothing leaks to the host or into the
+/// image, even when the command is killed; directories the image lacks are
+/// left alone.
+const PRIVATE_MOUNTS: &str = r#"set -e
+r="$1"; shift
+if [ -d "$r/proc" ]; then mount -t proc proc "$r/proc"; fi
+if [ -d "$r/sys" ]; then mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$r/sys"; fi
+if [ -d "$r/dev" ]; then
+  mount -t tmpfs -o nosuid,mode=0755 dev "$r/dev"
+  for d in null zero full random urandom tty; do
+    : > "$r/dev/$d"; mount --bind "/dev/$d" "$r/dev/$d"
+  done
+  mkdir -p "$r/dev/pts" "$r/dev/shm"
+  mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$r/dev/pts"
+  ln -s pts/ptmx "$r/dev/ptmx"
+  mount -t tmpfs -o nosuid,nodev shm "$r/dev/shm"
+  ln -s /proc/self/fd "$r/dev/fd"
+  ln -s /proc/self/fd/0 "$r/dev/stdin"
+  ln -s /proc/self/fd/1 "$r/dev/stdout"
+  ln -s /proc/self/fd/2 "$r/dev/stderr"
+fi
+exec "$@"
+"#;
+
+/// `cmd` run by `unshare --mount` after [`PRIVATE_MOUNTS`]; same
+/// environment, working directory and I/O.
+fn in_private_mounts(cmd: Command, root: &str) -> Command {
+    let mut w = Command::new("unshare");
+    w.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        PRIVATE_MOUNTS,
+        "sh",
+        root,
+    ]);
+    w.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => w.env(k, v),
+            None => w.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        w.current_dir(d);
+    }
+    w.stdin(Stdio::null());
+    w
 }
 
 #[cfg(unix)]

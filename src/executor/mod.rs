@@ -53,6 +53,38 @@ pub struct PlayRequest {
     pub inventory: Option<PathBuf>,
     pub vars: serde_json::Map<String, serde_json::Value>,
     pub roles_path: Vec<PathBuf>,
+    /// How ansible-playbook reaches the working container.
+    pub connection: Connection,
+}
+
+/// How ansible-playbook reaches the working container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// `community.general.chroot` on the mounted root, in a private mount
+    /// namespace with /proc, /sys and a minimal /dev: one `chroot` process
+    /// per task step.
+    Chroot,
+    /// `containers.podman.buildah`: one `buildah run` per task step, with
+    /// pipelining.
+    Buildah,
+}
+
+impl Connection {
+    pub fn parse(s: &str) -> Connection {
+        if s == "buildah" {
+            Connection::Buildah
+        } else {
+            Connection::Chroot
+        }
+    }
+
+    /// The Ansible connection plugin.
+    pub fn plugin(self) -> &'static str {
+        match self {
+            Connection::Chroot => "community.general.chroot",
+            Connection::Buildah => "containers.podman.buildah",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -80,6 +80,10 @@ pub struct Definition {
     /// Committed with fixed timestamps.
     #[serde(default)]
     pub reproducible: bool,
+    /// How the play reached the container (layers with a playbook): the
+    /// play's environment (/dev, /proc, mounts) differs.
+    #[serde(default)]
+    pub ansible_connection: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,6 +444,12 @@ fn build_manifest(
         roles_path: layer.roles_path.clone(),
         tests: layer.tests.clone(),
         reproducible: ws.build.reproducible,
+        ansible_connection: layer.playbook.as_ref().map(|_| {
+            layer
+                .ansible_connection
+                .clone()
+                .unwrap_or_else(|| ws.build.ansible_connection.clone())
+        }),
     };
     Ok(Manifest {
         format: FORMAT_VERSION,

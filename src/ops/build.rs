@@ -917,6 +917,12 @@ pub(crate) fn play_request(
                 .map(|s| s.vars.clone().into_iter().collect())
                 .unwrap_or_default(),
             roles_path: layer.roles_path.iter().map(|r| ws.root.join(r)).collect(),
+            connection: crate::executor::Connection::parse(
+                layer
+                    .ansible_connection
+                    .as_deref()
+                    .unwrap_or(&ws.build.ansible_connection),
+            ),
         }
     })
 }

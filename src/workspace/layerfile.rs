@@ -65,6 +65,8 @@ pub(crate) struct RawBuild {
     pub storage_driver: Option<String>,
     /// Commit with fixed timestamps (SOURCE_DATE_EPOCH, else 0).
     pub reproducible: Option<bool>,
+    /// How plays reach the working container: `chroot` or `buildah`.
+    pub ansible_connection: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +129,8 @@ pub(crate) struct RawLayer {
     pub groups: Vec<String>,
     #[serde(default)]
     pub roles_path: Vec<Spanned<String>>,
+    /// Overrides `[build] ansible_connection` for this layer's play.
+    pub ansible_connection: Option<Spanned<String>>,
     /// Commands run in a fresh container from the committed image.
     #[serde(default)]
     pub tests: Vec<String>,

@@ -22,6 +22,8 @@ use layerfile::{RawFragment, RawLayer, RawLayerfile, RawOutput, RawSystem};
 pub const LAYERFILE: &str = "Layerfile.toml";
 pub const DEFAULT_PACKAGE_COMMAND: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {packages}";
 const ISOLATIONS: &[&str] = &["chroot", "oci", "rootless"];
+/// How ansible-playbook reaches the working container.
+pub const ANSIBLE_CONNECTIONS: &[&str] = &["chroot", "buildah"];
 /// mksquashfs compressors.
 pub const SQUASHFS_COMPRESSORS: &[&str] = &["gzip", "lzo", "lz4", "xz", "zstd", "lzma"];
 
@@ -48,6 +50,8 @@ pub struct BuildSettings {
     pub storage_root: Option<PathBuf>,
     pub storage_runroot: Option<PathBuf>,
     pub storage_driver: String,
+    /// How plays reach the working container (default `chroot`).
+    pub ansible_connection: String,
     /// Commit with fixed timestamps so equal inputs give equal images
     /// (`[build] reproducible = true`, or `SOURCE_DATE_EPOCH` set).
     pub reproducible: bool,
@@ -120,6 +124,8 @@ pub struct Layer {
     pub groups: Vec<String>,
     /// Workspace-relative role directories; defaults to `<source>/roles`.
     pub roles_path: Vec<String>,
+    /// `chroot` or `buildah`; `None`: `[build] ansible_connection`.
+    pub ansible_connection: Option<String>,
     /// Commands run in a fresh container from the committed image; a
     /// failing one fails the layer.
     pub tests: Vec<String>,
@@ -339,6 +345,12 @@ fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
             }
             None => "chroot".into(),
         },
+        ansible_connection: raw
+            .build
+            .ansible_connection
+            .as_ref()
+            .and_then(|c| keep(errs, check_connection(&main, c)))
+            .unwrap_or_else(|| "chroot".into()),
         jobs: match &raw.build.jobs {
             Some(j) if *j.get_ref() >= 1 => *j.get_ref() as usize,
             Some(j) => {
@@ -567,6 +579,19 @@ pub fn parse_registry(r: &str) -> std::result::Result<String, String> {
         ));
     }
     Ok(r.to_string())
+}
+
+fn check_connection(file: &SourceFile, c: &Spanned<String>) -> Result<String> {
+    if ANSIBLE_CONNECTIONS.contains(&c.get_ref().as_str()) {
+        return Ok(c.get_ref().clone());
+    }
+    Err(Error::input_at(
+        file.at(c.span()),
+        format!("unknown ansible_connection '{}'", c.get_ref()),
+    )
+    .with_hint(
+        "use chroot (the default: the mounted root, fastest) or buildah (containers.podman.buildah)",
+    ))
 }
 
 /// `SOURCE_DATE_EPOCH` (reproducible-builds.org), if set.
@@ -941,6 +966,10 @@ fn resolve_layer(
         }
     }
 
+    let ansible_connection = raw
+        .ansible_connection
+        .as_ref()
+        .and_then(|c| keep(errs, check_connection(file, c)));
     let outputs: Vec<Output> = raw
         .outputs
         .iter()
@@ -972,6 +1001,7 @@ fn resolve_layer(
         source,
         playbook,
         groups: raw.groups,
+        ansible_connection,
         roles_path,
         tests: raw.tests,
         outputs,
