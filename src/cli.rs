@@ -80,12 +80,17 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// Check every cache row: its image is in container storage and carries
-    /// the row's digest label; and PRAGMA integrity_check. Exits 1 when a
-    /// problem is left (--repair deletes bad rows: those layers are rebuilt).
+    /// Check every cache row against container storage, and the database's integrity.
+    ///
+    /// Each row's image must be in container storage and carry the row's
+    /// digest label (layerbuild.digest); PRAGMA integrity_check must be ok.
+    /// Exits 1 when a problem is left; --repair deletes the bad rows (the
+    /// next build rebuilds those layers, or adopts their image).
     Verify(CacheVerifyArgs),
-    /// Rebuild the cache index from this workspace's images in container
-    /// storage (their layerbuild.digest and layerbuild.label labels).
+    /// Rebuild the cache index from this workspace's images in container storage.
+    ///
+    /// A row is recorded for every image named localhost/layerbuild/WS/...
+    /// whose layerbuild.digest and layerbuild.label labels match its name.
     ///
     /// A damaged database is moved aside first (layerbuild.db.damaged-TIME).
     /// Images of the current layers get their full manifest; older ones an
