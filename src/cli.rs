@@ -73,6 +73,47 @@ pub enum Command {
     Ci(CiCommand),
     /// Check the Layerfile and the layers' playbooks without building: every problem at once.
     Lint(LintArgs),
+    /// Check the cache index against container storage, or rebuild it from the images.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Check every cache row against container storage, and the database's integrity.
+    ///
+    /// Each row's image must be in container storage and carry the row's
+    /// digest label (layerbuild.digest); PRAGMA integrity_check must be ok.
+    /// Exits 1 when a problem is left; --repair deletes the bad rows (the
+    /// next build rebuilds those layers, or adopts their image).
+    Verify(CacheVerifyArgs),
+    /// Rebuild the cache index from this workspace's images in container storage.
+    ///
+    /// A row is recorded for every image named localhost/layerbuild/WS/...
+    /// whose layerbuild.digest and layerbuild.label labels match its name.
+    ///
+    /// A damaged database is moved aside first (layerbuild.db.damaged-TIME).
+    /// Images of the current layers get their full manifest; older ones an
+    /// unknown manifest (`why` cannot compare against those). Logs and the
+    /// build history are not recovered.
+    RebuildIndex(CacheRebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheVerifyArgs {
+    /// Delete the rows whose image is missing or labelled with another digest.
+    #[arg(long)]
+    pub repair: bool,
+    /// Print {version, database, rows, integrity, problems, repaired} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheRebuildArgs {
+    /// Print {version, database, moved_aside, images, recorded, notes} as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -171,6 +171,6 @@ fn render_input(e: &InputError) -> String {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::env(format!("cache database: {e}"))
+        crate::cache::repair::user_error(&e)
     }
 }

@@ -151,6 +151,39 @@ fn lint(dir: &std::path::Path, args: &cli::LintArgs) -> Result<()> {
     Ok(())
 }
 
+/// `cache verify` and `cache rebuild-index`.
+fn cache_command(
+    ctx: &Context,
+    cmd: cli::CacheCommand,
+    executor: &executor::buildah::Buildah,
+) -> Result<()> {
+    match cmd {
+        cli::CacheCommand::Verify(args) => {
+            let r = ops::cache::verify(ctx, executor, args.repair)?;
+            if args.json {
+                print_json(&r);
+            } else {
+                out!("{}", ops::cache::render_verify(&r));
+            }
+            if r.unresolved() > 0 {
+                return Err(Error::Exit(1));
+            }
+        }
+        cli::CacheCommand::RebuildIndex(args) => {
+            let r = ops::cache::rebuild_index(ctx, executor)?;
+            for n in &r.notes {
+                eprintln!("note: {n}");
+            }
+            if args.json {
+                print_json(&r);
+            } else {
+                out!("{}", ops::cache::render_rebuild(&r));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let dir = match &cli.directory {
         Some(d) => d.clone(),
@@ -493,6 +526,10 @@ pub fn run(cli: Cli) -> Result<()> {
                     "gc could not remove {n} item(s); see above"
                 ))),
             }
+        }
+        Command::Cache(cmd) => {
+            let executor = make_executor(&ctx, &cli.storage)?;
+            cache_command(&ctx, cmd, &executor)
         }
         Command::Clean(_) => {
             let executor = make_executor(&ctx, &cli.storage)?;

@@ -5,12 +5,23 @@
 //! A layer's cache row is written only after its commit succeeded, in one
 //! transaction with its history row; a failed layer never gets one.
 //!
+//! Concurrent processes share the file safely: WAL, a 30 s busy timeout,
+//! every write transaction started with `BEGIN IMMEDIATE` (a deferred one
+//! that upgrades to a write can fail with `database is locked` at once),
+//! migrations re-checked under that lock, one connection per process that
+//! is never used across a fork (children are exec'd at once). Building a
+//! digest is serialised across processes by [`lock::DigestLock`].
+//!
 //! I/O: the database file under the cache directory.
+
+pub mod lock;
+pub mod netfs;
+pub mod repair;
 
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -182,14 +193,27 @@ impl Cache {
     pub fn open(path: &Path) -> Result<Cache> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            netfs::check(dir)?;
         }
-        let conn = Connection::open(path)
+        repair::note_opened(path);
+        let mut conn = Connection::open(path)
             .map_err(|e| Error::env(format!("cannot open cache {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
+        // WAL is a property of the file: set it once, not on every open
+        // (switching takes an exclusive lock).
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let mut cache = Cache { conn };
         cache.migrate().map_err(|e| match e {
+            // A damaged file or a lock held too long: already says what to do.
+            Error::Environment {
+                message,
+                hint: Some(h),
+            } if message.contains(&path.display().to_string()) => Error::env(message).with_hint(h),
             Error::Environment { message, .. } => {
                 Error::env(format!("{}: {message}", path.display())).with_hint(
                     "if the file is not a layerbuild cache, point [workspace] cache elsewhere",
@@ -220,13 +244,21 @@ impl Cache {
             ))
             .with_hint("upgrade layerbuild, or use another cache directory"));
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        if version as usize == MIGRATIONS.len() {
+            return Ok(());
+        }
+        // Another process may be migrating too: read the version again
+        // under the write lock, one migration per transaction.
+        loop {
             let tx = self.conn.transaction()?;
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let Some(sql) = MIGRATIONS.get(version as usize) else {
+                return Ok(());
+            };
             tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.pragma_update(None, "user_version", version + 1)?;
             tx.commit()?;
         }
-        Ok(())
     }
 
     pub fn lookup(&self, digest: &str) -> Result<Option<CachedLayer>> {

@@ -231,6 +231,10 @@ impl Executor for Buildah {
         Ok(())
     }
 
+    fn committed_image(&self, name: &str) -> Result<Option<super::inspect::ImageMeta>> {
+        self.image_meta(name)
+    }
+
     fn images(&self) -> Result<HashSet<String>> {
         let out = self.list(&["images", "--all", "--no-trunc", "--quiet"])?;
         if !out.status.success() {

@@ -5,6 +5,7 @@
 pub mod ansible;
 pub mod buildah;
 pub mod export;
+pub mod inspect;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -117,6 +118,11 @@ pub trait Executor: Sync {
         req: &BuildRequest,
         sink: &dyn StepSink,
     ) -> std::result::Result<BuildOutput, BuildFailure>;
+    /// The image named `name` in local storage with its layerbuild labels,
+    /// `None` when there is none. An executor that cannot tell never adopts.
+    fn committed_image(&self, _name: &str) -> Result<Option<inspect::ImageMeta>> {
+        Ok(None)
+    }
 }
 
 /// A shared cache of layer images in an OCI registry.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{Context, container_name, image_name, now_secs};
+use crate::cache::lock::{DigestLock, Holder};
 use crate::cache::{BuildRecord, Cache};
 use crate::error::{Error, Result};
 use crate::executor::buildah::RegistryEntry;
@@ -467,31 +468,20 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
 
     // Look the digest up right before starting: another process (or an
     // earlier layer of this run) may have built it since the plan was made.
-    let hit = cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .lookup(&fp.digest)
-        .map_err(|e| fail(e.to_string()))?;
-    if let Some(row) = hit {
-        let mut present = images
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&row.image_id);
-        if !present {
-            // The store may have changed since the run began.
-            if let Ok(fresh) = executor.images() {
-                present = fresh.contains(&row.image_id);
-                *images.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
-            }
-        }
-        if present {
-            reporter.cached(&label_s, &row.image_id);
-            return Ok(Done::Cached {
-                image_id: row.image_id,
-                image_name: row.image_name,
-            });
-        }
-        // A row whose image was deleted is a miss, not an error.
+    if let Some(done) = reuse_cached(run, fp, false).map_err(|e| fail(e.to_string()))? {
+        return Ok(done);
+    }
+    // A miss: build it holding the digest's lock, so concurrent layerbuilds
+    // build each digest once. Whoever waited looks again afterwards.
+    let _lock = DigestLock::acquire(&ws.cache_dir, &fp.digest, &label_s, &mut |h| {
+        reporter.println(&waiting_line(&label_s, h));
+    })
+    .map_err(|e| fail(e.to_string()))?;
+    if let Some(done) = reuse_cached(run, fp, true).map_err(|e| fail(e.to_string()))? {
+        return Ok(done);
+    }
+    if let Some(done) = adopt_committed(run, fp) {
+        return Ok(done);
     }
 
     if let Some(reg) = registry
@@ -618,6 +608,101 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
                 log: Some(log_path),
             })
         }
+    }
+}
+
+/// The cached image of `fp`'s digest, if the cache has a row and storage
+/// the image. A row whose image was deleted is a miss, not an error; with
+/// `repair` (the digest's lock held) the row is deleted.
+fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Option<Done>> {
+    let label_s = fp.label.to_string();
+    let hit = run
+        .cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .lookup(&fp.digest)?;
+    let Some(row) = hit else { return Ok(None) };
+    let mut present = run
+        .images
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&row.image_id);
+    if !present {
+        // The store may have changed since the run began.
+        if let Ok(fresh) = run.executor.images() {
+            present = fresh.contains(&row.image_id);
+            *run.images.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
+    }
+    if present {
+        run.reporter.cached(&label_s, &row.image_id);
+        return Ok(Some(Done::Cached {
+            image_id: row.image_id,
+            image_name: row.image_name,
+        }));
+    }
+    if repair {
+        run.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_layer(&fp.digest)?;
+        run.reporter.println(&format!(
+            "{label_s}: its cached image {} is gone from container storage; building it again",
+            row.image_name
+        ));
+    }
+    Ok(None)
+}
+
+/// After a build was killed between `buildah commit` and its cache record,
+/// its image is in storage under this digest's name and label but has no
+/// row: record it (source `adopted`) instead of building again. Layers with
+/// image tests are not adopted: the kill may have come before their tests
+/// passed. Anything unexpected (inspect failing) means building.
+fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint) -> Option<Done> {
+    let label = &fp.label;
+    if !run.ws.layers[label].tests.is_empty() {
+        return None;
+    }
+    let name = image_name(run.ws, label, &fp.digest);
+    let meta = super::cache::committed_build(run.executor, &name, label, &fp.digest)?;
+    let label_s = label.to_string();
+    let record = BuildRecord {
+        label: &label_s,
+        system: run.system.map(|s| s.name.as_str()),
+        digest: &fp.digest,
+        manifest: &fp.manifest,
+        started_at: meta.created.unwrap_or_else(now_secs),
+        duration: Duration::ZERO,
+        log_path: None,
+        vars: &fp.vars,
+        inventory: fp.inventory.as_deref(),
+        source: "adopted",
+    };
+    run.cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record_built(&record, &meta.id, &name)
+        .ok()?;
+    run.images
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(meta.id.clone());
+    run.reporter.println(&format!(
+        "{label_s}: adopted {name}, committed by an interrupted build"
+    ));
+    run.reporter.cached(&label_s, &meta.id);
+    Some(Done::Cached {
+        image_id: meta.id,
+        image_name: name,
+    })
+}
+
+/// The progress line of a layer waiting for another process's lock.
+fn waiting_line(label: &str, h: &Holder) -> String {
+    match h.pid {
+        Some(pid) => format!("waiting for another layerbuild building {label} (pid {pid})"),
+        None => format!("waiting for another layerbuild building {label}"),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod affected;
 pub mod build;
+pub mod cache;
 pub mod ci;
 pub mod debug;
 pub mod export;

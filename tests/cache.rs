@@ -1,0 +1,231 @@
+//! The cache index against container storage, with real buildah on the
+//! busybox `chain` fixture: an image removed behind layerbuild's back,
+//! `cache verify`, `cache rebuild-index`, and damaged database files.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TestWs, require_buildah};
+
+fn status<'a>(report: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
+    &report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == label)
+        .unwrap_or_else(|| panic!("{label} not in {report}"))["status"]
+}
+
+fn rmi(name: &str) {
+    let out = Command::new("buildah")
+        .args(["rmi", name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn remove_db(ws: &TestWs) {
+    for f in ["layerbuild.db", "layerbuild.db-wal", "layerbuild.db-shm"] {
+        let _ = std::fs::remove_file(ws.path("cache").join(f));
+    }
+}
+
+#[test]
+fn an_image_removed_behind_our_back_is_a_miss_that_verify_reports_and_build_repairs() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let first = ws.lb(&["build", "--json", "//..."]).ok().json();
+    let slurm = first["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == "//compute/slurm")
+        .unwrap()
+        .clone();
+    rmi(slurm["image_name"].as_str().unwrap());
+
+    let v = ws.lb(&["cache", "verify", "--json"]);
+    assert_eq!(v.code, 1, "{}\n{}", v.stdout, v.stderr);
+    let v = v.json();
+    assert_eq!(v["rows"], 5);
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["label"], "//compute/slurm");
+    assert_eq!(problems[0]["problem"], "missing");
+    assert_eq!(v["integrity"].as_array().unwrap().len(), 0);
+    let text = ws.lb(&["cache", "verify"]);
+    assert!(
+        text.stdout.contains("//compute/slurm ")
+            && text.stdout.contains("is not in container storage"),
+        "{}",
+        text.stdout
+    );
+
+    // The next build treats the row as a miss, deletes it and rebuilds.
+    let run = ws.lb(&["build", "--json", "//..."]).ok();
+    assert!(
+        run.stderr.contains("is gone from container storage"),
+        "{}",
+        run.stderr
+    );
+    let again = run.json();
+    assert_eq!(status(&again, "//compute/slurm"), "built", "{again}");
+    assert_eq!(again["built"], 1);
+    ws.lb(&["cache", "verify"]).ok();
+}
+
+#[test]
+fn verify_repair_deletes_bad_rows_and_the_next_build_rebuilds_them() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let first = ws.lb(&["build", "--json", "//uan/uan"]).ok().json();
+    let uan = first["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == "//uan/uan")
+        .unwrap()
+        .clone();
+    rmi(uan["image_name"].as_str().unwrap());
+    // A row naming an image labelled with another digest: //base/hsn's row
+    // pointed at //base/os's image.
+    let conn = rusqlite::Connection::open(ws.db()).unwrap();
+    conn.execute(
+        "UPDATE layers SET image_id = (SELECT image_id FROM layers WHERE label = '//base/os')
+         WHERE label = '//base/hsn'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+
+    let v = ws
+        .lb(&["cache", "verify", "--repair", "--json"])
+        .ok()
+        .json();
+    let mut found: Vec<(String, String)> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["repaired"], true);
+            (
+                p["label"].as_str().unwrap().to_string(),
+                p["problem"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("//base/hsn".to_string(), "mismatched".to_string()),
+            ("//uan/uan".to_string(), "missing".to_string())
+        ]
+    );
+    assert_eq!(v["repaired"], 2);
+    ws.lb(&["cache", "verify"]).ok();
+    assert_eq!(ws.cached_digests().len(), 1);
+    let again = ws.lb(&["build", "--json", "//uan/uan"]).ok().json();
+    // //base/hsn's own image still exists under its name: adopted.
+    assert_eq!(status(&again, "//base/os"), "cached");
+    assert_eq!(status(&again, "//base/hsn"), "cached", "{again}");
+    assert_eq!(status(&again, "//uan/uan"), "built");
+}
+
+#[test]
+fn rebuild_index_after_the_database_is_deleted_makes_the_next_build_a_no_op() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    ws.lb(&["build", "//..."]).ok();
+    // An older //uan/uan, which no current layer has any more.
+    let old_uan = ws.digests()["//uan/uan"].clone();
+    ws.append("scripts/uan.sh", "echo v2 > /etc/uan-version\n");
+    ws.lb(&["build", "//uan/uan"]).ok();
+    remove_db(&ws);
+
+    let r = ws.lb(&["cache", "rebuild-index", "--json"]).ok().json();
+    assert_eq!(r["recorded"], 6, "{r}");
+    assert_eq!(r["moved_aside"], serde_json::Value::Null);
+    for i in r["images"].as_array().unwrap() {
+        let expected = if i["digest"] == old_uan.as_str() {
+            "unknown"
+        } else {
+            "known"
+        };
+        assert_eq!(i["status"], "recorded", "{i}");
+        assert_eq!(i["manifest"], expected, "{i}");
+    }
+
+    let calls = ws.log_buildah();
+    let again = ws.lb(&["build", "--json", "//..."]).ok().json();
+    assert_eq!(again["built"], 0, "{again}");
+    assert_eq!(again["cached"], 5, "{again}");
+    let log = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(!log.lines().any(|l| l.starts_with("commit ")), "{log}");
+    let why = ws.lb(&["why", "--json", "//compute/slurm"]).ok().json();
+    assert_eq!(why["status"], "up_to_date", "{why}");
+    ws.lb(&["cache", "verify"]).ok();
+
+    // Run again: nothing new.
+    let r = ws.lb(&["cache", "rebuild-index", "--json"]).ok().json();
+    assert_eq!(r["recorded"], 0, "{r}");
+}
+
+#[test]
+fn a_damaged_database_names_the_file_and_rebuild_index_moves_it_aside() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    ws.lb(&["build", "//..."]).ok();
+    let db = ws.db();
+    let len = std::fs::metadata(&db).unwrap().len();
+
+    for (how, damage) in [
+        (
+            "truncated",
+            Box::new(|p: &std::path::Path| {
+                let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+                f.set_len(len / 2).unwrap();
+            }) as Box<dyn Fn(&std::path::Path)>,
+        ),
+        (
+            "garbled",
+            Box::new(|p: &std::path::Path| {
+                std::fs::write(p, vec![0x5au8; len as usize]).unwrap();
+            }),
+        ),
+    ] {
+        // The last connection checkpointed the WAL: the damage is to everything.
+        let _ = std::fs::remove_file(db.with_extension("db-wal"));
+        let _ = std::fs::remove_file(db.with_extension("db-shm"));
+        damage(&db);
+        for args in [
+            &["build", "//..."][..],
+            &["ls"][..],
+            &["why", "//uan/uan"][..],
+            &["cache", "verify"][..],
+        ] {
+            let r = ws.lb(args);
+            assert_eq!(r.code, 3, "{how}, {args:?}: {}\n{}", r.stdout, r.stderr);
+            assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+            assert!(
+                r.stderr.contains(&db.display().to_string())
+                    && r.stderr.contains("is damaged")
+                    && r.stderr.contains("layerbuild cache rebuild-index"),
+                "{how}, {args:?}: {}",
+                r.stderr
+            );
+        }
+        let r = ws.lb(&["cache", "rebuild-index", "--json"]).ok().json();
+        let moved = r["moved_aside"].as_str().unwrap().to_string();
+        assert!(moved.starts_with("cache/layerbuild.db.damaged-"), "{r}");
+        assert_eq!(r["recorded"], 5, "{r}");
+        let again = ws.lb(&["build", "--json", "//..."]).ok().json();
+        assert_eq!(again["built"], 0, "{how}: {again}");
+        std::fs::remove_file(ws.root.join(&moved)).unwrap();
+    }
+}

@@ -1,0 +1,410 @@
+//! `kill -9` of layerbuild in the middle of builds, with real buildah on the
+//! busybox `chain` fixture: no cache row ever names a missing image, the
+//! database stays sound, and the next build succeeds, reusing what was
+//! committed and removing the working containers of dead builds.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestWs, require_buildah};
+
+/// Starts `layerbuild build --json //...` in its own process group.
+fn spawn_build(ws: &TestWs, env: &[(&str, String)]) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_layerbuild"));
+    c.arg("-C")
+        .arg(&ws.root)
+        .args(["build", "--json", "//..."])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    for (k, v) in &ws.env {
+        c.env(k, v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+/// `kill -9 PID`, or `-PGID` for a whole process group; a process that has
+/// just exited is not an error.
+fn kill9(target: &str) {
+    Command::new("kill")
+        .args(["-9", "--", target])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+}
+
+/// Processes left in process group `pgid` (orphaned buildah, ansible...).
+fn group_members(pgid: u32) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid) && fields[0] != "Z" {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn wait_for_groups(pgids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while pgids.iter().any(|p| group_members(*p) > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "orphans of killed builds still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ids of every image in storage.
+fn image_ids() -> HashSet<String> {
+    for _ in 0..20 {
+        let out = Command::new("buildah")
+            .args(["images", "--all", "--no-trunc", "--quiet"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.trim().trim_start_matches("sha256:").to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("buildah images keeps failing");
+}
+
+/// Every cache row names an existing image; `PRAGMA integrity_check` is ok.
+fn check_invariants(ws: &TestWs, when: &str) {
+    if !ws.db().exists() {
+        return;
+    }
+    let conn = rusqlite::Connection::open(ws.db()).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok", "{when}");
+    let mut st = conn.prepare("SELECT label, image_id FROM layers").unwrap();
+    let rows: Vec<(String, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let ids = image_ids();
+    for (label, id) in rows {
+        assert!(
+            ids.contains(&id),
+            "{when}: the row of {label} names image {id}, which does not exist"
+        );
+    }
+}
+
+/// The `layerbuild.digest` label of the image named `name`, if it exists.
+fn digest_label(name: &str) -> Option<String> {
+    let out = Command::new("buildah")
+        .args([
+            "inspect",
+            "--type",
+            "image",
+            "--format",
+            "{{index .OCIv1.Config.Labels \"layerbuild.digest\"}}",
+            name,
+        ])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn containers() -> Vec<String> {
+    let out = Command::new("buildah")
+        .args(["containers", "--format", "{{.ContainerName}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn image_name(ws: &TestWs, label: &str, digest: &str) -> String {
+    format!(
+        "localhost/layerbuild/{}/{}:{}",
+        ws.name,
+        label.trim_start_matches("//"),
+        &digest[..12]
+    )
+}
+
+fn container_name(ws: &TestWs, label: &str, digest: &str) -> String {
+    format!(
+        "layerbuild-{}-{}-{}",
+        ws.name,
+        label.trim_start_matches("//").replace('/', "-"),
+        &digest[..12]
+    )
+}
+
+/// xorshift64: reproducible random delays (`LAYERBUILD_CRASH_SEED=N`).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_never_leaves_a_row_without_its_image() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let seed = std::env::var("LAYERBUILD_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("LAYERBUILD_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut groups = vec![];
+    for i in 0..15 {
+        // Every third round changes the base layer, so every layer has work
+        // again; the rounds between resume the same digests.
+        if i % 3 == 0 {
+            ws.append("scripts/busybox-root.sh", &format!("# round {i}\n"));
+        }
+        let mut child = spawn_build(&ws, &[]);
+        let pid = child.id();
+        groups.push(pid);
+        let delay = 100 + rng.next() % 6000;
+        let deadline = Instant::now() + Duration::from_millis(delay);
+        let mut finished = None;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                finished = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Odd rounds kill the whole process group (buildah and Ansible
+        // too), even rounds only layerbuild: its children live on.
+        let whole_group = i % 2 == 1;
+        let when = format!(
+            "round {i} (seed {seed}, killed after {delay} ms{})",
+            if whole_group {
+                " with its children"
+            } else {
+                ""
+            }
+        );
+        match finished {
+            Some(status) => assert!(status.success(), "{when}: finished but failed: {status}"),
+            None => {
+                kill9(&if whole_group {
+                    format!("-{pid}")
+                } else {
+                    pid.to_string()
+                });
+                let _ = child.wait();
+            }
+        }
+        check_invariants(&ws, &when);
+    }
+
+    // Let orphaned children of the killed builds finish, then build.
+    wait_for_groups(&groups);
+    check_invariants(&ws, "after the orphans finished");
+    let digests = ws.digests();
+    let committed: BTreeMap<&String, bool> = digests
+        .iter()
+        .map(|(l, d)| {
+            (
+                l,
+                digest_label(&image_name(&ws, l, d)).as_deref() == Some(d.as_str()),
+            )
+        })
+        .collect();
+    let run = ws.lb(&["build", "--json", "//..."]).ok();
+    assert!(!run.stderr.contains("database is locked"), "{}", run.stderr);
+    let report = run.json();
+    for l in report["layers"].as_array().unwrap() {
+        let label = l["label"].as_str().unwrap().to_string();
+        if committed[&label] {
+            assert_eq!(
+                l["status"], "cached",
+                "{label} was committed before: reused, not rebuilt\n{report}"
+            );
+        } else {
+            assert_eq!(l["status"], "built", "{label}\n{report}");
+        }
+        let ctr = container_name(&ws, &label, l["digest"].as_str().unwrap());
+        assert!(
+            !TestWs::container_exists(&ctr),
+            "{ctr} of a dead build is left"
+        );
+    }
+    let reused = committed.values().filter(|c| **c).count();
+    assert_eq!(report["built"].as_u64().unwrap() as usize, 5 - reused);
+    assert_eq!(report["cached"].as_u64().unwrap() as usize, reused);
+    check_invariants(&ws, "after the final build");
+
+    // Working containers of older rounds' dead builds: gc removes them.
+    ws.lb(&["gc", "--json"]).ok();
+    let prefix = format!("layerbuild-{}-", ws.name);
+    let left: Vec<String> = containers()
+        .into_iter()
+        .filter(|c| c.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    ws.lb(&["cache", "verify"]).ok();
+    let again = ws.lb(&["build", "--json", "//..."]).ok().json();
+    assert_eq!(again["built"], 0, "{again}");
+}
+
+/// A wrapper for `tool` that kills its parent (layerbuild) with SIGKILL, once,
+/// when its arguments match the shell `pattern`, `before` or after running
+/// the real tool.
+fn killing_wrapper(dir: &Path, tool: &str, pattern: &str, before: bool) -> String {
+    let path = dir.join(format!("kill-{tool}.sh"));
+    let flag = dir.join(format!("kill-{tool}.armed"));
+    std::fs::write(&flag, "").unwrap();
+    let (pre, post) = if before {
+        ("kill -9 $PPID; ", "")
+    } else {
+        ("", "kill -9 $PPID; ")
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in {pattern}) if rm '{flag}' 2>/dev/null; then {pre}{tool} \"$@\"; rc=$?; {post}exit $rc; fi;; esac\nexec {tool} \"$@\"\n",
+            flag = flag.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn run_killed(ws: &TestWs, env: &[(&str, String)]) {
+    let mut child = spawn_build(ws, env);
+    let pid = child.id();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the build was not killed");
+    wait_for_groups(&[pid]);
+}
+
+fn source_of(ws: &TestWs, digest: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(ws.db()).unwrap();
+    let mut st = conn
+        .prepare("SELECT source FROM builds WHERE digest = ?1 ORDER BY id")
+        .unwrap();
+    st.query_map([digest], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[test]
+fn a_build_killed_between_commit_and_record_is_adopted_not_rebuilt() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    let digests = ws.digests();
+    let uan = &digests["//uan/uan"];
+    let dir = ws.root.parent().unwrap().to_path_buf();
+    let wrapper = killing_wrapper(&dir, "buildah", "commit*/uan/uan:*", false);
+    run_killed(&ws, &[("LAYERBUILD_BUILDAH", wrapper)]);
+
+    // Committed, named and labelled, but never recorded.
+    assert_eq!(
+        digest_label(&image_name(&ws, "//uan/uan", uan)).as_deref(),
+        Some(uan.as_str())
+    );
+    assert!(!ws.cached_digests().contains(uan));
+    check_invariants(&ws, "after the kill");
+
+    let calls = ws.log_buildah();
+    let report = ws.lb(&["build", "--json", "//..."]).ok();
+    assert!(
+        report.stderr.contains("//uan/uan: adopted"),
+        "{}",
+        report.stderr
+    );
+    let report = report.json();
+    let status = |l: &str| {
+        report["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["label"] == l)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("//uan/uan"), "cached", "{report}");
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("commit ") && l.contains("/uan/uan:")),
+        "{log}"
+    );
+    assert_eq!(source_of(&ws, uan), ["adopted"]);
+    assert!(ws.cached_digests().contains(uan));
+    check_invariants(&ws, "after adopting");
+    // why can explain the adopted row: its manifest is the real one.
+    let why = ws.lb(&["why", "--json", "//uan/uan"]).ok().json();
+    assert_eq!(why["status"], "up_to_date", "{why}");
+}
+
+#[test]
+fn killed_as_commit_or_ansible_starts_the_next_build_succeeds_beside_the_orphan() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let dir = ws.root.parent().unwrap().to_path_buf();
+    // The commit of //base/hsn outlives layerbuild; the next build starts at once.
+    let wrapper = killing_wrapper(&dir, "buildah", "commit*/base/hsn:*", true);
+    let mut child = spawn_build(&ws, &[("LAYERBUILD_BUILDAH", wrapper)]);
+    let first = child.id();
+    assert!(!child.wait().unwrap().success());
+    let r = ws.lb(&["build", "--json", "//base/..."]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    wait_for_groups(&[first]);
+    check_invariants(&ws, "after the commit kill");
+
+    // ansible-playbook of //compute/compute outlives layerbuild.
+    let wrapper = killing_wrapper(&dir, "ansible-playbook", "*compute.yml*", true);
+    let mut child = spawn_build(&ws, &[("LAYERBUILD_ANSIBLE_PLAYBOOK", wrapper)]);
+    let second = child.id();
+    assert!(!child.wait().unwrap().success());
+    let r = ws.lb(&["build", "--json", "//..."]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    wait_for_groups(&[second]);
+    check_invariants(&ws, "after the ansible kill");
+    let again = ws.lb(&["build", "--json", "//..."]).ok().json();
+    assert_eq!(again["built"], 0, "{again}");
+    ws.lb(&["cache", "verify"]).ok();
+}
