@@ -408,3 +408,51 @@ fn killed_as_commit_or_ansible_starts_the_next_build_succeeds_beside_the_orphan(
     assert_eq!(again["built"], 0, "{again}");
     ws.lb(&["cache", "verify"]).ok();
 }
+
+#[test]
+fn an_image_whose_tests_did_not_run_is_never_adopted_one_that_passed_them_is() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let lf = ws.read("Layerfile.toml").replacen(
+        "scripts = [\"scripts/uan.sh\"]",
+        "scripts = [\"scripts/uan.sh\"]\ntests = [\"test -d /etc\"]",
+        1,
+    );
+    ws.write("Layerfile.toml", &lf);
+    let digests = ws.digests();
+    let uan = &digests["//uan/uan"];
+    let name = image_name(&ws, "//uan/uan", uan);
+    let dir = ws.root.parent().unwrap().to_path_buf();
+
+    // Killed right after the commit, before the tests: the image is only
+    // `NAME-untested`, and the next build tests it again (builds it).
+    let wrapper = killing_wrapper(&dir, "buildah", "commit*/uan/uan:*-untested", false);
+    run_killed(&ws, &[("LAYERBUILD_BUILDAH", wrapper)]);
+    assert_eq!(digest_label(&name), None, "named before its tests ran");
+    assert_eq!(
+        digest_label(&format!("{name}-untested")).as_deref(),
+        Some(uan.as_str())
+    );
+    let r = ws.lb(&["build", "--json", "//uan/uan"]).ok();
+    assert!(!r.stderr.contains("adopted"), "{}", r.stderr);
+    let r = r.json();
+    assert_eq!(TestWs::labels_with(&r, "built"), vec!["//uan/uan"], "{r}");
+    assert_eq!(digest_label(&name).as_deref(), Some(uan.as_str()));
+    assert_eq!(digest_label(&format!("{name}-untested")), None);
+    check_invariants(&ws, "after the rebuild");
+
+    // Killed after the tests passed and the image got its name, before the
+    // cache record: adopted.
+    let lf = ws
+        .read("Layerfile.toml")
+        .replacen("test -d /etc", "test -d /bin", 1);
+    ws.write("Layerfile.toml", &lf);
+    let uan = ws.digests()["//uan/uan"].clone();
+    let wrapper = killing_wrapper(&dir, "buildah", "rmi*/uan/uan:*-untested", false);
+    run_killed(&ws, &[("LAYERBUILD_BUILDAH", wrapper)]);
+    assert!(!ws.cached_digests().contains(&uan));
+    let r = ws.lb(&["build", "--json", "//uan/uan"]).ok();
+    assert!(r.stderr.contains("//uan/uan: adopted"), "{}", r.stderr);
+    assert_eq!(source_of(&ws, &uan), ["adopted"]);
+    check_invariants(&ws, "after adopting");
+}

@@ -273,6 +273,11 @@ impl Executor for Buildah {
     }
 }
 
+/// The name a layer's image carries until its tests pass.
+fn untested_name(image_name: &str) -> String {
+    format!("{image_name}-untested")
+}
+
 fn normalize_id(id: &str) -> String {
     id.strip_prefix("sha256:").unwrap_or(id).to_string()
 }
@@ -528,8 +533,10 @@ impl Build<'_> {
         }
     }
 
-    /// Runs the layer's tests on its committed image. On a failure the
-    /// image loses its name and is kept as `NAME-failed` for inspection.
+    /// Runs the layer's tests on its image, committed as `NAME-untested`.
+    /// It gets its name only once they pass (so an interrupted build never
+    /// leaves a named, untested image to adopt); on a failure it is kept as
+    /// `NAME-failed` for inspection.
     fn test_image(&self, id: String) -> std::result::Result<BuildOutput, BuildFailure> {
         let req = self.req;
         let ctr = format!("{}-test", req.container_name);
@@ -542,17 +549,24 @@ impl Build<'_> {
             failure(m)
         })?;
         let failed: Vec<&TestOutcome> = outcomes.iter().filter(|o| !o.passed).collect();
+        let untested = untested_name(&req.image_name);
+        let rename = |to: &str| {
+            let mut tag = self.buildah();
+            tag.args(["tag", &id, to]);
+            let mut untag = self.buildah();
+            untag.args(["rmi", &untested]);
+            self.capture(tag, "buildah tag")
+                .and_then(|_| self.capture(untag, "buildah rmi"))
+        };
         let Some(first) = failed.first() else {
+            rename(&req.image_name).map_err(|m| {
+                self.note(&format!("## failed: {m}"));
+                failure(m)
+            })?;
             return Ok(BuildOutput { image_id: id });
         };
         let kept = format!("{}-failed", req.image_name);
-        let mut tag = self.buildah();
-        tag.args(["tag", &id, &kept]);
-        let mut untag = self.buildah();
-        untag.args(["rmi", &req.image_name]);
-        let renamed = self
-            .capture(tag, "buildah tag")
-            .and_then(|_| self.capture(untag, "buildah rmi"));
+        let renamed = rename(&kept);
         let mut message = format!(
             "{} of {} image tests failed; first: {}",
             failed.len(),
@@ -668,10 +682,13 @@ impl Build<'_> {
         if let Some(t) = req.timestamp {
             commit.args(["--timestamp", &t.to_string()]);
         }
-        commit
-            .arg("--iidfile")
-            .arg(&iid)
-            .args([ctr, &req.image_name]);
+        commit.arg("--iidfile").arg(&iid).arg(ctr).arg(
+            if req.tests.is_empty() || req.reuse_container {
+                req.image_name.clone()
+            } else {
+                untested_name(&req.image_name)
+            },
+        );
         self.capture(commit, "buildah commit")?;
         let id = std::fs::read_to_string(&iid).map_err(|e| format!("reading image id: {e}"))?;
         Ok(normalize_id(id.trim()))

@@ -656,14 +656,11 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
 
 /// After a build was killed between `buildah commit` and its cache record,
 /// its image is in storage under this digest's name and label but has no
-/// row: record it (source `adopted`) instead of building again. Layers with
-/// image tests are not adopted: the kill may have come before their tests
-/// passed. Anything unexpected (inspect failing) means building.
+/// row: record it (source `adopted`) instead of building again. A layer
+/// with image tests gets that name only after they passed (it is committed
+/// as `NAME-untested`). Anything unexpected (inspect failing) means building.
 fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint) -> Option<Done> {
     let label = &fp.label;
-    if !run.ws.layers[label].tests.is_empty() {
-        return None;
-    }
     let name = image_name(run.ws, label, &fp.digest);
     let meta = super::cache::committed_build(run.executor, &name, label, &fp.digest)?;
     let label_s = label.to_string();
