@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::label::Label;
 use crate::workspace::{Layer, Parent, System, Workspace};
-use files::{FileHash, FileIndex};
+use files::{FileHash, FileIndex, LinkTarget};
 
 /// Bump when the meaning of a manifest changes, so every digest changes.
 pub const FORMAT_VERSION: u32 = 3;
@@ -189,7 +189,34 @@ pub fn fingerprint(
         analysed.insert(label, inputs);
     }
 
-    let index = FileIndex::build(&ws.root, &roots, &explicit, &ws.cache_dir)?;
+    let mut index = FileIndex::build_allowing(
+        &ws.root,
+        &roots,
+        &explicit,
+        &ws.cache_dir,
+        &ws.allow_outside,
+    )?;
+    // Ansible follows symlinks: the target of a link inside the workspace
+    // is an input too (whatever .gitignore says), as are its own links'.
+    let mut followed: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let targets: BTreeSet<String> = index
+            .links()
+            .values()
+            .filter_map(|t| match t {
+                LinkTarget::Inside(r) if r != "." && !followed.contains(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            break;
+        }
+        followed.extend(targets.iter().cloned());
+        index.add_explicit(&ws.root, &targets, &ws.cache_dir, &ws.allow_outside)?;
+    }
+    for label in labels {
+        check_links_out(ws, &ws.layers[label], &analysed[label], &index)?;
+    }
     let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
     let model = match &inventory {
         Some(inv) if any_play => {
@@ -359,6 +386,38 @@ fn build_manifest(
     {
         add(pf, h, "packages_file".into());
     }
+    // A link counts as a link; what it leads to inside the workspace counts
+    // too, with the link's origin (over-approximate: Ansible follows links).
+    let mut queue: Vec<(String, String)> = files
+        .iter()
+        .filter(|(_, f)| f.mode == "120000")
+        .map(|(p, f)| (p.clone(), f.origin.clone()))
+        .collect();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some((link, origin)) = queue.pop() {
+        let Some(LinkTarget::Inside(target)) = index.link(&link) else {
+            continue;
+        };
+        if target == "." || !seen.insert(target.clone()) {
+            continue;
+        }
+        for (p, h) in index.under(target) {
+            if files.contains_key(p) {
+                continue;
+            }
+            files.insert(
+                p.clone(),
+                FileInput {
+                    hash: h.hash.clone(),
+                    mode: h.mode.clone(),
+                    origin: origin.clone(),
+                },
+            );
+            if h.mode == "120000" {
+                queue.push((p.clone(), origin.clone()));
+            }
+        }
+    }
     let mut notes = inputs.notes.clone();
     let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut inventory_groups = vec![];
@@ -470,6 +529,10 @@ fn variables_used(
 ) -> Result<vars::VarUse> {
     let mut used = vars::VarUse::default();
     for (path, f) in files {
+        // A link is read through its target, which counts on its own.
+        if f.mode == "120000" {
+            continue;
+        }
         if matches!(f.origin.as_str(), "playbook" | "play" | "source")
             || f.origin.starts_with("role:")
         {
@@ -518,6 +581,81 @@ fn variables_used(
         }
     }
     Ok(used)
+}
+
+/// Paths the layer's play reads (files it names, its roles' task, handler,
+/// meta, defaults and vars files, directories it copies) or its setup
+/// commands copy, that lead out of the workspace through a symbolic link:
+/// builds would depend on host files a fresh clone lacks, so they are bad
+/// input unless the target lies in an `allow_outside` directory. A link the
+/// play never reads is only a link (its target string counts).
+fn check_links_out(
+    ws: &Workspace,
+    layer: &Layer,
+    inputs: &LayerInputs,
+    index: &FileIndex,
+) -> Result<()> {
+    let out_of = |rel: &str, target: &std::path::Path, how: &str| {
+        let dir = if target.is_dir() {
+            target.to_path_buf()
+        } else {
+            target
+                .parent()
+                .map_or_else(|| target.to_path_buf(), std::path::Path::to_path_buf)
+        };
+        Error::input_at(
+            crate::error::Location::file(rel),
+            format!(
+                "{rel} leads out of the workspace, to {}, through a symbolic link, and {} {how}",
+                target.display(),
+                layer.label
+            ),
+        )
+        .with_hint(format!(
+            "Ansible and cp follow links, so builds would depend on host files a fresh clone does not have; copy the target into the workspace, or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
+            dir.display()
+        ))
+    };
+    let allowed = |real: &std::path::Path| {
+        real.starts_with(&ws.root) || ws.allow_outside.iter().any(|a| real.starts_with(a))
+    };
+    let named = inputs
+        .referenced
+        .iter()
+        .chain(&inputs.extra_files)
+        .map(|r| (r, "reads it"))
+        .chain(
+            inputs
+                .setup_refs
+                .iter()
+                .map(|r| (r, "copies it in a setup command")),
+        )
+        .chain(inputs.roles.values().map(|r| (r, "uses it as a role")));
+    for (rel, how) in named {
+        if let Ok(real) = ws.root.join(rel).canonicalize()
+            && !allowed(&real)
+        {
+            return Err(out_of(rel, &real, how));
+        }
+    }
+    // Links below what the play reads whole: a directory it copies, the
+    // files Ansible loads from each role.
+    let mut dirs: Vec<String> = inputs.referenced.iter().cloned().collect();
+    for dir in inputs.roles.values() {
+        for sub in ["tasks", "handlers", "meta", "defaults", "vars"] {
+            dirs.push(format!("{dir}/{sub}"));
+        }
+    }
+    for dir in &dirs {
+        for (p, h) in index.under(dir) {
+            if h.mode == "120000"
+                && let Some(LinkTarget::Outside(real)) = index.link(p)
+            {
+                return Err(out_of(p, real, "reads it"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Workspace paths named in setup commands (which run on the host with the
