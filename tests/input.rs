@@ -288,3 +288,181 @@ fn a_file_the_play_reads_through_a_link_out_of_the_workspace_is_rejected_unless_
     std::fs::write(out.join("data.txt"), "outside 2\n").unwrap();
     assert_ne!(digest(&ws, "//compute/slurm"), a);
 }
+
+fn vault(args: &[&str], dir: &Path) -> String {
+    let out = std::process::Command::new("ansible-vault")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ansible-vault {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file below `dir`, as bytes (logs, the cache database...).
+fn all_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            all_files(&p, out);
+        } else if e.file_type().unwrap().is_file() {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_any_output_log_or_record() {
+    common::require_buildah();
+    let mut ws = TestWs::new("chain");
+    const MUNGE: &str = "planted-munge-key-4711";
+    const ROOTPW: &str = "planted-root-pw-0815";
+    const VAULT_INLINE: &str = "planted-vault-inline-9999";
+    const VAULT_FILE: &str = "planted-vault-file-5555";
+    let secrets = [MUNGE, ROOTPW, VAULT_INLINE, VAULT_FILE];
+
+    // A system var and an inventory var marked secret, an inline !vault
+    // value and a vault-encrypted file.
+    let lf = ws.read("Layerfile.toml").replace(
+        "vars = { cluster_name = \"testcluster\" }",
+        &format!(
+            "vars = {{ cluster_name = \"testcluster\", munge_key = \"{MUNGE}\" }}\nsecret_vars = [\"munge_key\", \"root_password\"]"
+        ),
+    );
+    ws.write("Layerfile.toml", &lf);
+    let pw = ws.path("../vault-pass");
+    std::fs::write(&pw, "correct horse\n").unwrap();
+    let pwf = pw.display().to_string();
+    ws.env
+        .push(("ANSIBLE_VAULT_PASSWORD_FILE".into(), pwf.clone()));
+    let gv = ws.path("inventory/test/group_vars");
+    ws.write(
+        "inventory/test/group_vars/Compute/vault.yml",
+        &format!("vault_token: {VAULT_FILE}\n"),
+    );
+    vault(
+        &[
+            "encrypt",
+            "--vault-password-file",
+            &pwf,
+            "Compute/vault.yml",
+        ],
+        &gv,
+    );
+    let inline = vault(
+        &[
+            "encrypt_string",
+            "--vault-password-file",
+            &pwf,
+            "--name",
+            "db_password",
+            VAULT_INLINE,
+        ],
+        &gv,
+    );
+    ws.write(
+        "inventory/test/group_vars/Compute/main.yml",
+        &format!("root_password: \"{ROOTPW}\"\n{inline}"),
+    );
+    // The play writes every secret into the image.
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- name: install the keys\n  raw: printf '%s\\n' '{{ munge_key }}' '{{ root_password }}' '{{ db_password }}' '{{ vault_token }}' > /etc/keys\n  args: {executable: /bin/sh}\n",
+    );
+
+    let mut shown = String::new();
+    let mut record = |what: &str, r: common::Run| {
+        shown.push_str(&format!("== {what}\n{}\n{}\n", r.stdout, r.stderr));
+        r
+    };
+    let built = record("build", ws.lb(&["build", "//compute/slurm", "--json"])).ok();
+    let report = built.json();
+    let slurm = report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == "//compute/slurm")
+        .unwrap();
+    let image = slurm["image_name"].as_str().unwrap().to_string();
+    // The secrets did reach the image: the test can see them when they leak.
+    let keys = common::TestWs::run_in_image(&image, "cat /etc/keys");
+    for s in secrets {
+        assert!(keys.contains(s), "{s} not in the image: {keys}");
+    }
+    let d1 = digest(&ws, "//compute/slurm");
+
+    // Change the secrets: the digest changes, `why` says so without values.
+    let lf = ws
+        .read("Layerfile.toml")
+        .replace(MUNGE, &format!("{MUNGE}-2"));
+    ws.write("Layerfile.toml", &lf);
+    ws.write(
+        "inventory/test/group_vars/Compute/main.yml",
+        &format!("root_password: \"{ROOTPW}-2\"\n{inline}"),
+    );
+    assert_ne!(digest(&ws, "//compute/slurm"), d1);
+    let why = record("why", ws.lb(&["why", "--show-values", "//compute/slurm"])).ok();
+    assert!(
+        why.stdout.contains("munge_key changed") && why.stdout.contains("root_password changed"),
+        "{}",
+        why.stdout
+    );
+    record(
+        "why --json",
+        ws.lb(&["why", "--show-values", "--json", "//compute/slurm"]),
+    )
+    .ok();
+    record("hash --json", ws.lb(&["hash", "--json", "//compute/slurm"])).ok();
+    record("ls --json", ws.lb(&["ls", "--json"])).ok();
+    record(
+        "dry-run",
+        ws.lb(&["build", "-n", "--json", "//compute/slurm"]),
+    )
+    .ok();
+    record("log", ws.lb(&["log", "//compute/slurm"])).ok();
+
+    // A failing play that prints the secrets it knows in its message.
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- name: \"check {{ munge_key }}\"\n  fail: {msg: \"bad key {{ munge_key }} for {{ root_password }}\"}\n",
+    );
+    let failed = record("failing build", ws.lb(&["build", "//compute/slurm"]));
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let log = record("log of the failure", ws.lb(&["log", "//compute/slurm"])).ok();
+    assert!(
+        log.stdout.contains("bad key [secret] for [secret]"),
+        "{}",
+        log.stdout
+    );
+    record(
+        "why after failure",
+        ws.lb(&["why", "--show-values", "--json", "//compute/slurm"]),
+    );
+    record("ls --failed", ws.lb(&["ls", "--failed", "--json"]));
+    let _ = ws.lb(&["clean", "--failed"]);
+
+    let mut files = vec![];
+    all_files(&ws.path("cache"), &mut files);
+    assert!(files.iter().any(|(p, _)| p.ends_with("layerbuild.db")));
+    assert!(
+        files
+            .iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "log"))
+            .count()
+            >= 4
+    );
+    for s in secrets {
+        assert!(!shown.contains(s), "{s} shown:\n{shown}");
+        for (p, bytes) in &files {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(!text.contains(s), "{s} in {}", p.display());
+        }
+    }
+}

@@ -102,6 +102,10 @@ pub struct Fingerprint {
     /// Workspace-relative directory the manifest's inventory files are relative to.
     #[serde(skip)]
     pub inventory: Option<String>,
+    /// The values of the system's `secret_vars` (system vars and inventory
+    /// definitions), to redact from logs and messages.
+    #[serde(skip)]
+    pub secrets: crate::secrets::Secrets,
 }
 
 impl Manifest {
@@ -248,13 +252,23 @@ pub fn fingerprint(
         }
         _ => None,
     };
-    let inventory_vars = match &model {
+    let mut inventory_vars = match &model {
         Some(m) => {
             let files: Vec<String> = index.under(&m.base).map(|(p, _)| p.clone()).collect();
             inventory::snapshot(&ws.root, files.iter())
         }
         None => Default::default(),
     };
+    // Secret values never reach the snapshot (kept for `why --show-values`).
+    let mut secrets = crate::secrets::Secrets::default();
+    if let Some(s) = system {
+        for (k, v) in &s.vars {
+            if s.secret_vars.contains(k) {
+                secrets.add(v);
+            }
+        }
+        crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
+    }
     let mut analyzer = vars::Analyzer::default();
 
     let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
@@ -300,6 +314,7 @@ pub fn fingerprint(
                 manifest,
                 vars,
                 inventory: model.as_ref().filter(|_| runs_play).map(|m| m.base.clone()),
+                secrets: secrets.clone(),
             },
         );
     }
@@ -438,7 +453,14 @@ fn build_manifest(
                 .vars
                 .iter()
                 .filter(|(k, _)| counts(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| {
+                    // A secret counts by its hash only.
+                    if s.secret_vars.contains(k) {
+                        (k.clone(), crate::secrets::marker(v))
+                    } else {
+                        (k.clone(), v.clone())
+                    }
+                })
                 .collect();
         }
         if let Some(m) = model {

@@ -525,6 +525,7 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
         log_path: log_path.clone(),
         work_dir: work_dir.clone(),
         reuse_container: false,
+        secrets: fp.secrets.clone(),
         ..request(ws, system, label, &fp.digest, isolation)
     };
 
@@ -810,6 +811,7 @@ pub fn from_failed(
         work_dir: ws.cache_dir.join("tmp").join(&container),
         reuse_container: true,
         tests: vec![],
+        secrets: fp.secrets.clone(),
         ..request(ws, system, label, &fp.digest, &isolation)
     };
     reporter.started(&label_s, &fp.digest);
@@ -894,6 +896,7 @@ fn request(
         log_path: PathBuf::new(),
         work_dir: PathBuf::new(),
         reuse_container: false,
+        secrets: Default::default(),
     }
 }
 
