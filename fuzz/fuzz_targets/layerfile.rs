@@ -17,7 +17,10 @@ fn root() -> &'static PathBuf {
         for (rel, text) in [
             ("scripts/a.sh", "echo a\n"),
             ("src/site.yml", "- hosts: all\n  roles: [r]\n"),
-            ("src/roles/r/tasks/main.yml", "- debug: {msg: \"{{ x }}\"}\n"),
+            (
+                "src/roles/r/tasks/main.yml",
+                "- debug: {msg: \"{{ x }}\"}\n",
+            ),
             ("inv/hosts", "[Compute]\nh1\n"),
             ("packages.txt", "chrony\n# c\nvim\n"),
             ("more.toml", "[layers.\"x/y\"]\nparent = \"scratch\"\n"),

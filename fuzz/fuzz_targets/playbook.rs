@@ -14,8 +14,14 @@ fn root() -> &'static PathBuf {
     ROOT.get_or_init(|| {
         let root = std::env::temp_dir().join(format!("layerbuild-fuzz-pb-{}", std::process::id()));
         for (rel, text) in [
-            ("src/roles/r/tasks/main.yml", "- include_tasks: other.yml\n- template: {src: t.j2, dest: /t}\n"),
-            ("src/roles/r/tasks/other.yml", "- debug: {msg: \"{{ y }}\"}\n"),
+            (
+                "src/roles/r/tasks/main.yml",
+                "- include_tasks: other.yml\n- template: {src: t.j2, dest: /t}\n",
+            ),
+            (
+                "src/roles/r/tasks/other.yml",
+                "- debug: {msg: \"{{ y }}\"}\n",
+            ),
             ("src/roles/r/templates/t.j2", "{{ x }}\n"),
             ("src/roles/r/meta/main.yml", "dependencies: [{role: d}]\n"),
             ("src/roles/d/tasks/main.yml", "- debug: {var: z}\n"),
