@@ -405,21 +405,23 @@ fn diff_values(
     show_values: bool,
     out: &mut Vec<Change>,
 ) {
-    let pick = |v: &serde_json::Value| show_values.then(|| v.clone());
+    // A secret's manifest value is a hash (`secret_vars`): never shown.
+    let secret = crate::secrets::is_marker;
+    let pick = |v: &serde_json::Value| (show_values && !secret(v)).then(|| v.clone());
     for (k, v) in b {
         match a.get(k) {
             None => out.push(Change::VarAdded {
                 name: k.clone(),
                 file: file.into(),
                 value: pick(v),
-                vault: false,
+                vault: secret(v),
             }),
             Some(old) if old != v => out.push(Change::VarChanged {
                 name: k.clone(),
                 file: file.into(),
                 old: pick(old),
                 new: pick(v),
-                vault: false,
+                vault: secret(old) || secret(v),
             }),
             _ => {}
         }
@@ -430,7 +432,7 @@ fn diff_values(
                 name: k.clone(),
                 file: file.into(),
                 value: pick(v),
-                vault: false,
+                vault: secret(v),
             });
         }
     }

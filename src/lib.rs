@@ -21,6 +21,7 @@ pub mod ops;
 pub mod plan;
 pub mod progress;
 pub mod scheduler;
+pub mod secrets;
 pub mod workspace;
 
 use std::process::ExitCode;

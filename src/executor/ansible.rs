@@ -51,6 +51,12 @@ pub fn playbook_command(
         serde_json::Value::Object(play.vars.clone()).to_string(),
     )
     .map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
+    // It may hold secret_vars values: readable by the builder only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&vars, std::fs::Permissions::from_mode(0o600));
+    }
 
     cmd.args(options);
     if let Some(inv) = &play.inventory {
@@ -77,6 +83,8 @@ fn ansible_env(cmd: &mut Command, play: &PlayRequest, work_dir: &Path) {
         .env("ANSIBLE_FORCE_COLOR", "0")
         .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
         .env("ANSIBLE_HOST_KEY_CHECKING", "0")
+        // Task headers never show module arguments (which may hold secrets).
+        .env("ANSIBLE_DISPLAY_ARGS_TO_STDOUT", "0")
         .env("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")
         .env("ANSIBLE_LOCAL_TEMP", work_dir.join("ansible-tmp"))
         .env("PYTHONUNBUFFERED", "1");

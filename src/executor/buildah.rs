@@ -262,14 +262,18 @@ impl Executor for Buildah {
         };
         std::fs::create_dir_all(&req.work_dir)
             .map_err(|e| fail(format!("cannot create {}: {e}", req.work_dir.display())))?;
-        let session =
-            Session::new(self, &req.label, &req.isolation, sink, &req.log_path).map_err(fail)?;
+        let session = Session::new(self, &req.label, &req.isolation, sink, &req.log_path)
+            .map_err(fail)?
+            .with_secrets(req.secrets.clone());
         let b = Build { session, req };
         b.note(&format!(
             "# layerbuild: {} digest {}",
             req.label, req.digest
         ));
-        b.run_all()
+        b.run_all().map_err(|f| BuildFailure {
+            message: req.secrets.redact(&f.message).into_owned(),
+            ..f
+        })
     }
 }
 
@@ -290,6 +294,8 @@ pub struct Session<'a> {
     isolation: String,
     sink: &'a dyn StepSink,
     log: Mutex<File>,
+    /// Redacted from every log line and step.
+    secrets: crate::secrets::Secrets,
 }
 
 struct Build<'a> {
@@ -336,7 +342,14 @@ impl<'a> Session<'a> {
             isolation: isolation.to_string(),
             sink,
             log: Mutex::new(log),
+            secrets: Default::default(),
         })
+    }
+
+    /// Redacts these values from the log and the progress lines.
+    pub fn with_secrets(mut self, secrets: crate::secrets::Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// Runs `tests` in one fresh container `ctr` made from `image`, each
@@ -407,13 +420,13 @@ impl<'a> Session<'a> {
 
     fn note(&self, line: &str) {
         if let Ok(mut f) = self.log.lock() {
-            let _ = writeln!(f, "{line}");
+            let _ = writeln!(f, "{}", self.secrets.redact(line));
         }
     }
 
     fn step(&self, step: &str) {
         self.note(&format!("## {step}"));
-        self.sink.step(&self.label, step);
+        self.sink.step(&self.label, &self.secrets.redact(step));
     }
 
     fn buildah(&self) -> Command {
@@ -467,7 +480,7 @@ impl<'a> Session<'a> {
                     let line = String::from_utf8_lossy(&buf);
                     let line = line.trim_end_matches(['\n', '\r']);
                     self.note(line);
-                    on_line(line);
+                    on_line(&self.secrets.redact(line));
                 }
                 Err(e) => return Err(format!("{what}: reading output: {e}")),
             }
@@ -716,12 +729,15 @@ impl Build<'_> {
         self.step(&format!("ansible-playbook {}", play.playbook));
         let label = req.label.clone();
         let sink = self.sink;
-        self.stream(c, &format!("ansible-playbook {}", play.playbook), &|line| {
+        let r = self.stream(c, &format!("ansible-playbook {}", play.playbook), &|line| {
             if let Some(task) = line.strip_prefix("TASK [") {
                 let task = task.split(']').next().unwrap_or(task);
                 sink.step(&label, &format!("ansible: {task}"));
             }
-        })
+        });
+        // It may hold secret values; written again by each run.
+        let _ = std::fs::remove_file(req.work_dir.join("vars.json"));
+        r
     }
 }
 

@@ -42,6 +42,8 @@ pub struct BuildRequest {
     /// Re-run the steps in the existing container `container_name` (kept from
     /// a failed build) instead of a clean one, and commit nothing.
     pub reuse_container: bool,
+    /// Values redacted from the log, progress lines and error messages.
+    pub secrets: crate::secrets::Secrets,
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,15 @@
 //! reduced to what git keeps (regular, executable, symlink) so a clone with
 //! another umask gets the same digests; mtimes never count.
 //!
+//! Symbolic links are never followed by the walk: each is hashed as a link
+//! (mode `120000`, blake3 of its target string), whether it points at a file
+//! or a directory, inside the workspace or out, or nowhere (dangling, a
+//! loop). Where each link leads is recorded ([`LinkTarget`]) so the caller
+//! can count targets inside the workspace too (Ansible follows links) and
+//! reject reads outside it. The one exception: a link whose target lies in
+//! a directory of `[workspace] allow_outside` is followed, and what it leads
+//! to counts under the link's path.
+//!
 //! I/O: reads the workspace; writes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +30,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileHash {
     pub hash: String,
-    /// `100644`, `100755`, or `120000` for a dangling symlink (hash of its target path).
+    /// `100644`, `100755`, or `120000` for a symlink (hash of its target string).
     pub mode: String,
     /// The content holds `{{` or `{%`: it may be rendered as a Jinja template.
     #[serde(skip)]
@@ -47,6 +56,48 @@ impl FileHash {
 #[derive(Debug, Default)]
 pub struct FileIndex {
     files: BTreeMap<String, FileHash>,
+    /// Every symlink met, by workspace-relative path.
+    links: BTreeMap<String, LinkTarget>,
+}
+
+/// Where a symbolic link leads, resolved through every link on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkTarget {
+    /// A workspace-relative path (`.` for the root).
+    Inside(String),
+    /// An absolute path outside the workspace and outside `allow_outside`.
+    Outside(PathBuf),
+    /// An absolute path in an `allow_outside` directory: followed.
+    Allowed(PathBuf),
+    /// Dangling, or a loop.
+    Broken,
+}
+
+impl LinkTarget {
+    /// Resolves the link at `full` (absolute). `root` must be canonical.
+    pub fn of(root: &Path, full: &Path, allow_outside: &[PathBuf]) -> LinkTarget {
+        match full.canonicalize() {
+            Err(_) => LinkTarget::Broken,
+            Ok(real) => match real.strip_prefix(root) {
+                Ok(rel) if rel.as_os_str().is_empty() => LinkTarget::Inside(".".into()),
+                Ok(rel) => LinkTarget::Inside(rel_str(Path::new(""), rel)),
+                Err(_) if allow_outside.iter().any(|a| real.starts_with(a)) => {
+                    LinkTarget::Allowed(real)
+                }
+                Err(_) => LinkTarget::Outside(real),
+            },
+        }
+    }
+}
+
+/// What one walk collects: workspace-relative paths to hash (with whether
+/// a link there is followed) and the links met.
+#[derive(Default)]
+struct Found {
+    paths: BTreeMap<String, bool>,
+    links: BTreeMap<String, LinkTarget>,
+    /// Canonical directories already walked through an allowed link (loops).
+    followed: BTreeSet<PathBuf>,
 }
 
 impl FileIndex {
@@ -60,37 +111,82 @@ impl FileIndex {
         explicit: &BTreeSet<String>,
         exclude: &Path,
     ) -> Result<FileIndex> {
-        let mut paths: BTreeSet<String> = BTreeSet::new();
+        FileIndex::build_allowing(root, roots, explicit, exclude, &[])
+    }
+
+    /// [`FileIndex::build`], following links into the `allow_outside`
+    /// directories (absolute, canonical).
+    pub fn build_allowing(
+        root: &Path,
+        roots: &BTreeSet<String>,
+        explicit: &BTreeSet<String>,
+        exclude: &Path,
+        allow_outside: &[PathBuf],
+    ) -> Result<FileIndex> {
+        let mut found = Found::default();
         if !roots.is_empty() {
-            walk(root, roots, exclude, &mut paths)?;
+            walk(root, roots, exclude, allow_outside, &mut found)?;
         }
+        let mut index = FileIndex::default();
+        index.add_found(root, found)?;
+        index.add_explicit(root, explicit, exclude, allow_outside)?;
+        Ok(index)
+    }
+
+    /// Adds files and directories named outright (hashed whether or not an
+    /// ignore file matches them), skipping those already indexed.
+    pub fn add_explicit(
+        &mut self,
+        root: &Path,
+        explicit: &BTreeSet<String>,
+        exclude: &Path,
+        allow_outside: &[PathBuf],
+    ) -> Result<()> {
+        let mut found = Found::default();
         // Named paths: files directly, directories walked from themselves.
-        let mut dirs = BTreeSet::new();
         for rel in explicit {
+            if self.files.contains_key(rel) {
+                continue;
+            }
             let full = root.join(rel);
             match std::fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() || (m.file_type().is_symlink() && full.is_dir()) => {
-                    dirs.insert(rel.clone());
+                Ok(m) if m.file_type().is_symlink() => {
+                    symlink(root, rel, exclude, allow_outside, &mut found)?;
                 }
+                Ok(m) if m.is_dir() => walk_from(root, rel, exclude, allow_outside, &mut found)?,
                 Ok(_) => {
-                    paths.insert(rel.clone());
+                    found.paths.insert(rel.clone(), false);
                 }
                 Err(_) => {}
             }
         }
-        for d in &dirs {
-            walk_from(root, d, exclude, &mut paths)?;
-        }
-        let hashed: Vec<(String, FileHash)> = paths
+        self.add_found(root, found)
+    }
+
+    fn add_found(&mut self, root: &Path, found: Found) -> Result<()> {
+        let files = &self.files;
+        let hashed: Vec<(String, FileHash)> = found
+            .paths
             .into_par_iter()
-            .map(|rel| {
+            .filter(|(rel, _)| !files.contains_key(rel))
+            .map(|(rel, follow)| {
                 let full = root.join(&rel);
-                hash_path(&full).map(|h| (rel, h))
+                hash_entry(&full, follow).map(|h| (rel, h))
             })
             .collect::<Result<_>>()?;
-        Ok(FileIndex {
-            files: hashed.into_iter().collect(),
-        })
+        self.files.extend(hashed);
+        self.links.extend(found.links);
+        Ok(())
+    }
+
+    /// Every symlink indexed, with where it leads.
+    pub fn links(&self) -> &BTreeMap<String, LinkTarget> {
+        &self.links
+    }
+
+    /// Where the link at `rel` leads, if `rel` is an indexed link.
+    pub fn link(&self, rel: &str) -> Option<&LinkTarget> {
+        self.links.get(rel)
     }
 
     /// Files at or below `rel` (a file or a directory).
@@ -151,21 +247,22 @@ fn walk(
     root: &Path,
     roots: &BTreeSet<String>,
     exclude: &Path,
-    out: &mut BTreeSet<String>,
+    allow_outside: &[PathBuf],
+    out: &mut Found,
 ) -> Result<()> {
     let root_buf = root.to_path_buf();
-    let exclude = exclude.to_path_buf();
+    let exclude_buf = exclude.to_path_buf();
     let roots_owned = roots.clone();
     let mut builder = ignore::WalkBuilder::new(root);
     builder
         .standard_filters(false)
         .hidden(false)
         .parents(false)
-        .follow_links(true)
+        .follow_links(false)
         .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(move |e| {
             let path = e.path();
-            if path == exclude || e.file_name() == ".git" {
+            if path == exclude_buf || e.file_name() == ".git" {
                 return false;
             }
             let rel = rel_str(&root_buf, path);
@@ -178,63 +275,119 @@ fn walk(
         .require_git(false)
         .git_global(false)
         .git_exclude(false);
-    collect(builder, root, |rel| inside(rel, roots), out)
-}
-
-/// Every file below `rel` (no ignore rules: the path was named outright).
-fn walk_from(root: &Path, rel: &str, exclude: &Path, out: &mut BTreeSet<String>) -> Result<()> {
-    let exclude = exclude.to_path_buf();
-    let mut builder = ignore::WalkBuilder::new(root.join(rel));
-    builder
-        .standard_filters(false)
-        .hidden(false)
-        .parents(false)
-        .follow_links(true)
-        .filter_entry(move |e| e.path() != exclude && e.file_name() != ".git");
-    collect(builder, root, |_| true, out)
-}
-
-/// Runs a walk, keeping the files whose workspace-relative path `keep` accepts.
-fn collect(
-    builder: ignore::WalkBuilder,
-    root: &Path,
-    keep: impl Fn(&str) -> bool,
-    out: &mut BTreeSet<String>,
-) -> Result<()> {
-    for entry in builder.build() {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(err) => {
-                // A dangling symlink still counts (by its target path); loops
-                // and unreadable directories are errors, never silently skipped.
-                if let Some(path) = io_error_path(&err)
-                    && path
-                        .symlink_metadata()
-                        .is_ok_and(|m| m.file_type().is_symlink())
-                {
-                    out.insert(rel_str(root, &path));
-                    continue;
-                }
-                return Err(Error::env(format!("walking the workspace: {err}")));
-            }
-        };
-        if entry.file_type().is_some_and(|t| t.is_file()) {
-            let rel = rel_str(root, entry.path());
-            if keep(&rel) {
-                out.insert(rel);
-            }
-        }
+    for rel in collect(builder, root, "", |rel| inside(rel, roots), out)? {
+        symlink(root, &rel, exclude, allow_outside, out)?;
     }
     Ok(())
 }
 
-fn io_error_path(err: &ignore::Error) -> Option<PathBuf> {
-    match err {
-        ignore::Error::WithPath { path, .. } => Some(path.clone()),
-        ignore::Error::WithDepth { err, .. } => io_error_path(err),
-        ignore::Error::WithLineNumber { err, .. } => io_error_path(err),
-        _ => None,
+/// Every file below `rel` (no ignore rules: the path was named outright).
+fn walk_from(
+    root: &Path,
+    rel: &str,
+    exclude: &Path,
+    allow_outside: &[PathBuf],
+    out: &mut Found,
+) -> Result<()> {
+    walk_dir(root, &root.join(rel), "", exclude, allow_outside, out)
+}
+
+/// Every file below the directory `dir`, recorded under `prefix` (the
+/// workspace path of the allowed link `dir` was reached through) or, with
+/// an empty prefix, under its own workspace-relative path.
+fn walk_dir(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    exclude: &Path,
+    allow_outside: &[PathBuf],
+    out: &mut Found,
+) -> Result<()> {
+    let exclude_buf = exclude.to_path_buf();
+    let mut builder = ignore::WalkBuilder::new(dir);
+    builder
+        .standard_filters(false)
+        .hidden(false)
+        .parents(false)
+        .follow_links(false)
+        .filter_entry(move |e| e.path() != exclude_buf && e.file_name() != ".git");
+    let links = if prefix.is_empty() {
+        collect(builder, root, "", |_| true, out)?
+    } else {
+        collect(builder, dir, prefix, |_| true, out)?
+    };
+    for rel in links {
+        symlink(root, &rel, exclude, allow_outside, out)?;
     }
+    Ok(())
+}
+
+/// Records the symlink at `rel`: hashed as a link, except that a link into
+/// an `allow_outside` directory is followed (a directory is walked, its
+/// files recorded below `rel`).
+fn symlink(
+    root: &Path,
+    rel: &str,
+    exclude: &Path,
+    allow_outside: &[PathBuf],
+    out: &mut Found,
+) -> Result<()> {
+    let target = LinkTarget::of(root, &root.join(rel), allow_outside);
+    if let LinkTarget::Allowed(real) = &target {
+        if real.is_dir() {
+            if out.followed.insert(real.clone()) {
+                walk_dir(root, &real.clone(), rel, exclude, allow_outside, out)?;
+            }
+        } else {
+            out.paths.insert(rel.to_string(), true);
+        }
+    } else {
+        out.paths.insert(rel.to_string(), false);
+    }
+    out.links.insert(rel.to_string(), target);
+    Ok(())
+}
+
+/// Runs a walk, keeping the files whose workspace-relative path `keep`
+/// accepts; returns the symlinks it accepts, for [`symlink`]. Paths are
+/// relative to `base` and put below `prefix` (when walking through an
+/// allowed link).
+fn collect(
+    builder: ignore::WalkBuilder,
+    base: &Path,
+    prefix: &str,
+    keep: impl Fn(&str) -> bool,
+    out: &mut Found,
+) -> Result<Vec<String>> {
+    let ws_rel = |path: &Path| {
+        let r = rel_str(base, path);
+        match (prefix.is_empty(), r.is_empty()) {
+            (true, _) => r,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}/{r}"),
+        }
+    };
+    let mut links = vec![];
+    for entry in builder.build() {
+        // Links are not followed, so an error is an unreadable directory:
+        // never silently skipped.
+        let entry = entry.map_err(|err| Error::env(format!("walking the workspace: {err}")))?;
+        let Some(ft) = entry.file_type() else {
+            continue;
+        };
+        if ft.is_file() || ft.is_symlink() {
+            let rel = ws_rel(entry.path());
+            if !keep(&rel) {
+                continue;
+            }
+            if ft.is_symlink() {
+                links.push(rel);
+            } else {
+                out.paths.insert(rel, false);
+            }
+        }
+    }
+    Ok(links)
 }
 
 fn rel_str(root: &Path, path: &Path) -> String {
@@ -245,22 +398,32 @@ fn rel_str(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-/// Hashes one file (following symlinks). A dangling symlink is hashed by its
-/// target path.
+/// Hashes one file, following symlinks.
 pub fn hash_path(full: &Path) -> Result<FileHash> {
+    hash_entry(full, true)
+}
+
+/// Hashes one workspace entry: a symlink as a link (blake3 of its target
+/// string, mode 120000) unless `follow`; a dangling one always so.
+fn hash_entry(full: &Path, follow: bool) -> Result<FileHash> {
+    let link_hash = || -> Result<FileHash> {
+        let target = std::fs::read_link(full).map_err(|e| Error::io(full, e))?;
+        Ok(FileHash {
+            hash: blake3::hash(target.to_string_lossy().as_bytes())
+                .to_hex()
+                .to_string(),
+            mode: "120000".into(),
+            jinja: false,
+            perm: 0,
+        })
+    };
+    let lmeta = std::fs::symlink_metadata(full).map_err(|e| Error::io(full, e))?;
+    if lmeta.file_type().is_symlink() && !follow {
+        return link_hash();
+    }
     let meta = match std::fs::metadata(full) {
-        Ok(m) => m,
-        Err(_) => {
-            let target = std::fs::read_link(full).map_err(|e| Error::io(full, e))?;
-            return Ok(FileHash {
-                hash: blake3::hash(target.to_string_lossy().as_bytes())
-                    .to_hex()
-                    .to_string(),
-                mode: "120000".into(),
-                jinja: false,
-                perm: 0,
-            });
-        }
+        Ok(m) if m.is_file() => m,
+        _ => return link_hash(),
     };
     let mut hasher = blake3::Hasher::new();
     let mut file = std::fs::File::open(full).map_err(|e| Error::io(full, e))?;

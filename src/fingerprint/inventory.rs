@@ -328,6 +328,27 @@ impl InventoryModel {
         m
     }
 
+    /// Reads inventory text without touching the file system: `rel` is an
+    /// inventory source (INI, or YAML when it ends in `.yml`) or, under
+    /// `group_vars/` or `host_vars/`, a variables file. The entry point of the
+    /// inventory fuzz target; `snapshot` reads vars files the same way.
+    pub fn read_text(&mut self, rel: &str, text: &str) -> FileVars {
+        let parts: Vec<&str> = rel.split('/').collect();
+        match parts.as_slice() {
+            ["group_vars", f, ..] => {
+                self.vars_file(rel, rel, text, Scope::Group(strip_ext(f).to_string()))
+            }
+            ["host_vars", f, ..] => {
+                self.vars_file(rel, rel, text, Scope::Host(strip_ext(f).to_string()))
+            }
+            _ if rel.ends_with(".yml") || rel.ends_with(".yaml") || rel.ends_with(".json") => {
+                self.source_file(Path::new("/nonexistent"), rel, rel, text)
+            }
+            _ => self.ini(rel, rel, text),
+        }
+        file_vars(rel, text)
+    }
+
     fn vars_file(&mut self, ws_rel: &str, rel: &str, text: &str, scope: Scope) {
         if text.trim_start().starts_with(VAULT_HEADER) {
             self.opaque

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::label::Label;
 use crate::workspace::{Layer, Parent, System, Workspace};
-use files::{FileHash, FileIndex};
+use files::{FileHash, FileIndex, LinkTarget};
 
 /// Bump when the meaning of a manifest changes, so every digest changes.
 pub const FORMAT_VERSION: u32 = 3;
@@ -106,6 +106,10 @@ pub struct Fingerprint {
     /// Workspace-relative directory the manifest's inventory files are relative to.
     #[serde(skip)]
     pub inventory: Option<String>,
+    /// The values of the system's `secret_vars` (system vars and inventory
+    /// definitions), to redact from logs and messages.
+    #[serde(skip)]
+    pub secrets: crate::secrets::Secrets,
 }
 
 impl Manifest {
@@ -193,7 +197,34 @@ pub fn fingerprint(
         analysed.insert(label, inputs);
     }
 
-    let index = FileIndex::build(&ws.root, &roots, &explicit, &ws.cache_dir)?;
+    let mut index = FileIndex::build_allowing(
+        &ws.root,
+        &roots,
+        &explicit,
+        &ws.cache_dir,
+        &ws.allow_outside,
+    )?;
+    // Ansible follows symlinks: the target of a link inside the workspace
+    // is an input too (whatever .gitignore says), as are its own links'.
+    let mut followed: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let targets: BTreeSet<String> = index
+            .links()
+            .values()
+            .filter_map(|t| match t {
+                LinkTarget::Inside(r) if r != "." && !followed.contains(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            break;
+        }
+        followed.extend(targets.iter().cloned());
+        index.add_explicit(&ws.root, &targets, &ws.cache_dir, &ws.allow_outside)?;
+    }
+    for label in labels {
+        check_links_out(ws, &ws.layers[label], &analysed[label], &index)?;
+    }
     let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
     let model = match &inventory {
         Some(inv) if any_play => {
@@ -225,13 +256,23 @@ pub fn fingerprint(
         }
         _ => None,
     };
-    let inventory_vars = match &model {
+    let mut inventory_vars = match &model {
         Some(m) => {
             let files: Vec<String> = index.under(&m.base).map(|(p, _)| p.clone()).collect();
             inventory::snapshot(&ws.root, files.iter())
         }
         None => Default::default(),
     };
+    // Secret values never reach the snapshot (kept for `why --show-values`).
+    let mut secrets = crate::secrets::Secrets::default();
+    if let Some(s) = system {
+        for (k, v) in &s.vars {
+            if s.secret_vars.contains(k) {
+                secrets.add(v);
+            }
+        }
+        crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
+    }
     let mut analyzer = vars::Analyzer::default();
 
     let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
@@ -277,6 +318,7 @@ pub fn fingerprint(
                 manifest,
                 vars,
                 inventory: model.as_ref().filter(|_| runs_play).map(|m| m.base.clone()),
+                secrets: secrets.clone(),
             },
         );
     }
@@ -363,6 +405,38 @@ fn build_manifest(
     {
         add(pf, h, "packages_file".into());
     }
+    // A link counts as a link; what it leads to inside the workspace counts
+    // too, with the link's origin (over-approximate: Ansible follows links).
+    let mut queue: Vec<(String, String)> = files
+        .iter()
+        .filter(|(_, f)| f.mode == "120000")
+        .map(|(p, f)| (p.clone(), f.origin.clone()))
+        .collect();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some((link, origin)) = queue.pop() {
+        let Some(LinkTarget::Inside(target)) = index.link(&link) else {
+            continue;
+        };
+        if target == "." || !seen.insert(target.clone()) {
+            continue;
+        }
+        for (p, h) in index.under(target) {
+            if files.contains_key(p) {
+                continue;
+            }
+            files.insert(
+                p.clone(),
+                FileInput {
+                    hash: h.hash.clone(),
+                    mode: h.mode.clone(),
+                    origin: origin.clone(),
+                },
+            );
+            if h.mode == "120000" {
+                queue.push((p.clone(), origin.clone()));
+            }
+        }
+    }
     let mut notes = inputs.notes.clone();
     let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut inventory_groups = vec![];
@@ -383,7 +457,14 @@ fn build_manifest(
                 .vars
                 .iter()
                 .filter(|(k, _)| counts(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| {
+                    // A secret counts by its hash only.
+                    if s.secret_vars.contains(k) {
+                        (k.clone(), crate::secrets::marker(v))
+                    } else {
+                        (k.clone(), v.clone())
+                    }
+                })
                 .collect();
         }
         if let Some(m) = model {
@@ -480,6 +561,10 @@ fn variables_used(
 ) -> Result<vars::VarUse> {
     let mut used = vars::VarUse::default();
     for (path, f) in files {
+        // A link is read through its target, which counts on its own.
+        if f.mode == "120000" {
+            continue;
+        }
         if matches!(f.origin.as_str(), "playbook" | "play" | "source")
             || f.origin.starts_with("role:")
         {
@@ -528,6 +613,81 @@ fn variables_used(
         }
     }
     Ok(used)
+}
+
+/// Paths the layer's play reads (files it names, its roles' task, handler,
+/// meta, defaults and vars files, directories it copies) or its setup
+/// commands copy, that lead out of the workspace through a symbolic link:
+/// builds would depend on host files a fresh clone lacks, so they are bad
+/// input unless the target lies in an `allow_outside` directory. A link the
+/// play never reads is only a link (its target string counts).
+fn check_links_out(
+    ws: &Workspace,
+    layer: &Layer,
+    inputs: &LayerInputs,
+    index: &FileIndex,
+) -> Result<()> {
+    let out_of = |rel: &str, target: &std::path::Path, how: &str| {
+        let dir = if target.is_dir() {
+            target.to_path_buf()
+        } else {
+            target
+                .parent()
+                .map_or_else(|| target.to_path_buf(), std::path::Path::to_path_buf)
+        };
+        Error::input_at(
+            crate::error::Location::file(rel),
+            format!(
+                "{rel} leads out of the workspace, to {}, through a symbolic link, and {} {how}",
+                target.display(),
+                layer.label
+            ),
+        )
+        .with_hint(format!(
+            "Ansible and cp follow links, so builds would depend on host files a fresh clone does not have; copy the target into the workspace, or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
+            dir.display()
+        ))
+    };
+    let allowed = |real: &std::path::Path| {
+        real.starts_with(&ws.root) || ws.allow_outside.iter().any(|a| real.starts_with(a))
+    };
+    let named = inputs
+        .referenced
+        .iter()
+        .chain(&inputs.extra_files)
+        .map(|r| (r, "reads it"))
+        .chain(
+            inputs
+                .setup_refs
+                .iter()
+                .map(|r| (r, "copies it in a setup command")),
+        )
+        .chain(inputs.roles.values().map(|r| (r, "uses it as a role")));
+    for (rel, how) in named {
+        if let Ok(real) = ws.root.join(rel).canonicalize()
+            && !allowed(&real)
+        {
+            return Err(out_of(rel, &real, how));
+        }
+    }
+    // Links below what the play reads whole: a directory it copies, the
+    // files Ansible loads from each role.
+    let mut dirs: Vec<String> = inputs.referenced.iter().cloned().collect();
+    for dir in inputs.roles.values() {
+        for sub in ["tasks", "handlers", "meta", "defaults", "vars"] {
+            dirs.push(format!("{dir}/{sub}"));
+        }
+    }
+    for dir in &dirs {
+        for (p, h) in index.under(dir) {
+            if h.mode == "120000"
+                && let Some(LinkTarget::Outside(real)) = index.link(p)
+            {
+                return Err(out_of(p, real, "reads it"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Workspace paths named in setup commands (which run on the host with the

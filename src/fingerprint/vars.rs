@@ -173,33 +173,42 @@ impl Analyzer {
             }
             kind => match std::fs::read_to_string(root.join(rel)) {
                 Err(e) => u.give_up(format!("{rel}: cannot be read as text ({e})")),
-                Ok(text) if SYNTAX_OVERRIDE.is_match(&text) => u.give_up(format!(
-                    "{rel}:{}: changes the Jinja syntax",
-                    line_of(
-                        &text,
-                        SYNTAX_OVERRIDE.find(&text).map_or("", |m| m.as_str())
-                    )
-                )),
-                Ok(text) if kind == FileKind::Template => self.template(&text, rel, &text, &mut u),
-                Ok(text) => match YamlLoader::load_from_str(&text) {
-                    Ok(docs) => {
-                        for d in &docs {
-                            self.yaml(d, None, rel, &text, &mut u);
-                        }
-                    }
-                    Err(e) => {
-                        let mut loc = Location::at_line(rel, &text, e.marker().line());
-                        loc.column = Some(e.marker().col() + 1);
-                        return Err(Error::input_at(
-                            loc,
-                            format!("YAML syntax error: {}", e.info()),
-                        )
-                        .with_hint("ansible-playbook would reject this file too; fix the YAML"));
-                    }
-                },
+                Ok(text) => u = self.text(&text, rel, kind == FileKind::Template)?,
             },
         }
         self.memo.insert(rel.to_string(), u.clone());
+        Ok(u)
+    }
+
+    /// The variables referenced by `text`, the content of the play's file
+    /// `rel`: a Jinja template, or YAML. Pure; the entry point of the
+    /// variable-analysis fuzz target.
+    pub fn text(&mut self, text: &str, rel: &str, template: bool) -> Result<VarUse> {
+        let mut u = VarUse::default();
+        if SYNTAX_OVERRIDE.is_match(text) {
+            u.give_up(format!(
+                "{rel}:{}: changes the Jinja syntax",
+                line_of(text, SYNTAX_OVERRIDE.find(text).map_or("", |m| m.as_str()))
+            ));
+        } else if template {
+            self.template(text, rel, text, &mut u);
+        } else {
+            match YamlLoader::load_from_str(text) {
+                Ok(docs) => {
+                    for d in &docs {
+                        self.yaml(d, None, rel, text, &mut u);
+                    }
+                }
+                Err(e) => {
+                    let mut loc = Location::at_line(rel, text, e.marker().line());
+                    loc.column = Some(e.marker().col() + 1);
+                    return Err(
+                        Error::input_at(loc, format!("YAML syntax error: {}", e.info()))
+                            .with_hint("ansible-playbook would reject this file too; fix the YAML"),
+                    );
+                }
+            }
+        }
         Ok(u)
     }
 

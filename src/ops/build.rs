@@ -515,6 +515,7 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
         log_path: log_path.clone(),
         work_dir: work_dir.clone(),
         reuse_container: false,
+        secrets: fp.secrets.clone(),
         ..request(ws, system, label, &fp.digest, isolation)
     };
 
@@ -892,6 +893,7 @@ pub fn from_failed(
         work_dir: ws.cache_dir.join("tmp").join(&container),
         reuse_container: true,
         tests: vec![],
+        secrets: fp.secrets.clone(),
         ..request(ws, system, label, &fp.digest, &isolation)
     };
     reporter.started(&label_s, &fp.digest);
@@ -976,6 +978,7 @@ fn request(
         log_path: PathBuf::new(),
         work_dir: PathBuf::new(),
         reuse_container: false,
+        secrets: Default::default(),
     }
 }
 

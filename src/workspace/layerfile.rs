@@ -51,6 +51,10 @@ pub(crate) struct RawWorkspace {
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
     pub cache: Option<Spanned<String>>,
+    /// Absolute directories outside the workspace that paths and symlinks
+    /// may lead into.
+    #[serde(default)]
+    pub allow_outside: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +109,9 @@ pub(crate) struct RawSystem {
     pub inventory: Option<Spanned<String>>,
     #[serde(default)]
     pub vars: BTreeMap<String, toml::Value>,
+    /// Variable names whose values are never shown or logged.
+    #[serde(default)]
+    pub secret_vars: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,6 +35,9 @@ pub struct Workspace {
     pub name: String,
     /// Absolute cache directory (SQLite database, logs).
     pub cache_dir: PathBuf,
+    /// Canonical absolute directories outside the workspace that Layerfile
+    /// paths and symlinks may lead into (`[workspace] allow_outside`).
+    pub allow_outside: Vec<PathBuf>,
     pub build: BuildSettings,
     pub systems: BTreeMap<String, System>,
     pub layers: BTreeMap<Label, Layer>,
@@ -95,6 +98,9 @@ pub struct System {
     /// Workspace-relative inventory file or directory.
     pub inventory: Option<String>,
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// Names of variables (system vars or inventory variables) whose values
+    /// are never shown, logged or recorded (`secret_vars`).
+    pub secret_vars: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -236,7 +242,16 @@ impl Workspace {
     /// Only `lint` uses a partial workspace.
     pub fn check(root: &Path) -> (Option<Workspace>, Vec<Error>) {
         let mut errs = vec![];
-        let ws = check_into(root, &mut errs);
+        let ws = check_into(root, None, &mut errs);
+        (ws, errs)
+    }
+
+    /// [`Workspace::check`] with `text` as the Layerfile's content instead
+    /// of reading `root/Layerfile.toml` (paths are still resolved against
+    /// `root`). The entry point of the Layerfile fuzz target.
+    pub fn check_text(root: &Path, text: &str) -> (Option<Workspace>, Vec<Error>) {
+        let mut errs = vec![];
+        let ws = check_into(root, Some(text), &mut errs);
         (ws, errs)
     }
     /// Picks the system named by `--system`, or the only one.
@@ -288,13 +303,20 @@ fn keep<T>(errs: &mut Vec<Error>, r: Result<T>) -> Option<T> {
 }
 
 /// The body of [`Workspace::check`]: every problem goes to `errs`.
-fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
+fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<Workspace> {
     let root = keep(
         errs,
         root.canonicalize()
             .map_err(|e| Error::input(format!("{}: {e}", root.display()))),
     )?;
-    let main = keep(errs, read_source(&root, &root.join(LAYERFILE)))?;
+    let main = match text {
+        Some(text) => SourceFile {
+            path: root.join(LAYERFILE),
+            display: LAYERFILE.into(),
+            text: text.to_string(),
+        },
+        None => keep(errs, read_source(&root, &root.join(LAYERFILE)))?,
+    };
     let parsed: Parsed<RawLayerfile> = parse_file(&main, errs)?;
     let raw = parsed.top;
 
@@ -321,6 +343,29 @@ fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
             .map(|n| sanitize_name(&n.to_string_lossy()))
             .unwrap_or_else(|| "workspace".into()),
     };
+
+    let allow_outside: Vec<PathBuf> = raw
+        .workspace
+        .allow_outside
+        .iter()
+        .filter_map(|a| {
+            let at = main.at(a.span());
+            let p = Path::new(a.get_ref());
+            let r = if !p.is_absolute() {
+                Err(Error::input_at(
+                    at,
+                    format!("allow_outside entry '{}' is not an absolute path", a.get_ref()),
+                )
+                .with_hint("name a directory outside the workspace by its absolute path, e.g. \"/opt/site-secrets\""))
+            } else {
+                p.canonicalize().map_err(|e| {
+                    Error::input_at(at, format!("allow_outside entry '{}': {e}", a.get_ref()))
+                        .with_hint("name an existing directory")
+                })
+            };
+            keep(errs, r)
+        })
+        .collect();
 
     let cache_dir = match &raw.workspace.cache {
         Some(c) => {
@@ -425,7 +470,10 @@ fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
     raw_systems.extend(parsed.systems.into_iter().map(|(k, v)| (0, k, v)));
     files.push(main);
     for pattern in &raw.workspace.include {
-        let Some(paths) = keep(errs, expand_include(&root, &files[0], pattern)) else {
+        let Some(paths) = keep(
+            errs,
+            expand_include(&root, &allow_outside, &files[0], pattern),
+        ) else {
             continue;
         };
         for path in paths {
@@ -458,7 +506,12 @@ fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
         system_origin.insert(name.clone(), loc.clone());
         let inventory = match &sys.inventory {
             Some(inv) => {
-                let Some(rel) = keep(errs, relative_path(file, inv, "inventory")) else {
+                let Some(rel) = keep(
+                    errs,
+                    relative_path(file, inv, "inventory").and_then(|rel| {
+                        stays_inside(&root, &allow_outside, file, inv, "inventory", rel)
+                    }),
+                ) else {
                     continue;
                 };
                 if !root.join(&rel).exists() {
@@ -485,12 +538,35 @@ fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
         ) else {
             continue;
         };
+        let secret_vars = sys
+            .secret_vars
+            .iter()
+            .filter_map(|v| {
+                let n = v.get_ref();
+                let ok = !n.is_empty()
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !n.starts_with(|c: char| c.is_ascii_digit());
+                if ok {
+                    Some(n.clone())
+                } else {
+                    errs.push(
+                        Error::input_at(
+                            file.at(v.span()),
+                            format!("secret_vars entry '{n}' of system '{name}' is not a variable name"),
+                        )
+                        .with_hint("list variable names (letters, digits, '_'), e.g. secret_vars = [\"munge_key\"]"),
+                    );
+                    None
+                }
+            })
+            .collect();
         systems.insert(
             name.clone(),
             System {
                 name,
                 inventory,
                 vars,
+                secret_vars,
             },
         );
     }
@@ -535,6 +611,7 @@ fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
         let file = &files[idx];
         if let Some(layer) = resolve_layer(
             &root,
+            &allow_outside,
             file,
             label.clone(),
             key.span(),
@@ -555,6 +632,7 @@ fn check_into(root: &Path, errs: &mut Vec<Error>) -> Option<Workspace> {
         root,
         name,
         cache_dir,
+        allow_outside,
         build,
         systems,
         layers,
@@ -737,6 +815,7 @@ fn toml_error(file: &SourceFile, e: &toml::de::Error) -> Error {
 
 fn expand_include(
     root: &Path,
+    allow: &[PathBuf],
     main: &SourceFile,
     pattern: &Spanned<String>,
 ) -> Result<Vec<PathBuf>> {
@@ -749,6 +828,16 @@ fn expand_include(
     let mut out = vec![];
     for p in paths {
         let p = p.map_err(|e| Error::env(e.to_string()))?;
+        if let Ok(inner) = p.strip_prefix(root) {
+            stays_inside(
+                root,
+                allow,
+                main,
+                pattern,
+                "include",
+                inner.to_string_lossy().into_owned(),
+            )?;
+        }
         if p != main.path {
             out.push(p);
         }
@@ -801,6 +890,43 @@ fn relative_path(file: &SourceFile, value: &Spanned<String>, what: &str) -> Resu
     Ok(parts.join("/"))
 }
 
+/// Checks that the workspace path `rel` (lexically inside) does not lead
+/// out of the workspace through a symbolic link, unless into an
+/// `allow_outside` directory. A path that does not exist is left to the
+/// existence checks. Gives `rel` back.
+fn stays_inside(
+    root: &Path,
+    allow_outside: &[PathBuf],
+    file: &SourceFile,
+    value: &Spanned<String>,
+    what: &str,
+    rel: String,
+) -> Result<String> {
+    let Ok(real) = root.join(&rel).canonicalize() else {
+        return Ok(rel);
+    };
+    if real.starts_with(root) || allow_outside.iter().any(|a| real.starts_with(a)) {
+        return Ok(rel);
+    }
+    let dir = if real.is_dir() {
+        real.clone()
+    } else {
+        real.parent()
+            .map_or_else(|| real.clone(), Path::to_path_buf)
+    };
+    Err(Error::input_at(
+        file.at(value.span()),
+        format!(
+            "{what} path '{rel}' leads out of the workspace, to {}, through a symbolic link",
+            real.display()
+        ),
+    )
+    .with_hint(format!(
+        "builds would depend on files a fresh clone does not have; copy them into the workspace, or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
+        dir.display()
+    )))
+}
+
 /// A layer's parent: `scratch`, a declared label, or an image pinned by digest.
 fn resolve_parent(
     file: &SourceFile,
@@ -848,8 +974,10 @@ fn resolve_parent(
 
 /// Resolves one layer table. Each key is checked on its own and every
 /// problem goes to `errs`; `None` when there was any.
+#[allow(clippy::too_many_arguments)]
 fn resolve_layer(
     root: &Path,
+    allow_outside: &[PathBuf],
     file: &SourceFile,
     label: Label,
     key_span: Range<usize>,
@@ -864,6 +992,7 @@ fn resolve_layer(
     let must_exist =
         |v: &Spanned<String>, what: &str, dir_ok: bool, file_ok: bool| -> Result<String> {
             let rel = relative_path(file, v, what)?;
+            let rel = stays_inside(root, allow_outside, file, v, what, rel)?;
             let full = root.join(&rel);
             let ok = (dir_ok && full.is_dir()) || (file_ok && full.is_file());
             if !ok {
@@ -901,6 +1030,12 @@ fn resolve_layer(
                     ));
                 };
                 let rel = relative_path(file, pb, "playbook")?;
+                let joined = if src == "." {
+                    rel.clone()
+                } else {
+                    format!("{src}/{rel}")
+                };
+                stays_inside(root, allow_outside, file, pb, "playbook", joined)?;
                 let full = root.join(src).join(&rel);
                 if !full.is_file() {
                     return Err(Error::input_at(
