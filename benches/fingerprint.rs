@@ -189,6 +189,7 @@ fn main() {
                 &roots,
                 &Default::default(),
                 &ws.cache_dir,
+                None,
             )
             .unwrap()
         });

@@ -4,7 +4,9 @@
 //! count) restricted to the directories some layer needs, then blake3 over
 //! every file in parallel. Paths are workspace-relative with `/`; mode is
 //! reduced to what git keeps (regular, executable, symlink) so a clone with
-//! another umask gets the same digests; mtimes never count.
+//! another umask gets the same digests; mtimes never count. With a
+//! [`StatCache`], a file whose stat data match a trusted entry is not read
+//! (the cost of hashing role files is opening and reading them, not blake3).
 //!
 //! I/O: reads the workspace; writes nothing.
 
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::statcache::{Stat, StatCache, StatEntry, now_ns};
 use crate::error::{Error, Result};
 
 /// A file's content and the part of its mode that counts.
@@ -53,13 +56,19 @@ impl FileIndex {
     /// Walks `roots` (workspace-relative directories, `.` for all) under
     /// `root`, skipping `.git` and `exclude`, and hashes every file found.
     /// `explicit` paths (files or directories a layer names outright) are
-    /// hashed whether or not an ignore file matches them.
+    /// hashed whether or not an ignore file matches them. With `stat`, files
+    /// its trusted entries cover are not read, and the scan's new entries,
+    /// vanished files and counts are left in it for the caller to store.
     pub fn build(
         root: &Path,
         roots: &BTreeSet<String>,
         explicit: &BTreeSet<String>,
         exclude: &Path,
+        stat: Option<&mut StatCache>,
     ) -> Result<FileIndex> {
+        // Before any file is looked at: an entry is trusted later only for
+        // files not modified since (see the racy rule in `statcache`).
+        let scan_started = now_ns();
         let mut paths: BTreeSet<String> = BTreeSet::new();
         if !roots.is_empty() {
             walk(root, roots, exclude, &mut paths)?;
@@ -81,16 +90,46 @@ impl FileIndex {
         for d in &dirs {
             walk_from(root, d, exclude, &mut paths)?;
         }
-        let hashed: Vec<(String, FileHash)> = paths
+        let known = stat.as_deref().map(|s| &s.entries);
+        let hashed: Vec<(String, FileHash, Lookup)> = paths
             .into_par_iter()
             .map(|rel| {
                 let full = root.join(&rel);
-                hash_path(&full).map(|h| (rel, h))
+                let entry = known.and_then(|k| k.get(&rel));
+                hash_cached(&full, entry, scan_started).map(|(h, l)| (rel, h, l))
             })
             .collect::<Result<_>>()?;
-        Ok(FileIndex {
-            files: hashed.into_iter().collect(),
-        })
+        let mut files = BTreeMap::new();
+        match stat {
+            None => files.extend(hashed.into_iter().map(|(rel, h, _)| (rel, h))),
+            Some(stat) => {
+                for (rel, h, lookup) in hashed {
+                    match lookup {
+                        Lookup::Reused => stat.reused += 1,
+                        Lookup::Hashed(entry) => {
+                            stat.hashed += 1;
+                            if let Some(e) = entry {
+                                stat.updates.push((rel.clone(), e));
+                            }
+                        }
+                    }
+                    files.insert(rel, h);
+                }
+                // Entries of files gone from the workspace (not merely
+                // outside this scan) are dropped.
+                stat.removed = stat
+                    .entries
+                    .keys()
+                    .filter(|k| !files.contains_key(*k))
+                    .filter(|k| {
+                        std::fs::symlink_metadata(root.join(k))
+                            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                    })
+                    .cloned()
+                    .collect();
+            }
+        }
+        Ok(FileIndex { files })
     }
 
     /// Files at or below `rel` (a file or a directory).
@@ -245,23 +284,73 @@ fn rel_str(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
+/// How a file's hash was obtained.
+enum Lookup {
+    /// From a trusted stat-cache entry: the content was not read.
+    Reused,
+    /// By reading the content; the entry to record, if the file can have one.
+    Hashed(Option<StatEntry>),
+}
+
 /// Hashes one file (following symlinks). A dangling symlink is hashed by its
 /// target path.
 pub fn hash_path(full: &Path) -> Result<FileHash> {
+    hash_cached(full, None, now_ns()).map(|(h, _)| h)
+}
+
+/// [`hash_path`], reusing `entry` when the file's stat data say it may.
+fn hash_cached(
+    full: &Path,
+    entry: Option<&StatEntry>,
+    scan_started: i64,
+) -> Result<(FileHash, Lookup)> {
     let meta = match std::fs::metadata(full) {
         Ok(m) => m,
         Err(_) => {
             let target = std::fs::read_link(full).map_err(|e| Error::io(full, e))?;
-            return Ok(FileHash {
+            let h = FileHash {
                 hash: blake3::hash(target.to_string_lossy().as_bytes())
                     .to_hex()
                     .to_string(),
                 mode: "120000".into(),
                 jinja: false,
                 perm: 0,
-            });
+            };
+            return Ok((h, Lookup::Hashed(None)));
         }
     };
+    let mode = if is_executable(&meta) {
+        "100755"
+    } else {
+        "100644"
+    };
+    let stat = Stat::of(&meta);
+    if let (Some(e), Some(now)) = (entry, &stat)
+        && e.trusted_for(now)
+    {
+        let h = FileHash {
+            hash: blake3::Hash::from_bytes(e.hash).to_hex().to_string(),
+            mode: mode.into(),
+            jinja: e.jinja,
+            perm: permissions(&meta),
+        };
+        return Ok((h, Lookup::Reused));
+    }
+    let (hash, jinja) = hash_content(full, &meta)?;
+    let h = FileHash {
+        hash: hash.to_hex().to_string(),
+        mode: mode.into(),
+        jinja,
+        perm: permissions(&meta),
+    };
+    let entry = stat
+        .filter(|_| meta.is_file())
+        .map(|s| s.entry(*hash.as_bytes(), jinja, scan_started));
+    Ok((h, Lookup::Hashed(entry)))
+}
+
+/// blake3 of the file's content, and whether it may be a Jinja template.
+fn hash_content(full: &Path, meta: &std::fs::Metadata) -> Result<(blake3::Hash, bool)> {
     let mut hasher = blake3::Hasher::new();
     let mut file = std::fs::File::open(full).map_err(|e| Error::io(full, e))?;
     let jinja = if meta.len() > 1 << 20 {
@@ -277,17 +366,7 @@ pub fn hash_path(full: &Path) -> Result<FileHash> {
         hasher.update(&buf);
         has_jinja_marker(&buf)
     };
-    Ok(FileHash {
-        hash: hasher.finalize().to_hex().to_string(),
-        mode: if is_executable(&meta) {
-            "100755"
-        } else {
-            "100644"
-        }
-        .into(),
-        jinja,
-        perm: permissions(&meta),
-    })
+    Ok((hasher.finalize(), jinja))
 }
 
 /// Does `buf` contain `{{` or `{%`?

@@ -14,6 +14,7 @@
 pub mod ansible;
 pub mod files;
 pub mod inventory;
+pub mod statcache;
 pub mod vars;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,6 +131,17 @@ pub fn fingerprint(
     system: Option<&System>,
     labels: &[Label],
 ) -> Result<BTreeMap<Label, Fingerprint>> {
+    fingerprint_with(ws, system, labels, None)
+}
+
+/// [`fingerprint`] with a stat cache: files its trusted entries cover are
+/// not read; what the scan learnt is left in it (see [`FileIndex::build`]).
+pub fn fingerprint_with(
+    ws: &Workspace,
+    system: Option<&System>,
+    labels: &[Label],
+    stat: Option<&mut statcache::StatCache>,
+) -> Result<BTreeMap<Label, Fingerprint>> {
     let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
     let mut roots: BTreeSet<String> = BTreeSet::new();
     let mut explicit: BTreeSet<String> = BTreeSet::new();
@@ -189,7 +201,7 @@ pub fn fingerprint(
         analysed.insert(label, inputs);
     }
 
-    let index = FileIndex::build(&ws.root, &roots, &explicit, &ws.cache_dir)?;
+    let index = FileIndex::build(&ws.root, &roots, &explicit, &ws.cache_dir, stat)?;
     let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
     let model = match &inventory {
         Some(inv) if any_play => {
