@@ -278,6 +278,13 @@ fn io_error_path(err: &ignore::Error) -> Option<PathBuf> {
 
 fn rel_str(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path);
+    // Called for every entry of the walk: the common case without a copy
+    // per component (paths are `/`-separated already where `/` is the separator).
+    if std::path::MAIN_SEPARATOR == '/'
+        && let Some(s) = rel.to_str()
+    {
+        return s.trim_end_matches('/').to_string();
+    }
     rel.components()
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
