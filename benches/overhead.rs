@@ -74,7 +74,10 @@ fn generate(root: &Path, name: &str, branches: usize, depth: usize) -> Vec<Strin
 fn bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("layerbuild");
-    assert!(bin.exists(), "build the binary first: cargo build --release");
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release"
+    );
     bin
 }
 
@@ -121,12 +124,15 @@ fn dq(s: &str, mount: Option<&str>) -> String {
 /// The `$ ` lines of a build log as shell lines, with `from_ws` renamed to `to_ws`.
 fn replay_lines(log: &str, wrapper: &str, from_ws: &str, to_ws: &str) -> Vec<String> {
     let rename = |s: &str| {
-        s.replace(&format!("layerbuild-{from_ws}-"), &format!("layerbuild-{to_ws}-"))
-            .replace(
-                &format!("layerbuild/{from_ws}/"),
-                &format!("layerbuild/{to_ws}/"),
-            )
-            .replace(wrapper, "ansible-playbook")
+        s.replace(
+            &format!("layerbuild-{from_ws}-"),
+            &format!("layerbuild-{to_ws}-"),
+        )
+        .replace(
+            &format!("layerbuild/{from_ws}/"),
+            &format!("layerbuild/{to_ws}/"),
+        )
+        .replace(wrapper, "ansible-playbook")
     };
     // The mount point, as the setup commands' environment shows it.
     let mount = log
@@ -232,9 +238,10 @@ fn prepare(depth: usize, tag: &str) -> Chain {
             std::fs::create_dir_all(&work).unwrap();
             for f in std::fs::read_dir(e.path()).unwrap() {
                 let f = f.unwrap();
-                let text = std::fs::read_to_string(f.path())
-                    .unwrap()
-                    .replace(&format!("layerbuild-{cap_name}-"), &format!("layerbuild-{name}-"));
+                let text = std::fs::read_to_string(f.path()).unwrap().replace(
+                    &format!("layerbuild-{cap_name}-"),
+                    &format!("layerbuild-{name}-"),
+                );
                 std::fs::write(work.join(f.file_name()), text).unwrap();
             }
         }
@@ -299,7 +306,9 @@ fn main() {
         let (ours, shell) = overhead(depth, &format!("d{depth}"));
         let per = |d: Duration| format!("{:.2} s/layer", d.as_secs_f64() / depth as f64);
         let row = (
-            format!("{depth}-layer chain: layerbuild build //... / the same commands from a shell script (median of {RUNS})"),
+            format!(
+                "{depth}-layer chain: layerbuild build //... / the same commands from a shell script (median of {RUNS})"
+            ),
             format!(
                 "{:.2} s / {:.2} s = {:.3}x ({} vs {}; +{:.0} ms per layer)",
                 ours.as_secs_f64(),
