@@ -1,26 +1,33 @@
 //! Benchmark: fingerprinting and no-op builds of a large generated workspace.
 //!
-//! Generates 200 layers (a busybox `//base/os` and 19 image types, each a
-//! chain of layers below it) whose 199 playbooks use one role each of 100
-//! files: 20,099 files in all. Then measures:
-//!   1. fingerprinting all 200 layers in-process (library call), and peak RSS,
+//! Generates 500 layers (a busybox `//base/os` and 25 image types, each a
+//! chain of layers below it) whose 499 playbooks use one role each of 101
+//! files: 50,399 role files, 50,902 files in all. Then measures:
+//!   1. fingerprinting all layers in-process (library call, no stat cache),
 //!      against plain hashing of the same files (the cost of the Ansible and
 //!      variable analysis);
-//!   2. the first, cold `build //...` with real buildah and ansible-playbook
-//!      (per-layer overhead of buildah + Ansible + ours);
-//!   3. a no-op `build //...` (every layer cached) of the real binary;
-//!   4. `ls` of the real binary (fingerprint + cache lookups).
+//!   2. the first fingerprint after a fresh clone (binary `ls`, no cache
+//!      database: every file is read) against `find ... -exec cat {} +` of
+//!      the same files, in the same run;
+//!   3. `ls` with a warm stat cache (no file read: asserted with
+//!      `LAYERBUILD_STATS=1`), and what a no-op build is made of;
+//!   4. the first, cold `build //...` with real buildah and ansible-playbook;
+//!   5. a no-op `build //...` (every layer cached, warm stat cache, no file
+//!      read) of the real binary, and its peak memory.
 //!
-//! Run with `benches/run.sh` (or `cargo bench --bench fingerprint`).
-//! `LAYERBUILD_BENCH_SKIP_BUILD=1` measures fingerprinting only.
+//! Run with `scripts/bench` (or `cargo bench --bench fingerprint`).
+//! `LAYERBUILD_BENCH_SKIP_BUILD=1` skips 4 and 5; `LAYERBUILD_BENCH_DIR=DIR`
+//! keeps the generated workspace in `DIR/ws`.
+//! Prints a Markdown table of the figures at the end.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const TYPES: usize = 19;
-const LAYERS: usize = 200;
-const FILES_PER_ROLE: usize = 100;
+const TYPES: usize = 25;
+const LAYERS: usize = 500;
+/// Files of each role: a task file, a template, defaults and plain files.
+const FILES_PER_ROLE: usize = 101;
 
 fn write(p: &Path, s: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -43,7 +50,7 @@ fn generate(root: &Path, name: &str) -> usize {
         &root.join("inventory/bench/group_vars/all.yml"),
         "ntp_servers: [ntp1, ntp2]\n",
     );
-    let mut files = 2;
+    let mut files = 3; // the inventory and the setup script
     let filler: String = (0..16)
         .map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog\n"))
         .collect();
@@ -131,47 +138,125 @@ fn bin() -> std::path::PathBuf {
     bin
 }
 
-fn run(root: &Path, args: &[&str]) -> Duration {
-    let (out, d) = time(|| {
-        Command::new(bin())
-            .arg("-C")
-            .arg(root)
-            .args(args)
-            .output()
-            .unwrap()
-    });
+fn lb(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("-C")
+        .arg(root)
+        .args(args)
+        .env("LAYERBUILD_STATS", "1");
+    c
+}
+
+/// Runs the binary; returns the time and the number of files it read.
+fn run(root: &Path, args: &[&str]) -> (Duration, usize) {
+    let (out, d) = time(|| lb(root, args).output().unwrap());
     assert!(
         out.status.success(),
         "layerbuild {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    d
+    (d, files_read(&String::from_utf8_lossy(&out.stderr)))
+}
+
+/// From the `LAYERBUILD_STATS=1` line: files read and hashed.
+fn files_read(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("layerbuild stats: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stats line in:\n{stderr}"))
+}
+
+/// Runs `args` `n` times; the times, asserting every run read `reads` files (if given).
+fn runs(root: &Path, args: &[&str], n: usize, reads: Option<usize>) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let (d, r) = run(root, args);
+            if let Some(want) = reads {
+                assert_eq!(r, want, "layerbuild {args:?} read {r} files");
+            }
+            d
+        })
+        .collect()
+}
+
+/// Peak RSS (MiB) of one run of the binary, from GNU time.
+fn peak_rss_of(root: &Path, args: &[&str]) -> f64 {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(bin())
+        .arg("-C")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("GNU time (apt-get install time)");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .last()
+        .and_then(|l| l.trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn stats(v: &[Duration]) -> String {
+    format!(
+        "median {}, min {}",
+        ms(median(v.to_vec())),
+        ms(*v.iter().min().unwrap())
+    )
+}
+
+struct Table(Vec<[String; 3]>);
+
+impl Table {
+    fn row(&mut self, what: impl Into<String>, figure: impl Into<String>, goal: &str) {
+        let r = [what.into(), figure.into(), goal.to_string()];
+        println!("{} : {}", r[0], r[1]);
+        self.0.push(r);
+    }
+
+    fn print(&self) {
+        println!("\n| measurement | figure | goal |\n|---|---|---|");
+        for [a, b, c] in &self.0 {
+            println!("| {a} | {b} | {c} |");
+        }
+    }
 }
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
+    // LAYERBUILD_BENCH_DIR=DIR keeps the generated workspace in DIR/ws (for profiling).
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("ws");
+    let root = match std::env::var_os("LAYERBUILD_BENCH_DIR") {
+        Some(d) => Path::new(&d).join("ws"),
+        None => dir.path().join("ws"),
+    };
+    let _ = std::fs::remove_dir_all(&root);
     let name = format!("bench{}", std::process::id());
     let (files, generated) = time(|| generate(&root, &name));
     println!("workspace: {LAYERS} layers, {files} files (generated in {generated:.2?})");
+    let mut t = Table(vec![]);
 
     let ws = layerbuild::workspace::Workspace::load(&root).unwrap();
     let graph = layerbuild::graph::LayerGraph::new(&ws).unwrap();
     let labels = graph.select(&[layerbuild::label::Pattern::All]).unwrap();
     let system = ws.system(None).unwrap();
-    let mut runs = vec![];
+    let mut full = vec![];
     for _ in 0..5 {
         let (prints, d) =
             time(|| layerbuild::fingerprint::fingerprint(&ws, system, &labels).unwrap());
         assert_eq!(prints.len(), LAYERS);
-        runs.push(d);
+        full.push(d);
     }
-    println!(
-        "fingerprint {LAYERS} layers / {files} files (in-process): median {:.0?}, min {:.0?}  (peak RSS {:.0} MiB)",
-        median(runs.clone()),
-        runs.iter().min().unwrap(),
-        peak_rss_mib()
+    t.row(
+        format!("fingerprint {LAYERS} layers / {files} files in-process, every file read (with Ansible role discovery and variable analysis)"),
+        format!("{} (peak RSS {:.0} MiB)", stats(&full), peak_rss_mib()),
+        "",
     );
 
     // Plain file hashing of the same trees, for the cost of the variable analysis.
@@ -182,36 +267,104 @@ fn main() {
         .chain(std::iter::once("inventory/bench".to_string()))
         .collect();
     let mut plain = vec![];
-    for _ in 0..9 {
+    for _ in 0..5 {
         let (idx, d) = time(|| {
             layerbuild::fingerprint::files::FileIndex::build(
                 &root,
                 &roots,
                 &Default::default(),
                 &ws.cache_dir,
+                None,
             )
             .unwrap()
         });
         assert!(idx.len() >= files - 3);
         plain.push(d);
     }
-    let full_min = *runs.iter().min().unwrap();
-    let bare_min = *plain.iter().min().unwrap();
-    let (full, bare) = (median(runs.clone()), median(plain));
-    println!(
-        "plain hashing of the same {files} files: median {bare:.0?}, min {bare_min:.0?}; \
-         fingerprint with Ansible/variable analysis / plain hashing: {:.2}x (min), {:.2}x (median)",
-        full_min.as_secs_f64() / bare_min.as_secs_f64(),
-        full.as_secs_f64() / bare.as_secs_f64()
+    t.row(
+        "plain blake3 hashing of the same files, in-process (the floor of a cold fingerprint)",
+        stats(&plain),
+        "",
     );
 
-    let mut ls = vec![];
-    for _ in 0..3 {
-        ls.push(run(&root, &["ls"]));
+    // A fresh clone: no cache database, every file is read; against cat.
+    let fresh = runs(&root, &["ls"], 5, Some(files));
+    let mut cat = vec![];
+    for _ in 0..5 {
+        let (st, d) = time(|| {
+            Command::new("sh")
+                .arg("-c")
+                .arg("find Layerfile.toml scripts inventory src -type f -exec cat {} + > /dev/null")
+                .current_dir(&root)
+                .status()
+                .unwrap()
+        });
+        assert!(st.success());
+        cat.push(d);
     }
-    println!("ls (binary, no cache yet): median {:.0?}", median(ls));
+    let (f, c) = (median(fresh.clone()), median(cat.clone()));
+    t.row(
+        "first fingerprint after a fresh clone: `ls` (binary; load, analyse, read and hash every file)",
+        stats(&fresh),
+        "",
+    );
+    t.row(
+        "`find ... -exec cat {} + > /dev/null` of the same files (same run)",
+        stats(&cat),
+        "",
+    );
+    t.row(
+        "fresh-clone fingerprint / cat",
+        format!(
+            "{:.2}x (medians), {:.2}x (mins)",
+            f.as_secs_f64() / c.as_secs_f64(),
+            fresh.iter().min().unwrap().as_secs_f64() / cat.iter().min().unwrap().as_secs_f64()
+        ),
+        "<= 1.2x",
+    );
+
+    // The stat cache: a database where the entries are stored; files must be
+    // older than the racy margin for their entries to be trusted.
+    std::fs::create_dir_all(&ws.cache_dir).unwrap();
+    std::fs::write(ws.db_path(), "").unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let (_, r) = run(&root, &["ls"]);
+    assert_eq!(r, files, "the first scan with a database reads everything");
+    let warm = runs(&root, &["ls"], 7, Some(0));
+    t.row("`ls`, warm stat cache (files read: 0)", stats(&warm), "");
+    // What a no-op build is made of, in-process.
+    let cache = layerbuild::cache::Cache::open(&ws.db_path()).unwrap();
+    let (entries, load) = time(|| cache.load_stats().unwrap());
+    let n_entries = entries.len();
+    let mut stat = layerbuild::fingerprint::statcache::StatCache::new(entries);
+    let (_, fp_warm) = time(|| {
+        layerbuild::fingerprint::fingerprint_with(&ws, system, &labels, Some(&mut stat)).unwrap()
+    });
+    assert_eq!(stat.hashed, 0);
+    let (_, loadws) = time(|| {
+        let ws = layerbuild::workspace::Workspace::load(&root).unwrap();
+        layerbuild::graph::LayerGraph::new(&ws).unwrap()
+    });
+    let (_, images) = time(|| {
+        Command::new("buildah")
+            .args(["images", "--format", "{{.ID}}"])
+            .output()
+    });
+    t.row(
+        "  parts, in-process: load the Layerfile / load the stat cache / fingerprint with it / `buildah images`",
+        format!(
+            "{} / {} ({n_entries} entries) / {} / {}",
+            ms(loadws),
+            ms(load),
+            ms(fp_warm),
+            ms(images)
+        ),
+        "",
+    );
+    drop(cache);
 
     if std::env::var_os("LAYERBUILD_BENCH_SKIP_BUILD").is_some() {
+        t.print();
         return;
     }
     let buildah_ok = Command::new("buildah")
@@ -223,27 +376,30 @@ fn main() {
         "the build benchmarks need buildah and ansible (see README); set LAYERBUILD_BENCH_SKIP_BUILD=1 to skip them"
     );
 
-    let cold = run(&root, &["build", "//..."]);
-    println!(
-        "first build //... (cold, real buildah + ansible-playbook, -j {}): {:.1?} ({:.2} s per layer)",
-        ws.build.jobs,
-        cold,
-        cold.as_secs_f64() / LAYERS as f64
+    let (cold, _) = run(&root, &["build", "//..."]);
+    t.row(
+        format!(
+            "first build //... (cold, real buildah + ansible-playbook, -j {})",
+            ws.build.jobs
+        ),
+        format!(
+            "{:.1?} ({:.2} s per layer)",
+            cold,
+            cold.as_secs_f64() / LAYERS as f64
+        ),
+        "",
     );
-    let mut noop = vec![];
-    for _ in 0..5 {
-        noop.push(run(&root, &["build", "//..."]));
-    }
-    println!(
-        "no-op build //... (binary, all {LAYERS} cached): median {:.0?}, min {:.0?}",
-        median(noop.clone()),
-        noop.iter().min().unwrap()
+    let noop = runs(&root, &["build", "//..."], 7, Some(0));
+    t.row(
+        format!("no-op build //... (binary, all {LAYERS} cached, warm stat cache, files read: 0)"),
+        stats(&noop),
+        "<= 200 ms",
     );
-    let mut ls = vec![];
-    for _ in 0..3 {
-        ls.push(run(&root, &["ls"]));
-    }
-    println!("ls (binary, all cached): median {:.0?}", median(ls));
+    t.row(
+        "peak memory (RSS) of the no-op build",
+        format!("{:.0} MiB", peak_rss_of(&root, &["build", "//..."])),
+        "",
+    );
 
     // Remove the bench's images.
     let out = Command::new("buildah")
@@ -257,4 +413,5 @@ fn main() {
     {
         let _ = Command::new("buildah").args(["rmi", "-f", img]).output();
     }
+    t.print();
 }

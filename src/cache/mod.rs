@@ -17,6 +17,7 @@
 pub mod lock;
 pub mod netfs;
 pub mod repair;
+pub mod stat;
 
 use std::path::Path;
 use std::time::Duration;
@@ -76,6 +77,19 @@ const MIGRATIONS: &[&str] = &[
         mtime_ns    INTEGER NOT NULL,
         written_at  INTEGER NOT NULL
     );",
+    // 6: the stat cache (see `stat.rs`): a file's stat data -> its content hash.
+    "CREATE TABLE file_stats (
+        path        TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        ctime_ns    INTEGER NOT NULL,
+        inode       INTEGER NOT NULL,
+        device      INTEGER NOT NULL,
+        mode        INTEGER NOT NULL,
+        hash        BLOB NOT NULL,
+        jinja       INTEGER NOT NULL,
+        recorded_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// An export as recorded: what it holds, and the file's size and mtime

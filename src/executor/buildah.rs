@@ -437,7 +437,7 @@ impl<'a> Session<'a> {
 
     /// Runs a command whose stdout we need (a container name, a mount point).
     fn capture(&self, mut cmd: Command, what: &str) -> std::result::Result<String, String> {
-        self.note(&format!("$ {}", render(&cmd)));
+        self.note(&format!("$ {}", render_with_context(&cmd)));
         let out = cmd
             .output()
             .map_err(|e| format!("{what}: cannot run: {e}"))?;
@@ -459,7 +459,7 @@ impl<'a> Session<'a> {
         what: &str,
         on_line: &dyn Fn(&str),
     ) -> std::result::Result<(), String> {
-        self.note(&format!("$ {}", render(&cmd)));
+        self.note(&format!("$ {}", render_with_context(&cmd)));
         let (reader, writer) = std::io::pipe().map_err(|e| format!("{what}: pipe: {e}"))?;
         let writer2 = writer
             .try_clone()
@@ -819,6 +819,29 @@ fn render(cmd: &Command) -> String {
         .map(|a| shell_words::quote(&a.to_string_lossy()).into_owned())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// [`render`] with the directory and the environment the command is given
+/// (`cd DIR && K=V ... PROGRAM ARGS`): a log line that reruns exactly what
+/// ran, which is what the overhead benchmark replays.
+fn render_with_context(cmd: &Command) -> String {
+    let mut s = String::new();
+    if let Some(dir) = cmd.get_current_dir() {
+        s.push_str(&format!(
+            "cd {} && ",
+            shell_words::quote(&dir.to_string_lossy())
+        ));
+    }
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            s.push_str(&format!(
+                "{}={} ",
+                k.to_string_lossy(),
+                shell_words::quote(&v.to_string_lossy())
+            ));
+        }
+    }
+    s + &render(cmd)
 }
 
 /// Direct container operations for `debug`, `ls --failed` and `clean --failed`.

@@ -4,7 +4,9 @@
 //! count) restricted to the directories some layer needs, then blake3 over
 //! every file in parallel. Paths are workspace-relative with `/`; mode is
 //! reduced to what git keeps (regular, executable, symlink) so a clone with
-//! another umask gets the same digests; mtimes never count.
+//! another umask gets the same digests; mtimes never count. With a
+//! [`StatCache`], a file whose stat data match a trusted entry is not read
+//! (the cost of hashing role files is opening and reading them, not blake3).
 //!
 //! Symbolic links are never followed by the walk: each is hashed as a link
 //! (mode `120000`, blake3 of its target string), whether it points at a file
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::statcache::{Stat, StatCache, StatEntry, now_ns};
 use crate::error::{Error, Result};
 
 /// A file's content and the part of its mode that counts.
@@ -58,6 +61,8 @@ pub struct FileIndex {
     files: BTreeMap<String, FileHash>,
     /// Every symlink met, by workspace-relative path.
     links: BTreeMap<String, LinkTarget>,
+    /// When the scan began (nanoseconds): the stat cache's racy rule.
+    scan_started: i64,
 }
 
 /// Where a symbolic link leads, resolved through every link on the way.
@@ -104,14 +109,17 @@ impl FileIndex {
     /// Walks `roots` (workspace-relative directories, `.` for all) under
     /// `root`, skipping `.git` and `exclude`, and hashes every file found.
     /// `explicit` paths (files or directories a layer names outright) are
-    /// hashed whether or not an ignore file matches them.
+    /// hashed whether or not an ignore file matches them. With `stat`, files
+    /// its trusted entries cover are not read, and the scan's new entries,
+    /// vanished files and counts are left in it for the caller to store.
     pub fn build(
         root: &Path,
         roots: &BTreeSet<String>,
         explicit: &BTreeSet<String>,
         exclude: &Path,
+        stat: Option<&mut StatCache>,
     ) -> Result<FileIndex> {
-        FileIndex::build_allowing(root, roots, explicit, exclude, &[])
+        FileIndex::build_allowing(root, roots, explicit, exclude, &[], stat)
     }
 
     /// [`FileIndex::build`], following links into the `allow_outside`
@@ -122,14 +130,20 @@ impl FileIndex {
         explicit: &BTreeSet<String>,
         exclude: &Path,
         allow_outside: &[PathBuf],
+        mut stat: Option<&mut StatCache>,
     ) -> Result<FileIndex> {
+        // Before any file is looked at: an entry is trusted later only for
+        // files not modified since (see the racy rule in `statcache`).
+        let mut index = FileIndex {
+            scan_started: now_ns(),
+            ..FileIndex::default()
+        };
         let mut found = Found::default();
         if !roots.is_empty() {
             walk(root, roots, exclude, allow_outside, &mut found)?;
         }
-        let mut index = FileIndex::default();
-        index.add_found(root, found)?;
-        index.add_explicit(root, explicit, exclude, allow_outside)?;
+        index.add_found(root, found, stat.as_deref_mut())?;
+        index.add_explicit(root, explicit, exclude, allow_outside, stat)?;
         Ok(index)
     }
 
@@ -141,6 +155,7 @@ impl FileIndex {
         explicit: &BTreeSet<String>,
         exclude: &Path,
         allow_outside: &[PathBuf],
+        stat: Option<&mut StatCache>,
     ) -> Result<()> {
         let mut found = Found::default();
         // Named paths: files directly, directories walked from themselves.
@@ -160,21 +175,54 @@ impl FileIndex {
                 Err(_) => {}
             }
         }
-        self.add_found(root, found)
+        self.add_found(root, found, stat)
     }
 
-    fn add_found(&mut self, root: &Path, found: Found) -> Result<()> {
+    fn add_found(&mut self, root: &Path, found: Found, stat: Option<&mut StatCache>) -> Result<()> {
         let files = &self.files;
-        let hashed: Vec<(String, FileHash)> = found
+        let known = stat.as_deref().map(|s| &s.entries);
+        let scan_started = self.scan_started;
+        let hashed: Vec<(String, FileHash, Lookup)> = found
             .paths
             .into_par_iter()
             .filter(|(rel, _)| !files.contains_key(rel))
             .map(|(rel, follow)| {
                 let full = root.join(&rel);
-                hash_entry(&full, follow).map(|h| (rel, h))
+                let entry = known.and_then(|k| k.get(&rel));
+                hash_entry(&full, follow, entry, scan_started).map(|(h, l)| (rel, h, l))
             })
             .collect::<Result<_>>()?;
-        self.files.extend(hashed);
+        match stat {
+            None => self
+                .files
+                .extend(hashed.into_iter().map(|(rel, h, _)| (rel, h))),
+            Some(stat) => {
+                for (rel, h, lookup) in hashed {
+                    match lookup {
+                        Lookup::Reused => stat.reused += 1,
+                        Lookup::Hashed(entry) => {
+                            stat.hashed += 1;
+                            if let Some(e) = entry {
+                                stat.updates.push((rel.clone(), e));
+                            }
+                        }
+                    }
+                    self.files.insert(rel, h);
+                }
+                // Entries of files gone from the workspace (not merely
+                // outside this scan) are dropped.
+                stat.removed = stat
+                    .entries
+                    .keys()
+                    .filter(|k| !self.files.contains_key(*k))
+                    .filter(|k| {
+                        std::fs::symlink_metadata(root.join(k))
+                            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                    })
+                    .cloned()
+                    .collect();
+            }
+        }
         self.links.extend(found.links);
         Ok(())
     }
@@ -392,30 +440,52 @@ fn collect(
 
 fn rel_str(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path);
+    // Called for every entry of the walk: the common case without a copy
+    // per component (paths are `/`-separated already where `/` is the separator).
+    if std::path::MAIN_SEPARATOR == '/'
+        && let Some(s) = rel.to_str()
+    {
+        return s.trim_end_matches('/').to_string();
+    }
     rel.components()
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/")
 }
 
+/// How a file's hash was obtained.
+enum Lookup {
+    /// From a trusted stat-cache entry: the content was not read.
+    Reused,
+    /// By reading the content; the entry to record, if the file can have one.
+    Hashed(Option<StatEntry>),
+}
+
 /// Hashes one file, following symlinks.
 pub fn hash_path(full: &Path) -> Result<FileHash> {
-    hash_entry(full, true)
+    hash_entry(full, true, None, now_ns()).map(|(h, _)| h)
 }
 
 /// Hashes one workspace entry: a symlink as a link (blake3 of its target
-/// string, mode 120000) unless `follow`; a dangling one always so.
-fn hash_entry(full: &Path, follow: bool) -> Result<FileHash> {
-    let link_hash = || -> Result<FileHash> {
+/// string, mode 120000) unless `follow`; a dangling one always so. A file
+/// whose stat data `entry` matches (and is trusted for) is not read.
+fn hash_entry(
+    full: &Path,
+    follow: bool,
+    entry: Option<&StatEntry>,
+    scan_started: i64,
+) -> Result<(FileHash, Lookup)> {
+    let link_hash = || -> Result<(FileHash, Lookup)> {
         let target = std::fs::read_link(full).map_err(|e| Error::io(full, e))?;
-        Ok(FileHash {
+        let h = FileHash {
             hash: blake3::hash(target.to_string_lossy().as_bytes())
                 .to_hex()
                 .to_string(),
             mode: "120000".into(),
             jinja: false,
             perm: 0,
-        })
+        };
+        Ok((h, Lookup::Hashed(None)))
     };
     let lmeta = std::fs::symlink_metadata(full).map_err(|e| Error::io(full, e))?;
     if lmeta.file_type().is_symlink() && !follow {
@@ -425,6 +495,38 @@ fn hash_entry(full: &Path, follow: bool) -> Result<FileHash> {
         Ok(m) if m.is_file() => m,
         _ => return link_hash(),
     };
+    let mode = if is_executable(&meta) {
+        "100755"
+    } else {
+        "100644"
+    };
+    let stat = Stat::of(&meta);
+    if let (Some(e), Some(now)) = (entry, &stat)
+        && e.trusted_for(now)
+    {
+        let h = FileHash {
+            hash: blake3::Hash::from_bytes(e.hash).to_hex().to_string(),
+            mode: mode.into(),
+            jinja: e.jinja,
+            perm: permissions(&meta),
+        };
+        return Ok((h, Lookup::Reused));
+    }
+    let (hash, jinja) = hash_content(full, &meta)?;
+    let h = FileHash {
+        hash: hash.to_hex().to_string(),
+        mode: mode.into(),
+        jinja,
+        perm: permissions(&meta),
+    };
+    let entry = stat
+        .filter(|_| meta.is_file())
+        .map(|s| s.entry(*hash.as_bytes(), jinja, scan_started));
+    Ok((h, Lookup::Hashed(entry)))
+}
+
+/// blake3 of the file's content, and whether it may be a Jinja template.
+fn hash_content(full: &Path, meta: &std::fs::Metadata) -> Result<(blake3::Hash, bool)> {
     let mut hasher = blake3::Hasher::new();
     let mut file = std::fs::File::open(full).map_err(|e| Error::io(full, e))?;
     let jinja = if meta.len() > 1 << 20 {
@@ -440,17 +542,7 @@ fn hash_entry(full: &Path, follow: bool) -> Result<FileHash> {
         hasher.update(&buf);
         has_jinja_marker(&buf)
     };
-    Ok(FileHash {
-        hash: hasher.finalize().to_hex().to_string(),
-        mode: if is_executable(&meta) {
-            "100755"
-        } else {
-            "100644"
-        }
-        .into(),
-        jinja,
-        perm: permissions(&meta),
-    })
+    Ok((hasher.finalize(), jinja))
 }
 
 /// Does `buf` contain `{{` or `{%`?

@@ -14,6 +14,7 @@
 pub mod ansible;
 pub mod files;
 pub mod inventory;
+pub mod statcache;
 pub mod vars;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -138,6 +139,17 @@ pub fn fingerprint(
     system: Option<&System>,
     labels: &[Label],
 ) -> Result<BTreeMap<Label, Fingerprint>> {
+    fingerprint_with(ws, system, labels, None)
+}
+
+/// [`fingerprint`] with a stat cache: files its trusted entries cover are
+/// not read; what the scan learnt is left in it (see [`FileIndex::build`]).
+pub fn fingerprint_with(
+    ws: &Workspace,
+    system: Option<&System>,
+    labels: &[Label],
+    mut stat: Option<&mut statcache::StatCache>,
+) -> Result<BTreeMap<Label, Fingerprint>> {
     let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
     let mut roots: BTreeSet<String> = BTreeSet::new();
     let mut explicit: BTreeSet<String> = BTreeSet::new();
@@ -203,6 +215,7 @@ pub fn fingerprint(
         &explicit,
         &ws.cache_dir,
         &ws.allow_outside,
+        stat.as_deref_mut(),
     )?;
     // Ansible follows symlinks: the target of a link inside the workspace
     // is an input too (whatever .gitignore says), as are its own links'.
@@ -220,7 +233,13 @@ pub fn fingerprint(
             break;
         }
         followed.extend(targets.iter().cloned());
-        index.add_explicit(&ws.root, &targets, &ws.cache_dir, &ws.allow_outside)?;
+        index.add_explicit(
+            &ws.root,
+            &targets,
+            &ws.cache_dir,
+            &ws.allow_outside,
+            stat.as_deref_mut(),
+        )?;
     }
     for label in labels {
         check_links_out(ws, &ws.layers[label], &analysed[label], &index)?;

@@ -39,14 +39,23 @@ pub struct AffectedLayer {
     pub reason: String,
 }
 
-fn fingerprint_all(ws: &Workspace, system: Option<&str>) -> Result<BTreeMap<Label, Fingerprint>> {
+/// `live`: the working tree, whose stat cache may serve; an exported revision is read whole.
+fn fingerprint_all(
+    ws: &Workspace,
+    system: Option<&str>,
+    live: bool,
+) -> Result<BTreeMap<Label, Fingerprint>> {
     let graph = LayerGraph::new(ws)?;
     let labels = graph.select(&[Pattern::All])?;
     let sys = match system {
         Some(name) => ws.systems.get(name),
         None => ws.system(None)?,
     };
-    fingerprint::fingerprint(ws, sys, &labels)
+    if live {
+        crate::cache::stat::fingerprint(ws, sys, &labels)
+    } else {
+        fingerprint::fingerprint(ws, sys, &labels)
+    }
 }
 
 fn load_at(ctx: &Context, rev: &str, dir: &std::path::Path) -> Result<Workspace> {
@@ -76,8 +85,8 @@ pub fn affected(
         }
         None => ctx.ws.clone(),
     };
-    let old = fingerprint_all(&old_ws, system.as_deref())?;
-    let new = fingerprint_all(&new_ws, system.as_deref())?;
+    let old = fingerprint_all(&old_ws, system.as_deref(), false)?;
+    let new = fingerprint_all(&new_ws, system.as_deref(), until.is_none())?;
     let mut lookup = HistoryLookup::new(None, &old);
     lookup.known.extend(HistoryLookup::new(None, &new).known);
     let side = |f: &Fingerprint| Side {

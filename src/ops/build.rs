@@ -224,7 +224,8 @@ pub fn build(
     let started = Instant::now();
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
-    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    let mut stat = crate::cache::stat::load(ws);
+    let prints = fingerprint::fingerprint_with(ws, system, &labels, Some(&mut stat))?;
     if let Some(j) = opts.jobs
         && j == 0
     {
@@ -239,7 +240,10 @@ pub fn build(
 
     // Only now touch the environment: bad input above never reaches it.
     let images = executor.images()?;
-    let cache = Cache::open(&ws.db_path())?;
+    let mut cache = Cache::open(&ws.db_path())?;
+    cache.store_stats(&stat);
+    crate::cache::stat::report(&stat);
+    drop(stat);
     let mut local_misses: Vec<(Label, String)> = vec![];
     for l in &labels {
         let hit = cache.lookup(&prints[l].digest)?;
@@ -786,7 +790,7 @@ pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Executor) -> Resu
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
-    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
     let cache = Cache::open_existing(&ws.db_path())?;
     let images = match &cache {
         Some(_) => Some(executor.images()?),
@@ -865,7 +869,7 @@ pub fn from_failed(
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
-    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
     let fp = &prints[label];
     let sys = system.map(|s| s.name.as_str());
     let label_s = label.to_string();

@@ -11,7 +11,6 @@ use super::build::RegistryUse;
 use crate::error::{Error, Result};
 use crate::executor::Registry;
 use crate::executor::buildah::RegistryEntry;
-use crate::fingerprint;
 use crate::label::{Label, Pattern};
 use crate::workspace::{CacheMode, Parent};
 
@@ -56,7 +55,7 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, registry: &dyn Registry) -> R
                 .collect()
         }
         None => {
-            let prints = fingerprint::fingerprint(ws, system, &labels)?;
+            let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
             match &registry_url {
                 None => labels.clone(),
                 Some(url) => {

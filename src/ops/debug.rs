@@ -11,7 +11,6 @@ use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::executor::buildah::Buildah;
-use crate::fingerprint;
 use crate::label::{Label, Pattern};
 
 pub struct DebugOptions {
@@ -65,7 +64,7 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, buildah: &Buildah) -> Result<i3
     }
 
     // --fresh: the image the current inputs would reuse, else the last built one.
-    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
     let fp = &prints[&opts.label];
     let no_image = || {
         Error::input(format!("{label} has no built image to start from"))

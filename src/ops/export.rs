@@ -14,7 +14,6 @@ use crate::cache::{Cache, OutputRecord};
 use crate::error::{Error, Result};
 use crate::executor::Exporter;
 use crate::executor::export::ExportRequest;
-use crate::fingerprint;
 use crate::label::{Label, Pattern};
 use crate::workspace::{ExportFormat, Output, Workspace};
 
@@ -44,7 +43,7 @@ pub fn built_image(
     let ws = &ctx.ws;
     let system = ws.system(system)?;
     let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
-    let prints = fingerprint::fingerprint(ws, system, &labels)?;
+    let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
     let digest = prints[label].digest.clone();
     let not_built = || {
         Error::input(format!(

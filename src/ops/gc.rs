@@ -19,7 +19,6 @@ use super::build::OWNER_PID_FILE;
 use crate::cache::{BuildRow, Cache, CachedLayer};
 use crate::error::{Error, Result};
 use crate::executor::buildah::{Buildah, ImageInfo, RmiOutcome};
-use crate::fingerprint;
 use crate::label::Pattern;
 
 pub struct GcOptions {
@@ -229,7 +228,7 @@ pub fn gc(ctx: &Context, opts: &GcOptions, buildah: &Buildah) -> Result<GcReport
     };
     let mut current = HashSet::new();
     for system in systems {
-        let prints = fingerprint::fingerprint(ws, system, &labels)?;
+        let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
         current.extend(prints.into_values().map(|fp| fp.digest));
     }
 

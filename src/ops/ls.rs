@@ -6,7 +6,6 @@ use super::Context;
 use crate::cache::Cache;
 use crate::error::Result;
 use crate::executor::Executor;
-use crate::fingerprint;
 use crate::label::Pattern;
 
 #[derive(Debug, Serialize)]
@@ -25,7 +24,7 @@ pub fn ls(
 ) -> Result<(Vec<LsEntry>, Option<String>)> {
     let system = ctx.ws.system(system)?;
     let labels = ctx.graph.select(&[Pattern::All])?;
-    let prints = fingerprint::fingerprint(&ctx.ws, system, &labels)?;
+    let prints = crate::cache::stat::fingerprint(&ctx.ws, system, &labels)?;
     let cache = Cache::open_existing(&ctx.ws.db_path())?;
     let mut warning = None;
     let images = match cache.as_ref().map(|_| executor.images()) {

@@ -1,0 +1,209 @@
+//! The stat cache: a file's stat data → its content hash, so an unchanged
+//! file is not read again (git's index, Bazel's file digest cache).
+//!
+//! An entry is trusted only when size, mtime, ctime, inode, device and the
+//! full mode all match the file now, and the file was not *racy* when the
+//! entry was recorded: git's rule, a file whose mtime (or ctime) is not
+//! older than the moment the entry was recorded may have been changed again
+//! within the same clock tick without its stat data changing, so its content
+//! is hashed again. "The moment recorded" is the start of the scan that
+//! hashed it, minus [`RACY_MARGIN_NS`]: file timestamps come from the
+//! kernel's coarse clock (a jiffy behind the clock we read) or, on some file
+//! systems, are rounded down (FAT: 2 s), so a write after the scan started
+//! can carry a timestamp slightly before it. Re-hashing files edited in the
+//! last two seconds costs little; a stale hash would ship a wrong image.
+//!
+//! Pure data: loading and storing the entries is the cache module's job
+//! ([`crate::cache::stat`]); this module never opens SQLite.
+
+use std::collections::HashMap;
+
+/// How far before the scan's start a timestamp still counts as racy.
+pub const RACY_MARGIN_NS: i64 = 2_000_000_000;
+
+/// What a file's stat said when its content was hashed, and the hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatEntry {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub device: u64,
+    /// Full `st_mode` (type and permission bits).
+    pub mode: u32,
+    /// blake3 of the content.
+    pub hash: [u8; 32],
+    /// The content holds a Jinja marker (see [`super::files::FileHash::jinja`]).
+    pub jinja: bool,
+    /// Start of the scan that hashed the file (ns since the epoch).
+    pub recorded_ns: i64,
+}
+
+/// The stat fields of a file now, to compare with an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub device: u64,
+    pub mode: u32,
+}
+
+impl Stat {
+    #[cfg(unix)]
+    pub fn of(meta: &std::fs::Metadata) -> Option<Stat> {
+        use std::os::unix::fs::MetadataExt;
+        Some(Stat {
+            size: meta.size(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            ctime_ns: meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec(),
+            inode: meta.ino(),
+            device: meta.dev(),
+            mode: meta.mode(),
+        })
+    }
+
+    /// Without inode and ctime there is nothing trustworthy to compare.
+    #[cfg(not(unix))]
+    pub fn of(_meta: &std::fs::Metadata) -> Option<Stat> {
+        None
+    }
+
+    pub fn entry(self, hash: [u8; 32], jinja: bool, recorded_ns: i64) -> StatEntry {
+        StatEntry {
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            inode: self.inode,
+            device: self.device,
+            mode: self.mode,
+            hash,
+            jinja,
+            recorded_ns,
+        }
+    }
+}
+
+impl StatEntry {
+    /// May this entry stand for a file whose stat is `now`?
+    pub fn trusted_for(&self, now: &Stat) -> bool {
+        let same = self.size == now.size
+            && self.mtime_ns == now.mtime_ns
+            && self.ctime_ns == now.ctime_ns
+            && self.inode == now.inode
+            && self.device == now.device
+            && self.mode == now.mode;
+        let racy_from = self.recorded_ns.saturating_sub(RACY_MARGIN_NS);
+        same && self.mtime_ns < racy_from && self.ctime_ns < racy_from
+    }
+}
+
+/// Entries loaded before a scan, and what the scan learnt.
+#[derive(Debug, Default)]
+pub struct StatCache {
+    /// Workspace-relative path → entry, as loaded.
+    pub entries: HashMap<String, StatEntry>,
+    /// Entries to write back: files hashed by content in this scan.
+    pub updates: Vec<(String, StatEntry)>,
+    /// Loaded entries whose file no longer exists.
+    pub removed: Vec<String>,
+    /// Files hashed by reading their content in this scan.
+    pub hashed: usize,
+    /// Files whose hash came from a trusted entry.
+    pub reused: usize,
+}
+
+impl StatCache {
+    pub fn new(entries: HashMap<String, StatEntry>) -> StatCache {
+        StatCache {
+            entries,
+            ..Default::default()
+        }
+    }
+
+    /// Is there anything to write back?
+    pub fn dirty(&self) -> bool {
+        !self.updates.is_empty() || !self.removed.is_empty()
+    }
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat() -> Stat {
+        Stat {
+            size: 10,
+            mtime_ns: 1_000_000_000_000,
+            ctime_ns: 1_000_000_000_000,
+            inode: 7,
+            device: 1,
+            mode: 0o100644,
+        }
+    }
+
+    #[test]
+    fn an_old_unchanged_file_is_trusted() {
+        let s = stat();
+        let e = s.entry([0; 32], false, s.mtime_ns + 60_000_000_000);
+        assert!(e.trusted_for(&s));
+    }
+
+    #[test]
+    fn any_stat_change_is_a_miss() {
+        let s = stat();
+        let e = s.entry([0; 32], false, s.mtime_ns + 60_000_000_000);
+        for changed in [
+            Stat { size: 11, ..s },
+            Stat {
+                mtime_ns: s.mtime_ns - 1,
+                ..s
+            },
+            Stat {
+                ctime_ns: s.ctime_ns + 1,
+                ..s
+            },
+            Stat { inode: 8, ..s },
+            Stat { device: 2, ..s },
+            Stat {
+                mode: 0o100755,
+                ..s
+            },
+        ] {
+            assert!(!e.trusted_for(&changed), "{changed:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_modified_in_the_tick_of_the_scan_is_racy() {
+        let s = stat();
+        // Recorded in the same second, a second later, and just inside the margin.
+        for recorded in [
+            s.mtime_ns,
+            s.mtime_ns + 1,
+            s.mtime_ns + 1_000_000_000,
+            s.mtime_ns + RACY_MARGIN_NS,
+        ] {
+            assert!(!s.entry([0; 32], false, recorded).trusted_for(&s));
+        }
+        assert!(
+            s.entry([0; 32], false, s.mtime_ns + RACY_MARGIN_NS + 1)
+                .trusted_for(&s)
+        );
+        // A recent ctime (mtime set back with `touch -d`) is racy too.
+        let back = Stat {
+            mtime_ns: 0,
+            ctime_ns: s.ctime_ns,
+            ..s
+        };
+        assert!(!back.entry([0; 32], false, s.ctime_ns).trusted_for(&back));
+    }
+}

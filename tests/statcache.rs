@@ -1,0 +1,241 @@
+//! The stat cache never serves a stale hash: every way of changing a file
+//! (a same-size edit in the same tick, an edit with its old mtime put back,
+//! a replacement by rename, a deletion, a mode change) changes the digest,
+//! and an unchanged workspace is fingerprinted without reading any file.
+//! These run the real binary (`LAYERBUILD_STATS=1` counts the files read).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use common::TestWs;
+
+const FILE: &str = "slurm-config/roles/slurm/templates/README";
+const SLURM: &str = "//compute/slurm";
+
+/// (files read, files served by the stat cache) of a run.
+fn counts(stderr: &str) -> (usize, usize) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("layerbuild stats: "))
+        .unwrap_or_else(|| panic!("no stats line in:\n{stderr}"));
+    let nums: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+/// label -> digest, and the counts of the scan.
+fn scan(ws: &TestWs) -> (BTreeMap<String, String>, (usize, usize)) {
+    let r = ws.lb(&["ls", "--json"]).ok();
+    let digests = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["label"].as_str().unwrap().to_string(),
+                e["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (digests, counts(&r.stderr))
+}
+
+/// A chain workspace with a cache database, whose every file's entry is
+/// trusted: the next scan reads nothing.
+fn warm() -> (TestWs, BTreeMap<String, String>) {
+    let mut ws = TestWs::new("chain");
+    ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
+    // An empty file is a database layerbuild gives its tables to; commands
+    // other than build use the stat cache only where the database exists.
+    std::fs::create_dir_all(ws.path("cache")).unwrap();
+    std::fs::write(ws.db(), "").unwrap();
+    let (cold, (read, reused)) = scan(&ws);
+    assert!(
+        read > 0 && reused == 0,
+        "cold scan: {read} read, {reused} reused"
+    );
+    // Files just copied are racy: wait until they are older than the margin.
+    std::thread::sleep(Duration::from_millis(2100));
+    let (again, (read, _)) = scan(&ws);
+    assert!(read > 0, "racy entries must be read again");
+    let (digests, (read, reused)) = scan(&ws);
+    assert_eq!((read, reused > 0), (0, true), "warm scan read files");
+    assert_eq!(cold, again);
+    assert_eq!(cold, digests);
+    (ws, digests)
+}
+
+fn mtime(ws: &TestWs, rel: &str) -> SystemTime {
+    std::fs::metadata(ws.path(rel)).unwrap().modified().unwrap()
+}
+
+fn set_mtime(ws: &TestWs, rel: &str, t: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(ws.path(rel))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// Same length as the fixture's file, different bytes.
+fn same_size_edit(ws: &TestWs, rel: &str) -> String {
+    let old = ws.read(rel);
+    let new: String = old
+        .chars()
+        .map(|c| if c == 'a' { 'b' } else { c })
+        .collect();
+    assert_ne!(old, new, "the fixture file needs an 'a'");
+    assert_eq!(old.len(), new.len());
+    new
+}
+
+fn slurm_changed(before: &BTreeMap<String, String>, ws: &TestWs) -> (usize, usize) {
+    let (after, counts) = scan(ws);
+    assert_ne!(before[SLURM], after[SLURM], "stale digest of {SLURM}");
+    counts
+}
+
+#[test]
+fn a_warm_scan_reads_no_file_and_gives_the_same_digests() {
+    // All of it is asserted in `warm`; a fresh copy elsewhere agrees.
+    let (_ws, digests) = warm();
+    let fresh = TestWs::new("chain");
+    assert_eq!(fresh.digests(), digests);
+}
+
+#[test]
+fn a_same_size_edit_in_the_same_tick_is_caught() {
+    let (ws, before) = warm();
+    // In place (same inode), right after the scan that recorded the entry.
+    let new = same_size_edit(&ws, FILE);
+    std::fs::write(ws.path(FILE), &new).unwrap();
+    let (read, _) = slurm_changed(&before, &ws);
+    assert!(read >= 1);
+    // And again within the tick of the scan that just hashed it.
+    let (now, _) = scan(&ws);
+    std::fs::write(ws.path(FILE), new.replace('b', "c")).unwrap();
+    slurm_changed(&now, &ws);
+}
+
+#[test]
+fn a_same_size_edit_with_its_old_mtime_restored_is_caught() {
+    let (ws, before) = warm();
+    let old = mtime(&ws, FILE);
+    let new = same_size_edit(&ws, FILE);
+    std::fs::write(ws.path(FILE), new).unwrap();
+    set_mtime(&ws, FILE, old);
+    assert_eq!(mtime(&ws, FILE), old);
+    slurm_changed(&before, &ws);
+}
+
+#[test]
+fn a_file_replaced_by_rename_is_read_again() {
+    let (ws, before) = warm();
+    let old = mtime(&ws, FILE);
+    let tmp = format!("{FILE}.new");
+    std::fs::write(ws.path(&tmp), same_size_edit(&ws, FILE)).unwrap();
+    set_mtime(&ws, &tmp, old);
+    std::fs::rename(ws.path(&tmp), ws.path(FILE)).unwrap();
+    slurm_changed(&before, &ws);
+}
+
+#[test]
+fn a_deleted_file_changes_the_digest_and_leaves_the_stat_cache() {
+    let (ws, before) = warm();
+    let db = rusqlite::Connection::open(ws.db()).unwrap();
+    let rows = |db: &rusqlite::Connection| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM file_stats WHERE path = ?1",
+            [FILE],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(rows(&db), 1);
+    std::fs::remove_file(ws.path(FILE)).unwrap();
+    slurm_changed(&before, &ws);
+    assert_eq!(rows(&db), 0, "the vanished file's entry is kept");
+}
+
+#[test]
+fn a_mode_change_changes_the_digest() {
+    use std::os::unix::fs::PermissionsExt;
+    let (ws, before) = warm();
+    std::fs::set_permissions(ws.path(FILE), std::fs::Permissions::from_mode(0o755)).unwrap();
+    slurm_changed(&before, &ws);
+}
+
+/// The entry is made to match the edited file's stat data exactly, with the
+/// old hash: only the racy rule stands between it and a stale digest. Then
+/// the same entry recorded long enough after the edit is trusted, which
+/// shows the cache really serves hashes (the first half is not vacuous).
+#[test]
+fn an_entry_matching_an_edited_file_is_not_trusted_when_racy() {
+    use std::os::unix::fs::MetadataExt;
+    let (ws, before) = warm();
+    let old_hash: Vec<u8> = rusqlite::Connection::open(ws.db())
+        .unwrap()
+        .query_row("SELECT hash FROM file_stats WHERE path = ?1", [FILE], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    std::fs::write(ws.path(FILE), same_size_edit(&ws, FILE)).unwrap();
+    let m = std::fs::metadata(ws.path(FILE)).unwrap();
+    let ctime_ns = m.ctime() * 1_000_000_000 + m.ctime_nsec();
+    let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+    let forge = |recorded_ns: i64| {
+        let db = rusqlite::Connection::open(ws.db()).unwrap();
+        let n = db
+            .execute(
+                "UPDATE file_stats SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, inode = ?5,
+                 device = ?6, mode = ?7, recorded_ns = ?8, hash = ?9 WHERE path = ?1",
+                rusqlite::params![
+                    FILE,
+                    m.size() as i64,
+                    mtime_ns,
+                    ctime_ns,
+                    m.ino() as i64,
+                    m.dev() as i64,
+                    m.mode(),
+                    recorded_ns,
+                    old_hash
+                ],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    };
+    // Recorded in the very tick of the edit: racy, read again.
+    forge(ctime_ns.max(mtime_ns));
+    let (read, _) = slurm_changed(&before, &ws);
+    assert_eq!(read, 1, "only the racy file is read");
+    // Recorded 3 s after it: trusted, so the old hash comes back.
+    forge(ctime_ns.max(mtime_ns) + 3_000_000_000);
+    let (after, (read, _)) = scan(&ws);
+    assert_eq!(read, 0);
+    assert_eq!(after[SLURM], before[SLURM]);
+}
+
+#[test]
+fn a_no_op_build_reads_no_file() {
+    common::require_buildah();
+    let mut ws = TestWs::new("chain");
+    ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
+    std::thread::sleep(Duration::from_millis(2100));
+    let first = ws.lb(&["build", "//..."]).ok();
+    let (read, reused) = counts(&first.stderr);
+    assert!(read > 0 && reused == 0, "{read} read, {reused} reused");
+    let again = ws.lb(&["build", "//...", "--json"]).ok();
+    assert_eq!(counts(&again.stderr).0, 0, "{}", again.stderr);
+    assert_eq!(again.json()["cached"], 5);
+    // An edit after the build is seen by the next one.
+    ws.append(FILE, "more\n");
+    let third = ws.lb(&["build", "//...", "--json"]).ok();
+    assert_eq!(counts(&third.stderr).0, 1);
+    assert_eq!(third.json()["built"], 1);
+}
