@@ -99,6 +99,13 @@ fn the_chroot_connection_gives_modules_proc_sys_and_dev_and_leaks_nothing() {
             || log.contains("unshare --mount"),
         "{log}"
     );
+    // One line per command in the log: each `$ ` line is whole shell words.
+    for line in log.lines().filter_map(|l| l.strip_prefix("$ ")) {
+        assert!(
+            shell_words::split(line).is_ok(),
+            "not one shell line: {line}"
+        );
+    }
     // Nothing of the private mounts reached the image or the host.
     let image = r["layers"][2]["image_name"].as_str().unwrap();
     assert_eq!(

@@ -747,26 +747,25 @@ impl Build<'_> {
 /// chroot isolation gives too). Nothing leaks to the host or into the
 /// image, even when the command is killed; directories the image lacks are
 /// left alone.
-const PRIVATE_MOUNTS: &str = r#"set -e
-r="$1"; shift
-if [ -d "$r/proc" ]; then mount -t proc proc "$r/proc"; fi
-if [ -d "$r/sys" ]; then mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$r/sys"; fi
-if [ -d "$r/dev" ]; then
-  mount -t tmpfs -o nosuid,mode=0755 dev "$r/dev"
-  for d in null zero full random urandom tty; do
-    : > "$r/dev/$d"; mount --bind "/dev/$d" "$r/dev/$d"
-  done
-  mkdir -p "$r/dev/pts" "$r/dev/shm"
-  mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$r/dev/pts"
-  ln -s pts/ptmx "$r/dev/ptmx"
-  mount -t tmpfs -o nosuid,nodev shm "$r/dev/shm"
-  ln -s /proc/self/fd "$r/dev/fd"
-  ln -s /proc/self/fd/0 "$r/dev/stdin"
-  ln -s /proc/self/fd/1 "$r/dev/stdout"
-  ln -s /proc/self/fd/2 "$r/dev/stderr"
-fi
-exec "$@"
-"#;
+const PRIVATE_MOUNTS: &str = concat!(
+    // One line, so the build log keeps one line per command.
+    "set -e; r=\"$1\"; shift; ",
+    "if [ -d \"$r/proc\" ]; then mount -t proc proc \"$r/proc\"; fi; ",
+    "if [ -d \"$r/sys\" ]; then mount -t sysfs -o ro,nosuid,nodev,noexec sysfs \"$r/sys\"; fi; ",
+    "if [ -d \"$r/dev\" ]; then ",
+    "mount -t tmpfs -o nosuid,mode=0755 dev \"$r/dev\"; ",
+    "for d in null zero full random urandom tty; do : > \"$r/dev/$d\"; mount --bind \"/dev/$d\" \"$r/dev/$d\"; done; ",
+    "mkdir -p \"$r/dev/pts\" \"$r/dev/shm\"; ",
+    "mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts \"$r/dev/pts\"; ",
+    "ln -s pts/ptmx \"$r/dev/ptmx\"; ",
+    "mount -t tmpfs -o nosuid,nodev shm \"$r/dev/shm\"; ",
+    "ln -s /proc/self/fd \"$r/dev/fd\"; ",
+    "ln -s /proc/self/fd/0 \"$r/dev/stdin\"; ",
+    "ln -s /proc/self/fd/1 \"$r/dev/stdout\"; ",
+    "ln -s /proc/self/fd/2 \"$r/dev/stderr\"; ",
+    "fi; ",
+    "exec \"$@\""
+);
 
 /// `cmd` run by `unshare --mount` after [`PRIVATE_MOUNTS`]; same
 /// environment, working directory and I/O.
