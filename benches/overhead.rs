@@ -134,12 +134,26 @@ fn replay_lines(log: &str, wrapper: &str, from_ws: &str, to_ws: &str) -> Vec<Str
         )
         .replace(wrapper, "ansible-playbook")
     };
-    // The mount point, as the setup commands' environment shows it.
-    let mount = log
+    // The mount point, as the setup commands' environment or the chroot
+    // connection's `unshare ... sh ROOT ansible-playbook` shows it.
+    let words: Vec<Vec<String>> = log
         .lines()
         .filter_map(|l| l.strip_prefix("$ "))
-        .flat_map(|l| shell_words::split(l).unwrap_or_default())
-        .find_map(|w| w.strip_prefix("LAYERBUILD_ROOT=").map(str::to_string));
+        .map(|l| shell_words::split(l).unwrap_or_default())
+        .collect();
+    let mount = words
+        .iter()
+        .flatten()
+        .find_map(|w| w.strip_prefix("LAYERBUILD_ROOT=").map(str::to_string))
+        .or_else(|| {
+            words.iter().find_map(|ws| {
+                let i = ws.iter().position(|w| w == "unshare")?;
+                ws[i..]
+                    .iter()
+                    .find(|w| w.starts_with('/') && w.ends_with("/merged"))
+                    .cloned()
+            })
+        });
     let mut out = vec![];
     for line in log.lines().filter_map(|l| l.strip_prefix("$ ")) {
         let words: Vec<String> = shell_words::split(line)
@@ -161,6 +175,21 @@ fn replay_lines(log: &str, wrapper: &str, from_ws: &str, to_ws: &str) -> Vec<Str
             rest = &rest[1..];
         }
         let argv: Vec<String> = rest.iter().map(|w| dq(w, mount.as_deref())).collect();
+        // The chroot connection reaches the container at its mount point,
+        // written in the generated inventory: this replay's mount point.
+        if let Some(m) = &mount
+            && rest.iter().any(|w| w == "ansible-playbook")
+        {
+            for inv in rest
+                .windows(2)
+                .filter(|p| p[0] == "-i" && p[1].ends_with("inventory.ini"))
+            {
+                sh.insert_str(
+                    0,
+                    &format!("sed -i \"s#{m}#$root#g\" {} && ", dq(&inv[1], None)),
+                );
+            }
+        }
         sh.push_str(&argv.join(" "));
         if rest.get(1).is_some_and(|w| w == "mount") {
             out.push(format!("root=$({sh}) || exit 1"));

@@ -234,3 +234,22 @@ fn a_closed_stdout_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.code().is_some(), "killed by a signal");
 }
+
+#[test]
+fn a_missing_ansible_playbook_is_named_before_anything_is_built() {
+    common::require_buildah();
+    let mut ws = TestWs::new("chain");
+    ws.env.push((
+        "LAYERBUILD_ANSIBLE_PLAYBOOK".into(),
+        "/nonexistent/ansible-playbook".into(),
+    ));
+    let run = ws.lb(&["build", "//compute/compute"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("/nonexistent/ansible-playbook")
+            && run.stderr.contains("apt-get install -y ansible"),
+        "{}",
+        run.stderr
+    );
+    assert!(ws.cached_digests().is_empty(), "nothing was built");
+}
