@@ -691,7 +691,7 @@ fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint) -> Option<Done> {
         .unwrap_or_else(|e| e.into_inner())
         .insert(meta.id.clone());
     run.reporter.println(&format!(
-        "{label_s}: adopted {name}, committed by an interrupted build"
+        "{label_s}: adopted {name}: already in container storage with this digest (an interrupted build, or another copy of the workspace), not recorded here"
     ));
     run.reporter.cached(&label_s, &meta.id);
     Some(Done::Cached {
