@@ -67,6 +67,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prints `v` as JSON with `--json`, else its text rendering.
+fn show<T: serde::Serialize>(json: bool, v: &T, text: impl FnOnce() -> String) {
+    if json {
+        print_json(v);
+    } else {
+        emit(&text());
+    }
+}
+
 fn print_json<T: serde::Serialize>(v: &T) {
     outln!(
         "{}",
@@ -112,11 +121,7 @@ fn run_output(
 }
 
 fn finish_output(r: ops::export::OutputResult, json: bool) -> Result<()> {
-    if json {
-        print_json(&r);
-    } else {
-        out!("{}", ops::export::render(std::slice::from_ref(&r)));
-    }
+    show(json, &r, || ops::export::render(std::slice::from_ref(&r)));
     match r.error {
         Some(e) => Err(Error::BuildFailed(format!(
             "{} -> {}: {e}",
@@ -141,11 +146,7 @@ fn lint(dir: &std::path::Path, args: &cli::LintArgs) -> Result<()> {
     for n in &report.notes {
         eprintln!("note: {n}");
     }
-    if args.json {
-        print_json(&report);
-    } else {
-        out!("{}", report.render());
-    }
+    show(args.json, &report, || report.render());
     if report.errors() > 0 {
         return Err(Error::Exit(1));
     }
@@ -161,11 +162,7 @@ fn cache_command(
     match cmd {
         cli::CacheCommand::Verify(args) => {
             let r = ops::cache::verify(ctx, executor, args.repair)?;
-            if args.json {
-                print_json(&r);
-            } else {
-                out!("{}", ops::cache::render_verify(&r));
-            }
+            show(args.json, &r, || ops::cache::render_verify(&r));
             if r.unresolved() > 0 {
                 return Err(Error::Exit(1));
             }
@@ -175,11 +172,7 @@ fn cache_command(
             for n in &r.notes {
                 eprintln!("note: {n}");
             }
-            if args.json {
-                print_json(&r);
-            } else {
-                out!("{}", ops::cache::render_rebuild(&r));
-            }
+            show(args.json, &r, || ops::cache::render_rebuild(&r));
         }
     }
     Ok(())
@@ -214,11 +207,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let executor = make_executor(&ctx, &cli.storage)?;
             if args.dry_run {
                 let plan = ops::build::plan(&ctx, &opts, &executor)?;
-                if args.json {
-                    print_json(&plan);
-                } else {
-                    out!("{}", ops::build::render_plan(&plan));
-                }
+                show(args.json, &plan, || ops::build::render_plan(&plan));
                 return Ok(());
             }
             if args.from_failed {
@@ -304,11 +293,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Hash(args) => {
             let label = ops::parse_label(&args.label)?;
             let report = ops::hash::hash(&ctx, &label, args.system.system.as_deref())?;
-            if args.json {
-                print_json(&report);
-            } else {
-                out!("{}", ops::hash::render(&report));
-            }
+            show(args.json, &report, || ops::hash::render(&report));
             Ok(())
         }
         Command::Graph(args) => {
@@ -319,22 +304,14 @@ pub fn run(cli: Cli) -> Result<()> {
             let executor = make_executor(&ctx, &cli.storage)?;
             if args.failed {
                 let kept = ops::debug::kept(&ctx, &executor)?;
-                if args.json {
-                    print_json(&kept);
-                } else {
-                    out!("{}", ops::debug::render_kept(&kept));
-                }
+                show(args.json, &kept, || ops::debug::render_kept(&kept));
                 return Ok(());
             }
             let (entries, warning) = ops::ls::ls(&ctx, args.system.system.as_deref(), &executor)?;
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
             }
-            if args.json {
-                print_json(&entries);
-            } else {
-                out!("{}", ops::ls::render(&entries));
-            }
+            show(args.json, &entries, || ops::ls::render(&entries));
             Ok(())
         }
         Command::Why(args) => {
@@ -346,20 +323,12 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let executor = make_executor(&ctx, &cli.storage)?;
             let report = ops::why::why(&ctx, &opts, &executor)?;
-            if args.json {
-                print_json(&report);
-            } else {
-                out!("{}", report.text());
-            }
+            show(args.json, &report, || report.text().to_string());
             Ok(())
         }
         Command::HashDiff(args) => {
             let report = ops::why::hash_diff(&ctx, &args.a, &args.b, args.show_values)?;
-            if args.json {
-                print_json(&report);
-            } else {
-                out!("{}", report.text());
-            }
+            show(args.json, &report, || report.text().to_string());
             Ok(())
         }
         Command::Log(args) => {
@@ -404,11 +373,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 args.until.as_deref(),
                 args.system.system.as_deref(),
             )?;
-            if args.json {
-                print_json(&r);
-            } else {
-                out!("{}", ops::affected::render(&r));
-            }
+            show(args.json, &r, || ops::affected::render(&r));
             Ok(())
         }
         Command::Test(args) => {
@@ -420,11 +385,7 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let executor = make_executor(&ctx, &cli.storage)?;
             let r = ops::test::test(&ctx, &opts, &executor)?;
-            if args.json {
-                print_json(&r);
-            } else {
-                out!("{}", ops::test::render(&r));
-            }
+            show(args.json, &r, || ops::test::render(&r));
             if r.failed > 0 {
                 return Err(Error::BuildFailed(format!(
                     "{} image test(s) failed",
@@ -516,11 +477,7 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let executor = make_executor(&ctx, &cli.storage)?;
             let report = ops::gc::gc(&ctx, &opts, &executor)?;
-            if args.json {
-                print_json(&report);
-            } else {
-                out!("{}", ops::gc::render(&report));
-            }
+            show(args.json, &report, || ops::gc::render(&report));
             match report.failures() {
                 0 => Ok(()),
                 n => Err(Error::env(format!(

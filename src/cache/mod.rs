@@ -182,6 +182,19 @@ impl BuildRow {
 
 const BUILD_COLUMNS: &str = "id, label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars, container_removed, inventory";
 
+/// A `layers` row selected as `digest, image_id, image_name, label, system, built_at, duration_ms`.
+fn cached_layer(r: &rusqlite::Row<'_>) -> rusqlite::Result<CachedLayer> {
+    Ok(CachedLayer {
+        digest: r.get(0)?,
+        image_id: r.get(1)?,
+        image_name: r.get(2)?,
+        label: r.get(3)?,
+        system: r.get(4)?,
+        built_at: r.get(5)?,
+        duration_ms: r.get(6)?,
+    })
+}
+
 fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     Ok(BuildRow {
         id: r.get(0)?,
@@ -282,17 +295,7 @@ impl Cache {
                 "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
                  FROM layers WHERE digest = ?1",
                 params![digest],
-                |r| {
-                    Ok(CachedLayer {
-                        digest: r.get(0)?,
-                        image_id: r.get(1)?,
-                        image_name: r.get(2)?,
-                        label: r.get(3)?,
-                        system: r.get(4)?,
-                        built_at: r.get(5)?,
-                        duration_ms: r.get(6)?,
-                    })
-                },
+                cached_layer,
             )
             .optional()?)
     }
@@ -473,17 +476,7 @@ impl Cache {
             "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
              FROM layers ORDER BY label, system, built_at DESC, rowid DESC",
         )?;
-        let rows = st.query_map([], |r| {
-            Ok(CachedLayer {
-                digest: r.get(0)?,
-                image_id: r.get(1)?,
-                image_name: r.get(2)?,
-                label: r.get(3)?,
-                system: r.get(4)?,
-                built_at: r.get(5)?,
-                duration_ms: r.get(6)?,
-            })
-        })?;
+        let rows = st.query_map([], cached_layer)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
