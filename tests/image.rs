@@ -20,7 +20,15 @@ fn hsn_with(ws: &TestWs, extra: &str) {
 }
 
 fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
+    let mut out = Command::new(program).args(args).output().unwrap();
+    // A buildah listing fails when a parallel test removes an entry meanwhile.
+    for _ in 0..10 {
+        if out.status.success() || program != "buildah" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        out = Command::new(program).args(args).output().unwrap();
+    }
     assert!(
         out.status.success(),
         "{program} {args:?}: {}",
