@@ -47,18 +47,35 @@ where
     let mut running = 0usize;
     let mut stopped = false;
 
+    // `jobs` workers take nodes from one queue (a thread per node costs
+    // more than a cached layer's whole check).
+    let (todo, queue) = mpsc::channel::<usize>();
+    let queue = std::sync::Mutex::new(queue);
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, Result<T, E>)>();
         let work = &work;
+        for _ in 0..jobs.min(n) {
+            let tx = tx.clone();
+            let queue = &queue;
+            scope.spawn(move || {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(i) = next else { break };
+                    let r = work(i);
+                    if tx.send((i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         loop {
             while !stopped && running < jobs {
                 let Some(i) = ready.pop_first() else { break };
                 running += 1;
-                let tx = tx.clone();
-                scope.spawn(move || {
-                    let r = work(i);
-                    let _ = tx.send((i, r));
-                });
+                if todo.send(i).is_err() {
+                    running -= 1;
+                    break;
+                }
             }
             if running == 0 {
                 break;
@@ -84,6 +101,7 @@ where
                 }
             }
         }
+        drop(todo);
     });
 
     status

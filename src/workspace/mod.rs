@@ -193,11 +193,39 @@ struct SourceFile {
     path: PathBuf,
     display: PathBuf,
     text: String,
+    /// Byte offset of each line's start (every layer records where it is
+    /// defined: a scan from the top each time would be quadratic).
+    line_starts: Vec<usize>,
 }
 
 impl SourceFile {
+    fn new(path: PathBuf, display: PathBuf, text: String) -> SourceFile {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        SourceFile {
+            path,
+            display,
+            text,
+            line_starts,
+        }
+    }
+
     fn at(&self, span: Range<usize>) -> Location {
-        Location::at_offset(&self.display, &self.text, span.start)
+        let offset = span.start.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset);
+        let start = self.line_starts[line - 1];
+        let rest = &self.text[start..];
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(1, |s| s.chars().count() + 1);
+        Location {
+            file: Some(self.display.clone()),
+            line: Some(line),
+            column: Some(column),
+            source_line: rest.lines().next().map(str::to_string),
+        }
     }
 }
 
@@ -310,11 +338,7 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
             .map_err(|e| Error::input(format!("{}: {e}", root.display()))),
     )?;
     let main = match text {
-        Some(text) => SourceFile {
-            path: root.join(LAYERFILE),
-            display: LAYERFILE.into(),
-            text: text.to_string(),
-        },
+        Some(text) => SourceFile::new(root.join(LAYERFILE), LAYERFILE.into(), text.to_string()),
         None => keep(errs, read_source(&root, &root.join(LAYERFILE)))?,
     };
     let parsed: Parsed<RawLayerfile> = parse_file(&main, errs)?;
@@ -714,11 +738,7 @@ fn read_source(root: &Path, path: &Path) -> Result<SourceFile> {
     let display = path.strip_prefix(root).unwrap_or(path).to_path_buf();
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::input_at(Location::file(&display), format!("cannot read: {e}")))?;
-    Ok(SourceFile {
-        path: path.to_path_buf(),
-        display,
-        text,
-    })
+    Ok(SourceFile::new(path.to_path_buf(), display, text))
 }
 
 /// A parsed Layerfile or fragment: its other tables, and its layers and
@@ -1281,6 +1301,21 @@ pub fn parse_package_list(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_from_the_line_table_match_a_scan_from_the_top() {
+        let text = "[a]\nx = 1\n\n[layers.\"é/x\"]\nparent = \"scratch\"\n";
+        let f = SourceFile::new("/w/L".into(), "L".into(), text.to_string());
+        for offset in (0..=text.len()).filter(|&o| text.is_char_boundary(o)) {
+            let a = f.at(offset..offset);
+            let b = Location::at_offset("L", text, offset);
+            assert_eq!(
+                (a.line, a.column, &a.source_line, &a.file),
+                (b.line, b.column, &b.source_line, &b.file),
+                "offset {offset}"
+            );
+        }
+    }
 
     #[test]
     fn package_lists_skip_comments_and_blanks() {
