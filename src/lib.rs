@@ -22,6 +22,7 @@ pub mod plan;
 pub mod progress;
 pub mod scheduler;
 pub mod secrets;
+pub mod timings;
 pub mod workspace;
 
 use std::process::ExitCode;

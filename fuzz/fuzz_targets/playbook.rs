@@ -46,7 +46,8 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&pb, text).is_err() {
         return;
     }
-    match discover(root, "src", "site.yml", &["src/roles".to_string()]) {
+    let obs = layerbuild::fingerprint::observe::Observer::new();
+    match discover(&obs, root, "src", "site.yml", &["src/roles".to_string()]) {
         Ok(found) => {
             let _ = found.roles.len();
         }

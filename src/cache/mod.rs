@@ -15,6 +15,7 @@
 //! I/O: the database file under the cache directory.
 
 pub mod lock;
+pub mod memo;
 pub mod netfs;
 pub mod repair;
 pub mod stat;
@@ -90,6 +91,14 @@ const MIGRATIONS: &[&str] = &[
         jinja       INTEGER NOT NULL,
         recorded_ns INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 7: the fingerprint memo (see `memo.rs`): digests and what they were computed from.
+    "CREATE TABLE memo (
+        key          TEXT PRIMARY KEY,
+        created_ns   INTEGER NOT NULL,
+        observations BLOB NOT NULL,
+        signature    BLOB NOT NULL,
+        digests      TEXT NOT NULL
+    );",
 ];
 
 /// An export as recorded: what it holds, and the file's size and mtime
@@ -289,14 +298,14 @@ impl Cache {
     }
 
     pub fn lookup(&self, digest: &str) -> Result<Option<CachedLayer>> {
+        // Called for every layer of a build, twice: prepared once.
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
                  FROM layers WHERE digest = ?1",
-                params![digest],
-                cached_layer,
-            )
+            )?
+            .query_row(params![digest], cached_layer)
             .optional()?)
     }
 
@@ -307,6 +316,7 @@ impl Cache {
         image_id: &str,
         image_name: &str,
     ) -> Result<()> {
+        complete(rec)?;
         let manifest = serde_json::to_string(rec.manifest).expect("manifest serialises");
         let tx = self.conn.transaction()?;
         tx.execute(
@@ -335,6 +345,7 @@ impl Cache {
         container: Option<&str>,
         error: &str,
     ) -> Result<()> {
+        complete(rec)?;
         let manifest = serde_json::to_string(rec.manifest).expect("manifest serialises");
         let tx = self.conn.transaction()?;
         insert_build(&tx, rec, "failed", None, container, Some(error), &manifest)?;
@@ -507,6 +518,17 @@ impl Cache {
             .conn
             .query_row("SELECT count(*) FROM layers", [], |r| r.get(0))?)
     }
+}
+
+/// A digest served without its manifest (format 0) is never recorded.
+fn complete(rec: &BuildRecord<'_>) -> Result<()> {
+    if rec.manifest.format == 0 {
+        return Err(Error::env(format!(
+            "internal: {} would be recorded without its manifest",
+            rec.label
+        )));
+    }
+    Ok(())
 }
 
 fn insert_build(

@@ -16,8 +16,8 @@ use rusqlite::{TransactionBehavior, params};
 
 use super::Cache;
 use crate::error::Result;
+use crate::fingerprint::Fingerprint;
 use crate::fingerprint::statcache::{StatCache, StatEntry};
-use crate::fingerprint::{self, Fingerprint};
 use crate::label::Label;
 use crate::workspace::{System, Workspace};
 
@@ -118,38 +118,56 @@ pub fn load(ws: &Workspace) -> StatCache {
     StatCache::new(entries)
 }
 
-/// Stores what the scan learnt, when the database exists (commands other
-/// than `build` never create it), and reports the counts if asked.
-pub fn store(ws: &Workspace, stat: &StatCache) {
-    if stat.dirty()
-        && let Ok(Some(mut cache)) = Cache::open_existing(&ws.db_path())
-    {
-        cache.store_stats(stat);
-    }
-    report(stat);
-}
-
-/// `LAYERBUILD_STATS=1`: how the files' hashes were obtained, on stderr.
-pub fn report(stat: &StatCache) {
-    if std::env::var_os("LAYERBUILD_STATS").is_some_and(|v| v == "1") {
+/// `LAYERBUILD_STATS=1`: how the files' hashes were obtained, and how many
+/// files the play analysis read, on stderr.
+pub fn report(stat: &StatCache, analysis_reads: usize) {
+    if stats_wanted() {
         eprintln!(
-            "layerbuild stats: {} files read and hashed, {} from the stat cache",
+            "layerbuild stats: {} files read and hashed, {} from the stat cache, {analysis_reads} read by the analysis",
             stat.hashed, stat.reused
         );
     }
 }
 
-/// [`fingerprint::fingerprint`] through the workspace's stat cache, for
-/// commands that only read: the entries learnt are stored if the database
-/// exists. A workspace without a database (a revision exported to a
-/// temporary directory, a fresh clone) is fingerprinted by reading every file.
+/// `LAYERBUILD_STATS=1` when the memo served every digest: nothing read.
+pub fn report_memo(layers: usize) {
+    if stats_wanted() {
+        eprintln!(
+            "layerbuild stats: 0 files read and hashed, 0 from the stat cache, 0 read by the analysis; {layers} digests from the memo"
+        );
+    }
+}
+
+fn stats_wanted() -> bool {
+    crate::timings::wanted()
+}
+
+/// The full fingerprints of `labels` through the workspace's stat cache
+/// and memo, for commands that only read: what was learnt is stored if the
+/// database exists. A workspace without a database (a revision exported to
+/// a temporary directory, a fresh clone) is fingerprinted by reading every file.
 pub fn fingerprint(
     ws: &Workspace,
     system: Option<&System>,
     labels: &[Label],
 ) -> Result<BTreeMap<Label, Fingerprint>> {
-    let mut stat = load(ws);
-    let prints = fingerprint::fingerprint_with(ws, system, labels, Some(&mut stat))?;
-    store(ws, &stat);
-    Ok(prints)
+    let mut out = super::memo::fingerprint(ws, system, labels, false)?;
+    if let Some(mut cache) = out.cache.take() {
+        out.store(&mut cache);
+    }
+    Ok(out.prints)
+}
+
+/// [`fingerprint`] for commands that need digests only: served by the memo
+/// when nothing changed (manifests empty: [`Fingerprint::light`]).
+pub fn digests(
+    ws: &Workspace,
+    system: Option<&System>,
+    labels: &[Label],
+) -> Result<BTreeMap<Label, Fingerprint>> {
+    let mut out = super::memo::fingerprint(ws, system, labels, true)?;
+    if let Some(mut cache) = out.cache.take() {
+        out.store(&mut cache);
+    }
+    Ok(out.prints)
 }

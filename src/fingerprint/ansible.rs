@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+use super::observe::Observer;
 use crate::error::{Error, Location, Result};
 
 /// What a play needs, as workspace-relative paths.
@@ -67,6 +68,7 @@ enum Work {
 }
 
 struct Discovery<'a> {
+    obs: &'a Observer,
     root: &'a Path,
     source: String,
     roles_path: &'a [String],
@@ -80,6 +82,7 @@ struct Discovery<'a> {
 
 /// Discovers the inputs of `playbook` (relative to `source`).
 pub fn discover(
+    obs: &Observer,
     root: &Path,
     source: &str,
     playbook: &str,
@@ -87,6 +90,7 @@ pub fn discover(
 ) -> Result<PlayInputs> {
     let pb = root.join(source).join(playbook);
     let mut d = Discovery {
+        obs,
         root,
         source: source.to_string(),
         roles_path,
@@ -148,10 +152,13 @@ impl Discovery<'_> {
     /// here (Ansible reports them); a YAML syntax error is bad input.
     fn load(&mut self, path: &Path) -> Result<Option<Vec<Yaml>>> {
         let path = normalize(path);
-        if !self.seen_files.insert(path.clone()) || !path.is_file() {
+        if !self.seen_files.insert(path.clone()) || !self.obs.is_file(&path) {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = self
+            .obs
+            .read_to_string(&path)
+            .map_err(|e| Error::io(&path, e))?;
         let rel = self.rel(&path);
         self.note_outside(&rel);
         let docs = YamlLoader::load_from_str(&text).map_err(|e| {
@@ -225,7 +232,7 @@ impl Discovery<'_> {
             if !p.starts_with(self.root) || p == self.root {
                 continue;
             }
-            if p.is_file() || (dir_ok && p.is_dir()) {
+            if self.obs.is_file(&p) || (dir_ok && self.obs.is_dir(&p)) {
                 let rel = self.rel(&p);
                 self.out.referenced.insert(rel);
             }
@@ -285,7 +292,7 @@ impl Discovery<'_> {
                 continue;
             }
             let p = normalize(&dir.join(name));
-            if p.is_file() {
+            if self.obs.is_file(&p) {
                 let rel = self.rel(&p);
                 self.note_outside(&rel);
             }
@@ -389,9 +396,13 @@ impl Discovery<'_> {
             candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
             candidates.push(self.playbook_dir.join(name));
         }
-        let Some(dir) = candidates.iter().map(|c| normalize(c)).find(|c| c.is_dir()) else {
+        let Some(dir) = candidates
+            .iter()
+            .map(|c| normalize(c))
+            .find(|c| self.obs.is_dir(c))
+        else {
             let rel_from = self.rel(from);
-            let text = std::fs::read_to_string(from).unwrap_or_default();
+            let text = self.obs.read_to_string(from).unwrap_or_default();
             let line = text
                 .lines()
                 .position(|l| l.contains(name))
@@ -424,18 +435,15 @@ impl Discovery<'_> {
         }
         for sub in ["tasks", "handlers"] {
             let d = dir.join(sub);
-            if !d.is_dir() {
+            if !self.obs.is_dir(&d) {
                 continue;
             }
-            let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&d)
-                .follow_links(true)
+            let files: Vec<PathBuf> = self
+                .obs
+                .files_below(&d)
                 .into_iter()
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().is_file())
-                .map(|e| e.into_path())
                 .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
                 .collect();
-            files.sort();
             for f in files {
                 self.queue.push_back(Work::Tasks(f));
             }
@@ -498,18 +506,18 @@ fn normalize(p: &Path) -> PathBuf {
 }
 
 /// Every role directory directly under the given roles paths.
-pub fn all_roles(root: &Path, roles_path: &[String]) -> BTreeMap<String, String> {
+pub fn all_roles(obs: &Observer, root: &Path, roles_path: &[String]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for rp in roles_path {
-        let Ok(entries) = std::fs::read_dir(root.join(rp)) else {
+        let dir = root.join(rp);
+        let Ok(entries) = obs.read_dir(&dir) else {
             continue;
         };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+        let names: Vec<String> = entries
+            .into_iter()
+            .filter(|n| obs.is_dir(&dir.join(n)))
+            .map(|n| n.to_string_lossy().into_owned())
             .collect();
-        names.sort();
         for n in names {
             out.entry(n.clone()).or_insert_with(|| format!("{rp}/{n}"));
         }

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::observe::Observer;
 use super::statcache::{Stat, StatCache, StatEntry, now_ns};
 use crate::error::{Error, Result};
 
@@ -80,8 +81,8 @@ pub enum LinkTarget {
 
 impl LinkTarget {
     /// Resolves the link at `full` (absolute). `root` must be canonical.
-    pub fn of(root: &Path, full: &Path, allow_outside: &[PathBuf]) -> LinkTarget {
-        match full.canonicalize() {
+    pub fn of(obs: &Observer, root: &Path, full: &Path, allow_outside: &[PathBuf]) -> LinkTarget {
+        match obs.canonicalize(full) {
             Err(_) => LinkTarget::Broken,
             Ok(real) => match real.strip_prefix(root) {
                 Ok(rel) if rel.as_os_str().is_empty() => LinkTarget::Inside(".".into()),
@@ -119,12 +120,14 @@ impl FileIndex {
         exclude: &Path,
         stat: Option<&mut StatCache>,
     ) -> Result<FileIndex> {
-        FileIndex::build_allowing(root, roots, explicit, exclude, &[], stat)
+        let obs = Observer::new();
+        FileIndex::build_allowing(&obs, root, roots, explicit, exclude, &[], stat)
     }
 
     /// [`FileIndex::build`], following links into the `allow_outside`
     /// directories (absolute, canonical).
     pub fn build_allowing(
+        obs: &Observer,
         root: &Path,
         roots: &BTreeSet<String>,
         explicit: &BTreeSet<String>,
@@ -140,10 +143,20 @@ impl FileIndex {
         };
         let mut found = Found::default();
         if !roots.is_empty() {
-            walk(root, roots, exclude, allow_outside, &mut found)?;
+            walk(obs, root, roots, exclude, allow_outside, &mut found)?;
         }
-        index.add_found(root, found, stat.as_deref_mut())?;
-        index.add_explicit(root, explicit, exclude, allow_outside, stat)?;
+        index.add_found(obs, root, found, stat.as_deref_mut())?;
+        index.add_explicit(
+            obs,
+            root,
+            explicit,
+            exclude,
+            allow_outside,
+            stat.as_deref_mut(),
+        )?;
+        if let Some(stat) = stat {
+            index.forget_vanished(root, roots, explicit, stat);
+        }
         Ok(index)
     }
 
@@ -151,6 +164,7 @@ impl FileIndex {
     /// ignore file matches them), skipping those already indexed.
     pub fn add_explicit(
         &mut self,
+        obs: &Observer,
         root: &Path,
         explicit: &BTreeSet<String>,
         exclude: &Path,
@@ -164,21 +178,29 @@ impl FileIndex {
                 continue;
             }
             let full = root.join(rel);
-            match std::fs::symlink_metadata(&full) {
+            match obs.symlink_metadata(&full) {
                 Ok(m) if m.file_type().is_symlink() => {
-                    symlink(root, rel, exclude, allow_outside, &mut found)?;
+                    symlink(obs, root, rel, exclude, allow_outside, &mut found)?;
                 }
-                Ok(m) if m.is_dir() => walk_from(root, rel, exclude, allow_outside, &mut found)?,
+                Ok(m) if m.is_dir() => {
+                    walk_from(obs, root, rel, exclude, allow_outside, &mut found)?
+                }
                 Ok(_) => {
                     found.paths.insert(rel.clone(), false);
                 }
                 Err(_) => {}
             }
         }
-        self.add_found(root, found, stat)
+        self.add_found(obs, root, found, stat)
     }
 
-    fn add_found(&mut self, root: &Path, found: Found, stat: Option<&mut StatCache>) -> Result<()> {
+    fn add_found(
+        &mut self,
+        obs: &Observer,
+        root: &Path,
+        found: Found,
+        stat: Option<&mut StatCache>,
+    ) -> Result<()> {
         let files = &self.files;
         let known = stat.as_deref().map(|s| &s.entries);
         let scan_started = self.scan_started;
@@ -189,7 +211,7 @@ impl FileIndex {
             .map(|(rel, follow)| {
                 let full = root.join(&rel);
                 let entry = known.and_then(|k| k.get(&rel));
-                hash_entry(&full, follow, entry, scan_started).map(|(h, l)| (rel, h, l))
+                hash_entry(obs, &full, follow, entry, scan_started).map(|(h, l)| (rel, h, l))
             })
             .collect::<Result<_>>()?;
         match stat {
@@ -209,22 +231,34 @@ impl FileIndex {
                     }
                     self.files.insert(rel, h);
                 }
-                // Entries of files gone from the workspace (not merely
-                // outside this scan) are dropped.
-                stat.removed = stat
-                    .entries
-                    .keys()
-                    .filter(|k| !self.files.contains_key(*k))
-                    .filter(|k| {
-                        std::fs::symlink_metadata(root.join(k))
-                            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                    })
-                    .cloned()
-                    .collect();
             }
         }
         self.links.extend(found.links);
         Ok(())
+    }
+
+    /// Drops the stat-cache entries of files gone from the part of the
+    /// workspace this scan covered (entries elsewhere are left alone: a
+    /// scan of a few layers must not stat every file the cache knows).
+    fn forget_vanished(
+        &self,
+        root: &Path,
+        roots: &BTreeSet<String>,
+        explicit: &BTreeSet<String>,
+        stat: &mut StatCache,
+    ) {
+        stat.removed = stat
+            .entries
+            .keys()
+            .filter(|k| !self.files.contains_key(*k))
+            .filter(|k| inside(k, roots) || inside(k, explicit))
+            .filter(|k| {
+                // Cache upkeep, not an input of any digest.
+                std::fs::symlink_metadata(root.join(k)) // observed: not an input
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            })
+            .cloned()
+            .collect();
     }
 
     /// Every symlink indexed, with where it leads.
@@ -292,6 +326,7 @@ fn related(rel: &str, roots: &BTreeSet<String>) -> bool {
 /// Walks the workspace below `roots` with `.gitignore` rules (and nothing
 /// outside the workspace: no global or per-clone excludes).
 fn walk(
+    obs: &Observer,
     root: &Path,
     roots: &BTreeSet<String>,
     exclude: &Path,
@@ -301,7 +336,8 @@ fn walk(
     let root_buf = root.to_path_buf();
     let exclude_buf = exclude.to_path_buf();
     let roots_owned = roots.clone();
-    let mut builder = ignore::WalkBuilder::new(root);
+    // `collect` records every directory entered, and its .gitignore.
+    let mut builder = ignore::WalkBuilder::new(root); // observed: by `collect`
     builder
         .standard_filters(false)
         .hidden(false)
@@ -323,27 +359,34 @@ fn walk(
         .require_git(false)
         .git_global(false)
         .git_exclude(false);
-    for rel in collect(builder, root, "", |rel| inside(rel, roots), out)? {
-        symlink(root, &rel, exclude, allow_outside, out)?;
+    // A root the walk never meets (missing): its absence is recorded.
+    for r in roots.iter().filter(|r| *r != ".") {
+        obs.kind_nofollow(&root.join(r)).ok();
+    }
+    let keep = |rel: &str| inside(rel, roots);
+    for rel in collect(obs, true, builder, root, "", keep, keep, out)? {
+        symlink(obs, root, &rel, exclude, allow_outside, out)?;
     }
     Ok(())
 }
 
 /// Every file below `rel` (no ignore rules: the path was named outright).
 fn walk_from(
+    obs: &Observer,
     root: &Path,
     rel: &str,
     exclude: &Path,
     allow_outside: &[PathBuf],
     out: &mut Found,
 ) -> Result<()> {
-    walk_dir(root, &root.join(rel), "", exclude, allow_outside, out)
+    walk_dir(obs, root, &root.join(rel), "", exclude, allow_outside, out)
 }
 
 /// Every file below the directory `dir`, recorded under `prefix` (the
 /// workspace path of the allowed link `dir` was reached through) or, with
 /// an empty prefix, under its own workspace-relative path.
 fn walk_dir(
+    obs: &Observer,
     root: &Path,
     dir: &Path,
     prefix: &str,
@@ -352,20 +395,21 @@ fn walk_dir(
     out: &mut Found,
 ) -> Result<()> {
     let exclude_buf = exclude.to_path_buf();
-    let mut builder = ignore::WalkBuilder::new(dir);
+    let mut builder = ignore::WalkBuilder::new(dir); // observed: by `collect`
     builder
         .standard_filters(false)
         .hidden(false)
         .parents(false)
         .follow_links(false)
         .filter_entry(move |e| e.path() != exclude_buf && e.file_name() != ".git");
+    let all = |_: &str| true;
     let links = if prefix.is_empty() {
-        collect(builder, root, "", |_| true, out)?
+        collect(obs, false, builder, root, "", all, all, out)?
     } else {
-        collect(builder, dir, prefix, |_| true, out)?
+        collect(obs, false, builder, dir, prefix, all, all, out)?
     };
     for rel in links {
-        symlink(root, &rel, exclude, allow_outside, out)?;
+        symlink(obs, root, &rel, exclude, allow_outside, out)?;
     }
     Ok(())
 }
@@ -374,17 +418,18 @@ fn walk_dir(
 /// an `allow_outside` directory is followed (a directory is walked, its
 /// files recorded below `rel`).
 fn symlink(
+    obs: &Observer,
     root: &Path,
     rel: &str,
     exclude: &Path,
     allow_outside: &[PathBuf],
     out: &mut Found,
 ) -> Result<()> {
-    let target = LinkTarget::of(root, &root.join(rel), allow_outside);
+    let target = LinkTarget::of(obs, root, &root.join(rel), allow_outside);
     if let LinkTarget::Allowed(real) = &target {
-        if real.is_dir() {
+        if obs.is_dir(real) {
             if out.followed.insert(real.clone()) {
-                walk_dir(root, &real.clone(), rel, exclude, allow_outside, out)?;
+                walk_dir(obs, root, &real.clone(), rel, exclude, allow_outside, out)?;
             }
         } else {
             out.paths.insert(rel.to_string(), true);
@@ -399,12 +444,21 @@ fn symlink(
 /// Runs a walk, keeping the files whose workspace-relative path `keep`
 /// accepts; returns the symlinks it accepts, for [`symlink`]. Paths are
 /// relative to `base` and put below `prefix` (when walking through an
-/// allowed link).
+/// allowed link). Every directory entered is recorded, with its
+/// `.gitignore` when `gitignore` rules apply: as listed when `listed`
+/// accepts it (what it holds counts), else only as a directory (one the
+/// walk passes through on its way to a root: other entries there are not
+/// inputs, so a new file beside the workspace's cache directory does not
+/// make the record stale).
+#[allow(clippy::too_many_arguments)]
 fn collect(
+    obs: &Observer,
+    gitignore: bool,
     builder: ignore::WalkBuilder,
     base: &Path,
     prefix: &str,
     keep: impl Fn(&str) -> bool,
+    listed: impl Fn(&str) -> bool,
     out: &mut Found,
 ) -> Result<Vec<String>> {
     let ws_rel = |path: &Path| {
@@ -423,6 +477,23 @@ fn collect(
         let Some(ft) = entry.file_type() else {
             continue;
         };
+        if ft.is_dir() {
+            let ignore_file = entry.path().join(".gitignore");
+            if listed(&ws_rel(entry.path())) {
+                // Its listing decided what the walk met below it (the
+                // times change when an entry is added, removed or renamed).
+                obs.symlink_metadata(entry.path()).ok();
+                if gitignore {
+                    obs.metadata(&ignore_file).ok();
+                }
+            } else {
+                obs.kind_nofollow(entry.path()).ok();
+                if gitignore {
+                    obs.metadata(&ignore_file).ok();
+                }
+            }
+            continue;
+        }
         if ft.is_file() || ft.is_symlink() {
             let rel = ws_rel(entry.path());
             if !keep(&rel) {
@@ -461,22 +532,20 @@ enum Lookup {
     Hashed(Option<StatEntry>),
 }
 
-/// Hashes one file, following symlinks.
-pub fn hash_path(full: &Path) -> Result<FileHash> {
-    hash_entry(full, true, None, now_ns()).map(|(h, _)| h)
-}
-
 /// Hashes one workspace entry: a symlink as a link (blake3 of its target
 /// string, mode 120000) unless `follow`; a dangling one always so. A file
 /// whose stat data `entry` matches (and is trusted for) is not read.
 fn hash_entry(
+    obs: &Observer,
     full: &Path,
     follow: bool,
     entry: Option<&StatEntry>,
     scan_started: i64,
 ) -> Result<(FileHash, Lookup)> {
     let link_hash = || -> Result<(FileHash, Lookup)> {
-        let target = std::fs::read_link(full).map_err(|e| Error::io(full, e))?;
+        // A link's target changes only with its inode and ctime (recorded below).
+        let target = std::fs::read_link(full); // observed: by its lstat
+        let target = target.map_err(|e| Error::io(full, e))?;
         let h = FileHash {
             hash: blake3::hash(target.to_string_lossy().as_bytes())
                 .to_hex()
@@ -487,11 +556,21 @@ fn hash_entry(
         };
         Ok((h, Lookup::Hashed(None)))
     };
-    let lmeta = std::fs::symlink_metadata(full).map_err(|e| Error::io(full, e))?;
+    // Stat before reading: what is recorded is never newer than what was read.
+    let lmeta = std::fs::symlink_metadata(full); // observed: just below
+    obs.saw(full, false, &lmeta);
+    let lmeta = lmeta.map_err(|e| Error::io(full, e))?;
     if lmeta.file_type().is_symlink() && !follow {
         return link_hash();
     }
-    let meta = match std::fs::metadata(full) {
+    let meta = if follow {
+        let m = std::fs::metadata(full); // observed: just below
+        obs.saw(full, true, &m);
+        m
+    } else {
+        Ok(lmeta)
+    };
+    let meta = match meta {
         Ok(m) if m.is_file() => m,
         _ => return link_hash(),
     };
@@ -528,7 +607,9 @@ fn hash_entry(
 /// blake3 of the file's content, and whether it may be a Jinja template.
 fn hash_content(full: &Path, meta: &std::fs::Metadata) -> Result<(blake3::Hash, bool)> {
     let mut hasher = blake3::Hasher::new();
-    let mut file = std::fs::File::open(full).map_err(|e| Error::io(full, e))?;
+    // The caller recorded the file's stat before this.
+    let file = std::fs::File::open(full); // observed: by the caller
+    let mut file = file.map_err(|e| Error::io(full, e))?;
     let jinja = if meta.len() > 1 << 20 {
         // Large files are streamed; treat them as possible templates
         // (over-approximate) rather than read them twice.

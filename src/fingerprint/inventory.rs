@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use super::observe::Observer;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// File -> what it defines.
@@ -43,10 +45,14 @@ const VAULT_HEADER: &str = "$ANSIBLE_VAULT;";
 
 /// Reads the variables of every file under `files` (workspace-relative
 /// paths of inventory files).
-pub fn snapshot<'a>(root: &Path, files: impl Iterator<Item = &'a String>) -> VarSnapshot {
+pub fn snapshot<'a>(
+    obs: &Observer,
+    root: &Path,
+    files: impl Iterator<Item = &'a String>,
+) -> VarSnapshot {
     let mut out = BTreeMap::new();
     for rel in files {
-        let Ok(text) = std::fs::read_to_string(root.join(rel)) else {
+        let Ok(text) = obs.read_to_string(&root.join(rel)) else {
             out.insert(rel.clone(), FileVars::Opaque);
             continue;
         };
@@ -269,6 +275,7 @@ impl InventoryModel {
     /// Reads the inventory `inv` (workspace-relative file or directory);
     /// `files` are the workspace-relative files at or below its base.
     pub fn load<'a>(
+        obs: &Observer,
         root: &Path,
         inv: &str,
         is_dir: bool,
@@ -306,7 +313,7 @@ impl InventoryModel {
                 }
                 _ => None,
             };
-            let Ok(text) = std::fs::read_to_string(root.join(ws_rel)) else {
+            let Ok(text) = obs.read_to_string(&root.join(ws_rel)) else {
                 m.opaque.push((
                     ws_rel.clone(),
                     scope.unwrap_or(Scope::Everyone),
@@ -321,7 +328,8 @@ impl InventoryModel {
                     if !is_dir && ws_rel != inv {
                         continue;
                     }
-                    m.source_file(root, ws_rel, rel, &text);
+                    let executable = is_executable(obs, &root.join(ws_rel));
+                    m.source_file(executable, ws_rel, rel, &text);
                 }
             }
         }
@@ -342,7 +350,7 @@ impl InventoryModel {
                 self.vars_file(rel, rel, text, Scope::Host(strip_ext(f).to_string()))
             }
             _ if rel.ends_with(".yml") || rel.ends_with(".yaml") || rel.ends_with(".json") => {
-                self.source_file(Path::new("/nonexistent"), rel, rel, text)
+                self.source_file(false, rel, rel, text)
             }
             _ => self.ini(rel, rel, text),
         }
@@ -407,8 +415,7 @@ impl InventoryModel {
 
     /// An inventory source: INI or YAML hosts file; anything else (a script,
     /// an inventory plugin's configuration) is opaque.
-    fn source_file(&mut self, root: &Path, ws_rel: &str, rel: &str, text: &str) {
-        let executable = is_executable(&root.join(ws_rel));
+    fn source_file(&mut self, executable: bool, ws_rel: &str, rel: &str, text: &str) {
         if executable {
             self.opaque.push((
                 ws_rel.to_string(),
@@ -636,12 +643,13 @@ impl InventoryModel {
 }
 
 #[cfg(unix)]
-fn is_executable(p: &Path) -> bool {
+fn is_executable(obs: &Observer, p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+    obs.metadata(p)
+        .is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(not(unix))]
-fn is_executable(_p: &Path) -> bool {
+fn is_executable(_obs: &Observer, _p: &Path) -> bool {
     false
 }

@@ -14,6 +14,7 @@
 pub mod ansible;
 pub mod files;
 pub mod inventory;
+pub mod observe;
 pub mod statcache;
 pub mod vars;
 
@@ -25,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::label::Label;
 use crate::workspace::{Layer, Parent, System, Workspace};
 use files::{FileHash, FileIndex, LinkTarget};
+use observe::Observer;
 
 /// Bump when the meaning of a manifest changes, so every digest changes.
 pub const FORMAT_VERSION: u32 = 3;
@@ -61,7 +63,7 @@ pub enum ParentInput {
 }
 
 /// The layer's own declaration, as it affects the image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Definition {
     pub setup: Vec<String>,
     /// The command template that installs `packages` (absent when there are none).
@@ -111,6 +113,37 @@ pub struct Fingerprint {
     /// definitions), to redact from logs and messages.
     #[serde(skip)]
     pub secrets: crate::secrets::Secrets,
+    /// Only the digest is known (served by the memo): the manifest is
+    /// empty and must never be recorded; fingerprint again for more.
+    #[serde(skip)]
+    pub light: bool,
+}
+
+impl Fingerprint {
+    /// A digest without its manifest (see [`Fingerprint::light`]). The
+    /// manifest's format 0 is refused by the cache's writers.
+    pub fn light(label: Label, digest: String) -> Fingerprint {
+        Fingerprint {
+            manifest: Manifest {
+                format: 0,
+                label: label.to_string(),
+                parent: ParentInput::Scratch,
+                definition: Definition::default(),
+                packages: vec![],
+                files: BTreeMap::new(),
+                vars: BTreeMap::new(),
+                inventory_vars: BTreeMap::new(),
+                inventory_groups: vec![],
+                notes: vec![],
+            },
+            label,
+            digest,
+            vars: Default::default(),
+            inventory: None,
+            secrets: Default::default(),
+            light: true,
+        }
+    }
 }
 
 impl Manifest {
@@ -148,7 +181,19 @@ pub fn fingerprint_with(
     ws: &Workspace,
     system: Option<&System>,
     labels: &[Label],
+    stat: Option<&mut statcache::StatCache>,
+) -> Result<BTreeMap<Label, Fingerprint>> {
+    fingerprint_observed(ws, system, labels, stat, &Observer::new())
+}
+
+/// [`fingerprint_with`], recording every file-system access in `obs` (for
+/// the memo: [`crate::cache::memo`]).
+pub fn fingerprint_observed(
+    ws: &Workspace,
+    system: Option<&System>,
+    labels: &[Label],
     mut stat: Option<&mut statcache::StatCache>,
+    obs: &Observer,
 ) -> Result<BTreeMap<Label, Fingerprint>> {
     let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
     let mut roots: BTreeSet<String> = BTreeSet::new();
@@ -162,11 +207,11 @@ pub fn fingerprint_with(
             extra_files: BTreeSet::new(),
             referenced: BTreeSet::new(),
             var_fallback: None,
-            setup_refs: setup_references(ws, layer),
+            setup_refs: setup_references(obs, ws, layer),
             notes: vec![],
         };
         if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
-            let found = ansible::discover(&ws.root, source, playbook, &layer.roles_path)?;
+            let found = ansible::discover(obs, &ws.root, source, playbook, &layer.roles_path)?;
             inputs.roles = found.roles;
             if let Some(reason) = found.all_roles_reason {
                 inputs
@@ -174,18 +219,18 @@ pub fn fingerprint_with(
                     .push(format!("every role counts because {reason}"));
                 inputs
                     .roles
-                    .extend(ansible::all_roles(&ws.root, &layer.roles_path));
+                    .extend(ansible::all_roles(obs, &ws.root, &layer.roles_path));
             }
             inputs.extra_files = found.extra_files;
             inputs.referenced = found.referenced;
-            let (cfg_paths, plugins) = ansible_cfg_paths(ws, source);
+            let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source);
             inputs.referenced.extend(cfg_paths);
             inputs.var_fallback = plugins;
             inputs.notes.extend(found.notes);
             // Ansible reads the inventory whatever .gitignore says.
             if let Some(inv) = &inventory {
                 explicit.insert(inv.clone());
-                if !ws.root.join(inv).is_dir() {
+                if !obs.is_dir(&ws.root.join(inv)) {
                     // group_vars/, host_vars/ and files the play may read
                     // through inventory_dir live beside an inventory file.
                     let parent = std::path::Path::new(inv)
@@ -210,6 +255,7 @@ pub fn fingerprint_with(
     }
 
     let mut index = FileIndex::build_allowing(
+        obs,
         &ws.root,
         &roots,
         &explicit,
@@ -234,6 +280,7 @@ pub fn fingerprint_with(
         }
         followed.extend(targets.iter().cloned());
         index.add_explicit(
+            obs,
             &ws.root,
             &targets,
             &ws.cache_dir,
@@ -242,12 +289,12 @@ pub fn fingerprint_with(
         )?;
     }
     for label in labels {
-        check_links_out(ws, &ws.layers[label], &analysed[label], &index)?;
+        check_links_out(obs, ws, &ws.layers[label], &analysed[label], &index)?;
     }
     let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
     let model = match &inventory {
         Some(inv) if any_play => {
-            let is_dir = ws.root.join(inv).is_dir();
+            let is_dir = obs.is_dir(&ws.root.join(inv));
             let base = if is_dir {
                 inv.clone()
             } else {
@@ -267,6 +314,7 @@ pub fn fingerprint_with(
                     .collect()
             };
             Some(inventory::InventoryModel::load(
+                obs,
                 &ws.root,
                 inv,
                 is_dir,
@@ -278,7 +326,7 @@ pub fn fingerprint_with(
     let mut inventory_vars = match &model {
         Some(m) => {
             let files: Vec<String> = index.under(&m.base).map(|(p, _)| p.clone()).collect();
-            inventory::snapshot(&ws.root, files.iter())
+            inventory::snapshot(obs, &ws.root, files.iter())
         }
         None => Default::default(),
     };
@@ -313,6 +361,7 @@ pub fn fingerprint_with(
             },
         };
         let manifest = build_manifest(
+            obs,
             ws,
             system,
             layer,
@@ -338,6 +387,7 @@ pub fn fingerprint_with(
                 vars,
                 inventory: model.as_ref().filter(|_| runs_play).map(|m| m.base.clone()),
                 secrets: secrets.clone(),
+                light: false,
             },
         );
     }
@@ -346,6 +396,7 @@ pub fn fingerprint_with(
 
 #[allow(clippy::too_many_arguments)]
 fn build_manifest(
+    obs: &Observer,
     ws: &Workspace,
     system: Option<&System>,
     layer: &Layer,
@@ -461,7 +512,7 @@ fn build_manifest(
     let mut inventory_groups = vec![];
     let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     if runs_play {
-        let mut used = variables_used(ws, system, layer, &files, index, model, analyzer)?;
+        let mut used = variables_used(obs, ws, system, layer, &files, index, model, analyzer)?;
         if used.fallback.is_none() {
             used.fallback.clone_from(&inputs.var_fallback);
         }
@@ -569,7 +620,9 @@ fn build_manifest(
 /// templates, plus every `ansible_*` variable (Ansible reads those itself),
 /// closed over the definitions of those names in the inventory and the
 /// system's vars.
+#[allow(clippy::too_many_arguments)]
 fn variables_used(
+    obs: &Observer,
     ws: &Workspace,
     system: Option<&System>,
     layer: &Layer,
@@ -588,7 +641,7 @@ fn variables_used(
             || f.origin.starts_with("role:")
         {
             let jinja = index.get(path).is_some_and(|h| h.jinja);
-            used.merge(&analyzer.file(&ws.root, path, jinja)?);
+            used.merge(&analyzer.file(obs, &ws.root, path, jinja)?);
         }
     }
     let host = layer.label.slug();
@@ -641,13 +694,14 @@ fn variables_used(
 /// input unless the target lies in an `allow_outside` directory. A link the
 /// play never reads is only a link (its target string counts).
 fn check_links_out(
+    obs: &Observer,
     ws: &Workspace,
     layer: &Layer,
     inputs: &LayerInputs,
     index: &FileIndex,
 ) -> Result<()> {
     let out_of = |rel: &str, target: &std::path::Path, how: &str| {
-        let dir = if target.is_dir() {
+        let dir = if obs.is_dir(target) {
             target.to_path_buf()
         } else {
             target
@@ -683,7 +737,7 @@ fn check_links_out(
         )
         .chain(inputs.roles.values().map(|r| (r, "uses it as a role")));
     for (rel, how) in named {
-        if let Ok(real) = ws.root.join(rel).canonicalize()
+        if let Ok(real) = obs.canonicalize(&ws.root.join(rel))
             && !allowed(&real)
         {
             return Err(out_of(rel, &real, how));
@@ -713,20 +767,26 @@ fn check_links_out(
 /// workspace as working directory): `cp -a overlay/. {root}/` makes
 /// `overlay` an input even when `inputs` forgets it. Words of `sh -c '...'`
 /// are split again; globs are expanded; `dir/.` is `dir`.
-fn setup_references(ws: &Workspace, layer: &Layer) -> BTreeSet<String> {
+fn setup_references(obs: &Observer, ws: &Workspace, layer: &Layer) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for cmd in &layer.setup {
-        command_paths(ws, cmd, 0, &mut out);
+        command_paths(obs, ws, cmd, 0, &mut out);
     }
     out
 }
 
-fn command_paths(ws: &Workspace, cmd: &str, depth: usize, out: &mut BTreeSet<String>) {
+fn command_paths(
+    obs: &Observer,
+    ws: &Workspace,
+    cmd: &str,
+    depth: usize,
+    out: &mut BTreeSet<String>,
+) {
     let words = shell_words::split(cmd)
         .unwrap_or_else(|_| cmd.split_whitespace().map(str::to_string).collect());
     for w in words {
         if depth < 4 && w.contains(char::is_whitespace) {
-            command_paths(ws, &w, depth + 1, out);
+            command_paths(obs, ws, &w, depth + 1, out);
             continue;
         }
         let w = w.split_once('=').map_or(w.as_str(), |(_, v)| v);
@@ -746,14 +806,12 @@ fn command_paths(ws: &Workspace, cmd: &str, depth: usize, out: &mut BTreeSet<Str
             continue;
         }
         if w.contains(['*', '?', '[']) {
-            if let Ok(paths) = glob::glob(&ws.root.join(&w).to_string_lossy()) {
-                for p in paths.flatten() {
-                    if let Ok(rel) = p.strip_prefix(&ws.root) {
-                        out.insert(rel.to_string_lossy().into_owned());
-                    }
+            for p in obs.glob(&ws.root.join(&w).to_string_lossy()) {
+                if let Ok(rel) = p.strip_prefix(&ws.root) {
+                    out.insert(rel.to_string_lossy().into_owned());
                 }
             }
-        } else if ws.root.join(&w).exists() {
+        } else if obs.exists(&ws.root.join(&w)) {
             out.insert(w);
         }
     }
@@ -762,11 +820,15 @@ fn command_paths(ws: &Workspace, cmd: &str, depth: usize, out: &mut BTreeSet<Str
 /// Directories an `ansible.cfg` in the source points Ansible at (plugins,
 /// modules, collections): inputs, and plugins make the variable analysis
 /// give up (a `*_plugins` directory is read as code that may use any variable).
-fn ansible_cfg_paths(ws: &Workspace, source: &str) -> (BTreeSet<String>, Option<String>) {
+fn ansible_cfg_paths(
+    obs: &Observer,
+    ws: &Workspace,
+    source: &str,
+) -> (BTreeSet<String>, Option<String>) {
     let mut out = BTreeSet::new();
     let mut plugins = None;
     let cfg = ws.root.join(source).join("ansible.cfg");
-    let Ok(text) = std::fs::read_to_string(&cfg) else {
+    let Ok(text) = obs.read_to_string(&cfg) else {
         return (out, None);
     };
     for line in text.lines() {
@@ -792,7 +854,7 @@ fn ansible_cfg_paths(ws: &Workspace, source: &str) -> (BTreeSet<String>, Option<
                 continue;
             }
             let full = ws.root.join(source).join(part);
-            let Ok(canon) = full.canonicalize() else {
+            let Ok(canon) = obs.canonicalize(&full) else {
                 continue;
             };
             if let Ok(rel) = canon.strip_prefix(&ws.root) {

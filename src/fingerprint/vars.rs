@@ -156,7 +156,13 @@ impl Analyzer {
     /// YAML is an error: Ansible rejects it too. `jinja`: the content holds
     /// Jinja markers, so even a file outside `templates/` (which `template:`
     /// may render from anywhere) is read as a template.
-    pub fn file(&mut self, root: &Path, rel: &str, jinja: bool) -> Result<VarUse> {
+    pub fn file(
+        &mut self,
+        obs: &super::observe::Observer,
+        root: &Path,
+        rel: &str,
+        jinja: bool,
+    ) -> Result<VarUse> {
         if let Some(u) = self.memo.get(rel) {
             return Ok(u.clone());
         }
@@ -171,7 +177,7 @@ impl Analyzer {
             FileKind::Plugin => {
                 u.give_up(format!("{rel} is a plugin, which can read any variable"))
             }
-            kind => match std::fs::read_to_string(root.join(rel)) {
+            kind => match obs.read_to_string(&root.join(rel)) {
                 Err(e) => u.give_up(format!("{rel}: cannot be read as text ({e})")),
                 Ok(text) => u = self.text(&text, rel, kind == FileKind::Template)?,
             },

@@ -10,11 +10,12 @@ use serde::Serialize;
 
 use super::{Context, container_name, image_name, now_secs};
 use crate::cache::lock::{DigestLock, Holder};
+use crate::cache::memo::Source;
 use crate::cache::{BuildRecord, Cache};
 use crate::error::{Error, Result};
 use crate::executor::buildah::RegistryEntry;
 use crate::executor::{BuildRequest, Executor, PlayRequest, Registry};
-use crate::fingerprint::{self, Fingerprint};
+use crate::fingerprint::Fingerprint;
 use crate::label::{Label, Pattern};
 use crate::progress::{Reporter, format_duration};
 use crate::scheduler::{self, NodeStatus};
@@ -224,8 +225,19 @@ pub fn build(
     let started = Instant::now();
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
-    let mut stat = crate::cache::stat::load(ws);
-    let prints = fingerprint::fingerprint_with(ws, system, &labels, Some(&mut stat))?;
+    // Digests only, from the memo, when nothing changed since the last
+    // fingerprint; in full (manifests, variables) otherwise. Meanwhile the
+    // image store is listed (read-only; its answer is used only once the
+    // fingerprint succeeded).
+    let (fp, images) = std::thread::scope(|s| {
+        let listing = s.spawn(|| executor.images());
+        let fp = crate::cache::memo::fingerprint(ws, system, &labels, true);
+        let images = listing
+            .join()
+            .unwrap_or_else(|_| Err(Error::env("listing the images failed")));
+        (fp, images)
+    });
+    let mut fp = fp?;
     if let Some(j) = opts.jobs
         && j == 0
     {
@@ -239,18 +251,24 @@ pub fn build(
         .unwrap_or_else(|| ws.build.isolation.clone());
 
     // Only now touch the environment: bad input above never reaches it.
-    let images = executor.images()?;
-    let mut cache = Cache::open(&ws.db_path())?;
-    cache.store_stats(&stat);
-    crate::cache::stat::report(&stat);
-    drop(stat);
-    let mut local_misses: Vec<(Label, String)> = vec![];
-    for l in &labels {
-        let hit = cache.lookup(&prints[l].digest)?;
-        if !hit.is_some_and(|row| images.contains(&row.image_id)) {
-            local_misses.push((l.clone(), prints[l].digest.clone()));
-        }
+    let t = Instant::now();
+    let images = images?;
+    let mut cache = match fp.cache.take() {
+        Some(c) => c,
+        None => Cache::open(&ws.db_path())?,
+    };
+    fp.store(&mut cache);
+    let mut local_misses = misses(&cache, &images, &labels, &fp.prints)?;
+    if fp.source == Source::Memo && !local_misses.is_empty() {
+        // Something is to be built or pulled: its record needs the full
+        // manifest and variables.
+        fp = crate::cache::memo::fingerprint(ws, system, &labels, false)?;
+        fp.cache = None;
+        fp.store(&mut cache);
+        local_misses = misses(&cache, &images, &labels, &fp.prints)?;
     }
+    let prints = fp.prints;
+    let t = crate::timings::phase("look the digests up", t);
     let registry_url = opts.registry.clone().or_else(|| ws.cache.registry.clone());
     let registry = match (registry, registry_url) {
         (Some(client), Some(url)) => Some(RegistryUse::new(
@@ -293,9 +311,12 @@ pub fn build(
     let reporter = reporter_for(labels.len());
     let image_of: Mutex<BTreeMap<Label, String>> = Mutex::new(BTreeMap::new());
     let system_name = system.map(|s| s.name.clone());
+    let full = std::sync::OnceLock::new();
     let run = RunCtx {
         ws,
         system,
+        labels: &labels,
+        full: &full,
         isolation: &isolation,
         executor,
         reporter: reporter.as_ref(),
@@ -433,14 +454,37 @@ pub fn build(
         }
     }
     reporter.finish();
+    crate::timings::phase("run", t);
     report.duration_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// Layers whose digest has no cached image here.
+fn misses(
+    cache: &Cache,
+    images: &HashSet<String>,
+    labels: &[Label],
+    prints: &BTreeMap<Label, Fingerprint>,
+) -> Result<Vec<(Label, String)>> {
+    let mut out = vec![];
+    for l in labels {
+        let hit = cache.lookup(&prints[l].digest)?;
+        if !hit.is_some_and(|row| images.contains(&row.image_id)) {
+            out.push((l.clone(), prints[l].digest.clone()));
+        }
+    }
+    Ok(out)
 }
 
 /// What every layer of one build shares.
 struct RunCtx<'a> {
     ws: &'a Workspace,
     system: Option<&'a System>,
+    /// The labels of the run, and their full fingerprints once computed
+    /// (when the memo served digests and a layer turns out to need
+    /// building after all: its image vanished meanwhile).
+    labels: &'a [Label],
+    full: &'a std::sync::OnceLock<std::result::Result<BTreeMap<Label, Fingerprint>, String>>,
     isolation: &'a str,
     executor: &'a dyn Executor,
     reporter: &'a dyn Reporter,
@@ -454,6 +498,8 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
     let RunCtx {
         ws,
         system,
+        labels: _,
+        full: _,
         isolation,
         executor,
         reporter,
@@ -475,6 +521,13 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
     if let Some(done) = reuse_cached(run, fp, false).map_err(|e| fail(e.to_string()))? {
         return Ok(done);
     }
+    let full_fp;
+    let fp = if fp.light {
+        full_fp = run.full_print(fp).map_err(fail)?;
+        &full_fp
+    } else {
+        fp
+    };
     // A miss: build it holding the digest's lock, so concurrent layerbuilds
     // build each digest once. Whoever waited looks again afterwards.
     let _lock = DigestLock::acquire(&ws.cache_dir, &fp.digest, &label_s, &mut |h| {
@@ -613,6 +666,26 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
                 log: Some(log_path),
             })
         }
+    }
+}
+
+impl RunCtx<'_> {
+    /// The full fingerprint of the layer `light` stands for; an error if
+    /// its digest is no longer the one the build started with.
+    fn full_print(&self, light: &Fingerprint) -> std::result::Result<Fingerprint, String> {
+        let all = self.full.get_or_init(|| {
+            crate::cache::stat::fingerprint(self.ws, self.system, self.labels)
+                .map_err(|e| e.to_string())
+        });
+        let fp = all.as_ref().map_err(Clone::clone)?[&light.label].clone();
+        if fp.digest != light.digest {
+            return Err(format!(
+                "the inputs of {} changed during the build (its digest is now {}); run the build again",
+                light.label,
+                &fp.digest[..12]
+            ));
+        }
+        Ok(fp)
     }
 }
 

@@ -327,8 +327,13 @@ fn check_play(
     let playbook_rel = ws.display_path(&play.source_dir.join(&play.playbook));
     let mut analysis = vec![];
     if let (Some(source), Some(pb)) = (&layer.source, &layer.playbook)
-        && let Err(e) =
-            crate::fingerprint::ansible::discover(&ws.root, source, pb, &layer.roles_path)
+        && let Err(e) = crate::fingerprint::ansible::discover(
+            &crate::fingerprint::observe::Observer::new(),
+            &ws.root,
+            source,
+            pb,
+            &layer.roles_path,
+        )
     {
         match finding_from_error(e, FindingSource::Analysis, Some(label)) {
             Ok(f) => analysis.push(f),

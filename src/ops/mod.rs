@@ -32,9 +32,12 @@ pub struct Context {
 impl Context {
     /// Finds the workspace from `dir` (or its parents) and validates it.
     pub fn load(dir: &Path) -> Result<Context> {
+        let t = std::time::Instant::now();
         let root = workspace::find_root(dir)?;
         let ws = Workspace::load(&root)?;
+        let t = crate::timings::phase("load the Layerfile", t);
         let graph = LayerGraph::new(&ws)?;
+        crate::timings::phase("build the graph", t);
         Ok(Context { ws, graph })
     }
 }

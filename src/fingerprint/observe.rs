@@ -1,0 +1,806 @@
+//! Everything a fingerprint learnt from the file system, so that a later
+//! run can tell from `stat` calls alone that none of it changed, and reuse
+//! the digests without reading a file (the memo, [`crate::cache::memo`]):
+//! git's index plus its untracked cache, for the whole analysis.
+//!
+//! Every file-system access of the fingerprint goes through an [`Observer`]
+//! (a unit test below rejects any other in `src/fingerprint`). Each access
+//! is recorded as an [`Observation`] with a *signature* of what it saw,
+//! taken at the time of the access:
+//!
+//! - [`Look::Stat`] — a file read, a directory listed, permission bits
+//!   used: device, inode, full mode, size, mtime and ctime. A directory's
+//!   times change when an entry is added, removed or renamed; a file's when
+//!   its content or mode does (ctime cannot be set back by users).
+//! - [`Look::Kind`] — only whether and what a path is (`is_file`, `exists`):
+//!   type, device and inode. A path that does not exist is recorded as such.
+//! - [`Look::Canon`] — where a path resolves through symbolic links.
+//!
+//! Git's racy rule applies to `Stat` signatures: content can change within
+//! one clock tick without the stat data changing, so a file or directory
+//! whose mtime or ctime is not older than the start of the fingerprint
+//! (minus [`RACY_MARGIN_NS`]) makes the record unusable. So does a path
+//! seen twice with different signatures (it changed during the run).
+//! Over-approximate: a memo that cannot be trusted is not written, and the
+//! next run reads the files again.
+//!
+//! I/O: the file-system calls it wraps; nothing else.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use super::statcache::{RACY_MARGIN_NS, Stat, now_ns};
+
+/// What an access depended on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Look {
+    Stat,
+    Kind,
+    Canon,
+}
+
+impl Look {
+    fn code(self) -> u8 {
+        match self {
+            Look::Stat => b'S',
+            Look::Kind => b'K',
+            Look::Canon => b'C',
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Look> {
+        match c {
+            b'S' => Some(Look::Stat),
+            b'K' => Some(Look::Kind),
+            b'C' => Some(Look::Canon),
+            _ => None,
+        }
+    }
+}
+
+/// One access: an absolute path, what was looked at, and whether the last
+/// component was followed if it is a symbolic link.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Observation {
+    pub path: PathBuf,
+    pub look: Look,
+    pub follow: bool,
+}
+
+/// Records accesses; shared by reference (the hashing runs in parallel).
+#[derive(Debug)]
+pub struct Observer {
+    started_ns: i64,
+    seen: Mutex<Vec<(Observation, Vec<u8>)>>,
+    /// Why the record cannot be trusted, once known.
+    unusable: Mutex<Option<String>>,
+    /// Files read whole by the analysis (not by the hashing).
+    reads: AtomicUsize,
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Observer::new()
+    }
+}
+
+/// What a finished fingerprint depended on: observations in canonical
+/// order and one hash over their signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub observations: Vec<Observation>,
+    pub signature: [u8; 32],
+}
+
+impl Observer {
+    pub fn new() -> Observer {
+        Observer {
+            started_ns: now_ns(),
+            seen: Mutex::new(Vec::new()),
+            unusable: Mutex::new(None),
+            reads: AtomicUsize::new(0),
+        }
+    }
+
+    /// Records `obs` with the signature `sig` seen now.
+    fn note(&self, obs: Observation, sig: Vec<u8>) {
+        if obs.look == Look::Stat
+            && let Some(stat) = stat_of_sig(&sig)
+        {
+            let racy_from = self.started_ns.saturating_sub(RACY_MARGIN_NS);
+            if stat.mtime_ns >= racy_from || stat.ctime_ns >= racy_from {
+                self.give_up(format!(
+                    "{} was modified less than {} s before the scan",
+                    obs.path.display(),
+                    RACY_MARGIN_NS / 1_000_000_000
+                ));
+            }
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((obs, sig));
+    }
+
+    /// Marks the record unusable.
+    pub fn give_up(&self, why: String) {
+        let mut u = self.unusable.lock().unwrap_or_else(|e| e.into_inner());
+        if u.is_none() {
+            *u = Some(why);
+        }
+    }
+
+    /// Records a `Stat` look at `path` whose metadata the caller already
+    /// has (`meta` from `symlink_metadata` when `follow` is false).
+    pub fn saw(&self, path: &Path, follow: bool, meta: &io::Result<std::fs::Metadata>) {
+        let obs = Observation {
+            path: path.to_path_buf(),
+            look: Look::Stat,
+            follow,
+        };
+        let sig = sig_from(Look::Stat, meta);
+        self.note(obs, sig);
+    }
+
+    fn look(&self, path: &Path, look: Look, follow: bool) -> io::Result<std::fs::Metadata> {
+        let meta = if follow {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        let obs = Observation {
+            path: path.to_path_buf(),
+            look,
+            follow,
+        };
+        self.note(obs, sig_from(look, &meta));
+        meta
+    }
+
+    /// What `path` is (not following a link there): type and identity only.
+    pub fn kind_nofollow(&self, path: &Path) -> io::Result<std::fs::Metadata> {
+        self.look(path, Look::Kind, false)
+    }
+
+    /// `Path::is_file`.
+    pub fn is_file(&self, path: &Path) -> bool {
+        self.look(path, Look::Kind, true).is_ok_and(|m| m.is_file())
+    }
+
+    /// `Path::is_dir`.
+    pub fn is_dir(&self, path: &Path) -> bool {
+        self.look(path, Look::Kind, true).is_ok_and(|m| m.is_dir())
+    }
+
+    /// `Path::exists`.
+    pub fn exists(&self, path: &Path) -> bool {
+        self.look(path, Look::Kind, true).is_ok()
+    }
+
+    /// `std::fs::metadata`, all of whose fields the caller may use.
+    pub fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata> {
+        self.look(path, Look::Stat, true)
+    }
+
+    /// `std::fs::symlink_metadata`, all of whose fields the caller may use.
+    pub fn symlink_metadata(&self, path: &Path) -> io::Result<std::fs::Metadata> {
+        self.look(path, Look::Stat, false)
+    }
+
+    /// `std::fs::read_to_string`: stat first, then read (a change in
+    /// between shows in the times, which the racy rule catches).
+    pub fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        self.look(path, Look::Stat, true)?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        std::fs::read_to_string(path)
+    }
+
+    /// How many files the analysis read whole.
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// `Path::canonicalize`.
+    pub fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        let r = std::fs::canonicalize(path);
+        let obs = Observation {
+            path: path.to_path_buf(),
+            look: Look::Canon,
+            follow: true,
+        };
+        self.note(obs, sig_of_canon(&r));
+        r
+    }
+
+    /// The entries of the directory `dir` (names, sorted), following links.
+    pub fn read_dir(&self, dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        self.look(dir, Look::Stat, true)?;
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The regular files below `dir` (following links), sorted; every
+    /// directory met is recorded as listed.
+    pub fn files_below(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        for e in walkdir::WalkDir::new(dir)
+            .follow_links(true)
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
+            if e.file_type().is_dir() {
+                self.look(e.path(), Look::Stat, true).ok();
+            } else {
+                // Only whether it is a file matters here.
+                self.look(e.path(), Look::Kind, true).ok();
+                if e.file_type().is_file() {
+                    out.push(e.into_path());
+                }
+            }
+        }
+        // An unreadable subdirectory is skipped by the walk: its own
+        // signature (recorded above) changes when that is fixed.
+        out.sort();
+        out
+    }
+
+    /// `glob::glob` of an absolute pattern: the matching paths. Every
+    /// directory below the pattern's literal prefix is recorded as listed
+    /// (a new match can appear in any of them).
+    pub fn glob(&self, pattern: &str) -> Vec<PathBuf> {
+        let literal: PathBuf = Path::new(pattern)
+            .components()
+            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+            .collect();
+        // The literal prefix's parent is listed too (the prefix may appear).
+        if let Some(parent) = literal.parent() {
+            self.look(parent, Look::Stat, true).ok();
+        }
+        if self
+            .look(&literal, Look::Stat, true)
+            .is_ok_and(|m| m.is_dir())
+        {
+            for e in walkdir::WalkDir::new(&literal)
+                .min_depth(1)
+                .into_iter()
+                .filter_map(|e| e.ok())
+            {
+                if e.file_type().is_dir() {
+                    self.look(e.path(), Look::Stat, false).ok();
+                }
+            }
+        }
+        match glob::glob(pattern) {
+            Ok(paths) => paths.flatten().collect(),
+            Err(_) => vec![],
+        }
+    }
+
+    /// The record, or why it cannot be trusted.
+    pub fn finish(self) -> std::result::Result<Record, String> {
+        if let Some(why) = self
+            .unusable
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            return Err(why);
+        }
+        let mut seen = self.seen.into_inner().unwrap_or_else(|e| e.into_inner());
+        seen.sort();
+        seen.dedup();
+        if let Some(w) = seen.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(format!(
+                "{} changed while it was being read",
+                w[0].0.path.display()
+            ));
+        }
+        // A path whose own `Stat` (not following) shows no symbolic link:
+        // following it reaches the same inode, so looks that follow it or
+        // only ask its kind say nothing more.
+        let plain: std::collections::HashSet<&Path> = seen
+            .iter()
+            .filter(|(o, sig)| {
+                o.look == Look::Stat
+                    && !o.follow
+                    && stat_of_sig(sig).is_some_and(|s| s.mode & 0o170000 != 0o120000)
+            })
+            .map(|(o, _)| o.path.as_path())
+            .collect();
+        // Directories whose listing is recorded (through links or not: a
+        // lookup below either reaches the same directory).
+        let listed: std::collections::HashSet<&Path> = seen
+            .iter()
+            .filter(|(o, sig)| {
+                o.look == Look::Stat
+                    && stat_of_sig(sig).is_some_and(|s| s.mode & 0o170000 == 0o040000)
+            })
+            .map(|(o, _)| o.path.as_path())
+            .collect();
+        let redundant: Vec<bool> = seen
+            .iter()
+            .map(|(o, sig)| {
+                o.look != Look::Canon
+                    && ((o.follow && plain.contains(o.path.as_path()))
+                        // Not there, in a directory whose listing is recorded
+                        // (git's untracked cache): it appears only by changing
+                        // that listing.
+                        || (absent(sig) && o.path.parent().is_some_and(|p| listed.contains(p))))
+            })
+            .collect();
+        drop(plain);
+        drop(listed);
+        let seen: Vec<(Observation, Vec<u8>)> = seen
+            .into_iter()
+            .zip(redundant)
+            .filter(|(_, r)| !r)
+            .map(|(x, _)| x)
+            .collect();
+        let (observations, sigs): (Vec<Observation>, Vec<Vec<u8>>) = seen.into_iter().unzip();
+        let signature = combine(sigs.par_chunks(CHUNK).map(chunk_hash).collect());
+        Ok(Record {
+            observations,
+            signature,
+        })
+    }
+}
+
+/// Observations hashed per chunk, in parallel.
+const CHUNK: usize = 2048;
+
+fn chunk_hash(sigs: &[Vec<u8>]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for s in sigs {
+        h.update(&(s.len() as u32).to_le_bytes());
+        h.update(s);
+    }
+    *h.finalize().as_bytes()
+}
+
+fn combine(chunks: Vec<[u8; 32]>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"layerbuild observations v1");
+    for c in chunks {
+        h.update(&c);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// The signature of every observation as the file system is now, in the
+/// same form as [`Record::signature`]: equal means nothing observed changed.
+pub fn current_signature(observations: &[Observation]) -> [u8; 32] {
+    combine(
+        observations
+            .par_chunks(CHUNK)
+            .map(|c| chunk_hash(&signatures_now(c)))
+            .collect(),
+    )
+}
+
+/// The signatures of `chunk` now. Observations are sorted by path, so
+/// siblings are adjacent: each directory is opened once and its entries
+/// are stat'ed relative to it (`fstatat`), which spares the kernel the
+/// lookup of every path component for every file. The answer is the one
+/// `stat` of the whole path gives (the directory is reached the same way,
+/// through links), which a unit test checks.
+#[cfg(target_os = "linux")]
+fn signatures_now(chunk: &[Observation]) -> Vec<Vec<u8>> {
+    use std::ffi::CString;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+
+    let mut dir: Option<(&Path, Option<OwnedFd>)> = None;
+    chunk
+        .iter()
+        .map(|obs| {
+            let (Some(parent), Some(name)) = (obs.path.parent(), obs.path.file_name()) else {
+                return signature_now(obs);
+            };
+            if obs.look == Look::Canon {
+                return signature_now(obs);
+            }
+            if dir.as_ref().is_none_or(|(p, _)| *p != parent) {
+                let fd = CString::new(parent.as_os_str().as_bytes())
+                    .ok()
+                    .and_then(|c| {
+                        // SAFETY: a valid NUL-terminated path; the descriptor
+                        // returned, if any, is owned by the OwnedFd.
+                        let fd = unsafe {
+                            libc::open(
+                                c.as_ptr(),
+                                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                            )
+                        };
+                        // SAFETY: fd was just opened by us and is not shared.
+                        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+                    });
+                dir = Some((parent, fd));
+            }
+            let Some((_, Some(fd))) = &dir else {
+                return signature_now(obs);
+            };
+            let Ok(cname) = CString::new(name.as_bytes()) else {
+                return signature_now(obs);
+            };
+            let flags = if obs.follow {
+                0
+            } else {
+                libc::AT_SYMLINK_NOFOLLOW
+            };
+            // SAFETY: `st` is plain data filled by the kernel; fd and cname are valid.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            let r = unsafe { libc::fstatat(fd.as_raw_fd(), cname.as_ptr(), &mut st, flags) };
+            if r != 0 {
+                return sig_err(&io::Error::last_os_error());
+            }
+            let stat = Stat {
+                size: st.st_size as u64,
+                mtime_ns: st.st_mtime.saturating_mul(1_000_000_000) + st.st_mtime_nsec,
+                ctime_ns: st.st_ctime.saturating_mul(1_000_000_000) + st.st_ctime_nsec,
+                inode: st.st_ino,
+                device: st.st_dev,
+                mode: st.st_mode,
+            };
+            sig_of_stat(obs.look, &stat)
+        })
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn signatures_now(chunk: &[Observation]) -> Vec<Vec<u8>> {
+    chunk.iter().map(signature_now).collect()
+}
+
+fn signature_now(obs: &Observation) -> Vec<u8> {
+    match obs.look {
+        Look::Canon => sig_of_canon(&std::fs::canonicalize(&obs.path)),
+        look => {
+            let meta = if obs.follow {
+                std::fs::metadata(&obs.path)
+            } else {
+                std::fs::symlink_metadata(&obs.path)
+            };
+            sig_from(look, &meta)
+        }
+    }
+}
+
+/// Does the signature say "no such file" (or "a component is not a directory")?
+fn absent(sig: &[u8]) -> bool {
+    sig.len() == 5
+        && sig[0] == 0
+        && matches!(
+            i32::from_le_bytes([sig[1], sig[2], sig[3], sig[4]]),
+            libc::ENOENT | libc::ENOTDIR
+        )
+}
+
+fn sig_err(e: &io::Error) -> Vec<u8> {
+    let mut v = vec![0u8];
+    match e.raw_os_error() {
+        Some(code) => v.extend_from_slice(&code.to_le_bytes()),
+        None => v.extend_from_slice(format!("{:?}", e.kind()).as_bytes()),
+    }
+    v
+}
+
+fn sig_from(look: Look, meta: &io::Result<std::fs::Metadata>) -> Vec<u8> {
+    let m = match meta {
+        Err(e) => return sig_err(e),
+        Ok(m) => m,
+    };
+    match Stat::of(m) {
+        Some(s) => sig_of_stat(look, &s),
+        // No stat data to compare (not unix): never equal to anything later.
+        None => vec![2],
+    }
+}
+
+fn sig_of_stat(look: Look, s: &Stat) -> Vec<u8> {
+    let mut v = Vec::with_capacity(45);
+    v.push(1);
+    v.extend_from_slice(&s.device.to_le_bytes());
+    v.extend_from_slice(&s.inode.to_le_bytes());
+    match look {
+        Look::Stat => {
+            v.extend_from_slice(&s.mode.to_le_bytes());
+            v.extend_from_slice(&s.size.to_le_bytes());
+            v.extend_from_slice(&s.mtime_ns.to_le_bytes());
+            v.extend_from_slice(&s.ctime_ns.to_le_bytes());
+        }
+        // Only the type bits.
+        _ => v.extend_from_slice(&(s.mode & 0o170000).to_le_bytes()),
+    }
+    v
+}
+
+/// The times back out of a `Stat` signature, for the racy rule.
+fn stat_of_sig(sig: &[u8]) -> Option<Stat> {
+    if sig.len() != 45 || sig[0] != 1 {
+        return None;
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(sig[i..i + 8].try_into().unwrap_or_default());
+    Some(Stat {
+        device: u64_at(1),
+        inode: u64_at(9),
+        mode: u32::from_le_bytes(sig[17..21].try_into().unwrap_or_default()),
+        size: u64_at(21),
+        mtime_ns: u64_at(29) as i64,
+        ctime_ns: u64_at(37) as i64,
+    })
+}
+
+fn sig_of_canon(r: &io::Result<PathBuf>) -> Vec<u8> {
+    match r {
+        Err(e) => sig_err(e),
+        Ok(p) => {
+            let mut v = vec![1u8];
+            v.extend_from_slice(p.as_os_str().as_encoded_bytes());
+            v
+        }
+    }
+}
+
+/// Observations as bytes: per observation its look, follow flag and path,
+/// NUL-terminated (paths never hold NUL).
+pub fn encode(observations: &[Observation]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(observations.len() * 64);
+    for o in observations {
+        out.push(o.look.code());
+        out.push(if o.follow { b'1' } else { b'0' });
+        out.extend_from_slice(o.path.as_os_str().as_encoded_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// [`encode`] reversed; `None` for anything malformed.
+pub fn decode(bytes: &[u8]) -> Option<Vec<Observation>> {
+    let mut out = vec![];
+    for rec in bytes.split(|&b| b == 0) {
+        if rec.is_empty() {
+            continue;
+        }
+        if rec.len() < 3 {
+            return None;
+        }
+        let look = Look::from_code(rec[0])?;
+        let follow = match rec[1] {
+            b'1' => true,
+            b'0' => false,
+            _ => return None,
+        };
+        #[cfg(unix)]
+        let path = {
+            use std::os::unix::ffi::OsStrExt;
+            PathBuf::from(std::ffi::OsStr::from_bytes(&rec[2..]))
+        };
+        #[cfg(not(unix))]
+        let path = PathBuf::from(String::from_utf8(rec[2..].to_vec()).ok()?);
+        out.push(Observation { path, look, follow });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn signatures_match_until_something_observed_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/f"), "one").unwrap();
+        // As if the files were older than the racy margin.
+        let o = Observer {
+            started_ns: now_ns() + 3 * RACY_MARGIN_NS,
+            ..Observer::new()
+        };
+        assert_eq!(o.read_to_string(&root.join("a/f")).unwrap(), "one");
+        assert!(!o.is_file(&root.join("a/g")));
+        assert_eq!(o.read_dir(&root.join("a")).unwrap().len(), 1);
+        let rec = o.finish().unwrap();
+        // The file, and the directory (listed, and where `g` is absent).
+        assert_eq!(rec.observations.len(), 2);
+        assert_eq!(current_signature(&rec.observations), rec.signature);
+        let back = decode(&encode(&rec.observations)).unwrap();
+        assert_eq!(back, rec.observations);
+
+        // A negative lookup turning positive is a change.
+        std::fs::write(root.join("a/g"), "").unwrap();
+        assert_ne!(current_signature(&rec.observations), rec.signature);
+        std::fs::remove_file(root.join("a/g")).unwrap();
+        // The directory listing's times changed too (entry added, removed).
+        assert_ne!(current_signature(&rec.observations), rec.signature);
+    }
+
+    #[test]
+    fn same_size_rewrite_is_seen() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "one").unwrap();
+        let o = Observer {
+            started_ns: now_ns() + 3 * RACY_MARGIN_NS,
+            ..Observer::new()
+        };
+        o.read_to_string(&f).unwrap();
+        let rec = o.finish().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&f, "two").unwrap();
+        assert_ne!(current_signature(&rec.observations), rec.signature);
+    }
+
+    #[test]
+    fn recent_files_make_the_record_unusable() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "fresh").unwrap();
+        let o = Observer::new();
+        o.read_to_string(&f).unwrap();
+        let why = o.finish().unwrap_err();
+        assert!(why.contains("modified less than"), "{why}");
+    }
+
+    #[test]
+    fn a_path_seen_twice_differently_makes_the_record_unusable() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "one").unwrap();
+        let o = Observer {
+            started_ns: now_ns() + 3 * RACY_MARGIN_NS,
+            ..Observer::new()
+        };
+        o.metadata(&f).unwrap();
+        std::fs::write(&f, "three").unwrap();
+        o.metadata(&f).unwrap();
+        assert!(o.finish().unwrap_err().contains("changed while"));
+    }
+
+    #[test]
+    fn canonical_paths_are_compared() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("x")).unwrap();
+        std::fs::create_dir_all(root.join("y")).unwrap();
+        std::os::unix::fs::symlink("x", root.join("l")).unwrap();
+        let o = Observer::new();
+        o.canonicalize(&root.join("l")).unwrap();
+        let rec = o.finish().unwrap();
+        assert_eq!(current_signature(&rec.observations), rec.signature);
+        std::fs::remove_file(root.join("l")).unwrap();
+        std::os::unix::fs::symlink("y", root.join("l")).unwrap();
+        assert_ne!(current_signature(&rec.observations), rec.signature);
+    }
+
+    #[test]
+    fn relative_stats_give_what_whole_path_stats_give() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/f"), "x").unwrap();
+        std::fs::write(root.join("a/b/g"), "y").unwrap();
+        std::os::unix::fs::symlink("b", root.join("a/l")).unwrap();
+        std::os::unix::fs::symlink("nowhere", root.join("a/dangling")).unwrap();
+        std::fs::write(root.join("file"), "").unwrap();
+        let mut obs = vec![];
+        for p in [
+            "a",
+            "a/f",
+            "a/b",
+            "a/b/g",
+            "a/l",
+            "a/l/g",
+            "a/dangling",
+            "a/missing",
+            "missing/x",
+            "file/x",
+            "a/b/..",
+        ] {
+            for follow in [false, true] {
+                for look in [Look::Stat, Look::Kind] {
+                    obs.push(Observation {
+                        path: root.join(p),
+                        look,
+                        follow,
+                    });
+                }
+            }
+        }
+        obs.sort();
+        let whole: Vec<Vec<u8>> = obs.iter().map(signature_now).collect();
+        assert_eq!(signatures_now(&obs), whole);
+    }
+
+    #[test]
+    fn decode_rejects_garbage() {
+        assert!(decode(b"Z1/x\0").is_none());
+        assert!(decode(b"S2/x\0").is_none());
+        assert_eq!(decode(b"").unwrap(), vec![]);
+    }
+
+    /// Every file-system access in `src/fingerprint` goes through an
+    /// [`Observer`]; an access that bypassed it would be missing from the
+    /// memo's record, and a change to it would go unnoticed (a false hit).
+    /// Lines that must touch the file system directly (the parallel
+    /// hashing, which reports what it saw) carry the marker `observed:`.
+    #[test]
+    fn the_fingerprint_touches_the_file_system_only_through_the_observer() {
+        const FORBIDDEN: &[&str] = &[
+            "fs::read",
+            "fs::metadata",
+            "fs::symlink_metadata",
+            "fs::canonicalize",
+            "fs::File",
+            "File::open",
+            "WalkDir::new",
+            "WalkBuilder::new",
+            "glob::glob",
+            ".exists()",
+            ".try_exists(",
+            ".canonicalize()",
+            ".read_dir()",
+            ".read_link()",
+            ".metadata()",
+            ".symlink_metadata()",
+        ];
+        // `is_file`/`is_dir` of metadata and file types already obtained
+        // are fine; of a path they are a file-system access.
+        const METADATA: &[&str] = &["m", "meta", "lmeta", "ft", "file_type()"];
+        let path_test = |line: &str| {
+            [".is_file()", ".is_dir()"].iter().any(|t| {
+                line.match_indices(t).any(|(i, _)| {
+                    !METADATA.iter().any(|m| {
+                        line[..i].ends_with(m)
+                            && !line[..i - m.len()]
+                                .ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                    })
+                })
+            })
+        };
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fingerprint");
+        let mut bad = vec![];
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name == "observe.rs" || !name.ends_with(".rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Unit tests (`mod tests { ... }` up to its closing brace at
+            // the start of a line) may set up files as they like.
+            let mut in_tests = false;
+            for (i, line) in text.lines().enumerate() {
+                if line.starts_with("mod tests") {
+                    in_tests = true;
+                } else if in_tests && line == "}" {
+                    in_tests = false;
+                    continue;
+                }
+                let t = line.trim_start();
+                if in_tests || t.starts_with("//") || line.contains("observed:") {
+                    continue;
+                }
+                if let Some(f) = FORBIDDEN.iter().find(|f| line.contains(*f)) {
+                    bad.push(format!("{name}:{}: {f}: {}", i + 1, t));
+                } else if path_test(line) {
+                    bad.push(format!("{name}:{}: is_file/is_dir of a path: {}", i + 1, t));
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "file-system access outside the Observer:\n{}",
+            bad.join("\n")
+        );
+    }
+}
