@@ -250,7 +250,17 @@ impl Executor for Buildah {
     }
 
     fn images(&self) -> Result<HashSet<String>> {
-        let out = self.list(&["images", "--all", "--no-trunc", "--quiet"])?;
+        self.images_named().map(|(ids, _)| ids)
+    }
+
+    fn images_named(&self) -> Result<(HashSet<String>, Option<HashSet<String>>)> {
+        let out = self.list(&[
+            "images",
+            "--all",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Name}}:{{.Tag}}",
+        ])?;
         if !out.status.success() {
             return Err(Error::env(format!(
                 "buildah images failed: {}",
@@ -258,11 +268,16 @@ impl Executor for Buildah {
             ))
             .with_hint("check that container storage is usable: buildah info"));
         }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| normalize_id(l.trim()))
-            .filter(|l| !l.is_empty())
-            .collect())
+        let (mut ids, mut names) = (HashSet::new(), HashSet::new());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut words = line.split_whitespace();
+            let Some(id) = words.next() else { continue };
+            ids.insert(normalize_id(id));
+            if let Some(name) = words.next().filter(|n| *n != "<none>:<none>") {
+                names.insert(name.to_string());
+            }
+        }
+        Ok((ids, Some(names)))
     }
 
     fn build(
@@ -374,11 +389,8 @@ impl<'a> Session<'a> {
         ctr: &str,
         tests: &[String],
     ) -> std::result::Result<Vec<TestOutcome>, String> {
-        self.remove_stale(ctr);
         self.step("tests: buildah from");
-        let mut from = self.buildah();
-        from.args(["from", "--pull-never", "--name", ctr, image]);
-        self.capture(from, "buildah from (tests)")?;
+        self.from_fresh(&["--pull-never"], ctr, image, "buildah from (tests)")?;
         let mut outcomes = vec![];
         for (i, t) in tests.iter().enumerate() {
             self.step(&format!("test {}/{}: {t}", i + 1, tests.len()));
@@ -417,6 +429,31 @@ impl<'a> Session<'a> {
         rm.args(["rm", ctr]);
         self.capture(rm, "buildah rm (tests)")?;
         Ok(outcomes)
+    }
+
+    /// `buildah from --name ctr image`. A container of that name is a
+    /// leftover of an earlier attempt at this very digest (killed, or
+    /// failed and kept): it is removed and `from` tried again. Trying first
+    /// spares a `buildah rm` on every build.
+    fn from_fresh(
+        &self,
+        flags: &[&str],
+        ctr: &str,
+        image: &str,
+        what: &str,
+    ) -> std::result::Result<String, String> {
+        let from = || {
+            let mut c = self.buildah();
+            c.arg("from").args(flags).args(["--name", ctr, image]);
+            c
+        };
+        match self.capture(from(), what) {
+            Err(m) if m.contains("already in use") => {
+                self.remove_stale(ctr);
+                self.capture(from(), what)
+            }
+            r => r,
+        }
     }
 
     /// Removes a container of this name left by an earlier attempt.
@@ -523,19 +560,9 @@ impl Build<'_> {
                 "# re-running the steps in the kept container {ctr}; nothing will be committed"
             ));
         } else {
-            // A container of this name is a leftover of an earlier failed
-            // attempt at this very digest; start clean.
-            self.remove_stale(ctr);
-
             self.step("buildah from");
-            let mut from = self.buildah();
-            from.args([
-                "from",
-                "--name",
-                ctr,
-                req.from.as_deref().unwrap_or("scratch"),
-            ]);
-            self.capture(from, "buildah from")
+            let image = req.from.as_deref().unwrap_or("scratch");
+            self.from_fresh(&[], ctr, image, "buildah from")
                 .map_err(|m| BuildFailure {
                     message: m,
                     container: None,

@@ -115,6 +115,11 @@ pub trait Executor: Sync {
     fn preflight(&self, needs_play: bool) -> Result<()>;
     /// Ids of every image in the local store (one query per build).
     fn images(&self) -> Result<HashSet<String>>;
+    /// [`Executor::images`], with every name the images carry (`None`:
+    /// this executor cannot tell, so names are looked up one by one).
+    fn images_named(&self) -> Result<(HashSet<String>, Option<HashSet<String>>)> {
+        Ok((self.images()?, None))
+    }
     fn build(
         &self,
         req: &BuildRequest,

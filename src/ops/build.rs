@@ -230,7 +230,7 @@ pub fn build(
     // image store is listed (read-only; its answer is used only once the
     // fingerprint succeeded).
     let (fp, images) = std::thread::scope(|s| {
-        let listing = s.spawn(|| executor.images());
+        let listing = s.spawn(|| executor.images_named());
         let fp = crate::cache::memo::fingerprint(ws, system, &labels, true);
         let images = listing
             .join()
@@ -252,7 +252,7 @@ pub fn build(
 
     // Only now touch the environment: bad input above never reaches it.
     let t = Instant::now();
-    let images = images?;
+    let (images, names) = images?;
     let mut cache = match fp.cache.take() {
         Some(c) => c,
         None => Cache::open(&ws.db_path())?,
@@ -312,7 +312,9 @@ pub fn build(
     let image_of: Mutex<BTreeMap<Label, String>> = Mutex::new(BTreeMap::new());
     let system_name = system.map(|s| s.name.clone());
     let full = std::sync::OnceLock::new();
+    let names = Mutex::new(names);
     let run = RunCtx {
+        names: &names,
         ws,
         system,
         labels: &labels,
@@ -485,6 +487,9 @@ struct RunCtx<'a> {
     /// building after all: its image vanished meanwhile).
     labels: &'a [Label],
     full: &'a std::sync::OnceLock<std::result::Result<BTreeMap<Label, Fingerprint>, String>>,
+    /// Image names in storage when the run began (`None`: unknown), so a
+    /// layer to build asks about an image of its name only if there is one.
+    names: &'a Mutex<Option<HashSet<String>>>,
     isolation: &'a str,
     executor: &'a dyn Executor,
     reporter: &'a dyn Reporter,
@@ -500,6 +505,7 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
         system,
         labels: _,
         full: _,
+        names: _,
         isolation,
         executor,
         reporter,
@@ -530,12 +536,18 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
     };
     // A miss: build it holding the digest's lock, so concurrent layerbuilds
     // build each digest once. Whoever waited looks again afterwards.
+    let mut waited = false;
     let _lock = DigestLock::acquire(&ws.cache_dir, &fp.digest, &label_s, &mut |h| {
+        waited = true;
         reporter.println(&waiting_line(&label_s, h));
     })
     .map_err(|e| fail(e.to_string()))?;
     if let Some(done) = reuse_cached(run, fp, true).map_err(|e| fail(e.to_string()))? {
         return Ok(done);
+    }
+    if waited {
+        // Whoever held the lock may have committed meanwhile.
+        *run.names.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
     if let Some(done) = adopt_committed(run, fp) {
         return Ok(done);
@@ -740,6 +752,21 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
 fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint) -> Option<Done> {
     let label = &fp.label;
     let name = image_name(run.ws, label, &fp.digest);
+    // No image of that name when the run began: none to adopt, without
+    // asking storage (a `buildah inspect` per layer built). When this run
+    // waited for the digest's lock the names are unknown and storage is
+    // asked. An image committed by a process that died between our listing
+    // and our lock, without our waiting, is built again: wasted work, never
+    // a wrong image.
+    let named = run
+        .names
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|n| n.contains(&name));
+    if named == Some(false) {
+        return None;
+    }
     let meta = super::cache::committed_build(run.executor, &name, label, &fp.digest)?;
     let label_s = label.to_string();
     let record = BuildRecord {
