@@ -390,7 +390,7 @@ impl<'a> Session<'a> {
         tests: &[String],
     ) -> std::result::Result<Vec<TestOutcome>, String> {
         self.step("tests: buildah from");
-        self.from_fresh(&["--pull-never"], ctr, image, "buildah from (tests)")?;
+        self.create_container(&["--pull-never"], ctr, image, "buildah from (tests)")?;
         let mut outcomes = vec![];
         for (i, t) in tests.iter().enumerate() {
             self.step(&format!("test {}/{}: {t}", i + 1, tests.len()));
@@ -435,7 +435,7 @@ impl<'a> Session<'a> {
     /// leftover of an earlier attempt at this very digest (killed, or
     /// failed and kept): it is removed and `from` tried again. Trying first
     /// spares a `buildah rm` on every build.
-    fn from_fresh(
+    fn create_container(
         &self,
         flags: &[&str],
         ctr: &str,
@@ -562,7 +562,7 @@ impl Build<'_> {
         } else {
             self.step("buildah from");
             let image = req.from.as_deref().unwrap_or("scratch");
-            self.from_fresh(&[], ctr, image, "buildah from")
+            self.create_container(&[], ctr, image, "buildah from")
                 .map_err(|m| BuildFailure {
                     message: m,
                     container: None,
