@@ -37,7 +37,7 @@ use crate::label::Label;
 use crate::workspace::{System, Workspace};
 
 /// Memos kept (one per selection and system used recently).
-const KEEP: i64 = 16;
+const KEEP: i64 = 8;
 /// How long a memo write waits for another writer before giving up.
 const WRITE_WAIT: Duration = Duration::from_millis(200);
 
