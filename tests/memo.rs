@@ -26,25 +26,14 @@ fn stats_line(stderr: &str) -> String {
         .to_string()
 }
 
-fn digests_of(run: &common::Run) -> BTreeMap<String, String> {
-    run.json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["label"].as_str().unwrap().to_string(),
-                e["digest"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// `ls --json`: the digests, and whether the memo served them.
 fn scan(ws: &TestWs) -> (BTreeMap<String, String>, bool) {
     let r = ws.lb(&["ls", "--json"]).ok();
     let line = stats_line(&r.stderr);
-    (digests_of(&r), line.contains("from the memo"))
+    (
+        common::digests_of(&r.json()),
+        line.contains("from the memo"),
+    )
 }
 
 /// The digests of a copy of the workspace as it is now, without its cache
@@ -65,17 +54,7 @@ fn fresh(ws: &TestWs) -> BTreeMap<String, String> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["label"].as_str().unwrap().to_string(),
-                e["digest"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    common::digests_of(&serde_json::from_slice(&out.stdout).unwrap())
 }
 
 /// Waits out the racy margin, lets a scan record the memo, and checks the

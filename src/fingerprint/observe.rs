@@ -595,17 +595,22 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// An observer for which every file already there is older than the
+    /// racy margin (as if the scan started well after they were written).
+    fn aged_observer() -> Observer {
+        Observer {
+            started_ns: now_ns() + 3 * RACY_MARGIN_NS,
+            ..Observer::new()
+        }
+    }
+
     #[test]
     fn signatures_match_until_something_observed_changes() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         std::fs::create_dir_all(root.join("a")).unwrap();
         std::fs::write(root.join("a/f"), "one").unwrap();
-        // As if the files were older than the racy margin.
-        let o = Observer {
-            started_ns: now_ns() + 3 * RACY_MARGIN_NS,
-            ..Observer::new()
-        };
+        let o = aged_observer();
         assert_eq!(o.read_to_string(&root.join("a/f")).unwrap(), "one");
         assert!(!o.is_file(&root.join("a/g")));
         assert_eq!(o.read_dir(&root.join("a")).unwrap().len(), 1);
@@ -629,10 +634,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
         std::fs::write(&f, "one").unwrap();
-        let o = Observer {
-            started_ns: now_ns() + 3 * RACY_MARGIN_NS,
-            ..Observer::new()
-        };
+        let o = aged_observer();
         o.read_to_string(&f).unwrap();
         let rec = o.finish().unwrap();
         std::thread::sleep(Duration::from_millis(20));
@@ -656,10 +658,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
         std::fs::write(&f, "one").unwrap();
-        let o = Observer {
-            started_ns: now_ns() + 3 * RACY_MARGIN_NS,
-            ..Observer::new()
-        };
+        let o = aged_observer();
         o.metadata(&f).unwrap();
         std::fs::write(&f, "three").unwrap();
         o.metadata(&f).unwrap();

@@ -167,19 +167,9 @@ impl TestWs {
         log
     }
 
-    /// label -> digest, from `hash --json` for each label of `ls --json`.
+    /// label -> digest, from `ls --json`.
     pub fn digests(&self) -> BTreeMap<String, String> {
-        let ls = self.lb(&["ls", "--json"]).ok().json();
-        ls.as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                (
-                    e["label"].as_str().unwrap().to_string(),
-                    e["digest"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
+        digests_of(&self.lb(&["ls", "--json"]).ok().json())
     }
 
     pub fn db(&self) -> PathBuf {
@@ -278,4 +268,18 @@ impl Drop for TestWs {
             }
         }
     }
+}
+
+/// label -> digest, from the output of `ls --json`.
+pub fn digests_of(ls: &serde_json::Value) -> BTreeMap<String, String> {
+    ls.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["label"].as_str().unwrap().to_string(),
+                e["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
