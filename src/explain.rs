@@ -304,12 +304,21 @@ fn encrypted_file(path: &str, old: &VarSnapshot, new: &VarSnapshot, out: &mut Ve
     false
 }
 
+/// The workspace path of a definition's file: relative to the inventory,
+/// or `//PATH` for `group_vars/` and `host_vars/` beside the playbook.
+fn inventory_path(side: &Side, file: &str) -> String {
+    match file.strip_prefix("//") {
+        Some(p) => p.to_string(),
+        None => side
+            .inventory
+            .as_ref()
+            .map_or(file.to_string(), |i| format!("{i}/{file}")),
+    }
+}
+
 /// A variable's recorded value and vault flag, looked up in a side's snapshot.
 fn recorded(side: &Side, file: &str, name: &str) -> (Option<serde_json::Value>, bool) {
-    let path = side
-        .inventory
-        .as_ref()
-        .map_or(file.to_string(), |i| format!("{i}/{file}"));
+    let path = inventory_path(side, file);
     match side.vars.get(&path) {
         Some(FileVars::Vars { vars }) => vars
             .get(name)
@@ -340,11 +349,7 @@ fn diff_inventory_vars(old: &Side, new: &Side, show_values: bool, out: &mut Vec<
     }
     let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let empty = BTreeMap::new();
-    let display = |side: &Side, file: &str| {
-        side.inventory
-            .as_ref()
-            .map_or(file.to_string(), |i| format!("{i}/{file}"))
-    };
+    let display = |side: &Side, file: &str| inventory_path(side, file);
     for name in names {
         let (fa, fb) = (a.get(name).unwrap_or(&empty), b.get(name).unwrap_or(&empty));
         let files: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();

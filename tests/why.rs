@@ -201,7 +201,7 @@ fn why_after_an_upgrade_names_the_format_change() {
     )
     .unwrap();
     let out = why(&ws, &["//base/os"]);
-    assert!(out.contains("format version changed: 0 -> 3"), "{out}");
+    assert!(out.contains("format version changed: 0 -> 4"), "{out}");
     insta::assert_snapshot!("format_changed", out);
 }
 

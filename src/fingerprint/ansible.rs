@@ -32,8 +32,24 @@ pub struct PlayInputs {
     /// literal directory of a templated path): inputs whatever .gitignore
     /// says, since Ansible will read them.
     pub referenced: BTreeSet<String>,
+    /// Every YAML file the play loads (playbooks, task files, role meta,
+    /// vars files), workspace-relative.
+    pub read: BTreeSet<String>,
+    /// Why every file of the source directory counts (a file the play
+    /// reads whose name the analysis cannot know), with the file and line.
+    pub whole_source: Option<String>,
+    /// `group_vars/` and `host_vars/` beside the playbook: Ansible loads
+    /// them (over the inventory's), so they count by variable.
+    pub var_dirs: BTreeSet<String>,
+    /// The playbook's directory, workspace-relative.
+    pub playbook_dir: String,
     pub notes: Vec<String>,
 }
+
+/// Modules whose `src` is read on the machine running the play.
+const READ_MODULES: &[&str] = &["copy", "template", "script", "unarchive", "assemble"];
+/// Directories of code Ansible loads from beside a playbook and from each role.
+const CODE_DIRS: &[&str] = &["library", "module_utils", "collections"];
 
 const ROLE_KEYS: &[&str] = &[
     "include_role",
@@ -78,6 +94,11 @@ struct Discovery<'a> {
     seen_files: BTreeSet<PathBuf>,
     /// Role names waiting to be resolved, with where they were named.
     pending_roles: VecDeque<(String, PathBuf)>,
+    /// The text of each YAML file loaded (for line numbers).
+    texts: BTreeMap<PathBuf, String>,
+    allow_outside: &'a [PathBuf],
+    /// The first path the play reads from outside the workspace.
+    error: Option<Error>,
 }
 
 /// Discovers the inputs of `playbook` (relative to `source`).
@@ -87,9 +108,13 @@ pub fn discover(
     source: &str,
     playbook: &str,
     roles_path: &[String],
+    allow_outside: &[PathBuf],
 ) -> Result<PlayInputs> {
-    let pb = root.join(source).join(playbook);
+    let pb = normalize(&root.join(source).join(playbook));
     let mut d = Discovery {
+        texts: BTreeMap::new(),
+        allow_outside,
+        error: None,
         obs,
         root,
         source: source.to_string(),
@@ -120,6 +145,39 @@ pub fn discover(
         }
         break;
     }
+    // Code and variables Ansible loads from beside the playbook and from
+    // each role without a task naming them.
+    let mut dirs: Vec<PathBuf> = vec![d.playbook_dir.clone()];
+    dirs.extend(d.out.roles.values().map(|r| root.join(r)));
+    for dir in dirs {
+        let Ok(names) = obs.read_dir(&dir) else {
+            continue;
+        };
+        for n in names {
+            let n = n.to_string_lossy();
+            if CODE_DIRS.contains(&n.as_ref()) || n.ends_with("_plugins") {
+                let p = dir.join(n.as_ref());
+                if obs.is_dir(&p) {
+                    let rel = d.rel(&p);
+                    d.out.referenced.insert(rel);
+                }
+            }
+        }
+    }
+    for sub in ["group_vars", "host_vars"] {
+        let p = d.playbook_dir.join(sub);
+        if obs.is_dir(&p) {
+            let rel = d.rel(&p);
+            d.out.var_dirs.insert(rel);
+        }
+    }
+    if let Some(e) = d.error {
+        return Err(e);
+    }
+    d.out.playbook_dir = d.rel(&d.playbook_dir);
+    if d.out.playbook_dir.is_empty() {
+        d.out.playbook_dir = ".".into();
+    }
     Ok(d.out)
 }
 
@@ -143,9 +201,35 @@ impl Discovery<'_> {
     }
 
     fn give_up(&mut self, reason: String) {
+        // A templated name may lead to any role or to any file beside the playbook.
+        self.whole_source(reason.clone());
         if self.out.all_roles_reason.is_none() {
             self.out.all_roles_reason = Some(reason);
         }
+    }
+
+    fn whole_source(&mut self, reason: String) {
+        if self.out.whole_source.is_none() {
+            self.out.whole_source = Some(reason);
+        }
+    }
+
+    /// `file:line` of the first line of `file` holding `needle`.
+    fn at(&self, file: &Path, needle: &str) -> (String, usize) {
+        let rel = self.rel(file);
+        let text = self.texts.get(&normalize(file)).map_or("", String::as_str);
+        let needle = needle.lines().next().unwrap_or(needle).trim();
+        let line = text
+            .lines()
+            .position(|l| !needle.is_empty() && l.contains(needle))
+            .map_or(1, |i| i + 1);
+        (rel, line)
+    }
+
+    fn location(&self, file: &Path, needle: &str) -> Location {
+        let (rel, line) = self.at(file, needle);
+        let text = self.texts.get(&normalize(file)).map_or("", String::as_str);
+        Location::at_line(&rel, text, line)
     }
 
     /// Loads a YAML file once. Files that do not exist are not ours to judge
@@ -161,6 +245,10 @@ impl Discovery<'_> {
             .map_err(|e| Error::io(&path, e))?;
         let rel = self.rel(&path);
         self.note_outside(&rel);
+        if path.starts_with(self.root) {
+            self.out.read.insert(rel.clone());
+        }
+        self.texts.insert(path.clone(), text.clone());
         let docs = YamlLoader::load_from_str(&text).map_err(|e| {
             let m = e.marker();
             let mut loc = Location::at_line(&rel, &text, m.line());
@@ -203,15 +291,7 @@ impl Discovery<'_> {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.to_path_buf());
-        let mut bases: Vec<PathBuf> = vec![
-            dir.to_path_buf(),
-            role_dir.join("templates"),
-            role_dir.join("files"),
-            role_dir.clone(),
-            self.playbook_dir.clone(),
-            self.playbook_dir.join("files"),
-            self.playbook_dir.join("templates"),
-        ];
+        let mut bases = self.bases(dir);
         let mut cand = cand.to_string();
         if original.contains("playbook_dir") || original.contains("role_path") {
             cand = cand.trim_start_matches('/').to_string();
@@ -237,6 +317,232 @@ impl Discovery<'_> {
                 self.out.referenced.insert(rel);
             }
         }
+    }
+
+    /// Where Ansible looks for a relative name used in a file of `dir`: the
+    /// file's directory, its role's `templates/`, `files/` and directory,
+    /// then the playbook's directory, its `files/` and `templates/`.
+    fn bases(&self, dir: &Path) -> Vec<PathBuf> {
+        let role_dir = dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.to_path_buf());
+        vec![
+            dir.to_path_buf(),
+            role_dir.join("templates"),
+            role_dir.join("files"),
+            role_dir.clone(),
+            self.playbook_dir.clone(),
+            self.playbook_dir.join("files"),
+            self.playbook_dir.join("templates"),
+        ]
+    }
+
+    /// The `src` of a module that reads it on the machine running the play
+    /// (`copy`, `template`, `script`, `unarchive`, `assemble`, unless the
+    /// source is remote): counted when inside the workspace, rejected when
+    /// outside, the whole source when only known at run time.
+    fn read_module(&mut self, task: &Yaml, file: &Path) {
+        for m in READ_MODULES {
+            for prefix in ["", "ansible.builtin.", "ansible.legacy."] {
+                let key = format!("{prefix}{m}");
+                let Some(h) = task.as_hash() else { return };
+                if !h.contains_key(&Yaml::String(key.clone())) {
+                    continue;
+                }
+                let mut args: BTreeMap<String, String> = BTreeMap::new();
+                let mut free: Option<String> = None;
+                let scalar = |y: &Yaml| match y {
+                    Yaml::String(s) => Some(s.clone()),
+                    Yaml::Boolean(b) => Some(b.to_string()),
+                    Yaml::Integer(i) => Some(i.to_string()),
+                    Yaml::Real(r) => Some(r.clone()),
+                    _ => None,
+                };
+                let from_hash = |y: &Yaml, args: &mut BTreeMap<String, String>| {
+                    if let Some(h) = y.as_hash() {
+                        for (k, v) in h {
+                            if let (Some(k), Some(v)) = (k.as_str(), scalar(v)) {
+                                args.insert(k.to_string(), v);
+                            }
+                        }
+                    }
+                };
+                match &task[key.as_str()] {
+                    Yaml::String(s) => {
+                        let words = shell_words::split(s)
+                            .unwrap_or_else(|_| s.split_whitespace().map(str::to_string).collect());
+                        for w in words {
+                            match w.split_once('=') {
+                                Some((k, v)) if !k.contains("{{") => {
+                                    args.insert(k.to_string(), v.to_string());
+                                }
+                                _ if free.is_none() => free = Some(w),
+                                _ => {}
+                            }
+                        }
+                    }
+                    y => from_hash(y, &mut args),
+                }
+                from_hash(&task["args"], &mut args);
+                let truthy = |k: &str| {
+                    args.get(k).is_some_and(|v| {
+                        matches!(v.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on")
+                    })
+                };
+                let falsy = |k: &str| {
+                    args.get(k).is_some_and(|v| {
+                        matches!(v.to_ascii_lowercase().as_str(), "no" | "false" | "0" | "off")
+                    })
+                };
+                let remote = match *m {
+                    "copy" => truthy("remote_src"),
+                    "unarchive" => truthy("remote_src") || falsy("copy"),
+                    // assemble reads the managed node unless told otherwise.
+                    "assemble" => !falsy("remote_src"),
+                    _ => false,
+                };
+                if remote {
+                    continue;
+                }
+                let src = args.get("src").cloned().or_else(|| {
+                    if *m != "script" {
+                        return None;
+                    }
+                    free.clone().or_else(|| {
+                        args.get("cmd")
+                            .and_then(|c| c.split_whitespace().next().map(str::to_string))
+                    })
+                });
+                if let Some(src) = src {
+                    self.read_path(&src, &key, task, file);
+                }
+            }
+        }
+    }
+
+    /// One controller path a task reads (see [`Discovery::read_module`]).
+    fn read_path(&mut self, src: &str, module: &str, task: &Yaml, file: &Path) {
+        let dir = file.parent().unwrap_or(self.root).to_path_buf();
+        if templated(src) {
+            if let Some(names) = loop_names(src, task) {
+                for n in names {
+                    self.read_path(&n, module, task, file);
+                }
+                return;
+            }
+            static ANCHOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+                regex::Regex::new(r"^\{\{-?\s*(role_path|playbook_dir)\s*-?\}\}/").expect("valid regex")
+            });
+            let (base, rest) = match ANCHOR.captures(src) {
+                Some(c) if &c[1] == "role_path" => (
+                    Some(dir.parent().unwrap_or(&dir).to_path_buf()),
+                    &src[c[0].len()..],
+                ),
+                Some(c) => (Some(self.playbook_dir.clone()), &src[c[0].len()..]),
+                None => (None, src),
+            };
+            let literal = &rest[..rest.find("{{").or_else(|| rest.find("{%")).unwrap_or(rest.len())];
+            let literal_dir = literal
+                .rsplit_once('/')
+                .map(|(d, _)| d)
+                .filter(|d| !d.is_empty() && !templated(d));
+            let bounded = match (&base, literal_dir) {
+                // Inside a role counted whole.
+                (Some(_), None) if src.contains("role_path") && !rest.contains("..") => {
+                    self.role_of(file).is_some()
+                }
+                (Some(b), Some(d)) => {
+                    let p = normalize(&b.join(d));
+                    self.count_read(&p, module, src, file);
+                    true
+                }
+                (None, Some(d)) if Path::new(d).is_absolute() => {
+                    self.count_read(Path::new(d), module, src, file);
+                    true
+                }
+                (None, Some(d)) => {
+                    for b in self.bases(&dir) {
+                        let p = normalize(&b.join(d));
+                        self.count_read(&p, module, src, file);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if !bounded {
+                let (rel, line) = self.at(file, src);
+                self.whole_source(format!(
+                    "{rel}:{line}: {module} reads '{src}', a path known only at run time"
+                ));
+            }
+            return;
+        }
+        if Path::new(src).is_absolute() {
+            self.count_read(Path::new(src), module, src, file);
+            return;
+        }
+        let cands: Vec<PathBuf> = self
+            .bases(&dir)
+            .into_iter()
+            .map(|b| normalize(&b.join(src)))
+            .collect();
+        let inside: Vec<&PathBuf> = cands.iter().filter(|p| p.starts_with(self.root)).collect();
+        if inside.iter().any(|p| self.obs.exists(p)) {
+            for p in inside {
+                if self.obs.exists(p) {
+                    let rel = self.rel(p);
+                    self.out.referenced.insert(rel);
+                }
+            }
+        } else if let Some(p) = cands.iter().find(|p| !p.starts_with(self.root)) {
+            self.count_read(&p.clone(), module, src, file);
+        }
+    }
+
+    /// A path the play reads (absolute and normalised): counted inside the
+    /// workspace, an error outside it (unless in `allow_outside`, where it
+    /// must be reached through a link in the workspace to count).
+    fn count_read(&mut self, p: &Path, module: &str, src: &str, file: &Path) {
+        if p.starts_with(self.root) {
+            if self.obs.exists(p) {
+                let rel = self.rel(p);
+                self.out.referenced.insert(rel);
+            }
+            return;
+        }
+        // A relative name that leads out only where nothing exists is not
+        // read there (Ansible tries the other bases); an absolute one is
+        // rejected whether or not this machine has it.
+        if self.error.is_some() || (!Path::new(src).is_absolute() && !self.obs.exists(p)) {
+            return;
+        }
+        let loc = self.location(file, src);
+        let how = if Path::new(src).is_absolute() {
+            "an absolute path on the machine running the build"
+        } else {
+            "a path that leads out of the workspace"
+        };
+        let allowed = self.allow_outside.iter().any(|a| p.starts_with(a));
+        let hint = if allowed {
+            "the directory is in allow_outside, but only links inside the workspace are followed into it: link the file into the workspace (e.g. the role's files/) and name the link relatively".to_string()
+        } else {
+            "Ansible reads it on the machine running the build, so a fresh clone or another runner would build something else; copy the file into the workspace (the role's files/ or templates/) and name it relatively".to_string()
+        };
+        self.error = Some(
+            Error::input_at(loc, format!("{module} reads '{src}', {how} ({})", p.display()))
+                .with_hint(hint),
+        );
+    }
+
+    /// The role directory `file` belongs to, if any.
+    fn role_of(&self, file: &Path) -> Option<String> {
+        let rel = self.rel(file);
+        self.out
+            .roles
+            .values()
+            .find(|r| rel.starts_with(&format!("{r}/")))
+            .cloned()
     }
 
     fn scan_playbook(&mut self, path: &Path) -> Result<()> {
@@ -286,15 +592,25 @@ impl Discovery<'_> {
         };
         for name in names {
             if templated(name) {
-                self.out.notes.push(format!(
-                    "{from} reads vars file '{name}' whose name is templated; only files inside the source directory are tracked for it"
-                ));
+                // A literal directory before the template counts whole
+                // (see `candidates`); without one, any file may be read.
+                let prefix = &name[..name.find("{{").or_else(|| name.find("{%")).unwrap_or(0)];
+                if !prefix.rsplit_once('/').is_some_and(|(d, _)| !d.is_empty()) {
+                    let file = self.root.join(from);
+                    let (rel, line) = self.at(&file, name);
+                    self.whole_source(format!(
+                        "{rel}:{line}: reads vars file '{name}', a name known only at run time"
+                    ));
+                }
                 continue;
             }
             let p = normalize(&dir.join(name));
             if self.obs.is_file(&p) {
                 let rel = self.rel(&p);
                 self.note_outside(&rel);
+                if p.starts_with(self.root) {
+                    self.out.read.insert(rel);
+                }
             }
         }
     }
@@ -377,6 +693,7 @@ impl Discovery<'_> {
                     self.vars_file(&Yaml::String(t.to_string()), &dir, &rel);
                 }
             }
+            self.read_module(task, file);
             for key in BLOCK_KEYS {
                 self.scan_tasks(&task[*key], file);
             }
@@ -488,6 +805,38 @@ fn candidates(s: &str, key: Option<&str>) -> Vec<(String, bool)> {
         }
     }
     out
+}
+
+/// The names `{{ item }}` (or `{{ item.KEY }}`, with a literal prefix and
+/// suffix) takes in a task looping over a list of literals; `None` when the
+/// analysis cannot list them.
+fn loop_names(src: &str, task: &Yaml) -> Option<Vec<String>> {
+    static ITEM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"^([^{}]*)\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*)|\[['"]([^'"]+)['"]\])?\s*-?\}\}([^{}]*)$"#)
+            .expect("valid regex")
+    });
+    let c = ITEM.captures(src)?;
+    let loop_var = task["loop_control"]["loop_var"].as_str().unwrap_or("item");
+    if &c[2] != loop_var {
+        return None;
+    }
+    let field = c.get(3).or_else(|| c.get(4)).map(|m| m.as_str());
+    let items = ["loop", "with_items", "with_list"]
+        .iter()
+        .find_map(|k| task[*k].as_vec())?;
+    let mut out = vec![];
+    for it in items {
+        let v = match (field, it) {
+            (None, Yaml::String(s)) => s.clone(),
+            (Some(f), Yaml::Hash(_)) => it[f].as_str()?.to_string(),
+            _ => return None,
+        };
+        if templated(&v) {
+            return None;
+        }
+        out.push(format!("{}{v}{}", &c[1], &c[5]));
+    }
+    Some(out)
 }
 
 /// Lexically removes `.` and `..` so the same file is seen once.

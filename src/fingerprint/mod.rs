@@ -15,6 +15,7 @@ pub mod ansible;
 pub mod files;
 pub mod inventory;
 pub mod observe;
+pub mod reads;
 pub mod statcache;
 pub mod vars;
 
@@ -29,7 +30,7 @@ use files::{FileHash, FileIndex, LinkTarget};
 use observe::Observer;
 
 /// Bump when the meaning of a manifest changes, so every digest changes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -162,7 +163,21 @@ struct LayerInputs {
     /// Why every variable counts, known before reading the play (ansible.cfg plugins).
     var_fallback: Option<String>,
     setup_refs: BTreeSet<String>,
+    /// YAML files the play loads.
+    read: BTreeSet<String>,
+    /// Why every file of the source counts, if the analysis could not bound what the play reads.
+    whole_source: Option<String>,
+    /// `group_vars/`, `host_vars/` beside the playbook.
+    var_dirs: BTreeSet<String>,
+    playbook_dir: String,
     notes: Vec<String>,
+}
+
+/// A manifest, or workspace paths the play reads that the file index does
+/// not hold yet (index them and build it again).
+enum Built {
+    Manifest(Manifest),
+    Missing(BTreeSet<String>),
 }
 
 /// Fingerprints `labels`, which must be in topological order and closed under
@@ -208,10 +223,21 @@ pub fn fingerprint_observed(
             referenced: BTreeSet::new(),
             var_fallback: None,
             setup_refs: setup_references(obs, ws, layer),
+            read: BTreeSet::new(),
+            whole_source: None,
+            var_dirs: BTreeSet::new(),
+            playbook_dir: String::new(),
             notes: vec![],
         };
         if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
-            let found = ansible::discover(obs, &ws.root, source, playbook, &layer.roles_path)?;
+            let found = ansible::discover(
+                obs,
+                &ws.root,
+                source,
+                playbook,
+                &layer.roles_path,
+                &ws.allow_outside,
+            )?;
             inputs.roles = found.roles;
             if let Some(reason) = found.all_roles_reason {
                 inputs
@@ -223,6 +249,16 @@ pub fn fingerprint_observed(
             }
             inputs.extra_files = found.extra_files;
             inputs.referenced = found.referenced;
+            inputs.read = found.read;
+            inputs.whole_source = found.whole_source;
+            inputs.var_dirs = found.var_dirs;
+            inputs.playbook_dir = found.playbook_dir;
+            // ansible-playbook runs in the source directory and reads its ansible.cfg.
+            let cfg = format!("{source}/ansible.cfg");
+            if obs.is_file(&ws.root.join(&cfg)) {
+                inputs.referenced.insert(cfg);
+            }
+            explicit.extend(inputs.var_dirs.iter().cloned());
             let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source);
             inputs.referenced.extend(cfg_paths);
             inputs.var_fallback = plugins;
@@ -330,6 +366,39 @@ pub fn fingerprint_observed(
         }
         None => Default::default(),
     };
+    // group_vars/ and host_vars/ beside each playbook: one model per
+    // playbook directory, its definitions keyed `//DIR/FILE`.
+    let mut play_models: BTreeMap<String, inventory::InventoryModel> = BTreeMap::new();
+    for inputs in analysed.values() {
+        if inputs.var_dirs.is_empty()
+            || play_models.contains_key(&inputs.playbook_dir)
+            || model.as_ref().is_some_and(|m| m.base == inputs.playbook_dir)
+        {
+            continue;
+        }
+        let files: Vec<String> = inputs
+            .var_dirs
+            .iter()
+            .flat_map(|d| index.under(d).map(|(p, _)| p.clone()))
+            .collect();
+        let mut m = inventory::InventoryModel::load(
+            obs,
+            &ws.root,
+            &inputs.playbook_dir,
+            true,
+            files.iter(),
+        );
+        inventory_vars.extend(inventory::snapshot(obs, &ws.root, files.iter()));
+        let base = m.base.clone();
+        for d in &mut m.defs {
+            d.file = if base == "." {
+                format!("//{}", d.file)
+            } else {
+                format!("//{base}/{}", d.file)
+            };
+        }
+        play_models.insert(inputs.playbook_dir.clone(), m);
+    }
     // Secret values never reach the snapshot (kept for `why --show-values`).
     let mut secrets = crate::secrets::Secrets::default();
     if let Some(s) = system {
@@ -341,6 +410,8 @@ pub fn fingerprint_observed(
         crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
     }
     let mut analyzer = vars::Analyzer::default();
+    // Paths the play reads that were added to the index after the walk.
+    let mut tried: BTreeSet<String> = BTreeSet::new();
 
     let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
     for label in labels {
@@ -360,17 +431,37 @@ pub fn fingerprint_observed(
                 })?,
             },
         };
-        let manifest = build_manifest(
-            obs,
-            ws,
-            system,
-            layer,
-            inputs,
-            &index,
-            parent,
-            model.as_ref(),
-            &mut analyzer,
-        )?;
+        let manifest = loop {
+            let built = build_manifest(
+                obs,
+                ws,
+                system,
+                layer,
+                inputs,
+                &index,
+                parent.clone(),
+                model.as_ref(),
+                play_models.get(&inputs.playbook_dir),
+                &tried,
+                &mut analyzer,
+            )?;
+            match built {
+                Built::Manifest(m) => break m,
+                Built::Missing(paths) => {
+                    tried.extend(paths.iter().cloned());
+                    let before = index.len();
+                    index.add_explicit(
+                        obs,
+                        &ws.root,
+                        &paths,
+                        &ws.cache_dir,
+                        &ws.allow_outside,
+                        stat.as_deref_mut(),
+                    )?;
+                    let _ = before;
+                }
+            }
+        };
         let digest = manifest.digest();
         let runs_play = layer.playbook.is_some() && model.is_some();
         let vars = if runs_play {
@@ -404,9 +495,12 @@ fn build_manifest(
     index: &FileIndex,
     parent: ParentInput,
     model: Option<&inventory::InventoryModel>,
+    play_model: Option<&inventory::InventoryModel>,
+    tried: &BTreeSet<String>,
     analyzer: &mut vars::Analyzer,
-) -> Result<Manifest> {
+) -> Result<Built> {
     let mut files: BTreeMap<String, FileInput> = BTreeMap::new();
+    let mut notes = inputs.notes.clone();
     let mut add = |path: &str, h: &FileHash, origin: String| {
         files.entry(path.to_string()).or_insert_with(|| FileInput {
             hash: h.hash.clone(),
@@ -429,11 +523,11 @@ fn build_manifest(
         {
             add(pb, h, "playbook".into());
         }
-        let role_dirs: Vec<String> = layer.roles_path.iter().map(|rp| format!("{rp}/")).collect();
-        for (p, h) in index.under(source) {
-            // Roles the play does not use do not count.
-            if !role_dirs.iter().any(|rp| p.starts_with(rp.as_str())) {
-                add(p, h, "source".into());
+        if inputs.whole_source.is_none() {
+            for p in &inputs.read {
+                if let Some(h) = index.get(p) {
+                    add(p, h, "play".into());
+                }
             }
         }
     }
@@ -475,6 +569,10 @@ fn build_manifest(
     {
         add(pf, h, "packages_file".into());
     }
+    if let (Some(source), Some(reason)) = (&layer.source, &inputs.whole_source) {
+        add_whole_source(layer, source, index, &mut files);
+        whole_source_note(obs, ws, layer, reason, index, &mut notes)?;
+    }
     // A link counts as a link; what it leads to inside the workspace counts
     // too, with the link's origin (over-approximate: Ansible follows links).
     let mut queue: Vec<(String, String)> = files
@@ -507,12 +605,67 @@ fn build_manifest(
             }
         }
     }
-    let mut notes = inputs.notes.clone();
     let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut inventory_groups = vec![];
     let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     if runs_play {
-        let mut used = variables_used(obs, ws, system, layer, &files, index, model, analyzer)?;
+        let mut used;
+        loop {
+            let before = files.len();
+            let found = play_files(
+                obs, ws, layer, inputs, &mut files, index, tried, &mut notes, analyzer,
+            )?;
+            let found = match found {
+                Ok(u) => u,
+                Err(missing) => return Ok(Built::Missing(missing)),
+            };
+            let (closed, value_reads) =
+                variables_closed(system, layer, found, model, play_model, analyzer);
+            used = closed;
+            if value_reads.reads.is_empty() && value_reads.read_unresolved.is_none() {
+                break;
+            }
+            // A variable's value reads files: where it is used decides the
+            // search path, so every file of the source counts, and names
+            // are resolved from the playbook too.
+            if let Some(source) = &layer.source {
+                let reason = value_reads.read_unresolved.clone().unwrap_or_else(|| {
+                    "a variable's value reads files by name".to_string()
+                });
+                if !notes.iter().any(|n| n.starts_with("every file of ")) {
+                    add_whole_source(layer, source, index, &mut files);
+                    whole_source_note(obs, ws, layer, &reason, index, &mut notes)?;
+                }
+                let pb = format!("{source}/{}", layer.playbook.as_deref().unwrap_or(""));
+                let mut missing = BTreeSet::new();
+                let found = resolve_reads(
+                    obs,
+                    ws,
+                    layer,
+                    inputs,
+                    &pb,
+                    &value_reads.reads,
+                    index,
+                    tried,
+                    &mut missing,
+                )?;
+                if !missing.is_empty() {
+                    return Ok(Built::Missing(missing));
+                }
+                for rel in found {
+                    for (p, h) in index.under(&rel) {
+                        files.entry(p.clone()).or_insert_with(|| FileInput {
+                            hash: h.hash.clone(),
+                            mode: h.mode.clone(),
+                            origin: "play".into(),
+                        });
+                    }
+                }
+            }
+            if files.len() == before {
+                break;
+            }
+        }
         if used.fallback.is_none() {
             used.fallback.clone_from(&inputs.var_fallback);
         }
@@ -537,10 +690,16 @@ fn build_manifest(
                 })
                 .collect();
         }
-        if let Some(m) = model {
-            let host = layer.label.slug();
-            let groups = m.effective_groups(&layer.groups, &host);
+        let host = layer.label.slug();
+        let groups = model
+            .cloned()
+            .unwrap_or_default()
+            .effective_groups(&layer.groups, &host);
+        if model.is_some() {
             inventory_groups = groups.iter().cloned().collect();
+        }
+        for (m, origin) in [(model, "inventory"), (play_model, "play")] {
+            let Some(m) = m else { continue };
             for d in &m.defs {
                 if (whole || inventory::InventoryModel::visible(&d.scope, &groups, &host))
                     && counts(&d.name)
@@ -554,12 +713,19 @@ fn build_manifest(
             if whole {
                 // Other hosts, groups and files of the inventory may be read
                 // (hostvars, groups, inventory_dir): every file counts whole.
-                for (path, h) in index.under(&m.base) {
-                    files.entry(path.clone()).or_insert_with(|| FileInput {
-                        hash: h.hash.clone(),
-                        mode: h.mode.clone(),
-                        origin: "inventory".into(),
-                    });
+                let dirs: Vec<String> = if origin == "play" {
+                    inputs.var_dirs.iter().cloned().collect()
+                } else {
+                    vec![m.base.clone()]
+                };
+                for dir in &dirs {
+                    for (path, h) in index.under(dir) {
+                        files.entry(path.clone()).or_insert_with(|| FileInput {
+                            hash: h.hash.clone(),
+                            mode: h.mode.clone(),
+                            origin: origin.into(),
+                        });
+                    }
                 }
             }
             for (path, scope, why) in &m.opaque {
@@ -569,7 +735,7 @@ fn build_manifest(
                     files.entry(path.clone()).or_insert_with(|| FileInput {
                         hash: h.hash.clone(),
                         mode: h.mode.clone(),
-                        origin: "inventory".into(),
+                        origin: origin.into(),
                     });
                     notes.push(format!("{path} counts whole: {why}"));
                 }
@@ -602,7 +768,7 @@ fn build_manifest(
                 .unwrap_or_else(|| ws.build.ansible_connection.clone())
         }),
     };
-    Ok(Manifest {
+    Ok(Built::Manifest(Manifest {
         format: FORMAT_VERSION,
         label: layer.label.to_string(),
         parent,
@@ -613,50 +779,306 @@ fn build_manifest(
         inventory_vars,
         inventory_groups,
         notes,
+    }))
+}
+
+/// Every file of the source counts (but roles the play does not use).
+fn add_whole_source(
+    layer: &Layer,
+    source: &str,
+    index: &FileIndex,
+    files: &mut BTreeMap<String, FileInput>,
+) {
+    let role_dirs: Vec<String> = layer.roles_path.iter().map(|rp| format!("{rp}/")).collect();
+    for (p, h) in index.under(source) {
+        if !role_dirs.iter().any(|rp| p.starts_with(rp.as_str())) {
+            files.entry(p.clone()).or_insert_with(|| FileInput {
+                hash: h.hash.clone(),
+                mode: h.mode.clone(),
+                origin: "source".into(),
+            });
+        }
+    }
+}
+
+/// The note of a whole-source fallback, and a warning for each link of the
+/// source that leads out of the workspace (the play may read it, and what
+/// it leads to cannot count).
+fn whole_source_note(
+    obs: &Observer,
+    ws: &Workspace,
+    layer: &Layer,
+    reason: &str,
+    index: &FileIndex,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let source = layer.source.as_deref().unwrap_or(".");
+    let note = format!("every file of {source} counts because {reason}");
+    if !notes.contains(&note) {
+        notes.push(note);
+    }
+    for (p, _) in index.under(source) {
+        if let Some(LinkTarget::Outside(real)) = index.link(p) {
+            let w = format!(
+                "{p} leads out of the workspace (to {}) and is not counted, though the play may read it",
+                real.display()
+            );
+            if !notes.contains(&w) {
+                eprintln!("warning: {}: {w}", layer.label);
+                notes.push(w);
+            }
+        }
+    }
+    let _ = (obs, ws);
+    Ok(())
+}
+
+/// Lexically normalised workspace-relative path; `None` when it leaves the workspace.
+fn normalize_rel(rel: &str) -> Option<String> {
+    let mut out: Vec<&str> = vec![];
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            c => out.push(c),
+        }
+    }
+    Some(if out.is_empty() {
+        ".".into()
+    } else {
+        out.join("/")
     })
+}
+
+fn parent_rel(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or(".", |(d, _)| d)
+}
+
+/// The files the play reads by name from `from` (lookups, template
+/// includes, `with_file` loops), resolved the way Ansible searches: the
+/// file's directory, its role's `templates/`, `files/`, `vars/` and
+/// directory, the playbook's `templates/`, `files/`, `vars/` and directory.
+/// Found paths are returned; paths that exist but are not indexed go to
+/// `missing`. A path out of the workspace (absolute, `..`, or a link) is an
+/// error naming the file.
+#[allow(clippy::too_many_arguments)]
+fn resolve_reads(
+    obs: &Observer,
+    ws: &Workspace,
+    layer: &Layer,
+    inputs: &LayerInputs,
+    from: &str,
+    names: &BTreeSet<String>,
+    index: &FileIndex,
+    tried: &BTreeSet<String>,
+    missing: &mut BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let role = inputs
+        .roles
+        .values()
+        .find(|r| from.starts_with(&format!("{r}/")))
+        .cloned();
+    let pdir = inputs.playbook_dir.as_str();
+    let mut bases: Vec<String> = vec![parent_rel(from).to_string()];
+    if let Some(r) = &role {
+        for sub in ["templates", "files", "vars"] {
+            bases.push(format!("{r}/{sub}"));
+        }
+        bases.push(r.clone());
+    }
+    for sub in ["templates", "files", "vars"] {
+        bases.push(format!("{pdir}/{sub}"));
+    }
+    bases.push(pdir.to_string());
+    let out_of = |name: &str, target: &std::path::Path, how: &str| {
+        let text = obs.read_to_string(&ws.root.join(from)).unwrap_or_default();
+        let line = text
+            .lines()
+            .position(|l| l.contains(name))
+            .map_or(1, |i| i + 1);
+        Error::input_at(
+            crate::error::Location::at_line(from, &text, line),
+            format!(
+                "{} reads '{name}', {how} ({})",
+                layer.label,
+                target.display()
+            ),
+        )
+        .with_hint(
+            "Ansible reads it on the machine running the build, so a fresh clone or another runner would build something else; copy the file into the workspace (the role's files/ or templates/) and name it relatively",
+        )
+    };
+    let mut found = vec![];
+    for name in names {
+        let name = name.trim();
+        if name.is_empty() {
+            continue;
+        }
+        let name = match reads::glob_dir(name) {
+            Some(d) if d.is_empty() => ".".to_string(),
+            Some(d) => d,
+            None => name.trim_end_matches('/').to_string(),
+        };
+        // `playbook_dir + '/x'`, `role_path ~ '/x'`: one base only.
+        let (name, only): (String, Option<String>) =
+            if let Some(rest) = name.strip_prefix("@playbook_dir/") {
+                (rest.to_string(), Some(pdir.to_string()))
+            } else if let Some(rest) = name.strip_prefix("@role_path/") {
+                match &role {
+                    Some(r) => (rest.to_string(), Some(r.clone())),
+                    // No role: `role_path` is undefined, nothing is read.
+                    None => continue,
+                }
+            } else {
+                (name, None)
+            };
+        if name.starts_with('/') {
+            let p = std::path::Path::new(&name);
+            if p.starts_with(&ws.root) {
+                return Err(out_of(&name, p, "an absolute path into this checkout (another clone would read this one)"));
+            }
+            return Err(out_of(&name, p, "an absolute path on the machine running the build"));
+        }
+        let these: Vec<String> = match only {
+            Some(b) => vec![b],
+            None => bases.clone(),
+        };
+        for base in &these {
+            let Some(cand) = normalize_rel(&format!("{base}/{name}")) else {
+                let full = ws.root.join(base).join(&name);
+                if obs.exists(&full) {
+                    return Err(out_of(&name, &full, "a path that leads out of the workspace"));
+                }
+                continue;
+            };
+            if cand == "." && name != "." {
+                continue;
+            }
+            let full = ws.root.join(&cand);
+            let indexed = index.under(&cand).next().is_some();
+            if !indexed && !obs.exists(&full) {
+                continue;
+            }
+            // Through a link out of the workspace?
+            if let Ok(real) = obs.canonicalize(&full)
+                && !real.starts_with(&ws.root)
+                && !ws.allow_outside.iter().any(|a| real.starts_with(a))
+            {
+                return Err(out_of(&name, &real, "through a symbolic link out of the workspace"));
+            }
+            if indexed || tried.contains(&cand) {
+                found.push(cand);
+            } else {
+                missing.insert(cand);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Analyses the play's files (YAML and templates) for the variables they
+/// use and the files they read by name, adding those files to `files` until
+/// nothing new is read. A read whose name is known only at run time makes
+/// every file of the source count. `Err(paths)`: files to index first.
+#[allow(clippy::too_many_arguments)]
+fn play_files(
+    obs: &Observer,
+    ws: &Workspace,
+    layer: &Layer,
+    inputs: &LayerInputs,
+    files: &mut BTreeMap<String, FileInput>,
+    index: &FileIndex,
+    tried: &BTreeSet<String>,
+    notes: &mut Vec<String>,
+    analyzer: &mut vars::Analyzer,
+) -> Result<std::result::Result<vars::VarUse, BTreeSet<String>>> {
+    let mut used = vars::VarUse::default();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut missing: BTreeSet<String> = BTreeSet::new();
+    let mut whole = inputs.whole_source.is_some();
+    loop {
+        let pending: Vec<String> = files
+            .iter()
+            .filter(|(p, f)| {
+                // A link is read through its target, which counts on its own.
+                f.mode != "120000"
+                    && !done.contains(*p)
+                    && (matches!(f.origin.as_str(), "playbook" | "play" | "source")
+                        || f.origin.starts_with("role:"))
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        for path in pending {
+            done.insert(path.clone());
+            let jinja = index.get(&path).is_some_and(|h| h.jinja);
+            let u = analyzer.file(obs, &ws.root, &path, jinja)?;
+            if !u.reads.is_empty() {
+                let found = resolve_reads(
+                    obs, ws, layer, inputs, &path, &u.reads, index, tried, &mut missing,
+                )?;
+                for rel in found {
+                    for (p, h) in index.under(&rel) {
+                        files.entry(p.clone()).or_insert_with(|| FileInput {
+                            hash: h.hash.clone(),
+                            mode: h.mode.clone(),
+                            origin: "play".into(),
+                        });
+                    }
+                }
+            }
+            if let (Some(reason), false, Some(source)) =
+                (&u.read_unresolved, whole, layer.source.as_deref())
+            {
+                whole = true;
+                add_whole_source(layer, source, index, files);
+                whole_source_note(obs, ws, layer, reason, index, notes)?;
+            }
+            used.merge(&u);
+        }
+    }
+    if !missing.is_empty() {
+        return Ok(Err(missing));
+    }
+    Ok(Ok(used))
 }
 
 /// The variables the layer's play uses: names referenced by its YAML and
 /// templates, plus every `ansible_*` variable (Ansible reads those itself),
-/// closed over the definitions of those names in the inventory and the
-/// system's vars.
-#[allow(clippy::too_many_arguments)]
-fn variables_used(
-    obs: &Observer,
-    ws: &Workspace,
+/// closed over the definitions of those names in the inventory, beside the
+/// playbook and in the system's vars.
+fn variables_closed(
     system: Option<&System>,
     layer: &Layer,
-    files: &BTreeMap<String, FileInput>,
-    index: &FileIndex,
+    mut used: vars::VarUse,
     model: Option<&inventory::InventoryModel>,
+    play_model: Option<&inventory::InventoryModel>,
     analyzer: &mut vars::Analyzer,
-) -> Result<vars::VarUse> {
-    let mut used = vars::VarUse::default();
-    for (path, f) in files {
-        // A link is read through its target, which counts on its own.
-        if f.mode == "120000" {
-            continue;
-        }
-        if matches!(f.origin.as_str(), "playbook" | "play" | "source")
-            || f.origin.starts_with("role:")
-        {
-            let jinja = index.get(path).is_some_and(|h| h.jinja);
-            used.merge(&analyzer.file(obs, &ws.root, path, jinja)?);
-        }
-    }
+) -> (vars::VarUse, vars::VarUse) {
+    let mut value_reads = vars::VarUse::default();
     let host = layer.label.slug();
     let groups = model
-        .map(|m| m.effective_groups(&layer.groups, &host))
-        .unwrap_or_default();
-    let visible: Vec<&inventory::VarDef> = model
-        .map(|m| {
-            m.defs
-                .iter()
-                .filter(|d| inventory::InventoryModel::visible(&d.scope, &groups, &host))
-                .collect()
-        })
-        .unwrap_or_default();
-    for d in &visible {
+        .cloned()
+        .unwrap_or_default()
+        .effective_groups(&layer.groups, &host);
+    // (definition, its workspace-relative file)
+    let mut visible: Vec<(&inventory::VarDef, String)> = vec![];
+    for m in [model, play_model].into_iter().flatten() {
+        for d in &m.defs {
+            if inventory::InventoryModel::visible(&d.scope, &groups, &host) {
+                let path = match d.file.strip_prefix("//") {
+                    Some(p) => p.to_string(),
+                    None => format!("{}/{}", m.base, d.file),
+                };
+                visible.push((d, path));
+            }
+        }
+    }
+    for (d, _) in &visible {
         if d.name.starts_with("ansible_") {
             used.names.insert(d.name.clone());
         }
@@ -664,13 +1086,8 @@ fn variables_used(
     let mut queue: Vec<String> = used.names.iter().cloned().collect();
     while let Some(name) = queue.pop() {
         let mut found = vars::VarUse::default();
-        for d in visible.iter().filter(|d| d.name == name) {
-            let path = format!(
-                "{}/{}",
-                model.map(|m| m.base.as_str()).unwrap_or("."),
-                d.file
-            );
-            found.merge(&analyzer.value(&d.value, &path));
+        for (d, path) in visible.iter().filter(|(d, _)| d.name == name) {
+            found.merge(&analyzer.value(&d.value, path));
         }
         if let Some(v) = system.and_then(|s| s.vars.get(&name)) {
             found.merge(&analyzer.value(v, "Layerfile.toml"));
@@ -683,8 +1100,12 @@ fn variables_used(
         if used.fallback.is_none() {
             used.fallback = found.fallback;
         }
+        value_reads.reads.extend(found.reads);
+        if value_reads.read_unresolved.is_none() {
+            value_reads.read_unresolved = found.read_unresolved;
+        }
     }
-    Ok(used)
+    (used, value_reads)
 }
 
 /// Paths the layer's play reads (files it names, its roles' task, handler,

@@ -27,6 +27,12 @@ pub struct VarUse {
     pub names: BTreeSet<String>,
     /// Why every variable must count, with the file and line.
     pub fallback: Option<String>,
+    /// Controller files read by name (lookups, `{% include %}`, `with_file`...),
+    /// as written: the caller resolves them with Ansible's search path.
+    pub reads: BTreeSet<String>,
+    /// The first read whose name is known only at run time, with the file
+    /// and line: the whole source then counts.
+    pub read_unresolved: Option<String>,
 }
 
 impl VarUse {
@@ -34,6 +40,16 @@ impl VarUse {
         self.names.extend(other.names.iter().cloned());
         if self.fallback.is_none() {
             self.fallback.clone_from(&other.fallback);
+        }
+        self.reads.extend(other.reads.iter().cloned());
+        if self.read_unresolved.is_none() {
+            self.read_unresolved.clone_from(&other.read_unresolved);
+        }
+    }
+
+    fn unresolved_read(&mut self, reason: String) {
+        if self.read_unresolved.is_none() {
+            self.read_unresolved = Some(reason);
         }
     }
 
@@ -78,6 +94,42 @@ static SYNTAX_OVERRIDE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?m)^#jinja2:|\b(variable|block|comment)_(start|end)_string\b")
         .expect("valid regex")
 });
+
+/// `with_X` loops over file lookups: their items are names of controller files.
+const FILE_LOOKUP_LOOPS: &[&str] = &[
+    "file",
+    "fileglob",
+    "first_found",
+    "template",
+    "csvfile",
+    "ini",
+    "unvault",
+];
+
+/// The items of a `with_file`-style loop: literal names are reads, a
+/// templated one without a literal directory is unresolved.
+fn loop_reads(v: &Yaml, file: &str, text: &str, u: &mut VarUse) {
+    match v {
+        Yaml::String(s) if is_template(s) => {
+            let prefix = &s[..s.find("{{").or_else(|| s.find("{%")).unwrap_or(0)];
+            match prefix.rsplit_once('/') {
+                Some((d, _)) if !d.is_empty() => {
+                    u.reads.insert(format!("{d}/"));
+                }
+                _ => u.unresolved_read(format!(
+                    "{file}:{}: loops over files named at run time ('{s}')",
+                    line_of(text, s)
+                )),
+            }
+        }
+        Yaml::String(s) => {
+            u.reads.insert(s.clone());
+        }
+        Yaml::Array(a) => a.iter().for_each(|x| loop_reads(x, file, text, u)),
+        Yaml::Hash(h) => h.values().for_each(|x| loop_reads(x, file, text, u)),
+        _ => {}
+    }
+}
 
 fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
@@ -244,8 +296,12 @@ impl Analyzer {
     fn yaml(&mut self, y: &Yaml, key: Option<&str>, file: &str, text: &str, u: &mut VarUse) {
         match y {
             Yaml::String(s) => {
-                let bare =
-                    key.is_some_and(|k| EXPRESSION_KEYS.contains(&k) || k.starts_with("with_"));
+                // `with_fileglob: files/*` names files, not an expression.
+                let bare = key.is_some_and(|k| {
+                    EXPRESSION_KEYS.contains(&k)
+                        || k.strip_prefix("with_")
+                            .is_some_and(|l| !FILE_LOOKUP_LOOPS.contains(&l))
+                });
                 if is_template(s) {
                     self.template(s, file, text, u);
                 } else if bare && !s.trim().is_empty() {
@@ -309,10 +365,23 @@ impl Analyzer {
                 ));
             }
         }
+        if let Some(k) = ks.and_then(|k| k.strip_prefix("with_"))
+            && FILE_LOOKUP_LOOPS.contains(&k)
+        {
+            loop_reads(v, file, text, u);
+        }
         self.yaml(v, ks, file, text, u);
     }
 
     fn template(&mut self, src: &str, file: &str, text: &str, u: &mut VarUse) {
+        let reads = super::reads::jinja_reads(src);
+        u.reads.extend(reads.names);
+        if let Some(r) = reads.unresolved {
+            u.unresolved_read(format!(
+                "{file}:{}: reads a file named at run time ({r})",
+                line_of(text, &r)
+            ));
+        }
         if let Some(m) = VARS_LOOKUP.find(src) {
             u.give_up(format!(
                 "{file}:{}: uses {}",

@@ -333,6 +333,7 @@ fn check_play(
             source,
             pb,
             &layer.roles_path,
+            &ws.allow_outside,
         )
     {
         match finding_from_error(e, FindingSource::Analysis, Some(label)) {
