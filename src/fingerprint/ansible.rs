@@ -392,7 +392,10 @@ impl Discovery<'_> {
                 };
                 let falsy = |k: &str| {
                     args.get(k).is_some_and(|v| {
-                        matches!(v.to_ascii_lowercase().as_str(), "no" | "false" | "0" | "off")
+                        matches!(
+                            v.to_ascii_lowercase().as_str(),
+                            "no" | "false" | "0" | "off"
+                        )
                     })
                 };
                 let remote = match *m {
@@ -432,7 +435,8 @@ impl Discovery<'_> {
                 return;
             }
             static ANCHOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-                regex::Regex::new(r"^\{\{-?\s*(role_path|playbook_dir)\s*-?\}\}/").expect("valid regex")
+                regex::Regex::new(r"^\{\{-?\s*(role_path|playbook_dir)\s*-?\}\}/")
+                    .expect("valid regex")
             });
             let (base, rest) = match ANCHOR.captures(src) {
                 Some(c) if &c[1] == "role_path" => (
@@ -442,7 +446,10 @@ impl Discovery<'_> {
                 Some(c) => (Some(self.playbook_dir.clone()), &src[c[0].len()..]),
                 None => (None, src),
             };
-            let literal = &rest[..rest.find("{{").or_else(|| rest.find("{%")).unwrap_or(rest.len())];
+            let literal = &rest[..rest
+                .find("{{")
+                .or_else(|| rest.find("{%"))
+                .unwrap_or(rest.len())];
             let literal_dir = literal
                 .rsplit_once('/')
                 .map(|(d, _)| d)
@@ -530,8 +537,11 @@ impl Discovery<'_> {
             "Ansible reads it on the machine running the build, so a fresh clone or another runner would build something else; copy the file into the workspace (the role's files/ or templates/) and name it relatively".to_string()
         };
         self.error = Some(
-            Error::input_at(loc, format!("{module} reads '{src}', {how} ({})", p.display()))
-                .with_hint(hint),
+            Error::input_at(
+                loc,
+                format!("{module} reads '{src}', {how} ({})", p.display()),
+            )
+            .with_hint(hint),
         );
     }
 

@@ -64,6 +64,9 @@ pub struct FileIndex {
     links: BTreeMap<String, LinkTarget>,
     /// When the scan began (nanoseconds): the stat cache's racy rule.
     scan_started: i64,
+    /// The variable analysis of files read for hashing, from the same
+    /// bytes (taken by [`FileIndex::take_analysed`]).
+    analysed: Vec<(String, Result<super::vars::VarUse>)>,
 }
 
 /// Where a symbolic link leads, resolved through every link on the way.
@@ -204,16 +207,36 @@ impl FileIndex {
         let files = &self.files;
         let known = stat.as_deref().map(|s| &s.entries);
         let scan_started = self.scan_started;
-        let hashed: Vec<(String, FileHash, Lookup)> = found
+        type Hashed = (
+            String,
+            FileHash,
+            Lookup,
+            Option<Result<super::vars::VarUse>>,
+        );
+        let hashed: Vec<Hashed> = found
             .paths
             .into_par_iter()
             .filter(|(rel, _)| !files.contains_key(rel))
-            .map(|(rel, follow)| {
+            .map_init(super::vars::Analyzer::default, |analyzer, (rel, follow)| {
                 let full = root.join(&rel);
                 let entry = known.and_then(|k| k.get(&rel));
-                hash_entry(obs, &full, follow, entry, scan_started).map(|(h, l)| (rel, h, l))
+                let mut done = None;
+                let analyse = |bytes: &[u8], jinja: bool| {
+                    done = analyzer.analyse_bytes(&rel, jinja, bytes);
+                };
+                hash_entry(obs, &full, follow, entry, scan_started, analyse)
+                    .map(|(h, l)| (rel, h, l, done))
             })
             .collect::<Result<_>>()?;
+        let hashed: Vec<(String, FileHash, Lookup)> = hashed
+            .into_iter()
+            .map(|(rel, h, l, done)| {
+                if let Some(done) = done {
+                    self.analysed.push((rel.clone(), done));
+                }
+                (rel, h, l)
+            })
+            .collect();
         match stat {
             None => self
                 .files
@@ -259,6 +282,11 @@ impl FileIndex {
             })
             .cloned()
             .collect();
+    }
+
+    /// The analyses made while hashing since the last call.
+    pub fn take_analysed(&mut self) -> Vec<(String, Result<super::vars::VarUse>)> {
+        std::mem::take(&mut self.analysed)
     }
 
     /// Every symlink indexed, with where it leads.
@@ -541,6 +569,7 @@ fn hash_entry(
     follow: bool,
     entry: Option<&StatEntry>,
     scan_started: i64,
+    analyse: impl FnOnce(&[u8], bool),
 ) -> Result<(FileHash, Lookup)> {
     let link_hash = || -> Result<(FileHash, Lookup)> {
         // A link's target changes only with its inode and ctime (recorded below).
@@ -591,7 +620,7 @@ fn hash_entry(
         };
         return Ok((h, Lookup::Reused));
     }
-    let (hash, jinja) = hash_content(full, &meta)?;
+    let (hash, jinja) = hash_content(full, &meta, analyse)?;
     let h = FileHash {
         hash: hash.to_hex().to_string(),
         mode: mode.into(),
@@ -605,7 +634,13 @@ fn hash_entry(
 }
 
 /// blake3 of the file's content, and whether it may be a Jinja template.
-fn hash_content(full: &Path, meta: &std::fs::Metadata) -> Result<(blake3::Hash, bool)> {
+/// `analyse` is given the content of files read whole (not of large ones,
+/// which are streamed).
+fn hash_content(
+    full: &Path,
+    meta: &std::fs::Metadata,
+    analyse: impl FnOnce(&[u8], bool),
+) -> Result<(blake3::Hash, bool)> {
     let mut hasher = blake3::Hasher::new();
     // The caller recorded the file's stat before this.
     let file = std::fs::File::open(full); // observed: by the caller
@@ -621,7 +656,9 @@ fn hash_content(full: &Path, meta: &std::fs::Metadata) -> Result<(blake3::Hash, 
         let mut buf = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut buf).map_err(|e| Error::io(full, e))?;
         hasher.update(&buf);
-        has_jinja_marker(&buf)
+        let jinja = has_jinja_marker(&buf);
+        analyse(&buf, jinja);
+        jinja
     };
     Ok((hasher.finalize(), jinja))
 }

@@ -372,7 +372,9 @@ pub fn fingerprint_observed(
     for inputs in analysed.values() {
         if inputs.var_dirs.is_empty()
             || play_models.contains_key(&inputs.playbook_dir)
-            || model.as_ref().is_some_and(|m| m.base == inputs.playbook_dir)
+            || model
+                .as_ref()
+                .is_some_and(|m| m.base == inputs.playbook_dir)
         {
             continue;
         }
@@ -410,6 +412,8 @@ pub fn fingerprint_observed(
         crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
     }
     let mut analyzer = vars::Analyzer::default();
+    // Files hashed were analysed from the same bytes: not read again.
+    analyzer.seed(index.take_analysed());
     // Paths the play reads that were added to the index after the walk.
     let mut tried: BTreeSet<String> = BTreeSet::new();
 
@@ -459,6 +463,7 @@ pub fn fingerprint_observed(
                         stat.as_deref_mut(),
                     )?;
                     let _ = before;
+                    analyzer.seed(index.take_analysed());
                 }
             }
         };
@@ -629,9 +634,10 @@ fn build_manifest(
             // search path, so every file of the source counts, and names
             // are resolved from the playbook too.
             if let Some(source) = &layer.source {
-                let reason = value_reads.read_unresolved.clone().unwrap_or_else(|| {
-                    "a variable's value reads files by name".to_string()
-                });
+                let reason = value_reads
+                    .read_unresolved
+                    .clone()
+                    .unwrap_or_else(|| "a variable's value reads files by name".to_string());
                 if !notes.iter().any(|n| n.starts_with("every file of ")) {
                     add_whole_source(layer, source, index, &mut files);
                     whole_source_note(obs, ws, layer, &reason, index, &mut notes)?;
@@ -937,9 +943,17 @@ fn resolve_reads(
         if name.starts_with('/') {
             let p = std::path::Path::new(&name);
             if p.starts_with(&ws.root) {
-                return Err(out_of(&name, p, "an absolute path into this checkout (another clone would read this one)"));
+                return Err(out_of(
+                    &name,
+                    p,
+                    "an absolute path into this checkout (another clone would read this one)",
+                ));
             }
-            return Err(out_of(&name, p, "an absolute path on the machine running the build"));
+            return Err(out_of(
+                &name,
+                p,
+                "an absolute path on the machine running the build",
+            ));
         }
         let these: Vec<String> = match only {
             Some(b) => vec![b],
@@ -949,7 +963,11 @@ fn resolve_reads(
             let Some(cand) = normalize_rel(&format!("{base}/{name}")) else {
                 let full = ws.root.join(base).join(&name);
                 if obs.exists(&full) {
-                    return Err(out_of(&name, &full, "a path that leads out of the workspace"));
+                    return Err(out_of(
+                        &name,
+                        &full,
+                        "a path that leads out of the workspace",
+                    ));
                 }
                 continue;
             };
@@ -966,7 +984,11 @@ fn resolve_reads(
                 && !real.starts_with(&ws.root)
                 && !ws.allow_outside.iter().any(|a| real.starts_with(a))
             {
-                return Err(out_of(&name, &real, "through a symbolic link out of the workspace"));
+                return Err(out_of(
+                    &name,
+                    &real,
+                    "through a symbolic link out of the workspace",
+                ));
             }
             if indexed || tried.contains(&cand) {
                 found.push(cand);
@@ -1019,7 +1041,15 @@ fn play_files(
             let u = analyzer.file(obs, &ws.root, &path, jinja)?;
             if !u.reads.is_empty() {
                 let found = resolve_reads(
-                    obs, ws, layer, inputs, &path, &u.reads, index, tried, &mut missing,
+                    obs,
+                    ws,
+                    layer,
+                    inputs,
+                    &path,
+                    &u.reads,
+                    index,
+                    tried,
+                    &mut missing,
                 )?;
                 for rel in found {
                     for (p, h) in index.under(&rel) {

@@ -199,6 +199,13 @@ impl Observer {
         std::fs::read_to_string(path)
     }
 
+    /// `std::fs::read`, like [`Observer::read_to_string`].
+    pub fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.look(path, Look::Stat, true)?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        std::fs::read(path)
+    }
+
     /// How many files the analysis read whole.
     pub fn reads(&self) -> usize {
         self.reads.load(Ordering::Relaxed)

@@ -54,7 +54,8 @@ pub struct Reads {
 }
 
 static ANCHORED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"\b(playbook_dir|role_path)\s*[+~]\s*(?:'([^']*)'|"([^"]*)")"#).expect("valid regex")
+    Regex::new(r#"\b(playbook_dir|role_path)\s*[+~]\s*(?:'([^']*)'|"([^"]*)")"#)
+        .expect("valid regex")
 });
 
 /// The literals of `args` and whether anything else is left in it.
@@ -83,7 +84,10 @@ fn literals(args: &str) -> (Vec<String>, bool) {
 /// The files `src` (Jinja source: a template or one YAML string) reads.
 pub fn jinja_reads(src: &str) -> Reads {
     let mut out = Reads::default();
-    if !(src.contains("lookup") || src.contains("query") || src.contains("q(") || src.contains("{%"))
+    if !(src.contains("lookup")
+        || src.contains("query")
+        || src.contains("q(")
+        || src.contains("{%"))
     {
         return out;
     }
@@ -135,10 +139,13 @@ mod tests {
 
     #[test]
     fn literal_lookups_are_names() {
-        let r = jinja_reads("{{ lookup('file', 'motd') }} {{ q('ansible.builtin.fileglob', 'conf/*.j2') }}");
+        let r = jinja_reads(
+            "{{ lookup('file', 'motd') }} {{ q('ansible.builtin.fileglob', 'conf/*.j2') }}",
+        );
         assert_eq!(r.names, vec!["motd", "conf/*.j2"]);
         assert!(r.unresolved.is_none());
-        let r = jinja_reads("{{ lookup('first_found', files=['a.yml', 'b.yml'], paths=['vars']) }}");
+        let r =
+            jinja_reads("{{ lookup('first_found', files=['a.yml', 'b.yml'], paths=['vars']) }}");
         assert_eq!(r.names, vec!["a.yml", "b.yml", "vars"]);
         assert!(r.unresolved.is_none());
     }
@@ -160,15 +167,22 @@ mod tests {
 
     #[test]
     fn template_statements_with_literals_are_names() {
-        let r = jinja_reads("{% include 'header.j2' %}{% import \"m.j2\" as m %}{% from 'f.j2' import a, b %}");
+        let r = jinja_reads(
+            "{% include 'header.j2' %}{% import \"m.j2\" as m %}{% from 'f.j2' import a, b %}",
+        );
         assert_eq!(r.names, vec!["header.j2", "m.j2", "f.j2"]);
         assert!(r.unresolved.is_none(), "{r:?}");
     }
 
     #[test]
     fn paths_from_the_playbook_or_role_directory() {
-        let r = jinja_reads("{{ lookup('file', playbook_dir + '/../keys/a.pub') }}{{ lookup('file', role_path ~ '/files/b') }}");
-        assert_eq!(r.names, vec!["@playbook_dir/../keys/a.pub", "@role_path/files/b"]);
+        let r = jinja_reads(
+            "{{ lookup('file', playbook_dir + '/../keys/a.pub') }}{{ lookup('file', role_path ~ '/files/b') }}",
+        );
+        assert_eq!(
+            r.names,
+            vec!["@playbook_dir/../keys/a.pub", "@role_path/files/b"]
+        );
         assert!(r.unresolved.is_none(), "{r:?}");
     }
 

@@ -150,6 +150,8 @@ fn line_of(text: &str, needle: &str) -> usize {
 pub struct Analyzer {
     env: minijinja::Environment<'static>,
     memo: HashMap<String, VarUse>,
+    /// Analyses done from the bytes the file index read (see [`Analyzer::seed`]).
+    pending: HashMap<String, Result<VarUse>>,
     /// Inside a looping task (nested loops bind their own variables; the
     /// outer one is then conservatively kept).
     in_loop: bool,
@@ -160,8 +162,18 @@ impl Default for Analyzer {
         Analyzer {
             env: minijinja::Environment::new(),
             memo: HashMap::new(),
+            pending: HashMap::new(),
             in_loop: false,
         }
+    }
+}
+
+/// How the analysis reads a play's file: by its path, or as a template
+/// wherever it lies when its content holds Jinja markers.
+fn file_kind(rel: &str, jinja: bool) -> FileKind {
+    match kind_of(rel) {
+        FileKind::Other if jinja => FileKind::Template,
+        k => k,
     }
 }
 
@@ -218,23 +230,67 @@ impl Analyzer {
         if let Some(u) = self.memo.get(rel) {
             return Ok(u.clone());
         }
-        let mut u = VarUse::default();
-        let kind = match kind_of(rel) {
-            FileKind::Other if jinja => FileKind::Template,
-            k => k,
-        };
-        match kind {
+        if let Some(done) = self.pending.remove(rel) {
+            let u = done?;
+            self.memo.insert(rel.to_string(), u.clone());
+            return Ok(u);
+        }
+        let u = match file_kind(rel, jinja) {
             // Nothing to read: not worth remembering either.
-            FileKind::Other => return Ok(u),
+            FileKind::Other => return Ok(VarUse::default()),
+            FileKind::Plugin => self.bytes(rel, jinja, &[])?,
+            _ => match obs.read(&root.join(rel)) {
+                Err(e) => {
+                    let mut u = VarUse::default();
+                    u.give_up(format!("{rel}: cannot be read as text ({e})"));
+                    u
+                }
+                Ok(bytes) => self.bytes(rel, jinja, &bytes)?,
+            },
+        };
+        self.memo.insert(rel.to_string(), u.clone());
+        Ok(u)
+    }
+
+    /// The analysis of a file from its content, as [`Analyzer::file`] does
+    /// it; `None` for a file with nothing to read. The file index calls this
+    /// with the bytes it hashed, so a file is read once.
+    pub fn analyse_bytes(
+        &mut self,
+        rel: &str,
+        jinja: bool,
+        bytes: &[u8],
+    ) -> Option<Result<VarUse>> {
+        match file_kind(rel, jinja) {
+            FileKind::Other => None,
+            _ => Some(self.bytes(rel, jinja, bytes)),
+        }
+    }
+
+    /// Results computed by [`Analyzer::analyse_bytes`] elsewhere (the file
+    /// index), used instead of reading the files again.
+    pub fn seed(&mut self, done: impl IntoIterator<Item = (String, Result<VarUse>)>) {
+        for (rel, u) in done {
+            if !self.memo.contains_key(&rel) {
+                self.pending.insert(rel, u);
+            }
+        }
+    }
+
+    fn bytes(&mut self, rel: &str, jinja: bool, bytes: &[u8]) -> Result<VarUse> {
+        let mut u = VarUse::default();
+        match file_kind(rel, jinja) {
+            FileKind::Other => {}
             FileKind::Plugin => {
                 u.give_up(format!("{rel} is a plugin, which can read any variable"))
             }
-            kind => match obs.read_to_string(&root.join(rel)) {
-                Err(e) => u.give_up(format!("{rel}: cannot be read as text ({e})")),
-                Ok(text) => u = self.text(&text, rel, kind == FileKind::Template)?,
+            kind => match std::str::from_utf8(bytes) {
+                Err(_) => u.give_up(format!(
+                    "{rel}: cannot be read as text (stream did not contain valid UTF-8)"
+                )),
+                Ok(text) => u = self.text(text, rel, kind == FileKind::Template)?,
             },
         }
-        self.memo.insert(rel.to_string(), u.clone());
         Ok(u)
     }
 
