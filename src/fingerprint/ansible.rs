@@ -605,7 +605,7 @@ impl Discovery<'_> {
                 // A literal directory before the template counts whole
                 // (see `candidates`); without one, any file may be read.
                 let prefix = &name[..name.find("{{").or_else(|| name.find("{%")).unwrap_or(0)];
-                if !prefix.rsplit_once('/').is_some_and(|(d, _)| !d.is_empty()) {
+                if prefix.rsplit_once('/').is_none_or(|(d, _)| d.is_empty()) {
                     let file = self.root.join(from);
                     let (rel, line) = self.at(&file, name);
                     self.whole_source(format!(

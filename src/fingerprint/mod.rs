@@ -176,7 +176,7 @@ struct LayerInputs {
 /// A manifest, or workspace paths the play reads that the file index does
 /// not hold yet (index them and build it again).
 enum Built {
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
     Missing(BTreeSet<String>),
 }
 
@@ -450,7 +450,7 @@ pub fn fingerprint_observed(
                 &mut analyzer,
             )?;
             match built {
-                Built::Manifest(m) => break m,
+                Built::Manifest(m) => break *m,
                 Built::Missing(paths) => {
                     tried.extend(paths.iter().cloned());
                     let before = index.len();
@@ -774,7 +774,7 @@ fn build_manifest(
                 .unwrap_or_else(|| ws.build.ansible_connection.clone())
         }),
     };
-    Ok(Built::Manifest(Manifest {
+    Ok(Built::Manifest(Box::new(Manifest {
         format: FORMAT_VERSION,
         label: layer.label.to_string(),
         parent,
@@ -785,7 +785,7 @@ fn build_manifest(
         inventory_vars,
         inventory_groups,
         notes,
-    }))
+    })))
 }
 
 /// Every file of the source counts (but roles the play does not use).
