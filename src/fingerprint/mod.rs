@@ -21,6 +21,7 @@ pub mod vars;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -210,86 +211,101 @@ pub fn fingerprint_observed(
     mut stat: Option<&mut statcache::StatCache>,
     obs: &Observer,
 ) -> Result<BTreeMap<Label, Fingerprint>> {
+    let t = std::time::Instant::now();
     let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
     let mut roots: BTreeSet<String> = BTreeSet::new();
     let mut explicit: BTreeSet<String> = BTreeSet::new();
     let inventory = system.and_then(|s| s.inventory.clone());
 
-    for label in labels {
-        let layer = &ws.layers[label];
-        let mut inputs = LayerInputs {
-            roles: BTreeMap::new(),
-            extra_files: BTreeSet::new(),
-            referenced: BTreeSet::new(),
-            var_fallback: None,
-            setup_refs: setup_references(obs, ws, layer),
-            read: BTreeSet::new(),
-            whole_source: None,
-            var_dirs: BTreeSet::new(),
-            playbook_dir: String::new(),
-            notes: vec![],
-        };
-        if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
-            let found = ansible::discover(
-                obs,
-                &ws.root,
-                source,
-                playbook,
-                &layer.roles_path,
-                &ws.allow_outside,
-            )?;
-            inputs.roles = found.roles;
-            if let Some(reason) = found.all_roles_reason {
-                inputs
-                    .notes
-                    .push(format!("every role counts because {reason}"));
-                inputs
-                    .roles
-                    .extend(ansible::all_roles(obs, &ws.root, &layer.roles_path));
-            }
-            inputs.extra_files = found.extra_files;
-            inputs.referenced = found.referenced;
-            inputs.read = found.read;
-            inputs.whole_source = found.whole_source;
-            inputs.var_dirs = found.var_dirs;
-            inputs.playbook_dir = found.playbook_dir;
-            // ansible-playbook runs in the source directory and reads its ansible.cfg.
-            let cfg = format!("{source}/ansible.cfg");
-            if obs.is_file(&ws.root.join(&cfg)) {
-                inputs.referenced.insert(cfg);
-            }
-            explicit.extend(inputs.var_dirs.iter().cloned());
-            let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source);
-            inputs.referenced.extend(cfg_paths);
-            inputs.var_fallback = plugins;
-            inputs.notes.extend(found.notes);
-            // Ansible reads the inventory whatever .gitignore says.
-            if let Some(inv) = &inventory {
-                explicit.insert(inv.clone());
-                if !obs.is_dir(&ws.root.join(inv)) {
-                    // group_vars/, host_vars/ and files the play may read
-                    // through inventory_dir live beside an inventory file.
-                    let parent = std::path::Path::new(inv)
-                        .parent()
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .filter(|p| !p.is_empty())
-                        .unwrap_or_else(|| ".".into());
-                    explicit.insert(parent);
+    // Each layer's play is discovered on its own, in parallel.
+    type Discovered<'a> = Result<(&'a Label, LayerInputs, BTreeSet<String>, BTreeSet<String>)>;
+    let discovered: Vec<Discovered> = labels
+        .par_iter()
+        .map(|label| -> Result<_> {
+            let mut roots: BTreeSet<String> = BTreeSet::new();
+            let mut explicit: BTreeSet<String> = BTreeSet::new();
+            let layer = &ws.layers[label];
+            let mut inputs = LayerInputs {
+                roles: BTreeMap::new(),
+                extra_files: BTreeSet::new(),
+                referenced: BTreeSet::new(),
+                var_fallback: None,
+                setup_refs: setup_references(obs, ws, layer),
+                read: BTreeSet::new(),
+                whole_source: None,
+                var_dirs: BTreeSet::new(),
+                playbook_dir: String::new(),
+                notes: vec![],
+            };
+            if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
+                let found = ansible::discover(
+                    obs,
+                    &ws.root,
+                    source,
+                    playbook,
+                    &layer.roles_path,
+                    &ws.allow_outside,
+                )?;
+                inputs.roles = found.roles;
+                if let Some(reason) = found.all_roles_reason {
+                    inputs
+                        .notes
+                        .push(format!("every role counts because {reason}"));
+                    inputs
+                        .roles
+                        .extend(ansible::all_roles(obs, &ws.root, &layer.roles_path));
                 }
+                inputs.extra_files = found.extra_files;
+                inputs.referenced = found.referenced;
+                inputs.read = found.read;
+                inputs.whole_source = found.whole_source;
+                inputs.var_dirs = found.var_dirs;
+                inputs.playbook_dir = found.playbook_dir;
+                // ansible-playbook runs in the source directory and reads its ansible.cfg.
+                let cfg = format!("{source}/ansible.cfg");
+                if obs.is_file(&ws.root.join(&cfg)) {
+                    inputs.referenced.insert(cfg);
+                }
+                explicit.extend(inputs.var_dirs.iter().cloned());
+                let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source);
+                inputs.referenced.extend(cfg_paths);
+                inputs.var_fallback = plugins;
+                inputs.notes.extend(found.notes);
+                // Ansible reads the inventory whatever .gitignore says.
+                if let Some(inv) = &inventory {
+                    explicit.insert(inv.clone());
+                    if !obs.is_dir(&ws.root.join(inv)) {
+                        // group_vars/, host_vars/ and files the play may read
+                        // through inventory_dir live beside an inventory file.
+                        let parent = std::path::Path::new(inv)
+                            .parent()
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .filter(|p| !p.is_empty())
+                            .unwrap_or_else(|| ".".into());
+                        explicit.insert(parent);
+                    }
+                }
+                explicit.insert(format!("{source}/{playbook}"));
             }
-            explicit.insert(format!("{source}/{playbook}"));
-        }
-        roots.extend(layer.source.iter().cloned());
-        roots.extend(inputs.roles.values().cloned());
-        explicit.extend(layer.scripts.iter().cloned());
-        explicit.extend(layer.inputs.iter().cloned());
-        explicit.extend(layer.packages_file.iter().cloned());
-        explicit.extend(inputs.extra_files.iter().cloned());
-        explicit.extend(inputs.referenced.iter().cloned());
-        explicit.extend(inputs.setup_refs.iter().cloned());
+            roots.extend(layer.source.iter().cloned());
+            roots.extend(inputs.roles.values().cloned());
+            explicit.extend(layer.scripts.iter().cloned());
+            explicit.extend(layer.inputs.iter().cloned());
+            explicit.extend(layer.packages_file.iter().cloned());
+            explicit.extend(inputs.extra_files.iter().cloned());
+            explicit.extend(inputs.referenced.iter().cloned());
+            explicit.extend(inputs.setup_refs.iter().cloned());
+            Ok((label, inputs, roots, explicit))
+        })
+        .collect();
+    // The first layer's error in label order, whatever finished first.
+    for d in discovered {
+        let (label, inputs, r, e) = d?;
+        roots.extend(r);
+        explicit.extend(e);
         analysed.insert(label, inputs);
     }
-
+    let t = crate::timings::phase("  fingerprint: discover the plays", t);
     let mut index = FileIndex::build_allowing(
         obs,
         &ws.root,
@@ -411,6 +427,7 @@ pub fn fingerprint_observed(
         }
         crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
     }
+    let t = crate::timings::phase("  fingerprint: index and inventory", t);
     let mut analyzer = vars::Analyzer::default();
     // Files hashed were analysed from the same bytes: not read again.
     analyzer.seed(index.take_analysed());
@@ -487,6 +504,7 @@ pub fn fingerprint_observed(
             },
         );
     }
+    crate::timings::phase("  fingerprint: manifests", t);
     Ok(out)
 }
 
@@ -1188,6 +1206,10 @@ fn check_links_out(
         )
         .chain(inputs.roles.values().map(|r| (r, "uses it as a role")));
     for (rel, how) in named {
+        // No link on the way: inside the workspace (no realpath needed).
+        if !obs.through_link(&ws.root, rel) {
+            continue;
+        }
         if let Ok(real) = obs.canonicalize(&ws.root.join(rel))
             && !allowed(&real)
         {

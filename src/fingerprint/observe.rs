@@ -64,11 +64,30 @@ impl Look {
 
 /// One access: an absolute path, what was looked at, and whether the last
 /// component was followed if it is a symbolic link.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Observation {
     pub path: PathBuf,
     pub look: Look,
     pub follow: bool,
+}
+
+/// By the path's bytes (a record holds hundreds of thousands: comparing
+/// paths component by component was most of the sort).
+impl Ord for Observation {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.path
+            .as_os_str()
+            .as_encoded_bytes()
+            .cmp(other.path.as_os_str().as_encoded_bytes())
+            .then(self.look.cmp(&other.look))
+            .then(self.follow.cmp(&other.follow))
+    }
+}
+
+impl PartialOrd for Observation {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// Records accesses; shared by reference (the hashing runs in parallel).
@@ -80,6 +99,24 @@ pub struct Observer {
     unusable: Mutex<Option<String>>,
     /// Files read whole by the analysis (not by the hashing).
     reads: AtomicUsize,
+    /// Directory listings read for lookups (see [`Observer::is_file`]).
+    listings: Mutex<std::collections::HashMap<PathBuf, Option<std::sync::Arc<Listing>>>>,
+}
+
+/// What a directory entry is, not following links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    File,
+    Dir,
+    Link,
+    Other,
+}
+
+/// A directory's entries (kind and inode by name) and its device.
+#[derive(Debug)]
+struct Listing {
+    device: u64,
+    entries: std::collections::HashMap<std::ffi::OsString, (Entry, u64)>,
 }
 
 impl Default for Observer {
@@ -103,6 +140,7 @@ impl Observer {
             seen: Mutex::new(Vec::new()),
             unusable: Mutex::new(None),
             reads: AtomicUsize::new(0),
+            listings: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -168,17 +206,162 @@ impl Observer {
 
     /// `Path::is_file`.
     pub fn is_file(&self, path: &Path) -> bool {
-        self.look(path, Look::Kind, true).is_ok_and(|m| m.is_file())
+        self.kind(path) == Some(Entry::File)
     }
 
     /// `Path::is_dir`.
     pub fn is_dir(&self, path: &Path) -> bool {
-        self.look(path, Look::Kind, true).is_ok_and(|m| m.is_dir())
+        self.kind(path) == Some(Entry::Dir)
     }
 
     /// `Path::exists`.
     pub fn exists(&self, path: &Path) -> bool {
-        self.look(path, Look::Kind, true).is_ok()
+        self.kind(path).is_some()
+    }
+
+    /// What `path` is, following links, answered from its directory's
+    /// listing (one `readdir` per directory, however many names the
+    /// analysis tries there). Each answer is recorded as a `Kind` look at
+    /// that one path, exactly as a `stat` would record it (type, device,
+    /// inode; absent), so a new file beside it changes nothing. A link, or
+    /// anything not a file or directory, is looked up itself.
+    fn kind(&self, path: &Path) -> Option<Entry> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return self.look_kind(path);
+        };
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return self.look_kind(path);
+        }
+        let Some(listing) = self.listing(dir) else {
+            return self.look_kind(path);
+        };
+        let obs = Observation {
+            path: path.to_path_buf(),
+            look: Look::Kind,
+            follow: true,
+        };
+        match listing.entries.get(name) {
+            None => {
+                self.note(obs, sig_err(&io::Error::from_raw_os_error(libc::ENOENT)));
+                None
+            }
+            Some(&(kind @ (Entry::File | Entry::Dir), inode)) => {
+                let mode = if kind == Entry::File {
+                    0o100000
+                } else {
+                    0o040000
+                };
+                // A mount point's listed inode is not the one `stat` shows:
+                // the signature then differs and the memo misses (safe).
+                let stat = Stat {
+                    device: listing.device,
+                    inode,
+                    mode,
+                    size: 0,
+                    mtime_ns: 0,
+                    ctime_ns: 0,
+                };
+                self.note(obs, sig_of_stat(Look::Kind, &stat));
+                Some(kind)
+            }
+            Some(_) => self.look_kind(path),
+        }
+    }
+
+    /// Is any component of `rel` (workspace-relative, below `root`) a
+    /// symbolic link, or missing? Answered from the directories' listings;
+    /// each component is recorded as a `Kind` look that does not follow
+    /// links, so a directory later replaced by a link changes the record.
+    pub fn through_link(&self, root: &Path, rel: &str) -> bool {
+        let mut dir = root.to_path_buf();
+        for c in rel.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            if c == ".." {
+                return true;
+            }
+            let Some(listing) = self.listing(&dir) else {
+                return true;
+            };
+            dir.push(c);
+            match listing.entries.get(std::ffi::OsStr::new(c)) {
+                Some(&(kind @ (Entry::File | Entry::Dir), inode)) => {
+                    let mode = if kind == Entry::File {
+                        0o100000
+                    } else {
+                        0o040000
+                    };
+                    let stat = Stat {
+                        device: listing.device,
+                        inode,
+                        mode,
+                        size: 0,
+                        mtime_ns: 0,
+                        ctime_ns: 0,
+                    };
+                    let obs = Observation {
+                        path: dir.clone(),
+                        look: Look::Kind,
+                        follow: false,
+                    };
+                    self.note(obs, sig_of_stat(Look::Kind, &stat));
+                }
+                _ => return true,
+            }
+        }
+        false
+    }
+
+    fn look_kind(&self, path: &Path) -> Option<Entry> {
+        let m = self.look(path, Look::Kind, true).ok()?;
+        Some(if m.is_file() {
+            Entry::File
+        } else if m.is_dir() {
+            Entry::Dir
+        } else {
+            Entry::Other
+        })
+    }
+
+    /// The entries of `dir` by name (memoised for the run, not recorded:
+    /// each answer taken from it is); `None` when it is not a readable
+    /// directory.
+    fn listing(&self, dir: &Path) -> Option<std::sync::Arc<Listing>> {
+        if let Some(l) = self
+            .listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(dir)
+        {
+            return l.clone();
+        }
+        let listing = std::fs::metadata(dir)
+            .ok()
+            .filter(std::fs::Metadata::is_dir)
+            .and_then(|m| {
+                use std::os::unix::fs::{DirEntryExt, MetadataExt};
+                let rd = std::fs::read_dir(dir).ok()?;
+                let mut entries = std::collections::HashMap::new();
+                for e in rd.filter_map(|e| e.ok()) {
+                    let kind = match e.file_type() {
+                        Ok(t) if t.is_symlink() => Entry::Link,
+                        Ok(t) if t.is_dir() => Entry::Dir,
+                        Ok(t) if t.is_file() => Entry::File,
+                        _ => Entry::Other,
+                    };
+                    entries.insert(e.file_name(), (kind, e.ino()));
+                }
+                Some(std::sync::Arc::new(Listing {
+                    device: m.dev(),
+                    entries,
+                }))
+            });
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.to_path_buf(), listing.clone());
+        listing
     }
 
     /// `std::fs::metadata`, all of whose fields the caller may use.
@@ -300,6 +483,7 @@ impl Observer {
         {
             return Err(why);
         }
+        drop(self.listings);
         let mut seen = self.seen.into_inner().unwrap_or_else(|e| e.into_inner());
         seen.sort();
         seen.dedup();
