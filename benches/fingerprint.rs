@@ -388,8 +388,9 @@ fn main() {
         "",
     );
     // What a no-op build is made of, in-process.
-    let cache = layerbuild::cache::Cache::open(&ws.db_path()).unwrap();
-    let (entries, load) = time(|| cache.load_stats().unwrap());
+    use layerbuild::fingerprint::session::StatStore;
+    let db = layerbuild::cache::fingerprint_db::FingerprintDb::open(&ws.cache_dir).unwrap();
+    let (entries, load) = time(|| db.load_stats());
     let n_entries = entries.len();
     let mut stat = layerbuild::fingerprint::statcache::StatCache::new(entries);
     let (_, fp_warm) = time(|| {
@@ -416,7 +417,7 @@ fn main() {
         ),
         "",
     );
-    drop(cache);
+    drop(db);
 
     if std::env::var_os("LAYERBUILD_BENCH_SKIP_BUILD").is_some() {
         t.print();

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Where in a file a problem is, with the offending line for display.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Location {
     pub file: Option<PathBuf>,
     pub line: Option<usize>,

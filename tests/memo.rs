@@ -76,11 +76,15 @@ fn settle(ws: &TestWs) -> BTreeMap<String, String> {
 fn warm() -> (TestWs, BTreeMap<String, String>) {
     let mut ws = TestWs::new("chain");
     ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
-    // Commands other than build use the caches only where the database exists.
-    std::fs::create_dir_all(ws.path("cache")).unwrap();
-    std::fs::write(ws.db(), "").unwrap();
+    // Read-only commands keep the memo warm on a workspace never built
+    // here, and never write the build cache.
     let digests = settle(&ws);
     assert_eq!(digests, fresh(&ws));
+    assert!(ws.fingerprint_db().exists());
+    assert!(
+        !ws.db().exists(),
+        "a read-only command wrote the build cache"
+    );
     (ws, digests)
 }
 
@@ -255,7 +259,7 @@ fn the_memo_can_be_turned_off() {
 #[test]
 fn a_memo_row_that_is_garbage_is_a_miss() {
     let (ws, digests) = warm();
-    let db = rusqlite::Connection::open(ws.db()).unwrap();
+    let db = rusqlite::Connection::open(ws.fingerprint_db()).unwrap();
     let n = db
         .execute(
             "UPDATE memo SET observations = x'00ff53', digests = 'junk'",
@@ -343,4 +347,55 @@ fn a_no_op_build_uses_the_memo_and_a_rebuild_records_a_full_manifest() {
     let _ = std::process::Command::new("buildah")
         .args(["rmi", "-f", image])
         .output();
+}
+
+/// Every read-only command keeps the pure caches warm on a workspace never
+/// built here (as `git status` refreshes the index): the same command run
+/// again reads no file, and `ls` after one that saw every layer hashes
+/// none. None of them writes
+/// the build cache.
+#[test]
+fn read_only_commands_warm_the_caches_and_never_write_the_build_cache() {
+    let mut ws = TestWs::new("chain");
+    ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
+    // Files just copied are racy: the stat cache trusts them only later.
+    std::thread::sleep(Duration::from_millis(2100));
+    let commands: [&[&str]; 6] = [
+        &["ls"],
+        &["build", "//...", "--dry-run"],
+        &["why", "//compute/slurm"],
+        &["hash", "//compute/slurm"],
+        &["ci", "gitlab"],
+        &["lint", "//..."],
+    ];
+    for cmd in commands {
+        let _ = std::fs::remove_dir_all(ws.path("cache"));
+        let first = ws.lb(cmd);
+        assert!(first.code == 0, "{cmd:?}: {}", first.stderr);
+        if cmd[0] != "lint" {
+            assert!(
+                !stats_line(&first.stderr).starts_with("layerbuild stats: 0 files"),
+                "{cmd:?} cold read no file: {}",
+                first.stderr
+            );
+        }
+        assert!(ws.fingerprint_db().exists(), "{cmd:?} kept no cache");
+        assert!(!ws.db().exists(), "{cmd:?} wrote the build cache");
+        let again = ws.lb(cmd).ok();
+        let line = stats_line(&again.stderr);
+        assert!(
+            line.starts_with("layerbuild stats: 0 files read and hashed"),
+            "{cmd:?} run again: {line}"
+        );
+        if !matches!(cmd[0], "why" | "hash") {
+            // Every layer was fingerprinted (why and hash: one and its ancestors).
+            let r = ws.lb(&["ls"]).ok();
+            let line = stats_line(&r.stderr);
+            assert!(
+                line.starts_with("layerbuild stats: 0 files read and hashed"),
+                "ls after {cmd:?}: {line}"
+            );
+        }
+        assert!(!ws.db().exists(), "{cmd:?} wrote the build cache");
+    }
 }

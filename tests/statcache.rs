@@ -52,10 +52,6 @@ fn warm() -> (TestWs, BTreeMap<String, String>) {
     ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
     // The stat cache itself, not the memo above it (tests/memo.rs).
     ws.env.push(("LAYERBUILD_MEMO".into(), "0".into()));
-    // An empty file is a database layerbuild gives its tables to; commands
-    // other than build use the stat cache only where the database exists.
-    std::fs::create_dir_all(ws.path("cache")).unwrap();
-    std::fs::write(ws.db(), "").unwrap();
     let (cold, (read, reused)) = scan(&ws);
     assert!(
         read > 0 && reused == 0,
@@ -150,7 +146,7 @@ fn a_file_replaced_by_rename_is_read_again() {
 #[test]
 fn a_deleted_file_changes_the_digest_and_leaves_the_stat_cache() {
     let (ws, before) = warm();
-    let db = rusqlite::Connection::open(ws.db()).unwrap();
+    let db = rusqlite::Connection::open(ws.fingerprint_db()).unwrap();
     let rows = |db: &rusqlite::Connection| -> i64 {
         db.query_row(
             "SELECT count(*) FROM file_stats WHERE path = ?1",
@@ -181,7 +177,7 @@ fn a_mode_change_changes_the_digest() {
 fn an_entry_matching_an_edited_file_is_not_trusted_when_racy() {
     use std::os::unix::fs::MetadataExt;
     let (ws, before) = warm();
-    let old_hash: Vec<u8> = rusqlite::Connection::open(ws.db())
+    let old_hash: Vec<u8> = rusqlite::Connection::open(ws.fingerprint_db())
         .unwrap()
         .query_row("SELECT hash FROM file_stats WHERE path = ?1", [FILE], |r| {
             r.get(0)
@@ -192,7 +188,7 @@ fn an_entry_matching_an_edited_file_is_not_trusted_when_racy() {
     let ctime_ns = m.ctime() * 1_000_000_000 + m.ctime_nsec();
     let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
     let forge = |recorded_ns: i64| {
-        let db = rusqlite::Connection::open(ws.db()).unwrap();
+        let db = rusqlite::Connection::open(ws.fingerprint_db()).unwrap();
         let n = db
             .execute(
                 "UPDATE file_stats SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, inode = ?5,

@@ -14,11 +14,10 @@
 //!
 //! I/O: the database file under the cache directory.
 
+pub mod fingerprint_db;
 pub mod lock;
-pub mod memo;
 pub mod netfs;
 pub mod repair;
-pub mod stat;
 
 use std::path::Path;
 use std::time::Duration;
@@ -99,6 +98,10 @@ const MIGRATIONS: &[&str] = &[
         signature    BLOB NOT NULL,
         digests      TEXT NOT NULL
     );",
+    // 8: the stat cache and the memo moved to their own file
+    //    (`fingerprint_db.rs`), which read-only commands may write.
+    "DROP TABLE file_stats;
+    DROP TABLE memo;",
 ];
 
 /// An export as recorded: what it holds, and the file's size and mtime

@@ -16,6 +16,7 @@ pub mod files;
 pub mod inventory;
 pub mod observe;
 pub mod reads;
+pub mod session;
 pub mod statcache;
 pub mod vars;
 
@@ -203,7 +204,7 @@ pub fn fingerprint_with(
 }
 
 /// [`fingerprint_with`], recording every file-system access in `obs` (for
-/// the memo: [`crate::cache::memo`]).
+/// the memo: [`super::session`]).
 pub fn fingerprint_observed(
     ws: &Workspace,
     system: Option<&System>,

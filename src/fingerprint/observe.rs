@@ -1,6 +1,6 @@
 //! Everything a fingerprint learnt from the file system, so that a later
 //! run can tell from `stat` calls alone that none of it changed, and reuse
-//! the digests without reading a file (the memo, [`crate::cache::memo`]):
+//! the digests without reading a file (the memo, [`super::session`]):
 //! git's index plus its untracked cache, for the whole analysis.
 //!
 //! Every file-system access of the fingerprint goes through an [`Observer`]

@@ -14,7 +14,7 @@
 //! last two seconds costs little; a stale hash would ship a wrong image.
 //!
 //! Pure data: loading and storing the entries is the cache module's job
-//! ([`crate::cache::stat`]); this module never opens SQLite.
+//! ([`crate::cache::fingerprint_db`], through [`super::session`]); this module never opens SQLite.
 
 use std::collections::HashMap;
 

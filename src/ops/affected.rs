@@ -52,7 +52,7 @@ fn fingerprint_all(
         None => ws.system(None)?,
     };
     if live {
-        crate::cache::stat::fingerprint(ws, sys, &labels)
+        crate::ops::manifests(ws, sys, &labels)
     } else {
         fingerprint::fingerprint(ws, sys, &labels)
     }

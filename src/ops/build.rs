@@ -10,12 +10,12 @@ use serde::Serialize;
 
 use super::{Context, container_name, image_name, now_secs};
 use crate::cache::lock::{DigestLock, Holder};
-use crate::cache::memo::Source;
 use crate::cache::{BuildRecord, Cache};
 use crate::error::{Error, Result};
 use crate::executor::buildah::RegistryEntry;
 use crate::executor::{BuildRequest, Executor, PlayRequest, Registry};
 use crate::fingerprint::Fingerprint;
+use crate::fingerprint::session::{Source, Want};
 use crate::label::{Label, Pattern};
 use crate::progress::{Reporter, format_duration};
 use crate::scheduler::{self, NodeStatus};
@@ -231,7 +231,7 @@ pub fn build(
     // fingerprint succeeded).
     let (fp, images) = std::thread::scope(|s| {
         let listing = s.spawn(|| executor.images_named());
-        let fp = crate::cache::memo::fingerprint(ws, system, &labels, true);
+        let fp = crate::ops::fingerprints(ws, system, &labels, Want::Digests);
         let images = listing
             .join()
             .unwrap_or_else(|_| Err(Error::env("listing the images failed")));
@@ -253,18 +253,12 @@ pub fn build(
     // Only now touch the environment: bad input above never reaches it.
     let t = Instant::now();
     let (images, names) = images?;
-    let mut cache = match fp.cache.take() {
-        Some(c) => c,
-        None => Cache::open(&ws.db_path())?,
-    };
-    fp.store(&mut cache);
+    let cache = Cache::open(&ws.db_path())?;
     let mut local_misses = misses(&cache, &images, &labels, &fp.prints)?;
     if fp.source == Source::Memo && !local_misses.is_empty() {
         // Something is to be built or pulled: its record needs the full
         // manifest and variables.
-        fp = crate::cache::memo::fingerprint(ws, system, &labels, false)?;
-        fp.cache = None;
-        fp.store(&mut cache);
+        fp = crate::ops::fingerprints(ws, system, &labels, Want::Manifests)?;
         local_misses = misses(&cache, &images, &labels, &fp.prints)?;
     }
     let prints = fp.prints;
@@ -686,8 +680,7 @@ impl RunCtx<'_> {
     /// its digest is no longer the one the build started with.
     fn full_print(&self, light: &Fingerprint) -> std::result::Result<Fingerprint, String> {
         let all = self.full.get_or_init(|| {
-            crate::cache::stat::fingerprint(self.ws, self.system, self.labels)
-                .map_err(|e| e.to_string())
+            crate::ops::manifests(self.ws, self.system, self.labels).map_err(|e| e.to_string())
         });
         let fp = all.as_ref().map_err(Clone::clone)?[&light.label].clone();
         if fp.digest != light.digest {
@@ -890,7 +883,7 @@ pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Executor) -> Resu
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
-    let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
+    let prints = crate::ops::manifests(ws, system, &labels)?;
     let cache = Cache::open_existing(&ws.db_path())?;
     let images = match &cache {
         Some(_) => Some(executor.images()?),
@@ -969,7 +962,7 @@ pub fn from_failed(
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
-    let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
+    let prints = crate::ops::manifests(ws, system, &labels)?;
     let fp = &prints[label];
     let sys = system.map(|s| s.name.as_str());
     let label_s = label.to_string();

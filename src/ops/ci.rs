@@ -55,7 +55,7 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, registry: &dyn Registry) -> R
                 .collect()
         }
         None => {
-            let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
+            let prints = crate::ops::manifests(ws, system, &labels)?;
             match &registry_url {
                 None => labels.clone(),
                 Some(url) => {

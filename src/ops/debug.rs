@@ -64,7 +64,7 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, buildah: &Buildah) -> Result<i3
     }
 
     // --fresh: the image the current inputs would reuse, else the last built one.
-    let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
+    let prints = crate::ops::manifests(ws, system, &labels)?;
     let fp = &prints[&opts.label];
     let no_image = || {
         Error::input(format!("{label} has no built image to start from"))

@@ -43,7 +43,7 @@ pub fn built_image(
     let ws = &ctx.ws;
     let system = ws.system(system)?;
     let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
-    let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
+    let prints = crate::ops::manifests(ws, system, &labels)?;
     let digest = prints[label].digest.clone();
     let not_built = || {
         Error::input(format!(

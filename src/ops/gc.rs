@@ -228,7 +228,7 @@ pub fn gc(ctx: &Context, opts: &GcOptions, buildah: &Buildah) -> Result<GcReport
     };
     let mut current = HashSet::new();
     for system in systems {
-        let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
+        let prints = crate::ops::manifests(ws, system, &labels)?;
         current.extend(prints.into_values().map(|fp| fp.digest));
     }
 

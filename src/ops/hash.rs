@@ -18,7 +18,7 @@ pub struct HashReport {
 pub fn hash(ctx: &Context, label: &Label, system: Option<&str>) -> Result<HashReport> {
     let system = ctx.ws.system(system)?;
     let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
-    let mut prints = crate::cache::stat::fingerprint(&ctx.ws, system, &labels)?;
+    let mut prints = crate::ops::manifests(&ctx.ws, system, &labels)?;
     let fp = prints
         .remove(label)
         .expect("selected label is fingerprinted");

@@ -210,6 +210,20 @@ pub fn lint(root: &Path, opts: &LintOptions, tools: &LintTools) -> Result<LintRe
         findings.extend(f);
         notes.extend(n);
     }
+    // Keep the pure caches warm, as every read-only command does (the
+    // build cache is not touched).
+    if layerfile_ok
+        && !findings.iter().any(|f| f.severity == Severity::Error)
+        && let Ok(graph) = LayerGraph::new(&ws)
+        && let Ok(labels) = graph.select(&opts.patterns)
+    {
+        let _ = super::fingerprints(
+            &ws,
+            system,
+            &labels,
+            crate::fingerprint::session::Want::Digests,
+        );
+    }
     Ok(finish(findings, notes))
 }
 

@@ -24,7 +24,13 @@ pub fn ls(
 ) -> Result<(Vec<LsEntry>, Option<String>)> {
     let system = ctx.ws.system(system)?;
     let labels = ctx.graph.select(&[Pattern::All])?;
-    let prints = crate::cache::stat::digests(&ctx.ws, system, &labels)?;
+    let prints = crate::ops::fingerprints(
+        &ctx.ws,
+        system,
+        &labels,
+        crate::fingerprint::session::Want::Digests,
+    )?
+    .prints;
     let cache = Cache::open_existing(&ctx.ws.db_path())?;
     let mut warning = None;
     let images = match cache.as_ref().map(|_| executor.images()) {

@@ -23,6 +23,38 @@ use crate::graph::LayerGraph;
 use crate::label::{Label, Pattern};
 use crate::workspace::{self, Workspace};
 
+/// The fingerprints of `labels` through the workspace's fingerprint
+/// database (stat cache and memo), which every command keeps warm, read-only
+/// ones included; the build cache is not touched.
+pub(crate) fn fingerprints(
+    ws: &Workspace,
+    system: Option<&workspace::System>,
+    labels: &[Label],
+    want: crate::fingerprint::session::Want,
+) -> Result<crate::fingerprint::session::Prints> {
+    let db = crate::cache::fingerprint_db::FingerprintDb::open(&ws.cache_dir);
+    let mut session = crate::fingerprint::session::Session::new(ws, system);
+    if let Some(db) = &db {
+        session = session.with_stats(db).with_memos(db);
+    }
+    session.fingerprint(labels, want)
+}
+
+/// [`fingerprints`] with whole manifests.
+pub(crate) fn manifests(
+    ws: &Workspace,
+    system: Option<&workspace::System>,
+    labels: &[Label],
+) -> Result<std::collections::BTreeMap<Label, crate::fingerprint::Fingerprint>> {
+    Ok(fingerprints(
+        ws,
+        system,
+        labels,
+        crate::fingerprint::session::Want::Manifests,
+    )?
+    .prints)
+}
+
 /// A loaded, validated workspace and its DAG.
 pub struct Context {
     pub ws: Workspace,

@@ -104,7 +104,7 @@ fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Resul
             opts.show_values,
         );
     }
-    let prints = crate::cache::stat::fingerprint(ws, system, &labels)?;
+    let prints = crate::ops::manifests(ws, system, &labels)?;
     let fp = &prints[&opts.label];
     let cache = Cache::open_existing(&ws.db_path())?;
     let images = cache.as_ref().and_then(|_| executor.images().ok());
@@ -223,7 +223,7 @@ fn why_since(
         other => other,
     })?;
     let new_sys = ws.system(system.as_deref())?;
-    let prints = crate::cache::stat::fingerprint(ws, new_sys, labels)?;
+    let prints = crate::ops::manifests(ws, new_sys, labels)?;
     let fp = &prints[label];
     let mut report = WhyReport::start(fp, system.clone());
     if !old_ws.layers.contains_key(label) {

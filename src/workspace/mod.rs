@@ -27,7 +27,7 @@ pub const ANSIBLE_CONNECTIONS: &[&str] = &["chroot", "buildah"];
 /// mksquashfs compressors.
 pub const SQUASHFS_COMPRESSORS: &[&str] = &["gzip", "lzo", "lz4", "xz", "zstd", "lzma"];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Workspace {
     /// Absolute directory holding `Layerfile.toml`; every path in the model is relative to it.
     pub root: PathBuf,
@@ -45,7 +45,7 @@ pub struct Workspace {
     pub gitlab: GitlabSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct BuildSettings {
     pub isolation: String,
     pub jobs: usize,
@@ -64,14 +64,14 @@ pub struct BuildSettings {
 }
 
 /// The shared cache in an OCI registry.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CacheSettings {
     pub registry: Option<String>,
     pub tls_verify: bool,
     pub mode: CacheMode,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
 pub enum CacheMode {
     /// Pull hits, push what is built.
     #[default]
@@ -83,7 +83,7 @@ pub enum CacheMode {
 }
 
 /// Defaults for generated GitLab CI jobs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct GitlabSettings {
     pub image: Option<String>,
     pub tags: Vec<String>,
@@ -92,7 +92,7 @@ pub struct GitlabSettings {
     pub command: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct System {
     pub name: String,
     /// Workspace-relative inventory file or directory.
@@ -112,7 +112,7 @@ pub enum Parent {
     Image(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Layer {
     pub label: Label,
     pub parent: Parent,

@@ -176,6 +176,11 @@ impl TestWs {
         self.root.join("cache/layerbuild.db")
     }
 
+    /// The pure caches (stat cache and memo), which read-only commands write too.
+    pub fn fingerprint_db(&self) -> PathBuf {
+        self.root.join("cache/fingerprint.db")
+    }
+
     /// Digests with a cache row.
     pub fn cached_digests(&self) -> Vec<String> {
         if !self.db().exists() {

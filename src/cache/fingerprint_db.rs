@@ -1,0 +1,271 @@
+//! The fingerprint database (`CACHE_DIR/fingerprint.db`): storage for the
+//! two pure caches of [`crate::fingerprint::session`], the stat cache
+//! (table `file_stats`) and the memo (table `memo`). It is kept apart from
+//! the build cache (`layerbuild.db`, which says which images exist) so that
+//! read-only commands can create and refresh it, as `git status` refreshes
+//! the index, without ever writing the build cache.
+//!
+//! Everything here is only a cache: a file that cannot be created, opened,
+//! migrated or written is skipped (a damaged one is replaced), writes that
+//! cannot take the lock quickly are dropped, and the next command reads
+//! the files again. It never fails a command.
+//!
+//! I/O: this one SQLite file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::fingerprint::session::{MemoRow, MemoStore, StatStore};
+use crate::fingerprint::statcache::{StatCache, StatEntry, now_ns};
+
+/// The file's name in the cache directory.
+pub const FILE: &str = "fingerprint.db";
+/// Memos kept (one per selection and system used recently).
+const KEEP: i64 = 8;
+/// How long a write waits for another writer before giving up.
+const WRITE_WAIT: Duration = Duration::from_millis(200);
+
+/// Append-only, keyed on `PRAGMA user_version`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the stat cache and the memo.
+    "CREATE TABLE file_stats (
+        path        TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        ctime_ns    INTEGER NOT NULL,
+        inode       INTEGER NOT NULL,
+        device      INTEGER NOT NULL,
+        mode        INTEGER NOT NULL,
+        hash        BLOB NOT NULL,
+        jinja       INTEGER NOT NULL,
+        recorded_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE memo (
+        key          TEXT PRIMARY KEY,
+        created_ns   INTEGER NOT NULL,
+        observations BLOB NOT NULL,
+        signature    BLOB NOT NULL,
+        digests      TEXT NOT NULL
+    );",
+];
+
+pub struct FingerprintDb {
+    conn: Mutex<Connection>,
+}
+
+impl FingerprintDb {
+    /// The database in `cache_dir`, created if needed; `None` when it
+    /// cannot be used (read-only or network file system, a newer schema).
+    /// A damaged file is replaced.
+    pub fn open(cache_dir: &Path) -> Option<FingerprintDb> {
+        std::fs::create_dir_all(cache_dir).ok()?;
+        if super::netfs::check(cache_dir).is_err() {
+            return None;
+        }
+        let path = cache_dir.join(FILE);
+        match Self::open_at(&path) {
+            Ok(db) => Some(db),
+            Err(e) if super::repair::is_damage(&e) => {
+                for p in [
+                    path.clone(),
+                    with_suffix(&path, "-wal"),
+                    with_suffix(&path, "-shm"),
+                ] {
+                    let _ = std::fs::remove_file(p);
+                }
+                Self::open_at(&path).ok()
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn open_at(path: &Path) -> rusqlite::Result<FingerprintDb> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        loop {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let Some(sql) = MIGRATIONS.get(version as usize) else {
+                if version as usize > MIGRATIONS.len() {
+                    // Written by a newer layerbuild: leave it alone.
+                    return Err(rusqlite::Error::InvalidQuery);
+                }
+                break;
+            };
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version + 1)?;
+            tx.commit()?;
+        }
+        conn.busy_timeout(WRITE_WAIT)?;
+        Ok(FingerprintDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn load(&self) -> rusqlite::Result<HashMap<String, StatEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT path, size, mtime_ns, ctime_ns, inode, device, mode, hash, jinja, recorded_ns
+             FROM file_stats",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next()? {
+            // A malformed row is skipped (the file is read instead).
+            let blob = r.get_ref(7)?;
+            let Some(hash) = blob
+                .as_blob()
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            else {
+                continue;
+            };
+            out.insert(
+                r.get::<_, String>(0)?,
+                StatEntry {
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime_ns: r.get(2)?,
+                    ctime_ns: r.get(3)?,
+                    inode: r.get::<_, i64>(4)? as u64,
+                    device: r.get::<_, i64>(5)? as u64,
+                    mode: r.get(6)?,
+                    hash,
+                    jinja: r.get(8)?,
+                    recorded_ns: r.get(9)?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    fn write_stats(&self, stat: &StatCache) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut put = tx.prepare(
+                "INSERT OR REPLACE INTO file_stats
+                 (path, size, mtime_ns, ctime_ns, inode, device, mode, hash, jinja, recorded_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for (path, e) in &stat.updates {
+                put.execute(params![
+                    path,
+                    e.size as i64,
+                    e.mtime_ns,
+                    e.ctime_ns,
+                    e.inode as i64,
+                    e.device as i64,
+                    e.mode,
+                    &e.hash[..],
+                    e.jinja,
+                    e.recorded_ns
+                ])?;
+            }
+            let mut del = tx.prepare("DELETE FROM file_stats WHERE path = ?1")?;
+            for path in &stat.removed {
+                del.execute(params![path])?;
+            }
+        }
+        tx.commit()
+    }
+
+    fn write_memo(&self, id: &str, row: &MemoRow) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO memo (key, created_ns, observations, signature, digests)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, now_ns(), row.observations, row.signature, row.digests],
+        )?;
+        tx.execute(
+            "DELETE FROM memo WHERE key NOT IN
+             (SELECT key FROM memo ORDER BY created_ns DESC LIMIT ?1)",
+            params![KEEP],
+        )?;
+        tx.commit()
+    }
+}
+
+impl StatStore for FingerprintDb {
+    fn load_stats(&self) -> HashMap<String, StatEntry> {
+        self.load().unwrap_or_default()
+    }
+
+    fn store_stats(&self, stat: &StatCache) -> bool {
+        !stat.dirty() || self.write_stats(stat).is_ok()
+    }
+}
+
+impl MemoStore for FingerprintDb {
+    fn memo(&self, id: &str) -> Option<MemoRow> {
+        self.conn()
+            .query_row(
+                "SELECT observations, signature, digests FROM memo WHERE key = ?1",
+                params![id],
+                |r| {
+                    Ok(MemoRow {
+                        observations: r.get(0)?,
+                        signature: r.get(1)?,
+                        digests: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .ok()
+            .flatten()
+    }
+
+    fn store_memo(&self, id: &str, row: &MemoRow) -> bool {
+        self.write_memo(id, row).is_ok()
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memos_are_kept_to_the_newest_and_garbage_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let db = FingerprintDb::open(d.path()).unwrap();
+        let row = MemoRow {
+            observations: vec![],
+            signature: vec![1; 32],
+            digests: String::new(),
+        };
+        for i in 0..KEEP + 3 {
+            assert!(db.store_memo(&format!("k{i}"), &row));
+        }
+        let n: i64 = db
+            .conn()
+            .query_row("SELECT count(*) FROM memo", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, KEEP);
+        assert_eq!(db.memo(&format!("k{}", KEEP + 2)), Some(row));
+        assert_eq!(db.memo("k0"), None);
+        drop(db);
+        std::fs::write(d.path().join(FILE), "not a database, longer than a header").unwrap();
+        let _ = std::fs::remove_file(d.path().join("fingerprint.db-wal"));
+        let db = FingerprintDb::open(d.path()).expect("a damaged file is replaced");
+        assert!(db.load_stats().is_empty());
+    }
+}
