@@ -8,6 +8,11 @@
 //! [`StatCache`], a file whose stat data match a trusted entry is not read
 //! (the cost of hashing role files is opening and reading them, not blake3).
 //!
+//! A layer's source may be a git submodule: its `.git` file is skipped like
+//! a `.git` directory, and `.gitignore` rules apply across the submodule's
+//! boundary as they do in a plain directory (`require_git(false)`: no
+//! repository root stops them), so its digests are a plain copy's.
+//!
 //! Symbolic links are never followed by the walk: each is hashed as a link
 //! (mode `120000`, blake3 of its target string), whether it points at a file
 //! or a directory, inside the workspace or out, or nowhere (dangling, a
@@ -111,7 +116,7 @@ struct Found {
 
 impl FileIndex {
     /// Walks `roots` (workspace-relative directories, `.` for all) under
-    /// `root`, skipping `.git` and `exclude`, and hashes every file found.
+    /// `root`, skipping `.git` (a directory, or a submodule's file) and `exclude`, and hashes every file found.
     /// `explicit` paths (files or directories a layer names outright) are
     /// hashed whether or not an ignore file matches them. With `stat`, files
     /// its trusted entries cover are not read, and the scan's new entries,

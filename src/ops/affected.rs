@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Context;
-use super::why::{export_revision, tempfile_dir};
+use super::git::{export_revision, tempfile_dir};
 use crate::error::{Error, Result};
 use crate::explain::{self, Side};
 use crate::fingerprint::{self, Fingerprint};

@@ -8,6 +8,7 @@ pub mod ci;
 pub mod debug;
 pub mod export;
 pub mod gc;
+mod git;
 pub mod graph;
 pub mod hash;
 pub mod lint;
