@@ -492,3 +492,30 @@ fn a_submodule_without_a_repository_is_an_error_with_a_hint() {
         r.stderr
     );
 }
+
+/// A clone made without `--recurse-submodules` has empty source
+/// directories: the error says so and how to check them out.
+#[test]
+fn a_clone_without_its_submodules_says_how_to_check_them_out() {
+    let site = Site::new();
+    let clone = site.root.parent().unwrap().join("clone");
+    let out = Command::new("git")
+        .args(["-c", "protocol.file.allow=always", "clone", "-q"])
+        .arg(&site.root)
+        .arg(&clone)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = Site::lb_in(&clone, &["ls"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("git submodule update --init --recursive"),
+        "{}",
+        r.stderr
+    );
+}

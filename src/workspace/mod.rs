@@ -1058,11 +1058,22 @@ fn resolve_layer(
                 stays_inside(root, allow_outside, file, pb, "playbook", joined)?;
                 let full = root.join(src).join(&rel);
                 if !full.is_file() {
-                    return Err(Error::input_at(
+                    let err = Error::input_at(
                         file.at(pb.span()),
                         format!("playbook '{src}/{rel}' of {label} does not exist"),
-                    )
-                    .with_hint("the playbook path is relative to the layer's source directory"));
+                    );
+                    // A submodule not checked out: an empty directory.
+                    let empty =
+                        std::fs::read_dir(root.join(src)).is_ok_and(|mut d| d.next().is_none());
+                    return Err(if empty {
+                        err.with_hint(format!(
+                            "'{src}' is empty: if it is a git submodule, check it out with `git submodule update --init --recursive`"
+                        ))
+                    } else {
+                        err.with_hint(
+                            "the playbook path is relative to the layer's source directory",
+                        )
+                    });
                 }
                 Ok(rel)
             })(),
