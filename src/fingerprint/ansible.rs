@@ -46,6 +46,10 @@ pub struct PlayInputs {
     pub notes: Vec<String>,
 }
 
+/// A YAML file's text and documents (or its syntax error as
+/// `LINE\0COLUMN\0MESSAGE`), or why it could not be read.
+type LoadedYaml = std::result::Result<(String, std::result::Result<Vec<Yaml>, String>), String>;
+
 /// Modules whose `src` is read on the machine running the play.
 const READ_MODULES: &[&str] = &["copy", "template", "script", "unarchive", "assemble"];
 /// Directories of code Ansible loads from beside a playbook and from each role.
@@ -239,21 +243,31 @@ impl Discovery<'_> {
         if !self.seen_files.insert(path.clone()) || !self.obs.is_file(&path) {
             return Ok(None);
         }
-        let text = self
-            .obs
-            .read_to_string(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        // Read and parsed once per run, whichever layer asks first.
+        let loaded = self.obs.derived(&path, || -> LoadedYaml {
+            let text = self.obs.read_to_string(&path).map_err(|e| e.to_string())?;
+            let docs = YamlLoader::load_from_str(&text)
+                .map_err(|e| format!("{}\0{}\0{}", e.marker().line(), e.marker().col(), e.info()));
+            Ok((text, docs))
+        });
         let rel = self.rel(&path);
+        let (text, docs) = match &*loaded {
+            Ok(l) => l,
+            Err(e) => return Err(Error::io(&path, std::io::Error::other(e.clone()))),
+        };
         self.note_outside(&rel);
         if path.starts_with(self.root) {
             self.out.read.insert(rel.clone());
         }
         self.texts.insert(path.clone(), text.clone());
-        let docs = YamlLoader::load_from_str(&text).map_err(|e| {
-            let m = e.marker();
-            let mut loc = Location::at_line(&rel, &text, m.line());
-            loc.column = Some(m.col() + 1);
-            Error::input_at(loc, format!("YAML syntax error: {}", e.info()))
+        let docs = docs.clone().map_err(|e| {
+            let mut parts = e.splitn(3, '\0');
+            let line: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+            let col: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let info = parts.next().unwrap_or_default();
+            let mut loc = Location::at_line(&rel, text, line);
+            loc.column = Some(col + 1);
+            Error::input_at(loc, format!("YAML syntax error: {info}"))
                 .with_hint("ansible-playbook would reject this file too; fix the YAML")
         })?;
         let dir = path.parent().unwrap_or(self.root).to_path_buf();

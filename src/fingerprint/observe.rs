@@ -101,7 +101,12 @@ pub struct Observer {
     reads: AtomicUsize,
     /// Directory listings read for lookups (see [`Observer::is_file`]).
     listings: Mutex<std::collections::HashMap<PathBuf, Option<std::sync::Arc<Listing>>>>,
+    /// What the analysis derived from a file (its parsed YAML...), once
+    /// per run however many layers share the file; see [`Observer::derived`].
+    derived: Mutex<std::collections::HashMap<(std::any::TypeId, PathBuf), Derived>>,
 }
+
+type Derived = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 /// What a directory entry is, not following links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +146,7 @@ impl Observer {
             unusable: Mutex::new(None),
             reads: AtomicUsize::new(0),
             listings: Mutex::new(std::collections::HashMap::new()),
+            derived: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -364,6 +370,35 @@ impl Observer {
         listing
     }
 
+    /// `make()` of the file `path`, computed once per run and shared by every
+    /// layer that asks (one value per type and path). `make` reads through
+    /// this observer, so the first call records the accesses; later calls
+    /// would record the same ones.
+    pub fn derived<T: std::any::Any + Send + Sync>(
+        &self,
+        path: &Path,
+        make: impl FnOnce() -> T,
+    ) -> std::sync::Arc<T> {
+        let key = (std::any::TypeId::of::<T>(), path.to_path_buf());
+        if let Some(v) = self
+            .derived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+            && let Ok(v) = v.downcast::<T>()
+        {
+            return v;
+        }
+        // Computed outside the lock (two layers may both compute it: same value).
+        let v = std::sync::Arc::new(make());
+        self.derived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, v.clone());
+        v
+    }
+
     /// `std::fs::metadata`, all of whose fields the caller may use.
     pub fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata> {
         self.look(path, Look::Stat, true)
@@ -484,6 +519,7 @@ impl Observer {
             return Err(why);
         }
         drop(self.listings);
+        drop(self.derived);
         let mut seen = self.seen.into_inner().unwrap_or_else(|e| e.into_inner());
         seen.sort();
         seen.dedup();
