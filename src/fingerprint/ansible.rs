@@ -8,6 +8,10 @@
 //! cannot know the answer, so it falls back to "every role counts" and says
 //! why: over-approximate, never under.
 //!
+//! Files a task names are resolved with Ansible's search path: the task
+//! file's directory and its `files/`, `templates/` (`vars/` for
+//! `include_vars`), the role's, then the playbook's.
+//!
 //! I/O: reads YAML files of the source directory and roles.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -99,6 +103,9 @@ struct Discovery<'a> {
     allow_outside: &'a [PathBuf],
     /// The first path the play reads from outside the workspace.
     error: Option<Error>,
+    /// The directory of each playbook of the `import_playbook` chain (the
+    /// base Ansible resolves that play's relative names against).
+    play_dirs: BTreeSet<PathBuf>,
 }
 
 /// Discovers the inputs of `playbook` (relative to `source`).
@@ -124,6 +131,7 @@ pub fn discover(
         queue: VecDeque::from([Work::Playbook(pb)]),
         seen_files: BTreeSet::new(),
         pending_roles: VecDeque::new(),
+        play_dirs: BTreeSet::new(),
     };
     loop {
         if let Some(work) = d.queue.pop_front() {
@@ -256,9 +264,8 @@ impl Discovery<'_> {
             Error::input_at(loc, format!("YAML syntax error: {}", e.info()))
                 .with_hint("ansible-playbook would reject this file too; fix the YAML")
         })?;
-        let dir = path.parent().unwrap_or(self.root).to_path_buf();
         for doc in &docs {
-            self.path_scalars(doc, &dir, None);
+            self.path_scalars(doc, &path, None);
         }
         Ok(Some(docs))
     }
@@ -267,26 +274,46 @@ impl Discovery<'_> {
     /// (see [`PlayInputs::referenced`]). Ansible resolves relative paths
     /// against several directories, so every plausible base is tried
     /// (over-approximate).
-    fn path_scalars(&mut self, y: &Yaml, dir: &Path, key: Option<&str>) {
+    fn path_scalars(&mut self, y: &Yaml, file: &Path, key: Option<&str>) {
         match y {
             Yaml::String(s) if s.len() < 4096 => {
                 for (cand, dir_ok) in candidates(s, key) {
-                    self.resolve_candidate(&cand, dir, dir_ok, s);
+                    self.resolve_candidate(&cand, file, dir_ok, s);
+                }
+                // What a file lookup reads, with this file's search path (a
+                // task file's own files/ and templates/ included); a glob
+                // by its directory.
+                if templated(s) {
+                    for name in super::reads::jinja_reads(s).names {
+                        if name.starts_with('@') {
+                            continue;
+                        }
+                        match super::reads::glob_dir(&name) {
+                            Some(d) if d.is_empty() => {
+                                for sub in ["files", "templates"] {
+                                    self.resolve_candidate(sub, file, true, s);
+                                }
+                            }
+                            Some(d) => self.resolve_candidate(&d, file, true, s),
+                            None => self.resolve_candidate(&name, file, true, s),
+                        }
+                    }
                 }
             }
-            Yaml::Array(a) => a.iter().for_each(|v| self.path_scalars(v, dir, key)),
+            Yaml::Array(a) => a.iter().for_each(|v| self.path_scalars(v, file, key)),
             Yaml::Hash(h) => h
                 .iter()
-                .for_each(|(k, v)| self.path_scalars(v, dir, k.as_str())),
+                .for_each(|(k, v)| self.path_scalars(v, file, k.as_str())),
             _ => {}
         }
     }
 
-    fn resolve_candidate(&mut self, cand: &str, dir: &Path, dir_ok: bool, original: &str) {
+    fn resolve_candidate(&mut self, cand: &str, file: &Path, dir_ok: bool, original: &str) {
         let cand = cand.trim();
         if cand.is_empty() || cand == "." || cand.contains('\n') {
             return;
         }
+        let dir = file.parent().unwrap_or(self.root);
         let role_dir = dir
             .parent()
             .map(Path::to_path_buf)
@@ -313,29 +340,48 @@ impl Discovery<'_> {
                 continue;
             }
             if self.obs.is_file(&p) || (dir_ok && self.obs.is_dir(&p)) {
-                let rel = self.rel(&p);
-                self.out.referenced.insert(rel);
+                self.reference(&p, file, original);
             }
         }
+    }
+
+    /// An existing workspace path the play (may) read: an input.
+    fn reference(&mut self, p: &Path, _file: &Path, _needle: &str) {
+        let rel = self.rel(p);
+        self.out.referenced.insert(rel);
     }
 
     /// Where Ansible looks for a relative name used in a file of `dir`: the
     /// file's directory, its role's `templates/`, `files/` and directory,
     /// then the playbook's directory, its `files/` and `templates/`.
+    /// A task file outside a role searches its own directory's `files/`
+    /// and `templates/` too (a task file in `tasks/`, an imported playbook
+    /// in `plays/`), and a task file below a role's `tasks/` the role's.
     fn bases(&self, dir: &Path) -> Vec<PathBuf> {
         let role_dir = dir
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.to_path_buf());
-        vec![
+        let mut out = vec![
             dir.to_path_buf(),
+            dir.join("templates"),
+            dir.join("files"),
             role_dir.join("templates"),
             role_dir.join("files"),
             role_dir.clone(),
+        ];
+        if let Some(role) = self.role_of(&dir.join("_")) {
+            let role = self.root.join(role);
+            if role != role_dir {
+                out.extend([role.join("templates"), role.join("files"), role]);
+            }
+        }
+        out.extend([
             self.playbook_dir.clone(),
             self.playbook_dir.join("files"),
             self.playbook_dir.join("templates"),
-        ]
+        ]);
+        out
     }
 
     /// The `src` of a module that reads it on the machine running the play
@@ -498,8 +544,7 @@ impl Discovery<'_> {
         if inside.iter().any(|p| self.obs.exists(p)) {
             for p in inside {
                 if self.obs.exists(p) {
-                    let rel = self.rel(p);
-                    self.out.referenced.insert(rel);
+                    self.reference(p, file, src);
                 }
             }
         } else if let Some(p) = cands.iter().find(|p| !p.starts_with(self.root)) {
@@ -513,8 +558,7 @@ impl Discovery<'_> {
     fn count_read(&mut self, p: &Path, module: &str, src: &str, file: &Path) {
         if p.starts_with(self.root) {
             if self.obs.exists(p) {
-                let rel = self.rel(p);
-                self.out.referenced.insert(rel);
+                self.reference(p, file, src);
             }
             return;
         }
@@ -560,6 +604,7 @@ impl Discovery<'_> {
             return Ok(());
         };
         let dir = path.parent().unwrap_or(self.root).to_path_buf();
+        self.play_dirs.insert(dir.clone());
         let rel = self.rel(path);
         for doc in &docs {
             let Some(plays) = doc.as_vec() else { continue };
@@ -615,12 +660,48 @@ impl Discovery<'_> {
                 continue;
             }
             let p = normalize(&dir.join(name));
-            if self.obs.is_file(&p) {
-                let rel = self.rel(&p);
-                self.note_outside(&rel);
-                if p.starts_with(self.root) {
-                    self.out.read.insert(rel);
-                }
+            let file = self.root.join(from);
+            self.vars_candidate(&p, name, &file);
+        }
+    }
+
+    /// A vars file the play may load: read (whole).
+    fn vars_candidate(&mut self, p: &Path, _name: &str, _file: &Path) {
+        if self.obs.is_file(p) {
+            let rel = self.rel(p);
+            self.note_outside(&rel);
+            if p.starts_with(self.root) {
+                self.out.read.insert(rel);
+            }
+        }
+    }
+
+    /// `include_vars: NAME` is found the way Ansible's `_find_needle('vars',
+    /// NAME)` looks: in the role's `vars/` and directory, the task file's
+    /// directory's `vars/` and itself, then each play's directory's `vars/`
+    /// and itself. Every existing candidate counts.
+    fn include_vars_search(&mut self, name: &str, file: &Path) {
+        let name = name.trim();
+        if name.is_empty() || templated(name) || Path::new(name).is_absolute() {
+            // Templated names and absolute paths: see `vars_file`.
+            return;
+        }
+        let dir = file.parent().unwrap_or(self.root).to_path_buf();
+        let mut dirs: Vec<PathBuf> = vec![];
+        if let Some(role) = self.role_of(file) {
+            dirs.push(self.root.join(role));
+        }
+        dirs.push(dir);
+        dirs.push(self.playbook_dir.clone());
+        dirs.extend(self.play_dirs.iter().cloned());
+        let first = name.split('/').next().unwrap_or("");
+        for d in dirs {
+            let mut cands = vec![d.join(name)];
+            if first != "vars" {
+                cands.insert(0, d.join("vars").join(name));
+            }
+            for c in cands {
+                self.vars_candidate(&normalize(&c), name, file);
             }
         }
     }
@@ -701,6 +782,7 @@ impl Discovery<'_> {
                 if let Some(t) = target {
                     let rel = self.rel(file);
                     self.vars_file(&Yaml::String(t.to_string()), &dir, &rel);
+                    self.include_vars_search(t, file);
                 }
             }
             self.read_module(task, file);
