@@ -10,7 +10,9 @@
 //!
 //! Files a task names are resolved with Ansible's search path: the task
 //! file's directory and its `files/`, `templates/` (`vars/` for
-//! `include_vars`), the role's, then the playbook's.
+//! `include_vars`), the role's, then the playbook's. A path that leads out
+//! of the workspace (absolute, `..`, or through a symbolic link) is an
+//! error at the line naming it.
 //!
 //! I/O: reads YAML files of the source directory and roles.
 
@@ -345,9 +347,33 @@ impl Discovery<'_> {
         }
     }
 
-    /// An existing workspace path the play (may) read: an input.
-    fn reference(&mut self, p: &Path, _file: &Path, _needle: &str) {
+    /// An existing workspace path the play (may) read, named by `needle`
+    /// in `file`: an input, unless it leads out of the workspace through a
+    /// symbolic link (Ansible follows it), which is an error at the line
+    /// that names it.
+    fn reference(&mut self, p: &Path, file: &Path, needle: &str) {
         let rel = self.rel(p);
+        if self.error.is_none()
+            && self.obs.through_link(self.root, &rel)
+            && let Ok(real) = self.obs.canonicalize(p)
+            && !real.starts_with(self.root)
+            && !self.allow_outside.iter().any(|a| real.starts_with(a))
+        {
+            let loc = self.location(file, needle);
+            self.error = Some(
+                Error::input_at(
+                    loc,
+                    format!(
+                        "{rel} leads out of the workspace, to {}, through a symbolic link, and the play reads it ('{needle}')",
+                        real.display()
+                    ),
+                )
+                .with_hint(format!(
+                    "Ansible follows links, so builds would depend on host files a fresh clone does not have; copy the target into the workspace (the role's files/ or templates/), or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
+                    real.parent().unwrap_or(&real).display()
+                )),
+            );
+        }
         self.out.referenced.insert(rel);
     }
 
@@ -540,15 +566,17 @@ impl Discovery<'_> {
             .into_iter()
             .map(|b| normalize(&b.join(src)))
             .collect();
-        let inside: Vec<&PathBuf> = cands.iter().filter(|p| p.starts_with(self.root)).collect();
-        if inside.iter().any(|p| self.obs.exists(p)) {
-            for p in inside {
+        // Every existing candidate counts (which one Ansible reads first
+        // depends on the task's search path); one outside the workspace is
+        // an error even when another lies inside.
+        for p in &cands {
+            if p.starts_with(self.root) {
                 if self.obs.exists(p) {
                     self.reference(p, file, src);
                 }
+            } else {
+                self.count_read(p, module, src, file);
             }
-        } else if let Some(p) = cands.iter().find(|p| !p.starts_with(self.root)) {
-            self.count_read(&p.clone(), module, src, file);
         }
     }
 
@@ -665,14 +693,18 @@ impl Discovery<'_> {
         }
     }
 
-    /// A vars file the play may load: read (whole).
-    fn vars_candidate(&mut self, p: &Path, _name: &str, _file: &Path) {
+    /// A vars file the play may load: read (whole) inside the workspace,
+    /// an error naming the line outside it (absolute, or climbing out with
+    /// `..` to a file that exists).
+    fn vars_candidate(&mut self, p: &Path, name: &str, file: &Path) {
+        if !p.starts_with(self.root) {
+            self.count_read(p, "the play", name, file);
+            return;
+        }
         if self.obs.is_file(p) {
             let rel = self.rel(p);
             self.note_outside(&rel);
-            if p.starts_with(self.root) {
-                self.out.read.insert(rel);
-            }
+            self.out.read.insert(rel);
         }
     }
 
