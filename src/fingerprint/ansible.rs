@@ -6,7 +6,10 @@
 //! and `import_playbook`, `meta/main.yml` dependencies, and role task and
 //! handler files. Whenever a name is templated (`{{ ... }}`) the analysis
 //! cannot know the answer, so it falls back to "every role counts" and says
-//! why: over-approximate, never under.
+//! why: over-approximate, never under. A file read by a name known only at
+//! run time (a module's `src`, a vars file) may lie anywhere below the
+//! playbook's directory, roles included: the whole source and every role
+//! count.
 //!
 //! Files a task names are resolved with Ansible's search path: the task
 //! file's directory and its `files/`, `templates/` (`vars/` for
@@ -550,8 +553,10 @@ impl Discovery<'_> {
                 _ => false,
             };
             if !bounded {
+                // Relative to the playbook directory, a run-time name may
+                // lead into any role too (`roles/x/files/y`).
                 let (rel, line) = self.at(file, src);
-                self.whole_source(format!(
+                self.give_up(format!(
                     "{rel}:{line}: {module} reads '{src}', a path known only at run time"
                 ));
             }
@@ -681,7 +686,7 @@ impl Discovery<'_> {
                 if prefix.rsplit_once('/').is_none_or(|(d, _)| d.is_empty()) {
                     let file = self.root.join(from);
                     let (rel, line) = self.at(&file, name);
-                    self.whole_source(format!(
+                    self.give_up(format!(
                         "{rel}:{line}: reads vars file '{name}', a name known only at run time"
                     ));
                 }
