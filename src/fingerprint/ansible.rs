@@ -509,6 +509,11 @@ impl Discovery<'_> {
                 }
                 return;
             }
+            // The paths a file lookup loop found: they count where the
+            // loop is analysed (or the loop makes the whole source count).
+            if file_loop_item(src, task) {
+                return;
+            }
             static ANCHOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
                 regex::Regex::new(r"^\{\{-?\s*(role_path|playbook_dir)\s*-?\}\}/")
                     .expect("valid regex")
@@ -966,6 +971,37 @@ fn loop_names(src: &str, task: &Yaml) -> Option<Vec<String>> {
         out.push(format!("{}{v}{}", &c[1], &c[5]));
     }
     Some(out)
+}
+
+/// Whether `src` is exactly the loop variable of a loop whose items are
+/// paths found by a file lookup: `with_fileglob`, `with_first_found`, or
+/// `loop:` over a `fileglob` / `first_found` query with nothing else in
+/// the expression. What those lookups read is counted where the loop is
+/// analysed (its names, or the whole source when they are not literal).
+fn file_loop_item(src: &str, task: &Yaml) -> bool {
+    static ITEM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}$").expect("valid regex")
+    });
+    static QUERY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"^\{\{-?\s*(?:query|q|lookup)\(\s*['"](?:ansible\.builtin\.|ansible\.legacy\.)?(?:fileglob|first_found)['"][^(){}]*\)\s*(?:\|\s*(?:sort|list|unique)\s*)*-?\}\}$"#,
+        )
+        .expect("valid regex")
+    });
+    let Some(c) = ITEM.captures(src.trim()) else {
+        return false;
+    };
+    let loop_var = task["loop_control"]["loop_var"].as_str().unwrap_or("item");
+    if &c[1] != loop_var {
+        return false;
+    }
+    let present = |k: &str| !matches!(task[k], Yaml::BadValue | Yaml::Null);
+    if present("with_fileglob") || present("with_first_found") {
+        return true;
+    }
+    ["loop", "with_items", "with_list"]
+        .iter()
+        .any(|k| task[*k].as_str().is_some_and(|s| QUERY.is_match(s.trim())))
 }
 
 /// Lexically removes `.` and `..` so the same file is seen once.
