@@ -260,7 +260,9 @@ fn a_file_the_play_reads_through_a_link_out_of_the_workspace_is_rejected_unless_
     assert!(
         r.stderr
             .contains(&format!("{files}/motd leads out of the workspace"))
-            && r.stderr.contains("//compute/slurm reads it")
+            && r.stderr
+                .contains("slurm-config/roles/slurm/tasks/main.yml:5: ")
+            && r.stderr.contains("the play reads it")
             && r.stderr.contains("allow_outside"),
         "{}",
         r.stderr

@@ -6,7 +6,16 @@
 //! and `import_playbook`, `meta/main.yml` dependencies, and role task and
 //! handler files. Whenever a name is templated (`{{ ... }}`) the analysis
 //! cannot know the answer, so it falls back to "every role counts" and says
-//! why: over-approximate, never under.
+//! why: over-approximate, never under. A file read by a name known only at
+//! run time (a module's `src`, a vars file) may lie anywhere below the
+//! playbook's directory, roles included: the whole source and every role
+//! count.
+//!
+//! Files a task names are resolved with Ansible's search path: the task
+//! file's directory and its `files/`, `templates/` (`vars/` for
+//! `include_vars`), the role's, then the playbook's. A path that leads out
+//! of the workspace (absolute, `..`, or through a symbolic link) is an
+//! error at the line naming it.
 //!
 //! I/O: reads YAML files of the source directory and roles.
 
@@ -103,6 +112,9 @@ struct Discovery<'a> {
     allow_outside: &'a [PathBuf],
     /// The first path the play reads from outside the workspace.
     error: Option<Error>,
+    /// The directory of each playbook of the `import_playbook` chain (the
+    /// base Ansible resolves that play's relative names against).
+    play_dirs: BTreeSet<PathBuf>,
 }
 
 /// Discovers the inputs of `playbook` (relative to `source`).
@@ -128,6 +140,7 @@ pub fn discover(
         queue: VecDeque::from([Work::Playbook(pb)]),
         seen_files: BTreeSet::new(),
         pending_roles: VecDeque::new(),
+        play_dirs: BTreeSet::new(),
     };
     loop {
         if let Some(work) = d.queue.pop_front() {
@@ -270,9 +283,8 @@ impl Discovery<'_> {
             Error::input_at(loc, format!("YAML syntax error: {info}"))
                 .with_hint("ansible-playbook would reject this file too; fix the YAML")
         })?;
-        let dir = path.parent().unwrap_or(self.root).to_path_buf();
         for doc in &docs {
-            self.path_scalars(doc, &dir, None);
+            self.path_scalars(doc, &path, None);
         }
         Ok(Some(docs))
     }
@@ -281,26 +293,46 @@ impl Discovery<'_> {
     /// (see [`PlayInputs::referenced`]). Ansible resolves relative paths
     /// against several directories, so every plausible base is tried
     /// (over-approximate).
-    fn path_scalars(&mut self, y: &Yaml, dir: &Path, key: Option<&str>) {
+    fn path_scalars(&mut self, y: &Yaml, file: &Path, key: Option<&str>) {
         match y {
             Yaml::String(s) if s.len() < 4096 => {
                 for (cand, dir_ok) in candidates(s, key) {
-                    self.resolve_candidate(&cand, dir, dir_ok, s);
+                    self.resolve_candidate(&cand, file, dir_ok, s);
+                }
+                // What a file lookup reads, with this file's search path (a
+                // task file's own files/ and templates/ included); a glob
+                // by its directory.
+                if templated(s) {
+                    for name in super::reads::jinja_reads(s).names {
+                        if name.starts_with('@') {
+                            continue;
+                        }
+                        match super::reads::glob_dir(&name) {
+                            Some(d) if d.is_empty() => {
+                                for sub in ["files", "templates"] {
+                                    self.resolve_candidate(sub, file, true, s);
+                                }
+                            }
+                            Some(d) => self.resolve_candidate(&d, file, true, s),
+                            None => self.resolve_candidate(&name, file, true, s),
+                        }
+                    }
                 }
             }
-            Yaml::Array(a) => a.iter().for_each(|v| self.path_scalars(v, dir, key)),
+            Yaml::Array(a) => a.iter().for_each(|v| self.path_scalars(v, file, key)),
             Yaml::Hash(h) => h
                 .iter()
-                .for_each(|(k, v)| self.path_scalars(v, dir, k.as_str())),
+                .for_each(|(k, v)| self.path_scalars(v, file, k.as_str())),
             _ => {}
         }
     }
 
-    fn resolve_candidate(&mut self, cand: &str, dir: &Path, dir_ok: bool, original: &str) {
+    fn resolve_candidate(&mut self, cand: &str, file: &Path, dir_ok: bool, original: &str) {
         let cand = cand.trim();
         if cand.is_empty() || cand == "." || cand.contains('\n') {
             return;
         }
+        let dir = file.parent().unwrap_or(self.root);
         let role_dir = dir
             .parent()
             .map(Path::to_path_buf)
@@ -327,29 +359,72 @@ impl Discovery<'_> {
                 continue;
             }
             if self.obs.is_file(&p) || (dir_ok && self.obs.is_dir(&p)) {
-                let rel = self.rel(&p);
-                self.out.referenced.insert(rel);
+                self.reference(&p, file, original);
             }
         }
+    }
+
+    /// An existing workspace path the play (may) read, named by `needle`
+    /// in `file`: an input, unless it leads out of the workspace through a
+    /// symbolic link (Ansible follows it), which is an error at the line
+    /// that names it.
+    fn reference(&mut self, p: &Path, file: &Path, needle: &str) {
+        let rel = self.rel(p);
+        if self.error.is_none()
+            && self.obs.through_link(self.root, &rel)
+            && let Ok(real) = self.obs.canonicalize(p)
+            && !real.starts_with(self.root)
+            && !self.allow_outside.iter().any(|a| real.starts_with(a))
+        {
+            let loc = self.location(file, needle);
+            self.error = Some(
+                Error::input_at(
+                    loc,
+                    format!(
+                        "{rel} leads out of the workspace, to {}, through a symbolic link, and the play reads it ('{needle}')",
+                        real.display()
+                    ),
+                )
+                .with_hint(format!(
+                    "Ansible follows links, so builds would depend on host files a fresh clone does not have; copy the target into the workspace (the role's files/ or templates/), or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
+                    real.parent().unwrap_or(&real).display()
+                )),
+            );
+        }
+        self.out.referenced.insert(rel);
     }
 
     /// Where Ansible looks for a relative name used in a file of `dir`: the
     /// file's directory, its role's `templates/`, `files/` and directory,
     /// then the playbook's directory, its `files/` and `templates/`.
+    /// A task file outside a role searches its own directory's `files/`
+    /// and `templates/` too (a task file in `tasks/`, an imported playbook
+    /// in `plays/`), and a task file below a role's `tasks/` the role's.
     fn bases(&self, dir: &Path) -> Vec<PathBuf> {
         let role_dir = dir
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.to_path_buf());
-        vec![
+        let mut out = vec![
             dir.to_path_buf(),
+            dir.join("templates"),
+            dir.join("files"),
             role_dir.join("templates"),
             role_dir.join("files"),
             role_dir.clone(),
+        ];
+        if let Some(role) = self.role_of(&dir.join("_")) {
+            let role = self.root.join(role);
+            if role != role_dir {
+                out.extend([role.join("templates"), role.join("files"), role]);
+            }
+        }
+        out.extend([
             self.playbook_dir.clone(),
             self.playbook_dir.join("files"),
             self.playbook_dir.join("templates"),
-        ]
+        ]);
+        out
     }
 
     /// The `src` of a module that reads it on the machine running the play
@@ -448,6 +523,11 @@ impl Discovery<'_> {
                 }
                 return;
             }
+            // The paths a file lookup loop found: they count where the
+            // loop is analysed (or the loop makes the whole source count).
+            if file_loop_item(src, task) {
+                return;
+            }
             static ANCHOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
                 regex::Regex::new(r"^\{\{-?\s*(role_path|playbook_dir)\s*-?\}\}/")
                     .expect("valid regex")
@@ -492,8 +572,10 @@ impl Discovery<'_> {
                 _ => false,
             };
             if !bounded {
+                // Relative to the playbook directory, a run-time name may
+                // lead into any role too (`roles/x/files/y`).
                 let (rel, line) = self.at(file, src);
-                self.whole_source(format!(
+                self.give_up(format!(
                     "{rel}:{line}: {module} reads '{src}', a path known only at run time"
                 ));
             }
@@ -508,16 +590,17 @@ impl Discovery<'_> {
             .into_iter()
             .map(|b| normalize(&b.join(src)))
             .collect();
-        let inside: Vec<&PathBuf> = cands.iter().filter(|p| p.starts_with(self.root)).collect();
-        if inside.iter().any(|p| self.obs.exists(p)) {
-            for p in inside {
+        // Every existing candidate counts (which one Ansible reads first
+        // depends on the task's search path); one outside the workspace is
+        // an error even when another lies inside.
+        for p in &cands {
+            if p.starts_with(self.root) {
                 if self.obs.exists(p) {
-                    let rel = self.rel(p);
-                    self.out.referenced.insert(rel);
+                    self.reference(p, file, src);
                 }
+            } else {
+                self.count_read(p, module, src, file);
             }
-        } else if let Some(p) = cands.iter().find(|p| !p.starts_with(self.root)) {
-            self.count_read(&p.clone(), module, src, file);
         }
     }
 
@@ -527,8 +610,7 @@ impl Discovery<'_> {
     fn count_read(&mut self, p: &Path, module: &str, src: &str, file: &Path) {
         if p.starts_with(self.root) {
             if self.obs.exists(p) {
-                let rel = self.rel(p);
-                self.out.referenced.insert(rel);
+                self.reference(p, file, src);
             }
             return;
         }
@@ -574,6 +656,7 @@ impl Discovery<'_> {
             return Ok(());
         };
         let dir = path.parent().unwrap_or(self.root).to_path_buf();
+        self.play_dirs.insert(dir.clone());
         let rel = self.rel(path);
         for doc in &docs {
             let Some(plays) = doc.as_vec() else { continue };
@@ -622,19 +705,59 @@ impl Discovery<'_> {
                 if prefix.rsplit_once('/').is_none_or(|(d, _)| d.is_empty()) {
                     let file = self.root.join(from);
                     let (rel, line) = self.at(&file, name);
-                    self.whole_source(format!(
+                    self.give_up(format!(
                         "{rel}:{line}: reads vars file '{name}', a name known only at run time"
                     ));
                 }
                 continue;
             }
             let p = normalize(&dir.join(name));
-            if self.obs.is_file(&p) {
-                let rel = self.rel(&p);
-                self.note_outside(&rel);
-                if p.starts_with(self.root) {
-                    self.out.read.insert(rel);
-                }
+            let file = self.root.join(from);
+            self.vars_candidate(&p, name, &file);
+        }
+    }
+
+    /// A vars file the play may load: read (whole) inside the workspace,
+    /// an error naming the line outside it (absolute, or climbing out with
+    /// `..` to a file that exists).
+    fn vars_candidate(&mut self, p: &Path, name: &str, file: &Path) {
+        if !p.starts_with(self.root) {
+            self.count_read(p, "the play", name, file);
+            return;
+        }
+        if self.obs.is_file(p) {
+            let rel = self.rel(p);
+            self.note_outside(&rel);
+            self.out.read.insert(rel);
+        }
+    }
+
+    /// `include_vars: NAME` is found the way Ansible's `_find_needle('vars',
+    /// NAME)` looks: in the role's `vars/` and directory, the task file's
+    /// directory's `vars/` and itself, then each play's directory's `vars/`
+    /// and itself. Every existing candidate counts.
+    fn include_vars_search(&mut self, name: &str, file: &Path) {
+        let name = name.trim();
+        if name.is_empty() || templated(name) || Path::new(name).is_absolute() {
+            // Templated names and absolute paths: see `vars_file`.
+            return;
+        }
+        let dir = file.parent().unwrap_or(self.root).to_path_buf();
+        let mut dirs: Vec<PathBuf> = vec![];
+        if let Some(role) = self.role_of(file) {
+            dirs.push(self.root.join(role));
+        }
+        dirs.push(dir);
+        dirs.push(self.playbook_dir.clone());
+        dirs.extend(self.play_dirs.iter().cloned());
+        let first = name.split('/').next().unwrap_or("");
+        for d in dirs {
+            let mut cands = vec![d.join(name)];
+            if first != "vars" {
+                cands.insert(0, d.join("vars").join(name));
+            }
+            for c in cands {
+                self.vars_candidate(&normalize(&c), name, file);
             }
         }
     }
@@ -715,6 +838,7 @@ impl Discovery<'_> {
                 if let Some(t) = target {
                     let rel = self.rel(file);
                     self.vars_file(&Yaml::String(t.to_string()), &dir, &rel);
+                    self.include_vars_search(t, file);
                 }
             }
             self.read_module(task, file);
@@ -861,6 +985,37 @@ fn loop_names(src: &str, task: &Yaml) -> Option<Vec<String>> {
         out.push(format!("{}{v}{}", &c[1], &c[5]));
     }
     Some(out)
+}
+
+/// Whether `src` is exactly the loop variable of a loop whose items are
+/// paths found by a file lookup: `with_fileglob`, `with_first_found`, or
+/// `loop:` over a `fileglob` / `first_found` query with nothing else in
+/// the expression. What those lookups read is counted where the loop is
+/// analysed (its names, or the whole source when they are not literal).
+fn file_loop_item(src: &str, task: &Yaml) -> bool {
+    static ITEM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}$").expect("valid regex")
+    });
+    static QUERY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"^\{\{-?\s*(?:query|q|lookup)\(\s*['"](?:ansible\.builtin\.|ansible\.legacy\.)?(?:fileglob|first_found)['"][^(){}]*\)\s*(?:\|\s*(?:sort|list|unique)\s*)*-?\}\}$"#,
+        )
+        .expect("valid regex")
+    });
+    let Some(c) = ITEM.captures(src.trim()) else {
+        return false;
+    };
+    let loop_var = task["loop_control"]["loop_var"].as_str().unwrap_or("item");
+    if &c[1] != loop_var {
+        return false;
+    }
+    let present = |k: &str| !matches!(task[k], Yaml::BadValue | Yaml::Null);
+    if present("with_fileglob") || present("with_first_found") {
+        return true;
+    }
+    ["loop", "with_items", "with_list"]
+        .iter()
+        .any(|k| task[*k].as_str().is_some_and(|s| QUERY.is_match(s.trim())))
 }
 
 /// Lexically removes `.` and `..` so the same file is seen once.
