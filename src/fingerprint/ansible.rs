@@ -47,6 +47,9 @@ pub struct PlayInputs {
     /// Why every file of the source directory counts (a file the play
     /// reads whose name the analysis cannot know), with the file and line.
     pub whole_source: Option<String>,
+    /// Why every variable counts (the analysis cannot bound what the play
+    /// uses), with the file and line.
+    pub all_vars_reason: Option<String>,
     /// `group_vars/` and `host_vars/` beside the playbook: Ansible loads
     /// them (over the inventory's), so they count by variable.
     pub var_dirs: BTreeSet<String>,

@@ -270,7 +270,7 @@ pub fn fingerprint_observed(
                 explicit.extend(inputs.var_dirs.iter().cloned());
                 let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source);
                 inputs.referenced.extend(cfg_paths);
-                inputs.var_fallback = plugins;
+                inputs.var_fallback = plugins.or(found.all_vars_reason);
                 inputs.notes.extend(found.notes);
                 // Ansible reads the inventory whatever .gitignore says.
                 if let Some(inv) = &inventory {
