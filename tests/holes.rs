@@ -198,40 +198,26 @@ fn hole_legacy_include_vars_templated() {
     open_hole_closed("legacy_include_vars_templated");
 }
 
+/// A directory outside the workspace that `ansible.cfg` points Ansible at
+/// is rejected, naming the line, like any other read from outside.
 #[test]
-#[ignore = "hole: ansible.cfg `library: PATH` (colon delimiter) is not read"]
-fn hole_ansible_cfg_colon() {
-    open_hole_closed("ansible_cfg_colon");
-}
-
-#[test]
-#[ignore = "hole: ansible.cfg `library = PATH ; comment` is not read"]
-fn hole_ansible_cfg_inline_comment() {
-    open_hole_closed("ansible_cfg_inline_comment");
-}
-
-#[test]
-#[ignore = "hole: ansible.cfg `LIBRARY = PATH` (upper case) is not read"]
-fn hole_ansible_cfg_uppercase_key() {
-    open_hole_closed("ansible_cfg_uppercase_key");
-}
-
-#[test]
-#[ignore = "hole: an absolute ansible.cfg path outside the workspace is neither counted nor rejected"]
-fn hole_ansible_cfg_absolute_outside() {
+fn ansible_cfg_pointing_outside_the_workspace_is_rejected_with_its_line() {
     open_hole_closed_or_rejected("ansible_cfg_absolute_outside");
-}
-
-#[test]
-#[ignore = "hole: a .gitignored vars/main.yml of a used role does not count"]
-fn hole_gitignored_role_vars() {
-    open_hole_closed("gitignored_role_vars");
-}
-
-#[test]
-#[ignore = "hole: a .gitignored defaults/main.yml of a used role does not count"]
-fn hole_gitignored_role_defaults() {
-    open_hole_closed("gitignored_role_defaults");
+    let ws = TestWs::new("chain");
+    run_script(
+        &ws,
+        &common::fixture_dir("holes")
+            .join("open")
+            .join("ansible_cfg_absolute_outside.a"),
+    );
+    let r = ws.lb(&["hash", "//compute/slurm"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("slurm-config/ansible.cfg:2"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("allow_outside"), "{}", r.stderr);
 }
 
 #[test]

@@ -268,7 +268,7 @@ pub fn fingerprint_observed(
                     inputs.referenced.insert(cfg);
                 }
                 explicit.extend(inputs.var_dirs.iter().cloned());
-                let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source);
+                let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source)?;
                 inputs.referenced.extend(cfg_paths);
                 inputs.var_fallback = plugins.or(found.all_vars_reason);
                 inputs.notes.extend(found.notes);
@@ -290,6 +290,13 @@ pub fn fingerprint_observed(
             }
             roots.extend(layer.source.iter().cloned());
             roots.extend(inputs.roles.values().cloned());
+            // What Ansible loads from each used role without a task naming
+            // it counts whatever .gitignore says.
+            for dir in inputs.roles.values() {
+                for sub in ["tasks", "handlers", "vars", "defaults", "meta"] {
+                    explicit.insert(format!("{dir}/{sub}"));
+                }
+            }
             explicit.extend(layer.scripts.iter().cloned());
             explicit.extend(layer.inputs.iter().cloned());
             explicit.extend(layer.packages_file.iter().cloned());
@@ -1291,56 +1298,125 @@ fn command_paths(
     }
 }
 
-/// Directories an `ansible.cfg` in the source points Ansible at (plugins,
-/// modules, collections): inputs, and plugins make the variable analysis
-/// give up (a `*_plugins` directory is read as code that may use any variable).
+/// The workspace directories `SOURCE/ansible.cfg` points Ansible at
+/// (modules, plugins, collections, roles), and why every variable counts
+/// if it names plugin directories. Read as Ansible reads it (Python's
+/// configparser): `=` or `:` between key and value, keys in any case,
+/// `;` or `#` after whitespace starting a comment, indented lines
+/// continuing a value. A directory outside the workspace that exists is
+/// an error naming the line (its content cannot count), unless
+/// `[workspace] allow_outside` names it; one that does not exist is
+/// skipped, as Ansible skips it.
 fn ansible_cfg_paths(
     obs: &Observer,
     ws: &Workspace,
     source: &str,
-) -> (BTreeSet<String>, Option<String>) {
+) -> Result<(BTreeSet<String>, Option<String>)> {
     let mut out = BTreeSet::new();
     let mut plugins = None;
     let cfg = ws.root.join(source).join("ansible.cfg");
     let Ok(text) = obs.read_to_string(&cfg) else {
-        return (out, None);
+        return Ok((out, None));
     };
-    for line in text.lines() {
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let k = k.trim();
-        let pathy = k.ends_with("_plugins")
+    let rel_cfg = ws.display_path(&cfg);
+    for (key, value, line) in cfg_entries(&text) {
+        let pathy = key.ends_with("_plugins")
             || matches!(
-                k,
+                key.as_str(),
                 "library"
                     | "module_utils"
                     | "collections_path"
                     | "collections_paths"
+                    | "collections_scan_sys_path"
                     | "roles_path"
             );
         if !pathy {
             continue;
         }
-        for part in v.split(':') {
-            let part = part.split('#').next().unwrap_or("").trim();
-            if part.is_empty() || part.starts_with('/') || part.starts_with('~') {
+        for part in value.split([':', '\n']) {
+            let part = part.trim();
+            if part.is_empty() {
                 continue;
             }
-            let full = ws.root.join(source).join(part);
+            let full = if let Some(rest) = part.strip_prefix("~/") {
+                match std::env::var_os("HOME") {
+                    Some(home) => std::path::PathBuf::from(home).join(rest),
+                    None => continue,
+                }
+            } else {
+                ws.root.join(source).join(part)
+            };
             let Ok(canon) = obs.canonicalize(&full) else {
+                // Not there: Ansible skips it too (its appearing is seen
+                // by the memo through this lookup).
                 continue;
             };
-            if let Ok(rel) = canon.strip_prefix(&ws.root) {
-                let rel = rel.to_string_lossy().into_owned();
-                if k.ends_with("_plugins") && plugins.is_none() {
-                    plugins = Some(format!(
-                        "{source}/ansible.cfg sets {k} = {part}: plugins can read any variable"
-                    ));
+            match canon.strip_prefix(&ws.root) {
+                Ok(rel) => {
+                    let rel = rel.to_string_lossy().into_owned();
+                    let rel = if rel.is_empty() { ".".into() } else { rel };
+                    if key.ends_with("_plugins") && plugins.is_none() {
+                        plugins = Some(format!(
+                            "{rel_cfg}:{line} sets {key} = {part}: plugins can read any variable"
+                        ));
+                    }
+                    out.insert(rel);
                 }
-                out.insert(rel);
+                Err(_) if ws.allow_outside.iter().any(|a| canon.starts_with(a)) => {}
+                Err(_) => {
+                    return Err(Error::input_at(
+                        crate::error::Location::at_line(&rel_cfg, &text, line),
+                        format!(
+                            "{key} = {part} points Ansible at {}, outside the workspace: what it holds cannot count for the layers that run here",
+                            canon.display()
+                        ),
+                    )
+                    .with_hint(format!(
+                        "copy it into the workspace and name the copy, or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
+                        canon.display()
+                    )));
+                }
             }
         }
     }
-    (out, plugins)
+    Ok((out, plugins))
+}
+
+/// `(key in lower case, value, line)` of an INI text, as configparser
+/// reads it (sections are not told apart: any section's path keys count).
+fn cfg_entries(text: &str) -> Vec<(String, String, usize)> {
+    let mut out: Vec<(String, String, usize)> = vec![];
+    let strip_comment = |v: &str| -> String {
+        let mut end = v.len();
+        for (i, c) in v.char_indices() {
+            if (c == ';' || c == '#') && (i == 0 || v[..i].ends_with(char::is_whitespace)) {
+                end = i;
+                break;
+            }
+        }
+        v[..end].trim().to_string()
+    };
+    for (i, raw) in text.lines().enumerate() {
+        let t = raw.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if raw.starts_with(char::is_whitespace)
+            && let Some(last) = out.last_mut()
+        {
+            // A continuation line of the last value.
+            last.1.push('\n');
+            last.1.push_str(&strip_comment(t));
+            continue;
+        }
+        if t.starts_with('[') {
+            continue;
+        }
+        let Some(at) = t.find(['=', ':']) else {
+            continue;
+        };
+        let key = t[..at].trim().to_ascii_lowercase();
+        out.push((key, strip_comment(&t[at + 1..]), i + 1));
+    }
+    out
 }

@@ -883,14 +883,35 @@ pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Executor) -> Resu
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
-    let prints = crate::ops::manifests(ws, system, &labels)?;
+    // Digests from the memo when nothing changed; whole manifests only
+    // when a layer has a build history to explain a change against.
+    let fp = crate::ops::fingerprints(ws, system, &labels, Want::Digests)?;
     let cache = Cache::open_existing(&ws.db_path())?;
     let images = match &cache {
         Some(_) => Some(executor.images()?),
         None => None,
     };
-    let lookup = crate::plan::HistoryLookup::new(cache.as_ref(), &prints);
     let sys = system.map(|s| s.name.as_str());
+    let prints = match (&cache, fp.source) {
+        (Some(c), Source::Memo) => {
+            let lookup = crate::plan::HistoryLookup::new(Some(c), &fp.prints);
+            let mut all_fresh = true;
+            for fp in fp.prints.values() {
+                let f = crate::plan::freshness(Some(c), images.as_ref(), fp, sys, &lookup, false)?;
+                if !matches!(f, crate::plan::Freshness::Fresh { .. }) {
+                    all_fresh = false;
+                    break;
+                }
+            }
+            if all_fresh {
+                fp.prints
+            } else {
+                crate::ops::fingerprints(ws, system, &labels, Want::Manifests)?.prints
+            }
+        }
+        _ => fp.prints,
+    };
+    let lookup = crate::plan::HistoryLookup::new(cache.as_ref(), &prints);
     let mut report = PlanReport {
         version: PLAN_VERSION,
         system: sys.map(str::to_string),
