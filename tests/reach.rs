@@ -1009,7 +1009,7 @@ fn unresolvable_src_is_recorded_with_file_and_line_in_the_manifest_and_by_why() 
     let n = notes(&ws, L2);
     assert!(
         n.iter()
-            .any(|n| n.contains("every file of site counts") && n.contains(&at)),
+            .any(|n| n.contains("every file of the workspace counts") && n.contains(&at)),
         "{n:?}"
     );
     let why = ws.lb(&["why", L2]).ok();
@@ -1034,8 +1034,9 @@ fn unresolvable_lookup_soundness_any_file_of_the_source_counts_and_is_noted() {
     let line = line_of(&ws, "site/layer2.yaml", "banner_file");
     let n = notes(&ws, L2);
     assert!(
-        n.iter().any(|n| n.contains("every file of site counts")
-            && n.contains(&format!("site/layer2.yaml:{line}"))),
+        n.iter()
+            .any(|n| n.contains("every file of the workspace counts")
+                && n.contains(&format!("site/layer2.yaml:{line}"))),
         "{n:?}"
     );
 }
@@ -1048,7 +1049,6 @@ fn unresolvable_lookup_precision_another_layer_sharing_the_source_stays_precise(
 }
 
 #[test]
-#[ignore = "needs src/fingerprint/mod.rs: a run-time name read by a lookup (play_files) or a variable's value makes add_whole_source count the source, which leaves out every role under roles_path, though the name may be roles/ROLE/files/X relative to the playbook directory"]
 fn unresolvable_lookup_soundness_even_a_file_of_a_role_nobody_uses() {
     let ws = with_unresolvable_lookup();
     ws.write(

@@ -72,6 +72,8 @@ pub struct FileIndex {
     /// The variable analysis of files read for hashing, from the same
     /// bytes (taken by [`FileIndex::take_analysed`]).
     analysed: Vec<(String, Result<super::vars::VarUse>)>,
+    /// Whether the whole workspace was walked (with its ignore rules).
+    whole: bool,
 }
 
 /// Where a symbolic link leads, resolved through every link on the way.
@@ -153,6 +155,7 @@ impl FileIndex {
         if !roots.is_empty() {
             walk(obs, root, roots, exclude, allow_outside, &mut found)?;
         }
+        index.whole = roots.contains(".");
         index.add_found(obs, root, found, stat.as_deref_mut())?;
         index.add_explicit(
             obs,
@@ -166,6 +169,31 @@ impl FileIndex {
             index.forget_vanished(root, roots, explicit, stat);
         }
         Ok(index)
+    }
+
+    /// Has the whole workspace been walked (a root `.`)?
+    pub fn whole(&self) -> bool {
+        self.whole
+    }
+
+    /// Walks the whole workspace (with its ignore rules, like any root)
+    /// into the index, once.
+    pub fn add_workspace(
+        &mut self,
+        obs: &Observer,
+        root: &Path,
+        exclude: &Path,
+        allow_outside: &[PathBuf],
+        stat: Option<&mut StatCache>,
+    ) -> Result<()> {
+        if self.whole {
+            return Ok(());
+        }
+        let mut found = Found::default();
+        let roots = BTreeSet::from([".".to_string()]);
+        walk(obs, root, &roots, exclude, allow_outside, &mut found)?;
+        self.whole = true;
+        self.add_found(obs, root, found, stat)
     }
 
     /// Adds files and directories named outright (hashed whether or not an

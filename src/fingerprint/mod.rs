@@ -289,6 +289,11 @@ pub fn fingerprint_observed(
                 explicit.insert(format!("{source}/{playbook}"));
             }
             roots.extend(layer.source.iter().cloned());
+            if inputs.whole_source.is_some() {
+                // What the play reads is known only at run time: every
+                // file of the workspace counts (see `add_whole_workspace`).
+                roots.insert(".".into());
+            }
             roots.extend(inputs.roles.values().cloned());
             // What Ansible loads from each used role without a task naming
             // it counts whatever .gitignore says.
@@ -476,7 +481,16 @@ pub fn fingerprint_observed(
             )?;
             match built {
                 Built::Manifest(m) => break *m,
-                Built::Missing(paths) => {
+                Built::Missing(mut paths) => {
+                    if paths.remove(WHOLE_WORKSPACE) {
+                        index.add_workspace(
+                            obs,
+                            &ws.root,
+                            &ws.cache_dir,
+                            &ws.allow_outside,
+                            stat.as_deref_mut(),
+                        )?;
+                    }
                     tried.extend(paths.iter().cloned());
                     let before = index.len();
                     index.add_explicit(
@@ -600,9 +614,11 @@ fn build_manifest(
     {
         add(pf, h, "packages_file".into());
     }
-    if let (Some(source), Some(reason)) = (&layer.source, &inputs.whole_source) {
-        add_whole_source(layer, source, index, &mut files);
-        whole_source_note(obs, ws, layer, reason, index, &mut notes)?;
+    if let Some(reason) = &inputs.whole_source {
+        if !add_whole_workspace(layer, index, &mut files) {
+            return Ok(Built::Missing(BTreeSet::from([WHOLE_WORKSPACE.into()])));
+        }
+        whole_workspace_note(layer, reason, index, &mut notes);
     }
     // A link counts as a link; what it leads to inside the workspace counts
     // too, with the link's origin (over-approximate: Ansible follows links).
@@ -665,8 +681,10 @@ fn build_manifest(
                     .clone()
                     .unwrap_or_else(|| "a variable's value reads files by name".to_string());
                 if !notes.iter().any(|n| n.starts_with("every file of ")) {
-                    add_whole_source(layer, source, index, &mut files);
-                    whole_source_note(obs, ws, layer, &reason, index, &mut notes)?;
+                    if !add_whole_workspace(layer, index, &mut files) {
+                        return Ok(Built::Missing(BTreeSet::from([WHOLE_WORKSPACE.into()])));
+                    }
+                    whole_workspace_note(layer, &reason, index, &mut notes);
                 }
                 let pb = format!("{source}/{}", layer.playbook.as_deref().unwrap_or(""));
                 let mut missing = BTreeSet::new();
@@ -700,6 +718,17 @@ fn build_manifest(
         }
         if used.fallback.is_none() {
             used.fallback.clone_from(&inputs.var_fallback);
+        }
+        if used.fallback.is_none()
+            && let Some((p, _)) = files
+                .iter()
+                .find(|(p, f)| f.origin == "workspace" && index.get(p).is_some_and(|h| h.jinja))
+        {
+            // Counted by the whole-workspace fallback and not analysed: the
+            // play may render it as a template.
+            used.fallback = Some(format!(
+                "the play may read any file, and {p} (outside its source) holds Jinja"
+            ));
         }
         let whole = used.fallback.is_some();
         if let Some(reason) = &used.fallback {
@@ -814,42 +843,61 @@ fn build_manifest(
     })))
 }
 
-/// Every file of the source counts (but roles the play does not use).
-fn add_whole_source(
+/// Stands for "walk the whole workspace" among the paths a manifest
+/// found missing from the index.
+const WHOLE_WORKSPACE: &str = ".";
+
+/// The fallback when what a play reads is known only at run time (a
+/// templated `src`, a lookup of a variable, a plugin that reads files):
+/// every file of the workspace counts for that layer, roles nobody uses and
+/// files outside the source included, since the name may lead anywhere.
+/// False when the index does not hold the whole workspace yet.
+/// Files of the layer's source and roles path are analysed for the
+/// variables they use (origin `source`); other files are not (origin
+/// `workspace`: one holding Jinja makes every variable count).
+fn add_whole_workspace(
     layer: &Layer,
-    source: &str,
     index: &FileIndex,
     files: &mut BTreeMap<String, FileInput>,
-) {
-    let role_dirs: Vec<String> = layer.roles_path.iter().map(|rp| format!("{rp}/")).collect();
-    for (p, h) in index.under(source) {
-        if !role_dirs.iter().any(|rp| p.starts_with(rp.as_str())) {
-            files.entry(p.clone()).or_insert_with(|| FileInput {
-                hash: h.hash.clone(),
-                mode: h.mode.clone(),
-                origin: "source".into(),
-            });
-        }
+) -> bool {
+    if !index.whole() {
+        return false;
     }
+    let dirs: Vec<String> = layer
+        .source
+        .iter()
+        .chain(layer.roles_path.iter())
+        .map(|d| {
+            if d == "." {
+                String::new()
+            } else {
+                format!("{d}/")
+            }
+        })
+        .collect();
+    for (p, h) in index.under(".") {
+        let analysed = dirs.iter().any(|d| p.starts_with(d.as_str()));
+        files.entry(p.clone()).or_insert_with(|| FileInput {
+            hash: h.hash.clone(),
+            mode: h.mode.clone(),
+            origin: if analysed { "source" } else { "workspace" }.into(),
+        });
+    }
+    true
 }
 
-/// The note of a whole-source fallback, and a warning for each link of the
-/// source that leads out of the workspace (the play may read it, and what
-/// it leads to cannot count).
-fn whole_source_note(
-    obs: &Observer,
-    ws: &Workspace,
-    layer: &Layer,
-    reason: &str,
-    index: &FileIndex,
-    notes: &mut Vec<String>,
-) -> Result<()> {
-    let source = layer.source.as_deref().unwrap_or(".");
-    let note = format!("every file of {source} counts because {reason}");
-    if !notes.contains(&note) {
+/// The note of a whole-workspace fallback, and a warning for each link
+/// that leads out of the workspace (the play may read it, and what it
+/// leads to cannot count).
+fn whole_workspace_note(layer: &Layer, reason: &str, index: &FileIndex, notes: &mut Vec<String>) {
+    let note = format!("every file of the workspace counts because {reason}");
+    if !notes
+        .iter()
+        .any(|n| n.starts_with("every file of the workspace counts"))
+    {
         notes.push(note);
     }
-    for (p, _) in index.under(source) {
+    for (p, _) in index.under(".") {
         if let Some(LinkTarget::Outside(real)) = index.link(p) {
             let w = format!(
                 "{p} leads out of the workspace (to {}) and is not counted, though the play may read it",
@@ -861,8 +909,6 @@ fn whole_source_note(
             }
         }
     }
-    let _ = (obs, ws);
-    Ok(())
 }
 
 /// Lexically normalised workspace-relative path; `None` when it leaves the workspace.
@@ -1087,12 +1133,13 @@ fn play_files(
                     }
                 }
             }
-            if let (Some(reason), false, Some(source)) =
-                (&u.read_unresolved, whole, layer.source.as_deref())
-            {
+            if let (Some(reason), false) = (&u.read_unresolved, whole) {
                 whole = true;
-                add_whole_source(layer, source, index, files);
-                whole_source_note(obs, ws, layer, reason, index, notes)?;
+                if add_whole_workspace(layer, index, files) {
+                    whole_workspace_note(layer, reason, index, notes);
+                } else {
+                    missing.insert(WHOLE_WORKSPACE.into());
+                }
             }
             used.merge(&u);
         }
