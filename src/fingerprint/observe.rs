@@ -104,9 +104,23 @@ pub struct Observer {
     /// What the analysis derived from a file (its parsed YAML...), once
     /// per run however many layers share the file; see [`Observer::derived`].
     derived: Mutex<std::collections::HashMap<(std::any::TypeId, PathBuf), Derived>>,
+    /// Directories strictly below this one may stand, by their listing,
+    /// for names looked up in them and not found (see [`Observer::within`]).
+    root: Option<PathBuf>,
+    /// Lookups answered from listings and already recorded (every layer
+    /// asks about the same names: recorded once).
+    noted: Mutex<std::collections::HashSet<(PathBuf, Noted)>>,
 }
 
 type Derived = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// What was recorded of a path from a listing (see [`Observer::noted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Noted {
+    Kind,
+    KindNoFollow,
+    Listing,
+}
 
 /// What a directory entry is, not following links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +161,22 @@ impl Observer {
             reads: AtomicUsize::new(0),
             listings: Mutex::new(std::collections::HashMap::new()),
             derived: Mutex::new(std::collections::HashMap::new()),
+            root: None,
+            noted: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// An observer of a fingerprint of the workspace at `root`: a name
+    /// looked up in a directory below the root and not found is recorded as
+    /// that directory's listing (its times change when the name appears),
+    /// not as one absent path per name and layer: a memo then stats far
+    /// fewer paths. Directories at or above the root are never recorded as
+    /// listings this way, so a new `out/` or `notes.txt` beside the cache
+    /// leaves the memo in use.
+    pub fn within(root: &Path) -> Observer {
+        Observer {
+            root: Some(root.to_path_buf()),
+            ..Observer::new()
         }
     }
 
@@ -242,19 +272,44 @@ impl Observer {
             return self.look_kind(path);
         }
         let Some(listing) = self.listing(dir) else {
+            if let Some(up) = self.listed_ancestor(dir) {
+                // The directory itself is missing: it can only appear in
+                // the listing of an ancestor that exists.
+                self.note_listing(&up);
+                return None;
+            }
             return self.look_kind(path);
         };
+        let entry = listing.entries.get(name).copied();
+        if entry.is_none() && self.below_root(dir) {
+            // Recorded as the directory's listing (once per run).
+            self.note_listing(dir);
+            return None;
+        }
+        if !self
+            .noted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((path.to_path_buf(), Noted::Kind))
+        {
+            // Recorded already, with the same answer (the listing is memoised).
+            return match entry {
+                None => None,
+                Some((kind @ (Entry::File | Entry::Dir), _)) => Some(kind),
+                Some(_) => self.look_kind(path),
+            };
+        }
         let obs = Observation {
             path: path.to_path_buf(),
             look: Look::Kind,
             follow: true,
         };
-        match listing.entries.get(name) {
+        match entry {
             None => {
                 self.note(obs, sig_err(&io::Error::from_raw_os_error(libc::ENOENT)));
                 None
             }
-            Some(&(kind @ (Entry::File | Entry::Dir), inode)) => {
+            Some((kind @ (Entry::File | Entry::Dir), inode)) => {
                 let mode = if kind == Entry::File {
                     0o100000
                 } else {
@@ -306,17 +361,59 @@ impl Observer {
                         mtime_ns: 0,
                         ctime_ns: 0,
                     };
-                    let obs = Observation {
-                        path: dir.clone(),
-                        look: Look::Kind,
-                        follow: false,
-                    };
-                    self.note(obs, sig_of_stat(Look::Kind, &stat));
+                    if self
+                        .noted
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((dir.clone(), Noted::KindNoFollow))
+                    {
+                        let obs = Observation {
+                            path: dir.clone(),
+                            look: Look::Kind,
+                            follow: false,
+                        };
+                        self.note(obs, sig_of_stat(Look::Kind, &stat));
+                    }
                 }
                 _ => return true,
             }
         }
         false
+    }
+
+    /// Is `dir` strictly below the workspace root (see [`Observer::within`])?
+    fn below_root(&self, dir: &Path) -> bool {
+        self.root
+            .as_deref()
+            .is_some_and(|r| dir != r && dir.starts_with(r))
+    }
+
+    /// The nearest ancestor of the missing directory `dir` that is a
+    /// directory strictly below the root, if any.
+    fn listed_ancestor(&self, dir: &Path) -> Option<PathBuf> {
+        let mut d = dir.parent();
+        while let Some(up) = d {
+            if !self.below_root(up) {
+                return None;
+            }
+            if self.listing(up).is_some() {
+                return Some(up.to_path_buf());
+            }
+            d = up.parent();
+        }
+        None
+    }
+
+    /// Records the listing of `dir` (a `Stat`), once per run.
+    fn note_listing(&self, dir: &Path) {
+        if self
+            .noted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((dir.to_path_buf(), Noted::Listing))
+        {
+            self.look(dir, Look::Stat, true).ok();
+        }
     }
 
     fn look_kind(&self, path: &Path) -> Option<Entry> {
@@ -520,6 +617,7 @@ impl Observer {
         }
         drop(self.listings);
         drop(self.derived);
+        drop(self.noted);
         let mut seen = self.seen.into_inner().unwrap_or_else(|e| e.into_inner());
         seen.sort();
         seen.dedup();

@@ -205,7 +205,7 @@ impl<'a> Session<'a> {
         }
         let mut stat = StatCache::new(self.stats.map(|s| s.load_stats()).unwrap_or_default());
         let t = crate::timings::phase("stat cache", t);
-        let obs = Observer::new();
+        let obs = Observer::within(&self.ws.root);
         let prints =
             super::fingerprint_observed(self.ws, self.system, labels, Some(&mut stat), &obs)?;
         let t = crate::timings::phase("fingerprint", t);
