@@ -804,7 +804,6 @@ fn lookups_in_a_task_file_outside_a_role_search_its_own_files_directory() {
 }
 
 #[test]
-#[ignore = "needs src/fingerprint/mod.rs: resolve_reads searches a template's own directory and the role's and playbook's, not the files/ of the task file that renders it"]
 fn lookups_in_a_template_rendered_by_a_task_file_outside_a_role_search_that_files_directory() {
     // tasks/t.yml renders tasks/templates/t.j2, whose lookup('file', 'motd')
     // reads tasks/files/motd (the task's search path).

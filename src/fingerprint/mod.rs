@@ -960,6 +960,23 @@ fn resolve_reads(
         .cloned();
     let pdir = inputs.playbook_dir.as_str();
     let mut bases: Vec<String> = vec![parent_rel(from).to_string()];
+    // A template under some `X/templates/` (or a file under `X/files/`) is
+    // rendered by a task file in `X`, whose own `files/`, `templates/` and
+    // directory Ansible searches too (a task file outside any role).
+    let parent = parent_rel(from);
+    if let Some((x, last)) = parent.rsplit_once('/').or(Some(("", parent)))
+        && matches!(last, "templates" | "files")
+    {
+        let x = if x.is_empty() { "." } else { x };
+        for sub in ["files", "templates", "vars"] {
+            bases.push(if x == "." {
+                sub.to_string()
+            } else {
+                format!("{x}/{sub}")
+            });
+        }
+        bases.push(x.to_string());
+    }
     if let Some(r) = &role {
         for sub in ["templates", "files", "vars"] {
             bases.push(format!("{r}/{sub}"));
