@@ -100,7 +100,8 @@ pub struct Observer {
     /// Files read whole by the analysis (not by the hashing).
     reads: AtomicUsize,
     /// Directory listings read for lookups (see [`Observer::is_file`]).
-    listings: Mutex<std::collections::HashMap<PathBuf, Option<std::sync::Arc<Listing>>>>,
+    /// Keyed by the path's bytes (`Path`'s own hash walks components).
+    listings: Mutex<std::collections::HashMap<std::ffi::OsString, Option<std::sync::Arc<Listing>>>>,
     /// What the analysis derived from a file (its parsed YAML...), once
     /// per run however many layers share the file; see [`Observer::derived`].
     derived: Mutex<std::collections::HashMap<(std::any::TypeId, PathBuf), Derived>>,
@@ -109,7 +110,7 @@ pub struct Observer {
     root: Option<PathBuf>,
     /// Lookups answered from listings and already recorded (every layer
     /// asks about the same names: recorded once).
-    noted: Mutex<std::collections::HashSet<(PathBuf, Noted)>>,
+    noted: Mutex<[std::collections::HashSet<std::ffi::OsString>; 3]>,
 }
 
 type Derived = std::sync::Arc<dyn std::any::Any + Send + Sync>;
@@ -162,7 +163,7 @@ impl Observer {
             listings: Mutex::new(std::collections::HashMap::new()),
             derived: Mutex::new(std::collections::HashMap::new()),
             root: None,
-            noted: Mutex::new(std::collections::HashSet::new()),
+            noted: Mutex::new(Default::default()),
         }
     }
 
@@ -286,12 +287,7 @@ impl Observer {
             self.note_listing(dir);
             return None;
         }
-        if !self
-            .noted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((path.to_path_buf(), Noted::Kind))
-        {
+        if !self.first_note(path, Noted::Kind) {
             // Recorded already, with the same answer (the listing is memoised).
             return match entry {
                 None => None,
@@ -361,12 +357,7 @@ impl Observer {
                         mtime_ns: 0,
                         ctime_ns: 0,
                     };
-                    if self
-                        .noted
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert((dir.clone(), Noted::KindNoFollow))
-                    {
+                    if self.first_note(&dir, Noted::KindNoFollow) {
                         let obs = Observation {
                             path: dir.clone(),
                             look: Look::Kind,
@@ -381,11 +372,25 @@ impl Observer {
         false
     }
 
+    /// True the first time `path` is noted as `what` in this run.
+    fn first_note(&self, path: &Path, what: Noted) -> bool {
+        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        let set = &mut noted[what as usize];
+        if set.contains(path.as_os_str()) {
+            return false;
+        }
+        set.insert(path.as_os_str().to_owned())
+    }
+
     /// Is `dir` strictly below the workspace root (see [`Observer::within`])?
     fn below_root(&self, dir: &Path) -> bool {
-        self.root
-            .as_deref()
-            .is_some_and(|r| dir != r && dir.starts_with(r))
+        self.root.as_deref().is_some_and(|r| {
+            let (d, r) = (
+                dir.as_os_str().as_encoded_bytes(),
+                r.as_os_str().as_encoded_bytes(),
+            );
+            d.len() > r.len() + 1 && d.starts_with(r) && d[r.len()] == b'/'
+        })
     }
 
     /// The nearest ancestor of the missing directory `dir` that is a
@@ -406,12 +411,7 @@ impl Observer {
 
     /// Records the listing of `dir` (a `Stat`), once per run.
     fn note_listing(&self, dir: &Path) {
-        if self
-            .noted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((dir.to_path_buf(), Noted::Listing))
-        {
+        if self.first_note(dir, Noted::Listing) {
             self.look(dir, Look::Stat, true).ok();
         }
     }
@@ -435,7 +435,7 @@ impl Observer {
             .listings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(dir)
+            .get(dir.as_os_str())
         {
             return l.clone();
         }
@@ -463,7 +463,7 @@ impl Observer {
         self.listings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(dir.to_path_buf(), listing.clone());
+            .insert(dir.as_os_str().to_owned(), listing.clone());
         listing
     }
 
