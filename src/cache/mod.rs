@@ -19,6 +19,7 @@ pub mod lock;
 pub mod netfs;
 pub mod repair;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -102,7 +103,100 @@ const MIGRATIONS: &[&str] = &[
     //    (`fingerprint_db.rs`), which read-only commands may write.
     "DROP TABLE file_stats;
     DROP TABLE memo;",
+    // 9: large groups of a manifest's files (a role's, a whole-workspace
+    //    fallback's) stored once, by content, for every layer sharing them
+    //    (see `compact_manifest`).
+    "CREATE TABLE file_sets (
+        id    TEXT PRIMARY KEY,
+        files TEXT NOT NULL
+    );",
 ];
+
+/// A group of a manifest's files with one origin is stored as a shared
+/// file set from this many entries on.
+const FILE_SET_MIN: usize = 8;
+
+/// The stored form of a manifest: its files grouped by origin (`role:X`,
+/// `workspace`...), each group of [`FILE_SET_MIN`] entries or more moved to
+/// the `file_sets` table under the blake3 of its canonical JSON and named
+/// in `file_sets`. Layers sharing a role store its files once, not once
+/// per layer: the history grows with files plus layers, not their
+/// product. [`expand_manifest`] restores the manifest exactly (the digest
+/// is always computed over the whole manifest, never over this form).
+fn compact_manifest(tx: &rusqlite::Transaction<'_>, m: &Manifest) -> Result<String> {
+    let mut v = serde_json::to_value(m).expect("manifest serialises");
+    let Some(files) = v.get_mut("files").and_then(|f| f.as_object_mut()) else {
+        return Ok(serde_json::to_string(&v).expect("manifest serialises"));
+    };
+    let mut groups: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
+    for (path, f) in files.iter() {
+        let origin = f["origin"].as_str().unwrap_or_default().to_string();
+        groups
+            .entry(origin)
+            .or_default()
+            .insert(path.clone(), f.clone());
+    }
+    let mut ids = vec![];
+    for group in groups.into_values().filter(|g| g.len() >= FILE_SET_MIN) {
+        for path in group.keys() {
+            files.remove(path);
+        }
+        let text = serde_json::to_string(&group).expect("files serialise");
+        let id = blake3::hash(text.as_bytes()).to_hex().to_string();
+        tx.execute(
+            "INSERT OR IGNORE INTO file_sets (id, files) VALUES (?1, ?2)",
+            params![id, text],
+        )?;
+        ids.push(serde_json::Value::String(id));
+    }
+    if !ids.is_empty() {
+        v["file_sets"] = serde_json::Value::Array(ids);
+    }
+    Ok(serde_json::to_string(&v).expect("manifest serialises"))
+}
+
+/// [`compact_manifest`] undone: the file sets merged back into `files`. A
+/// set that cannot be read leaves the text as it is (it then does not
+/// parse as a manifest: shown as unknown, never as a wrong one).
+fn expand_manifest(conn: &Connection, text: String) -> String {
+    if !text.contains("\"file_sets\"") {
+        return text;
+    }
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return text;
+    };
+    let Some(ids) = v
+        .as_object_mut()
+        .and_then(|o| o.remove("file_sets"))
+        .and_then(|ids| ids.as_array().cloned())
+    else {
+        return text;
+    };
+    let mut merged = serde_json::Map::new();
+    for id in ids {
+        let set: Option<String> = conn
+            .query_row(
+                "SELECT files FROM file_sets WHERE id = ?1",
+                params![id.as_str().unwrap_or_default()],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        let Some(set) = set.and_then(|s| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&s).ok()
+        }) else {
+            return text;
+        };
+        merged.extend(set);
+    }
+    if let Some(files) = v.get_mut("files").and_then(|f| f.as_object_mut()) {
+        merged.extend(std::mem::take(files));
+        // serde_json's map is sorted (no preserve_order): canonical again.
+        *files = merged;
+    }
+    serde_json::to_string(&v).expect("manifest serialises")
+}
 
 /// An export as recorded: what it holds, and the file's size and mtime
 /// then, so a file changed since is not taken for the recorded one.
@@ -320,8 +414,8 @@ impl Cache {
         image_name: &str,
     ) -> Result<()> {
         complete(rec)?;
-        let manifest = serde_json::to_string(rec.manifest).expect("manifest serialises");
         let tx = self.conn.transaction()?;
+        let manifest = compact_manifest(&tx, rec.manifest)?;
         tx.execute(
             "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -349,8 +443,8 @@ impl Cache {
         error: &str,
     ) -> Result<()> {
         complete(rec)?;
-        let manifest = serde_json::to_string(rec.manifest).expect("manifest serialises");
         let tx = self.conn.transaction()?;
+        let manifest = compact_manifest(&tx, rec.manifest)?;
         insert_build(&tx, rec, "failed", None, container, Some(error), &manifest)?;
         tx.commit()?;
         Ok(())
@@ -386,7 +480,8 @@ impl Cache {
                 params![label, system, status],
                 build_row,
             )
-            .optional()?)
+            .optional()?
+            .map(|r| self.expanded(r)))
     }
 
     /// The newest build of `label` whose digest starts with `prefix`.
@@ -395,7 +490,7 @@ impl Cache {
             "SELECT {BUILD_COLUMNS} FROM builds WHERE label = ?1 AND digest LIKE ?2 || '%' ORDER BY id DESC"
         ))?;
         let rows = st.query_map(params![label, prefix], build_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.all_expanded(rows)
     }
 
     /// One recorded build per distinct digest starting with `prefix` (the newest).
@@ -406,7 +501,7 @@ impl Cache {
              ORDER BY digest"
         ))?;
         let rows = st.query_map(params![prefix], build_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.all_expanded(rows)
     }
 
     /// The newest recorded build with exactly this digest.
@@ -420,7 +515,8 @@ impl Cache {
                 params![digest],
                 build_row,
             )
-            .optional()?)
+            .optional()?
+            .map(|r| self.expanded(r)))
     }
 
     /// Failed builds whose kept container has not been removed, newest first,
@@ -433,7 +529,7 @@ impl Cache {
              ORDER BY id DESC"
         ))?;
         let rows = st.query_map([], build_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.all_expanded(rows)
     }
 
     /// Marks every failed build that kept `container` as cleaned up.
@@ -500,10 +596,25 @@ impl Cache {
             .conn
             .prepare(&format!("SELECT {BUILD_COLUMNS} FROM builds ORDER BY id"))?;
         let rows = st.query_map([], build_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.all_expanded(rows)
     }
 
-    /// Deletes cache rows by digest and history rows by id, in one transaction.
+    /// A history row with its manifest's file sets merged back.
+    fn expanded(&self, mut row: BuildRow) -> BuildRow {
+        row.manifest = expand_manifest(&self.conn, std::mem::take(&mut row.manifest));
+        row
+    }
+
+    fn all_expanded(
+        &self,
+        rows: impl Iterator<Item = rusqlite::Result<BuildRow>>,
+    ) -> Result<Vec<BuildRow>> {
+        let rows: Vec<BuildRow> = rows.collect::<rusqlite::Result<_>>()?;
+        Ok(rows.into_iter().map(|r| self.expanded(r)).collect())
+    }
+
+    /// Deletes cache rows by digest and history rows by id, and the file
+    /// sets no manifest names any more, in one transaction.
     pub fn delete_rows(&mut self, digests: &[&str], build_ids: &[i64]) -> Result<()> {
         let tx = self.conn.transaction()?;
         for d in digests {
@@ -512,6 +623,13 @@ impl Cache {
         for id in build_ids {
             tx.execute("DELETE FROM builds WHERE id = ?1", params![id])?;
         }
+        tx.execute(
+            "DELETE FROM file_sets WHERE NOT EXISTS
+               (SELECT 1 FROM builds WHERE instr(builds.manifest, file_sets.id) > 0)
+             AND NOT EXISTS
+               (SELECT 1 FROM layers WHERE instr(layers.manifest, file_sets.id) > 0)",
+            [],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -565,4 +683,98 @@ fn insert_build(
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::{FileInput, Fingerprint};
+    use crate::label::Label;
+
+    fn manifest(layer: &str, own: usize) -> Manifest {
+        let label = Label::parse(layer).unwrap();
+        let mut m = Fingerprint::light(label, String::new()).manifest;
+        m.format = 4;
+        let file = |origin: &str, n: usize| FileInput {
+            hash: format!("{n:064x}"),
+            mode: "100644".into(),
+            origin: origin.into(),
+        };
+        for n in 0..20 {
+            m.files
+                .insert(format!("site/roles/common/f{n}"), file("role:common", n));
+        }
+        for n in 0..own {
+            m.files
+                .insert(format!("site/{layer}/x{n}"), file("play", n));
+        }
+        m.files.insert("site/play.yml".into(), file("playbook", 1));
+        m
+    }
+
+    /// A role's files shared by many layers are stored once; every
+    /// history row reads back its exact manifest; gc drops sets no row names.
+    #[test]
+    fn shared_files_are_stored_once_and_read_back_exactly() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cache = Cache::open(&d.path().join("db")).unwrap();
+        let vars = VarSnapshot::default();
+        let layers: Vec<(String, Manifest)> = (0..50)
+            .map(|i| {
+                let l = format!("//t/l{i:02}");
+                let m = manifest(&l, i % 3);
+                (l, m)
+            })
+            .collect();
+        for (i, (l, m)) in layers.iter().enumerate() {
+            let digest = format!("{i:064x}");
+            let rec = BuildRecord {
+                label: l,
+                system: None,
+                digest: &digest,
+                manifest: m,
+                started_at: 1,
+                duration: Duration::from_secs(1),
+                log_path: None,
+                vars: &vars,
+                inventory: None,
+                source: "built",
+            };
+            cache.record_built(&rec, "img", "name").unwrap();
+        }
+        let sets: i64 = cache
+            .conn
+            .query_row("SELECT count(*) FROM file_sets", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sets, 1, "the common role's files are one set");
+        let stored: String = cache
+            .conn
+            .query_row("SELECT manifest FROM builds WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert!(!stored.contains("site/roles/common/f3"), "{stored}");
+        for (i, (_, m)) in layers.iter().enumerate() {
+            let row = cache
+                .build_with_digest(&format!("{i:064x}"))
+                .unwrap()
+                .unwrap();
+            let back = row.manifest().expect("parses");
+            assert_eq!(back.digest(), m.digest());
+            assert_eq!(back.files, m.files);
+        }
+        let ids: Vec<i64> = (1..=50).collect();
+        let digests: Vec<String> = (0..50).map(|i| format!("{i:064x}")).collect();
+        let digests: Vec<&str> = digests.iter().map(String::as_str).collect();
+        cache.delete_rows(&digests[..49], &ids[..49]).unwrap();
+        let sets: i64 = cache
+            .conn
+            .query_row("SELECT count(*) FROM file_sets", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sets, 1, "still named by the last row");
+        cache.delete_rows(&digests[49..], &ids[49..]).unwrap();
+        let sets: i64 = cache
+            .conn
+            .query_row("SELECT count(*) FROM file_sets", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sets, 0);
+    }
 }
