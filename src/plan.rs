@@ -68,29 +68,18 @@ impl Freshness {
 }
 
 /// Resolves digests to recorded inputs: current fingerprints first, then the
-/// build history.
+/// build history. Holds the fingerprints by reference: a side is copied
+/// only when an explanation walks to it.
 pub struct HistoryLookup<'a> {
     pub cache: Option<&'a Cache>,
-    pub known: BTreeMap<String, Side>,
+    pub known: BTreeMap<String, &'a Fingerprint>,
 }
 
 impl<'a> HistoryLookup<'a> {
-    pub fn new(cache: Option<&'a Cache>, prints: &BTreeMap<Label, Fingerprint>) -> Self {
+    pub fn new(cache: Option<&'a Cache>, prints: &'a BTreeMap<Label, Fingerprint>) -> Self {
         HistoryLookup {
             cache,
-            known: prints
-                .values()
-                .map(|f| {
-                    (
-                        f.digest.clone(),
-                        Side {
-                            manifest: f.manifest.clone(),
-                            vars: f.vars.clone(),
-                            inventory: f.inventory.clone(),
-                        },
-                    )
-                })
-                .collect(),
+            known: prints.values().map(|f| (f.digest.clone(), f)).collect(),
         }
     }
 }
@@ -105,8 +94,12 @@ pub fn side_of(row: &BuildRow) -> Option<Side> {
 
 impl Lookup for HistoryLookup<'_> {
     fn side(&self, digest: &str) -> Option<Side> {
-        if let Some(s) = self.known.get(digest) {
-            return Some(s.clone());
+        if let Some(f) = self.known.get(digest) {
+            return Some(Side {
+                manifest: f.manifest.clone(),
+                vars: f.vars.clone(),
+                inventory: f.inventory.clone(),
+            });
         }
         let row = self.cache?.build_with_digest(digest).ok()??;
         side_of(&row)

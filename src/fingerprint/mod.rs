@@ -318,6 +318,7 @@ pub fn fingerprint_observed(
         explicit.extend(e);
         analysed.insert(label, inputs);
     }
+    obs.forget_derived();
     let t = crate::timings::phase("  fingerprint: discover the plays", t);
     let mut index = FileIndex::build_allowing(
         obs,

@@ -496,6 +496,15 @@ impl Observer {
         v
     }
 
+    /// Drops what [`Observer::derived`] kept (the plays are analysed: their
+    /// parsed YAML is not needed any more).
+    pub fn forget_derived(&self) {
+        self.derived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// `std::fs::metadata`, all of whose fields the caller may use.
     pub fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata> {
         self.look(path, Look::Stat, true)
