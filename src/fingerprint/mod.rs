@@ -703,8 +703,8 @@ fn build_manifest(
                 if !missing.is_empty() {
                     return Ok(Built::Missing(missing));
                 }
-                for rel in found {
-                    for (p, h) in index.under(&rel) {
+                for (rel, glob) in found {
+                    for (p, h) in index.under(&rel).filter(|(p, _)| glob_matches(&glob, p)) {
                         files.entry(p.clone()).or_insert_with(|| FileInput {
                             hash: h.hash.clone(),
                             mode: h.mode.clone(),
@@ -953,7 +953,7 @@ fn resolve_reads(
     index: &FileIndex,
     tried: &BTreeSet<String>,
     missing: &mut BTreeSet<String>,
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, Option<glob::Pattern>)>> {
     let role = inputs
         .roles
         .values()
@@ -1012,6 +1012,10 @@ fn resolve_reads(
         if name.is_empty() {
             continue;
         }
+        // A glob counts the files it matches (a new match changes the
+        // digest; a new file beside them does not), found from its
+        // literal directory.
+        let pattern = reads::glob_dir(name).map(|_| name.to_string());
         let name = match reads::glob_dir(name) {
             Some(d) if d.is_empty() => ".".to_string(),
             Some(d) => d,
@@ -1081,13 +1085,40 @@ fn resolve_reads(
                 ));
             }
             if indexed || tried.contains(&cand) {
-                found.push(cand);
+                // The glob anchored where its directory was found; one that
+                // does not parse counts the whole directory.
+                let glob = pattern.as_deref().and_then(|pat| {
+                    let rest = pat.strip_prefix(name.as_str()).unwrap_or(pat);
+                    let anchored = if cand == "." {
+                        rest.trim_start_matches('/').to_string()
+                    } else {
+                        format!("{cand}/{}", rest.trim_start_matches('/'))
+                    };
+                    glob::Pattern::new(&anchored).ok()
+                });
+                found.push((cand, glob));
             } else {
                 missing.insert(cand);
             }
         }
     }
     Ok(found)
+}
+
+/// Does `path` (workspace-relative) match the glob, as Python's `glob`
+/// (which Ansible's `fileglob` uses) matches it: `*` stops at `/` and
+/// does not match a leading dot? No glob: everything below matches.
+fn glob_matches(glob: &Option<glob::Pattern>, path: &str) -> bool {
+    glob.as_ref().is_none_or(|g| {
+        g.matches_with(
+            path,
+            glob::MatchOptions {
+                case_sensitive: true,
+                require_literal_separator: true,
+                require_literal_leading_dot: true,
+            },
+        )
+    })
 }
 
 /// Analyses the play's files (YAML and templates) for the variables they
@@ -1141,8 +1172,8 @@ fn play_files(
                     tried,
                     &mut missing,
                 )?;
-                for rel in found {
-                    for (p, h) in index.under(&rel) {
+                for (rel, glob) in found {
+                    for (p, h) in index.under(&rel).filter(|(p, _)| glob_matches(&glob, p)) {
                         files.entry(p.clone()).or_insert_with(|| FileInput {
                             hash: h.hash.clone(),
                             mode: h.mode.clone(),
