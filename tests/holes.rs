@@ -103,36 +103,6 @@ fn open_hole_closed_or_rejected(name: &str) {
 }
 
 #[test]
-#[ignore = "hole: play-level include_vars NAME reads the playbook's vars/NAME"]
-fn hole_include_vars_play_vars_dir() {
-    open_hole_closed("include_vars_play_vars_dir");
-}
-
-#[test]
-#[ignore = "hole: include_vars NAME also reads SOURCE/vars/NAME (the directory ansible-playbook runs in)"]
-fn hole_include_vars_cwd_vars_dir() {
-    open_hole_closed("include_vars_cwd_vars_dir");
-}
-
-#[test]
-#[ignore = "hole: free-form `include_vars: file=NAME` is not followed"]
-fn hole_include_vars_free_form_file() {
-    open_hole_closed("include_vars_free_form_file");
-}
-
-#[test]
-#[ignore = "hole: free-form `include_tasks: file=NAME` is not followed"]
-fn hole_include_tasks_free_form_file() {
-    open_hole_closed("include_tasks_free_form_file");
-}
-
-#[test]
-#[ignore = "hole: `vars_files` given as a templated string (not a list) has no fallback"]
-fn hole_vars_files_templated_string() {
-    open_hole_closed("vars_files_templated_string");
-}
-
-#[test]
 #[ignore = "hole: lookup('pipe') runs a controller command that reads files; no fallback"]
 fn hole_lookup_pipe() {
     open_hole_closed("lookup_pipe");
@@ -187,18 +157,6 @@ fn hole_imported_playbook_group_vars() {
 }
 
 #[test]
-#[ignore = "hole: ansible.legacy.import_playbook is not followed"]
-fn hole_legacy_import_playbook() {
-    open_hole_closed("legacy_import_playbook");
-}
-
-#[test]
-#[ignore = "hole: templated ansible.legacy.include_vars has no fallback"]
-fn hole_legacy_include_vars_templated() {
-    open_hole_closed("legacy_include_vars_templated");
-}
-
-#[test]
 #[ignore = "hole: ansible.cfg `library: PATH` (colon delimiter) is not read"]
 fn hole_ansible_cfg_colon() {
     open_hole_closed("ansible_cfg_colon");
@@ -232,12 +190,6 @@ fn hole_gitignored_role_vars() {
 #[ignore = "hole: a .gitignored defaults/main.yml of a used role does not count"]
 fn hole_gitignored_role_defaults() {
     open_hole_closed("gitignored_role_defaults");
-}
-
-#[test]
-#[ignore = "hole: role 'a/b' resolves to roles/a/b before a/b beside the playbook"]
-fn hole_role_name_with_slash() {
-    open_hole_closed("role_name_with_slash");
 }
 
 #[test]

@@ -84,14 +84,66 @@ const TASK_FILE_KEYS: &[&str] = &[
     "ansible.builtin.include",
     "ansible.legacy.include_tasks",
     "ansible.legacy.import_tasks",
+    "ansible.legacy.include",
 ];
-const PLAYBOOK_KEYS: &[&str] = &["import_playbook", "ansible.builtin.import_playbook"];
-const VARS_FILE_KEYS: &[&str] = &["include_vars", "ansible.builtin.include_vars"];
+const PLAYBOOK_KEYS: &[&str] = &[
+    "import_playbook",
+    "ansible.builtin.import_playbook",
+    "ansible.legacy.import_playbook",
+];
+const VARS_FILE_KEYS: &[&str] = &[
+    "include_vars",
+    "ansible.builtin.include_vars",
+    "ansible.legacy.include_vars",
+];
 const BLOCK_KEYS: &[&str] = &["block", "rescue", "always"];
 const PLAY_TASK_LISTS: &[&str] = &["pre_tasks", "tasks", "post_tasks", "handlers"];
 
 fn templated(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
+}
+
+/// Ansible's free-form arguments: `k=v` words (a plain identifier before
+/// the `=`) and the other words joined, as `include_tasks: file=x.yml` or
+/// `include: x.yml a=1` give them.
+fn free_form(s: &str) -> (BTreeMap<String, String>, String) {
+    let mut args = BTreeMap::new();
+    let mut rest = vec![];
+    for w in s.split_whitespace() {
+        match w.split_once('=') {
+            Some((k, v))
+                if !k.is_empty()
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !k.starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                args.insert(
+                    k.to_string(),
+                    v.trim_matches(|c| c == '"' || c == '\'').to_string(),
+                );
+            }
+            _ => rest.push(w),
+        }
+    }
+    (args, rest.join(" "))
+}
+
+/// The file an include names: its free-form name, `file=`, or `file:`
+/// (in the value or in the task's `args:`).
+fn include_target(v: &Yaml, task: &Yaml) -> Option<String> {
+    match v {
+        Yaml::String(s) => {
+            let (args, rest) = free_form(s);
+            args.get("file")
+                .or_else(|| args.get("_raw_params"))
+                .cloned()
+                .or_else(|| (!rest.is_empty()).then_some(rest))
+        }
+        _ => v["file"]
+            .as_str()
+            .or_else(|| v["_raw_params"].as_str())
+            .or_else(|| task["args"]["file"].as_str())
+            .map(str::to_string),
+    }
 }
 
 enum Work {
@@ -680,10 +732,15 @@ impl Discovery<'_> {
                         self.role_ref(r, path);
                     }
                 }
-                if let Some(files) = play["vars_files"].as_vec() {
-                    for f in files {
-                        self.vars_file(f, &dir, &rel);
+                match &play["vars_files"] {
+                    Yaml::Array(files) => {
+                        for f in files {
+                            self.vars_file(f, &dir, &rel);
+                        }
                     }
+                    // A string is a one-item list.
+                    f @ Yaml::String(_) => self.vars_file(f, &dir, &rel),
+                    _ => {}
                 }
                 for list in PLAY_TASK_LISTS {
                     self.scan_tasks(&play[*list], path);
@@ -753,6 +810,8 @@ impl Discovery<'_> {
         dirs.push(dir);
         dirs.push(self.playbook_dir.clone());
         dirs.extend(self.play_dirs.iter().cloned());
+        // `vars/NAME` from the directory ansible-playbook runs in.
+        dirs.push(self.root.join(&self.source));
         let first = name.split('/').next().unwrap_or("");
         for d in dirs {
             let mut cands = vec![d.join(name)];
@@ -823,8 +882,8 @@ impl Discovery<'_> {
             }
             for key in TASK_FILE_KEYS {
                 let v = &task[*key];
-                let target = v.as_str().or_else(|| v["file"].as_str());
-                if let Some(t) = target {
+                if let Some(t) = include_target(v, task) {
+                    let t = t.as_str();
                     if templated(t) {
                         let rel = self.rel(file);
                         self.give_up(format!(
@@ -837,8 +896,8 @@ impl Discovery<'_> {
             }
             for key in VARS_FILE_KEYS {
                 let v = &task[*key];
-                let target = v.as_str().or_else(|| v["file"].as_str());
-                if let Some(t) = target {
+                if let Some(t) = include_target(v, task) {
+                    let t = t.as_str();
                     let rel = self.rel(file);
                     self.vars_file(&Yaml::String(t.to_string()), &dir, &rel);
                     self.include_vars_search(t, file);
@@ -855,15 +914,27 @@ impl Discovery<'_> {
         if self.out.roles.contains_key(name) {
             return Ok(());
         }
+        // Ansible's order (names with a `/` too): beside the role naming it
+        // (a `meta/main.yml` dependency), roles/ beside the playbook, the
+        // roles path, the playbook's directory, then the name as a path from
+        // the directory ansible-playbook runs in.
         let mut candidates: Vec<PathBuf> = vec![];
-        if name.contains('/') {
-            candidates.push(self.playbook_dir.join(name));
-        } else {
-            // Ansible's order: roles/ beside the playbook, the roles path, the playbook's directory.
-            candidates.push(self.playbook_dir.join("roles").join(name));
-            candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
-            candidates.push(self.playbook_dir.join(name));
+        if from
+            .file_name()
+            .is_some_and(|f| f == "main.yml" || f == "main.yaml")
+            && from
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|m| m == "meta")
+            && let Some(owner) = from.parent().and_then(Path::parent)
+            && let Some(beside) = owner.parent()
+        {
+            candidates.push(beside.join(name));
         }
+        candidates.push(self.playbook_dir.join("roles").join(name));
+        candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
+        candidates.push(self.playbook_dir.join(name));
+        candidates.push(self.root.join(&self.source).join(name));
         let Some(dir) = candidates
             .iter()
             .map(|c| normalize(c))

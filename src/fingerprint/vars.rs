@@ -409,12 +409,19 @@ impl Analyzer {
                 line_of(text, ks)
             ));
         }
-        if matches!(ks, Some("include_vars" | "ansible.builtin.include_vars")) {
+        if matches!(
+            ks,
+            Some("include_vars" | "ansible.builtin.include_vars" | "ansible.legacy.include_vars")
+        ) {
             let target = v
                 .as_str()
                 .or_else(|| v["file"].as_str())
                 .or_else(|| v["dir"].as_str());
-            if v["dir"].as_str().is_some() || target.is_some_and(is_template) {
+            // Free form: `include_vars: dir=vars/` names a directory too.
+            let dir = v["dir"].as_str().is_some()
+                || v.as_str()
+                    .is_some_and(|s| s.split_whitespace().any(|w| w.starts_with("dir=")));
+            if dir || target.is_some_and(is_template) {
                 u.give_up(format!(
                     "{file}:{}: include_vars with a name known only at run time",
                     line_of(text, target.unwrap_or("include_vars"))
