@@ -103,30 +103,6 @@ fn open_hole_closed_or_rejected(name: &str) {
 }
 
 #[test]
-#[ignore = "hole: lookup('pipe') runs a controller command that reads files; no fallback"]
-fn hole_lookup_pipe() {
-    open_hole_closed("lookup_pipe");
-}
-
-#[test]
-#[ignore = "hole: with_lines runs a controller command that reads files; no fallback"]
-fn hole_with_lines() {
-    open_hole_closed("with_lines");
-}
-
-#[test]
-#[ignore = "hole: lookup('password', PATH) reads PATH when it exists; not a counted read"]
-fn hole_lookup_password() {
-    open_hole_closed("lookup_password");
-}
-
-#[test]
-#[ignore = "hole: a command delegated to localhost reads controller files; no fallback"]
-fn hole_delegated_command() {
-    open_hole_closed("delegated_command");
-}
-
-#[test]
 #[ignore = "hole: roles of a play imported from another directory resolve from that directory's roles/ first"]
 fn hole_imported_playbook_roles_dir() {
     open_hole_closed("imported_playbook_roles_dir");
@@ -190,30 +166,6 @@ fn hole_gitignored_role_vars() {
 #[ignore = "hole: a .gitignored defaults/main.yml of a used role does not count"]
 fn hole_gitignored_role_defaults() {
     open_hole_closed("gitignored_role_defaults");
-}
-
-#[test]
-#[ignore = "hole: templated src of a controller-reading module other than the five (ansible.posix.patch) has no fallback"]
-fn hole_patch_templated_src() {
-    open_hole_closed("patch_templated_src");
-}
-
-#[test]
-#[ignore = "hole: `action: template src={{ var }}` has no fallback"]
-fn hole_action_templated_src() {
-    open_hole_closed("action_templated_src");
-}
-
-#[test]
-#[ignore = "hole: with_ansible.builtin.fileglob is not read as with_fileglob"]
-fn hole_with_fqcn_fileglob_outside_source() {
-    open_hole_closed("with_fqcn_fileglob_outside_source");
-}
-
-#[test]
-#[ignore = "hole: with_community.general.filetree reads a directory outside the source"]
-fn hole_with_filetree_outside_source() {
-    open_hole_closed("with_filetree_outside_source");
 }
 
 #[test]

@@ -64,6 +64,76 @@ type LoadedYaml = std::result::Result<(String, std::result::Result<Vec<Yaml>, St
 
 /// Modules whose `src` is read on the machine running the play.
 const READ_MODULES: &[&str] = &["copy", "template", "script", "unarchive", "assemble"];
+/// Modules whose `src` names something on the managed node (a link target,
+/// a device), not a controller file.
+const REMOTE_SRC_MODULES: &[&str] = &["file", "mount", "ansible.posix.mount", "filesystem"];
+/// Hosts that are the machine running the play.
+const CONTROLLER_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1"];
+/// Modules that read no controller file even when run there (includes are
+/// followed on their own).
+const CONTROLLER_SAFE: &[&str] = &[
+    "debug",
+    "set_fact",
+    "assert",
+    "fail",
+    "meta",
+    "pause",
+    "add_host",
+    "group_by",
+    "set_stats",
+    "include_tasks",
+    "import_tasks",
+    "include_role",
+    "import_role",
+    "include_vars",
+    "include",
+];
+/// Task keywords: every other key of a task names its module.
+const TASK_KEYWORDS: &[&str] = &[
+    "name",
+    "when",
+    "register",
+    "loop",
+    "loop_control",
+    "args",
+    "vars",
+    "tags",
+    "become",
+    "become_user",
+    "become_method",
+    "become_flags",
+    "become_exe",
+    "delegate_to",
+    "delegate_facts",
+    "run_once",
+    "ignore_errors",
+    "ignore_unreachable",
+    "changed_when",
+    "failed_when",
+    "until",
+    "retries",
+    "delay",
+    "notify",
+    "listen",
+    "environment",
+    "no_log",
+    "check_mode",
+    "diff",
+    "any_errors_fatal",
+    "throttle",
+    "timeout",
+    "connection",
+    "collections",
+    "module_defaults",
+    "debugger",
+    "async",
+    "poll",
+    "remote_user",
+    "port",
+    "block",
+    "rescue",
+    "always",
+];
 /// Directories of code Ansible loads from beside a playbook and from each role.
 const CODE_DIRS: &[&str] = &["library", "module_utils", "collections"];
 
@@ -108,23 +178,109 @@ fn templated(s: &str) -> bool {
 /// `include: x.yml a=1` give them.
 fn free_form(s: &str) -> (BTreeMap<String, String>, String) {
     let mut args = BTreeMap::new();
-    let mut rest = vec![];
-    for w in s.split_whitespace() {
+    let mut rest: Vec<String> = vec![];
+    for w in split_args(s) {
         match w.split_once('=') {
-            Some((k, v))
-                if !k.is_empty()
-                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !k.starts_with(|c: char| c.is_ascii_digit()) =>
-            {
-                args.insert(
-                    k.to_string(),
-                    v.trim_matches(|c| c == '"' || c == '\'').to_string(),
-                );
+            Some((k, v)) if is_identifier(k) => {
+                args.insert(k.to_string(), unquote(v).to_string());
             }
             _ => rest.push(w),
         }
     }
     (args, rest.join(" "))
+}
+
+/// Splits module arguments at white space outside quotes and Jinja
+/// (`src={{ a ~ 'b c' }} dest=/x` is two words), as Ansible's `split_args`.
+fn split_args(s: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match (c, quote) {
+            ('{', _) if matches!(next, Some('{' | '%' | '#')) => {
+                depth += 1;
+                cur.push(c);
+                cur.push(next.unwrap_or_default());
+                i += 2;
+                continue;
+            }
+            ('}' | '%' | '#', _) if depth > 0 && next == Some('}') => {
+                depth -= 1;
+                cur.push(c);
+                cur.push('}');
+                i += 2;
+                continue;
+            }
+            ('\'' | '"', None) if depth == 0 => quote = Some(c),
+            (q, Some(open)) if q == open && depth == 0 => quote = None,
+            (w, None) if w.is_whitespace() && depth == 0 => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+        i += 1;
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn is_identifier(k: &str) -> bool {
+    !k.is_empty()
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn unquote(v: &str) -> &str {
+    for q in ['"', '\''] {
+        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
+            return &v[1..v.len() - 1];
+        }
+    }
+    v
+}
+
+/// A task's module key and arguments, and whether it is a `local_action`.
+/// `action:`/`local_action:` give the module as their first word (or
+/// `module:`) and the arguments after it.
+fn task_module(task: &Yaml) -> Option<(String, Yaml, bool)> {
+    let h = task.as_hash()?;
+    for (key, local) in [("action", false), ("local_action", true)] {
+        match &task[key] {
+            Yaml::String(s) => {
+                let s = s.trim_start();
+                let (m, rest) = s.split_once(char::is_whitespace).unwrap_or((s, ""));
+                return Some((m.to_string(), Yaml::String(rest.trim().to_string()), local));
+            }
+            Yaml::Hash(a) => {
+                let m = task[key]["module"].as_str()?.to_string();
+                let mut rest = a.clone();
+                rest.remove(&Yaml::String("module".into()));
+                return Some((m, Yaml::Hash(rest), local));
+            }
+            _ => {}
+        }
+    }
+    h.iter().find_map(|(k, v)| {
+        let k = k.as_str()?;
+        (!TASK_KEYWORDS.contains(&k)
+            && !k.starts_with("with_")
+            && k != "action"
+            && k != "local_action")
+            .then(|| (k.to_string(), v.clone(), false))
+    })
 }
 
 /// The file an include names: its free-form name, `file=`, or `file:`
@@ -170,6 +326,9 @@ struct Discovery<'a> {
     /// The directory of each playbook of the `import_playbook` chain (the
     /// base Ansible resolves that play's relative names against).
     play_dirs: BTreeSet<PathBuf>,
+    /// Scanning a block that runs on the controller (`delegate_to:
+    /// localhost`, `connection: local`).
+    local: bool,
 }
 
 /// Discovers the inputs of `playbook` (relative to `source`).
@@ -196,6 +355,7 @@ pub fn discover(
         seen_files: BTreeSet::new(),
         pending_roles: VecDeque::new(),
         play_dirs: BTreeSet::new(),
+        local: false,
     };
     loop {
         if let Some(work) = d.queue.pop_front() {
@@ -484,87 +644,108 @@ impl Discovery<'_> {
 
     /// The `src` of a module that reads it on the machine running the play
     /// (`copy`, `template`, `script`, `unarchive`, `assemble`, unless the
-    /// source is remote): counted when inside the workspace, rejected when
-    /// outside, the whole source when only known at run time.
+    /// source is remote, and the `src` of any other module but those whose
+    /// `src` lies on the managed node): counted when inside the workspace,
+    /// rejected when outside, the whole source when only known at run
+    /// time. A task run on the controller (`delegate_to: localhost`,
+    /// `local_action:`, `connection: local`) may read any file there: the
+    /// whole source counts.
     fn read_module(&mut self, task: &Yaml, file: &Path) {
-        for m in READ_MODULES {
-            for prefix in ["", "ansible.builtin.", "ansible.legacy."] {
-                let key = format!("{prefix}{m}");
-                let Some(h) = task.as_hash() else { return };
-                if !h.contains_key(&Yaml::String(key.clone())) {
-                    continue;
-                }
-                let mut args: BTreeMap<String, String> = BTreeMap::new();
-                let mut free: Option<String> = None;
-                let scalar = |y: &Yaml| match y {
-                    Yaml::String(s) => Some(s.clone()),
-                    Yaml::Boolean(b) => Some(b.to_string()),
-                    Yaml::Integer(i) => Some(i.to_string()),
-                    Yaml::Real(r) => Some(r.clone()),
-                    _ => None,
-                };
-                let from_hash = |y: &Yaml, args: &mut BTreeMap<String, String>| {
-                    if let Some(h) = y.as_hash() {
-                        for (k, v) in h {
-                            if let (Some(k), Some(v)) = (k.as_str(), scalar(v)) {
-                                args.insert(k.to_string(), v);
-                            }
-                        }
+        let Some((key, value, local_action)) = task_module(task) else {
+            return;
+        };
+        let m = key
+            .strip_prefix("ansible.builtin.")
+            .or_else(|| key.strip_prefix("ansible.legacy."))
+            .unwrap_or(&key)
+            .to_string();
+        let m = m.as_str();
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
+        let mut free: Option<String> = None;
+        let scalar = |y: &Yaml| match y {
+            Yaml::String(s) => Some(s.clone()),
+            Yaml::Boolean(b) => Some(b.to_string()),
+            Yaml::Integer(i) => Some(i.to_string()),
+            Yaml::Real(r) => Some(r.clone()),
+            _ => None,
+        };
+        let from_hash = |y: &Yaml, args: &mut BTreeMap<String, String>| {
+            if let Some(h) = y.as_hash() {
+                for (k, v) in h {
+                    if let (Some(k), Some(v)) = (k.as_str(), scalar(v)) {
+                        args.insert(k.to_string(), v);
                     }
-                };
-                match &task[key.as_str()] {
-                    Yaml::String(s) => {
-                        let words = shell_words::split(s)
-                            .unwrap_or_else(|_| s.split_whitespace().map(str::to_string).collect());
-                        for w in words {
-                            match w.split_once('=') {
-                                Some((k, v)) if !k.contains("{{") => {
-                                    args.insert(k.to_string(), v.to_string());
-                                }
-                                _ if free.is_none() => free = Some(w),
-                                _ => {}
-                            }
-                        }
-                    }
-                    y => from_hash(y, &mut args),
-                }
-                from_hash(&task["args"], &mut args);
-                let truthy = |k: &str| {
-                    args.get(k).is_some_and(|v| {
-                        matches!(v.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on")
-                    })
-                };
-                let falsy = |k: &str| {
-                    args.get(k).is_some_and(|v| {
-                        matches!(
-                            v.to_ascii_lowercase().as_str(),
-                            "no" | "false" | "0" | "off"
-                        )
-                    })
-                };
-                let remote = match *m {
-                    "copy" => truthy("remote_src"),
-                    "unarchive" => truthy("remote_src") || falsy("copy"),
-                    // assemble reads the managed node unless told otherwise.
-                    "assemble" => !falsy("remote_src"),
-                    _ => false,
-                };
-                if remote {
-                    continue;
-                }
-                let src = args.get("src").cloned().or_else(|| {
-                    if *m != "script" {
-                        return None;
-                    }
-                    free.clone().or_else(|| {
-                        args.get("cmd")
-                            .and_then(|c| c.split_whitespace().next().map(str::to_string))
-                    })
-                });
-                if let Some(src) = src {
-                    self.read_path(&src, &key, task, file);
                 }
             }
+        };
+        match &value {
+            Yaml::String(s) => {
+                for w in split_args(s) {
+                    match w.split_once('=') {
+                        Some((k, v)) if is_identifier(k) => {
+                            args.insert(k.to_string(), unquote(v).to_string());
+                        }
+                        _ if free.is_none() => free = Some(unquote(&w).to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            y => from_hash(y, &mut args),
+        }
+        from_hash(&task["args"], &mut args);
+        let on_controller = local_action
+            || self.local
+            || task["delegate_to"]
+                .as_str()
+                .is_some_and(|d| CONTROLLER_HOSTS.contains(&d.trim()))
+            || task["connection"].as_str() == Some("local");
+        if on_controller && !CONTROLLER_SAFE.contains(&m) {
+            let (rel, line) = self.at(file, &key);
+            self.whole_source(format!(
+                "{rel}:{line}: {key} runs on the machine running the play, where it may read any file"
+            ));
+        }
+        let truthy = |k: &str| {
+            args.get(k).is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on")
+            })
+        };
+        let falsy = |k: &str| {
+            args.get(k).is_some_and(|v| {
+                matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "no" | "false" | "0" | "off"
+                )
+            })
+        };
+        let remote = match m {
+            "copy" => truthy("remote_src"),
+            "unarchive" => truthy("remote_src") || falsy("copy"),
+            // assemble reads the managed node unless told otherwise.
+            "assemble" => !falsy("remote_src"),
+            _ if !READ_MODULES.contains(&m) => {
+                truthy("remote_src") || REMOTE_SRC_MODULES.contains(&m)
+            }
+            _ => false,
+        };
+        if remote {
+            return;
+        }
+        let src = args.get("src").cloned().or_else(|| {
+            if m != "script" {
+                return None;
+            }
+            free.clone().or_else(|| {
+                args.get("cmd")
+                    .and_then(|c| c.split_whitespace().next().map(str::to_string))
+            })
+        });
+        if let Some(src) = src {
+            if !READ_MODULES.contains(&m) && !templated(&src) && Path::new(&src).is_absolute() {
+                // Most likely a path on the managed node: not judged here.
+                return;
+            }
+            self.read_path(&src, &key, task, file);
         }
     }
 
@@ -726,6 +907,17 @@ impl Discovery<'_> {
                             self.queue.push_back(Work::Playbook(dir.join(target)));
                         }
                     }
+                }
+                let on_controller = play["connection"].as_str() == Some("local")
+                    || play["hosts"].as_str().is_some_and(|h| {
+                        h.split([',', ':'])
+                            .any(|h| CONTROLLER_HOSTS.contains(&h.trim()))
+                    });
+                if on_controller {
+                    let (rel, line) = self.at(path, "hosts");
+                    self.whole_source(format!(
+                        "{rel}:{line}: a play runs on the machine running the build, where it may read any file"
+                    ));
                 }
                 if let Some(roles) = play["roles"].as_vec() {
                     for r in roles {
@@ -904,9 +1096,17 @@ impl Discovery<'_> {
                 }
             }
             self.read_module(task, file);
+            // A block's delegate_to and connection hold for its tasks.
+            let outer = self.local;
+            self.local = outer
+                || task["delegate_to"]
+                    .as_str()
+                    .is_some_and(|d| CONTROLLER_HOSTS.contains(&d.trim()))
+                || task["connection"].as_str() == Some("local");
             for key in BLOCK_KEYS {
                 self.scan_tasks(&task[*key], file);
             }
+            self.local = outer;
         }
     }
 
@@ -1068,7 +1268,8 @@ fn loop_names(src: &str, task: &Yaml) -> Option<Vec<String>> {
 /// analysed (its names, or the whole source when they are not literal).
 fn file_loop_item(src: &str, task: &Yaml) -> bool {
     static ITEM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"^\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}$").expect("valid regex")
+        regex::Regex::new(r#"^\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)(\.src|\[['"]src['"]\])?\s*-?\}\}$"#)
+            .expect("valid regex")
     });
     static QUERY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(
@@ -1083,8 +1284,21 @@ fn file_loop_item(src: &str, task: &Yaml) -> bool {
     if &c[1] != loop_var {
         return false;
     }
-    let present = |k: &str| !matches!(task[k], Yaml::BadValue | Yaml::Null);
-    if present("with_fileglob") || present("with_first_found") {
+    let loops: Vec<&str> = task
+        .as_hash()
+        .into_iter()
+        .flat_map(|h| h.keys())
+        .filter_map(|k| k.as_str()?.strip_prefix("with_"))
+        .map(super::reads::lookup_name)
+        .collect();
+    if c.get(2).is_some() {
+        // `item.src` of a filetree loop: a file below the directories it walks.
+        return loops.contains(&"filetree");
+    }
+    if loops
+        .iter()
+        .any(|l| matches!(*l, "fileglob" | "first_found"))
+    {
         return true;
     }
     ["loop", "with_items", "with_list"]

@@ -95,16 +95,11 @@ static SYNTAX_OVERRIDE: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 
-/// `with_X` loops over file lookups: their items are names of controller files.
-const FILE_LOOKUP_LOOPS: &[&str] = &[
-    "file",
-    "fileglob",
-    "first_found",
-    "template",
-    "csvfile",
-    "ini",
-    "unvault",
-];
+/// The lookup a `with_X` key loops over (`with_ansible.builtin.fileglob`
+/// is `with_fileglob`).
+fn loop_lookup(key: &str) -> Option<&str> {
+    key.strip_prefix("with_").map(super::reads::lookup_name)
+}
 
 /// The items of a `with_file`-style loop: literal names are reads, a
 /// templated one without a literal directory is unresolved.
@@ -353,10 +348,11 @@ impl Analyzer {
         match y {
             Yaml::String(s) => {
                 // `with_fileglob: files/*` names files, not an expression.
+                // (the terms of a lookup that reads files, `with_lines:
+                // cat x`, are not expressions either).
                 let bare = key.is_some_and(|k| {
                     EXPRESSION_KEYS.contains(&k)
-                        || k.strip_prefix("with_")
-                            .is_some_and(|l| !FILE_LOOKUP_LOOPS.contains(&l))
+                        || loop_lookup(k).is_some_and(super::reads::is_pure_lookup)
                 });
                 if is_template(s) {
                     self.template(s, file, text, u);
@@ -428,10 +424,16 @@ impl Analyzer {
                 ));
             }
         }
-        if let Some(k) = ks.and_then(|k| k.strip_prefix("with_"))
-            && FILE_LOOKUP_LOOPS.contains(&k)
-        {
-            loop_reads(v, file, text, u);
+        if let Some(l) = ks.and_then(loop_lookup) {
+            if super::reads::is_file_lookup(l) && l != "password" {
+                loop_reads(v, file, text, u);
+            } else if !super::reads::is_pure_lookup(l) {
+                let k = ks.unwrap_or_default();
+                u.unresolved_read(format!(
+                    "{file}:{}: {k} runs a lookup that may read any controller file",
+                    line_of(text, k)
+                ));
+            }
         }
         self.yaml(v, ks, file, text, u);
     }
