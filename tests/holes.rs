@@ -103,36 +103,6 @@ fn open_hole_closed_or_rejected(name: &str) {
 }
 
 #[test]
-#[ignore = "hole: roles of a play imported from another directory resolve from that directory's roles/ first"]
-fn hole_imported_playbook_roles_dir() {
-    open_hole_closed("imported_playbook_roles_dir");
-}
-
-#[test]
-#[ignore = "hole: playbook_dir in a play imported from another directory is that directory"]
-fn hole_imported_playbook_playbook_dir() {
-    open_hole_closed("imported_playbook_playbook_dir");
-}
-
-#[test]
-#[ignore = "hole: copy src= in a play imported from another directory reads that directory's files/"]
-fn hole_imported_playbook_files_dir() {
-    open_hole_closed("imported_playbook_files_dir");
-}
-
-#[test]
-#[ignore = "hole: *_plugins/ beside an imported playbook in another directory are loaded"]
-fn hole_imported_playbook_plugins() {
-    open_hole_closed("imported_playbook_plugins");
-}
-
-#[test]
-#[ignore = "hole: group_vars/ beside an imported playbook in another directory are loaded"]
-fn hole_imported_playbook_group_vars() {
-    open_hole_closed("imported_playbook_group_vars");
-}
-
-#[test]
 #[ignore = "hole: ansible.cfg `library: PATH` (colon delimiter) is not read"]
 fn hole_ansible_cfg_colon() {
     open_hole_closed("ansible_cfg_colon");

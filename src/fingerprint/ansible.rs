@@ -304,7 +304,8 @@ fn include_target(v: &Yaml, task: &Yaml) -> Option<String> {
 
 enum Work {
     Playbook(PathBuf),
-    Tasks(PathBuf),
+    /// A task file, with the directory of the playbook whose play runs it.
+    Tasks(PathBuf, PathBuf),
 }
 
 struct Discovery<'a> {
@@ -316,16 +317,22 @@ struct Discovery<'a> {
     out: PlayInputs,
     queue: VecDeque<Work>,
     seen_files: BTreeSet<PathBuf>,
-    /// Role names waiting to be resolved, with where they were named.
-    pending_roles: VecDeque<(String, PathBuf)>,
+    /// Role names waiting to be resolved, with where they were named and
+    /// the directory of the playbook whose play uses them.
+    pending_roles: VecDeque<(String, PathBuf, PathBuf)>,
     /// The text of each YAML file loaded (for line numbers).
     texts: BTreeMap<PathBuf, String>,
     allow_outside: &'a [PathBuf],
     /// The first path the play reads from outside the workspace.
     error: Option<Error>,
     /// The directory of each playbook of the `import_playbook` chain (the
-    /// base Ansible resolves that play's relative names against).
+    /// base Ansible resolves that play's relative names against), found
+    /// before the plays are scanned.
     play_dirs: BTreeSet<PathBuf>,
+    /// The directory of the playbook whose play is being scanned: Ansible
+    /// resolves a play's roles, `files/`, `templates/` and `playbook_dir`
+    /// from the playbook that holds it, imported or not.
+    cur_play: PathBuf,
     /// Scanning a block that runs on the controller (`delegate_to:
     /// localhost`, `connection: local`).
     local: bool,
@@ -351,17 +358,23 @@ pub fn discover(
         roles_path,
         playbook_dir: pb.parent().unwrap_or(root).to_path_buf(),
         out: PlayInputs::default(),
-        queue: VecDeque::from([Work::Playbook(pb)]),
+        queue: VecDeque::from([Work::Playbook(pb.clone())]),
         seen_files: BTreeSet::new(),
         pending_roles: VecDeque::new(),
         play_dirs: BTreeSet::new(),
+        cur_play: pb.parent().unwrap_or(root).to_path_buf(),
         local: false,
     };
+    d.find_play_dirs(&pb);
     loop {
         if let Some(work) = d.queue.pop_front() {
             match work {
-                Work::Playbook(p) => d.scan_playbook(&p)?,
-                Work::Tasks(p) => {
+                Work::Playbook(p) => {
+                    d.cur_play = p.parent().unwrap_or(root).to_path_buf();
+                    d.scan_playbook(&p)?
+                }
+                Work::Tasks(p, play) => {
+                    d.cur_play = play;
                     if let Some(docs) = d.load(&p)? {
                         for doc in &docs {
                             d.scan_tasks(doc, &p);
@@ -371,7 +384,8 @@ pub fn discover(
             }
             continue;
         }
-        if let Some((name, from)) = d.pending_roles.pop_front() {
+        if let Some((name, from, play)) = d.pending_roles.pop_front() {
+            d.cur_play = play;
             d.resolve_role(&name, &from)?;
             continue;
         }
@@ -380,6 +394,7 @@ pub fn discover(
     // Code and variables Ansible loads from beside the playbook and from
     // each role without a task naming them.
     let mut dirs: Vec<PathBuf> = vec![d.playbook_dir.clone()];
+    dirs.extend(d.play_dirs.iter().cloned());
     dirs.extend(d.out.roles.values().map(|r| root.join(r)));
     for dir in dirs {
         let Ok(names) = obs.read_dir(&dir) else {
@@ -402,7 +417,26 @@ pub fn discover(
             let rel = d.rel(&p);
             d.out.var_dirs.insert(rel);
         }
+        // Beside a playbook imported from another directory (loaded for
+        // its plays): counted whole, each of their variables may count.
+        let others: Vec<PathBuf> = d
+            .play_dirs
+            .iter()
+            .filter(|p| **p != d.playbook_dir)
+            .map(|p| p.join(sub))
+            .filter(|p| obs.is_dir(p))
+            .collect();
+        for p in others {
+            let rel = d.rel(&p);
+            d.out.referenced.insert(rel.clone());
+            if d.out.all_vars_reason.is_none() {
+                d.out.all_vars_reason = Some(format!(
+                    "{rel}/ is loaded beside an imported playbook (its definitions override the inventory's)"
+                ));
+            }
+        }
     }
+    d.playbook_dir_in_templates();
     if let Some(e) = d.error {
         return Err(e);
     }
@@ -472,12 +506,7 @@ impl Discovery<'_> {
             return Ok(None);
         }
         // Read and parsed once per run, whichever layer asks first.
-        let loaded = self.obs.derived(&path, || -> LoadedYaml {
-            let text = self.obs.read_to_string(&path).map_err(|e| e.to_string())?;
-            let docs = YamlLoader::load_from_str(&text)
-                .map_err(|e| format!("{}\0{}\0{}", e.marker().line(), e.marker().col(), e.info()));
-            Ok((text, docs))
-        });
+        let loaded = self.obs.derived(&path, || load_yaml(self.obs, &path));
         let rel = self.rel(&path);
         let (text, docs) = match &*loaded {
             Ok(l) => l,
@@ -519,9 +548,14 @@ impl Discovery<'_> {
                 // by its directory.
                 if templated(s) {
                     for name in super::reads::jinja_reads(s).names {
-                        if name.starts_with('@') {
-                            continue;
-                        }
+                        // `playbook_dir` is the directory of the playbook
+                        // holding the play (imported or not); `role_path`
+                        // is resolved with the role elsewhere.
+                        let name = match name.strip_prefix("@playbook_dir/") {
+                            Some(rest) => rest.to_string(),
+                            None if name.starts_with('@') => continue,
+                            None => name,
+                        };
                         match super::reads::glob_dir(&name) {
                             Some(d) if d.is_empty() => {
                                 for sub in ["files", "templates"] {
@@ -556,14 +590,13 @@ impl Discovery<'_> {
         let mut cand = cand.to_string();
         if original.contains("playbook_dir") || original.contains("role_path") {
             cand = cand.trim_start_matches('/').to_string();
-            bases.insert(
-                0,
-                if original.contains("role_path") {
-                    role_dir.clone()
-                } else {
-                    self.playbook_dir.clone()
-                },
-            );
+            if original.contains("role_path") {
+                bases.insert(0, role_dir.clone());
+            }
+            if original.contains("playbook_dir") {
+                let plays = self.plays();
+                bases.splice(0..0, plays);
+            }
         }
         if Path::new(&cand).is_absolute() {
             return;
@@ -634,12 +667,96 @@ impl Discovery<'_> {
                 out.extend([role.join("templates"), role.join("files"), role]);
             }
         }
-        out.extend([
-            self.playbook_dir.clone(),
-            self.playbook_dir.join("files"),
-            self.playbook_dir.join("templates"),
-        ]);
+        for p in self.plays() {
+            out.extend([p.clone(), p.join("files"), p.join("templates")]);
+        }
         out
+    }
+
+    /// The directories a play's names may be relative to: the current
+    /// play's playbook directory, then every other one of the chain (a
+    /// role or task file shared by plays of several directories is
+    /// scanned once).
+    fn plays(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.cur_play.clone()];
+        for p in std::iter::once(&self.playbook_dir).chain(&self.play_dirs) {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+
+    /// `playbook_dir + '/x'` in a template (or another file the play reads
+    /// that is not one of its YAML files, which [`Discovery::load`] sees)
+    /// is resolved by the caller against the top playbook's directory
+    /// only: with playbooks imported from other directories, each of them
+    /// counts too.
+    fn playbook_dir_in_templates(&mut self) {
+        if self.play_dirs.iter().all(|p| *p == self.playbook_dir) {
+            return;
+        }
+        let mut roots: Vec<PathBuf> = self.out.roles.values().map(|r| self.root.join(r)).collect();
+        roots.extend(self.out.referenced.iter().map(|r| self.root.join(r)));
+        let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+        for r in roots {
+            if self.obs.is_dir(&r) {
+                files.extend(self.obs.files_below(&r));
+            } else {
+                files.insert(r);
+            }
+        }
+        for f in files {
+            if self.obs.metadata(&f).map_or(true, |m| m.len() > 1 << 20) {
+                continue;
+            }
+            let Ok(text) = self.obs.read_to_string(&f) else {
+                continue;
+            };
+            if !text.contains("playbook_dir") {
+                continue;
+            }
+            for name in super::reads::jinja_reads(&text).names {
+                let Some(rest) = name.strip_prefix("@playbook_dir/") else {
+                    continue;
+                };
+                let rest = match super::reads::glob_dir(rest) {
+                    Some(d) => d,
+                    None => rest.to_string(),
+                };
+                for p in self.plays() {
+                    let c = normalize(&p.join(&rest));
+                    if c.starts_with(self.root) && c != self.root && self.obs.exists(&c) {
+                        self.reference(&c, &f, "playbook_dir");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every playbook of the `import_playbook` chain, by directory, before
+    /// any play is scanned (see [`Discovery::plays`]).
+    fn find_play_dirs(&mut self, top: &Path) {
+        let mut queue = VecDeque::from([normalize(top)]);
+        let mut seen = BTreeSet::new();
+        while let Some(pb) = queue.pop_front() {
+            if !seen.insert(pb.clone()) || !self.obs.is_file(&pb) {
+                continue;
+            }
+            let dir = pb.parent().unwrap_or(self.root).to_path_buf();
+            self.play_dirs.insert(dir.clone());
+            let loaded = self.obs.derived(&pb, || load_yaml(self.obs, &pb));
+            let Ok((_, Ok(docs))) = &*loaded else {
+                continue;
+            };
+            for play in docs.iter().filter_map(Yaml::as_vec).flatten() {
+                for key in PLAYBOOK_KEYS {
+                    if let Some(t) = play[*key].as_str().filter(|t| !templated(t)) {
+                        queue.push_back(normalize(&dir.join(t.trim())));
+                    }
+                }
+            }
+        }
     }
 
     /// The `src` of a module that reads it on the machine running the play
@@ -770,10 +887,10 @@ impl Discovery<'_> {
             });
             let (base, rest) = match ANCHOR.captures(src) {
                 Some(c) if &c[1] == "role_path" => (
-                    Some(dir.parent().unwrap_or(&dir).to_path_buf()),
+                    Some(vec![dir.parent().unwrap_or(&dir).to_path_buf()]),
                     &src[c[0].len()..],
                 ),
-                Some(c) => (Some(self.playbook_dir.clone()), &src[c[0].len()..]),
+                Some(c) => (Some(self.plays()), &src[c[0].len()..]),
                 None => (None, src),
             };
             let literal = &rest[..rest
@@ -789,9 +906,11 @@ impl Discovery<'_> {
                 (Some(_), None) if src.contains("role_path") && !rest.contains("..") => {
                     self.role_of(file).is_some()
                 }
-                (Some(b), Some(d)) => {
-                    let p = normalize(&b.join(d));
-                    self.count_read(&p, module, src, file);
+                (Some(bs), Some(d)) => {
+                    for b in bs {
+                        let p = normalize(&b.join(d));
+                        self.count_read(&p, module, src, file);
+                    }
                     true
                 }
                 (None, Some(d)) if Path::new(d).is_absolute() => {
@@ -1000,8 +1119,7 @@ impl Discovery<'_> {
             dirs.push(self.root.join(role));
         }
         dirs.push(dir);
-        dirs.push(self.playbook_dir.clone());
-        dirs.extend(self.play_dirs.iter().cloned());
+        dirs.extend(self.plays());
         // `vars/NAME` from the directory ansible-playbook runs in.
         dirs.push(self.root.join(&self.source));
         let first = name.split('/').next().unwrap_or("");
@@ -1030,7 +1148,9 @@ impl Discovery<'_> {
                 let rel = self.rel(from);
                 self.give_up(format!("{rel} uses a role whose name is templated: '{n}'"));
             }
-            Some(n) => self.pending_roles.push_back((n, from.to_path_buf())),
+            Some(n) => self
+                .pending_roles
+                .push_back((n, from.to_path_buf(), self.cur_play.clone())),
             None => {}
         }
     }
@@ -1082,7 +1202,8 @@ impl Discovery<'_> {
                             "{rel} includes a task file with a templated name '{t}'"
                         ));
                     } else {
-                        self.queue.push_back(Work::Tasks(dir.join(t)));
+                        self.queue
+                            .push_back(Work::Tasks(dir.join(t), self.cur_play.clone()));
                     }
                 }
             }
@@ -1111,9 +1232,6 @@ impl Discovery<'_> {
     }
 
     fn resolve_role(&mut self, name: &str, from: &Path) -> Result<()> {
-        if self.out.roles.contains_key(name) {
-            return Ok(());
-        }
         // Ansible's order (names with a `/` too): beside the role naming it
         // (a `meta/main.yml` dependency), roles/ beside the playbook, the
         // roles path, the playbook's directory, then the name as a path from
@@ -1131,9 +1249,9 @@ impl Discovery<'_> {
         {
             candidates.push(beside.join(name));
         }
-        candidates.push(self.playbook_dir.join("roles").join(name));
+        candidates.push(self.cur_play.join("roles").join(name));
         candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
-        candidates.push(self.playbook_dir.join(name));
+        candidates.push(self.cur_play.join(name));
         candidates.push(self.root.join(&self.source).join(name));
         let Some(dir) = candidates
             .iter()
@@ -1158,7 +1276,16 @@ impl Discovery<'_> {
             )));
         };
         let rel_dir = self.rel(&dir);
-        self.out.roles.insert(name.to_string(), rel_dir);
+        if self.out.roles.values().any(|r| *r == rel_dir) {
+            return Ok(());
+        }
+        // The same name may be another role for a play of another directory.
+        let key = if self.out.roles.contains_key(name) {
+            rel_dir.clone()
+        } else {
+            name.to_string()
+        };
+        self.out.roles.insert(key, rel_dir);
 
         for meta in ["meta/main.yml", "meta/main.yaml"] {
             let p = dir.join(meta);
@@ -1184,11 +1311,19 @@ impl Discovery<'_> {
                 .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
                 .collect();
             for f in files {
-                self.queue.push_back(Work::Tasks(f));
+                self.queue.push_back(Work::Tasks(f, self.cur_play.clone()));
             }
         }
         Ok(())
     }
+}
+
+/// A YAML file's text and documents (see [`LoadedYaml`]).
+fn load_yaml(obs: &Observer, path: &Path) -> LoadedYaml {
+    let text = obs.read_to_string(path).map_err(|e| e.to_string())?;
+    let docs = YamlLoader::load_from_str(&text)
+        .map_err(|e| format!("{}\0{}\0{}", e.marker().line(), e.marker().col(), e.info()));
+    Ok((text, docs))
 }
 
 /// Paths a string may name: itself, the values of `k=v` arguments, string
