@@ -252,35 +252,49 @@ fn unquote(v: &str) -> &str {
     v
 }
 
-/// A task's module key and arguments, and whether it is a `local_action`.
-/// `action:`/`local_action:` give the module as their first word (or
-/// `module:`) and the arguments after it.
-fn task_module(task: &Yaml) -> Option<(String, Yaml, bool)> {
+/// A task's module key and arguments (the first key that is not a task
+/// keyword).
+fn task_module(task: &Yaml) -> Option<(String, Yaml)> {
+    task.as_hash()?.iter().find_map(|(k, v)| {
+        let k = k.as_str()?;
+        (!TASK_KEYWORDS.contains(&k) && !k.starts_with("with_")).then(|| (k.to_string(), v.clone()))
+    })
+}
+
+/// A task written `action: MODULE ARGS` or `local_action: MODULE ARGS`
+/// (or with `module:` in a mapping), rewritten as `MODULE: ARGS`; a
+/// `local_action` gets `delegate_to: localhost`. `None` for other tasks.
+fn action_task(task: &Yaml) -> Option<Yaml> {
     let h = task.as_hash()?;
     for (key, local) in [("action", false), ("local_action", true)] {
-        match &task[key] {
+        let (m, args) = match &task[key] {
             Yaml::String(s) => {
                 let s = s.trim_start();
                 let (m, rest) = s.split_once(char::is_whitespace).unwrap_or((s, ""));
-                return Some((m.to_string(), Yaml::String(rest.trim().to_string()), local));
+                (m.to_string(), Yaml::String(rest.trim().to_string()))
             }
             Yaml::Hash(a) => {
-                let m = task[key]["module"].as_str()?.to_string();
+                let Some(m) = task[key]["module"].as_str() else {
+                    continue;
+                };
                 let mut rest = a.clone();
                 rest.remove(&Yaml::String("module".into()));
-                return Some((m, Yaml::Hash(rest), local));
+                (m.to_string(), Yaml::Hash(rest))
             }
-            _ => {}
+            _ => continue,
+        };
+        let mut out = h.clone();
+        out.remove(&Yaml::String(key.into()));
+        out.insert(Yaml::String(m), args);
+        if local {
+            out.insert(
+                Yaml::String("delegate_to".into()),
+                Yaml::String("localhost".into()),
+            );
         }
+        return Some(Yaml::Hash(out));
     }
-    h.iter().find_map(|(k, v)| {
-        let k = k.as_str()?;
-        (!TASK_KEYWORDS.contains(&k)
-            && !k.starts_with("with_")
-            && k != "action"
-            && k != "local_action")
-            .then(|| (k.to_string(), v.clone(), false))
-    })
+    None
 }
 
 /// The file an include names: its free-form name, `file=`, or `file:`
@@ -768,7 +782,7 @@ impl Discovery<'_> {
     /// `local_action:`, `connection: local`) may read any file there: the
     /// whole source counts.
     fn read_module(&mut self, task: &Yaml, file: &Path) {
-        let Some((key, value, local_action)) = task_module(task) else {
+        let Some((key, value)) = task_module(task) else {
             return;
         };
         let m = key
@@ -810,8 +824,7 @@ impl Discovery<'_> {
             y => from_hash(y, &mut args),
         }
         from_hash(&task["args"], &mut args);
-        let on_controller = local_action
-            || self.local
+        let on_controller = self.local
             || task["delegate_to"]
                 .as_str()
                 .is_some_and(|d| CONTROLLER_HOSTS.contains(&d.trim()))
@@ -1162,6 +1175,8 @@ impl Discovery<'_> {
             if task.as_hash().is_none() {
                 continue;
             }
+            let rewritten = action_task(task);
+            let task = rewritten.as_ref().unwrap_or(task);
             for key in ROLE_KEYS {
                 let Some(h) = task.as_hash() else { continue };
                 if !h.contains_key(&Yaml::String((*key).to_string())) {
@@ -1169,7 +1184,15 @@ impl Discovery<'_> {
                 }
                 let v = &task[*key];
                 let named = match v {
-                    Yaml::String(_) => Some(v.clone()),
+                    // Free form: `include_role: name=x` or `include_role: x`.
+                    Yaml::String(s) => {
+                        let (args, rest) = free_form(s);
+                        args.get("name")
+                            .or_else(|| args.get("role"))
+                            .cloned()
+                            .or_else(|| (!rest.is_empty()).then_some(rest))
+                            .map(Yaml::String)
+                    }
                     Yaml::Hash(_) => [&v["name"], &v["role"]]
                         .into_iter()
                         .find(|x| x.as_str().is_some())

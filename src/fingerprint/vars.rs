@@ -405,10 +405,27 @@ impl Analyzer {
                 line_of(text, ks)
             ));
         }
-        if matches!(
-            ks,
-            Some("include_vars" | "ansible.builtin.include_vars" | "ansible.legacy.include_vars")
-        ) {
+        // `action: include_vars NAME` is `include_vars: NAME`.
+        let action = matches!(ks, Some("action" | "local_action"))
+            .then(|| v.as_str())
+            .flatten()
+            .and_then(|a| a.trim_start().split_once(char::is_whitespace))
+            .filter(|(m, _)| {
+                matches!(
+                    *m,
+                    "include_vars" | "ansible.builtin.include_vars" | "ansible.legacy.include_vars"
+                )
+            })
+            .map(|(_, rest)| Yaml::String(rest.to_string()));
+        if let Some(v) = action.as_ref().or_else(|| {
+            matches!(
+                ks,
+                Some(
+                    "include_vars" | "ansible.builtin.include_vars" | "ansible.legacy.include_vars"
+                )
+            )
+            .then_some(v)
+        }) {
             let target = v
                 .as_str()
                 .or_else(|| v["file"].as_str())
