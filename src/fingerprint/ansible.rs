@@ -69,8 +69,9 @@ const READ_MODULES: &[&str] = &["copy", "template", "script", "unarchive", "asse
 const REMOTE_SRC_MODULES: &[&str] = &["file", "mount", "ansible.posix.mount", "filesystem"];
 /// Hosts that are the machine running the play.
 const CONTROLLER_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1"];
-/// Modules that read no controller file even when run there (includes are
-/// followed on their own).
+/// Modules that read no controller file even when run there
+/// (`include_vars` reads are followed; included tasks and roles inherit
+/// the delegation, so they are not safe).
 const CONTROLLER_SAFE: &[&str] = &[
     "debug",
     "set_fact",
@@ -81,12 +82,7 @@ const CONTROLLER_SAFE: &[&str] = &[
     "add_host",
     "group_by",
     "set_stats",
-    "include_tasks",
-    "import_tasks",
-    "include_role",
-    "import_role",
     "include_vars",
-    "include",
 ];
 /// Task keywords: every other key of a task names its module.
 const TASK_KEYWORDS: &[&str] = &[
@@ -156,10 +152,14 @@ const TASK_FILE_KEYS: &[&str] = &[
     "ansible.legacy.import_tasks",
     "ansible.legacy.include",
 ];
+/// At play level (`include` there is the old playbook include).
 const PLAYBOOK_KEYS: &[&str] = &[
     "import_playbook",
     "ansible.builtin.import_playbook",
     "ansible.legacy.import_playbook",
+    "include",
+    "ansible.builtin.include",
+    "ansible.legacy.include",
 ];
 const VARS_FILE_KEYS: &[&str] = &[
     "include_vars",
@@ -765,7 +765,7 @@ impl Discovery<'_> {
             };
             for play in docs.iter().filter_map(Yaml::as_vec).flatten() {
                 for key in PLAYBOOK_KEYS {
-                    if let Some(t) = play[*key].as_str().filter(|t| !templated(t)) {
+                    if let Some(t) = include_target(&play[*key], play).filter(|t| !templated(t)) {
                         queue.push_back(normalize(&dir.join(t.trim())));
                     }
                 }
@@ -1030,7 +1030,8 @@ impl Discovery<'_> {
             let Some(plays) = doc.as_vec() else { continue };
             for play in plays {
                 for key in PLAYBOOK_KEYS {
-                    if let Some(target) = play[*key].as_str() {
+                    if let Some(target) = include_target(&play[*key], play) {
+                        let target = target.as_str();
                         if templated(target) {
                             self.give_up(format!(
                                 "{rel} imports a playbook with a templated name '{target}'"
@@ -1041,10 +1042,16 @@ impl Discovery<'_> {
                     }
                 }
                 let on_controller = play["connection"].as_str() == Some("local")
-                    || play["hosts"].as_str().is_some_and(|h| {
-                        h.split([',', ':'])
-                            .any(|h| CONTROLLER_HOSTS.contains(&h.trim()))
-                    });
+                    || match &play["hosts"] {
+                        Yaml::String(h) => h
+                            .split([',', ':'])
+                            .any(|h| CONTROLLER_HOSTS.contains(&h.trim())),
+                        Yaml::Array(a) => a
+                            .iter()
+                            .filter_map(Yaml::as_str)
+                            .any(|h| CONTROLLER_HOSTS.contains(&h.trim())),
+                        _ => false,
+                    };
                 if on_controller {
                     let (rel, line) = self.at(path, "hosts");
                     self.whole_source(format!(
@@ -1148,6 +1155,18 @@ impl Discovery<'_> {
     }
 
     fn role_ref(&mut self, r: &Yaml, from: &Path) {
+        // `roles: [{role: x, delegate_to: localhost}]`: its tasks run on
+        // the controller.
+        if r["delegate_to"]
+            .as_str()
+            .is_some_and(|d| CONTROLLER_HOSTS.contains(&d.trim()))
+            || r["connection"].as_str() == Some("local")
+        {
+            let (rel, line) = self.at(from, "delegate_to");
+            self.whole_source(format!(
+                "{rel}:{line}: a role runs on the machine running the play, where it may read any file"
+            ));
+        }
         let name = match r {
             Yaml::String(s) => Some(s.clone()),
             Yaml::Hash(_) => r["role"]
