@@ -450,7 +450,7 @@ pub fn discover(
             }
         }
     }
-    d.playbook_dir_in_templates();
+    d.reads_from_other_play_dirs();
     if let Some(e) = d.error {
         return Err(e);
     }
@@ -701,47 +701,66 @@ impl Discovery<'_> {
         out
     }
 
-    /// `playbook_dir + '/x'` in a template (or another file the play reads
-    /// that is not one of its YAML files, which [`Discovery::load`] sees)
-    /// is resolved by the caller against the top playbook's directory
-    /// only: with playbooks imported from other directories, each of them
-    /// counts too.
-    fn playbook_dir_in_templates(&mut self) {
+    /// A read in a template (or another file the play reads that is not
+    /// one of its YAML files, which [`Discovery::load`] sees) is resolved
+    /// by the caller against the top playbook's directory only: with
+    /// playbooks imported from other directories, `playbook_dir + '/x'`
+    /// and relative names are resolved against each of them too.
+    fn reads_from_other_play_dirs(&mut self) {
         if self.play_dirs.iter().all(|p| *p == self.playbook_dir) {
             return;
         }
-        let mut roots: Vec<PathBuf> = self.out.roles.values().map(|r| self.root.join(r)).collect();
-        roots.extend(self.out.referenced.iter().map(|r| self.root.join(r)));
-        let mut files: BTreeSet<PathBuf> = BTreeSet::new();
-        for r in roots {
-            if self.obs.is_dir(&r) {
-                files.extend(self.obs.files_below(&r));
-            } else {
-                files.insert(r);
+        let mut done: BTreeSet<PathBuf> = BTreeSet::new();
+        loop {
+            let mut roots: Vec<PathBuf> =
+                self.out.roles.values().map(|r| self.root.join(r)).collect();
+            roots.extend(self.out.referenced.iter().map(|r| self.root.join(r)));
+            let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+            for r in roots {
+                if self.obs.is_dir(&r) {
+                    files.extend(self.obs.files_below(&r));
+                } else {
+                    files.insert(r);
+                }
             }
+            files.retain(|f| !done.contains(f));
+            if files.is_empty() {
+                return;
+            }
+            done.extend(files.iter().cloned());
+            self.reads_in(files);
         }
+    }
+
+    /// See [`Discovery::reads_from_other_play_dirs`].
+    fn reads_in(&mut self, files: BTreeSet<PathBuf>) {
         for f in files {
-            if self.obs.metadata(&f).map_or(true, |m| m.len() > 1 << 20) {
+            if self.obs.metadata(&f).is_ok_and(|m| m.len() > 1 << 20) {
                 continue;
             }
             let Ok(text) = self.obs.read_to_string(&f) else {
                 continue;
             };
-            if !text.contains("playbook_dir") {
-                continue;
-            }
             for name in super::reads::jinja_reads(&text).names {
-                let Some(rest) = name.strip_prefix("@playbook_dir/") else {
-                    continue;
+                let (rest, subs): (&str, &[&str]) = match name.strip_prefix("@playbook_dir/") {
+                    Some(rest) => (rest, &[""]),
+                    None if name.starts_with('@') || Path::new(&name).is_absolute() => continue,
+                    None => (&name, &["", "files", "templates", "vars"]),
                 };
                 let rest = match super::reads::glob_dir(rest) {
                     Some(d) => d,
                     None => rest.to_string(),
                 };
                 for p in self.plays() {
-                    let c = normalize(&p.join(&rest));
-                    if c.starts_with(self.root) && c != self.root && self.obs.exists(&c) {
-                        self.reference(&c, &f, "playbook_dir");
+                    for sub in subs {
+                        if sub.is_empty() && rest.is_empty() {
+                            // `*.conf`: the listing of files/ or templates/.
+                            continue;
+                        }
+                        let c = normalize(&p.join(sub).join(&rest));
+                        if c.starts_with(self.root) && c != self.root && self.obs.exists(&c) {
+                            self.reference(&c, &f, &name);
+                        }
                     }
                 }
             }
