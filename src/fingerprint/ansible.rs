@@ -13,9 +13,17 @@
 //!
 //! Files a task names are resolved with Ansible's search path: the task
 //! file's directory and its `files/`, `templates/` (`vars/` for
-//! `include_vars`), the role's, then the playbook's. A path that leads out
-//! of the workspace (absolute, `..`, or through a symbolic link) is an
-//! error at the line naming it.
+//! `include_vars`), the role's, then the playbook's. A play imported from
+//! another directory uses that directory (roles/, files/, templates/,
+//! vars/, `playbook_dir`, code and variable directories beside it). A path
+//! that leads out of the workspace (absolute, `..`, or through a symbolic
+//! link) is an error at the line naming it.
+//!
+//! Tasks are read the way Ansible reads them: `action:`/`local_action:`
+//! strings as their module, free-form `k=v` arguments, FQCN and
+//! `ansible.legacy.` keys. A task that runs on the controller
+//! (`delegate_to: localhost`, `local_action`, `connection: local`, a play on
+//! localhost) may read any file there: the whole source counts.
 //!
 //! I/O: reads YAML files of the source directory and roles.
 

@@ -387,6 +387,27 @@ impl Analyzer {
                     u.merge(&inner);
                     return;
                 }
+                // `include_vars:` with its arguments under `args:`.
+                let args = &y["args"];
+                if h.keys().any(|k| {
+                    matches!(
+                        k.as_str(),
+                        Some(
+                            "include_vars"
+                                | "ansible.builtin.include_vars"
+                                | "ansible.legacy.include_vars"
+                        )
+                    )
+                }) && (args["dir"].as_str().is_some()
+                    || [&args["file"], &args["_raw_params"]]
+                        .iter()
+                        .any(|a| a.as_str().is_some_and(is_template)))
+                {
+                    u.give_up(format!(
+                        "{file}:{}: include_vars with a name known only at run time",
+                        line_of(text, "include_vars")
+                    ));
+                }
                 for (k, v) in h {
                     self.pair(k, v, file, text, u);
                 }
@@ -429,6 +450,7 @@ impl Analyzer {
             let target = v
                 .as_str()
                 .or_else(|| v["file"].as_str())
+                .or_else(|| v["_raw_params"].as_str())
                 .or_else(|| v["dir"].as_str());
             // Free form: `include_vars: dir=vars/` names a directory too.
             let dir = v["dir"].as_str().is_some()
@@ -561,6 +583,37 @@ mod tests {
         assert!(f.unwrap().contains("include_vars"));
         let (_, f) = names("- debug: {msg: \"{{ x | }}\"}\n");
         assert!(f.unwrap().contains("cannot parse"));
+    }
+
+    #[test]
+    fn loops_over_lookups_that_may_read_anything_are_unresolved_reads() {
+        let run = |src: &str| {
+            let mut a = Analyzer::default();
+            let mut u = VarUse::default();
+            for d in &YamlLoader::load_from_str(src).unwrap() {
+                a.yaml(d, None, "t.yml", src, &mut u);
+            }
+            u
+        };
+        let u = run("- debug: {msg: \"{{ item }}\"}\n  with_lines: cat files/motd\n");
+        assert!(u.read_unresolved.unwrap().contains("with_lines"));
+        let u = run("- debug: {msg: \"{{ item }}\"}\n  with_community.general.filetree: ../o/\n");
+        assert!(u.read_unresolved.is_none());
+        assert!(u.reads.contains("../o/"));
+        let u = run("- debug: {msg: \"{{ item }}\"}\n  with_ansible.builtin.fileglob: c/*.conf\n");
+        assert!(u.reads.contains("c/*.conf"));
+        for pure in [
+            "with_items: [a]",
+            "with_dict: {a: 1}",
+            "with_sequence: count=3",
+        ] {
+            let u = run(&format!("- debug: {{msg: x}}\n  {pure}\n"));
+            assert!(u.read_unresolved.is_none(), "{pure}");
+        }
+        let u = run("- action: include_vars {{ os }}.yml\n");
+        assert!(u.fallback.unwrap().contains("include_vars"));
+        let u = run("- include_vars:\n  args: {file: \"{{ os }}.yml\"}\n");
+        assert!(u.fallback.unwrap().contains("include_vars"));
     }
 
     #[test]
