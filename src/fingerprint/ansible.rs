@@ -92,6 +92,12 @@ const CONTROLLER_SAFE: &[&str] = &[
     "set_stats",
     "include_vars",
 ];
+/// Whether a `delegate_to` target may be the controller: localhost, or a
+/// name known only at run time.
+fn controller_host(d: &str) -> bool {
+    CONTROLLER_HOSTS.contains(&d.trim()) || templated(d)
+}
+
 /// Task keywords: every other key of a task names its module.
 const TASK_KEYWORDS: &[&str] = &[
     "name",
@@ -852,9 +858,7 @@ impl Discovery<'_> {
         }
         from_hash(&task["args"], &mut args);
         let on_controller = self.local
-            || task["delegate_to"]
-                .as_str()
-                .is_some_and(|d| CONTROLLER_HOSTS.contains(&d.trim()))
+            || task["delegate_to"].as_str().is_some_and(controller_host)
             || task["connection"].as_str() == Some("local");
         if on_controller && !CONTROLLER_SAFE.contains(&m) {
             let (rel, line) = self.at(file, &key);
@@ -1184,9 +1188,7 @@ impl Discovery<'_> {
     fn role_ref(&mut self, r: &Yaml, from: &Path) {
         // `roles: [{role: x, delegate_to: localhost}]`: its tasks run on
         // the controller.
-        if r["delegate_to"]
-            .as_str()
-            .is_some_and(|d| CONTROLLER_HOSTS.contains(&d.trim()))
+        if r["delegate_to"].as_str().is_some_and(controller_host)
             || r["connection"].as_str() == Some("local")
         {
             let (rel, line) = self.at(from, "delegate_to");
@@ -1289,9 +1291,7 @@ impl Discovery<'_> {
             // A block's delegate_to and connection hold for its tasks.
             let outer = self.local;
             self.local = outer
-                || task["delegate_to"]
-                    .as_str()
-                    .is_some_and(|d| CONTROLLER_HOSTS.contains(&d.trim()))
+                || task["delegate_to"].as_str().is_some_and(controller_host)
                 || task["connection"].as_str() == Some("local");
             for key in BLOCK_KEYS {
                 self.scan_tasks(&task[*key], file);
