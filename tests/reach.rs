@@ -1165,3 +1165,24 @@ fn outside_ansible_cfg_pointing_at_a_host_directory() {
     );
     rejected(&ws, "site/ansible.cfg", "library");
 }
+
+#[test]
+fn lookups_precision_pure_lookups_remote_srcs_and_safe_delegation_do_not_count_the_whole_source() {
+    let ws = talk();
+    layer2_tasks(
+        &ws,
+        concat!(
+            "    - ansible.builtin.debug:\n        msg: \"{{ lookup('env', 'HOME') }} {{ query('items', [1]) }} {{ lookup('dict', {'a': 1}) }} {{ q('sequence', 'start=1 end=2') }}\"\n",
+            "    - ansible.builtin.debug:\n        msg: \"{{ item.key }}\"\n      with_dict: {a: 1}\n",
+            "    - ansible.builtin.file:\n        src: \"{{ link_target | default('/opt/x') }}\"\n        dest: /opt/y\n        state: link\n",
+            "    - ansible.builtin.file: src=/etc/hosts dest=/etc/hosts.link state=link\n",
+            "    - ansible.builtin.debug:\n        msg: hello\n      delegate_to: localhost\n",
+        ),
+    );
+    let n = notes(&ws, L2);
+    assert!(!n.iter().any(|n| n.starts_with("every file of ")), "{n:?}");
+    assert_eq!(
+        effect(&ws, |ws| ws.write("site/unrelated.txt", "x\n")),
+        NOTHING
+    );
+}

@@ -13,9 +13,17 @@
 //!
 //! Files a task names are resolved with Ansible's search path: the task
 //! file's directory and its `files/`, `templates/` (`vars/` for
-//! `include_vars`), the role's, then the playbook's. A path that leads out
-//! of the workspace (absolute, `..`, or through a symbolic link) is an
-//! error at the line naming it.
+//! `include_vars`), the role's, then the playbook's. A play imported from
+//! another directory uses that directory (roles/, files/, templates/,
+//! vars/, `playbook_dir`, code and variable directories beside it). A path
+//! that leads out of the workspace (absolute, `..`, or through a symbolic
+//! link) is an error at the line naming it.
+//!
+//! Tasks are read the way Ansible reads them: `action:`/`local_action:`
+//! strings as their module, free-form `k=v` arguments, FQCN and
+//! `ansible.legacy.` keys. A task that runs on the controller
+//! (`delegate_to: localhost`, `local_action`, `connection: local`, a play on
+//! localhost) may read any file there: the whole source counts.
 //!
 //! I/O: reads YAML files of the source directory and roles.
 
@@ -64,6 +72,78 @@ type LoadedYaml = std::result::Result<(String, std::result::Result<Vec<Yaml>, St
 
 /// Modules whose `src` is read on the machine running the play.
 const READ_MODULES: &[&str] = &["copy", "template", "script", "unarchive", "assemble"];
+/// Modules whose `src` names something on the managed node (a link target,
+/// a device), not a controller file.
+const REMOTE_SRC_MODULES: &[&str] = &["file", "mount", "ansible.posix.mount", "filesystem"];
+/// Hosts that are the machine running the play.
+const CONTROLLER_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1"];
+/// Modules that read no controller file even when run there
+/// (`include_vars` reads are followed; included tasks and roles inherit
+/// the delegation, so they are not safe).
+const CONTROLLER_SAFE: &[&str] = &[
+    "debug",
+    "set_fact",
+    "assert",
+    "fail",
+    "meta",
+    "pause",
+    "add_host",
+    "group_by",
+    "set_stats",
+    "include_vars",
+];
+/// Whether a `delegate_to` target may be the controller: localhost, or a
+/// name known only at run time.
+fn controller_host(d: &str) -> bool {
+    CONTROLLER_HOSTS.contains(&d.trim()) || templated(d)
+}
+
+/// Task keywords: every other key of a task names its module.
+const TASK_KEYWORDS: &[&str] = &[
+    "name",
+    "when",
+    "register",
+    "loop",
+    "loop_control",
+    "args",
+    "vars",
+    "tags",
+    "become",
+    "become_user",
+    "become_method",
+    "become_flags",
+    "become_exe",
+    "delegate_to",
+    "delegate_facts",
+    "run_once",
+    "ignore_errors",
+    "ignore_unreachable",
+    "changed_when",
+    "failed_when",
+    "until",
+    "retries",
+    "delay",
+    "notify",
+    "listen",
+    "environment",
+    "no_log",
+    "check_mode",
+    "diff",
+    "any_errors_fatal",
+    "throttle",
+    "timeout",
+    "connection",
+    "collections",
+    "module_defaults",
+    "debugger",
+    "async",
+    "poll",
+    "remote_user",
+    "port",
+    "block",
+    "rescue",
+    "always",
+];
 /// Directories of code Ansible loads from beside a playbook and from each role.
 const CODE_DIRS: &[&str] = &["library", "module_utils", "collections"];
 
@@ -84,9 +164,22 @@ const TASK_FILE_KEYS: &[&str] = &[
     "ansible.builtin.include",
     "ansible.legacy.include_tasks",
     "ansible.legacy.import_tasks",
+    "ansible.legacy.include",
 ];
-const PLAYBOOK_KEYS: &[&str] = &["import_playbook", "ansible.builtin.import_playbook"];
-const VARS_FILE_KEYS: &[&str] = &["include_vars", "ansible.builtin.include_vars"];
+/// At play level (`include` there is the old playbook include).
+const PLAYBOOK_KEYS: &[&str] = &[
+    "import_playbook",
+    "ansible.builtin.import_playbook",
+    "ansible.legacy.import_playbook",
+    "include",
+    "ansible.builtin.include",
+    "ansible.legacy.include",
+];
+const VARS_FILE_KEYS: &[&str] = &[
+    "include_vars",
+    "ansible.builtin.include_vars",
+    "ansible.legacy.include_vars",
+];
 const BLOCK_KEYS: &[&str] = &["block", "rescue", "always"];
 const PLAY_TASK_LISTS: &[&str] = &["pre_tasks", "tasks", "post_tasks", "handlers"];
 
@@ -94,9 +187,153 @@ fn templated(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
+/// Ansible's free-form arguments: `k=v` words (a plain identifier before
+/// the `=`) and the other words joined, as `include_tasks: file=x.yml` or
+/// `include: x.yml a=1` give them.
+fn free_form(s: &str) -> (BTreeMap<String, String>, String) {
+    let mut args = BTreeMap::new();
+    let mut rest: Vec<String> = vec![];
+    for w in split_args(s) {
+        match w.split_once('=') {
+            Some((k, v)) if is_identifier(k) => {
+                args.insert(k.to_string(), unquote(v).to_string());
+            }
+            _ => rest.push(w),
+        }
+    }
+    (args, rest.join(" "))
+}
+
+/// Splits module arguments at white space outside quotes and Jinja
+/// (`src={{ a ~ 'b c' }} dest=/x` is two words), as Ansible's `split_args`.
+fn split_args(s: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match (c, quote) {
+            ('{', _) if matches!(next, Some('{' | '%' | '#')) => {
+                depth += 1;
+                cur.push(c);
+                cur.push(next.unwrap_or_default());
+                i += 2;
+                continue;
+            }
+            ('}' | '%' | '#', _) if depth > 0 && next == Some('}') => {
+                depth -= 1;
+                cur.push(c);
+                cur.push('}');
+                i += 2;
+                continue;
+            }
+            ('\'' | '"', None) if depth == 0 => quote = Some(c),
+            (q, Some(open)) if q == open && depth == 0 => quote = None,
+            (w, None) if w.is_whitespace() && depth == 0 => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+        i += 1;
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn is_identifier(k: &str) -> bool {
+    !k.is_empty()
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn unquote(v: &str) -> &str {
+    for q in ['"', '\''] {
+        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
+            return &v[1..v.len() - 1];
+        }
+    }
+    v
+}
+
+/// A task's module key and arguments (the first key that is not a task
+/// keyword).
+fn task_module(task: &Yaml) -> Option<(String, Yaml)> {
+    task.as_hash()?.iter().find_map(|(k, v)| {
+        let k = k.as_str()?;
+        (!TASK_KEYWORDS.contains(&k) && !k.starts_with("with_")).then(|| (k.to_string(), v.clone()))
+    })
+}
+
+/// A task written `action: MODULE ARGS` or `local_action: MODULE ARGS`
+/// (or with `module:` in a mapping), rewritten as `MODULE: ARGS`; a
+/// `local_action` gets `delegate_to: localhost`. `None` for other tasks.
+fn action_task(task: &Yaml) -> Option<Yaml> {
+    let h = task.as_hash()?;
+    for (key, local) in [("action", false), ("local_action", true)] {
+        let (m, args) = match &task[key] {
+            Yaml::String(s) => {
+                let s = s.trim_start();
+                let (m, rest) = s.split_once(char::is_whitespace).unwrap_or((s, ""));
+                (m.to_string(), Yaml::String(rest.trim().to_string()))
+            }
+            Yaml::Hash(a) => {
+                let Some(m) = task[key]["module"].as_str() else {
+                    continue;
+                };
+                let mut rest = a.clone();
+                rest.remove(&Yaml::String("module".into()));
+                (m.to_string(), Yaml::Hash(rest))
+            }
+            _ => continue,
+        };
+        let mut out = h.clone();
+        out.remove(&Yaml::String(key.into()));
+        out.insert(Yaml::String(m), args);
+        if local {
+            out.insert(
+                Yaml::String("delegate_to".into()),
+                Yaml::String("localhost".into()),
+            );
+        }
+        return Some(Yaml::Hash(out));
+    }
+    None
+}
+
+/// The file an include names: its free-form name, `file=`, or `file:`
+/// (in the value or in the task's `args:`).
+fn include_target(v: &Yaml, task: &Yaml) -> Option<String> {
+    match v {
+        Yaml::String(s) => {
+            let (args, rest) = free_form(s);
+            args.get("file")
+                .or_else(|| args.get("_raw_params"))
+                .cloned()
+                .or_else(|| (!rest.is_empty()).then_some(rest))
+        }
+        _ => v["file"]
+            .as_str()
+            .or_else(|| v["_raw_params"].as_str())
+            .or_else(|| task["args"]["file"].as_str())
+            .map(str::to_string),
+    }
+}
+
 enum Work {
     Playbook(PathBuf),
-    Tasks(PathBuf),
+    /// A task file, with the directory of the playbook whose play runs it.
+    Tasks(PathBuf, PathBuf),
 }
 
 struct Discovery<'a> {
@@ -108,16 +345,25 @@ struct Discovery<'a> {
     out: PlayInputs,
     queue: VecDeque<Work>,
     seen_files: BTreeSet<PathBuf>,
-    /// Role names waiting to be resolved, with where they were named.
-    pending_roles: VecDeque<(String, PathBuf)>,
+    /// Role names waiting to be resolved, with where they were named and
+    /// the directory of the playbook whose play uses them.
+    pending_roles: VecDeque<(String, PathBuf, PathBuf)>,
     /// The text of each YAML file loaded (for line numbers).
     texts: BTreeMap<PathBuf, String>,
     allow_outside: &'a [PathBuf],
     /// The first path the play reads from outside the workspace.
     error: Option<Error>,
     /// The directory of each playbook of the `import_playbook` chain (the
-    /// base Ansible resolves that play's relative names against).
+    /// base Ansible resolves that play's relative names against), found
+    /// before the plays are scanned.
     play_dirs: BTreeSet<PathBuf>,
+    /// The directory of the playbook whose play is being scanned: Ansible
+    /// resolves a play's roles, `files/`, `templates/` and `playbook_dir`
+    /// from the playbook that holds it, imported or not.
+    cur_play: PathBuf,
+    /// Scanning a block that runs on the controller (`delegate_to:
+    /// localhost`, `connection: local`).
+    local: bool,
 }
 
 /// Discovers the inputs of `playbook` (relative to `source`).
@@ -140,16 +386,23 @@ pub fn discover(
         roles_path,
         playbook_dir: pb.parent().unwrap_or(root).to_path_buf(),
         out: PlayInputs::default(),
-        queue: VecDeque::from([Work::Playbook(pb)]),
+        queue: VecDeque::from([Work::Playbook(pb.clone())]),
         seen_files: BTreeSet::new(),
         pending_roles: VecDeque::new(),
         play_dirs: BTreeSet::new(),
+        cur_play: pb.parent().unwrap_or(root).to_path_buf(),
+        local: false,
     };
+    d.find_play_dirs(&pb);
     loop {
         if let Some(work) = d.queue.pop_front() {
             match work {
-                Work::Playbook(p) => d.scan_playbook(&p)?,
-                Work::Tasks(p) => {
+                Work::Playbook(p) => {
+                    d.cur_play = p.parent().unwrap_or(root).to_path_buf();
+                    d.scan_playbook(&p)?
+                }
+                Work::Tasks(p, play) => {
+                    d.cur_play = play;
                     if let Some(docs) = d.load(&p)? {
                         for doc in &docs {
                             d.scan_tasks(doc, &p);
@@ -159,7 +412,8 @@ pub fn discover(
             }
             continue;
         }
-        if let Some((name, from)) = d.pending_roles.pop_front() {
+        if let Some((name, from, play)) = d.pending_roles.pop_front() {
+            d.cur_play = play;
             d.resolve_role(&name, &from)?;
             continue;
         }
@@ -168,6 +422,7 @@ pub fn discover(
     // Code and variables Ansible loads from beside the playbook and from
     // each role without a task naming them.
     let mut dirs: Vec<PathBuf> = vec![d.playbook_dir.clone()];
+    dirs.extend(d.play_dirs.iter().cloned());
     dirs.extend(d.out.roles.values().map(|r| root.join(r)));
     for dir in dirs {
         let Ok(names) = obs.read_dir(&dir) else {
@@ -190,7 +445,26 @@ pub fn discover(
             let rel = d.rel(&p);
             d.out.var_dirs.insert(rel);
         }
+        // Beside a playbook imported from another directory (loaded for
+        // its plays): counted whole, each of their variables may count.
+        let others: Vec<PathBuf> = d
+            .play_dirs
+            .iter()
+            .filter(|p| **p != d.playbook_dir)
+            .map(|p| p.join(sub))
+            .filter(|p| obs.is_dir(p))
+            .collect();
+        for p in others {
+            let rel = d.rel(&p);
+            d.out.referenced.insert(rel.clone());
+            if d.out.all_vars_reason.is_none() {
+                d.out.all_vars_reason = Some(format!(
+                    "{rel}/ is loaded beside an imported playbook (its definitions override the inventory's)"
+                ));
+            }
+        }
     }
+    d.reads_from_other_play_dirs();
     if let Some(e) = d.error {
         return Err(e);
     }
@@ -260,12 +534,7 @@ impl Discovery<'_> {
             return Ok(None);
         }
         // Read and parsed once per run, whichever layer asks first.
-        let loaded = self.obs.derived(&path, || -> LoadedYaml {
-            let text = self.obs.read_to_string(&path).map_err(|e| e.to_string())?;
-            let docs = YamlLoader::load_from_str(&text)
-                .map_err(|e| format!("{}\0{}\0{}", e.marker().line(), e.marker().col(), e.info()));
-            Ok((text, docs))
-        });
+        let loaded = self.obs.derived(&path, || load_yaml(self.obs, &path));
         let rel = self.rel(&path);
         let (text, docs) = match &*loaded {
             Ok(l) => l,
@@ -307,9 +576,14 @@ impl Discovery<'_> {
                 // by its directory.
                 if templated(s) {
                     for name in super::reads::jinja_reads(s).names {
-                        if name.starts_with('@') {
-                            continue;
-                        }
+                        // `playbook_dir` is the directory of the playbook
+                        // holding the play (imported or not); `role_path`
+                        // is resolved with the role elsewhere.
+                        let name = match name.strip_prefix("@playbook_dir/") {
+                            Some(rest) => rest.to_string(),
+                            None if name.starts_with('@') => continue,
+                            None => name,
+                        };
                         match super::reads::glob_dir(&name) {
                             Some(d) if d.is_empty() => {
                                 for sub in ["files", "templates"] {
@@ -344,14 +618,13 @@ impl Discovery<'_> {
         let mut cand = cand.to_string();
         if original.contains("playbook_dir") || original.contains("role_path") {
             cand = cand.trim_start_matches('/').to_string();
-            bases.insert(
-                0,
-                if original.contains("role_path") {
-                    role_dir.clone()
-                } else {
-                    self.playbook_dir.clone()
-                },
-            );
+            if original.contains("role_path") {
+                bases.insert(0, role_dir.clone());
+            }
+            if original.contains("playbook_dir") {
+                let plays = self.plays();
+                bases.splice(0..0, plays);
+            }
         }
         if Path::new(&cand).is_absolute() {
             return;
@@ -422,97 +695,218 @@ impl Discovery<'_> {
                 out.extend([role.join("templates"), role.join("files"), role]);
             }
         }
-        out.extend([
-            self.playbook_dir.clone(),
-            self.playbook_dir.join("files"),
-            self.playbook_dir.join("templates"),
-        ]);
+        for p in self.plays() {
+            out.extend([p.clone(), p.join("files"), p.join("templates")]);
+        }
         out
+    }
+
+    /// The directories a play's names may be relative to: the current
+    /// play's playbook directory, then every other one of the chain (a
+    /// role or task file shared by plays of several directories is
+    /// scanned once).
+    fn plays(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.cur_play.clone()];
+        for p in std::iter::once(&self.playbook_dir).chain(&self.play_dirs) {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+
+    /// A read in a template (or another file the play reads that is not
+    /// one of its YAML files, which [`Discovery::load`] sees) is resolved
+    /// by the caller against the top playbook's directory only: with
+    /// playbooks imported from other directories, `playbook_dir + '/x'`
+    /// and relative names are resolved against each of them too.
+    fn reads_from_other_play_dirs(&mut self) {
+        if self.play_dirs.iter().all(|p| *p == self.playbook_dir) {
+            return;
+        }
+        let mut done: BTreeSet<PathBuf> = BTreeSet::new();
+        loop {
+            let mut roots: Vec<PathBuf> =
+                self.out.roles.values().map(|r| self.root.join(r)).collect();
+            roots.extend(self.out.referenced.iter().map(|r| self.root.join(r)));
+            let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+            for r in roots {
+                if self.obs.is_dir(&r) {
+                    files.extend(self.obs.files_below(&r));
+                } else {
+                    files.insert(r);
+                }
+            }
+            files.retain(|f| !done.contains(f));
+            if files.is_empty() {
+                return;
+            }
+            done.extend(files.iter().cloned());
+            self.reads_in(files);
+        }
+    }
+
+    /// See [`Discovery::reads_from_other_play_dirs`].
+    fn reads_in(&mut self, files: BTreeSet<PathBuf>) {
+        for f in files {
+            if self.obs.metadata(&f).is_ok_and(|m| m.len() > 1 << 20) {
+                continue;
+            }
+            let Ok(text) = self.obs.read_to_string(&f) else {
+                continue;
+            };
+            for name in super::reads::jinja_reads(&text).names {
+                let (rest, subs): (&str, &[&str]) = match name.strip_prefix("@playbook_dir/") {
+                    Some(rest) => (rest, &[""]),
+                    None if name.starts_with('@') || Path::new(&name).is_absolute() => continue,
+                    None => (&name, &["", "files", "templates", "vars"]),
+                };
+                let rest = match super::reads::glob_dir(rest) {
+                    Some(d) => d,
+                    None => rest.to_string(),
+                };
+                for p in self.plays() {
+                    for sub in subs {
+                        if sub.is_empty() && rest.is_empty() {
+                            // `*.conf`: the listing of files/ or templates/.
+                            continue;
+                        }
+                        let c = normalize(&p.join(sub).join(&rest));
+                        if c.starts_with(self.root) && c != self.root && self.obs.exists(&c) {
+                            self.reference(&c, &f, &name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every playbook of the `import_playbook` chain, by directory, before
+    /// any play is scanned (see [`Discovery::plays`]).
+    fn find_play_dirs(&mut self, top: &Path) {
+        let mut queue = VecDeque::from([normalize(top)]);
+        let mut seen = BTreeSet::new();
+        while let Some(pb) = queue.pop_front() {
+            if !seen.insert(pb.clone()) || !self.obs.is_file(&pb) {
+                continue;
+            }
+            let dir = pb.parent().unwrap_or(self.root).to_path_buf();
+            self.play_dirs.insert(dir.clone());
+            let loaded = self.obs.derived(&pb, || load_yaml(self.obs, &pb));
+            let Ok((_, Ok(docs))) = &*loaded else {
+                continue;
+            };
+            for play in docs.iter().filter_map(Yaml::as_vec).flatten() {
+                for key in PLAYBOOK_KEYS {
+                    if let Some(t) = include_target(&play[*key], play).filter(|t| !templated(t)) {
+                        queue.push_back(normalize(&dir.join(t.trim())));
+                    }
+                }
+            }
+        }
     }
 
     /// The `src` of a module that reads it on the machine running the play
     /// (`copy`, `template`, `script`, `unarchive`, `assemble`, unless the
-    /// source is remote): counted when inside the workspace, rejected when
-    /// outside, the whole source when only known at run time.
+    /// source is remote, and the `src` of any other module but those whose
+    /// `src` lies on the managed node): counted when inside the workspace,
+    /// rejected when outside, the whole source when only known at run
+    /// time. A task run on the controller (`delegate_to: localhost`,
+    /// `local_action:`, `connection: local`) may read any file there: the
+    /// whole source counts.
     fn read_module(&mut self, task: &Yaml, file: &Path) {
-        for m in READ_MODULES {
-            for prefix in ["", "ansible.builtin.", "ansible.legacy."] {
-                let key = format!("{prefix}{m}");
-                let Some(h) = task.as_hash() else { return };
-                if !h.contains_key(&Yaml::String(key.clone())) {
-                    continue;
-                }
-                let mut args: BTreeMap<String, String> = BTreeMap::new();
-                let mut free: Option<String> = None;
-                let scalar = |y: &Yaml| match y {
-                    Yaml::String(s) => Some(s.clone()),
-                    Yaml::Boolean(b) => Some(b.to_string()),
-                    Yaml::Integer(i) => Some(i.to_string()),
-                    Yaml::Real(r) => Some(r.clone()),
-                    _ => None,
-                };
-                let from_hash = |y: &Yaml, args: &mut BTreeMap<String, String>| {
-                    if let Some(h) = y.as_hash() {
-                        for (k, v) in h {
-                            if let (Some(k), Some(v)) = (k.as_str(), scalar(v)) {
-                                args.insert(k.to_string(), v);
-                            }
-                        }
+        let Some((key, value)) = task_module(task) else {
+            return;
+        };
+        let m = key
+            .strip_prefix("ansible.builtin.")
+            .or_else(|| key.strip_prefix("ansible.legacy."))
+            .unwrap_or(&key)
+            .to_string();
+        let m = m.as_str();
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
+        let mut free: Option<String> = None;
+        let scalar = |y: &Yaml| match y {
+            Yaml::String(s) => Some(s.clone()),
+            Yaml::Boolean(b) => Some(b.to_string()),
+            Yaml::Integer(i) => Some(i.to_string()),
+            Yaml::Real(r) => Some(r.clone()),
+            _ => None,
+        };
+        let from_hash = |y: &Yaml, args: &mut BTreeMap<String, String>| {
+            if let Some(h) = y.as_hash() {
+                for (k, v) in h {
+                    if let (Some(k), Some(v)) = (k.as_str(), scalar(v)) {
+                        args.insert(k.to_string(), v);
                     }
-                };
-                match &task[key.as_str()] {
-                    Yaml::String(s) => {
-                        let words = shell_words::split(s)
-                            .unwrap_or_else(|_| s.split_whitespace().map(str::to_string).collect());
-                        for w in words {
-                            match w.split_once('=') {
-                                Some((k, v)) if !k.contains("{{") => {
-                                    args.insert(k.to_string(), v.to_string());
-                                }
-                                _ if free.is_none() => free = Some(w),
-                                _ => {}
-                            }
-                        }
-                    }
-                    y => from_hash(y, &mut args),
-                }
-                from_hash(&task["args"], &mut args);
-                let truthy = |k: &str| {
-                    args.get(k).is_some_and(|v| {
-                        matches!(v.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on")
-                    })
-                };
-                let falsy = |k: &str| {
-                    args.get(k).is_some_and(|v| {
-                        matches!(
-                            v.to_ascii_lowercase().as_str(),
-                            "no" | "false" | "0" | "off"
-                        )
-                    })
-                };
-                let remote = match *m {
-                    "copy" => truthy("remote_src"),
-                    "unarchive" => truthy("remote_src") || falsy("copy"),
-                    // assemble reads the managed node unless told otherwise.
-                    "assemble" => !falsy("remote_src"),
-                    _ => false,
-                };
-                if remote {
-                    continue;
-                }
-                let src = args.get("src").cloned().or_else(|| {
-                    if *m != "script" {
-                        return None;
-                    }
-                    free.clone().or_else(|| {
-                        args.get("cmd")
-                            .and_then(|c| c.split_whitespace().next().map(str::to_string))
-                    })
-                });
-                if let Some(src) = src {
-                    self.read_path(&src, &key, task, file);
                 }
             }
+        };
+        match &value {
+            Yaml::String(s) => {
+                for w in split_args(s) {
+                    match w.split_once('=') {
+                        Some((k, v)) if is_identifier(k) => {
+                            args.insert(k.to_string(), unquote(v).to_string());
+                        }
+                        _ if free.is_none() => free = Some(unquote(&w).to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            y => from_hash(y, &mut args),
+        }
+        from_hash(&task["args"], &mut args);
+        let on_controller = self.local
+            || task["delegate_to"].as_str().is_some_and(controller_host)
+            || task["connection"].as_str() == Some("local");
+        if on_controller && !CONTROLLER_SAFE.contains(&m) {
+            let (rel, line) = self.at(file, &key);
+            self.whole_source(format!(
+                "{rel}:{line}: {key} runs on the machine running the play, where it may read any file"
+            ));
+        }
+        let truthy = |k: &str| {
+            args.get(k).is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on")
+            })
+        };
+        let falsy = |k: &str| {
+            args.get(k).is_some_and(|v| {
+                matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "no" | "false" | "0" | "off"
+                )
+            })
+        };
+        let remote = match m {
+            "copy" => truthy("remote_src"),
+            "unarchive" => truthy("remote_src") || falsy("copy"),
+            // assemble reads the managed node unless told otherwise.
+            "assemble" => !falsy("remote_src"),
+            _ if !READ_MODULES.contains(&m) => {
+                truthy("remote_src") || REMOTE_SRC_MODULES.contains(&m)
+            }
+            _ => false,
+        };
+        if remote {
+            return;
+        }
+        let src = args.get("src").cloned().or_else(|| {
+            if m != "script" {
+                return None;
+            }
+            free.clone().or_else(|| {
+                args.get("cmd")
+                    .and_then(|c| c.split_whitespace().next().map(str::to_string))
+            })
+        });
+        if let Some(src) = src {
+            if !READ_MODULES.contains(&m) && !templated(&src) && Path::new(&src).is_absolute() {
+                // Most likely a path on the managed node: not judged here.
+                return;
+            }
+            self.read_path(&src, &key, task, file);
         }
     }
 
@@ -537,10 +931,10 @@ impl Discovery<'_> {
             });
             let (base, rest) = match ANCHOR.captures(src) {
                 Some(c) if &c[1] == "role_path" => (
-                    Some(dir.parent().unwrap_or(&dir).to_path_buf()),
+                    Some(vec![dir.parent().unwrap_or(&dir).to_path_buf()]),
                     &src[c[0].len()..],
                 ),
-                Some(c) => (Some(self.playbook_dir.clone()), &src[c[0].len()..]),
+                Some(c) => (Some(self.plays()), &src[c[0].len()..]),
                 None => (None, src),
             };
             let literal = &rest[..rest
@@ -556,9 +950,11 @@ impl Discovery<'_> {
                 (Some(_), None) if src.contains("role_path") && !rest.contains("..") => {
                     self.role_of(file).is_some()
                 }
-                (Some(b), Some(d)) => {
-                    let p = normalize(&b.join(d));
-                    self.count_read(&p, module, src, file);
+                (Some(bs), Some(d)) => {
+                    for b in bs {
+                        let p = normalize(&b.join(d));
+                        self.count_read(&p, module, src, file);
+                    }
                     true
                 }
                 (None, Some(d)) if Path::new(d).is_absolute() => {
@@ -665,7 +1061,8 @@ impl Discovery<'_> {
             let Some(plays) = doc.as_vec() else { continue };
             for play in plays {
                 for key in PLAYBOOK_KEYS {
-                    if let Some(target) = play[*key].as_str() {
+                    if let Some(target) = include_target(&play[*key], play) {
+                        let target = target.as_str();
                         if templated(target) {
                             self.give_up(format!(
                                 "{rel} imports a playbook with a templated name '{target}'"
@@ -675,15 +1072,37 @@ impl Discovery<'_> {
                         }
                     }
                 }
+                let on_controller = play["connection"].as_str() == Some("local")
+                    || match &play["hosts"] {
+                        Yaml::String(h) => h
+                            .split([',', ':'])
+                            .any(|h| CONTROLLER_HOSTS.contains(&h.trim())),
+                        Yaml::Array(a) => a
+                            .iter()
+                            .filter_map(Yaml::as_str)
+                            .any(|h| CONTROLLER_HOSTS.contains(&h.trim())),
+                        _ => false,
+                    };
+                if on_controller {
+                    let (rel, line) = self.at(path, "hosts");
+                    self.whole_source(format!(
+                        "{rel}:{line}: a play runs on the machine running the build, where it may read any file"
+                    ));
+                }
                 if let Some(roles) = play["roles"].as_vec() {
                     for r in roles {
                         self.role_ref(r, path);
                     }
                 }
-                if let Some(files) = play["vars_files"].as_vec() {
-                    for f in files {
-                        self.vars_file(f, &dir, &rel);
+                match &play["vars_files"] {
+                    Yaml::Array(files) => {
+                        for f in files {
+                            self.vars_file(f, &dir, &rel);
+                        }
                     }
+                    // A string is a one-item list.
+                    f @ Yaml::String(_) => self.vars_file(f, &dir, &rel),
+                    _ => {}
                 }
                 for list in PLAY_TASK_LISTS {
                     self.scan_tasks(&play[*list], path);
@@ -751,8 +1170,9 @@ impl Discovery<'_> {
             dirs.push(self.root.join(role));
         }
         dirs.push(dir);
-        dirs.push(self.playbook_dir.clone());
-        dirs.extend(self.play_dirs.iter().cloned());
+        dirs.extend(self.plays());
+        // `vars/NAME` from the directory ansible-playbook runs in.
+        dirs.push(self.root.join(&self.source));
         let first = name.split('/').next().unwrap_or("");
         for d in dirs {
             let mut cands = vec![d.join(name)];
@@ -766,6 +1186,16 @@ impl Discovery<'_> {
     }
 
     fn role_ref(&mut self, r: &Yaml, from: &Path) {
+        // `roles: [{role: x, delegate_to: localhost}]`: its tasks run on
+        // the controller.
+        if r["delegate_to"].as_str().is_some_and(controller_host)
+            || r["connection"].as_str() == Some("local")
+        {
+            let (rel, line) = self.at(from, "delegate_to");
+            self.whole_source(format!(
+                "{rel}:{line}: a role runs on the machine running the play, where it may read any file"
+            ));
+        }
         let name = match r {
             Yaml::String(s) => Some(s.clone()),
             Yaml::Hash(_) => r["role"]
@@ -779,7 +1209,9 @@ impl Discovery<'_> {
                 let rel = self.rel(from);
                 self.give_up(format!("{rel} uses a role whose name is templated: '{n}'"));
             }
-            Some(n) => self.pending_roles.push_back((n, from.to_path_buf())),
+            Some(n) => self
+                .pending_roles
+                .push_back((n, from.to_path_buf(), self.cur_play.clone())),
             None => {}
         }
     }
@@ -791,6 +1223,8 @@ impl Discovery<'_> {
             if task.as_hash().is_none() {
                 continue;
             }
+            let rewritten = action_task(task);
+            let task = rewritten.as_ref().unwrap_or(task);
             for key in ROLE_KEYS {
                 let Some(h) = task.as_hash() else { continue };
                 if !h.contains_key(&Yaml::String((*key).to_string())) {
@@ -798,7 +1232,15 @@ impl Discovery<'_> {
                 }
                 let v = &task[*key];
                 let named = match v {
-                    Yaml::String(_) => Some(v.clone()),
+                    // Free form: `include_role: name=x` or `include_role: x`.
+                    Yaml::String(s) => {
+                        let (args, rest) = free_form(s);
+                        args.get("name")
+                            .or_else(|| args.get("role"))
+                            .cloned()
+                            .or_else(|| (!rest.is_empty()).then_some(rest))
+                            .map(Yaml::String)
+                    }
                     Yaml::Hash(_) => [&v["name"], &v["role"]]
                         .into_iter()
                         .find(|x| x.as_str().is_some())
@@ -823,47 +1265,63 @@ impl Discovery<'_> {
             }
             for key in TASK_FILE_KEYS {
                 let v = &task[*key];
-                let target = v.as_str().or_else(|| v["file"].as_str());
-                if let Some(t) = target {
+                if let Some(t) = include_target(v, task) {
+                    let t = t.as_str();
                     if templated(t) {
                         let rel = self.rel(file);
                         self.give_up(format!(
                             "{rel} includes a task file with a templated name '{t}'"
                         ));
                     } else {
-                        self.queue.push_back(Work::Tasks(dir.join(t)));
+                        self.queue
+                            .push_back(Work::Tasks(dir.join(t), self.cur_play.clone()));
                     }
                 }
             }
             for key in VARS_FILE_KEYS {
                 let v = &task[*key];
-                let target = v.as_str().or_else(|| v["file"].as_str());
-                if let Some(t) = target {
+                if let Some(t) = include_target(v, task) {
+                    let t = t.as_str();
                     let rel = self.rel(file);
                     self.vars_file(&Yaml::String(t.to_string()), &dir, &rel);
                     self.include_vars_search(t, file);
                 }
             }
             self.read_module(task, file);
+            // A block's delegate_to and connection hold for its tasks.
+            let outer = self.local;
+            self.local = outer
+                || task["delegate_to"].as_str().is_some_and(controller_host)
+                || task["connection"].as_str() == Some("local");
             for key in BLOCK_KEYS {
                 self.scan_tasks(&task[*key], file);
             }
+            self.local = outer;
         }
     }
 
     fn resolve_role(&mut self, name: &str, from: &Path) -> Result<()> {
-        if self.out.roles.contains_key(name) {
-            return Ok(());
-        }
+        // Ansible's order (names with a `/` too): beside the role naming it
+        // (a `meta/main.yml` dependency), roles/ beside the playbook, the
+        // roles path, the playbook's directory, then the name as a path from
+        // the directory ansible-playbook runs in.
         let mut candidates: Vec<PathBuf> = vec![];
-        if name.contains('/') {
-            candidates.push(self.playbook_dir.join(name));
-        } else {
-            // Ansible's order: roles/ beside the playbook, the roles path, the playbook's directory.
-            candidates.push(self.playbook_dir.join("roles").join(name));
-            candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
-            candidates.push(self.playbook_dir.join(name));
+        if from
+            .file_name()
+            .is_some_and(|f| f == "main.yml" || f == "main.yaml")
+            && from
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|m| m == "meta")
+            && let Some(owner) = from.parent().and_then(Path::parent)
+            && let Some(beside) = owner.parent()
+        {
+            candidates.push(beside.join(name));
         }
+        candidates.push(self.cur_play.join("roles").join(name));
+        candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
+        candidates.push(self.cur_play.join(name));
+        candidates.push(self.root.join(&self.source).join(name));
         let Some(dir) = candidates
             .iter()
             .map(|c| normalize(c))
@@ -887,7 +1345,16 @@ impl Discovery<'_> {
             )));
         };
         let rel_dir = self.rel(&dir);
-        self.out.roles.insert(name.to_string(), rel_dir);
+        if self.out.roles.values().any(|r| *r == rel_dir) {
+            return Ok(());
+        }
+        // The same name may be another role for a play of another directory.
+        let key = if self.out.roles.contains_key(name) {
+            rel_dir.clone()
+        } else {
+            name.to_string()
+        };
+        self.out.roles.insert(key, rel_dir);
 
         for meta in ["meta/main.yml", "meta/main.yaml"] {
             let p = dir.join(meta);
@@ -913,11 +1380,19 @@ impl Discovery<'_> {
                 .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
                 .collect();
             for f in files {
-                self.queue.push_back(Work::Tasks(f));
+                self.queue.push_back(Work::Tasks(f, self.cur_play.clone()));
             }
         }
         Ok(())
     }
+}
+
+/// A YAML file's text and documents (see [`LoadedYaml`]).
+fn load_yaml(obs: &Observer, path: &Path) -> LoadedYaml {
+    let text = obs.read_to_string(path).map_err(|e| e.to_string())?;
+    let docs = YamlLoader::load_from_str(&text)
+        .map_err(|e| format!("{}\0{}\0{}", e.marker().line(), e.marker().col(), e.info()));
+    Ok((text, docs))
 }
 
 /// Paths a string may name: itself, the values of `k=v` arguments, string
@@ -997,7 +1472,8 @@ fn loop_names(src: &str, task: &Yaml) -> Option<Vec<String>> {
 /// analysed (its names, or the whole source when they are not literal).
 fn file_loop_item(src: &str, task: &Yaml) -> bool {
     static ITEM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"^\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}$").expect("valid regex")
+        regex::Regex::new(r#"^\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)(\.src|\[['"]src['"]\])?\s*-?\}\}$"#)
+            .expect("valid regex")
     });
     static QUERY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(
@@ -1012,8 +1488,21 @@ fn file_loop_item(src: &str, task: &Yaml) -> bool {
     if &c[1] != loop_var {
         return false;
     }
-    let present = |k: &str| !matches!(task[k], Yaml::BadValue | Yaml::Null);
-    if present("with_fileglob") || present("with_first_found") {
+    let loops: Vec<&str> = task
+        .as_hash()
+        .into_iter()
+        .flat_map(|h| h.keys())
+        .filter_map(|k| k.as_str()?.strip_prefix("with_"))
+        .map(super::reads::lookup_name)
+        .collect();
+    if c.get(2).is_some() {
+        // `item.src` of a filetree loop: a file below the directories it walks.
+        return loops.contains(&"filetree");
+    }
+    if loops
+        .iter()
+        .any(|l| matches!(*l, "fileglob" | "first_found"))
+    {
         return true;
     }
     ["loop", "with_items", "with_list"]

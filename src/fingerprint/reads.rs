@@ -1,7 +1,10 @@
 //! Which controller files a piece of Jinja reads: file-reading lookups
 //! (`lookup('file', ...)`, `template`, `fileglob`, `first_found`, `csvfile`,
-//! `ini`, `unvault`, with `query`/`q` too) and template statements
-//! (`{% include %}`, `{% import %}`, `{% extends %}`, `{% from %}`).
+//! `ini`, `unvault`, `tomlfile`, `filetree`, `password`, with `query`/`q`
+//! too) and template statements (`{% include %}`, `{% import %}`,
+//! `{% extends %}`, `{% from %}`). Any other lookup not known to be pure
+//! (`pipe`, `lines`, a collection's plugin, a plugin named by a variable)
+//! may read anything: an unresolved read.
 //!
 //! Literal arguments are returned as names for the caller to resolve with
 //! Ansible's search path; an argument the analysis cannot read (a variable,
@@ -14,22 +17,82 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-/// Lookups that read files on the machine running the play.
-const FILE_LOOKUPS: &str = "file|template|fileglob|first_found|csvfile|ini|unvault|tomlfile";
+/// Lookups that read files on the machine running the play, by the names
+/// their arguments give.
+const FILE_LOOKUPS: &[&str] = &[
+    "file",
+    "template",
+    "fileglob",
+    "first_found",
+    "csvfile",
+    "ini",
+    "unvault",
+    "tomlfile",
+    "filetree",
+    "password",
+];
+/// Lookups known to read no controller file (their values come from the
+/// play's own variables or arguments; `env` reads the environment, not a
+/// file). Every other lookup may read anything (`pipe`, `lines`, a
+/// collection's plugin...): an unresolved read.
+const PURE_LOOKUPS: &[&str] = &[
+    "env",
+    "vars",
+    "varnames",
+    "items",
+    "list",
+    "dict",
+    "indexed_items",
+    "nested",
+    "sequence",
+    "subelements",
+    "together",
+    "random_choice",
+    "flattened",
+    "inventory_hostnames",
+    "config",
+    "cartesian",
+];
+
+/// A lookup's name without `ansible.builtin.`, `ansible.legacy.` and (for
+/// the plugins that moved there) `community.general.`.
+pub fn lookup_name(name: &str) -> &str {
+    let n = name
+        .strip_prefix("ansible.builtin.")
+        .or_else(|| name.strip_prefix("ansible.legacy."))
+        .unwrap_or(name);
+    match n.strip_prefix("community.general.") {
+        Some(m @ ("filetree" | "cartesian" | "flattened" | "random_choice")) => m,
+        _ => n,
+    }
+}
+
+/// Whether the lookup `name` reads controller files by the names its
+/// arguments give (`file`, `fileglob`...).
+pub fn is_file_lookup(name: &str) -> bool {
+    FILE_LOOKUPS.contains(&lookup_name(name))
+}
+
+/// Whether the lookup `name` reads no controller file at all.
+pub fn is_pure_lookup(name: &str) -> bool {
+    PURE_LOOKUPS.contains(&lookup_name(name))
+}
 
 static LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
-        r#"\b(?:lookup|query|q)\s*\(\s*['"](?:ansible\.builtin\.|ansible\.legacy\.)?({FILE_LOOKUPS})['"]\s*(?:,([^)]*))?\)"#
-    ))
-    .expect("valid regex")
+    Regex::new(r#"\b(?:lookup|query|q)\s*\(\s*['"]([A-Za-z0-9_.]+)['"]\s*(?:,([^)]*))?\)"#)
+        .expect("valid regex")
 });
-/// A lookup call of a file lookup the regex above could not delimit.
+/// A lookup call, delimited or not.
 static LOOKUP_START: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
-        r#"\b(?:lookup|query|q)\s*\(\s*['"](?:ansible\.builtin\.|ansible\.legacy\.)?({FILE_LOOKUPS})['"]"#
-    ))
-    .expect("valid regex")
+    Regex::new(r#"\b(?:lookup|query|q)\s*\(\s*['"]([A-Za-z0-9_.]+)['"]"#).expect("valid regex")
 });
+/// A lookup whose plugin is named by an expression (`lookup(kind, ...)`).
+static LOOKUP_DYNAMIC: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?:^|[^.\w])(?:lookup|query)\s*\(\s*[^'"\s)]"#).expect("valid regex")
+});
+/// Jinja expressions and statements of a template.
+static JINJA: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)\{\{.*?\}\}|\{%.*?%\}").expect("valid regex"));
 static STATEMENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\{%[-+]?\s*(include|import|extends|from)\s+(.*?)\s*[-+]?%\}").expect("valid regex")
 });
@@ -70,6 +133,11 @@ fn literals(args: &str) -> (Vec<String>, bool) {
     let args = ANCHORED.replace_all(args, "");
     let args = args.as_ref();
     for c in QUOTED.captures_iter(args) {
+        // `var ~ '/admin.pub'`: the end of a name, not a name.
+        let before = args[..c.get(0).map_or(0, |m| m.start())].trim_end();
+        if before.ends_with(['~', '+']) {
+            continue;
+        }
         let lit = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
         names.push(lit.to_string());
     }
@@ -91,18 +159,56 @@ pub fn jinja_reads(src: &str) -> Reads {
     {
         return out;
     }
-    let mut delimited = 0;
+    let mut delimited: std::collections::BTreeMap<usize, regex::Captures> = Default::default();
     for c in LOOKUP.captures_iter(src) {
-        delimited += 1;
+        delimited.insert(c.get(0).map_or(0, |m| m.start()), c);
+    }
+    for start in LOOKUP_START.captures_iter(src) {
+        let whole = start.get(0).map_or("", |m| m.as_str());
+        let at = start.get(0).map_or(0, |m| m.start());
+        let name = &start[1];
+        if is_pure_lookup(name) {
+            continue;
+        }
+        if !is_file_lookup(name) {
+            // It may read any file (`pipe`, `lines`, a collection's plugin).
+            if out.unresolved.is_none() {
+                out.unresolved = Some(whole.to_string());
+            }
+            continue;
+        }
+        let Some(c) = delimited.get(&at) else {
+            // A file lookup the analysis could not delimit.
+            if out.unresolved.is_none() {
+                out.unresolved = Some(whole.to_string());
+            }
+            continue;
+        };
         let args = c.get(2).map_or("", |m| m.as_str());
-        let (names, left) = literals(args);
+        let (mut names, left) = literals(args);
+        if lookup_name(name) == "password" {
+            // `password` reads the file its first word names, if it exists.
+            names = names
+                .iter()
+                .filter_map(|n| n.split_whitespace().next().map(str::to_string))
+                .filter(|n| n != "/dev/null")
+                .collect();
+            if names.is_empty() && !left {
+                continue;
+            }
+        }
         if (left || names.is_empty()) && out.unresolved.is_none() {
             out.unresolved = Some(c[0].to_string());
         }
         out.names.extend(names);
     }
-    if LOOKUP_START.find_iter(src).count() > delimited && out.unresolved.is_none() {
-        out.unresolved = LOOKUP_START.find(src).map(|m| m.as_str().to_string());
+    if out.unresolved.is_none() {
+        for m in JINJA.find_iter(src) {
+            if let Some(d) = LOOKUP_DYNAMIC.find(m.as_str()) {
+                out.unresolved = Some(d.as_str().trim_start().to_string());
+                break;
+            }
+        }
     }
     for c in STATEMENT.captures_iter(src) {
         let arg = &c[2];
@@ -184,6 +290,41 @@ mod tests {
             vec!["@playbook_dir/../keys/a.pub", "@role_path/files/b"]
         );
         assert!(r.unresolved.is_none(), "{r:?}");
+    }
+
+    #[test]
+    fn lookups_that_may_read_anything_are_unresolved() {
+        for s in [
+            "{{ lookup('pipe', 'cat files/motd') }}",
+            "{{ query('lines', 'cat x') }}",
+            "{{ lookup('community.general.passwordstore', 'a') }}",
+            "{{ lookup(kind, 'x') }}",
+        ] {
+            assert!(jinja_reads(s).unresolved.is_some(), "{s}");
+        }
+        for s in [
+            "{{ lookup('env', 'HOME') }}",
+            "{{ query('ansible.builtin.items', [1, 2]) }}",
+            "{{ lookup('dict', d) }} {{ q('sequence', 'start=1 end=3') }}",
+            "{{ lookup('community.general.cartesian', a, b) }}",
+            "dns lookup (x) {{ y }}",
+        ] {
+            assert_eq!(jinja_reads(s), Reads::default(), "{s}");
+        }
+    }
+
+    #[test]
+    fn password_reads_its_file_and_concatenations_are_not_names() {
+        let r = jinja_reads("{{ lookup('password', 'credentials/db length=20') }}");
+        assert_eq!(r.names, vec!["credentials/db"]);
+        assert!(r.unresolved.is_none());
+        assert_eq!(
+            jinja_reads("{{ lookup('password', '/dev/null length=15') }}"),
+            Reads::default()
+        );
+        let r = jinja_reads("{{ lookup('file', keys ~ '/admin.pub') }}");
+        assert!(r.names.is_empty(), "{r:?}");
+        assert!(r.unresolved.is_some());
     }
 
     #[test]

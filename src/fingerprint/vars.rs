@@ -95,16 +95,11 @@ static SYNTAX_OVERRIDE: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 
-/// `with_X` loops over file lookups: their items are names of controller files.
-const FILE_LOOKUP_LOOPS: &[&str] = &[
-    "file",
-    "fileglob",
-    "first_found",
-    "template",
-    "csvfile",
-    "ini",
-    "unvault",
-];
+/// The lookup a `with_X` key loops over (`with_ansible.builtin.fileglob`
+/// is `with_fileglob`).
+fn loop_lookup(key: &str) -> Option<&str> {
+    key.strip_prefix("with_").map(super::reads::lookup_name)
+}
 
 /// The items of a `with_file`-style loop: literal names are reads, a
 /// templated one without a literal directory is unresolved.
@@ -353,10 +348,11 @@ impl Analyzer {
         match y {
             Yaml::String(s) => {
                 // `with_fileglob: files/*` names files, not an expression.
+                // (the terms of a lookup that reads files, `with_lines:
+                // cat x`, are not expressions either).
                 let bare = key.is_some_and(|k| {
                     EXPRESSION_KEYS.contains(&k)
-                        || k.strip_prefix("with_")
-                            .is_some_and(|l| !FILE_LOOKUP_LOOPS.contains(&l))
+                        || loop_lookup(k).is_some_and(super::reads::is_pure_lookup)
                 });
                 if is_template(s) {
                     self.template(s, file, text, u);
@@ -391,6 +387,27 @@ impl Analyzer {
                     u.merge(&inner);
                     return;
                 }
+                // `include_vars:` with its arguments under `args:`.
+                let args = &y["args"];
+                if h.keys().any(|k| {
+                    matches!(
+                        k.as_str(),
+                        Some(
+                            "include_vars"
+                                | "ansible.builtin.include_vars"
+                                | "ansible.legacy.include_vars"
+                        )
+                    )
+                }) && (args["dir"].as_str().is_some()
+                    || [&args["file"], &args["_raw_params"]]
+                        .iter()
+                        .any(|a| a.as_str().is_some_and(is_template)))
+                {
+                    u.give_up(format!(
+                        "{file}:{}: include_vars with a name known only at run time",
+                        line_of(text, "include_vars")
+                    ));
+                }
                 for (k, v) in h {
                     self.pair(k, v, file, text, u);
                 }
@@ -409,22 +426,53 @@ impl Analyzer {
                 line_of(text, ks)
             ));
         }
-        if matches!(ks, Some("include_vars" | "ansible.builtin.include_vars")) {
+        // `action: include_vars NAME` is `include_vars: NAME`.
+        let action = matches!(ks, Some("action" | "local_action"))
+            .then(|| v.as_str())
+            .flatten()
+            .and_then(|a| a.trim_start().split_once(char::is_whitespace))
+            .filter(|(m, _)| {
+                matches!(
+                    *m,
+                    "include_vars" | "ansible.builtin.include_vars" | "ansible.legacy.include_vars"
+                )
+            })
+            .map(|(_, rest)| Yaml::String(rest.to_string()));
+        if let Some(v) = action.as_ref().or_else(|| {
+            matches!(
+                ks,
+                Some(
+                    "include_vars" | "ansible.builtin.include_vars" | "ansible.legacy.include_vars"
+                )
+            )
+            .then_some(v)
+        }) {
             let target = v
                 .as_str()
                 .or_else(|| v["file"].as_str())
+                .or_else(|| v["_raw_params"].as_str())
                 .or_else(|| v["dir"].as_str());
-            if v["dir"].as_str().is_some() || target.is_some_and(is_template) {
+            // Free form: `include_vars: dir=vars/` names a directory too.
+            let dir = v["dir"].as_str().is_some()
+                || v.as_str()
+                    .is_some_and(|s| s.split_whitespace().any(|w| w.starts_with("dir=")));
+            if dir || target.is_some_and(is_template) {
                 u.give_up(format!(
                     "{file}:{}: include_vars with a name known only at run time",
                     line_of(text, target.unwrap_or("include_vars"))
                 ));
             }
         }
-        if let Some(k) = ks.and_then(|k| k.strip_prefix("with_"))
-            && FILE_LOOKUP_LOOPS.contains(&k)
-        {
-            loop_reads(v, file, text, u);
+        if let Some(l) = ks.and_then(loop_lookup) {
+            if super::reads::is_file_lookup(l) && l != "password" {
+                loop_reads(v, file, text, u);
+            } else if !super::reads::is_pure_lookup(l) {
+                let k = ks.unwrap_or_default();
+                u.unresolved_read(format!(
+                    "{file}:{}: {k} runs a lookup that may read any controller file",
+                    line_of(text, k)
+                ));
+            }
         }
         self.yaml(v, ks, file, text, u);
     }
@@ -535,6 +583,37 @@ mod tests {
         assert!(f.unwrap().contains("include_vars"));
         let (_, f) = names("- debug: {msg: \"{{ x | }}\"}\n");
         assert!(f.unwrap().contains("cannot parse"));
+    }
+
+    #[test]
+    fn loops_over_lookups_that_may_read_anything_are_unresolved_reads() {
+        let run = |src: &str| {
+            let mut a = Analyzer::default();
+            let mut u = VarUse::default();
+            for d in &YamlLoader::load_from_str(src).unwrap() {
+                a.yaml(d, None, "t.yml", src, &mut u);
+            }
+            u
+        };
+        let u = run("- debug: {msg: \"{{ item }}\"}\n  with_lines: cat files/motd\n");
+        assert!(u.read_unresolved.unwrap().contains("with_lines"));
+        let u = run("- debug: {msg: \"{{ item }}\"}\n  with_community.general.filetree: ../o/\n");
+        assert!(u.read_unresolved.is_none());
+        assert!(u.reads.contains("../o/"));
+        let u = run("- debug: {msg: \"{{ item }}\"}\n  with_ansible.builtin.fileglob: c/*.conf\n");
+        assert!(u.reads.contains("c/*.conf"));
+        for pure in [
+            "with_items: [a]",
+            "with_dict: {a: 1}",
+            "with_sequence: count=3",
+        ] {
+            let u = run(&format!("- debug: {{msg: x}}\n  {pure}\n"));
+            assert!(u.read_unresolved.is_none(), "{pure}");
+        }
+        let u = run("- action: include_vars {{ os }}.yml\n");
+        assert!(u.fallback.unwrap().contains("include_vars"));
+        let u = run("- include_vars:\n  args: {file: \"{{ os }}.yml\"}\n");
+        assert!(u.fallback.unwrap().contains("include_vars"));
     }
 
     #[test]
