@@ -827,7 +827,6 @@ fn lookups_in_a_template_rendered_by_a_task_file_outside_a_role_search_that_file
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "needs src/fingerprint/mod.rs: resolve_reads maps a glob to its directory (reads::glob_dir) and counts every file under it, not the listing plus the matches"]
 fn globs_precision_the_content_of_a_file_the_glob_does_not_match_does_not_count() {
     let ws = with_lookups();
     ws.write("site/files/conf.d/README", "v1\n");

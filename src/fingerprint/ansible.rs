@@ -364,6 +364,10 @@ struct Discovery<'a> {
     /// Scanning a block that runs on the controller (`delegate_to:
     /// localhost`, `connection: local`).
     local: bool,
+    /// Candidates already resolved, by directory, play, name and how: the
+    /// same strings recur in a file ("0644", "directory", a template name)
+    /// and resolve the same way.
+    resolved: std::collections::HashSet<(PathBuf, PathBuf, String, u8)>,
 }
 
 /// Discovers the inputs of `playbook` (relative to `source`).
@@ -392,6 +396,7 @@ pub fn discover(
         play_dirs: BTreeSet::new(),
         cur_play: pb.parent().unwrap_or(root).to_path_buf(),
         local: false,
+        resolved: std::collections::HashSet::new(),
     };
     d.find_play_dirs(&pb);
     loop {
@@ -585,12 +590,7 @@ impl Discovery<'_> {
                             None => name,
                         };
                         match super::reads::glob_dir(&name) {
-                            Some(d) if d.is_empty() => {
-                                for sub in ["files", "templates"] {
-                                    self.resolve_candidate(sub, file, true, s);
-                                }
-                            }
-                            Some(d) => self.resolve_candidate(&d, file, true, s),
+                            Some(_) => self.resolve_glob(&name, file, s),
                             None => self.resolve_candidate(&name, file, true, s),
                         }
                     }
@@ -610,6 +610,17 @@ impl Discovery<'_> {
             return;
         }
         let dir = file.parent().unwrap_or(self.root);
+        let how = u8::from(dir_ok)
+            | (u8::from(original.contains("playbook_dir")) << 1)
+            | (u8::from(original.contains("role_path")) << 2);
+        if !self.resolved.insert((
+            dir.to_path_buf(),
+            self.cur_play.clone(),
+            cand.to_string(),
+            how,
+        )) {
+            return;
+        }
         let role_dir = dir
             .parent()
             .map(Path::to_path_buf)
@@ -636,6 +647,25 @@ impl Discovery<'_> {
             }
             if self.obs.is_file(&p) || (dir_ok && self.obs.is_dir(&p)) {
                 self.reference(&p, file, original);
+            }
+        }
+    }
+
+    /// The files a glob read by a lookup matches, from every directory of
+    /// the search path: each match counts, and the directories the glob
+    /// looked in are recorded as listed (a new match changes the memo's
+    /// record), but a file beside the matches does not count.
+    fn resolve_glob(&mut self, pattern: &str, file: &Path, original: &str) {
+        let dir = file.parent().unwrap_or(self.root);
+        for base in self.bases(dir) {
+            let full = normalize(&base.join(pattern));
+            if !full.starts_with(self.root) {
+                continue;
+            }
+            for p in self.obs.glob(&full.to_string_lossy()) {
+                if self.obs.is_file(&p) {
+                    self.reference(&p, file, original);
+                }
             }
         }
     }
