@@ -408,3 +408,39 @@ fn read_only_commands_warm_the_caches_and_never_write_the_build_cache() {
         assert!(!ws.db().exists(), "{cmd:?} wrote the build cache");
     }
 }
+
+/// Holes found in review, not fixed yet: each test fails while the memo
+/// serves a stale digest.
+///
+/// A setup command's glob (`cp overlay/*/motd {root}/etc/`) is expanded by
+/// the shell through a linked directory (`overlay/site -> ../shared/site`);
+/// the memo records the directories below the glob's literal prefix without
+/// following links, so a new match in the link's target leaves it in use.
+#[test]
+#[ignore = "hole: a new match of a setup command's glob through a linked directory leaves the memo in use"]
+fn hole_memo_setup_glob_through_a_linked_directory() {
+    let mut ws = TestWs::new("chain");
+    ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
+    std::fs::create_dir_all(ws.path("shared/site")).unwrap();
+    std::fs::create_dir_all(ws.path("overlay")).unwrap();
+    symlink("../shared/site", &ws.path("overlay/site"));
+    let lf = ws.read("Layerfile.toml").replace(
+        r#"setup = ["sh scripts/busybox-root.sh {root}"]"#,
+        r#"setup = ["sh scripts/busybox-root.sh {root}", "cp overlay/*/motd {root}/etc/"]"#,
+    );
+    assert!(lf.contains("overlay/*/motd"));
+    ws.write("Layerfile.toml", &lf);
+    // The first scan creates cache/ beside the glob's prefix: let it age.
+    std::thread::sleep(Duration::from_millis(2100));
+    scan(&ws);
+    let before = settle(&ws);
+    assert_eq!(before, fresh(&ws));
+    ws.write("shared/site/motd", "hello\n");
+    let (after, from_memo) = scan(&ws);
+    let expected = fresh(&ws);
+    assert_ne!(before["//base/os"], expected["//base/os"]);
+    assert_eq!(
+        after, expected,
+        "a stale digest (served by the memo: {from_memo})"
+    );
+}
