@@ -51,6 +51,10 @@ const MIGRATIONS: &[&str] = &[
         signature    BLOB NOT NULL,
         digests      TEXT NOT NULL
     );",
+    // 2: a file starting with a `#jinja2:` header is now Jinja: entries
+    //    recorded before say otherwise.
+    "DELETE FROM file_stats;
+    DELETE FROM memo;",
 ];
 
 pub struct FingerprintDb {

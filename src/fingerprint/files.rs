@@ -698,6 +698,10 @@ fn hash_content(
 
 /// Does `buf` contain `{{` or `{%`?
 fn has_jinja_marker(buf: &[u8]) -> bool {
+    // A `#jinja2:` header may set other delimiters (`[[ x ]]`).
+    if buf.starts_with(b"#jinja2:") {
+        return true;
+    }
     let mut rest = buf;
     while let Some(i) = rest.iter().position(|&b| b == b'{') {
         if matches!(rest.get(i + 1), Some(b'{' | b'%')) {

@@ -621,38 +621,7 @@ fn build_manifest(
         }
         whole_workspace_note(layer, reason, index, &mut notes);
     }
-    // A link counts as a link; what it leads to inside the workspace counts
-    // too, with the link's origin (over-approximate: Ansible follows links).
-    let mut queue: Vec<(String, String)> = files
-        .iter()
-        .filter(|(_, f)| f.mode == "120000")
-        .map(|(p, f)| (p.clone(), f.origin.clone()))
-        .collect();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    while let Some((link, origin)) = queue.pop() {
-        let Some(LinkTarget::Inside(target)) = index.link(&link) else {
-            continue;
-        };
-        if target == "." || !seen.insert(target.clone()) {
-            continue;
-        }
-        for (p, h) in index.under(target) {
-            if files.contains_key(p) {
-                continue;
-            }
-            files.insert(
-                p.clone(),
-                FileInput {
-                    hash: h.hash.clone(),
-                    mode: h.mode.clone(),
-                    origin: origin.clone(),
-                },
-            );
-            if h.mode == "120000" {
-                queue.push((p.clone(), origin.clone()));
-            }
-        }
-    }
+    follow_links(index, &mut files);
     let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut inventory_groups = vec![];
     let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
@@ -667,6 +636,11 @@ fn build_manifest(
                 Ok(u) => u,
                 Err(missing) => return Ok(Built::Missing(missing)),
             };
+            // A file the play reads through a link: its target counts, and
+            // is analysed in turn.
+            if follow_links(index, &mut files) {
+                continue;
+            }
             let (closed, value_reads) =
                 variables_closed(system, layer, found, model, play_model, analyzer);
             used = closed;
@@ -713,6 +687,7 @@ fn build_manifest(
                     }
                 }
             }
+            follow_links(index, &mut files);
             if files.len() == before {
                 break;
             }
@@ -1015,25 +990,30 @@ fn resolve_reads(
         // A glob counts the files it matches (a new match changes the
         // digest; a new file beside them does not), found from its
         // literal directory.
-        let pattern = reads::glob_dir(name).map(|_| name.to_string());
-        let name = match reads::glob_dir(name) {
-            Some(d) if d.is_empty() => ".".to_string(),
-            Some(d) => d,
-            None => name.trim_end_matches('/').to_string(),
-        };
         // `playbook_dir + '/x'`, `role_path ~ '/x'`: one base only.
-        let (name, only): (String, Option<String>) =
+        let (raw, only): (&str, Option<String>) =
             if let Some(rest) = name.strip_prefix("@playbook_dir/") {
-                (rest.to_string(), Some(pdir.to_string()))
+                (rest, Some(pdir.to_string()))
             } else if let Some(rest) = name.strip_prefix("@role_path/") {
                 match &role {
-                    Some(r) => (rest.to_string(), Some(r.clone())),
+                    Some(r) => (rest, Some(r.clone())),
                     // No role: `role_path` is undefined, nothing is read.
                     None => continue,
                 }
             } else {
                 (name, None)
             };
+        // A glob is found from its literal directory and counts the files
+        // it matches there (a new match changes the digest; a file beside
+        // them does not): `rest` is the part from that directory on.
+        let (name, rest): (String, Option<&str>) = match reads::glob_dir(raw) {
+            Some(d) if d.is_empty() => (".".to_string(), Some(raw)),
+            Some(d) => {
+                let rest = &raw[d.len()..];
+                (d, Some(rest.trim_start_matches('/')))
+            }
+            None => (raw.trim_end_matches('/').to_string(), None),
+        };
         if name.starts_with('/') {
             let p = std::path::Path::new(&name);
             if p.starts_with(&ws.root) {
@@ -1085,14 +1065,25 @@ fn resolve_reads(
                 ));
             }
             if indexed || tried.contains(&cand) {
+                // A directory that is a link: the link counts, and the glob
+                // (or the whole directory) is taken where it leads.
+                let mut cand = cand;
+                for _ in 0..40 {
+                    match index.link(&cand) {
+                        Some(LinkTarget::Inside(t)) if t != "." => {
+                            found.push((cand.clone(), None));
+                            cand = t.clone();
+                        }
+                        _ => break,
+                    }
+                }
                 // The glob anchored where its directory was found; one that
                 // does not parse counts the whole directory.
-                let glob = pattern.as_deref().and_then(|pat| {
-                    let rest = pat.strip_prefix(name.as_str()).unwrap_or(pat);
+                let glob = rest.and_then(|rest| {
                     let anchored = if cand == "." {
-                        rest.trim_start_matches('/').to_string()
+                        rest.to_string()
                     } else {
-                        format!("{cand}/{}", rest.trim_start_matches('/'))
+                        format!("{cand}/{rest}")
                     };
                     glob::Pattern::new(&anchored).ok()
                 });
@@ -1103,6 +1094,44 @@ fn resolve_reads(
         }
     }
     Ok(found)
+}
+
+/// A link counts as a link; what it leads to inside the workspace counts
+/// too, with the link's origin (over-approximate: Ansible follows links).
+/// True when files were added.
+fn follow_links(index: &FileIndex, files: &mut BTreeMap<String, FileInput>) -> bool {
+    let before = files.len();
+    let mut queue: Vec<(String, String)> = files
+        .iter()
+        .filter(|(_, f)| f.mode == "120000")
+        .map(|(p, f)| (p.clone(), f.origin.clone()))
+        .collect();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some((link, origin)) = queue.pop() {
+        let Some(LinkTarget::Inside(target)) = index.link(&link) else {
+            continue;
+        };
+        if target == "." || !seen.insert(target.clone()) {
+            continue;
+        }
+        for (p, h) in index.under(target) {
+            if files.contains_key(p) {
+                continue;
+            }
+            files.insert(
+                p.clone(),
+                FileInput {
+                    hash: h.hash.clone(),
+                    mode: h.mode.clone(),
+                    origin: origin.clone(),
+                },
+            );
+            if h.mode == "120000" {
+                queue.push((p.clone(), origin.clone()));
+            }
+        }
+    }
+    files.len() > before
 }
 
 /// Does `path` (workspace-relative) match the glob, as Python's `glob`
@@ -1434,6 +1463,10 @@ fn ansible_cfg_paths(
             if part.is_empty() {
                 continue;
             }
+            // Ansible's `resolve_path`: `{{CWD}}` is the directory it runs
+            // in, then environment variables and `~` are expanded.
+            let expanded = expand_cfg_path(part, &ws.root.join(source));
+            let part = expanded.as_str();
             let full = if let Some(rest) = part.strip_prefix("~/") {
                 match std::env::var_os("HOME") {
                     Some(home) => std::path::PathBuf::from(home).join(rest),
@@ -1476,6 +1509,22 @@ fn ansible_cfg_paths(
         }
     }
     Ok((out, plugins))
+}
+
+/// An `ansible.cfg` path as Ansible resolves it: `{{CWD}}` replaced by
+/// the directory ansible-playbook runs in, `$VAR` and `${VAR}` by the
+/// environment (left as written when unset, as `os.path.expandvars` does).
+fn expand_cfg_path(part: &str, cwd: &std::path::Path) -> String {
+    static VAR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+            .expect("valid regex")
+    });
+    let s = part.replace("{{CWD}}", &cwd.to_string_lossy());
+    VAR.replace_all(&s, |c: &regex::Captures| {
+        let name = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+        std::env::var(name).unwrap_or_else(|_| c[0].to_string())
+    })
+    .into_owned()
 }
 
 /// `(key in lower case, value, line)` of an INI text, as configparser

@@ -599,13 +599,15 @@ impl Observer {
             .look(&literal, Look::Stat, true)
             .is_ok_and(|m| m.is_dir())
         {
+            // Following links: a match may appear in a linked directory.
             for e in walkdir::WalkDir::new(&literal)
                 .min_depth(1)
+                .follow_links(true)
                 .into_iter()
                 .filter_map(|e| e.ok())
             {
                 if e.file_type().is_dir() {
-                    self.look(e.path(), Look::Stat, false).ok();
+                    self.look(e.path(), Look::Stat, true).ok();
                 }
             }
         }

@@ -88,8 +88,15 @@ static LOOKUP_START: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// A lookup whose plugin is named by an expression (`lookup(kind, ...)`).
 static LOOKUP_DYNAMIC: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?:^|[^.\w])(?:lookup|query)\s*\(\s*[^'"\s)]"#).expect("valid regex")
+    Regex::new(r#"(?:^|[^.\w])(?:lookup|query|q)\s*\(\s*[^'"\s)]"#).expect("valid regex")
 });
+/// Any use of the lookup functions' names in Jinja (a call, or the
+/// function taken as a value: `{% set rd = lookup %}`).
+static LOOKUP_WORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|[^.\w])(lookup|query|q)\b").expect("valid regex"));
+/// What follows a lookup function's name in a call with a literal plugin name.
+static LITERAL_CALL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"^\s*\(\s*['"]"#).expect("valid regex"));
 /// Jinja expressions and statements of a template.
 static JINJA: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?s)\{\{.*?\}\}|\{%.*?%\}").expect("valid regex"));
@@ -152,10 +159,7 @@ fn literals(args: &str) -> (Vec<String>, bool) {
 /// The files `src` (Jinja source: a template or one YAML string) reads.
 pub fn jinja_reads(src: &str) -> Reads {
     let mut out = Reads::default();
-    if !(src.contains("lookup")
-        || src.contains("query")
-        || src.contains("q(")
-        || src.contains("{%"))
+    if !(src.contains("lookup") || src.contains("query") || src.contains('q') || src.contains("{%"))
     {
         return out;
     }
@@ -203,10 +207,20 @@ pub fn jinja_reads(src: &str) -> Reads {
         out.names.extend(names);
     }
     if out.unresolved.is_none() {
-        for m in JINJA.find_iter(src) {
+        'blocks: for m in JINJA.find_iter(src) {
             if let Some(d) = LOOKUP_DYNAMIC.find(m.as_str()) {
                 out.unresolved = Some(d.as_str().trim_start().to_string());
                 break;
+            }
+            // A lookup function used other than as a call with a literal
+            // plugin name (`q (...)` is one; `{% set rd = lookup %}` is
+            // not): what it reads cannot be known.
+            for w in LOOKUP_WORD.captures_iter(m.as_str()) {
+                let Some(name) = w.get(1) else { continue };
+                if !LITERAL_CALL.is_match(&m.as_str()[name.end()..]) {
+                    out.unresolved = Some(name.as_str().to_string());
+                    break 'blocks;
+                }
             }
         }
     }

@@ -85,7 +85,7 @@ const ALL_VARS_NAMES: &[&str] = &[
 ];
 
 static VARS_LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"\b(lookup|query|q)\s*\(\s*['"](ansible\.builtin\.)?(vars|varnames|inventory_hostnames)['"]"#)
+    Regex::new(r#"\b(lookup|query|q)\s*\(\s*['"](ansible\.(?:builtin|legacy)\.)?(vars|varnames|inventory_hostnames)['"]"#)
         .expect("valid regex")
 });
 /// Template syntax overrides (`#jinja2:` headers, `variable_start_string`...)
