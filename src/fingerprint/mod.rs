@@ -677,15 +677,7 @@ fn build_manifest(
                 if !missing.is_empty() {
                     return Ok(Built::Missing(missing));
                 }
-                for (rel, glob) in found {
-                    for (p, h) in index.under(&rel).filter(|(p, _)| glob_matches(&glob, p)) {
-                        files.entry(p.clone()).or_insert_with(|| FileInput {
-                            hash: h.hash.clone(),
-                            mode: h.mode.clone(),
-                            origin: "play".into(),
-                        });
-                    }
-                }
+                add_reads(index, &found, &mut files);
             }
             follow_links(index, &mut files);
             if files.len() == before {
@@ -1096,6 +1088,24 @@ fn resolve_reads(
     Ok(found)
 }
 
+/// Counts what [`resolve_reads`] found: each directory's files (those a
+/// glob matches, for a glob) as read by the play.
+fn add_reads(
+    index: &FileIndex,
+    found: &[(String, Option<glob::Pattern>)],
+    files: &mut BTreeMap<String, FileInput>,
+) {
+    for (rel, glob) in found {
+        for (p, h) in index.under(rel).filter(|(p, _)| glob_matches(glob, p)) {
+            files.entry(p.clone()).or_insert_with(|| FileInput {
+                hash: h.hash.clone(),
+                mode: h.mode.clone(),
+                origin: "play".into(),
+            });
+        }
+    }
+}
+
 /// A link counts as a link; what it leads to inside the workspace counts
 /// too, with the link's origin (over-approximate: Ansible follows links).
 /// True when files were added.
@@ -1201,15 +1211,7 @@ fn play_files(
                     tried,
                     &mut missing,
                 )?;
-                for (rel, glob) in found {
-                    for (p, h) in index.under(&rel).filter(|(p, _)| glob_matches(&glob, p)) {
-                        files.entry(p.clone()).or_insert_with(|| FileInput {
-                            hash: h.hash.clone(),
-                            mode: h.mode.clone(),
-                            origin: "play".into(),
-                        });
-                    }
-                }
+                add_reads(index, &found, files);
             }
             if let (Some(reason), false) = (&u.read_unresolved, whole) {
                 whole = true;

@@ -139,6 +139,28 @@ struct Listing {
     entries: std::collections::HashMap<std::ffi::OsString, (Entry, u64)>,
 }
 
+impl Listing {
+    /// The `Kind` signature `stat` would give an entry that is a file or a
+    /// directory. A mount point's listed inode is not the one `stat`
+    /// shows: the signature then differs and the memo misses (safe).
+    fn kind_sig(&self, kind: Entry, inode: u64) -> Vec<u8> {
+        let mode = if kind == Entry::File {
+            0o100000
+        } else {
+            0o040000
+        };
+        let stat = Stat {
+            device: self.device,
+            inode,
+            mode,
+            size: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+        };
+        sig_of_stat(Look::Kind, &stat)
+    }
+}
+
 impl Default for Observer {
     fn default() -> Self {
         Observer::new()
@@ -306,22 +328,7 @@ impl Observer {
                 None
             }
             Some((kind @ (Entry::File | Entry::Dir), inode)) => {
-                let mode = if kind == Entry::File {
-                    0o100000
-                } else {
-                    0o040000
-                };
-                // A mount point's listed inode is not the one `stat` shows:
-                // the signature then differs and the memo misses (safe).
-                let stat = Stat {
-                    device: listing.device,
-                    inode,
-                    mode,
-                    size: 0,
-                    mtime_ns: 0,
-                    ctime_ns: 0,
-                };
-                self.note(obs, sig_of_stat(Look::Kind, &stat));
+                self.note(obs, listing.kind_sig(kind, inode));
                 Some(kind)
             }
             Some(_) => self.look_kind(path),
@@ -344,26 +351,13 @@ impl Observer {
             dir.push(c);
             match listing.entries.get(std::ffi::OsStr::new(c)) {
                 Some(&(kind @ (Entry::File | Entry::Dir), inode)) => {
-                    let mode = if kind == Entry::File {
-                        0o100000
-                    } else {
-                        0o040000
-                    };
-                    let stat = Stat {
-                        device: listing.device,
-                        inode,
-                        mode,
-                        size: 0,
-                        mtime_ns: 0,
-                        ctime_ns: 0,
-                    };
                     if self.first_note(&dir, Noted::KindNoFollow) {
                         let obs = Observation {
                             path: dir.clone(),
                             look: Look::Kind,
                             follow: false,
                         };
-                        self.note(obs, sig_of_stat(Look::Kind, &stat));
+                        self.note(obs, listing.kind_sig(kind, inode));
                     }
                 }
                 _ => return true,
