@@ -52,7 +52,7 @@ pub struct PlayInputs {
     /// Every YAML file the play loads (playbooks, task files, role meta,
     /// vars files), workspace-relative.
     pub read: BTreeSet<String>,
-    /// Why every file of the source directory counts (a file the play
+    /// Why every file of the workspace counts (a file the play
     /// reads whose name the analysis cannot know), with the file and line.
     pub whole_source: Option<String>,
     /// Why every variable counts (the analysis cannot bound what the play

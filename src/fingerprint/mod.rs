@@ -655,7 +655,7 @@ fn build_manifest(
                     .read_unresolved
                     .clone()
                     .unwrap_or_else(|| "a variable's value reads files by name".to_string());
-                if !notes.iter().any(|n| n.starts_with("every file of ")) {
+                if !notes.iter().any(|n| n.starts_with(WHOLE_NOTE)) {
                     if !add_whole_workspace(layer, index, &mut files) {
                         return Ok(Built::Missing(BTreeSet::from([WHOLE_WORKSPACE.into()])));
                     }
@@ -815,6 +815,9 @@ fn build_manifest(
 /// found missing from the index.
 const WHOLE_WORKSPACE: &str = ".";
 
+/// How the manifest's note of a whole-workspace fallback begins.
+const WHOLE_NOTE: &str = "every file of the workspace counts";
+
 /// The fallback when what a play reads is known only at run time (a
 /// templated `src`, a lookup of a variable, a plugin that reads files):
 /// every file of the workspace counts for that layer, roles nobody uses and
@@ -858,12 +861,8 @@ fn add_whole_workspace(
 /// that leads out of the workspace (the play may read it, and what it
 /// leads to cannot count).
 fn whole_workspace_note(layer: &Layer, reason: &str, index: &FileIndex, notes: &mut Vec<String>) {
-    let note = format!("every file of the workspace counts because {reason}");
-    if !notes
-        .iter()
-        .any(|n| n.starts_with("every file of the workspace counts"))
-    {
-        notes.push(note);
+    if !notes.iter().any(|n| n.starts_with(WHOLE_NOTE)) {
+        notes.push(format!("{WHOLE_NOTE} because {reason}"));
     }
     for (p, _) in index.under(".") {
         if let Some(LinkTarget::Outside(real)) = index.link(p) {
@@ -932,9 +931,8 @@ fn resolve_reads(
     // rendered by a task file in `X`, whose own `files/`, `templates/` and
     // directory Ansible searches too (a task file outside any role).
     let parent = parent_rel(from);
-    if let Some((x, last)) = parent.rsplit_once('/').or(Some(("", parent)))
-        && matches!(last, "templates" | "files")
-    {
+    let (x, last) = parent.rsplit_once('/').unwrap_or(("", parent));
+    if matches!(last, "templates" | "files") {
         let x = if x.is_empty() { "." } else { x };
         for sub in ["files", "templates", "vars"] {
             bases.push(if x == "." {
@@ -979,9 +977,6 @@ fn resolve_reads(
         if name.is_empty() {
             continue;
         }
-        // A glob counts the files it matches (a new match changes the
-        // digest; a new file beside them does not), found from its
-        // literal directory.
         // `playbook_dir + '/x'`, `role_path ~ '/x'`: one base only.
         let (raw, only): (&str, Option<String>) =
             if let Some(rest) = name.strip_prefix("@playbook_dir/") {

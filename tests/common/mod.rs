@@ -69,6 +69,14 @@ pub struct TestWs {
     pub env: Vec<(String, String)>,
 }
 
+/// Runs the real binary in the workspace at `dir` (`-C dir`), with `env`.
+pub fn lb_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_layerbuild"));
+    c.arg("-C").arg(dir).args(args).stdin(Stdio::null());
+    c.envs(env.iter().copied());
+    Run::from(c.output().unwrap())
+}
+
 pub fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -139,12 +147,12 @@ impl TestWs {
     }
 
     pub fn lb(&self, args: &[&str]) -> Run {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_layerbuild"));
-        c.arg("-C").arg(&self.root).args(args).stdin(Stdio::null());
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        Run::from(c.output().unwrap())
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        lb_in(&self.root, args, &env)
     }
 
     /// Wraps buildah so every invocation is logged to the returned file.
