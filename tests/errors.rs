@@ -16,6 +16,10 @@ fn assert_input_error(ws: &TestWs, run: &Run, must_contain: &[&str]) {
     }
     assert!(!ws.db().exists(), "the cache was written on bad input");
     assert!(
+        !ws.fingerprint_db().exists(),
+        "the fingerprint cache was written on bad input"
+    );
+    assert!(
         !ws.path("cache/logs").exists(),
         "logs were written on bad input"
     );

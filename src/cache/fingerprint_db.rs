@@ -237,6 +237,57 @@ impl MemoStore for FingerprintDb {
     }
 }
 
+/// The fingerprint database of a cache directory, opened on first use and
+/// created only to store: a command that fails on bad input before its
+/// fingerprint is done leaves no file behind.
+pub struct LazyFingerprintDb {
+    dir: PathBuf,
+    db: std::sync::OnceLock<Option<FingerprintDb>>,
+}
+
+impl LazyFingerprintDb {
+    pub fn new(cache_dir: &Path) -> LazyFingerprintDb {
+        LazyFingerprintDb {
+            dir: cache_dir.to_path_buf(),
+            db: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The database, if it exists (or was created by a store).
+    fn existing(&self) -> Option<&FingerprintDb> {
+        if self.db.get().is_none() && !self.dir.join(FILE).exists() {
+            return None;
+        }
+        self.created()
+    }
+
+    fn created(&self) -> Option<&FingerprintDb> {
+        self.db
+            .get_or_init(|| FingerprintDb::open(&self.dir))
+            .as_ref()
+    }
+}
+
+impl StatStore for LazyFingerprintDb {
+    fn load_stats(&self) -> HashMap<String, StatEntry> {
+        self.existing().map(|d| d.load_stats()).unwrap_or_default()
+    }
+
+    fn store_stats(&self, stat: &StatCache) -> bool {
+        !stat.dirty() || self.created().is_some_and(|d| d.store_stats(stat))
+    }
+}
+
+impl MemoStore for LazyFingerprintDb {
+    fn memo(&self, id: &str) -> Option<MemoRow> {
+        self.existing()?.memo(id)
+    }
+
+    fn store_memo(&self, id: &str, row: &MemoRow) -> bool {
+        self.created().is_some_and(|d| d.store_memo(id, row))
+    }
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);

@@ -225,6 +225,12 @@ pub fn build(
     let started = Instant::now();
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
+    if let Some(j) = opts.jobs
+        && j == 0
+    {
+        return Err(Error::input("-j/--jobs must be at least 1")
+            .with_hint("omit -j to use [build] jobs or one job per core"));
+    }
     // Digests only, from the memo, when nothing changed since the last
     // fingerprint; in full (manifests, variables) otherwise. Meanwhile the
     // image store is listed (read-only; its answer is used only once the
@@ -238,12 +244,6 @@ pub fn build(
         (fp, images)
     });
     let mut fp = fp?;
-    if let Some(j) = opts.jobs
-        && j == 0
-    {
-        return Err(Error::input("-j/--jobs must be at least 1")
-            .with_hint("omit -j to use [build] jobs or one job per core"));
-    }
     let jobs = opts.jobs.unwrap_or(ws.build.jobs);
     let isolation = opts
         .isolation

@@ -33,12 +33,11 @@ pub(crate) fn fingerprints(
     labels: &[Label],
     want: crate::fingerprint::session::Want,
 ) -> Result<crate::fingerprint::session::Prints> {
-    let db = crate::cache::fingerprint_db::FingerprintDb::open(&ws.cache_dir);
-    let mut session = crate::fingerprint::session::Session::new(ws, system);
-    if let Some(db) = &db {
-        session = session.with_stats(db).with_memos(db);
-    }
-    session.fingerprint(labels, want)
+    let db = crate::cache::fingerprint_db::LazyFingerprintDb::new(&ws.cache_dir);
+    crate::fingerprint::session::Session::new(ws, system)
+        .with_stats(&db)
+        .with_memos(&db)
+        .fingerprint(labels, want)
 }
 
 /// [`fingerprints`] with whole manifests.
