@@ -27,7 +27,7 @@
 //!
 //! I/O: reads YAML files of the source directory and roles.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use yaml_rust2::{Yaml, YamlLoader};
@@ -368,6 +368,13 @@ struct Discovery<'a> {
     /// same strings recur in a file ("0644", "directory", a template name)
     /// and resolve the same way.
     resolved: std::collections::HashSet<(PathBuf, PathBuf, String, u8)>,
+    /// [`Discovery::bases`] by directory and play, with the number of roles
+    /// and play directories known when computed (both only grow).
+    bases_memo: HashMap<(PathBuf, PathBuf, usize, usize), std::rc::Rc<Vec<PathBuf>>>,
+    /// Whether each search-path directory is a directory (recorded by the
+    /// observer the first time): a name cannot be found below one that is
+    /// not, and most of the search path does not exist.
+    is_dir_memo: HashMap<PathBuf, bool>,
 }
 
 /// Discovers the inputs of `playbook` (relative to `source`).
@@ -397,6 +404,8 @@ pub fn discover(
         cur_play: pb.parent().unwrap_or(root).to_path_buf(),
         local: false,
         resolved: std::collections::HashSet::new(),
+        bases_memo: HashMap::new(),
+        is_dir_memo: HashMap::new(),
     };
     d.find_play_dirs(&pb);
     loop {
@@ -625,9 +634,10 @@ impl Discovery<'_> {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.to_path_buf());
-        let mut bases = self.bases(dir);
+        let mut bases = self.bases_memoised(dir);
         let mut cand = cand.to_string();
         if original.contains("playbook_dir") || original.contains("role_path") {
+            let bases = std::rc::Rc::make_mut(&mut bases);
             cand = cand.trim_start_matches('/').to_string();
             if original.contains("role_path") {
                 bases.insert(0, role_dir.clone());
@@ -640,7 +650,13 @@ impl Discovery<'_> {
         if Path::new(&cand).is_absolute() {
             return;
         }
-        for base in bases {
+        // Below a missing directory nothing is found (the observer recorded
+        // that directory's absence); a `..` may lead out of it.
+        let descends = !cand.split('/').any(|c| c == "..");
+        for base in bases.iter() {
+            if descends && !self.is_dir_memoised(base) {
+                continue;
+            }
             let p = normalize(&base.join(&cand));
             if !p.starts_with(self.root) || p == self.root {
                 continue;
@@ -706,6 +722,32 @@ impl Discovery<'_> {
     /// A task file outside a role searches its own directory's `files/`
     /// and `templates/` too (a task file in `tasks/`, an imported playbook
     /// in `plays/`), and a task file below a role's `tasks/` the role's.
+    /// [`Discovery::bases`], computed once per directory and play.
+    fn bases_memoised(&mut self, dir: &Path) -> std::rc::Rc<Vec<PathBuf>> {
+        let key = (
+            dir.to_path_buf(),
+            self.cur_play.clone(),
+            self.out.roles.len(),
+            self.play_dirs.len(),
+        );
+        if let Some(b) = self.bases_memo.get(&key) {
+            return b.clone();
+        }
+        let b = std::rc::Rc::new(self.bases(dir));
+        self.bases_memo.insert(key, b.clone());
+        b
+    }
+
+    /// `Observer::is_dir`, asked once per directory by this discovery.
+    fn is_dir_memoised(&mut self, dir: &Path) -> bool {
+        if let Some(&b) = self.is_dir_memo.get(dir) {
+            return b;
+        }
+        let b = self.obs.is_dir(dir);
+        self.is_dir_memo.insert(dir.to_path_buf(), b);
+        b
+    }
+
     fn bases(&self, dir: &Path) -> Vec<PathBuf> {
         let role_dir = dir
             .parent()
@@ -1014,9 +1056,13 @@ impl Discovery<'_> {
             self.count_read(Path::new(src), module, src, file);
             return;
         }
-        let cands: Vec<PathBuf> = self
-            .bases(&dir)
-            .into_iter()
+        // Below a missing directory of the workspace nothing is found (see
+        // `resolve_candidate`).
+        let descends = !src.split('/').any(|c| c == "..");
+        let bases = self.bases_memoised(&dir);
+        let cands: Vec<PathBuf> = bases
+            .iter()
+            .filter(|b| !(descends && b.starts_with(self.root)) || self.is_dir_memoised(b))
             .map(|b| normalize(&b.join(src)))
             .collect();
         // Every existing candidate counts (which one Ansible reads first

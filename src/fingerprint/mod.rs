@@ -14,6 +14,7 @@
 pub mod ansible;
 pub mod files;
 pub mod inventory;
+pub mod jinja;
 pub mod observe;
 pub mod reads;
 pub mod session;

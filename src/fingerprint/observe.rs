@@ -101,7 +101,7 @@ pub struct Observer {
     reads: AtomicUsize,
     /// Directory listings read for lookups (see [`Observer::is_file`]).
     /// Keyed by the path's bytes (`Path`'s own hash walks components).
-    listings: Mutex<std::collections::HashMap<std::ffi::OsString, Option<std::sync::Arc<Listing>>>>,
+    listings: Mutex<FastMap<std::ffi::OsString, Option<std::sync::Arc<Listing>>>>,
     /// What the analysis derived from a file (its parsed YAML...), once
     /// per run however many layers share the file; see [`Observer::derived`].
     derived: Mutex<std::collections::HashMap<(std::any::TypeId, PathBuf), Derived>>,
@@ -110,8 +110,14 @@ pub struct Observer {
     root: Option<PathBuf>,
     /// Lookups answered from listings and already recorded (every layer
     /// asks about the same names: recorded once).
-    noted: Mutex<[std::collections::HashSet<std::ffi::OsString>; 3]>,
+    noted: Mutex<[FastSet<std::ffi::OsString>; 3]>,
 }
+
+/// Maps of the run's own paths and names: no untrusted keys from outside
+/// the workspace reach them, so the fast hasher serves (SipHash was a
+/// tenth of a cold dry run).
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 type Derived = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
@@ -136,7 +142,7 @@ enum Entry {
 #[derive(Debug)]
 struct Listing {
     device: u64,
-    entries: std::collections::HashMap<std::ffi::OsString, (Entry, u64)>,
+    entries: FastMap<std::ffi::OsString, (Entry, u64)>,
 }
 
 impl Listing {
@@ -161,6 +167,13 @@ impl Listing {
     }
 }
 
+/// Does `path` have a `..` component? (Bytes, not `components()`: this
+/// is asked for every name the analysis tries.)
+fn has_parent_dir(path: &Path) -> bool {
+    let b = path.as_os_str().as_encoded_bytes();
+    b == b".." || b.starts_with(b"../") || b.ends_with(b"/..") || b.windows(4).any(|w| w == b"/../")
+}
+
 impl Default for Observer {
     fn default() -> Self {
         Observer::new()
@@ -182,7 +195,7 @@ impl Observer {
             seen: Mutex::new(Vec::new()),
             unusable: Mutex::new(None),
             reads: AtomicUsize::new(0),
-            listings: Mutex::new(std::collections::HashMap::new()),
+            listings: Mutex::new(FastMap::default()),
             derived: Mutex::new(std::collections::HashMap::new()),
             root: None,
             noted: Mutex::new(Default::default()),
@@ -288,10 +301,7 @@ impl Observer {
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
             return self.look_kind(path);
         };
-        if path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+        if has_parent_dir(path) {
             return self.look_kind(path);
         }
         let Some(listing) = self.listing(dir) else {
@@ -439,7 +449,7 @@ impl Observer {
             .and_then(|m| {
                 use std::os::unix::fs::{DirEntryExt, MetadataExt};
                 let rd = std::fs::read_dir(dir).ok()?;
-                let mut entries = std::collections::HashMap::new();
+                let mut entries = FastMap::default();
                 for e in rd.filter_map(|e| e.ok()) {
                     let kind = match e.file_type() {
                         Ok(t) if t.is_symlink() => Entry::Link,
@@ -542,12 +552,22 @@ impl Observer {
     }
 
     /// The entries of the directory `dir` (names, sorted), following links.
+    /// Recorded as its listing (a `Stat` of it) once per run, and read
+    /// once per run: every layer of a shared source lists the same
+    /// playbook directory.
     pub fn read_dir(&self, dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
-        self.look(dir, Look::Stat, true)?;
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
+        let Some(listing) = self.listing(dir) else {
+            // Not a readable directory: the look records why, and `read_dir`
+            // gives the error it would.
+            self.look(dir, Look::Stat, true)?;
+            std::fs::read_dir(dir)?;
+            return Err(io::Error::other(format!(
+                "{} is not a readable directory",
+                dir.display()
+            )));
+        };
+        self.note_listing(dir);
+        let mut names: Vec<std::ffi::OsString> = listing.entries.keys().cloned().collect();
         names.sort();
         Ok(names)
     }
@@ -635,34 +655,39 @@ impl Observer {
         // A path whose own `Stat` (not following) shows no symbolic link:
         // following it reaches the same inode, so looks that follow it or
         // only ask its kind say nothing more.
-        let plain: std::collections::HashSet<&Path> = seen
+        // Keyed by the paths' bytes (`Path`'s own hash walks components).
+        let plain: FastSet<&[u8]> = seen
             .iter()
             .filter(|(o, sig)| {
                 o.look == Look::Stat
                     && !o.follow
                     && stat_of_sig(sig).is_some_and(|s| s.mode & 0o170000 != 0o120000)
             })
-            .map(|(o, _)| o.path.as_path())
+            .map(|(o, _)| o.path.as_os_str().as_encoded_bytes())
             .collect();
         // Directories whose listing is recorded (through links or not: a
         // lookup below either reaches the same directory).
-        let listed: std::collections::HashSet<&Path> = seen
+        let listed: FastSet<&[u8]> = seen
             .iter()
             .filter(|(o, sig)| {
                 o.look == Look::Stat
                     && stat_of_sig(sig).is_some_and(|s| s.mode & 0o170000 == 0o040000)
             })
-            .map(|(o, _)| o.path.as_path())
+            .map(|(o, _)| o.path.as_os_str().as_encoded_bytes())
             .collect();
         let redundant: Vec<bool> = seen
             .iter()
             .map(|(o, sig)| {
                 o.look != Look::Canon
-                    && ((o.follow && plain.contains(o.path.as_path()))
+                    && ((o.follow && plain.contains(o.path.as_os_str().as_encoded_bytes()))
                         // Not there, in a directory whose listing is recorded
                         // (git's untracked cache): it appears only by changing
                         // that listing.
-                        || (absent(sig) && o.path.parent().is_some_and(|p| listed.contains(p))))
+                        || (absent(sig)
+                            && o
+                                .path
+                                .parent()
+                                .is_some_and(|p| listed.contains(p.as_os_str().as_encoded_bytes()))))
             })
             .collect();
         drop(plain);

@@ -92,6 +92,10 @@ static LOOKUP_DYNAMIC: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// Any use of the lookup functions' names in Jinja (a call, or the
 /// function taken as a value: `{% set rd = lookup %}`).
+/// The lookup functions' names as words: every lookup pattern above
+/// matches only where this does.
+static LOOKUP_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b(lookup|query|q)\b").expect("valid regex"));
 static LOOKUP_WORD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?:^|[^.\w])(lookup|query|q)\b").expect("valid regex"));
 /// What follows a lookup function's name in a call with a literal plugin name.
@@ -159,10 +163,17 @@ fn literals(args: &str) -> (Vec<String>, bool) {
 /// The files `src` (Jinja source: a template or one YAML string) reads.
 pub fn jinja_reads(src: &str) -> Reads {
     let mut out = Reads::default();
-    if !(src.contains("lookup") || src.contains("query") || src.contains('q') || src.contains("{%"))
-    {
-        return out;
+    if LOOKUP_NAME.is_match(src) {
+        lookup_reads(src, &mut out);
     }
+    if src.contains("{%") {
+        statement_reads(src, &mut out);
+    }
+    out
+}
+
+/// What the lookup functions of `src` read.
+fn lookup_reads(src: &str, out: &mut Reads) {
     let mut delimited: std::collections::BTreeMap<usize, regex::Captures> = Default::default();
     for c in LOOKUP.captures_iter(src) {
         delimited.insert(c.get(0).map_or(0, |m| m.start()), c);
@@ -224,6 +235,10 @@ pub fn jinja_reads(src: &str) -> Reads {
             }
         }
     }
+}
+
+/// What the `include`, `import`, `extends` and `from` statements of `src` read.
+fn statement_reads(src: &str, out: &mut Reads) {
     for c in STATEMENT.captures_iter(src) {
         let arg = &c[2];
         let (names, _) = literals(arg);
@@ -239,7 +254,6 @@ pub fn jinja_reads(src: &str) -> Reads {
         }
         out.names.extend(names);
     }
-    out
 }
 
 /// The part of a path before its first glob character, cut at the last `/`

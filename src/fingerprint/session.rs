@@ -210,14 +210,25 @@ impl<'a> Session<'a> {
             super::fingerprint_observed(self.ws, self.system, labels, Some(&mut stat), &obs)?;
         let t = crate::timings::phase("fingerprint", t);
         report(&stat, obs.reads());
-        if let Some(store) = self.stats {
-            store.store_stats(&stat);
-        }
-        if let (Some(store), Some(id)) = (self.memos, key)
-            && let Ok(rec) = obs.finish()
-        {
-            store.store_memo(&id, &row(&rec, &prints));
-        }
+        // The stat cache is written while the memo's record is put in
+        // order (both take about as long; the database serialises the writes).
+        std::thread::scope(|s| {
+            if let Some(store) = self.stats {
+                s.spawn(|| {
+                    store.store_stats(&stat);
+                    crate::timings::phase("  store the stat cache", t);
+                });
+            }
+            if let (Some(store), Some(id)) = (self.memos, key)
+                && let Ok(rec) = obs.finish()
+            {
+                let row = row(&rec, &prints);
+                drop(rec);
+                let t = crate::timings::phase("  memo: the record", t);
+                store.store_memo(&id, &row);
+                crate::timings::phase("  memo: store", t);
+            }
+        });
         crate::timings::phase("store the caches", t);
         Ok(Prints {
             prints,

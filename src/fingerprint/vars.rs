@@ -142,25 +142,14 @@ fn line_of(text: &str, needle: &str) -> usize {
 }
 
 /// Analyses files once each, however many layers share them.
+#[derive(Default)]
 pub struct Analyzer {
-    env: minijinja::Environment<'static>,
     memo: HashMap<String, VarUse>,
     /// Analyses done from the bytes the file index read (see [`Analyzer::seed`]).
     pending: HashMap<String, Result<VarUse>>,
     /// Inside a looping task (nested loops bind their own variables; the
     /// outer one is then conservatively kept).
     in_loop: bool,
-}
-
-impl Default for Analyzer {
-    fn default() -> Self {
-        Analyzer {
-            env: minijinja::Environment::new(),
-            memo: HashMap::new(),
-            pending: HashMap::new(),
-            in_loop: false,
-        }
-    }
 }
 
 /// How the analysis reads a play's file: by its path, or as a template
@@ -493,9 +482,9 @@ impl Analyzer {
                 m.as_str()
             ));
         }
-        match self.env.template_from_str(src) {
-            Ok(t) => {
-                for name in t.undeclared_variables(false) {
+        match super::jinja::undeclared(src) {
+            Ok(names) => {
+                for name in names {
                     if ALL_VARS_NAMES.contains(&name.as_str()) {
                         let needle = if text.contains(&format!("{name}[")) {
                             format!("{name}[")
