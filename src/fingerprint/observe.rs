@@ -94,7 +94,7 @@ impl PartialOrd for Observation {
 #[derive(Debug)]
 pub struct Observer {
     started_ns: i64,
-    seen: Mutex<Vec<(Observation, Vec<u8>)>>,
+    seen: Mutex<Vec<(Observation, Sig)>>,
     /// Why the record cannot be trusted, once known.
     unusable: Mutex<Option<String>>,
     /// Files read whole by the analysis (not by the hashing).
@@ -110,7 +110,10 @@ pub struct Observer {
     root: Option<PathBuf>,
     /// Lookups answered from listings and already recorded (every layer
     /// asks about the same names: recorded once).
-    noted: Mutex<[FastSet<std::ffi::OsString>; 3]>,
+    /// Each path by a 128-bit hash of its bytes (a fifth of the memory
+    /// of the names themselves; a collision, about 2^-89 likely at a
+    /// million paths, would leave one observation out).
+    noted: Mutex<[FastSet<u128>; 3]>,
 }
 
 /// Maps of the run's own paths and names: no untrusted keys from outside
@@ -233,7 +236,7 @@ impl Observer {
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((obs, sig));
+            .push((obs, Sig::from(sig)));
     }
 
     /// Marks the record unusable.
@@ -378,12 +381,10 @@ impl Observer {
 
     /// True the first time `path` is noted as `what` in this run.
     fn first_note(&self, path: &Path, what: Noted) -> bool {
+        let h = blake3::hash(path.as_os_str().as_encoded_bytes());
+        let key = u128::from_le_bytes(h.as_bytes()[..16].try_into().expect("16 bytes"));
         let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-        let set = &mut noted[what as usize];
-        if set.contains(path.as_os_str()) {
-            return false;
-        }
-        set.insert(path.as_os_str().to_owned())
+        noted[what as usize].insert(key)
     }
 
     /// Is `dir` strictly below the workspace root (see [`Observer::within`])?
@@ -644,7 +645,7 @@ impl Observer {
         drop(self.derived);
         drop(self.noted);
         let mut seen = self.seen.into_inner().unwrap_or_else(|e| e.into_inner());
-        seen.sort();
+        seen.sort_unstable();
         seen.dedup();
         if let Some(w) = seen.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(format!(
@@ -661,7 +662,7 @@ impl Observer {
             .filter(|(o, sig)| {
                 o.look == Look::Stat
                     && !o.follow
-                    && stat_of_sig(sig).is_some_and(|s| s.mode & 0o170000 != 0o120000)
+                    && stat_of_sig(sig.as_ref()).is_some_and(|s| s.mode & 0o170000 != 0o120000)
             })
             .map(|(o, _)| o.path.as_os_str().as_encoded_bytes())
             .collect();
@@ -671,7 +672,7 @@ impl Observer {
             .iter()
             .filter(|(o, sig)| {
                 o.look == Look::Stat
-                    && stat_of_sig(sig).is_some_and(|s| s.mode & 0o170000 == 0o040000)
+                    && stat_of_sig(sig.as_ref()).is_some_and(|s| s.mode & 0o170000 == 0o040000)
             })
             .map(|(o, _)| o.path.as_os_str().as_encoded_bytes())
             .collect();
@@ -683,7 +684,7 @@ impl Observer {
                         // Not there, in a directory whose listing is recorded
                         // (git's untracked cache): it appears only by changing
                         // that listing.
-                        || (absent(sig)
+                        || (absent(sig.as_ref())
                             && o
                                 .path
                                 .parent()
@@ -692,13 +693,13 @@ impl Observer {
             .collect();
         drop(plain);
         drop(listed);
-        let seen: Vec<(Observation, Vec<u8>)> = seen
+        let seen: Vec<(Observation, Sig)> = seen
             .into_iter()
             .zip(redundant)
             .filter(|(_, r)| !r)
             .map(|(x, _)| x)
             .collect();
-        let (observations, sigs): (Vec<Observation>, Vec<Vec<u8>>) = seen.into_iter().unzip();
+        let (observations, sigs): (Vec<Observation>, Vec<Sig>) = seen.into_iter().unzip();
         let signature = combine(sigs.par_chunks(CHUNK).map(chunk_hash).collect());
         Ok(Record {
             observations,
@@ -707,12 +708,49 @@ impl Observer {
     }
 }
 
+/// A signature as the observer keeps it: inline (every one but a
+/// canonical path's fits), a third of the memory of a `Vec` and its
+/// allocation for the hundred thousand looks of a large workspace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Sig {
+    Inline { len: u8, buf: [u8; SIG_INLINE] },
+    Heap(Box<[u8]>),
+}
+
+/// The longest signature kept inline (a `Stat` look's).
+const SIG_INLINE: usize = 45;
+
+impl From<Vec<u8>> for Sig {
+    fn from(v: Vec<u8>) -> Sig {
+        if v.len() <= SIG_INLINE {
+            let mut buf = [0u8; SIG_INLINE];
+            buf[..v.len()].copy_from_slice(&v);
+            Sig::Inline {
+                len: v.len() as u8,
+                buf,
+            }
+        } else {
+            Sig::Heap(v.into_boxed_slice())
+        }
+    }
+}
+
+impl AsRef<[u8]> for Sig {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Sig::Inline { len, buf } => &buf[..*len as usize],
+            Sig::Heap(b) => b,
+        }
+    }
+}
+
 /// Observations hashed per chunk, in parallel.
 const CHUNK: usize = 2048;
 
-fn chunk_hash(sigs: &[Vec<u8>]) -> [u8; 32] {
+fn chunk_hash<S: AsRef<[u8]>>(sigs: &[S]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     for s in sigs {
+        let s = s.as_ref();
         h.update(&(s.len() as u32).to_le_bytes());
         h.update(s);
     }

@@ -177,12 +177,8 @@ pub fn kind_of(rel: &str) -> FileKind {
         Some((d, n)) => (d, n),
         None => ("", rel),
     };
-    let in_dir = |d: &str| {
-        dirs == d
-            || dirs.starts_with(&format!("{d}/"))
-            || dirs.ends_with(&format!("/{d}"))
-            || dirs.contains(&format!("/{d}/"))
-    };
+    // `d` is one of the directories of the path.
+    let in_dir = |d: &str| dirs.split('/').any(|c| c == d);
     if dirs.split('/').any(|d| d.ends_with("_plugins")) {
         return FileKind::Plugin;
     }
