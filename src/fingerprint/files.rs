@@ -152,11 +152,14 @@ impl FileIndex {
             ..FileIndex::default()
         };
         let mut found = Found::default();
+        let t = std::time::Instant::now();
         if !roots.is_empty() {
             walk(obs, root, roots, exclude, allow_outside, &mut found)?;
         }
+        let t = crate::timings::phase("    index: walk", t);
         index.whole = roots.contains(".");
         index.add_found(obs, root, found, stat.as_deref_mut())?;
+        crate::timings::phase("    index: hash what the walk found", t);
         index.add_explicit(
             obs,
             root,
