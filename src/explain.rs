@@ -265,25 +265,25 @@ fn diff_files(old: &Side, new: &Side, out: &mut Vec<Change>) {
         match (o.get(path), n.get(path)) {
             (None, Some(f)) => out.push(Change::FileAdded {
                 path: path.clone(),
-                origin: f.origin.clone(),
+                origin: f.origin.to_string(),
             }),
             (Some(f), None) => out.push(Change::FileRemoved {
                 path: path.clone(),
-                origin: f.origin.clone(),
+                origin: f.origin.to_string(),
             }),
             (Some(a), Some(b)) => {
                 if a.hash != b.hash && !encrypted_file(path, &old.vars, &new.vars, out) {
                     out.push(Change::FileModified {
                         path: path.clone(),
-                        origin: b.origin.clone(),
+                        origin: b.origin.to_string(),
                     });
                 }
                 if a.mode != b.mode {
                     out.push(Change::FileModeChanged {
                         path: path.clone(),
-                        origin: b.origin.clone(),
-                        old: a.mode.clone(),
-                        new: b.mode.clone(),
+                        origin: b.origin.to_string(),
+                        old: a.mode.to_string(),
+                        new: b.mode.to_string(),
                     });
                 }
             }

@@ -97,7 +97,7 @@ impl Lookup for HistoryLookup<'_> {
         if let Some(f) = self.known.get(digest) {
             return Some(Side {
                 manifest: f.manifest.clone(),
-                vars: f.vars.clone(),
+                vars: (*f.vars).clone(),
                 inventory: f.inventory.clone(),
             });
         }
@@ -159,7 +159,7 @@ pub fn freshness(
     };
     let new = Side {
         manifest: fp.manifest.clone(),
-        vars: fp.vars.clone(),
+        vars: (*fp.vars).clone(),
         inventory: fp.inventory.clone(),
     };
     let mut changes = explain::diff(&old, &new, lookup, show_values);

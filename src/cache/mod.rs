@@ -696,7 +696,7 @@ mod tests {
         let mut m = Fingerprint::light(label, String::new()).manifest;
         m.format = 4;
         let file = |origin: &str, n: usize| FileInput {
-            hash: format!("{n:064x}"),
+            hash: crate::fingerprint::files::ContentHash::from_hex(&format!("{n:064x}")).unwrap(),
             mode: "100644".into(),
             origin: origin.into(),
         };

@@ -95,11 +95,13 @@ pub struct Definition {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInput {
-    pub hash: String,
-    pub mode: String,
+    pub hash: files::ContentHash,
+    /// `100644`, `100755`, `120000`... (no allocation for the usual ones).
+    pub mode: std::borrow::Cow<'static, str>,
     /// `playbook`, `source`, `role:NAME`, `inventory`, `script`, `input`,
     /// `packages_file`, `setup`, or `play` (a file outside the source the play reads).
-    pub origin: String,
+    /// Shared by every file of the same origin.
+    pub origin: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,9 +109,10 @@ pub struct Fingerprint {
     pub label: Label,
     pub digest: String,
     pub manifest: Manifest,
-    /// Inventory variables file by file, with values, for explanations only.
+    /// Inventory variables file by file, with values, for explanations only
+    /// (one snapshot shared by every layer of the run).
     #[serde(skip)]
-    pub vars: inventory::VarSnapshot,
+    pub vars: std::sync::Arc<inventory::VarSnapshot>,
     /// Workspace-relative directory the manifest's inventory files are relative to.
     #[serde(skip)]
     pub inventory: Option<String>,
@@ -442,15 +445,41 @@ pub fn fingerprint_observed(
         }
         crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
     }
+    let shared_vars = std::sync::Arc::new(inventory_vars.clone());
     let t = crate::timings::phase("  fingerprint: index and inventory", t);
-    let mut analyzer = vars::Analyzer::default();
+    let analyzer = vars::Analyzer::default();
     // Files hashed were analysed from the same bytes: not read again.
     analyzer.seed(index.take_analysed());
     // Paths the play reads that were added to the index after the walk.
     let mut tried: BTreeSet<String> = BTreeSet::new();
 
+    // Every layer's manifest but its parent's digest, in parallel; taken
+    // in label order below, until a layer reads a file the index lacks:
+    // the index then grows, and the layers after it are done again one by
+    // one (as they would have been in order).
+    let mut early: Vec<Option<Result<Built>>> = labels
+        .par_iter()
+        .map(|label| {
+            let layer = &ws.layers[label];
+            let inputs = &analysed[label];
+            Some(build_manifest(
+                obs,
+                ws,
+                system,
+                layer,
+                inputs,
+                &index,
+                ParentInput::Scratch,
+                model.as_ref(),
+                play_models.get(&inputs.playbook_dir),
+                &tried,
+                &analyzer,
+            ))
+        })
+        .collect();
+    let mut grown = false;
     let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
-    for label in labels {
+    for (i, label) in labels.iter().enumerate() {
         let layer = &ws.layers[label];
         let inputs = &analysed[label];
         let parent = match &layer.parent {
@@ -467,22 +496,29 @@ pub fn fingerprint_observed(
                 })?,
             },
         };
+        let mut first = early[i].take().filter(|_| !grown);
         let manifest = loop {
-            let built = build_manifest(
-                obs,
-                ws,
-                system,
-                layer,
-                inputs,
-                &index,
-                parent.clone(),
-                model.as_ref(),
-                play_models.get(&inputs.playbook_dir),
-                &tried,
-                &mut analyzer,
-            )?;
+            let built = match first.take() {
+                Some(built) => built?,
+                None => build_manifest(
+                    obs,
+                    ws,
+                    system,
+                    layer,
+                    inputs,
+                    &index,
+                    parent.clone(),
+                    model.as_ref(),
+                    play_models.get(&inputs.playbook_dir),
+                    &tried,
+                    &analyzer,
+                )?,
+            };
             match built {
-                Built::Manifest(m) => break *m,
+                Built::Manifest(mut m) => {
+                    m.parent = parent.clone();
+                    break *m;
+                }
                 Built::Missing(mut paths) => {
                     if paths.remove(WHOLE_WORKSPACE) {
                         index.add_workspace(
@@ -505,13 +541,14 @@ pub fn fingerprint_observed(
                     )?;
                     let _ = before;
                     analyzer.seed(index.take_analysed());
+                    grown = true;
                 }
             }
         };
         let digest = manifest.digest();
         let runs_play = layer.playbook.is_some() && model.is_some();
         let vars = if runs_play {
-            inventory_vars.clone()
+            shared_vars.clone()
         } else {
             Default::default()
         };
@@ -544,23 +581,26 @@ fn build_manifest(
     model: Option<&inventory::InventoryModel>,
     play_model: Option<&inventory::InventoryModel>,
     tried: &BTreeSet<String>,
-    analyzer: &mut vars::Analyzer,
+    analyzer: &vars::Analyzer,
 ) -> Result<Built> {
     let mut files: BTreeMap<String, FileInput> = BTreeMap::new();
     let mut notes = inputs.notes.clone();
-    let mut add = |path: &str, h: &FileHash, origin: String| {
+    // One origin string per kind, shared by its files.
+    let play: std::sync::Arc<str> = "play".into();
+    let mut add = |path: &str, h: &FileHash, origin: &std::sync::Arc<str>| {
         files.entry(path.to_string()).or_insert_with(|| FileInput {
-            hash: h.hash.clone(),
+            hash: h.hash,
             mode: h.mode.clone(),
-            origin,
+            origin: origin.clone(),
         });
     };
     let runs_play = layer.playbook.is_some();
 
     // Role files first, so a role inside the source directory is labelled as a role.
     for (name, dir) in &inputs.roles {
+        let origin: std::sync::Arc<str> = format!("role:{name}").into();
         for (p, h) in index.under(dir) {
-            add(p, h, format!("role:{name}"));
+            add(p, h, &origin);
         }
     }
     if let Some(source) = &layer.source {
@@ -568,24 +608,24 @@ fn build_manifest(
         if let Some(pb) = &playbook
             && let Some(h) = index.get(pb)
         {
-            add(pb, h, "playbook".into());
+            add(pb, h, &"playbook".into());
         }
         if inputs.whole_source.is_none() {
             for p in &inputs.read {
                 if let Some(h) = index.get(p) {
-                    add(p, h, "play".into());
+                    add(p, h, &play);
                 }
             }
         }
     }
     for p in &inputs.extra_files {
         if let Some(h) = index.get(p) {
-            add(p, h, "play".into());
+            add(p, h, &play);
         }
     }
     for r in &inputs.referenced {
         for (p, h) in index.under(r) {
-            add(p, h, "play".into());
+            add(p, h, &play);
         }
     }
     for (list, origin) in [
@@ -596,17 +636,18 @@ fn build_manifest(
             "setup",
         ),
     ] {
+        let kind: std::sync::Arc<str> = origin.into();
         for rel in list {
             for (p, h) in index.under(rel) {
                 if origin == "script" {
-                    add(p, h, origin.into());
+                    add(p, h, &kind);
                 } else {
                     // Host commands copy these with their permissions.
                     let kept = FileHash {
                         mode: h.copied_mode(),
                         ..h.clone()
                     };
-                    add(p, &kept, origin.into());
+                    add(p, &kept, &kind);
                 }
             }
         }
@@ -614,7 +655,7 @@ fn build_manifest(
     if let Some(pf) = &layer.packages_file
         && let Some(h) = index.get(pf)
     {
-        add(pf, h, "packages_file".into());
+        add(pf, h, &"packages_file".into());
     }
     if let Some(reason) = &inputs.whole_source {
         if !add_whole_workspace(layer, index, &mut files) {
@@ -691,7 +732,7 @@ fn build_manifest(
         if used.fallback.is_none()
             && let Some((p, _)) = files
                 .iter()
-                .find(|(p, f)| f.origin == "workspace" && index.get(p).is_some_and(|h| h.jinja))
+                .find(|(p, f)| &*f.origin == "workspace" && index.get(p).is_some_and(|h| h.jinja))
         {
             // Counted by the whole-workspace fallback and not analysed: the
             // play may render it as a template.
@@ -751,7 +792,7 @@ fn build_manifest(
                 for dir in &dirs {
                     for (path, h) in index.under(dir) {
                         files.entry(path.clone()).or_insert_with(|| FileInput {
-                            hash: h.hash.clone(),
+                            hash: h.hash,
                             mode: h.mode.clone(),
                             origin: origin.into(),
                         });
@@ -763,7 +804,7 @@ fn build_manifest(
                     && let Some(h) = index.get(path)
                 {
                     files.entry(path.clone()).or_insert_with(|| FileInput {
-                        hash: h.hash.clone(),
+                        hash: h.hash,
                         mode: h.mode.clone(),
                         origin: origin.into(),
                     });
@@ -847,12 +888,14 @@ fn add_whole_workspace(
             }
         })
         .collect();
+    let (source, workspace): (std::sync::Arc<str>, std::sync::Arc<str>) =
+        ("source".into(), "workspace".into());
     for (p, h) in index.under(".") {
         let analysed = dirs.iter().any(|d| p.starts_with(d.as_str()));
         files.entry(p.clone()).or_insert_with(|| FileInput {
-            hash: h.hash.clone(),
+            hash: h.hash,
             mode: h.mode.clone(),
-            origin: if analysed { "source" } else { "workspace" }.into(),
+            origin: if analysed { &source } else { &workspace }.clone(),
         });
     }
     true
@@ -1094,7 +1137,7 @@ fn add_reads(
     for (rel, glob) in found {
         for (p, h) in index.under(rel).filter(|(p, _)| glob_matches(glob, p)) {
             files.entry(p.clone()).or_insert_with(|| FileInput {
-                hash: h.hash.clone(),
+                hash: h.hash,
                 mode: h.mode.clone(),
                 origin: "play".into(),
             });
@@ -1107,7 +1150,7 @@ fn add_reads(
 /// True when files were added.
 fn follow_links(index: &FileIndex, files: &mut BTreeMap<String, FileInput>) -> bool {
     let before = files.len();
-    let mut queue: Vec<(String, String)> = files
+    let mut queue: Vec<(String, std::sync::Arc<str>)> = files
         .iter()
         .filter(|(_, f)| f.mode == "120000")
         .map(|(p, f)| (p.clone(), f.origin.clone()))
@@ -1127,7 +1170,7 @@ fn follow_links(index: &FileIndex, files: &mut BTreeMap<String, FileInput>) -> b
             files.insert(
                 p.clone(),
                 FileInput {
-                    hash: h.hash.clone(),
+                    hash: h.hash,
                     mode: h.mode.clone(),
                     origin: origin.clone(),
                 },
@@ -1170,7 +1213,7 @@ fn play_files(
     index: &FileIndex,
     tried: &BTreeSet<String>,
     notes: &mut Vec<String>,
-    analyzer: &mut vars::Analyzer,
+    analyzer: &vars::Analyzer,
 ) -> Result<std::result::Result<vars::VarUse, BTreeSet<String>>> {
     let mut used = vars::VarUse::default();
     let mut done: BTreeSet<String> = BTreeSet::new();
@@ -1183,7 +1226,7 @@ fn play_files(
                 // A link is read through its target, which counts on its own.
                 f.mode != "120000"
                     && !done.contains(*p)
-                    && (matches!(f.origin.as_str(), "playbook" | "play" | "source")
+                    && (matches!(&*f.origin, "playbook" | "play" | "source")
                         || f.origin.starts_with("role:"))
             })
             .map(|(p, _)| p.clone())
@@ -1236,7 +1279,7 @@ fn variables_closed(
     mut used: vars::VarUse,
     model: Option<&inventory::InventoryModel>,
     play_model: Option<&inventory::InventoryModel>,
-    analyzer: &mut vars::Analyzer,
+    analyzer: &vars::Analyzer,
 ) -> (vars::VarUse, vars::VarUse) {
     let mut value_reads = vars::VarUse::default();
     let host = layer.label.slug();

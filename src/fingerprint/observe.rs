@@ -94,7 +94,7 @@ impl PartialOrd for Observation {
 #[derive(Debug)]
 pub struct Observer {
     started_ns: i64,
-    seen: Mutex<Vec<(Observation, Sig)>>,
+    seen: Mutex<Seen>,
     /// Why the record cannot be trusted, once known.
     unusable: Mutex<Option<String>>,
     /// Files read whole by the analysis (not by the hashing).
@@ -195,7 +195,7 @@ impl Observer {
     pub fn new() -> Observer {
         Observer {
             started_ns: now_ns(),
-            seen: Mutex::new(Vec::new()),
+            seen: Mutex::new(Seen::default()),
             unusable: Mutex::new(None),
             reads: AtomicUsize::new(0),
             listings: Mutex::new(FastMap::default()),
@@ -236,7 +236,7 @@ impl Observer {
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((obs, Sig::from(sig)));
+            .push(obs, Sig::from(sig));
     }
 
     /// Marks the record unusable.
@@ -644,7 +644,11 @@ impl Observer {
         drop(self.listings);
         drop(self.derived);
         drop(self.noted);
-        let mut seen = self.seen.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self
+            .seen
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_observations();
         seen.sort_unstable();
         seen.dedup();
         if let Some(w) = seen.windows(2).find(|w| w[0].0 == w[1].0) {
@@ -706,6 +710,79 @@ impl Observer {
             signature,
         })
     }
+}
+
+/// The observations of a run as the observer keeps them until
+/// [`Observer::finish`]: each path as the id of its directory (one copy of
+/// each directory's path) and its last component, a third of the memory of
+/// whole paths for the hundred thousand looks of a large workspace.
+#[derive(Debug, Default)]
+struct Seen {
+    looks: Vec<SeenLook>,
+    dir_ids: FastMap<Box<[u8]>, u32>,
+    dirs: Vec<Box<[u8]>>,
+}
+
+/// One look: directory id, last component, what was looked at, whether a
+/// link there was followed, and the signature.
+type SeenLook = (u32, Box<[u8]>, Look, bool, Sig);
+
+/// The directory id of a path without a `/`.
+const NO_DIR: u32 = u32::MAX;
+
+impl Seen {
+    fn push(&mut self, obs: Observation, sig: Sig) {
+        let bytes = obs.path.as_os_str().as_encoded_bytes();
+        let (dir, name) = match bytes.iter().rposition(|&b| b == b'/') {
+            Some(i) => {
+                let dir = &bytes[..i];
+                let id = match self.dir_ids.get(dir) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.dirs.len() as u32;
+                        self.dirs.push(dir.into());
+                        self.dir_ids.insert(dir.into(), id);
+                        id
+                    }
+                };
+                (id, &bytes[i + 1..])
+            }
+            None => (NO_DIR, bytes),
+        };
+        self.looks
+            .push((dir, name.into(), obs.look, obs.follow, sig));
+    }
+
+    /// The observations with their whole paths again (byte for byte).
+    fn into_observations(self) -> Vec<(Observation, Sig)> {
+        let Seen { looks, dirs, .. } = self;
+        looks
+            .into_iter()
+            .map(|(dir, name, look, follow, sig)| {
+                let mut bytes = Vec::new();
+                if dir != NO_DIR {
+                    bytes.reserve(dirs[dir as usize].len() + 1 + name.len());
+                    bytes.extend_from_slice(&dirs[dir as usize]);
+                    bytes.push(b'/');
+                }
+                bytes.extend_from_slice(&name);
+                // The bytes of an `OsStr` split at an ASCII `/` and joined again.
+                let path = PathBuf::from(os_from_bytes(bytes));
+                (Observation { path, look, follow }, sig)
+            })
+            .collect()
+    }
+}
+
+#[cfg(unix)]
+fn os_from_bytes(bytes: Vec<u8>) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    std::ffi::OsString::from_vec(bytes)
+}
+
+#[cfg(not(unix))]
+fn os_from_bytes(bytes: Vec<u8>) -> std::ffi::OsString {
+    String::from_utf8_lossy(&bytes).into_owned().into()
 }
 
 /// A signature as the observer keeps it: inline (every one but a

@@ -141,12 +141,19 @@ fn line_of(text: &str, needle: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Analyses files once each, however many layers share them.
 #[derive(Default)]
 pub struct Analyzer {
-    memo: HashMap<String, VarUse>,
-    /// Analyses done from the bytes the file index read (see [`Analyzer::seed`]).
-    pending: HashMap<String, Result<VarUse>>,
+    /// One copy of each analysis, shared by every layer that asks (layers
+    /// ask from several threads).
+    memo: std::sync::Mutex<HashMap<String, std::sync::Arc<VarUse>>>,
+    /// Analyses the file index did that failed (see [`Analyzer::seed`]):
+    /// the error is given when a layer asks.
+    failed: std::sync::Mutex<HashMap<String, Error>>,
     /// Inside a looping task (nested loops bind their own variables; the
     /// outer one is then conservatively kept).
     in_loop: bool,
@@ -201,35 +208,37 @@ impl Analyzer {
     /// Jinja markers, so even a file outside `templates/` (which `template:`
     /// may render from anywhere) is read as a template.
     pub fn file(
-        &mut self,
+        &self,
         obs: &super::observe::Observer,
         root: &Path,
         rel: &str,
         jinja: bool,
-    ) -> Result<VarUse> {
-        if let Some(u) = self.memo.get(rel) {
+    ) -> Result<std::sync::Arc<VarUse>> {
+        if let Some(u) = lock(&self.memo).get(rel) {
             return Ok(u.clone());
         }
-        if let Some(done) = self.pending.remove(rel) {
-            let u = done?;
-            self.memo.insert(rel.to_string(), u.clone());
-            return Ok(u);
+        if let Some(e) = lock(&self.failed).remove(rel) {
+            return Err(e);
         }
+        // The analysis itself runs outside the lock, with its own state.
+        let mut pass = Analyzer::default();
         let u = match file_kind(rel, jinja) {
             // Nothing to read: not worth remembering either.
-            FileKind::Other => return Ok(VarUse::default()),
-            FileKind::Plugin => self.bytes(rel, jinja, &[])?,
+            FileKind::Other => return Ok(Default::default()),
+            FileKind::Plugin => pass.bytes(rel, jinja, &[])?,
             _ => match obs.read(&root.join(rel)) {
                 Err(e) => {
                     let mut u = VarUse::default();
                     u.give_up(format!("{rel}: cannot be read as text ({e})"));
                     u
                 }
-                Ok(bytes) => self.bytes(rel, jinja, &bytes)?,
+                Ok(bytes) => pass.bytes(rel, jinja, &bytes)?,
             },
         };
-        self.memo.insert(rel.to_string(), u.clone());
-        Ok(u)
+        Ok(lock(&self.memo)
+            .entry(rel.to_string())
+            .or_insert_with(|| std::sync::Arc::new(u))
+            .clone())
     }
 
     /// The analysis of a file from its content, as [`Analyzer::file`] does
@@ -249,10 +258,18 @@ impl Analyzer {
 
     /// Results computed by [`Analyzer::analyse_bytes`] elsewhere (the file
     /// index), used instead of reading the files again.
-    pub fn seed(&mut self, done: impl IntoIterator<Item = (String, Result<VarUse>)>) {
+    pub fn seed(&self, done: impl IntoIterator<Item = (String, Result<VarUse>)>) {
+        let (mut memo, mut failed) = (lock(&self.memo), lock(&self.failed));
         for (rel, u) in done {
-            if !self.memo.contains_key(&rel) {
-                self.pending.insert(rel, u);
+            if let std::collections::hash_map::Entry::Vacant(v) = memo.entry(rel) {
+                match u {
+                    Ok(u) => {
+                        v.insert(std::sync::Arc::new(u));
+                    }
+                    Err(e) => {
+                        failed.insert(v.into_key(), e);
+                    }
+                }
             }
         }
     }
@@ -307,9 +324,9 @@ impl Analyzer {
     }
 
     /// The variables referenced by a variable's value (for the closure over definitions).
-    pub fn value(&mut self, v: &serde_json::Value, file: &str) -> VarUse {
+    pub fn value(&self, v: &serde_json::Value, file: &str) -> VarUse {
         let mut u = VarUse::default();
-        self.json(v, file, &mut u);
+        Analyzer::default().json(v, file, &mut u);
         u
     }
 

@@ -91,7 +91,7 @@ pub fn affected(
     lookup.known.extend(HistoryLookup::new(None, &new).known);
     let side = |f: &Fingerprint| Side {
         manifest: f.manifest.clone(),
-        vars: f.vars.clone(),
+        vars: (*f.vars).clone(),
         inventory: f.inventory.clone(),
     };
     let order = LayerGraph::new(&new_ws)?;

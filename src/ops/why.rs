@@ -271,7 +271,7 @@ fn why_since(
 fn side(fp: &Fingerprint) -> Side {
     Side {
         manifest: fp.manifest.clone(),
-        vars: fp.vars.clone(),
+        vars: (*fp.vars).clone(),
         inventory: fp.inventory.clone(),
     }
 }
