@@ -5,9 +5,13 @@
 //! fingerprint, and templates are half the files of a large workspace, so
 //! the analysis parses once (`minijinja::machinery::parse`, the parser
 //! `template_from_str` runs) and walks the tree here. The walk follows
-//! minijinja 3.1's own (`compiler/meta.rs`, non-nested mode), so the names
-//! found are the same: a name is undeclared when it is read before any
-//! `set`, loop target, macro argument or import in scope binds it.
+//! minijinja 3.1's own (`compiler/meta.rs`, non-nested mode): a name is
+//! undeclared when it is read before any `set`, loop target, macro
+//! argument or import in scope binds it. Where that walk misses a read
+//! Jinja makes (a `set`'s or `with`'s value read before its target is
+//! bound, a slice's value, the expressions of `filter`, `autoescape`,
+//! `include`, `import`, `extends` and `from`) this one counts it: the
+//! names found are a superset of minijinja's.
 //!
 //! Pure: no I/O.
 
@@ -156,8 +160,10 @@ impl<'a> Tracker<'a> {
             ast::Stmt::EmitRaw(_) => {}
             ast::Stmt::ForLoop(x) => {
                 self.scoped(|t| {
-                    t.assign("loop");
+                    // The iterable is evaluated outside the loop: a `loop`
+                    // there is not the loop's own.
                     t.expr(&x.iter);
+                    t.assign("loop");
                     t.target(&x.target);
                     t.opt(&x.filter_expr);
                     t.body(&x.body);
@@ -169,30 +175,56 @@ impl<'a> Tracker<'a> {
                 self.scoped(|t| t.body(&x.true_body));
                 self.scoped(|t| t.body(&x.false_body));
             }
-            ast::Stmt::WithBlock(x) => self.scoped(|t| {
-                for (target, e) in &x.assignments {
-                    t.target(target);
-                    t.expr(e);
+            // Jinja evaluates a `with`'s values in the enclosing scope, and
+            // a `set`'s value before binding its target: `{% set x = x |
+            // default(1) %}` and `{% with x = x %}` read the variable x
+            // (minijinja's own walk binds first and misses it).
+            ast::Stmt::WithBlock(x) => {
+                for (_, e) in &x.assignments {
+                    self.expr(e);
                 }
-                t.body(&x.body);
-            }),
+                self.scoped(|t| {
+                    for (target, _) in &x.assignments {
+                        t.target(target);
+                    }
+                    t.body(&x.body);
+                });
+            }
             ast::Stmt::Set(x) => {
-                self.target(&x.target);
                 self.expr(&x.expr);
+                self.target(&x.target);
             }
             ast::Stmt::SetBlock(x) => {
+                self.scoped(|t| {
+                    t.opt(&x.filter);
+                    t.body(&x.body);
+                });
                 self.target(&x.target);
+            }
+            // The block's expressions are read too (minijinja's walk skips
+            // them): `{% autoescape flag %}`, `{% filter replace('a', x) %}`.
+            ast::Stmt::AutoEscape(x) => {
+                self.expr(&x.enabled);
                 self.scoped(|t| t.body(&x.body));
             }
-            ast::Stmt::AutoEscape(x) => self.scoped(|t| t.body(&x.body)),
-            ast::Stmt::FilterBlock(x) => self.scoped(|t| t.body(&x.body)),
+            ast::Stmt::FilterBlock(x) => {
+                self.expr(&x.filter);
+                self.scoped(|t| t.body(&x.body));
+            }
             ast::Stmt::Block(x) => self.scoped(|t| {
                 t.assign("super");
                 t.body(&x.body);
             }),
-            ast::Stmt::Extends(_) | ast::Stmt::Include(_) => {}
-            ast::Stmt::Import(x) => self.target(&x.name),
+            // The template's name is an expression (`{% include ['a.j2',
+            // part] %}` reads part).
+            ast::Stmt::Extends(x) => self.expr(&x.name),
+            ast::Stmt::Include(x) => self.expr(&x.name),
+            ast::Stmt::Import(x) => {
+                self.expr(&x.expr);
+                self.target(&x.name);
+            }
             ast::Stmt::FromImport(x) => {
+                self.expr(&x.expr);
                 for (name, alias) in &x.names {
                     self.target(alias.as_ref().unwrap_or(name));
                 }
@@ -242,7 +274,7 @@ mod tests {
             "{% block b %}{{ super() }}{{ s }}{% endblock %}{% filter upper %}{{ t }}{% endfilter %}",
             "{% autoescape true %}{{ ae }}{% endautoescape %}{{ {kk2: vv} }}",
             "{{ -neg }} {{ a1 + a2 }} {{ a3 if a4 else a5 }} {{ [li, (tu, tu2)] }} {{ fn(*ps, **kw, kwa=kv) }}",
-            "{% do xs.append(elem) %}{% include inc %}{% extends ext %}",
+            "{% do xs.append(elem) %}{% include 'inc.j2' %}{% extends 'ext.j2' %}",
             "{% for k, v in d | dictsort %}{{ k }}={{ v }}{% endfor %}",
         ] {
             assert_eq!(undeclared(src).unwrap(), minijinja_names(src), "{src}");
@@ -255,6 +287,26 @@ mod tests {
         let names = undeclared("{{ l[1:n:st] }}").unwrap();
         assert_eq!(names, ["l", "n", "st"].map(String::from).into());
         assert!(names.is_superset(&minijinja_names("{{ l[1:n:st] }}")));
+    }
+
+    /// Names Jinja reads that minijinja 3.1's own walk leaves out.
+    #[test]
+    fn reads_minijinja_misses() {
+        for (src, want) in [
+            ("{% set x = x | default(1) %}{{ x }}", &["x"][..]),
+            ("{% for i in l %}{% set x = x ~ i %}{% endfor %}", &["l", "x"][..]),
+            ("{% with x = x, y = x %}{{ x }}{{ y }}{% endwith %}", &["x"][..]),
+            ("{% filter replace('a', r) %}a{% endfilter %}", &["r"][..]),
+            ("{% autoescape flag %}{{ v }}{% endautoescape %}", &["flag", "v"][..]),
+            ("{% set b | replace('a', r) %}a{% endset %}{{ b }}", &["r"][..]),
+            ("{% include ['a.j2', part] %}", &["part"][..]),
+            ("{% extends base %}{% import lib as l %}{% from f import m %}", &["base", "f", "lib"][..]),
+            ("{% for x in loop %}{{ loop.index }}{% endfor %}", &["loop"][..]),
+        ] {
+            let names = undeclared(src).unwrap();
+            assert_eq!(names, want.iter().map(|s| s.to_string()).collect(), "{src}");
+            assert!(names.is_superset(&minijinja_names(src)), "{src}");
+        }
     }
 
     #[test]

@@ -249,6 +249,14 @@ fn statement_reads(src: &str, out: &mut Reads) {
             .any(|c| !(c.is_whitespace() || matches!(c, ',' | '[' | ']')));
         // `{% import 'x' as y %}` leaves words: only a leading literal is a name.
         let leading = arg.trim_start().starts_with(['\'', '"', '[']);
+        // A list must hold literals only: `['a.j2', part]` also includes
+        // the file the variable part names.
+        let quoted = QUOTED.replace_all(arg, "");
+        let left = left
+            || quoted.trim_start().strip_prefix('[').is_some_and(|l| {
+                l.split_once(']')
+                    .is_none_or(|(items, _)| items.chars().any(|c| !(c.is_whitespace() || c == ',')))
+            });
         if (!leading || names.is_empty() || left) && out.unresolved.is_none() {
             out.unresolved = Some(c[0].to_string());
         }
@@ -292,6 +300,8 @@ mod tests {
             "{{ lookup('file', 'a' + (b)) }}",
             "{% include tpl %}",
             "{% extends base ~ '.j2' %}",
+            "{% include ['absent.j2', part] %}",
+            "{% from ['a.j2', lib ] import m %}",
         ] {
             assert!(jinja_reads(s).unresolved.is_some(), "{s}");
         }
@@ -305,6 +315,9 @@ mod tests {
             "{% include 'header.j2' %}{% import \"m.j2\" as m %}{% from 'f.j2' import a, b %}",
         );
         assert_eq!(r.names, vec!["header.j2", "m.j2", "f.j2"]);
+        assert!(r.unresolved.is_none(), "{r:?}");
+        let r = jinja_reads("{% include ['a.j2', \"b.j2\"] ignore missing %}");
+        assert_eq!(r.names, vec!["a.j2", "b.j2"]);
         assert!(r.unresolved.is_none(), "{r:?}");
     }
 
