@@ -110,3 +110,42 @@ fn ansible_cfg_pointing_outside_the_workspace_is_rejected_with_its_line() {
     );
     assert!(r.stderr.contains("allow_outside"), "{}", r.stderr);
 }
+
+/// `ansible.cfg` naming a module directory through an environment
+/// variable: where it points is not in the workspace's files, so a digest
+/// served from the memo (`ls`) must not outlive a change of the variable.
+#[test]
+fn ansible_cfg_environment_variable_is_not_served_from_the_memo() {
+    let ws = TestWs::new("chain");
+    ws.write("l1/sitemod.py", "# one\n");
+    ws.write("l2/sitemod.py", "# two\n");
+    ws.write(
+        "slurm-config/ansible.cfg",
+        "[defaults]\nlibrary = $LB_HOLES_LIB\n",
+    );
+    ws.write("slurm-config/roles/slurm/tasks/main.yml", "- sitemod:\n");
+    // Older than the racy margin, so a memo can be written.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let slurm = |lib: &str, memo: &str| {
+        let r = common::lb_in(
+            &ws.root,
+            &["ls", "--json"],
+            &[("LB_HOLES_LIB", lib), ("LAYERBUILD_MEMO", memo)],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["label"] == "//compute/slurm")
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let one = slurm("../l1", "1");
+    assert_eq!(slurm("../l1", "1"), one);
+    let two = slurm("../l2", "1");
+    assert_eq!(two, slurm("../l2", "0"));
+    assert_ne!(one, two);
+}

@@ -1507,6 +1507,13 @@ fn ansible_cfg_paths(
             // Ansible's `resolve_path`: `{{CWD}}` is the directory it runs
             // in, then environment variables and `~` are expanded.
             let expanded = expand_cfg_path(part, &ws.root.join(source));
+            if part.contains('$') || part.starts_with("~/") {
+                // Where it points depends on the environment, which the
+                // memo's record does not hold: no memo for this run.
+                obs.give_up(format!(
+                    "{rel_cfg}:{line} names a directory through the environment ({part})"
+                ));
+            }
             let part = expanded.as_str();
             let full = if let Some(rest) = part.strip_prefix("~/") {
                 match std::env::var_os("HOME") {
