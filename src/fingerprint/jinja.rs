@@ -294,14 +294,32 @@ mod tests {
     fn reads_minijinja_misses() {
         for (src, want) in [
             ("{% set x = x | default(1) %}{{ x }}", &["x"][..]),
-            ("{% for i in l %}{% set x = x ~ i %}{% endfor %}", &["l", "x"][..]),
-            ("{% with x = x, y = x %}{{ x }}{{ y }}{% endwith %}", &["x"][..]),
+            (
+                "{% for i in l %}{% set x = x ~ i %}{% endfor %}",
+                &["l", "x"][..],
+            ),
+            (
+                "{% with x = x, y = x %}{{ x }}{{ y }}{% endwith %}",
+                &["x"][..],
+            ),
             ("{% filter replace('a', r) %}a{% endfilter %}", &["r"][..]),
-            ("{% autoescape flag %}{{ v }}{% endautoescape %}", &["flag", "v"][..]),
-            ("{% set b | replace('a', r) %}a{% endset %}{{ b }}", &["r"][..]),
+            (
+                "{% autoescape flag %}{{ v }}{% endautoescape %}",
+                &["flag", "v"][..],
+            ),
+            (
+                "{% set b | replace('a', r) %}a{% endset %}{{ b }}",
+                &["r"][..],
+            ),
             ("{% include ['a.j2', part] %}", &["part"][..]),
-            ("{% extends base %}{% import lib as l %}{% from f import m %}", &["base", "f", "lib"][..]),
-            ("{% for x in loop %}{{ loop.index }}{% endfor %}", &["loop"][..]),
+            (
+                "{% extends base %}{% import lib as l %}{% from f import m %}",
+                &["base", "f", "lib"][..],
+            ),
+            (
+                "{% for x in loop %}{{ loop.index }}{% endfor %}",
+                &["loop"][..],
+            ),
         ] {
             let names = undeclared(src).unwrap();
             assert_eq!(names, want.iter().map(|s| s.to_string()).collect(), "{src}");

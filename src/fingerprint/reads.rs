@@ -254,8 +254,9 @@ fn statement_reads(src: &str, out: &mut Reads) {
         let quoted = QUOTED.replace_all(arg, "");
         let left = left
             || quoted.trim_start().strip_prefix('[').is_some_and(|l| {
-                l.split_once(']')
-                    .is_none_or(|(items, _)| items.chars().any(|c| !(c.is_whitespace() || c == ',')))
+                l.split_once(']').is_none_or(|(items, _)| {
+                    items.chars().any(|c| !(c.is_whitespace() || c == ','))
+                })
             });
         if (!leading || names.is_empty() || left) && out.unresolved.is_none() {
             out.unresolved = Some(c[0].to_string());
