@@ -64,6 +64,80 @@ fn every_reviewed_change_changes_the_digest() {
     );
 }
 
+/// Every reviewed change again, against the memo: after a command that
+/// writes the memo (`ls`, files older than the racy margin), the change
+/// must not be answered from it with the old digests. The memo serves only
+/// commands that need digests alone, so this is what `ls` and a no-op
+/// `build` would show. Fixtures run in parallel (each waits out the racy
+/// margin once).
+#[test]
+fn every_reviewed_change_is_seen_through_the_memo() {
+    let dir = common::fixture_dir("holes");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".a")
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() > 40, "{names:?}");
+    let digests = |ws: &TestWs, memo: &str| -> Vec<(String, String)> {
+        let r = common::lb_in(&ws.root, &["ls", "--json"], &[("LAYERBUILD_MEMO", memo)]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["label"].to_string(), x["digest"].to_string()))
+            .collect()
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stale = std::sync::Mutex::new(Vec::<String>::new());
+    let served = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(name) = names.get(i) else { break };
+                    let ws = TestWs::new("chain");
+                    run_script(&ws, &dir.join(format!("{name}.a")));
+                    // Older than the racy margin: the memo can be written.
+                    std::thread::sleep(std::time::Duration::from_millis(2500));
+                    digests(&ws, "1");
+                    let again =
+                        common::lb_in(&ws.root, &["ls", "--json"], &[("LAYERBUILD_STATS", "1")]);
+                    if again.stderr.contains("from the memo") {
+                        served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    run_script(&ws, &dir.join(format!("{name}.b")));
+                    if digests(&ws, "1") != digests(&ws, "0") {
+                        stale.lock().unwrap().push(name.clone());
+                    }
+                }
+            });
+        }
+    });
+    let stale = stale.into_inner().unwrap();
+    // Most fixtures leave the memo in use (the others give it up, as a
+    // whole-workspace read or an environment variable does): this test
+    // checks something.
+    let served = served.into_inner();
+    assert!(
+        served * 2 > names.len(),
+        "{served} of {} served by the memo",
+        names.len()
+    );
+    assert!(
+        stale.is_empty(),
+        "changes the memo answered with the old digests: {stale:?}"
+    );
+}
+
 /// A change that must either change the digest or be rejected (a read
 /// from outside the workspace): `tests/fixtures/holes/rejected/NAME.{a,b}`.
 /// New holes found in review go to `holes/open/` with an ignored test
