@@ -336,6 +336,10 @@ enum Work {
     Tasks(PathBuf, PathBuf),
 }
 
+/// A directory, the current play's directory, and how many roles and play
+/// directories were known (see `Discovery::bases_memo`).
+type BasesKey = (std::ffi::OsString, std::ffi::OsString, usize, usize);
+
 struct Discovery<'a> {
     obs: &'a Observer,
     root: &'a Path,
@@ -367,14 +371,17 @@ struct Discovery<'a> {
     /// Candidates already resolved, by directory, play, name and how: the
     /// same strings recur in a file ("0644", "directory", a template name)
     /// and resolve the same way.
-    resolved: std::collections::HashSet<(PathBuf, PathBuf, String, u8)>,
+    resolved: std::collections::HashSet<
+        (std::ffi::OsString, std::ffi::OsString, String, u8),
+        foldhash::fast::RandomState,
+    >,
     /// [`Discovery::bases`] by directory and play, with the number of roles
     /// and play directories known when computed (both only grow).
-    bases_memo: HashMap<(PathBuf, PathBuf, usize, usize), std::rc::Rc<Vec<PathBuf>>>,
+    bases_memo: HashMap<BasesKey, std::rc::Rc<Vec<PathBuf>>, foldhash::fast::RandomState>,
     /// Whether each search-path directory is a directory (recorded by the
     /// observer the first time): a name cannot be found below one that is
     /// not, and most of the search path does not exist.
-    is_dir_memo: HashMap<PathBuf, bool>,
+    is_dir_memo: HashMap<std::ffi::OsString, bool, foldhash::fast::RandomState>,
 }
 
 /// Discovers the inputs of `playbook` (relative to `source`).
@@ -403,9 +410,9 @@ pub fn discover(
         play_dirs: BTreeSet::new(),
         cur_play: pb.parent().unwrap_or(root).to_path_buf(),
         local: false,
-        resolved: std::collections::HashSet::new(),
-        bases_memo: HashMap::new(),
-        is_dir_memo: HashMap::new(),
+        resolved: Default::default(),
+        bases_memo: Default::default(),
+        is_dir_memo: Default::default(),
     };
     d.find_play_dirs(&pb);
     loop {
@@ -442,7 +449,7 @@ pub fn discover(
         let Ok(names) = obs.read_dir(&dir) else {
             continue;
         };
-        for n in names {
+        for n in names.iter() {
             let n = n.to_string_lossy();
             if CODE_DIRS.contains(&n.as_ref()) || n.ends_with("_plugins") {
                 let p = dir.join(n.as_ref());
@@ -622,9 +629,10 @@ impl Discovery<'_> {
         let how = u8::from(dir_ok)
             | (u8::from(original.contains("playbook_dir")) << 1)
             | (u8::from(original.contains("role_path")) << 2);
+        // Keyed by the paths' bytes (`Path`'s own hash walks components).
         if !self.resolved.insert((
-            dir.to_path_buf(),
-            self.cur_play.clone(),
+            dir.as_os_str().to_owned(),
+            self.cur_play.as_os_str().to_owned(),
             cand.to_string(),
             how,
         )) {
@@ -725,8 +733,8 @@ impl Discovery<'_> {
     /// [`Discovery::bases`], computed once per directory and play.
     fn bases_memoised(&mut self, dir: &Path) -> std::rc::Rc<Vec<PathBuf>> {
         let key = (
-            dir.to_path_buf(),
-            self.cur_play.clone(),
+            dir.as_os_str().to_owned(),
+            self.cur_play.as_os_str().to_owned(),
             self.out.roles.len(),
             self.play_dirs.len(),
         );
@@ -740,11 +748,11 @@ impl Discovery<'_> {
 
     /// `Observer::is_dir`, asked once per directory by this discovery.
     fn is_dir_memoised(&mut self, dir: &Path) -> bool {
-        if let Some(&b) = self.is_dir_memo.get(dir) {
+        if let Some(&b) = self.is_dir_memo.get(dir.as_os_str()) {
             return b;
         }
         let b = self.obs.is_dir(dir);
-        self.is_dir_memo.insert(dir.to_path_buf(), b);
+        self.is_dir_memo.insert(dir.as_os_str().to_owned(), b);
         b
     }
 
@@ -1588,6 +1596,23 @@ fn file_loop_item(src: &str, task: &Yaml) -> bool {
 
 /// Lexically removes `.` and `..` so the same file is seen once.
 fn normalize(p: &Path) -> PathBuf {
+    // Most paths are normal already: no `.` or `..` component, no `//`,
+    // no trailing `/` (asked for every name tried on the search path).
+    let b = p.as_os_str().as_encoded_bytes();
+    let plain = !b.is_empty()
+        && b.last() != Some(&b'/')
+        && !b.starts_with(b"./")
+        && !b.starts_with(b"../")
+        && b != b"."
+        && b != b".."
+        && !b.ends_with(b"/.")
+        && !b.ends_with(b"/..")
+        && !b.windows(2).any(|w| w == b"//")
+        && !b.windows(3).any(|w| w == b"/./")
+        && !b.windows(4).any(|w| w == b"/../");
+    if plain {
+        return p.to_path_buf();
+    }
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
@@ -1610,7 +1635,7 @@ pub fn all_roles(obs: &Observer, root: &Path, roles_path: &[String]) -> BTreeMap
             continue;
         };
         let names: Vec<String> = entries
-            .into_iter()
+            .iter()
             .filter(|n| obs.is_dir(&dir.join(n)))
             .map(|n| n.to_string_lossy().into_owned())
             .collect();
@@ -1619,4 +1644,50 @@ pub fn all_roles(obs: &Observer, root: &Path, roles_path: &[String]) -> BTreeMap
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path of `normalize` gives what the component walk gives.
+    #[test]
+    fn normalize_fast_path_agrees() {
+        let walk = |p: &str| {
+            let mut out = PathBuf::new();
+            for c in Path::new(p).components() {
+                match c {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => out.push(other),
+                }
+            }
+            out
+        };
+        for p in [
+            "/a/b",
+            "a/b",
+            "/a/.hidden/b",
+            "/a/b.",
+            "/a/..b/c",
+            "/",
+            "/a/",
+            "//a",
+            "a//b",
+            "./a",
+            "../a",
+            "/a/./b",
+            "/a/../b",
+            "/a/.",
+            "/a/..",
+            ".",
+            "..",
+            "a",
+            "/a/b/..c",
+        ] {
+            assert_eq!(normalize(Path::new(p)), walk(p), "{p}");
+        }
+    }
 }

@@ -146,6 +146,8 @@ enum Entry {
 struct Listing {
     device: u64,
     entries: FastMap<std::ffi::OsString, (Entry, u64)>,
+    /// The names, sorted, once asked for (see [`Observer::read_dir`]).
+    sorted: std::sync::OnceLock<std::sync::Arc<[std::ffi::OsString]>>,
 }
 
 impl Listing {
@@ -463,6 +465,7 @@ impl Observer {
                 Some(std::sync::Arc::new(Listing {
                     device: m.dev(),
                     entries,
+                    sorted: Default::default(),
                 }))
             });
         self.listings
@@ -556,7 +559,7 @@ impl Observer {
     /// Recorded as its listing (a `Stat` of it) once per run, and read
     /// once per run: every layer of a shared source lists the same
     /// playbook directory.
-    pub fn read_dir(&self, dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    pub fn read_dir(&self, dir: &Path) -> io::Result<std::sync::Arc<[std::ffi::OsString]>> {
         let Some(listing) = self.listing(dir) else {
             // Not a readable directory: the look records why, and `read_dir`
             // gives the error it would.
@@ -568,9 +571,14 @@ impl Observer {
             )));
         };
         self.note_listing(dir);
-        let mut names: Vec<std::ffi::OsString> = listing.entries.keys().cloned().collect();
-        names.sort();
-        Ok(names)
+        Ok(listing
+            .sorted
+            .get_or_init(|| {
+                let mut names: Vec<std::ffi::OsString> = listing.entries.keys().cloned().collect();
+                names.sort();
+                names.into()
+            })
+            .clone())
     }
 
     /// The regular files below `dir` (following links), sorted; every
