@@ -26,7 +26,10 @@ impl Location {
 
     /// A location from a byte offset into `text` (the whole file).
     pub fn at_offset(path: impl Into<PathBuf>, text: &str, offset: usize) -> Self {
-        let offset = offset.min(text.len());
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -144,6 +147,32 @@ impl Error {
     }
 }
 
+/// Characters of a source line shown under an error: a longer line is
+/// cut to this many around the column, with `…` where it was cut.
+const SHOWN: usize = 120;
+
+/// `src` as shown under an error, and the (1-based) column of the caret
+/// in what is shown: within the line shown, however long the line or
+/// large the column.
+fn excerpt(src: &str, col: Option<usize>) -> (String, Option<usize>) {
+    let chars: Vec<char> = src.chars().collect();
+    let at = col.unwrap_or(1).clamp(1, chars.len() + 1) - 1;
+    if chars.len() <= SHOWN {
+        return (src.to_string(), col.map(|_| at + 1));
+    }
+    let start = at.saturating_sub(SHOWN / 2).min(chars.len() - SHOWN);
+    let end = start + SHOWN;
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, col.map(|_| at - start + 1 + usize::from(start > 0)))
+}
+
 fn render_input(e: &InputError) -> String {
     let mut out = String::new();
     if let Some(loc) = &e.location {
@@ -158,9 +187,10 @@ fn render_input(e: &InputError) -> String {
         && let (Some(line), Some(src)) = (loc.line, &loc.source_line)
     {
         let gutter = line.to_string().len();
+        let (src, col) = excerpt(src, loc.column);
         out.push_str(&format!("\n {:gutter$} |\n {line} | {src}", ""));
-        if let Some(col) = loc.column {
-            out.push_str(&format!("\n {:gutter$} | {:>col$}", "", "^"));
+        if let Some(col) = col {
+            out.push_str(&format!("\n {:gutter$} | {}^", "", " ".repeat(col - 1)));
         }
     }
     if let Some(hint) = &e.hint {
@@ -172,5 +202,39 @@ fn render_input(e: &InputError) -> String {
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         crate::cache::repair::user_error(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(text: &str, offset: usize) -> String {
+        render_input(&InputError {
+            location: Some(Location::at_offset("Layerfile.toml", text, offset)),
+            message: "bad".into(),
+            hint: None,
+        })
+    }
+
+    #[test]
+    fn a_column_past_65535_is_shown_around_the_column() {
+        let line = format!("x = \"{}\" ?", "a".repeat(70_000));
+        let out = rendered(&line, line.len() - 1);
+        assert!(out.starts_with("Layerfile.toml:1:70008: bad"), "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        let (src, caret) = (lines[2], lines[3]);
+        assert!(src.chars().count() < 200 && src.contains('…'), "{src}");
+        // The caret stands under the `?`.
+        let at = caret.chars().count() - 1;
+        assert_eq!(src.chars().nth(at), Some('?'), "{src}\n{caret}");
+    }
+
+    #[test]
+    fn a_short_line_is_shown_whole_with_its_caret() {
+        let out = rendered("a = é ?\n", 7);
+        assert!(out.contains(" 1 | a = é ?\n   |       ^"), "{out}");
+        // An offset inside a character is moved back to its start.
+        assert!(rendered("é", 1).contains("1:1"));
     }
 }

@@ -130,6 +130,20 @@ fn a_toml_syntax_error() {
     assert_input_error(&ws, &run, &["Layerfile.toml:19", "expected `]`"]);
 }
 
+/// An error far along a long line (past column 65,535) shows the part of
+/// the line around it, with the caret under the column, and no panic.
+#[test]
+fn a_syntax_error_at_the_end_of_a_very_long_line() {
+    let ws = with_layerfile(|s| format!("{s}\nnote = \"{}\" ?\n", "a".repeat(70_000)));
+    let run = ws.lb(&["build", "//compute/slurm"]);
+    assert_input_error(&ws, &run, &["Layerfile.toml:", "…"]);
+    assert!(
+        run.stderr.lines().all(|l| l.chars().count() < 400),
+        "{}",
+        &run.stderr[..run.stderr.len().min(2000)]
+    );
+}
+
 #[test]
 fn a_yaml_syntax_error_in_a_playbook() {
     let ws = TestWs::new("chain");
