@@ -393,3 +393,33 @@ fn a_template_rendered_from_files_counts_its_variables() {
     let c = effect(&ws, ALL_VARS, |s| s.replace("node[01-04]", "node[01-08]"));
     assert_eq!(c, vec!["//compute/slurm"]);
 }
+
+/// A template whose expression nests deeper than the analysis follows
+/// (100,000 attribute lookups, 50,000 filters, 100,000 unary minus): no
+/// stack overflow; every inventory variable counts for the layer, and
+/// `why` says so with the file and line.
+#[test]
+fn a_template_nested_too_deeply_counts_every_variable_without_overflowing() {
+    for deep in [
+        format!("{{{{ a{} }}}}\n", ".a".repeat(100_000)),
+        format!("{{{{ a{} }}}}\n", "|lower".repeat(50_000)),
+        format!("{{{{ {}a }}}}\n", "-".repeat(100_000)),
+    ] {
+        let ws = chain_with_vars();
+        ws.write("slurm-config/roles/slurm/templates/deep.j2", &deep);
+        // unused_var is used by no play: it counts only through the fallback.
+        let c = effect(&ws, ALL_VARS, |s| {
+            s.replace("unused_var: 1", "unused_var: 2")
+        });
+        assert_eq!(c, vec!["//compute/slurm"]);
+        let why = ws.lb(&["why", "//compute/slurm"]);
+        assert_eq!(why.code, 0, "{}", why.stderr);
+        assert!(
+            why.stdout.contains(
+                "slurm-config/roles/slurm/templates/deep.j2:1: a Jinja expression nested too deeply"
+            ),
+            "{}",
+            why.stdout
+        );
+    }
+}

@@ -21,14 +21,81 @@ use minijinja::machinery::ast;
 
 /// The names `src` reads that it does not bind itself, or the parse error
 /// (Jinja the analysis cannot read: the caller then counts every variable).
-pub fn undeclared(src: &str) -> Result<BTreeSet<String>, minijinja::Error> {
-    let tree = minijinja::machinery::parse(src, "<analysis>", Default::default())?;
+pub fn undeclared(src: &str) -> Result<BTreeSet<String>, Declined> {
+    if let Some(at) = too_nested(src) {
+        return Err(Declined::TooNested(at));
+    }
+    let tree = minijinja::machinery::parse(src, "<analysis>", Default::default())
+        .map_err(Declined::Parse)?;
     let mut t = Tracker {
         out: BTreeSet::new(),
         assigned: vec![HashSet::new()],
     };
     t.stmt(&tree);
     Ok(t.out.into_iter().map(str::to_string).collect())
+}
+
+/// Why a source was not analysed: the caller then counts every variable.
+#[derive(Debug)]
+pub enum Declined {
+    /// An expression nested deeper than the analysis follows, at this
+    /// byte offset of the source.
+    TooNested(usize),
+    /// Jinja minijinja cannot parse.
+    Parse(minijinja::Error),
+}
+
+/// Operators one expression may hold before the analysis declines it:
+/// the parser and this walk recurse once per operator (`a.b.c`, `x|f|g`,
+/// `- - x`), and a few thousand overflow a thread's stack. Real templates
+/// hold a few dozen; the caller counts every variable for such a source.
+const MAX_OPERATORS: usize = 1000;
+
+/// The offset of the first `{{ }}` or `{% %}` of `src` that holds more
+/// than [`MAX_OPERATORS`] operators outside its string literals.
+fn too_nested(src: &str) -> Option<usize> {
+    let b = src.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        let close = match (b[i], b[i + 1]) {
+            (b'{', b'{') => b'}',
+            (b'{', b'%') => b'%',
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let start = i;
+        i += 2;
+        let mut ops = 0;
+        let mut quote = None;
+        while i < b.len() {
+            let c = b[i];
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == b'\'' || c == b'"' => quote = Some(c),
+                None if c == close && b.get(i + 1) == Some(&b'}') => break,
+                None if b".|-+~*/%([!<>=".contains(&c) => ops += 1,
+                // `not` as a word.
+                None if c == b'n'
+                    && b[i..].starts_with(b"not")
+                    && !b
+                        .get(i + 3)
+                        .is_some_and(|&d| d.is_ascii_alphanumeric() || d == b'_')
+                    && !(i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+                {
+                    ops += 1
+                }
+                None => {}
+            }
+            if ops > MAX_OPERATORS {
+                return Some(start);
+            }
+            i += 1;
+        }
+    }
+    None
 }
 
 struct Tracker<'a> {
@@ -325,6 +392,27 @@ mod tests {
             assert_eq!(names, want.iter().map(|s| s.to_string()).collect(), "{src}");
             assert!(names.is_superset(&minijinja_names(src)), "{src}");
         }
+    }
+
+    #[test]
+    fn deep_expressions_are_declined_not_overflowed() {
+        for src in [
+            format!("{{{{ a{} }}}}", ".a".repeat(100_000)),
+            format!("{{{{ a{} }}}}", "|lower".repeat(50_000)),
+            format!("{{{{ {}a }}}}", "-".repeat(100_000)),
+            format!("{{% if {}a %}}x{{% endif %}}", "not ".repeat(20_000)),
+        ] {
+            assert!(undeclared(&src).is_err());
+        }
+        // Many operators inside string literals, or spread over many
+        // expressions, are no reason to decline.
+        let list = format!("{{% set s = ['{}'] %}}{{{{ s }}}}", "a.b|c-".repeat(2000));
+        assert!(undeclared(&list).is_ok());
+        let many = "{{ a.b | default(c.d) }}\n".repeat(2000);
+        assert_eq!(
+            undeclared(&many).unwrap(),
+            ["a", "c"].map(String::from).into()
+        );
     }
 
     #[test]

@@ -509,7 +509,17 @@ impl Analyzer {
                     u.names.insert(name);
                 }
             }
-            Err(e) => {
+            Err(super::jinja::Declined::TooNested(at)) => {
+                let line = if src.len() == text.len() {
+                    src[..at].matches('\n').count() + 1
+                } else {
+                    line_of(text, src)
+                };
+                u.give_up(format!(
+                    "{file}:{line}: a Jinja expression nested too deeply for the analysis"
+                ));
+            }
+            Err(super::jinja::Declined::Parse(e)) => {
                 // Jinja that Ansible may accept but minijinja cannot parse:
                 // every variable counts.
                 let line = if src.len() == text.len() {
