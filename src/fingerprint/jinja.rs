@@ -57,9 +57,17 @@ fn too_nested(src: &str) -> Option<usize> {
     let b = src.as_bytes();
     let mut i = 0;
     while i + 1 < b.len() {
-        let close = match (b[i], b[i + 1]) {
-            (b'{', b'{') => b'}',
-            (b'{', b'%') => b'%',
+        // The next `{` (a fast search: most of a template is text).
+        match src[i..].find('{') {
+            Some(k) => i += k,
+            None => return None,
+        }
+        if i + 1 >= b.len() {
+            return None;
+        }
+        let close = match b[i + 1] {
+            b'{' => b'}',
+            b'%' => b'%',
             _ => {
                 i += 1;
                 continue;
