@@ -144,6 +144,27 @@ fn a_syntax_error_at_the_end_of_a_very_long_line() {
     );
 }
 
+/// A role's task file that is not UTF-8 is bad input (exit 2) naming the
+/// file, line and byte, not a failure of the machine.
+#[test]
+fn invalid_utf8_in_a_role_task_file() {
+    let ws = TestWs::new("chain");
+    std::fs::write(
+        ws.path("slurm-config/roles/slurm/tasks/main.yml"),
+        b"- name: ok\n  debug:\n    msg: \"caf\xe9\"\n",
+    )
+    .unwrap();
+    let run = ws.lb(&["build", "//compute/slurm"]);
+    assert_input_error(
+        &ws,
+        &run,
+        &[
+            "slurm-config/roles/slurm/tasks/main.yml:3:",
+            "not valid UTF-8 (at byte 33",
+        ],
+    );
+}
+
 #[test]
 fn a_yaml_syntax_error_in_a_playbook() {
     let ws = TestWs::new("chain");

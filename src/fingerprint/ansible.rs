@@ -1473,7 +1473,25 @@ impl Discovery<'_> {
 
 /// A YAML file's text and documents (see [`LoadedYaml`]).
 fn load_yaml(obs: &Observer, path: &Path) -> LoadedYaml {
-    let text = obs.read_to_string(path).map_err(|e| e.to_string())?;
+    let bytes = obs.read(path).map_err(|e| e.to_string())?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        // Bad input, not a broken machine: Ansible rejects it too.
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            let before = String::from_utf8_lossy(&bytes[..at]);
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            return Ok((
+                text,
+                Err(format!(
+                    "{line}\0{col}\0not valid UTF-8 (at byte {at} of the file)"
+                )),
+            ));
+        }
+    };
     let docs = YamlLoader::load_from_str(&text)
         .map_err(|e| format!("{}\0{}\0{}", e.marker().line(), e.marker().col(), e.info()));
     Ok((text, docs))
