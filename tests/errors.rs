@@ -165,6 +165,29 @@ fn invalid_utf8_in_a_role_task_file() {
     );
 }
 
+/// A task file whose aliases expand to billions of nodes (1 KB of text,
+/// nine aliases nine deep) is refused at the alias that crosses the bound,
+/// quickly and in little memory.
+#[test]
+fn a_yaml_alias_bomb_in_a_role_task_file() {
+    let ws = TestWs::new("chain");
+    let mut bomb = String::from("- name: x\n  debug:\n    msg: hi\n  vars:\n    a0: &a0 [x]\n");
+    for l in 1..10 {
+        let refs = vec![format!("*a{}", l - 1); 9].join(", ");
+        bomb.push_str(&format!("    a{l}: &a{l} [{refs}]\n"));
+    }
+    ws.write("slurm-config/roles/slurm/tasks/main.yml", &bomb);
+    let run = ws.lb(&["build", "//compute/slurm"]);
+    assert_input_error(
+        &ws,
+        &run,
+        &[
+            "slurm-config/roles/slurm/tasks/main.yml:",
+            "aliases expand to more than",
+        ],
+    );
+}
+
 #[test]
 fn a_yaml_syntax_error_in_a_playbook() {
     let ws = TestWs::new("chain");

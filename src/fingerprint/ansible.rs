@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
 use super::observe::Observer;
 use crate::error::{Error, Location, Result};
@@ -1492,7 +1492,7 @@ fn load_yaml(obs: &Observer, path: &Path) -> LoadedYaml {
             ));
         }
     };
-    let docs = YamlLoader::load_from_str(&text)
+    let docs = super::yaml::load(&text)
         .map_err(|e| format!("{}\0{}\0{}", e.marker().line(), e.marker().col(), e.info()));
     Ok((text, docs))
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::observe::Observer;
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
 /// File -> what it defines.
 pub type VarSnapshot = BTreeMap<String, FileVars>;
@@ -73,7 +73,7 @@ fn file_vars(rel: &str, text: &str) -> FileVars {
         || rel.ends_with(".json")
         || !rel.contains('.');
     if in_vars_dir && is_yaml {
-        return match YamlLoader::load_from_str(text) {
+        return match super::yaml::load(text) {
             Ok(docs) => match docs.first() {
                 Some(Yaml::Hash(h)) => FileVars::Vars {
                     vars: h
@@ -364,7 +364,7 @@ impl InventoryModel {
             return;
         }
         let is_json = rel.ends_with(".json");
-        match YamlLoader::load_from_str(text) {
+        match super::yaml::load(text) {
             Ok(docs) => match docs.first() {
                 Some(Yaml::Hash(h)) if docs.len() == 1 => {
                     let blocks = if is_json {
@@ -425,7 +425,7 @@ impl InventoryModel {
             return;
         }
         if rel.ends_with(".yml") || rel.ends_with(".yaml") || rel.ends_with(".json") {
-            match YamlLoader::load_from_str(text) {
+            match super::yaml::load(text) {
                 Ok(docs) => match docs.first() {
                     Some(Yaml::Hash(h)) if !h.contains_key(&Yaml::String("plugin".into())) => {
                         for (g, body) in h {

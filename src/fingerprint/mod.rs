@@ -20,6 +20,7 @@ pub mod reads;
 pub mod session;
 pub mod statcache;
 pub mod vars;
+pub mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::error::{Error, Location, Result};
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
 /// What one file (or a set of files) references.
 #[derive(Debug, Clone, Default)]
@@ -304,7 +304,7 @@ impl Analyzer {
         } else if template {
             self.template(text, rel, text, &mut u);
         } else {
-            match YamlLoader::load_from_str(text) {
+            match super::yaml::load(text) {
                 Ok(docs) => {
                     for d in &docs {
                         self.yaml(d, None, rel, text, &mut u);
@@ -543,7 +543,7 @@ mod tests {
     fn names(src: &str) -> (Vec<String>, Option<String>) {
         let mut a = Analyzer::default();
         let mut u = VarUse::default();
-        let docs = YamlLoader::load_from_str(src).unwrap();
+        let docs = yaml_rust2::YamlLoader::load_from_str(src).unwrap();
         for d in &docs {
             a.yaml(d, None, "t.yml", src, &mut u);
         }
@@ -602,7 +602,7 @@ mod tests {
         let run = |src: &str| {
             let mut a = Analyzer::default();
             let mut u = VarUse::default();
-            for d in &YamlLoader::load_from_str(src).unwrap() {
+            for d in &yaml_rust2::YamlLoader::load_from_str(src).unwrap() {
                 a.yaml(d, None, "t.yml", src, &mut u);
             }
             u

@@ -1,0 +1,131 @@
+//! YAML documents loaded with a bound on what their aliases expand to.
+//!
+//! yaml-rust2 copies an anchored node wherever an alias names it, so a
+//! document of a kilobyte whose aliases nest nine deep (a "billion laughs")
+//! takes gigabytes. Before loading, one pass over the parser's events
+//! counts the nodes the document expands to; past [`MAX_NODES`] it is bad
+//! input, with the line of the alias that crossed the bound (Ansible's
+//! loader refuses such documents as well). Pure: no I/O.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, ScanError};
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// Nodes a document may expand to (a large inventory holds a few thousand).
+pub const MAX_NODES: u64 = 1_000_000;
+
+/// `YamlLoader::load_from_str`, refusing a document whose aliases expand
+/// past [`MAX_NODES`] nodes.
+pub fn load(text: &str) -> Result<Vec<Yaml>, ScanError> {
+    // No alias without a `*`.
+    if text.contains('*') {
+        let mut count = Count::default();
+        // A syntax error is reported by the loader below.
+        if Parser::new_from_str(text).load(&mut count, true).is_ok()
+            && let Some(mark) = count.over
+        {
+            return Err(ScanError::new_string(
+                mark,
+                format!("its aliases expand to more than {MAX_NODES} nodes"),
+            ));
+        }
+    }
+    YamlLoader::load_from_str(text)
+}
+
+/// Nodes counted so far, per open collection and per anchor.
+#[derive(Default)]
+struct Count {
+    /// Expanded size of each anchored node, by anchor id.
+    sizes: HashMap<usize, u64>,
+    /// Open collections: anchor id and nodes so far.
+    open: Vec<(usize, u64)>,
+    total: u64,
+    /// Where the bound was crossed.
+    over: Option<Marker>,
+}
+
+impl Count {
+    fn add(&mut self, n: u64, mark: Marker) {
+        let now = match self.open.last_mut() {
+            Some((_, c)) => {
+                *c = c.saturating_add(n);
+                *c
+            }
+            None => {
+                self.total = self.total.saturating_add(n);
+                self.total
+            }
+        };
+        if now > MAX_NODES && self.over.is_none() {
+            self.over = Some(mark);
+        }
+    }
+}
+
+impl MarkedEventReceiver for Count {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor > 0 {
+                    self.sizes.insert(anchor, 1);
+                }
+                self.add(1, mark);
+            }
+            Event::Alias(id) => {
+                let n = self.sizes.get(&id).copied().unwrap_or(1);
+                self.add(n, mark);
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.open.push((anchor, 1));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, n)) = self.open.pop() {
+                    if anchor > 0 {
+                        self.sizes.insert(anchor, n);
+                    }
+                    self.add(n, mark);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bomb(levels: usize, width: usize) -> String {
+        let mut s = String::from("a0: &a0 [x]\n");
+        for l in 1..=levels {
+            let refs = vec![format!("*a{}", l - 1); width].join(", ");
+            s.push_str(&format!("a{l}: &a{l} [{refs}]\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_with_its_line() {
+        let e = load(&bomb(9, 9)).unwrap_err();
+        assert!(e.info().contains("aliases expand to more than"), "{e}");
+        assert!(e.marker().line() <= 10, "{e}");
+        // Under an unused key too.
+        let nested = format!("unused:\n  {}", bomb(9, 9).replace('\n', "\n  "));
+        assert!(load(&nested).is_err());
+    }
+
+    #[test]
+    fn ordinary_aliases_load() {
+        let text = "defaults: &d {a: 1, b: 2}\nx:\n  <<: *d\n  c: 3\ny: *d\nz: [*d, *d]\n";
+        let docs = load(text).unwrap();
+        assert_eq!(docs[0]["y"]["a"].as_i64(), Some(1));
+        assert!(load(&bomb(3, 9)).is_ok());
+        // Syntax errors are the loader's.
+        assert!(
+            load("a: *missing\n").is_err() == YamlLoader::load_from_str("a: *missing\n").is_err()
+        );
+    }
+}
