@@ -28,8 +28,8 @@ fn run_script(ws: &TestWs, path: &std::path::Path) {
     );
 }
 
-#[test]
-fn every_reviewed_change_changes_the_digest() {
+/// The fixture directory and the names of its change pairs, sorted.
+fn reviewed_changes() -> (std::path::PathBuf, Vec<String>) {
     let dir = common::fixture_dir("holes");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -43,6 +43,12 @@ fn every_reviewed_change_changes_the_digest() {
         .collect();
     names.sort();
     assert!(names.len() > 40, "{names:?}");
+    (dir, names)
+}
+
+#[test]
+fn every_reviewed_change_changes_the_digest() {
+    let (dir, names) = reviewed_changes();
     let mut holes = vec![];
     for name in &names {
         let label = match name.as_str() {
@@ -72,19 +78,7 @@ fn every_reviewed_change_changes_the_digest() {
 /// margin once).
 #[test]
 fn every_reviewed_change_is_seen_through_the_memo() {
-    let dir = common::fixture_dir("holes");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".a")
-                .map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    assert!(names.len() > 40, "{names:?}");
+    let (dir, names) = reviewed_changes();
     let digests = |ws: &TestWs, memo: &str| -> Vec<(String, String)> {
         let r = common::lb_in(&ws.root, &["ls", "--json"], &[("LAYERBUILD_MEMO", memo)]);
         assert_eq!(r.code, 0, "{}", r.stderr);

@@ -1631,6 +1631,11 @@ fn normalize(p: &Path) -> PathBuf {
     if plain {
         return p.to_path_buf();
     }
+    normalize_components(p)
+}
+
+/// [`normalize`] component by component.
+fn normalize_components(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
@@ -1671,19 +1676,6 @@ mod tests {
     /// The fast path of `normalize` gives what the component walk gives.
     #[test]
     fn normalize_fast_path_agrees() {
-        let walk = |p: &str| {
-            let mut out = PathBuf::new();
-            for c in Path::new(p).components() {
-                match c {
-                    std::path::Component::ParentDir => {
-                        out.pop();
-                    }
-                    std::path::Component::CurDir => {}
-                    other => out.push(other),
-                }
-            }
-            out
-        };
         for p in [
             "/a/b",
             "a/b",
@@ -1705,7 +1697,11 @@ mod tests {
             "a",
             "/a/b/..c",
         ] {
-            assert_eq!(normalize(Path::new(p)), walk(p), "{p}");
+            assert_eq!(
+                normalize(Path::new(p)),
+                normalize_components(Path::new(p)),
+                "{p}"
+            );
         }
     }
 }

@@ -458,31 +458,30 @@ pub fn fingerprint_observed(
     // in label order below, until a layer reads a file the index lacks:
     // the index then grows, and the layers after it are done again one by
     // one (as they would have been in order).
+    let manifest_of = |label: &Label, parent: ParentInput, index: &FileIndex, tried: &_| {
+        let inputs = &analysed[label];
+        build_manifest(
+            obs,
+            ws,
+            system,
+            &ws.layers[label],
+            inputs,
+            index,
+            parent,
+            model.as_ref(),
+            play_models.get(&inputs.playbook_dir),
+            tried,
+            &analyzer,
+        )
+    };
     let mut early: Vec<Option<Result<Built>>> = labels
         .par_iter()
-        .map(|label| {
-            let layer = &ws.layers[label];
-            let inputs = &analysed[label];
-            Some(build_manifest(
-                obs,
-                ws,
-                system,
-                layer,
-                inputs,
-                &index,
-                ParentInput::Scratch,
-                model.as_ref(),
-                play_models.get(&inputs.playbook_dir),
-                &tried,
-                &analyzer,
-            ))
-        })
+        .map(|label| Some(manifest_of(label, ParentInput::Scratch, &index, &tried)))
         .collect();
     let mut grown = false;
     let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
     for (i, label) in labels.iter().enumerate() {
         let layer = &ws.layers[label];
-        let inputs = &analysed[label];
         let parent = match &layer.parent {
             Parent::Scratch => ParentInput::Scratch,
             Parent::Image(r) => ParentInput::Image {
@@ -501,19 +500,7 @@ pub fn fingerprint_observed(
         let manifest = loop {
             let built = match first.take() {
                 Some(built) => built?,
-                None => build_manifest(
-                    obs,
-                    ws,
-                    system,
-                    layer,
-                    inputs,
-                    &index,
-                    parent.clone(),
-                    model.as_ref(),
-                    play_models.get(&inputs.playbook_dir),
-                    &tried,
-                    &analyzer,
-                )?,
+                None => manifest_of(label, parent.clone(), &index, &tried)?,
             };
             match built {
                 Built::Manifest(mut m) => {
