@@ -194,6 +194,38 @@ impl FileIndex {
         allow_outside: &[PathBuf],
         mut stat: Option<&mut StatCache>,
     ) -> Result<FileIndex> {
+        let mut index = FileIndex::walk_roots(
+            obs,
+            root,
+            roots,
+            exclude,
+            allow_outside,
+            stat.as_deref_mut(),
+        )?;
+        index.finish(
+            obs,
+            root,
+            roots,
+            roots,
+            explicit,
+            exclude,
+            allow_outside,
+            stat,
+        )?;
+        Ok(index)
+    }
+
+    /// The first part of [`FileIndex::build_allowing`]: walks and hashes
+    /// `roots` only, so that it can run while the plays are discovered
+    /// (the layers' sources are known before their plays are read).
+    pub fn walk_roots(
+        obs: &Observer,
+        root: &Path,
+        roots: &BTreeSet<String>,
+        exclude: &Path,
+        allow_outside: &[PathBuf],
+        stat: Option<&mut StatCache>,
+    ) -> Result<FileIndex> {
         // Before any file is looked at: an entry is trusted later only for
         // files not modified since (see the racy rule in `statcache`).
         let mut index = FileIndex {
@@ -206,10 +238,40 @@ impl FileIndex {
             walk(obs, root, roots, exclude, allow_outside, &mut found)?;
         }
         let t = crate::timings::phase("    index: walk", t);
-        index.whole = roots.contains(".");
-        index.add_found(obs, root, found, stat.as_deref_mut())?;
+        index.add_found(obs, root, found, stat)?;
         crate::timings::phase("    index: hash what the walk found", t);
-        index.add_explicit(
+        Ok(index)
+    }
+
+    /// The rest of [`FileIndex::build_allowing`] after
+    /// [`FileIndex::walk_roots`] of `walked`: the `roots` not inside a
+    /// walked one (walked with the same ignore rules: a walk starts at the
+    /// workspace root whatever its roots), the `explicit` paths, and the
+    /// stat-cache entries of files gone from all of them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
+        &mut self,
+        obs: &Observer,
+        root: &Path,
+        walked: &BTreeSet<String>,
+        roots: &BTreeSet<String>,
+        explicit: &BTreeSet<String>,
+        exclude: &Path,
+        allow_outside: &[PathBuf],
+        mut stat: Option<&mut StatCache>,
+    ) -> Result<()> {
+        let rest: BTreeSet<String> = roots
+            .iter()
+            .filter(|r| !inside(r, walked))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            let mut found = Found::default();
+            walk(obs, root, &rest, exclude, allow_outside, &mut found)?;
+            self.add_found(obs, root, found, stat.as_deref_mut())?;
+        }
+        self.whole = roots.contains(".") || walked.contains(".");
+        self.add_explicit(
             obs,
             root,
             explicit,
@@ -218,9 +280,9 @@ impl FileIndex {
             stat.as_deref_mut(),
         )?;
         if let Some(stat) = stat {
-            index.forget_vanished(root, roots, explicit, stat);
+            self.forget_vanished(root, roots, explicit, stat);
         }
-        Ok(index)
+        Ok(())
     }
 
     /// Has the whole workspace been walked (a root `.`)?
@@ -287,59 +349,67 @@ impl FileIndex {
         obs: &Observer,
         root: &Path,
         found: Found,
-        stat: Option<&mut StatCache>,
+        mut stat: Option<&mut StatCache>,
     ) -> Result<()> {
         let files = &self.files;
         let known = stat.as_deref().map(|s| &s.entries);
         let scan_started = self.scan_started;
-        type Hashed = (
-            String,
-            FileHash,
-            Lookup,
-            Option<Result<super::vars::VarUse>>,
-        );
-        let hashed: Vec<Hashed> = found
+        let with_stat = stat.is_some();
+        // Each worker keeps its share of the results in the order of the
+        // paths (no intermediate list of every result: it was the run's
+        // peak of memory).
+        let parts: Vec<Result<Hashed>> = found
             .paths
             .into_par_iter()
             .filter(|(rel, _)| !files.contains_key(rel))
-            .map_init(super::vars::Analyzer::default, |analyzer, (rel, follow)| {
-                let full = root.join(&rel);
-                let entry = known.and_then(|k| k.get(&rel));
-                let mut done = None;
-                let analyse = |bytes: &[u8], jinja: bool| {
-                    done = analyzer.analyse_bytes(&rel, jinja, bytes);
-                };
-                hash_entry(obs, &full, follow, entry, scan_started, analyse)
-                    .map(|(h, l)| (rel, h, l, done))
-            })
-            .collect::<Result<_>>()?;
-        let hashed: Vec<(String, FileHash, Lookup)> = hashed
-            .into_iter()
-            .map(|(rel, h, l, done)| {
-                if let Some(done) = done {
-                    self.analysed.push((rel.clone(), done));
-                }
-                (rel, h, l)
-            })
-            .collect();
-        match stat {
-            None => self
-                .files
-                .extend(hashed.into_iter().map(|(rel, h, _)| (rel, h))),
-            Some(stat) => {
-                for (rel, h, lookup) in hashed {
+            .fold(
+                || (super::vars::Analyzer::default(), Ok(Hashed::default())),
+                |(mut analyzer, part), (rel, follow)| {
+                    let Ok(mut part) = part else {
+                        return (analyzer, part);
+                    };
+                    let full = root.join(&rel);
+                    let entry = known.and_then(|k| k.get(&rel));
+                    let mut done = None;
+                    let analyse = |bytes: &[u8], jinja: bool| {
+                        done = analyzer.analyse_bytes(&rel, jinja, bytes);
+                    };
+                    let (h, lookup) =
+                        match hash_entry(obs, &full, follow, entry, scan_started, analyse) {
+                            Ok(r) => r,
+                            Err(e) => return (analyzer, Err(e)),
+                        };
+                    if let Some(done) = done {
+                        part.analysed.push((rel.clone(), done));
+                    }
                     match lookup {
-                        Lookup::Reused => stat.reused += 1,
+                        Lookup::Reused => part.reused += 1,
                         Lookup::Hashed(entry) => {
-                            stat.hashed += 1;
-                            if let Some(e) = entry {
-                                stat.updates.push((rel.clone(), e));
+                            part.hashed += 1;
+                            if let Some(e) = entry.filter(|_| with_stat) {
+                                part.updates.push((rel.clone(), e));
                             }
                         }
                     }
-                    self.files.insert(rel, h);
-                }
+                    part.files.push((rel, h));
+                    (analyzer, Ok(part))
+                },
+            )
+            .map(|(_, part)| part)
+            .collect();
+        let mut parts = parts.into_iter().collect::<Result<Vec<Hashed>>>()?;
+        if let Some(stat) = stat.as_deref_mut() {
+            stat.updates
+                .reserve_exact(parts.iter().map(|p| p.updates.len()).sum());
+        }
+        for part in &mut parts {
+            self.analysed.append(&mut part.analysed);
+            if let Some(stat) = stat.as_deref_mut() {
+                stat.reused += part.reused;
+                stat.hashed += part.hashed;
+                stat.updates.append(&mut part.updates);
             }
+            self.files.extend(std::mem::take(&mut part.files));
         }
         self.links.extend(found.links);
         Ok(())
@@ -638,6 +708,16 @@ fn rel_str(root: &Path, path: &Path) -> String {
 }
 
 /// How a file's hash was obtained.
+/// One worker's share of [`FileIndex::add_found`]'s results.
+#[derive(Default)]
+struct Hashed {
+    files: Vec<(String, FileHash)>,
+    updates: Vec<(String, StatEntry)>,
+    analysed: Vec<(String, Result<super::vars::VarUse>)>,
+    reused: usize,
+    hashed: usize,
+}
+
 enum Lookup {
     /// From a trusted stat-cache entry: the content was not read.
     Reused,
@@ -668,6 +748,17 @@ fn hash_entry(
         };
         Ok((h, Lookup::Hashed(None)))
     };
+    // A file the stat cache does not know is read anyway: opened first
+    // (not through a link), its stat taken from the open file. Three
+    // system calls fewer than a stat before the open, and what is recorded
+    // is still never newer than what is read.
+    if entry.is_none()
+        && !follow
+        && let Some((file, meta)) = open_regular(full)
+    {
+        obs.saw(full, false, &Ok(meta.clone()));
+        return hashed_file(full, file, &meta, scan_started, analyse);
+    }
     // Stat before reading: what is recorded is never newer than what was read.
     let lmeta = std::fs::symlink_metadata(full); // observed: just below
     obs.saw(full, false, &lmeta);
@@ -703,14 +794,59 @@ fn hash_entry(
         };
         return Ok((h, Lookup::Reused));
     }
-    let (hash, jinja) = hash_content(full, &meta, analyse)?;
+    // The caller recorded the file's stat before this.
+    let file = std::fs::File::open(full); // observed: by the caller
+    let file = file.map_err(|e| Error::io(full, e))?;
+    hashed_file(full, file, &meta, scan_started, analyse)
+}
+
+/// An open file and its stat (taken from the open file).
+type Opened = (OpenFile, std::fs::Metadata);
+
+/// A file the caller opened (and whose stat it recorded).
+type OpenFile = std::fs::File; // observed: by whoever opened it
+
+/// A regular file opened without following a link, and its stat; `None`
+/// for anything else (a link, a directory, a FIFO: never blocks on one).
+#[cfg(unix)]
+fn open_regular(full: &Path) -> Option<Opened> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new() // observed: by the caller, from the open file's stat
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(full)
+        .ok()?;
+    let meta = file.metadata().ok()?; // observed: by the caller (`Observer::saw`)
+    meta.is_file().then_some((file, meta))
+}
+
+#[cfg(not(unix))]
+fn open_regular(_full: &Path) -> Option<Opened> {
+    None
+}
+
+/// The hash of a regular file opened by the caller, whose stat `meta`
+/// was taken (and recorded) before it is read.
+fn hashed_file(
+    full: &Path,
+    file: OpenFile,
+    meta: &std::fs::Metadata,
+    scan_started: i64,
+    analyse: impl FnOnce(&[u8], bool),
+) -> Result<(FileHash, Lookup)> {
+    let mode = if is_executable(meta) {
+        "100755"
+    } else {
+        "100644"
+    };
+    let (hash, jinja) = hash_content(full, file, meta, analyse)?;
     let h = FileHash {
         hash: ContentHash(*hash.as_bytes()),
         mode: mode.into(),
         jinja,
-        perm: permissions(&meta),
+        perm: permissions(meta),
     };
-    let entry = stat
+    let entry = Stat::of(meta)
         .filter(|_| meta.is_file())
         .map(|s| s.entry(*hash.as_bytes(), jinja, scan_started));
     Ok((h, Lookup::Hashed(entry)))
@@ -721,13 +857,11 @@ fn hash_entry(
 /// which are streamed).
 fn hash_content(
     full: &Path,
+    mut file: OpenFile,
     meta: &std::fs::Metadata,
     analyse: impl FnOnce(&[u8], bool),
 ) -> Result<(blake3::Hash, bool)> {
     let mut hasher = blake3::Hasher::new();
-    // The caller recorded the file's stat before this.
-    let file = std::fs::File::open(full); // observed: by the caller
-    let mut file = file.map_err(|e| Error::io(full, e))?;
     let jinja = if meta.len() > 1 << 20 {
         // Large files are streamed; treat them as possible templates
         // (over-approximate) rather than read them twice.
@@ -736,8 +870,16 @@ fn hash_content(
             .map_err(|e| Error::io(full, e))?;
         true
     } else {
-        let mut buf = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut buf).map_err(|e| Error::io(full, e))?;
+        // Up to the size the stat gave and one byte more (a file that grew
+        // still hashes whole): `File::read_to_end` would stat it again.
+        let mut buf = Vec::with_capacity(meta.len() as usize + 1);
+        std::io::Read::by_ref(&mut file)
+            .take(meta.len() + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(full, e))?;
+        if buf.len() as u64 > meta.len() {
+            file.read_to_end(&mut buf).map_err(|e| Error::io(full, e))?;
+        }
         hasher.update(&buf);
         let jinja = has_jinja_marker(&buf);
         analyse(&buf, jinja);

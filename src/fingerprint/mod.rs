@@ -223,99 +223,118 @@ pub fn fingerprint_observed(
     let mut explicit: BTreeSet<String> = BTreeSet::new();
     let inventory = system.and_then(|s| s.inventory.clone());
 
-    // Each layer's play is discovered on its own, in parallel.
+    // The layers' sources are walked and hashed while the plays are
+    // discovered (each on its own, in parallel); what the plays add (roles
+    // elsewhere, files named outright) is indexed after.
+    let sources: BTreeSet<String> = labels
+        .iter()
+        .filter_map(|l| ws.layers[l].source.clone())
+        .collect();
     type Discovered<'a> = Result<(&'a Label, LayerInputs, BTreeSet<String>, BTreeSet<String>)>;
-    let discovered: Vec<Discovered> = labels
-        .par_iter()
-        .map(|label| -> Result<_> {
-            let mut roots: BTreeSet<String> = BTreeSet::new();
-            let mut explicit: BTreeSet<String> = BTreeSet::new();
-            let layer = &ws.layers[label];
-            let mut inputs = LayerInputs {
-                roles: BTreeMap::new(),
-                extra_files: BTreeSet::new(),
-                referenced: BTreeSet::new(),
-                var_fallback: None,
-                setup_refs: setup_references(obs, ws, layer),
-                read: BTreeSet::new(),
-                whole_source: None,
-                var_dirs: BTreeSet::new(),
-                playbook_dir: String::new(),
-                notes: vec![],
-            };
-            if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
-                let found = ansible::discover(
-                    obs,
-                    &ws.root,
-                    source,
-                    playbook,
-                    &layer.roles_path,
-                    &ws.allow_outside,
-                )?;
-                inputs.roles = found.roles;
-                if let Some(reason) = found.all_roles_reason {
-                    inputs
-                        .notes
-                        .push(format!("every role counts because {reason}"));
-                    inputs
-                        .roles
-                        .extend(ansible::all_roles(obs, &ws.root, &layer.roles_path));
+    let discover = || -> Vec<Discovered> {
+        labels
+            .par_iter()
+            .map(|label| -> Result<_> {
+                let mut roots: BTreeSet<String> = BTreeSet::new();
+                let mut explicit: BTreeSet<String> = BTreeSet::new();
+                let layer = &ws.layers[label];
+                let mut inputs = LayerInputs {
+                    roles: BTreeMap::new(),
+                    extra_files: BTreeSet::new(),
+                    referenced: BTreeSet::new(),
+                    var_fallback: None,
+                    setup_refs: setup_references(obs, ws, layer),
+                    read: BTreeSet::new(),
+                    whole_source: None,
+                    var_dirs: BTreeSet::new(),
+                    playbook_dir: String::new(),
+                    notes: vec![],
+                };
+                if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
+                    let found = ansible::discover(
+                        obs,
+                        &ws.root,
+                        source,
+                        playbook,
+                        &layer.roles_path,
+                        &ws.allow_outside,
+                    )?;
+                    inputs.roles = found.roles;
+                    if let Some(reason) = found.all_roles_reason {
+                        inputs
+                            .notes
+                            .push(format!("every role counts because {reason}"));
+                        inputs
+                            .roles
+                            .extend(ansible::all_roles(obs, &ws.root, &layer.roles_path));
+                    }
+                    inputs.extra_files = found.extra_files;
+                    inputs.referenced = found.referenced;
+                    inputs.read = found.read;
+                    inputs.whole_source = found.whole_source;
+                    inputs.var_dirs = found.var_dirs;
+                    inputs.playbook_dir = found.playbook_dir;
+                    // ansible-playbook runs in the source directory and reads its ansible.cfg.
+                    let cfg = format!("{source}/ansible.cfg");
+                    if obs.is_file(&ws.root.join(&cfg)) {
+                        inputs.referenced.insert(cfg);
+                    }
+                    explicit.extend(inputs.var_dirs.iter().cloned());
+                    let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source)?;
+                    inputs.referenced.extend(cfg_paths);
+                    inputs.var_fallback = plugins.or(found.all_vars_reason);
+                    inputs.notes.extend(found.notes);
+                    // Ansible reads the inventory whatever .gitignore says.
+                    if let Some(inv) = &inventory {
+                        explicit.insert(inv.clone());
+                        if !obs.is_dir(&ws.root.join(inv)) {
+                            // group_vars/, host_vars/ and files the play may read
+                            // through inventory_dir live beside an inventory file.
+                            let parent = std::path::Path::new(inv)
+                                .parent()
+                                .map(|p| p.to_string_lossy().into_owned())
+                                .filter(|p| !p.is_empty())
+                                .unwrap_or_else(|| ".".into());
+                            explicit.insert(parent);
+                        }
+                    }
+                    explicit.insert(format!("{source}/{playbook}"));
                 }
-                inputs.extra_files = found.extra_files;
-                inputs.referenced = found.referenced;
-                inputs.read = found.read;
-                inputs.whole_source = found.whole_source;
-                inputs.var_dirs = found.var_dirs;
-                inputs.playbook_dir = found.playbook_dir;
-                // ansible-playbook runs in the source directory and reads its ansible.cfg.
-                let cfg = format!("{source}/ansible.cfg");
-                if obs.is_file(&ws.root.join(&cfg)) {
-                    inputs.referenced.insert(cfg);
+                roots.extend(layer.source.iter().cloned());
+                if inputs.whole_source.is_some() {
+                    // What the play reads is known only at run time: every
+                    // file of the workspace counts (see `add_whole_workspace`).
+                    roots.insert(".".into());
                 }
-                explicit.extend(inputs.var_dirs.iter().cloned());
-                let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source)?;
-                inputs.referenced.extend(cfg_paths);
-                inputs.var_fallback = plugins.or(found.all_vars_reason);
-                inputs.notes.extend(found.notes);
-                // Ansible reads the inventory whatever .gitignore says.
-                if let Some(inv) = &inventory {
-                    explicit.insert(inv.clone());
-                    if !obs.is_dir(&ws.root.join(inv)) {
-                        // group_vars/, host_vars/ and files the play may read
-                        // through inventory_dir live beside an inventory file.
-                        let parent = std::path::Path::new(inv)
-                            .parent()
-                            .map(|p| p.to_string_lossy().into_owned())
-                            .filter(|p| !p.is_empty())
-                            .unwrap_or_else(|| ".".into());
-                        explicit.insert(parent);
+                roots.extend(inputs.roles.values().cloned());
+                // What Ansible loads from each used role without a task naming
+                // it counts whatever .gitignore says.
+                for dir in inputs.roles.values() {
+                    for sub in ["tasks", "handlers", "vars", "defaults", "meta"] {
+                        explicit.insert(format!("{dir}/{sub}"));
                     }
                 }
-                explicit.insert(format!("{source}/{playbook}"));
-            }
-            roots.extend(layer.source.iter().cloned());
-            if inputs.whole_source.is_some() {
-                // What the play reads is known only at run time: every
-                // file of the workspace counts (see `add_whole_workspace`).
-                roots.insert(".".into());
-            }
-            roots.extend(inputs.roles.values().cloned());
-            // What Ansible loads from each used role without a task naming
-            // it counts whatever .gitignore says.
-            for dir in inputs.roles.values() {
-                for sub in ["tasks", "handlers", "vars", "defaults", "meta"] {
-                    explicit.insert(format!("{dir}/{sub}"));
-                }
-            }
-            explicit.extend(layer.scripts.iter().cloned());
-            explicit.extend(layer.inputs.iter().cloned());
-            explicit.extend(layer.packages_file.iter().cloned());
-            explicit.extend(inputs.extra_files.iter().cloned());
-            explicit.extend(inputs.referenced.iter().cloned());
-            explicit.extend(inputs.setup_refs.iter().cloned());
-            Ok((label, inputs, roots, explicit))
-        })
-        .collect();
+                explicit.extend(layer.scripts.iter().cloned());
+                explicit.extend(layer.inputs.iter().cloned());
+                explicit.extend(layer.packages_file.iter().cloned());
+                explicit.extend(inputs.extra_files.iter().cloned());
+                explicit.extend(inputs.referenced.iter().cloned());
+                explicit.extend(inputs.setup_refs.iter().cloned());
+                Ok((label, inputs, roots, explicit))
+            })
+            .collect()
+    };
+    let walk_sources = || {
+        FileIndex::walk_roots(
+            obs,
+            &ws.root,
+            &sources,
+            &ws.cache_dir,
+            &ws.allow_outside,
+            stat.as_deref_mut(),
+        )
+    };
+    let (discovered, index) = rayon::join(discover, walk_sources);
     // The first layer's error in label order, whatever finished first.
     for d in discovered {
         let (label, inputs, r, e) = d?;
@@ -325,9 +344,11 @@ pub fn fingerprint_observed(
     }
     obs.forget_derived();
     let t = crate::timings::phase("  fingerprint: discover the plays", t);
-    let mut index = FileIndex::build_allowing(
+    let mut index = index?;
+    index.finish(
         obs,
         &ws.root,
+        &sources,
         &roots,
         &explicit,
         &ws.cache_dir,
