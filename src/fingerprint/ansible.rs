@@ -498,6 +498,11 @@ pub fn discover(
 
 impl Discovery<'_> {
     fn rel(&self, p: &Path) -> String {
+        if is_normal(p)
+            && let Some(rest) = below_bytes(p, self.root)
+        {
+            return String::from_utf8_lossy(rest).into_owned();
+        }
         p.strip_prefix(self.root)
             .unwrap_or(p)
             .components()
@@ -665,8 +670,8 @@ impl Discovery<'_> {
             if descends && !self.is_dir_memoised(base) {
                 continue;
             }
-            let p = normalize(&base.join(&cand));
-            if !p.starts_with(self.root) || p == self.root {
+            let p = normalized(base.join(&cand));
+            if !strictly_below(&p, self.root) {
                 continue;
             }
             if self.obs.is_file(&p) || (dir_ok && self.obs.is_dir(&p)) {
@@ -1070,14 +1075,14 @@ impl Discovery<'_> {
         let bases = self.bases_memoised(&dir);
         let cands: Vec<PathBuf> = bases
             .iter()
-            .filter(|b| !(descends && b.starts_with(self.root)) || self.is_dir_memoised(b))
+            .filter(|b| !(descends && under(b, self.root)) || self.is_dir_memoised(b))
             .map(|b| normalize(&b.join(src)))
             .collect();
         // Every existing candidate counts (which one Ansible reads first
         // depends on the task's search path); one outside the workspace is
         // an error even when another lies inside.
         for p in &cands {
-            if p.starts_with(self.root) {
+            if under(p, self.root) {
                 if self.obs.exists(p) {
                     self.reference(p, file, src);
                 }
@@ -1091,7 +1096,7 @@ impl Discovery<'_> {
     /// workspace, an error outside it (unless in `allow_outside`, where it
     /// must be reached through a link in the workspace to count).
     fn count_read(&mut self, p: &Path, module: &str, src: &str, file: &Path) {
-        if p.starts_with(self.root) {
+        if under(p, self.root) {
             if self.obs.exists(p) {
                 self.reference(p, file, src);
             }
@@ -1614,24 +1619,66 @@ fn file_loop_item(src: &str, task: &Yaml) -> bool {
 
 /// Lexically removes `.` and `..` so the same file is seen once.
 fn normalize(p: &Path) -> PathBuf {
-    // Most paths are normal already: no `.` or `..` component, no `//`,
-    // no trailing `/` (asked for every name tried on the search path).
-    let b = p.as_os_str().as_encoded_bytes();
-    let plain = !b.is_empty()
-        && b.last() != Some(&b'/')
-        && !b.starts_with(b"./")
-        && !b.starts_with(b"../")
-        && b != b"."
-        && b != b".."
-        && !b.ends_with(b"/.")
-        && !b.ends_with(b"/..")
-        && !b.windows(2).any(|w| w == b"//")
-        && !b.windows(3).any(|w| w == b"/./")
-        && !b.windows(4).any(|w| w == b"/../");
-    if plain {
+    if is_normal(p) {
         return p.to_path_buf();
     }
     normalize_components(p)
+}
+
+/// [`normalize`] of a path the caller owns: not copied when normal.
+fn normalized(p: PathBuf) -> PathBuf {
+    if is_normal(&p) {
+        return p;
+    }
+    normalize_components(&p)
+}
+
+/// Is `p` already what [`normalize`] makes of it? Most paths are: no `.`
+/// or `..` component, no `//`, no trailing `/` (asked for every name tried
+/// on the search path).
+fn is_normal(p: &Path) -> bool {
+    let b = p.as_os_str().as_encoded_bytes();
+    if b.is_empty() || b.last() == Some(&b'/') {
+        return false;
+    }
+    b.split(|&c| c == b'/').enumerate().all(|(i, c)| {
+        if c.is_empty() {
+            i == 0
+        } else {
+            c != b"." && c != b".."
+        }
+    })
+}
+
+/// Is the normal path `p` strictly below the normal directory `root`?
+/// (`Path::starts_with` compared byte-wise: both are normal.)
+fn strictly_below(p: &Path, root: &Path) -> bool {
+    below_bytes(p, root).is_some_and(|rest| !rest.is_empty())
+}
+
+/// `p.starts_with(root)` for a normal `p`, byte-wise when `root` is normal.
+fn under(p: &Path, root: &Path) -> bool {
+    below_bytes(p, root).is_some()
+}
+
+/// The bytes of the normal path `p` after `root` and its `/` (empty for
+/// `root` itself), if `p` is `root` or below it; compared component-wise
+/// when `root` is not normal.
+fn below_bytes<'a>(p: &'a Path, root: &Path) -> Option<&'a [u8]> {
+    let pb = p.as_os_str().as_encoded_bytes();
+    if !is_normal(root) {
+        let rest = p.strip_prefix(root).ok()?;
+        return Some(&pb[pb.len() - rest.as_os_str().len()..]);
+    }
+    let r = root.as_os_str().as_encoded_bytes();
+    let r = r.strip_suffix(b"/").unwrap_or(r);
+    let rest = pb.strip_prefix(r)?;
+    match rest {
+        [] => Some(rest),
+        [b'/', tail @ ..] => Some(tail),
+        _ if r.is_empty() => Some(rest),
+        _ => None,
+    }
 }
 
 /// [`normalize`] component by component.
@@ -1702,6 +1749,22 @@ mod tests {
                 normalize_components(Path::new(p)),
                 "{p}"
             );
+        }
+    }
+
+    #[test]
+    fn byte_wise_prefixes_agree_with_components() {
+        let paths = ["/w", "/w/a", "/w/a/b", "/wx", "/wx/a", "/", "/v/w", "/w/.a"];
+        for root in ["/w", "/w/", "/", "/w/./", "/x/../w"] {
+            for p in paths {
+                let (p, r) = (Path::new(p), Path::new(root));
+                assert_eq!(under(p, r), p.starts_with(r), "{p:?} under {r:?}");
+                assert_eq!(
+                    strictly_below(p, r),
+                    p.starts_with(r) && p.components().ne(r.components()),
+                    "{p:?} strictly below {r:?}"
+                );
+            }
         }
     }
 }

@@ -148,6 +148,9 @@ struct Listing {
     entries: FastMap<std::ffi::OsString, (Entry, u64)>,
     /// The names, sorted, once asked for (see [`Observer::read_dir`]).
     sorted: std::sync::OnceLock<std::sync::Arc<[std::ffi::OsString]>>,
+    /// Whether the listing was recorded (see [`Observer::note_listing`]):
+    /// a name found missing here is then known recorded without a lookup.
+    noted: std::sync::atomic::AtomicBool,
 }
 
 impl Listing {
@@ -321,7 +324,12 @@ impl Observer {
         let entry = listing.entries.get(name).copied();
         if entry.is_none() && self.below_root(dir) {
             // Recorded as the directory's listing (once per run).
-            self.note_listing(dir);
+            if !listing.noted.load(std::sync::atomic::Ordering::Acquire) {
+                self.note_listing(dir);
+                listing
+                    .noted
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
             return None;
         }
         if !self.first_note(path, Noted::Kind) {
@@ -466,6 +474,7 @@ impl Observer {
                     device: m.dev(),
                     entries,
                     sorted: Default::default(),
+                    noted: Default::default(),
                 }))
             });
         self.listings
