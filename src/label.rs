@@ -23,14 +23,44 @@ pub enum Pattern {
     Exact(Label),
 }
 
-fn valid_segment(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+/// Is `s` usable as one path component of an image reference, the way
+/// buildah and registries parse it (`[a-z0-9]+` runs joined by one `.`,
+/// one or two `_`, or any number of `-`), letters of either case (image
+/// names use the lower-case form)?
+pub fn reference_component(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: u8| c.is_ascii_alphanumeric();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &b[start..i];
+        let ok = matches!(sep, b"." | b"_" | b"__") || sep.iter().all(|&c| c == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
-const SEGMENT_RULE: &str =
-    "each part starts with a letter or digit and holds only letters, digits, '_', '-' or '.'";
+/// The longest image type or layer name (the image name holding both and
+/// the workspace's name is at most 255 characters).
+pub const SEGMENT_MAX: usize = 64;
+
+fn valid_segment(s: &str) -> bool {
+    s.len() <= SEGMENT_MAX && reference_component(s)
+}
+
+const SEGMENT_RULE: &str = "each part starts and ends with a letter or digit, holds only letters, digits and the separators '.', '_', '__' or '-' (never two different ones in a row, nor '..'), and is at most 64 characters: it becomes part of an image name";
 
 impl Label {
     /// Parses `//TYPE/LAYER`.
@@ -151,5 +181,30 @@ mod tests {
         assert!(Label::parse("//-a/b").is_err());
         assert!(Pattern::parse("//a b/...").is_err());
         assert!(Label::parse("").is_err());
+    }
+
+    #[test]
+    fn labels_are_usable_in_image_names() {
+        for ok in [
+            "a/b",
+            "a/b.c",
+            "a/b_c",
+            "a/b__c",
+            "a/b---c",
+            "A/Slurm-23.11",
+            "0/9",
+        ] {
+            assert!(Label::from_key(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "a/b-", "a/b.", "a/x_", "a/b..c", "a/b__-c", "a/b___c", "a/b._c", "a/-b", "a/_b",
+        ] {
+            let e = Label::from_key(bad).unwrap_err();
+            assert!(e.contains("image name"), "{bad}: {e}");
+        }
+        let long = format!("a/{}", "x".repeat(SEGMENT_MAX + 1));
+        assert!(Label::from_key(&long).is_err());
+        assert!(Label::from_key(&format!("a/{}", "x".repeat(SEGMENT_MAX))).is_ok());
+        assert!(Pattern::parse("//a-/...").is_err());
     }
 }

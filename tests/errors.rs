@@ -216,6 +216,83 @@ fn an_unpinned_external_parent() {
 }
 
 #[test]
+fn a_label_that_cannot_be_an_image_name_is_refused_at_load() {
+    // Each would pass a looser check, run its play, then fail at
+    // `buildah commit: invalid reference format` with the container kept.
+    let long = "x".repeat(300);
+    for bad in ["b-", "b.", "x_", "b..c", "b__-c", long.as_str()] {
+        let ws = with_layerfile(|s| {
+            s.replace("[layers.\"uan/uan\"]", &format!("[layers.\"uan/{bad}\"]"))
+        });
+        let run = ws.lb(&["build", "//...", "--dry-run"]);
+        assert_input_error(&ws, &run, &["Layerfile.toml:", "image name"]);
+        // `lint` reports it as a finding (exit 1), with the line.
+        let run = ws.lb(&["lint"]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let out = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            out.contains("Layerfile.toml:35:") && out.contains("image name"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn a_workspace_name_that_cannot_be_an_image_name_is_refused_at_load() {
+    let ws = with_layerfile(|s| {
+        let (head, rest) = s
+            .split_once("\nname = \"")
+            .expect("the fixture names its workspace");
+        let rest = rest.split_once('"').expect("a quoted name").1;
+        format!("{head}\nname = \"site..a\"{rest}")
+    });
+    let run = ws.lb(&["build", "//...", "--dry-run"]);
+    assert_input_error(&ws, &run, &["Layerfile.toml:4", "workspace name 'site..a'"]);
+}
+
+#[test]
+fn a_malformed_pin_is_refused_at_load() {
+    let good = format!(
+        "registry.example.org:5000/hpc/base@sha256:{}",
+        "a".repeat(64)
+    );
+    for (bad, why) in [
+        ("debian@sha256:zz".to_string(), "64 lower-case hex"),
+        (
+            format!("debian@sha256:{}", "A".repeat(64)),
+            "64 lower-case hex",
+        ),
+        (format!("@sha256:{}", "a".repeat(64)), "empty"),
+        (
+            format!("Debian@sha256:{}", "a".repeat(64)),
+            "lower-case name",
+        ),
+        (
+            format!("bad_host:x/debian@sha256:{}", "a".repeat(64)),
+            "host[:port]",
+        ),
+    ] {
+        let ws =
+            with_layerfile(|s| s.replace("parent = \"scratch\"", &format!("parent = \"{bad}\"")));
+        let run = ws.lb(&["build", "//...", "--dry-run"]);
+        assert_input_error(
+            &ws,
+            &run,
+            &["Layerfile.toml:", "not a valid pinned image", why],
+        );
+    }
+    // A well-formed pin passes the Layerfile check (and fails later only
+    // because no registry serves it).
+    let ws = with_layerfile(|s| s.replace("parent = \"scratch\"", &format!("parent = \"{good}\"")));
+    let run = ws.lb(&["lint"]);
+    assert!(
+        !run.stderr.contains("not a valid pinned image"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn an_absolute_path() {
     let ws = with_layerfile(|s| s.replace("source = \"slurm-config\"", "source = \"/etc\""));
     let run = ws.lb(&["build", "//..."]);

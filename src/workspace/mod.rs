@@ -347,17 +347,13 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
     let name = match &raw.workspace.name {
         Some(n) => {
             let v = n.get_ref();
-            if v.is_empty()
-                || !v
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            {
+            if v.len() > crate::label::SEGMENT_MAX || !crate::label::reference_component(v) {
                 errs.push(
                     Error::input_at(
                         main.at(n.span()),
                         format!("workspace name '{v}' is not usable in image names"),
                     )
-                    .with_hint("use letters, digits, '_', '-' and '.' only"),
+                    .with_hint("use at most 64 letters and digits, joined by '.', '_', '__' or '-' (e.g. \"site-a\")"),
                 );
             }
             v.to_lowercase()
@@ -728,10 +724,29 @@ fn sanitize_name(s: &str) -> String {
             }
         })
         .collect();
-    let s = s
+    let mut s = s
         .trim_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_string();
-    if s.is_empty() { "workspace".into() } else { s }
+    if !crate::label::reference_component(&s) {
+        // Separators an image name does not allow together ("..", "_-"):
+        // each run of them becomes one '-'.
+        let mut out = String::new();
+        for c in s.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c);
+            } else if !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        s = out;
+    }
+    s.truncate(crate::label::SEGMENT_MAX);
+    let s = s.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    if s.is_empty() {
+        "workspace".into()
+    } else {
+        s.to_string()
+    }
 }
 
 fn read_source(root: &Path, path: &Path) -> Result<SourceFile> {
@@ -982,6 +997,13 @@ fn resolve_parent(
         }
         Ok(Parent::Layer(p))
     } else if parent_value.contains("@sha256:") {
+        pinned_image(parent_value).map_err(|why| {
+            Error::input_at(
+                parent_loc,
+                format!("parent '{parent_value}' of {label} is not a valid pinned image: {why}"),
+            )
+            .with_hint("write it as \"registry/name@sha256:<64 lower-case hex digits>\", e.g. from `skopeo inspect --format '{{.Digest}}' docker://registry/name:tag`")
+        })?;
         Ok(Parent::Image(parent_value.to_string()))
     } else {
         Err(Error::input_at(
@@ -990,6 +1012,55 @@ fn resolve_parent(
         )
         .with_hint("write \"scratch\", a label like \"//base/os\", or an image as \"registry/name@sha256:<digest>\" (a tag can move, so it cannot be cached safely)"))
     }
+}
+
+/// Checks `NAME@sha256:DIGEST` the way an image reference is parsed: a
+/// name of lower-case path components (the first may be a registry host
+/// with a port) and a digest of 64 lower-case hex digits.
+fn pinned_image(v: &str) -> std::result::Result<(), String> {
+    let (name, digest) = v
+        .split_once("@sha256:")
+        .ok_or_else(|| "no '@sha256:' digest".to_string())?;
+    if digest.len() != 64
+        || !digest
+            .bytes()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(format!(
+            "the digest '{digest}' is not 64 lower-case hex digits"
+        ));
+    }
+    if name.is_empty() || name.len() > 255 {
+        return Err("the image name before '@' is empty or longer than 255 characters".into());
+    }
+    let mut parts = name.split('/').peekable();
+    let first = parts.next().unwrap_or_default();
+    let host = parts.peek().is_some()
+        && (first.contains('.') || first.contains(':') || first == "localhost");
+    if host {
+        let (h, port) = first.split_once(':').unwrap_or((first, ""));
+        let host_ok = !h.is_empty()
+            && h.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !host_ok
+            || !(first.len() == h.len()
+                || (!port.is_empty() && port.bytes().all(|c| c.is_ascii_digit())))
+        {
+            return Err(format!("'{first}' is not a registry host[:port]"));
+        }
+    }
+    for c in std::iter::once(first).filter(|_| !host).chain(parts) {
+        if !crate::label::reference_component(c) || c.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(format!(
+                "'{c}' is not a lower-case name component (letters and digits joined by '.', '_', '__' or '-')"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Resolves one layer table. Each key is checked on its own and every
@@ -1376,5 +1447,18 @@ mod tests {
     fn names_are_sanitised_for_image_references() {
         assert_eq!(sanitize_name("My Workspace!"), "my-workspace");
         assert_eq!(sanitize_name("///"), "workspace");
+        // A directory's name becomes an image-name component as it is when
+        // it can, with each run of separators that cannot joined by '-'.
+        assert_eq!(sanitize_name("site_a.b"), "site_a.b");
+        assert_eq!(sanitize_name("site..a"), "site-a");
+        assert_eq!(sanitize_name("a_-b"), "a-b");
+        assert_eq!(sanitize_name(&"x".repeat(100)), "x".repeat(64));
+        for n in ["a..b", "a__-b", "x.-", "-.-", &"ab-".repeat(40)] {
+            let s = sanitize_name(n);
+            assert!(
+                crate::label::reference_component(&s) && s.len() <= 64,
+                "{n} -> {s}"
+            );
+        }
     }
 }
