@@ -260,6 +260,7 @@ impl FileIndex {
         allow_outside: &[PathBuf],
         mut stat: Option<&mut StatCache>,
     ) -> Result<()> {
+        let t = std::time::Instant::now();
         let rest: BTreeSet<String> = roots
             .iter()
             .filter(|r| !inside(r, walked))
@@ -282,6 +283,7 @@ impl FileIndex {
         if let Some(stat) = stat {
             self.forget_vanished(root, roots, explicit, stat);
         }
+        crate::timings::phase("    index: the paths the plays name", t);
         Ok(())
     }
 

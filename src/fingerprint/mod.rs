@@ -575,6 +575,10 @@ pub fn fingerprint_observed(
         );
     }
     crate::timings::phase("  fingerprint: manifests", t);
+    // Freeing the index and the analyses (hundreds of thousands of small
+    // allocations) takes tens of milliseconds nobody needs to wait for.
+    let garbage = (analyzer, index, analysed.into_values().collect::<Vec<_>>());
+    std::thread::spawn(move || drop(garbage));
     Ok(out)
 }
 
