@@ -356,62 +356,70 @@ impl FileIndex {
         let files = &self.files;
         let known = stat.as_deref().map(|s| &s.entries);
         let scan_started = self.scan_started;
-        let with_stat = stat.is_some();
-        // Each worker keeps its share of the results in the order of the
-        // paths (no intermediate list of every result: it was the run's
-        // peak of memory).
-        let parts: Vec<Result<Hashed>> = found
+        // Hashed in parallel into one list sized once (growing lists, or
+        // joining each worker's, was a tenth of the run in copies and
+        // fresh pages), then moved where each result belongs.
+        let todo: Vec<(String, bool)> = found
             .paths
-            .into_par_iter()
+            .into_iter()
             .filter(|(rel, _)| !files.contains_key(rel))
-            .fold(
-                || (super::vars::Analyzer::default(), Ok(Hashed::default())),
-                |(mut analyzer, part), (rel, follow)| {
-                    let Ok(mut part) = part else {
-                        return (analyzer, part);
-                    };
-                    let full = root.join(&rel);
-                    let entry = known.and_then(|k| k.get(&rel));
-                    let mut done = None;
-                    let analyse = |bytes: &[u8], jinja: bool| {
-                        done = analyzer.analyse_bytes(&rel, jinja, bytes);
-                    };
-                    let (h, lookup) =
-                        match hash_entry(obs, &full, follow, entry, scan_started, analyse) {
-                            Ok(r) => r,
-                            Err(e) => return (analyzer, Err(e)),
-                        };
-                    if let Some(done) = done {
-                        part.analysed.push((rel.clone(), done));
+            .collect();
+        let mut hashed: Vec<Result<HashedFile>> = Vec::with_capacity(todo.len());
+        todo.into_par_iter()
+            .map_init(super::vars::Analyzer::default, |analyzer, (rel, follow)| {
+                let full = root.join(&rel);
+                let entry = known.and_then(|k| k.get(&rel));
+                let mut done = None;
+                let analyse = |bytes: &[u8], jinja: bool| {
+                    done = analyzer.analyse_bytes(&rel, jinja, bytes).map(Box::new);
+                };
+                hash_entry(obs, &full, follow, entry, scan_started, analyse).map(|(h, lookup)| {
+                    HashedFile {
+                        rel,
+                        h,
+                        lookup,
+                        done,
                     }
-                    match lookup {
-                        Lookup::Reused => part.reused += 1,
-                        Lookup::Hashed(entry) => {
-                            part.hashed += 1;
-                            if let Some(e) = entry.filter(|_| with_stat) {
-                                part.updates.push((rel.clone(), e));
-                            }
+                })
+            })
+            .collect_into_vec(&mut hashed);
+        if let Some(stat) = stat.as_deref_mut() {
+            let new = hashed
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r,
+                        Ok(HashedFile {
+                            lookup: Lookup::Hashed(Some(_)),
+                            ..
+                        })
+                    )
+                })
+                .count();
+            stat.updates.reserve_exact(new);
+        }
+        for r in hashed {
+            let HashedFile {
+                rel,
+                h,
+                lookup,
+                done,
+            } = r?;
+            if let Some(done) = done {
+                self.analysed.push((rel.clone(), *done));
+            }
+            if let Some(stat) = stat.as_deref_mut() {
+                match lookup {
+                    Lookup::Reused => stat.reused += 1,
+                    Lookup::Hashed(entry) => {
+                        stat.hashed += 1;
+                        if let Some(e) = entry {
+                            stat.updates.push((rel.clone(), e));
                         }
                     }
-                    part.files.push((rel, h));
-                    (analyzer, Ok(part))
-                },
-            )
-            .map(|(_, part)| part)
-            .collect();
-        let mut parts = parts.into_iter().collect::<Result<Vec<Hashed>>>()?;
-        if let Some(stat) = stat.as_deref_mut() {
-            stat.updates
-                .reserve_exact(parts.iter().map(|p| p.updates.len()).sum());
-        }
-        for part in &mut parts {
-            self.analysed.append(&mut part.analysed);
-            if let Some(stat) = stat.as_deref_mut() {
-                stat.reused += part.reused;
-                stat.hashed += part.hashed;
-                stat.updates.append(&mut part.updates);
+                }
             }
-            self.files.extend(std::mem::take(&mut part.files));
+            self.files.insert(rel, h);
         }
         self.links.extend(found.links);
         Ok(())
@@ -710,14 +718,12 @@ fn rel_str(root: &Path, path: &Path) -> String {
 }
 
 /// How a file's hash was obtained.
-/// One worker's share of [`FileIndex::add_found`]'s results.
-#[derive(Default)]
-struct Hashed {
-    files: Vec<(String, FileHash)>,
-    updates: Vec<(String, StatEntry)>,
-    analysed: Vec<(String, Result<super::vars::VarUse>)>,
-    reused: usize,
-    hashed: usize,
+/// One file hashed by [`FileIndex::add_found`], with its analysis.
+struct HashedFile {
+    rel: String,
+    h: FileHash,
+    lookup: Lookup,
+    done: Option<Box<Result<super::vars::VarUse>>>,
 }
 
 enum Lookup {
