@@ -124,7 +124,11 @@ impl Error {
     }
 
     pub fn io(path: &Path, err: std::io::Error) -> Self {
-        Error::env(format!("{}: {err}", path.display()))
+        let e = Error::env(format!("{}: {err}", path.display()));
+        match io_hint(path, &err) {
+            Some(h) => e.with_hint(h),
+            None => e,
+        }
     }
 
     /// Attach a hint telling the user what to do.
@@ -197,6 +201,61 @@ fn render_input(e: &InputError) -> String {
         out.push_str(&format!("\n  hint: {hint}"));
     }
     out
+}
+
+/// What to do about an I/O error at `path` that a user can fix: a path
+/// that should be a directory but is a file or a dangling link (what
+/// `create_dir_all` reports as "File exists"), a read-only file system,
+/// missing permission, a full disk. Looks at the file system only once
+/// something failed.
+fn io_hint(path: &Path, err: &std::io::Error) -> Option<String> {
+    use std::io::ErrorKind;
+    match err.raw_os_error() {
+        Some(libc::EROFS) => {
+            return Some(format!(
+                "{} is on a read-only file system: point [workspace] cache in Layerfile.toml at a writable directory",
+                path.display()
+            ));
+        }
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            return Some(format!(
+                "the file system holding {} is full: free space (`layerbuild gc` removes old images and logs) and retry",
+                path.display()
+            ));
+        }
+        _ => {}
+    }
+    match err.kind() {
+        ErrorKind::PermissionDenied => Some(format!(
+            "this user may not write {}: fix its permissions or ownership, or point [workspace] cache elsewhere",
+            path.display()
+        )),
+        ErrorKind::AlreadyExists | ErrorKind::NotADirectory => {
+            // The first of `path` and its ancestors that is not a directory.
+            let mut p = Some(path);
+            while let Some(at) = p {
+                match std::fs::symlink_metadata(at) {
+                    Ok(m) if m.file_type().is_symlink() && std::fs::metadata(at).is_err() => {
+                        let to = std::fs::read_link(at).unwrap_or_default();
+                        return Some(format!(
+                            "{} is a symbolic link to {}, which does not exist: create that directory, or remove the link",
+                            at.display(),
+                            to.display()
+                        ));
+                    }
+                    Ok(m) if !m.is_dir() && std::fs::metadata(at).is_ok_and(|m| !m.is_dir()) => {
+                        return Some(format!(
+                            "{} is a file where a directory is needed: move it away, or point [workspace] cache elsewhere",
+                            at.display()
+                        ));
+                    }
+                    _ => p = at.parent(),
+                }
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 impl From<rusqlite::Error> for Error {

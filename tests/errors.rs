@@ -392,3 +392,54 @@ fn a_missing_ansible_playbook_is_named_before_anything_is_built() {
     );
     assert!(ws.cached_digests().is_empty(), "nothing was built");
 }
+
+/// An unusable cache directory: exit 3, the path, what is wrong with it
+/// and what to do, before anything is built.
+#[track_caller]
+fn assert_cache_error(run: &Run, must_contain: &[&str]) {
+    assert_eq!(run.code, 3, "exit code\nstderr:\n{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(run.stderr.contains("hint: "), "no hint:\n{}", run.stderr);
+    for s in must_contain {
+        assert!(run.stderr.contains(s), "expected {s:?} in:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_cache_that_is_a_dangling_link_is_named_with_its_target() {
+    let ws = TestWs::new("chain");
+    std::os::unix::fs::symlink("/nonexistent/layerbuild-cache", ws.path("cache")).unwrap();
+    let run = ws.lb(&["build", "//base/os"]);
+    assert_cache_error(
+        &run,
+        &["cache is a symbolic link to /nonexistent/layerbuild-cache, which does not exist"],
+    );
+}
+
+#[test]
+fn a_cache_that_is_a_file_is_named() {
+    let ws = TestWs::new("chain");
+    ws.write("cache", "not a directory\n");
+    let run = ws.lb(&["build", "//base/os"]);
+    assert_cache_error(&run, &["cache is a file where a directory is needed"]);
+}
+
+#[test]
+fn a_read_only_cache_says_so() {
+    let ws = TestWs::new("chain");
+    let cache = ws.path("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let c = cache.to_str().unwrap();
+    let mount = |args: &[&str]| {
+        let ok = std::process::Command::new("mount").args(args).status();
+        assert!(
+            ok.is_ok_and(|s| s.success()),
+            "mount {args:?} failed: this test needs root and mount(8)"
+        );
+    };
+    mount(&["--bind", c, c]);
+    mount(&["-o", "remount,bind,ro", c]);
+    let run = ws.lb(&["build", "//base/os"]);
+    let _ = std::process::Command::new("umount").arg(c).status();
+    assert_cache_error(&run, &["Read-only file system", "writable directory"]);
+}

@@ -321,6 +321,20 @@ fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     })
 }
 
+/// Whether this process may create files in `dir` (`access(2)`: a
+/// read-only mount says so even to root).
+fn writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path that lives across the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 impl Cache {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Cache> {
@@ -329,8 +343,15 @@ impl Cache {
             netfs::check(dir)?;
         }
         repair::note_opened(path);
-        let mut conn = Connection::open(path)
-            .map_err(|e| Error::env(format!("cannot open cache {}: {e}", path.display())))?;
+        let mut conn = Connection::open(path).map_err(|e| {
+            // SQLite says only "unable to open database file": say why.
+            match path.parent().map(|d| (d, writable(d))) {
+                Some((dir, Err(why))) => Error::io(dir, why),
+                _ => Error::env(format!("cannot open cache {}: {e}", path.display())).with_hint(
+                    "check that the file is a layerbuild cache database and is readable and writable by this user",
+                ),
+            }
+        })?;
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.set_transaction_behavior(TransactionBehavior::Immediate);
         // WAL is a property of the file: set it once, not on every open

@@ -58,7 +58,26 @@ pub fn user_error(e: &rusqlite::Error) -> Error {
             "another layerbuild kept the database locked for more than 30 s; retry, or look for a hung layerbuild process",
         );
     }
-    Error::env(format!("cache database {file}: {e}"))
+    let hint = match e.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly) => Some(format!(
+            "{file} or its directory is read-only (a read-only mount, or files owned by another user): make it writable, or point [workspace] cache at a writable directory"
+        )),
+        Some(ErrorCode::CannotOpen) => Some(format!(
+            "{file} cannot be created or opened: check that its directory exists, is a directory, is writable by this user and has free space"
+        )),
+        Some(ErrorCode::DiskFull) => Some(format!(
+            "the file system holding {file} is full: free space (`layerbuild gc` removes old images and logs) and retry"
+        )),
+        Some(ErrorCode::SystemIoFailure) => Some(format!(
+            "the system failed to read or write {file}: a full disk is the usual cause (check `df`), then a failing disk or network mount"
+        )),
+        _ => None,
+    };
+    let err = Error::env(format!("cache database {file}: {e}"));
+    match hint {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
 }
 
 /// Moves a damaged database and its WAL files aside; returns the new name.
@@ -134,6 +153,22 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_full_or_failing_database_says_what_to_do() {
+        for (code, says) in [
+            (rusqlite::ffi::SQLITE_READONLY, "read-only"),
+            (rusqlite::ffi::SQLITE_CANTOPEN, "writable by this user"),
+            (rusqlite::ffi::SQLITE_FULL, "is full"),
+            (rusqlite::ffi::SQLITE_IOERR, "full disk"),
+        ] {
+            let e = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+            match user_error(&e) {
+                Error::Environment { hint: Some(h), .. } => assert!(h.contains(says), "{h}"),
+                other => panic!("no hint for code {code}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn a_garbled_file_is_reported_as_damaged_with_the_repair_command() {
