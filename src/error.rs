@@ -131,6 +131,20 @@ impl Error {
         }
     }
 
+    /// The message and the hint apart (an input error's message with its
+    /// location and excerpt).
+    pub fn message_and_hint(&self) -> (String, Option<String>) {
+        match self {
+            Error::Environment { message, hint } => (message.clone(), hint.clone()),
+            Error::Input(e) => {
+                let mut bare = e.as_ref().clone();
+                bare.hint = None;
+                (render_input(&bare), e.hint.clone())
+            }
+            other => (other.to_string(), None),
+        }
+    }
+
     /// Attach a hint telling the user what to do.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         match &mut self {

@@ -277,6 +277,22 @@ pub fn run(cli: Cli) -> Result<()> {
                     report.outputs_failed
                 )));
             }
+            // The machine failing is not the layer failing: its cause,
+            // exit 3 (the layer's steps may not even have run).
+            if let Some(l) = report
+                .layers
+                .iter()
+                .find(|l| l.status == "failed" && l.environment)
+            {
+                return Err(Error::env(format!(
+                    "build failed: {}: {}",
+                    l.label,
+                    l.error.as_deref().unwrap_or("unknown error")
+                ))
+                .with_hint(l.hint.clone().unwrap_or_else(|| {
+                    "fix the cause and run the build again; the layers built are cached".into()
+                })));
+            }
             if report.failed > 0 {
                 let failed: Vec<&str> = report
                     .layers

@@ -443,3 +443,35 @@ fn a_read_only_cache_says_so() {
     let _ = std::process::Command::new("umount").arg(c).status();
     assert_cache_error(&run, &["Read-only file system", "writable directory"]);
 }
+
+#[test]
+fn a_machine_failure_during_a_build_says_its_cause_with_exit_3() {
+    // The triggers: the cache's `tmp` or `locks` directory replaced by a
+    // file. The layer's own steps never ran: not a build failure (exit 1).
+    for broken in ["cache/tmp", "cache/locks"] {
+        let ws = TestWs::new("chain");
+        std::fs::create_dir_all(ws.path("cache")).unwrap();
+        ws.write(broken, "not a directory\n");
+        let run = ws.lb(&["build", "//base/os"]);
+        assert_cache_error(
+            &run,
+            &[
+                "error: build failed: //base/os: ",
+                &format!("{broken} is a file where a directory is needed"),
+            ],
+        );
+        let run = ws.lb(&["build", "//base/os", "--json"]);
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let layer = &v["layers"][0];
+        assert_eq!(layer["status"], "failed", "{layer}");
+        assert_eq!(layer["environment"], true, "{layer}");
+        assert!(
+            layer["hint"]
+                .as_str()
+                .unwrap()
+                .contains("a directory is needed"),
+            "{layer}"
+        );
+    }
+}

@@ -188,6 +188,12 @@ pub struct LayerResult {
     /// The kept working container of a failed layer.
     pub container: Option<String>,
     pub log: Option<String>,
+    /// A failure of the machine, not of the layer (`error` says which).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub environment: bool,
+    /// What to do about `error`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 enum Done {
@@ -211,6 +217,10 @@ struct Failed {
     message: String,
     container: Option<String>,
     log: Option<PathBuf>,
+    /// The machine failed (cache directory, locks, storage bookkeeping)
+    /// before or after the layer's own steps, not the layer.
+    environment: bool,
+    hint: Option<String>,
 }
 
 pub fn build(
@@ -370,6 +380,8 @@ pub fn build(
             error: None,
             container: None,
             log: None,
+            environment: false,
+            hint: None,
         };
         match status {
             NodeStatus::Done(Done::Pulled {
@@ -409,6 +421,8 @@ pub fn build(
                 res.error = Some(f.message);
                 res.container = f.container;
                 res.log = f.log.map(|l| ws.display_path(&l));
+                res.environment = f.environment;
+                res.hint = f.hint;
             }
             NodeStatus::SkippedDependency(d) => {
                 report.skipped += 1;
@@ -510,20 +524,35 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
     } = *run;
     let label = &fp.label;
     let label_s = label.to_string();
-    let fail = |message: String| Failed {
-        message,
-        container: None,
-        log: None,
+    let fail = |e: Error| {
+        let (message, hint) = e.message_and_hint();
+        reporter.failed(&label_s, &message);
+        Failed {
+            message,
+            container: None,
+            log: None,
+            environment: true,
+            hint,
+        }
     };
 
     // Look the digest up right before starting: another process (or an
     // earlier layer of this run) may have built it since the plan was made.
-    if let Some(done) = reuse_cached(run, fp, false).map_err(|e| fail(e.to_string()))? {
+    if let Some(done) = reuse_cached(run, fp, false).map_err(fail)? {
         return Ok(done);
     }
     let full_fp;
     let fp = if fp.light {
-        full_fp = run.full_print(fp).map_err(fail)?;
+        full_fp = run.full_print(fp).map_err(|message| {
+            reporter.failed(&label_s, &message);
+            Failed {
+                message,
+                container: None,
+                log: None,
+                environment: false,
+                hint: None,
+            }
+        })?;
         &full_fp
     } else {
         fp
@@ -535,8 +564,8 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
         waited = true;
         reporter.println(&waiting_line(&label_s, h));
     })
-    .map_err(|e| fail(e.to_string()))?;
-    if let Some(done) = reuse_cached(run, fp, true).map_err(|e| fail(e.to_string()))? {
+    .map_err(fail)?;
+    if let Some(done) = reuse_cached(run, fp, true).map_err(fail)? {
         return Ok(done);
     }
     if waited {
@@ -563,7 +592,7 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
                 .unwrap_or_else(|e| e.into_inner())
                 .get(p)
                 .cloned()
-                .ok_or_else(|| fail(format!("internal: parent {p} has no image")))?,
+                .ok_or_else(|| fail(Error::env(format!("internal: parent {p} has no image"))))?,
         ),
     };
     let started_at = now_secs();
@@ -617,6 +646,8 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
                     message: format!("could not record in the cache: {e}"),
                     container: None,
                     log: Some(log_path),
+                    environment: true,
+                    hint: None,
                 });
             }
             let _ = std::fs::remove_dir_all(&work_dir);
@@ -670,6 +701,8 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
                 message: f.message,
                 container: f.container,
                 log: Some(log_path),
+                environment: false,
+                hint: None,
             })
         }
     }
@@ -805,12 +838,10 @@ fn waiting_line(label: &str, h: &Holder) -> String {
 /// that builds in it (read by `gc`).
 pub const OWNER_PID_FILE: &str = "owner.pid";
 
-fn write_owner_pid(work_dir: &std::path::Path) -> std::result::Result<(), String> {
-    std::fs::create_dir_all(work_dir)
-        .map_err(|e| format!("cannot create {}: {e}", work_dir.display()))?;
+fn write_owner_pid(work_dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
     let p = work_dir.join(OWNER_PID_FILE);
-    std::fs::write(&p, format!("{}\n", std::process::id()))
-        .map_err(|e| format!("cannot write {}: {e}", p.display()))
+    std::fs::write(&p, format!("{}\n", std::process::id())).map_err(|e| Error::io(&p, e))
 }
 
 fn log_tail(path: &std::path::Path, n: usize) -> String {
@@ -848,6 +879,16 @@ pub fn render_summary(report: &BuildReport, targets: &[String]) -> String {
             && let Some(name) = &l.image_name
         {
             out.push_str(&format!("{} -> {name}\n", l.label));
+        }
+    }
+    // A machine failure ends the run with its own error line.
+    for l in report
+        .layers
+        .iter()
+        .filter(|l| l.status == "failed" && !l.environment)
+    {
+        if let Some(e) = &l.error {
+            out.push_str(&format!("{} failed: {e}\n", l.label));
         }
     }
     out
