@@ -475,3 +475,37 @@ fn a_machine_failure_during_a_build_says_its_cause_with_exit_3() {
         );
     }
 }
+
+#[test]
+fn a_toml_error_on_a_line_with_a_secret_does_not_show_it() {
+    let secret = r#"pl4nted-s3cret\"q"#;
+    let ws = with_layerfile(|s| {
+        s.replace(
+            "vars = { cluster_name = \"testcluster\" }",
+            &format!(
+                "vars = {{ cluster_name = \"testcluster\", munge_key = \"{secret}\" ,, }}\nsecret_vars = [\"munge_key\"]"
+            ),
+        )
+    });
+    assert!(ws.read("Layerfile.toml").contains(secret));
+    for args in [
+        &["build", "//..."][..],
+        &["ls"],
+        &["lint"],
+        &["hash", "//base/os"],
+    ] {
+        let run = ws.lb(args);
+        assert_ne!(run.code, 0, "{args:?}");
+        let out = format!("{}{}", run.stdout, run.stderr);
+        assert!(out.contains("Layerfile.toml:12:"), "{args:?}: {out}");
+        // `lint` lists the error without the excerpt.
+        assert!(
+            !out.contains("munge_key") || out.contains("munge_key = \"****"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            !out.contains("pl4nted"),
+            "{args:?} shows the secret:\n{out}"
+        );
+    }
+}

@@ -224,9 +224,67 @@ impl SourceFile {
             file: Some(self.display.clone()),
             line: Some(line),
             column: Some(column),
-            source_line: rest.lines().next().map(str::to_string),
+            source_line: rest
+                .lines()
+                .next()
+                .map(|l| mask_secret_values(&self.text, l)),
         }
     }
+}
+
+/// `line` of the Layerfile text `text` with the value of each variable
+/// its `secret_vars` lists replaced by `*` (one per character, so that
+/// an error's column still points at the right place). Works on the raw
+/// text: an excerpt is shown when the file did not parse.
+fn mask_secret_values(text: &str, line: &str) -> String {
+    static LISTS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"secret_vars\s*=\s*\[([^\]]*)\]").expect("valid regex")
+    });
+    static NAMES: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#""([^"]+)"|'([^']+)'"#).expect("valid regex")
+    });
+    // A key, quoted or not, then `=` and a quoted value.
+    static PAIRS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(?:^|[\s{,])(?:"([^"]+)"|'([^']+)'|([A-Za-z0-9_-]+))\s*=\s*("(?:[^"\\]|\\.)*"?|'[^']*'?)"#,
+        )
+        .expect("valid regex")
+    });
+    let names: std::collections::BTreeSet<&str> = LISTS
+        .captures_iter(text)
+        .flat_map(|c| {
+            NAMES
+                .captures_iter(c.get(1).map_or("", |m| m.as_str()))
+                .filter_map(|n| n.get(1).or_else(|| n.get(2)).map(|m| m.as_str()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if names.is_empty() {
+        return line.to_string();
+    }
+    let mut out = line.to_string();
+    for c in PAIRS.captures_iter(line) {
+        let key = c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3));
+        let (Some(key), Some(value)) = (key, c.get(4)) else {
+            continue;
+        };
+        if !names.contains(key.as_str()) {
+            continue;
+        }
+        // Keep the quotes; mask what is between them.
+        let v = value.as_str();
+        let inner_start = value.start() + 1;
+        let inner_end = if v.len() > 1 && (v.ends_with('"') || v.ends_with('\'')) {
+            value.end() - 1
+        } else {
+            value.end()
+        };
+        if inner_start <= inner_end {
+            let stars = "*".repeat(line[inner_start..inner_end].chars().count());
+            out.replace_range(inner_start..inner_end, &stars);
+        }
+    }
+    out
 }
 
 /// Finds `Layerfile.toml` in `start` or its nearest ancestor.
@@ -1385,6 +1443,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn masks_secret_values_in_excerpts() {
+        let text = "[systems.a]\nvars = { key = \"s3c\\\"ret\", other = \"shown\" ,, }\nsecret_vars = [\"key\", 'pw']\n";
+        let line = text.lines().nth(1).unwrap();
+        let masked = mask_secret_values(text, line);
+        assert_eq!(
+            masked,
+            "vars = { key = \"********\", other = \"shown\" ,, }"
+        );
+        assert_eq!(masked.chars().count(), line.chars().count());
+        assert_eq!(mask_secret_values(text, "pw = 'x y'"), "pw = '***'");
+        assert_eq!(
+            mask_secret_values(text, "\"key\" = \"abc"),
+            "\"key\" = \"***"
+        );
+        assert_eq!(
+            mask_secret_values("vars = { key = \"v\" }", "key = \"v\""),
+            "key = \"v\""
+        );
+    }
+
+    #[test]
     fn locations_from_the_line_table_match_a_scan_from_the_top() {
         let text = "[a]\nx = 1\n\n[layers.\"é/x\"]\nparent = \"scratch\"\n";
         let f = SourceFile::new("/w/L".into(), "L".into(), text.to_string());
@@ -1447,6 +1526,7 @@ mod tests {
     fn names_are_sanitised_for_image_references() {
         assert_eq!(sanitize_name("My Workspace!"), "my-workspace");
         assert_eq!(sanitize_name("///"), "workspace");
+        // (see also `masks_secret_values_in_excerpts`)
         // A directory's name becomes an image-name component as it is when
         // it can, with each run of separators that cannot joined by '-'.
         assert_eq!(sanitize_name("site_a.b"), "site_a.b");
