@@ -49,8 +49,16 @@ impl Secrets {
     fn push(&mut self, s: &str) {
         for s in std::iter::once(s).chain(s.lines()) {
             let s = s.trim();
-            if s.len() >= MIN_LEN && !self.values.iter().any(|v| v == s) {
-                self.values.push(s.to_string());
+            if s.len() < MIN_LEN {
+                continue;
+            }
+            // The value as output may carry it: Ansible prints results as
+            // JSON, Python reprs and YAML; commands quote it for a shell;
+            // URLs percent-encode it.
+            for v in encodings(s) {
+                if !self.values.contains(&v) {
+                    self.values.push(v);
+                }
             }
         }
         self.values
@@ -74,6 +82,68 @@ impl Secrets {
         }
         Cow::Owned(out)
     }
+}
+
+/// `s` and every form it takes in output it is escaped for: inside a JSON
+/// string (and YAML's double quotes), a Python repr, YAML's single quotes,
+/// a shell word and a URL (percent-encoded, `+` or `%20` for a space).
+fn encodings(s: &str) -> Vec<String> {
+    let json = serde_json::to_string(s).unwrap_or_default();
+    let json_inner = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or(&json)
+        .to_string();
+    // JSON with non-ASCII characters escaped too (Python's json.dumps).
+    let json_ascii: String = json_inner
+        .chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                let mut buf = [0u16; 2];
+                c.encode_utf16(&mut buf)
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect()
+            }
+        })
+        .collect();
+    let python = s.replace('\\', "\\\\").replace('\'', "\\'");
+    let yaml_single = s.replace('\'', "''");
+    let shell = shell_words::quote(s).into_owned();
+    let url_upper = percent(s, "%20", false);
+    let mut out = vec![
+        s.to_string(),
+        json_inner,
+        json_ascii,
+        python,
+        yaml_single,
+        shell,
+        url_upper.clone(),
+        percent(s, "+", false),
+        percent(s, "%20", true),
+    ];
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `s` percent-encoded (everything but RFC 3986's unreserved characters),
+/// a space as `space`, hex digits in lower case if `lower`.
+fn percent(s: &str, space: &str, lower: bool) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push_str(space),
+            _ if lower => out.push_str(&format!("%{b:02x}")),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// The manifest's stand-in for a secret value: a hash, so a change still
@@ -122,5 +192,28 @@ mod tests {
         let m = marker(&serde_json::json!("hunter22"));
         assert!(is_marker(&m) && !m.as_str().unwrap().contains("hunter22"));
         assert_ne!(m, marker(&serde_json::json!("hunter23")));
+    }
+
+    #[test]
+    fn redacts_the_value_in_every_encoding_output_gives_it() {
+        let secret = r#"pa"ss\wo'rd é&x y"#;
+        let mut s = Secrets::default();
+        s.add(&serde_json::json!(secret));
+        let json = serde_json::to_string(secret).unwrap();
+        let forms = [
+            secret.to_string(),
+            json[1..json.len() - 1].to_string(),
+            r#"pa\"ss\\wo'rd \u00e9&x y"#.to_string(),
+            r#"pa"ss\\wo\'rd é&x y"#.to_string(),
+            r#"pa"ss\wo''rd é&x y"#.to_string(),
+            shell_words::quote(secret).into_owned(),
+            "pa%22ss%5Cwo%27rd%20%C3%A9%26x%20y".to_string(),
+            "pa%22ss%5Cwo%27rd+%C3%A9%26x+y".to_string(),
+            "pa%22ss%5cwo%27rd%20%c3%a9%26x%20y".to_string(),
+        ];
+        for f in forms {
+            let text = format!("msg: <{f}>");
+            assert_eq!(s.redact(&text), "msg: <[secret]>", "{f}");
+        }
     }
 }

@@ -329,13 +329,16 @@ fn secrets_never_appear_in_any_output_log_or_record() {
     const VAULT_INLINE: &str = "planted-vault-inline-9999";
     const VAULT_FILE: &str = "planted-vault-file-5555";
     let secrets = [MUNGE, ROOTPW, VAULT_INLINE, VAULT_FILE];
+    // A value Ansible prints escaped (JSON): never shown in either form.
+    const QUOTED: &str = r#"planted-"q\oted-3141"#;
+    const QUOTED_JSON: &str = r#"planted-\"q\\oted-3141"#;
 
     // A system var and an inventory var marked secret, an inline !vault
     // value and a vault-encrypted file.
     let lf = ws.read("Layerfile.toml").replace(
         "vars = { cluster_name = \"testcluster\" }",
         &format!(
-            "vars = {{ cluster_name = \"testcluster\", munge_key = \"{MUNGE}\" }}\nsecret_vars = [\"munge_key\", \"root_password\"]"
+            "vars = {{ cluster_name = \"testcluster\", munge_key = \"{MUNGE}\", quoted_key = '{QUOTED}' }}\nsecret_vars = [\"munge_key\", \"root_password\", \"quoted_key\"]"
         ),
     );
     ws.write("Layerfile.toml", &lf);
@@ -433,13 +436,14 @@ fn secrets_never_appear_in_any_output_log_or_record() {
     // A failing play that prints the secrets it knows in its message.
     ws.append(
         "slurm-config/roles/slurm/tasks/main.yml",
-        "- name: \"check {{ munge_key }}\"\n  fail: {msg: \"bad key {{ munge_key }} for {{ root_password }}\"}\n",
+        "- name: \"check {{ munge_key }}\"\n  fail: {msg: \"bad key {{ munge_key }} for {{ root_password }} ({{ quoted_key }})\"}\n",
     );
     let failed = record("failing build", ws.lb(&["build", "//compute/slurm"]));
     assert_eq!(failed.code, 1, "{}", failed.stderr);
     let log = record("log of the failure", ws.lb(&["log", "//compute/slurm"])).ok();
     assert!(
-        log.stdout.contains("bad key [secret] for [secret]"),
+        log.stdout
+            .contains("bad key [secret] for [secret] ([secret])"),
         "{}",
         log.stdout
     );
@@ -460,7 +464,7 @@ fn secrets_never_appear_in_any_output_log_or_record() {
             .count()
             >= 4
     );
-    for s in secrets {
+    for s in secrets.into_iter().chain([QUOTED, QUOTED_JSON]) {
         assert!(!shown.contains(s), "{s} shown:\n{shown}");
         for (p, bytes) in &files {
             let text = String::from_utf8_lossy(bytes);
