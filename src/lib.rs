@@ -192,6 +192,9 @@ pub fn run(cli: Cli) -> Result<()> {
         command => command,
     };
     let ctx = Context::load(&dir)?;
+    // The system's vars (secret values among them) a build killed mid-play
+    // left on disk go before anything else happens.
+    ops::gc::remove_leftover_vars(&ctx.ws.cache_dir);
     match command {
         Command::Build(args) => {
             let patterns = ops::parse_patterns(&args.labels)?;

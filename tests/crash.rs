@@ -456,3 +456,32 @@ fn an_image_whose_tests_did_not_run_is_never_adopted_one_that_passed_them_is() {
     assert_eq!(source_of(&ws, &uan), ["adopted"]);
     check_invariants(&ws, "after adopting");
 }
+
+#[test]
+fn the_vars_a_build_killed_mid_play_leaves_are_removed_by_the_next_command() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let dir = ws.root.parent().unwrap().to_path_buf();
+    // layerbuild dies as ansible-playbook of //compute/compute finishes:
+    // the vars file it wrote for the play is still there.
+    let wrapper = killing_wrapper(&dir, "ansible-playbook", "*compute.yml*", false);
+    run_killed(&ws, &[("LAYERBUILD_ANSIBLE_PLAYBOOK", wrapper)]);
+    let left = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(ws.path("cache/tmp"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path().join("vars.json"))
+                    .filter(|p| p.exists())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        left().len(),
+        1,
+        "the killed build left no vars file to test with"
+    );
+    let r = ws.lb(&["ls"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(left().is_empty(), "left behind: {:?}", left());
+}

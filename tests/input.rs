@@ -472,3 +472,48 @@ fn secrets_never_appear_in_any_output_log_or_record() {
         }
     }
 }
+
+#[test]
+fn vars_left_by_a_killed_build_are_removed_by_the_next_command() {
+    let ws = TestWs::new("chain");
+    let tmp = ws.path("cache/tmp");
+    // A build killed mid-play (its process gone), one that never recorded
+    // its process, and one still running (this test's own process).
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    for (dir, owner) in [
+        ("layerbuild-x-base-os-000000000001", Some(dead_pid)),
+        ("layerbuild-x-base-os-000000000002", None),
+        (
+            "layerbuild-x-base-os-000000000003",
+            Some(std::process::id()),
+        ),
+    ] {
+        std::fs::create_dir_all(tmp.join(dir)).unwrap();
+        if let Some(pid) = owner {
+            std::fs::write(tmp.join(dir).join("owner.pid"), format!("{pid}\n")).unwrap();
+        }
+        std::fs::write(
+            tmp.join(dir).join("vars.json"),
+            "{\"k\": \"planted-secret\"}",
+        )
+        .unwrap();
+    }
+    let run = ws.lb(&["ls"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !tmp.join("layerbuild-x-base-os-000000000001/vars.json")
+            .exists()
+    );
+    assert!(
+        !tmp.join("layerbuild-x-base-os-000000000002/vars.json")
+            .exists()
+    );
+    assert!(
+        tmp.join("layerbuild-x-base-os-000000000003/vars.json")
+            .exists(),
+        "a running build's vars were removed"
+    );
+}

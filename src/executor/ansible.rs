@@ -45,18 +45,25 @@ pub fn playbook_command(
     let inventory = work_dir.join("inventory.ini");
     std::fs::write(&inventory, inventory_ini(play, ansible_host))
         .map_err(|e| format!("cannot write {}: {e}", inventory.display()))?;
-    let vars = work_dir.join("vars.json");
-    std::fs::write(
-        &vars,
-        serde_json::Value::Object(play.vars.clone()).to_string(),
-    )
-    .map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
-    // It may hold secret_vars values: readable by the builder only.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&vars, std::fs::Permissions::from_mode(0o600));
-    }
+    let vars = work_dir.join(crate::ops::gc::VARS_FILE);
+    // It may hold secret_vars values: readable by the builder only, from
+    // its creation on (removed after the play, or by the next command
+    // after a crash: `gc::remove_leftover_vars`).
+    let written = {
+        use std::io::Write;
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(&vars).and_then(|mut f| {
+            f.write_all(
+                serde_json::Value::Object(play.vars.clone())
+                    .to_string()
+                    .as_bytes(),
+            )
+        })
+    };
+    written.map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
 
     cmd.args(options);
     if let Some(inv) = &play.inventory {

@@ -777,7 +777,7 @@ impl Build<'_> {
             }
         });
         // It may hold secret values; written again by each run.
-        let _ = std::fs::remove_file(req.work_dir.join("vars.json"));
+        let _ = std::fs::remove_file(req.work_dir.join(crate::ops::gc::VARS_FILE));
         r
     }
 }

@@ -204,6 +204,29 @@ pub(crate) fn stale_container(
     }
 }
 
+/// The file a build writes the system's vars to for ansible-playbook
+/// (it may hold secret values), in its working directory.
+pub const VARS_FILE: &str = "vars.json";
+
+/// Removes the vars file of every working directory in `cache_dir/tmp`
+/// whose build is over (its process is gone, or never recorded one): a
+/// build removes its own when the play ends, but not when it is killed.
+/// Returns the files removed.
+pub fn remove_leftover_vars(cache_dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(cache_dir.join("tmp")) else {
+        return vec![];
+    };
+    let mut removed = vec![];
+    for e in entries.flatten() {
+        let vars = e.path().join(VARS_FILE);
+        if !matches!(read_owner(&e.path()), Owner::Alive(_)) && std::fs::remove_file(&vars).is_ok()
+        {
+            removed.push(vars);
+        }
+    }
+    removed
+}
+
 fn read_owner(work_dir: &Path) -> Owner {
     let Ok(text) = std::fs::read_to_string(work_dir.join(OWNER_PID_FILE)) else {
         return Owner::Missing;
