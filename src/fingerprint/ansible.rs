@@ -1390,11 +1390,13 @@ impl Discovery<'_> {
     }
 
     fn resolve_role(&mut self, name: &str, from: &Path) -> Result<()> {
-        // Ansible's order (names with a `/` too): beside the role naming it
-        // (a `meta/main.yml` dependency), roles/ beside the playbook, the
-        // roles path, the playbook's directory, then the name as a path from
-        // the directory ansible-playbook runs in.
-        let mut candidates: Vec<PathBuf> = vec![];
+        // Ansible's order (names with a `/` too): roles/ beside the
+        // playbook, the roles path, beside the role naming it (a
+        // `meta/main.yml` dependency: after the roles path, so a role of the
+        // same name there is the one loaded), the playbook's directory, then
+        // the name as a path from the directory ansible-playbook runs in.
+        let mut candidates: Vec<PathBuf> = vec![self.cur_play.join("roles").join(name)];
+        candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
         if from
             .file_name()
             .is_some_and(|f| f == "main.yml" || f == "main.yaml")
@@ -1407,8 +1409,6 @@ impl Discovery<'_> {
         {
             candidates.push(beside.join(name));
         }
-        candidates.push(self.cur_play.join("roles").join(name));
-        candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
         candidates.push(self.cur_play.join(name));
         candidates.push(self.root.join(&self.source).join(name));
         let Some(dir) = candidates
