@@ -1139,6 +1139,41 @@ impl Discovery<'_> {
             .cloned()
     }
 
+    /// Where Ansible may find the task file `t` included from a file in
+    /// `dir`: beside that file, and, walking up the include chain, in the
+    /// role's `tasks/` and the role itself, the playbook's directory and its
+    /// `tasks/`, the directory ansible-playbook runs in (`dwim` on the
+    /// include's name; the first that exists is loaded, before the one
+    /// beside the including file for some chains). Each that exists is
+    /// scanned (over-approximate: which one is loaded depends on the chain).
+    fn task_file_candidates(&self, dir: &Path, t: &str) -> Vec<PathBuf> {
+        let mut out = vec![dir.join(t)];
+        if Path::new(t).is_absolute() {
+            return out;
+        }
+        let mut bases: Vec<PathBuf> = vec![];
+        if let Some(role) = self.role_of(&dir.join("_")) {
+            let role = self.root.join(role);
+            bases.extend([role.join("tasks"), role.join("handlers"), role]);
+        }
+        let cwd = self.root.join(&self.source);
+        for p in self.plays().into_iter().chain([cwd.clone()]) {
+            // The including file's directory relative to the playbook's,
+            // taken from the run directory too.
+            if let Ok(rest) = dir.strip_prefix(&p) {
+                bases.push(cwd.join(rest));
+            }
+            bases.extend([p.join("tasks"), p]);
+        }
+        for b in bases {
+            let c = normalized(b.join(t));
+            if strictly_below(&c, self.root) && !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     fn scan_playbook(&mut self, path: &Path) -> Result<()> {
         let Some(docs) = self.load(path)? else {
             return Ok(());
@@ -1362,8 +1397,9 @@ impl Discovery<'_> {
                             "{rel} includes a task file with a templated name '{t}'"
                         ));
                     } else {
-                        self.queue
-                            .push_back(Work::Tasks(dir.join(t), self.cur_play.clone()));
+                        for p in self.task_file_candidates(&dir, t) {
+                            self.queue.push_back(Work::Tasks(p, self.cur_play.clone()));
+                        }
                     }
                 }
             }
@@ -1390,11 +1426,13 @@ impl Discovery<'_> {
     }
 
     fn resolve_role(&mut self, name: &str, from: &Path) -> Result<()> {
-        // Ansible's order (names with a `/` too): beside the role naming it
-        // (a `meta/main.yml` dependency), roles/ beside the playbook, the
-        // roles path, the playbook's directory, then the name as a path from
-        // the directory ansible-playbook runs in.
-        let mut candidates: Vec<PathBuf> = vec![];
+        // Ansible's order (names with a `/` too): roles/ beside the
+        // playbook, the roles path, beside the role naming it (a
+        // `meta/main.yml` dependency: after the roles path, so a role of the
+        // same name there is the one loaded), the playbook's directory, then
+        // the name as a path from the directory ansible-playbook runs in.
+        let mut candidates: Vec<PathBuf> = vec![self.cur_play.join("roles").join(name)];
+        candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
         if from
             .file_name()
             .is_some_and(|f| f == "main.yml" || f == "main.yaml")
@@ -1407,8 +1445,6 @@ impl Discovery<'_> {
         {
             candidates.push(beside.join(name));
         }
-        candidates.push(self.cur_play.join("roles").join(name));
-        candidates.extend(self.roles_path.iter().map(|r| self.root.join(r).join(name)));
         candidates.push(self.cur_play.join(name));
         candidates.push(self.root.join(&self.source).join(name));
         let Some(dir) = candidates
