@@ -243,14 +243,27 @@ fn memo_enabled() -> bool {
 }
 
 fn row(rec: &Record, prints: &BTreeMap<Label, Fingerprint>) -> MemoRow {
+    let digests: String = prints
+        .iter()
+        .map(|(l, f)| format!("{l} {}\n", f.digest))
+        .collect();
     MemoRow {
         observations: observe::encode(&rec.observations),
-        signature: rec.signature.to_vec(),
-        digests: prints
-            .iter()
-            .map(|(l, f)| format!("{l} {}\n", f.digest))
-            .collect(),
+        signature: sealed(&rec.signature, &digests),
+        digests,
     }
+}
+
+/// What a row's `signature` holds: the observations' signature and the
+/// digests the row serves, hashed together, so that a row whose digests
+/// were edited or swapped (the database is a file anyone may touch) is a
+/// miss, as one whose observations changed is.
+fn sealed(observed: &[u8], digests: &str) -> Vec<u8> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"layerbuild memo row\0");
+    h.update(observed);
+    h.update(digests.as_bytes());
+    h.finalize().as_bytes().to_vec()
 }
 
 /// The digests of `labels` from the memo `id`, if nothing it observed
@@ -262,7 +275,7 @@ fn lookup(store: &dyn MemoStore, id: &str, labels: &[Label]) -> Option<BTreeMap<
     let t = crate::timings::phase("  memo: read the row", t);
     let observations = observe::decode(&row.observations)?;
     let t = crate::timings::phase("  memo: decode", t);
-    let same = observe::current_signature(&observations)[..] == row.signature[..];
+    let same = sealed(&observe::current_signature(&observations), &row.digests) == row.signature;
     crate::timings::phase(&format!("  memo: stat {} paths", observations.len()), t);
     if !same {
         return None;
@@ -319,10 +332,11 @@ mod tests {
         let a = Label::parse("//a/b").unwrap();
         let b = Label::parse("//a/c").unwrap();
         let rec = Observer::new().finish().unwrap();
+        let digests = format!("{a} 1234\n{b} 5678\n");
         let row = MemoRow {
             observations: observe::encode(&rec.observations),
-            signature: rec.signature.to_vec(),
-            digests: format!("{a} 1234\n{b} 5678\n"),
+            signature: sealed(&rec.signature, &digests),
+            digests,
         };
         store.store_memo("k", &row);
         let got = lookup(&store, "k", &[a.clone(), b.clone()]).unwrap();
@@ -333,7 +347,19 @@ mod tests {
         let mut stale = row.clone();
         stale.signature[0] ^= 1;
         store.store_memo("k", &stale);
-        assert!(lookup(&store, "k", &[a, b]).is_none());
+        assert!(lookup(&store, "k", &[a.clone(), b.clone()]).is_none());
+        // So is one whose digests were edited: swapped between layers, or
+        // one replaced.
+        for digests in [format!("{a} 5678\n{b} 1234\n"), format!("{a} 1234\n{b} 9999\n")] {
+            let edited = MemoRow {
+                digests,
+                ..row.clone()
+            };
+            store.store_memo("k", &edited);
+            assert!(lookup(&store, "k", &[a.clone(), b.clone()]).is_none());
+        }
+        store.store_memo("k", &row);
+        assert!(lookup(&store, "k", &[a, b]).is_some());
     }
 
     #[test]
