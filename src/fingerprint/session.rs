@@ -350,7 +350,10 @@ mod tests {
         assert!(lookup(&store, "k", &[a.clone(), b.clone()]).is_none());
         // So is one whose digests were edited: swapped between layers, or
         // one replaced.
-        for digests in [format!("{a} 5678\n{b} 1234\n"), format!("{a} 1234\n{b} 9999\n")] {
+        for digests in [
+            format!("{a} 5678\n{b} 1234\n"),
+            format!("{a} 1234\n{b} 9999\n"),
+        ] {
             let edited = MemoRow {
                 digests,
                 ..row.clone()
