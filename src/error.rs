@@ -227,7 +227,7 @@ fn io_hint(path: &Path, err: &std::io::Error) -> Option<String> {
     match err.raw_os_error() {
         Some(libc::EROFS) => {
             return Some(format!(
-                "{} is on a read-only file system: point [workspace] cache in Layerfile.toml at a writable directory",
+                "{} is on a read-only file system: use a writable directory (for the cache: [workspace] cache in Layerfile.toml)",
                 path.display()
             ));
         }
@@ -241,7 +241,7 @@ fn io_hint(path: &Path, err: &std::io::Error) -> Option<String> {
     }
     match err.kind() {
         ErrorKind::PermissionDenied => Some(format!(
-            "this user may not write {}: fix its permissions or ownership, or point [workspace] cache elsewhere",
+            "this user may not access {}: fix its permissions or ownership (for the cache: or set [workspace] cache in Layerfile.toml)",
             path.display()
         )),
         ErrorKind::AlreadyExists | ErrorKind::NotADirectory => {
@@ -259,7 +259,7 @@ fn io_hint(path: &Path, err: &std::io::Error) -> Option<String> {
                     }
                     Ok(m) if !m.is_dir() && std::fs::metadata(at).is_ok_and(|m| !m.is_dir()) => {
                         return Some(format!(
-                            "{} is a file where a directory is needed: move it away, or point [workspace] cache elsewhere",
+                            "{} is a file where a directory is needed: move it away (for the cache: or set [workspace] cache in Layerfile.toml)",
                             at.display()
                         ));
                     }

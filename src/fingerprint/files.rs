@@ -717,7 +717,6 @@ fn rel_str(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-/// How a file's hash was obtained.
 /// One file hashed by [`FileIndex::add_found`], with its analysis.
 struct HashedFile {
     rel: String,
@@ -726,6 +725,7 @@ struct HashedFile {
     done: Option<Box<Result<super::vars::VarUse>>>,
 }
 
+/// How a file's hash was obtained.
 enum Lookup {
     /// From a trusted stat-cache entry: the content was not read.
     Reused,
@@ -785,18 +785,13 @@ fn hash_entry(
         Ok(m) if m.is_file() => m,
         _ => return link_hash(),
     };
-    let mode = if is_executable(&meta) {
-        "100755"
-    } else {
-        "100644"
-    };
     let stat = Stat::of(&meta);
     if let (Some(e), Some(now)) = (entry, &stat)
         && e.trusted_for(now)
     {
         let h = FileHash {
             hash: ContentHash(e.hash),
-            mode: mode.into(),
+            mode: git_mode(&meta).into(),
             jinja: e.jinja,
             perm: permissions(&meta),
         };
@@ -842,21 +837,14 @@ fn hashed_file(
     scan_started: i64,
     analyse: impl FnOnce(&[u8], bool),
 ) -> Result<(FileHash, Lookup)> {
-    let mode = if is_executable(meta) {
-        "100755"
-    } else {
-        "100644"
-    };
     let (hash, jinja) = hash_content(full, file, meta, analyse)?;
     let h = FileHash {
         hash: ContentHash(*hash.as_bytes()),
-        mode: mode.into(),
+        mode: git_mode(meta).into(),
         jinja,
         perm: permissions(meta),
     };
-    let entry = Stat::of(meta)
-        .filter(|_| meta.is_file())
-        .map(|s| s.entry(*hash.as_bytes(), jinja, scan_started));
+    let entry = Stat::of(meta).map(|s| s.entry(*hash.as_bytes(), jinja, scan_started));
     Ok((h, Lookup::Hashed(entry)))
 }
 
@@ -921,6 +909,15 @@ fn permissions(meta: &std::fs::Metadata) -> u32 {
 #[cfg(not(unix))]
 fn permissions(_meta: &std::fs::Metadata) -> u32 {
     0
+}
+
+/// A regular file's mode as git records it.
+fn git_mode(meta: &std::fs::Metadata) -> &'static str {
+    if is_executable(meta) {
+        "100755"
+    } else {
+        "100644"
+    }
 }
 
 #[cfg(unix)]
