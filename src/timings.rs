@@ -16,9 +16,30 @@ pub fn phase(name: &str, since: Instant) -> Instant {
     let now = Instant::now();
     if wanted() {
         eprintln!(
-            "layerbuild time: {name}: {:.1} ms",
-            (now - since).as_secs_f64() * 1000.0
+            "layerbuild time: {name}: {:.1} ms{}",
+            (now - since).as_secs_f64() * 1000.0,
+            memory()
         );
     }
     now
+}
+
+/// The resident set now and at its peak so far, from `/proc/self/status`
+/// (empty where that file is missing).
+fn memory() -> String {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return String::new();
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|kb| kb / 1024)
+    };
+    match (field("VmRSS:"), field("VmHWM:")) {
+        (Some(now), Some(peak)) => format!(" (RSS {now} MiB, peak {peak} MiB)"),
+        _ => String::new(),
+    }
 }

@@ -1036,42 +1036,84 @@ fn sig_of_canon(r: &io::Result<PathBuf>) -> Vec<u8> {
     }
 }
 
-/// Observations as bytes: per observation its look, follow flag and path,
-/// NUL-terminated (paths never hold NUL).
+/// What an encoded record starts with (its format).
+const ENCODING: &[u8] = b"layerbuild observations 2\n";
+
+/// Observations as bytes: per observation its look, follow flag, how many
+/// leading bytes its path shares with the previous one (LEB128) and the
+/// rest of the path, NUL-terminated (paths never hold NUL). Sorted paths
+/// share most of their bytes: a quarter of the size of whole paths, which
+/// is what storing and loading a memo costs.
 pub fn encode(observations: &[Observation]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(observations.len() * 64);
+    let mut out = Vec::with_capacity(ENCODING.len() + observations.len() * 16);
+    out.extend_from_slice(ENCODING);
+    let mut prev: &[u8] = &[];
     for o in observations {
+        let path = o.path.as_os_str().as_encoded_bytes();
+        let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
         out.push(o.look.code());
         out.push(if o.follow { b'1' } else { b'0' });
-        out.extend_from_slice(o.path.as_os_str().as_encoded_bytes());
+        let mut n = shared;
+        loop {
+            let low = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(low);
+                break;
+            }
+            out.push(low | 0x80);
+        }
+        out.extend_from_slice(&path[shared..]);
         out.push(0);
+        prev = path;
     }
     out
 }
 
-/// [`encode`] reversed; `None` for anything malformed.
+/// [`encode`] reversed; `None` for anything malformed (or in another format).
 pub fn decode(bytes: &[u8]) -> Option<Vec<Observation>> {
-    let mut out = vec![];
-    for rec in bytes.split(|&b| b == 0) {
-        if rec.is_empty() {
-            continue;
-        }
-        if rec.len() < 3 {
+    let mut rest = bytes.strip_prefix(ENCODING)?;
+    let mut out: Vec<Observation> = vec![];
+    let mut prev: Vec<u8> = vec![];
+    while !rest.is_empty() {
+        let [code, follow, tail @ ..] = rest else {
             return None;
-        }
-        let look = Look::from_code(rec[0])?;
-        let follow = match rec[1] {
+        };
+        let look = Look::from_code(*code)?;
+        let follow = match follow {
             b'1' => true,
             b'0' => false,
             _ => return None,
         };
+        let mut shared = 0usize;
+        let mut shift = 0u32;
+        let mut tail = tail;
+        loop {
+            let (&b, t) = tail.split_first()?;
+            tail = t;
+            if shift > 28 {
+                return None;
+            }
+            shared |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = tail.iter().position(|&b| b == 0)?;
+        if shared > prev.len() || shared + end == 0 {
+            return None;
+        }
+        prev.truncate(shared);
+        prev.extend_from_slice(&tail[..end]);
+        rest = &tail[end + 1..];
         #[cfg(unix)]
         let path = {
             use std::os::unix::ffi::OsStrExt;
-            PathBuf::from(std::ffi::OsStr::from_bytes(&rec[2..]))
+            PathBuf::from(std::ffi::OsStr::from_bytes(&prev))
         };
         #[cfg(not(unix))]
-        let path = PathBuf::from(String::from_utf8(rec[2..].to_vec()).ok()?);
+        let path = PathBuf::from(String::from_utf8(prev.clone()).ok()?);
         out.push(Observation { path, look, follow });
     }
     Some(out)
@@ -1208,10 +1250,45 @@ mod tests {
     }
 
     #[test]
+    fn encoding_shares_prefixes_and_round_trips() {
+        let long = format!("/{}", "d".repeat(300));
+        let paths = [
+            "/a".to_string(),
+            "/a/b".into(),
+            "/a/b.c".into(),
+            "/b".into(),
+            format!("{long}/x"),
+            format!("{long}/y"),
+            format!("{long}/y/z"),
+        ];
+        let obs: Vec<Observation> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Observation {
+                path: PathBuf::from(p),
+                look: [Look::Stat, Look::Kind, Look::Canon][i % 3],
+                follow: i % 2 == 0,
+            })
+            .collect();
+        let bytes = encode(&obs);
+        assert_eq!(decode(&bytes).unwrap(), obs);
+        let whole: usize = paths.iter().map(|p| p.len()).sum();
+        assert!(bytes.len() < ENCODING.len() + whole / 2, "{}", bytes.len());
+    }
+
+    #[test]
     fn decode_rejects_garbage() {
-        assert!(decode(b"Z1/x\0").is_none());
-        assert!(decode(b"S2/x\0").is_none());
-        assert_eq!(decode(b"").unwrap(), vec![]);
+        let with = |body: &[u8]| [ENCODING, body].concat();
+        assert!(decode(&with(b"Z1\x00/x\0")).is_none());
+        assert!(decode(&with(b"S2\x00/x\0")).is_none());
+        // More shared bytes than the previous path has, a path never
+        // ended, an empty path, the old format without a header.
+        assert!(decode(&with(b"S1\x05/x\0")).is_none());
+        assert!(decode(&with(b"S1\x00/x")).is_none());
+        assert!(decode(&with(b"S1\x00\0")).is_none());
+        assert!(decode(b"S1/x\0").is_none());
+        assert_eq!(decode(&with(b"")).unwrap(), vec![]);
+        assert!(decode(b"").is_none());
     }
 
     /// Every file-system access in `src/fingerprint` goes through an
