@@ -5,9 +5,11 @@
 //! hold only a hash of a secret value (so changing it still rebuilds),
 //! snapshots kept for `why --show-values` drop it, and the build log, the
 //! progress lines and error messages have every known secret value replaced
-//! by [`REDACTED`]. Values Ansible decrypts from vault files are not known to
-//! layerbuild and cannot be redacted from Ansible's own output: keep them out
-//! of task names and messages (`no_log: true`).
+//! by [`REDACTED`]. So is every line of a variables file that holds a
+//! secret or that could not be parsed and names one (Ansible prints the
+//! lines of a file it cannot parse). Values Ansible decrypts from vault
+//! data are added by the executor before a play runs, which opens the
+//! vault as Ansible does ([`crate::executor::vault`]).
 //!
 //! Pure: no I/O.
 
@@ -47,6 +49,13 @@ impl Secrets {
     }
 
     fn push(&mut self, s: &str) {
+        self.insert(s);
+        self.sort();
+    }
+
+    /// `s` (and each of its lines) in every encoding output gives it,
+    /// unsorted.
+    fn insert(&mut self, s: &str) {
         for s in std::iter::once(s).chain(s.lines()) {
             let s = s.trim();
             if s.len() < MIN_LEN {
@@ -61,8 +70,43 @@ impl Secrets {
                 }
             }
         }
+    }
+
+    /// Longest first, so a value is replaced before any part of it.
+    fn sort(&mut self) {
         self.values
             .sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    }
+
+    /// Every line of a file that holds a secret, and each line's value
+    /// (after `key:` or `key=`, unquoted). What Ansible prints of a file it
+    /// cannot parse is its lines ("The offending line appears to be"), and
+    /// a file layerbuild could not parse either cannot be searched for the
+    /// secret's value alone.
+    pub fn add_lines(&mut self, text: &str) {
+        for line in text.lines() {
+            let line = line.trim();
+            // A whole line is kept only when it cannot be a common one.
+            if line.len() >= 2 * MIN_LEN {
+                self.insert(line);
+            }
+            if let Some((_, value)) = line.split_once(':').or_else(|| line.split_once('=')) {
+                let value = value.trim();
+                self.insert(value);
+                self.insert(value.trim_matches(|c| c == '"' || c == '\''));
+            }
+        }
+        self.sort();
+    }
+
+    /// Adds the values of `other`.
+    pub fn extend(&mut self, other: &Secrets) {
+        for v in &other.values {
+            if !self.values.contains(v) {
+                self.values.push(v.clone());
+            }
+        }
+        self.sort();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -192,6 +236,20 @@ mod tests {
         let m = marker(&serde_json::json!("hunter22"));
         assert!(is_marker(&m) && !m.as_str().unwrap().contains("hunter22"));
         assert_ne!(m, marker(&serde_json::json!("hunter23")));
+    }
+
+    #[test]
+    fn a_file_holding_a_secret_is_redacted_line_by_line() {
+        let mut s = Secrets::default();
+        s.add_lines("a: 1\napi_secret: \"planted-broken-7777\nport=planted-ini-42\n");
+        assert_eq!(
+            s.redact("api_secret: \"planted-broken-7777\n^ here"),
+            "[secret]\n^ here"
+        );
+        assert_eq!(s.redact("value planted-broken-7777."), "value [secret].");
+        assert_eq!(s.redact("x planted-ini-42"), "x [secret]");
+        // Short lines are left alone (`a: 1` would hide every `1`).
+        assert_eq!(s.redact("a: 1"), "a: 1");
     }
 
     #[test]

@@ -328,7 +328,9 @@ fn secrets_never_appear_in_any_output_log_or_record() {
     const ROOTPW: &str = "planted-root-pw-0815";
     const VAULT_INLINE: &str = "planted-vault-inline-9999";
     const VAULT_FILE: &str = "planted-vault-file-5555";
-    let secrets = [MUNGE, ROOTPW, VAULT_INLINE, VAULT_FILE];
+    // A secret on the line of a variables file Ansible cannot parse.
+    const BROKEN: &str = "planted-broken-7777";
+    let secrets = [MUNGE, ROOTPW, VAULT_INLINE, VAULT_FILE, BROKEN];
     // A value Ansible prints escaped (JSON): never shown in either form.
     const QUOTED: &str = r#"planted-"q\oted-3141"#;
     const QUOTED_JSON: &str = r#"planted-\"q\\oted-3141"#;
@@ -338,7 +340,7 @@ fn secrets_never_appear_in_any_output_log_or_record() {
     let lf = ws.read("Layerfile.toml").replace(
         "vars = { cluster_name = \"testcluster\" }",
         &format!(
-            "vars = {{ cluster_name = \"testcluster\", munge_key = \"{MUNGE}\", quoted_key = '{QUOTED}' }}\nsecret_vars = [\"munge_key\", \"root_password\", \"quoted_key\"]"
+            "vars = {{ cluster_name = \"testcluster\", munge_key = \"{MUNGE}\", quoted_key = '{QUOTED}' }}\nsecret_vars = [\"munge_key\", \"root_password\", \"quoted_key\", \"api_secret\"]"
         ),
     );
     ws.write("Layerfile.toml", &lf);
@@ -398,7 +400,7 @@ fn secrets_never_appear_in_any_output_log_or_record() {
     let image = slurm["image_name"].as_str().unwrap().to_string();
     // The secrets did reach the image: the test can see them when they leak.
     let keys = common::TestWs::run_in_image(&image, "cat /etc/keys");
-    for s in secrets {
+    for s in &secrets[..4] {
         assert!(keys.contains(s), "{s} not in the image: {keys}");
     }
     let d1 = digest(&ws, "//compute/slurm");
@@ -432,20 +434,80 @@ fn secrets_never_appear_in_any_output_log_or_record() {
     )
     .ok();
     record("log", ws.lb(&["log", "//compute/slurm"])).ok();
+    record("why", ws.lb(&["why", "//compute/slurm"])).ok();
+    record("hash", ws.lb(&["hash", "//compute/slurm"])).ok();
+    record("lint", ws.lb(&["lint", "//compute/slurm"]));
+    record("lint --json", ws.lb(&["lint", "--json", "//compute/slurm"]));
+    // The built image's labels and configuration.
+    let inspect = std::process::Command::new("buildah")
+        .args(["inspect", "--type", "image", &image])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success());
+    let inspected = String::from_utf8_lossy(&inspect.stdout).into_owned();
+    assert!(inspected.contains("layerbuild.digest"), "{inspected}");
+
+    // A TOML error on the line that holds the secrets: the excerpt shown
+    // masks them.
+    let good = ws.read("Layerfile.toml");
+    ws.write(
+        "Layerfile.toml",
+        &good.replace("vars = { cluster_name", "vars = { = cluster_name"),
+    );
+    for args in [
+        &["lint"][..],
+        &["build", "//compute/slurm"],
+        &["hash", "--json", "//compute/slurm"],
+    ] {
+        let r = record("a TOML error", ws.lb(args));
+        assert_ne!(r.code, 0, "{}", r.stderr);
+        let out = format!("{}{}", r.stdout, r.stderr);
+        assert!(out.contains("Layerfile.toml:12"), "{out}");
+    }
+    ws.write("Layerfile.toml", &good);
 
     // A failing play that prints the secrets it knows in its message.
     ws.append(
         "slurm-config/roles/slurm/tasks/main.yml",
-        "- name: \"check {{ munge_key }}\"\n  fail: {msg: \"bad key {{ munge_key }} for {{ root_password }} ({{ quoted_key }})\"}\n",
+        "- name: \"check {{ munge_key }}\"\n  fail: {msg: \"bad key {{ munge_key }} for {{ root_password }} ({{ quoted_key }}) {{ db_password }} {{ vault_token }}\"}\n",
     );
     let failed = record("failing build", ws.lb(&["build", "//compute/slurm"]));
     assert_eq!(failed.code, 1, "{}", failed.stderr);
     let log = record("log of the failure", ws.lb(&["log", "//compute/slurm"])).ok();
+    // Vault values too: Ansible decrypted them, layerbuild redacted them.
     assert!(
         log.stdout
-            .contains("bad key [secret] for [secret] ([secret])"),
+            .contains("bad key [secret] for [secret] ([secret]) [secret] [secret]"),
         "{}",
         log.stdout
+    );
+    // A variables file Ansible cannot parse: it prints the offending
+    // lines, which layerbuild could not parse either.
+    ws.write(
+        "inventory/test/group_vars/Compute/broken.yml",
+        &format!("a: 1\napi_secret: \"{BROKEN}\nb: 2\n"),
+    );
+    let broken = record("a broken secret file", ws.lb(&["build", "//compute/slurm"]));
+    assert_ne!(broken.code, 0, "{}", broken.stderr);
+    // The first layer to run a play on the Compute hosts fails on it.
+    let log = record(
+        "log of the broken file",
+        ws.lb(&["log", "//compute/compute"]),
+    )
+    .ok();
+    assert!(
+        log.stdout.contains("offending line") && log.stdout.contains("[secret]"),
+        "{}\n{}",
+        broken.stderr,
+        log.stdout
+    );
+    record(
+        "lint with a broken secret file",
+        ws.lb(&["lint", "//compute/slurm"]),
+    );
+    record(
+        "a broken secret file, --json",
+        ws.lb(&["build", "--json", "//compute/slurm"]),
     );
     record(
         "why after failure",
@@ -466,6 +528,7 @@ fn secrets_never_appear_in_any_output_log_or_record() {
     );
     for s in secrets.into_iter().chain([QUOTED, QUOTED_JSON]) {
         assert!(!shown.contains(s), "{s} shown:\n{shown}");
+        assert!(!inspected.contains(s), "{s} in the image's configuration");
         for (p, bytes) in &files {
             let text = String::from_utf8_lossy(bytes);
             assert!(!text.contains(s), "{s} in {}", p.display());

@@ -165,3 +165,103 @@ pub fn ansible_lint(
     ansible_env(&mut cmd, play, work_dir);
     run(cmd, program)
 }
+
+/// Reads every `files` entry as Ansible does (with the vault secrets its
+/// configuration names: `ANSIBLE_VAULT_PASSWORD_FILE`, `ansible.cfg` in the
+/// source directory, vault identities) and prints what it decrypts, as a
+/// JSON list: every value and line of a wholly encrypted file, every
+/// `!vault` value of the others.
+const VAULT_VALUES: &str = r#"
+import json, sys
+from ansible import constants as C
+from ansible.cli import CLI
+from ansible.parsing.dataloader import DataLoader
+from ansible.parsing.yaml.objects import AnsibleVaultEncryptedUnicode
+loader = DataLoader()
+loader.set_vault_secrets(CLI.setup_vault_secrets(
+    loader, vault_ids=list(C.DEFAULT_VAULT_IDENTITY_LIST), auto_prompt=False))
+out = []
+def walk(v, whole):
+    if isinstance(v, AnsibleVaultEncryptedUnicode):
+        out.append(str(v))
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            walk(x, whole)
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            walk(x, whole)
+    elif whole and v is not None:
+        out.append(str(v))
+failed = 0
+for path in sys.argv[1:]:
+    try:
+        with open(path, 'rb') as f:
+            whole = f.read().lstrip().startswith(b'$ANSIBLE_VAULT;')
+        if whole:
+            text, _ = loader._get_file_contents(path)
+            out.extend(text.decode('utf-8', 'replace').splitlines())
+        walk(loader.load_from_file(path, cache=False), whole)
+    except Exception as e:
+        failed += 1
+        print('%s: %s' % (path, type(e).__name__), file=sys.stderr)
+print(json.dumps(out))
+sys.exit(1 if failed else 0)
+"#;
+
+/// What Ansible will decrypt from the vault data in `play.vault_files`,
+/// to redact from its output, and why some could not be read (Ansible
+/// then fails on that file too, without printing its values).
+pub fn vault_values(
+    ansible_playbook: &str,
+    play: &PlayRequest,
+    work_dir: &Path,
+) -> (Vec<String>, Option<String>) {
+    if play.vault_files.is_empty() {
+        return (vec![], None);
+    }
+    // The interpreter ansible-playbook runs with holds Ansible's modules.
+    let python = interpreter_of(ansible_playbook).unwrap_or_else(|| "python3".into());
+    let mut cmd = Command::new(&python);
+    cmd.arg("-c").arg(VAULT_VALUES).args(&play.vault_files);
+    ansible_env(&mut cmd, play, work_dir);
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => return (vec![], Some(format!("cannot run {python}: {e}"))),
+    };
+    let values: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let why = (!out.status.success()).then(|| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        format!(
+            "could not open vault data to redact it: {}",
+            err.lines().last().unwrap_or("no output")
+        )
+    });
+    (values, why)
+}
+
+/// The interpreter in the `#!` line of `program` (looked up on `PATH`).
+fn interpreter_of(program: &str) -> Option<String> {
+    let path = if program.contains('/') {
+        std::path::PathBuf::from(program)
+    } else {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|d| Path::new(d).join(program))
+            .find(|p| p.is_file())?
+    };
+    let mut head = [0u8; 256];
+    let n = {
+        use std::io::Read;
+        std::fs::File::open(&path).ok()?.read(&mut head).ok()?
+    };
+    let line = std::str::from_utf8(&head[..n]).ok()?.lines().next()?;
+    let cmd = line.strip_prefix("#!")?.trim();
+    let mut words = cmd.split_whitespace();
+    let first = words.next()?;
+    // `#!/usr/bin/env python3`
+    if first.ends_with("/env") {
+        return words.next().map(str::to_string);
+    }
+    Some(first.to_string())
+}

@@ -291,16 +291,31 @@ impl Executor for Buildah {
         };
         std::fs::create_dir_all(&req.work_dir)
             .map_err(|e| fail(format!("cannot create {}: {e}", req.work_dir.display())))?;
+        // What Ansible decrypts from vault data is redacted as the
+        // `secret_vars` are.
+        let mut secrets = req.secrets.clone();
+        let mut vault_note = None;
+        if let Some(play) = &req.play {
+            let (values, why) =
+                super::ansible::vault_values(&self.ansible_playbook, play, &req.work_dir);
+            for v in values {
+                secrets.add(&serde_json::Value::String(v));
+            }
+            vault_note = why;
+        }
         let session = Session::new(self, &req.label, &req.isolation, sink, &req.log_path)
             .map_err(fail)?
-            .with_secrets(req.secrets.clone());
+            .with_secrets(secrets.clone());
         let b = Build { session, req };
         b.note(&format!(
             "# layerbuild: {} digest {}",
             req.label, req.digest
         ));
+        if let Some(why) = vault_note {
+            b.note(&format!("# layerbuild: {why}"));
+        }
         b.run_all().map_err(|f| BuildFailure {
-            message: req.secrets.redact(&f.message).into_owned(),
+            message: secrets.redact(&f.message).into_owned(),
             ..f
         })
     }

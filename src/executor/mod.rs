@@ -58,6 +58,9 @@ pub struct PlayRequest {
     pub roles_path: Vec<PathBuf>,
     /// How ansible-playbook reaches the working container.
     pub connection: Connection,
+    /// Variables files holding ansible-vault data (absolute): what Ansible
+    /// decrypts from them is redacted from its output.
+    pub vault_files: Vec<PathBuf>,
 }
 
 /// How ansible-playbook reaches the working container.

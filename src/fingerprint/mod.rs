@@ -121,6 +121,10 @@ pub struct Fingerprint {
     /// definitions), to redact from logs and messages.
     #[serde(skip)]
     pub secrets: crate::secrets::Secrets,
+    /// Workspace-relative variables files holding ansible-vault data (whole
+    /// or inline), whose decrypted values are redacted too.
+    #[serde(skip)]
+    pub vault_files: Vec<String>,
     /// Only the digest is known (served by the memo): the manifest is
     /// empty and must never be recorded; fingerprint again for more.
     #[serde(skip)]
@@ -149,6 +153,7 @@ impl Fingerprint {
             vars: Default::default(),
             inventory: None,
             secrets: Default::default(),
+            vault_files: vec![],
             light: true,
         }
     }
@@ -457,12 +462,44 @@ pub fn fingerprint_observed(
         }
         play_models.insert(inputs.playbook_dir.clone(), m);
     }
+    // Files with ansible-vault data: the executor opens them to redact
+    // what Ansible decrypts.
+    let vault_files: Vec<String> = inventory_vars
+        .iter()
+        .filter(|(_, f)| match f {
+            inventory::FileVars::Encrypted => true,
+            inventory::FileVars::Vars { vars } => vars.values().any(|v| v.vault),
+            inventory::FileVars::Opaque => false,
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
     // Secret values never reach the snapshot (kept for `why --show-values`).
     let mut secrets = crate::secrets::Secrets::default();
     if let Some(s) = system {
         for (k, v) in &s.vars {
             if s.secret_vars.contains(k) {
                 secrets.add(v);
+            }
+        }
+        // Every line of a file that defines a secret, or that could not be
+        // parsed and names one: Ansible prints the lines of a file it
+        // cannot parse.
+        for (rel, f) in &inventory_vars {
+            let holds = match f {
+                inventory::FileVars::Vars { vars } => {
+                    vars.keys().any(|k| s.secret_vars.contains(k))
+                }
+                inventory::FileVars::Opaque => true,
+                inventory::FileVars::Encrypted => false,
+            };
+            if !holds || s.secret_vars.is_empty() {
+                continue;
+            }
+            if let Ok(text) = obs.read_to_string(&ws.root.join(rel))
+                && (matches!(f, inventory::FileVars::Vars { .. })
+                    || s.secret_vars.iter().any(|n| text.contains(n.as_str())))
+            {
+                secrets.add_lines(&text);
             }
         }
         crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
@@ -570,6 +607,11 @@ pub fn fingerprint_observed(
                 vars,
                 inventory: model.as_ref().filter(|_| runs_play).map(|m| m.base.clone()),
                 secrets: secrets.clone(),
+                vault_files: if runs_play {
+                    vault_files.clone()
+                } else {
+                    vec![]
+                },
                 light: false,
             },
         );

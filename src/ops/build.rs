@@ -608,6 +608,7 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
         work_dir: work_dir.clone(),
         reuse_container: false,
         secrets: fp.secrets.clone(),
+        play: with_vault_files(ws, play_request(ws, system, label), fp),
         ..request(ws, system, label, &fp.digest, isolation)
     };
 
@@ -1053,6 +1054,7 @@ pub fn from_failed(
         reuse_container: true,
         tests: vec![],
         secrets: fp.secrets.clone(),
+        play: with_vault_files(ws, play_request(ws, system, label), fp),
         ..request(ws, system, label, &fp.digest, &isolation)
     };
     reporter.started(&label_s, &fp.digest);
@@ -1141,6 +1143,18 @@ fn request(
     }
 }
 
+/// `play` with the fingerprint's files of vault data.
+fn with_vault_files(
+    ws: &Workspace,
+    play: Option<PlayRequest>,
+    fp: &Fingerprint,
+) -> Option<PlayRequest> {
+    play.map(|p| PlayRequest {
+        vault_files: fp.vault_files.iter().map(|f| ws.root.join(f)).collect(),
+        ..p
+    })
+}
+
 pub(crate) fn play_request(
     ws: &Workspace,
     system: Option<&System>,
@@ -1167,6 +1181,7 @@ pub(crate) fn play_request(
                     .as_deref()
                     .unwrap_or(&ws.build.ansible_connection),
             ),
+            vault_files: vec![],
         }
     })
 }
