@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let obs = layerbuild::fingerprint::observe::Observer::new();
-    match discover(&obs, root, "src", "site.yml", &["src/roles".to_string()]) {
+    match discover(&obs, root, "src", "site.yml", &["src/roles".to_string()], &[]) {
         Ok(found) => {
             let _ = found.roles.len();
         }

@@ -22,15 +22,17 @@ pub fn load(text: &str) -> Result<Vec<Yaml>, ScanError> {
     // No alias without a `*`.
     if text.contains('*') {
         let mut count = Count::default();
-        // A syntax error is reported by the loader below.
-        if Parser::new_from_str(text).load(&mut count, true).is_ok()
-            && let Some(mark) = count.over
-        {
+        let parsed = Parser::new_from_str(text).load(&mut count, true);
+        // Checked before the syntax: the loader expands the aliases met
+        // before a syntax error further on.
+        if let Some(mark) = count.over {
             return Err(ScanError::new_string(
                 mark,
                 format!("its aliases expand to more than {MAX_NODES} nodes"),
             ));
         }
+        // The error the loader would give, without building anything.
+        parsed?;
     }
     YamlLoader::load_from_str(text)
 }
@@ -113,6 +115,10 @@ mod tests {
         assert!(e.info().contains("aliases expand to more than"), "{e}");
         assert!(e.marker().line() <= 10, "{e}");
         // Under an unused key too.
+        // Followed by a syntax error (the loader expands what comes
+        // before it).
+        let broken = format!("{}\n bad: [\n", bomb(9, 9));
+        assert!(load(&broken).unwrap_err().info().contains("aliases expand"));
         let nested = format!("unused:\n  {}", bomb(9, 9).replace('\n', "\n  "));
         assert!(load(&nested).is_err());
     }
