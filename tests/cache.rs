@@ -137,6 +137,83 @@ fn verify_repair_deletes_bad_rows_and_the_next_build_rebuilds_them() {
     assert_eq!(status(&again, "//uan/uan"), "built");
 }
 
+fn layer<'a>(report: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == label)
+        .unwrap_or_else(|| panic!("{label} not in {report}"))
+}
+
+#[test]
+fn an_edited_row_is_not_reused_and_a_moved_name_is_not_reported() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let first = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
+    let id = |l: &str| layer(&first, l)["image_id"].as_str().unwrap().to_string();
+    let (os, hsn, slurm) = (id("//base/os"), id("//base/hsn"), id("//compute/slurm"));
+    let slurm_name = layer(&first, "//compute/slurm")["image_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // //base/hsn's row edited to name //base/os's image: a build does not
+    // reuse it (its labels are //base/os's), and takes //base/hsn's own
+    // image again (still in storage under its name, with its labels).
+    let conn = rusqlite::Connection::open(ws.db()).unwrap();
+    conn.execute(
+        "UPDATE layers SET image_id = ?1 WHERE label = '//base/hsn'",
+        [&os],
+    )
+    .unwrap();
+    drop(conn);
+    let run = ws.lb(&["build", "--json", "//compute/slurm"]).ok();
+    assert!(
+        run.stderr.contains("which is not its build"),
+        "{}",
+        run.stderr
+    );
+    let again = run.json();
+    assert_eq!(
+        layer(&again, "//base/hsn")["image_id"],
+        hsn.as_str(),
+        "{again}"
+    );
+    assert_eq!(
+        layer(&again, "//compute/slurm")["status"],
+        "cached",
+        "{again}"
+    );
+    ws.lb(&["cache", "verify"]).ok();
+
+    // Another image tagged with //compute/slurm's name: the build reuses
+    // slurm's own image by id, and does not report the name, which now
+    // leads elsewhere.
+    let out = Command::new("buildah")
+        .args(["tag", &os, &slurm_name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
+    let s = layer(&again, "//compute/slurm");
+    assert_eq!(s["status"], "cached", "{again}");
+    assert_eq!(s["image_id"], slurm.as_str());
+    assert_eq!(s["image_name"], slurm.as_str(), "{again}");
+    // Untouched layers keep their names.
+    assert!(
+        layer(&again, "//base/os")["image_name"]
+            .as_str()
+            .unwrap()
+            .starts_with("localhost/"),
+        "{again}"
+    );
+}
+
 #[test]
 fn rebuild_index_after_the_database_is_deleted_makes_the_next_build_a_no_op() {
     require_buildah();

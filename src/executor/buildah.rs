@@ -5,7 +5,7 @@
 //! I/O: spawns buildah, sh and ansible-playbook; writes the log and the
 //! generated inventory under the request's work directory.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -253,7 +253,7 @@ impl Executor for Buildah {
         self.images_named().map(|(ids, _)| ids)
     }
 
-    fn images_named(&self) -> Result<(HashSet<String>, Option<HashSet<String>>)> {
+    fn images_named(&self) -> Result<(HashSet<String>, Option<HashMap<String, String>>)> {
         let out = self.list(&[
             "images",
             "--all",
@@ -268,14 +268,15 @@ impl Executor for Buildah {
             ))
             .with_hint("check that container storage is usable: buildah info"));
         }
-        let (mut ids, mut names) = (HashSet::new(), HashSet::new());
+        let (mut ids, mut names) = (HashSet::new(), HashMap::new());
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let mut words = line.split_whitespace();
             let Some(id) = words.next() else { continue };
-            ids.insert(normalize_id(id));
+            let id = normalize_id(id);
             if let Some(name) = words.next().filter(|n| *n != "<none>:<none>") {
-                names.insert(name.to_string());
+                names.insert(name.to_string(), id.clone());
             }
+            ids.insert(id);
         }
         Ok((ids, Some(names)))
     }

@@ -7,7 +7,7 @@ pub mod buildah;
 pub mod export;
 pub mod inspect;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::error::Result;
@@ -118,9 +118,10 @@ pub trait Executor: Sync {
     fn preflight(&self, needs_play: bool) -> Result<()>;
     /// Ids of every image in the local store (one query per build).
     fn images(&self) -> Result<HashSet<String>>;
-    /// [`Executor::images`], with every name the images carry (`None`:
-    /// this executor cannot tell, so names are looked up one by one).
-    fn images_named(&self) -> Result<(HashSet<String>, Option<HashSet<String>>)> {
+    /// [`Executor::images`], with every name the images carry and the id
+    /// each names (`None`: this executor cannot tell, so names are looked
+    /// up one by one).
+    fn images_named(&self) -> Result<(HashSet<String>, Option<HashMap<String, String>>)> {
         Ok((self.images()?, None))
     }
     fn build(
@@ -128,8 +129,10 @@ pub trait Executor: Sync {
         req: &BuildRequest,
         sink: &dyn StepSink,
     ) -> std::result::Result<BuildOutput, BuildFailure>;
-    /// The image named `name` in local storage with its layerbuild labels,
-    /// `None` when there is none. An executor that cannot tell never adopts.
+    /// The image named `name` (or with that id) in local storage with its
+    /// layerbuild labels, `None` when there is none. An executor that
+    /// cannot tell never adopts, and reuses a cache row only when the
+    /// listing shows the layer's own name on the row's image.
     fn committed_image(&self, _name: &str) -> Result<Option<inspect::ImageMeta>> {
         Ok(None)
     }

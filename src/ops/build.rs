@@ -497,7 +497,7 @@ struct RunCtx<'a> {
     full: &'a std::sync::OnceLock<std::result::Result<BTreeMap<Label, Fingerprint>, String>>,
     /// Image names in storage when the run began (`None`: unknown), so a
     /// layer to build asks about an image of its name only if there is one.
-    names: &'a Mutex<Option<HashSet<String>>>,
+    names: &'a Mutex<Option<HashMap<String, String>>>,
     isolation: &'a str,
     executor: &'a dyn Executor,
     reporter: &'a dyn Reporter,
@@ -752,11 +752,37 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
         }
     }
     if present {
-        run.reporter.cached(&label_s, &row.image_id);
-        return Ok(Some(Done::Cached {
-            image_id: row.image_id,
-            image_name: row.image_name,
-        }));
+        // The row is a file anyone may edit: its image must be this
+        // layer's build. The listing shows it when the layer's own name
+        // (label and digest) is on that image; otherwise its labels are
+        // read (a retagged or renamed image, a pulled one, an edited row).
+        let names = run.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let names_id = |name: &str| names.as_ref().and_then(|n| n.get(name).cloned());
+        let own = image_name(run.ws, &fp.label, &fp.digest);
+        let trusted = names_id(&own).as_deref() == Some(row.image_id.as_str())
+            || super::cache::committed_build(run.executor, &row.image_id, &fp.label, &fp.digest)
+                .is_some_and(|m| m.id == row.image_id);
+        if trusted {
+            // Report a name only while it still names this image.
+            let image_name = [row.image_name.as_str(), own.as_str()]
+                .into_iter()
+                .find(|n| names_id(n).as_deref() == Some(row.image_id.as_str()))
+                .map_or_else(|| row.image_id.clone(), str::to_string);
+            run.reporter.cached(&label_s, &row.image_id);
+            return Ok(Some(Done::Cached {
+                image_id: row.image_id,
+                image_name,
+            }));
+        }
+        run.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_layer(&fp.digest)?;
+        run.reporter.println(&format!(
+            "{label_s}: the cache names image {} for it, which is not its build (its labels say otherwise); building it again",
+            short_id(&row.image_id)
+        ));
+        return Ok(None);
     }
     if repair {
         run.cache
@@ -790,7 +816,7 @@ fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint) -> Option<Done> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .map(|n| n.contains(&name));
+        .map(|n| n.contains_key(&name));
     if named == Some(false) {
         return None;
     }
@@ -1302,4 +1328,9 @@ fn try_pull(run: &RunCtx<'_>, reg: &RegistryUse<'_>, fp: &Fingerprint) -> Option
         image_id,
         reference,
     })
+}
+
+/// An image id as `buildah images` shows it.
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
