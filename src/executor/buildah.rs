@@ -6,6 +6,8 @@
 //! generated inventory under the request's work directory.
 
 use std::collections::{HashMap, HashSet};
+
+use super::ImageNames;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -253,7 +255,7 @@ impl Executor for Buildah {
         self.images_named().map(|(ids, _)| ids)
     }
 
-    fn images_named(&self) -> Result<(HashSet<String>, Option<HashMap<String, String>>)> {
+    fn images_named(&self) -> Result<(HashSet<String>, Option<ImageNames>)> {
         let out = self.list(&[
             "images",
             "--all",

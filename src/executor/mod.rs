@@ -112,6 +112,9 @@ pub trait StepSink: Sync {
     fn step(&self, label: &str, step: &str);
 }
 
+/// Image names in local storage and the id each names.
+pub type ImageNames = HashMap<String, String>;
+
 pub trait Executor: Sync {
     /// Checks the tools this executor needs are present; `needs_play` when a
     /// layer to build runs an Ansible playbook.
@@ -121,7 +124,7 @@ pub trait Executor: Sync {
     /// [`Executor::images`], with every name the images carry and the id
     /// each names (`None`: this executor cannot tell, so names are looked
     /// up one by one).
-    fn images_named(&self) -> Result<(HashSet<String>, Option<HashMap<String, String>>)> {
+    fn images_named(&self) -> Result<(HashSet<String>, Option<ImageNames>)> {
         Ok((self.images()?, None))
     }
     fn build(
