@@ -16,6 +16,7 @@ pub mod executor;
 pub mod explain;
 pub mod fingerprint;
 pub mod graph;
+pub mod interrupt;
 pub mod label;
 pub mod ops;
 pub mod plan;
@@ -247,6 +248,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
+            // Ctrl-C and SIGTERM stop the running steps, not the process.
+            interrupt::set_mode(interrupt::Mode::Build);
             let report = ops::build::build(
                 &ctx,
                 &opts,
@@ -273,6 +276,28 @@ pub fn run(cli: Cli) -> Result<()> {
                     .map(|p| p.to_string())
                     .collect();
                 out!("{}", ops::build::render_summary(&report, &targets));
+            }
+            if interrupt::requested() {
+                let stopped: Vec<&str> = report
+                    .layers
+                    .iter()
+                    .filter(|l| l.status == "failed")
+                    .map(|l| l.label.as_str())
+                    .collect();
+                eprintln!(
+                    "error: interrupted: {} not built{}",
+                    if stopped.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        stopped.join(", ")
+                    },
+                    if report.layers.iter().any(|l| l.container.is_some()) {
+                        "; the working containers of the stopped steps are kept: layerbuild ls --failed"
+                    } else {
+                        ""
+                    }
+                );
+                return Err(Error::Exit(interrupt::EXIT_CODE));
             }
             if report.failed == 0 && report.outputs_failed > 0 {
                 return Err(Error::BuildFailed(format!(
@@ -379,6 +404,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 command: args.command,
             };
             let executor = make_executor(&ctx, &cli.storage)?;
+            // Ctrl-C belongs to the shell in the container.
+            interrupt::set_mode(interrupt::Mode::Interactive);
             let code = ops::debug::debug(&ctx, &opts, &executor)?;
             if code == 0 {
                 Ok(())

@@ -5,6 +5,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     tune_allocator();
+    // Before any other thread starts.
+    layerbuild::interrupt::install();
     layerbuild::main()
 }
 

@@ -485,3 +485,95 @@ fn the_vars_a_build_killed_mid_play_leaves_are_removed_by_the_next_command() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(left().is_empty(), "left behind: {:?}", left());
 }
+
+/// Ctrl-C (SIGINT to layerbuild's process group, as a terminal sends it)
+/// and SIGTERM (to layerbuild alone, as a CI runner cancelling a job
+/// does) during a play: the play stops within seconds, layerbuild says
+/// what was interrupted and exits 130, no process of the play is left
+/// running, and the working container is kept and listed by
+/// `ls --failed`. The next build starts that layer again.
+#[test]
+fn ctrl_c_and_sigterm_stop_the_running_play_and_keep_its_container_listed() {
+    require_buildah();
+    for (signal, whole_group) in [("INT", true), ("TERM", false)] {
+        let ws = TestWs::new("chain");
+        let marker = ws.path("../play-started");
+        ws.append(
+            "slurm-config/roles/slurm/tasks/main.yml",
+            &format!(
+                "- name: a long step\n  raw: touch {} && sleep 120\n  args: {{executable: /bin/sh}}\n  delegate_to: localhost\n",
+                marker.display()
+            ),
+        );
+        let mut c = Command::new(env!("CARGO_BIN_EXE_layerbuild"));
+        c.arg("-C")
+            .arg(&ws.root)
+            .args(["build", "//compute/slurm"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let child = c.spawn().unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !marker.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the play never reached the long step"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let target = if whole_group {
+            format!("-{pid}")
+        } else {
+            pid.to_string()
+        };
+        let sent = Instant::now();
+        Command::new("kill")
+            .args([&format!("-{signal}"), "--", &target])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            sent.elapsed() < Duration::from_secs(30),
+            "SIG{signal}: took {:?}",
+            sent.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(130), "SIG{signal}: {stderr}");
+        assert!(
+            stderr.contains("interrupted: //compute/slurm not built")
+                && stderr.contains("ls --failed"),
+            "SIG{signal}: {stderr}"
+        );
+        // Nothing of the play runs on (the sleep was in its own group).
+        std::thread::sleep(Duration::from_millis(500));
+        let sleeping = Command::new("pgrep")
+            .args(["-f", &format!("touch {}", marker.display())])
+            .output()
+            .unwrap();
+        assert!(
+            sleeping.stdout.is_empty(),
+            "SIG{signal}: left running: {}",
+            String::from_utf8_lossy(&sleeping.stdout)
+        );
+        let failed = ws.lb(&["ls", "--failed", "--json"]).ok().json();
+        let listed = failed.to_string();
+        assert!(
+            listed.contains("//compute/slurm"),
+            "SIG{signal}: not listed: {failed}"
+        );
+        // The next build runs the layer again (and is stopped by the same
+        // long step: removed first).
+        let tasks = ws
+            .read("slurm-config/roles/slurm/tasks/main.yml")
+            .replace("sleep 120", "true");
+        ws.write("slurm-config/roles/slurm/tasks/main.yml", &tasks);
+        let again = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
+        assert_eq!(
+            TestWs::labels_with(&again, "built"),
+            ["//compute/slurm"],
+            "SIG{signal}: {again}"
+        );
+    }
+}

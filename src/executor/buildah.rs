@@ -534,9 +534,16 @@ impl<'a> Session<'a> {
             .try_clone()
             .map_err(|e| format!("{what}: pipe: {e}"))?;
         cmd.stdout(writer).stderr(writer2);
+        if crate::interrupt::requested() {
+            return Err(format!("{what}: not started: the build was interrupted"));
+        }
+        // Its own process group, which an interrupt is passed to (so the
+        // processes it starts, Ansible's workers, get it too).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("{what}: cannot run {}: {e}", render_program(&cmd)))?;
+        let _step = crate::interrupt::track(&child);
         // Drop our copies of the write end so reading ends when the child exits.
         drop(cmd);
         let mut reader = BufReader::new(reader);
@@ -556,6 +563,9 @@ impl<'a> Session<'a> {
         }
         let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
         if !status.success() {
+            if crate::interrupt::requested() {
+                return Err(format!("{what}: interrupted ({status})"));
+            }
             return Err(format!("{what} failed ({status})"));
         }
         Ok(())

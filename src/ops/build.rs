@@ -541,6 +541,17 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
     if let Some(done) = reuse_cached(run, fp, false).map_err(fail)? {
         return Ok(done);
     }
+    if crate::interrupt::requested() {
+        let message = "not started: the build was interrupted".to_string();
+        reporter.failed(&label_s, &message);
+        return Err(Failed {
+            message,
+            container: None,
+            log: None,
+            environment: false,
+            hint: None,
+        });
+    }
     let full_fp;
     let fp = if fp.light {
         full_fp = run.full_print(fp).map_err(|message| {
