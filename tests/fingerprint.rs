@@ -109,6 +109,43 @@ fn gitignored_files_do_not_count_but_others_do() {
 }
 
 #[test]
+fn what_ansible_loads_from_a_used_role_counts_whatever_gitignore_says() {
+    let ws = TestWs::new("chain");
+    // Ignored anywhere, or only below the role (the walk meets that
+    // .gitignore on its way, not the workspace's).
+    for (ignore_file, rule) in [
+        (".gitignore", "extra.yml\n/cache/\n"),
+        ("slurm-config/roles/slurm/.gitignore", "tasks/extra.yml\n"),
+    ] {
+        let _ = std::fs::remove_file(ws.path(".gitignore"));
+        let _ = std::fs::remove_file(ws.path("slurm-config/roles/slurm/.gitignore"));
+        ws.write(ignore_file, rule);
+        ws.write(
+            "slurm-config/roles/slurm/tasks/extra.yml",
+            "- raw: echo 1\n",
+        );
+        let before = ws.digests();
+        ws.write(
+            "slurm-config/roles/slurm/tasks/extra.yml",
+            "- raw: echo 2\n",
+        );
+        assert_eq!(
+            changed(&before, &ws.digests()),
+            vec!["//compute/slurm"],
+            "ignored by {ignore_file}"
+        );
+    }
+    // Without any .gitignore the walk indexed it already.
+    let _ = std::fs::remove_file(ws.path("slurm-config/roles/slurm/.gitignore"));
+    let before = ws.digests();
+    ws.write(
+        "slurm-config/roles/slurm/tasks/extra.yml",
+        "- raw: echo 3\n",
+    );
+    assert_eq!(changed(&before, &ws.digests()), vec!["//compute/slurm"]);
+}
+
+#[test]
 fn an_unused_role_does_not_count() {
     let ws = TestWs::new("chain");
     let before = ws.digests();

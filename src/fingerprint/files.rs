@@ -123,6 +123,11 @@ pub struct FileIndex {
     analysed: Vec<(String, Result<super::vars::VarUse>)>,
     /// Whether the whole workspace was walked (with its ignore rules).
     whole: bool,
+    /// The roots walked with the ignore rules.
+    walked: BTreeSet<String>,
+    /// Whether those walks met a `.gitignore` (which may have left files
+    /// out that a path named outright still counts).
+    gitignore_met: bool,
 }
 
 /// Where a symbolic link leads, resolved through every link on the way.
@@ -163,6 +168,8 @@ struct Found {
     links: BTreeMap<String, LinkTarget>,
     /// Canonical directories already walked through an allowed link (loops).
     followed: BTreeSet<PathBuf>,
+    /// A `.gitignore` was met in a directory the walk entered.
+    gitignore_met: bool,
 }
 
 impl FileIndex {
@@ -236,6 +243,7 @@ impl FileIndex {
         let t = std::time::Instant::now();
         if !roots.is_empty() {
             walk(obs, root, roots, exclude, allow_outside, &mut found)?;
+            index.walked.extend(roots.iter().cloned());
         }
         let t = crate::timings::phase("    index: walk", t);
         index.add_found(obs, root, found, stat)?;
@@ -269,6 +277,7 @@ impl FileIndex {
         if !rest.is_empty() {
             let mut found = Found::default();
             walk(obs, root, &rest, exclude, allow_outside, &mut found)?;
+            self.walked.extend(rest.iter().cloned());
             self.add_found(obs, root, found, stat.as_deref_mut())?;
         }
         self.whole = roots.contains(".") || walked.contains(".");
@@ -309,6 +318,7 @@ impl FileIndex {
         let roots = BTreeSet::from([".".to_string()]);
         walk(obs, root, &roots, exclude, allow_outside, &mut found)?;
         self.whole = true;
+        self.walked.insert(".".into());
         self.add_found(obs, root, found, stat)
     }
 
@@ -334,6 +344,9 @@ impl FileIndex {
                 Ok(m) if m.file_type().is_symlink() => {
                     symlink(obs, root, rel, exclude, allow_outside, &mut found)?;
                 }
+                // Inside a root walked without meeting a .gitignore: every
+                // file below it is indexed already.
+                Ok(m) if m.is_dir() && !self.gitignore_met && inside(rel, &self.walked) => {}
                 Ok(m) if m.is_dir() => {
                     walk_from(obs, root, rel, exclude, allow_outside, &mut found)?
                 }
@@ -353,6 +366,7 @@ impl FileIndex {
         found: Found,
         mut stat: Option<&mut StatCache>,
     ) -> Result<()> {
+        self.gitignore_met |= found.gitignore_met;
         let files = &self.files;
         let known = stat.as_deref().map(|s| &s.entries);
         let scan_started = self.scan_started;
@@ -676,14 +690,11 @@ fn collect(
                 // Its listing decided what the walk met below it (the
                 // times change when an entry is added, removed or renamed).
                 obs.symlink_metadata(entry.path()).ok();
-                if gitignore {
-                    obs.metadata(&ignore_file).ok();
-                }
             } else {
                 obs.kind_nofollow(entry.path()).ok();
-                if gitignore {
-                    obs.metadata(&ignore_file).ok();
-                }
+            }
+            if gitignore && obs.metadata(&ignore_file).is_ok() {
+                out.gitignore_met = true;
             }
             continue;
         }
