@@ -389,7 +389,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 row.label,
                 row.status,
                 ops::format_time(row.started_at),
-                &row.digest[..12],
+                crate::fingerprint::short(&row.digest),
                 row.log_path.as_deref().unwrap_or("")
             );
             out!("{text}");

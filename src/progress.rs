@@ -3,6 +3,7 @@
 //! lines otherwise (one per layer event, for CI logs). Writes to stderr only;
 //! stdout is kept for results (`--json`).
 
+use crate::fingerprint::short;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -39,10 +40,6 @@ pub fn format_duration(d: Duration) -> String {
     } else {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     }
-}
-
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(12)]
 }
 
 /// One line per layer event; steps are not shown (they are in the log).

@@ -306,3 +306,34 @@ fn a_damaged_database_names_the_file_and_rebuild_index_moves_it_aside() {
         std::fs::remove_file(ws.root.join(&moved)).unwrap();
     }
 }
+
+#[test]
+fn short_or_odd_digests_in_edited_rows_never_panic() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    ws.lb(&["build", "//base/hsn"]).ok();
+    let conn = rusqlite::Connection::open(ws.db()).unwrap();
+    conn.execute_batch(
+        "UPDATE builds SET digest = 'é1';
+         UPDATE layers SET digest = 'ab' WHERE label = '//base/os';",
+    )
+    .unwrap();
+    drop(conn);
+    for args in [
+        &["ls"][..],
+        &["ls", "--failed"],
+        &["log", "//base/hsn"],
+        &["log", "//base/os"],
+        &["cache", "verify"],
+        &["build", "--dry-run", "//base/hsn"],
+        &["why", "//base/hsn"],
+        &["build", "//base/hsn"],
+    ] {
+        let r = ws.lb(args);
+        assert!(
+            !r.stderr.contains("panicked") && r.code != 101,
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+}

@@ -159,6 +159,16 @@ impl Fingerprint {
     }
 }
 
+/// The first 12 characters of a digest or image id, as shown to people
+/// (the whole string when shorter; never a panic, whatever a database
+/// row holds).
+pub fn short(digest: &str) -> &str {
+    digest
+        .char_indices()
+        .nth(12)
+        .map_or(digest, |(i, _)| &digest[..i])
+}
+
 impl Manifest {
     pub fn digest(&self) -> String {
         let bytes = serde_json::to_vec(self).expect("a manifest always serialises");

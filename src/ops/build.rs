@@ -732,7 +732,7 @@ impl RunCtx<'_> {
             return Err(format!(
                 "the inputs of {} changed during the build (its digest is now {}); run the build again",
                 light.label,
-                &fp.digest[..12]
+                crate::fingerprint::short(&fp.digest)
             ));
         }
         Ok(fp)
@@ -791,7 +791,7 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
             .forget_layer(&fp.digest)?;
         run.reporter.println(&format!(
             "{label_s}: the cache names image {} for it, which is not its build (its labels say otherwise); building it again",
-            short_id(&row.image_id)
+            crate::fingerprint::short(&row.image_id)
         ));
         return Ok(None);
     }
@@ -1246,7 +1246,10 @@ pub(crate) fn new_log_path(
         } else {
             format!("-{n}")
         };
-        let p = dir.join(format!("{stamp}-{}{suffix}{extra}.log", &digest[..12]));
+        let p = dir.join(format!(
+            "{stamp}-{}{suffix}{extra}.log",
+            crate::fingerprint::short(digest)
+        ));
         if !p.exists() {
             return p;
         }
@@ -1339,9 +1342,4 @@ fn try_pull(run: &RunCtx<'_>, reg: &RegistryUse<'_>, fp: &Fingerprint) -> Option
         image_id,
         reference,
     })
-}
-
-/// An image id as `buildah images` shows it.
-fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }

@@ -84,7 +84,7 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, buildah: &Buildah) -> Result<i3
                 .ok_or_else(no_image)?;
             eprintln!(
                 "note: {label}'s current inputs are not built; using its last built image (digest {})",
-                &row.digest[..12]
+                crate::fingerprint::short(&row.digest)
             );
             id
         }

@@ -48,7 +48,7 @@ pub fn built_image(
     let not_built = || {
         Error::input(format!(
             "{label} is not built at its current digest {}",
-            &digest[..12]
+            crate::fingerprint::short(&digest)
         ))
         .with_hint(format!(
             "build it first: layerbuild build {label} (layerbuild why {label} says what changed)"
@@ -228,7 +228,7 @@ pub fn push_destination(dest: &str, label: &Label, digest: &str) -> String {
         "docker://{repo}:{}-{}-{}",
         label.image_type().to_lowercase(),
         label.layer().to_lowercase(),
-        &digest[..12]
+        crate::fingerprint::short(digest)
     )
 }
 
@@ -273,7 +273,7 @@ pub fn render(results: &[OutputResult]) -> String {
                 r.label,
                 r.target,
                 r.format,
-                &r.digest[..12]
+                crate::fingerprint::short(&r.digest)
             ),
             _ => format!(
                 "{} -> {} FAILED: {}",

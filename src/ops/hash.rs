@@ -35,7 +35,9 @@ pub fn render(r: &HashReport) -> String {
     let m = &r.inputs;
     let parent = match &m.parent {
         fingerprint::ParentInput::Scratch => "scratch".to_string(),
-        fingerprint::ParentInput::Layer { label, digest } => format!("{label} ({})", &digest[..12]),
+        fingerprint::ParentInput::Layer { label, digest } => {
+            format!("{label} ({})", crate::fingerprint::short(digest))
+        }
         fingerprint::ParentInput::Image { reference } => reference.clone(),
     };
     let mut out = format!("{}\n", r.digest);

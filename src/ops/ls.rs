@@ -77,7 +77,7 @@ pub fn render(entries: &[LsEntry]) -> String {
             "{:width$}  {:<11}  {}\n",
             e.label,
             status,
-            &e.digest[..12]
+            crate::fingerprint::short(&e.digest)
         ));
     }
     s

@@ -100,13 +100,18 @@ pub fn image_name(ws: &Workspace, label: &Label, digest: &str) -> String {
         ws.name,
         label.image_type().to_lowercase(),
         label.layer().to_lowercase(),
-        &digest[..12]
+        crate::fingerprint::short(digest)
     )
 }
 
 /// The working container's name while a layer builds (and after it fails).
 pub fn container_name(ws: &Workspace, label: &Label, digest: &str) -> String {
-    format!("layerbuild-{}-{}-{}", ws.name, label.slug(), &digest[..12])
+    format!(
+        "layerbuild-{}-{}-{}",
+        ws.name,
+        label.slug(),
+        crate::fingerprint::short(digest)
+    )
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) for a Unix time in seconds.

@@ -103,7 +103,7 @@ pub fn render(r: &TestReport) -> String {
         s.push_str(&format!(
             "{}  ({}, {n} test{})\n",
             l.label,
-            &l.digest[..12],
+            crate::fingerprint::short(&l.digest),
             if n == 1 { "" } else { "s" }
         ));
         for t in &l.tests {

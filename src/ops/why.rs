@@ -1,6 +1,7 @@
 //! `layerbuild why` and `layerbuild hash-diff`: explain a digest change as a
 //! diff of manifests, down to the file, variable or package.
 
+use crate::fingerprint::short;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -75,10 +76,6 @@ pub struct WhyOptions {
     pub system: Option<String>,
     pub since: Option<String>,
     pub show_values: bool,
-}
-
-fn short(d: &str) -> &str {
-    &d[..d.len().min(12)]
 }
 
 pub fn why(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Result<WhyReport> {
