@@ -245,7 +245,9 @@ fn malformed_yaml_in_a_role_is_an_error_and_unparseable_jinja_falls_back() {
     );
     ws.write(
         "slurm-config/roles/slurm/templates/odd.j2",
-        "line one\n{{ x | }}\n",
+        // Unbalanced: the token scan declines it, and the parser cannot
+        // parse it either.
+        "line one\n{{ x ) }}\n",
     );
     let h = ws.lb(&["hash", "//compute/slurm", "--json"]).ok().json();
     let notes = h["inputs"]["notes"].to_string();
@@ -394,17 +396,33 @@ fn a_template_rendered_from_files_counts_its_variables() {
     assert_eq!(c, vec!["//compute/slurm"]);
 }
 
-/// A template whose expression nests deeper than the analysis follows
+/// A template whose expression nests deeper than the parse follows
 /// (100,000 attribute lookups, 50,000 filters, 100,000 unary minus): no
-/// stack overflow; every inventory variable counts for the layer, and
+/// stack overflow. The token scan reads it (no recursion): only `a`
+/// counts. When the scan declines it too (here: a non-ASCII name, which it does not
+/// read in a tag), every inventory variable counts for the layer, and
 /// `why` says so with the file and line.
 #[test]
 fn a_template_nested_too_deeply_counts_every_variable_without_overflowing() {
-    for deep in [
-        format!("{{{{ a{} }}}}\n", ".a".repeat(100_000)),
-        format!("{{{{ a{} }}}}\n", "|lower".repeat(50_000)),
-        format!("{{{{ {}a }}}}\n", "-".repeat(100_000)),
-    ] {
+    let shapes = [
+        format!("{{{{ a{} }}}}", ".a".repeat(100_000)),
+        format!("{{{{ a{} }}}}", "|lower".repeat(50_000)),
+        format!("{{{{ {}a }}}}", "-".repeat(100_000)),
+    ];
+    for deep in &shapes {
+        let ws = chain_with_vars();
+        ws.write(
+            "slurm-config/roles/slurm/templates/deep.j2",
+            &format!("{deep}\n"),
+        );
+        let c = effect(&ws, ALL_VARS, |s| {
+            s.replace("unused_var: 1", "unused_var: 2")
+        });
+        assert!(c.is_empty(), "{c:?}");
+        let c = effect(&ws, ALL_VARS, |s| format!("{s}a: 1\n"));
+        assert_eq!(c, vec!["//compute/slurm"]);
+    }
+    for deep in shapes.map(|d| format!("{d}{{{{ é }}}}\n")) {
         let ws = chain_with_vars();
         ws.write("slurm-config/roles/slurm/templates/deep.j2", &deep);
         // unused_var is used by no play: it counts only through the fallback.

@@ -120,7 +120,7 @@ pub struct FileIndex {
     scan_started: i64,
     /// The variable analysis of files read for hashing, from the same
     /// bytes (taken by [`FileIndex::take_analysed`]).
-    analysed: Vec<(String, Result<super::vars::VarUse>)>,
+    analysed: Vec<(String, Result<super::vars::FileUse>)>,
     /// Whether the whole workspace was walked (with its ignore rules).
     whole: bool,
     /// The roots walked with the ignore rules.
@@ -464,7 +464,7 @@ impl FileIndex {
     }
 
     /// The analyses made while hashing since the last call.
-    pub fn take_analysed(&mut self) -> Vec<(String, Result<super::vars::VarUse>)> {
+    pub fn take_analysed(&mut self) -> Vec<(String, Result<super::vars::FileUse>)> {
         std::mem::take(&mut self.analysed)
     }
 
@@ -733,7 +733,7 @@ struct HashedFile {
     rel: String,
     h: FileHash,
     lookup: Lookup,
-    done: Option<Box<Result<super::vars::VarUse>>>,
+    done: Option<Box<Result<super::vars::FileUse>>>,
 }
 
 /// How a file's hash was obtained.

@@ -1325,7 +1325,7 @@ fn play_files(
                     missing.insert(WHOLE_WORKSPACE.into());
                 }
             }
-            used.merge(&u);
+            used.merge_file(&u);
         }
     }
     if !missing.is_empty() {

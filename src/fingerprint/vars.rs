@@ -35,7 +35,41 @@ pub struct VarUse {
     pub read_unresolved: Option<String>,
 }
 
+/// One file's [`VarUse`] as the analysis keeps it until layers ask: the
+/// names in one sorted slice, a third of a set's memory for the tens of
+/// thousands of templates of a large workspace.
+#[derive(Debug, Clone, Default)]
+pub struct FileUse {
+    pub names: Box<[Box<str>]>,
+    pub fallback: Option<String>,
+    pub reads: BTreeSet<String>,
+    pub read_unresolved: Option<String>,
+}
+
+impl From<VarUse> for FileUse {
+    fn from(u: VarUse) -> FileUse {
+        FileUse {
+            names: u.names.into_iter().map(String::into_boxed_str).collect(),
+            fallback: u.fallback,
+            reads: u.reads,
+            read_unresolved: u.read_unresolved,
+        }
+    }
+}
+
 impl VarUse {
+    /// Adds what one file uses.
+    pub fn merge_file(&mut self, other: &FileUse) {
+        self.names.extend(other.names.iter().map(|n| n.to_string()));
+        if self.fallback.is_none() {
+            self.fallback.clone_from(&other.fallback);
+        }
+        self.reads.extend(other.reads.iter().cloned());
+        if self.read_unresolved.is_none() {
+            self.read_unresolved.clone_from(&other.read_unresolved);
+        }
+    }
+
     pub fn merge(&mut self, other: &VarUse) {
         self.names.extend(other.names.iter().cloned());
         if self.fallback.is_none() {
@@ -150,7 +184,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Analyzer {
     /// One copy of each analysis, shared by every layer that asks (layers
     /// ask from several threads).
-    memo: std::sync::Mutex<HashMap<String, std::sync::Arc<VarUse>>>,
+    memo: std::sync::Mutex<HashMap<String, std::sync::Arc<FileUse>>>,
     /// Analyses the file index did that failed (see [`Analyzer::seed`]):
     /// the error is given when a layer asks.
     failed: std::sync::Mutex<HashMap<String, Error>>,
@@ -213,7 +247,7 @@ impl Analyzer {
         root: &Path,
         rel: &str,
         jinja: bool,
-    ) -> Result<std::sync::Arc<VarUse>> {
+    ) -> Result<std::sync::Arc<FileUse>> {
         if let Some(u) = lock(&self.memo).get(rel) {
             return Ok(u.clone());
         }
@@ -237,7 +271,7 @@ impl Analyzer {
         };
         Ok(lock(&self.memo)
             .entry(rel.to_string())
-            .or_insert_with(|| std::sync::Arc::new(u))
+            .or_insert_with(|| std::sync::Arc::new(u.into()))
             .clone())
     }
 
@@ -249,16 +283,16 @@ impl Analyzer {
         rel: &str,
         jinja: bool,
         bytes: &[u8],
-    ) -> Option<Result<VarUse>> {
+    ) -> Option<Result<FileUse>> {
         match file_kind(rel, jinja) {
             FileKind::Other => None,
-            _ => Some(self.bytes(rel, jinja, bytes)),
+            _ => Some(self.bytes(rel, jinja, bytes).map(FileUse::from)),
         }
     }
 
     /// Results computed by [`Analyzer::analyse_bytes`] elsewhere (the file
     /// index), used instead of reading the files again.
-    pub fn seed(&self, done: impl IntoIterator<Item = (String, Result<VarUse>)>) {
+    pub fn seed(&self, done: impl IntoIterator<Item = (String, Result<FileUse>)>) {
         let (mut memo, mut failed) = (lock(&self.memo), lock(&self.failed));
         for (rel, u) in done {
             if let std::collections::hash_map::Entry::Vacant(v) = memo.entry(rel) {
@@ -495,7 +529,7 @@ impl Analyzer {
                 m.as_str()
             ));
         }
-        match super::jinja::undeclared(src) {
+        match super::jinja::names(src) {
             Ok(names) => {
                 for name in names {
                     if ALL_VARS_NAMES.contains(&name.as_str()) {
