@@ -28,19 +28,25 @@ pub fn names(src: &str) -> Result<BTreeSet<String>, Declined> {
     }
 }
 
-/// Every name `src` may read, from its tokens alone: each identifier in a
-/// `{{ }}` or `{% %}` tag but a statement's keyword, an attribute (after
-/// `.`), a filter (after `|`), a test (after `is` or `is not`), a keyword
-/// argument or an assignment target (before a lone `=`), and the words
-/// Jinja reserves in expressions (`and`, `if`, `true`...). Names the
-/// template binds itself (loop targets, `set`, macro arguments) count
-/// too: a superset of [`undeclared`]'s, a tenth of its cost (no tree).
-/// `None` for anything it does not read plainly (an unterminated tag,
-/// comment, string or `raw` block, unbalanced brackets, a non-ASCII
-/// character in a tag): the caller then parses.
+/// The names `src` reads that it does not bind itself, from its tokens
+/// alone: the walk of [`undeclared`] (the same statements, scopes and
+/// bindings) over each tag's tokens instead of a tree. In an expression,
+/// each identifier is read but an attribute (after `.`), a filter (after
+/// `|`), a test (after `is` or `is not`), a keyword argument (before a
+/// lone `=`) and the words Jinja reserves (`and`, `if`, `true`...); a
+/// filter named by `{% filter %}` counts too, so the names are a superset
+/// of [`undeclared`]'s, at a tenth of its cost, without recursion. `None`
+/// for anything it does not read plainly (an unterminated tag, comment,
+/// string or `raw` block, unbalanced brackets or blocks, a statement it
+/// does not know, a non-ASCII character in a tag): the caller then parses.
 pub fn scan(src: &str) -> Option<BTreeSet<String>> {
     let b = src.as_bytes();
-    let mut out: BTreeSet<String> = BTreeSet::new();
+    let mut walk = Walk {
+        out: BTreeSet::new(),
+        scopes: vec![(Block::Top, vec!["self"])],
+        pending: vec![],
+    };
+    let mut toks: Vec<Tok> = Vec::new();
     let mut i = 0;
     while let Some(k) = src[i..].find('{') {
         i += k;
@@ -60,17 +66,20 @@ pub fn scan(src: &str) -> Option<BTreeSet<String>> {
         if matches!(b.get(i), Some(b'-' | b'+')) {
             i += 1;
         }
-        let close = if kind == b'{' { b'}' } else { b'%' };
-        let (end, raw) = tag(b, i, close, kind == b'%', &mut out)?;
-        i = end;
-        if raw {
-            // To the end of `{% endraw %}`: what lies between is text.
-            let rest = &src[i..];
-            let at = ENDRAW.find(rest)?;
-            i += at.end();
+        toks.clear();
+        i = tokens(src, i, if kind == b'{' { b'}' } else { b'%' }, &mut toks)?;
+        if kind == b'{' {
+            walk.expr(&toks);
+            continue;
         }
+        if let [Tok::Ident("raw")] = toks[..] {
+            // To the end of `{% endraw %}`: what lies between is text.
+            i += ENDRAW.find(&src[i..])?.end();
+            continue;
+        }
+        walk.stmt(&toks)?;
     }
-    Some(out)
+    (walk.scopes.len() == 1).then_some(walk.out.into_iter().map(str::to_string).collect())
 }
 
 static ENDRAW: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
@@ -86,29 +95,27 @@ const RESERVED: &[&str] = &[
     "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None",
 ];
 
-/// Scans one tag's inside from `i` to its closer (`}}` or `%}` at
-/// bracket depth 0, after an optional `-`/`+`), adding its names to `out`.
-/// Returns the offset after the closer and whether the tag opens a `raw`
-/// block.
-fn tag(
-    b: &[u8],
-    mut i: usize,
-    close: u8,
-    statement: bool,
-    out: &mut BTreeSet<String>,
-) -> Option<(usize, bool)> {
+/// A token of a tag: what the walk needs of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok<'a> {
+    Ident(&'a str),
+    /// A lone `=` (not `==`, `!=`, `<=`, `>=`).
+    Assign,
+    Dot,
+    Pipe,
+    Comma,
+    Open,
+    Close,
+    /// A literal or any other operator.
+    Other,
+}
+
+/// The tokens of one tag from `i` (after its opener) to its closer (`}}`
+/// or `%}` at bracket depth 0, after an optional `-`/`+`); returns the
+/// offset after the closer.
+fn tokens<'a>(src: &'a str, mut i: usize, close: u8, out: &mut Vec<Tok<'a>>) -> Option<usize> {
+    let b = src.as_bytes();
     let mut depth: usize = 0;
-    // What the previous token makes of an identifier.
-    #[derive(PartialEq)]
-    enum Prev {
-        Other,
-        Dot,
-        Pipe,
-        Is,
-        IsNot,
-    }
-    let mut prev = Prev::Other;
-    let mut first = statement;
     loop {
         let c = *b.get(i)?;
         if !c.is_ascii() {
@@ -117,11 +124,14 @@ fn tag(
         if depth == 0 {
             let at = if matches!(c, b'-' | b'+') { i + 1 } else { i };
             if b.get(at) == Some(&close) && b.get(at + 1) == Some(&b'}') {
-                return Some((at + 2, false));
+                return Some(at + 2);
             }
         }
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+        let tok = match c {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                i += 1;
+                continue;
+            }
             b'\'' | b'"' => {
                 i += 1;
                 loop {
@@ -132,8 +142,7 @@ fn tag(
                     }
                 }
                 i += 1;
-                prev = Prev::Other;
-                first = false;
+                Tok::Other
             }
             b'0'..=b'9' => {
                 while b
@@ -142,8 +151,7 @@ fn tag(
                 {
                     i += 1;
                 }
-                prev = Prev::Other;
-                first = false;
+                Tok::Other
             }
             b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
                 let start = i;
@@ -153,60 +161,367 @@ fn tag(
                 {
                     i += 1;
                 }
-                let word = std::str::from_utf8(&b[start..i]).ok()?;
-                let mut j = i;
-                while matches!(b.get(j), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-                    j += 1;
+                Tok::Ident(&src[start..i])
+            }
+            b'=' | b'!' | b'<' | b'>' => {
+                i += 1;
+                if b.get(i) == Some(&b'=') {
+                    i += 1;
+                    Tok::Other
+                } else if c == b'=' {
+                    Tok::Assign
+                } else {
+                    Tok::Other
                 }
-                let assigned = b.get(j) == Some(&b'=') && b.get(j + 1) != Some(&b'=');
-                if first {
-                    first = false;
-                    if word == "raw" {
-                        // `{% raw %}`, `{%- raw -%}`: nothing else in it.
-                        let at = j + usize::from(matches!(b.get(j), Some(b'-' | b'+')));
-                        return (b.get(at) == Some(&close) && b.get(at + 1) == Some(&b'}'))
-                            .then_some((at + 2, true));
-                    }
-                    prev = Prev::Other;
-                    continue;
-                }
-                let next = match (&prev, word) {
-                    (Prev::Is, "not") => Prev::IsNot,
-                    (_, "is") if prev != Prev::Dot && prev != Prev::Pipe => Prev::Is,
-                    _ => Prev::Other,
-                };
-                let read = matches!(prev, Prev::Other) && !assigned && !RESERVED.contains(&word);
-                if read {
-                    out.insert(word.to_string());
-                }
-                prev = next;
             }
             b'.' => {
                 i += 1;
-                prev = Prev::Dot;
+                Tok::Dot
             }
             b'|' => {
                 i += 1;
-                prev = Prev::Pipe;
+                Tok::Pipe
+            }
+            b',' => {
+                i += 1;
+                Tok::Comma
             }
             b'(' | b'[' | b'{' => {
                 depth += 1;
                 i += 1;
-                prev = Prev::Other;
-                first = false;
+                Tok::Open
             }
             b')' | b']' | b'}' => {
                 depth = depth.checked_sub(1)?;
                 i += 1;
-                prev = Prev::Other;
+                Tok::Close
             }
             _ => {
                 i += 1;
-                prev = Prev::Other;
-                first = false;
+                Tok::Other
+            }
+        };
+        out.push(tok);
+    }
+}
+
+/// The block a scope belongs to (end tags must match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Top,
+    For,
+    ForElse,
+    If,
+    SetBlock,
+    With,
+    Macro,
+    Call,
+    Block,
+    Filter,
+    AutoEscape,
+}
+
+/// [`Tracker`] over tokens.
+struct Walk<'a> {
+    out: BTreeSet<&'a str>,
+    /// Open blocks and the names each binds.
+    scopes: Vec<(Block, Vec<&'a str>)>,
+    /// The targets of the open `{% set x %}` blocks, bound when each ends.
+    pending: Vec<&'a str>,
+}
+
+/// The first position of `tok` in `toks` outside brackets.
+fn at_depth0(toks: &[Tok], pred: impl Fn(&Tok) -> bool) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Open => depth += 1,
+            Tok::Close => depth = depth.saturating_sub(1),
+            t if depth == 0 && pred(t) => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The names of an assignment target (`x`, `a, b`, `(a, b)`); `None` for
+/// anything else (`ns.attr`: nothing is bound, and the caller reads it).
+fn target_names<'a>(toks: &[Tok<'a>]) -> Option<Vec<&'a str>> {
+    let mut names = vec![];
+    for t in toks {
+        match t {
+            Tok::Ident(n) if !RESERVED.contains(n) => names.push(*n),
+            Tok::Comma | Tok::Open | Tok::Close => {}
+            _ => return None,
+        }
+    }
+    Some(names)
+}
+
+impl<'a> Walk<'a> {
+    fn bound(&self, name: &str) -> bool {
+        self.scopes.iter().any(|(_, s)| s.contains(&name))
+    }
+
+    fn bind(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        if let Some((_, s)) = self.scopes.last_mut() {
+            s.extend(names);
+        }
+    }
+
+    fn push(&mut self, block: Block, names: Vec<&'a str>) {
+        self.scopes.push((block, names));
+    }
+
+    /// Closes the innermost block if it is one of `blocks`.
+    fn pop(&mut self, blocks: &[Block]) -> Option<()> {
+        match self.scopes.last() {
+            Some((b, _)) if self.scopes.len() > 1 && blocks.contains(b) => {
+                self.scopes.pop();
+                Some(())
+            }
+            _ => None,
+        }
+    }
+
+    /// The names an expression reads.
+    fn expr(&mut self, toks: &[Tok<'a>]) {
+        self.expr_after(toks, false)
+    }
+
+    /// [`Walk::expr`]; `named`: the first identifier names a filter.
+    fn expr_after(&mut self, toks: &[Tok<'a>], named: bool) {
+        // After `.`, `|`, `is`, `is not`: an attribute, filter or test name.
+        let mut named = named;
+        let mut after_is = false;
+        for (i, t) in toks.iter().enumerate() {
+            match *t {
+                Tok::Ident(w) => {
+                    let skip = named || toks.get(i + 1) == Some(&Tok::Assign);
+                    if w == "is" && !named {
+                        after_is = true;
+                        named = true;
+                        continue;
+                    }
+                    if w == "not" && after_is {
+                        continue;
+                    }
+                    after_is = false;
+                    named = false;
+                    if !skip && !RESERVED.contains(&w) && !self.bound(w) {
+                        self.out.insert(w);
+                        // Found once is enough.
+                        self.bind([w]);
+                    }
+                }
+                Tok::Dot | Tok::Pipe => {
+                    named = true;
+                    after_is = false;
+                }
+                _ => {
+                    named = false;
+                    after_is = false;
+                }
             }
         }
     }
+
+    /// One `{% %}` statement.
+    fn stmt(&mut self, toks: &[Tok<'a>]) -> Option<()> {
+        let Some(Tok::Ident(kw)) = toks.first() else {
+            return None;
+        };
+        let rest = &toks[1..];
+        match *kw {
+            "for" => {
+                let inn = at_depth0(rest, |t| *t == Tok::Ident("in"))?;
+                let targets = target_names(&rest[..inn])?;
+                let after = &rest[inn + 1..];
+                let stop = at_depth0(after, |t| matches!(t, Tok::Ident("if" | "recursive")))
+                    .unwrap_or(after.len());
+                // The iterable is read outside the loop.
+                self.expr(&after[..stop]);
+                let mut bound = vec!["loop"];
+                bound.extend(targets);
+                self.push(Block::For, bound);
+                // The filter (`if ...`), read with the targets bound.
+                let filter = match &after[stop..] {
+                    [rest @ .., Tok::Ident("recursive")] => rest,
+                    rest => rest,
+                };
+                self.expr(filter);
+            }
+            "else" => {
+                if self.pop(&[Block::For]).is_some() {
+                    self.push(Block::ForElse, vec![]);
+                } else {
+                    self.pop(&[Block::If])?;
+                    self.push(Block::If, vec![]);
+                }
+            }
+            "endfor" => self.pop(&[Block::For, Block::ForElse])?,
+            "if" => {
+                self.expr(rest);
+                self.push(Block::If, vec![]);
+            }
+            "elif" => {
+                self.pop(&[Block::If])?;
+                self.expr(rest);
+                self.push(Block::If, vec![]);
+            }
+            "endif" => self.pop(&[Block::If])?,
+            "set" => match at_depth0(rest, |t| *t == Tok::Assign) {
+                Some(eq) => {
+                    self.expr(&rest[eq + 1..]);
+                    match target_names(&rest[..eq]) {
+                        Some(names) => self.bind(names),
+                        // `ns.attr = v` reads ns, binds nothing.
+                        None => self.expr(&rest[..eq]),
+                    }
+                }
+                None => {
+                    let [Tok::Ident(name), filters @ ..] = rest else {
+                        return None;
+                    };
+                    self.push(Block::SetBlock, vec![]);
+                    self.expr(filters);
+                    // Bound when the block ends (a read inside is the
+                    // outer one's).
+                    self.pending.push(name);
+                }
+            },
+            "endset" => {
+                self.pop(&[Block::SetBlock])?;
+                let name = self.pending.pop()?;
+                self.bind([name]);
+            }
+            "with" => {
+                let mut bound = vec![];
+                for part in rest.split(|t| *t == Tok::Comma) {
+                    match part {
+                        [Tok::Ident(n), Tok::Assign, value @ ..] => {
+                            self.expr(value);
+                            bound.push(*n);
+                        }
+                        _ => return None,
+                    }
+                }
+                self.push(Block::With, bound);
+            }
+            "endwith" => self.pop(&[Block::With])?,
+            "macro" => {
+                let [Tok::Ident(name), Tok::Open, args @ .., Tok::Close] = rest else {
+                    return None;
+                };
+                self.bind([*name]);
+                self.push(Block::Macro, vec!["caller"]);
+                self.macro_args(args)?;
+            }
+            "endmacro" => self.pop(&[Block::Macro])?,
+            "call" => {
+                let (args, call) = match rest {
+                    [Tok::Open, ..] => {
+                        let close = matching(rest)?;
+                        (&rest[1..close], &rest[close + 1..])
+                    }
+                    _ => (&rest[..0], rest),
+                };
+                self.expr(call);
+                self.push(Block::Call, vec!["caller"]);
+                self.macro_args(args)?;
+            }
+            "endcall" => self.pop(&[Block::Call])?,
+            "block" => self.push(Block::Block, vec!["super"]),
+            "endblock" => self.pop(&[Block::Block])?,
+            "filter" => {
+                // A filter's name, then its arguments: `replace('a', r)`.
+                self.expr_after(rest, true);
+                self.push(Block::Filter, vec![]);
+            }
+            "endfilter" => self.pop(&[Block::Filter])?,
+            "autoescape" => {
+                self.expr(rest);
+                self.push(Block::AutoEscape, vec![]);
+            }
+            "endautoescape" => self.pop(&[Block::AutoEscape])?,
+            "include" | "extends" | "do" => self.expr(rest),
+            "break" | "continue" => {}
+            "import" => {
+                let as_ = at_depth0(rest, |t| *t == Tok::Ident("as"))?;
+                self.expr(&rest[..as_]);
+                let Some(Tok::Ident(name)) = rest.get(as_ + 1) else {
+                    return None;
+                };
+                self.bind([*name]);
+            }
+            "from" => {
+                let imp = at_depth0(rest, |t| *t == Tok::Ident("import"))?;
+                self.expr(&rest[..imp]);
+                let mut names = &rest[imp + 1..];
+                let mut bound = vec![];
+                loop {
+                    match names {
+                        [Tok::Ident("with" | "without"), Tok::Ident("context")] | [] => break,
+                        [
+                            Tok::Ident(_),
+                            Tok::Ident("as"),
+                            Tok::Ident(alias),
+                            more @ ..,
+                        ]
+                        | [Tok::Ident(alias), more @ ..] => {
+                            bound.push(*alias);
+                            names = match more {
+                                [Tok::Comma, more @ ..] => more,
+                                more => more,
+                            };
+                        }
+                        _ => return None,
+                    }
+                }
+                self.bind(bound);
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// A macro's or call block's arguments: bound, their defaults read.
+    fn macro_args(&mut self, args: &[Tok<'a>]) -> Option<()> {
+        let mut names = vec![];
+        for part in args.split(|t| *t == Tok::Comma) {
+            match part {
+                [] => {}
+                [Tok::Ident(n)] => names.push(*n),
+                [Tok::Ident(n), Tok::Assign, _, ..] => names.push(*n),
+                _ => return None,
+            }
+        }
+        self.bind(names);
+        for part in args.split(|t| *t == Tok::Comma) {
+            if let [Tok::Ident(_), Tok::Assign, default @ ..] = part {
+                self.expr(default);
+            }
+        }
+        Some(())
+    }
+}
+
+/// The index of the bracket closing `toks[0]`.
+fn matching(toks: &[Tok]) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Open => depth += 1,
+            Tok::Close => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The names `src` reads that it does not bind itself, or the parse error
@@ -661,6 +976,53 @@ mod tests {
     }
 
     #[test]
+    fn the_scan_keeps_the_parse_scopes() {
+        let mut differ = vec![];
+        for src in SOURCES {
+            if scan(src).unwrap() != undeclared(src).unwrap() {
+                differ.push(*src);
+            }
+        }
+        // Only where the scan reads a filter's name as a name.
+        assert!(
+            differ
+                .iter()
+                .all(|d| d.contains("{% filter upper") || d.contains("ignore")),
+            "{differ:#?}"
+        );
+        for (src, want) in [
+            (
+                "{% for s in ntp %}{{ s }}{{ loop.index }}{% endfor %}{{ s }}",
+                &["ntp", "s"][..],
+            ),
+            ("{% set x %}{{ x }}{% endset %}{{ x }}", &["x"][..]),
+            (
+                "{% if c %}{% set w = 1 %}{{ w }}{% endif %}{{ w }}",
+                &["c", "w"][..],
+            ),
+            (
+                "{% for x in xs %}{% else %}{{ x }}{% endfor %}",
+                &["x", "xs"][..],
+            ),
+            (
+                "{% macro m(a, b=a) %}{{ a }}{{ b }}{% endmacro %}{{ a }}",
+                &["a"][..],
+            ),
+            ("{% set ns.v = 1 %}", &["ns"][..]),
+        ] {
+            assert_eq!(
+                scan(src).unwrap(),
+                want.iter().map(|s| s.to_string()).collect(),
+                "{src}"
+            );
+            assert!(
+                scan(src).unwrap().is_superset(&undeclared(src).unwrap()),
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
     fn the_scan_leaves_out_attributes_filters_tests_and_keywords() {
         let names = scan(
             "{{ a.b | default(c) }}{{ d is defined }}{{ e is not none }}{{ f(k=g) }}{% set h = i %}{% if j and not l %}{% endif %}{{ true or False }}",
@@ -689,6 +1051,11 @@ mod tests {
             "{{ a) }}",
             "{{ größe }}",
             "{% raw x %}{% endraw %}",
+            "{% for x in y %}",
+            "{% endif %}",
+            "{% if a %}{% endfor %}",
+            "{% frobnicate %}",
+            "{% with a = f(x, y) %}{% endwith %}",
         ] {
             assert!(scan(src).is_none(), "{src}");
         }

@@ -627,7 +627,7 @@ mod tests {
         assert!(f.unwrap().contains("templated"));
         let (_, f) = names("- include_vars: \"{{ os }}.yml\"\n");
         assert!(f.unwrap().contains("include_vars"));
-        let (_, f) = names("- debug: {msg: \"{{ x | }}\"}\n");
+        let (_, f) = names("- debug: {msg: \"{{ x ) }}\"}\n");
         assert!(f.unwrap().contains("cannot parse"));
     }
 
