@@ -43,7 +43,7 @@ pub fn scan(src: &str) -> Option<BTreeSet<String>> {
     let b = src.as_bytes();
     let mut walk = Walk {
         out: BTreeSet::new(),
-        scopes: vec![(Block::Top, vec!["self"])],
+        scopes: vec![(Opened::Top, vec!["self"])],
         pending: vec![],
     };
     let mut toks: Vec<Tok> = Vec::new();
@@ -207,7 +207,7 @@ fn tokens<'a>(src: &'a str, mut i: usize, close: u8, out: &mut Vec<Tok<'a>>) -> 
 
 /// The block a scope belongs to (end tags must match).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Block {
+enum Opened {
     Top,
     For,
     ForElse,
@@ -225,7 +225,7 @@ enum Block {
 struct Walk<'a> {
     out: BTreeSet<&'a str>,
     /// Open blocks and the names each binds.
-    scopes: Vec<(Block, Vec<&'a str>)>,
+    scopes: Vec<(Opened, Vec<&'a str>)>,
     /// The targets of the open `{% set x %}` blocks, bound when each ends.
     pending: Vec<&'a str>,
 }
@@ -269,12 +269,12 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn push(&mut self, block: Block, names: Vec<&'a str>) {
+    fn push(&mut self, block: Opened, names: Vec<&'a str>) {
         self.scopes.push((block, names));
     }
 
     /// Closes the innermost block if it is one of `blocks`.
-    fn pop(&mut self, blocks: &[Block]) -> Option<()> {
+    fn pop(&mut self, blocks: &[Opened]) -> Option<()> {
         match self.scopes.last() {
             Some((b, _)) if self.scopes.len() > 1 && blocks.contains(b) => {
                 self.scopes.pop();
@@ -343,7 +343,7 @@ impl<'a> Walk<'a> {
                 self.expr(&after[..stop]);
                 let mut bound = vec!["loop"];
                 bound.extend(targets);
-                self.push(Block::For, bound);
+                self.push(Opened::For, bound);
                 // The filter (`if ...`), read with the targets bound.
                 let filter = match &after[stop..] {
                     [rest @ .., Tok::Ident("recursive")] => rest,
@@ -352,24 +352,24 @@ impl<'a> Walk<'a> {
                 self.expr(filter);
             }
             "else" => {
-                if self.pop(&[Block::For]).is_some() {
-                    self.push(Block::ForElse, vec![]);
+                if self.pop(&[Opened::For]).is_some() {
+                    self.push(Opened::ForElse, vec![]);
                 } else {
-                    self.pop(&[Block::If])?;
-                    self.push(Block::If, vec![]);
+                    self.pop(&[Opened::If])?;
+                    self.push(Opened::If, vec![]);
                 }
             }
-            "endfor" => self.pop(&[Block::For, Block::ForElse])?,
+            "endfor" => self.pop(&[Opened::For, Opened::ForElse])?,
             "if" => {
                 self.expr(rest);
-                self.push(Block::If, vec![]);
+                self.push(Opened::If, vec![]);
             }
             "elif" => {
-                self.pop(&[Block::If])?;
+                self.pop(&[Opened::If])?;
                 self.expr(rest);
-                self.push(Block::If, vec![]);
+                self.push(Opened::If, vec![]);
             }
-            "endif" => self.pop(&[Block::If])?,
+            "endif" => self.pop(&[Opened::If])?,
             "set" => match at_depth0(rest, |t| *t == Tok::Assign) {
                 Some(eq) => {
                     self.expr(&rest[eq + 1..]);
@@ -383,7 +383,7 @@ impl<'a> Walk<'a> {
                     let [Tok::Ident(name), filters @ ..] = rest else {
                         return None;
                     };
-                    self.push(Block::SetBlock, vec![]);
+                    self.push(Opened::SetBlock, vec![]);
                     self.expr(filters);
                     // Bound when the block ends (a read inside is the
                     // outer one's).
@@ -391,7 +391,7 @@ impl<'a> Walk<'a> {
                 }
             },
             "endset" => {
-                self.pop(&[Block::SetBlock])?;
+                self.pop(&[Opened::SetBlock])?;
                 let name = self.pending.pop()?;
                 self.bind([name]);
             }
@@ -406,18 +406,18 @@ impl<'a> Walk<'a> {
                         _ => return None,
                     }
                 }
-                self.push(Block::With, bound);
+                self.push(Opened::With, bound);
             }
-            "endwith" => self.pop(&[Block::With])?,
+            "endwith" => self.pop(&[Opened::With])?,
             "macro" => {
                 let [Tok::Ident(name), Tok::Open, args @ .., Tok::Close] = rest else {
                     return None;
                 };
                 self.bind([*name]);
-                self.push(Block::Macro, vec!["caller"]);
+                self.push(Opened::Macro, vec!["caller"]);
                 self.macro_args(args)?;
             }
-            "endmacro" => self.pop(&[Block::Macro])?,
+            "endmacro" => self.pop(&[Opened::Macro])?,
             "call" => {
                 let (args, call) = match rest {
                     [Tok::Open, ..] => {
@@ -427,23 +427,23 @@ impl<'a> Walk<'a> {
                     _ => (&rest[..0], rest),
                 };
                 self.expr(call);
-                self.push(Block::Call, vec!["caller"]);
+                self.push(Opened::Call, vec!["caller"]);
                 self.macro_args(args)?;
             }
-            "endcall" => self.pop(&[Block::Call])?,
-            "block" => self.push(Block::Block, vec!["super"]),
-            "endblock" => self.pop(&[Block::Block])?,
+            "endcall" => self.pop(&[Opened::Call])?,
+            "block" => self.push(Opened::Block, vec!["super"]),
+            "endblock" => self.pop(&[Opened::Block])?,
             "filter" => {
                 // A filter's name, then its arguments: `replace('a', r)`.
                 self.expr_after(rest, true);
-                self.push(Block::Filter, vec![]);
+                self.push(Opened::Filter, vec![]);
             }
-            "endfilter" => self.pop(&[Block::Filter])?,
+            "endfilter" => self.pop(&[Opened::Filter])?,
             "autoescape" => {
                 self.expr(rest);
-                self.push(Block::AutoEscape, vec![]);
+                self.push(Opened::AutoEscape, vec![]);
             }
-            "endautoescape" => self.pop(&[Block::AutoEscape])?,
+            "endautoescape" => self.pop(&[Opened::AutoEscape])?,
             "include" | "extends" | "do" => self.expr(rest),
             "break" | "continue" => {}
             "import" => {
