@@ -10,9 +10,31 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use common::TestWs;
+use layerbuild::fingerprint::statcache::{self, StatEntry};
 
 const FILE: &str = "slurm-config/roles/slurm/templates/README";
 const SLURM: &str = "//compute/slurm";
+
+/// The stat cache's entries as stored.
+fn entries(ws: &TestWs) -> std::collections::HashMap<String, StatEntry> {
+    let bytes: Vec<u8> = rusqlite::Connection::open(ws.fingerprint_db())
+        .unwrap()
+        .query_row("SELECT entries FROM stat_cache WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    statcache::decode(&bytes).expect("a stat cache layerbuild wrote decodes")
+}
+
+/// Stores `entries` as the stat cache.
+fn put_entries(ws: &TestWs, entries: &std::collections::HashMap<String, StatEntry>) {
+    let bytes = statcache::encode(entries.iter().map(|(p, e)| (p.as_str(), e)));
+    let n = rusqlite::Connection::open(ws.fingerprint_db())
+        .unwrap()
+        .execute("UPDATE stat_cache SET entries = ?1 WHERE id = 1", [bytes])
+        .unwrap();
+    assert_eq!(n, 1);
+}
 
 /// (files read, files served by the stat cache) of a run.
 fn counts(stderr: &str) -> (usize, usize) {
@@ -146,19 +168,13 @@ fn a_file_replaced_by_rename_is_read_again() {
 #[test]
 fn a_deleted_file_changes_the_digest_and_leaves_the_stat_cache() {
     let (ws, before) = warm();
-    let db = rusqlite::Connection::open(ws.fingerprint_db()).unwrap();
-    let rows = |db: &rusqlite::Connection| -> i64 {
-        db.query_row(
-            "SELECT count(*) FROM file_stats WHERE path = ?1",
-            [FILE],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    assert_eq!(rows(&db), 1);
+    assert!(entries(&ws).contains_key(FILE));
     std::fs::remove_file(ws.path(FILE)).unwrap();
     slurm_changed(&before, &ws);
-    assert_eq!(rows(&db), 0, "the vanished file's entry is kept");
+    assert!(
+        !entries(&ws).contains_key(FILE),
+        "the vanished file's entry is kept"
+    );
 }
 
 #[test]
@@ -177,36 +193,28 @@ fn a_mode_change_changes_the_digest() {
 fn an_entry_matching_an_edited_file_is_not_trusted_when_racy() {
     use std::os::unix::fs::MetadataExt;
     let (ws, before) = warm();
-    let old_hash: Vec<u8> = rusqlite::Connection::open(ws.fingerprint_db())
-        .unwrap()
-        .query_row("SELECT hash FROM file_stats WHERE path = ?1", [FILE], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let old_hash = entries(&ws)[FILE].hash;
     std::fs::write(ws.path(FILE), same_size_edit(&ws, FILE)).unwrap();
     let m = std::fs::metadata(ws.path(FILE)).unwrap();
     let ctime_ns = m.ctime() * 1_000_000_000 + m.ctime_nsec();
     let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
     let forge = |recorded_ns: i64| {
-        let db = rusqlite::Connection::open(ws.fingerprint_db()).unwrap();
-        let n = db
-            .execute(
-                "UPDATE file_stats SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, inode = ?5,
-                 device = ?6, mode = ?7, recorded_ns = ?8, hash = ?9 WHERE path = ?1",
-                rusqlite::params![
-                    FILE,
-                    m.size() as i64,
-                    mtime_ns,
-                    ctime_ns,
-                    m.ino() as i64,
-                    m.dev() as i64,
-                    m.mode(),
-                    recorded_ns,
-                    old_hash
-                ],
-            )
-            .unwrap();
-        assert_eq!(n, 1);
+        let mut all = entries(&ws);
+        all.insert(
+            FILE.to_string(),
+            StatEntry {
+                size: m.size(),
+                mtime_ns,
+                ctime_ns,
+                inode: m.ino(),
+                device: m.dev(),
+                mode: m.mode(),
+                hash: old_hash,
+                jinja: all[FILE].jinja,
+                recorded_ns,
+            },
+        );
+        put_entries(&ws, &all);
     };
     // Recorded in the very tick of the edit: racy, read again.
     forge(ctime_ns.max(mtime_ns));

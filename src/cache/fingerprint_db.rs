@@ -20,7 +20,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::fingerprint::session::{MemoRow, MemoStore, StatStore};
-use crate::fingerprint::statcache::{StatCache, StatEntry, now_ns};
+use crate::fingerprint::statcache::{self, StatCache, StatEntry, now_ns};
 
 /// The file's name in the cache directory.
 pub const FILE: &str = "fingerprint.db";
@@ -55,6 +55,13 @@ const MIGRATIONS: &[&str] = &[
     //    recorded before say otherwise.
     "DELETE FROM file_stats;
     DELETE FROM memo;",
+    // 3: the stat cache as one encoded value (`statcache::encode`) instead
+    //    of a row per file.
+    "DROP TABLE file_stats;
+    CREATE TABLE stat_cache (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        entries BLOB NOT NULL
+    );",
 ];
 
 pub struct FingerprintDb {
@@ -120,69 +127,41 @@ impl FingerprintDb {
     }
 
     fn load(&self) -> rusqlite::Result<HashMap<String, StatEntry>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT path, size, mtime_ns, ctime_ns, inode, device, mode, hash, jinja, recorded_ns
-             FROM file_stats",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut out = HashMap::new();
-        while let Some(r) = rows.next()? {
-            // A malformed row is skipped (the file is read instead).
-            let blob = r.get_ref(7)?;
-            let Some(hash) = blob
-                .as_blob()
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            else {
-                continue;
-            };
-            out.insert(
-                r.get::<_, String>(0)?,
-                StatEntry {
-                    size: r.get::<_, i64>(1)? as u64,
-                    mtime_ns: r.get(2)?,
-                    ctime_ns: r.get(3)?,
-                    inode: r.get::<_, i64>(4)? as u64,
-                    device: r.get::<_, i64>(5)? as u64,
-                    mode: r.get(6)?,
-                    hash,
-                    jinja: r.get(8)?,
-                    recorded_ns: r.get(9)?,
-                },
-            );
-        }
-        Ok(out)
+        let bytes: Option<Vec<u8>> = self
+            .conn()
+            .query_row("SELECT entries FROM stat_cache WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        // Malformed: empty (the files are read instead).
+        Ok(bytes
+            .and_then(|b| statcache::decode(&b))
+            .unwrap_or_default())
     }
 
+    /// The entries loaded, less those of vanished files, with the scan's
+    /// new ones, written as one value.
     fn write_stats(&self, stat: &StatCache) -> rusqlite::Result<()> {
+        let replaced: std::collections::HashSet<&str> = stat
+            .updates
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .chain(stat.removed.iter().map(String::as_str))
+            .collect();
+        let bytes = statcache::encode(
+            stat.entries
+                .iter()
+                .filter(|(p, _)| !replaced.contains(p.as_str()))
+                .map(|(p, e)| (p.as_str(), e))
+                .chain(stat.updates.iter().map(|(p, e)| (p.as_str(), e))),
+        );
+        drop(replaced);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut put = tx.prepare(
-                "INSERT OR REPLACE INTO file_stats
-                 (path, size, mtime_ns, ctime_ns, inode, device, mode, hash, jinja, recorded_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            for (path, e) in &stat.updates {
-                put.execute(params![
-                    path,
-                    e.size as i64,
-                    e.mtime_ns,
-                    e.ctime_ns,
-                    e.inode as i64,
-                    e.device as i64,
-                    e.mode,
-                    &e.hash[..],
-                    e.jinja,
-                    e.recorded_ns
-                ])?;
-            }
-            let mut del = tx.prepare("DELETE FROM file_stats WHERE path = ?1")?;
-            for path in &stat.removed {
-                del.execute(params![path])?;
-            }
-        }
+        tx.execute(
+            "INSERT OR REPLACE INTO stat_cache (id, entries) VALUES (1, ?1)",
+            params![bytes],
+        )?;
         tx.commit()
     }
 
