@@ -651,6 +651,18 @@ impl Observer {
 
     /// The record, or why it cannot be trusted.
     pub fn finish(self) -> std::result::Result<Record, String> {
+        let (encoded, signature) = self.finish_encoded()?;
+        Ok(Record {
+            observations: decode(&encoded).ok_or("an observation record that does not decode")?,
+            signature,
+        })
+    }
+
+    /// [`Observer::finish`] as the memo stores it: the observations
+    /// [`encode`]d, and their signature. Works on the paths as kept
+    /// (directory id and last component): no whole path is built but the
+    /// bytes written.
+    pub fn finish_encoded(self) -> std::result::Result<(Vec<u8>, [u8; 32]), String> {
         if let Some(why) = self
             .unusable
             .into_inner()
@@ -661,71 +673,87 @@ impl Observer {
         drop(self.listings);
         drop(self.derived);
         drop(self.noted);
-        let mut seen = self
-            .seen
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .into_observations();
-        seen.sort_unstable();
-        seen.dedup();
-        if let Some(w) = seen.windows(2).find(|w| w[0].0 == w[1].0) {
+        let Seen {
+            mut looks,
+            dir_ids,
+            dirs,
+        } = self.seen.into_inner().unwrap_or_else(|e| e.into_inner());
+        // By the whole path's bytes, then what was looked at (the order of
+        // `Observation`'s `Ord`), then the signature.
+        looks.par_sort_unstable_by(|a, b| {
+            let by_path = if a.0 == b.0 {
+                a.1.cmp(&b.1)
+            } else {
+                cmp_concat(path_parts(&dirs, a), path_parts(&dirs, b))
+            };
+            by_path
+                .then(a.2.cmp(&b.2))
+                .then(a.3.cmp(&b.3))
+                .then_with(|| a.4.cmp(&b.4))
+        });
+        // One path is one (directory id, name): directories are interned.
+        looks.dedup();
+        if let Some(w) = looks
+            .windows(2)
+            .find(|w| (w[0].0, &w[0].1, w[0].2, w[0].3) == (w[1].0, &w[1].1, w[1].2, w[1].3))
+        {
             return Err(format!(
                 "{} changed while it was being read",
-                w[0].0.path.display()
+                String::from_utf8_lossy(&path_parts(&dirs, &w[0]).concat())
             ));
         }
         // A path whose own `Stat` (not following) shows no symbolic link:
         // following it reaches the same inode, so looks that follow it or
         // only ask its kind say nothing more.
-        // Keyed by the paths' bytes (`Path`'s own hash walks components).
-        let plain: FastSet<&[u8]> = seen
+        let plain: FastSet<(u32, &[u8])> = looks
             .iter()
-            .filter(|(o, sig)| {
-                o.look == Look::Stat
-                    && !o.follow
+            .filter(|(_, _, look, follow, sig)| {
+                *look == Look::Stat
+                    && !follow
                     && stat_of_sig(sig.as_ref()).is_some_and(|s| s.mode & 0o170000 != 0o120000)
             })
-            .map(|(o, _)| o.path.as_os_str().as_encoded_bytes())
+            .map(|(d, n, ..)| (*d, &n[..]))
             .collect();
         // Directories whose listing is recorded (through links or not: a
-        // lookup below either reaches the same directory).
-        let listed: FastSet<&[u8]> = seen
+        // lookup below either reaches the same directory), by their id as
+        // the directory of other paths.
+        let listed: FastSet<u32> = looks
             .iter()
-            .filter(|(o, sig)| {
-                o.look == Look::Stat
+            .filter(|(_, _, look, _, sig)| {
+                *look == Look::Stat
                     && stat_of_sig(sig.as_ref()).is_some_and(|s| s.mode & 0o170000 == 0o040000)
             })
-            .map(|(o, _)| o.path.as_os_str().as_encoded_bytes())
+            .filter_map(|l| dir_ids.get(&path_parts(&dirs, l).concat()[..]).copied())
             .collect();
-        let redundant: Vec<bool> = seen
+        let kept: Vec<&SeenLook> = looks
             .iter()
-            .map(|(o, sig)| {
-                o.look != Look::Canon
-                    && ((o.follow && plain.contains(o.path.as_os_str().as_encoded_bytes()))
+            .filter(|(d, n, look, follow, sig)| {
+                !(*look != Look::Canon
+                    && ((*follow && plain.contains(&(*d, &n[..])))
                         // Not there, in a directory whose listing is recorded
                         // (git's untracked cache): it appears only by changing
                         // that listing.
-                        || (absent(sig.as_ref())
-                            && o
-                                .path
-                                .parent()
-                                .is_some_and(|p| listed.contains(p.as_os_str().as_encoded_bytes()))))
+                        || (absent(sig.as_ref()) && *d != NO_DIR && listed.contains(d))))
             })
             .collect();
-        drop(plain);
-        drop(listed);
-        let seen: Vec<(Observation, Sig)> = seen
-            .into_iter()
-            .zip(redundant)
-            .filter(|(_, r)| !r)
-            .map(|(x, _)| x)
-            .collect();
-        let (observations, sigs): (Vec<Observation>, Vec<Sig>) = seen.into_iter().unzip();
-        let signature = combine(sigs.par_chunks(CHUNK).map(chunk_hash).collect());
-        Ok(Record {
-            observations,
-            signature,
-        })
+        let signature = combine(
+            kept.par_chunks(CHUNK)
+                .map(|c| chunk_hash(&c.iter().map(|l| &l.4).collect::<Vec<_>>()))
+                .collect(),
+        );
+        let mut out = Vec::with_capacity(ENCODING.len() + kept.len() * 16);
+        out.extend_from_slice(ENCODING);
+        let mut prev: Vec<u8> = vec![];
+        let mut path: Vec<u8> = vec![];
+        for l in kept {
+            path.clear();
+            for part in path_parts(&dirs, l) {
+                path.extend_from_slice(part);
+            }
+            encode_one(&mut out, &prev, &path, l.2, l.3);
+            std::mem::swap(&mut prev, &mut path);
+        }
+        Ok((out, signature))
     }
 }
 
@@ -769,37 +797,6 @@ impl Seen {
         self.looks
             .push((dir, name.into(), obs.look, obs.follow, sig));
     }
-
-    /// The observations with their whole paths again (byte for byte).
-    fn into_observations(self) -> Vec<(Observation, Sig)> {
-        let Seen { looks, dirs, .. } = self;
-        looks
-            .into_iter()
-            .map(|(dir, name, look, follow, sig)| {
-                let mut bytes = Vec::new();
-                if dir != NO_DIR {
-                    bytes.reserve(dirs[dir as usize].len() + 1 + name.len());
-                    bytes.extend_from_slice(&dirs[dir as usize]);
-                    bytes.push(b'/');
-                }
-                bytes.extend_from_slice(&name);
-                // The bytes of an `OsStr` split at an ASCII `/` and joined again.
-                let path = PathBuf::from(os_from_bytes(bytes));
-                (Observation { path, look, follow }, sig)
-            })
-            .collect()
-    }
-}
-
-#[cfg(unix)]
-fn os_from_bytes(bytes: Vec<u8>) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStringExt;
-    std::ffi::OsString::from_vec(bytes)
-}
-
-#[cfg(not(unix))]
-fn os_from_bytes(bytes: Vec<u8>) -> std::ffi::OsString {
-    String::from_utf8_lossy(&bytes).into_owned().into()
 }
 
 /// A signature as the observer keeps it: inline (every one but a
@@ -1050,24 +1047,65 @@ pub fn encode(observations: &[Observation]) -> Vec<u8> {
     let mut prev: &[u8] = &[];
     for o in observations {
         let path = o.path.as_os_str().as_encoded_bytes();
-        let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
-        out.push(o.look.code());
-        out.push(if o.follow { b'1' } else { b'0' });
-        let mut n = shared;
-        loop {
-            let low = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(low);
-                break;
-            }
-            out.push(low | 0x80);
-        }
-        out.extend_from_slice(&path[shared..]);
-        out.push(0);
+        encode_one(&mut out, prev, path, o.look, o.follow);
         prev = path;
     }
     out
+}
+
+/// One observation of [`encode`], after the one at `prev`.
+fn encode_one(out: &mut Vec<u8>, prev: &[u8], path: &[u8], look: Look, follow: bool) {
+    let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
+    out.push(look.code());
+    out.push(if follow { b'1' } else { b'0' });
+    let mut n = shared;
+    loop {
+        let low = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(low);
+            break;
+        }
+        out.push(low | 0x80);
+    }
+    out.extend_from_slice(&path[shared..]);
+    out.push(0);
+}
+
+/// A kept path's bytes in three parts: its directory, `/` and its name.
+fn path_parts<'a>(dirs: &'a [Box<[u8]>], l: &'a SeenLook) -> [&'a [u8]; 3] {
+    if l.0 == NO_DIR {
+        [&l.1, b"", b""]
+    } else {
+        [&dirs[l.0 as usize], b"/", &l.1]
+    }
+}
+
+/// Byte order of two byte strings each given in three parts.
+fn cmp_concat(a: [&[u8]; 3], b: [&[u8]; 3]) -> std::cmp::Ordering {
+    let (mut ai, mut bi) = (0, 0);
+    let (mut ar, mut br): (&[u8], &[u8]) = (a[0], b[0]);
+    loop {
+        while ar.is_empty() && ai < 2 {
+            ai += 1;
+            ar = a[ai];
+        }
+        while br.is_empty() && bi < 2 {
+            bi += 1;
+            br = b[bi];
+        }
+        if ar.is_empty() || br.is_empty() {
+            return ar.len().cmp(&br.len());
+        }
+        let n = ar.len().min(br.len());
+        match ar[..n].cmp(&br[..n]) {
+            std::cmp::Ordering::Equal => {
+                ar = &ar[n..];
+                br = &br[n..];
+            }
+            o => return o,
+        }
+    }
 }
 
 /// [`encode`] reversed; `None` for anything malformed (or in another format).

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::observe::{self, Observer, Record};
+use super::observe::{self, Observer};
 use super::statcache::{StatCache, StatEntry};
 use super::{FORMAT_VERSION, Fingerprint};
 use crate::error::Result;
@@ -220,10 +220,9 @@ impl<'a> Session<'a> {
                 });
             }
             if let (Some(store), Some(id)) = (self.memos, key)
-                && let Ok(rec) = obs.finish()
+                && let Ok((observations, signature)) = obs.finish_encoded()
             {
-                let row = row(&rec, &prints);
-                drop(rec);
+                let row = row(observations, &signature, &prints);
                 let t = crate::timings::phase("  memo: the record", t);
                 store.store_memo(&id, &row);
                 crate::timings::phase("  memo: store", t);
@@ -242,14 +241,14 @@ fn memo_enabled() -> bool {
     std::env::var_os("LAYERBUILD_MEMO").is_none_or(|v| v != "0")
 }
 
-fn row(rec: &Record, prints: &BTreeMap<Label, Fingerprint>) -> MemoRow {
+fn row(observations: Vec<u8>, signature: &[u8], prints: &BTreeMap<Label, Fingerprint>) -> MemoRow {
     let digests: String = prints
         .iter()
         .map(|(l, f)| format!("{l} {}\n", f.digest))
         .collect();
     MemoRow {
-        observations: observe::encode(&rec.observations),
-        signature: sealed(&rec.signature, &digests),
+        observations,
+        signature: sealed(signature, &digests),
         digests,
     }
 }
