@@ -176,6 +176,48 @@ impl Manifest {
     }
 }
 
+/// A manifest's serialisation with the parent left out: the parts before
+/// and after its value. Made in parallel before the parents' digests are
+/// known; [`Split::digest`] then hashes the bytes [`Manifest::digest`]
+/// would.
+struct Split {
+    bytes: Vec<u8>,
+    /// Where the parent's value starts and ends in `bytes`.
+    at: std::ops::Range<usize>,
+}
+
+impl Split {
+    /// `m` serialised with a scratch parent; `None` when that value is not
+    /// where it is expected (the digest is then taken whole).
+    fn of(m: &Manifest) -> Option<Split> {
+        if m.parent != ParentInput::Scratch {
+            return None;
+        }
+        let bytes = serde_json::to_vec(m).ok()?;
+        let mut head = serde_json::to_vec(&serde_json::json!({"format": m.format})).ok()?;
+        head.pop();
+        head.extend_from_slice(b",\"label\":");
+        head.extend_from_slice(&serde_json::to_vec(&m.label).ok()?);
+        head.extend_from_slice(b",\"parent\":");
+        let value = serde_json::to_vec(&ParentInput::Scratch).ok()?;
+        let end = head.len() + value.len();
+        (bytes.starts_with(&head) && bytes.get(head.len()..end) == Some(&value[..])).then_some({
+            Split {
+                bytes,
+                at: head.len()..end,
+            }
+        })
+    }
+
+    fn digest(&self, parent: &ParentInput) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.bytes[..self.at.start]);
+        h.update(&serde_json::to_vec(parent).expect("a parent always serialises"));
+        h.update(&self.bytes[self.at.end..]);
+        h.finalize().to_hex().to_string()
+    }
+}
+
 /// Per-layer results of the analysis that does not depend on parents.
 struct LayerInputs {
     roles: BTreeMap<String, String>,
@@ -395,9 +437,13 @@ pub fn fingerprint_observed(
             stat.as_deref_mut(),
         )?;
     }
-    for label in labels {
-        check_links_out(obs, ws, &ws.layers[label], &analysed[label], &index)?;
-    }
+    // In parallel; the first error in label order.
+    labels
+        .par_iter()
+        .map(|label| check_links_out(obs, ws, &ws.layers[label], &analysed[label], &index))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
     let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
     let model = match &inventory {
         Some(inv) if any_play => {
@@ -542,9 +588,19 @@ pub fn fingerprint_observed(
             &analyzer,
         )
     };
-    let mut early: Vec<Option<Result<Built>>> = labels
+    // With each early manifest, its serialisation split around the parent
+    // (the digest is then the hash of the parts and the parent's JSON,
+    // the bytes `Manifest::digest` would hash).
+    let mut early: Vec<Option<(Result<Built>, Option<Split>)>> = labels
         .par_iter()
-        .map(|label| Some(manifest_of(label, ParentInput::Scratch, &index, &tried)))
+        .map(|label| {
+            let built = manifest_of(label, ParentInput::Scratch, &index, &tried);
+            let split = match &built {
+                Ok(Built::Manifest(m)) => Split::of(m),
+                _ => None,
+            };
+            Some((built, split))
+        })
         .collect();
     let mut grown = false;
     let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
@@ -564,11 +620,17 @@ pub fn fingerprint_observed(
                 })?,
             },
         };
-        let mut first = early[i].take().filter(|_| !grown);
+        let (mut first, mut split) = match early[i].take().filter(|_| !grown) {
+            Some((built, split)) => (Some(built), split),
+            None => (None, None),
+        };
         let manifest = loop {
             let built = match first.take() {
                 Some(built) => built?,
-                None => manifest_of(label, parent.clone(), &index, &tried)?,
+                None => {
+                    split = None;
+                    manifest_of(label, parent.clone(), &index, &tried)?
+                }
             };
             match built {
                 Built::Manifest(mut m) => {
@@ -601,7 +663,11 @@ pub fn fingerprint_observed(
                 }
             }
         };
-        let digest = manifest.digest();
+        let digest = match split {
+            Some(split) => split.digest(&manifest.parent),
+            None => manifest.digest(),
+        };
+        debug_assert_eq!(digest, manifest.digest());
         let runs_play = layer.playbook.is_some() && model.is_some();
         let vars = if runs_play {
             shared_vars.clone()

@@ -516,10 +516,10 @@ impl Observer {
     /// Drops what [`Observer::derived`] kept (the plays are analysed: their
     /// parsed YAML is not needed any more).
     pub fn forget_derived(&self) {
-        self.derived
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let derived = std::mem::take(&mut *self.derived.lock().unwrap_or_else(|e| e.into_inner()));
+        // Freed on another thread: a large workspace's parsed plays are
+        // tens of thousands of allocations nobody needs to wait for.
+        std::thread::spawn(move || drop(derived));
     }
 
     /// `std::fs::metadata`, all of whose fields the caller may use.
