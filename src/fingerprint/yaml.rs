@@ -15,9 +15,12 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 /// Nodes a document may expand to (a large inventory holds a few thousand).
 pub const MAX_NODES: u64 = 1_000_000;
+/// Bytes of scalars a document may expand to: a long value repeated by
+/// aliases is as large as many nodes.
+pub const MAX_BYTES: u64 = 64 << 20;
 
 /// `YamlLoader::load_from_str`, refusing a document whose aliases expand
-/// past [`MAX_NODES`] nodes.
+/// past [`MAX_NODES`] nodes or [`MAX_BYTES`] bytes of scalars.
 pub fn load(text: &str) -> Result<Vec<Yaml>, ScanError> {
     // No alias without a `*`.
     if text.contains('*') {
@@ -28,7 +31,10 @@ pub fn load(text: &str) -> Result<Vec<Yaml>, ScanError> {
         if let Some(mark) = count.over {
             return Err(ScanError::new_string(
                 mark,
-                format!("its aliases expand to more than {MAX_NODES} nodes"),
+                format!(
+                    "its aliases expand to more than {MAX_NODES} nodes or {} MiB",
+                    MAX_BYTES >> 20
+                ),
             ));
         }
         // The error the loader would give, without building anything.
@@ -37,31 +43,51 @@ pub fn load(text: &str) -> Result<Vec<Yaml>, ScanError> {
     YamlLoader::load_from_str(text)
 }
 
-/// Nodes counted so far, per open collection and per anchor.
+/// What a node expands to: nodes, and bytes of scalars.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: u64,
+    bytes: u64,
+}
+
+impl Size {
+    fn plus(self, o: Size) -> Size {
+        Size {
+            nodes: self.nodes.saturating_add(o.nodes),
+            bytes: self.bytes.saturating_add(o.bytes),
+        }
+    }
+
+    fn over(self) -> bool {
+        self.nodes > MAX_NODES || self.bytes > MAX_BYTES
+    }
+}
+
+/// Sizes counted so far, per open collection and per anchor.
 #[derive(Default)]
 struct Count {
     /// Expanded size of each anchored node, by anchor id.
-    sizes: HashMap<usize, u64>,
-    /// Open collections: anchor id and nodes so far.
-    open: Vec<(usize, u64)>,
-    total: u64,
+    sizes: HashMap<usize, Size>,
+    /// Open collections: anchor id and size so far.
+    open: Vec<(usize, Size)>,
+    total: Size,
     /// Where the bound was crossed.
     over: Option<Marker>,
 }
 
 impl Count {
-    fn add(&mut self, n: u64, mark: Marker) {
+    fn add(&mut self, n: Size, mark: Marker) {
         let now = match self.open.last_mut() {
             Some((_, c)) => {
-                *c = c.saturating_add(n);
+                *c = c.plus(n);
                 *c
             }
             None => {
-                self.total = self.total.saturating_add(n);
+                self.total = self.total.plus(n);
                 self.total
             }
         };
-        if now > MAX_NODES && self.over.is_none() {
+        if now.over() && self.over.is_none() {
             self.over = Some(mark);
         }
     }
@@ -70,18 +96,26 @@ impl Count {
 impl MarkedEventReceiver for Count {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
-            Event::Scalar(_, _, anchor, _) => {
+            Event::Scalar(value, _, anchor, _) => {
+                let size = Size {
+                    nodes: 1,
+                    bytes: value.len() as u64,
+                };
                 if anchor > 0 {
-                    self.sizes.insert(anchor, 1);
+                    self.sizes.insert(anchor, size);
                 }
-                self.add(1, mark);
+                self.add(size, mark);
             }
             Event::Alias(id) => {
-                let n = self.sizes.get(&id).copied().unwrap_or(1);
+                let n = self
+                    .sizes
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(Size { nodes: 1, bytes: 0 });
                 self.add(n, mark);
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                self.open.push((anchor, 1));
+                self.open.push((anchor, Size { nodes: 1, bytes: 0 }));
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((anchor, n)) = self.open.pop() {
@@ -119,6 +153,19 @@ mod tests {
         // before it).
         let broken = format!("{}\n bad: [\n", bomb(9, 9));
         assert!(load(&broken).unwrap_err().info().contains("aliases expand"));
+        // Few nodes, but a long value repeated (found by the playbook fuzz
+        // target: 1.7 GB from 30 KB).
+        let long = format!(
+            "a0: &a0 {}\n{}",
+            "z".repeat(30_000),
+            (1..=5)
+                .map(|l| format!(
+                    "a{l}: &a{l} [{}]\n",
+                    vec![format!("*a{}", l - 1); 9].join(", ")
+                ))
+                .collect::<String>()
+        );
+        assert!(load(&long).unwrap_err().info().contains("aliases expand"));
         let nested = format!("unused:\n  {}", bomb(9, 9).replace('\n', "\n  "));
         assert!(load(&nested).is_err());
     }
