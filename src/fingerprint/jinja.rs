@@ -91,7 +91,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Words Jinja reserves in expressions: never a variable read.
-const RESERVED: &[&str] = &[
+pub const RESERVED: &[&str] = &[
     "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None",
 ];
 
