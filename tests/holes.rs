@@ -217,3 +217,72 @@ fn ansible_cfg_environment_variable_is_not_served_from_the_memo() {
     assert_eq!(two, slurm("../l2", "0"));
     assert_ne!(one, two);
 }
+
+/// A template of `//compute/slurm` that reads the inventory's `name`
+/// where the template seems to bind it: changing the value must change the
+/// layer's digest.
+fn template_read_changes_the_digest(name: &str, template: &str) {
+    let ws = TestWs::new("chain");
+    let vars = "inventory/test/group_vars/all.yml";
+    let defined = ws.read(vars);
+    ws.write(vars, &format!("{defined}{name}: v1\n"));
+    ws.write("slurm-config/roles/slurm/templates/x.j2", template);
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- name: write x.conf\n  template:\n    src: x.j2\n    dest: /etc/x.conf\n",
+    );
+    let a = ws.digests()["//compute/slurm"].clone();
+    ws.write(vars, &format!("{defined}{name}: v2\n"));
+    let b = ws.digests()["//compute/slurm"].clone();
+    assert_ne!(
+        a, b,
+        "{template}: changing {name} did not change the digest"
+    );
+}
+
+/// Jinja renders a block from the context: a loop's, `with`'s or macro's
+/// names around it are not seen there.
+#[test]
+fn jinja_block_reads_the_context_not_the_names_around_it() {
+    template_read_changes_the_digest(
+        "myv",
+        "{% for myv in [1, 2] %}{% block b %}{{ myv }}{% endblock %}{% endfor %}\n",
+    );
+    template_read_changes_the_digest(
+        "myv",
+        "{% with myv = 1 %}{% block b %}{{ myv }}{% endblock %}{% endwith %}\n",
+    );
+    template_read_changes_the_digest(
+        "myv",
+        "{% block a %}{% set myv = 1 %}{% block b %}{{ myv }}{% endblock %}{% endblock %}\n",
+    );
+}
+
+/// A loop's filter does not see the loop's own `loop`.
+#[test]
+fn jinja_loop_filter_reads_the_context_loop() {
+    template_read_changes_the_digest("loop", "{% for x in [1, 2] if loop %}{{ x }}{% endfor %}\n");
+}
+
+/// Operator words where an operand is expected are variables.
+#[test]
+fn jinja_operator_words_as_operands_are_read() {
+    template_read_changes_the_digest("if", "{{ if }}\n");
+    template_read_changes_the_digest("else", "{{ [1, else] | join }}\n");
+    template_read_changes_the_digest("not", "{{ 1 ~ not }}\n");
+}
+
+/// `self`, `super`, `caller` and `loop` are Jinja's only where read before
+/// the template assigns them; a macro's defaults see no `caller`.
+#[test]
+fn jinja_assigned_special_names_are_read() {
+    template_read_changes_the_digest("self", "{% set self = self %}{{ self }}\n");
+    template_read_changes_the_digest(
+        "caller",
+        "{% macro m(c=caller) %}{{ c }}{% endmacro %}{{ m() }}\n",
+    );
+    template_read_changes_the_digest(
+        "loop",
+        "{% for x in [1] %}{% macro m(loop) %}{% endmacro %}{{ loop }}{% endfor %}\n",
+    );
+}

@@ -33,19 +33,39 @@ pub fn names(src: &str) -> Result<BTreeSet<String>, Declined> {
 /// bindings) over each tag's tokens instead of a tree. In an expression,
 /// each identifier is read but an attribute (after `.`), a filter (after
 /// `|`), a test (after `is` or `is not`), a keyword argument (before a
-/// lone `=`) and the words Jinja reserves (`and`, `if`, `true`...); a
-/// filter named by `{% filter %}` counts too, so the names are a superset
+/// lone `=`), the constants (`true`, `none`...) and the operator words
+/// where Jinja's parser reads them as operators (`a and b`, but `{{ if }}`
+/// reads a variable: [`classify`]). A block sees only the top level's
+/// names, as Jinja renders it from the context. A filter named by
+/// `{% filter %}` counts too, so the names are a superset
 /// of [`undeclared`]'s, at a tenth of its cost, without recursion. `None`
 /// for anything it does not read plainly (an unterminated tag, comment,
 /// string or `raw` block, unbalanced brackets or blocks, a statement it
 /// does not know, a non-ASCII character in a tag): the caller then parses.
 pub fn scan(src: &str) -> Option<BTreeSet<String>> {
+    let (out, special) = walk(src, true)?;
+    // A template that assigns `self`, `super`, `caller` or `loop` may read
+    // it from the context where Jinja would otherwise bind it (`{% set
+    // self = self %}`, `{% macro m(loop) %}` in a loop: Jinja binds these
+    // only where they are read before any assignment): read again with
+    // none of them bound but by the template's own assignments.
+    let out = if special { walk(src, false)?.0 } else { out };
+    Some(out.into_iter().map(str::to_string).collect())
+}
+
+/// The names a scan finds, and whether the template assigns one of the
+/// names Jinja binds itself ([`SPECIAL`]). `implicit`: those are bound
+/// where Jinja binds them (`loop` in a loop...).
+fn walk(src: &str, implicit: bool) -> Option<(BTreeSet<&str>, bool)> {
     let b = src.as_bytes();
     let mut walk = Walk {
         out: BTreeSet::new(),
-        scopes: vec![(Opened::Top, vec!["self"])],
+        scopes: vec![],
         pending: vec![],
+        implicit,
+        special: false,
     };
+    walk.push(Opened::Top, walk.implicit("self"));
     let mut toks: Vec<Tok> = Vec::new();
     let mut i = 0;
     while let Some(k) = src[i..].find('{') {
@@ -79,8 +99,12 @@ pub fn scan(src: &str) -> Option<BTreeSet<String>> {
         }
         walk.stmt(&toks)?;
     }
-    (walk.scopes.len() == 1).then_some(walk.out.into_iter().map(str::to_string).collect())
+    (walk.scopes.len() == 1).then_some((walk.out, walk.special))
 }
+
+/// The names Jinja binds itself: `self` in a template, `super` in a block,
+/// `caller` in a macro or call block, `loop` in a loop.
+const SPECIAL: &[&str] = &["self", "super", "caller", "loop"];
 
 static ENDRAW: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
     regex::Regex::new(r"\{%[-+]?\s*endraw\s*[-+]?%\}").expect("valid regex")
@@ -90,10 +114,159 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Words Jinja reserves in expressions: never a variable read.
-pub const RESERVED: &[&str] = &[
+/// Words Jinja reserves in expressions: never bound by an assignment.
+const RESERVED: &[&str] = &[
     "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None",
 ];
+
+/// Words Jinja's parser reads as operators where no operand is expected
+/// (`a and b`, `a if b else c`, `a not in b`, `a is b`); where one is, a
+/// variable (`{{ if }}`, `{{ f(else) }}`), but `not` (`not a`).
+const OPERATORS: &[&str] = &["and", "or", "not", "in", "is", "if", "else"];
+
+/// Names Jinja reads as constants.
+const CONSTANTS: &[&str] = &["true", "false", "none", "True", "False", "None"];
+
+/// What a token of an expression is to [`classify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A variable read.
+    Read,
+    /// An operator word (`and`, `if`, `not`...).
+    Operator,
+    /// Anything else: an attribute, filter or test name, a keyword
+    /// argument's name, a constant, a literal, punctuation.
+    Other,
+}
+
+/// Calls `f(index, role, depth, operand)` for each token of an expression
+/// as Jinja's parser reads it: `depth`, the brackets open after the token;
+/// `operand`, whether an operand was expected where it stands. After `.`,
+/// `|`, `is` or `is not` comes a name (dotted for a test); the word after
+/// a test's name without brackets is its argument (`x is sameas y`,
+/// `x is sameas if`) unless it is `and`, `or` or `else`; a name before a
+/// lone `=` is a keyword argument. `named`: the first word names a filter.
+fn classify(toks: &[Tok], named: bool, mut f: impl FnMut(usize, Role, usize, bool)) {
+    let mut named = named;
+    // The name expected is a test's; a `not` was seen after its `is`.
+    let mut testing = false;
+    let mut negated = false;
+    // The previous token ended a test's name; it was a `not` operator.
+    let mut after_test = false;
+    let mut after_not = false;
+    let mut operand = !named;
+    // Where an operand is expected, whether it is a whole expression, where
+    // `not` negates (`not a`, `(not a)`, `a and not b`); after `+`, `==`,
+    // `in`, unary `-` or a test's name, Jinja reads a primary only: `not`
+    // names a variable there (`a + not`).
+    let mut full = true;
+    let mut depth = 0usize;
+    for (i, t) in toks.iter().enumerate() {
+        let test_arg = std::mem::take(&mut after_test);
+        let not_in = std::mem::take(&mut after_not);
+        if test_arg && !matches!(t, Tok::Ident("and" | "or" | "else")) {
+            operand = true;
+            full = false;
+        }
+        let at = operand;
+        let role = match *t {
+            Tok::Ident("not") if named && testing && !negated => {
+                negated = true;
+                Role::Other
+            }
+            Tok::Ident(_) if named => {
+                named = false;
+                after_test = testing;
+                testing = false;
+                operand = false;
+                Role::Other
+            }
+            Tok::Ident("in") if not_in => {
+                operand = true;
+                full = false;
+                Role::Operator
+            }
+            Tok::Ident(w) if !operand && OPERATORS.contains(&w) => {
+                match w {
+                    "is" => {
+                        named = true;
+                        testing = true;
+                        negated = false;
+                    }
+                    "not" => after_not = true,
+                    _ => {}
+                }
+                operand = true;
+                full = w != "in";
+                Role::Operator
+            }
+            // `not x`: still an operand to come.
+            Tok::Ident("not") if full => Role::Operator,
+            Tok::Ident(w) => {
+                operand = false;
+                if toks.get(i + 1) == Some(&Tok::Assign) || CONSTANTS.contains(&w) {
+                    Role::Other
+                } else {
+                    Role::Read
+                }
+            }
+            Tok::Dot | Tok::Pipe => {
+                named = true;
+                // `x is ansible.builtin.match`: still the test's name.
+                testing = test_arg && *t == Tok::Dot;
+                negated = true;
+                Role::Other
+            }
+            Tok::Lit => {
+                operand = false;
+                Role::Other
+            }
+            Tok::Close => {
+                depth = depth.saturating_sub(1);
+                operand = false;
+                Role::Other
+            }
+            Tok::Open => {
+                depth += 1;
+                operand = true;
+                full = true;
+                Role::Other
+            }
+            Tok::Comma | Tok::Assign => {
+                operand = true;
+                full = true;
+                Role::Other
+            }
+            Tok::Other(c) => {
+                // A dict's or slice's `:`, and the `*` or `**` of a call's
+                // argument (`f(*a)`), start whole expressions; the others
+                // (`a * b`, `-a`, `a == b`) a primary.
+                full = c == b':' || (c == b'*' && operand && full);
+                operand = true;
+                Role::Other
+            }
+        };
+        f(i, role, depth, at);
+    }
+}
+
+/// The first word of `words` that Jinja's parser reads as a keyword in
+/// `toks` (outside brackets, where no operand is expected): the `in` of
+/// `{% for in in xs %}` is the second.
+fn keyword_at(toks: &[Tok], words: &[&str]) -> Option<usize> {
+    let mut found = None;
+    classify(toks, false, |i, role, depth, operand| {
+        if found.is_none()
+            && depth == 0
+            && role != Role::Other
+            && !operand
+            && matches!(toks[i], Tok::Ident(w) if words.contains(&w))
+        {
+            found = Some(i);
+        }
+    });
+    found
+}
 
 /// A token of a tag: what the walk needs of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +279,10 @@ enum Tok<'a> {
     Comma,
     Open,
     Close,
-    /// A literal or any other operator.
-    Other,
+    /// A string or number literal.
+    Lit,
+    /// Any other operator, by its first character.
+    Other(u8),
 }
 
 /// The tokens of one tag from `i` (after its opener) to its closer (`}}`
@@ -128,7 +303,7 @@ fn tokens<'a>(src: &'a str, mut i: usize, close: u8, out: &mut Vec<Tok<'a>>) -> 
             }
         }
         let tok = match c {
-            b' ' | b'\t' | b'\n' | b'\r' => {
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => {
                 i += 1;
                 continue;
             }
@@ -142,7 +317,7 @@ fn tokens<'a>(src: &'a str, mut i: usize, close: u8, out: &mut Vec<Tok<'a>>) -> 
                     }
                 }
                 i += 1;
-                Tok::Other
+                Tok::Lit
             }
             b'0'..=b'9' => {
                 while b
@@ -151,7 +326,7 @@ fn tokens<'a>(src: &'a str, mut i: usize, close: u8, out: &mut Vec<Tok<'a>>) -> 
                 {
                     i += 1;
                 }
-                Tok::Other
+                Tok::Lit
             }
             b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
                 let start = i;
@@ -167,11 +342,11 @@ fn tokens<'a>(src: &'a str, mut i: usize, close: u8, out: &mut Vec<Tok<'a>>) -> 
                 i += 1;
                 if b.get(i) == Some(&b'=') {
                     i += 1;
-                    Tok::Other
+                    Tok::Other(c)
                 } else if c == b'=' {
                     Tok::Assign
                 } else {
-                    Tok::Other
+                    Tok::Other(c)
                 }
             }
             b'.' => {
@@ -198,7 +373,7 @@ fn tokens<'a>(src: &'a str, mut i: usize, close: u8, out: &mut Vec<Tok<'a>>) -> 
             }
             _ => {
                 i += 1;
-                Tok::Other
+                Tok::Other(c)
             }
         };
         out.push(tok);
@@ -216,6 +391,8 @@ enum Opened {
     With,
     Macro,
     Call,
+    /// A block: what it reads comes from the context, where only the
+    /// template's top-level names are set.
     Block,
     Filter,
     AutoEscape,
@@ -228,6 +405,10 @@ struct Walk<'a> {
     scopes: Vec<(Opened, Vec<&'a str>)>,
     /// The targets of the open `{% set x %}` blocks, bound when each ends.
     pending: Vec<&'a str>,
+    /// Whether [`SPECIAL`] names are bound where Jinja binds them.
+    implicit: bool,
+    /// Whether the template assigns a [`SPECIAL`] name.
+    special: bool,
 }
 
 /// The first position of `tok` in `toks` outside brackets.
@@ -260,7 +441,29 @@ fn target_names<'a>(toks: &[Tok<'a>]) -> Option<Vec<&'a str>> {
 
 impl<'a> Walk<'a> {
     fn bound(&self, name: &str) -> bool {
-        self.scopes.iter().any(|(_, s)| s.contains(&name))
+        // Jinja renders a block as a function of the context alone (unless
+        // `scoped`): the names bound by the loops, `with`s, macros and
+        // blocks around it are not seen there; the top level's are.
+        let seen = self
+            .scopes
+            .iter()
+            .rposition(|(b, _)| *b == Opened::Block)
+            .unwrap_or(0);
+        self.scopes[seen..]
+            .iter()
+            .chain(&self.scopes[..1])
+            .any(|(_, s)| s.contains(&name))
+    }
+
+    /// `name` where Jinja binds it itself, if [`Walk::implicit`].
+    fn implicit(&self, name: &'a str) -> Vec<&'a str> {
+        if self.implicit { vec![name] } else { vec![] }
+    }
+
+    /// Names the template assigns (`set`, `with`, a loop's targets...).
+    fn assign(&mut self, names: Vec<&'a str>) -> Vec<&'a str> {
+        self.special |= names.iter().any(|n| SPECIAL.contains(n));
+        names
     }
 
     fn bind(&mut self, names: impl IntoIterator<Item = &'a str>) {
@@ -291,39 +494,15 @@ impl<'a> Walk<'a> {
 
     /// [`Walk::expr`]; `named`: the first identifier names a filter.
     fn expr_after(&mut self, toks: &[Tok<'a>], named: bool) {
-        // After `.`, `|`, `is`, `is not`: an attribute, filter or test name.
-        let mut named = named;
-        let mut after_is = false;
-        for (i, t) in toks.iter().enumerate() {
-            match *t {
-                Tok::Ident(w) => {
-                    let skip = named || toks.get(i + 1) == Some(&Tok::Assign);
-                    if w == "is" && !named {
-                        after_is = true;
-                        named = true;
-                        continue;
-                    }
-                    if w == "not" && after_is {
-                        continue;
-                    }
-                    after_is = false;
-                    named = false;
-                    if !skip && !RESERVED.contains(&w) && !self.bound(w) {
-                        self.out.insert(w);
-                        // Found once is enough.
-                        self.bind([w]);
-                    }
-                }
-                Tok::Dot | Tok::Pipe => {
-                    named = true;
-                    after_is = false;
-                }
-                _ => {
-                    named = false;
-                    after_is = false;
-                }
+        classify(toks, named, |i, role, _, _| {
+            if let (Role::Read, Tok::Ident(w)) = (role, toks[i])
+                && !self.bound(w)
+            {
+                self.out.insert(w);
+                // Found once is enough.
+                self.bind([w]);
             }
-        }
+        });
     }
 
     /// One `{% %}` statement.
@@ -334,22 +513,24 @@ impl<'a> Walk<'a> {
         let rest = &toks[1..];
         match *kw {
             "for" => {
-                let inn = at_depth0(rest, |t| *t == Tok::Ident("in"))?;
+                let inn = keyword_at(rest, &["in"])?;
                 let targets = target_names(&rest[..inn])?;
                 let after = &rest[inn + 1..];
-                let stop = at_depth0(after, |t| matches!(t, Tok::Ident("if" | "recursive")))
-                    .unwrap_or(after.len());
+                let stop = keyword_at(after, &["if", "recursive"]).unwrap_or(after.len());
                 // The iterable is read outside the loop.
                 self.expr(&after[..stop]);
-                let mut bound = vec!["loop"];
-                bound.extend(targets);
-                self.push(Opened::For, bound);
-                // The filter (`if ...`), read with the targets bound.
-                let filter = match &after[stop..] {
-                    [rest @ .., Tok::Ident("recursive")] => rest,
-                    rest => rest,
-                };
-                self.expr(filter);
+                let targets = self.assign(targets);
+                self.push(Opened::For, targets);
+                // The filter (`if ...`), read with the targets bound but
+                // not `loop`: Jinja reads a `loop` there from the context.
+                if let [Tok::Ident("if"), filter @ ..] = &after[stop..] {
+                    let filter = match keyword_at(filter, &["recursive"]) {
+                        Some(r) if r + 1 == filter.len() => &filter[..r],
+                        _ => filter,
+                    };
+                    self.expr(filter);
+                }
+                self.bind(self.implicit("loop"));
             }
             "else" => {
                 if self.pop(&[Opened::For]).is_some() {
@@ -374,15 +555,21 @@ impl<'a> Walk<'a> {
                 Some(eq) => {
                     self.expr(&rest[eq + 1..]);
                     match target_names(&rest[..eq]) {
-                        Some(names) => self.bind(names),
+                        Some(names) => {
+                            let names = self.assign(names);
+                            self.bind(names);
+                        }
                         // `ns.attr = v` reads ns, binds nothing.
                         None => self.expr(&rest[..eq]),
                     }
                 }
                 None => {
-                    let [Tok::Ident(name), filters @ ..] = rest else {
+                    // One name (`{% set ns.a %}` binds nothing, reads ns;
+                    // `{% set a, b %}` binds both): else the parse reads it.
+                    let ([Tok::Ident(name)] | [Tok::Ident(name), Tok::Pipe, ..]) = rest else {
                         return None;
                     };
+                    let filters = &rest[1..];
                     self.push(Opened::SetBlock, vec![]);
                     self.expr(filters);
                     // Bound when the block ends (a read inside is the
@@ -393,7 +580,8 @@ impl<'a> Walk<'a> {
             "endset" => {
                 self.pop(&[Opened::SetBlock])?;
                 let name = self.pending.pop()?;
-                self.bind([name]);
+                let name = self.assign(vec![name]);
+                self.bind(name);
             }
             "with" => {
                 let mut bound = vec![];
@@ -406,6 +594,7 @@ impl<'a> Walk<'a> {
                         _ => return None,
                     }
                 }
+                let bound = self.assign(bound);
                 self.push(Opened::With, bound);
             }
             "endwith" => self.pop(&[Opened::With])?,
@@ -413,8 +602,9 @@ impl<'a> Walk<'a> {
                 let [Tok::Ident(name), Tok::Open, args @ .., Tok::Close] = rest else {
                     return None;
                 };
-                self.bind([*name]);
-                self.push(Opened::Macro, vec!["caller"]);
+                let name = self.assign(vec![*name]);
+                self.bind(name);
+                self.push(Opened::Macro, vec![]);
                 self.macro_args(args)?;
             }
             "endmacro" => self.pop(&[Opened::Macro])?,
@@ -427,11 +617,21 @@ impl<'a> Walk<'a> {
                     _ => (&rest[..0], rest),
                 };
                 self.expr(call);
-                self.push(Opened::Call, vec!["caller"]);
+                self.push(Opened::Call, vec![]);
                 self.macro_args(args)?;
             }
             "endcall" => self.pop(&[Opened::Call])?,
-            "block" => self.push(Opened::Block, vec!["super"]),
+            "block" => {
+                // A `scoped` block sees the names around it: taken as not
+                // (more names), as the parse does.
+                let ([Tok::Ident(_)]
+                | [Tok::Ident(_), Tok::Ident("scoped" | "required")]
+                | [Tok::Ident(_), Tok::Ident("scoped"), Tok::Ident("required")]) = rest
+                else {
+                    return None;
+                };
+                self.push(Opened::Block, self.implicit("super"));
+            }
             "endblock" => self.pop(&[Opened::Block])?,
             "filter" => {
                 // A filter's name, then its arguments: `replace('a', r)`.
@@ -447,15 +647,16 @@ impl<'a> Walk<'a> {
             "include" | "extends" | "do" => self.expr(rest),
             "break" | "continue" => {}
             "import" => {
-                let as_ = at_depth0(rest, |t| *t == Tok::Ident("as"))?;
+                let as_ = keyword_at(rest, &["as"])?;
                 self.expr(&rest[..as_]);
                 let Some(Tok::Ident(name)) = rest.get(as_ + 1) else {
                     return None;
                 };
-                self.bind([*name]);
+                let name = self.assign(vec![*name]);
+                self.bind(name);
             }
             "from" => {
-                let imp = at_depth0(rest, |t| *t == Tok::Ident("import"))?;
+                let imp = keyword_at(rest, &["import"])?;
                 self.expr(&rest[..imp]);
                 let mut names = &rest[imp + 1..];
                 let mut bound = vec![];
@@ -478,6 +679,7 @@ impl<'a> Walk<'a> {
                         _ => return None,
                     }
                 }
+                let bound = self.assign(bound);
                 self.bind(bound);
             }
             _ => return None,
@@ -485,7 +687,8 @@ impl<'a> Walk<'a> {
         Some(())
     }
 
-    /// A macro's or call block's arguments: bound, their defaults read.
+    /// A macro's or call block's arguments: bound, their defaults read,
+    /// then `caller` bound (a default's `caller` is the context's).
     fn macro_args(&mut self, args: &[Tok<'a>]) -> Option<()> {
         let mut names = vec![];
         for part in args.split(|t| *t == Tok::Comma) {
@@ -496,12 +699,14 @@ impl<'a> Walk<'a> {
                 _ => return None,
             }
         }
+        let names = self.assign(names);
         self.bind(names);
         for part in args.split(|t| *t == Tok::Comma) {
             if let [Tok::Ident(_), Tok::Assign, default @ ..] = part {
                 self.expr(default);
             }
         }
+        self.bind(self.implicit("caller"));
         Some(())
     }
 }
@@ -532,11 +737,22 @@ pub fn undeclared(src: &str) -> Result<BTreeSet<String>, Declined> {
     }
     let tree = minijinja::machinery::parse(src, "<analysis>", Default::default())
         .map_err(Declined::Parse)?;
-    let mut t = Tracker {
-        out: BTreeSet::new(),
-        assigned: vec![HashSet::new()],
+    let walk = |implicit| {
+        let mut t = Tracker {
+            out: BTreeSet::new(),
+            assigned: vec![HashSet::new()],
+            implicit,
+            special: false,
+        };
+        t.stmt(&tree);
+        t
     };
-    t.stmt(&tree);
+    let mut t = walk(true);
+    // As in [`scan`]: a template that assigns a name Jinja binds itself
+    // may read it from the context.
+    if t.special {
+        t = walk(false);
+    }
     Ok(t.out.into_iter().map(str::to_string).collect())
 }
 
@@ -615,6 +831,10 @@ struct Tracker<'a> {
     out: BTreeSet<&'a str>,
     /// Names bound in each enclosing scope.
     assigned: Vec<HashSet<&'a str>>,
+    /// Whether [`SPECIAL`] names are bound where Jinja binds them.
+    implicit: bool,
+    /// Whether the template assigns a [`SPECIAL`] name.
+    special: bool,
 }
 
 impl<'a> Tracker<'a> {
@@ -626,6 +846,19 @@ impl<'a> Tracker<'a> {
         if let Some(s) = self.assigned.last_mut() {
             s.insert(name);
         }
+    }
+
+    /// `name` bound where Jinja binds it itself, if [`Tracker::implicit`].
+    fn implicit(&mut self, name: &'a str) {
+        if self.implicit {
+            self.assign(name);
+        }
+    }
+
+    /// A name the template assigns (`set`, `with`, a loop's target...).
+    fn assigns(&mut self, name: &'a str) {
+        self.special |= SPECIAL.contains(&name);
+        self.assign(name);
     }
 
     fn scoped(&mut self, f: impl FnOnce(&mut Self)) {
@@ -657,18 +890,21 @@ impl<'a> Tracker<'a> {
 
     fn target(&mut self, e: &ast::Expr<'a>) {
         match e {
-            ast::Expr::Var(v) => self.assign(v.id),
+            ast::Expr::Var(v) => self.assigns(v.id),
             ast::Expr::List(l) => l.items.iter().for_each(|x| self.target(x)),
             ast::Expr::Tuple(t) => t.items.iter().for_each(|x| self.target(x)),
+            // `{% set ns.a = v %}` reads ns.
+            ast::Expr::GetAttr(x) => self.expr(&x.expr),
             _ => {}
         }
     }
 
     fn macro_decl(&mut self, m: &ast::Macro<'a>) {
-        // `caller` is bound in a macro body (as minijinja assumes).
-        self.assign("caller");
+        // `caller` is bound in a macro body (as minijinja assumes), not in
+        // the defaults (Jinja reads a `caller` there from the context).
         m.args.iter().for_each(|a| self.target(a));
         m.defaults.iter().for_each(|d| self.expr(d));
+        self.implicit("caller");
         self.body(&m.body);
     }
 
@@ -733,7 +969,7 @@ impl<'a> Tracker<'a> {
     fn stmt(&mut self, s: &ast::Stmt<'a>) {
         match s {
             ast::Stmt::Template(t) => {
-                self.assign("self");
+                self.implicit("self");
                 self.body(&t.children);
             }
             ast::Stmt::EmitExpr(x) => self.expr(&x.expr),
@@ -743,9 +979,11 @@ impl<'a> Tracker<'a> {
                     // The iterable is evaluated outside the loop: a `loop`
                     // there is not the loop's own.
                     t.expr(&x.iter);
-                    t.assign("loop");
                     t.target(&x.target);
+                    // The filter sees the targets but not the loop's own
+                    // `loop` (Jinja reads that one from the context).
                     t.opt(&x.filter_expr);
+                    t.implicit("loop");
                     t.body(&x.body);
                 });
                 self.scoped(|t| t.body(&x.else_body));
@@ -791,10 +1029,17 @@ impl<'a> Tracker<'a> {
                 self.expr(&x.filter);
                 self.scoped(|t| t.body(&x.body));
             }
-            ast::Stmt::Block(x) => self.scoped(|t| {
-                t.assign("super");
-                t.body(&x.body);
-            }),
+            // Jinja renders a block as a function of the context alone
+            // (minijinja drops `scoped`): the names bound by the loops,
+            // `with`s, macros and blocks around it are not seen there, the
+            // top level's are.
+            ast::Stmt::Block(x) => {
+                let top = self.assigned.first().cloned().unwrap_or_default();
+                let around = std::mem::replace(&mut self.assigned, vec![top, HashSet::new()]);
+                self.implicit("super");
+                self.body(&x.body);
+                self.assigned = around;
+            }
             // The template's name is an expression (`{% include ['a.j2',
             // part] %}` reads part).
             ast::Stmt::Extends(x) => self.expr(&x.name),
@@ -810,7 +1055,7 @@ impl<'a> Tracker<'a> {
                 }
             }
             ast::Stmt::Macro(x) => {
-                self.assign(x.name);
+                self.assigns(x.name);
                 self.scoped(|t| t.macro_decl(x));
             }
             ast::Stmt::CallBlock(x) => {
@@ -960,6 +1205,16 @@ mod tests {
         "# {{ ansible_managed | default('m') }}\nport = {{ p_port | int + 34 }}\n{% for s in ntp %}{{ s }} # {{ loop.index }}\n{% endfor %}",
         "{{ lookup('file', path ~ '.txt') }}{{ hostvars[inventory_hostname].x }}{{ ns.v }}{% set ns.v = 1 %}",
         "{{ 1.5 + 0x1F + 1e3 + 1_000 }}{{ x[0].y }}{{ range(n) }}",
+        "{% for item in seq %}{% block b %}{{ item }}{{ loop }}{% endblock %}{% endfor %}",
+        "{% with a = 1 %}{% block b %}{{ a }}{% endblock %}{% endwith %}",
+        "{% block a %}{% set y = 1 %}{% block b %}{{ y }}{% endblock %}{% endblock %}",
+        "{% set t = 1 %}{% block b %}{{ t }}{{ self }}{{ super() }}{% endblock %}",
+        "{% for x in xs if loop.index %}{{ x }}{% endfor %}",
+        "{{ if }}{{ f(else) }}{{ a + not }}{{ b is sameas not }}{{ c is sameas if }}",
+        "{% for x in xs if x is defined recursive %}{% endfor %}{% for x in if %}{% endfor %}",
+        "{% block b %}{% set super = super %}{% endblock %}",
+        "{% macro m() %}{% set caller = caller %}{% endmacro %}{% call(c=caller) m() %}{% endcall %}",
+        "{% set ns.x = 1 %}",
     ];
 
     #[test]
@@ -1020,6 +1275,79 @@ mod tests {
                 "{src}"
             );
         }
+    }
+
+    /// Names Jinja reads from the context where the template seems to bind
+    /// them: a block sees only the top level's names (it is rendered from
+    /// the context), a loop's filter not its `loop`, a default not the
+    /// macro's `caller`; `self`, `super`, `caller` and `loop` are bound by
+    /// Jinja only where read before the template assigns them; a reserved
+    /// word where an operand is expected is a variable.
+    #[test]
+    fn reads_where_jinja_binds_nothing() {
+        for (src, want) in [
+            (
+                "{% for item in seq %}{% block b %}{{ item }}{% endblock %}{% endfor %}",
+                &["item", "seq"][..],
+            ),
+            (
+                "{% for x in xs %}{% block b scoped %}{{ x }}{% endblock %}{% endfor %}",
+                &["x", "xs"][..],
+            ),
+            (
+                "{% with a = 1 %}{% block b %}{{ a }}{% endblock %}{% endwith %}",
+                &["a"][..],
+            ),
+            (
+                "{% macro m(a) %}{% block b %}{{ a }}{% endblock %}{% endmacro %}",
+                &["a"][..],
+            ),
+            (
+                "{% block a %}{% set y = 1 %}{% block b %}{{ y }}{% endblock %}{% endblock %}",
+                &["y"][..],
+            ),
+            // The top level's names are set in the context: seen.
+            ("{% set t = 1 %}{% block b %}{{ t }}{% endblock %}", &[][..]),
+            (
+                "{% for x in xs if loop %}{{ x }}{% endfor %}",
+                &["loop", "xs"][..],
+            ),
+            (
+                "{% for a in as_ %}{% for x in xs if loop.index %}{% endfor %}{% endfor %}",
+                &["as_", "xs"][..],
+            ),
+            (
+                "{{ if }}{{ f(else) }}{{ a + not }}{{ b is sameas not }}{{ [in, is] }}",
+                &["a", "b", "else", "f", "if", "in", "is", "not"][..],
+            ),
+            (
+                "{{ a not in b and c is not none or not d }}{{ e if f else g }}{{ h(*not i) }}",
+                &["a", "b", "c", "d", "e", "f", "g", "h", "i"][..],
+            ),
+            ("{% set self = self %}", &["self"][..]),
+            (
+                "{% block b %}{% set super = super %}{% endblock %}",
+                &["super"][..],
+            ),
+            ("{% macro m(c=caller) %}{% endmacro %}", &["caller"][..]),
+            (
+                "{% for x in xs %}{% macro m(loop) %}{% endmacro %}{{ loop.index }}{% endfor %}",
+                &["loop", "xs"][..],
+            ),
+        ] {
+            let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(scan(src).unwrap(), want, "{src}");
+            if let Ok(parsed) = undeclared(src) {
+                assert!(parsed.is_superset(&want), "{src}: {parsed:?}");
+            }
+        }
+        // `{% set ns.a %}` reads ns: the parse's.
+        assert!(scan("{% set ns.x %}v{% endset %}").is_none());
+        assert!(
+            undeclared("{% set ns.x %}v{% endset %}")
+                .unwrap()
+                .contains("ns")
+        );
     }
 
     #[test]
