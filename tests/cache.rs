@@ -6,15 +6,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestWs, require_buildah};
+use common::{TestWs, layer, require_buildah};
 
 fn status<'a>(report: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
-    &report["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["label"] == label)
-        .unwrap_or_else(|| panic!("{label} not in {report}"))["status"]
+    &layer(report, label)["status"]
 }
 
 fn rmi(name: &str) {
@@ -135,15 +130,6 @@ fn verify_repair_deletes_bad_rows_and_the_next_build_rebuilds_them() {
     assert_eq!(status(&again, "//base/os"), "cached");
     assert_eq!(status(&again, "//base/hsn"), "cached", "{again}");
     assert_eq!(status(&again, "//uan/uan"), "built");
-}
-
-fn layer<'a>(report: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
-    report["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["label"] == label)
-        .unwrap_or_else(|| panic!("{label} not in {report}"))
 }
 
 #[test]
@@ -336,4 +322,57 @@ fn short_or_odd_digests_in_edited_rows_never_panic() {
             r.stderr
         );
     }
+}
+
+/// A row whose image carries a name layerbuild gives only to this layer's
+/// builds of this digest (the registry reference it was pulled as) is
+/// trusted from the listing, without reading the image's labels; with no
+/// such name left, its labels are read, and it is still reused.
+#[test]
+fn a_pulled_image_is_trusted_by_its_reference_without_an_inspect() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    let first = ws.lb(&["build", "--json", "//base/os"]).ok().json();
+    let os = layer(&first, "//base/os");
+    let (id, local) = (
+        os["image_id"].as_str().unwrap().to_string(),
+        os["image_name"].as_str().unwrap().to_string(),
+    );
+    let reference = format!(
+        "127.0.0.1:5999/{}/base/os:{}",
+        ws.name,
+        os["digest"].as_str().unwrap()
+    );
+    let buildah = |args: &[&str]| {
+        let out = Command::new("buildah").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    buildah(&["tag", &id, &reference]);
+    buildah(&["rmi", &local]);
+    let conn = rusqlite::Connection::open(ws.db()).unwrap();
+    conn.execute("UPDATE layers SET image_name = ?1", [&reference])
+        .unwrap();
+    drop(conn);
+    let calls = ws.log_buildah();
+    let again = ws.lb(&["build", "--json", "//base/os"]).ok().json();
+    assert_eq!(layer(&again, "//base/os")["status"], "cached", "{again}");
+    assert_eq!(layer(&again, "//base/os")["image_name"], reference.as_str());
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(!log.contains("inspect"), "{log}");
+
+    // No name of this build left (only another one, which keeps the
+    // image): the labels are read, and they agree.
+    let other = format!("localhost/{}/unrelated:latest", ws.name);
+    buildah(&["tag", &id, &other]);
+    buildah(&["rmi", &reference]);
+    let again = ws.lb(&["build", "--json", "//base/os"]).ok().json();
+    assert_eq!(layer(&again, "//base/os")["status"], "cached", "{again}");
+    assert_eq!(layer(&again, "//base/os")["image_id"], id.as_str());
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(log.contains("inspect"), "{log}");
+    buildah(&["rmi", &other]);
 }

@@ -4,16 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestWs, require_buildah};
-
-fn layer<'a>(report: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
-    report["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["label"] == label)
-        .unwrap_or_else(|| panic!("{label} not in {report}"))
-}
+use common::{TestWs, layer, require_buildah};
 
 /// Builds //uan/uan with the next version of its script; returns (digest, image name).
 fn build_uan_version(ws: &TestWs, v: usize) -> (String, String) {

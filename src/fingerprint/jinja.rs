@@ -1087,21 +1087,8 @@ mod tests {
 
     #[test]
     fn same_names_as_minijinja() {
-        for src in [
-            "{{ a }} {{ b.c }} {{ d['e'] }} {{ f | default(g) }} {{ h is defined }}",
-            "{% for x in xs if x > lim %}{{ x }}{{ loop.index }}{% else %}{{ x }}{% endfor %}{{ x }}",
-            "{% set y = z %}{{ y }}{% if c %}{% set w = 1 %}{{ w }}{% endif %}{{ w }}",
-            "{% macro m(a, b=dflt) %}{{ a }}{{ b }}{{ caller() }}{{ other }}{% endmacro %}{{ m(1) }}",
-            "{% call(u) m(arg) %}{{ u }}{{ v }}{% endcall %}",
-            "{% with p = q %}{{ p }}{{ r }}{% endwith %}{{ p }}",
-            "{% set blk %}{{ inner }}{% endset %}{{ blk }}",
-            "{% import 'x.j2' as lib %}{% from 'y.j2' import k as kk, j %}{{ lib.f() }}{{ kk }}{{ j }}",
-            "{% block b %}{{ super() }}{{ s }}{% endblock %}{% filter upper %}{{ t }}{% endfilter %}",
-            "{% autoescape true %}{{ ae }}{% endautoescape %}{{ {kk2: vv} }}",
-            "{{ -neg }} {{ a1 + a2 }} {{ a3 if a4 else a5 }} {{ [li, (tu, tu2)] }} {{ fn(*ps, **kw, kwa=kv) }}",
-            "{% do xs.append(elem) %}{% include 'inc.j2' %}{% extends 'ext.j2' %}",
-            "{% for k, v in d | dictsort %}{{ k }}={{ v }}{% endfor %}",
-        ] {
+        // The first sources: those minijinja's own walk reads right.
+        for src in &SOURCES[..13] {
             assert_eq!(undeclared(src).unwrap(), minijinja_names(src), "{src}");
         }
     }

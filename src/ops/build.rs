@@ -764,20 +764,24 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
     }
     if present {
         // The row is a file anyone may edit: its image must be this
-        // layer's build. The listing shows it when the layer's own name
-        // (label and digest) is on that image; otherwise its labels are
-        // read (a retagged or renamed image, a pulled one, an edited row).
+        // layer's build. The listing shows it when a name layerbuild gives
+        // only to this layer's builds of this digest (its local name, or
+        // the registry reference it was pulled as) is on that image;
+        // otherwise its labels are read (a retagged or renamed image, an
+        // edited row).
         let names = run.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let names_id = |name: &str| names.as_ref().and_then(|n| n.get(name).cloned());
+        let on_image = |name: &str| names.as_ref().and_then(|n| n.get(name)) == Some(&row.image_id);
         let own = image_name(run.ws, &fp.label, &fp.digest);
-        let trusted = names_id(&own).as_deref() == Some(row.image_id.as_str())
+        let trusted = [own.as_str(), row.image_name.as_str()]
+            .into_iter()
+            .any(|n| on_image(n) && names_build(n, &fp.label, &fp.digest))
             || super::cache::committed_build(run.executor, &row.image_id, &fp.label, &fp.digest)
                 .is_some_and(|m| m.id == row.image_id);
         if trusted {
             // Report a name only while it still names this image.
             let image_name = [row.image_name.as_str(), own.as_str()]
                 .into_iter()
-                .find(|n| names_id(n).as_deref() == Some(row.image_id.as_str()))
+                .find(|n| on_image(n))
                 .map_or_else(|| row.image_id.clone(), str::to_string);
             run.reporter.cached(&label_s, &row.image_id);
             return Ok(Some(Done::Cached {
@@ -806,6 +810,21 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
         ));
     }
     Ok(None)
+}
+
+/// Is `name` one layerbuild gives only to `label`'s builds of `digest`:
+/// `…/TYPE/LAYER:TAG` with a tag of 12 or more leading characters of the
+/// digest (the local name, a registry reference)?
+fn names_build(name: &str, label: &Label, digest: &str) -> bool {
+    let Some((repo, tag)) = name.rsplit_once(':') else {
+        return false;
+    };
+    let path = format!(
+        "/{}/{}",
+        label.image_type().to_lowercase(),
+        label.layer().to_lowercase()
+    );
+    tag.len() >= 12 && digest.starts_with(tag) && repo.ends_with(&path)
 }
 
 /// After a build was killed between `buildah commit` and its cache record,

@@ -283,6 +283,16 @@ impl Drop for TestWs {
     }
 }
 
+/// The entry of `label` in a `build --json` report.
+pub fn layer<'a>(report: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == label)
+        .unwrap_or_else(|| panic!("{label} not in {report}"))
+}
+
 /// label -> digest, from the output of `ls --json`.
 pub fn digests_of(ls: &serde_json::Value) -> BTreeMap<String, String> {
     ls.as_array()
