@@ -39,7 +39,11 @@ fn memory() -> String {
             .map(|kb| kb / 1024)
     };
     match (field("VmRSS:"), field("VmHWM:")) {
-        (Some(now), Some(peak)) => format!(" (RSS {now} MiB, peak {peak} MiB)"),
+        (Some(now), Some(peak)) => format!(
+            " (RSS {now} MiB, peak {peak} MiB; anon {} file {})",
+            field("RssAnon:").unwrap_or(0),
+            field("RssFile:").unwrap_or(0)
+        ),
         _ => String::new(),
     }
 }

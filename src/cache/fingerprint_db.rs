@@ -141,21 +141,14 @@ impl FingerprintDb {
 
     /// The entries loaded, less those of vanished files, with the scan's
     /// new ones, written as one value.
-    fn write_stats(&self, stat: &StatCache) -> rusqlite::Result<()> {
-        let replaced: std::collections::HashSet<&str> = stat
-            .updates
-            .iter()
-            .map(|(p, _)| p.as_str())
-            .chain(stat.removed.iter().map(String::as_str))
-            .collect();
-        let bytes = statcache::encode(
-            stat.entries
-                .iter()
-                .filter(|(p, _)| !replaced.contains(p.as_str()))
-                .map(|(p, e)| (p.as_str(), e))
-                .chain(stat.updates.iter().map(|(p, e)| (p.as_str(), e))),
-        );
-        drop(replaced);
+    fn write_stats<'a>(
+        &self,
+        stat: &'a StatCache,
+        new: &mut dyn Iterator<Item = (&'a str, StatEntry)>,
+    ) -> rusqlite::Result<()> {
+        let n = stat.entries.len() + stat.new;
+        let bytes =
+            statcache::encode_sorted(statcache::merged(&stat.entries, &stat.removed, new), n);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
@@ -187,8 +180,12 @@ impl StatStore for FingerprintDb {
         self.load().unwrap_or_default()
     }
 
-    fn store_stats(&self, stat: &StatCache) -> bool {
-        !stat.dirty() || self.write_stats(stat).is_ok()
+    fn store_stats<'a>(
+        &self,
+        stat: &'a StatCache,
+        new: &mut dyn Iterator<Item = (&'a str, StatEntry)>,
+    ) -> bool {
+        !stat.dirty() || self.write_stats(stat, new).is_ok()
     }
 }
 
@@ -252,8 +249,12 @@ impl StatStore for LazyFingerprintDb {
         self.existing().map(|d| d.load_stats()).unwrap_or_default()
     }
 
-    fn store_stats(&self, stat: &StatCache) -> bool {
-        !stat.dirty() || self.created().is_some_and(|d| d.store_stats(stat))
+    fn store_stats<'a>(
+        &self,
+        stat: &'a StatCache,
+        new: &mut dyn Iterator<Item = (&'a str, StatEntry)>,
+    ) -> bool {
+        !stat.dirty() || self.created().is_some_and(|d| d.store_stats(stat, new))
     }
 }
 

@@ -85,7 +85,7 @@ impl<'de> Deserialize<'de> for ContentHash {
 }
 
 /// A file's content and the part of its mode that counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileHash {
     pub hash: ContentHash,
     /// `100644`, `100755`, or `120000` for a symlink (hash of its target string).
@@ -96,7 +96,23 @@ pub struct FileHash {
     /// Full permission bits (for files copied by host commands, which keep them).
     #[serde(skip)]
     pub perm: u32,
+    /// The stat taken before the content was read in this scan: with the
+    /// hash, the stat cache's new entry for the file (see
+    /// [`FileIndex::stat_updates`]). `None` for a hash the stat cache gave,
+    /// a link, or a file with no usable stat.
+    #[serde(skip)]
+    pub new_stat: Option<Stat>,
 }
+
+/// Equal content, mode and permissions (how a scan got them aside).
+impl PartialEq for FileHash {
+    fn eq(&self, other: &FileHash) -> bool {
+        (self.hash, &self.mode, self.jinja, self.perm)
+            == (other.hash, &other.mode, other.jinja, other.perm)
+    }
+}
+
+impl Eq for FileHash {}
 
 impl FileHash {
     /// The mode as host-side copies (`cp -a`, `rsync -a`) keep it: the git
@@ -369,71 +385,73 @@ impl FileIndex {
         self.gitignore_met |= found.gitignore_met;
         let files = &self.files;
         let known = stat.as_deref().map(|s| &s.entries);
-        let scan_started = self.scan_started;
-        // Hashed in parallel into one list sized once (growing lists, or
-        // joining each worker's, was a tenth of the run in copies and
-        // fresh pages), then moved where each result belongs.
-        let todo: Vec<(String, bool)> = found
+        // Hashed in parallel a slice at a time into one list sized once
+        // (growing lists, or joining each worker's, was a tenth of the run
+        // in copies and fresh pages), then moved where each result belongs:
+        // the list never holds more than a slice (all of a large workspace's
+        // at once was a third of the peak memory).
+        let mut todo: Vec<(String, bool)> = found
             .paths
             .into_iter()
             .filter(|(rel, _)| !files.contains_key(rel))
             .collect();
-        let mut hashed: Vec<Result<HashedFile>> = Vec::with_capacity(todo.len());
-        todo.into_par_iter()
-            .map_init(super::vars::Analyzer::default, |analyzer, (rel, follow)| {
-                let full = root.join(&rel);
-                let entry = known.and_then(|k| k.get(&rel));
-                let mut done = None;
-                let analyse = |bytes: &[u8], jinja: bool| {
-                    done = analyzer.analyse_bytes(&rel, jinja, bytes).map(Box::new);
-                };
-                hash_entry(obs, &full, follow, entry, scan_started, analyse).map(|(h, lookup)| {
-                    HashedFile {
+        const SLICE: usize = 4096;
+        let (mut reused, mut fresh, mut new) = (0, 0, 0);
+        let mut slice_files: Vec<(String, FileHash)> = Vec::with_capacity(todo.len().min(SLICE));
+        let mut hashed: Vec<Result<HashedFile>> = Vec::with_capacity(todo.len().min(SLICE));
+        for slice in todo.chunks_mut(SLICE) {
+            slice
+                .par_iter_mut()
+                .map_init(super::vars::Analyzer::default, |analyzer, (rel, follow)| {
+                    let rel = std::mem::take(rel);
+                    let full = root.join(&rel);
+                    let entry = known.and_then(|k| k.get(&rel));
+                    let mut done = None;
+                    let analyse = |bytes: &[u8], jinja: bool| {
+                        done = analyzer.analyse_bytes(&rel, jinja, bytes).map(Box::new);
+                    };
+                    hash_entry(obs, &full, *follow, entry, analyse).map(|(h, lookup)| HashedFile {
                         rel,
                         h,
                         lookup,
                         done,
-                    }
+                    })
                 })
-            })
-            .collect_into_vec(&mut hashed);
-        if let Some(stat) = stat.as_deref_mut() {
-            let new = hashed
-                .iter()
-                .filter(|r| {
-                    matches!(
-                        r,
-                        Ok(HashedFile {
-                            lookup: Lookup::Hashed(Some(_)),
-                            ..
-                        })
-                    )
-                })
-                .count();
-            stat.updates.reserve_exact(new);
-        }
-        for r in hashed {
-            let HashedFile {
-                rel,
-                h,
-                lookup,
-                done,
-            } = r?;
-            if let Some(done) = done {
-                self.analysed.push((rel.clone(), *done));
-            }
-            if let Some(stat) = stat.as_deref_mut() {
+                .collect_into_vec(&mut hashed);
+            for r in hashed.drain(..) {
+                let HashedFile {
+                    rel,
+                    h,
+                    lookup,
+                    done,
+                } = r?;
+                if let Some(done) = done {
+                    self.analysed.push((rel.clone(), *done));
+                }
                 match lookup {
-                    Lookup::Reused => stat.reused += 1,
-                    Lookup::Hashed(entry) => {
-                        stat.hashed += 1;
-                        if let Some(e) = entry {
-                            stat.updates.push((rel.clone(), e));
-                        }
+                    Lookup::Reused => reused += 1,
+                    Lookup::Hashed => {
+                        fresh += 1;
+                        new += usize::from(h.new_stat.is_some());
                     }
                 }
+                slice_files.push((rel, h));
             }
-            self.files.insert(rel, h);
+            // Sorted already: built in bulk, the map's nodes are full (one
+            // insert at a time leaves them half empty, twice the memory).
+            // A few files into a large map are inserted (appending rebuilds
+            // the whole map).
+            if slice_files.len() * 8 < self.files.len() {
+                self.files.extend(slice_files.drain(..));
+            } else {
+                let mut add: BTreeMap<String, FileHash> = slice_files.drain(..).collect();
+                self.files.append(&mut add);
+            }
+        }
+        if let Some(stat) = stat.as_deref_mut() {
+            stat.reused += reused;
+            stat.hashed += fresh;
+            stat.new += new;
         }
         self.links.extend(found.links);
         Ok(())
@@ -461,6 +479,17 @@ impl FileIndex {
             })
             .cloned()
             .collect();
+    }
+
+    /// The stat cache's new entries: every file read in this scan, sorted
+    /// by path. Kept in the index (a stat beside each hash) rather than in a
+    /// list of their own, which held every path a second time: a sixth of
+    /// a large run's peak memory.
+    pub fn stat_updates(&self) -> impl Iterator<Item = (&str, StatEntry)> {
+        self.files.iter().filter_map(|(p, h)| {
+            let s = h.new_stat?;
+            Some((p.as_str(), s.entry(h.hash.0, h.jinja, self.scan_started)))
+        })
     }
 
     /// The analyses made while hashing since the last call.
@@ -740,8 +769,8 @@ struct HashedFile {
 enum Lookup {
     /// From a trusted stat-cache entry: the content was not read.
     Reused,
-    /// By reading the content; the entry to record, if the file can have one.
-    Hashed(Option<StatEntry>),
+    /// By reading the content.
+    Hashed,
 }
 
 /// Hashes one workspace entry: a symlink as a link (blake3 of its target
@@ -752,7 +781,6 @@ fn hash_entry(
     full: &Path,
     follow: bool,
     entry: Option<&StatEntry>,
-    scan_started: i64,
     analyse: impl FnOnce(&[u8], bool),
 ) -> Result<(FileHash, Lookup)> {
     let link_hash = || -> Result<(FileHash, Lookup)> {
@@ -764,8 +792,9 @@ fn hash_entry(
             mode: "120000".into(),
             jinja: false,
             perm: 0,
+            new_stat: None,
         };
-        Ok((h, Lookup::Hashed(None)))
+        Ok((h, Lookup::Hashed))
     };
     // A file the stat cache does not know is read anyway: opened first
     // (not through a link), its stat taken from the open file. Three
@@ -776,7 +805,7 @@ fn hash_entry(
         && let Some((file, meta)) = open_regular(full)
     {
         obs.saw(full, false, &Ok(meta.clone()));
-        return hashed_file(full, file, &meta, scan_started, analyse);
+        return hashed_file(full, file, &meta, analyse);
     }
     // Stat before reading: what is recorded is never newer than what was read.
     let lmeta = std::fs::symlink_metadata(full); // observed: just below
@@ -805,13 +834,14 @@ fn hash_entry(
             mode: git_mode(&meta).into(),
             jinja: e.jinja,
             perm: permissions(&meta),
+            new_stat: None,
         };
         return Ok((h, Lookup::Reused));
     }
     // The caller recorded the file's stat before this.
     let file = std::fs::File::open(full); // observed: by the caller
     let file = file.map_err(|e| Error::io(full, e))?;
-    hashed_file(full, file, &meta, scan_started, analyse)
+    hashed_file(full, file, &meta, analyse)
 }
 
 /// An open file and its stat (taken from the open file).
@@ -845,7 +875,6 @@ fn hashed_file(
     full: &Path,
     file: OpenFile,
     meta: &std::fs::Metadata,
-    scan_started: i64,
     analyse: impl FnOnce(&[u8], bool),
 ) -> Result<(FileHash, Lookup)> {
     let (hash, jinja) = hash_content(full, file, meta, analyse)?;
@@ -854,9 +883,9 @@ fn hashed_file(
         mode: git_mode(meta).into(),
         jinja,
         perm: permissions(meta),
+        new_stat: Stat::of(meta),
     };
-    let entry = Stat::of(meta).map(|s| s.entry(*hash.as_bytes(), jinja, scan_started));
-    Ok((h, Lookup::Hashed(entry)))
+    Ok((h, Lookup::Hashed))
 }
 
 /// blake3 of the file's content, and whether it may be a Jinja template.
@@ -877,20 +906,33 @@ fn hash_content(
             .map_err(|e| Error::io(full, e))?;
         true
     } else {
-        // Up to the size the stat gave and one byte more (a file that grew
-        // still hashes whole): `File::read_to_end` would stat it again.
-        let mut buf = Vec::with_capacity(meta.len() as usize + 1);
-        std::io::Read::by_ref(&mut file)
-            .take(meta.len() + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::io(full, e))?;
-        if buf.len() as u64 > meta.len() {
-            file.read_to_end(&mut buf).map_err(|e| Error::io(full, e))?;
+        // Into the thread's buffer: a fresh one per file left pages of
+        // every size class half used in each thread (megabytes of a large
+        // run's peak), for nothing.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        hasher.update(&buf);
-        let jinja = has_jinja_marker(&buf);
-        analyse(&buf, jinja);
-        jinja
+        BUF.with_borrow_mut(|buf| -> Result<bool> {
+            buf.clear();
+            buf.reserve(meta.len() as usize + 1);
+            // Up to the size the stat gave and one byte more (a file that
+            // grew still hashes whole): `File::read_to_end` would stat it again.
+            std::io::Read::by_ref(&mut file)
+                .take(meta.len() + 1)
+                .read_to_end(buf)
+                .map_err(|e| Error::io(full, e))?;
+            if buf.len() as u64 > meta.len() {
+                file.read_to_end(buf).map_err(|e| Error::io(full, e))?;
+            }
+            hasher.update(buf);
+            let jinja = has_jinja_marker(buf);
+            analyse(buf, jinja);
+            // A file that grew past the streaming size: not kept for the next.
+            if buf.capacity() > (2 << 20) {
+                *buf = Vec::new();
+            }
+            Ok(jinja)
+        })?
     };
     Ok((hasher.finalize(), jinja))
 }
@@ -974,6 +1016,7 @@ mod tests {
                     mode: "100644".into(),
                     jinja: false,
                     perm: 0o644,
+                    new_stat: None,
                 },
             );
         }

@@ -170,50 +170,15 @@ pub fn short(digest: &str) -> &str {
 }
 
 impl Manifest {
+    /// blake3 of the manifest's JSON, hashed as it is written (never held
+    /// whole: a layer of a large source lists thousands of files).
     pub fn digest(&self) -> String {
-        let bytes = serde_json::to_vec(self).expect("a manifest always serialises");
-        blake3::hash(&bytes).to_hex().to_string()
-    }
-}
-
-/// A manifest's serialisation with the parent left out: the parts before
-/// and after its value. Made in parallel before the parents' digests are
-/// known; [`Split::digest`] then hashes the bytes [`Manifest::digest`]
-/// would.
-struct Split {
-    bytes: Vec<u8>,
-    /// Where the parent's value starts and ends in `bytes`.
-    at: std::ops::Range<usize>,
-}
-
-impl Split {
-    /// `m` serialised with a scratch parent; `None` when that value is not
-    /// where it is expected (the digest is then taken whole).
-    fn of(m: &Manifest) -> Option<Split> {
-        if m.parent != ParentInput::Scratch {
-            return None;
-        }
-        let bytes = serde_json::to_vec(m).ok()?;
-        let mut head = serde_json::to_vec(&serde_json::json!({"format": m.format})).ok()?;
-        head.pop();
-        head.extend_from_slice(b",\"label\":");
-        head.extend_from_slice(&serde_json::to_vec(&m.label).ok()?);
-        head.extend_from_slice(b",\"parent\":");
-        let value = serde_json::to_vec(&ParentInput::Scratch).ok()?;
-        let end = head.len() + value.len();
-        (bytes.starts_with(&head) && bytes.get(head.len()..end) == Some(&value[..])).then_some({
-            Split {
-                bytes,
-                at: head.len()..end,
-            }
-        })
-    }
-
-    fn digest(&self, parent: &ParentInput) -> String {
+        use std::io::Write;
         let mut h = blake3::Hasher::new();
-        h.update(&self.bytes[..self.at.start]);
-        h.update(&serde_json::to_vec(parent).expect("a parent always serialises"));
-        h.update(&self.bytes[self.at.end..]);
+        let mut w = std::io::BufWriter::with_capacity(16 * 1024, &mut h);
+        serde_json::to_writer(&mut w, self).expect("a manifest always serialises");
+        w.flush().expect("hashing never fails");
+        drop(w);
         h.finalize().to_hex().to_string()
     }
 }
@@ -244,6 +209,28 @@ enum Built {
     Missing(BTreeSet<String>),
 }
 
+/// A layer's manifest hashed (and kept, when asked), or workspace paths to
+/// index before building it again.
+enum Hashed {
+    Digest {
+        digest: String,
+        manifest: Option<Box<Manifest>>,
+    },
+    Missing(BTreeSet<String>),
+}
+
+impl Hashed {
+    fn of(built: Built, keep: bool) -> Hashed {
+        match built {
+            Built::Manifest(m) => Hashed::Digest {
+                digest: m.digest(),
+                manifest: keep.then_some(m),
+            },
+            Built::Missing(paths) => Hashed::Missing(paths),
+        }
+    }
+}
+
 /// Fingerprints `labels`, which must be in topological order and closed under
 /// ancestors (as [`crate::graph::LayerGraph::select`] returns them).
 pub fn fingerprint(
@@ -262,18 +249,20 @@ pub fn fingerprint_with(
     labels: &[Label],
     stat: Option<&mut statcache::StatCache>,
 ) -> Result<BTreeMap<Label, Fingerprint>> {
-    fingerprint_observed(ws, system, labels, stat, &Observer::new())
+    fingerprint_observed(ws, system, labels, stat, &Observer::new(), true).map(|(p, _)| p)
 }
 
 /// [`fingerprint_with`], recording every file-system access in `obs` (for
-/// the memo: [`super::session`]).
+/// the memo: [`super::session`]). Without `keep`, manifests are dropped as
+/// soon as they are hashed ([`Fingerprint::light`] prints: digests only).
 pub fn fingerprint_observed(
     ws: &Workspace,
     system: Option<&System>,
     labels: &[Label],
     mut stat: Option<&mut statcache::StatCache>,
     obs: &Observer,
-) -> Result<BTreeMap<Label, Fingerprint>> {
+    keep: bool,
+) -> Result<(BTreeMap<Label, Fingerprint>, Leftovers)> {
     let t = std::time::Instant::now();
     let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
     let mut roots: BTreeSet<String> = BTreeSet::new();
@@ -568,10 +557,12 @@ pub fn fingerprint_observed(
     // Paths the play reads that were added to the index after the walk.
     let mut tried: BTreeSet<String> = BTreeSet::new();
 
-    // Every layer's manifest but its parent's digest, in parallel; taken
-    // in label order below, until a layer reads a file the index lacks:
-    // the index then grows, and the layers after it are done again one by
-    // one (as they would have been in order).
+    // Every layer's manifest and digest, in parallel wave by wave (a wave
+    // holds the layers whose parents are in earlier waves), each hashed as
+    // it is serialised and, unless `keep` asks for manifests, dropped at
+    // once. Taken in label order below, until a layer reads a file the
+    // index lacks: the index then grows, and the layers after it are done
+    // again one by one (as they would have been in order).
     let manifest_of = |label: &Label, parent: ParentInput, index: &FileIndex, tried: &_| {
         let inputs = &analysed[label];
         build_manifest(
@@ -588,86 +579,113 @@ pub fn fingerprint_observed(
             &analyzer,
         )
     };
-    // With each early manifest, its serialisation split around the parent
-    // (the digest is then the hash of the parts and the parent's JSON,
-    // the bytes `Manifest::digest` would hash).
-    let mut early: Vec<Option<(Result<Built>, Option<Split>)>> = labels
-        .par_iter()
-        .map(|label| {
-            let built = manifest_of(label, ParentInput::Scratch, &index, &tried);
-            let split = match &built {
-                Ok(Built::Manifest(m)) => Split::of(m),
-                _ => None,
-            };
-            Some((built, split))
-        })
-        .collect();
-    let mut grown = false;
-    let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
-    for (i, label) in labels.iter().enumerate() {
-        let layer = &ws.layers[label];
-        let parent = match &layer.parent {
+    let position: BTreeMap<&Label, usize> =
+        labels.iter().enumerate().map(|(i, l)| (l, i)).collect();
+    let parent_of = |label: &Label| -> Result<Option<usize>> {
+        match &ws.layers[label].parent {
+            Parent::Layer(p) => match position.get(p) {
+                Some(&i) if i < position[label] => Ok(Some(i)),
+                _ => Err(Error::env(format!(
+                    "internal: {p} fingerprinted after its child {label}"
+                ))),
+            },
+            _ => Ok(None),
+        }
+    };
+    let parent_input = |label: &Label, digest: Option<&str>| -> ParentInput {
+        match &ws.layers[label].parent {
             Parent::Scratch => ParentInput::Scratch,
             Parent::Image(r) => ParentInput::Image {
                 reference: r.clone(),
             },
             Parent::Layer(p) => ParentInput::Layer {
                 label: p.to_string(),
-                digest: out.get(p).map(|f| f.digest.clone()).ok_or_else(|| {
-                    Error::env(format!(
-                        "internal: {p} fingerprinted after its child {label}"
-                    ))
-                })?,
+                digest: digest.unwrap_or_default().to_string(),
             },
+        }
+    };
+    let mut waves: Vec<Vec<usize>> = vec![];
+    let mut depth: Vec<usize> = Vec::with_capacity(labels.len());
+    for label in labels {
+        let d = match parent_of(label)? {
+            Some(p) => depth[p] + 1,
+            None => 0,
         };
-        let (mut first, mut split) = match early[i].take().filter(|_| !grown) {
-            Some((built, split)) => (Some(built), split),
-            None => (None, None),
-        };
-        let manifest = loop {
-            let built = match first.take() {
-                Some(built) => built?,
-                None => {
-                    split = None;
-                    manifest_of(label, parent.clone(), &index, &tried)?
-                }
-            };
-            match built {
-                Built::Manifest(mut m) => {
-                    m.parent = parent.clone();
-                    break *m;
-                }
-                Built::Missing(mut paths) => {
-                    if paths.remove(WHOLE_WORKSPACE) {
-                        index.add_workspace(
-                            obs,
-                            &ws.root,
-                            &ws.cache_dir,
-                            &ws.allow_outside,
-                            stat.as_deref_mut(),
-                        )?;
+        depth.push(d);
+        if waves.len() <= d {
+            waves.push(vec![]);
+        }
+        waves[d].push(depth.len() - 1);
+    }
+    let mut early: Vec<Option<Result<Hashed>>> = (0..labels.len()).map(|_| None).collect();
+    for wave in &waves {
+        let done: Vec<(usize, Result<Hashed>)> = wave
+            .par_iter()
+            .filter_map(|&i| {
+                let label = &labels[i];
+                // A parent not digested (it failed, or reads files the index
+                // lacks) comes first in label order: this one is redone.
+                let digest = match parent_of(label).ok()? {
+                    Some(p) => match &early[p] {
+                        Some(Ok(Hashed::Digest { digest, .. })) => Some(digest.as_str()),
+                        _ => return None,
+                    },
+                    None => None,
+                };
+                let built = manifest_of(label, parent_input(label, digest), &index, &tried);
+                Some((i, built.map(|b| Hashed::of(b, keep))))
+            })
+            .collect();
+        for (i, r) in done {
+            early[i] = Some(r);
+        }
+    }
+    let mut grown = false;
+    let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
+    for (i, label) in labels.iter().enumerate() {
+        let layer = &ws.layers[label];
+        let (digest, manifest) = match early[i].take().filter(|_| !grown) {
+            Some(Ok(Hashed::Digest { digest, manifest })) => (digest, manifest),
+            Some(Err(e)) => return Err(e),
+            _ => {
+                let parent = parent_input(
+                    label,
+                    parent_of(label)?.map(|p| out[&labels[p]].digest.as_str()),
+                );
+                loop {
+                    let built = manifest_of(label, parent.clone(), &index, &tried)?;
+                    match Hashed::of(built, keep) {
+                        Hashed::Digest { digest, manifest } => break (digest, manifest),
+                        Hashed::Missing(mut paths) => {
+                            if paths.remove(WHOLE_WORKSPACE) {
+                                index.add_workspace(
+                                    obs,
+                                    &ws.root,
+                                    &ws.cache_dir,
+                                    &ws.allow_outside,
+                                    stat.as_deref_mut(),
+                                )?;
+                            }
+                            tried.extend(paths.iter().cloned());
+                            index.add_explicit(
+                                obs,
+                                &ws.root,
+                                &paths,
+                                &ws.cache_dir,
+                                &ws.allow_outside,
+                                stat.as_deref_mut(),
+                            )?;
+                            analyzer.seed(index.take_analysed());
+                            grown = true;
+                        }
                     }
-                    tried.extend(paths.iter().cloned());
-                    let before = index.len();
-                    index.add_explicit(
-                        obs,
-                        &ws.root,
-                        &paths,
-                        &ws.cache_dir,
-                        &ws.allow_outside,
-                        stat.as_deref_mut(),
-                    )?;
-                    let _ = before;
-                    analyzer.seed(index.take_analysed());
-                    grown = true;
                 }
             }
         };
-        let digest = match split {
-            Some(split) => split.digest(&manifest.parent),
-            None => manifest.digest(),
+        let Some(manifest) = manifest.map(|m| *m) else {
+            out.insert(label.clone(), Fingerprint::light(label.clone(), digest));
+            continue;
         };
-        debug_assert_eq!(digest, manifest.digest());
         let runs_play = layer.playbook.is_some() && model.is_some();
         let vars = if runs_play {
             shared_vars.clone()
@@ -693,11 +711,26 @@ pub fn fingerprint_observed(
         );
     }
     crate::timings::phase("  fingerprint: manifests", t);
-    // Freeing the index and the analyses (hundreds of thousands of small
-    // allocations) takes tens of milliseconds nobody needs to wait for.
-    let garbage = (analyzer, index, analysed.into_values().collect::<Vec<_>>());
-    std::thread::spawn(move || drop(garbage));
-    Ok(out)
+    let leftovers = Leftovers {
+        index,
+        rest: Box::new((analyzer, analysed.into_values().collect::<Vec<_>>())),
+    };
+    Ok((out, leftovers))
+}
+
+/// What a fingerprint used and no longer needs but for the stat cache's
+/// new entries (the file index holds them): hundreds of thousands of small
+/// allocations, whose freeing takes tens of milliseconds. The caller
+/// frees them where that costs least ([`super::session`]: the analyses
+/// before the caches are stored, the index once the stat cache is
+/// written). Freed on a thread of their own instead, they stayed counted
+/// in the process's memory while the caches were stored (the allocator
+/// reclaims a page freed from another thread late): a sixth of a large
+/// run's peak.
+pub struct Leftovers {
+    pub index: FileIndex,
+    /// The analyses (only to be freed).
+    pub rest: Box<dyn Send>,
 }
 
 #[allow(clippy::too_many_arguments)]

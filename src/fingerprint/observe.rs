@@ -104,7 +104,8 @@ pub struct Observer {
     listings: Mutex<FastMap<std::ffi::OsString, Option<std::sync::Arc<Listing>>>>,
     /// What the analysis derived from a file (its parsed YAML...), once
     /// per run however many layers share the file; see [`Observer::derived`].
-    derived: Mutex<std::collections::HashMap<(std::any::TypeId, PathBuf), Derived>>,
+    /// `None` for a file asked for once so far.
+    derived: Mutex<std::collections::HashMap<(std::any::TypeId, PathBuf), Option<Derived>>>,
     /// Directories strictly below this one may stand, by their listing,
     /// for names looked up in them and not found (see [`Observer::within`]).
     root: Option<PathBuf>,
@@ -484,32 +485,43 @@ impl Observer {
         listing
     }
 
-    /// `make()` of the file `path`, computed once per run and shared by every
-    /// layer that asks (one value per type and path). `make` reads through
-    /// this observer, so the first call records the accesses; later calls
-    /// would record the same ones.
+    /// `make()` of the file `path`, shared by every layer that asks (one
+    /// value per type and path). Kept from the second request on: most
+    /// files (a layer's own playbook and role) are asked for once, and
+    /// keeping their parsed YAML until every play is read was a tenth of a
+    /// large run's peak memory; a shared file is computed twice at most.
+    /// `make` reads through this observer, so each call records the
+    /// accesses (the same ones each time).
     pub fn derived<T: std::any::Any + Send + Sync>(
         &self,
         path: &Path,
         make: impl FnOnce() -> T,
     ) -> std::sync::Arc<T> {
         let key = (std::any::TypeId::of::<T>(), path.to_path_buf());
-        if let Some(v) = self
-            .derived
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned()
-            && let Ok(v) = v.downcast::<T>()
-        {
-            return v;
-        }
+        let asked = {
+            let map = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(&key) {
+                Some(Some(v)) => {
+                    if let Ok(v) = v.clone().downcast::<T>() {
+                        return v;
+                    }
+                    true
+                }
+                Some(None) => true,
+                None => false,
+            }
+        };
         // Computed outside the lock (two layers may both compute it: same value).
         let v = std::sync::Arc::new(make());
-        self.derived
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, v.clone());
+        let kept: Option<Derived> = asked.then(|| v.clone() as Derived);
+        let mut map = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(&key) {
+            Some(slot @ None) => *slot = kept,
+            Some(Some(_)) => {}
+            None => {
+                map.insert(key, kept);
+            }
+        }
         v
     }
 
@@ -674,10 +686,13 @@ impl Observer {
         drop(self.derived);
         drop(self.noted);
         let Seen {
-            mut looks,
+            chunks,
             dir_ids,
             dirs,
         } = self.seen.into_inner().unwrap_or_else(|e| e.into_inner());
+        // Sorted by reference: the looks stay where they are (a copy to
+        // sort was the largest part of the memory the record took).
+        let mut looks: Vec<&SeenLook> = chunks.iter().flatten().collect();
         // By the whole path's bytes, then what was looked at (the order of
         // `Observation`'s `Ord`), then the signature.
         looks.par_sort_unstable_by(|a, b| {
@@ -699,7 +714,7 @@ impl Observer {
         {
             return Err(format!(
                 "{} changed while it was being read",
-                String::from_utf8_lossy(&path_parts(&dirs, &w[0]).concat())
+                String::from_utf8_lossy(&path_parts(&dirs, w[0]).concat())
             ));
         }
         // A path whose own `Stat` (not following) shows no symbolic link:
@@ -707,35 +722,37 @@ impl Observer {
         // only ask its kind say nothing more.
         let plain: FastSet<(u32, &[u8])> = looks
             .iter()
-            .filter(|(_, _, look, follow, sig)| {
-                *look == Look::Stat
-                    && !follow
-                    && stat_of_sig(sig.as_ref()).is_some_and(|s| s.mode & 0o170000 != 0o120000)
+            .filter(|l| {
+                l.2 == Look::Stat
+                    && !l.3
+                    && stat_of_sig(l.4.as_ref()).is_some_and(|s| s.mode & 0o170000 != 0o120000)
             })
-            .map(|(d, n, ..)| (*d, &n[..]))
+            .map(|l| (l.0, &l.1[..]))
             .collect();
         // Directories whose listing is recorded (through links or not: a
         // lookup below either reaches the same directory), by their id as
         // the directory of other paths.
         let listed: FastSet<u32> = looks
             .iter()
-            .filter(|(_, _, look, _, sig)| {
-                *look == Look::Stat
-                    && stat_of_sig(sig.as_ref()).is_some_and(|s| s.mode & 0o170000 == 0o040000)
+            .filter(|l| {
+                l.2 == Look::Stat
+                    && stat_of_sig(l.4.as_ref()).is_some_and(|s| s.mode & 0o170000 == 0o040000)
             })
             .filter_map(|l| dir_ids.get(&path_parts(&dirs, l).concat()[..]).copied())
             .collect();
         let kept: Vec<&SeenLook> = looks
             .iter()
-            .filter(|(d, n, look, follow, sig)| {
-                !(*look != Look::Canon
-                    && ((*follow && plain.contains(&(*d, &n[..])))
+            .copied()
+            .filter(|l| {
+                !(l.2 != Look::Canon
+                    && ((l.3 && plain.contains(&(l.0, &l.1[..])))
                         // Not there, in a directory whose listing is recorded
                         // (git's untracked cache): it appears only by changing
                         // that listing.
-                        || (absent(sig.as_ref()) && *d != NO_DIR && listed.contains(d))))
+                        || (absent(l.4.as_ref()) && l.0 != NO_DIR && listed.contains(&l.0))))
             })
             .collect();
+        drop(looks);
         let signature = combine(
             kept.par_chunks(CHUNK)
                 .map(|c| chunk_hash(&c.iter().map(|l| &l.4).collect::<Vec<_>>()))
@@ -763,7 +780,9 @@ impl Observer {
 /// whole paths for the hundred thousand looks of a large workspace.
 #[derive(Debug, Default)]
 struct Seen {
-    looks: Vec<SeenLook>,
+    /// In chunks of [`SEEN_CHUNK`]: one growing list held up to twice the
+    /// memory of its looks (a twentieth of a large run's peak).
+    chunks: Vec<Vec<SeenLook>>,
     dir_ids: FastMap<Box<[u8]>, u32>,
     dirs: Vec<Box<[u8]>>,
 }
@@ -774,6 +793,9 @@ type SeenLook = (u32, Box<[u8]>, Look, bool, Sig);
 
 /// The directory id of a path without a `/`.
 const NO_DIR: u32 = u32::MAX;
+
+/// Looks per chunk of [`Seen::chunks`] (about 300 KiB).
+const SEEN_CHUNK: usize = 4096;
 
 impl Seen {
     fn push(&mut self, obs: Observation, sig: Sig) {
@@ -794,8 +816,15 @@ impl Seen {
             }
             None => (NO_DIR, bytes),
         };
-        self.looks
-            .push((dir, name.into(), obs.look, obs.follow, sig));
+        let look = (dir, name.into(), obs.look, obs.follow, sig);
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < SEEN_CHUNK => c.push(look),
+            _ => {
+                let mut c = Vec::with_capacity(SEEN_CHUNK);
+                c.push(look);
+                self.chunks.push(c);
+            }
+        }
     }
 }
 

@@ -36,9 +36,14 @@ use crate::workspace::{System, Workspace};
 pub trait StatStore: Sync {
     /// Every entry (empty when there is none or it cannot be read).
     fn load_stats(&self) -> HashMap<String, StatEntry>;
-    /// Writes the scan's new entries and drops vanished files' entries;
-    /// false (nothing written) when that cannot be done quickly.
-    fn store_stats(&self, stat: &StatCache) -> bool;
+    /// Writes the scan's `new` entries (sorted by path) and drops vanished
+    /// files' entries; false (nothing written) when that cannot be done
+    /// quickly.
+    fn store_stats<'a>(
+        &self,
+        stat: &'a StatCache,
+        new: &mut dyn Iterator<Item = (&'a str, StatEntry)>,
+    ) -> bool;
 }
 
 /// A memo as stored.
@@ -124,8 +129,11 @@ impl<'a> MemoKey<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
     /// Digests only: the memo may serve them (manifests left empty,
-    /// [`Fingerprint::light`]).
+    /// [`Fingerprint::light`]); computed ones come with their manifests.
     Digests,
+    /// Digests and nothing else, even when computed: each manifest is
+    /// dropped as soon as it is hashed (a fraction of the memory).
+    DigestsOnly,
     /// Whole manifests (a layer to build or explain).
     Manifests,
 }
@@ -188,7 +196,7 @@ impl<'a> Session<'a> {
             .and_then(|_| MemoKey::new(self.ws, self.system, labels))
             .map(|k| k.id());
         let t = crate::timings::phase("memo key", t);
-        if want == Want::Digests
+        if want != Want::Manifests
             && let (Some(store), Some(id)) = (self.memos, &key)
             && let Some(digests) = lookup(store, id, labels)
         {
@@ -206,18 +214,34 @@ impl<'a> Session<'a> {
         let mut stat = StatCache::new(self.stats.map(|s| s.load_stats()).unwrap_or_default());
         let t = crate::timings::phase("stat cache", t);
         let obs = Observer::within(&self.ws.root);
-        let prints =
-            super::fingerprint_observed(self.ws, self.system, labels, Some(&mut stat), &obs)?;
+        let (prints, leftovers) = super::fingerprint_observed(
+            self.ws,
+            self.system,
+            labels,
+            Some(&mut stat),
+            &obs,
+            want != Want::DigestsOnly,
+        )?;
         let t = crate::timings::phase("fingerprint", t);
         report(&stat, obs.reads());
+        // The analyses are freed before anything is stored (their memory
+        // is then reused); the index once the stat cache is written.
+        let super::Leftovers { index, rest } = leftovers;
+        drop(rest);
+        let t = crate::timings::phase("free the analyses", t);
         // The stat cache is written while the memo's record is put in
         // order (both take about as long; the database serialises the writes).
         std::thread::scope(|s| {
-            if let Some(store) = self.stats {
-                s.spawn(|| {
-                    store.store_stats(&stat);
-                    crate::timings::phase("  store the stat cache", t);
-                });
+            match self.stats {
+                Some(store) => {
+                    let stat = &stat;
+                    s.spawn(move || {
+                        store.store_stats(stat, &mut index.stat_updates());
+                        drop(index);
+                        crate::timings::phase("  store the stat cache", t);
+                    });
+                }
+                None => drop(index),
             }
             if let (Some(store), Some(id)) = (self.memos, key)
                 && let Ok((observations, signature)) = obs.finish_encoded()

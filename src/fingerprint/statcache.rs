@@ -104,8 +104,10 @@ impl StatEntry {
 pub struct StatCache {
     /// Workspace-relative path → entry, as loaded.
     pub entries: HashMap<String, StatEntry>,
-    /// Entries to write back: files hashed by content in this scan.
-    pub updates: Vec<(String, StatEntry)>,
+    /// How many entries to write back: files hashed by content in this
+    /// scan (the entries themselves are the file index's:
+    /// [`super::files::FileIndex::stat_updates`]).
+    pub new: usize,
     /// Loaded entries whose file no longer exists.
     pub removed: Vec<String>,
     /// Files hashed by reading their content in this scan.
@@ -124,7 +126,7 @@ impl StatCache {
 
     /// Is there anything to write back?
     pub fn dirty(&self) -> bool {
-        !self.updates.is_empty() || !self.removed.is_empty()
+        self.new > 0 || !self.removed.is_empty()
     }
 }
 
@@ -141,10 +143,18 @@ const FIXED: usize = 8 * 6 + 4 + 32 + 1;
 pub fn encode<'a>(entries: impl IntoIterator<Item = (&'a str, &'a StatEntry)>) -> Vec<u8> {
     let mut sorted: Vec<(&str, &StatEntry)> = entries.into_iter().collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut out = Vec::with_capacity(ENCODING.len() + sorted.len() * (FIXED + 24));
+    let n = sorted.len();
+    encode_sorted(sorted.into_iter().map(|(p, e)| (p, e.clone())), n)
+}
+
+/// [`encode`] of entries already sorted by path, each path once (`n` of
+/// them, to size the result): nothing is collected on the way.
+pub fn encode_sorted<'a>(sorted: impl Iterator<Item = (&'a str, StatEntry)>, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENCODING.len() + n * (FIXED + 24));
     out.extend_from_slice(ENCODING);
     let mut prev: &[u8] = &[];
     for (path, e) in sorted {
+        debug_assert!(prev < path.as_bytes(), "stat entries out of order");
         let path = path.as_bytes();
         let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
         varint(&mut out, shared);
@@ -327,4 +337,34 @@ mod tests {
         };
         assert!(!back.entry([0; 32], false, s.ctime_ns).trusted_for(&back));
     }
+}
+
+/// The entries loaded (less those of `removed` files) and a scan's `new`
+/// ones (sorted by path; they replace loaded entries of the same path),
+/// sorted by path for [`encode_sorted`]. The new ones are taken as they
+/// come: they are never all held as a list of their own.
+pub fn merged<'a>(
+    loaded: &'a HashMap<String, StatEntry>,
+    removed: &'a [String],
+    new: impl Iterator<Item = (&'a str, StatEntry)>,
+) -> impl Iterator<Item = (&'a str, StatEntry)> {
+    let removed: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
+    let mut old: Vec<(&str, &StatEntry)> = loaded
+        .iter()
+        .map(|(p, e)| (p.as_str(), e))
+        .filter(|(p, _)| !removed.contains(p))
+        .collect();
+    old.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut old = old.into_iter().peekable();
+    let mut new = new.peekable();
+    std::iter::from_fn(move || match (old.peek(), new.peek()) {
+        (Some(o), Some(n)) if o.0 < n.0 => old.next().map(|(p, e)| (p, e.clone())),
+        (Some(o), Some(n)) if o.0 == n.0 => {
+            old.next();
+            new.next()
+        }
+        (_, Some(_)) => new.next(),
+        (Some(_), None) => old.next().map(|(p, e)| (p, e.clone())),
+        (None, None) => None,
+    })
 }

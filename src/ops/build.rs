@@ -982,9 +982,14 @@ pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Executor) -> Resu
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
     // Digests from the memo when nothing changed; whole manifests only
-    // when a layer has a build history to explain a change against.
-    let fp = crate::ops::fingerprints(ws, system, &labels, Want::Digests)?;
+    // when a layer has a build history to explain a change against (none
+    // without a cache).
     let cache = Cache::open_existing(&ws.db_path())?;
+    let want = match cache {
+        Some(_) => Want::Digests,
+        None => Want::DigestsOnly,
+    };
+    let fp = crate::ops::fingerprints(ws, system, &labels, want)?;
     let images = match &cache {
         Some(_) => Some(executor.images()?),
         None => None,

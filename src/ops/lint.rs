@@ -221,7 +221,7 @@ pub fn lint(root: &Path, opts: &LintOptions, tools: &LintTools) -> Result<LintRe
             &ws,
             system,
             &labels,
-            crate::fingerprint::session::Want::Digests,
+            crate::fingerprint::session::Want::DigestsOnly,
         );
     }
     Ok(finish(findings, notes))

@@ -28,7 +28,7 @@ pub fn ls(
         &ctx.ws,
         system,
         &labels,
-        crate::fingerprint::session::Want::Digests,
+        crate::fingerprint::session::Want::DigestsOnly,
     )?
     .prints;
     let cache = Cache::open_existing(&ctx.ws.db_path())?;
