@@ -18,6 +18,7 @@ pub mod fingerprint;
 pub mod graph;
 pub mod interrupt;
 pub mod label;
+pub mod memory;
 pub mod ops;
 pub mod plan;
 pub mod progress;

@@ -144,17 +144,37 @@ impl FingerprintDb {
     fn write_stats<'a>(
         &self,
         stat: &'a StatCache,
-        new: &mut dyn Iterator<Item = (&'a str, StatEntry)>,
+        new: &statcache::NewEntries<'a>,
     ) -> rusqlite::Result<()> {
-        let n = stat.entries.len() + stat.new;
-        let bytes =
-            statcache::encode_sorted(statcache::merged(&stat.entries, &stat.removed, new), n);
+        let kept = statcache::kept(&stat.entries, &stat.removed);
+        // Written into the row in pieces, twice encoded (its length first):
+        // neither the encoding nor a copy for SQLite is held whole.
+        let mut len = 0usize;
+        let _ = statcache::encode_to(statcache::merged(&kept, new()), &mut |b| {
+            len += b.len();
+            Ok(())
+        });
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "INSERT OR REPLACE INTO stat_cache (id, entries) VALUES (1, ?1)",
-            params![bytes],
+            "INSERT OR REPLACE INTO stat_cache (id, entries) VALUES (1, zeroblob(?1))",
+            params![len as i64],
         )?;
+        {
+            let mut blob = tx.blob_open(rusqlite::MAIN_DB, c"stat_cache", c"entries", 1, false)?;
+            let mut written = 0usize;
+            statcache::encode_to(statcache::merged(&kept, new()), &mut |b| {
+                written += b.len();
+                std::io::Write::write_all(&mut blob, b)
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            if written != len {
+                // Never: the same entries encode the same. Nothing is stored.
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "the stat cache encoded to two lengths".into(),
+                ));
+            }
+        }
         tx.commit()
     }
 
@@ -180,11 +200,7 @@ impl StatStore for FingerprintDb {
         self.load().unwrap_or_default()
     }
 
-    fn store_stats<'a>(
-        &self,
-        stat: &'a StatCache,
-        new: &mut dyn Iterator<Item = (&'a str, StatEntry)>,
-    ) -> bool {
+    fn store_stats<'a>(&self, stat: &'a StatCache, new: &statcache::NewEntries<'a>) -> bool {
         !stat.dirty() || self.write_stats(stat, new).is_ok()
     }
 }
@@ -249,11 +265,7 @@ impl StatStore for LazyFingerprintDb {
         self.existing().map(|d| d.load_stats()).unwrap_or_default()
     }
 
-    fn store_stats<'a>(
-        &self,
-        stat: &'a StatCache,
-        new: &mut dyn Iterator<Item = (&'a str, StatEntry)>,
-    ) -> bool {
+    fn store_stats<'a>(&self, stat: &'a StatCache, new: &statcache::NewEntries<'a>) -> bool {
         !stat.dirty() || self.created().is_some_and(|d| d.store_stats(stat, new))
     }
 }

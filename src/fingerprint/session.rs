@@ -39,11 +39,7 @@ pub trait StatStore: Sync {
     /// Writes the scan's `new` entries (sorted by path) and drops vanished
     /// files' entries; false (nothing written) when that cannot be done
     /// quickly.
-    fn store_stats<'a>(
-        &self,
-        stat: &'a StatCache,
-        new: &mut dyn Iterator<Item = (&'a str, StatEntry)>,
-    ) -> bool;
+    fn store_stats<'a>(&self, stat: &'a StatCache, new: &super::statcache::NewEntries<'a>) -> bool;
 }
 
 /// A memo as stored.
@@ -228,6 +224,7 @@ impl<'a> Session<'a> {
         // is then reused); the index once the stat cache is written.
         let super::Leftovers { index, rest } = leftovers;
         drop(rest);
+        crate::memory::release();
         let t = crate::timings::phase("free the analyses", t);
         // The stat cache is written while the memo's record is put in
         // order (both take about as long; the database serialises the writes).
@@ -236,8 +233,9 @@ impl<'a> Session<'a> {
                 Some(store) => {
                     let stat = &stat;
                     s.spawn(move || {
-                        store.store_stats(stat, &mut index.stat_updates());
+                        store.store_stats(stat, &|| Box::new(index.stat_updates()));
                         drop(index);
+                        crate::memory::release();
                         crate::timings::phase("  store the stat cache", t);
                     });
                 }

@@ -143,19 +143,29 @@ const FIXED: usize = 8 * 6 + 4 + 32 + 1;
 pub fn encode<'a>(entries: impl IntoIterator<Item = (&'a str, &'a StatEntry)>) -> Vec<u8> {
     let mut sorted: Vec<(&str, &StatEntry)> = entries.into_iter().collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let n = sorted.len();
-    encode_sorted(sorted.into_iter().map(|(p, e)| (p, e.clone())), n)
+    let mut out = Vec::with_capacity(ENCODING.len() + sorted.len() * (FIXED + 24));
+    encode_to(sorted.into_iter().map(|(p, e)| (p, e.clone())), &mut |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    })
+    .expect("writing to memory never fails");
+    out
 }
 
-/// [`encode`] of entries already sorted by path, each path once (`n` of
-/// them, to size the result): nothing is collected on the way.
-pub fn encode_sorted<'a>(sorted: impl Iterator<Item = (&'a str, StatEntry)>, n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ENCODING.len() + n * (FIXED + 24));
+/// [`encode`] of entries already sorted by path, each path once, handed
+/// to `sink` a piece of about 64 KiB at a time: the encoding is never held
+/// whole (a large workspace's is megabytes).
+pub fn encode_to<'a>(
+    sorted: impl Iterator<Item = (&'a str, StatEntry)>,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    const PIECE: usize = 64 * 1024;
+    let mut out = Vec::with_capacity(PIECE + 4096);
     out.extend_from_slice(ENCODING);
     let mut prev: &[u8] = &[];
     for (path, e) in sorted {
-        debug_assert!(prev < path.as_bytes(), "stat entries out of order");
         let path = path.as_bytes();
+        debug_assert!(prev < path, "stat entries out of order");
         let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
         varint(&mut out, shared);
         varint(&mut out, path.len() - shared);
@@ -170,8 +180,12 @@ pub fn encode_sorted<'a>(sorted: impl Iterator<Item = (&'a str, StatEntry)>, n: 
         out.push(u8::from(e.jinja));
         out.extend_from_slice(&e.recorded_ns.to_le_bytes());
         prev = path;
+        if out.len() >= PIECE {
+            sink(&out)?;
+            out.clear();
+        }
     }
-    out
+    sink(&out)
 }
 
 /// [`encode`] reversed; `None` for anything malformed (or in another
@@ -339,15 +353,17 @@ mod tests {
     }
 }
 
-/// The entries loaded (less those of `removed` files) and a scan's `new`
-/// ones (sorted by path; they replace loaded entries of the same path),
-/// sorted by path for [`encode_sorted`]. The new ones are taken as they
-/// come: they are never all held as a list of their own.
-pub fn merged<'a>(
+/// A scan's new entries, sorted by path, as often as asked (the store
+/// encodes them twice rather than hold them).
+pub type NewEntries<'a> =
+    dyn Fn() -> Box<dyn Iterator<Item = (&'a str, StatEntry)> + 'a> + Sync + 'a;
+
+/// The entries loaded, less those of `removed` files, sorted by path (for
+/// [`merged`]).
+pub fn kept<'a>(
     loaded: &'a HashMap<String, StatEntry>,
-    removed: &'a [String],
-    new: impl Iterator<Item = (&'a str, StatEntry)>,
-) -> impl Iterator<Item = (&'a str, StatEntry)> {
+    removed: &[String],
+) -> Vec<(&'a str, &'a StatEntry)> {
     let removed: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
     let mut old: Vec<(&str, &StatEntry)> = loaded
         .iter()
@@ -355,7 +371,18 @@ pub fn merged<'a>(
         .filter(|(p, _)| !removed.contains(p))
         .collect();
     old.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut old = old.into_iter().peekable();
+    old
+}
+
+/// The `kept` entries and a scan's `new` ones (sorted by path; they
+/// replace kept entries of the same path), sorted by path for
+/// [`encode_to`]. The new ones are taken as they come: they are never all
+/// held as a list of their own.
+pub fn merged<'a>(
+    kept: &[(&'a str, &'a StatEntry)],
+    new: impl Iterator<Item = (&'a str, StatEntry)>,
+) -> impl Iterator<Item = (&'a str, StatEntry)> {
+    let mut old = kept.iter().copied().peekable();
     let mut new = new.peekable();
     std::iter::from_fn(move || match (old.peek(), new.peek()) {
         (Some(o), Some(n)) if o.0 < n.0 => old.next().map(|(p, e)| (p, e.clone())),

@@ -40,7 +40,8 @@ pub struct VarUse {
 /// thousands of templates of a large workspace.
 #[derive(Debug, Clone, Default)]
 pub struct FileUse {
-    pub names: Box<[Box<str>]>,
+    /// Shared by every file whose names are the same (see [`interned`]).
+    pub names: std::sync::Arc<[Box<str>]>,
     pub fallback: Option<String>,
     pub reads: BTreeSet<String>,
     pub read_unresolved: Option<String>,
@@ -49,12 +50,32 @@ pub struct FileUse {
 impl From<VarUse> for FileUse {
     fn from(u: VarUse) -> FileUse {
         FileUse {
-            names: u.names.into_iter().map(String::into_boxed_str).collect(),
+            names: interned(u.names),
             fallback: u.fallback,
             reads: u.reads,
             read_unresolved: u.read_unresolved,
         }
     }
+}
+
+/// `names` as one shared list: the templates of a role mostly use the
+/// same names, and a list (and each name) per file was a sixth of a large
+/// run's peak memory. Lists are kept for the process's life; a process
+/// that met a million of them starts over.
+fn interned(names: BTreeSet<String>) -> std::sync::Arc<[Box<str>]> {
+    type Lists = std::collections::HashSet<std::sync::Arc<[Box<str>]>>;
+    static LISTS: std::sync::OnceLock<std::sync::Mutex<Lists>> = std::sync::OnceLock::new();
+    let names: Vec<Box<str>> = names.into_iter().map(String::into_boxed_str).collect();
+    let mut lists = lock(LISTS.get_or_init(Default::default));
+    if let Some(shared) = lists.get(&names[..]) {
+        return shared.clone();
+    }
+    if lists.len() >= 1_000_000 {
+        lists.clear();
+    }
+    let shared: std::sync::Arc<[Box<str>]> = names.into();
+    lists.insert(shared.clone());
+    shared
 }
 
 impl VarUse {
