@@ -380,7 +380,7 @@ impl FileIndex {
         obs: &Observer,
         root: &Path,
         found: Found,
-        mut stat: Option<&mut StatCache>,
+        stat: Option<&mut StatCache>,
     ) -> Result<()> {
         self.gitignore_met |= found.gitignore_met;
         let files = &self.files;
@@ -448,7 +448,7 @@ impl FileIndex {
                 self.files.append(&mut add);
             }
         }
-        if let Some(stat) = stat.as_deref_mut() {
+        if let Some(stat) = stat {
             stat.reused += reused;
             stat.hashed += fresh;
             stat.new += new;

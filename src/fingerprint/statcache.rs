@@ -256,6 +256,49 @@ pub fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
+/// A scan's new entries, sorted by path, as often as asked (the store
+/// encodes them twice rather than hold them).
+pub type NewEntries<'a> =
+    dyn Fn() -> Box<dyn Iterator<Item = (&'a str, StatEntry)> + 'a> + Sync + 'a;
+
+/// The entries loaded, less those of `removed` files, sorted by path (for
+/// [`merged`]).
+pub fn kept<'a>(
+    loaded: &'a HashMap<String, StatEntry>,
+    removed: &[String],
+) -> Vec<(&'a str, &'a StatEntry)> {
+    let removed: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
+    let mut old: Vec<(&str, &StatEntry)> = loaded
+        .iter()
+        .map(|(p, e)| (p.as_str(), e))
+        .filter(|(p, _)| !removed.contains(p))
+        .collect();
+    old.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    old
+}
+
+/// The `kept` entries and a scan's `new` ones (sorted by path; they
+/// replace kept entries of the same path), sorted by path for
+/// [`encode_to`]. The new ones are taken as they come: they are never all
+/// held as a list of their own.
+pub fn merged<'a>(
+    kept: &[(&'a str, &'a StatEntry)],
+    new: impl Iterator<Item = (&'a str, StatEntry)>,
+) -> impl Iterator<Item = (&'a str, StatEntry)> {
+    let mut old = kept.iter().copied().peekable();
+    let mut new = new.peekable();
+    std::iter::from_fn(move || match (old.peek(), new.peek()) {
+        (Some(o), Some(n)) if o.0 < n.0 => old.next().map(|(p, e)| (p, e.clone())),
+        (Some(o), Some(n)) if o.0 == n.0 => {
+            old.next();
+            new.next()
+        }
+        (_, Some(_)) => new.next(),
+        (Some(_), None) => old.next().map(|(p, e)| (p, e.clone())),
+        (None, None) => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,47 +394,4 @@ mod tests {
         };
         assert!(!back.entry([0; 32], false, s.ctime_ns).trusted_for(&back));
     }
-}
-
-/// A scan's new entries, sorted by path, as often as asked (the store
-/// encodes them twice rather than hold them).
-pub type NewEntries<'a> =
-    dyn Fn() -> Box<dyn Iterator<Item = (&'a str, StatEntry)> + 'a> + Sync + 'a;
-
-/// The entries loaded, less those of `removed` files, sorted by path (for
-/// [`merged`]).
-pub fn kept<'a>(
-    loaded: &'a HashMap<String, StatEntry>,
-    removed: &[String],
-) -> Vec<(&'a str, &'a StatEntry)> {
-    let removed: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
-    let mut old: Vec<(&str, &StatEntry)> = loaded
-        .iter()
-        .map(|(p, e)| (p.as_str(), e))
-        .filter(|(p, _)| !removed.contains(p))
-        .collect();
-    old.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    old
-}
-
-/// The `kept` entries and a scan's `new` ones (sorted by path; they
-/// replace kept entries of the same path), sorted by path for
-/// [`encode_to`]. The new ones are taken as they come: they are never all
-/// held as a list of their own.
-pub fn merged<'a>(
-    kept: &[(&'a str, &'a StatEntry)],
-    new: impl Iterator<Item = (&'a str, StatEntry)>,
-) -> impl Iterator<Item = (&'a str, StatEntry)> {
-    let mut old = kept.iter().copied().peekable();
-    let mut new = new.peekable();
-    std::iter::from_fn(move || match (old.peek(), new.peek()) {
-        (Some(o), Some(n)) if o.0 < n.0 => old.next().map(|(p, e)| (p, e.clone())),
-        (Some(o), Some(n)) if o.0 == n.0 => {
-            old.next();
-            new.next()
-        }
-        (_, Some(_)) => new.next(),
-        (Some(_), None) => old.next().map(|(p, e)| (p, e.clone())),
-        (None, None) => None,
-    })
 }
