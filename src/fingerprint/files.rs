@@ -355,6 +355,19 @@ impl FileIndex {
             if self.files.contains_key(rel) {
                 continue;
             }
+            // Inside a root walked without meeting a .gitignore, with no
+            // link on the way: a directory walked already, or nothing (a
+            // file would be indexed). Not looked at again: the walk
+            // recorded the directories that would change if it appeared.
+            if !self.gitignore_met
+                && inside(rel, &self.walked)
+                && !self.links.contains_key(rel)
+                && !rel
+                    .match_indices('/')
+                    .any(|(i, _)| self.links.contains_key(&rel[..i]))
+            {
+                continue;
+            }
             let full = root.join(rel);
             match obs.symlink_metadata(&full) {
                 Ok(m) if m.file_type().is_symlink() => {

@@ -1543,9 +1543,26 @@ fn check_links_out(
                 .map(|r| (r, "copies it in a setup command")),
         )
         .chain(inputs.roles.values().map(|r| (r, "uses it as a role")));
+    // The last directory reached with no link on the way: the paths come
+    // mostly sorted, and each of its files then needs one step, not one
+    // per directory above it.
+    let mut clear: Option<(&str, std::path::PathBuf)> = None;
     for (rel, how) in named {
+        let parent = rel.rsplit_once('/').map(|(p, _)| p);
+        let linked = match (&clear, parent) {
+            (Some((dir, full)), Some(p)) if *dir == p => {
+                obs.through_link_in(full, &rel[p.len() + 1..])
+            }
+            _ => {
+                let linked = obs.through_link(&ws.root, rel);
+                if !linked && let Some(p) = parent {
+                    clear = Some((p, ws.root.join(p)));
+                }
+                linked
+            }
+        };
         // No link on the way: inside the workspace (no realpath needed).
-        if !obs.through_link(&ws.root, rel) {
+        if !linked {
             continue;
         }
         if let Ok(real) = obs.canonicalize(&ws.root.join(rel))
@@ -1555,7 +1572,15 @@ fn check_links_out(
         }
     }
     // Links below what the play reads whole: a directory it copies, the
-    // files Ansible loads from each role.
+    // files Ansible loads from each role (none to find when the index
+    // holds no link leading out).
+    if !index
+        .links()
+        .values()
+        .any(|t| matches!(t, LinkTarget::Outside(_)))
+    {
+        return Ok(());
+    }
     let mut dirs: Vec<String> = inputs.referenced.iter().cloned().collect();
     for dir in inputs.roles.values() {
         for sub in ["tasks", "handlers", "meta", "defaults", "vars"] {

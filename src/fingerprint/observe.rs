@@ -365,29 +365,44 @@ impl Observer {
     /// links, so a directory later replaced by a link changes the record.
     pub fn through_link(&self, root: &Path, rel: &str) -> bool {
         let mut dir = root.to_path_buf();
-        for c in rel.split('/').filter(|c| !c.is_empty() && *c != ".") {
-            if c == ".." {
-                return true;
-            }
-            let Some(listing) = self.listing(&dir) else {
-                return true;
-            };
-            dir.push(c);
-            match listing.entries.get(std::ffi::OsStr::new(c)) {
-                Some(&(kind @ (Entry::File | Entry::Dir), inode)) => {
-                    if self.first_note(&dir, Noted::KindNoFollow) {
-                        let obs = Observation {
-                            path: dir.clone(),
-                            look: Look::Kind,
-                            follow: false,
-                        };
-                        self.note(obs, listing.kind_sig(kind, inode));
-                    }
-                }
-                _ => return true,
-            }
+        rel.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .any(|c| self.link_step(&mut dir, c))
+    }
+
+    /// [`Observer::through_link`] of `name` in `dir` (absolute), a
+    /// directory already known to be reached with no link on the way.
+    pub fn through_link_in(&self, dir: &Path, name: &str) -> bool {
+        let mut dir = dir.to_path_buf();
+        name.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .any(|c| self.link_step(&mut dir, c))
+    }
+
+    /// One step of [`Observer::through_link`]: is `c` in `dir` a link
+    /// (or unknown)? `dir` becomes `dir/c`.
+    fn link_step(&self, dir: &mut PathBuf, c: &str) -> bool {
+        if c == ".." {
+            return true;
         }
-        false
+        let Some(listing) = self.listing(dir) else {
+            return true;
+        };
+        dir.push(c);
+        match listing.entries.get(std::ffi::OsStr::new(c)) {
+            Some(&(kind @ (Entry::File | Entry::Dir), inode)) => {
+                if self.first_note(dir, Noted::KindNoFollow) {
+                    let obs = Observation {
+                        path: dir.clone(),
+                        look: Look::Kind,
+                        follow: false,
+                    };
+                    self.note(obs, listing.kind_sig(kind, inode));
+                }
+                false
+            }
+            _ => true,
+        }
     }
 
     /// True the first time `path` is noted as `what` in this run.
