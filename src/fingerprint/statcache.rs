@@ -315,6 +315,48 @@ mod tests {
     }
 
     #[test]
+    fn new_entries_replace_loaded_ones_removed_ones_go_and_pieces_join_up() {
+        let old = stat().entry([1; 32], false, 5);
+        let new = Stat { size: 11, ..stat() }.entry([2; 32], true, 6);
+        let loaded: HashMap<String, StatEntry> = ["a", "b", "c", "e"]
+            .iter()
+            .map(|p| (p.to_string(), old.clone()))
+            .collect();
+        let removed = vec!["b".to_string()];
+        let kept = kept(&loaded, &removed);
+        let fresh = [("a", new.clone()), ("d", new.clone()), ("f", new.clone())];
+        let all: Vec<(&str, StatEntry)> = merged(&kept, fresh.iter().cloned()).collect();
+        let want: Vec<(&str, StatEntry)> = vec![
+            ("a", new.clone()),
+            ("c", old.clone()),
+            ("d", new.clone()),
+            ("e", old.clone()),
+            ("f", new.clone()),
+        ];
+        assert_eq!(all, want);
+        // Streamed in pieces (thousands of entries: several pieces), the
+        // bytes are the whole encoding's.
+        let many: Vec<(String, StatEntry)> = (0..5000)
+            .map(|i| (format!("roles/r{i:05}/templates/t.j2"), new.clone()))
+            .collect();
+        let whole = encode(many.iter().map(|(p, e)| (p.as_str(), e)));
+        let mut pieces = 0;
+        let mut joined = vec![];
+        encode_to(
+            many.iter().map(|(p, e)| (p.as_str(), e.clone())),
+            &mut |b| {
+                pieces += 1;
+                joined.extend_from_slice(b);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(pieces > 2, "{pieces}");
+        assert_eq!(joined, whole);
+        assert_eq!(decode(&joined).unwrap().len(), 5000);
+    }
+
+    #[test]
     fn entries_round_trip_and_garbage_is_refused() {
         let e = stat().entry([7; 32], true, 42);
         let f = Stat { inode: 9, ..stat() }.entry([1; 32], false, -1);
