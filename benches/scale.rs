@@ -26,7 +26,8 @@
 //! 4. 1 and 2 at N = 250, 500 and 1000, with the time and peak RSS per
 //!    layer at each size.
 //!
-//! Peak RSS is GNU time's `%M` of every timed run (the largest is shown);
+//! Peak RSS is GNU time's `%M` of every timed run (the largest is shown;
+//! its goal is set for the main size, its growth judged across sizes);
 //! `cat` runs under GNU time too, so both carry its start-up. Prints a
 //! Markdown table of the figures, with the goals, at the end; then fails
 //! (exit 1) if a run that may read no file read some.
@@ -456,7 +457,9 @@ impl Table {
 }
 
 /// Measures 1 and 2 (cold and second dry runs against cat) of `root`.
-fn dry_runs(root: &Path, tmp: &Path, t: &mut Table, f: &mut Figures) {
+/// The goals of the issue are set for the main size (500 layers); at the
+/// others the figures are shown and their growth is judged (`growth`).
+fn dry_runs(root: &Path, tmp: &Path, t: &mut Table, f: &mut Figures, main: bool) {
     let at = format!("{}, {}", f.shape.name(), f.n);
     let cold = || {
         let _ = std::fs::remove_dir_all(root.join("cache"));
@@ -499,13 +502,7 @@ fn dry_runs(root: &Path, tmp: &Path, t: &mut Table, f: &mut Figures) {
         Some(ratio <= RATIO_COLD),
     );
     let rss = mib(max_rss(&f.cold));
-    t.row(
-        &at,
-        "peak RSS of the cold dry run",
-        format!("{rss:.0} MiB"),
-        &format!("≤ {RSS_MIB:.0} MiB"),
-        Some(rss <= RSS_MIB),
-    );
+    rss_row(t, &at, "peak RSS of the cold dry run", rss, main);
 
     for _ in 0..SECOND_RUNS {
         f.second
@@ -530,13 +527,23 @@ fn dry_runs(root: &Path, tmp: &Path, t: &mut Table, f: &mut Figures) {
         Some(ratio <= RATIO_WARM),
     );
     let rss = mib(max_rss(&f.second));
-    t.row(
-        &at,
-        "peak RSS of the second dry run",
-        format!("{rss:.0} MiB"),
-        &format!("≤ {RSS_MIB:.0} MiB"),
-        Some(rss <= RSS_MIB),
-    );
+    rss_row(t, &at, "peak RSS of the second dry run", rss, main);
+}
+
+/// A peak RSS against the goal at the main size; elsewhere shown, its
+/// growth judged with the others' (`growth`).
+fn rss_row(t: &mut Table, at: &str, what: &str, rss: f64, main: bool) {
+    if main {
+        t.row(
+            at,
+            what,
+            format!("{rss:.0} MiB"),
+            &format!("≤ {RSS_MIB:.0} MiB"),
+            Some(rss <= RSS_MIB),
+        );
+    } else {
+        t.row(at, what, format!("{rss:.0} MiB"), "linear growth (below)", None);
+    }
 }
 
 /// Measures 3: a real cold build, then no-op builds; removes the images.
@@ -788,7 +795,7 @@ fn main() {
                 cat: vec![],
                 second: vec![],
             };
-            dry_runs(&root, tmp.path(), &mut t, &mut f);
+            dry_runs(&root, tmp.path(), &mut t, &mut f, n == main_size);
             if n == main_size && !skip_build {
                 builds(&root, &name, tmp.path(), &mut t, &f);
             }
