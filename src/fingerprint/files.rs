@@ -139,7 +139,8 @@ pub struct FileIndex {
     analysed: Vec<(String, Result<super::vars::FileUse>)>,
     /// Whether the whole workspace was walked (with its ignore rules).
     whole: bool,
-    /// The roots walked with the ignore rules.
+    /// The roots walked with the ignore rules, reached with no link on
+    /// the way (see [`reached`]).
     walked: BTreeSet<String>,
     /// Whether those walks met a `.gitignore` (which may have left files
     /// out that a path named outright still counts).
@@ -259,7 +260,7 @@ impl FileIndex {
         let t = std::time::Instant::now();
         if !roots.is_empty() {
             walk(obs, root, roots, exclude, allow_outside, &mut found)?;
-            index.walked.extend(roots.iter().cloned());
+            index.walked.extend(reached(obs, root, roots));
         }
         let t = crate::timings::phase("    index: walk", t);
         index.add_found(obs, root, found, stat)?;
@@ -293,7 +294,7 @@ impl FileIndex {
         if !rest.is_empty() {
             let mut found = Found::default();
             walk(obs, root, &rest, exclude, allow_outside, &mut found)?;
-            self.walked.extend(rest.iter().cloned());
+            self.walked.extend(reached(obs, root, &rest));
             self.add_found(obs, root, found, stat.as_deref_mut())?;
         }
         self.whole = roots.contains(".") || walked.contains(".");
@@ -359,8 +360,10 @@ impl FileIndex {
             // link on the way: a directory walked already, or nothing (a
             // file would be indexed). Not looked at again: the walk
             // recorded the directories that would change if it appeared.
-            if !self.gitignore_met
+            let covered = !self.gitignore_met
                 && inside(rel, &self.walked)
+                && !left_out_by_walk(root, rel, exclude);
+            if covered
                 && !self.links.contains_key(rel)
                 && !rel
                     .match_indices('/')
@@ -375,7 +378,7 @@ impl FileIndex {
                 }
                 // Inside a root walked without meeting a .gitignore: every
                 // file below it is indexed already.
-                Ok(m) if m.is_dir() && !self.gitignore_met && inside(rel, &self.walked) => {}
+                Ok(m) if m.is_dir() && covered => {}
                 Ok(m) if m.is_dir() => {
                     walk_from(obs, root, rel, exclude, allow_outside, &mut found)?
                 }
@@ -549,6 +552,27 @@ impl FileIndex {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
+}
+
+/// The `roots` the walk can have entered: reached from the workspace root
+/// with no symbolic link on the way (the walk does not follow links, so a
+/// link above a root, which it does not record, hides the root's files).
+fn reached<'a>(
+    obs: &'a Observer,
+    root: &'a Path,
+    roots: &'a BTreeSet<String>,
+) -> impl Iterator<Item = String> + 'a {
+    roots
+        .iter()
+        .filter(move |r| *r == "." || !obs.through_link(root, r))
+        .cloned()
+}
+
+/// Is `rel` where a walk never looks whatever its roots: a `.git` (a
+/// directory, or a submodule's file) or below one, or the `exclude`
+/// directory? Named outright, such a path is still read.
+fn left_out_by_walk(root: &Path, rel: &str, exclude: &Path) -> bool {
+    rel.split('/').any(|c| c == ".git") || root.join(rel).starts_with(exclude)
 }
 
 /// Is `rel` inside one of `roots` (a root itself or below one)?
