@@ -134,9 +134,8 @@ fn every_reviewed_change_is_seen_through_the_memo() {
 
 /// A change that must either change the digest or be rejected (a read
 /// from outside the workspace): `tests/fixtures/holes/rejected/NAME.{a,b}`.
-/// New holes found in review go to `holes/open/` with an ignored test
-/// until fixed (see [`open_hole_closed`]), then up to `holes/` (the sweep
-/// above).
+/// New holes found in review are fixed with their pair in `holes/` (the
+/// sweeps above).
 fn closed_or_rejected(name: &str) {
     let dir = common::fixture_dir("holes").join("rejected");
     let ws = TestWs::new("chain");
