@@ -542,7 +542,13 @@ fn rss_row(t: &mut Table, at: &str, what: &str, rss: f64, main: bool) {
             Some(rss <= RSS_MIB),
         );
     } else {
-        t.row(at, what, format!("{rss:.0} MiB"), "linear growth (below)", None);
+        t.row(
+            at,
+            what,
+            format!("{rss:.0} MiB"),
+            "linear growth (below)",
+            None,
+        );
     }
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{TestWs, require_buildah};
+use common::{Edit, TestWs, require_buildah};
 
 fn build_json(ws: &TestWs, args: &[&str]) -> (i32, serde_json::Value, String) {
     let mut a = vec!["build", "--json"];
@@ -165,7 +165,7 @@ fn a_failing_playbook_keeps_its_container_caches_nothing_for_it_and_spares_sibli
 fn a_failure_stops_new_layers_but_not_running_ones_without_keep_going() {
     require_buildah();
     let ws = TestWs::new("chain");
-    let lf = ws.read("Layerfile.toml").replace(
+    let lf = ws.read("Layerfile.toml").edit(
         "run = [\"echo hsn > /etc/layer-hsn\"]",
         "run = [\"exit 7\"]",
     );

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestWs, require_buildah};
+use common::{Edit, TestWs, require_buildah};
 
 /// Starts `layerbuild build --json //...` in its own process group.
 fn spawn_build(ws: &TestWs, env: &[(&str, String)]) -> Child {
@@ -567,7 +567,7 @@ fn ctrl_c_and_sigterm_stop_the_running_play_and_keep_its_container_listed() {
         // long step: removed first).
         let tasks = ws
             .read("slurm-config/roles/slurm/tasks/main.yml")
-            .replace("sleep 120", "true");
+            .edit("sleep 120", "true");
         ws.write("slurm-config/roles/slurm/tasks/main.yml", &tasks);
         let again = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
         assert_eq!(

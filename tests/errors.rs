@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Run, TestWs};
+use common::{Edit, Run, TestWs};
 
 #[track_caller]
 fn assert_input_error(ws: &TestWs, run: &Run, must_contain: &[&str]) {
@@ -34,7 +34,7 @@ fn with_layerfile(edit: impl Fn(String) -> String) -> TestWs {
 
 #[test]
 fn a_cycle() {
-    let ws = with_layerfile(|s| s.replace("parent = \"scratch\"", "parent = \"//compute/slurm\""));
+    let ws = with_layerfile(|s| s.edit("parent = \"scratch\"", "parent = \"//compute/slurm\""));
     let run = ws.lb(&["build", "//compute/slurm"]);
     assert_input_error(
         &ws,
@@ -50,7 +50,7 @@ fn a_cycle() {
 #[test]
 fn an_unknown_parent() {
     let ws = with_layerfile(|s| {
-        s.replace(
+        s.edit(
             "parent = \"//base/hsn\"\nscripts",
             "parent = \"//base/hns\"\nscripts",
         )
@@ -62,7 +62,7 @@ fn an_unknown_parent() {
 
 #[test]
 fn a_malformed_label_in_the_layerfile() {
-    let ws = with_layerfile(|s| s.replace("[layers.\"uan/uan\"]", "[layers.\"uan\"]"));
+    let ws = with_layerfile(|s| s.edit("[layers.\"uan/uan\"]", "[layers.\"uan\"]"));
     let run = ws.lb(&["build", "//..."]);
     assert_input_error(&ws, &run, &["Layerfile.toml:", "IMAGE_TYPE/LAYER"]);
 }
@@ -113,7 +113,7 @@ fn a_missing_role() {
 
 #[test]
 fn an_unknown_key() {
-    let ws = with_layerfile(|s| s.replace("playbook = \"slurm.yml\"", "playbok = \"slurm.yml\""));
+    let ws = with_layerfile(|s| s.edit("playbook = \"slurm.yml\"", "playbok = \"slurm.yml\""));
     let run = ws.lb(&["build", "//compute/slurm"]);
     assert_input_error(
         &ws,
@@ -125,7 +125,7 @@ fn an_unknown_key() {
 
 #[test]
 fn a_toml_syntax_error() {
-    let ws = with_layerfile(|s| s.replace("[layers.\"base/hsn\"]", "[layers.\"base/hsn\""));
+    let ws = with_layerfile(|s| s.edit("[layers.\"base/hsn\"]", "[layers.\"base/hsn\""));
     let run = ws.lb(&["build", "//..."]);
     assert_input_error(&ws, &run, &["Layerfile.toml:19", "expected `]`"]);
 }
@@ -202,7 +202,7 @@ fn a_yaml_syntax_error_in_a_playbook() {
 #[test]
 fn an_unpinned_external_parent() {
     let ws = with_layerfile(|s| {
-        s.replace(
+        s.edit(
             "parent = \"scratch\"",
             "parent = \"docker.io/library/debian:bookworm\"",
         )
@@ -221,9 +221,8 @@ fn a_label_that_cannot_be_an_image_name_is_refused_at_load() {
     // `buildah commit: invalid reference format` with the container kept.
     let long = "x".repeat(300);
     for bad in ["b-", "b.", "x_", "b..c", "b__-c", long.as_str()] {
-        let ws = with_layerfile(|s| {
-            s.replace("[layers.\"uan/uan\"]", &format!("[layers.\"uan/{bad}\"]"))
-        });
+        let ws =
+            with_layerfile(|s| s.edit("[layers.\"uan/uan\"]", &format!("[layers.\"uan/{bad}\"]")));
         let run = ws.lb(&["build", "//...", "--dry-run"]);
         assert_input_error(&ws, &run, &["Layerfile.toml:", "image name"]);
         // `lint` reports it as a finding (exit 1), with the line.
@@ -272,8 +271,7 @@ fn a_malformed_pin_is_refused_at_load() {
             "host[:port]",
         ),
     ] {
-        let ws =
-            with_layerfile(|s| s.replace("parent = \"scratch\"", &format!("parent = \"{bad}\"")));
+        let ws = with_layerfile(|s| s.edit("parent = \"scratch\"", &format!("parent = \"{bad}\"")));
         let run = ws.lb(&["build", "//...", "--dry-run"]);
         assert_input_error(
             &ws,
@@ -283,7 +281,7 @@ fn a_malformed_pin_is_refused_at_load() {
     }
     // A well-formed pin passes the Layerfile check (and fails later only
     // because no registry serves it).
-    let ws = with_layerfile(|s| s.replace("parent = \"scratch\"", &format!("parent = \"{good}\"")));
+    let ws = with_layerfile(|s| s.edit("parent = \"scratch\"", &format!("parent = \"{good}\"")));
     let run = ws.lb(&["lint"]);
     assert!(
         !run.stderr.contains("not a valid pinned image"),
@@ -294,7 +292,7 @@ fn a_malformed_pin_is_refused_at_load() {
 
 #[test]
 fn an_absolute_path() {
-    let ws = with_layerfile(|s| s.replace("source = \"slurm-config\"", "source = \"/etc\""));
+    let ws = with_layerfile(|s| s.edit("source = \"slurm-config\"", "source = \"/etc\""));
     let run = ws.lb(&["build", "//..."]);
     assert_input_error(&ws, &run, &["Layerfile.toml:", "absolute"]);
 }
@@ -480,7 +478,7 @@ fn a_machine_failure_during_a_build_says_its_cause_with_exit_3() {
 fn a_toml_error_on_a_line_with_a_secret_does_not_show_it() {
     let secret = r#"pl4nted-s3cret\"q"#;
     let ws = with_layerfile(|s| {
-        s.replace(
+        s.edit(
             "vars = { cluster_name = \"testcluster\" }",
             &format!(
                 "vars = {{ cluster_name = \"testcluster\", munge_key = \"{secret}\" ,, }}\nsecret_vars = [\"munge_key\"]"

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{TestWs, copy_dir};
+use common::{Edit, TestWs, copy_dir};
 
 /// Labels whose digest differs between two snapshots.
 fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
@@ -208,7 +208,7 @@ fn system_vars_count_only_for_layers_that_run_a_play() {
     let before = ws.digests();
     let lf = ws
         .read("Layerfile.toml")
-        .replace("testcluster", "othercluster");
+        .edit("testcluster", "othercluster");
     ws.write("Layerfile.toml", &lf);
     assert_eq!(
         changed(&before, &ws.digests()),
@@ -219,7 +219,7 @@ fn system_vars_count_only_for_layers_that_run_a_play() {
 #[test]
 fn packages_count_entry_by_entry() {
     let ws = TestWs::new("chain");
-    let lf = ws.read("Layerfile.toml").replace(
+    let lf = ws.read("Layerfile.toml").edit(
         "run = [\"echo hsn > /etc/layer-hsn\"]",
         "run = [\"echo hsn > /etc/layer-hsn\"]\npackages = [\"libfabric\"]\npackage_command = \"echo {packages} >> /etc/packages\"",
     );
@@ -227,7 +227,7 @@ fn packages_count_entry_by_entry() {
     let before = ws.digests();
     ws.write(
         "Layerfile.toml",
-        &lf.replace("[\"libfabric\"]", "[\"libfabric\", \"ucx\"]"),
+        &lf.edit("[\"libfabric\"]", "[\"libfabric\", \"ucx\"]"),
     );
     let h = ws.lb(&["hash", "//base/hsn", "--json"]).ok().json();
     assert_eq!(

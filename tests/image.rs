@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{TestWs, require_buildah};
+use common::{Edit, TestWs, require_buildah};
 
 fn hsn_with(ws: &TestWs, extra: &str) {
     let lf = ws.read("Layerfile.toml").replacen(
@@ -81,7 +81,7 @@ fn a_failing_image_test_fails_the_layer_and_nothing_below_it_builds() {
     hsn_with(&ws, "");
     let lf = ws
         .read("Layerfile.toml")
-        .replace("grep -q nope", "grep -q hsn");
+        .edit("grep -q nope", "grep -q hsn");
     ws.write("Layerfile.toml", &lf);
     let r = ws.lb(&["build", "--json", "//uan/uan"]).ok().json();
     assert_eq!(
@@ -107,7 +107,7 @@ fn a_failing_image_test_fails_the_layer_and_nothing_below_it_builds() {
     );
 
     // Tests are inputs: changing them is a reason to rebuild, and `why` says so.
-    let lf = ws.read("Layerfile.toml").replace(
+    let lf = ws.read("Layerfile.toml").edit(
         "grep -q hsn /etc/layer-hsn\"]",
         "grep -q hsn /etc/layer-hsn\", \"true\"]",
     );

@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use common::TestWs;
+use common::{Edit, TestWs};
 
 fn digest(ws: &TestWs, label: &str) -> String {
     let out = ws.lb(&["hash", label]);
@@ -94,7 +94,7 @@ fn every_layerfile_path_leading_out_through_a_symlink_is_rejected_unless_allowed
     symlink(&out, ws.path("inventory/ext")).unwrap();
     let lf = ws
         .read("Layerfile.toml")
-        .replace("inventory/test", "inventory/ext");
+        .edit("inventory/test", "inventory/ext");
     ws.write("Layerfile.toml", &lf);
     let r = ws.lb(&["ls"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
@@ -337,7 +337,7 @@ fn secrets_never_appear_in_any_output_log_or_record() {
 
     // A system var and an inventory var marked secret, an inline !vault
     // value and a vault-encrypted file.
-    let lf = ws.read("Layerfile.toml").replace(
+    let lf = ws.read("Layerfile.toml").edit(
         "vars = { cluster_name = \"testcluster\" }",
         &format!(
             "vars = {{ cluster_name = \"testcluster\", munge_key = \"{MUNGE}\", quoted_key = '{QUOTED}' }}\nsecret_vars = [\"munge_key\", \"root_password\", \"quoted_key\", \"api_secret\"]"
@@ -406,9 +406,7 @@ fn secrets_never_appear_in_any_output_log_or_record() {
     let d1 = digest(&ws, "//compute/slurm");
 
     // Change the secrets: the digest changes, `why` says so without values.
-    let lf = ws
-        .read("Layerfile.toml")
-        .replace(MUNGE, &format!("{MUNGE}-2"));
+    let lf = ws.read("Layerfile.toml").edit(MUNGE, &format!("{MUNGE}-2"));
     ws.write("Layerfile.toml", &lf);
     ws.write(
         "inventory/test/group_vars/Compute/main.yml",
@@ -452,7 +450,7 @@ fn secrets_never_appear_in_any_output_log_or_record() {
     let good = ws.read("Layerfile.toml");
     ws.write(
         "Layerfile.toml",
-        &good.replace("vars = { cluster_name", "vars = { = cluster_name"),
+        &good.edit("vars = { cluster_name", "vars = { = cluster_name"),
     );
     for args in [
         &["lint"][..],

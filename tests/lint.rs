@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Run, TestWs};
+use common::{Edit, Run, TestWs};
 
 const NOTE: &str =
     "note: ansible-lint not found; install it (pip install ansible-lint) for style checks";
@@ -87,12 +87,12 @@ fn every_layerfile_error_at_once() {
     let buildah_log = ws.log_buildah();
     let lf = ws
         .read("Layerfile.toml")
-        .replace(
+        .edit(
             "[layers.\"base/hsn\"]\nparent = \"//base/os\"",
             "[layers.\"base/hsn\"]\nparent = \"//base/oss\"",
         )
-        .replace("scripts/uan.sh", "scripts/gone.sh")
-        .replace("playbook = \"slurm.yml\"", "playbook = \"slurmm.yml\"");
+        .edit("scripts/uan.sh", "scripts/gone.sh")
+        .edit("playbook = \"slurm.yml\"", "playbook = \"slurmm.yml\"");
     ws.write("Layerfile.toml", &lf);
     let line_of = |needle: &str| {
         lf.lines()
@@ -138,8 +138,8 @@ fn unknown_keys_in_several_layers() {
     without_ansible_lint(&mut ws);
     let lf = ws
         .read("Layerfile.toml")
-        .replace("playbook = \"slurm.yml\"", "playbok = \"slurm.yml\"")
-        .replace("scripts = [", "script = [");
+        .edit("playbook = \"slurm.yml\"", "playbok = \"slurm.yml\"")
+        .edit("scripts = [", "script = [");
     ws.write("Layerfile.toml", &lf);
     let run = ws.lb(&["lint"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
@@ -235,7 +235,7 @@ fn json_report() {
     );
     let lf = ws
         .read("Layerfile.toml")
-        .replace("scripts/uan.sh", "scripts/gone.sh");
+        .edit("scripts/uan.sh", "scripts/gone.sh");
     ws.write("Layerfile.toml", &lf);
     let run = ws.lb(&["lint", "--json"]);
     assert_eq!(run.code, 1, "{}", run.stderr);

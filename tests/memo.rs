@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::TestWs;
+use common::{Edit, TestWs};
 
 const SLURM: &str = "//compute/slurm";
 const ROLE: &str = "slurm-config/roles/slurm";
@@ -423,7 +423,7 @@ fn a_new_match_of_a_setup_glob_through_a_linked_directory_misses_the_memo() {
     std::fs::create_dir_all(ws.path("shared/site")).unwrap();
     std::fs::create_dir_all(ws.path("overlay")).unwrap();
     symlink("../shared/site", &ws.path("overlay/site"));
-    let lf = ws.read("Layerfile.toml").replace(
+    let lf = ws.read("Layerfile.toml").edit(
         r#"setup = ["sh scripts/busybox-root.sh {root}"]"#,
         r#"setup = ["sh scripts/busybox-root.sh {root}", "cp overlay/*/motd {root}/etc/"]"#,
     );

@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::TestWs;
+use common::{Edit, TestWs};
 
 const BASE: &str = "//compute/base";
 const L1: &str = "//compute/layer1";
@@ -190,7 +190,7 @@ fn talk_base_packages_change_every_layer_and_the_inventory_counts_by_variable() 
         let t = ws.read("site/inventory/group_vars/all.yml");
         ws.write(
             "site/inventory/group_vars/all.yml",
-            &t.replace("slurm_controller: slurmctld", "slurm_controller: ctl2"),
+            &t.edit("slurm_controller: slurmctld", "slurm_controller: ctl2"),
         )
     });
     assert_eq!(c, only_l2());

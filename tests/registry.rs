@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestWs, copy_dir, require_buildah};
+use common::{Edit, TestWs, copy_dir, require_buildah};
 
 /// A docker-registry on a free 127.0.0.1 port with temporary storage; stopped on drop.
 struct Registry {
@@ -497,7 +497,7 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
     git(&ws.root, &["commit", "-qm", "one"]);
     ws.write(
         "Layerfile.toml",
-        &lf.replace(
+        &lf.edit(
             "[layers.\"t3/l7\"]\nparent = \"//t3/l6\"\nrun = [\"true\"]",
             "[layers.\"t3/l7\"]\nparent = \"//t3/l6\"\nrun = [\"true\", \"true\"]",
         ),

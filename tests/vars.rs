@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{TestWs, require_buildah};
+use common::{Edit, TestWs, require_buildah};
 
 fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
     a.iter()
@@ -49,7 +49,7 @@ fn chain_with_vars() -> TestWs {
 fn a_variable_used_only_by_slurm_changes_only_slurm() {
     let ws = chain_with_vars();
     let c = effect(&ws, ALL_VARS, |s| {
-        s.replace("  - debug\n", "  - debug\n  - gpu\n")
+        s.edit("  - debug\n", "  - debug\n  - gpu\n")
     });
     assert_eq!(c, vec!["//compute/slurm"]);
 }
@@ -60,7 +60,7 @@ fn a_variable_used_by_compute_in_a_template_or_through_another_variable_changes_
     let ws = chain_with_vars();
     // Used only inside a template of compute's role.
     let c = effect(&ws, ALL_VARS, |s| {
-        s.replace(
+        s.edit(
             "motd_site: \"{{ site_name }} cluster\"",
             "motd_site: \"{{ site_name }} system\"",
         )
@@ -68,7 +68,7 @@ fn a_variable_used_by_compute_in_a_template_or_through_another_variable_changes_
     assert_eq!(c, vec!["//compute/compute", "//compute/slurm"]);
     // Used only through motd_site's definition.
     let c = effect(&ws, ALL_VARS, |s| {
-        s.replace("site_name: alpha", "site_name: beta")
+        s.edit("site_name: alpha", "site_name: beta")
     });
     assert_eq!(c, vec!["//compute/compute", "//compute/slurm"]);
 }
@@ -76,11 +76,7 @@ fn a_variable_used_by_compute_in_a_template_or_through_another_variable_changes_
 #[test]
 fn a_variable_no_layer_uses_changes_nothing() {
     let ws = chain_with_vars();
-    assert!(
-        effect(&ws, ALL_VARS, |s| s
-            .replace("unused_var: 1", "unused_var: 2"))
-        .is_empty()
-    );
+    assert!(effect(&ws, ALL_VARS, |s| s.edit("unused_var: 1", "unused_var: 2")).is_empty());
     assert!(effect(&ws, ALL_VARS, |s| format!("{s}brand_new_var: x\n")).is_empty());
     // A used name, but in a group the container is not in.
     assert!(
@@ -204,15 +200,17 @@ fn real_world_role_shapes() {
     );
     for v in vars {
         let c = effect(&ws, ALL_VARS, |s| {
-            s.replace(&format!("{v}: one"), &format!("{v}: two"))
+            s.edit(&format!("{v}: one"), &format!("{v}: two"))
         });
         assert_eq!(c, vec!["//compute/slurm"], "{v} is used but did not count");
     }
-    for v in ["item", "pkg", "v_raw", "v_comment"] {
-        let c = effect(&ws, ALL_VARS, |s| {
-            s.replace(&format!("{v}: nor-this"), &format!("{v}: changed"))
-                .replace("item: not-a-dependency", "item: changed")
-        });
+    for (v, from) in [
+        ("item", "item: not-a-dependency"),
+        ("pkg", "pkg: nor-this"),
+        ("v_raw", "v_raw: nor-this"),
+        ("v_comment", "v_comment: nor-this"),
+    ] {
+        let c = effect(&ws, ALL_VARS, |s| s.edit(from, &format!("{v}: changed")));
         assert!(c.is_empty(), "{v} is not a dependency but counted");
     }
 }
@@ -283,9 +281,7 @@ fn hostvars_makes_every_variable_count_and_why_names_the_line() {
         "fallback listed every variable:\n{why}"
     );
     // Now even an unused variable counts for slurm, and only for slurm.
-    let c = effect(&ws, ALL_VARS, |s| {
-        s.replace("unused_var: 1", "unused_var: 2")
-    });
+    let c = effect(&ws, ALL_VARS, |s| s.edit("unused_var: 1", "unused_var: 2"));
     assert_eq!(c, vec!["//compute/slurm"]);
 }
 
@@ -318,11 +314,11 @@ fn two_systems_share_layers_that_use_none_of_their_differences() {
     }
     let lf = ws
         .read("Layerfile.toml")
-        .replace(
+        .edit(
             "[systems.test]\ninventory = \"inventory/test\"\nvars = { cluster_name = \"testcluster\" }",
             "[systems.a]\ninventory = \"inventory/a\"\nvars = { cluster_name = \"clusterA\" }\n\n[systems.b]\ninventory = \"inventory/b\"\nvars = { cluster_name = \"clusterB\" }",
         )
-        .replace(
+        .edit(
             "[layers.\"base/hsn\"]\nparent = \"//base/os\"\n",
             "[layers.\"base/hsn\"]\nparent = \"//base/os\"\nsource = \"hsn-config\"\nplaybook = \"hsn.yml\"\ngroups = [\"HSN\"]\n",
         );
@@ -377,9 +373,7 @@ fn an_inventory_host_named_like_the_container_brings_its_groups_and_vars() {
         "slurm_partitions: [changed]\n".into()
     });
     assert_eq!(c, vec!["//compute/slurm"]);
-    let c = effect(&ws, "inventory/test/hosts", |s| {
-        s.replace("inline", "other")
-    });
+    let c = effect(&ws, "inventory/test/hosts", |s| s.edit("inline", "other"));
     assert_eq!(c, vec!["//compute/slurm"]);
 }
 
@@ -392,7 +386,7 @@ fn a_template_rendered_from_files_counts_its_variables() {
         "NodeName={{ gres_nodes }}\n",
     );
     ws.append(ALL_VARS, "gres_nodes: node[01-04]\n");
-    let c = effect(&ws, ALL_VARS, |s| s.replace("node[01-04]", "node[01-08]"));
+    let c = effect(&ws, ALL_VARS, |s| s.edit("node[01-04]", "node[01-08]"));
     assert_eq!(c, vec!["//compute/slurm"]);
 }
 
@@ -415,9 +409,7 @@ fn a_template_nested_too_deeply_counts_every_variable_without_overflowing() {
             "slurm-config/roles/slurm/templates/deep.j2",
             &format!("{deep}\n"),
         );
-        let c = effect(&ws, ALL_VARS, |s| {
-            s.replace("unused_var: 1", "unused_var: 2")
-        });
+        let c = effect(&ws, ALL_VARS, |s| s.edit("unused_var: 1", "unused_var: 2"));
         assert!(c.is_empty(), "{c:?}");
         let c = effect(&ws, ALL_VARS, |s| format!("{s}a: 1\n"));
         assert_eq!(c, vec!["//compute/slurm"]);
@@ -426,9 +418,7 @@ fn a_template_nested_too_deeply_counts_every_variable_without_overflowing() {
         let ws = chain_with_vars();
         ws.write("slurm-config/roles/slurm/templates/deep.j2", &deep);
         // unused_var is used by no play: it counts only through the fallback.
-        let c = effect(&ws, ALL_VARS, |s| {
-            s.replace("unused_var: 1", "unused_var: 2")
-        });
+        let c = effect(&ws, ALL_VARS, |s| s.edit("unused_var: 1", "unused_var: 2"));
         assert_eq!(c, vec!["//compute/slurm"]);
         let why = ws.lb(&["why", "//compute/slurm"]);
         assert_eq!(why.code, 0, "{}", why.stderr);

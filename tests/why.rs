@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Run, TestWs, require_buildah};
+use common::{Edit, Run, TestWs, require_buildah};
 
 fn redact(s: &str) -> String {
     let digests = regex::Regex::new(r"\b[0-9a-f]{12,64}\b").unwrap();
@@ -22,7 +22,7 @@ fn redact(s: &str) -> String {
 /// command that works on busybox), built once.
 fn built_chain() -> TestWs {
     let ws = TestWs::new("chain");
-    let lf = ws.read("Layerfile.toml").replace(
+    let lf = ws.read("Layerfile.toml").edit(
         "playbook = \"slurm.yml\"",
         "playbook = \"slurm.yml\"\npackages = [\"munge\"]\npackage_command = \"echo {packages} >> /etc/packages\"",
     );
@@ -63,28 +63,28 @@ fn why_explains_each_kind_of_change() {
     with_change(
         &ws,
         "Layerfile.toml",
-        |s| s.replace("echo hsn > /etc/layer-hsn", "echo hsn2 > /etc/layer-hsn"),
+        |s| s.edit("echo hsn > /etc/layer-hsn", "echo hsn2 > /etc/layer-hsn"),
         "//compute/slurm",
         "command_changed_two_parents_up",
     );
     with_change(
         &ws,
         "Layerfile.toml",
-        |s| s.replace("[\"munge\"]", "[\"munge\", \"slurm-client\"]"),
+        |s| s.edit("[\"munge\"]", "[\"munge\", \"slurm-client\"]"),
         "//compute/slurm",
         "package_added",
     );
     with_change(
         &ws,
         "Layerfile.toml",
-        |s| s.replace("[\"munge\"]", "[]"),
+        |s| s.edit("[\"munge\"]", "[]"),
         "//compute/slurm",
         "package_removed",
     );
     with_change(
         &ws,
         "inventory/test/group_vars/all.yml",
-        |s| s.replace("  - debug\n", "  - debug\n  - gpu\n"),
+        |s| s.edit("  - debug\n", "  - debug\n  - gpu\n"),
         "//compute/slurm",
         "inventory_var_changed",
     );
@@ -105,7 +105,7 @@ fn why_explains_each_kind_of_change() {
     with_change(
         &ws,
         "Layerfile.toml",
-        |s| s.replace("testcluster", "othercluster"),
+        |s| s.edit("testcluster", "othercluster"),
         "//compute/slurm",
         "system_var_changed",
     );
@@ -133,7 +133,7 @@ fn why_explains_each_kind_of_change() {
         &ws,
         "Layerfile.toml",
         |s| {
-            s.replace(
+            s.edit(
                 "[layers.\"uan/uan\"]\nparent = \"//base/hsn\"",
                 "[layers.\"uan/uan\"]\nparent = \"//base/os\"",
             )
@@ -144,7 +144,7 @@ fn why_explains_each_kind_of_change() {
     with_change(
         &ws,
         "scripts/uan.sh",
-        |s| s.replace("user access node", "login node"),
+        |s| s.edit("user access node", "login node"),
         "//uan/uan",
         "script_modified",
     );
@@ -328,7 +328,7 @@ fn dry_run_json_predicts_exactly_what_is_built() {
     let ws = built_chain();
     let lf = ws
         .read("Layerfile.toml")
-        .replace("echo hsn > /etc/layer-hsn", "echo hsn3 > /etc/layer-hsn");
+        .edit("echo hsn > /etc/layer-hsn", "echo hsn3 > /etc/layer-hsn");
     ws.write("Layerfile.toml", &lf);
     ws.append("scripts/uan.sh", "echo more >> /etc/motd\n");
     let calls_before = ws.cached_digests();

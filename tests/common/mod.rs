@@ -9,6 +9,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// `s.replace(from, to)` for tests that edit a file to see an effect:
+/// fails when `from` is not there (an edit that changes nothing would let a
+/// "nothing changed" or "the digest changed" test pass or fail vacuously).
+pub trait Edit {
+    fn edit(&self, from: &str, to: &str) -> String;
+}
+
+impl Edit for str {
+    #[track_caller]
+    fn edit(&self, from: &str, to: &str) -> String {
+        assert!(
+            self.contains(from),
+            "the text to edit has no {from:?}:\n{self}"
+        );
+        self.replace(from, to)
+    }
+}
+
+impl Edit for String {
+    #[track_caller]
+    fn edit(&self, from: &str, to: &str) -> String {
+        self.as_str().edit(from, to)
+    }
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
