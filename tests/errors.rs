@@ -109,6 +109,27 @@ fn a_missing_role() {
             "slurm-config/roles/munge",
         ],
     );
+    // Each place searched is named once (the playbook's directory is the
+    // source here: two candidates, one path).
+    let hint = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("searched "))
+        .unwrap_or_else(|| panic!("no hint: {}", run.stderr));
+    let places: Vec<&str> = hint
+        .split("searched ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split(", ")
+        .collect();
+    let mut unique = places.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(places.len(), unique.len(), "a place named twice: {hint}");
+    assert!(places.contains(&"slurm-config/munge"), "{hint}");
 }
 
 #[test]

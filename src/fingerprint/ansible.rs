@@ -1458,8 +1458,15 @@ impl Discovery<'_> {
                 .lines()
                 .position(|l| l.contains(name))
                 .map_or(1, |i| i + 1);
-            let searched: Vec<String> =
-                candidates.iter().map(|c| self.rel(&normalize(c))).collect();
+            // Each place once (the playbook's directory is often the
+            // source, searched twice under two names).
+            let mut searched: Vec<String> = vec![];
+            for c in &candidates {
+                let rel = self.rel(&normalize(c));
+                if !searched.contains(&rel) {
+                    searched.push(rel);
+                }
+            }
             return Err(Error::input_at(
                 Location::at_line(&rel_from, &text, line),
                 format!("role '{name}' not found"),
