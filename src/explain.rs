@@ -24,6 +24,20 @@ pub struct Side {
     pub vars: VarSnapshot,
     /// Workspace-relative inventory directory, to name defining files.
     pub inventory: Option<String>,
+    /// The names of the system's vars, used or not, when known (a current
+    /// fingerprint; not a recorded build).
+    pub system_vars: Option<std::sync::Arc<BTreeSet<String>>>,
+}
+
+impl From<&crate::fingerprint::Fingerprint> for Side {
+    fn from(f: &crate::fingerprint::Fingerprint) -> Side {
+        Side {
+            manifest: f.manifest.clone(),
+            vars: (*f.vars).clone(),
+            inventory: f.inventory.clone(),
+            system_vars: Some(f.system_vars.clone()),
+        }
+    }
 }
 
 /// Finds the recorded inputs of a digest (for walking up through parents).
@@ -87,12 +101,16 @@ pub enum Change {
         value: Option<serde_json::Value>,
         vault: bool,
     },
+    /// A variable that no longer counts: removed from `file`, or, when
+    /// `still_defined`, still there but no longer used by the play.
     VarRemoved {
         name: String,
         file: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         value: Option<serde_json::Value>,
         vault: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        still_defined: bool,
     },
     VarChanged {
         name: String,
@@ -214,7 +232,13 @@ fn diff_depth(
     diff_inventory_vars(old, new, show_values, &mut out);
 
     // Extra vars of the system (from the Layerfile).
-    diff_values(&o.vars, &n.vars, SYSTEM_VARS, show_values, &mut out);
+    diff_values(
+        &o.vars,
+        &n.vars,
+        new.system_vars.as_deref(),
+        show_values,
+        &mut out,
+    );
     out
 }
 
@@ -317,6 +341,12 @@ fn inventory_path(side: &Side, file: &str) -> String {
 }
 
 /// A variable's recorded value and vault flag, looked up in a side's snapshot.
+/// Does `side`'s inventory define `name` in `file`?
+fn defines(side: &Side, file: &str, name: &str) -> bool {
+    matches!(side.vars.get(&inventory_path(side, file)),
+        Some(FileVars::Vars { vars }) if vars.contains_key(name))
+}
+
 fn recorded(side: &Side, file: &str, name: &str) -> (Option<serde_json::Value>, bool) {
     let path = inventory_path(side, file);
     match side.vars.get(&path) {
@@ -372,6 +402,7 @@ fn diff_inventory_vars(old: &Side, new: &Side, show_values: bool, out: &mut Vec<
                         file: display(old, file),
                         value: shown(&v, vault, show_values),
                         vault,
+                        still_defined: defines(new, file, name),
                     });
                 }
                 (Some(x), Some(y)) if x != y => {
@@ -403,13 +434,16 @@ fn shown(
     }
 }
 
+/// The system vars of two manifests; `defined`: every system var now,
+/// used or not, when known.
 fn diff_values(
     a: &BTreeMap<String, serde_json::Value>,
     b: &BTreeMap<String, serde_json::Value>,
-    file: &str,
+    defined: Option<&BTreeSet<String>>,
     show_values: bool,
     out: &mut Vec<Change>,
 ) {
+    let file = SYSTEM_VARS;
     // A secret's manifest value is a hash (`secret_vars`): never shown.
     let secret = crate::secrets::is_marker;
     let pick = |v: &serde_json::Value| (show_values && !secret(v)).then(|| v.clone());
@@ -438,6 +472,7 @@ fn diff_values(
                 file: file.into(),
                 value: pick(v),
                 vault: secret(v),
+                still_defined: defined.is_some_and(|d| d.contains(k)),
             });
         }
     }
@@ -504,9 +539,23 @@ pub fn describe(c: &Change, used_by: &str) -> Option<String> {
             file,
             value,
             vault,
+            still_defined: false,
         } => {
             format!(
                 "{} {name} removed from {file}{}",
+                var_kind(file),
+                var_suffix(value, *vault, None)
+            )
+        }
+        Change::VarRemoved {
+            name,
+            file,
+            value,
+            vault,
+            still_defined: true,
+        } => {
+            format!(
+                "{} {name} no longer used by the play (still in {file}){}",
                 var_kind(file),
                 var_suffix(value, *vault, None)
             )

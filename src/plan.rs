@@ -89,17 +89,14 @@ pub fn side_of(row: &BuildRow) -> Option<Side> {
         manifest,
         vars: row.vars(),
         inventory: row.inventory.clone(),
+        system_vars: None,
     })
 }
 
 impl Lookup for HistoryLookup<'_> {
     fn side(&self, digest: &str) -> Option<Side> {
         if let Some(f) = self.known.get(digest) {
-            return Some(Side {
-                manifest: f.manifest.clone(),
-                vars: (*f.vars).clone(),
-                inventory: f.inventory.clone(),
-            });
+            return Some(Side::from(*f));
         }
         let row = self.cache?.build_with_digest(digest).ok()??;
         side_of(&row)
@@ -157,11 +154,7 @@ pub fn freshness(
             },
         });
     };
-    let new = Side {
-        manifest: fp.manifest.clone(),
-        vars: (*fp.vars).clone(),
-        inventory: fp.inventory.clone(),
-    };
+    let new = Side::from(fp);
     let mut changes = explain::diff(&old, &new, lookup, show_values);
     if changes.is_empty() {
         // Digests differ but no difference could be named: say so rather than nothing.

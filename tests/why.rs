@@ -109,6 +109,18 @@ fn why_explains_each_kind_of_change() {
         "//compute/slurm",
         "system_var_changed",
     );
+    // The play stops using two variables that are still defined: not
+    // "removed from" where they still are.
+    with_change(
+        &ws,
+        "slurm-config/roles/slurm/tasks/main.yml",
+        |s| {
+            s.edit("ClusterName={{ cluster_name }}", "ClusterName=fixed")
+                .edit("{{ slurm_partitions | join(\",\") }}", "batch")
+        },
+        "//compute/slurm",
+        "vars_no_longer_used",
+    );
     with_change(
         &ws,
         "slurm-config/roles/slurm/tasks/main.yml",

@@ -117,6 +117,10 @@ pub struct Fingerprint {
     /// Workspace-relative directory the manifest's inventory files are relative to.
     #[serde(skip)]
     pub inventory: Option<String>,
+    /// The names of the system's vars, used or not (for explanations: a
+    /// variable that stopped counting is still defined, or is gone).
+    #[serde(skip)]
+    pub system_vars: std::sync::Arc<BTreeSet<String>>,
     /// The values of the system's `secret_vars` (system vars and inventory
     /// definitions), to redact from logs and messages.
     #[serde(skip)]
@@ -152,6 +156,7 @@ impl Fingerprint {
             digest,
             vars: Default::default(),
             inventory: None,
+            system_vars: Default::default(),
             secrets: Default::default(),
             vault_files: vec![],
             light: true,
@@ -550,6 +555,11 @@ pub fn fingerprint_observed(
         crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
     }
     let shared_vars = std::sync::Arc::new(inventory_vars.clone());
+    let system_vars: std::sync::Arc<BTreeSet<String>> = std::sync::Arc::new(
+        system
+            .map(|s| s.vars.keys().cloned().collect())
+            .unwrap_or_default(),
+    );
     let t = crate::timings::phase("  fingerprint: index and inventory", t);
     let analyzer = vars::Analyzer::default();
     // Files hashed were analysed from the same bytes: not read again.
@@ -700,6 +710,7 @@ pub fn fingerprint_observed(
                 manifest,
                 vars,
                 inventory: model.as_ref().filter(|_| runs_play).map(|m| m.base.clone()),
+                system_vars: system_vars.clone(),
                 secrets: secrets.clone(),
                 vault_files: if runs_play {
                     vault_files.clone()

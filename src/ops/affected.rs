@@ -89,11 +89,7 @@ pub fn affected(
     let new = fingerprint_all(&new_ws, system.as_deref(), until.is_none())?;
     let mut lookup = HistoryLookup::new(None, &old);
     lookup.known.extend(HistoryLookup::new(None, &new).known);
-    let side = |f: &Fingerprint| Side {
-        manifest: f.manifest.clone(),
-        vars: (*f.vars).clone(),
-        inventory: f.inventory.clone(),
-    };
+    let side = |f: &Fingerprint| Side::from(f);
     let order = LayerGraph::new(&new_ws)?;
     let mut out = vec![];
     for label in order.order() {

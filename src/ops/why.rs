@@ -266,11 +266,7 @@ fn why_since(
 }
 
 fn side(fp: &Fingerprint) -> Side {
-    Side {
-        manifest: fp.manifest.clone(),
-        vars: (*fp.vars).clone(),
-        inventory: fp.inventory.clone(),
-    }
+    Side::from(fp)
 }
 
 #[derive(Debug, Serialize)]
