@@ -124,14 +124,23 @@ fn run_output(
 }
 
 fn finish_output(r: ops::export::OutputResult, json: bool) -> Result<()> {
-    show(json, &r, || ops::export::render(std::slice::from_ref(&r)));
-    match r.error {
-        Some(e) => Err(Error::BuildFailed(format!(
-            "{} -> {}: {e}",
-            r.label, r.target
-        ))),
-        None => Ok(()),
+    let Some(e) = &r.error else {
+        show(json, &r, || ops::export::render(std::slice::from_ref(&r)));
+        return Ok(());
+    };
+    // A failure is said once, as the error (and in the JSON object).
+    if json {
+        print_json(&r);
     }
+    let hint = if e.contains("server gave HTTP response to HTTPS client") {
+        "\n  hint: the registry speaks plain HTTP: add --tls-verify=false (or serve it over HTTPS)"
+    } else {
+        ""
+    };
+    Err(Error::BuildFailed(format!(
+        "{} -> {}: {e}{hint}",
+        r.label, r.target
+    )))
 }
 
 fn lint(dir: &std::path::Path, args: &cli::LintArgs) -> Result<()> {

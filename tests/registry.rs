@@ -657,6 +657,24 @@ fn push_sends_a_built_layer_to_a_registry_once() {
     let r = ws.lb(&["build", "--json", "//base/hsn"]).ok().json();
     let digest = r["layers"][1]["digest"].as_str().unwrap().to_string();
     let repo = format!("127.0.0.1:{}/hpc/images", reg.port);
+    // A plain-HTTP registry with TLS verification on: the failure is said
+    // once, with what to do.
+    let refused = ws.lb(&["push", "//base/hsn", &repo]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert_eq!(
+        said.matches("server gave HTTP response to HTTPS client")
+            .count(),
+        1,
+        "{said}"
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("hint: the registry speaks plain HTTP: add --tls-verify=false"),
+        "{}",
+        refused.stderr
+    );
     let r = ws
         .lb(&["push", "--json", "--tls-verify=false", "//base/hsn", &repo])
         .ok()
@@ -702,5 +720,12 @@ fn push_sends_a_built_layer_to_a_registry_once() {
         "127.0.0.1:9/x/y",
     ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stdout.contains("FAILED"), "{}", run.stdout);
+    // Said once, as the error, naming the layer and the destination.
+    assert!(
+        run.stderr
+            .contains("//base/hsn -> docker://127.0.0.1:9/x/y"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
