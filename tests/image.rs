@@ -359,6 +359,70 @@ fn drop_storage(storage: &Path) {
         .output();
 }
 
+/// A failed layer's hint to enter its kept container works with the
+/// storage root the build used (plain `buildah run` would look in the
+/// default store: "container not known").
+#[test]
+fn the_kept_container_hint_works_with_another_storage_root() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    ws.write(
+        "Layerfile.toml",
+        &ws.read("Layerfile.toml").edit(
+            "echo hsn > /etc/layer-hsn",
+            "echo hsn > /etc/layer-hsn && false",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let out = Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+        .arg("-C")
+        .arg(&ws.root)
+        .arg("--storage-root")
+        .arg(&storage)
+        .args(["build", "//base/hsn"])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let line = |after: &str| -> String {
+        let at = said
+            .find(after)
+            .unwrap_or_else(|| panic!("no {after:?} in:\n{said}"));
+        said[at + after.len()..]
+            .trim_start()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let enter = line("enter it with:");
+    assert!(enter.contains("CONTAINERS_STORAGE_CONF="), "{enter}");
+    // The command as printed, with `true` for the shell: the container is known.
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg(enter.strip_suffix(" sh").unwrap().to_string() + " true")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{enter}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rm = line("remove it with:");
+    let removed = Command::new("sh").arg("-c").arg(&rm).output().unwrap();
+    assert!(
+        removed.status.success(),
+        "{rm}: {}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    drop_storage(&storage);
+}
+
 #[test]
 fn reproducible_builds_give_the_same_image_on_two_storage_roots() {
     require_buildah();

@@ -233,6 +233,19 @@ fn tool_missing(tool: &str, package: &str, err: std::io::Error) -> Error {
 }
 
 impl Executor for Buildah {
+    fn tool_command(&self, args: &str) -> String {
+        match &self.storage_conf {
+            // The storage root chosen with --storage-root: without it,
+            // buildah looks in the default store ("container not known").
+            Some(conf) => format!(
+                "CONTAINERS_STORAGE_CONF={} {} {args}",
+                crate::executor::shell_quote(&conf.to_string_lossy()),
+                self.buildah
+            ),
+            None => format!("{} {args}", self.buildah),
+        }
+    }
+
     fn preflight(&self, needs_play: bool) -> Result<()> {
         // buildah itself is checked by `images`, which every build runs first.
         // ansible-playbook is looked up, not started: starting it costs

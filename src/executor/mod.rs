@@ -139,6 +139,11 @@ pub trait Executor: Sync {
     fn committed_image(&self, _name: &str) -> Result<Option<inspect::ImageMeta>> {
         Ok(None)
     }
+    /// The shell command that runs `args` with this executor's container
+    /// tool on the storage it uses (for hints people copy).
+    fn tool_command(&self, args: &str) -> String {
+        format!("buildah {args}")
+    }
 }
 
 /// A shared cache of layer images in an OCI registry.
@@ -181,4 +186,28 @@ pub trait Exporter: Sync {
         reference: &str,
         tls_verify: bool,
     ) -> std::result::Result<Option<String>, String>;
+}
+
+/// `s` as one shell word: as it is when it holds only safe characters,
+/// else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@%,".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(super::shell_quote("/var/lib/x.conf"), "/var/lib/x.conf");
+        assert_eq!(super::shell_quote("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(super::shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(super::shell_quote(""), "''");
+    }
 }

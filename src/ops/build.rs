@@ -703,7 +703,9 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
             }
             if let Some(c) = &f.container {
                 text.push_str(&format!(
-                    "  the working container is kept; enter it with:\n    buildah run --isolation {isolation} {c} sh\n  remove it with: buildah rm {c}"
+                    "  the working container is kept; enter it with:\n    {}\n  remove it with: {}",
+                    executor.tool_command(&format!("run --isolation {isolation} {c} sh")),
+                    executor.tool_command(&format!("rm {c}"))
                 ));
             }
             if !text.is_empty() {
