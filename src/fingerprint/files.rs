@@ -351,6 +351,10 @@ impl FileIndex {
         stat: Option<&mut StatCache>,
     ) -> Result<()> {
         let mut found = Found::default();
+        let exclude_rel = exclude
+            .strip_prefix(root)
+            .ok()
+            .map(|x| rel_str(Path::new(""), x));
         // Named paths: files directly, directories walked from themselves.
         for rel in explicit {
             if self.files.contains_key(rel) {
@@ -362,7 +366,7 @@ impl FileIndex {
             // recorded the directories that would change if it appeared.
             let covered = !self.gitignore_met
                 && inside(rel, &self.walked)
-                && !left_out_by_walk(root, rel, exclude);
+                && !left_out_by_walk(rel, exclude_rel.as_deref());
             if covered
                 && !self.links.contains_key(rel)
                 && !rel
@@ -569,10 +573,16 @@ fn reached<'a>(
 }
 
 /// Is `rel` where a walk never looks whatever its roots: a `.git` (a
-/// directory, or a submodule's file) or below one, or the `exclude`
-/// directory? Named outright, such a path is still read.
-fn left_out_by_walk(root: &Path, rel: &str, exclude: &Path) -> bool {
-    rel.split('/').any(|c| c == ".git") || root.join(rel).starts_with(exclude)
+/// directory, or a submodule's file) or below one, or the excluded
+/// directory (`exclude`, workspace-relative; `None` when it lies outside
+/// the workspace)? Named outright, such a path is still read.
+fn left_out_by_walk(rel: &str, exclude: Option<&str>) -> bool {
+    rel.split('/').any(|c| c == ".git")
+        || exclude.is_some_and(|x| {
+            x.is_empty()
+                || rel == x
+                || (rel.starts_with(x) && rel.as_bytes().get(x.len()) == Some(&b'/'))
+        })
 }
 
 /// Is `rel` inside one of `roots` (a root itself or below one)?

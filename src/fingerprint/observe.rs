@@ -1102,16 +1102,7 @@ fn encode_one(out: &mut Vec<u8>, prev: &[u8], path: &[u8], look: Look, follow: b
     let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
     out.push(look.code());
     out.push(if follow { b'1' } else { b'0' });
-    let mut n = shared;
-    loop {
-        let low = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(low);
-            break;
-        }
-        out.push(low | 0x80);
-    }
+    super::statcache::varint(out, shared);
     out.extend_from_slice(&path[shared..]);
     out.push(0);
 }
@@ -1167,21 +1158,8 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<Observation>> {
             b'0' => false,
             _ => return None,
         };
-        let mut shared = 0usize;
-        let mut shift = 0u32;
         let mut tail = tail;
-        loop {
-            let (&b, t) = tail.split_first()?;
-            tail = t;
-            if shift > 28 {
-                return None;
-            }
-            shared |= usize::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
+        let shared = super::statcache::read_varint(&mut tail)?;
         let end = tail.iter().position(|&b| b == 0)?;
         if shared > prev.len() || shared + end == 0 {
             return None;

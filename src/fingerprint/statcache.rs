@@ -225,7 +225,8 @@ pub fn decode(bytes: &[u8]) -> Option<HashMap<String, StatEntry>> {
     Some(out)
 }
 
-fn varint(out: &mut Vec<u8>, mut n: usize) {
+/// `n` as LEB128 (the stat cache's and the observation record's encodings).
+pub(super) fn varint(out: &mut Vec<u8>, mut n: usize) {
     loop {
         let low = (n & 0x7f) as u8;
         n >>= 7;
@@ -237,7 +238,8 @@ fn varint(out: &mut Vec<u8>, mut n: usize) {
     }
 }
 
-fn read_varint(rest: &mut &[u8]) -> Option<usize> {
+/// [`varint`] reversed, from the front of `rest`; at most five bytes.
+pub(super) fn read_varint(rest: &mut &[u8]) -> Option<usize> {
     let mut n = 0usize;
     for shift in (0..35).step_by(7) {
         let (&b, r) = rest.split_first()?;
