@@ -89,6 +89,9 @@ pub enum Error {
     /// exit code of a command run by `debug`).
     #[error("")]
     Exit(u8),
+    /// The run was stopped by Ctrl-C or SIGTERM: exit code 130.
+    #[error("{0}")]
+    Interrupted(String),
     /// The environment is not usable (a tool is missing, SQLite, I/O): exit code 3.
     #[error("{message}{}", .hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
     Environment {
@@ -150,7 +153,7 @@ impl Error {
         match &mut self {
             Error::Input(e) => e.hint = Some(hint.into()),
             Error::Environment { hint: h, .. } => *h = Some(hint.into()),
-            Error::BuildFailed(_) | Error::Exit(_) => {}
+            Error::BuildFailed(_) | Error::Exit(_) | Error::Interrupted(_) => {}
         }
         self
     }
@@ -159,6 +162,7 @@ impl Error {
         match self {
             Error::BuildFailed(_) => 1,
             Error::Exit(c) => *c,
+            Error::Interrupted(_) => crate::interrupt::EXIT_CODE,
             Error::Input(_) => 2,
             Error::Environment { .. } => 3,
         }

@@ -1,0 +1,21 @@
+//! `layerbuild affected --since REV`: the layers a change touches.
+
+use super::{Env, Report};
+use crate::cli::AffectedArgs;
+use crate::error::Result;
+use crate::ops::affected::{AffectedReport, affected, render};
+
+pub fn exec(env: &Env, args: &AffectedArgs) -> Result<AffectedReport> {
+    affected(
+        &env.ctx,
+        &args.since,
+        args.until.as_deref(),
+        args.system.system.as_deref(),
+    )
+}
+
+impl Report for AffectedReport {
+    fn render(&self) -> String {
+        render(self)
+    }
+}

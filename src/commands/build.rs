@@ -1,0 +1,188 @@
+//! `layerbuild build LABEL...`: builds the layers (and their parents) the
+//! cache does not hold; `--dry-run` says what it would do; `--from-failed`
+//! re-runs a failed layer's steps in its kept container.
+
+use serde::Serialize;
+
+use super::{Env, Report};
+use crate::cli::BuildArgs;
+use crate::error::{Error, Result};
+use crate::label::Pattern;
+use crate::ops::build::{
+    BuildOptions, BuildReport, FromFailedReport, PlanReport, build, from_failed, plan, render_plan,
+    render_summary,
+};
+use crate::progress::{self, PlainReporter, Reporter};
+use crate::status::RunStatus;
+
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum BuildCommandReport {
+    Plan(PlanReport),
+    FromFailed(FromFailedReport),
+    Build(Built),
+}
+
+/// A build's report, with what its summary and exit need beside it.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Built {
+    report: BuildReport,
+    /// The labels named exactly: their image names close the summary.
+    #[serde(skip)]
+    targets: Vec<String>,
+    #[serde(skip)]
+    interrupted: bool,
+}
+
+pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
+    let patterns = crate::ops::parse_patterns(&args.labels)?;
+    let opts = BuildOptions {
+        patterns: patterns.clone(),
+        system: args.system.system,
+        jobs: args.jobs,
+        keep_going: args.keep_going,
+        isolation: args.isolation,
+        registry: args.registry,
+        cache_mode: args.cache_mode,
+        no_outputs: args.no_outputs,
+    };
+    let backend = env.backend()?;
+    if args.dry_run {
+        return Ok(BuildCommandReport::Plan(plan(&env.ctx, &opts, &backend)?));
+    }
+    // Progress goes to stderr; with --json, as plain lines.
+    let json = args.json;
+    let reporter_for = |n: usize| -> Box<dyn Reporter> {
+        if json {
+            Box::new(PlainReporter::new(n))
+        } else {
+            progress::reporter(n)
+        }
+    };
+    if args.from_failed {
+        let [Pattern::Exact(l)] = patterns.as_slice() else {
+            return Err(Error::input("--from-failed takes exactly one layer label")
+                .with_hint("e.g. layerbuild build --from-failed //compute/slurm"));
+        };
+        let reporter = reporter_for(1);
+        let r = from_failed(&env.ctx, l, &opts, &backend, reporter.as_ref())?;
+        return Ok(BuildCommandReport::FromFailed(r));
+    }
+    // Ctrl-C and SIGTERM stop the running steps, not the process.
+    crate::interrupt::set_mode(crate::interrupt::Mode::Build);
+    let report = build(
+        &env.ctx,
+        &opts,
+        &backend,
+        Some(&backend),
+        Some(&backend),
+        &reporter_for,
+    )?;
+    let targets = patterns
+        .iter()
+        .filter(|p| matches!(p, Pattern::Exact(_)))
+        .map(|p| p.to_string())
+        .collect();
+    Ok(BuildCommandReport::Build(Built {
+        report,
+        targets,
+        interrupted: crate::interrupt::requested(),
+    }))
+}
+
+impl Report for BuildCommandReport {
+    fn render(&self) -> String {
+        match self {
+            BuildCommandReport::Plan(p) => render_plan(p),
+            BuildCommandReport::FromFailed(r) => render_from_failed(r),
+            BuildCommandReport::Build(b) => render_summary(&b.report, &b.targets),
+        }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        match self {
+            BuildCommandReport::Build(b) => b
+                .report
+                .warnings
+                .iter()
+                .map(|w| format!("warning: {w}"))
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    fn outcome(&self) -> Result<()> {
+        match self {
+            BuildCommandReport::Plan(_) => Ok(()),
+            BuildCommandReport::FromFailed(r) if r.status == RunStatus::Failed => {
+                Err(Error::BuildFailed(format!("build failed: {}", r.label)))
+            }
+            BuildCommandReport::FromFailed(_) => Ok(()),
+            BuildCommandReport::Build(b) => b.outcome(),
+        }
+    }
+}
+
+fn render_from_failed(r: &FromFailedReport) -> String {
+    match r.status {
+        RunStatus::Succeeded => format!(
+            "{} succeeded in its kept container {}; not cached: only builds from a clean container are cached.\nBuild and cache it with: layerbuild build {}\n",
+            r.label, r.container, r.label
+        ),
+        RunStatus::Failed => format!(
+            "{} failed again in its kept container {} (log: {})\n",
+            r.label, r.container, r.log
+        ),
+    }
+}
+
+impl Built {
+    /// Interrupted (exit 130), outputs failed, the machine failed (exit 3),
+    /// layers failed (exit 1), or success.
+    fn outcome(&self) -> Result<()> {
+        let report = &self.report;
+        if self.interrupted {
+            let stopped: Vec<&str> = report.failed_layers().map(|l| l.label.as_str()).collect();
+            return Err(Error::Interrupted(format!(
+                "interrupted: {} not built{}",
+                if stopped.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    stopped.join(", ")
+                },
+                if report.layers.iter().any(|l| l.container.is_some()) {
+                    "; the working containers of the stopped steps are kept: layerbuild ls --failed"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if report.failed == 0 && report.outputs_failed > 0 {
+            return Err(Error::BuildFailed(format!(
+                "{} output(s) failed; the layers themselves are built and cached",
+                report.outputs_failed
+            )));
+        }
+        // The machine failing is not the layer failing: its cause, exit 3
+        // (the layer's steps may not even have run).
+        if let Some(l) = report.failed_layers().find(|l| l.environment) {
+            return Err(Error::env(format!(
+                "build failed: {}: {}",
+                l.label,
+                l.error.as_deref().unwrap_or("unknown error")
+            ))
+            .with_hint(l.hint.clone().unwrap_or_else(|| {
+                "fix the cause and run the build again; the layers built are cached".into()
+            })));
+        }
+        if report.failed > 0 {
+            let failed: Vec<&str> = report.failed_layers().map(|l| l.label.as_str()).collect();
+            return Err(Error::BuildFailed(format!(
+                "build failed: {}",
+                failed.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! `layerbuild export LABEL -o FILE`: writes a built layer's image as a
+//! file (squashfs, tar, OCI archive). Shares the output report with `push`.
+
+use super::{Env, Report};
+use crate::cli::ExportArgs;
+use crate::error::{Error, Result};
+use crate::ops::export::{OutputResult, built_image, perform, render};
+use crate::workspace::{ExportFormat, Output, SQUASHFS_COMPRESSORS};
+
+pub fn exec(env: &Env, args: ExportArgs) -> Result<OutputResult> {
+    let label = crate::ops::parse_label(&args.label)?;
+    if let Some(c) = &args.compression
+        && (args.format != ExportFormat::Squashfs || !SQUASHFS_COMPRESSORS.contains(&c.as_str()))
+    {
+        return Err(Error::input(format!(
+            "--compression {c} does not apply to {}",
+            args.format.name()
+        ))
+        .with_hint(format!(
+            "--compression is for squashfs: {}",
+            SQUASHFS_COMPRESSORS.join(", ")
+        )));
+    }
+    let path = std::path::absolute(&args.output).map_err(|e| Error::io(&args.output, e))?;
+    let output = Output::File {
+        format: args.format,
+        path,
+        compression: args.compression,
+    };
+    run_output(
+        env,
+        &label,
+        args.system.system.as_deref(),
+        &output,
+        args.force,
+    )
+}
+
+/// One output of a layer built at its current digest.
+pub(super) fn run_output(
+    env: &Env,
+    label: &crate::label::Label,
+    system: Option<&str>,
+    output: &Output,
+    force: bool,
+) -> Result<OutputResult> {
+    let backend = env.backend()?;
+    let (digest, image_id) = built_image(&env.ctx, label, system, &backend)?;
+    let cache = std::sync::Mutex::new(crate::cache::Cache::open(&env.ctx.ws.db_path())?);
+    Ok(perform(
+        &env.ctx.ws,
+        &cache,
+        &backend,
+        label,
+        &digest,
+        &image_id,
+        output,
+        force,
+    ))
+}
+
+impl Report for OutputResult {
+    /// A failure is said once, as the error (and in the JSON object).
+    fn render(&self) -> String {
+        match &self.error {
+            Some(_) => String::new(),
+            None => render(std::slice::from_ref(self)),
+        }
+    }
+
+    fn outcome(&self) -> Result<()> {
+        let Some(e) = &self.error else {
+            return Ok(());
+        };
+        let hint = if e.contains("server gave HTTP response to HTTPS client") {
+            "\n  hint: the registry speaks plain HTTP: add --tls-verify=false (or serve it over HTTPS)"
+        } else {
+            ""
+        };
+        Err(Error::BuildFailed(format!(
+            "{} -> {}: {e}{hint}",
+            self.label, self.target
+        )))
+    }
+}

@@ -1,0 +1,43 @@
+//! `layerbuild log LABEL`: the log of a layer's last build (or of a digest).
+
+use serde::Serialize;
+
+use super::{Env, Report};
+use crate::cli::LogArgs;
+use crate::error::Result;
+
+/// The log, with a header line (on stderr) saying which build it is.
+#[derive(Serialize)]
+pub struct LogReport {
+    header: String,
+    text: String,
+}
+
+pub fn exec(env: &Env, args: &LogArgs) -> Result<LogReport> {
+    let label = crate::ops::parse_label(&args.label)?;
+    let (row, text) = crate::ops::log::log(
+        &env.ctx,
+        &label,
+        args.system.system.as_deref(),
+        args.digest.as_deref(),
+    )?;
+    let header = format!(
+        "# {} {} at {} (digest {}, {})",
+        row.label,
+        row.status,
+        crate::ops::format_time(row.started_at),
+        crate::fingerprint::short(&row.digest),
+        row.log_path.as_deref().unwrap_or("")
+    );
+    Ok(LogReport { header, text })
+}
+
+impl Report for LogReport {
+    fn render(&self) -> String {
+        self.text.clone()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        vec![self.header.clone()]
+    }
+}

@@ -1,0 +1,189 @@
+//! The command layer: one file per subcommand. Each `exec` turns its clap
+//! arguments into an op's options, runs the op (with the backend when it
+//! needs one) and returns a [`Report`]: serialisable for `--json`,
+//! rendered for people, and saying how the command ends (its exit code).
+//! [`run`] is the dispatch.
+//!
+//! I/O: writes to the [`Output`] it is given; the ops do the rest.
+
+mod affected;
+mod build;
+mod cache;
+mod ci;
+mod clean;
+mod debug;
+mod export;
+mod gc;
+mod graph;
+mod hash;
+mod hash_diff;
+mod lint;
+mod log;
+mod ls;
+mod push;
+mod test;
+mod why;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::cli::{self, Cli, Command};
+use crate::error::{Error, Result};
+use crate::executor::buildah::Buildah;
+use crate::ops::Context;
+
+/// What a command found, for people and for scripts.
+pub trait Report: Serialize {
+    /// The text for people, on stdout.
+    fn render(&self) -> String;
+    /// Lines for stderr, said before the report (`warning: …`, `note: …`).
+    fn notes(&self) -> Vec<String> {
+        vec![]
+    }
+    /// How the command ends: `Ok` exits 0, an error its exit code.
+    fn outcome(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Where a command's report goes.
+pub trait Output {
+    /// Text for stdout, as it is.
+    fn stdout(&mut self, text: &str);
+    /// One line for stderr.
+    fn stderr(&mut self, line: &str);
+}
+
+/// Says `report`: its notes, then JSON or text, then its outcome.
+pub fn finish(out: &mut dyn Output, json: bool, report: &impl Report) -> Result<()> {
+    for n in report.notes() {
+        out.stderr(&n);
+    }
+    if json {
+        let text = serde_json::to_string_pretty(report).expect("reports serialise");
+        out.stdout(&format!("{text}\n"));
+    } else {
+        out.stdout(&report.render());
+    }
+    report.outcome()
+}
+
+/// What every command of a loaded workspace gets.
+pub struct Env<'a> {
+    pub ctx: Context,
+    storage: &'a cli::StorageArgs,
+}
+
+impl Env<'_> {
+    /// The backend, on the storage `--storage-root` or `[build]
+    /// storage_root` names (the composition root: the only place the
+    /// buildah backend is chosen).
+    pub fn backend(&self) -> Result<Buildah> {
+        let ctx = &self.ctx;
+        let b = Buildah::default();
+        let root = self
+            .storage
+            .storage_root
+            .clone()
+            .or_else(|| ctx.ws.build.storage_root.clone());
+        let Some(root) = root else { return Ok(b) };
+        let runroot = self
+            .storage
+            .storage_runroot
+            .clone()
+            .or_else(|| ctx.ws.build.storage_runroot.clone())
+            .unwrap_or_else(|| root.join("run"));
+        let s = crate::executor::buildah::Storage {
+            root,
+            runroot,
+            driver: ctx.ws.build.storage_driver.clone(),
+        };
+        b.with_storage(&s, &ctx.ws.cache_dir.join("storage"))
+    }
+}
+
+/// Runs one command line, saying its report to `out`.
+pub fn run(cli: Cli, out: &mut dyn Output) -> Result<()> {
+    let dir = match &cli.directory {
+        Some(d) => d.clone(),
+        None => {
+            std::env::current_dir().map_err(|e| Error::env(format!("current directory: {e}")))?
+        }
+    };
+    // lint reports an invalid Layerfile rather than stopping at its first error.
+    let command = match cli.command {
+        Command::Lint(args) => return finish(out, args.json, &lint::exec(&dir, &args)?),
+        command => command,
+    };
+    let env = load(&dir, &cli.storage)?;
+    match command {
+        Command::Build(a) => finish(out, a.json, &build::exec(&env, a)?),
+        Command::Hash(a) => finish(out, a.json, &hash::exec(&env, &a)?),
+        Command::Graph(a) => finish(out, false, &graph::exec(&env, &a)),
+        Command::Ls(a) => finish(out, a.json, &ls::exec(&env, &a)?),
+        Command::Why(a) => finish(out, a.json, &why::exec(&env, a)?),
+        Command::HashDiff(a) => finish(out, a.json, &hash_diff::exec(&env, &a)?),
+        Command::Log(a) => finish(out, false, &log::exec(&env, &a)?),
+        Command::Affected(a) => finish(out, a.json, &affected::exec(&env, &a)?),
+        Command::Debug(a) => finish(out, false, &debug::exec(&env, a)?),
+        Command::Test(a) => finish(out, a.json, &test::exec(&env, a)?),
+        Command::Export(a) => {
+            let json = a.json;
+            finish(out, json, &export::exec(&env, a)?)
+        }
+        Command::Push(a) => {
+            let json = a.json;
+            finish(out, json, &push::exec(&env, a)?)
+        }
+        Command::Ci(cli::CiCommand::Gitlab(a)) => finish(out, false, &ci::gitlab(&env, &a)?),
+        Command::Gc(a) => finish(out, a.json, &gc::exec(&env, &a)?),
+        Command::Cache(c) => {
+            let json = match &c {
+                cli::CacheCommand::Verify(a) => a.json,
+                cli::CacheCommand::RebuildIndex(a) => a.json,
+            };
+            finish(out, json, &cache::exec(&env, c)?)
+        }
+        Command::Clean(_) => finish(out, false, &clean::exec(&env)?),
+        Command::Lint(_) => Err(Error::env(
+            "internal: lint is run before loading the workspace",
+        )),
+    }
+}
+
+/// The workspace found from `dir`, after removing what a killed build
+/// left (the system's vars, secret values among them, go before anything
+/// else happens).
+fn load<'a>(dir: &std::path::Path, storage: &'a cli::StorageArgs) -> Result<Env<'a>> {
+    let ctx = Context::load(dir)?;
+    crate::ops::gc::remove_leftover_vars(&ctx.ws.cache_dir);
+    Ok(Env { ctx, storage })
+}
+
+/// `--json` off: a report that is only text.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Text(pub String);
+
+impl Report for Text {
+    fn render(&self) -> String {
+        self.0.clone()
+    }
+}
+
+/// The labels given, or every layer.
+fn labels_or_all(labels: &[String]) -> Vec<String> {
+    if labels.is_empty() {
+        vec!["//...".to_string()]
+    } else {
+        labels.to_vec()
+    }
+}
+
+/// A file written whole or not at all.
+fn write_atomically(path: &PathBuf, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,32 @@
+//! `layerbuild test LABEL`: runs a layer's image tests on its built image.
+
+use super::{Env, Report};
+use crate::cli::TestArgs;
+use crate::error::{Error, Result};
+use crate::ops::test::{TestOptions, TestReport, render, test};
+
+pub fn exec(env: &Env, args: TestArgs) -> Result<TestReport> {
+    let opts = TestOptions {
+        label: crate::ops::parse_label(&args.label)?,
+        system: args.system.system,
+        all: args.all,
+        isolation: args.isolation,
+    };
+    test(&env.ctx, &opts, &env.backend()?)
+}
+
+impl Report for TestReport {
+    fn render(&self) -> String {
+        render(self)
+    }
+
+    fn outcome(&self) -> Result<()> {
+        if self.failed > 0 {
+            return Err(Error::BuildFailed(format!(
+                "{} image test(s) failed",
+                self.failed
+            )));
+        }
+        Ok(())
+    }
+}
