@@ -522,6 +522,37 @@ pub fn describe(c: &Change, used_by: &str) -> Option<String> {
         Change::PackageAdded { name } => format!("package added: {name}"),
         Change::PackageRemoved { name } => format!("package removed: {name}"),
         Change::PackagesReordered => "packages reordered".into(),
+        Change::VarAdded { .. } | Change::VarRemoved { .. } | Change::VarChanged { .. } => {
+            describe_var(c)?
+        }
+        Change::EncryptedFileModified { path } => {
+            format!("{path} modified (ansible-vault encrypted: variables not shown)")
+        }
+        Change::CommandChanged { step, old, new } => describe_commands(step, old, new),
+        Change::DefinitionChanged { key, old, new } => {
+            format!("definition key {key} changed: {old} -> {new}")
+        }
+        Change::VariableAnalysisChanged {
+            new: Some(reason), ..
+        } => {
+            format!("all inventory variables now count because {reason}")
+        }
+        Change::VariableAnalysisChanged {
+            old: Some(reason),
+            new: None,
+        } => {
+            format!("only the inventory variables the play uses count again (before: {reason})")
+        }
+        Change::VariableAnalysisChanged { .. } => "variable analysis changed".into(),
+        Change::ImageMissing { image } => {
+            format!("the image of the last build, {image}, is no longer in container storage")
+        }
+    })
+}
+
+/// A variable's change as one line.
+fn describe_var(c: &Change) -> Option<String> {
+    Some(match c {
         Change::VarAdded {
             name,
             file,
@@ -573,41 +604,23 @@ pub fn describe(c: &Change, used_by: &str) -> Option<String> {
                 var_suffix(old, *vault, Some(new))
             )
         }
-        Change::EncryptedFileModified { path } => {
-            format!("{path} modified (ansible-vault encrypted: variables not shown)")
-        }
-        Change::CommandChanged { step, old, new } => {
-            let mut s = format!("{step} commands changed:");
-            for c in old.iter().filter(|c| !new.contains(c)) {
-                s.push_str(&format!("\n  - {c}"));
-            }
-            for c in new.iter().filter(|c| !old.contains(c)) {
-                s.push_str(&format!("\n  + {c}"));
-            }
-            if old.iter().all(|c| new.contains(c)) && new.iter().all(|c| old.contains(c)) {
-                s.push_str(" (reordered)");
-            }
-            s
-        }
-        Change::DefinitionChanged { key, old, new } => {
-            format!("definition key {key} changed: {old} -> {new}")
-        }
-        Change::VariableAnalysisChanged {
-            new: Some(reason), ..
-        } => {
-            format!("all inventory variables now count because {reason}")
-        }
-        Change::VariableAnalysisChanged {
-            old: Some(reason),
-            new: None,
-        } => {
-            format!("only the inventory variables the play uses count again (before: {reason})")
-        }
-        Change::VariableAnalysisChanged { .. } => "variable analysis changed".into(),
-        Change::ImageMissing { image } => {
-            format!("the image of the last build, {image}, is no longer in container storage")
-        }
+        _ => return None,
     })
+}
+
+/// A step's commands: those removed (`-`) and added (`+`), or reordered.
+fn describe_commands(step: &str, old: &[String], new: &[String]) -> String {
+    let mut s = format!("{step} commands changed:");
+    for c in old.iter().filter(|c| !new.contains(c)) {
+        s.push_str(&format!("\n  - {c}"));
+    }
+    for c in new.iter().filter(|c| !old.contains(c)) {
+        s.push_str(&format!("\n  + {c}"));
+    }
+    if old.iter().all(|c| new.contains(c)) && new.iter().all(|c| old.contains(c)) {
+        s.push_str(" (reordered)");
+    }
+    s
 }
 
 fn var_kind(file: &str) -> &'static str {

@@ -67,6 +67,19 @@ status! {
     }
 }
 
+status! {
+    /// What `why` says of a layer.
+    WhyStatus {
+        /// A build would reuse an image.
+        UpToDate => "up_to_date",
+        NeedsRebuild => "needs_rebuild",
+        NeverBuilt => "never_built",
+        /// `--since REV`: the digest is the one at REV.
+        UnchangedSince => "unchanged_since",
+        ChangedSince => "changed_since",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use crate::status::WhyStatus;
+
 use super::git::{export_revision, tempfile_dir};
 use super::{Context, format_time};
 use crate::cache::{BuildRow, Cache};
@@ -25,9 +27,7 @@ pub struct WhyReport {
     pub label: String,
     pub system: Option<String>,
     pub digest: String,
-    /// `up_to_date`, `needs_rebuild`, `never_built`; with `--since`:
-    /// `unchanged_since` or `changed_since`.
-    pub status: &'static str,
+    pub status: WhyStatus,
     /// The build an up-to-date label would reuse, or the one compared against.
     pub compared_to: Option<Compared>,
     pub changes: Vec<Change>,
@@ -57,7 +57,7 @@ impl WhyReport {
             label: fp.label.to_string(),
             system,
             digest: fp.digest.clone(),
-            status: "",
+            status: WhyStatus::NeverBuilt,
             compared_to: None,
             changes: vec![],
             would_build: vec![],
@@ -117,20 +117,51 @@ fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Resul
     )?;
 
     let mut report = WhyReport::start(fp, sys.map(str::to_string));
+    if let Freshness::Dirty {
+        reason: DirtyReason::NeverBuilt,
+    } = fresh
+    {
+        let for_system = sys.map(|s| format!(" for system {s}")).unwrap_or_default();
+        for l in &labels {
+            let f = plan::freshness(
+                cache.as_ref(),
+                images.as_ref(),
+                &prints[l],
+                sys,
+                &lookup,
+                false,
+            )?;
+            if !f.is_fresh() {
+                report.would_build.push(l.to_string());
+            }
+        }
+        report.text = format!(
+            "{label} has never been built{for_system}; a build would build: {}\n",
+            report.would_build.join(", ")
+        );
+        return Ok(report);
+    }
+    explain_freshness(&mut report, fresh);
+    Ok(report)
+}
+
+/// Fills `report` in for a layer that is up to date or was built before.
+fn explain_freshness(report: &mut WhyReport, fresh: Freshness) {
+    let label = report.label.clone();
     match fresh {
         Freshness::Fresh {
             image_name,
             built_at,
             ..
         } => {
-            report.status = "up_to_date";
+            report.status = WhyStatus::UpToDate;
             report.text = format!(
                 "{label} is up to date: a build would reuse {image_name} (built {}, digest {}…)\n",
                 format_time(built_at),
-                short(&fp.digest)
+                short(&report.digest)
             );
             report.compared_to = Some(Compared {
-                digest: fp.digest.clone(),
+                digest: report.digest.clone(),
                 built_at: Some(built_at),
                 image_name: Some(image_name),
                 revision: None,
@@ -138,27 +169,7 @@ fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Resul
         }
         Freshness::Dirty {
             reason: DirtyReason::NeverBuilt,
-        } => {
-            report.status = "never_built";
-            for l in &labels {
-                let f = plan::freshness(
-                    cache.as_ref(),
-                    images.as_ref(),
-                    &prints[l],
-                    sys,
-                    &lookup,
-                    false,
-                )?;
-                if !f.is_fresh() {
-                    report.would_build.push(l.to_string());
-                }
-            }
-            let for_system = sys.map(|s| format!(" for system {s}")).unwrap_or_default();
-            report.text = format!(
-                "{label} has never been built{for_system}; a build would build: {}\n",
-                report.would_build.join(", ")
-            );
-        }
+        } => {}
         Freshness::Dirty {
             reason:
                 DirtyReason::Changed {
@@ -167,7 +178,7 @@ fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Resul
                     changes,
                 },
         } => {
-            report.status = "needs_rebuild";
+            report.status = WhyStatus::NeedsRebuild;
             report.text = format!(
                 "{label} needs a rebuild (last built {}, digest {}…):\n{}",
                 format_time(last_built_at),
@@ -189,7 +200,7 @@ fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Resul
                     last_built_at,
                 },
         } => {
-            report.status = "needs_rebuild";
+            report.status = WhyStatus::NeedsRebuild;
             report.text = format!(
                 "{label} needs a rebuild (last built {}, digest {}…): that build was recorded by another layerbuild format, so its inputs cannot be compared\n",
                 format_time(last_built_at),
@@ -197,7 +208,6 @@ fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Resul
             );
         }
     }
-    Ok(report)
 }
 
 /// Compares against the workspace as it was at git revision `rev`: the
@@ -223,7 +233,7 @@ fn why_since(
     let fp = &prints[label];
     let mut report = WhyReport::start(fp, system.clone());
     if !old_ws.layers.contains_key(label) {
-        report.status = "changed_since";
+        report.status = WhyStatus::ChangedSince;
         report.text = format!("{label} did not exist at {rev}\n");
         return Ok(report);
     }
@@ -247,13 +257,13 @@ fn why_since(
         revision: Some(rev.to_string()),
     });
     if ofp.digest == fp.digest {
-        report.status = "unchanged_since";
+        report.status = WhyStatus::UnchangedSince;
         report.text = format!(
             "{label} is unchanged since {rev} (digest {}…)\n",
             short(&fp.digest)
         );
     } else {
-        report.status = "changed_since";
+        report.status = WhyStatus::ChangedSince;
         report.text = format!(
             "{label} changed since {rev} (digest {}… -> {}…):\n{}",
             short(&ofp.digest),
