@@ -114,7 +114,7 @@ fn run_output(
     system: Option<&str>,
     output: &workspace::Output,
     force: bool,
-    executor: &executor::buildah::Buildah,
+    executor: &dyn executor::Backend,
 ) -> Result<ops::export::OutputResult> {
     let (digest, image_id) = ops::export::built_image(ctx, label, system, executor)?;
     let cache = std::sync::Mutex::new(cache::Cache::open(&ctx.ws.db_path())?);
@@ -169,7 +169,7 @@ fn lint(dir: &std::path::Path, args: &cli::LintArgs) -> Result<()> {
 fn cache_command(
     ctx: &Context,
     cmd: cli::CacheCommand,
-    executor: &executor::buildah::Buildah,
+    executor: &dyn executor::Backend,
 ) -> Result<()> {
     match cmd {
         cli::CacheCommand::Verify(args) => {

@@ -12,8 +12,7 @@ use super::{Context, container_name, image_name, now_secs};
 use crate::cache::lock::{DigestLock, Holder};
 use crate::cache::{BuildRecord, Cache};
 use crate::error::{Error, Result};
-use crate::executor::buildah::RegistryEntry;
-use crate::executor::{BuildRequest, Executor, PlayRequest, Registry};
+use crate::executor::{Backend, BuildRequest, PlayRequest, Registry, RegistryEntry};
 use crate::fingerprint::Fingerprint;
 use crate::fingerprint::session::{Source, Want};
 use crate::label::{Label, Pattern};
@@ -129,7 +128,8 @@ impl<'a> RegistryUse<'a> {
                         }
                         let r = self
                             .client
-                            .lookup(&self.reference(label, digest), self.tls_verify);
+                            .lookup(&self.reference(label, digest), self.tls_verify)
+                            .map_err(|e| e.to_string());
                         if let Err(e) = &r {
                             self.unreachable(e);
                         }
@@ -226,7 +226,7 @@ struct Failed {
 pub fn build(
     ctx: &Context,
     opts: &BuildOptions,
-    executor: &dyn Executor,
+    executor: &dyn Backend,
     registry: Option<&dyn Registry>,
     exporter: Option<&dyn crate::executor::Exporter>,
     reporter_for: &dyn Fn(usize) -> Box<dyn Reporter>,
@@ -246,7 +246,7 @@ pub fn build(
     // image store is listed (read-only; its answer is used only once the
     // fingerprint succeeded).
     let (fp, images) = std::thread::scope(|s| {
-        let listing = s.spawn(|| executor.images_named());
+        let listing = s.spawn(|| executor.images_named().map_err(Error::from));
         let fp = crate::ops::fingerprints(ws, system, &labels, Want::Digests);
         let images = listing
             .join()
@@ -499,7 +499,7 @@ struct RunCtx<'a> {
     /// layer to build asks about an image of its name only if there is one.
     names: &'a Mutex<Option<HashMap<String, String>>>,
     isolation: &'a str,
-    executor: &'a dyn Executor,
+    executor: &'a dyn Backend,
     reporter: &'a dyn Reporter,
     cache: &'a Mutex<Cache>,
     images: &'a Mutex<HashSet<String>>,
@@ -672,7 +672,11 @@ fn build_one(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Fa
                 && reg.usable()
             {
                 let reference = reg.reference(label, &fp.digest);
-                if let Err(e) = reg.client.push(&out.image_id, &reference, reg.tls_verify) {
+                if let Err(e) = reg
+                    .client
+                    .push(&out.image_id, &reference, reg.tls_verify)
+                    .map_err(|e| e.to_string())
+                {
                     reg.warn(format!(
                         "{label_s}: push to {reference} failed ({}); the build itself succeeded",
                         e.lines().last().unwrap_or(&e)
@@ -979,7 +983,7 @@ pub struct PlannedLayer {
 }
 
 /// `build --dry-run`: what a build would do, without building.
-pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Executor) -> Result<PlanReport> {
+pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Backend) -> Result<PlanReport> {
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
@@ -1082,7 +1086,7 @@ pub fn from_failed(
     ctx: &Context,
     label: &Label,
     opts: &BuildOptions,
-    buildah: &crate::executor::buildah::Buildah,
+    buildah: &dyn Backend,
     reporter: &dyn Reporter,
 ) -> Result<FromFailedReport> {
     let ws = &ctx.ws;
@@ -1312,7 +1316,11 @@ fn try_pull(run: &RunCtx<'_>, reg: &RegistryUse<'_>, fp: &Fingerprint) -> Option
     }
     let started_at = now_secs();
     let t0 = Instant::now();
-    let image_id = match reg.client.pull(&reference, reg.tls_verify) {
+    let image_id = match reg
+        .client
+        .pull(&reference, reg.tls_verify)
+        .map_err(|e| e.to_string())
+    {
         Ok(id) => id,
         Err(e) => {
             reg.warn(format!(
