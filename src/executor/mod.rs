@@ -14,6 +14,7 @@ pub mod cli;
 pub mod error;
 pub mod export;
 pub mod inspect;
+pub mod recording;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
