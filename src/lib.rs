@@ -24,6 +24,7 @@ pub mod plan;
 pub mod progress;
 pub mod scheduler;
 pub mod secrets;
+pub mod status;
 pub mod timings;
 pub mod workspace;
 
@@ -238,7 +239,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 let r = ops::build::from_failed(&ctx, l, &opts, &executor, reporter.as_ref())?;
                 if args.json {
                     print_json(&r);
-                } else if r.status == "succeeded" {
+                } else if r.status == status::RunStatus::Succeeded {
                     outln!(
                         "{} succeeded in its kept container {}; not cached: only builds from a clean container are cached.\nBuild and cache it with: layerbuild build {}",
                         r.label,
@@ -253,7 +254,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         r.log
                     );
                 }
-                if r.status == "failed" {
+                if r.status == status::RunStatus::Failed {
                     return Err(Error::BuildFailed(format!("build failed: {}", r.label)));
                 }
                 return Ok(());
@@ -288,12 +289,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 out!("{}", ops::build::render_summary(&report, &targets));
             }
             if interrupt::requested() {
-                let stopped: Vec<&str> = report
-                    .layers
-                    .iter()
-                    .filter(|l| l.status == "failed")
-                    .map(|l| l.label.as_str())
-                    .collect();
+                let stopped: Vec<&str> = report.failed_layers().map(|l| l.label.as_str()).collect();
                 eprintln!(
                     "error: interrupted: {} not built{}",
                     if stopped.is_empty() {
@@ -317,11 +313,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             // The machine failing is not the layer failing: its cause,
             // exit 3 (the layer's steps may not even have run).
-            if let Some(l) = report
-                .layers
-                .iter()
-                .find(|l| l.status == "failed" && l.environment)
-            {
+            if let Some(l) = report.failed_layers().find(|l| l.environment) {
                 return Err(Error::env(format!(
                     "build failed: {}: {}",
                     l.label,
@@ -332,12 +324,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 })));
             }
             if report.failed > 0 {
-                let failed: Vec<&str> = report
-                    .layers
-                    .iter()
-                    .filter(|l| l.status == "failed")
-                    .map(|l| l.label.as_str())
-                    .collect();
+                let failed: Vec<&str> = report.failed_layers().map(|l| l.label.as_str()).collect();
                 return Err(Error::BuildFailed(format!(
                     "build failed: {}",
                     failed.join(", ")

@@ -103,6 +103,22 @@ impl Lookup for HistoryLookup<'_> {
     }
 }
 
+/// The one test of freshness that plan, build and dry run share: is the
+/// image of a cache row in storage? `images` is the set of image ids there
+/// (`None` when it could not be listed: then the database is trusted).
+pub fn in_storage(row: &crate::cache::CachedLayer, images: Option<&HashSet<String>>) -> bool {
+    images.is_none_or(|i| i.contains(&row.image_id))
+}
+
+/// The cache row of `digest` when it is fresh ([`in_storage`]).
+pub fn fresh_row(
+    cache: &Cache,
+    images: Option<&HashSet<String>>,
+    digest: &str,
+) -> Result<Option<crate::cache::CachedLayer>> {
+    Ok(cache.lookup(digest)?.filter(|row| in_storage(row, images)))
+}
+
 /// Freshness of one layer. `images` is the set of image ids in storage
 /// (`None` when it could not be listed: then the database is trusted).
 pub fn freshness(
@@ -118,9 +134,7 @@ pub fn freshness(
             reason: DirtyReason::NeverBuilt,
         });
     };
-    if let Some(row) = cache.lookup(&fp.digest)?
-        && images.is_none_or(|i| i.contains(&row.image_id))
-    {
+    if let Some(row) = fresh_row(cache, images, &fp.digest)? {
         return Ok(Freshness::Fresh {
             image_name: row.image_name,
             image_id: row.image_id,

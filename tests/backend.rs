@@ -52,6 +52,7 @@ fn status<'a>(report: &'a ops::build::BuildReport, label: &str) -> &'a str {
         .find(|l| l.label == label)
         .unwrap_or_else(|| panic!("{label} not in the report"))
         .status
+        .as_str()
 }
 
 fn image_name(ws: &TestWs, label: &str, digest: &str) -> String {

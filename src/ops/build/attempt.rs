@@ -1,0 +1,404 @@
+//! One layer's attempt, as a chain of small steps, each of which may finish
+//! the layer: recheck the cache → take the digest's lock → recheck →
+//! adopt an image a killed build committed → pull from the registry →
+//! build → record → push.
+//!
+//! I/O: the cache (SQLite, behind the run's mutex), the digest lock files,
+//! the layer's scratch directory and log; processes only through the
+//! backend's [`Executor`] and [`crate::executor::Registry`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::registry::{RegistryUse, try_pull};
+use super::report::{Done, Failed};
+use super::request::{new_log_path, play_request, record, request, with_vault_files};
+use crate::cache::Cache;
+use crate::cache::lock::{DigestLock, Holder};
+use crate::error::{Error, Result};
+use crate::executor::{Backend, BuildFailure, BuildRequest, ImageNames};
+use crate::fingerprint::Fingerprint;
+use crate::label::Label;
+use crate::ops::{container_name, image_name, now_secs};
+use crate::progress::Reporter;
+use crate::workspace::{Parent, System, Workspace};
+
+/// What the layers of a run learn as they go, behind one mutex.
+pub(super) struct Shared {
+    /// Image names in storage when the run began (`None`: unknown), so a
+    /// layer to build asks about an image of its name only if there is one.
+    pub(super) names: Option<ImageNames>,
+    /// Ids of the images in storage.
+    pub(super) images: HashSet<String>,
+    /// The image each finished layer of the run ended with (its children
+    /// start from it).
+    pub(super) image_of: BTreeMap<Label, String>,
+}
+
+/// What every layer of one build shares.
+pub(super) struct RunCtx<'a> {
+    pub(super) ws: &'a Workspace,
+    pub(super) system: Option<&'a System>,
+    /// The labels of the run, and their full fingerprints once computed
+    /// (when the memo served digests and a layer turns out to need
+    /// building after all: its image vanished meanwhile).
+    pub(super) labels: &'a [Label],
+    pub(super) full: OnceLock<std::result::Result<BTreeMap<Label, Fingerprint>, String>>,
+    pub(super) isolation: &'a str,
+    pub(super) executor: &'a dyn Backend,
+    pub(super) reporter: &'a dyn Reporter,
+    pub(super) cache: Mutex<Cache>,
+    pub(super) shared: Mutex<Shared>,
+    pub(super) registry: Option<&'a RegistryUse<'a>>,
+}
+
+impl RunCtx<'_> {
+    pub(super) fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The machine failed around `label`'s steps (said as it happens).
+    fn environment_failure(&self, label: &str, e: Error) -> Failed {
+        let (message, hint) = e.message_and_hint();
+        self.reporter.failed(label, &message);
+        Failed::environment(message, hint)
+    }
+
+    /// `label` itself failed (said as it happens).
+    fn layer_failure(&self, label: &str, message: String) -> Failed {
+        self.reporter.failed(label, &message);
+        Failed::layer(message)
+    }
+
+    /// The full fingerprint of the layer `light` stands for; an error if
+    /// its digest is no longer the one the build started with.
+    fn full_print(&self, light: &Fingerprint) -> std::result::Result<Fingerprint, String> {
+        let all = self.full.get_or_init(|| {
+            crate::ops::manifests(self.ws, self.system, self.labels).map_err(|e| e.to_string())
+        });
+        let fp = all.as_ref().map_err(Clone::clone)?[&light.label].clone();
+        if fp.digest != light.digest {
+            return Err(format!(
+                "the inputs of {} changed during the build (its digest is now {}); run the build again",
+                light.label,
+                crate::fingerprint::short(&fp.digest)
+            ));
+        }
+        Ok(fp)
+    }
+}
+
+/// One layer of the run, from its (maybe light) fingerprint to its image.
+pub(super) fn attempt(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Failed> {
+    let label_s = fp.label.to_string();
+    let fail = |e: Error| run.environment_failure(&label_s, e);
+
+    // Look the digest up right before starting: another process (or an
+    // earlier layer of this run) may have built it since the plan was made.
+    if let Some(done) = reuse_cached(run, fp, false).map_err(fail)? {
+        return Ok(done);
+    }
+    if crate::interrupt::requested() {
+        return Err(run.layer_failure(&label_s, "not started: the build was interrupted".into()));
+    }
+    let full_fp;
+    let fp = if fp.light {
+        full_fp = run
+            .full_print(fp)
+            .map_err(|m| run.layer_failure(&label_s, m))?;
+        &full_fp
+    } else {
+        fp
+    };
+    // A miss: build it holding the digest's lock, so concurrent layerbuilds
+    // build each digest once. Whoever waited looks again afterwards.
+    let mut waited = false;
+    let _lock = DigestLock::acquire(&run.ws.cache_dir, &fp.digest, &label_s, &mut |h| {
+        waited = true;
+        run.reporter.println(&waiting_line(&label_s, h));
+    })
+    .map_err(fail)?;
+    if let Some(done) = reuse_cached(run, fp, true).map_err(fail)? {
+        return Ok(done);
+    }
+    if waited {
+        // Whoever held the lock may have committed meanwhile.
+        run.shared().names = None;
+    }
+    if let Some(done) = adopt_committed(run, fp) {
+        return Ok(done);
+    }
+    if let Some(reg) = run.registry
+        && let Some(done) = try_pull(run, reg, fp)
+    {
+        return Ok(done);
+    }
+    build_here(run, fp)
+}
+
+/// The image `fp`'s layer starts from: `None` for scratch.
+fn parent_image(run: &RunCtx<'_>, fp: &Fingerprint) -> Result<Option<String>> {
+    Ok(match &run.ws.layers[&fp.label].parent {
+        Parent::Scratch => None,
+        Parent::Image(r) => Some(r.clone()),
+        Parent::Layer(p) => Some(
+            run.shared()
+                .image_of
+                .get(p)
+                .cloned()
+                .ok_or_else(|| Error::env(format!("internal: parent {p} has no image")))?,
+        ),
+    })
+}
+
+/// Runs the layer's steps in a clean container and records the outcome.
+fn build_here(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Failed> {
+    let ws = run.ws;
+    let label = &fp.label;
+    let label_s = label.to_string();
+    let fail = |e: Error| run.environment_failure(&label_s, e);
+    let from = parent_image(run, fp).map_err(fail)?;
+    let started_at = now_secs();
+    let image = image_name(ws, label, &fp.digest);
+    let container = container_name(ws, label, &fp.digest);
+    let log_path = new_log_path(ws, label, started_at, &fp.digest, "");
+    let work_dir = ws.cache_dir.join("tmp").join(&container);
+    let req = BuildRequest {
+        image_name: image.clone(),
+        container_name: container,
+        from,
+        log_path: log_path.clone(),
+        work_dir: work_dir.clone(),
+        reuse_container: false,
+        secrets: fp.secrets.clone(),
+        play: with_vault_files(ws, play_request(ws, run.system, label), fp),
+        ..request(ws, run.system, label, &fp.digest, run.isolation)
+    };
+
+    // Before the container exists: `gc` removes a working container whose
+    // owner.pid is missing or names a dead process, so it must never see
+    // this build's container without it.
+    write_owner_pid(&work_dir).map_err(fail)?;
+    run.reporter.started(&label_s, &fp.digest);
+    let t0 = Instant::now();
+    let outcome = run.executor.build(&req, run.reporter);
+    let elapsed = t0.elapsed();
+    let rec = record(
+        &label_s,
+        run.system,
+        fp,
+        started_at,
+        elapsed,
+        Some(&log_path),
+        "built",
+    );
+    let image_id = match outcome {
+        Ok(out) => out.image_id,
+        Err(f) => {
+            let _ = run
+                .cache()
+                .record_failed(&rec, f.container.as_deref(), &f.message);
+            return Err(said_failure(run, &label_s, f, log_path));
+        }
+    };
+    if let Err(e) = run.cache().record_built(&rec, &image_id, &image) {
+        run.reporter.failed(
+            &label_s,
+            &format!("built, but could not record it in the cache: {e}"),
+        );
+        return Err(Failed {
+            log: Some(log_path),
+            ..Failed::environment(format!("could not record in the cache: {e}"), None)
+        });
+    }
+    let _ = std::fs::remove_dir_all(&work_dir);
+    run.shared().images.insert(image_id.clone());
+    if let Some(reg) = run.registry {
+        reg.push_built(label, &fp.digest, &image_id);
+    }
+    run.reporter.built(&label_s, elapsed);
+    Ok(Done::Built {
+        image_id,
+        image_name: image,
+        elapsed,
+        log: log_path,
+    })
+}
+
+/// A failed build step, said with the end of its log and how to enter the
+/// kept container.
+fn said_failure(run: &RunCtx<'_>, label: &str, f: BuildFailure, log_path: PathBuf) -> Failed {
+    run.reporter.failed(label, &f.message);
+    let mut text = String::new();
+    let tail = log_tail(&log_path, 15);
+    if !tail.is_empty() {
+        text.push_str(&format!(
+            "---- last lines of {} ----\n{tail}\n----\n",
+            run.ws.display_path(&log_path)
+        ));
+    }
+    if let Some(c) = &f.container {
+        text.push_str(&format!(
+            "  the working container is kept; enter it with:\n    {}\n  remove it with: {}",
+            run.executor
+                .tool_command(&format!("run --isolation {} {c} sh", run.isolation)),
+            run.executor.tool_command(&format!("rm {c}"))
+        ));
+    }
+    if !text.is_empty() {
+        run.reporter.println(&text);
+    }
+    Failed {
+        container: f.container,
+        log: Some(log_path),
+        ..Failed::layer(f.message)
+    }
+}
+
+/// The cached image of `fp`'s digest, if the cache has a row and storage
+/// the image. A row whose image was deleted is a miss, not an error; with
+/// `repair` (the digest's lock held) the row is deleted.
+fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Option<Done>> {
+    let label_s = fp.label.to_string();
+    let Some(row) = run.cache().lookup(&fp.digest)? else {
+        return Ok(None);
+    };
+    let mut present = crate::plan::in_storage(&row, Some(&run.shared().images));
+    if !present {
+        // The store may have changed since the run began.
+        if let Ok(fresh) = run.executor.images() {
+            present = crate::plan::in_storage(&row, Some(&fresh));
+            run.shared().images = fresh;
+        }
+    }
+    if !present {
+        if repair {
+            run.cache().forget_layer(&fp.digest)?;
+            run.reporter.println(&format!(
+                "{label_s}: its cached image {} is gone from container storage; building it again",
+                row.image_name
+            ));
+        }
+        return Ok(None);
+    }
+    // The row is a file anyone may edit: its image must be this layer's
+    // build. The listing shows it when a name layerbuild gives only to this
+    // layer's builds of this digest (its local name, or the registry
+    // reference it was pulled as) is on that image; otherwise its labels
+    // are read (a retagged or renamed image, an edited row).
+    let names = run.shared().names.clone();
+    let on_image = |name: &str| names.as_ref().and_then(|n| n.get(name)) == Some(&row.image_id);
+    let own = image_name(run.ws, &fp.label, &fp.digest);
+    let trusted = [own.as_str(), row.image_name.as_str()]
+        .into_iter()
+        .any(|n| on_image(n) && names_build(n, &fp.label, &fp.digest))
+        || crate::ops::cache::committed_build(run.executor, &row.image_id, &fp.label, &fp.digest)
+            .is_some_and(|m| m.id == row.image_id);
+    if !trusted {
+        run.cache().forget_layer(&fp.digest)?;
+        run.reporter.println(&format!(
+            "{label_s}: the cache names image {} for it, which is not its build (its labels say otherwise); building it again",
+            crate::fingerprint::short(&row.image_id)
+        ));
+        return Ok(None);
+    }
+    // Report a name only while it still names this image.
+    let image_name = [row.image_name.as_str(), own.as_str()]
+        .into_iter()
+        .find(|n| on_image(n))
+        .map_or_else(|| row.image_id.clone(), str::to_string);
+    run.reporter.cached(&label_s, &row.image_id);
+    Ok(Some(Done::Cached {
+        image_id: row.image_id,
+        image_name,
+    }))
+}
+
+/// Is `name` one layerbuild gives only to `label`'s builds of `digest`:
+/// `…/TYPE/LAYER:TAG` with a tag of 12 or more leading characters of the
+/// digest (the local name, a registry reference)?
+fn names_build(name: &str, label: &Label, digest: &str) -> bool {
+    let Some((repo, tag)) = name.rsplit_once(':') else {
+        return false;
+    };
+    let path = format!(
+        "/{}/{}",
+        label.image_type().to_lowercase(),
+        label.layer().to_lowercase()
+    );
+    tag.len() >= 12 && digest.starts_with(tag) && repo.ends_with(&path)
+}
+
+/// After a build was killed between `buildah commit` and its cache record,
+/// its image is in storage under this digest's name and label but has no
+/// row: record it (source `adopted`) instead of building again. A layer
+/// with image tests gets that name only after they passed (it is committed
+/// as `NAME-untested`). Anything unexpected (inspect failing) means building.
+fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint) -> Option<Done> {
+    let label = &fp.label;
+    let name = image_name(run.ws, label, &fp.digest);
+    // No image of that name when the run began: none to adopt, without
+    // asking storage (a `buildah inspect` per layer built). When this run
+    // waited for the digest's lock the names are unknown and storage is
+    // asked. An image committed by a process that died between our listing
+    // and our lock, without our waiting, is built again: wasted work, never
+    // a wrong image.
+    let named = run.shared().names.as_ref().map(|n| n.contains_key(&name));
+    if named == Some(false) {
+        return None;
+    }
+    let meta = crate::ops::cache::committed_build(run.executor, &name, label, &fp.digest)?;
+    let label_s = label.to_string();
+    let started_at = meta.created.unwrap_or_else(now_secs);
+    let rec = record(
+        &label_s,
+        run.system,
+        fp,
+        started_at,
+        Duration::ZERO,
+        None,
+        "adopted",
+    );
+    run.cache().record_built(&rec, &meta.id, &name).ok()?;
+    run.shared().images.insert(meta.id.clone());
+    run.reporter.println(&format!(
+        "{label_s}: adopted {name}: already in container storage with this digest (an interrupted build, or another copy of the workspace), not recorded here"
+    ));
+    run.reporter.cached(&label_s, &meta.id);
+    Some(Done::Cached {
+        image_id: meta.id,
+        image_name: name,
+    })
+}
+
+/// The progress line of a layer waiting for another process's lock.
+fn waiting_line(label: &str, h: &Holder) -> String {
+    match h.pid {
+        Some(pid) => format!("waiting for another layerbuild building {label} (pid {pid})"),
+        None => format!("waiting for another layerbuild building {label}"),
+    }
+}
+
+/// The file in a working container's scratch directory naming the process
+/// that builds in it (read by `gc`).
+pub const OWNER_PID_FILE: &str = "owner.pid";
+
+fn write_owner_pid(work_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
+    let p = work_dir.join(OWNER_PID_FILE);
+    std::fs::write(&p, format!("{}\n", std::process::id())).map_err(|e| Error::io(&p, e))
+}
+
+pub(super) fn log_tail(path: &Path, n: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,126 @@
+//! `build --dry-run`: what a build would do, without building. Each layer
+//! is fresh or dirty by the same predicate a build uses
+//! ([`crate::plan::fresh_row`]), with the first reason for a rebuild.
+//!
+//! I/O: fingerprinting (files, the fingerprint database), the build cache
+//! (read), one listing of the image store through the backend.
+
+use serde::Serialize;
+
+use super::BuildOptions;
+use crate::cache::Cache;
+use crate::error::Result;
+use crate::executor::Backend;
+use crate::fingerprint::session::{Source, Want};
+use crate::ops::Context;
+use crate::plan::{Freshness, HistoryLookup, freshness};
+pub use crate::status::PlanStatus;
+
+/// Schema version of `build --dry-run --json`.
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    pub version: u32,
+    pub system: Option<String>,
+    /// In topological order.
+    pub layers: Vec<PlannedLayer>,
+    pub dirty: usize,
+    pub fresh: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedLayer {
+    pub label: String,
+    pub digest: String,
+    pub status: PlanStatus,
+    /// One line: the first root cause, or the image that would be reused.
+    pub reason: String,
+    pub image_name: Option<String>,
+    pub freshness: Freshness,
+}
+
+/// `build --dry-run`: what a build would do, without building.
+pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Backend) -> Result<PlanReport> {
+    let ws = &ctx.ws;
+    let system = ws.system(opts.system.as_deref())?;
+    let labels = ctx.graph.select(&opts.patterns)?;
+    // Digests from the memo when nothing changed; whole manifests only
+    // when a layer has a build history to explain a change against (none
+    // without a cache).
+    let cache = Cache::open_existing(&ws.db_path())?;
+    let want = match cache {
+        Some(_) => Want::Digests,
+        None => Want::DigestsOnly,
+    };
+    let fp = crate::ops::fingerprints(ws, system, &labels, want)?;
+    let images = match &cache {
+        Some(_) => Some(executor.images()?),
+        None => None,
+    };
+    let sys = system.map(|s| s.name.as_str());
+    let prints = match (&cache, fp.source) {
+        (Some(c), Source::Memo) => {
+            let lookup = HistoryLookup::new(Some(c), &fp.prints);
+            let mut all_fresh = true;
+            for fp in fp.prints.values() {
+                let f = freshness(Some(c), images.as_ref(), fp, sys, &lookup, false)?;
+                if !matches!(f, Freshness::Fresh { .. }) {
+                    all_fresh = false;
+                    break;
+                }
+            }
+            if all_fresh {
+                fp.prints
+            } else {
+                crate::ops::fingerprints(ws, system, &labels, Want::Manifests)?.prints
+            }
+        }
+        _ => fp.prints,
+    };
+    let lookup = HistoryLookup::new(cache.as_ref(), &prints);
+    let mut report = PlanReport {
+        version: PLAN_VERSION,
+        system: sys.map(str::to_string),
+        layers: vec![],
+        dirty: 0,
+        fresh: 0,
+    };
+    for l in &labels {
+        let fp = &prints[l];
+        let f = freshness(cache.as_ref(), images.as_ref(), fp, sys, &lookup, false)?;
+        let label = l.to_string();
+        let (status, image_name) = match &f {
+            Freshness::Fresh { image_name, .. } => {
+                report.fresh += 1;
+                (PlanStatus::Fresh, Some(image_name.clone()))
+            }
+            Freshness::Dirty { .. } => {
+                report.dirty += 1;
+                (PlanStatus::Dirty, None)
+            }
+        };
+        report.layers.push(PlannedLayer {
+            reason: f.one_line(&label),
+            label,
+            digest: fp.digest.clone(),
+            status,
+            image_name,
+            freshness: f,
+        });
+    }
+    Ok(report)
+}
+
+pub fn render_plan(p: &PlanReport) -> String {
+    let width = p.layers.iter().map(|l| l.label.len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for l in &p.layers {
+        s.push_str(&format!(
+            "{:width$}  {:<5}  {}\n",
+            l.label, l.status, l.reason
+        ));
+    }
+    s.push_str(&format!("{} to build, {} up to date\n", p.dirty, p.fresh));
+    s
+}
