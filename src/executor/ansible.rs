@@ -3,12 +3,13 @@
 //! both see the same inventory, vars, roles path and settings.
 //!
 //! I/O: writes the generated inventory and vars into a work directory;
-//! [`syntax_check`] and [`ansible_lint`] spawn the tools.
+//! [`syntax_check`], [`ansible_lint`] and [`vault_values`] run the tools
+//! through [`super::cli`].
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::PlayRequest;
+use super::{PlayRequest, cli};
 
 /// The generated inventory: the layer's host, reached at `ansible_host`
 /// (the mounted root for chroot, the container for buildah) through the
@@ -108,9 +109,7 @@ pub struct ToolOutput {
 }
 
 fn run(mut cmd: Command, program: &str) -> Result<ToolOutput, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let out = cli::output(&mut cmd).map_err(|e| format!("cannot run {program}: {e}"))?;
     Ok(ToolOutput {
         success: out.status.success(),
         code: out.status.code(),
@@ -127,7 +126,7 @@ pub fn syntax_check(
     play: &PlayRequest,
     work_dir: &Path,
 ) -> Result<ToolOutput, String> {
-    let mut cmd = Command::new(program);
+    let mut cmd = cli::command(program, None);
     playbook_command(
         &mut cmd,
         play,
@@ -140,13 +139,7 @@ pub fn syntax_check(
 
 /// Whether `program` can be run at all (`--version`).
 pub fn available(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    cli::available(program)
 }
 
 /// `ansible-lint` on the layer's playbook in pep8-style parseable output
@@ -158,7 +151,7 @@ pub fn ansible_lint(
     play: &PlayRequest,
     work_dir: &Path,
 ) -> Result<ToolOutput, String> {
-    let mut cmd = Command::new(program);
+    let mut cmd = cli::command(program, None);
     cmd.args(["-p", "--nocolor", "--offline", "--project-dir"])
         .arg(&play.source_dir)
         .arg(&play.playbook);
@@ -221,10 +214,10 @@ pub fn vault_values(
     }
     // The interpreter ansible-playbook runs with holds Ansible's modules.
     let python = interpreter_of(ansible_playbook).unwrap_or_else(|| "python3".into());
-    let mut cmd = Command::new(&python);
+    let mut cmd = cli::command(&python, None);
     cmd.arg("-c").arg(VAULT_VALUES).args(&play.vault_files);
     ansible_env(&mut cmd, play, work_dir);
-    let out = match cmd.output() {
+    let out = match cli::output(&mut cmd) {
         Ok(out) => out,
         Err(e) => return (vec![], Some(format!("cannot run {python}: {e}"))),
     };

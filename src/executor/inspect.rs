@@ -4,14 +4,9 @@
 //! that died before recording them, and by `cache verify` and
 //! `cache rebuild-index`.
 //!
-//! I/O: runs `buildah inspect`.
-
-use std::process::Stdio;
+//! I/O: none; reads the JSON `buildah inspect` prints (the backend runs it).
 
 use serde::Serialize;
-
-use super::buildah::Buildah;
-use crate::error::{Error, Result};
 
 /// What `buildah inspect --type image` says about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,34 +76,6 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
-}
-
-impl Buildah {
-    /// The image named (or with id) `reference`, `None` when storage has none.
-    pub fn image_meta(&self, reference: &str) -> Result<Option<ImageMeta>> {
-        let out = self
-            .command(&self.buildah)
-            .args(["inspect", "--type", "image", reference])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| {
-                Error::env(format!("cannot run {}: {e}", self.buildah))
-                    .with_hint("install buildah or put it on PATH")
-            })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if stderr.contains("image not known") || stderr.contains("not found") {
-                return Ok(None);
-            }
-            return Err(Error::env(format!(
-                "buildah inspect {reference} failed: {}",
-                stderr.trim()
-            )));
-        }
-        parse_inspect(&String::from_utf8_lossy(&out.stdout))
-            .map(Some)
-            .map_err(Error::env)
-    }
 }
 
 #[cfg(test)]

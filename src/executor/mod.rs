@@ -1,16 +1,25 @@
-//! Executors turn a plain-data [`BuildRequest`] into a committed image.
-//! [`buildah::Buildah`] is the real one (buildah + ansible-playbook); tests of
-//! scheduling may use a recording executor. Only executors spawn processes.
+//! The executor layer: the backend traits every op receives, and the
+//! plain-data requests they take. [`Executor`] turns a [`BuildRequest`] into
+//! a committed image, [`ImageStore`] lists and removes images and
+//! containers, [`Registry`] is the shared layer cache, [`Exporter`] writes
+//! images out; [`Backend`] is all four. [`buildah::Buildah`] is the real
+//! backend (buildah + ansible-playbook), [`recording::Recording`] an
+//! in-memory one for tests. Failures cross the traits as [`ToolError`].
+//!
+//! I/O: none here. Of the modules below only [`cli`] starts processes.
 
 pub mod ansible;
 pub mod buildah;
+pub mod cli;
+pub mod error;
 pub mod export;
 pub mod inspect;
+pub mod recording;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
-use crate::error::Result;
+pub use error::{ToolError, ToolErrorKind};
 
 /// Everything needed to build one layer; no references to the workspace model.
 #[derive(Debug, Clone)]
@@ -115,30 +124,21 @@ pub trait StepSink: Sync {
 /// Image names in local storage and the id each names.
 pub type ImageNames = HashMap<String, String>;
 
+/// A result of a backend operation.
+pub type ToolResult<T> = std::result::Result<T, ToolError>;
+
+/// Builds layers: the arrow from a plan to a committed image.
 pub trait Executor: Sync {
     /// Checks the tools this executor needs are present; `needs_play` when a
     /// layer to build runs an Ansible playbook.
-    fn preflight(&self, needs_play: bool) -> Result<()>;
-    /// Ids of every image in the local store (one query per build).
-    fn images(&self) -> Result<HashSet<String>>;
-    /// [`Executor::images`], with every name the images carry and the id
-    /// each names (`None`: this executor cannot tell, so names are looked
-    /// up one by one).
-    fn images_named(&self) -> Result<(HashSet<String>, Option<ImageNames>)> {
-        Ok((self.images()?, None))
-    }
+    fn preflight(&self, needs_play: bool) -> ToolResult<()>;
     fn build(
         &self,
         req: &BuildRequest,
         sink: &dyn StepSink,
     ) -> std::result::Result<BuildOutput, BuildFailure>;
-    /// The image named `name` (or with that id) in local storage with its
-    /// layerbuild labels, `None` when there is none. An executor that
-    /// cannot tell never adopts, and reuses a cache row only when the
-    /// listing shows the layer's own name on the row's image.
-    fn committed_image(&self, _name: &str) -> Result<Option<inspect::ImageMeta>> {
-        Ok(None)
-    }
+    /// Runs a built image's tests in one fresh container (`layerbuild test`).
+    fn run_tests(&self, req: &TestRequest) -> ToolResult<Vec<TestOutcome>>;
     /// The shell command that runs `args` with this executor's container
     /// tool on the storage it uses (for hints people copy).
     fn tool_command(&self, args: &str) -> String {
@@ -146,46 +146,136 @@ pub trait Executor: Sync {
     }
 }
 
+/// Local container storage: images, their names and labels, and working
+/// containers.
+pub trait ImageStore: Sync {
+    /// Ids of every image in the local store (one query per build).
+    fn images(&self) -> ToolResult<HashSet<String>>;
+    /// [`ImageStore::images`], with every name the images carry and the id
+    /// each names (`None`: this store cannot tell, so names are looked up
+    /// one by one).
+    fn images_named(&self) -> ToolResult<(HashSet<String>, Option<ImageNames>)> {
+        Ok((self.images()?, None))
+    }
+    /// Every image with its names and size (for `gc` and `cache rebuild-index`).
+    fn image_list(&self) -> ToolResult<Vec<ImageInfo>>;
+    /// The image named `name` (or with that id) with its layerbuild
+    /// labels, `None` when there is none.
+    fn committed_image(&self, name: &str) -> ToolResult<Option<inspect::ImageMeta>>;
+    /// `rmi NAME`: removes the name, and the image if it was its last name
+    /// and no other image is built on it.
+    fn remove_image(&self, name: &str) -> ToolResult<RmiOutcome>;
+    /// Names of all working containers.
+    fn containers(&self) -> ToolResult<HashSet<String>>;
+    /// Creates a container named `name` from `image`.
+    fn create_container(&self, name: &str, image: &str) -> ToolResult<()>;
+    fn remove_container(&self, name: &str) -> ToolResult<()>;
+    /// The command line [`ImageStore::run_attached`] runs, as a shell line
+    /// to show (`debug` prints it before starting).
+    fn attached_command_line(&self, run: &AttachedRun) -> String;
+    /// Runs a command (or a shell) in a container on this terminal;
+    /// returns its exit code.
+    fn run_attached(&self, run: &AttachedRun) -> ToolResult<i32>;
+}
+
 /// A shared cache of layer images in an OCI registry.
 pub trait Registry: Sync {
     /// Looks a reference up without pulling; `Err` when the registry cannot be asked.
-    fn lookup(
-        &self,
-        reference: &str,
-        tls_verify: bool,
-    ) -> std::result::Result<buildah::RegistryEntry, String>;
+    fn lookup(&self, reference: &str, tls_verify: bool) -> ToolResult<RegistryEntry>;
     /// Pulls a reference; returns the local image id.
-    fn pull(&self, reference: &str, tls_verify: bool) -> std::result::Result<String, String>;
-    fn push(
-        &self,
-        image_id: &str,
-        reference: &str,
-        tls_verify: bool,
-    ) -> std::result::Result<(), String>;
+    fn pull(&self, reference: &str, tls_verify: bool) -> ToolResult<String>;
+    fn push(&self, image_id: &str, reference: &str, tls_verify: bool) -> ToolResult<()>;
     /// The `layerbuild.digest` label of a local image.
-    fn digest_label(&self, image_id: &str) -> std::result::Result<String, String>;
+    fn digest_label(&self, image_id: &str) -> ToolResult<String>;
 }
 
 /// Exports and pushes of committed images.
 pub trait Exporter: Sync {
     /// Is this image in the local store?
-    fn has_image(&self, image_id: &str) -> Result<bool>;
+    fn has_image(&self, image_id: &str) -> ToolResult<bool>;
     /// Writes an export atomically; returns the bytes written.
-    fn export(&self, req: &export::ExportRequest) -> std::result::Result<u64, String>;
-    /// `buildah push` to any destination (`docker://...`, `oci-archive:...`).
-    fn push_to(
-        &self,
-        image_id: &str,
-        destination: &str,
-        tls_verify: bool,
-    ) -> std::result::Result<(), String>;
+    fn export(&self, req: &export::ExportRequest) -> ToolResult<u64>;
+    /// `push` to any destination (`docker://...`, `oci-archive:...`).
+    fn push_to(&self, image_id: &str, destination: &str, tls_verify: bool) -> ToolResult<()>;
     /// The `layerbuild.digest` label of a registry image (`host/repo:tag`),
     /// `None` when it is absent.
-    fn remote_digest_label(
-        &self,
-        reference: &str,
-        tls_verify: bool,
-    ) -> std::result::Result<Option<String>, String>;
+    fn remote_digest_label(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>>;
+}
+
+/// Everything an op may ask of the machine. One trait with supertraits
+/// rather than a struct of `&dyn` parts: every real and test backend
+/// implements all four over one store (a pull must show up in the image
+/// list, a build in `committed_image`), so one object is the honest unit,
+/// and `&dyn Backend` upcasts to any part for code that needs only one.
+pub trait Backend: Executor + ImageStore + Registry + Exporter {}
+
+impl<T: Executor + ImageStore + Registry + Exporter> Backend for T {}
+
+/// How a registry lookup went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryEntry {
+    /// The tag exists and its image carries this `layerbuild.digest` label.
+    Present {
+        label: String,
+    },
+    Absent,
+}
+
+/// One image of the local store.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub id: String,
+    pub names: Vec<String>,
+    /// Bytes, as the store reports them (the whole image, shared layers included).
+    pub size: u64,
+}
+
+/// How removing an image name went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RmiOutcome {
+    /// The image is gone.
+    Removed,
+    /// The name is gone; the image stays (another name, or images built on it).
+    Untagged,
+    /// There was no such image.
+    NotKnown,
+    /// A container uses the image.
+    InUse,
+}
+
+/// A run of a layer's image tests.
+#[derive(Debug, Clone)]
+pub struct TestRequest {
+    pub label: String,
+    pub isolation: String,
+    /// The image to test (an id).
+    pub image: String,
+    /// The name of the container the tests run in.
+    pub container: String,
+    pub tests: Vec<String>,
+    /// Where the log of this run goes.
+    pub log_path: PathBuf,
+}
+
+/// How one image test went.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestOutcome {
+    pub command: String,
+    pub passed: bool,
+    /// The failure (exit status), when it failed.
+    pub error: Option<String>,
+    /// The last lines of its output.
+    pub output: String,
+}
+
+/// A command run attached to the terminal in a container (`debug`).
+#[derive(Debug, Clone)]
+pub struct AttachedRun {
+    pub container: String,
+    pub isolation: String,
+    pub tty: bool,
+    /// The command; empty for a shell.
+    pub argv: Vec<String>,
 }
 
 /// `s` as one shell word: as it is when it holds only safe characters,

@@ -19,9 +19,8 @@ use super::{Context, image_name, now_secs};
 use crate::cache::repair::{self, Recovered};
 use crate::cache::{BuildRecord, Cache};
 use crate::error::{Error, Result};
-use crate::executor::Executor;
-use crate::executor::buildah::Buildah;
 use crate::executor::inspect::ImageMeta;
+use crate::executor::{Backend, ImageStore};
 use crate::fingerprint::{self, Fingerprint};
 use crate::label::{Label, Pattern};
 
@@ -32,12 +31,12 @@ pub fn is_build_of(meta: &ImageMeta, label: &Label, digest: &str) -> bool {
 
 /// The image named `name` if a build of `label` at `digest` committed it.
 pub(crate) fn committed_build(
-    executor: &dyn Executor,
+    store: &dyn ImageStore,
     name: &str,
     label: &Label,
     digest: &str,
 ) -> Option<ImageMeta> {
-    executor
+    store
         .committed_image(name)
         .ok()
         .flatten()
@@ -85,7 +84,7 @@ impl VerifyReport {
 /// Checks every cache row against container storage; with `repair`,
 /// deletes the rows that name a missing or mismatched image (the next build
 /// rebuilds those layers).
-pub fn verify(ctx: &Context, buildah: &Buildah, repair: bool) -> Result<VerifyReport> {
+pub fn verify(ctx: &Context, backend: &dyn Backend, repair: bool) -> Result<VerifyReport> {
     let db = ctx.ws.db_path();
     let mut report = VerifyReport {
         version: REPORT_VERSION,
@@ -101,12 +100,12 @@ pub fn verify(ctx: &Context, buildah: &Buildah, repair: bool) -> Result<VerifyRe
     report.integrity = cache.integrity_problems()?;
     let rows = cache.all_layers()?;
     report.rows = rows.len();
-    let images = buildah.images()?;
+    let images = backend.images()?;
     for row in rows {
         let (problem, found) = if !images.contains(&row.image_id) {
             ("missing", None)
         } else {
-            match buildah.image_meta(&row.image_id)? {
+            match backend.committed_image(&row.image_id)? {
                 None => ("missing", None),
                 Some(m) if m.digest.as_deref() == Some(row.digest.as_str()) => continue,
                 Some(m) => ("mismatched", Some(m.digest.unwrap_or_default())),
@@ -221,7 +220,7 @@ pub struct IndexedImage {
 /// row for every image named as a build names it whose labels match its
 /// name. A damaged database is first moved aside. Digests of the current
 /// layers (for every system) get their real manifest; others an unknown one.
-pub fn rebuild_index(ctx: &Context, buildah: &Buildah) -> Result<RebuildReport> {
+pub fn rebuild_index(ctx: &Context, backend: &dyn Backend) -> Result<RebuildReport> {
     let ws = &ctx.ws;
     let db = ws.db_path();
     let mut report = RebuildReport {
@@ -250,8 +249,8 @@ pub fn rebuild_index(ctx: &Context, buildah: &Buildah) -> Result<RebuildReport> 
     };
 
     let current = current_fingerprints(ctx, &mut report.notes);
-    let images = buildah.image_list()?;
-    let present = buildah.images()?;
+    let images = backend.image_list()?;
+    let present = backend.images()?;
     let prefix = format!("localhost/layerbuild/{}/", ws.name);
     for info in &images {
         for name in info.names.iter().filter(|n| n.starts_with(&prefix)) {
@@ -264,7 +263,7 @@ pub fn rebuild_index(ctx: &Context, buildah: &Buildah) -> Result<RebuildReport> 
                 manifest: None,
                 reason: None,
             };
-            index_one(ctx, buildah, &mut cache, &current, &present, &mut item)?;
+            index_one(ctx, backend, &mut cache, &current, &present, &mut item)?;
             if item.status == "recorded" {
                 report.recorded += 1;
             }
@@ -318,13 +317,13 @@ fn current_fingerprints(
 
 fn index_one(
     ctx: &Context,
-    buildah: &Buildah,
+    store: &dyn ImageStore,
     cache: &mut Cache,
     current: &HashMap<String, (Fingerprint, Option<String>)>,
     present: &std::collections::HashSet<String>,
     item: &mut IndexedImage,
 ) -> Result<()> {
-    let Some(meta) = buildah.image_meta(&item.image_name)? else {
+    let Some(meta) = store.committed_image(&item.image_name)? else {
         item.reason = Some("removed while listed".into());
         return Ok(());
     };

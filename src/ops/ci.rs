@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 use super::Context;
 use super::build::RegistryUse;
 use crate::error::{Error, Result};
-use crate::executor::Registry;
-use crate::executor::buildah::RegistryEntry;
+use crate::executor::{Backend, RegistryEntry};
 use crate::label::{Label, Pattern};
 use crate::workspace::{CacheMode, Parent};
 
@@ -31,7 +30,7 @@ fn q(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-pub fn gitlab(ctx: &Context, opts: &GitlabOptions, registry: &dyn Registry) -> Result<String> {
+pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Result<String> {
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
@@ -60,7 +59,7 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, registry: &dyn Registry) -> R
                 None => labels.clone(),
                 Some(url) => {
                     let reg = RegistryUse::new(
-                        registry,
+                        backend,
                         url.clone(),
                         ws.cache.tls_verify,
                         CacheMode::ReadOnly,

@@ -9,8 +9,7 @@ use serde::Serialize;
 use super::Context;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::executor::Executor;
-use crate::executor::buildah::Buildah;
+use crate::executor::{AttachedRun, Backend};
 use crate::label::{Label, Pattern};
 
 pub struct DebugOptions {
@@ -22,7 +21,7 @@ pub struct DebugOptions {
 }
 
 /// Runs the debug session; returns the command's exit code.
-pub fn debug(ctx: &Context, opts: &DebugOptions, buildah: &Buildah) -> Result<i32> {
+pub fn debug(ctx: &Context, opts: &DebugOptions, backend: &dyn Backend) -> Result<i32> {
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&[Pattern::Exact(opts.label.clone())])?;
@@ -36,7 +35,7 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, buildah: &Buildah) -> Result<i3
     let tty = opts.command.is_empty() && std::io::stdin().is_terminal();
 
     if !opts.fresh {
-        let containers = buildah.containers()?;
+        let containers = backend.containers()?;
         let kept = match &cache {
             Some(c) => c.kept_containers()?.into_iter().find(|r| {
                 r.label == label
@@ -54,13 +53,14 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, buildah: &Buildah) -> Result<i3
                 ),
             );
         };
-        let name = row.container.unwrap_or_default();
-        let mut cmd = buildah.run_command(&name, &isolation, tty, &opts.command);
-        eprintln!("$ {}", Buildah::render(&cmd));
-        let status = cmd
-            .status()
-            .map_err(|e| Error::env(format!("cannot run buildah: {e}")))?;
-        return Ok(status.code().unwrap_or(1));
+        let run = AttachedRun {
+            container: row.container.unwrap_or_default(),
+            isolation,
+            tty,
+            argv: opts.command.clone(),
+        };
+        eprintln!("$ {}", backend.attached_command_line(&run));
+        return Ok(backend.run_attached(&run)?);
     }
 
     // --fresh: the image the current inputs would reuse, else the last built one.
@@ -71,7 +71,7 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, buildah: &Buildah) -> Result<i3
             .with_hint(format!("build it first: layerbuild build {label}"))
     };
     let cache = cache.ok_or_else(no_image)?;
-    let images = buildah.images()?;
+    let images = backend.images()?;
     let image = match cache.lookup(&fp.digest)? {
         Some(row) if images.contains(&row.image_id) => row.image_id,
         _ => {
@@ -95,14 +95,19 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, buildah: &Buildah) -> Result<i3
         opts.label.slug(),
         std::process::id()
     );
-    buildah.from_image(&name, &image)?;
-    let mut cmd = buildah.run_command(&name, &isolation, tty, &opts.command);
-    eprintln!("$ {}", Buildah::render(&cmd));
-    let status = cmd.status();
-    let removed = buildah.remove_container(&name);
-    let status = status.map_err(|e| Error::env(format!("cannot run buildah: {e}")))?;
+    backend.create_container(&name, &image)?;
+    let run = AttachedRun {
+        container: name,
+        isolation,
+        tty,
+        argv: opts.command.clone(),
+    };
+    eprintln!("$ {}", backend.attached_command_line(&run));
+    let code = backend.run_attached(&run);
+    let removed = backend.remove_container(&run.container);
+    let code = code?;
     removed?;
-    Ok(status.code().unwrap_or(1))
+    Ok(code)
 }
 
 #[derive(Debug, Serialize)]
@@ -117,11 +122,11 @@ pub struct KeptContainer {
 }
 
 /// Kept containers of failed builds that still exist.
-pub fn kept(ctx: &Context, buildah: &Buildah) -> Result<Vec<KeptContainer>> {
+pub fn kept(ctx: &Context, backend: &dyn Backend) -> Result<Vec<KeptContainer>> {
     let Some(cache) = Cache::open_existing(&ctx.ws.db_path())? else {
         return Ok(vec![]);
     };
-    let present = buildah.containers()?;
+    let present = backend.containers()?;
     Ok(cache
         .kept_containers()?
         .into_iter()
@@ -161,16 +166,16 @@ pub fn render_kept(list: &[KeptContainer]) -> String {
 }
 
 /// Removes every kept container of a failed build; returns their names.
-pub fn clean_failed(ctx: &Context, buildah: &Buildah) -> Result<Vec<String>> {
+pub fn clean_failed(ctx: &Context, backend: &dyn Backend) -> Result<Vec<String>> {
     let Some(mut cache) = Cache::open_existing(&ctx.ws.db_path())? else {
         return Ok(vec![]);
     };
-    let present = buildah.containers()?;
+    let present = backend.containers()?;
     let mut removed = vec![];
     for row in cache.kept_containers()? {
         let Some(c) = row.container else { continue };
         if present.contains(&c) {
-            buildah.remove_container(&c)?;
+            backend.remove_container(&c)?;
             removed.push(c.clone());
         }
         cache.container_removed(&c)?;

@@ -171,7 +171,7 @@ fn export_file(
     };
     let written = exporter.export(&req);
     let _ = std::fs::remove_dir_all(&work);
-    let bytes = written?;
+    let bytes = written.map_err(|e| e.to_string())?;
     if let Some((size, mtime_ns)) = stat_of(format, path) {
         let rec = OutputRecord {
             target,
@@ -251,7 +251,9 @@ fn push_to(
     {
         return Ok("up_to_date");
     }
-    exporter.push_to(image_id, dest, tls_verify)?;
+    exporter
+        .push_to(image_id, dest, tls_verify)
+        .map_err(|e| e.to_string())?;
     Ok("pushed")
 }
 

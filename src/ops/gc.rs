@@ -18,7 +18,7 @@ use super::Context;
 use super::build::OWNER_PID_FILE;
 use crate::cache::{BuildRow, Cache, CachedLayer};
 use crate::error::{Error, Result};
-use crate::executor::buildah::{Buildah, ImageInfo, RmiOutcome};
+use crate::executor::{Backend, ImageInfo, RmiOutcome};
 use crate::label::Pattern;
 
 pub struct GcOptions {
@@ -239,7 +239,7 @@ fn read_owner(work_dir: &Path) -> Owner {
     }
 }
 
-pub fn gc(ctx: &Context, opts: &GcOptions, buildah: &Buildah) -> Result<GcReport> {
+pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcReport> {
     let ws = &ctx.ws;
     // Current digests first, for every system: an input that cannot be read
     // stops gc here, before anything is removed.
@@ -256,8 +256,8 @@ pub fn gc(ctx: &Context, opts: &GcOptions, buildah: &Buildah) -> Result<GcReport
     }
 
     let mut cache = Cache::open_existing(&ws.db_path())?;
-    let images = buildah.image_list()?;
-    let containers = buildah.containers()?;
+    let images = backend.image_list()?;
+    let containers = backend.containers()?;
     let (rows, builds, kept_containers) = match &cache {
         Some(c) => (c.all_layers()?, c.all_builds()?, c.kept_containers()?),
         None => (vec![], vec![], vec![]),
@@ -332,7 +332,7 @@ pub fn gc(ctx: &Context, opts: &GcOptions, buildah: &Buildah) -> Result<GcReport
         }
         // Containers before images: a dead build's container holds its image.
         for c in &mut report.containers {
-            match buildah.remove_container(&c.name) {
+            match backend.remove_container(&c.name) {
                 Ok(()) => {
                     let _ = std::fs::remove_dir_all(ws.cache_dir.join("tmp").join(&c.name));
                 }
@@ -344,7 +344,7 @@ pub fn gc(ctx: &Context, opts: &GcOptions, buildah: &Buildah) -> Result<GcReport
             .iter_mut()
             .filter(|i| i.status == "would_remove")
         {
-            match buildah.remove_image(&img.image_name) {
+            match backend.remove_image(&img.image_name) {
                 Ok(RmiOutcome::Removed) => img.status = "removed",
                 Ok(RmiOutcome::Untagged) => {
                     img.status = "untagged";

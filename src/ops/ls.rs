@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::Context;
 use crate::cache::Cache;
 use crate::error::Result;
-use crate::executor::Executor;
+use crate::executor::Backend;
 use crate::label::Pattern;
 
 #[derive(Debug, Serialize)]
@@ -20,7 +20,7 @@ pub struct LsEntry {
 pub fn ls(
     ctx: &Context,
     system: Option<&str>,
-    executor: &dyn Executor,
+    backend: &dyn Backend,
 ) -> Result<(Vec<LsEntry>, Option<String>)> {
     let system = ctx.ws.system(system)?;
     let labels = ctx.graph.select(&[Pattern::All])?;
@@ -33,7 +33,7 @@ pub fn ls(
     .prints;
     let cache = Cache::open_existing(&ctx.ws.db_path())?;
     let mut warning = None;
-    let images = match cache.as_ref().map(|_| executor.images()) {
+    let images = match cache.as_ref().map(|_| backend.images()) {
         Some(Ok(i)) => Some(i),
         Some(Err(e)) => {
             warning = Some(format!(

@@ -6,9 +6,8 @@ use serde::Serialize;
 
 use super::build::new_log_path;
 use super::{Context, container_name, now_secs};
-use crate::error::{Error, Result};
-use crate::executor::StepSink;
-use crate::executor::buildah::{Buildah, Session, TestOutcome};
+use crate::error::Result;
+use crate::executor::{Backend, TestOutcome, TestRequest};
 use crate::label::Label;
 use crate::workspace::Parent;
 
@@ -34,12 +33,7 @@ pub struct TestOptions {
     pub isolation: Option<String>,
 }
 
-struct Quiet;
-impl StepSink for Quiet {
-    fn step(&self, _label: &str, _step: &str) {}
-}
-
-pub fn test(ctx: &Context, opts: &TestOptions, buildah: &Buildah) -> Result<TestReport> {
+pub fn test(ctx: &Context, opts: &TestOptions, backend: &dyn Backend) -> Result<TestReport> {
     let ws = &ctx.ws;
     // The layer, then with --all its ancestors; run oldest first.
     let mut chain = vec![opts.label.clone()];
@@ -67,7 +61,7 @@ pub fn test(ctx: &Context, opts: &TestOptions, buildah: &Buildah) -> Result<Test
     };
     for label in &chain {
         let (digest, image_id) =
-            super::export::built_image(ctx, label, opts.system.as_deref(), buildah)?;
+            super::export::built_image(ctx, label, opts.system.as_deref(), backend)?;
         let tests = &ws.layers[label].tests;
         let mut lt = LayerTests {
             label: label.to_string(),
@@ -77,12 +71,14 @@ pub fn test(ctx: &Context, opts: &TestOptions, buildah: &Buildah) -> Result<Test
         };
         if !tests.is_empty() {
             let log = new_log_path(ws, label, now_secs(), &digest, "-test");
-            let session = Session::new(buildah, &label.to_string(), &isolation, &Quiet, &log)
-                .map_err(Error::env)?;
-            let ctr = format!("{}-test", container_name(ws, label, &digest));
-            lt.tests = session
-                .run_tests(&image_id, &ctr, tests)
-                .map_err(Error::env)?;
+            lt.tests = backend.run_tests(&TestRequest {
+                label: label.to_string(),
+                isolation: isolation.clone(),
+                image: image_id,
+                container: format!("{}-test", container_name(ws, label, &digest)),
+                tests: tests.clone(),
+                log_path: log.clone(),
+            })?;
             lt.log = Some(ws.display_path(&log));
         }
         report.passed += lt.tests.iter().filter(|t| t.passed).count();

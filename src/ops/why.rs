@@ -12,7 +12,7 @@ use super::git::{export_revision, tempfile_dir};
 use super::{Context, format_time};
 use crate::cache::{BuildRow, Cache};
 use crate::error::{Error, Result};
-use crate::executor::Executor;
+use crate::executor::Backend;
 use crate::explain::{self, Change, Lookup, Side};
 use crate::fingerprint::{self, Fingerprint};
 use crate::label::{Label, Pattern};
@@ -78,15 +78,15 @@ pub struct WhyOptions {
     pub show_values: bool,
 }
 
-pub fn why(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Result<WhyReport> {
-    let mut r = why_inner(ctx, opts, executor)?;
+pub fn why(ctx: &Context, opts: &WhyOptions, backend: &dyn Backend) -> Result<WhyReport> {
+    let mut r = why_inner(ctx, opts, backend)?;
     for n in &r.notes {
         r.text.push_str(&format!("  note: {n}\n"));
     }
     Ok(r)
 }
 
-fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Result<WhyReport> {
+fn why_inner(ctx: &Context, opts: &WhyOptions, backend: &dyn Backend) -> Result<WhyReport> {
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&[Pattern::Exact(opts.label.clone())])?;
@@ -103,7 +103,7 @@ fn why_inner(ctx: &Context, opts: &WhyOptions, executor: &dyn Executor) -> Resul
     let prints = crate::ops::manifests(ws, system, &labels)?;
     let fp = &prints[&opts.label];
     let cache = Cache::open_existing(&ws.db_path())?;
-    let images = cache.as_ref().and_then(|_| executor.images().ok());
+    let images = cache.as_ref().and_then(|_| backend.images().ok());
     let lookup = HistoryLookup::new(cache.as_ref(), &prints);
     let sys = system.map(|s| s.name.as_str());
     let label = opts.label.to_string();

@@ -18,7 +18,7 @@ use super::request::{new_log_path, play_request, record, request, with_vault_fil
 use crate::cache::Cache;
 use crate::cache::lock::{DigestLock, Holder};
 use crate::error::{Error, Result};
-use crate::executor::{BuildFailure, BuildRequest, Executor, ImageNames};
+use crate::executor::{Backend, BuildFailure, BuildRequest, ImageNames};
 use crate::fingerprint::Fingerprint;
 use crate::label::Label;
 use crate::ops::{container_name, image_name, now_secs};
@@ -47,7 +47,7 @@ pub(super) struct RunCtx<'a> {
     pub(super) labels: &'a [Label],
     pub(super) full: OnceLock<std::result::Result<BTreeMap<Label, Fingerprint>, String>>,
     pub(super) isolation: &'a str,
-    pub(super) executor: &'a dyn Executor,
+    pub(super) executor: &'a dyn Backend,
     pub(super) reporter: &'a dyn Reporter,
     pub(super) cache: Mutex<Cache>,
     pub(super) shared: Mutex<Shared>,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::BuildOptions;
 use crate::cache::Cache;
 use crate::error::Result;
-use crate::executor::Executor;
+use crate::executor::Backend;
 use crate::fingerprint::session::{Source, Want};
 use crate::ops::Context;
 use crate::plan::{Freshness, HistoryLookup, freshness};
@@ -41,7 +41,7 @@ pub struct PlannedLayer {
 }
 
 /// `build --dry-run`: what a build would do, without building.
-pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Executor) -> Result<PlanReport> {
+pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Backend) -> Result<PlanReport> {
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;

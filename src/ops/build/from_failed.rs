@@ -14,7 +14,7 @@ use super::report::REPORT_VERSION;
 use super::request::{new_log_path, play_request, record, request, with_vault_files};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::executor::{BuildRequest, Executor};
+use crate::executor::{Backend, BuildRequest};
 use crate::label::{Label, Pattern};
 use crate::ops::{Context, now_secs};
 use crate::progress::Reporter;
@@ -38,7 +38,7 @@ pub fn from_failed(
     ctx: &Context,
     label: &Label,
     opts: &BuildOptions,
-    buildah: &crate::executor::buildah::Buildah,
+    buildah: &dyn Backend,
     reporter: &dyn Reporter,
 ) -> Result<FromFailedReport> {
     let ws = &ctx.ws;

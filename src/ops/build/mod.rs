@@ -27,7 +27,7 @@ use std::time::Instant;
 use super::Context;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::executor::{Executor, Exporter, ImageNames, Registry};
+use crate::executor::{Backend, Exporter, ImageNames, Registry};
 use crate::fingerprint::Fingerprint;
 use crate::fingerprint::session::{Prints, Source, Want};
 use crate::label::{Label, Pattern};
@@ -59,7 +59,7 @@ pub struct BuildOptions {
 pub fn build(
     ctx: &Context,
     opts: &BuildOptions,
-    executor: &dyn Executor,
+    executor: &dyn Backend,
     registry: Option<&dyn Registry>,
     exporter: Option<&dyn Exporter>,
     reporter_for: &dyn Fn(usize) -> Box<dyn Reporter>,
@@ -161,13 +161,13 @@ fn fingerprint_and_list(
     ws: &Workspace,
     system: Option<&System>,
     labels: &[Label],
-    executor: &dyn Executor,
+    executor: &dyn Backend,
 ) -> (
     Result<Prints>,
     Result<(HashSet<String>, Option<ImageNames>)>,
 ) {
     std::thread::scope(|s| {
-        let listing = s.spawn(|| executor.images_named());
+        let listing = s.spawn(|| executor.images_named().map_err(Error::from));
         let fp = crate::ops::fingerprints(ws, system, labels, Want::Digests);
         let images = listing
             .join()

@@ -11,8 +11,7 @@ use std::time::Instant;
 use super::attempt::RunCtx;
 use super::report::Done;
 use super::request::record;
-use crate::executor::Registry;
-use crate::executor::buildah::RegistryEntry;
+use crate::executor::{Registry, RegistryEntry};
 use crate::fingerprint::Fingerprint;
 use crate::label::Label;
 use crate::ops::now_secs;
@@ -67,7 +66,11 @@ impl<'a> RegistryUse<'a> {
             return;
         }
         let reference = self.reference(label, digest);
-        if let Err(e) = self.client.push(image_id, &reference, self.tls_verify) {
+        if let Err(e) = self
+            .client
+            .push(image_id, &reference, self.tls_verify)
+            .map_err(|e| e.to_string())
+        {
             self.warn(format!(
                 "{label}: push to {reference} failed ({}); the build itself succeeded",
                 e.lines().last().unwrap_or(&e)
@@ -141,7 +144,8 @@ impl<'a> RegistryUse<'a> {
                         }
                         let r = self
                             .client
-                            .lookup(&self.reference(label, digest), self.tls_verify);
+                            .lookup(&self.reference(label, digest), self.tls_verify)
+                            .map_err(|e| e.to_string());
                         if let Err(e) = &r {
                             self.unreachable(e);
                         }
@@ -191,7 +195,11 @@ pub(super) fn try_pull(run: &RunCtx<'_>, reg: &RegistryUse<'_>, fp: &Fingerprint
     }
     let started_at = now_secs();
     let t0 = Instant::now();
-    let image_id = match reg.client.pull(&reference, reg.tls_verify) {
+    let image_id = match reg
+        .client
+        .pull(&reference, reg.tls_verify)
+        .map_err(|e| e.to_string())
+    {
         Ok(id) => id,
         Err(e) => {
             reg.warn(format!(

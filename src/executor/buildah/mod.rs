@@ -1,0 +1,365 @@
+//! The real backend: buildah for containers and images, skopeo for
+//! registry lookups, ansible-playbook against the working container.
+//! This file holds the configuration ([`Buildah`], [`Storage`]) and the
+//! backend traits' implementations; [`parse`] reads what the tools print,
+//! [`session`] runs a build's steps, [`export`] writes images out.
+//!
+//! I/O: writes the storage.conf of a chosen storage root; every process is
+//! started through [`crate::executor::cli`].
+
+mod export;
+mod parse;
+mod session;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::inspect::ImageMeta;
+use super::{
+    AttachedRun, BuildFailure, BuildOutput, BuildRequest, Executor, ImageInfo, ImageNames,
+    ImageStore, Registry, RegistryEntry, RmiOutcome, StepSink, TestOutcome, TestRequest, ToolError,
+    ToolErrorKind, ToolResult, cli,
+};
+use crate::error::{Error, Result};
+use parse::normalize_id;
+
+pub struct Buildah {
+    pub buildah: String,
+    pub ansible_playbook: String,
+    pub skopeo: String,
+    /// A containers storage.conf selecting another storage root; handed to
+    /// every buildah, skopeo and ansible-playbook process (Ansible's buildah
+    /// connection runs buildah itself) through `CONTAINERS_STORAGE_CONF`.
+    pub storage_conf: Option<std::path::PathBuf>,
+}
+
+impl Default for Buildah {
+    fn default() -> Self {
+        Buildah {
+            buildah: std::env::var("LAYERBUILD_BUILDAH").unwrap_or_else(|_| "buildah".into()),
+            ansible_playbook: std::env::var("LAYERBUILD_ANSIBLE_PLAYBOOK")
+                .unwrap_or_else(|_| "ansible-playbook".into()),
+            skopeo: std::env::var("LAYERBUILD_SKOPEO").unwrap_or_else(|_| "skopeo".into()),
+            storage_conf: None,
+        }
+    }
+}
+
+/// Where containers storage lives, when not buildah's default.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub root: std::path::PathBuf,
+    pub runroot: std::path::PathBuf,
+    pub driver: String,
+}
+
+impl Buildah {
+    /// Uses `storage` instead of the default containers storage, writing its
+    /// storage.conf under `dir`.
+    pub fn with_storage(mut self, storage: &Storage, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let conf = dir.join("storage.conf");
+        let text = format!(
+            "[storage]\ndriver = {}\ngraphroot = {}\nrunroot = {}\n",
+            toml_string(&storage.driver),
+            toml_string(&storage.root.display().to_string()),
+            toml_string(&storage.runroot.display().to_string()),
+        );
+        std::fs::write(&conf, text).map_err(|e| Error::io(&conf, e))?;
+        self.storage_conf = Some(conf);
+        Ok(self)
+    }
+
+    /// A command for `program` with the storage configuration applied.
+    pub fn command(&self, program: &str) -> Command {
+        cli::command(program, self.storage_conf.as_deref())
+    }
+
+    /// Runs `buildah ARGS` to completion; `cannot run buildah` (with a hint
+    /// to install it) when it cannot be started.
+    fn buildah_output(&self, args: &[&str]) -> ToolResult<std::process::Output> {
+        cli::output(self.command(&self.buildah).args(args))
+            .map_err(|e| ToolError::missing(&self.buildah, args[0], "buildah", &e))
+    }
+
+    /// Runs `buildah ARGS`; a failure is `buildah WHAT failed: STDERR`.
+    fn buildah_ok(&self, args: &[&str], what: &str) -> ToolResult<std::process::Output> {
+        let out = self.buildah_output(args)?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(ToolError::failed(
+                &self.buildah,
+                args[0],
+                &stderr,
+                format!("buildah {what} failed: {}", stderr.trim()),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Runs a buildah listing (`images`, `containers`), again when it failed
+    /// because another process removed an entry while it was listed.
+    fn list(&self, args: &[&str]) -> ToolResult<std::process::Output> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = self.buildah_ok(args, args[0]);
+            let raced = out.as_ref().err().is_some_and(|e| {
+                e.stderr_tail().contains("image not known")
+                    || e.stderr_tail().contains("container not known")
+            });
+            if !raced || attempt == 5 {
+                return out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Runs `program ARGS`; its trimmed stdout, or its trimmed stderr as the error.
+    pub(crate) fn run_tool(&self, program: &str, args: &[&str]) -> ToolResult<String> {
+        let operation = args.first().copied().unwrap_or("");
+        let out = cli::output(self.command(program).args(args)).map_err(|e| {
+            ToolError::new(
+                ToolErrorKind::NotStarted,
+                program,
+                operation,
+                format!("cannot run {program}: {e}"),
+            )
+        })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(ToolError::failed(
+                program,
+                operation,
+                &stderr,
+                stderr.trim(),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The image named (or with id) `reference`, `None` when storage has none.
+    pub fn image_meta(&self, reference: &str) -> ToolResult<Option<ImageMeta>> {
+        let out = self
+            .buildah_output(&["inspect", "--type", "image", reference])
+            .map_err(|e| e.with_hint("install buildah or put it on PATH"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if parse::is_unknown_image(&stderr) {
+                return Ok(None);
+            }
+            return Err(ToolError::failed(
+                &self.buildah,
+                "inspect",
+                &stderr,
+                format!("buildah inspect {reference} failed: {}", stderr.trim()),
+            ));
+        }
+        super::inspect::parse_inspect(&String::from_utf8_lossy(&out.stdout))
+            .map(Some)
+            .map_err(|m| ToolError::new(ToolErrorKind::BadOutput, &self.buildah, "inspect", m))
+    }
+
+    /// Looks `reference` (`host/repo:tag`) up in its registry without pulling.
+    /// `Err` means the registry could not be asked (down, refused, auth).
+    pub fn registry_lookup(&self, reference: &str, tls_verify: bool) -> ToolResult<RegistryEntry> {
+        let tls = format!("--tls-verify={tls_verify}");
+        let docker = format!("docker://{reference}");
+        let args = ["inspect", "--retry-times", "0", &tls, &docker];
+        match self.run_tool(&self.skopeo, &args) {
+            Ok(json) => parse::skopeo_entry(&json)
+                .map_err(|m| ToolError::new(ToolErrorKind::BadOutput, &self.skopeo, "inspect", m)),
+            Err(e) if parse::is_absent_in_registry(e.message()) => Ok(RegistryEntry::Absent),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Whether `program` names an executable file, directly (with a `/`) or
+/// in a directory of `PATH`, as `Command` would find it.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
+}
+
+impl Executor for Buildah {
+    fn tool_command(&self, args: &str) -> String {
+        match &self.storage_conf {
+            // The storage root chosen with --storage-root: without it,
+            // buildah looks in the default store ("container not known").
+            Some(conf) => format!(
+                "CONTAINERS_STORAGE_CONF={} {} {args}",
+                crate::executor::shell_quote(&conf.to_string_lossy()),
+                self.buildah
+            ),
+            None => format!("{} {args}", self.buildah),
+        }
+    }
+
+    fn preflight(&self, needs_play: bool) -> ToolResult<()> {
+        // buildah itself is checked by `images`, which every build runs first.
+        // ansible-playbook is looked up, not started: starting it costs
+        // about half a second of Python on every build.
+        if needs_play && !on_path(&self.ansible_playbook) {
+            return Err(ToolError::missing(
+                &self.ansible_playbook,
+                "preflight",
+                "ansible",
+                &std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(
+        &self,
+        req: &BuildRequest,
+        sink: &dyn StepSink,
+    ) -> std::result::Result<BuildOutput, BuildFailure> {
+        session::build(self, req, sink)
+    }
+
+    fn run_tests(&self, req: &TestRequest) -> ToolResult<Vec<TestOutcome>> {
+        session::run_tests(self, req)
+    }
+}
+
+impl ImageStore for Buildah {
+    fn images(&self) -> ToolResult<HashSet<String>> {
+        self.images_named().map(|(ids, _)| ids)
+    }
+
+    fn images_named(&self) -> ToolResult<(HashSet<String>, Option<ImageNames>)> {
+        let format = "{{.ID}} {{.Name}}:{{.Tag}}";
+        let out = self
+            .list(&["images", "--all", "--no-trunc", "--format", format])
+            .map_err(|e| match e.kind() {
+                ToolErrorKind::Failed => {
+                    e.with_hint("check that container storage is usable: buildah info")
+                }
+                _ => e,
+            })?;
+        let (ids, names) = parse::images_named(&String::from_utf8_lossy(&out.stdout));
+        Ok((ids, Some(names)))
+    }
+
+    fn image_list(&self) -> ToolResult<Vec<ImageInfo>> {
+        let out = self.list(&["images", "--json", "--no-trunc"])?;
+        parse::image_list(&String::from_utf8_lossy(&out.stdout))
+            .map_err(|m| ToolError::new(ToolErrorKind::BadOutput, &self.buildah, "images", m))
+    }
+
+    fn committed_image(&self, name: &str) -> ToolResult<Option<ImageMeta>> {
+        self.image_meta(name)
+    }
+
+    fn remove_image(&self, name: &str) -> ToolResult<RmiOutcome> {
+        let out = self.buildah_output(&["rmi", name])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        parse::rmi_outcome(
+            out.status.success(),
+            &String::from_utf8_lossy(&out.stdout),
+            &stderr,
+        )
+        .ok_or_else(|| {
+            ToolError::failed(
+                &self.buildah,
+                "rmi",
+                &stderr,
+                format!("buildah rmi {name} failed: {}", stderr.trim()),
+            )
+        })
+    }
+
+    fn containers(&self) -> ToolResult<HashSet<String>> {
+        let out = self.list(&["containers", "--format", "{{.ContainerName}}"])?;
+        Ok(parse::lines(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn create_container(&self, name: &str, image: &str) -> ToolResult<()> {
+        self.buildah_ok(&["from", "--name", name, image], &format!("from {image}"))
+            .map(|_| ())
+    }
+
+    fn remove_container(&self, name: &str) -> ToolResult<()> {
+        self.buildah_ok(&["rm", name], &format!("rm {name}"))
+            .map(|_| ())
+    }
+
+    fn attached_command_line(&self, run: &AttachedRun) -> String {
+        session::render(&self.attached_command(run))
+    }
+
+    fn run_attached(&self, run: &AttachedRun) -> ToolResult<i32> {
+        let status = cli::status(&mut self.attached_command(run)).map_err(|e| {
+            ToolError::new(
+                ToolErrorKind::NotStarted,
+                &self.buildah,
+                "run",
+                format!("cannot run buildah: {e}"),
+            )
+        })?;
+        Ok(status.code().unwrap_or(1))
+    }
+}
+
+impl Buildah {
+    /// `buildah run` of `run.argv` (or a shell) in `run.container`, on this terminal.
+    fn attached_command(&self, run: &AttachedRun) -> Command {
+        let mut c = self.command(&self.buildah);
+        c.stdin(Stdio::inherit());
+        c.args(["run", "--isolation", &run.isolation]);
+        if run.tty {
+            c.arg("--tty");
+        }
+        c.arg(&run.container).arg("--");
+        if run.argv.is_empty() {
+            c.arg("sh");
+        } else {
+            c.args(&run.argv);
+        }
+        c
+    }
+}
+
+impl Registry for Buildah {
+    fn lookup(&self, reference: &str, tls_verify: bool) -> ToolResult<RegistryEntry> {
+        self.registry_lookup(reference, tls_verify)
+    }
+
+    fn pull(&self, reference: &str, tls_verify: bool) -> ToolResult<String> {
+        let tls = format!("--tls-verify={tls_verify}");
+        let id = self.run_tool(
+            &self.buildah,
+            &["pull", "--quiet", &tls, &format!("docker://{reference}")],
+        )?;
+        Ok(normalize_id(id.lines().last().unwrap_or("").trim()))
+    }
+
+    fn push(&self, image_id: &str, reference: &str, tls_verify: bool) -> ToolResult<()> {
+        let tls = format!("--tls-verify={tls_verify}");
+        let docker = format!("docker://{reference}");
+        self.run_tool(&self.buildah, &["push", "--quiet", &tls, image_id, &docker])
+            .map(|_| ())
+    }
+
+    fn digest_label(&self, image_id: &str) -> ToolResult<String> {
+        let format = "{{index .OCIv1.Config.Labels \"layerbuild.digest\"}}";
+        self.run_tool(
+            &self.buildah,
+            &["inspect", "--type", "image", "--format", format, image_id],
+        )
+    }
+}

@@ -1,0 +1,94 @@
+//! The one place the executor starts processes: buildah, skopeo, sh,
+//! unshare, ansible-playbook, ansible-lint, python, tar and mksquashfs are
+//! all created by [`command`] and run by [`output`], [`status`] or
+//! [`stream`]. Everything else in `executor/` builds command lines and
+//! reads what the tools print, so it can be read (and tested) as data.
+//! (Not to be confused with `crate::cli`, the clap types.)
+//!
+//! I/O: spawns processes, reads their output; nothing else.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Output, Stdio};
+
+/// A command for `program`, stdin closed, with the containers storage
+/// configuration (`CONTAINERS_STORAGE_CONF`) when one is chosen.
+pub fn command(program: impl AsRef<OsStr>, storage_conf: Option<&Path>) -> Command {
+    let mut c = Command::new(program);
+    if let Some(conf) = storage_conf {
+        c.env("CONTAINERS_STORAGE_CONF", conf);
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Runs `cmd` to completion, capturing stdout and stderr.
+pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+    cmd.output()
+}
+
+/// Runs `cmd` to completion with the I/O it was given (a terminal for
+/// `debug`, or discarded).
+pub fn status(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    cmd.status()
+}
+
+/// Whether `program` can be run at all (`--version`).
+pub fn available(program: &str) -> bool {
+    command(program, None)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Runs `cmd` with stdout and stderr merged, handing `on_line` every line
+/// as it comes. The command gets its own process group, which an interrupt
+/// is passed to (so the processes it starts, Ansible's workers, get it too).
+pub fn stream(
+    mut cmd: Command,
+    what: &str,
+    on_line: &mut dyn FnMut(&str),
+) -> std::result::Result<(), String> {
+    let (reader, writer) = std::io::pipe().map_err(|e| format!("{what}: pipe: {e}"))?;
+    let writer2 = writer
+        .try_clone()
+        .map_err(|e| format!("{what}: pipe: {e}"))?;
+    cmd.stdout(writer).stderr(writer2);
+    if crate::interrupt::requested() {
+        return Err(format!("{what}: not started: the build was interrupted"));
+    }
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().map_err(|e| {
+        format!(
+            "{what}: cannot run {}: {e}",
+            cmd.get_program().to_string_lossy()
+        )
+    })?;
+    let _step = crate::interrupt::track(&child);
+    // Drop our copies of the write end so reading ends when the child exits.
+    drop(cmd);
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                on_line(line.trim_end_matches(['\n', '\r']));
+            }
+            Err(e) => return Err(format!("{what}: reading output: {e}")),
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
+    if !status.success() {
+        if crate::interrupt::requested() {
+            return Err(format!("{what}: interrupted ({status})"));
+        }
+        return Err(format!("{what} failed ({status})"));
+    }
+    Ok(())
+}
