@@ -49,7 +49,7 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
     };
     let backend = env.backend()?;
     if args.dry_run {
-        return Ok(BuildCommandReport::Plan(plan(&env.ctx, &opts, &backend)?));
+        return Ok(BuildCommandReport::Plan(plan(&env.ctx, &opts, &*backend)?));
     }
     // Progress goes to stderr; with --json, as plain lines.
     let json = args.json;
@@ -66,7 +66,7 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
                 .with_hint("e.g. layerbuild build --from-failed //compute/slurm"));
         };
         let reporter = reporter_for(1);
-        let r = from_failed(&env.ctx, l, &opts, &backend, reporter.as_ref())?;
+        let r = from_failed(&env.ctx, l, &opts, &*backend, reporter.as_ref())?;
         return Ok(BuildCommandReport::FromFailed(r));
     }
     // Ctrl-C and SIGTERM stop the running steps, not the process.
@@ -74,9 +74,9 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
     let report = build(
         &env.ctx,
         &opts,
-        &backend,
-        Some(&backend),
-        Some(&backend),
+        &*backend,
+        Some(&*backend),
+        Some(&*backend),
         &reporter_for,
     )?;
     let targets = patterns

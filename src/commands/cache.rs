@@ -19,8 +19,10 @@ pub enum CacheReport {
 pub fn exec(env: &Env, cmd: CacheCommand) -> Result<CacheReport> {
     let backend = env.backend()?;
     Ok(match cmd {
-        CacheCommand::Verify(args) => CacheReport::Verify(verify(&env.ctx, &backend, args.repair)?),
-        CacheCommand::RebuildIndex(_) => CacheReport::Rebuild(rebuild_index(&env.ctx, &backend)?),
+        CacheCommand::Verify(args) => {
+            CacheReport::Verify(verify(&env.ctx, &*backend, args.repair)?)
+        }
+        CacheCommand::RebuildIndex(_) => CacheReport::Rebuild(rebuild_index(&env.ctx, &*backend)?),
     })
 }
 

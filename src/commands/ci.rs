@@ -13,7 +13,7 @@ pub fn gitlab(env: &Env, args: &GitlabArgs) -> Result<Text> {
         since: args.since.clone(),
         registry: args.registry.clone(),
     };
-    let text = generate(&env.ctx, &opts, &env.backend()?)?;
+    let text = generate(&env.ctx, &opts, &*env.backend()?)?;
     match &args.output {
         Some(path) => {
             super::write_atomically(path, &text)?;

@@ -13,7 +13,7 @@ pub struct CleanReport(Vec<String>);
 pub fn exec(env: &Env) -> Result<CleanReport> {
     Ok(CleanReport(crate::ops::debug::clean_failed(
         &env.ctx,
-        &env.backend()?,
+        &*env.backend()?,
     )?))
 }
 

@@ -25,7 +25,7 @@ pub fn exec(env: &Env, args: DebugArgs) -> Result<DebugReport> {
     let backend = env.backend()?;
     // Ctrl-C belongs to the shell in the container.
     crate::interrupt::set_mode(crate::interrupt::Mode::Interactive);
-    let code = debug(&env.ctx, &opts, &backend)?;
+    let code = debug(&env.ctx, &opts, &*backend)?;
     Ok(DebugReport { code })
 }
 

@@ -45,12 +45,12 @@ pub(super) fn run_output(
     force: bool,
 ) -> Result<OutputResult> {
     let backend = env.backend()?;
-    let (digest, image_id) = built_image(&env.ctx, label, system, &backend)?;
+    let (digest, image_id) = built_image(&env.ctx, label, system, &*backend)?;
     let cache = std::sync::Mutex::new(crate::cache::Cache::open(&env.ctx.ws.db_path())?);
     Ok(perform(
         &env.ctx.ws,
         &cache,
-        &backend,
+        &*backend,
         label,
         &digest,
         &image_id,

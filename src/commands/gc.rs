@@ -10,7 +10,7 @@ pub fn exec(env: &Env, args: &GcArgs) -> Result<GcReport> {
         keep: check_keep(args.keep)?,
         dry_run: args.dry_run,
     };
-    gc(&env.ctx, &opts, &env.backend()?)
+    gc(&env.ctx, &opts, &*env.backend()?)
 }
 
 impl Report for GcReport {

@@ -29,11 +29,11 @@ pub fn exec(env: &Env, args: &LsArgs) -> Result<LsReport> {
     let backend = env.backend()?;
     if args.failed {
         return Ok(LsReport {
-            listing: Listing::Kept(kept(&env.ctx, &backend)?),
+            listing: Listing::Kept(kept(&env.ctx, &*backend)?),
             warning: None,
         });
     }
-    let (entries, warning) = ls(&env.ctx, args.system.system.as_deref(), &backend)?;
+    let (entries, warning) = ls(&env.ctx, args.system.system.as_deref(), &*backend)?;
     Ok(LsReport {
         listing: Listing::Layers(entries),
         warning,

@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::cli::{self, Cli, Command};
 use crate::error::{Error, Result};
+use crate::executor::Backend;
 use crate::executor::buildah::Buildah;
 use crate::ops::Context;
 
@@ -69,17 +70,52 @@ pub fn finish(out: &mut dyn Output, json: bool, report: &impl Report) -> Result<
     report.outcome()
 }
 
+/// Which backend the commands use.
+#[derive(Clone, Copy)]
+pub enum Backends<'a> {
+    /// buildah and ansible-playbook, on the storage `--storage-root` or
+    /// `[build] storage_root` names: what the command line uses.
+    Buildah,
+    /// This one (tests, with [`crate::executor::recording::Recording`]).
+    Given(&'a dyn Backend),
+}
+
+/// A backend owned by the command, or borrowed from the caller.
+pub enum BackendRef<'a> {
+    Owned(Box<dyn Backend>),
+    Borrowed(&'a dyn Backend),
+}
+
+impl<'a> std::ops::Deref for BackendRef<'a> {
+    type Target = dyn Backend + 'a;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            BackendRef::Owned(b) => b.as_ref(),
+            BackendRef::Borrowed(b) => *b,
+        }
+    }
+}
+
 /// What every command of a loaded workspace gets.
 pub struct Env<'a> {
     pub ctx: Context,
     storage: &'a cli::StorageArgs,
+    backends: Backends<'a>,
 }
 
 impl Env<'_> {
-    /// The backend, on the storage `--storage-root` or `[build]
-    /// storage_root` names (the composition root: the only place the
-    /// buildah backend is chosen).
-    pub fn backend(&self) -> Result<Buildah> {
+    /// The backend (the composition root: the only place the buildah
+    /// backend is chosen).
+    pub fn backend(&self) -> Result<BackendRef<'_>> {
+        match self.backends {
+            Backends::Given(b) => Ok(BackendRef::Borrowed(b)),
+            Backends::Buildah => Ok(BackendRef::Owned(Box::new(self.buildah()?))),
+        }
+    }
+
+    /// buildah on the storage `--storage-root` or `[build] storage_root` names.
+    fn buildah(&self) -> Result<Buildah> {
         let ctx = &self.ctx;
         let b = Buildah::default();
         let root = self
@@ -103,8 +139,13 @@ impl Env<'_> {
     }
 }
 
-/// Runs one command line, saying its report to `out`.
+/// Runs one command line with buildah, saying its report to `out`.
 pub fn run(cli: Cli, out: &mut dyn Output) -> Result<()> {
+    run_with(cli, Backends::Buildah, out)
+}
+
+/// Runs one command line with `backends`, saying its report to `out`.
+pub fn run_with(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Result<()> {
     let dir = match &cli.directory {
         Some(d) => d.clone(),
         None => {
@@ -116,7 +157,7 @@ pub fn run(cli: Cli, out: &mut dyn Output) -> Result<()> {
         Command::Lint(args) => return finish(out, args.json, &lint::exec(&dir, &args)?),
         command => command,
     };
-    let env = load(&dir, &cli.storage)?;
+    let env = load(&dir, &cli.storage, backends)?;
     match command {
         Command::Build(a) => finish(out, a.json, &build::exec(&env, a)?),
         Command::Hash(a) => finish(out, a.json, &hash::exec(&env, &a)?),
@@ -155,10 +196,18 @@ pub fn run(cli: Cli, out: &mut dyn Output) -> Result<()> {
 /// The workspace found from `dir`, after removing what a killed build
 /// left (the system's vars, secret values among them, go before anything
 /// else happens).
-fn load<'a>(dir: &std::path::Path, storage: &'a cli::StorageArgs) -> Result<Env<'a>> {
+fn load<'a>(
+    dir: &std::path::Path,
+    storage: &'a cli::StorageArgs,
+    backends: Backends<'a>,
+) -> Result<Env<'a>> {
     let ctx = Context::load(dir)?;
     crate::ops::gc::remove_leftover_vars(&ctx.ws.cache_dir);
-    Ok(Env { ctx, storage })
+    Ok(Env {
+        ctx,
+        storage,
+        backends,
+    })
 }
 
 /// `--json` off: a report that is only text.

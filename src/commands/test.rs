@@ -12,7 +12,7 @@ pub fn exec(env: &Env, args: TestArgs) -> Result<TestReport> {
         all: args.all,
         isolation: args.isolation,
     };
-    test(&env.ctx, &opts, &env.backend()?)
+    test(&env.ctx, &opts, &*env.backend()?)
 }
 
 impl Report for TestReport {

@@ -13,7 +13,7 @@ pub fn exec(env: &Env, args: WhyArgs) -> Result<WhyReport> {
         since: args.since,
         show_values: args.show_values,
     };
-    why(&env.ctx, &opts, &env.backend()?)
+    why(&env.ctx, &opts, &*env.backend()?)
 }
 
 impl Report for WhyReport {
