@@ -272,12 +272,6 @@ fn io_hint(path: &Path, err: &std::io::Error) -> Option<String> {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        crate::cache::repair::user_error(&e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
