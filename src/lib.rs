@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod digest;
 pub mod error;
 pub mod executor;
 pub mod explain;
