@@ -165,32 +165,6 @@ impl Error {
     }
 }
 
-/// Characters of a source line shown under an error: a longer line is
-/// cut to this many around the column, with `…` where it was cut.
-const SHOWN: usize = 120;
-
-/// `src` as shown under an error, and the (1-based) column of the caret
-/// in what is shown: within the line shown, however long the line or
-/// large the column.
-fn excerpt(src: &str, col: Option<usize>) -> (String, Option<usize>) {
-    let chars: Vec<char> = src.chars().collect();
-    let at = col.unwrap_or(1).clamp(1, chars.len() + 1) - 1;
-    if chars.len() <= SHOWN {
-        return (src.to_string(), col.map(|_| at + 1));
-    }
-    let start = at.saturating_sub(SHOWN / 2).min(chars.len() - SHOWN);
-    let end = start + SHOWN;
-    let mut shown = String::new();
-    if start > 0 {
-        shown.push('…');
-    }
-    shown.extend(&chars[start..end]);
-    if end < chars.len() {
-        shown.push('…');
-    }
-    (shown, col.map(|_| at - start + 1 + usize::from(start > 0)))
-}
-
 fn render_input(e: &InputError) -> String {
     let mut out = String::new();
     if let Some(loc) = &e.location {
@@ -201,20 +175,37 @@ fn render_input(e: &InputError) -> String {
         }
     }
     out.push_str(&e.message);
-    if let Some(loc) = &e.location
-        && let (Some(line), Some(src)) = (loc.line, &loc.source_line)
-    {
-        let gutter = line.to_string().len();
-        let (src, col) = excerpt(src, loc.column);
-        out.push_str(&format!("\n {:gutter$} |\n {line} | {src}", ""));
-        if let Some(col) = col {
-            out.push_str(&format!("\n {:gutter$} | {}^", "", " ".repeat(col - 1)));
-        }
+    if let Some(excerpt) = e.location.as_ref().and_then(excerpt) {
+        out.push('\n');
+        out.push_str(&excerpt);
     }
     if let Some(hint) = &e.hint {
         out.push_str(&format!("\n  hint: {hint}"));
     }
     out
+}
+
+/// The offending line under a gutter with its number, and a caret under
+/// the column when it is known, as rustc shows them (annotate-snippets: a
+/// long line is cut around the column, tabs are expanded under the caret).
+/// Never coloured: the text also goes into build records and `--json`.
+fn excerpt(loc: &Location) -> Option<String> {
+    use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
+    let (line, src) = (loc.line?, loc.source_line.as_deref()?);
+    let mark = match loc.column {
+        // The column counts characters from 1; a span counts bytes. A
+        // column past the end marks the end of the line.
+        Some(col) => {
+            let mut chars = src.char_indices().skip(col.saturating_sub(1));
+            let span = chars
+                .next()
+                .map_or(src.len()..src.len(), |(at, c)| at..at + c.len_utf8());
+            AnnotationKind::Primary.span(span)
+        }
+        None => AnnotationKind::Visible.span(0..src.len()),
+    };
+    let snippet = Snippet::source(src).line_start(line).annotation(mark);
+    Some(Renderer::plain().render(&[Group::with_level(Level::ERROR).element(snippet)]))
 }
 
 /// What to do about an I/O error at `path` that a user can fix: a path
@@ -291,7 +282,7 @@ mod tests {
         assert!(out.starts_with("Layerfile.toml:1:70008: bad"), "{out}");
         let lines: Vec<&str> = out.lines().collect();
         let (src, caret) = (lines[2], lines[3]);
-        assert!(src.chars().count() < 200 && src.contains('…'), "{src}");
+        assert!(src.chars().count() < 200 && src.contains("..."), "{src}");
         // The caret stands under the `?`.
         let at = caret.chars().count() - 1;
         assert_eq!(src.chars().nth(at), Some('?'), "{src}\n{caret}");
@@ -300,8 +291,36 @@ mod tests {
     #[test]
     fn a_short_line_is_shown_whole_with_its_caret() {
         let out = rendered("a = é ?\n", 7);
-        assert!(out.contains(" 1 | a = é ?\n   |       ^"), "{out}");
+        assert!(out.contains("\n1 | a = é ?\n  |       ^"), "{out}");
         // An offset inside a character is moved back to its start.
         assert!(rendered("é", 1).contains("1:1"));
+    }
+
+    #[test]
+    fn the_caret_stands_under_its_character_after_a_tab_and_past_the_end() {
+        let out = rendered("\tb = ?\n", 5);
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines[3].chars().count() - 1;
+        assert_eq!(lines[2].chars().nth(at), Some('?'), "{out}");
+        // The end of the line (where a missing value is reported).
+        let out = rendered("a =\n", 3);
+        assert!(out.contains("\n1 | a =\n  |    ^"), "{out}");
+    }
+
+    #[test]
+    fn a_line_without_a_column_is_shown_without_a_caret() {
+        let out = render_input(&InputError {
+            location: Some(Location::at_line(
+                "play.yml",
+                "- hosts: all\n  roles: [x]\n",
+                2,
+            )),
+            message: "bad".into(),
+            hint: Some("fix it".into()),
+        });
+        assert_eq!(
+            out,
+            "play.yml:2: bad\n  |\n2 |   roles: [x]\n  |\n  hint: fix it"
+        );
     }
 }
