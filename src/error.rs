@@ -2,7 +2,12 @@
 //!
 //! Bad input (Layerfile, labels, flags, missing files) is a [`Error::Input`]
 //! and exits 2; a layer that failed to build exits 1; the environment
-//! (buildah missing, SQLite unusable, I/O) exits 3. No I/O here.
+//! (buildah missing, SQLite unusable, I/O) exits 3, and so does a tool we
+//! run failing outside a layer's own steps ([`Error::Tool`]).
+//!
+//! An input error is a diagnostic: the file, line and column, the line
+//! itself (shown with a caret by annotate-snippets) and a hint. No I/O
+//! here (except [`Error::io`] looking at the path once something failed).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -77,6 +82,22 @@ pub struct InputError {
     pub hint: Option<String>,
 }
 
+/// A tool we run (buildah, ansible-playbook, git...) that failed: which
+/// tool, the step it was doing, and the end of what it wrote to stderr.
+#[derive(Debug, Clone)]
+pub struct ToolFailure {
+    /// The program, as the user would type it (`buildah`).
+    pub tool: String,
+    /// What it was asked to do (`rm layerbuild-uan-1`), empty if nothing to say.
+    pub step: String,
+    /// The last [`STDERR_TAIL_LINES`] lines of its stderr, trimmed.
+    pub stderr_tail: String,
+    pub hint: Option<String>,
+}
+
+/// Lines of a failed tool's stderr kept in its error.
+pub const STDERR_TAIL_LINES: usize = 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input: exit code 2.
@@ -95,6 +116,11 @@ pub enum Error {
         message: String,
         hint: Option<String>,
     },
+    /// A tool we run failed outside a layer's own steps (listing images,
+    /// removing a container, an export): the environment, exit code 3. A
+    /// layer whose steps fail is a failed build, [`Error::BuildFailed`].
+    #[error("{}", render_tool(.0))]
+    Tool(Box<ToolFailure>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -123,6 +149,17 @@ impl Error {
         }
     }
 
+    /// `tool` failed at `step` having written `stderr` (only its last
+    /// [`STDERR_TAIL_LINES`] lines are kept).
+    pub fn tool(tool: impl Into<String>, step: impl Into<String>, stderr: &str) -> Self {
+        Error::Tool(Box::new(ToolFailure {
+            tool: tool.into(),
+            step: step.into(),
+            stderr_tail: tail(stderr, STDERR_TAIL_LINES),
+            hint: None,
+        }))
+    }
+
     pub fn io(path: &Path, err: std::io::Error) -> Self {
         let e = Error::env(format!("{}: {err}", path.display()));
         match io_hint(path, &err) {
@@ -141,6 +178,11 @@ impl Error {
                 bare.hint = None;
                 (render_input(&bare), e.hint.clone())
             }
+            Error::Tool(t) => {
+                let mut bare = t.as_ref().clone();
+                bare.hint = None;
+                (render_tool(&bare), t.hint.clone())
+            }
             other => (other.to_string(), None),
         }
     }
@@ -150,6 +192,7 @@ impl Error {
         match &mut self {
             Error::Input(e) => e.hint = Some(hint.into()),
             Error::Environment { hint: h, .. } => *h = Some(hint.into()),
+            Error::Tool(t) => t.hint = Some(hint.into()),
             Error::BuildFailed(_) | Error::Exit(_) => {}
         }
         self
@@ -160,7 +203,7 @@ impl Error {
             Error::BuildFailed(_) => 1,
             Error::Exit(c) => *c,
             Error::Input(_) => 2,
-            Error::Environment { .. } => 3,
+            Error::Environment { .. } | Error::Tool(_) => 3,
         }
     }
 }
@@ -183,6 +226,34 @@ fn render_input(e: &InputError) -> String {
         out.push_str(&format!("\n  hint: {hint}"));
     }
     out
+}
+
+/// `buildah rm NAME failed: STDERR`, as the environment errors for tools
+/// have always read, and the hint on its own line.
+fn render_tool(t: &ToolFailure) -> String {
+    let mut out = t.tool.clone();
+    if !t.step.is_empty() {
+        out.push(' ');
+        out.push_str(&t.step);
+    }
+    out.push_str(" failed");
+    if !t.stderr_tail.is_empty() {
+        out.push_str(": ");
+        out.push_str(&t.stderr_tail);
+    }
+    if let Some(hint) = &t.hint {
+        out.push_str(&format!("\n  hint: {hint}"));
+    }
+    out
+}
+
+/// The last `lines` lines of `text`, trimmed.
+fn tail(text: &str, lines: usize) -> String {
+    let text = text.trim();
+    match text.rmatch_indices('\n').nth(lines.saturating_sub(1)) {
+        Some((at, _)) => text[at + 1..].trim_start().to_string(),
+        None => text.to_string(),
+    }
 }
 
 /// The offending line under a gutter with its number, and a caret under
@@ -294,6 +365,29 @@ mod tests {
         assert!(out.contains("\n1 | a = é ?\n  |       ^"), "{out}");
         // An offset inside a character is moved back to its start.
         assert!(rendered("é", 1).contains("1:1"));
+    }
+
+    #[test]
+    fn a_tool_failure_names_tool_step_and_the_end_of_stderr_and_exits_3() {
+        let stderr: String = (1..=30).map(|n| format!("line {n}\n")).collect();
+        let e = Error::tool("buildah", "rm c1", &format!("\n{stderr}\n"))
+            .with_hint("look with: buildah containers");
+        assert_eq!(e.exit_code(), 3);
+        let (message, hint) = e.message_and_hint();
+        assert!(
+            message.starts_with("buildah rm c1 failed: line 11\nline 12\n"),
+            "{message}"
+        );
+        assert!(message.ends_with("\nline 30"), "{message}");
+        assert_eq!(hint.as_deref(), Some("look with: buildah containers"));
+        assert_eq!(
+            e.to_string(),
+            format!("{message}\n  hint: look with: buildah containers")
+        );
+        // As `Error::env(format!("buildah images failed: {}", stderr.trim()))` read.
+        let e = Error::tool("buildah", "images", "  no storage\n");
+        assert_eq!(e.to_string(), "buildah images failed: no storage");
+        assert_eq!(Error::tool("git", "", "").to_string(), "git failed");
     }
 
     #[test]
