@@ -2,7 +2,12 @@
 //!
 //! Bad input (Layerfile, labels, flags, missing files) is a [`Error::Input`]
 //! and exits 2; a layer that failed to build exits 1; the environment
-//! (buildah missing, SQLite unusable, I/O) exits 3. No I/O here.
+//! (buildah missing, SQLite unusable, I/O) exits 3, and so does a tool we
+//! run failing outside a layer's own steps ([`Error::Tool`]).
+//!
+//! An input error is a diagnostic: the file, line and column, the line
+//! itself (shown with a caret by annotate-snippets) and a hint. No I/O
+//! here (except [`Error::io`] looking at the path once something failed).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -77,6 +82,22 @@ pub struct InputError {
     pub hint: Option<String>,
 }
 
+/// A tool we run (buildah, ansible-playbook, git...) that failed: which
+/// tool, the step it was doing, and the end of what it wrote to stderr.
+#[derive(Debug, Clone)]
+pub struct ToolFailure {
+    /// The program, as the user would type it (`buildah`).
+    pub tool: String,
+    /// What it was asked to do (`rm layerbuild-uan-1`), empty if nothing to say.
+    pub step: String,
+    /// The last [`STDERR_TAIL_LINES`] lines of its stderr, trimmed.
+    pub stderr_tail: String,
+    pub hint: Option<String>,
+}
+
+/// Lines of a failed tool's stderr kept in its error.
+pub const STDERR_TAIL_LINES: usize = 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input: exit code 2.
@@ -98,6 +119,11 @@ pub enum Error {
         message: String,
         hint: Option<String>,
     },
+    /// A tool we run failed outside a layer's own steps (listing images,
+    /// removing a container, an export): the environment, exit code 3. A
+    /// layer whose steps fail is a failed build, [`Error::BuildFailed`].
+    #[error("{}", render_tool(.0))]
+    Tool(Box<ToolFailure>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -126,6 +152,17 @@ impl Error {
         }
     }
 
+    /// `tool` failed at `step` having written `stderr` (only its last
+    /// [`STDERR_TAIL_LINES`] lines are kept).
+    pub fn tool(tool: impl Into<String>, step: impl Into<String>, stderr: &str) -> Self {
+        Error::Tool(Box::new(ToolFailure {
+            tool: tool.into(),
+            step: step.into(),
+            stderr_tail: tail(stderr, STDERR_TAIL_LINES),
+            hint: None,
+        }))
+    }
+
     pub fn io(path: &Path, err: std::io::Error) -> Self {
         let e = Error::env(format!("{}: {err}", path.display()));
         match io_hint(path, &err) {
@@ -144,6 +181,11 @@ impl Error {
                 bare.hint = None;
                 (render_input(&bare), e.hint.clone())
             }
+            Error::Tool(t) => {
+                let mut bare = t.as_ref().clone();
+                bare.hint = None;
+                (render_tool(&bare), t.hint.clone())
+            }
             other => (other.to_string(), None),
         }
     }
@@ -153,6 +195,7 @@ impl Error {
         match &mut self {
             Error::Input(e) => e.hint = Some(hint.into()),
             Error::Environment { hint: h, .. } => *h = Some(hint.into()),
+            Error::Tool(t) => t.hint = Some(hint.into()),
             Error::BuildFailed(_) | Error::Exit(_) | Error::Interrupted(_) => {}
         }
         self
@@ -164,35 +207,9 @@ impl Error {
             Error::Exit(c) => *c,
             Error::Interrupted(_) => crate::interrupt::EXIT_CODE,
             Error::Input(_) => 2,
-            Error::Environment { .. } => 3,
+            Error::Environment { .. } | Error::Tool(_) => 3,
         }
     }
-}
-
-/// Characters of a source line shown under an error: a longer line is
-/// cut to this many around the column, with `…` where it was cut.
-const SHOWN: usize = 120;
-
-/// `src` as shown under an error, and the (1-based) column of the caret
-/// in what is shown: within the line shown, however long the line or
-/// large the column.
-fn excerpt(src: &str, col: Option<usize>) -> (String, Option<usize>) {
-    let chars: Vec<char> = src.chars().collect();
-    let at = col.unwrap_or(1).clamp(1, chars.len() + 1) - 1;
-    if chars.len() <= SHOWN {
-        return (src.to_string(), col.map(|_| at + 1));
-    }
-    let start = at.saturating_sub(SHOWN / 2).min(chars.len() - SHOWN);
-    let end = start + SHOWN;
-    let mut shown = String::new();
-    if start > 0 {
-        shown.push('…');
-    }
-    shown.extend(&chars[start..end]);
-    if end < chars.len() {
-        shown.push('…');
-    }
-    (shown, col.map(|_| at - start + 1 + usize::from(start > 0)))
 }
 
 fn render_input(e: &InputError) -> String {
@@ -205,20 +222,65 @@ fn render_input(e: &InputError) -> String {
         }
     }
     out.push_str(&e.message);
-    if let Some(loc) = &e.location
-        && let (Some(line), Some(src)) = (loc.line, &loc.source_line)
-    {
-        let gutter = line.to_string().len();
-        let (src, col) = excerpt(src, loc.column);
-        out.push_str(&format!("\n {:gutter$} |\n {line} | {src}", ""));
-        if let Some(col) = col {
-            out.push_str(&format!("\n {:gutter$} | {}^", "", " ".repeat(col - 1)));
-        }
+    if let Some(excerpt) = e.location.as_ref().and_then(excerpt) {
+        out.push('\n');
+        out.push_str(&excerpt);
     }
     if let Some(hint) = &e.hint {
         out.push_str(&format!("\n  hint: {hint}"));
     }
     out
+}
+
+/// `buildah rm NAME failed: STDERR`, as the environment errors for tools
+/// have always read, and the hint on its own line.
+fn render_tool(t: &ToolFailure) -> String {
+    let mut out = t.tool.clone();
+    if !t.step.is_empty() {
+        out.push(' ');
+        out.push_str(&t.step);
+    }
+    out.push_str(" failed");
+    if !t.stderr_tail.is_empty() {
+        out.push_str(": ");
+        out.push_str(&t.stderr_tail);
+    }
+    if let Some(hint) = &t.hint {
+        out.push_str(&format!("\n  hint: {hint}"));
+    }
+    out
+}
+
+/// The last `lines` lines of `text`, trimmed.
+fn tail(text: &str, lines: usize) -> String {
+    let text = text.trim();
+    match text.rmatch_indices('\n').nth(lines.saturating_sub(1)) {
+        Some((at, _)) => text[at + 1..].trim_start().to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// The offending line under a gutter with its number, and a caret under
+/// the column when it is known, as rustc shows them (annotate-snippets: a
+/// long line is cut around the column, tabs are expanded under the caret).
+/// Never coloured: the text also goes into build records and `--json`.
+fn excerpt(loc: &Location) -> Option<String> {
+    use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
+    let (line, src) = (loc.line?, loc.source_line.as_deref()?);
+    let mark = match loc.column {
+        // The column counts characters from 1; a span counts bytes. A
+        // column past the end marks the end of the line.
+        Some(col) => {
+            let mut chars = src.char_indices().skip(col.saturating_sub(1));
+            let span = chars
+                .next()
+                .map_or(src.len()..src.len(), |(at, c)| at..at + c.len_utf8());
+            AnnotationKind::Primary.span(span)
+        }
+        None => AnnotationKind::Visible.span(0..src.len()),
+    };
+    let snippet = Snippet::source(src).line_start(line).annotation(mark);
+    Some(Renderer::plain().render(&[Group::with_level(Level::ERROR).element(snippet)]))
 }
 
 /// What to do about an I/O error at `path` that a user can fix: a path
@@ -276,12 +338,6 @@ fn io_hint(path: &Path, err: &std::io::Error) -> Option<String> {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        crate::cache::repair::user_error(&e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +357,7 @@ mod tests {
         assert!(out.starts_with("Layerfile.toml:1:70008: bad"), "{out}");
         let lines: Vec<&str> = out.lines().collect();
         let (src, caret) = (lines[2], lines[3]);
-        assert!(src.chars().count() < 200 && src.contains('…'), "{src}");
+        assert!(src.chars().count() < 200 && src.contains("..."), "{src}");
         // The caret stands under the `?`.
         let at = caret.chars().count() - 1;
         assert_eq!(src.chars().nth(at), Some('?'), "{src}\n{caret}");
@@ -310,8 +366,59 @@ mod tests {
     #[test]
     fn a_short_line_is_shown_whole_with_its_caret() {
         let out = rendered("a = é ?\n", 7);
-        assert!(out.contains(" 1 | a = é ?\n   |       ^"), "{out}");
+        assert!(out.contains("\n1 | a = é ?\n  |       ^"), "{out}");
         // An offset inside a character is moved back to its start.
         assert!(rendered("é", 1).contains("1:1"));
+    }
+
+    #[test]
+    fn a_tool_failure_names_tool_step_and_the_end_of_stderr_and_exits_3() {
+        let stderr: String = (1..=30).map(|n| format!("line {n}\n")).collect();
+        let e = Error::tool("buildah", "rm c1", &format!("\n{stderr}\n"))
+            .with_hint("look with: buildah containers");
+        assert_eq!(e.exit_code(), 3);
+        let (message, hint) = e.message_and_hint();
+        assert!(
+            message.starts_with("buildah rm c1 failed: line 11\nline 12\n"),
+            "{message}"
+        );
+        assert!(message.ends_with("\nline 30"), "{message}");
+        assert_eq!(hint.as_deref(), Some("look with: buildah containers"));
+        assert_eq!(
+            e.to_string(),
+            format!("{message}\n  hint: look with: buildah containers")
+        );
+        // As `Error::env(format!("buildah images failed: {}", stderr.trim()))` read.
+        let e = Error::tool("buildah", "images", "  no storage\n");
+        assert_eq!(e.to_string(), "buildah images failed: no storage");
+        assert_eq!(Error::tool("git", "", "").to_string(), "git failed");
+    }
+
+    #[test]
+    fn the_caret_stands_under_its_character_after_a_tab_and_past_the_end() {
+        let out = rendered("\tb = ?\n", 5);
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines[3].chars().count() - 1;
+        assert_eq!(lines[2].chars().nth(at), Some('?'), "{out}");
+        // The end of the line (where a missing value is reported).
+        let out = rendered("a =\n", 3);
+        assert!(out.contains("\n1 | a =\n  |    ^"), "{out}");
+    }
+
+    #[test]
+    fn a_line_without_a_column_is_shown_without_a_caret() {
+        let out = render_input(&InputError {
+            location: Some(Location::at_line(
+                "play.yml",
+                "- hosts: all\n  roles: [x]\n",
+                2,
+            )),
+            message: "bad".into(),
+            hint: Some("fix it".into()),
+        });
+        assert_eq!(
+            out,
+            "play.yml:2: bad\n  |\n2 |   roles: [x]\n  |\n  hint: fix it"
+        );
     }
 }

@@ -14,6 +14,7 @@
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod digest;
 pub mod error;
 pub mod executor;
 pub mod explain;

@@ -157,12 +157,21 @@ fn a_toml_syntax_error() {
 fn a_syntax_error_at_the_end_of_a_very_long_line() {
     let ws = with_layerfile(|s| format!("{s}\nnote = \"{}\" ?\n", "a".repeat(70_000)));
     let run = ws.lb(&["build", "//compute/slurm"]);
-    assert_input_error(&ws, &run, &["Layerfile.toml:", "…"]);
+    assert_input_error(&ws, &run, &["Layerfile.toml:", "..."]);
     assert!(
         run.stderr.lines().all(|l| l.chars().count() < 400),
         "{}",
         &run.stderr[..run.stderr.len().min(2000)]
     );
+    // The line is cut where it is long, and the caret stands under the `?`.
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let caret = lines
+        .iter()
+        .position(|l| l.ends_with('^'))
+        .unwrap_or_else(|| panic!("no caret:\n{}", run.stderr));
+    let (src, at) = (lines[caret - 1], lines[caret].chars().count() - 1);
+    assert!(src.contains("..."), "{src}");
+    assert_eq!(src.chars().nth(at), Some('?'), "{src}\n{}", lines[caret]);
 }
 
 /// A role's task file that is not UTF-8 is bad input (exit 2) naming the

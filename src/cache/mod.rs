@@ -20,7 +20,7 @@ pub mod netfs;
 pub mod repair;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -123,7 +123,7 @@ const FILE_SET_MIN: usize = 8;
 /// per layer: the history grows with files plus layers, not their
 /// product. [`expand_manifest`] restores the manifest exactly (the digest
 /// is always computed over the whole manifest, never over this form).
-fn compact_manifest(tx: &rusqlite::Transaction<'_>, m: &Manifest) -> Result<String> {
+fn compact_manifest(tx: &rusqlite::Transaction<'_>, m: &Manifest) -> rusqlite::Result<String> {
     let mut v = serde_json::to_value(m).expect("manifest serialises");
     let Some(files) = v.get_mut("files").and_then(|f| f.as_object_mut()) else {
         return Ok(serde_json::to_string(&v).expect("manifest serialises"));
@@ -213,6 +213,8 @@ pub struct OutputRecord {
 
 pub struct Cache {
     conn: Connection,
+    /// The database file, named in every error a query reports.
+    path: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -342,8 +344,7 @@ impl Cache {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             netfs::check(dir)?;
         }
-        repair::note_opened(path);
-        let mut conn = Connection::open(path).map_err(|e| {
+        let conn = Connection::open(path).map_err(|e| {
             // SQLite says only "unable to open database file": say why.
             match path.parent().map(|d| (d, writable(d))) {
                 Some((dir, Err(why))) => Error::io(dir, why),
@@ -352,16 +353,23 @@ impl Cache {
                 ),
             }
         })?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        conn.set_transaction_behavior(TransactionBehavior::Immediate);
-        // WAL is a property of the file: set it once, not on every open
-        // (switching takes an exclusive lock).
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let mut cache = Cache { conn };
+        let mut cache = Cache {
+            conn,
+            path: path.to_path_buf(),
+        };
+        cache
+            .conn
+            .set_transaction_behavior(TransactionBehavior::Immediate);
+        cache.read(|conn| {
+            conn.busy_timeout(Duration::from_secs(30))?;
+            // WAL is a property of the file: set it once, not on every open
+            // (switching takes an exclusive lock).
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            conn.pragma_update(None, "synchronous", "NORMAL")
+        })?;
         cache.migrate().map_err(|e| match e {
             // A damaged file or a lock held too long: already says what to do.
             Error::Environment {
@@ -378,6 +386,32 @@ impl Cache {
         Ok(cache)
     }
 
+    /// A SQLite error as users see it: naming this database, and what to
+    /// do when it is damaged, locked, read-only or full.
+    fn err(&self, e: rusqlite::Error) -> Error {
+        repair::user_error(&self.path, &e)
+    }
+
+    /// Runs `f` on the connection; a SQLite error names this database.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        f(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` in one write transaction (`BEGIN IMMEDIATE`), committed
+    /// when `f` succeeds; a SQLite error names this database.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let tx = self.conn.transaction();
+        let done = tx.and_then(|tx| {
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        });
+        done.map_err(|e| self.err(e))
+    }
+
     /// Opens the database only if it exists (read paths must not create it).
     pub fn open_existing(path: &Path) -> Result<Option<Cache>> {
         if path.exists() {
@@ -388,9 +422,8 @@ impl Cache {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version: i64 =
+            self.read(|conn| conn.pragma_query_value(None, "user_version", |r| r.get(0)))?;
         if version as usize > MIGRATIONS.len() {
             return Err(Error::env(format!(
                 "cache schema version {version} is newer than this layerbuild understands ({})",
@@ -404,27 +437,31 @@ impl Cache {
         // Another process may be migrating too: read the version again
         // under the write lock, one migration per transaction.
         loop {
-            let tx = self.conn.transaction()?;
-            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            let Some(sql) = MIGRATIONS.get(version as usize) else {
+            let migrated = self.write(|tx| {
+                let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+                let Some(sql) = MIGRATIONS.get(version as usize) else {
+                    return Ok(false);
+                };
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", version + 1)?;
+                Ok(true)
+            })?;
+            if !migrated {
                 return Ok(());
-            };
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", version + 1)?;
-            tx.commit()?;
+            }
         }
     }
 
     pub fn lookup(&self, digest: &str) -> Result<Option<CachedLayer>> {
         // Called for every layer of a build, twice: prepared once.
-        Ok(self
-            .conn
-            .prepare_cached(
+        self.read(|conn| {
+            conn.prepare_cached(
                 "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
                  FROM layers WHERE digest = ?1",
             )?
             .query_row(params![digest], cached_layer)
-            .optional()?)
+            .optional()
+        })
     }
 
     /// Records a successful build: the cache row and its history row, atomically.
@@ -435,25 +472,24 @@ impl Cache {
         image_name: &str,
     ) -> Result<()> {
         complete(rec)?;
-        let tx = self.conn.transaction()?;
-        let manifest = compact_manifest(&tx, rec.manifest)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                rec.digest,
-                image_id,
-                image_name,
-                rec.label,
-                rec.system,
-                manifest,
-                rec.started_at,
-                rec.duration.as_millis() as i64
-            ],
-        )?;
-        insert_build(&tx, rec, "built", Some(image_id), None, None, &manifest)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            let manifest = compact_manifest(tx, rec.manifest)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    rec.digest,
+                    image_id,
+                    image_name,
+                    rec.label,
+                    rec.system,
+                    manifest,
+                    rec.started_at,
+                    rec.duration.as_millis() as i64
+                ],
+            )?;
+            insert_build(tx, rec, "built", Some(image_id), None, None, &manifest)
+        })
     }
 
     /// Records a failed build in the history only; no cache row.
@@ -464,24 +500,23 @@ impl Cache {
         error: &str,
     ) -> Result<()> {
         complete(rec)?;
-        let tx = self.conn.transaction()?;
-        let manifest = compact_manifest(&tx, rec.manifest)?;
-        insert_build(&tx, rec, "failed", None, container, Some(error), &manifest)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            let manifest = compact_manifest(tx, rec.manifest)?;
+            insert_build(tx, rec, "failed", None, container, Some(error), &manifest)
+        })
     }
 
     /// Does the history know this label (for `ls`: "needs build" vs "never built")?
     pub fn ever_built(&self, label: &str, system: Option<&str>) -> Result<bool> {
-        Ok(self
-            .conn
-            .query_row(
+        self.read(|conn| {
+            conn.query_row(
                 "SELECT 1 FROM layers WHERE label = ?1 AND system IS ?2 LIMIT 1",
                 params![label, system],
                 |_| Ok(()),
             )
-            .optional()?
-            .is_some())
+            .optional()
+        })
+        .map(|row| row.is_some())
     }
 
     /// The newest build of `label` for `system` with `status` (any status if `None`).
@@ -491,9 +526,8 @@ impl Cache {
         system: Option<&str>,
         status: Option<&str>,
     ) -> Result<Option<BuildRow>> {
-        Ok(self
-            .conn
-            .query_row(
+        let row = self.read(|conn| {
+            conn.query_row(
                 &format!(
                     "SELECT {BUILD_COLUMNS} FROM builds WHERE label = ?1 AND system IS ?2 AND (?3 IS NULL OR status = ?3)
                      ORDER BY id DESC LIMIT 1"
@@ -501,71 +535,76 @@ impl Cache {
                 params![label, system, status],
                 build_row,
             )
-            .optional()?
-            .map(|r| self.expanded(r)))
+            .optional()
+        })?;
+        Ok(row.map(|r| self.expanded(r)))
     }
 
     /// The newest build of `label` whose digest starts with `prefix`.
     pub fn build_of_digest(&self, label: &str, prefix: &str) -> Result<Vec<BuildRow>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {BUILD_COLUMNS} FROM builds WHERE label = ?1 AND digest LIKE ?2 || '%' ORDER BY id DESC"
-        ))?;
-        let rows = st.query_map(params![label, prefix], build_row)?;
-        self.all_expanded(rows)
+        self.builds(
+            &format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE label = ?1 AND digest LIKE ?2 || '%' ORDER BY id DESC"
+            ),
+            params![label, prefix],
+        )
     }
 
     /// One recorded build per distinct digest starting with `prefix` (the newest).
     pub fn builds_with_digest_prefix(&self, prefix: &str) -> Result<Vec<BuildRow>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {BUILD_COLUMNS} FROM builds WHERE id IN
-               (SELECT max(id) FROM builds WHERE digest LIKE ?1 || '%' GROUP BY digest)
-             ORDER BY digest"
-        ))?;
-        let rows = st.query_map(params![prefix], build_row)?;
-        self.all_expanded(rows)
+        self.builds(
+            &format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE id IN
+                   (SELECT max(id) FROM builds WHERE digest LIKE ?1 || '%' GROUP BY digest)
+                 ORDER BY digest"
+            ),
+            params![prefix],
+        )
     }
 
     /// The newest recorded build with exactly this digest.
     pub fn build_with_digest(&self, digest: &str) -> Result<Option<BuildRow>> {
-        Ok(self
-            .conn
-            .query_row(
+        let row = self.read(|conn| {
+            conn.query_row(
                 &format!(
                     "SELECT {BUILD_COLUMNS} FROM builds WHERE digest = ?1 ORDER BY id DESC LIMIT 1"
                 ),
                 params![digest],
                 build_row,
             )
-            .optional()?
-            .map(|r| self.expanded(r)))
+            .optional()
+        })?;
+        Ok(row.map(|r| self.expanded(r)))
     }
 
     /// Failed builds whose kept container has not been removed, newest first,
     /// one per container.
     pub fn kept_containers(&self) -> Result<Vec<BuildRow>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {BUILD_COLUMNS} FROM builds WHERE id IN
-               (SELECT max(id) FROM builds WHERE status = 'failed' AND container IS NOT NULL
-                AND container_removed = 0 GROUP BY container)
-             ORDER BY id DESC"
-        ))?;
-        let rows = st.query_map([], build_row)?;
-        self.all_expanded(rows)
+        self.builds(
+            &format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE id IN
+                   (SELECT max(id) FROM builds WHERE status = 'failed' AND container IS NOT NULL
+                    AND container_removed = 0 GROUP BY container)
+                 ORDER BY id DESC"
+            ),
+            [],
+        )
     }
 
     /// Marks every failed build that kept `container` as cleaned up.
     pub fn container_removed(&mut self, container: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE builds SET container_removed = 1 WHERE container = ?1",
-            params![container],
-        )?;
+        self.read(|conn| {
+            conn.execute(
+                "UPDATE builds SET container_removed = 1 WHERE container = ?1",
+                params![container],
+            )
+        })?;
         Ok(())
     }
 
     pub fn output(&self, target: &str) -> Result<Option<OutputRecord>> {
-        Ok(self
-            .conn
-            .query_row(
+        self.read(|conn| {
+            conn.query_row(
                 "SELECT target, format, options, label, digest, size, mtime_ns FROM outputs WHERE target = ?1",
                 params![target],
                 |r| {
@@ -580,44 +619,48 @@ impl Cache {
                     })
                 },
             )
-            .optional()?)
+            .optional()
+        })
     }
 
     pub fn record_output(&mut self, rec: &OutputRecord, written_at: i64) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO outputs (target, format, options, label, digest, size, mtime_ns, written_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                rec.target,
-                rec.format,
-                rec.options,
-                rec.label,
-                rec.digest,
-                rec.size,
-                rec.mtime_ns,
-                written_at
-            ],
-        )?;
+        self.read(|conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO outputs (target, format, options, label, digest, size, mtime_ns, written_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    rec.target,
+                    rec.format,
+                    rec.options,
+                    rec.label,
+                    rec.digest,
+                    rec.size,
+                    rec.mtime_ns,
+                    written_at
+                ],
+            )
+        })?;
         Ok(())
     }
 
     /// Every cache row, each label's (and system's) newest first (for `gc`).
     pub fn all_layers(&self) -> Result<Vec<CachedLayer>> {
-        let mut st = self.conn.prepare(
-            "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
-             FROM layers ORDER BY label, system, built_at DESC, rowid DESC",
-        )?;
-        let rows = st.query_map([], cached_layer)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| {
+            conn.prepare(
+                "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
+                 FROM layers ORDER BY label, system, built_at DESC, rowid DESC",
+            )?
+            .query_map([], cached_layer)?
+            .collect()
+        })
     }
 
     /// The whole build history, oldest first (for `gc`).
     pub fn all_builds(&self) -> Result<Vec<BuildRow>> {
-        let mut st = self
-            .conn
-            .prepare(&format!("SELECT {BUILD_COLUMNS} FROM builds ORDER BY id"))?;
-        let rows = st.query_map([], build_row)?;
-        self.all_expanded(rows)
+        self.builds(
+            &format!("SELECT {BUILD_COLUMNS} FROM builds ORDER BY id"),
+            [],
+        )
     }
 
     /// A history row with its manifest's file sets merged back.
@@ -626,39 +669,36 @@ impl Cache {
         row
     }
 
-    fn all_expanded(
-        &self,
-        rows: impl Iterator<Item = rusqlite::Result<BuildRow>>,
-    ) -> Result<Vec<BuildRow>> {
-        let rows: Vec<BuildRow> = rows.collect::<rusqlite::Result<_>>()?;
+    /// The history rows `sql` (selecting [`BUILD_COLUMNS`]) finds, expanded.
+    fn builds(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<BuildRow>> {
+        let rows: Vec<BuildRow> =
+            self.read(|conn| conn.prepare(sql)?.query_map(params, build_row)?.collect())?;
         Ok(rows.into_iter().map(|r| self.expanded(r)).collect())
     }
 
     /// Deletes cache rows by digest and history rows by id, and the file
     /// sets no manifest names any more, in one transaction.
     pub fn delete_rows(&mut self, digests: &[&str], build_ids: &[i64]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        for d in digests {
-            tx.execute("DELETE FROM layers WHERE digest = ?1", params![d])?;
-        }
-        for id in build_ids {
-            tx.execute("DELETE FROM builds WHERE id = ?1", params![id])?;
-        }
-        tx.execute(
-            "DELETE FROM file_sets WHERE NOT EXISTS
-               (SELECT 1 FROM builds WHERE instr(builds.manifest, file_sets.id) > 0)
-             AND NOT EXISTS
-               (SELECT 1 FROM layers WHERE instr(layers.manifest, file_sets.id) > 0)",
-            [],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            for d in digests {
+                tx.execute("DELETE FROM layers WHERE digest = ?1", params![d])?;
+            }
+            for id in build_ids {
+                tx.execute("DELETE FROM builds WHERE id = ?1", params![id])?;
+            }
+            tx.execute(
+                "DELETE FROM file_sets WHERE NOT EXISTS
+                   (SELECT 1 FROM builds WHERE instr(builds.manifest, file_sets.id) > 0)
+                 AND NOT EXISTS
+                   (SELECT 1 FROM layers WHERE instr(layers.manifest, file_sets.id) > 0)",
+                [],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn layer_count(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM layers", [], |r| r.get(0))?)
+        self.read(|conn| conn.query_row("SELECT count(*) FROM layers", [], |r| r.get(0)))
     }
 }
 
@@ -681,7 +721,7 @@ fn insert_build(
     container: Option<&str>,
     error: Option<&str>,
     manifest: &str,
-) -> Result<()> {
+) -> rusqlite::Result<()> {
     let vars = serde_json::to_string(rec.vars).expect("vars serialise");
     tx.execute(
         "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars, inventory, source)

@@ -1,5 +1,6 @@
 //! Keeping the cache database trustworthy after crashes and damage: the
-//! user-facing error for a damaged file, `PRAGMA integrity_check`, moving a
+//! user-facing error for a SQLite error on a given database file (damaged,
+//! locked, read-only, full), `PRAGMA integrity_check`, moving a
 //! damaged file aside, and rows recorded for images found in container
 //! storage (`cache rebuild-index`, and builds adopting an image committed by
 //! a build killed before it could record it).
@@ -7,21 +8,12 @@
 //! I/O: the database file (and its `-wal`/`-shm` companions).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use rusqlite::ffi::ErrorCode;
 use rusqlite::params;
 
 use super::Cache;
 use crate::error::{Error, Result};
-
-/// The database this process opened last, so an error surfacing from any
-/// query can name the file (one cache per process in practice).
-static OPENED: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-pub(crate) fn note_opened(path: &Path) {
-    *OPENED.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
-}
 
 /// Is this error SQLite saying the file is not (or no longer) a database?
 pub fn is_damage(e: &rusqlite::Error) -> bool {
@@ -34,20 +26,16 @@ pub fn is_damage(e: &rusqlite::Error) -> bool {
 /// The command that repairs a damaged database.
 pub const REPAIR_COMMAND: &str = "layerbuild cache rebuild-index";
 
-/// The error users see for a database error: a damaged file names the file
-/// and the command that repairs it; a lock held too long says who to suspect.
-pub fn user_error(e: &rusqlite::Error) -> Error {
-    let path = OPENED.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let file = path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "the cache database".into());
+/// The error users see for an error of the database at `path`: a damaged
+/// file names the file and the command that repairs it; a lock held too
+/// long says who to suspect.
+pub(crate) fn user_error(path: &Path, e: &rusqlite::Error) -> Error {
+    let file = path.display();
     if is_damage(e) {
         return Error::env(format!("the cache database {file} is damaged: {e}")).with_hint(
             format!(
                 "run `{REPAIR_COMMAND}`: it moves the file aside (to {}.damaged-TIME) and rebuilds the index from the images in container storage; only build logs and history are lost",
-                path.as_ref()
-                    .and_then(|p| p.file_name())
+                path.file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "layerbuild.db".into())
             ),
@@ -118,34 +106,35 @@ pub struct Recovered<'a> {
 impl Cache {
     /// `PRAGMA integrity_check`: empty when the file is sound, else SQLite's findings.
     pub fn integrity_problems(&self) -> Result<Vec<String>> {
-        let mut st = self.conn.prepare("PRAGMA integrity_check")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        let found: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
+        let found: Vec<String> = self.read(|conn| {
+            conn.prepare("PRAGMA integrity_check")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect()
+        })?;
         Ok(found.into_iter().filter(|l| l != "ok").collect())
     }
 
     /// Records a recovered image as cached, with an unknown manifest, and a
     /// history row with source `adopted`, in one transaction.
     pub fn record_recovered(&mut self, r: &Recovered<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, 0)",
-            params![r.digest, r.image_id, r.image_name, r.label, UNKNOWN_MANIFEST, r.built_at],
-        )?;
-        tx.execute(
-            "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, manifest, source)
-             VALUES (?1, NULL, ?2, 'built', ?3, 0, ?4, ?5, 'adopted')",
-            params![r.label, r.digest, r.built_at, r.image_id, UNKNOWN_MANIFEST],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, 0)",
+                params![r.digest, r.image_id, r.image_name, r.label, UNKNOWN_MANIFEST, r.built_at],
+            )?;
+            tx.execute(
+                "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, manifest, source)
+                 VALUES (?1, NULL, ?2, 'built', ?3, 0, ?4, ?5, 'adopted')",
+                params![r.label, r.digest, r.built_at, r.image_id, UNKNOWN_MANIFEST],
+            )?;
+            Ok(())
+        })
     }
 
     /// Deletes the cache row of `digest` (its image is gone); history stays.
     pub fn forget_layer(&mut self, digest: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM layers WHERE digest = ?1", params![digest])?;
+        self.read(|conn| conn.execute("DELETE FROM layers WHERE digest = ?1", params![digest]))?;
         Ok(())
     }
 }
@@ -163,11 +152,29 @@ mod tests {
             (rusqlite::ffi::SQLITE_IOERR, "full disk"),
         ] {
             let e = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
-            match user_error(&e) {
+            match user_error(Path::new("/c/layerbuild.db"), &e) {
                 Error::Environment { hint: Some(h), .. } => assert!(h.contains(says), "{h}"),
                 other => panic!("no hint for code {code}: {other:?}"),
             }
         }
+    }
+
+    /// Each cache names its own file, whichever was opened last.
+    #[test]
+    fn an_error_names_the_database_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+        let first = Cache::open(&a).unwrap();
+        let _second = Cache::open(&b).unwrap();
+        let e = first
+            .read(|conn| conn.execute("SELECT * FROM no_such_table", []))
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("cache database {}: ", a.display())),
+            "{text}"
+        );
+        assert_eq!(e.exit_code(), 3);
     }
 
     #[test]
