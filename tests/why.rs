@@ -1,7 +1,10 @@
 //! `why`, `hash-diff`, `build --dry-run`, `log`, `debug`, `--from-failed`
-//! and kept containers, on real builds (busybox base, real buildah and
-//! ansible-playbook). Explanations are snapshot-tested with digests and
-//! times redacted.
+//! and kept containers. Explanations are snapshot-tested with digests and
+//! times redacted; they run in this process against the recording backend
+//! ([`TestWs::recorded`]: no buildah), since what they test is the
+//! bookkeeping above the executor. `debug`, `--from-failed` and kept
+//! containers run on real builds (busybox base, real buildah and
+//! ansible-playbook).
 
 mod common;
 
@@ -21,7 +24,7 @@ fn redact(s: &str) -> String {
 /// The chain fixture with packages on //compute/slurm (installed by a
 /// command that works on busybox), built once.
 fn built_chain() -> TestWs {
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     let lf = ws.read("Layerfile.toml").edit(
         "playbook = \"slurm.yml\"",
         "playbook = \"slurm.yml\"\npackages = [\"munge\"]\npackage_command = \"echo {packages} >> /etc/packages\"",
@@ -54,7 +57,6 @@ fn with_change(
 
 #[test]
 fn why_explains_each_kind_of_change() {
-    require_buildah();
     let ws = built_chain();
 
     insta::assert_snapshot!("up_to_date", why(&ws, &["//compute/slurm"]));
@@ -188,8 +190,7 @@ fn why_explains_each_kind_of_change() {
 
 #[test]
 fn why_on_a_layer_never_built_lists_what_a_build_would_build() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     ws.lb(&["build", "//base/hsn"]).ok();
     insta::assert_snapshot!("never_built", why(&ws, &["//compute/slurm"]));
     let j = ws.lb(&["why", "--json", "//compute/slurm"]).ok().json();
@@ -202,8 +203,7 @@ fn why_on_a_layer_never_built_lists_what_a_build_would_build() {
 
 #[test]
 fn why_after_an_upgrade_names_the_format_change() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     ws.lb(&["build", "//base/os"]).ok();
     // Pretend the last build was recorded by an older format, and its image is gone.
     let conn = rusqlite::Connection::open(ws.db()).unwrap();
@@ -233,8 +233,7 @@ fn vault(args: &[&str], dir: &std::path::Path) -> String {
 
 #[test]
 fn why_never_prints_vault_values() {
-    require_buildah();
-    let mut ws = TestWs::new("chain");
+    let mut ws = TestWs::recorded("chain");
     let pw = ws.path("../vault-pass");
     std::fs::write(&pw, "correct horse\n").unwrap();
     ws.env.push((
@@ -336,7 +335,6 @@ fn why_never_prints_vault_values() {
 
 #[test]
 fn dry_run_json_predicts_exactly_what_is_built() {
-    require_buildah();
     let ws = built_chain();
     let lf = ws
         .read("Layerfile.toml")
@@ -487,7 +485,6 @@ fn debug_log_from_failed_and_clean_on_a_failed_layer() {
 
 #[test]
 fn hash_diff_compares_recorded_manifests() {
-    require_buildah();
     let ws = built_chain();
     let old = ws.lb(&["hash", "//compute/slurm"]).ok().stdout[..64].to_string();
     ws.append("slurm-config/roles/slurm/tasks/main.yml", "# tuned\n");
@@ -507,7 +504,6 @@ fn hash_diff_compares_recorded_manifests() {
 
 #[test]
 fn bad_input_to_why_hash_diff_log_and_debug() {
-    require_buildah();
     let ws = built_chain();
     let expect2 = |r: Run, what: &str| {
         assert_eq!(r.code, 2, "{what}: {}", r.stderr);
@@ -571,8 +567,7 @@ fn bad_input_to_why_hash_diff_log_and_debug() {
 
 #[test]
 fn why_since_a_git_revision_reads_the_revision_not_the_working_tree() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     ws.write(".gitignore", "/cache/\n");
     let git = |args: &[&str]| {
         let out = Command::new("git")

@@ -8,8 +8,9 @@
 //! real buildah. Compiled always (integration tests reach it through the
 //! library); the command line never uses it.
 //!
-//! I/O: none, except [`Exporter::export`], which writes a small placeholder
-//! file at the destination (through the same atomic write the real one uses).
+//! I/O: none, except the build's log (one line, at the request's log
+//! path) and [`Exporter::export`], which writes a small placeholder file
+//! at the destination (through the same atomic write the real one uses).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -278,6 +279,14 @@ impl Executor for Recording {
             from: req.from.clone(),
         });
         sink.step(&req.label, "recording build");
+        // Like every executor, it leaves the attempt's log where asked.
+        if let Some(dir) = req.log_path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(
+            &req.log_path,
+            format!("recording build of {}, digest {}\n", req.label, req.digest),
+        );
         if s.failing.contains(&req.label) {
             s.containers
                 .insert(req.container_name.clone(), req.from.clone());

@@ -92,6 +92,73 @@ pub struct TestWs {
     pub name: String,
     /// Extra environment for every run.
     pub env: Vec<(String, String)>,
+    /// Set by [`TestWs::recorded`]: commands run in this process against
+    /// this in-memory backend instead of the binary with buildah.
+    pub recording: Option<layerbuild::executor::recording::Recording>,
+}
+
+/// Runs a command line in this process, as `main` would, against the
+/// recording backend `rec` (no buildah, no root): stdout and stderr are
+/// what the command says through its `Output`, the error line included.
+pub fn lb_recorded(
+    dir: &Path,
+    args: &[&str],
+    rec: &layerbuild::executor::recording::Recording,
+) -> Run {
+    use clap::Parser;
+    use layerbuild::commands::{Backends, Output, run_with};
+
+    #[derive(Default)]
+    struct Capture {
+        stdout: String,
+        stderr: String,
+    }
+    impl Output for Capture {
+        fn stdout(&mut self, text: &str) {
+            self.stdout.push_str(text);
+        }
+        fn stderr(&mut self, line: &str) {
+            self.stderr.push_str(line);
+            self.stderr.push('\n');
+        }
+    }
+
+    let mut argv = vec![
+        "layerbuild".to_string(),
+        "-C".into(),
+        dir.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let cli = match layerbuild::cli::Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let text = e.to_string();
+            let (stdout, stderr) = if e.use_stderr() {
+                (String::new(), text)
+            } else {
+                (text, String::new())
+            };
+            return Run {
+                code: e.exit_code(),
+                stdout,
+                stderr,
+            };
+        }
+    };
+    let mut cap = Capture::default();
+    let code = match run_with(cli, Backends::Given(rec.backend()), &mut cap) {
+        Ok(()) => 0,
+        Err(layerbuild::error::Error::Exit(c)) => i32::from(c),
+        Err(e) => {
+            cap.stderr.push_str(&format!("error: {e}\n"));
+            i32::from(e.exit_code())
+        }
+    };
+    Run {
+        code,
+        stdout: cap.stdout,
+        stderr: cap.stderr,
+    }
 }
 
 /// Runs the real binary in the workspace at `dir` (`-C dir`), with `env`.
@@ -149,7 +216,17 @@ impl TestWs {
             root,
             name,
             env: vec![],
+            recording: None,
         }
+    }
+
+    /// [`TestWs::new`] whose commands run in this process against an
+    /// in-memory recording backend: for the logic above the executor
+    /// (explanations, plans, cache bookkeeping), without buildah.
+    pub fn recorded(fixture: &str) -> TestWs {
+        let mut ws = TestWs::new(fixture);
+        ws.recording = Some(layerbuild::executor::recording::Recording::new());
+        ws
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -172,6 +249,9 @@ impl TestWs {
     }
 
     pub fn lb(&self, args: &[&str]) -> Run {
+        if let Some(rec) = &self.recording {
+            return lb_recorded(&self.root, args, rec);
+        }
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
@@ -277,6 +357,9 @@ impl TestWs {
 
 impl Drop for TestWs {
     fn drop(&mut self) {
+        if self.recording.is_some() {
+            return;
+        }
         // Remove what this workspace made: containers and images named after it.
         let prefix = format!("layerbuild-{}-", self.name);
         if let Ok(out) = Command::new("buildah")
