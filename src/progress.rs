@@ -33,6 +33,31 @@ pub fn reporter(total: usize) -> Box<dyn Reporter> {
     }
 }
 
+/// Where a command's progress goes.
+#[derive(Clone, Default)]
+pub enum Progress {
+    /// stderr: bars on a terminal, plain lines otherwise.
+    #[default]
+    Stderr,
+    /// Plain lines appended to this text (a command run in-process).
+    Into(std::sync::Arc<Mutex<String>>),
+}
+
+impl Progress {
+    /// A reporter for `total` layers; `plain`: lines even on a terminal
+    /// (with `--json`).
+    pub fn reporter(&self, total: usize, plain: bool) -> Box<dyn Reporter> {
+        match self {
+            Progress::Stderr if plain => Box::new(PlainReporter::new(total)),
+            Progress::Stderr => reporter(total),
+            Progress::Into(text) => Box::new(PlainReporter {
+                sink: Some(text.clone()),
+                ..PlainReporter::new(total)
+            }),
+        }
+    }
+}
+
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 60.0 {
@@ -46,6 +71,8 @@ pub fn format_duration(d: Duration) -> String {
 pub struct PlainReporter {
     total: usize,
     done: Mutex<usize>,
+    /// Lines go here instead of stderr.
+    sink: Option<std::sync::Arc<Mutex<String>>>,
 }
 
 impl PlainReporter {
@@ -53,6 +80,7 @@ impl PlainReporter {
         PlainReporter {
             total,
             done: Mutex::new(0),
+            sink: None,
         }
     }
 
@@ -61,7 +89,18 @@ impl PlainReporter {
         if finished {
             *done += 1;
         }
-        eprintln!("[{}/{}] {text}", *done, self.total);
+        self.say(&format!("[{}/{}] {text}", *done, self.total));
+    }
+
+    fn say(&self, text: &str) {
+        match &self.sink {
+            Some(sink) => {
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(text);
+                s.push('\n');
+            }
+            None => eprintln!("{text}"),
+        }
     }
 }
 
@@ -95,7 +134,7 @@ impl Reporter for PlainReporter {
         self.line(true, format!("{label} skipped: {reason}"));
     }
     fn println(&self, text: &str) {
-        eprintln!("{text}");
+        self.say(text);
     }
     fn finish(&self) {}
 }

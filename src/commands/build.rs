@@ -12,7 +12,7 @@ use crate::ops::build::{
     BuildOptions, BuildReport, FromFailedReport, PlanReport, build, from_failed, plan, render_plan,
     render_summary,
 };
-use crate::progress::{self, PlainReporter, Reporter};
+use crate::progress::Reporter;
 use crate::status::RunStatus;
 
 #[derive(Serialize)]
@@ -53,13 +53,7 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
     }
     // Progress goes to stderr; with --json, as plain lines.
     let json = args.json;
-    let reporter_for = |n: usize| -> Box<dyn Reporter> {
-        if json {
-            Box::new(PlainReporter::new(n))
-        } else {
-            progress::reporter(n)
-        }
-    };
+    let reporter_for = |n: usize| -> Box<dyn Reporter> { env.progress.reporter(n, json) };
     if args.from_failed {
         let [Pattern::Exact(l)] = patterns.as_slice() else {
             return Err(Error::input("--from-failed takes exactly one layer label")

@@ -54,6 +54,10 @@ pub trait Output {
     fn stdout(&mut self, text: &str);
     /// One line for stderr.
     fn stderr(&mut self, line: &str);
+    /// Where progress of long work goes.
+    fn progress(&self) -> crate::progress::Progress {
+        crate::progress::Progress::Stderr
+    }
 }
 
 /// Says `report`: its notes, then JSON or text, then its outcome.
@@ -102,6 +106,7 @@ pub struct Env<'a> {
     pub ctx: Context,
     storage: &'a cli::StorageArgs,
     backends: Backends<'a>,
+    pub progress: crate::progress::Progress,
 }
 
 impl Env<'_> {
@@ -157,7 +162,7 @@ pub fn run_with(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Resul
         Command::Lint(args) => return finish(out, args.json, &lint::exec(&dir, &args)?),
         command => command,
     };
-    let env = load(&dir, &cli.storage, backends)?;
+    let env = load(&dir, &cli.storage, backends, out.progress())?;
     match command {
         Command::Build(a) => finish(out, a.json, &build::exec(&env, a)?),
         Command::Hash(a) => finish(out, a.json, &hash::exec(&env, &a)?),
@@ -200,6 +205,7 @@ fn load<'a>(
     dir: &std::path::Path,
     storage: &'a cli::StorageArgs,
     backends: Backends<'a>,
+    progress: crate::progress::Progress,
 ) -> Result<Env<'a>> {
     let ctx = Context::load(dir)?;
     crate::ops::gc::remove_leftover_vars(&ctx.ws.cache_dir);
@@ -207,6 +213,7 @@ fn load<'a>(
         ctx,
         storage,
         backends,
+        progress,
     })
 }
 

@@ -108,18 +108,23 @@ pub fn lb_recorded(
     use clap::Parser;
     use layerbuild::commands::{Backends, Output, run_with};
 
+    /// stderr collects progress lines as they come, then the notes.
     #[derive(Default)]
     struct Capture {
         stdout: String,
-        stderr: String,
+        stderr: std::sync::Arc<std::sync::Mutex<String>>,
     }
     impl Output for Capture {
         fn stdout(&mut self, text: &str) {
             self.stdout.push_str(text);
         }
         fn stderr(&mut self, line: &str) {
-            self.stderr.push_str(line);
-            self.stderr.push('\n');
+            let mut s = self.stderr.lock().unwrap();
+            s.push_str(line);
+            s.push('\n');
+        }
+        fn progress(&self) -> layerbuild::progress::Progress {
+            layerbuild::progress::Progress::Into(self.stderr.clone())
         }
     }
 
@@ -150,14 +155,15 @@ pub fn lb_recorded(
         Ok(()) => 0,
         Err(layerbuild::error::Error::Exit(c)) => i32::from(c),
         Err(e) => {
-            cap.stderr.push_str(&format!("error: {e}\n"));
+            cap.stderr(&format!("error: {e}"));
             i32::from(e.exit_code())
         }
     };
+    let stderr = cap.stderr.lock().unwrap().clone();
     Run {
         code,
         stdout: cap.stdout,
-        stderr: cap.stderr,
+        stderr,
     }
 }
 
