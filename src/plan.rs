@@ -142,7 +142,8 @@ pub fn freshness(
         });
     }
     let label = fp.label.to_string();
-    let Some(last) = cache.last_build(&label, system, Some("built"))? else {
+    let Some(last) = cache.last_build(&label, system, Some(crate::status::RecordStatus::Built))?
+    else {
         return Ok(Freshness::Dirty {
             reason: DirtyReason::NeverBuilt,
         });

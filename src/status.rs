@@ -80,6 +80,73 @@ status! {
     }
 }
 
+status! {
+    /// What `ls` says of a layer.
+    LsStatus {
+        /// Its digest's image is in the cache.
+        Cached => "cached",
+        /// Built before; its inputs changed since, or its image is gone.
+        NeedsBuild => "needs_build",
+        NeverBuilt => "never_built",
+    }
+}
+
+status! {
+    /// What became of one declared output (export or push).
+    OutputStatus {
+        Written => "written",
+        Pushed => "pushed",
+        /// The destination already holds this digest.
+        UpToDate => "up_to_date",
+        Failed => "failed",
+    }
+}
+
+status! {
+    /// What `gc` did (or would do) with one image.
+    GcImageStatus {
+        WouldRemove => "would_remove",
+        Removed => "removed",
+        /// The name is gone; the image stays while images built on it exist.
+        Untagged => "untagged",
+        /// Already gone.
+        Absent => "absent",
+        Skipped => "skipped",
+        Failed => "failed",
+    }
+}
+
+status! {
+    /// What `cache rebuild-index` did with one image.
+    IndexStatus {
+        /// A row was written.
+        Recorded => "recorded",
+        /// The row was there.
+        Present => "present",
+        Skipped => "skipped",
+    }
+}
+
+status! {
+    /// How an attempt recorded in the build history ended (`builds.status`).
+    RecordStatus {
+        Built => "built",
+        Failed => "failed",
+    }
+}
+
+status! {
+    /// Where a recorded image came from (`builds.source`).
+    RecordSource {
+        /// Built here.
+        Built => "built",
+        /// Pulled from the shared registry.
+        Pulled => "pulled",
+        /// Found in storage with its digest's name and labels, unrecorded.
+        Adopted => "adopted",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,7 +205,7 @@ fn gc_removes_old_digests_and_dead_containers_and_keeps_current_images() {
     let planned: Vec<(&str, &str)> = plan
         .images
         .iter()
-        .map(|i| (i.image_name.as_str(), i.status))
+        .map(|i| (i.image_name.as_str(), i.status.as_str()))
         .collect();
     assert_eq!(planned, [(old_name.as_str(), "would_remove")]);
     assert_eq!(plan.containers.len(), 1);
@@ -226,7 +226,7 @@ fn gc_removes_old_digests_and_dead_containers_and_keeps_current_images() {
         &rec,
     )
     .unwrap();
-    assert_eq!(done.images[0].status, "removed");
+    assert_eq!(done.images[0].status.as_str(), "removed");
     assert_eq!(done.failures(), 0);
     let calls = rec.calls();
     let rm_ctr = calls

@@ -29,6 +29,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::fingerprint::Manifest;
 use crate::fingerprint::inventory::VarSnapshot;
+use crate::status::{RecordSource, RecordStatus};
 
 /// Append-only: never edit a released entry, add a new one.
 const MIGRATIONS: &[&str] = &[
@@ -240,8 +241,7 @@ pub struct BuildRecord<'a> {
     pub log_path: Option<&'a Path>,
     pub vars: &'a VarSnapshot,
     pub inventory: Option<&'a str>,
-    /// `built` here, or `pulled` from the shared registry.
-    pub source: &'a str,
+    pub source: RecordSource,
 }
 
 /// A row of the build history.
@@ -251,7 +251,8 @@ pub struct BuildRow {
     pub label: String,
     pub system: Option<String>,
     pub digest: String,
-    /// `built` or `failed`.
+    /// `built` or `failed` ([`RecordStatus`]; kept as read, since anyone
+    /// may edit the file).
     pub status: String,
     pub started_at: i64,
     pub duration_ms: i64,
@@ -265,6 +266,13 @@ pub struct BuildRow {
     pub vars: Option<String>,
     pub container_removed: bool,
     pub inventory: Option<String>,
+}
+
+impl BuildRow {
+    /// Did this attempt fail?
+    pub fn is_failed(&self) -> bool {
+        self.status == RecordStatus::Failed.as_str()
+    }
 }
 
 impl BuildRow {
@@ -488,7 +496,7 @@ impl Cache {
                     rec.duration.as_millis() as i64
                 ],
             )?;
-            insert_build(tx, rec, "built", Some(image_id), None, None, &manifest)
+            insert_build(tx, rec, RecordStatus::Built, Some(image_id), None, None, &manifest)
         })
     }
 
@@ -502,7 +510,15 @@ impl Cache {
         complete(rec)?;
         self.write(|tx| {
             let manifest = compact_manifest(tx, rec.manifest)?;
-            insert_build(tx, rec, "failed", None, container, Some(error), &manifest)
+            insert_build(
+                tx,
+                rec,
+                RecordStatus::Failed,
+                None,
+                container,
+                Some(error),
+                &manifest,
+            )
         })
     }
 
@@ -524,7 +540,7 @@ impl Cache {
         &self,
         label: &str,
         system: Option<&str>,
-        status: Option<&str>,
+        status: Option<RecordStatus>,
     ) -> Result<Option<BuildRow>> {
         let row = self.read(|conn| {
             conn.query_row(
@@ -532,7 +548,7 @@ impl Cache {
                     "SELECT {BUILD_COLUMNS} FROM builds WHERE label = ?1 AND system IS ?2 AND (?3 IS NULL OR status = ?3)
                      ORDER BY id DESC LIMIT 1"
                 ),
-                params![label, system, status],
+                params![label, system, status.map(RecordStatus::as_str)],
                 build_row,
             )
             .optional()
@@ -716,7 +732,7 @@ fn complete(rec: &BuildRecord<'_>) -> Result<()> {
 fn insert_build(
     tx: &rusqlite::Transaction<'_>,
     rec: &BuildRecord<'_>,
-    status: &str,
+    status: RecordStatus,
     image_id: Option<&str>,
     container: Option<&str>,
     error: Option<&str>,
@@ -730,7 +746,7 @@ fn insert_build(
             rec.label,
             rec.system,
             rec.digest,
-            status,
+            status.as_str(),
             rec.started_at,
             rec.duration.as_millis() as i64,
             image_id,
@@ -740,7 +756,7 @@ fn insert_build(
             manifest,
             vars,
             rec.inventory,
-            rec.source
+            rec.source.as_str()
         ],
     )?;
     Ok(())
@@ -799,7 +815,7 @@ mod tests {
                 log_path: None,
                 vars: &vars,
                 inventory: None,
-                source: "built",
+                source: RecordSource::Built,
             };
             cache.record_built(&rec, "img", "name").unwrap();
         }

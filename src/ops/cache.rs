@@ -15,6 +15,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+pub use crate::status::IndexStatus;
+
 use super::{Context, image_name, now_secs};
 use crate::cache::repair::{self, Recovered};
 use crate::cache::{BuildRecord, Cache};
@@ -207,9 +209,8 @@ pub struct IndexedImage {
     pub image_id: String,
     pub label: Option<String>,
     pub digest: Option<String>,
-    /// `recorded` (a row was written), `present` (the row was there) or
-    /// `skipped` (with a reason).
-    pub status: &'static str,
+    /// With a reason when skipped.
+    pub status: IndexStatus,
     /// For `recorded`: whether the manifest is `known` (the digest is a
     /// current layer's: its manifest and system are recorded) or `unknown`.
     pub manifest: Option<&'static str>,
@@ -259,12 +260,12 @@ pub fn rebuild_index(ctx: &Context, backend: &dyn Backend) -> Result<RebuildRepo
                 image_id: info.id.clone(),
                 label: None,
                 digest: None,
-                status: "skipped",
+                status: IndexStatus::Skipped,
                 manifest: None,
                 reason: None,
             };
             index_one(ctx, backend, &mut cache, &current, &present, &mut item)?;
-            if item.status == "recorded" {
+            if item.status == IndexStatus::Recorded {
                 report.recorded += 1;
             }
             report.images.push(item);
@@ -345,7 +346,7 @@ fn index_one(
     if let Some(row) = cache.lookup(digest)?
         && present.contains(&row.image_id)
     {
-        item.status = "present";
+        item.status = IndexStatus::Present;
         return Ok(());
     }
     let built_at = meta.created.unwrap_or_else(now_secs);
@@ -361,7 +362,7 @@ fn index_one(
                 log_path: None,
                 vars: &fp.vars,
                 inventory: fp.inventory.as_deref(),
-                source: "adopted",
+                source: crate::status::RecordSource::Adopted,
             };
             cache.record_built(&record, &meta.id, &item.image_name)?;
             item.manifest = Some("known");
@@ -377,7 +378,7 @@ fn index_one(
             item.manifest = Some("unknown");
         }
     }
-    item.status = "recorded";
+    item.status = IndexStatus::Recorded;
     Ok(())
 }
 
@@ -388,21 +389,25 @@ pub fn render_rebuild(r: &RebuildReport) -> String {
     }
     for i in &r.images {
         match i.status {
-            "recorded" => s.push_str(&format!(
+            IndexStatus::Recorded => s.push_str(&format!(
                 "recorded {} ({}, manifest {})\n",
                 i.image_name,
                 i.label.as_deref().unwrap_or(""),
                 i.manifest.unwrap_or("unknown")
             )),
-            "skipped" => s.push_str(&format!(
+            IndexStatus::Skipped => s.push_str(&format!(
                 "skipped {}: {}\n",
                 i.image_name,
                 i.reason.as_deref().unwrap_or("")
             )),
-            _ => {}
+            IndexStatus::Present => {}
         }
     }
-    let present = r.images.iter().filter(|i| i.status == "present").count();
+    let present = r
+        .images
+        .iter()
+        .filter(|i| i.status == IndexStatus::Present)
+        .count();
     s.push_str(&format!(
         "{} images of this workspace: {} recorded, {present} already indexed\n",
         r.images.len(),

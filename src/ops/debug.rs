@@ -76,7 +76,7 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, backend: &dyn Backend) -> Resul
         Some(row) if images.contains(&row.image_id) => row.image_id,
         _ => {
             let row = cache
-                .last_build(&label, sys, Some("built"))?
+                .last_build(&label, sys, Some(crate::status::RecordStatus::Built))?
                 .ok_or_else(no_image)?;
             let id = row
                 .image_id

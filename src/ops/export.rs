@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use crate::status::OutputStatus;
+
 use super::{Context, container_name, image_name, now_secs};
 use crate::cache::{Cache, OutputRecord};
 use crate::error::{Error, Result};
@@ -26,8 +28,7 @@ pub struct OutputResult {
     pub format: String,
     /// The file written or the push destination.
     pub target: String,
-    /// `written`, `pushed`, `up_to_date` or `failed`.
-    pub status: &'static str,
+    pub status: OutputStatus,
     pub bytes: Option<u64>,
     pub error: Option<String>,
 }
@@ -84,7 +85,7 @@ pub fn perform(
         digest: digest.to_string(),
         format: String::new(),
         target: String::new(),
-        status: "failed",
+        status: OutputStatus::Failed,
         bytes: None,
         error: None,
     };
@@ -138,7 +139,7 @@ fn export_file(
     image_id: &str,
     (format, path, compression): (ExportFormat, &Path, Option<&str>),
     force: bool,
-) -> std::result::Result<(&'static str, Option<u64>), String> {
+) -> std::result::Result<(OutputStatus, Option<u64>), String> {
     let target = path.display().to_string();
     let options = compression.unwrap_or("").to_string();
     let recorded = cache
@@ -153,7 +154,7 @@ fn export_file(
         && rec.options == options
         && stat_of(format, path) == Some((rec.size, rec.mtime_ns))
     {
-        return Ok(("up_to_date", None));
+        return Ok((OutputStatus::UpToDate, None));
     }
     let container = format!("{}-export", container_name(ws, label, digest));
     // Marks the temporary container as in use (for `gc`).
@@ -188,7 +189,7 @@ fn export_file(
             .record_output(&rec, now_secs())
             .map_err(|e| format!("written, but not recorded in the cache: {e}"))?;
     }
-    Ok(("written", Some(bytes)))
+    Ok((OutputStatus::Written, Some(bytes)))
 }
 
 /// Size and mtime of an export (of its index.json for an OCI layout).
@@ -239,7 +240,7 @@ fn push_to(
     dest: &str,
     tls_verify: bool,
     force: bool,
-) -> std::result::Result<&'static str, String> {
+) -> std::result::Result<OutputStatus, String> {
     if !force
         && let Some(reference) = dest.strip_prefix("docker://")
         && exporter
@@ -249,12 +250,12 @@ fn push_to(
             .as_deref()
             == Some(digest)
     {
-        return Ok("up_to_date");
+        return Ok(OutputStatus::UpToDate);
     }
     exporter
         .push_to(image_id, dest, tls_verify)
         .map_err(|e| e.to_string())?;
-    Ok("pushed")
+    Ok(OutputStatus::Pushed)
 }
 
 /// One line per output, for people.
@@ -262,22 +263,22 @@ pub fn render(results: &[OutputResult]) -> String {
     let mut s = String::new();
     for r in results {
         let line = match r.status {
-            "written" => format!(
+            OutputStatus::Written => format!(
                 "{} -> {} ({}, {})",
                 r.label,
                 r.target,
                 r.format,
                 human_bytes(r.bytes.unwrap_or(0))
             ),
-            "pushed" => format!("{} -> {} (pushed)", r.label, r.target),
-            "up_to_date" => format!(
+            OutputStatus::Pushed => format!("{} -> {} (pushed)", r.label, r.target),
+            OutputStatus::UpToDate => format!(
                 "{} -> {} ({}, already holds {})",
                 r.label,
                 r.target,
                 r.format,
                 crate::fingerprint::short(&r.digest)
             ),
-            _ => format!(
+            OutputStatus::Failed => format!(
                 "{} -> {} FAILED: {}",
                 r.label,
                 r.target,

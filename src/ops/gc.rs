@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use crate::status::GcImageStatus;
+
 use super::Context;
 use super::build::OWNER_PID_FILE;
 use crate::cache::{BuildRow, Cache, CachedLayer};
@@ -57,10 +59,8 @@ pub struct GcImage {
     pub image_name: String,
     pub image_id: String,
     pub bytes: u64,
-    /// `would_remove`, `removed`, `untagged` (the name is gone; the image
-    /// stays while images built on it exist), `absent` (already gone),
-    /// `skipped` or `failed`, with a `reason` for the last two.
-    pub status: &'static str,
+    /// With a `reason` when skipped or failed.
+    pub status: GcImageStatus,
     pub reason: Option<String>,
 }
 
@@ -102,7 +102,10 @@ pub struct GcContainer {
 impl GcReport {
     /// Items that could not be removed.
     pub fn failures(&self) -> usize {
-        self.images.iter().filter(|i| i.status == "failed").count()
+        self.images
+            .iter()
+            .filter(|i| i.status == GcImageStatus::Failed)
+            .count()
             + self.logs.iter().filter(|l| l.error.is_some()).count()
             + self.containers.iter().filter(|c| c.error.is_some()).count()
     }
@@ -158,7 +161,7 @@ pub(crate) fn select_history<'a>(
         if kept.contains(b.digest.as_str()) {
             continue;
         }
-        let live_container = b.status == "failed"
+        let live_container = b.is_failed()
             && !b.container_removed
             && b.container.as_ref().is_some_and(|c| containers.contains(c));
         if live_container {
@@ -342,25 +345,25 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
         for img in report
             .images
             .iter_mut()
-            .filter(|i| i.status == "would_remove")
+            .filter(|i| i.status == GcImageStatus::WouldRemove)
         {
             match backend.remove_image(&img.image_name) {
-                Ok(RmiOutcome::Removed) => img.status = "removed",
+                Ok(RmiOutcome::Removed) => img.status = GcImageStatus::Removed,
                 Ok(RmiOutcome::Untagged) => {
-                    img.status = "untagged";
+                    img.status = GcImageStatus::Untagged;
                     img.bytes = 0;
                 }
                 Ok(RmiOutcome::NotKnown) => {
-                    img.status = "absent";
+                    img.status = GcImageStatus::Absent;
                     img.bytes = 0;
                 }
                 Ok(RmiOutcome::InUse) => {
-                    img.status = "skipped";
+                    img.status = GcImageStatus::Skipped;
                     img.reason = Some("in use by a container".into());
                     img.bytes = 0;
                 }
                 Err(e) => {
-                    img.status = "failed";
+                    img.status = GcImageStatus::Failed;
                     img.reason = Some(e.to_string());
                     img.bytes = 0;
                 }
@@ -380,7 +383,12 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
     report.reclaimed_bytes = report
         .images
         .iter()
-        .filter(|i| matches!(i.status, "removed" | "would_remove"))
+        .filter(|i| {
+            matches!(
+                i.status,
+                GcImageStatus::Removed | GcImageStatus::WouldRemove
+            )
+        })
         .map(|i| i.bytes)
         .sum::<u64>()
         + report
@@ -421,21 +429,21 @@ fn plan_images(
             image_name: r.image_name.clone(),
             image_id: r.image_id.clone(),
             bytes: 0,
-            status: "would_remove",
+            status: GcImageStatus::WouldRemove,
             reason: None,
         };
         if kept_ids.contains(r.image_id.as_str()) {
-            img.status = "skipped";
+            img.status = GcImageStatus::Skipped;
             img.reason = Some("a kept cache row names the same image".into());
         } else if !r.image_name.starts_with(&prefix) {
-            img.status = "skipped";
+            img.status = GcImageStatus::Skipped;
             img.reason = Some(format!(
                 "not named under {prefix} (pulled from a registry); remove it with buildah rmi"
             ));
         } else {
             match info {
                 Some(i) if i.names.contains(&r.image_name) => img.bytes = whole(i),
-                _ => img.status = "absent",
+                _ => img.status = GcImageStatus::Absent,
             }
         }
         out.push(img);
@@ -460,7 +468,7 @@ fn plan_images(
                 image_name: name.clone(),
                 image_id: i.id.clone(),
                 bytes: whole(i),
-                status: "would_remove",
+                status: GcImageStatus::WouldRemove,
                 reason: None,
             });
         }
@@ -555,21 +563,23 @@ pub fn render(r: &GcReport) -> String {
         };
         let reason = i.reason.as_deref().unwrap_or("");
         match i.status {
-            "removed" | "would_remove" => s.push_str(&format!(
+            GcImageStatus::Removed | GcImageStatus::WouldRemove => s.push_str(&format!(
                 "{verb} image {} ({what}, {})\n",
                 i.image_name,
                 format_bytes(i.bytes)
             )),
-            "untagged" => s.push_str(&format!(
+            GcImageStatus::Untagged => s.push_str(&format!(
                 "untagged image {} ({what}): images built on it still use it\n",
                 i.image_name
             )),
-            "skipped" => s.push_str(&format!("skipped image {}: {reason}\n", i.image_name)),
-            "failed" => s.push_str(&format!(
+            GcImageStatus::Skipped => {
+                s.push_str(&format!("skipped image {}: {reason}\n", i.image_name))
+            }
+            GcImageStatus::Failed => s.push_str(&format!(
                 "could not remove image {}: {reason}\n",
                 i.image_name
             )),
-            _ => {} // absent: only its row goes, listed below
+            GcImageStatus::Absent => {} // only its row goes, listed below
         }
     }
     for row in &r.cache_rows {
@@ -614,7 +624,12 @@ pub fn render(r: &GcReport) -> String {
     let images = r
         .images
         .iter()
-        .filter(|i| matches!(i.status, "removed" | "would_remove"))
+        .filter(|i| {
+            matches!(
+                i.status,
+                GcImageStatus::Removed | GcImageStatus::WouldRemove
+            )
+        })
         .count();
     let logs = r.logs.iter().filter(|l| l.error.is_none()).count();
     let containers = r.containers.iter().filter(|c| c.error.is_none()).count();

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+pub use crate::status::LsStatus;
+
 use super::Context;
 use crate::cache::Cache;
 use crate::error::Result;
@@ -12,8 +14,7 @@ use crate::label::Pattern;
 pub struct LsEntry {
     pub label: String,
     pub digest: String,
-    /// `cached`, `needs_build` (built before, inputs changed since, or image gone) or `never_built`.
-    pub status: &'static str,
+    pub status: LsStatus,
     pub image_name: Option<String>,
 }
 
@@ -48,14 +49,14 @@ pub fn ls(
     for label in &labels {
         let fp = &prints[label];
         let (status, image_name) = match &cache {
-            None => ("never_built", None),
+            None => (LsStatus::NeverBuilt, None),
             Some(c) => match c.lookup(&fp.digest)? {
-                Some(row) if images.as_ref().is_none_or(|i| i.contains(&row.image_id)) => {
-                    ("cached", Some(row.image_name))
+                Some(row) if crate::plan::in_storage(&row, images.as_ref()) => {
+                    (LsStatus::Cached, Some(row.image_name))
                 }
-                Some(_) => ("needs_build", None),
-                None if c.ever_built(&label.to_string(), sys)? => ("needs_build", None),
-                None => ("never_built", None),
+                Some(_) => (LsStatus::NeedsBuild, None),
+                None if c.ever_built(&label.to_string(), sys)? => (LsStatus::NeedsBuild, None),
+                None => (LsStatus::NeverBuilt, None),
             },
         };
         out.push(LsEntry {
@@ -72,7 +73,7 @@ pub fn render(entries: &[LsEntry]) -> String {
     let width = entries.iter().map(|e| e.label.len()).max().unwrap_or(0);
     let mut s = String::new();
     for e in entries {
-        let status = e.status.replace('_', " ");
+        let status = e.status.as_str().replace('_', " ");
         s.push_str(&format!(
             "{:width$}  {:<11}  {}\n",
             e.label,

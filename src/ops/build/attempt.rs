@@ -23,6 +23,7 @@ use crate::fingerprint::Fingerprint;
 use crate::label::Label;
 use crate::ops::{container_name, image_name, now_secs};
 use crate::progress::Reporter;
+use crate::status::RecordSource;
 use crate::workspace::{Parent, System, Workspace};
 
 /// What the layers of a run learn as they go, behind one mutex.
@@ -196,7 +197,7 @@ fn build_here(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, F
         started_at,
         elapsed,
         Some(&log_path),
-        "built",
+        RecordSource::Built,
     );
     let image_id = match outcome {
         Ok(out) => out.image_id,
@@ -363,7 +364,7 @@ fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint) -> Option<Done> {
         started_at,
         Duration::ZERO,
         None,
-        "adopted",
+        RecordSource::Adopted,
     );
     run.cache().record_built(&rec, &meta.id, &name).ok()?;
     run.shared().images.insert(meta.id.clone());

@@ -100,7 +100,7 @@ pub fn from_failed(
                 started_at,
                 elapsed,
                 Some(&log_path),
-                "built",
+                crate::status::RecordSource::Built,
             );
             let _ = cache.record_failed(&rec, Some(&container), &f.message);
             reporter.failed(&label_s, &f.message);

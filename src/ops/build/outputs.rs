@@ -42,6 +42,9 @@ pub(super) fn run(
             results.push(r);
         }
     }
-    report.outputs_failed = results.iter().filter(|r| r.status == "failed").count();
+    report.outputs_failed = results
+        .iter()
+        .filter(|r| r.status == crate::status::OutputStatus::Failed)
+        .count();
     report.outputs = results;
 }

@@ -230,7 +230,7 @@ pub(super) fn try_pull(run: &RunCtx<'_>, reg: &RegistryUse<'_>, fp: &Fingerprint
         started_at,
         t0.elapsed(),
         None,
-        "pulled",
+        crate::status::RecordSource::Pulled,
     );
     if let Err(e) = run.cache().record_built(&rec, &image_id, &reference) {
         reg.warn(format!(

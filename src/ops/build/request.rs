@@ -10,10 +10,10 @@ use crate::cache::BuildRecord;
 use crate::executor::{BuildRequest, PlayRequest};
 use crate::fingerprint::Fingerprint;
 use crate::label::Label;
+use crate::status::RecordSource;
 use crate::workspace::{System, Workspace};
 
-/// What the cache records of an attempt at `fp` (its source: `built`,
-/// `pulled` or `adopted`).
+/// What the cache records of an attempt at `fp`.
 pub(super) fn record<'a>(
     label: &'a str,
     system: Option<&'a System>,
@@ -21,7 +21,7 @@ pub(super) fn record<'a>(
     started_at: i64,
     duration: Duration,
     log_path: Option<&'a Path>,
-    source: &'a str,
+    source: RecordSource,
 ) -> BuildRecord<'a> {
     BuildRecord {
         label,
