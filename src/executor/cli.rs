@@ -92,3 +92,35 @@ pub fn stream(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Files that may start processes: this one, and `ops/git.rs` (git and
+    /// tar for `affected`, outside the executor on purpose).
+    const ALLOWED: [&str; 2] = ["src/executor/cli.rs", "src/ops/git.rs"];
+
+    #[test]
+    fn no_other_file_starts_a_process() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let markers = ["Command::new(", ".spawn()", ".output()", ".status()"];
+        let mut found = vec![];
+        for e in walkdir::WalkDir::new(root.join("src")) {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy();
+            if !rel.ends_with(".rs") || ALLOWED.contains(&rel.as_ref()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if markers.iter().any(|m| line.contains(m)) {
+                    found.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "start processes through executor::cli:\n{}",
+            found.join("\n")
+        );
+    }
+}

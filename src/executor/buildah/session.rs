@@ -443,6 +443,13 @@ impl Build<'_> {
             return Ok(String::new());
         }
 
+        self.commit(ctr)
+    }
+
+    /// Labels the container with the digest and label, commits it (as
+    /// `NAME-untested` while tests are to run) and returns the image id.
+    fn commit(&self, ctr: &str) -> std::result::Result<String, String> {
+        let req = self.req;
         self.step("buildah commit");
         // buildah 1.28's commit has no --label: set them on the container.
         let mut config = self.buildah();
