@@ -92,6 +92,9 @@ pub struct ToolFailure {
     pub step: String,
     /// The last [`STDERR_TAIL_LINES`] lines of its stderr, trimmed.
     pub stderr_tail: String,
+    /// The sentence shown for it, when the tool's owner chose one (else
+    /// `TOOL STEP failed: STDERR`).
+    pub message: Option<String>,
     pub hint: Option<String>,
 }
 
@@ -159,6 +162,7 @@ impl Error {
             tool: tool.into(),
             step: step.into(),
             stderr_tail: tail(stderr, STDERR_TAIL_LINES),
+            message: None,
             hint: None,
         }))
     }
@@ -235,6 +239,18 @@ fn render_input(e: &InputError) -> String {
 /// `buildah rm NAME failed: STDERR`, as the environment errors for tools
 /// have always read, and the hint on its own line.
 fn render_tool(t: &ToolFailure) -> String {
+    let mut out = match &t.message {
+        Some(m) => m.clone(),
+        None => composed(t),
+    };
+    if let Some(hint) = &t.hint {
+        out.push_str(&format!("\n  hint: {hint}"));
+    }
+    out
+}
+
+/// `TOOL STEP failed: STDERR`.
+fn composed(t: &ToolFailure) -> String {
     let mut out = t.tool.clone();
     if !t.step.is_empty() {
         out.push(' ');
@@ -244,9 +260,6 @@ fn render_tool(t: &ToolFailure) -> String {
     if !t.stderr_tail.is_empty() {
         out.push_str(": ");
         out.push_str(&t.stderr_tail);
-    }
-    if let Some(hint) = &t.hint {
-        out.push_str(&format!("\n  hint: {hint}"));
     }
     out
 }

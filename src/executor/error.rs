@@ -122,16 +122,26 @@ impl fmt::Display for ToolError {
 
 impl std::error::Error for ToolError {}
 
-/// Every tool failure is the environment's (exit code 3), as it was when
-/// the tools returned [`crate::error::Error::env`] themselves.
+/// A tool failure reaches the edge as [`crate::error::Error::Tool`] with
+/// its tool, operation and stderr tail (exit code 3, the environment's),
+/// shown with the same sentence the backend chose.
 impl From<ToolError> for crate::error::Error {
     fn from(e: ToolError) -> Self {
-        let Details { message, hint, .. } = *e.0;
-        let err = crate::error::Error::env(message);
-        match hint {
-            Some(h) => err.with_hint(h),
-            None => err,
-        }
+        let Details {
+            tool,
+            operation,
+            stderr_tail,
+            message,
+            hint,
+            ..
+        } = *e.0;
+        crate::error::Error::Tool(Box::new(crate::error::ToolFailure {
+            tool,
+            step: operation,
+            stderr_tail,
+            message: Some(message),
+            hint,
+        }))
     }
 }
 
