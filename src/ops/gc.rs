@@ -247,16 +247,7 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
     // Current digests first, for every system: an input that cannot be read
     // stops gc here, before anything is removed.
     let labels = ctx.graph.select(&[Pattern::All])?;
-    let systems: Vec<_> = if ws.systems.is_empty() {
-        vec![None]
-    } else {
-        ws.systems.values().map(Some).collect()
-    };
-    let mut current = HashSet::new();
-    for system in systems {
-        let prints = crate::ops::manifests(ws, system, &labels)?;
-        current.extend(prints.into_values().map(|fp| fp.digest));
-    }
+    let current = current_digests(ctx, &labels)?;
 
     let mut cache = Cache::open_existing(&ws.db_path())?;
     let images = backend.image_list()?;
@@ -275,53 +266,13 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
         dry_run: opts.dry_run,
         keep: opts.keep,
         images: plan_images(ctx, &rows, &kept, &removed, &current, &images),
-        cache_rows: removed
-            .iter()
-            .map(|r| GcRow {
-                label: r.label.clone(),
-                system: r.system.clone(),
-                digest: r.digest.clone(),
-                built_at: r.built_at,
-            })
-            .collect(),
-        history_rows: history
-            .iter()
-            .map(|b| GcHistoryRow {
-                id: b.id,
-                label: b.label.clone(),
-                system: b.system.clone(),
-                digest: b.digest.clone(),
-                status: b.status.clone(),
-            })
-            .collect(),
+        cache_rows: removed.iter().map(|r| GcRow::of(r)).collect(),
+        history_rows: history.iter().map(|b| GcHistoryRow::of(b)).collect(),
         logs: plan_logs(ctx, &builds, &history),
-        containers: vec![],
+        containers: stale_containers(ctx, &labels, &containers, &kept_containers),
         kept_failed_containers: kept_failed.into_iter().collect(),
         reclaimed_bytes: 0,
     };
-
-    let prefix = format!("layerbuild-{}-", ws.name);
-    let slugs: HashSet<String> = labels.iter().map(|l| l.slug()).collect();
-    let failed_kept: HashSet<&str> = kept_containers
-        .iter()
-        .filter_map(|r| r.container.as_deref())
-        .collect();
-    let mut names: Vec<&String> = containers.iter().collect();
-    names.sort();
-    for name in names {
-        if failed_kept.contains(name.as_str()) {
-            continue;
-        }
-        let owner = read_owner(&ws.cache_dir.join("tmp").join(name));
-        if let Some(reason) = stale_container(name, &prefix, &slugs, owner) {
-            report.containers.push(GcContainer {
-                name: name.clone(),
-                reason,
-                error: None,
-            });
-        }
-    }
-
     if !opts.dry_run {
         // Rows first, in one transaction, then the images. A crash in
         // between leaves images no row names, which the next gc finds under
@@ -333,71 +284,153 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
             let ids: Vec<i64> = history.iter().map(|b| b.id).collect();
             c.delete_rows(&digests, &ids)?;
         }
-        // Containers before images: a dead build's container holds its image.
-        for c in &mut report.containers {
-            match backend.remove_container(&c.name) {
-                Ok(()) => {
-                    let _ = std::fs::remove_dir_all(ws.cache_dir.join("tmp").join(&c.name));
-                }
-                Err(e) => c.error = Some(e.to_string()),
-            }
+        remove(ctx, backend, &mut report);
+    }
+    report.reclaimed_bytes = report.reclaimed();
+    Ok(report)
+}
+
+/// The digests of every layer now, for every system.
+fn current_digests(ctx: &Context, labels: &[crate::label::Label]) -> Result<HashSet<String>> {
+    let ws = &ctx.ws;
+    let systems: Vec<_> = if ws.systems.is_empty() {
+        vec![None]
+    } else {
+        ws.systems.values().map(Some).collect()
+    };
+    let mut current = HashSet::new();
+    for system in systems {
+        let prints = crate::ops::manifests(ws, system, labels)?;
+        current.extend(prints.into_values().map(|fp| fp.digest));
+    }
+    Ok(current)
+}
+
+/// Working containers of this workspace that no build owns any more
+/// (not those kept from failed builds).
+fn stale_containers(
+    ctx: &Context,
+    labels: &[crate::label::Label],
+    containers: &HashSet<String>,
+    kept_containers: &[BuildRow],
+) -> Vec<GcContainer> {
+    let ws = &ctx.ws;
+    let prefix = format!("layerbuild-{}-", ws.name);
+    let slugs: HashSet<String> = labels.iter().map(|l| l.slug()).collect();
+    let failed_kept: HashSet<&str> = kept_containers
+        .iter()
+        .filter_map(|r| r.container.as_deref())
+        .collect();
+    let mut names: Vec<&String> = containers.iter().collect();
+    names.sort();
+    let mut out = vec![];
+    for name in names {
+        if failed_kept.contains(name.as_str()) {
+            continue;
         }
-        for img in report
-            .images
-            .iter_mut()
-            .filter(|i| i.status == GcImageStatus::WouldRemove)
-        {
-            match backend.remove_image(&img.image_name) {
-                Ok(RmiOutcome::Removed) => img.status = GcImageStatus::Removed,
-                Ok(RmiOutcome::Untagged) => {
-                    img.status = GcImageStatus::Untagged;
-                    img.bytes = 0;
-                }
-                Ok(RmiOutcome::NotKnown) => {
-                    img.status = GcImageStatus::Absent;
-                    img.bytes = 0;
-                }
-                Ok(RmiOutcome::InUse) => {
-                    img.status = GcImageStatus::Skipped;
-                    img.reason = Some("in use by a container".into());
-                    img.bytes = 0;
-                }
-                Err(e) => {
-                    img.status = GcImageStatus::Failed;
-                    img.reason = Some(e.to_string());
-                    img.bytes = 0;
-                }
-            }
+        let owner = read_owner(&ws.cache_dir.join("tmp").join(name));
+        if let Some(reason) = stale_container(name, &prefix, &slugs, owner) {
+            out.push(GcContainer {
+                name: name.clone(),
+                reason,
+                error: None,
+            });
         }
-        for log in &mut report.logs {
-            match std::fs::remove_file(&log.full) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => log.bytes = 0,
-                Err(e) => {
-                    log.error = Some(e.to_string());
-                    log.bytes = 0;
-                }
+    }
+    out
+}
+
+/// Removes what `report` plans: containers (a dead build's container holds
+/// its image), then images, then logs; each item says how it went.
+fn remove(ctx: &Context, backend: &dyn Backend, report: &mut GcReport) {
+    for c in &mut report.containers {
+        match backend.remove_container(&c.name) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(ctx.ws.cache_dir.join("tmp").join(&c.name));
+            }
+            Err(e) => c.error = Some(e.to_string()),
+        }
+    }
+    for img in report
+        .images
+        .iter_mut()
+        .filter(|i| i.status == GcImageStatus::WouldRemove)
+    {
+        let (status, reason) = match backend.remove_image(&img.image_name) {
+            Ok(RmiOutcome::Removed) => (GcImageStatus::Removed, None),
+            Ok(RmiOutcome::Untagged) => (GcImageStatus::Untagged, None),
+            Ok(RmiOutcome::NotKnown) => (GcImageStatus::Absent, None),
+            Ok(RmiOutcome::InUse) => (
+                GcImageStatus::Skipped,
+                Some("in use by a container".to_string()),
+            ),
+            Err(e) => (GcImageStatus::Failed, Some(e.to_string())),
+        };
+        img.status = status;
+        if status != GcImageStatus::Removed {
+            img.bytes = 0;
+        }
+        if reason.is_some() {
+            img.reason = reason;
+        }
+    }
+    for log in &mut report.logs {
+        match std::fs::remove_file(&log.full) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => log.bytes = 0,
+            Err(e) => {
+                log.error = Some(e.to_string());
+                log.bytes = 0;
             }
         }
     }
-    report.reclaimed_bytes = report
-        .images
-        .iter()
-        .filter(|i| {
-            matches!(
-                i.status,
-                GcImageStatus::Removed | GcImageStatus::WouldRemove
-            )
-        })
-        .map(|i| i.bytes)
-        .sum::<u64>()
-        + report
+}
+
+impl GcReport {
+    /// Bytes of the images and logs removed (or that would be).
+    fn reclaimed(&self) -> u64 {
+        let images: u64 = self
+            .images
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.status,
+                    GcImageStatus::Removed | GcImageStatus::WouldRemove
+                )
+            })
+            .map(|i| i.bytes)
+            .sum();
+        let logs: u64 = self
             .logs
             .iter()
             .filter(|l| l.error.is_none())
             .map(|l| l.bytes)
-            .sum::<u64>();
-    Ok(report)
+            .sum();
+        images + logs
+    }
+}
+
+impl GcRow {
+    fn of(r: &CachedLayer) -> GcRow {
+        GcRow {
+            label: r.label.clone(),
+            system: r.system.clone(),
+            digest: r.digest.clone(),
+            built_at: r.built_at,
+        }
+    }
+}
+
+impl GcHistoryRow {
+    fn of(b: &BuildRow) -> GcHistoryRow {
+        GcHistoryRow {
+            id: b.id,
+            label: b.label.clone(),
+            system: b.system.clone(),
+            digest: b.digest.clone(),
+            status: b.status.clone(),
+        }
+    }
 }
 
 /// The images to remove: those of removed rows, and this workspace's images
