@@ -18,6 +18,7 @@ pub mod jinja;
 pub mod observe;
 pub mod reads;
 pub mod session;
+pub mod stat;
 pub mod statcache;
 pub mod vars;
 pub mod yaml;
