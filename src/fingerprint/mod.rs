@@ -190,6 +190,7 @@ impl Manifest {
 }
 
 /// Per-layer results of the analysis that does not depend on parents.
+#[derive(Default)]
 struct LayerInputs {
     roles: BTreeMap<String, String>,
     extra_files: BTreeSet<String>,
@@ -270,110 +271,101 @@ pub fn fingerprint_observed(
     keep: bool,
 ) -> Result<(BTreeMap<Label, Fingerprint>, Leftovers)> {
     let t = std::time::Instant::now();
-    let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
-    let mut roots: BTreeSet<String> = BTreeSet::new();
-    let mut explicit: BTreeSet<String> = BTreeSet::new();
     let inventory = system.and_then(|s| s.inventory.clone());
+    let (analysed, mut index) =
+        discover_and_index(obs, ws, labels, inventory.as_ref(), stat.as_deref_mut())?;
+    let t = crate::timings::phase("  fingerprint: discover the plays", t);
+    follow_links_into_index(obs, ws, &mut index, stat.as_deref_mut())?;
+    // In parallel; the first error in label order.
+    labels
+        .par_iter()
+        .map(|label| check_links_out(obs, ws, &ws.layers[label], &analysed[label], &index))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
+    let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
+    let model = inventory
+        .as_ref()
+        .filter(|_| any_play)
+        .map(|inv| inventory_model(obs, ws, inv, &index));
+    let mut inventory_vars = match &model {
+        Some(m) => {
+            let files: Vec<String> = index.under(&m.base).map(|(p, _)| p.clone()).collect();
+            inventory::snapshot(obs, &ws.root, files.iter())
+        }
+        None => Default::default(),
+    };
+    let play_models = play_var_models(
+        obs,
+        ws,
+        &analysed,
+        model.as_ref(),
+        &index,
+        &mut inventory_vars,
+    );
+    let vault_files = vault_files(&inventory_vars);
+    let secrets = system.map_or_else(Default::default, |s| {
+        collect_secrets(obs, ws, s, &mut inventory_vars)
+    });
+    let shared = Shared {
+        inventory: model.as_ref().map(|m| m.base.clone()),
+        vars: std::sync::Arc::new(inventory_vars),
+        system_vars: std::sync::Arc::new(
+            system
+                .map(|s| s.vars.keys().cloned().collect())
+                .unwrap_or_default(),
+        ),
+        secrets,
+        vault_files,
+    };
+    let t = crate::timings::phase("  fingerprint: index and inventory", t);
+    let analyzer = vars::Analyzer::default();
+    // Files hashed were analysed from the same bytes: not read again.
+    analyzer.seed(index.take_analysed());
+    let stage = Manifests {
+        obs,
+        ws,
+        system,
+        labels,
+        analysed: &analysed,
+        model: model.as_ref(),
+        play_models: &play_models,
+        analyzer: &analyzer,
+        position: labels.iter().enumerate().map(|(i, l)| (l, i)).collect(),
+        keep,
+    };
+    let out = stage.run(&mut index, stat, &shared)?;
+    crate::timings::phase("  fingerprint: manifests", t);
+    let leftovers = Leftovers {
+        index,
+        rest: Box::new((analyzer, analysed.into_values().collect::<Vec<_>>())),
+    };
+    Ok((out, leftovers))
+}
 
-    // The layers' sources are walked and hashed while the plays are
-    // discovered (each on its own, in parallel); what the plays add (roles
-    // elsewhere, files named outright) is indexed after.
+/// What one layer's discovery found: the layer, its inputs, the roots to
+/// walk for it and the paths that count whatever .gitignore says.
+type Discovered<'a> = (&'a Label, LayerInputs, BTreeSet<String>, BTreeSet<String>);
+
+/// The plays discovered and the file index built: the layers' sources are
+/// walked and hashed while the plays are discovered (each on its own, in
+/// parallel); what the plays add (roles elsewhere, files named outright) is
+/// indexed after.
+fn discover_and_index<'a>(
+    obs: &Observer,
+    ws: &Workspace,
+    labels: &'a [Label],
+    inventory: Option<&String>,
+    mut stat: Option<&mut statcache::StatCache>,
+) -> Result<(BTreeMap<&'a Label, LayerInputs>, FileIndex)> {
     let sources: BTreeSet<String> = labels
         .iter()
         .filter_map(|l| ws.layers[l].source.clone())
         .collect();
-    type Discovered<'a> = Result<(&'a Label, LayerInputs, BTreeSet<String>, BTreeSet<String>)>;
-    let discover = || -> Vec<Discovered> {
+    let discover = || -> Vec<Result<Discovered>> {
         labels
             .par_iter()
-            .map(|label| -> Result<_> {
-                let mut roots: BTreeSet<String> = BTreeSet::new();
-                let mut explicit: BTreeSet<String> = BTreeSet::new();
-                let layer = &ws.layers[label];
-                let mut inputs = LayerInputs {
-                    roles: BTreeMap::new(),
-                    extra_files: BTreeSet::new(),
-                    referenced: BTreeSet::new(),
-                    var_fallback: None,
-                    setup_refs: setup_references(obs, ws, layer),
-                    read: BTreeSet::new(),
-                    whole_source: None,
-                    var_dirs: BTreeSet::new(),
-                    playbook_dir: String::new(),
-                    notes: vec![],
-                };
-                if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
-                    let found = ansible::discover(
-                        obs,
-                        &ws.root,
-                        source,
-                        playbook,
-                        &layer.roles_path,
-                        &ws.allow_outside,
-                    )?;
-                    inputs.roles = found.roles;
-                    if let Some(reason) = found.all_roles_reason {
-                        inputs
-                            .notes
-                            .push(format!("every role counts because {reason}"));
-                        inputs
-                            .roles
-                            .extend(ansible::all_roles(obs, &ws.root, &layer.roles_path));
-                    }
-                    inputs.extra_files = found.extra_files;
-                    inputs.referenced = found.referenced;
-                    inputs.read = found.read;
-                    inputs.whole_source = found.whole_source;
-                    inputs.var_dirs = found.var_dirs;
-                    inputs.playbook_dir = found.playbook_dir;
-                    // ansible-playbook runs in the source directory and reads its ansible.cfg.
-                    let cfg = format!("{source}/ansible.cfg");
-                    if obs.is_file(&ws.root.join(&cfg)) {
-                        inputs.referenced.insert(cfg);
-                    }
-                    explicit.extend(inputs.var_dirs.iter().cloned());
-                    let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source)?;
-                    inputs.referenced.extend(cfg_paths);
-                    inputs.var_fallback = plugins.or(found.all_vars_reason);
-                    inputs.notes.extend(found.notes);
-                    // Ansible reads the inventory whatever .gitignore says.
-                    if let Some(inv) = &inventory {
-                        explicit.insert(inv.clone());
-                        if !obs.is_dir(&ws.root.join(inv)) {
-                            // group_vars/, host_vars/ and files the play may read
-                            // through inventory_dir live beside an inventory file.
-                            let parent = std::path::Path::new(inv)
-                                .parent()
-                                .map(|p| p.to_string_lossy().into_owned())
-                                .filter(|p| !p.is_empty())
-                                .unwrap_or_else(|| ".".into());
-                            explicit.insert(parent);
-                        }
-                    }
-                    explicit.insert(format!("{source}/{playbook}"));
-                }
-                roots.extend(layer.source.iter().cloned());
-                if inputs.whole_source.is_some() {
-                    // What the play reads is known only at run time: every
-                    // file of the workspace counts (see `add_whole_workspace`).
-                    roots.insert(".".into());
-                }
-                roots.extend(inputs.roles.values().cloned());
-                // What Ansible loads from each used role without a task naming
-                // it counts whatever .gitignore says.
-                for dir in inputs.roles.values() {
-                    for sub in ["tasks", "handlers", "vars", "defaults", "meta"] {
-                        explicit.insert(format!("{dir}/{sub}"));
-                    }
-                }
-                explicit.extend(layer.scripts.iter().cloned());
-                explicit.extend(layer.inputs.iter().cloned());
-                explicit.extend(layer.packages_file.iter().cloned());
-                explicit.extend(inputs.extra_files.iter().cloned());
-                explicit.extend(inputs.referenced.iter().cloned());
-                explicit.extend(inputs.setup_refs.iter().cloned());
-                Ok((label, inputs, roots, explicit))
-            })
+            .map(|label| discover_layer(obs, ws, label, inventory))
             .collect()
     };
     let walk_sources = || {
@@ -387,6 +379,9 @@ pub fn fingerprint_observed(
         )
     };
     let (discovered, index) = rayon::join(discover, walk_sources);
+    let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
+    let mut roots: BTreeSet<String> = BTreeSet::new();
+    let mut explicit: BTreeSet<String> = BTreeSet::new();
     // The first layer's error in label order, whatever finished first.
     for d in discovered {
         let (label, inputs, r, e) = d?;
@@ -395,7 +390,6 @@ pub fn fingerprint_observed(
         analysed.insert(label, inputs);
     }
     obs.forget_derived();
-    let t = crate::timings::phase("  fingerprint: discover the plays", t);
     let mut index = index?;
     index.finish(
         obs,
@@ -405,10 +399,123 @@ pub fn fingerprint_observed(
         &explicit,
         &ws.cache_dir,
         &ws.allow_outside,
-        stat.as_deref_mut(),
+        stat,
     )?;
-    // Ansible follows symlinks: the target of a link inside the workspace
-    // is an input too (whatever .gitignore says), as are its own links'.
+    Ok((analysed, index))
+}
+
+/// Discovers one layer's play, without the file index.
+fn discover_layer<'a>(
+    obs: &Observer,
+    ws: &Workspace,
+    label: &'a Label,
+    inventory: Option<&String>,
+) -> Result<Discovered<'a>> {
+    let mut roots: BTreeSet<String> = BTreeSet::new();
+    let mut explicit: BTreeSet<String> = BTreeSet::new();
+    let layer = &ws.layers[label];
+    let mut inputs = LayerInputs {
+        setup_refs: setup_references(obs, ws, layer),
+        ..LayerInputs::default()
+    };
+    if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
+        discover_play(obs, ws, layer, source, playbook, &mut inputs)?;
+        explicit.extend(inputs.var_dirs.iter().cloned());
+        // Ansible reads the inventory whatever .gitignore says.
+        if let Some(inv) = inventory {
+            explicit.insert(inv.clone());
+            if !obs.is_dir(&ws.root.join(inv)) {
+                // group_vars/, host_vars/ and files the play may read
+                // through inventory_dir live beside an inventory file.
+                explicit.insert(dir_of(inv));
+            }
+        }
+        explicit.insert(format!("{source}/{playbook}"));
+    }
+    roots.extend(layer.source.iter().cloned());
+    if inputs.whole_source.is_some() {
+        // What the play reads is known only at run time: every
+        // file of the workspace counts (see `add_whole_workspace`).
+        roots.insert(".".into());
+    }
+    roots.extend(inputs.roles.values().cloned());
+    // What Ansible loads from each used role without a task naming
+    // it counts whatever .gitignore says.
+    for dir in inputs.roles.values() {
+        for sub in ["tasks", "handlers", "vars", "defaults", "meta"] {
+            explicit.insert(format!("{dir}/{sub}"));
+        }
+    }
+    explicit.extend(layer.scripts.iter().cloned());
+    explicit.extend(layer.inputs.iter().cloned());
+    explicit.extend(layer.packages_file.iter().cloned());
+    explicit.extend(inputs.extra_files.iter().cloned());
+    explicit.extend(inputs.referenced.iter().cloned());
+    explicit.extend(inputs.setup_refs.iter().cloned());
+    Ok((label, inputs, roots, explicit))
+}
+
+/// What the play of a layer (`playbook` in `source`) uses, into `inputs`.
+fn discover_play(
+    obs: &Observer,
+    ws: &Workspace,
+    layer: &Layer,
+    source: &str,
+    playbook: &str,
+    inputs: &mut LayerInputs,
+) -> Result<()> {
+    let found = ansible::discover(
+        obs,
+        &ws.root,
+        source,
+        playbook,
+        &layer.roles_path,
+        &ws.allow_outside,
+    )?;
+    inputs.roles = found.roles;
+    if let Some(reason) = found.all_roles_reason {
+        inputs
+            .notes
+            .push(format!("every role counts because {reason}"));
+        inputs
+            .roles
+            .extend(ansible::all_roles(obs, &ws.root, &layer.roles_path));
+    }
+    inputs.extra_files = found.extra_files;
+    inputs.referenced = found.referenced;
+    inputs.read = found.read;
+    inputs.whole_source = found.whole_source;
+    inputs.var_dirs = found.var_dirs;
+    inputs.playbook_dir = found.playbook_dir;
+    // ansible-playbook runs in the source directory and reads its ansible.cfg.
+    let cfg = format!("{source}/ansible.cfg");
+    if obs.is_file(&ws.root.join(&cfg)) {
+        inputs.referenced.insert(cfg);
+    }
+    let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source)?;
+    inputs.referenced.extend(cfg_paths);
+    inputs.var_fallback = plugins.or(found.all_vars_reason);
+    inputs.notes.extend(found.notes);
+    Ok(())
+}
+
+/// The workspace-relative directory holding `path` (`.` at the top).
+fn dir_of(path: &str) -> String {
+    std::path::Path::new(path)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| ".".into())
+}
+
+/// Ansible follows symlinks: the target of a link inside the workspace
+/// is an input too (whatever .gitignore says), as are its own links'.
+fn follow_links_into_index(
+    obs: &Observer,
+    ws: &Workspace,
+    index: &mut FileIndex,
+    mut stat: Option<&mut statcache::StatCache>,
+) -> Result<()> {
     let mut followed: BTreeSet<String> = BTreeSet::new();
     loop {
         let targets: BTreeSet<String> = index
@@ -420,7 +527,7 @@ pub fn fingerprint_observed(
             })
             .collect();
         if targets.is_empty() {
-            break;
+            return Ok(());
         }
         followed.extend(targets.iter().cloned());
         index.add_explicit(
@@ -432,61 +539,45 @@ pub fn fingerprint_observed(
             stat.as_deref_mut(),
         )?;
     }
-    // In parallel; the first error in label order.
-    labels
-        .par_iter()
-        .map(|label| check_links_out(obs, ws, &ws.layers[label], &analysed[label], &index))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .collect::<Result<Vec<()>>>()?;
-    let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
-    let model = match &inventory {
-        Some(inv) if any_play => {
-            let is_dir = obs.is_dir(&ws.root.join(inv));
-            let base = if is_dir {
-                inv.clone()
-            } else {
-                std::path::Path::new(inv)
-                    .parent()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| ".".into())
-            };
-            let files: Vec<String> = if is_dir {
-                index.under(inv).map(|(p, _)| p.clone()).collect()
-            } else {
-                index
-                    .under(&base)
-                    .map(|(p, _)| p.clone())
-                    .filter(|p| p == inv || p.contains("group_vars/") || p.contains("host_vars/"))
-                    .collect()
-            };
-            Some(inventory::InventoryModel::load(
-                obs,
-                &ws.root,
-                inv,
-                is_dir,
-                files.iter(),
-            ))
-        }
-        _ => None,
+}
+
+/// The system's inventory (`inv`: a directory, or a file with
+/// `group_vars/` and `host_vars/` beside it), from the files indexed.
+fn inventory_model(
+    obs: &Observer,
+    ws: &Workspace,
+    inv: &String,
+    index: &FileIndex,
+) -> inventory::InventoryModel {
+    let is_dir = obs.is_dir(&ws.root.join(inv));
+    let files: Vec<String> = if is_dir {
+        index.under(inv).map(|(p, _)| p.clone()).collect()
+    } else {
+        index
+            .under(&dir_of(inv))
+            .map(|(p, _)| p.clone())
+            .filter(|p| p == inv || p.contains("group_vars/") || p.contains("host_vars/"))
+            .collect()
     };
-    let mut inventory_vars = match &model {
-        Some(m) => {
-            let files: Vec<String> = index.under(&m.base).map(|(p, _)| p.clone()).collect();
-            inventory::snapshot(obs, &ws.root, files.iter())
-        }
-        None => Default::default(),
-    };
-    // group_vars/ and host_vars/ beside each playbook: one model per
-    // playbook directory, its definitions keyed `//DIR/FILE`.
+    inventory::InventoryModel::load(obs, &ws.root, inv, is_dir, files.iter())
+}
+
+/// group_vars/ and host_vars/ beside each playbook: one model per
+/// playbook directory, its definitions keyed `//DIR/FILE`; their files'
+/// variables are added to `inventory_vars`.
+fn play_var_models(
+    obs: &Observer,
+    ws: &Workspace,
+    analysed: &BTreeMap<&Label, LayerInputs>,
+    model: Option<&inventory::InventoryModel>,
+    index: &FileIndex,
+    inventory_vars: &mut inventory::VarSnapshot,
+) -> BTreeMap<String, inventory::InventoryModel> {
     let mut play_models: BTreeMap<String, inventory::InventoryModel> = BTreeMap::new();
     for inputs in analysed.values() {
         if inputs.var_dirs.is_empty()
             || play_models.contains_key(&inputs.playbook_dir)
-            || model
-                .as_ref()
-                .is_some_and(|m| m.base == inputs.playbook_dir)
+            || model.is_some_and(|m| m.base == inputs.playbook_dir)
         {
             continue;
         }
@@ -513,9 +604,13 @@ pub fn fingerprint_observed(
         }
         play_models.insert(inputs.playbook_dir.clone(), m);
     }
-    // Files with ansible-vault data: the executor opens them to redact
-    // what Ansible decrypts.
-    let vault_files: Vec<String> = inventory_vars
+    play_models
+}
+
+/// Files with ansible-vault data: the executor opens them to redact
+/// what Ansible decrypts.
+fn vault_files(inventory_vars: &inventory::VarSnapshot) -> Vec<String> {
+    inventory_vars
         .iter()
         .filter(|(_, f)| match f {
             inventory::FileVars::Encrypted => true,
@@ -523,88 +618,181 @@ pub fn fingerprint_observed(
             inventory::FileVars::Opaque => false,
         })
         .map(|(p, _)| p.clone())
-        .collect();
-    // Secret values never reach the snapshot (kept for `why --show-values`).
-    let mut secrets = crate::secrets::Secrets::default();
-    if let Some(s) = system {
-        for (k, v) in &s.vars {
-            if s.secret_vars.contains(k) {
-                secrets.add(v);
-            }
-        }
-        // Every line of a file that defines a secret, or that could not be
-        // parsed and names one: Ansible prints the lines of a file it
-        // cannot parse.
-        for (rel, f) in &inventory_vars {
-            let holds = match f {
-                inventory::FileVars::Vars { vars } => {
-                    vars.keys().any(|k| s.secret_vars.contains(k))
-                }
-                inventory::FileVars::Opaque => true,
-                inventory::FileVars::Encrypted => false,
-            };
-            if !holds || s.secret_vars.is_empty() {
-                continue;
-            }
-            if let Ok(text) = obs.read_to_string(&ws.root.join(rel))
-                && (matches!(f, inventory::FileVars::Vars { .. })
-                    || s.secret_vars.iter().any(|n| text.contains(n.as_str())))
-            {
-                secrets.add_lines(&text);
-            }
-        }
-        crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
-    }
-    let shared_vars = std::sync::Arc::new(inventory_vars.clone());
-    let system_vars: std::sync::Arc<BTreeSet<String>> = std::sync::Arc::new(
-        system
-            .map(|s| s.vars.keys().cloned().collect())
-            .unwrap_or_default(),
-    );
-    let t = crate::timings::phase("  fingerprint: index and inventory", t);
-    let analyzer = vars::Analyzer::default();
-    // Files hashed were analysed from the same bytes: not read again.
-    analyzer.seed(index.take_analysed());
-    // Paths the play reads that were added to the index after the walk.
-    let mut tried: BTreeSet<String> = BTreeSet::new();
+        .collect()
+}
 
-    // Every layer's manifest and digest, in parallel wave by wave (a wave
-    // holds the layers whose parents are in earlier waves), each hashed as
-    // it is serialised and, unless `keep` asks for manifests, dropped at
-    // once. Taken in label order below, until a layer reads a file the
-    // index lacks: the index then grows, and the layers after it are done
-    // again one by one (as they would have been in order).
-    let manifest_of = |label: &Label, parent: ParentInput, index: &FileIndex, tried: &_| {
-        let inputs = &analysed[label];
+/// The system's secret values, which never reach the snapshot (they are
+/// stripped from `inventory_vars`; kept for `why --show-values`).
+fn collect_secrets(
+    obs: &Observer,
+    ws: &Workspace,
+    s: &System,
+    inventory_vars: &mut inventory::VarSnapshot,
+) -> crate::secrets::Secrets {
+    let mut secrets = crate::secrets::Secrets::default();
+    for (k, v) in &s.vars {
+        if s.secret_vars.contains(k) {
+            secrets.add(v);
+        }
+    }
+    // Every line of a file that defines a secret, or that could not be
+    // parsed and names one: Ansible prints the lines of a file it
+    // cannot parse.
+    for (rel, f) in inventory_vars.iter() {
+        let holds = match f {
+            inventory::FileVars::Vars { vars } => vars.keys().any(|k| s.secret_vars.contains(k)),
+            inventory::FileVars::Opaque => true,
+            inventory::FileVars::Encrypted => false,
+        };
+        if !holds || s.secret_vars.is_empty() {
+            continue;
+        }
+        if let Ok(text) = obs.read_to_string(&ws.root.join(rel))
+            && (matches!(f, inventory::FileVars::Vars { .. })
+                || s.secret_vars.iter().any(|n| text.contains(n.as_str())))
+        {
+            secrets.add_lines(&text);
+        }
+    }
+    crate::secrets::strip_snapshot(inventory_vars, &s.secret_vars, &mut secrets);
+    secrets
+}
+
+/// What every full fingerprint of a run shares besides its manifest.
+struct Shared {
+    /// The inventory's directory, for layers that run a play.
+    inventory: Option<String>,
+    vars: std::sync::Arc<inventory::VarSnapshot>,
+    system_vars: std::sync::Arc<BTreeSet<String>>,
+    secrets: crate::secrets::Secrets,
+    vault_files: Vec<String>,
+}
+
+impl Shared {
+    fn fingerprint(
+        &self,
+        label: &Label,
+        layer: &Layer,
+        digest: String,
+        manifest: Manifest,
+    ) -> Fingerprint {
+        let runs_play = layer.playbook.is_some() && self.inventory.is_some();
+        Fingerprint {
+            label: label.clone(),
+            digest,
+            manifest,
+            vars: if runs_play {
+                self.vars.clone()
+            } else {
+                Default::default()
+            },
+            inventory: self.inventory.clone().filter(|_| runs_play),
+            system_vars: self.system_vars.clone(),
+            secrets: self.secrets.clone(),
+            vault_files: if runs_play {
+                self.vault_files.clone()
+            } else {
+                vec![]
+            },
+            light: false,
+        }
+    }
+}
+
+/// The manifests stage: every layer's manifest and digest, in parallel
+/// wave by wave (a wave holds the layers whose parents are in earlier
+/// waves), each hashed as it is serialised and, unless `keep` asks for
+/// manifests, dropped at once. Taken in label order, until a layer reads a
+/// file the index lacks: the index then grows, and the layers after it are
+/// done again one by one (as they would have been in order).
+struct Manifests<'a> {
+    obs: &'a Observer,
+    ws: &'a Workspace,
+    system: Option<&'a System>,
+    labels: &'a [Label],
+    analysed: &'a BTreeMap<&'a Label, LayerInputs>,
+    model: Option<&'a inventory::InventoryModel>,
+    play_models: &'a BTreeMap<String, inventory::InventoryModel>,
+    analyzer: &'a vars::Analyzer,
+    /// Each label's place in `labels`.
+    position: BTreeMap<&'a Label, usize>,
+    keep: bool,
+}
+
+impl Manifests<'_> {
+    fn run(
+        &self,
+        index: &mut FileIndex,
+        mut stat: Option<&mut statcache::StatCache>,
+        shared: &Shared,
+    ) -> Result<BTreeMap<Label, Fingerprint>> {
+        // Paths the play reads that were added to the index after the walk.
+        let mut tried: BTreeSet<String> = BTreeSet::new();
+        let mut early = self.early(index, &tried)?;
+        let mut grown = false;
+        let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
+        for (i, label) in self.labels.iter().enumerate() {
+            let (digest, manifest) = match early[i].take().filter(|_| !grown) {
+                Some(Ok(Hashed::Digest { digest, manifest })) => (digest, manifest),
+                Some(Err(e)) => return Err(e),
+                _ => {
+                    let digest = self
+                        .parent_of(label)?
+                        .map(|p| out[&self.labels[p]].digest.as_str());
+                    let parent = self.parent_input(label, digest);
+                    let (hashed, grew) =
+                        self.build_growing(label, &parent, index, &mut tried, &mut stat)?;
+                    grown |= grew;
+                    hashed
+                }
+            };
+            let fp = match manifest {
+                Some(m) => shared.fingerprint(label, &self.ws.layers[label], digest, *m),
+                None => Fingerprint::light(label.clone(), digest),
+            };
+            out.insert(label.clone(), fp);
+        }
+        Ok(out)
+    }
+
+    fn manifest_of(
+        &self,
+        label: &Label,
+        parent: ParentInput,
+        index: &FileIndex,
+        tried: &BTreeSet<String>,
+    ) -> Result<Built> {
+        let inputs = &self.analysed[label];
         build_manifest(
-            obs,
-            ws,
-            system,
-            &ws.layers[label],
+            self.obs,
+            self.ws,
+            self.system,
+            &self.ws.layers[label],
             inputs,
             index,
             parent,
-            model.as_ref(),
-            play_models.get(&inputs.playbook_dir),
+            self.model,
+            self.play_models.get(&inputs.playbook_dir),
             tried,
-            &analyzer,
+            self.analyzer,
         )
-    };
-    let position: BTreeMap<&Label, usize> =
-        labels.iter().enumerate().map(|(i, l)| (l, i)).collect();
-    let parent_of = |label: &Label| -> Result<Option<usize>> {
-        match &ws.layers[label].parent {
-            Parent::Layer(p) => match position.get(p) {
-                Some(&i) if i < position[label] => Ok(Some(i)),
+    }
+
+    /// The place of the label's parent layer, if it has one.
+    fn parent_of(&self, label: &Label) -> Result<Option<usize>> {
+        match &self.ws.layers[label].parent {
+            Parent::Layer(p) => match self.position.get(p) {
+                Some(&i) if i < self.position[label] => Ok(Some(i)),
                 _ => Err(Error::env(format!(
                     "internal: {p} fingerprinted after its child {label}"
                 ))),
             },
             _ => Ok(None),
         }
-    };
-    let parent_input = |label: &Label, digest: Option<&str>| -> ParentInput {
-        match &ws.layers[label].parent {
+    }
+
+    fn parent_input(&self, label: &Label, digest: Option<&str>) -> ParentInput {
+        match &self.ws.layers[label].parent {
             Parent::Scratch => ParentInput::Scratch,
             Parent::Image(r) => ParentInput::Image {
                 reference: r.clone(),
@@ -614,120 +802,95 @@ pub fn fingerprint_observed(
                 digest: digest.unwrap_or_default().to_string(),
             },
         }
-    };
-    let mut waves: Vec<Vec<usize>> = vec![];
-    let mut depth: Vec<usize> = Vec::with_capacity(labels.len());
-    for label in labels {
-        let d = match parent_of(label)? {
-            Some(p) => depth[p] + 1,
-            None => 0,
-        };
-        depth.push(d);
-        if waves.len() <= d {
-            waves.push(vec![]);
-        }
-        waves[d].push(depth.len() - 1);
     }
-    let mut early: Vec<Option<Result<Hashed>>> = (0..labels.len()).map(|_| None).collect();
-    for wave in &waves {
-        let done: Vec<(usize, Result<Hashed>)> = wave
-            .par_iter()
-            .filter_map(|&i| {
-                let label = &labels[i];
-                // A parent not digested (it failed, or reads files the index
-                // lacks) comes first in label order: this one is redone.
-                let digest = match parent_of(label).ok()? {
-                    Some(p) => match &early[p] {
-                        Some(Ok(Hashed::Digest { digest, .. })) => Some(digest.as_str()),
-                        _ => return None,
-                    },
-                    None => None,
-                };
-                let built = manifest_of(label, parent_input(label, digest), &index, &tried);
-                Some((i, built.map(|b| Hashed::of(b, keep))))
-            })
-            .collect();
-        for (i, r) in done {
-            early[i] = Some(r);
-        }
-    }
-    let mut grown = false;
-    let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
-    for (i, label) in labels.iter().enumerate() {
-        let layer = &ws.layers[label];
-        let (digest, manifest) = match early[i].take().filter(|_| !grown) {
-            Some(Ok(Hashed::Digest { digest, manifest })) => (digest, manifest),
-            Some(Err(e)) => return Err(e),
-            _ => {
-                let parent = parent_input(
-                    label,
-                    parent_of(label)?.map(|p| out[&labels[p]].digest.as_str()),
-                );
-                loop {
-                    let built = manifest_of(label, parent.clone(), &index, &tried)?;
-                    match Hashed::of(built, keep) {
-                        Hashed::Digest { digest, manifest } => break (digest, manifest),
-                        Hashed::Missing(mut paths) => {
-                            if paths.remove(WHOLE_WORKSPACE) {
-                                index.add_workspace(
-                                    obs,
-                                    &ws.root,
-                                    &ws.cache_dir,
-                                    &ws.allow_outside,
-                                    stat.as_deref_mut(),
-                                )?;
-                            }
-                            tried.extend(paths.iter().cloned());
-                            index.add_explicit(
-                                obs,
-                                &ws.root,
-                                &paths,
-                                &ws.cache_dir,
-                                &ws.allow_outside,
-                                stat.as_deref_mut(),
-                            )?;
-                            analyzer.seed(index.take_analysed());
-                            grown = true;
-                        }
-                    }
-                }
+
+    /// Every layer hashed with the index as it is, wave by wave in
+    /// parallel; `None` for a layer whose parent was not digested (it
+    /// failed, or reads files the index lacks: it comes first in label
+    /// order, and this one is redone).
+    fn early(
+        &self,
+        index: &FileIndex,
+        tried: &BTreeSet<String>,
+    ) -> Result<Vec<Option<Result<Hashed>>>> {
+        let mut waves: Vec<Vec<usize>> = vec![];
+        let mut depth: Vec<usize> = Vec::with_capacity(self.labels.len());
+        for label in self.labels {
+            let d = match self.parent_of(label)? {
+                Some(p) => depth[p] + 1,
+                None => 0,
+            };
+            depth.push(d);
+            if waves.len() <= d {
+                waves.push(vec![]);
             }
-        };
-        let Some(manifest) = manifest.map(|m| *m) else {
-            out.insert(label.clone(), Fingerprint::light(label.clone(), digest));
-            continue;
-        };
-        let runs_play = layer.playbook.is_some() && model.is_some();
-        let vars = if runs_play {
-            shared_vars.clone()
-        } else {
-            Default::default()
-        };
-        out.insert(
-            label.clone(),
-            Fingerprint {
-                label: label.clone(),
-                digest,
-                manifest,
-                vars,
-                inventory: model.as_ref().filter(|_| runs_play).map(|m| m.base.clone()),
-                system_vars: system_vars.clone(),
-                secrets: secrets.clone(),
-                vault_files: if runs_play {
-                    vault_files.clone()
-                } else {
-                    vec![]
-                },
-                light: false,
-            },
-        );
+            waves[d].push(depth.len() - 1);
+        }
+        let mut early: Vec<Option<Result<Hashed>>> = (0..self.labels.len()).map(|_| None).collect();
+        for wave in &waves {
+            let done: Vec<(usize, Result<Hashed>)> = wave
+                .par_iter()
+                .filter_map(|&i| {
+                    let label = &self.labels[i];
+                    let digest = match self.parent_of(label).ok()? {
+                        Some(p) => match &early[p] {
+                            Some(Ok(Hashed::Digest { digest, .. })) => Some(digest.as_str()),
+                            _ => return None,
+                        },
+                        None => None,
+                    };
+                    let built =
+                        self.manifest_of(label, self.parent_input(label, digest), index, tried);
+                    Some((i, built.map(|b| Hashed::of(b, self.keep))))
+                })
+                .collect();
+            for (i, r) in done {
+                early[i] = Some(r);
+            }
+        }
+        Ok(early)
     }
-    crate::timings::phase("  fingerprint: manifests", t);
-    let leftovers = Leftovers {
-        index,
-        rest: Box::new((analyzer, analysed.into_values().collect::<Vec<_>>())),
-    };
-    Ok((out, leftovers))
+
+    /// The layer's digest (and manifest), the index grown by the paths its
+    /// manifest finds missing until it has them all; true when it grew.
+    fn build_growing(
+        &self,
+        label: &Label,
+        parent: &ParentInput,
+        index: &mut FileIndex,
+        tried: &mut BTreeSet<String>,
+        stat: &mut Option<&mut statcache::StatCache>,
+    ) -> Result<((String, Option<Box<Manifest>>), bool)> {
+        let ws = self.ws;
+        let mut grown = false;
+        loop {
+            let built = self.manifest_of(label, parent.clone(), index, tried)?;
+            let mut paths = match Hashed::of(built, self.keep) {
+                Hashed::Digest { digest, manifest } => return Ok(((digest, manifest), grown)),
+                Hashed::Missing(paths) => paths,
+            };
+            if paths.remove(WHOLE_WORKSPACE) {
+                index.add_workspace(
+                    self.obs,
+                    &ws.root,
+                    &ws.cache_dir,
+                    &ws.allow_outside,
+                    stat.as_deref_mut(),
+                )?;
+            }
+            tried.extend(paths.iter().cloned());
+            index.add_explicit(
+                self.obs,
+                &ws.root,
+                &paths,
+                &ws.cache_dir,
+                &ws.allow_outside,
+                stat.as_deref_mut(),
+            )?;
+            self.analyzer.seed(index.take_analysed());
+            grown = true;
+        }
+    }
 }
 
 /// What a fingerprint used and no longer needs but for the stat cache's
