@@ -922,238 +922,55 @@ fn build_manifest(
     tried: &BTreeSet<String>,
     analyzer: &vars::Analyzer,
 ) -> Result<Built> {
-    let mut files: BTreeMap<String, FileInput> = BTreeMap::new();
-    let mut notes = inputs.notes.clone();
-    // One origin string per kind, shared by its files.
-    let play: std::sync::Arc<str> = "play".into();
-    let mut add = |path: &str, h: &FileHash, origin: &std::sync::Arc<str>| {
-        files.entry(path.to_string()).or_insert_with(|| FileInput {
-            hash: h.hash,
-            mode: h.mode.clone(),
-            origin: origin.clone(),
-        });
+    let mut b = LayerManifest {
+        obs,
+        ws,
+        system,
+        layer,
+        inputs,
+        index,
+        model,
+        play_model,
+        tried,
+        analyzer,
+        files: BTreeMap::new(),
+        notes: inputs.notes.clone(),
     };
-    let runs_play = layer.playbook.is_some();
-
-    // Role files first, so a role inside the source directory is labelled as a role.
-    for (name, dir) in &inputs.roles {
-        let origin: std::sync::Arc<str> = format!("role:{name}").into();
-        for (p, h) in index.under(dir) {
-            add(p, h, &origin);
-        }
-    }
-    if let Some(source) = &layer.source {
-        let playbook = layer.playbook.as_ref().map(|pb| format!("{source}/{pb}"));
-        if let Some(pb) = &playbook
-            && let Some(h) = index.get(pb)
-        {
-            add(pb, h, &"playbook".into());
-        }
-        if inputs.whole_source.is_none() {
-            for p in &inputs.read {
-                if let Some(h) = index.get(p) {
-                    add(p, h, &play);
-                }
-            }
-        }
-    }
-    for p in &inputs.extra_files {
-        if let Some(h) = index.get(p) {
-            add(p, h, &play);
-        }
-    }
-    for r in &inputs.referenced {
-        for (p, h) in index.under(r) {
-            add(p, h, &play);
-        }
-    }
-    for (list, origin) in [
-        (&layer.scripts, "script"),
-        (&layer.inputs, "input"),
-        (
-            &inputs.setup_refs.iter().cloned().collect::<Vec<_>>(),
-            "setup",
-        ),
-    ] {
-        let kind: std::sync::Arc<str> = origin.into();
-        for rel in list {
-            for (p, h) in index.under(rel) {
-                if origin == "script" {
-                    add(p, h, &kind);
-                } else {
-                    // Host commands copy these with their permissions.
-                    let kept = FileHash {
-                        mode: h.copied_mode(),
-                        ..h.clone()
-                    };
-                    add(p, &kept, &kind);
-                }
-            }
-        }
-    }
-    if let Some(pf) = &layer.packages_file
-        && let Some(h) = index.get(pf)
-    {
-        add(pf, h, &"packages_file".into());
-    }
+    b.add_named_files();
     if let Some(reason) = &inputs.whole_source {
-        if !add_whole_workspace(layer, index, &mut files) {
+        if !add_whole_workspace(layer, index, &mut b.files) {
             return Ok(Built::Missing(BTreeSet::from([WHOLE_WORKSPACE.into()])));
         }
-        whole_workspace_note(layer, reason, index, &mut notes);
+        whole_workspace_note(layer, reason, index, &mut b.notes);
     }
-    follow_links(index, &mut files);
-    let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut inventory_groups = vec![];
-    let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    if runs_play {
-        let mut used;
-        loop {
-            let before = files.len();
-            let found = play_files(
-                obs, ws, layer, inputs, &mut files, index, tried, &mut notes, analyzer,
-            )?;
-            let found = match found {
-                Ok(u) => u,
-                Err(missing) => return Ok(Built::Missing(missing)),
-            };
-            // A file the play reads through a link: its target counts, and
-            // is analysed in turn.
-            if follow_links(index, &mut files) {
-                continue;
-            }
-            let (closed, value_reads) =
-                variables_closed(system, layer, found, model, play_model, analyzer);
-            used = closed;
-            if value_reads.reads.is_empty() && value_reads.read_unresolved.is_none() {
-                break;
-            }
-            // A variable's value reads files: where it is used decides the
-            // search path, so every file of the source counts, and names
-            // are resolved from the playbook too.
-            if let Some(source) = &layer.source {
-                let reason = value_reads
-                    .read_unresolved
-                    .clone()
-                    .unwrap_or_else(|| "a variable's value reads files by name".to_string());
-                if !notes.iter().any(|n| n.starts_with(WHOLE_NOTE)) {
-                    if !add_whole_workspace(layer, index, &mut files) {
-                        return Ok(Built::Missing(BTreeSet::from([WHOLE_WORKSPACE.into()])));
-                    }
-                    whole_workspace_note(layer, &reason, index, &mut notes);
-                }
-                let pb = format!("{source}/{}", layer.playbook.as_deref().unwrap_or(""));
-                let mut missing = BTreeSet::new();
-                let found = resolve_reads(
-                    obs,
-                    ws,
-                    layer,
-                    inputs,
-                    &pb,
-                    &value_reads.reads,
-                    index,
-                    tried,
-                    &mut missing,
-                )?;
-                if !missing.is_empty() {
-                    return Ok(Built::Missing(missing));
-                }
-                add_reads(index, &found, &mut files);
-            }
-            follow_links(index, &mut files);
-            if files.len() == before {
-                break;
-            }
-        }
-        if used.fallback.is_none() {
-            used.fallback.clone_from(&inputs.var_fallback);
-        }
-        if used.fallback.is_none()
-            && let Some((p, _)) = files
-                .iter()
-                .find(|(p, f)| &*f.origin == "workspace" && index.get(p).is_some_and(|h| h.jinja))
-        {
-            // Counted by the whole-workspace fallback and not analysed: the
-            // play may render it as a template.
-            used.fallback = Some(format!(
-                "the play may read any file, and {p} (outside its source) holds Jinja"
-            ));
-        }
-        let whole = used.fallback.is_some();
-        if let Some(reason) = &used.fallback {
-            notes.push(format!("all inventory variables count because {reason}"));
-        }
-        let counts =
-            |name: &str| whole || used.names.contains(name) || name.starts_with("ansible_");
-        if let Some(s) = system {
-            system_vars = s
-                .vars
-                .iter()
-                .filter(|(k, _)| counts(k))
-                .map(|(k, v)| {
-                    // A secret counts by its hash only.
-                    if s.secret_vars.contains(k) {
-                        (k.clone(), crate::secrets::marker(v))
-                    } else {
-                        (k.clone(), v.clone())
-                    }
-                })
-                .collect();
-        }
-        let host = layer.label.slug();
-        let groups = model
-            .cloned()
-            .unwrap_or_default()
-            .effective_groups(&layer.groups, &host);
-        if model.is_some() {
-            inventory_groups = groups.iter().cloned().collect();
-        }
-        for (m, origin) in [(model, "inventory"), (play_model, "play")] {
-            let Some(m) = m else { continue };
-            for d in &m.defs {
-                if (whole || inventory::InventoryModel::visible(&d.scope, &groups, &host))
-                    && counts(&d.name)
-                {
-                    inventory_vars
-                        .entry(d.name.clone())
-                        .or_default()
-                        .insert(d.file.clone(), d.hash.clone());
-                }
-            }
-            if whole {
-                // Other hosts, groups and files of the inventory may be read
-                // (hostvars, groups, inventory_dir): every file counts whole.
-                let dirs: Vec<String> = if origin == "play" {
-                    inputs.var_dirs.iter().cloned().collect()
-                } else {
-                    vec![m.base.clone()]
-                };
-                for dir in &dirs {
-                    for (path, h) in index.under(dir) {
-                        files.entry(path.clone()).or_insert_with(|| FileInput {
-                            hash: h.hash,
-                            mode: h.mode.clone(),
-                            origin: origin.into(),
-                        });
-                    }
-                }
-            }
-            for (path, scope, why) in &m.opaque {
-                if (whole || inventory::InventoryModel::visible(scope, &groups, &host))
-                    && let Some(h) = index.get(path)
-                {
-                    files.entry(path.clone()).or_insert_with(|| FileInput {
-                        hash: h.hash,
-                        mode: h.mode.clone(),
-                        origin: origin.into(),
-                    });
-                    notes.push(format!("{path} counts whole: {why}"));
-                }
-            }
-        }
+    follow_links(index, &mut b.files);
+    let mut counted = CountedVars::default();
+    if layer.playbook.is_some() {
+        let used = match b.play_reads()? {
+            Ok(used) => used,
+            Err(missing) => return Ok(Built::Missing(missing)),
+        };
+        let used = b.with_fallback(used);
+        counted = b.count_vars(used);
     }
+    Ok(Built::Manifest(Box::new(Manifest {
+        format: FORMAT_VERSION,
+        label: layer.label.to_string(),
+        parent,
+        definition: definition(ws, layer),
+        packages: layer.packages.clone(),
+        files: b.files,
+        vars: counted.system,
+        inventory_vars: counted.inventory,
+        inventory_groups: counted.groups,
+        notes: b.notes,
+    })))
+}
 
-    let definition = Definition {
+/// The layer's declaration as it goes into the manifest (workspace
+/// defaults filled in).
+fn definition(ws: &Workspace, layer: &Layer) -> Definition {
+    Definition {
         setup: layer.setup.clone(),
         package_command: (!layer.packages.is_empty()).then(|| {
             layer
@@ -1177,19 +994,325 @@ fn build_manifest(
                 .clone()
                 .unwrap_or_else(|| ws.build.ansible_connection.clone())
         }),
-    };
-    Ok(Built::Manifest(Box::new(Manifest {
-        format: FORMAT_VERSION,
-        label: layer.label.to_string(),
-        parent,
-        definition,
-        packages: layer.packages.clone(),
-        files,
-        vars: system_vars,
-        inventory_vars,
-        inventory_groups,
-        notes,
-    })))
+    }
+}
+
+/// The variables that count for a layer's play, as the manifest holds them.
+#[derive(Default)]
+struct CountedVars {
+    /// The system's vars (a secret by its hash only).
+    system: BTreeMap<String, serde_json::Value>,
+    /// Name → file → hash of each definition in the inventory and beside the playbook.
+    inventory: BTreeMap<String, BTreeMap<String, String>>,
+    /// The groups the layer's host is in.
+    groups: Vec<String>,
+}
+
+/// Adds `path` with the hash and mode of `h`, unless it is there already.
+fn add_file(
+    files: &mut BTreeMap<String, FileInput>,
+    path: &str,
+    h: &FileHash,
+    origin: &std::sync::Arc<str>,
+) {
+    files.entry(path.to_string()).or_insert_with(|| FileInput {
+        hash: h.hash,
+        mode: h.mode.clone(),
+        origin: origin.clone(),
+    });
+}
+
+/// One layer's manifest being built: what it is built from, and the files
+/// and notes gathered so far.
+struct LayerManifest<'a> {
+    obs: &'a Observer,
+    ws: &'a Workspace,
+    system: Option<&'a System>,
+    layer: &'a Layer,
+    inputs: &'a LayerInputs,
+    index: &'a FileIndex,
+    model: Option<&'a inventory::InventoryModel>,
+    play_model: Option<&'a inventory::InventoryModel>,
+    tried: &'a BTreeSet<String>,
+    analyzer: &'a vars::Analyzer,
+    files: BTreeMap<String, FileInput>,
+    notes: Vec<String>,
+}
+
+impl LayerManifest<'_> {
+    /// The files the layer and its play name: roles, playbook, files the
+    /// play reads, scripts, inputs, files setup commands copy, the
+    /// packages file.
+    fn add_named_files(&mut self) {
+        let (index, inputs, layer) = (self.index, self.inputs, self.layer);
+        let files = &mut self.files;
+        // One origin string per kind, shared by its files.
+        let play: std::sync::Arc<str> = "play".into();
+        // Role files first, so a role inside the source directory is labelled as a role.
+        for (name, dir) in &inputs.roles {
+            let origin: std::sync::Arc<str> = format!("role:{name}").into();
+            for (p, h) in index.under(dir) {
+                add_file(files, p, h, &origin);
+            }
+        }
+        if let Some(source) = &layer.source {
+            let playbook = layer.playbook.as_ref().map(|pb| format!("{source}/{pb}"));
+            if let Some(pb) = &playbook
+                && let Some(h) = index.get(pb)
+            {
+                add_file(files, pb, h, &"playbook".into());
+            }
+            if inputs.whole_source.is_none() {
+                for p in &inputs.read {
+                    if let Some(h) = index.get(p) {
+                        add_file(files, p, h, &play);
+                    }
+                }
+            }
+        }
+        for p in &inputs.extra_files {
+            if let Some(h) = index.get(p) {
+                add_file(files, p, h, &play);
+            }
+        }
+        for r in &inputs.referenced {
+            for (p, h) in index.under(r) {
+                add_file(files, p, h, &play);
+            }
+        }
+        for (list, origin) in [
+            (&layer.scripts, "script"),
+            (&layer.inputs, "input"),
+            (
+                &inputs.setup_refs.iter().cloned().collect::<Vec<_>>(),
+                "setup",
+            ),
+        ] {
+            let kind: std::sync::Arc<str> = origin.into();
+            for rel in list {
+                for (p, h) in index.under(rel) {
+                    if origin == "script" {
+                        add_file(files, p, h, &kind);
+                    } else {
+                        // Host commands copy these with their permissions.
+                        let kept = FileHash {
+                            mode: h.copied_mode(),
+                            ..h.clone()
+                        };
+                        add_file(files, p, &kept, &kind);
+                    }
+                }
+            }
+        }
+        if let Some(pf) = &layer.packages_file
+            && let Some(h) = index.get(pf)
+        {
+            add_file(files, pf, h, &"packages_file".into());
+        }
+    }
+
+    /// What the play reads, added until nothing new is: the files its
+    /// files read by name, through links, and those the values of the
+    /// variables it uses read. The variables it uses, or `Err(paths)`:
+    /// files to index first.
+    fn play_reads(&mut self) -> Result<std::result::Result<vars::VarUse, BTreeSet<String>>> {
+        let index = self.index;
+        loop {
+            let before = self.files.len();
+            let found = play_files(
+                self.obs,
+                self.ws,
+                self.layer,
+                self.inputs,
+                &mut self.files,
+                index,
+                self.tried,
+                &mut self.notes,
+                self.analyzer,
+            )?;
+            let found = match found {
+                Ok(u) => u,
+                Err(missing) => return Ok(Err(missing)),
+            };
+            // A file the play reads through a link: its target counts, and
+            // is analysed in turn.
+            if follow_links(index, &mut self.files) {
+                continue;
+            }
+            let (used, value_reads) = variables_closed(
+                self.system,
+                self.layer,
+                found,
+                self.model,
+                self.play_model,
+                self.analyzer,
+            );
+            if value_reads.reads.is_empty() && value_reads.read_unresolved.is_none() {
+                return Ok(Ok(used));
+            }
+            if let Some(missing) = self.add_value_reads(&value_reads)? {
+                return Ok(Err(missing));
+            }
+            follow_links(index, &mut self.files);
+            if self.files.len() == before {
+                return Ok(Ok(used));
+            }
+        }
+    }
+
+    /// A variable's value reads files: where it is used decides the
+    /// search path, so every file of the source counts, and names are
+    /// resolved from the playbook too. `Some(paths)`: files to index first.
+    fn add_value_reads(&mut self, value_reads: &vars::VarUse) -> Result<Option<BTreeSet<String>>> {
+        let (layer, index) = (self.layer, self.index);
+        let Some(source) = &layer.source else {
+            return Ok(None);
+        };
+        let reason = value_reads
+            .read_unresolved
+            .clone()
+            .unwrap_or_else(|| "a variable's value reads files by name".to_string());
+        if !self.notes.iter().any(|n| n.starts_with(WHOLE_NOTE)) {
+            if !add_whole_workspace(layer, index, &mut self.files) {
+                return Ok(Some(BTreeSet::from([WHOLE_WORKSPACE.into()])));
+            }
+            whole_workspace_note(layer, &reason, index, &mut self.notes);
+        }
+        let pb = format!("{source}/{}", layer.playbook.as_deref().unwrap_or(""));
+        let mut missing = BTreeSet::new();
+        let found = resolve_reads(
+            self.obs,
+            self.ws,
+            layer,
+            self.inputs,
+            &pb,
+            &value_reads.reads,
+            index,
+            self.tried,
+            &mut missing,
+        )?;
+        if !missing.is_empty() {
+            return Ok(Some(missing));
+        }
+        add_reads(index, &found, &mut self.files);
+        Ok(None)
+    }
+
+    /// `used` with the reason every variable counts, if any: the one the
+    /// analysis found, ansible.cfg's, or a file outside the source that
+    /// holds Jinja; noted in the manifest.
+    fn with_fallback(&mut self, mut used: vars::VarUse) -> vars::VarUse {
+        if used.fallback.is_none() {
+            used.fallback.clone_from(&self.inputs.var_fallback);
+        }
+        if used.fallback.is_none()
+            && let Some((p, _)) = self.files.iter().find(|(p, f)| {
+                &*f.origin == "workspace" && self.index.get(p).is_some_and(|h| h.jinja)
+            })
+        {
+            // Counted by the whole-workspace fallback and not analysed: the
+            // play may render it as a template.
+            used.fallback = Some(format!(
+                "the play may read any file, and {p} (outside its source) holds Jinja"
+            ));
+        }
+        if let Some(reason) = &used.fallback {
+            self.notes
+                .push(format!("all inventory variables count because {reason}"));
+        }
+        used
+    }
+
+    /// The variables of the system, the inventory and beside the playbook
+    /// that count for the play using `used`; when every variable counts,
+    /// every file of the inventory does too.
+    fn count_vars(&mut self, used: vars::VarUse) -> CountedVars {
+        let (layer, model) = (self.layer, self.model);
+        let whole = used.fallback.is_some();
+        let counts =
+            |name: &str| whole || used.names.contains(name) || name.starts_with("ansible_");
+        let mut out = CountedVars::default();
+        if let Some(s) = self.system {
+            out.system = s
+                .vars
+                .iter()
+                .filter(|(k, _)| counts(k))
+                .map(|(k, v)| {
+                    // A secret counts by its hash only.
+                    if s.secret_vars.contains(k) {
+                        (k.clone(), crate::secrets::marker(v))
+                    } else {
+                        (k.clone(), v.clone())
+                    }
+                })
+                .collect();
+        }
+        let host = layer.label.slug();
+        let groups = model
+            .cloned()
+            .unwrap_or_default()
+            .effective_groups(&layer.groups, &host);
+        if model.is_some() {
+            out.groups = groups.iter().cloned().collect();
+        }
+        for (m, origin) in [(model, "inventory"), (self.play_model, "play")] {
+            let Some(m) = m else { continue };
+            let visible =
+                |scope: &_| whole || inventory::InventoryModel::visible(scope, &groups, &host);
+            for d in &m.defs {
+                if visible(&d.scope) && counts(&d.name) {
+                    out.inventory
+                        .entry(d.name.clone())
+                        .or_default()
+                        .insert(d.file.clone(), d.hash.clone());
+                }
+            }
+            self.add_model_files(m, origin, whole, visible);
+        }
+        out
+    }
+
+    /// The files of an inventory model that count whole: every one when
+    /// every variable counts (other hosts, groups and files of the
+    /// inventory may be read: hostvars, groups, inventory_dir), and those
+    /// that could not be parsed and are `visible`.
+    fn add_model_files(
+        &mut self,
+        m: &inventory::InventoryModel,
+        origin: &str,
+        whole: bool,
+        visible: impl Fn(&inventory::Scope) -> bool,
+    ) {
+        let index = self.index;
+        if whole {
+            let dirs: Vec<String> = if origin == "play" {
+                self.inputs.var_dirs.iter().cloned().collect()
+            } else {
+                vec![m.base.clone()]
+            };
+            for dir in &dirs {
+                for (path, h) in index.under(dir) {
+                    self.files.entry(path.clone()).or_insert_with(|| FileInput {
+                        hash: h.hash,
+                        mode: h.mode.clone(),
+                        origin: origin.into(),
+                    });
+                }
+            }
+        }
+        for (path, scope, why) in &m.opaque {
+            if visible(scope)
+                && let Some(h) = index.get(path)
+            {
+                self.files.entry(path.clone()).or_insert_with(|| FileInput {
+                    hash: h.hash,
+                    mode: h.mode.clone(),
+                    origin: origin.into(),
+                });
+                self.notes.push(format!("{path} counts whole: {why}"));
+            }
+        }
+    }
 }
 
 /// Stands for "walk the whole workspace" among the paths a manifest
@@ -1307,8 +1430,28 @@ fn resolve_reads(
         .roles
         .values()
         .find(|r| from.starts_with(&format!("{r}/")))
-        .cloned();
+        .map(String::as_str);
     let pdir = inputs.playbook_dir.as_str();
+    let search = ReadSearch {
+        obs,
+        ws,
+        layer,
+        from,
+        index,
+        tried,
+        role,
+        pdir,
+        bases: search_bases(from, role, pdir),
+    };
+    let mut found = vec![];
+    for name in names {
+        search.resolve(name.trim(), &mut found, missing)?;
+    }
+    Ok(found)
+}
+
+/// Where Ansible looks for a file that `from` reads by a relative name, in order.
+fn search_bases(from: &str, role: Option<&str>, pdir: &str) -> Vec<String> {
     let mut bases: Vec<String> = vec![parent_rel(from).to_string()];
     // A template under some `X/templates/` (or a file under `X/files/`) is
     // rendered by a task file in `X`, whose own `files/`, `templates/` and
@@ -1326,18 +1469,45 @@ fn resolve_reads(
         }
         bases.push(x.to_string());
     }
-    if let Some(r) = &role {
+    if let Some(r) = role {
         for sub in ["templates", "files", "vars"] {
             bases.push(format!("{r}/{sub}"));
         }
-        bases.push(r.clone());
+        bases.push(r.to_string());
     }
     for sub in ["templates", "files", "vars"] {
         bases.push(format!("{pdir}/{sub}"));
     }
     bases.push(pdir.to_string());
-    let out_of = |name: &str, target: &std::path::Path, how: &str| {
-        let text = obs.read_to_string(&ws.root.join(from)).unwrap_or_default();
+    bases
+}
+
+/// A search for the files one file of the play (`from`) reads by name.
+struct ReadSearch<'a> {
+    obs: &'a Observer,
+    ws: &'a Workspace,
+    layer: &'a Layer,
+    from: &'a str,
+    index: &'a FileIndex,
+    tried: &'a BTreeSet<String>,
+    /// The directory of the role `from` belongs to.
+    role: Option<&'a str>,
+    /// The playbook's directory.
+    pdir: &'a str,
+    /// [`search_bases`].
+    bases: Vec<String>,
+}
+
+type Found = Vec<(String, Option<glob::Pattern>)>;
+
+impl ReadSearch<'_> {
+    /// The error for `name`, which reaches `target` out of the workspace.
+    fn out_of(&self, name: &str, target: &std::path::Path, how: &str) -> Error {
+        let from = self.from;
+        let text = self
+            .obs
+            .read_to_string(&self.ws.root.join(from))
+            .unwrap_or_default();
         let line = text
             .lines()
             .position(|l| l.contains(name))
@@ -1346,29 +1516,29 @@ fn resolve_reads(
             crate::error::Location::at_line(from, &text, line),
             format!(
                 "{} reads '{name}', {how} ({})",
-                layer.label,
+                self.layer.label,
                 target.display()
             ),
         )
         .with_hint(
             "Ansible reads it on the machine running the build, so a fresh clone or another runner would build something else; copy the file into the workspace (the role's files/ or templates/) and name it relatively",
         )
-    };
-    let mut found = vec![];
-    for name in names {
-        let name = name.trim();
+    }
+
+    /// Looks for one name (trimmed) in the bases it may be under.
+    fn resolve(&self, name: &str, found: &mut Found, missing: &mut BTreeSet<String>) -> Result<()> {
         if name.is_empty() {
-            continue;
+            return Ok(());
         }
         // `playbook_dir + '/x'`, `role_path ~ '/x'`: one base only.
-        let (raw, only): (&str, Option<String>) =
+        let (raw, only): (&str, Option<&str>) =
             if let Some(rest) = name.strip_prefix("@playbook_dir/") {
-                (rest, Some(pdir.to_string()))
+                (rest, Some(self.pdir))
             } else if let Some(rest) = name.strip_prefix("@role_path/") {
-                match &role {
-                    Some(r) => (rest, Some(r.clone())),
+                match self.role {
+                    Some(r) => (rest, Some(r)),
                     // No role: `role_path` is undefined, nothing is read.
-                    None => continue,
+                    None => return Ok(()),
                 }
             } else {
                 (name, None)
@@ -1386,84 +1556,93 @@ fn resolve_reads(
         };
         if name.starts_with('/') {
             let p = std::path::Path::new(&name);
-            if p.starts_with(&ws.root) {
-                return Err(out_of(
+            if p.starts_with(&self.ws.root) {
+                return Err(self.out_of(
                     &name,
                     p,
                     "an absolute path into this checkout (another clone would read this one)",
                 ));
             }
-            return Err(out_of(
+            return Err(self.out_of(
                 &name,
                 p,
                 "an absolute path on the machine running the build",
             ));
         }
-        let these: Vec<String> = match only {
-            Some(b) => vec![b],
-            None => bases.clone(),
-        };
-        for base in &these {
-            let Some(cand) = normalize_rel(&format!("{base}/{name}")) else {
-                let full = ws.root.join(base).join(&name);
-                if obs.exists(&full) {
-                    return Err(out_of(
-                        &name,
-                        &full,
-                        "a path that leads out of the workspace",
-                    ));
-                }
-                continue;
-            };
-            if cand == "." && name != "." {
-                continue;
-            }
-            let full = ws.root.join(&cand);
-            let indexed = index.under(&cand).next().is_some();
-            if !indexed && !obs.exists(&full) {
-                continue;
-            }
-            // Through a link out of the workspace?
-            if let Ok(real) = obs.canonicalize(&full)
-                && !real.starts_with(&ws.root)
-                && !ws.allow_outside.iter().any(|a| real.starts_with(a))
-            {
-                return Err(out_of(
-                    &name,
-                    &real,
-                    "through a symbolic link out of the workspace",
-                ));
-            }
-            if indexed || tried.contains(&cand) {
-                // A directory that is a link: the link counts, and the glob
-                // (or the whole directory) is taken where it leads.
-                let mut cand = cand;
-                for _ in 0..40 {
-                    match index.link(&cand) {
-                        Some(LinkTarget::Inside(t)) if t != "." => {
-                            found.push((cand.clone(), None));
-                            cand = t.clone();
-                        }
-                        _ => break,
-                    }
-                }
-                // The glob anchored where its directory was found; one that
-                // does not parse counts the whole directory.
-                let glob = rest.and_then(|rest| {
-                    let anchored = if cand == "." {
-                        rest.to_string()
-                    } else {
-                        format!("{cand}/{rest}")
-                    };
-                    glob::Pattern::new(&anchored).ok()
-                });
-                found.push((cand, glob));
-            } else {
-                missing.insert(cand);
-            }
+        match only {
+            Some(base) => self.resolve_in(base, &name, rest, found, missing),
+            None => self
+                .bases
+                .iter()
+                .try_for_each(|base| self.resolve_in(base, &name, rest, found, missing)),
         }
     }
-    Ok(found)
+
+    /// Looks for `name` (a glob's literal directory, the glob's `rest`
+    /// after it) under `base`.
+    fn resolve_in(
+        &self,
+        base: &str,
+        name: &str,
+        rest: Option<&str>,
+        found: &mut Found,
+        missing: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        let (obs, ws) = (self.obs, self.ws);
+        let Some(cand) = normalize_rel(&format!("{base}/{name}")) else {
+            let full = ws.root.join(base).join(name);
+            if obs.exists(&full) {
+                return Err(self.out_of(name, &full, "a path that leads out of the workspace"));
+            }
+            return Ok(());
+        };
+        if cand == "." && name != "." {
+            return Ok(());
+        }
+        let full = ws.root.join(&cand);
+        let indexed = self.index.under(&cand).next().is_some();
+        if !indexed && !obs.exists(&full) {
+            return Ok(());
+        }
+        // Through a link out of the workspace?
+        if let Ok(real) = obs.canonicalize(&full)
+            && !real.starts_with(&ws.root)
+            && !ws.allow_outside.iter().any(|a| real.starts_with(a))
+        {
+            return Err(self.out_of(name, &real, "through a symbolic link out of the workspace"));
+        }
+        if indexed || self.tried.contains(&cand) {
+            self.push_found(cand, rest, found);
+        } else {
+            missing.insert(cand);
+        }
+        Ok(())
+    }
+
+    /// `cand` found: a directory that is a link counts as a link, and the
+    /// glob (or the whole directory) is taken where it leads.
+    fn push_found(&self, mut cand: String, rest: Option<&str>, found: &mut Found) {
+        for _ in 0..40 {
+            match self.index.link(&cand) {
+                Some(LinkTarget::Inside(t)) if t != "." => {
+                    found.push((cand.clone(), None));
+                    cand = t.clone();
+                }
+                _ => break,
+            }
+        }
+        // The glob anchored where its directory was found; one that
+        // does not parse counts the whole directory.
+        let glob = rest.and_then(|rest| {
+            let anchored = if cand == "." {
+                rest.to_string()
+            } else {
+                format!("{cand}/{rest}")
+            };
+            glob::Pattern::new(&anchored).ok()
+        });
+        found.push((cand, glob));
+    }
 }
 
 /// Counts what [`resolve_reads`] found: each directory's files (those a
@@ -1683,25 +1862,7 @@ fn check_links_out(
     index: &FileIndex,
 ) -> Result<()> {
     let out_of = |rel: &str, target: &std::path::Path, how: &str| {
-        let dir = if obs.is_dir(target) {
-            target.to_path_buf()
-        } else {
-            target
-                .parent()
-                .map_or_else(|| target.to_path_buf(), std::path::Path::to_path_buf)
-        };
-        Error::input_at(
-            crate::error::Location::file(rel),
-            format!(
-                "{rel} leads out of the workspace, to {}, through a symbolic link, and {} {how}",
-                target.display(),
-                layer.label
-            ),
-        )
-        .with_hint(format!(
-            "Ansible and cp follow links, so builds would depend on host files a fresh clone does not have; copy the target into the workspace, or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
-            dir.display()
-        ))
+        link_out_error(obs, layer, rel, target, how)
     };
     let allowed = |real: &std::path::Path| {
         real.starts_with(&ws.root) || ws.allow_outside.iter().any(|a| real.starts_with(a))
@@ -1746,6 +1907,47 @@ fn check_links_out(
             return Err(out_of(rel, &real, how));
         }
     }
+    match links_out_below(inputs, index) {
+        Some((p, real)) => Err(out_of(&p, &real, "reads it")),
+        None => Ok(()),
+    }
+}
+
+/// The error for `rel`, which leads out of the workspace to `target`.
+fn link_out_error(
+    obs: &Observer,
+    layer: &Layer,
+    rel: &str,
+    target: &std::path::Path,
+    how: &str,
+) -> Error {
+    let dir = if obs.is_dir(target) {
+        target.to_path_buf()
+    } else {
+        target
+            .parent()
+            .map_or_else(|| target.to_path_buf(), std::path::Path::to_path_buf)
+    };
+    Error::input_at(
+        crate::error::Location::file(rel),
+        format!(
+            "{rel} leads out of the workspace, to {}, through a symbolic link, and {} {how}",
+            target.display(),
+            layer.label
+        ),
+    )
+    .with_hint(format!(
+        "Ansible and cp follow links, so builds would depend on host files a fresh clone does not have; copy the target into the workspace, or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
+        dir.display()
+    ))
+}
+
+/// A link leading out of the workspace below what the play reads whole,
+/// and where it leads.
+fn links_out_below(
+    inputs: &LayerInputs,
+    index: &FileIndex,
+) -> Option<(String, std::path::PathBuf)> {
     // Links below what the play reads whole: a directory it copies, the
     // files Ansible loads from each role (none to find when the index
     // holds no link leading out).
@@ -1754,7 +1956,7 @@ fn check_links_out(
         .values()
         .any(|t| matches!(t, LinkTarget::Outside(_)))
     {
-        return Ok(());
+        return None;
     }
     let mut dirs: Vec<String> = inputs.referenced.iter().cloned().collect();
     for dir in inputs.roles.values() {
@@ -1767,11 +1969,11 @@ fn check_links_out(
             if h.mode == "120000"
                 && let Some(LinkTarget::Outside(real)) = index.link(p)
             {
-                return Err(out_of(p, real, "reads it"));
+                return Some((p.clone(), real.clone()));
             }
         }
     }
-    Ok(())
+    None
 }
 
 /// Workspace paths named in setup commands (which run on the host with the
