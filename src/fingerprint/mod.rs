@@ -699,6 +699,9 @@ impl Shared {
     }
 }
 
+/// A layer's digest, and its manifest when kept.
+type Digested = (String, Option<Box<Manifest>>);
+
 /// The manifests stage: every layer's manifest and digest, in parallel
 /// wave by wave (a wave holds the layers whose parents are in earlier
 /// waves), each hashed as it is serialised and, unless `keep` asks for
@@ -860,7 +863,7 @@ impl Manifests<'_> {
         index: &mut FileIndex,
         tried: &mut BTreeSet<String>,
         stat: &mut Option<&mut statcache::StatCache>,
-    ) -> Result<((String, Option<Box<Manifest>>), bool)> {
+    ) -> Result<(Digested, bool)> {
         let ws = self.ws;
         let mut grown = false;
         loop {
