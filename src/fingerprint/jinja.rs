@@ -601,7 +601,7 @@ impl<'a> Walk<'a> {
                 let name = self.assign(vec![*name]);
                 self.bind(name);
             }
-            "from" => self.from_import(rest)?,
+            "from" => self.import_from(rest)?,
             _ => return None,
         }
         Some(())
@@ -679,7 +679,7 @@ impl<'a> Walk<'a> {
     }
 
     /// `{% from TEMPLATE import NAME [as ALIAS], ... [with context] %}`.
-    fn from_import(&mut self, rest: &[Tok<'a>]) -> Option<()> {
+    fn import_from(&mut self, rest: &[Tok<'a>]) -> Option<()> {
         let imp = keyword_at(rest, &["import"])?;
         self.expr(&rest[..imp]);
         let mut names = &rest[imp + 1..];
