@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use common::TestWs;
-use layerbuild::fingerprint::statcache::{self, StatEntry};
+use layerbuild::fingerprint::statcache::{self, Stat, StatEntry};
 
 const FILE: &str = "slurm-config/roles/slurm/templates/README";
 const SLURM: &str = "//compute/slurm";
@@ -209,17 +209,19 @@ fn an_entry_matching_an_edited_file_is_not_trusted_when_racy() {
     let forge = |recorded_ns: i64| {
         let mut all = entries(&ws);
         for e in all.values_mut() {
-            e.recorded_ns = e.mtime_ns.max(e.ctime_ns) + 2 * MARGIN_MS * 1_000_000;
+            e.recorded_ns = e.stat.mtime_ns.max(e.stat.ctime_ns) + 2 * MARGIN_MS * 1_000_000;
         }
         all.insert(
             FILE.to_string(),
             StatEntry {
-                size: m.size(),
-                mtime_ns,
-                ctime_ns,
-                inode: m.ino(),
-                device: m.dev(),
-                mode: m.mode(),
+                stat: Stat {
+                    size: m.size(),
+                    mtime_ns,
+                    ctime_ns,
+                    inode: m.ino(),
+                    device: m.dev(),
+                    mode: m.mode(),
+                },
                 hash: old_hash,
                 jinja: all[FILE].jinja,
                 recorded_ns,

@@ -18,13 +18,7 @@ pub use super::stat::{Stat, now_ns};
 /// What a file's stat said when its content was hashed, and the hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatEntry {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub inode: u64,
-    pub device: u64,
-    /// Full `st_mode` (type and permission bits).
-    pub mode: u32,
+    pub stat: Stat,
     /// blake3 of the content.
     pub hash: [u8; 32],
     /// The content holds a Jinja marker (see [`super::files::FileHash::jinja`]).
@@ -37,12 +31,7 @@ impl Stat {
     /// The entry recording that a file with this stat hashed to `hash`.
     pub fn entry(self, hash: [u8; 32], jinja: bool, recorded_ns: i64) -> StatEntry {
         StatEntry {
-            size: self.size,
-            mtime_ns: self.mtime_ns,
-            ctime_ns: self.ctime_ns,
-            inode: self.inode,
-            device: self.device,
-            mode: self.mode,
+            stat: self,
             hash,
             jinja,
             recorded_ns,
@@ -53,13 +42,8 @@ impl Stat {
 impl StatEntry {
     /// May this entry stand for a file whose stat is `now`?
     pub fn trusted_for(&self, now: &Stat) -> bool {
-        let same = self.size == now.size
-            && self.mtime_ns == now.mtime_ns
-            && self.ctime_ns == now.ctime_ns
-            && self.inode == now.inode
-            && self.device == now.device
-            && self.mode == now.mode;
-        same && !is_racy(self.mtime_ns, self.ctime_ns, self.recorded_ns)
+        let s = &self.stat;
+        self.stat == *now && !is_racy(s.mtime_ns, s.ctime_ns, self.recorded_ns)
     }
 }
 
@@ -133,12 +117,12 @@ pub fn encode_to<'a>(
         varint(&mut out, shared);
         varint(&mut out, path.len() - shared);
         out.extend_from_slice(&path[shared..]);
-        out.extend_from_slice(&e.size.to_le_bytes());
-        out.extend_from_slice(&e.mtime_ns.to_le_bytes());
-        out.extend_from_slice(&e.ctime_ns.to_le_bytes());
-        out.extend_from_slice(&e.inode.to_le_bytes());
-        out.extend_from_slice(&e.device.to_le_bytes());
-        out.extend_from_slice(&e.mode.to_le_bytes());
+        out.extend_from_slice(&e.stat.size.to_le_bytes());
+        out.extend_from_slice(&e.stat.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&e.stat.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&e.stat.inode.to_le_bytes());
+        out.extend_from_slice(&e.stat.device.to_le_bytes());
+        out.extend_from_slice(&e.stat.mode.to_le_bytes());
         out.extend_from_slice(&e.hash);
         out.push(u8::from(e.jinja));
         out.extend_from_slice(&e.recorded_ns.to_le_bytes());
@@ -169,12 +153,14 @@ pub fn decode(bytes: &[u8]) -> Option<HashMap<String, StatEntry>> {
         rest = &rest[len + FIXED..];
         let u64_at = |i: usize| u64::from_le_bytes(f[i..i + 8].try_into().unwrap_or_default());
         let entry = StatEntry {
-            size: u64_at(0),
-            mtime_ns: u64_at(8) as i64,
-            ctime_ns: u64_at(16) as i64,
-            inode: u64_at(24),
-            device: u64_at(32),
-            mode: u32::from_le_bytes(f[40..44].try_into().ok()?),
+            stat: Stat {
+                size: u64_at(0),
+                mtime_ns: u64_at(8) as i64,
+                ctime_ns: u64_at(16) as i64,
+                inode: u64_at(24),
+                device: u64_at(32),
+                mode: u32::from_le_bytes(f[40..44].try_into().ok()?),
+            },
             hash: f[44..76].try_into().ok()?,
             jinja: match f[76] {
                 0 => false,
