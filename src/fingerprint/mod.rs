@@ -9,7 +9,12 @@
 //! order, maps sorted). The whole manifest is kept beside the digest so a
 //! rebuild can be explained as a diff of two manifests.
 //!
-//! I/O: reads workspace files (via [`files`] and [`ansible`]); nothing else.
+//! I/O: reads workspace files, every access through an [`Observer`] (via
+//! [`files`], [`ansible`], [`inventory`], [`vars`]), and the environment
+//! (`HOME` and the variables ansible.cfg paths name); warns on stderr of a link out of the
+//! workspace that a whole-workspace fallback cannot count. It never spawns a
+//! process and never opens SQLite: the caches are stored by the cache module,
+//! behind [`session`]'s narrow stores.
 
 pub mod ansible;
 pub mod files;
@@ -260,7 +265,7 @@ pub fn fingerprint_with(
 }
 
 /// [`fingerprint_with`], recording every file-system access in `obs` (for
-/// the memo: [`super::session`]). Without `keep`, manifests are dropped as
+/// the memo: [`session`]). Without `keep`, manifests are dropped as
 /// soon as they are hashed ([`Fingerprint::light`] prints: digests only).
 pub fn fingerprint_observed(
     ws: &Workspace,
@@ -899,7 +904,7 @@ impl Manifests<'_> {
 /// What a fingerprint used and no longer needs but for the stat cache's
 /// new entries (the file index holds them): hundreds of thousands of small
 /// allocations, whose freeing takes tens of milliseconds. The caller
-/// frees them where that costs least ([`super::session`]: the analyses
+/// frees them where that costs least ([`session`]: the analyses
 /// before the caches are stored, the index once the stat cache is
 /// written). Freed on a thread of their own instead, they stayed counted
 /// in the process's memory while the caches were stored (the allocator
