@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use common::{Edit, TestWs};
 
@@ -57,10 +56,9 @@ fn fresh(ws: &TestWs) -> BTreeMap<String, String> {
     common::digests_of(&serde_json::from_slice(&out.stdout).unwrap())
 }
 
-/// Waits out the racy margin, lets a scan record the memo, and checks the
-/// next scan is served by it with the same digests.
+/// Lets a scan record the memo, and checks the next scan is served by it
+/// with the same digests (the racy margin is 0: [`quick`]).
 fn settle(ws: &TestWs) -> BTreeMap<String, String> {
-    std::thread::sleep(Duration::from_millis(2100));
     // Served by the memo already if the scan right after the change could
     // record one (a change to the Layerfile alone is in the memo's key).
     let (recorded, _) = scan(ws);
@@ -73,9 +71,20 @@ fn settle(ws: &TestWs) -> BTreeMap<String, String> {
     served
 }
 
-fn warm() -> (TestWs, BTreeMap<String, String>) {
+/// A chain workspace whose runs count their reads and need not wait for the
+/// files the test writes to age: the racy margin is 0, which is sound here
+/// because nothing writes the workspace while a scan runs (the margin
+/// guards against writes during a scan; `an_entry_matching_an_edited_file_is_not_trusted_when_racy`
+/// in tests/statcache.rs and the unit tests keep the rule itself honest).
+fn quick() -> TestWs {
     let mut ws = TestWs::new("chain");
     ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
+    ws.racy_margin_ms(0);
+    ws
+}
+
+fn warm() -> (TestWs, BTreeMap<String, String>) {
+    let ws = quick();
     // Read-only commands keep the memo warm on a workspace never built
     // here, and never write the build cache.
     let digests = settle(&ws);
@@ -281,9 +290,7 @@ fn a_memo_row_that_is_garbage_is_a_miss() {
 #[test]
 fn a_no_op_build_uses_the_memo_and_a_rebuild_records_a_full_manifest() {
     common::require_buildah();
-    let mut ws = TestWs::new("chain");
-    ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
-    std::thread::sleep(Duration::from_millis(2100));
+    let ws = quick();
     let first = ws.lb(&["build", "//...", "--json"]).ok();
     assert_eq!(first.json()["built"], 5);
     let again = ws.lb(&["build", "//...", "--json"]).ok();
@@ -365,10 +372,7 @@ fn a_no_op_build_uses_the_memo_and_a_rebuild_records_a_full_manifest() {
 /// the build cache.
 #[test]
 fn read_only_commands_warm_the_caches_and_never_write_the_build_cache() {
-    let mut ws = TestWs::new("chain");
-    ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
-    // Files just copied are racy: the stat cache trusts them only later.
-    std::thread::sleep(Duration::from_millis(2100));
+    let ws = quick();
     let commands: [&[&str]; 6] = [
         &["ls"],
         &["build", "//...", "--dry-run"],
@@ -418,8 +422,7 @@ fn read_only_commands_warm_the_caches_and_never_write_the_build_cache() {
 /// following links, so a new match in the link's target leaves it in use.
 #[test]
 fn a_new_match_of_a_setup_glob_through_a_linked_directory_misses_the_memo() {
-    let mut ws = TestWs::new("chain");
-    ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
+    let ws = quick();
     std::fs::create_dir_all(ws.path("shared/site")).unwrap();
     std::fs::create_dir_all(ws.path("overlay")).unwrap();
     symlink("../shared/site", &ws.path("overlay/site"));
@@ -429,8 +432,7 @@ fn a_new_match_of_a_setup_glob_through_a_linked_directory_misses_the_memo() {
     );
     assert!(lf.contains("overlay/*/motd"));
     ws.write("Layerfile.toml", &lf);
-    // The first scan creates cache/ beside the glob's prefix: let it age.
-    std::thread::sleep(Duration::from_millis(2100));
+    // The first scan creates cache/ beside the glob's prefix.
     scan(&ws);
     let before = settle(&ws);
     assert_eq!(before, fresh(&ws));

@@ -7,10 +7,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use common::TestWs;
-use layerbuild::fingerprint::statcache::{self, StatEntry};
+use layerbuild::fingerprint::statcache::{self, Stat, StatEntry};
 
 const FILE: &str = "slurm-config/roles/slurm/templates/README";
 const SLURM: &str = "//compute/slurm";
@@ -68,7 +68,9 @@ fn scan(ws: &TestWs) -> (BTreeMap<String, String>, (usize, usize)) {
 }
 
 /// A chain workspace with a cache database, whose every file's entry is
-/// trusted: the next scan reads nothing.
+/// trusted: the next scan reads nothing. Its later runs have a racy margin
+/// of 0 (a test setting), so no test waits for files it writes to age:
+/// nothing writes the workspace while a scan runs.
 fn warm() -> (TestWs, BTreeMap<String, String>) {
     let mut ws = TestWs::new("chain");
     ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
@@ -79,10 +81,12 @@ fn warm() -> (TestWs, BTreeMap<String, String>) {
         read > 0 && reused == 0,
         "cold scan: {read} read, {reused} reused"
     );
-    // Files just copied are racy: wait until they are older than the margin.
-    std::thread::sleep(Duration::from_millis(2100));
+    // With the default margin (2 s), files copied just now are racy: the
+    // cold scan's entries are not trusted.
     let (again, (read, _)) = scan(&ws);
     assert!(read > 0, "racy entries must be read again");
+    // With none, the entries of the scan just before are.
+    ws.racy_margin_ms(0);
     let (digests, (read, reused)) = scan(&ws);
     assert_eq!((read, reused > 0), (0, true), "warm scan read files");
     assert_eq!(cold, again);
@@ -189,10 +193,14 @@ fn a_mode_change_changes_the_digest() {
 /// old hash: only the racy rule stands between it and a stale digest. Then
 /// the same entry recorded long enough after the edit is trusted, which
 /// shows the cache really serves hashes (the first half is not vacuous).
+/// The margin is set to a second; every other entry is made old enough for
+/// it, so only the edited file can be read.
 #[test]
 fn an_entry_matching_an_edited_file_is_not_trusted_when_racy() {
     use std::os::unix::fs::MetadataExt;
-    let (ws, before) = warm();
+    const MARGIN_MS: i64 = 1000;
+    let (mut ws, before) = warm();
+    ws.racy_margin_ms(MARGIN_MS as u64);
     let old_hash = entries(&ws)[FILE].hash;
     std::fs::write(ws.path(FILE), same_size_edit(&ws, FILE)).unwrap();
     let m = std::fs::metadata(ws.path(FILE)).unwrap();
@@ -200,15 +208,20 @@ fn an_entry_matching_an_edited_file_is_not_trusted_when_racy() {
     let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
     let forge = |recorded_ns: i64| {
         let mut all = entries(&ws);
+        for e in all.values_mut() {
+            e.recorded_ns = e.stat.mtime_ns.max(e.stat.ctime_ns) + 2 * MARGIN_MS * 1_000_000;
+        }
         all.insert(
             FILE.to_string(),
             StatEntry {
-                size: m.size(),
-                mtime_ns,
-                ctime_ns,
-                inode: m.ino(),
-                device: m.dev(),
-                mode: m.mode(),
+                stat: Stat {
+                    size: m.size(),
+                    mtime_ns,
+                    ctime_ns,
+                    inode: m.ino(),
+                    device: m.dev(),
+                    mode: m.mode(),
+                },
                 hash: old_hash,
                 jinja: all[FILE].jinja,
                 recorded_ns,
@@ -216,12 +229,16 @@ fn an_entry_matching_an_edited_file_is_not_trusted_when_racy() {
         );
         put_entries(&ws, &all);
     };
-    // Recorded in the very tick of the edit: racy, read again.
-    forge(ctime_ns.max(mtime_ns));
-    let (read, _) = slurm_changed(&before, &ws);
-    assert_eq!(read, 1, "only the racy file is read");
-    // Recorded 3 s after it: trusted, so the old hash comes back.
-    forge(ctime_ns.max(mtime_ns) + 3_000_000_000);
+    let edited = ctime_ns.max(mtime_ns);
+    // Recorded in the very tick of the edit, or just within the margin
+    // after it: racy, read again.
+    for recorded_ns in [edited, edited + MARGIN_MS * 1_000_000 - 1_000_000] {
+        forge(recorded_ns);
+        let (read, _) = slurm_changed(&before, &ws);
+        assert_eq!(read, 1, "only the racy file is read");
+    }
+    // Recorded just past the margin: trusted, so the old hash comes back.
+    forge(edited + MARGIN_MS * 1_000_000 + 1_000_000);
     let (after, (read, _)) = scan(&ws);
     assert_eq!(read, 0);
     assert_eq!(after[SLURM], before[SLURM]);
@@ -232,7 +249,7 @@ fn a_no_op_build_reads_no_file() {
     common::require_buildah();
     let mut ws = TestWs::new("chain");
     ws.env.push(("LAYERBUILD_STATS".into(), "1".into()));
-    std::thread::sleep(Duration::from_millis(2100));
+    ws.racy_margin_ms(0);
     let first = ws.lb(&["build", "//..."]).ok();
     let (read, reused) = counts(&first.stderr);
     assert!(read > 0 && reused == 0, "{read} read, {reused} reused");

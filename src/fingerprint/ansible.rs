@@ -415,76 +415,9 @@ pub fn discover(
         is_dir_memo: Default::default(),
     };
     d.find_play_dirs(&pb);
-    loop {
-        if let Some(work) = d.queue.pop_front() {
-            match work {
-                Work::Playbook(p) => {
-                    d.cur_play = p.parent().unwrap_or(root).to_path_buf();
-                    d.scan_playbook(&p)?
-                }
-                Work::Tasks(p, play) => {
-                    d.cur_play = play;
-                    if let Some(docs) = d.load(&p)? {
-                        for doc in &docs {
-                            d.scan_tasks(doc, &p);
-                        }
-                    }
-                }
-            }
-            continue;
-        }
-        if let Some((name, from, play)) = d.pending_roles.pop_front() {
-            d.cur_play = play;
-            d.resolve_role(&name, &from)?;
-            continue;
-        }
-        break;
-    }
-    // Code and variables Ansible loads from beside the playbook and from
-    // each role without a task naming them.
-    let mut dirs: Vec<PathBuf> = vec![d.playbook_dir.clone()];
-    dirs.extend(d.play_dirs.iter().cloned());
-    dirs.extend(d.out.roles.values().map(|r| root.join(r)));
-    for dir in dirs {
-        let Ok(names) = obs.read_dir(&dir) else {
-            continue;
-        };
-        for n in names.iter() {
-            let n = n.to_string_lossy();
-            if CODE_DIRS.contains(&n.as_ref()) || n.ends_with("_plugins") {
-                let p = dir.join(n.as_ref());
-                if obs.is_dir(&p) {
-                    let rel = d.rel(&p);
-                    d.out.referenced.insert(rel);
-                }
-            }
-        }
-    }
-    for sub in ["group_vars", "host_vars"] {
-        let p = d.playbook_dir.join(sub);
-        if obs.is_dir(&p) {
-            let rel = d.rel(&p);
-            d.out.var_dirs.insert(rel);
-        }
-        // Beside a playbook imported from another directory (loaded for
-        // its plays): counted whole, each of their variables may count.
-        let others: Vec<PathBuf> = d
-            .play_dirs
-            .iter()
-            .filter(|p| **p != d.playbook_dir)
-            .map(|p| p.join(sub))
-            .filter(|p| obs.is_dir(p))
-            .collect();
-        for p in others {
-            let rel = d.rel(&p);
-            d.out.referenced.insert(rel.clone());
-            if d.out.all_vars_reason.is_none() {
-                d.out.all_vars_reason = Some(format!(
-                    "{rel}/ is loaded beside an imported playbook (its definitions override the inventory's)"
-                ));
-            }
-        }
-    }
+    d.drain()?;
+    d.code_dirs();
+    d.var_dirs();
     d.reads_from_other_play_dirs();
     if let Some(e) = d.error {
         return Err(e);
@@ -497,6 +430,90 @@ pub fn discover(
 }
 
 impl Discovery<'_> {
+    /// Works through the queue of playbooks and task files, and the roles
+    /// they name, until both are empty.
+    fn drain(&mut self) -> Result<()> {
+        loop {
+            if let Some(work) = self.queue.pop_front() {
+                match work {
+                    Work::Playbook(p) => {
+                        self.cur_play = p.parent().unwrap_or(self.root).to_path_buf();
+                        self.scan_playbook(&p)?
+                    }
+                    Work::Tasks(p, play) => {
+                        self.cur_play = play;
+                        if let Some(docs) = self.load(&p)? {
+                            for doc in &docs {
+                                self.scan_tasks(doc, &p);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            if let Some((name, from, play)) = self.pending_roles.pop_front() {
+                self.cur_play = play;
+                self.resolve_role(&name, &from)?;
+                continue;
+            }
+            break;
+        }
+        Ok(())
+    }
+
+    /// Code and variables Ansible loads from beside the playbook and from
+    /// each role without a task naming them.
+    fn code_dirs(&mut self) {
+        let mut dirs: Vec<PathBuf> = vec![self.playbook_dir.clone()];
+        dirs.extend(self.play_dirs.iter().cloned());
+        dirs.extend(self.out.roles.values().map(|r| self.root.join(r)));
+        for dir in dirs {
+            let Ok(names) = self.obs.read_dir(&dir) else {
+                continue;
+            };
+            for n in names.iter() {
+                let n = n.to_string_lossy();
+                if CODE_DIRS.contains(&n.as_ref()) || n.ends_with("_plugins") {
+                    let p = dir.join(n.as_ref());
+                    if self.obs.is_dir(&p) {
+                        let rel = self.rel(&p);
+                        self.out.referenced.insert(rel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `group_vars/` and `host_vars/` beside the playbook, and beside a
+    /// playbook it imports from another directory.
+    fn var_dirs(&mut self) {
+        for sub in ["group_vars", "host_vars"] {
+            let p = self.playbook_dir.join(sub);
+            if self.obs.is_dir(&p) {
+                let rel = self.rel(&p);
+                self.out.var_dirs.insert(rel);
+            }
+            // Beside a playbook imported from another directory (loaded for
+            // its plays): counted whole, each of their variables may count.
+            let others: Vec<PathBuf> = self
+                .play_dirs
+                .iter()
+                .filter(|p| **p != self.playbook_dir)
+                .map(|p| p.join(sub))
+                .filter(|p| self.obs.is_dir(p))
+                .collect();
+            for p in others {
+                let rel = self.rel(&p);
+                self.out.referenced.insert(rel.clone());
+                if self.out.all_vars_reason.is_none() {
+                    self.out.all_vars_reason = Some(format!(
+                        "{rel}/ is loaded beside an imported playbook (its definitions override the inventory's)"
+                    ));
+                }
+            }
+        }
+    }
+
     fn rel(&self, p: &Path) -> String {
         if is_normal(p)
             && let Some(rest) = below_bytes(p, self.root)

@@ -32,7 +32,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::observe::Observer;
-use super::statcache::{Stat, StatCache, StatEntry, now_ns};
+use super::stat::{Stat, now_ns};
+use super::statcache::{StatCache, StatEntry};
 use crate::error::{Error, Result};
 
 /// A blake3 hash of a file's content (or of a link's target), written as
@@ -251,7 +252,7 @@ impl FileIndex {
         stat: Option<&mut StatCache>,
     ) -> Result<FileIndex> {
         // Before any file is looked at: an entry is trusted later only for
-        // files not modified since (see the racy rule in `statcache`).
+        // files not modified since (see the racy rule in `stat`).
         let mut index = FileIndex {
             scan_started: now_ns(),
             ..FileIndex::default()

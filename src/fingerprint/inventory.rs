@@ -141,6 +141,101 @@ fn to_json(y: &Yaml) -> serde_json::Value {
     }
 }
 
+/// What an INI inventory file declares.
+#[derive(Default)]
+struct IniFile {
+    defs: Vec<VarDef>,
+    /// (child group, parent group)
+    parents: Vec<(String, String)>,
+    /// (host, group)
+    hosts: Vec<(String, String)>,
+}
+
+/// An INI line without a trailing comment, trimmed.
+fn ini_strip(l: &str) -> String {
+    let mut out = l;
+    for marker in [" #", "\t#", " ;", "\t;"] {
+        if let Some(i) = out.find(marker) {
+            out = &out[..i];
+        }
+    }
+    out.trim().to_string()
+}
+
+impl IniFile {
+    /// The file `rel` (relative to the inventory's base); `Err`: why it
+    /// cannot be read.
+    fn parse(rel: &str, text: &str) -> Result<IniFile, String> {
+        let mut f = IniFile::default();
+        let mut section = ("ungrouped".to_string(), "hosts");
+        for raw in text.lines() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if line.starts_with('[') {
+                section = ini_section(line)?;
+                continue;
+            }
+            match section.1 {
+                "vars" => {
+                    let Some((k, v)) = line.split_once('=') else {
+                        return Err(format!("cannot read the line '{line}'"));
+                    };
+                    f.defs.push(VarDef {
+                        name: k.trim().to_string(),
+                        file: format!("{rel} [{}:vars]", section.0),
+                        scope: Scope::Group(section.0.clone()),
+                        value: serde_json::Value::String(v.trim().to_string()),
+                        hash: text_hash(line),
+                    });
+                }
+                "children" => f.parents.push((ini_strip(line), section.0.clone())),
+                _ => f.host_line(rel, line, &section.0)?,
+            }
+        }
+        Ok(f)
+    }
+
+    /// A host line: `name [key=value ...]`. It matters only if the name
+    /// coincides with a working container's host name.
+    fn host_line(&mut self, rel: &str, line: &str, group: &str) -> Result<(), String> {
+        let Ok(words) = shell_words::split(&ini_strip(line)) else {
+            return Err(format!("cannot read the line '{line}'"));
+        };
+        let Some((host, vars)) = words.split_first() else {
+            return Ok(());
+        };
+        self.hosts.push((host.clone(), group.to_string()));
+        for kv in vars {
+            if let Some((k, v)) = kv.split_once('=') {
+                self.defs.push(VarDef {
+                    name: k.to_string(),
+                    file: format!("{rel} [host {host}]"),
+                    scope: Scope::Host(host.clone()),
+                    value: serde_json::Value::String(v.to_string()),
+                    hash: text_hash(line),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A section header: its group and kind (`hosts`, `vars`, `children`).
+fn ini_section(line: &str) -> Result<(String, &'static str), String> {
+    let header = ini_strip(line);
+    let Some(h) = header.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
+        return Err(format!("cannot read the line '{line}'"));
+    };
+    match h.split_once(':') {
+        Some((g, "vars")) => Ok((g.to_string(), "vars")),
+        Some((g, "children")) => Ok((g.to_string(), "children")),
+        Some(_) => Err(format!("unknown section [{h}]")),
+        None => Ok((h.to_string(), "hosts")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,103 +604,17 @@ impl InventoryModel {
     /// a group name. Any line it cannot read makes the file opaque (counted
     /// whole) rather than half-understood.
     fn ini(&mut self, ws_rel: &str, rel: &str, text: &str) {
-        let strip = |l: &str| -> String {
-            let mut out = l;
-            for marker in [" #", "\t#", " ;", "\t;"] {
-                if let Some(i) = out.find(marker) {
-                    out = &out[..i];
+        match IniFile::parse(rel, text) {
+            Ok(f) => {
+                self.defs.extend(f.defs);
+                for (child, parent) in f.parents {
+                    self.parents.entry(child).or_default().insert(parent);
+                }
+                for (host, group) in f.hosts {
+                    self.host_groups.entry(host).or_default().insert(group);
                 }
             }
-            out.trim().to_string()
-        };
-        let mut section = ("ungrouped".to_string(), "hosts");
-        let mut defs = vec![];
-        let mut parents = vec![];
-        let mut hosts = vec![];
-        for raw in text.lines() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if line.starts_with('[') {
-                let header = strip(line);
-                let Some(h) = header.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
-                    self.opaque.push((
-                        ws_rel.to_string(),
-                        Scope::Everyone,
-                        format!("cannot read the line '{line}'"),
-                    ));
-                    return;
-                };
-                section = match h.split_once(':') {
-                    Some((g, "vars")) => (g.to_string(), "vars"),
-                    Some((g, "children")) => (g.to_string(), "children"),
-                    Some(_) => {
-                        self.opaque.push((
-                            ws_rel.to_string(),
-                            Scope::Everyone,
-                            format!("unknown section [{h}]"),
-                        ));
-                        return;
-                    }
-                    None => (h.to_string(), "hosts"),
-                };
-                continue;
-            }
-            match section.1 {
-                "vars" => {
-                    let Some((k, v)) = line.split_once('=') else {
-                        self.opaque.push((
-                            ws_rel.to_string(),
-                            Scope::Everyone,
-                            format!("cannot read the line '{line}'"),
-                        ));
-                        return;
-                    };
-                    defs.push(VarDef {
-                        name: k.trim().to_string(),
-                        file: format!("{rel} [{}:vars]", section.0),
-                        scope: Scope::Group(section.0.clone()),
-                        value: serde_json::Value::String(v.trim().to_string()),
-                        hash: text_hash(line),
-                    });
-                }
-                "children" => parents.push((strip(line), section.0.clone())),
-                // A host line: `name [key=value ...]`. It matters only if the
-                // name coincides with a working container's host name.
-                _ => {
-                    let Ok(words) = shell_words::split(&strip(line)) else {
-                        self.opaque.push((
-                            ws_rel.to_string(),
-                            Scope::Everyone,
-                            format!("cannot read the line '{line}'"),
-                        ));
-                        return;
-                    };
-                    let Some((host, vars)) = words.split_first() else {
-                        continue;
-                    };
-                    hosts.push((host.clone(), section.0.clone()));
-                    for kv in vars {
-                        if let Some((k, v)) = kv.split_once('=') {
-                            defs.push(VarDef {
-                                name: k.to_string(),
-                                file: format!("{rel} [host {host}]"),
-                                scope: Scope::Host(host.clone()),
-                                value: serde_json::Value::String(v.to_string()),
-                                hash: text_hash(line),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        self.defs.extend(defs);
-        for (child, parent) in parents {
-            self.parents.entry(child).or_default().insert(parent);
-        }
-        for (host, group) in hosts {
-            self.host_groups.entry(host).or_default().insert(group);
+            Err(why) => self.opaque.push((ws_rel.to_string(), Scope::Everyone, why)),
         }
     }
 

@@ -146,6 +146,9 @@ enum Role {
 /// a test's name without brackets is its argument (`x is sameas y`,
 /// `x is sameas if`) unless it is `and`, `or` or `else`; a name before a
 /// lone `=` is a keyword argument. `named`: the first word names a filter.
+// Over 100 lines: one state machine over the tokens, whose eight flags
+// every arm reads and sets; split into functions, each would take them all
+// and the order of the arms (which decides the roles) would be hidden.
 fn classify(toks: &[Tok], named: bool, mut f: impl FnMut(usize, Role, usize, bool)) {
     let mut named = named;
     // The name expected is a test's; a `not` was seen after its `is`.
@@ -512,26 +515,7 @@ impl<'a> Walk<'a> {
         };
         let rest = &toks[1..];
         match *kw {
-            "for" => {
-                let inn = keyword_at(rest, &["in"])?;
-                let targets = target_names(&rest[..inn])?;
-                let after = &rest[inn + 1..];
-                let stop = keyword_at(after, &["if", "recursive"]).unwrap_or(after.len());
-                // The iterable is read outside the loop.
-                self.expr(&after[..stop]);
-                let targets = self.assign(targets);
-                self.push(Opened::For, targets);
-                // The filter (`if ...`), read with the targets bound but
-                // not `loop`: Jinja reads a `loop` there from the context.
-                if let [Tok::Ident("if"), filter @ ..] = &after[stop..] {
-                    let filter = match keyword_at(filter, &["recursive"]) {
-                        Some(r) if r + 1 == filter.len() => &filter[..r],
-                        _ => filter,
-                    };
-                    self.expr(filter);
-                }
-                self.bind(self.implicit("loop"));
-            }
+            "for" => self.for_loop(rest)?,
             "else" => {
                 if self.pop(&[Opened::For]).is_some() {
                     self.push(Opened::ForElse, vec![]);
@@ -551,52 +535,14 @@ impl<'a> Walk<'a> {
                 self.push(Opened::If, vec![]);
             }
             "endif" => self.pop(&[Opened::If])?,
-            "set" => match at_depth0(rest, |t| *t == Tok::Assign) {
-                Some(eq) => {
-                    self.expr(&rest[eq + 1..]);
-                    match target_names(&rest[..eq]) {
-                        Some(names) => {
-                            let names = self.assign(names);
-                            self.bind(names);
-                        }
-                        // `ns.attr = v` reads ns, binds nothing.
-                        None => self.expr(&rest[..eq]),
-                    }
-                }
-                None => {
-                    // One name (`{% set ns.a %}` binds nothing, reads ns;
-                    // `{% set a, b %}` binds both): else the parse reads it.
-                    let ([Tok::Ident(name)] | [Tok::Ident(name), Tok::Pipe, ..]) = rest else {
-                        return None;
-                    };
-                    let filters = &rest[1..];
-                    self.push(Opened::SetBlock, vec![]);
-                    self.expr(filters);
-                    // Bound when the block ends (a read inside is the
-                    // outer one's).
-                    self.pending.push(name);
-                }
-            },
+            "set" => self.set(rest)?,
             "endset" => {
                 self.pop(&[Opened::SetBlock])?;
                 let name = self.pending.pop()?;
                 let name = self.assign(vec![name]);
                 self.bind(name);
             }
-            "with" => {
-                let mut bound = vec![];
-                for part in rest.split(|t| *t == Tok::Comma) {
-                    match part {
-                        [Tok::Ident(n), Tok::Assign, value @ ..] => {
-                            self.expr(value);
-                            bound.push(*n);
-                        }
-                        _ => return None,
-                    }
-                }
-                let bound = self.assign(bound);
-                self.push(Opened::With, bound);
-            }
+            "with" => self.with(rest)?,
             "endwith" => self.pop(&[Opened::With])?,
             "macro" => {
                 let [Tok::Ident(name), Tok::Open, args @ .., Tok::Close] = rest else {
@@ -655,35 +601,110 @@ impl<'a> Walk<'a> {
                 let name = self.assign(vec![*name]);
                 self.bind(name);
             }
-            "from" => {
-                let imp = keyword_at(rest, &["import"])?;
-                self.expr(&rest[..imp]);
-                let mut names = &rest[imp + 1..];
-                let mut bound = vec![];
-                loop {
-                    match names {
-                        [Tok::Ident("with" | "without"), Tok::Ident("context")] | [] => break,
-                        [
-                            Tok::Ident(_),
-                            Tok::Ident("as"),
-                            Tok::Ident(alias),
-                            more @ ..,
-                        ]
-                        | [Tok::Ident(alias), more @ ..] => {
-                            bound.push(*alias);
-                            names = match more {
-                                [Tok::Comma, more @ ..] => more,
-                                more => more,
-                            };
-                        }
-                        _ => return None,
-                    }
-                }
-                let bound = self.assign(bound);
-                self.bind(bound);
-            }
+            "from" => self.import_from(rest)?,
             _ => return None,
         }
+        Some(())
+    }
+
+    /// `{% for TARGETS in ITERABLE [if FILTER] [recursive] %}`.
+    fn for_loop(&mut self, rest: &[Tok<'a>]) -> Option<()> {
+        let inn = keyword_at(rest, &["in"])?;
+        let targets = target_names(&rest[..inn])?;
+        let after = &rest[inn + 1..];
+        let stop = keyword_at(after, &["if", "recursive"]).unwrap_or(after.len());
+        // The iterable is read outside the loop.
+        self.expr(&after[..stop]);
+        let targets = self.assign(targets);
+        self.push(Opened::For, targets);
+        // The filter (`if ...`), read with the targets bound but
+        // not `loop`: Jinja reads a `loop` there from the context.
+        if let [Tok::Ident("if"), filter @ ..] = &after[stop..] {
+            let filter = match keyword_at(filter, &["recursive"]) {
+                Some(r) if r + 1 == filter.len() => &filter[..r],
+                _ => filter,
+            };
+            self.expr(filter);
+        }
+        self.bind(self.implicit("loop"));
+        Some(())
+    }
+
+    /// `{% set TARGETS = VALUE %}`, or a set block `{% set NAME [| FILTERS] %}`.
+    fn set(&mut self, rest: &[Tok<'a>]) -> Option<()> {
+        match at_depth0(rest, |t| *t == Tok::Assign) {
+            Some(eq) => {
+                self.expr(&rest[eq + 1..]);
+                match target_names(&rest[..eq]) {
+                    Some(names) => {
+                        let names = self.assign(names);
+                        self.bind(names);
+                    }
+                    // `ns.attr = v` reads ns, binds nothing.
+                    None => self.expr(&rest[..eq]),
+                }
+            }
+            None => {
+                // One name (`{% set ns.a %}` binds nothing, reads ns;
+                // `{% set a, b %}` binds both): else the parse reads it.
+                let ([Tok::Ident(name)] | [Tok::Ident(name), Tok::Pipe, ..]) = rest else {
+                    return None;
+                };
+                let filters = &rest[1..];
+                self.push(Opened::SetBlock, vec![]);
+                self.expr(filters);
+                // Bound when the block ends (a read inside is the
+                // outer one's).
+                self.pending.push(name);
+            }
+        }
+        Some(())
+    }
+
+    /// `{% with NAME = VALUE, ... %}`.
+    fn with(&mut self, rest: &[Tok<'a>]) -> Option<()> {
+        let mut bound = vec![];
+        for part in rest.split(|t| *t == Tok::Comma) {
+            match part {
+                [Tok::Ident(n), Tok::Assign, value @ ..] => {
+                    self.expr(value);
+                    bound.push(*n);
+                }
+                _ => return None,
+            }
+        }
+        let bound = self.assign(bound);
+        self.push(Opened::With, bound);
+        Some(())
+    }
+
+    /// `{% from TEMPLATE import NAME [as ALIAS], ... [with context] %}`.
+    fn import_from(&mut self, rest: &[Tok<'a>]) -> Option<()> {
+        let imp = keyword_at(rest, &["import"])?;
+        self.expr(&rest[..imp]);
+        let mut names = &rest[imp + 1..];
+        let mut bound = vec![];
+        loop {
+            match names {
+                [Tok::Ident("with" | "without"), Tok::Ident("context")] | [] => break,
+                [
+                    Tok::Ident(_),
+                    Tok::Ident("as"),
+                    Tok::Ident(alias),
+                    more @ ..,
+                ]
+                | [Tok::Ident(alias), more @ ..] => {
+                    bound.push(*alias);
+                    names = match more {
+                        [Tok::Comma, more @ ..] => more,
+                        more => more,
+                    };
+                }
+                _ => return None,
+            }
+        }
+        let bound = self.assign(bound);
+        self.bind(bound);
         Some(())
     }
 
@@ -966,6 +987,31 @@ impl<'a> Tracker<'a> {
         }
     }
 
+    fn for_loop(&mut self, x: &ast::ForLoop<'a>) {
+        self.scoped(|t| {
+            // The iterable is evaluated outside the loop: a `loop`
+            // there is not the loop's own.
+            t.expr(&x.iter);
+            t.target(&x.target);
+            // The filter sees the targets but not the loop's own
+            // `loop` (Jinja reads that one from the context).
+            t.opt(&x.filter_expr);
+            t.implicit("loop");
+            t.body(&x.body);
+        });
+        self.scoped(|t| t.body(&x.else_body));
+    }
+
+    fn block(&mut self, x: &ast::Block<'a>) {
+        let top = self.assigned.first().cloned().unwrap_or_default();
+        let around = std::mem::replace(&mut self.assigned, vec![top, HashSet::new()]);
+        self.implicit("super");
+        self.body(&x.body);
+        self.assigned = around;
+    }
+
+    /// One statement: a dispatch over minijinja's statement kinds, each arm
+    /// the scoping Jinja gives it (the longer arms are methods above).
     fn stmt(&mut self, s: &ast::Stmt<'a>) {
         match s {
             ast::Stmt::Template(t) => {
@@ -974,20 +1020,7 @@ impl<'a> Tracker<'a> {
             }
             ast::Stmt::EmitExpr(x) => self.expr(&x.expr),
             ast::Stmt::EmitRaw(_) => {}
-            ast::Stmt::ForLoop(x) => {
-                self.scoped(|t| {
-                    // The iterable is evaluated outside the loop: a `loop`
-                    // there is not the loop's own.
-                    t.expr(&x.iter);
-                    t.target(&x.target);
-                    // The filter sees the targets but not the loop's own
-                    // `loop` (Jinja reads that one from the context).
-                    t.opt(&x.filter_expr);
-                    t.implicit("loop");
-                    t.body(&x.body);
-                });
-                self.scoped(|t| t.body(&x.else_body));
-            }
+            ast::Stmt::ForLoop(x) => self.for_loop(x),
             ast::Stmt::IfCond(x) => {
                 self.expr(&x.expr);
                 self.scoped(|t| t.body(&x.true_body));
@@ -1033,13 +1066,7 @@ impl<'a> Tracker<'a> {
             // (minijinja drops `scoped`): the names bound by the loops,
             // `with`s, macros and blocks around it are not seen there, the
             // top level's are.
-            ast::Stmt::Block(x) => {
-                let top = self.assigned.first().cloned().unwrap_or_default();
-                let around = std::mem::replace(&mut self.assigned, vec![top, HashSet::new()]);
-                self.implicit("super");
-                self.body(&x.body);
-                self.assigned = around;
-            }
+            ast::Stmt::Block(x) => self.block(x),
             // The template's name is an expression (`{% include ['a.j2',
             // part] %}` reads part).
             ast::Stmt::Extends(x) => self.expr(&x.name),

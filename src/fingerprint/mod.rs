@@ -9,7 +9,12 @@
 //! order, maps sorted). The whole manifest is kept beside the digest so a
 //! rebuild can be explained as a diff of two manifests.
 //!
-//! I/O: reads workspace files (via [`files`] and [`ansible`]); nothing else.
+//! I/O: reads workspace files, every access through an [`Observer`] (via
+//! [`files`], [`ansible`], [`inventory`], [`vars`]), and the environment
+//! (`HOME` and the variables ansible.cfg paths name); warns on stderr of a link out of the
+//! workspace that a whole-workspace fallback cannot count. It never spawns a
+//! process and never opens SQLite: the caches are stored by the cache module,
+//! behind [`session`]'s narrow stores.
 
 pub mod ansible;
 pub mod files;
@@ -18,6 +23,7 @@ pub mod jinja;
 pub mod observe;
 pub mod reads;
 pub mod session;
+pub mod stat;
 pub mod statcache;
 pub mod vars;
 pub mod yaml;
@@ -189,6 +195,7 @@ impl Manifest {
 }
 
 /// Per-layer results of the analysis that does not depend on parents.
+#[derive(Default)]
 struct LayerInputs {
     roles: BTreeMap<String, String>,
     extra_files: BTreeSet<String>,
@@ -258,7 +265,7 @@ pub fn fingerprint_with(
 }
 
 /// [`fingerprint_with`], recording every file-system access in `obs` (for
-/// the memo: [`super::session`]). Without `keep`, manifests are dropped as
+/// the memo: [`session`]). Without `keep`, manifests are dropped as
 /// soon as they are hashed ([`Fingerprint::light`] prints: digests only).
 pub fn fingerprint_observed(
     ws: &Workspace,
@@ -269,110 +276,101 @@ pub fn fingerprint_observed(
     keep: bool,
 ) -> Result<(BTreeMap<Label, Fingerprint>, Leftovers)> {
     let t = std::time::Instant::now();
-    let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
-    let mut roots: BTreeSet<String> = BTreeSet::new();
-    let mut explicit: BTreeSet<String> = BTreeSet::new();
     let inventory = system.and_then(|s| s.inventory.clone());
+    let (analysed, mut index) =
+        discover_and_index(obs, ws, labels, inventory.as_ref(), stat.as_deref_mut())?;
+    let t = crate::timings::phase("  fingerprint: discover the plays", t);
+    follow_links_into_index(obs, ws, &mut index, stat.as_deref_mut())?;
+    // In parallel; the first error in label order.
+    labels
+        .par_iter()
+        .map(|label| check_links_out(obs, ws, &ws.layers[label], &analysed[label], &index))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
+    let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
+    let model = inventory
+        .as_ref()
+        .filter(|_| any_play)
+        .map(|inv| inventory_model(obs, ws, inv, &index));
+    let mut inventory_vars = match &model {
+        Some(m) => {
+            let files: Vec<String> = index.under(&m.base).map(|(p, _)| p.clone()).collect();
+            inventory::snapshot(obs, &ws.root, files.iter())
+        }
+        None => Default::default(),
+    };
+    let play_models = play_var_models(
+        obs,
+        ws,
+        &analysed,
+        model.as_ref(),
+        &index,
+        &mut inventory_vars,
+    );
+    let vault_files = vault_files(&inventory_vars);
+    let secrets = system.map_or_else(Default::default, |s| {
+        collect_secrets(obs, ws, s, &mut inventory_vars)
+    });
+    let shared = Shared {
+        inventory: model.as_ref().map(|m| m.base.clone()),
+        vars: std::sync::Arc::new(inventory_vars),
+        system_vars: std::sync::Arc::new(
+            system
+                .map(|s| s.vars.keys().cloned().collect())
+                .unwrap_or_default(),
+        ),
+        secrets,
+        vault_files,
+    };
+    let t = crate::timings::phase("  fingerprint: index and inventory", t);
+    let analyzer = vars::Analyzer::default();
+    // Files hashed were analysed from the same bytes: not read again.
+    analyzer.seed(index.take_analysed());
+    let stage = Manifests {
+        obs,
+        ws,
+        system,
+        labels,
+        analysed: &analysed,
+        model: model.as_ref(),
+        play_models: &play_models,
+        analyzer: &analyzer,
+        position: labels.iter().enumerate().map(|(i, l)| (l, i)).collect(),
+        keep,
+    };
+    let out = stage.run(&mut index, stat, &shared)?;
+    crate::timings::phase("  fingerprint: manifests", t);
+    let leftovers = Leftovers {
+        index,
+        rest: Box::new((analyzer, analysed.into_values().collect::<Vec<_>>())),
+    };
+    Ok((out, leftovers))
+}
 
-    // The layers' sources are walked and hashed while the plays are
-    // discovered (each on its own, in parallel); what the plays add (roles
-    // elsewhere, files named outright) is indexed after.
+/// What one layer's discovery found: the layer, its inputs, the roots to
+/// walk for it and the paths that count whatever .gitignore says.
+type Discovered<'a> = (&'a Label, LayerInputs, BTreeSet<String>, BTreeSet<String>);
+
+/// The plays discovered and the file index built: the layers' sources are
+/// walked and hashed while the plays are discovered (each on its own, in
+/// parallel); what the plays add (roles elsewhere, files named outright) is
+/// indexed after.
+fn discover_and_index<'a>(
+    obs: &Observer,
+    ws: &Workspace,
+    labels: &'a [Label],
+    inventory: Option<&String>,
+    mut stat: Option<&mut statcache::StatCache>,
+) -> Result<(BTreeMap<&'a Label, LayerInputs>, FileIndex)> {
     let sources: BTreeSet<String> = labels
         .iter()
         .filter_map(|l| ws.layers[l].source.clone())
         .collect();
-    type Discovered<'a> = Result<(&'a Label, LayerInputs, BTreeSet<String>, BTreeSet<String>)>;
-    let discover = || -> Vec<Discovered> {
+    let discover = || -> Vec<Result<Discovered>> {
         labels
             .par_iter()
-            .map(|label| -> Result<_> {
-                let mut roots: BTreeSet<String> = BTreeSet::new();
-                let mut explicit: BTreeSet<String> = BTreeSet::new();
-                let layer = &ws.layers[label];
-                let mut inputs = LayerInputs {
-                    roles: BTreeMap::new(),
-                    extra_files: BTreeSet::new(),
-                    referenced: BTreeSet::new(),
-                    var_fallback: None,
-                    setup_refs: setup_references(obs, ws, layer),
-                    read: BTreeSet::new(),
-                    whole_source: None,
-                    var_dirs: BTreeSet::new(),
-                    playbook_dir: String::new(),
-                    notes: vec![],
-                };
-                if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
-                    let found = ansible::discover(
-                        obs,
-                        &ws.root,
-                        source,
-                        playbook,
-                        &layer.roles_path,
-                        &ws.allow_outside,
-                    )?;
-                    inputs.roles = found.roles;
-                    if let Some(reason) = found.all_roles_reason {
-                        inputs
-                            .notes
-                            .push(format!("every role counts because {reason}"));
-                        inputs
-                            .roles
-                            .extend(ansible::all_roles(obs, &ws.root, &layer.roles_path));
-                    }
-                    inputs.extra_files = found.extra_files;
-                    inputs.referenced = found.referenced;
-                    inputs.read = found.read;
-                    inputs.whole_source = found.whole_source;
-                    inputs.var_dirs = found.var_dirs;
-                    inputs.playbook_dir = found.playbook_dir;
-                    // ansible-playbook runs in the source directory and reads its ansible.cfg.
-                    let cfg = format!("{source}/ansible.cfg");
-                    if obs.is_file(&ws.root.join(&cfg)) {
-                        inputs.referenced.insert(cfg);
-                    }
-                    explicit.extend(inputs.var_dirs.iter().cloned());
-                    let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source)?;
-                    inputs.referenced.extend(cfg_paths);
-                    inputs.var_fallback = plugins.or(found.all_vars_reason);
-                    inputs.notes.extend(found.notes);
-                    // Ansible reads the inventory whatever .gitignore says.
-                    if let Some(inv) = &inventory {
-                        explicit.insert(inv.clone());
-                        if !obs.is_dir(&ws.root.join(inv)) {
-                            // group_vars/, host_vars/ and files the play may read
-                            // through inventory_dir live beside an inventory file.
-                            let parent = std::path::Path::new(inv)
-                                .parent()
-                                .map(|p| p.to_string_lossy().into_owned())
-                                .filter(|p| !p.is_empty())
-                                .unwrap_or_else(|| ".".into());
-                            explicit.insert(parent);
-                        }
-                    }
-                    explicit.insert(format!("{source}/{playbook}"));
-                }
-                roots.extend(layer.source.iter().cloned());
-                if inputs.whole_source.is_some() {
-                    // What the play reads is known only at run time: every
-                    // file of the workspace counts (see `add_whole_workspace`).
-                    roots.insert(".".into());
-                }
-                roots.extend(inputs.roles.values().cloned());
-                // What Ansible loads from each used role without a task naming
-                // it counts whatever .gitignore says.
-                for dir in inputs.roles.values() {
-                    for sub in ["tasks", "handlers", "vars", "defaults", "meta"] {
-                        explicit.insert(format!("{dir}/{sub}"));
-                    }
-                }
-                explicit.extend(layer.scripts.iter().cloned());
-                explicit.extend(layer.inputs.iter().cloned());
-                explicit.extend(layer.packages_file.iter().cloned());
-                explicit.extend(inputs.extra_files.iter().cloned());
-                explicit.extend(inputs.referenced.iter().cloned());
-                explicit.extend(inputs.setup_refs.iter().cloned());
-                Ok((label, inputs, roots, explicit))
-            })
+            .map(|label| discover_layer(obs, ws, label, inventory))
             .collect()
     };
     let walk_sources = || {
@@ -386,6 +384,9 @@ pub fn fingerprint_observed(
         )
     };
     let (discovered, index) = rayon::join(discover, walk_sources);
+    let mut analysed: BTreeMap<&Label, LayerInputs> = BTreeMap::new();
+    let mut roots: BTreeSet<String> = BTreeSet::new();
+    let mut explicit: BTreeSet<String> = BTreeSet::new();
     // The first layer's error in label order, whatever finished first.
     for d in discovered {
         let (label, inputs, r, e) = d?;
@@ -394,7 +395,6 @@ pub fn fingerprint_observed(
         analysed.insert(label, inputs);
     }
     obs.forget_derived();
-    let t = crate::timings::phase("  fingerprint: discover the plays", t);
     let mut index = index?;
     index.finish(
         obs,
@@ -404,10 +404,123 @@ pub fn fingerprint_observed(
         &explicit,
         &ws.cache_dir,
         &ws.allow_outside,
-        stat.as_deref_mut(),
+        stat,
     )?;
-    // Ansible follows symlinks: the target of a link inside the workspace
-    // is an input too (whatever .gitignore says), as are its own links'.
+    Ok((analysed, index))
+}
+
+/// Discovers one layer's play, without the file index.
+fn discover_layer<'a>(
+    obs: &Observer,
+    ws: &Workspace,
+    label: &'a Label,
+    inventory: Option<&String>,
+) -> Result<Discovered<'a>> {
+    let mut roots: BTreeSet<String> = BTreeSet::new();
+    let mut explicit: BTreeSet<String> = BTreeSet::new();
+    let layer = &ws.layers[label];
+    let mut inputs = LayerInputs {
+        setup_refs: setup_references(obs, ws, layer),
+        ..LayerInputs::default()
+    };
+    if let (Some(source), Some(playbook)) = (&layer.source, &layer.playbook) {
+        discover_play(obs, ws, layer, source, playbook, &mut inputs)?;
+        explicit.extend(inputs.var_dirs.iter().cloned());
+        // Ansible reads the inventory whatever .gitignore says.
+        if let Some(inv) = inventory {
+            explicit.insert(inv.clone());
+            if !obs.is_dir(&ws.root.join(inv)) {
+                // group_vars/, host_vars/ and files the play may read
+                // through inventory_dir live beside an inventory file.
+                explicit.insert(dir_of(inv));
+            }
+        }
+        explicit.insert(format!("{source}/{playbook}"));
+    }
+    roots.extend(layer.source.iter().cloned());
+    if inputs.whole_source.is_some() {
+        // What the play reads is known only at run time: every
+        // file of the workspace counts (see `add_whole_workspace`).
+        roots.insert(".".into());
+    }
+    roots.extend(inputs.roles.values().cloned());
+    // What Ansible loads from each used role without a task naming
+    // it counts whatever .gitignore says.
+    for dir in inputs.roles.values() {
+        for sub in ["tasks", "handlers", "vars", "defaults", "meta"] {
+            explicit.insert(format!("{dir}/{sub}"));
+        }
+    }
+    explicit.extend(layer.scripts.iter().cloned());
+    explicit.extend(layer.inputs.iter().cloned());
+    explicit.extend(layer.packages_file.iter().cloned());
+    explicit.extend(inputs.extra_files.iter().cloned());
+    explicit.extend(inputs.referenced.iter().cloned());
+    explicit.extend(inputs.setup_refs.iter().cloned());
+    Ok((label, inputs, roots, explicit))
+}
+
+/// What the play of a layer (`playbook` in `source`) uses, into `inputs`.
+fn discover_play(
+    obs: &Observer,
+    ws: &Workspace,
+    layer: &Layer,
+    source: &str,
+    playbook: &str,
+    inputs: &mut LayerInputs,
+) -> Result<()> {
+    let found = ansible::discover(
+        obs,
+        &ws.root,
+        source,
+        playbook,
+        &layer.roles_path,
+        &ws.allow_outside,
+    )?;
+    inputs.roles = found.roles;
+    if let Some(reason) = found.all_roles_reason {
+        inputs
+            .notes
+            .push(format!("every role counts because {reason}"));
+        inputs
+            .roles
+            .extend(ansible::all_roles(obs, &ws.root, &layer.roles_path));
+    }
+    inputs.extra_files = found.extra_files;
+    inputs.referenced = found.referenced;
+    inputs.read = found.read;
+    inputs.whole_source = found.whole_source;
+    inputs.var_dirs = found.var_dirs;
+    inputs.playbook_dir = found.playbook_dir;
+    // ansible-playbook runs in the source directory and reads its ansible.cfg.
+    let cfg = format!("{source}/ansible.cfg");
+    if obs.is_file(&ws.root.join(&cfg)) {
+        inputs.referenced.insert(cfg);
+    }
+    let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source)?;
+    inputs.referenced.extend(cfg_paths);
+    inputs.var_fallback = plugins.or(found.all_vars_reason);
+    inputs.notes.extend(found.notes);
+    Ok(())
+}
+
+/// The workspace-relative directory holding `path` (`.` at the top).
+fn dir_of(path: &str) -> String {
+    std::path::Path::new(path)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| ".".into())
+}
+
+/// Ansible follows symlinks: the target of a link inside the workspace
+/// is an input too (whatever .gitignore says), as are its own links'.
+fn follow_links_into_index(
+    obs: &Observer,
+    ws: &Workspace,
+    index: &mut FileIndex,
+    mut stat: Option<&mut statcache::StatCache>,
+) -> Result<()> {
     let mut followed: BTreeSet<String> = BTreeSet::new();
     loop {
         let targets: BTreeSet<String> = index
@@ -419,7 +532,7 @@ pub fn fingerprint_observed(
             })
             .collect();
         if targets.is_empty() {
-            break;
+            return Ok(());
         }
         followed.extend(targets.iter().cloned());
         index.add_explicit(
@@ -431,61 +544,45 @@ pub fn fingerprint_observed(
             stat.as_deref_mut(),
         )?;
     }
-    // In parallel; the first error in label order.
-    labels
-        .par_iter()
-        .map(|label| check_links_out(obs, ws, &ws.layers[label], &analysed[label], &index))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .collect::<Result<Vec<()>>>()?;
-    let any_play = labels.iter().any(|l| ws.layers[l].playbook.is_some());
-    let model = match &inventory {
-        Some(inv) if any_play => {
-            let is_dir = obs.is_dir(&ws.root.join(inv));
-            let base = if is_dir {
-                inv.clone()
-            } else {
-                std::path::Path::new(inv)
-                    .parent()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| ".".into())
-            };
-            let files: Vec<String> = if is_dir {
-                index.under(inv).map(|(p, _)| p.clone()).collect()
-            } else {
-                index
-                    .under(&base)
-                    .map(|(p, _)| p.clone())
-                    .filter(|p| p == inv || p.contains("group_vars/") || p.contains("host_vars/"))
-                    .collect()
-            };
-            Some(inventory::InventoryModel::load(
-                obs,
-                &ws.root,
-                inv,
-                is_dir,
-                files.iter(),
-            ))
-        }
-        _ => None,
+}
+
+/// The system's inventory (`inv`: a directory, or a file with
+/// `group_vars/` and `host_vars/` beside it), from the files indexed.
+fn inventory_model(
+    obs: &Observer,
+    ws: &Workspace,
+    inv: &String,
+    index: &FileIndex,
+) -> inventory::InventoryModel {
+    let is_dir = obs.is_dir(&ws.root.join(inv));
+    let files: Vec<String> = if is_dir {
+        index.under(inv).map(|(p, _)| p.clone()).collect()
+    } else {
+        index
+            .under(&dir_of(inv))
+            .map(|(p, _)| p.clone())
+            .filter(|p| p == inv || p.contains("group_vars/") || p.contains("host_vars/"))
+            .collect()
     };
-    let mut inventory_vars = match &model {
-        Some(m) => {
-            let files: Vec<String> = index.under(&m.base).map(|(p, _)| p.clone()).collect();
-            inventory::snapshot(obs, &ws.root, files.iter())
-        }
-        None => Default::default(),
-    };
-    // group_vars/ and host_vars/ beside each playbook: one model per
-    // playbook directory, its definitions keyed `//DIR/FILE`.
+    inventory::InventoryModel::load(obs, &ws.root, inv, is_dir, files.iter())
+}
+
+/// group_vars/ and host_vars/ beside each playbook: one model per
+/// playbook directory, its definitions keyed `//DIR/FILE`; their files'
+/// variables are added to `inventory_vars`.
+fn play_var_models(
+    obs: &Observer,
+    ws: &Workspace,
+    analysed: &BTreeMap<&Label, LayerInputs>,
+    model: Option<&inventory::InventoryModel>,
+    index: &FileIndex,
+    inventory_vars: &mut inventory::VarSnapshot,
+) -> BTreeMap<String, inventory::InventoryModel> {
     let mut play_models: BTreeMap<String, inventory::InventoryModel> = BTreeMap::new();
     for inputs in analysed.values() {
         if inputs.var_dirs.is_empty()
             || play_models.contains_key(&inputs.playbook_dir)
-            || model
-                .as_ref()
-                .is_some_and(|m| m.base == inputs.playbook_dir)
+            || model.is_some_and(|m| m.base == inputs.playbook_dir)
         {
             continue;
         }
@@ -512,9 +609,13 @@ pub fn fingerprint_observed(
         }
         play_models.insert(inputs.playbook_dir.clone(), m);
     }
-    // Files with ansible-vault data: the executor opens them to redact
-    // what Ansible decrypts.
-    let vault_files: Vec<String> = inventory_vars
+    play_models
+}
+
+/// Files with ansible-vault data: the executor opens them to redact
+/// what Ansible decrypts.
+fn vault_files(inventory_vars: &inventory::VarSnapshot) -> Vec<String> {
+    inventory_vars
         .iter()
         .filter(|(_, f)| match f {
             inventory::FileVars::Encrypted => true,
@@ -522,88 +623,184 @@ pub fn fingerprint_observed(
             inventory::FileVars::Opaque => false,
         })
         .map(|(p, _)| p.clone())
-        .collect();
-    // Secret values never reach the snapshot (kept for `why --show-values`).
-    let mut secrets = crate::secrets::Secrets::default();
-    if let Some(s) = system {
-        for (k, v) in &s.vars {
-            if s.secret_vars.contains(k) {
-                secrets.add(v);
-            }
-        }
-        // Every line of a file that defines a secret, or that could not be
-        // parsed and names one: Ansible prints the lines of a file it
-        // cannot parse.
-        for (rel, f) in &inventory_vars {
-            let holds = match f {
-                inventory::FileVars::Vars { vars } => {
-                    vars.keys().any(|k| s.secret_vars.contains(k))
-                }
-                inventory::FileVars::Opaque => true,
-                inventory::FileVars::Encrypted => false,
-            };
-            if !holds || s.secret_vars.is_empty() {
-                continue;
-            }
-            if let Ok(text) = obs.read_to_string(&ws.root.join(rel))
-                && (matches!(f, inventory::FileVars::Vars { .. })
-                    || s.secret_vars.iter().any(|n| text.contains(n.as_str())))
-            {
-                secrets.add_lines(&text);
-            }
-        }
-        crate::secrets::strip_snapshot(&mut inventory_vars, &s.secret_vars, &mut secrets);
-    }
-    let shared_vars = std::sync::Arc::new(inventory_vars.clone());
-    let system_vars: std::sync::Arc<BTreeSet<String>> = std::sync::Arc::new(
-        system
-            .map(|s| s.vars.keys().cloned().collect())
-            .unwrap_or_default(),
-    );
-    let t = crate::timings::phase("  fingerprint: index and inventory", t);
-    let analyzer = vars::Analyzer::default();
-    // Files hashed were analysed from the same bytes: not read again.
-    analyzer.seed(index.take_analysed());
-    // Paths the play reads that were added to the index after the walk.
-    let mut tried: BTreeSet<String> = BTreeSet::new();
+        .collect()
+}
 
-    // Every layer's manifest and digest, in parallel wave by wave (a wave
-    // holds the layers whose parents are in earlier waves), each hashed as
-    // it is serialised and, unless `keep` asks for manifests, dropped at
-    // once. Taken in label order below, until a layer reads a file the
-    // index lacks: the index then grows, and the layers after it are done
-    // again one by one (as they would have been in order).
-    let manifest_of = |label: &Label, parent: ParentInput, index: &FileIndex, tried: &_| {
-        let inputs = &analysed[label];
+/// The system's secret values, which never reach the snapshot (they are
+/// stripped from `inventory_vars`; kept for `why --show-values`).
+fn collect_secrets(
+    obs: &Observer,
+    ws: &Workspace,
+    s: &System,
+    inventory_vars: &mut inventory::VarSnapshot,
+) -> crate::secrets::Secrets {
+    let mut secrets = crate::secrets::Secrets::default();
+    for (k, v) in &s.vars {
+        if s.secret_vars.contains(k) {
+            secrets.add(v);
+        }
+    }
+    // Every line of a file that defines a secret, or that could not be
+    // parsed and names one: Ansible prints the lines of a file it
+    // cannot parse.
+    for (rel, f) in inventory_vars.iter() {
+        let holds = match f {
+            inventory::FileVars::Vars { vars } => vars.keys().any(|k| s.secret_vars.contains(k)),
+            inventory::FileVars::Opaque => true,
+            inventory::FileVars::Encrypted => false,
+        };
+        if !holds || s.secret_vars.is_empty() {
+            continue;
+        }
+        if let Ok(text) = obs.read_to_string(&ws.root.join(rel))
+            && (matches!(f, inventory::FileVars::Vars { .. })
+                || s.secret_vars.iter().any(|n| text.contains(n.as_str())))
+        {
+            secrets.add_lines(&text);
+        }
+    }
+    crate::secrets::strip_snapshot(inventory_vars, &s.secret_vars, &mut secrets);
+    secrets
+}
+
+/// What every full fingerprint of a run shares besides its manifest.
+struct Shared {
+    /// The inventory's directory, for layers that run a play.
+    inventory: Option<String>,
+    vars: std::sync::Arc<inventory::VarSnapshot>,
+    system_vars: std::sync::Arc<BTreeSet<String>>,
+    secrets: crate::secrets::Secrets,
+    vault_files: Vec<String>,
+}
+
+impl Shared {
+    fn fingerprint(
+        &self,
+        label: &Label,
+        layer: &Layer,
+        digest: String,
+        manifest: Manifest,
+    ) -> Fingerprint {
+        let runs_play = layer.playbook.is_some() && self.inventory.is_some();
+        Fingerprint {
+            label: label.clone(),
+            digest,
+            manifest,
+            vars: if runs_play {
+                self.vars.clone()
+            } else {
+                Default::default()
+            },
+            inventory: self.inventory.clone().filter(|_| runs_play),
+            system_vars: self.system_vars.clone(),
+            secrets: self.secrets.clone(),
+            vault_files: if runs_play {
+                self.vault_files.clone()
+            } else {
+                vec![]
+            },
+            light: false,
+        }
+    }
+}
+
+/// A layer's digest, and its manifest when kept.
+type Digested = (String, Option<Box<Manifest>>);
+
+/// The manifests stage: every layer's manifest and digest, in parallel
+/// wave by wave (a wave holds the layers whose parents are in earlier
+/// waves), each hashed as it is serialised and, unless `keep` asks for
+/// manifests, dropped at once. Taken in label order, until a layer reads a
+/// file the index lacks: the index then grows, and the layers after it are
+/// done again one by one (as they would have been in order).
+struct Manifests<'a> {
+    obs: &'a Observer,
+    ws: &'a Workspace,
+    system: Option<&'a System>,
+    labels: &'a [Label],
+    analysed: &'a BTreeMap<&'a Label, LayerInputs>,
+    model: Option<&'a inventory::InventoryModel>,
+    play_models: &'a BTreeMap<String, inventory::InventoryModel>,
+    analyzer: &'a vars::Analyzer,
+    /// Each label's place in `labels`.
+    position: BTreeMap<&'a Label, usize>,
+    keep: bool,
+}
+
+impl Manifests<'_> {
+    fn run(
+        &self,
+        index: &mut FileIndex,
+        mut stat: Option<&mut statcache::StatCache>,
+        shared: &Shared,
+    ) -> Result<BTreeMap<Label, Fingerprint>> {
+        // Paths the play reads that were added to the index after the walk.
+        let mut tried: BTreeSet<String> = BTreeSet::new();
+        let mut early = self.early(index, &tried)?;
+        let mut grown = false;
+        let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
+        for (i, label) in self.labels.iter().enumerate() {
+            let (digest, manifest) = match early[i].take().filter(|_| !grown) {
+                Some(Ok(Hashed::Digest { digest, manifest })) => (digest, manifest),
+                Some(Err(e)) => return Err(e),
+                _ => {
+                    let digest = self
+                        .parent_of(label)?
+                        .map(|p| out[&self.labels[p]].digest.as_str());
+                    let parent = self.parent_input(label, digest);
+                    let (hashed, grew) =
+                        self.build_growing(label, &parent, index, &mut tried, &mut stat)?;
+                    grown |= grew;
+                    hashed
+                }
+            };
+            let fp = match manifest {
+                Some(m) => shared.fingerprint(label, &self.ws.layers[label], digest, *m),
+                None => Fingerprint::light(label.clone(), digest),
+            };
+            out.insert(label.clone(), fp);
+        }
+        Ok(out)
+    }
+
+    fn manifest_of(
+        &self,
+        label: &Label,
+        parent: ParentInput,
+        index: &FileIndex,
+        tried: &BTreeSet<String>,
+    ) -> Result<Built> {
+        let inputs = &self.analysed[label];
         build_manifest(
-            obs,
-            ws,
-            system,
-            &ws.layers[label],
+            self.obs,
+            self.ws,
+            self.system,
+            &self.ws.layers[label],
             inputs,
             index,
             parent,
-            model.as_ref(),
-            play_models.get(&inputs.playbook_dir),
+            self.model,
+            self.play_models.get(&inputs.playbook_dir),
             tried,
-            &analyzer,
+            self.analyzer,
         )
-    };
-    let position: BTreeMap<&Label, usize> =
-        labels.iter().enumerate().map(|(i, l)| (l, i)).collect();
-    let parent_of = |label: &Label| -> Result<Option<usize>> {
-        match &ws.layers[label].parent {
-            Parent::Layer(p) => match position.get(p) {
-                Some(&i) if i < position[label] => Ok(Some(i)),
+    }
+
+    /// The place of the label's parent layer, if it has one.
+    fn parent_of(&self, label: &Label) -> Result<Option<usize>> {
+        match &self.ws.layers[label].parent {
+            Parent::Layer(p) => match self.position.get(p) {
+                Some(&i) if i < self.position[label] => Ok(Some(i)),
                 _ => Err(Error::env(format!(
                     "internal: {p} fingerprinted after its child {label}"
                 ))),
             },
             _ => Ok(None),
         }
-    };
-    let parent_input = |label: &Label, digest: Option<&str>| -> ParentInput {
-        match &ws.layers[label].parent {
+    }
+
+    fn parent_input(&self, label: &Label, digest: Option<&str>) -> ParentInput {
+        match &self.ws.layers[label].parent {
             Parent::Scratch => ParentInput::Scratch,
             Parent::Image(r) => ParentInput::Image {
                 reference: r.clone(),
@@ -613,126 +810,101 @@ pub fn fingerprint_observed(
                 digest: digest.unwrap_or_default().to_string(),
             },
         }
-    };
-    let mut waves: Vec<Vec<usize>> = vec![];
-    let mut depth: Vec<usize> = Vec::with_capacity(labels.len());
-    for label in labels {
-        let d = match parent_of(label)? {
-            Some(p) => depth[p] + 1,
-            None => 0,
-        };
-        depth.push(d);
-        if waves.len() <= d {
-            waves.push(vec![]);
-        }
-        waves[d].push(depth.len() - 1);
     }
-    let mut early: Vec<Option<Result<Hashed>>> = (0..labels.len()).map(|_| None).collect();
-    for wave in &waves {
-        let done: Vec<(usize, Result<Hashed>)> = wave
-            .par_iter()
-            .filter_map(|&i| {
-                let label = &labels[i];
-                // A parent not digested (it failed, or reads files the index
-                // lacks) comes first in label order: this one is redone.
-                let digest = match parent_of(label).ok()? {
-                    Some(p) => match &early[p] {
-                        Some(Ok(Hashed::Digest { digest, .. })) => Some(digest.as_str()),
-                        _ => return None,
-                    },
-                    None => None,
-                };
-                let built = manifest_of(label, parent_input(label, digest), &index, &tried);
-                Some((i, built.map(|b| Hashed::of(b, keep))))
-            })
-            .collect();
-        for (i, r) in done {
-            early[i] = Some(r);
-        }
-    }
-    let mut grown = false;
-    let mut out: BTreeMap<Label, Fingerprint> = BTreeMap::new();
-    for (i, label) in labels.iter().enumerate() {
-        let layer = &ws.layers[label];
-        let (digest, manifest) = match early[i].take().filter(|_| !grown) {
-            Some(Ok(Hashed::Digest { digest, manifest })) => (digest, manifest),
-            Some(Err(e)) => return Err(e),
-            _ => {
-                let parent = parent_input(
-                    label,
-                    parent_of(label)?.map(|p| out[&labels[p]].digest.as_str()),
-                );
-                loop {
-                    let built = manifest_of(label, parent.clone(), &index, &tried)?;
-                    match Hashed::of(built, keep) {
-                        Hashed::Digest { digest, manifest } => break (digest, manifest),
-                        Hashed::Missing(mut paths) => {
-                            if paths.remove(WHOLE_WORKSPACE) {
-                                index.add_workspace(
-                                    obs,
-                                    &ws.root,
-                                    &ws.cache_dir,
-                                    &ws.allow_outside,
-                                    stat.as_deref_mut(),
-                                )?;
-                            }
-                            tried.extend(paths.iter().cloned());
-                            index.add_explicit(
-                                obs,
-                                &ws.root,
-                                &paths,
-                                &ws.cache_dir,
-                                &ws.allow_outside,
-                                stat.as_deref_mut(),
-                            )?;
-                            analyzer.seed(index.take_analysed());
-                            grown = true;
-                        }
-                    }
-                }
+
+    /// Every layer hashed with the index as it is, wave by wave in
+    /// parallel; `None` for a layer whose parent was not digested (it
+    /// failed, or reads files the index lacks: it comes first in label
+    /// order, and this one is redone).
+    fn early(
+        &self,
+        index: &FileIndex,
+        tried: &BTreeSet<String>,
+    ) -> Result<Vec<Option<Result<Hashed>>>> {
+        let mut waves: Vec<Vec<usize>> = vec![];
+        let mut depth: Vec<usize> = Vec::with_capacity(self.labels.len());
+        for label in self.labels {
+            let d = match self.parent_of(label)? {
+                Some(p) => depth[p] + 1,
+                None => 0,
+            };
+            depth.push(d);
+            if waves.len() <= d {
+                waves.push(vec![]);
             }
-        };
-        let Some(manifest) = manifest.map(|m| *m) else {
-            out.insert(label.clone(), Fingerprint::light(label.clone(), digest));
-            continue;
-        };
-        let runs_play = layer.playbook.is_some() && model.is_some();
-        let vars = if runs_play {
-            shared_vars.clone()
-        } else {
-            Default::default()
-        };
-        out.insert(
-            label.clone(),
-            Fingerprint {
-                label: label.clone(),
-                digest,
-                manifest,
-                vars,
-                inventory: model.as_ref().filter(|_| runs_play).map(|m| m.base.clone()),
-                system_vars: system_vars.clone(),
-                secrets: secrets.clone(),
-                vault_files: if runs_play {
-                    vault_files.clone()
-                } else {
-                    vec![]
-                },
-                light: false,
-            },
-        );
+            waves[d].push(depth.len() - 1);
+        }
+        let mut early: Vec<Option<Result<Hashed>>> = (0..self.labels.len()).map(|_| None).collect();
+        for wave in &waves {
+            let done: Vec<(usize, Result<Hashed>)> = wave
+                .par_iter()
+                .filter_map(|&i| {
+                    let label = &self.labels[i];
+                    let digest = match self.parent_of(label).ok()? {
+                        Some(p) => match &early[p] {
+                            Some(Ok(Hashed::Digest { digest, .. })) => Some(digest.as_str()),
+                            _ => return None,
+                        },
+                        None => None,
+                    };
+                    let built =
+                        self.manifest_of(label, self.parent_input(label, digest), index, tried);
+                    Some((i, built.map(|b| Hashed::of(b, self.keep))))
+                })
+                .collect();
+            for (i, r) in done {
+                early[i] = Some(r);
+            }
+        }
+        Ok(early)
     }
-    crate::timings::phase("  fingerprint: manifests", t);
-    let leftovers = Leftovers {
-        index,
-        rest: Box::new((analyzer, analysed.into_values().collect::<Vec<_>>())),
-    };
-    Ok((out, leftovers))
+
+    /// The layer's digest (and manifest), the index grown by the paths its
+    /// manifest finds missing until it has them all; true when it grew.
+    fn build_growing(
+        &self,
+        label: &Label,
+        parent: &ParentInput,
+        index: &mut FileIndex,
+        tried: &mut BTreeSet<String>,
+        stat: &mut Option<&mut statcache::StatCache>,
+    ) -> Result<(Digested, bool)> {
+        let ws = self.ws;
+        let mut grown = false;
+        loop {
+            let built = self.manifest_of(label, parent.clone(), index, tried)?;
+            let mut paths = match Hashed::of(built, self.keep) {
+                Hashed::Digest { digest, manifest } => return Ok(((digest, manifest), grown)),
+                Hashed::Missing(paths) => paths,
+            };
+            if paths.remove(WHOLE_WORKSPACE) {
+                index.add_workspace(
+                    self.obs,
+                    &ws.root,
+                    &ws.cache_dir,
+                    &ws.allow_outside,
+                    stat.as_deref_mut(),
+                )?;
+            }
+            tried.extend(paths.iter().cloned());
+            index.add_explicit(
+                self.obs,
+                &ws.root,
+                &paths,
+                &ws.cache_dir,
+                &ws.allow_outside,
+                stat.as_deref_mut(),
+            )?;
+            self.analyzer.seed(index.take_analysed());
+            grown = true;
+        }
+    }
 }
 
 /// What a fingerprint used and no longer needs but for the stat cache's
 /// new entries (the file index holds them): hundreds of thousands of small
 /// allocations, whose freeing takes tens of milliseconds. The caller
-/// frees them where that costs least ([`super::session`]: the analyses
+/// frees them where that costs least ([`session`]: the analyses
 /// before the caches are stored, the index once the stat cache is
 /// written). Freed on a thread of their own instead, they stayed counted
 /// in the process's memory while the caches were stored (the allocator
@@ -758,238 +930,55 @@ fn build_manifest(
     tried: &BTreeSet<String>,
     analyzer: &vars::Analyzer,
 ) -> Result<Built> {
-    let mut files: BTreeMap<String, FileInput> = BTreeMap::new();
-    let mut notes = inputs.notes.clone();
-    // One origin string per kind, shared by its files.
-    let play: std::sync::Arc<str> = "play".into();
-    let mut add = |path: &str, h: &FileHash, origin: &std::sync::Arc<str>| {
-        files.entry(path.to_string()).or_insert_with(|| FileInput {
-            hash: h.hash,
-            mode: h.mode.clone(),
-            origin: origin.clone(),
-        });
+    let mut b = LayerManifest {
+        obs,
+        ws,
+        system,
+        layer,
+        inputs,
+        index,
+        model,
+        play_model,
+        tried,
+        analyzer,
+        files: BTreeMap::new(),
+        notes: inputs.notes.clone(),
     };
-    let runs_play = layer.playbook.is_some();
-
-    // Role files first, so a role inside the source directory is labelled as a role.
-    for (name, dir) in &inputs.roles {
-        let origin: std::sync::Arc<str> = format!("role:{name}").into();
-        for (p, h) in index.under(dir) {
-            add(p, h, &origin);
-        }
-    }
-    if let Some(source) = &layer.source {
-        let playbook = layer.playbook.as_ref().map(|pb| format!("{source}/{pb}"));
-        if let Some(pb) = &playbook
-            && let Some(h) = index.get(pb)
-        {
-            add(pb, h, &"playbook".into());
-        }
-        if inputs.whole_source.is_none() {
-            for p in &inputs.read {
-                if let Some(h) = index.get(p) {
-                    add(p, h, &play);
-                }
-            }
-        }
-    }
-    for p in &inputs.extra_files {
-        if let Some(h) = index.get(p) {
-            add(p, h, &play);
-        }
-    }
-    for r in &inputs.referenced {
-        for (p, h) in index.under(r) {
-            add(p, h, &play);
-        }
-    }
-    for (list, origin) in [
-        (&layer.scripts, "script"),
-        (&layer.inputs, "input"),
-        (
-            &inputs.setup_refs.iter().cloned().collect::<Vec<_>>(),
-            "setup",
-        ),
-    ] {
-        let kind: std::sync::Arc<str> = origin.into();
-        for rel in list {
-            for (p, h) in index.under(rel) {
-                if origin == "script" {
-                    add(p, h, &kind);
-                } else {
-                    // Host commands copy these with their permissions.
-                    let kept = FileHash {
-                        mode: h.copied_mode(),
-                        ..h.clone()
-                    };
-                    add(p, &kept, &kind);
-                }
-            }
-        }
-    }
-    if let Some(pf) = &layer.packages_file
-        && let Some(h) = index.get(pf)
-    {
-        add(pf, h, &"packages_file".into());
-    }
+    b.add_named_files();
     if let Some(reason) = &inputs.whole_source {
-        if !add_whole_workspace(layer, index, &mut files) {
+        if !add_whole_workspace(layer, index, &mut b.files) {
             return Ok(Built::Missing(BTreeSet::from([WHOLE_WORKSPACE.into()])));
         }
-        whole_workspace_note(layer, reason, index, &mut notes);
+        whole_workspace_note(layer, reason, index, &mut b.notes);
     }
-    follow_links(index, &mut files);
-    let mut inventory_vars: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut inventory_groups = vec![];
-    let mut system_vars: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    if runs_play {
-        let mut used;
-        loop {
-            let before = files.len();
-            let found = play_files(
-                obs, ws, layer, inputs, &mut files, index, tried, &mut notes, analyzer,
-            )?;
-            let found = match found {
-                Ok(u) => u,
-                Err(missing) => return Ok(Built::Missing(missing)),
-            };
-            // A file the play reads through a link: its target counts, and
-            // is analysed in turn.
-            if follow_links(index, &mut files) {
-                continue;
-            }
-            let (closed, value_reads) =
-                variables_closed(system, layer, found, model, play_model, analyzer);
-            used = closed;
-            if value_reads.reads.is_empty() && value_reads.read_unresolved.is_none() {
-                break;
-            }
-            // A variable's value reads files: where it is used decides the
-            // search path, so every file of the source counts, and names
-            // are resolved from the playbook too.
-            if let Some(source) = &layer.source {
-                let reason = value_reads
-                    .read_unresolved
-                    .clone()
-                    .unwrap_or_else(|| "a variable's value reads files by name".to_string());
-                if !notes.iter().any(|n| n.starts_with(WHOLE_NOTE)) {
-                    if !add_whole_workspace(layer, index, &mut files) {
-                        return Ok(Built::Missing(BTreeSet::from([WHOLE_WORKSPACE.into()])));
-                    }
-                    whole_workspace_note(layer, &reason, index, &mut notes);
-                }
-                let pb = format!("{source}/{}", layer.playbook.as_deref().unwrap_or(""));
-                let mut missing = BTreeSet::new();
-                let found = resolve_reads(
-                    obs,
-                    ws,
-                    layer,
-                    inputs,
-                    &pb,
-                    &value_reads.reads,
-                    index,
-                    tried,
-                    &mut missing,
-                )?;
-                if !missing.is_empty() {
-                    return Ok(Built::Missing(missing));
-                }
-                add_reads(index, &found, &mut files);
-            }
-            follow_links(index, &mut files);
-            if files.len() == before {
-                break;
-            }
-        }
-        if used.fallback.is_none() {
-            used.fallback.clone_from(&inputs.var_fallback);
-        }
-        if used.fallback.is_none()
-            && let Some((p, _)) = files
-                .iter()
-                .find(|(p, f)| &*f.origin == "workspace" && index.get(p).is_some_and(|h| h.jinja))
-        {
-            // Counted by the whole-workspace fallback and not analysed: the
-            // play may render it as a template.
-            used.fallback = Some(format!(
-                "the play may read any file, and {p} (outside its source) holds Jinja"
-            ));
-        }
-        let whole = used.fallback.is_some();
-        if let Some(reason) = &used.fallback {
-            notes.push(format!("all inventory variables count because {reason}"));
-        }
-        let counts =
-            |name: &str| whole || used.names.contains(name) || name.starts_with("ansible_");
-        if let Some(s) = system {
-            system_vars = s
-                .vars
-                .iter()
-                .filter(|(k, _)| counts(k))
-                .map(|(k, v)| {
-                    // A secret counts by its hash only.
-                    if s.secret_vars.contains(k) {
-                        (k.clone(), crate::secrets::marker(v))
-                    } else {
-                        (k.clone(), v.clone())
-                    }
-                })
-                .collect();
-        }
-        let host = layer.label.slug();
-        let groups = model
-            .cloned()
-            .unwrap_or_default()
-            .effective_groups(&layer.groups, &host);
-        if model.is_some() {
-            inventory_groups = groups.iter().cloned().collect();
-        }
-        for (m, origin) in [(model, "inventory"), (play_model, "play")] {
-            let Some(m) = m else { continue };
-            for d in &m.defs {
-                if (whole || inventory::InventoryModel::visible(&d.scope, &groups, &host))
-                    && counts(&d.name)
-                {
-                    inventory_vars
-                        .entry(d.name.clone())
-                        .or_default()
-                        .insert(d.file.clone(), d.hash.clone());
-                }
-            }
-            if whole {
-                // Other hosts, groups and files of the inventory may be read
-                // (hostvars, groups, inventory_dir): every file counts whole.
-                let dirs: Vec<String> = if origin == "play" {
-                    inputs.var_dirs.iter().cloned().collect()
-                } else {
-                    vec![m.base.clone()]
-                };
-                for dir in &dirs {
-                    for (path, h) in index.under(dir) {
-                        files.entry(path.clone()).or_insert_with(|| FileInput {
-                            hash: h.hash,
-                            mode: h.mode.clone(),
-                            origin: origin.into(),
-                        });
-                    }
-                }
-            }
-            for (path, scope, why) in &m.opaque {
-                if (whole || inventory::InventoryModel::visible(scope, &groups, &host))
-                    && let Some(h) = index.get(path)
-                {
-                    files.entry(path.clone()).or_insert_with(|| FileInput {
-                        hash: h.hash,
-                        mode: h.mode.clone(),
-                        origin: origin.into(),
-                    });
-                    notes.push(format!("{path} counts whole: {why}"));
-                }
-            }
-        }
+    follow_links(index, &mut b.files);
+    let mut counted = CountedVars::default();
+    if layer.playbook.is_some() {
+        let used = match b.play_reads()? {
+            Ok(used) => used,
+            Err(missing) => return Ok(Built::Missing(missing)),
+        };
+        let used = b.with_fallback(used);
+        counted = b.count_vars(used);
     }
+    Ok(Built::Manifest(Box::new(Manifest {
+        format: FORMAT_VERSION,
+        label: layer.label.to_string(),
+        parent,
+        definition: definition(ws, layer),
+        packages: layer.packages.clone(),
+        files: b.files,
+        vars: counted.system,
+        inventory_vars: counted.inventory,
+        inventory_groups: counted.groups,
+        notes: b.notes,
+    })))
+}
 
-    let definition = Definition {
+/// The layer's declaration as it goes into the manifest (workspace
+/// defaults filled in).
+fn definition(ws: &Workspace, layer: &Layer) -> Definition {
+    Definition {
         setup: layer.setup.clone(),
         package_command: (!layer.packages.is_empty()).then(|| {
             layer
@@ -1013,19 +1002,325 @@ fn build_manifest(
                 .clone()
                 .unwrap_or_else(|| ws.build.ansible_connection.clone())
         }),
-    };
-    Ok(Built::Manifest(Box::new(Manifest {
-        format: FORMAT_VERSION,
-        label: layer.label.to_string(),
-        parent,
-        definition,
-        packages: layer.packages.clone(),
-        files,
-        vars: system_vars,
-        inventory_vars,
-        inventory_groups,
-        notes,
-    })))
+    }
+}
+
+/// The variables that count for a layer's play, as the manifest holds them.
+#[derive(Default)]
+struct CountedVars {
+    /// The system's vars (a secret by its hash only).
+    system: BTreeMap<String, serde_json::Value>,
+    /// Name → file → hash of each definition in the inventory and beside the playbook.
+    inventory: BTreeMap<String, BTreeMap<String, String>>,
+    /// The groups the layer's host is in.
+    groups: Vec<String>,
+}
+
+/// Adds `path` with the hash and mode of `h`, unless it is there already.
+fn add_file(
+    files: &mut BTreeMap<String, FileInput>,
+    path: &str,
+    h: &FileHash,
+    origin: &std::sync::Arc<str>,
+) {
+    files.entry(path.to_string()).or_insert_with(|| FileInput {
+        hash: h.hash,
+        mode: h.mode.clone(),
+        origin: origin.clone(),
+    });
+}
+
+/// One layer's manifest being built: what it is built from, and the files
+/// and notes gathered so far.
+struct LayerManifest<'a> {
+    obs: &'a Observer,
+    ws: &'a Workspace,
+    system: Option<&'a System>,
+    layer: &'a Layer,
+    inputs: &'a LayerInputs,
+    index: &'a FileIndex,
+    model: Option<&'a inventory::InventoryModel>,
+    play_model: Option<&'a inventory::InventoryModel>,
+    tried: &'a BTreeSet<String>,
+    analyzer: &'a vars::Analyzer,
+    files: BTreeMap<String, FileInput>,
+    notes: Vec<String>,
+}
+
+impl LayerManifest<'_> {
+    /// The files the layer and its play name: roles, playbook, files the
+    /// play reads, scripts, inputs, files setup commands copy, the
+    /// packages file.
+    fn add_named_files(&mut self) {
+        let (index, inputs, layer) = (self.index, self.inputs, self.layer);
+        let files = &mut self.files;
+        // One origin string per kind, shared by its files.
+        let play: std::sync::Arc<str> = "play".into();
+        // Role files first, so a role inside the source directory is labelled as a role.
+        for (name, dir) in &inputs.roles {
+            let origin: std::sync::Arc<str> = format!("role:{name}").into();
+            for (p, h) in index.under(dir) {
+                add_file(files, p, h, &origin);
+            }
+        }
+        if let Some(source) = &layer.source {
+            let playbook = layer.playbook.as_ref().map(|pb| format!("{source}/{pb}"));
+            if let Some(pb) = &playbook
+                && let Some(h) = index.get(pb)
+            {
+                add_file(files, pb, h, &"playbook".into());
+            }
+            if inputs.whole_source.is_none() {
+                for p in &inputs.read {
+                    if let Some(h) = index.get(p) {
+                        add_file(files, p, h, &play);
+                    }
+                }
+            }
+        }
+        for p in &inputs.extra_files {
+            if let Some(h) = index.get(p) {
+                add_file(files, p, h, &play);
+            }
+        }
+        for r in &inputs.referenced {
+            for (p, h) in index.under(r) {
+                add_file(files, p, h, &play);
+            }
+        }
+        for (list, origin) in [
+            (&layer.scripts, "script"),
+            (&layer.inputs, "input"),
+            (
+                &inputs.setup_refs.iter().cloned().collect::<Vec<_>>(),
+                "setup",
+            ),
+        ] {
+            let kind: std::sync::Arc<str> = origin.into();
+            for rel in list {
+                for (p, h) in index.under(rel) {
+                    if origin == "script" {
+                        add_file(files, p, h, &kind);
+                    } else {
+                        // Host commands copy these with their permissions.
+                        let kept = FileHash {
+                            mode: h.copied_mode(),
+                            ..h.clone()
+                        };
+                        add_file(files, p, &kept, &kind);
+                    }
+                }
+            }
+        }
+        if let Some(pf) = &layer.packages_file
+            && let Some(h) = index.get(pf)
+        {
+            add_file(files, pf, h, &"packages_file".into());
+        }
+    }
+
+    /// What the play reads, added until nothing new is: the files its
+    /// files read by name, through links, and those the values of the
+    /// variables it uses read. The variables it uses, or `Err(paths)`:
+    /// files to index first.
+    fn play_reads(&mut self) -> Result<std::result::Result<vars::VarUse, BTreeSet<String>>> {
+        let index = self.index;
+        loop {
+            let before = self.files.len();
+            let found = play_files(
+                self.obs,
+                self.ws,
+                self.layer,
+                self.inputs,
+                &mut self.files,
+                index,
+                self.tried,
+                &mut self.notes,
+                self.analyzer,
+            )?;
+            let found = match found {
+                Ok(u) => u,
+                Err(missing) => return Ok(Err(missing)),
+            };
+            // A file the play reads through a link: its target counts, and
+            // is analysed in turn.
+            if follow_links(index, &mut self.files) {
+                continue;
+            }
+            let (used, value_reads) = variables_closed(
+                self.system,
+                self.layer,
+                found,
+                self.model,
+                self.play_model,
+                self.analyzer,
+            );
+            if value_reads.reads.is_empty() && value_reads.read_unresolved.is_none() {
+                return Ok(Ok(used));
+            }
+            if let Some(missing) = self.add_value_reads(&value_reads)? {
+                return Ok(Err(missing));
+            }
+            follow_links(index, &mut self.files);
+            if self.files.len() == before {
+                return Ok(Ok(used));
+            }
+        }
+    }
+
+    /// A variable's value reads files: where it is used decides the
+    /// search path, so every file of the source counts, and names are
+    /// resolved from the playbook too. `Some(paths)`: files to index first.
+    fn add_value_reads(&mut self, value_reads: &vars::VarUse) -> Result<Option<BTreeSet<String>>> {
+        let (layer, index) = (self.layer, self.index);
+        let Some(source) = &layer.source else {
+            return Ok(None);
+        };
+        let reason = value_reads
+            .read_unresolved
+            .clone()
+            .unwrap_or_else(|| "a variable's value reads files by name".to_string());
+        if !self.notes.iter().any(|n| n.starts_with(WHOLE_NOTE)) {
+            if !add_whole_workspace(layer, index, &mut self.files) {
+                return Ok(Some(BTreeSet::from([WHOLE_WORKSPACE.into()])));
+            }
+            whole_workspace_note(layer, &reason, index, &mut self.notes);
+        }
+        let pb = format!("{source}/{}", layer.playbook.as_deref().unwrap_or(""));
+        let mut missing = BTreeSet::new();
+        let found = resolve_reads(
+            self.obs,
+            self.ws,
+            layer,
+            self.inputs,
+            &pb,
+            &value_reads.reads,
+            index,
+            self.tried,
+            &mut missing,
+        )?;
+        if !missing.is_empty() {
+            return Ok(Some(missing));
+        }
+        add_reads(index, &found, &mut self.files);
+        Ok(None)
+    }
+
+    /// `used` with the reason every variable counts, if any: the one the
+    /// analysis found, ansible.cfg's, or a file outside the source that
+    /// holds Jinja; noted in the manifest.
+    fn with_fallback(&mut self, mut used: vars::VarUse) -> vars::VarUse {
+        if used.fallback.is_none() {
+            used.fallback.clone_from(&self.inputs.var_fallback);
+        }
+        if used.fallback.is_none()
+            && let Some((p, _)) = self.files.iter().find(|(p, f)| {
+                &*f.origin == "workspace" && self.index.get(p).is_some_and(|h| h.jinja)
+            })
+        {
+            // Counted by the whole-workspace fallback and not analysed: the
+            // play may render it as a template.
+            used.fallback = Some(format!(
+                "the play may read any file, and {p} (outside its source) holds Jinja"
+            ));
+        }
+        if let Some(reason) = &used.fallback {
+            self.notes
+                .push(format!("all inventory variables count because {reason}"));
+        }
+        used
+    }
+
+    /// The variables of the system, the inventory and beside the playbook
+    /// that count for the play using `used`; when every variable counts,
+    /// every file of the inventory does too.
+    fn count_vars(&mut self, used: vars::VarUse) -> CountedVars {
+        let (layer, model) = (self.layer, self.model);
+        let whole = used.fallback.is_some();
+        let counts =
+            |name: &str| whole || used.names.contains(name) || name.starts_with("ansible_");
+        let mut out = CountedVars::default();
+        if let Some(s) = self.system {
+            out.system = s
+                .vars
+                .iter()
+                .filter(|(k, _)| counts(k))
+                .map(|(k, v)| {
+                    // A secret counts by its hash only.
+                    if s.secret_vars.contains(k) {
+                        (k.clone(), crate::secrets::marker(v))
+                    } else {
+                        (k.clone(), v.clone())
+                    }
+                })
+                .collect();
+        }
+        let host = layer.label.slug();
+        let groups = model
+            .cloned()
+            .unwrap_or_default()
+            .effective_groups(&layer.groups, &host);
+        if model.is_some() {
+            out.groups = groups.iter().cloned().collect();
+        }
+        for (m, origin) in [(model, "inventory"), (self.play_model, "play")] {
+            let Some(m) = m else { continue };
+            let visible =
+                |scope: &_| whole || inventory::InventoryModel::visible(scope, &groups, &host);
+            for d in &m.defs {
+                if visible(&d.scope) && counts(&d.name) {
+                    out.inventory
+                        .entry(d.name.clone())
+                        .or_default()
+                        .insert(d.file.clone(), d.hash.clone());
+                }
+            }
+            self.add_model_files(m, origin, whole, visible);
+        }
+        out
+    }
+
+    /// The files of an inventory model that count whole: every one when
+    /// every variable counts (other hosts, groups and files of the
+    /// inventory may be read: hostvars, groups, inventory_dir), and those
+    /// that could not be parsed and are `visible`.
+    fn add_model_files(
+        &mut self,
+        m: &inventory::InventoryModel,
+        origin: &str,
+        whole: bool,
+        visible: impl Fn(&inventory::Scope) -> bool,
+    ) {
+        let index = self.index;
+        if whole {
+            let dirs: Vec<String> = if origin == "play" {
+                self.inputs.var_dirs.iter().cloned().collect()
+            } else {
+                vec![m.base.clone()]
+            };
+            for dir in &dirs {
+                for (path, h) in index.under(dir) {
+                    self.files.entry(path.clone()).or_insert_with(|| FileInput {
+                        hash: h.hash,
+                        mode: h.mode.clone(),
+                        origin: origin.into(),
+                    });
+                }
+            }
+        }
+        for (path, scope, why) in &m.opaque {
+            if visible(scope)
+                && let Some(h) = index.get(path)
+            {
+                self.files.entry(path.clone()).or_insert_with(|| FileInput {
+                    hash: h.hash,
+                    mode: h.mode.clone(),
+                    origin: origin.into(),
+                });
+                self.notes.push(format!("{path} counts whole: {why}"));
+            }
+        }
+    }
 }
 
 /// Stands for "walk the whole workspace" among the paths a manifest
@@ -1143,8 +1438,28 @@ fn resolve_reads(
         .roles
         .values()
         .find(|r| from.starts_with(&format!("{r}/")))
-        .cloned();
+        .map(String::as_str);
     let pdir = inputs.playbook_dir.as_str();
+    let search = ReadSearch {
+        obs,
+        ws,
+        layer,
+        from,
+        index,
+        tried,
+        role,
+        pdir,
+        bases: search_bases(from, role, pdir),
+    };
+    let mut found = vec![];
+    for name in names {
+        search.resolve(name.trim(), &mut found, missing)?;
+    }
+    Ok(found)
+}
+
+/// Where Ansible looks for a file that `from` reads by a relative name, in order.
+fn search_bases(from: &str, role: Option<&str>, pdir: &str) -> Vec<String> {
     let mut bases: Vec<String> = vec![parent_rel(from).to_string()];
     // A template under some `X/templates/` (or a file under `X/files/`) is
     // rendered by a task file in `X`, whose own `files/`, `templates/` and
@@ -1162,18 +1477,45 @@ fn resolve_reads(
         }
         bases.push(x.to_string());
     }
-    if let Some(r) = &role {
+    if let Some(r) = role {
         for sub in ["templates", "files", "vars"] {
             bases.push(format!("{r}/{sub}"));
         }
-        bases.push(r.clone());
+        bases.push(r.to_string());
     }
     for sub in ["templates", "files", "vars"] {
         bases.push(format!("{pdir}/{sub}"));
     }
     bases.push(pdir.to_string());
-    let out_of = |name: &str, target: &std::path::Path, how: &str| {
-        let text = obs.read_to_string(&ws.root.join(from)).unwrap_or_default();
+    bases
+}
+
+/// A search for the files one file of the play (`from`) reads by name.
+struct ReadSearch<'a> {
+    obs: &'a Observer,
+    ws: &'a Workspace,
+    layer: &'a Layer,
+    from: &'a str,
+    index: &'a FileIndex,
+    tried: &'a BTreeSet<String>,
+    /// The directory of the role `from` belongs to.
+    role: Option<&'a str>,
+    /// The playbook's directory.
+    pdir: &'a str,
+    /// [`search_bases`].
+    bases: Vec<String>,
+}
+
+type Found = Vec<(String, Option<glob::Pattern>)>;
+
+impl ReadSearch<'_> {
+    /// The error for `name`, which reaches `target` out of the workspace.
+    fn out_of(&self, name: &str, target: &std::path::Path, how: &str) -> Error {
+        let from = self.from;
+        let text = self
+            .obs
+            .read_to_string(&self.ws.root.join(from))
+            .unwrap_or_default();
         let line = text
             .lines()
             .position(|l| l.contains(name))
@@ -1182,29 +1524,29 @@ fn resolve_reads(
             crate::error::Location::at_line(from, &text, line),
             format!(
                 "{} reads '{name}', {how} ({})",
-                layer.label,
+                self.layer.label,
                 target.display()
             ),
         )
         .with_hint(
             "Ansible reads it on the machine running the build, so a fresh clone or another runner would build something else; copy the file into the workspace (the role's files/ or templates/) and name it relatively",
         )
-    };
-    let mut found = vec![];
-    for name in names {
-        let name = name.trim();
+    }
+
+    /// Looks for one name (trimmed) in the bases it may be under.
+    fn resolve(&self, name: &str, found: &mut Found, missing: &mut BTreeSet<String>) -> Result<()> {
         if name.is_empty() {
-            continue;
+            return Ok(());
         }
         // `playbook_dir + '/x'`, `role_path ~ '/x'`: one base only.
-        let (raw, only): (&str, Option<String>) =
+        let (raw, only): (&str, Option<&str>) =
             if let Some(rest) = name.strip_prefix("@playbook_dir/") {
-                (rest, Some(pdir.to_string()))
+                (rest, Some(self.pdir))
             } else if let Some(rest) = name.strip_prefix("@role_path/") {
-                match &role {
-                    Some(r) => (rest, Some(r.clone())),
+                match self.role {
+                    Some(r) => (rest, Some(r)),
                     // No role: `role_path` is undefined, nothing is read.
-                    None => continue,
+                    None => return Ok(()),
                 }
             } else {
                 (name, None)
@@ -1222,84 +1564,93 @@ fn resolve_reads(
         };
         if name.starts_with('/') {
             let p = std::path::Path::new(&name);
-            if p.starts_with(&ws.root) {
-                return Err(out_of(
+            if p.starts_with(&self.ws.root) {
+                return Err(self.out_of(
                     &name,
                     p,
                     "an absolute path into this checkout (another clone would read this one)",
                 ));
             }
-            return Err(out_of(
+            return Err(self.out_of(
                 &name,
                 p,
                 "an absolute path on the machine running the build",
             ));
         }
-        let these: Vec<String> = match only {
-            Some(b) => vec![b],
-            None => bases.clone(),
-        };
-        for base in &these {
-            let Some(cand) = normalize_rel(&format!("{base}/{name}")) else {
-                let full = ws.root.join(base).join(&name);
-                if obs.exists(&full) {
-                    return Err(out_of(
-                        &name,
-                        &full,
-                        "a path that leads out of the workspace",
-                    ));
-                }
-                continue;
-            };
-            if cand == "." && name != "." {
-                continue;
-            }
-            let full = ws.root.join(&cand);
-            let indexed = index.under(&cand).next().is_some();
-            if !indexed && !obs.exists(&full) {
-                continue;
-            }
-            // Through a link out of the workspace?
-            if let Ok(real) = obs.canonicalize(&full)
-                && !real.starts_with(&ws.root)
-                && !ws.allow_outside.iter().any(|a| real.starts_with(a))
-            {
-                return Err(out_of(
-                    &name,
-                    &real,
-                    "through a symbolic link out of the workspace",
-                ));
-            }
-            if indexed || tried.contains(&cand) {
-                // A directory that is a link: the link counts, and the glob
-                // (or the whole directory) is taken where it leads.
-                let mut cand = cand;
-                for _ in 0..40 {
-                    match index.link(&cand) {
-                        Some(LinkTarget::Inside(t)) if t != "." => {
-                            found.push((cand.clone(), None));
-                            cand = t.clone();
-                        }
-                        _ => break,
-                    }
-                }
-                // The glob anchored where its directory was found; one that
-                // does not parse counts the whole directory.
-                let glob = rest.and_then(|rest| {
-                    let anchored = if cand == "." {
-                        rest.to_string()
-                    } else {
-                        format!("{cand}/{rest}")
-                    };
-                    glob::Pattern::new(&anchored).ok()
-                });
-                found.push((cand, glob));
-            } else {
-                missing.insert(cand);
-            }
+        match only {
+            Some(base) => self.resolve_in(base, &name, rest, found, missing),
+            None => self
+                .bases
+                .iter()
+                .try_for_each(|base| self.resolve_in(base, &name, rest, found, missing)),
         }
     }
-    Ok(found)
+
+    /// Looks for `name` (a glob's literal directory, the glob's `rest`
+    /// after it) under `base`.
+    fn resolve_in(
+        &self,
+        base: &str,
+        name: &str,
+        rest: Option<&str>,
+        found: &mut Found,
+        missing: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        let (obs, ws) = (self.obs, self.ws);
+        let Some(cand) = normalize_rel(&format!("{base}/{name}")) else {
+            let full = ws.root.join(base).join(name);
+            if obs.exists(&full) {
+                return Err(self.out_of(name, &full, "a path that leads out of the workspace"));
+            }
+            return Ok(());
+        };
+        if cand == "." && name != "." {
+            return Ok(());
+        }
+        let full = ws.root.join(&cand);
+        let indexed = self.index.under(&cand).next().is_some();
+        if !indexed && !obs.exists(&full) {
+            return Ok(());
+        }
+        // Through a link out of the workspace?
+        if let Ok(real) = obs.canonicalize(&full)
+            && !real.starts_with(&ws.root)
+            && !ws.allow_outside.iter().any(|a| real.starts_with(a))
+        {
+            return Err(self.out_of(name, &real, "through a symbolic link out of the workspace"));
+        }
+        if indexed || self.tried.contains(&cand) {
+            self.push_found(cand, rest, found);
+        } else {
+            missing.insert(cand);
+        }
+        Ok(())
+    }
+
+    /// `cand` found: a directory that is a link counts as a link, and the
+    /// glob (or the whole directory) is taken where it leads.
+    fn push_found(&self, mut cand: String, rest: Option<&str>, found: &mut Found) {
+        for _ in 0..40 {
+            match self.index.link(&cand) {
+                Some(LinkTarget::Inside(t)) if t != "." => {
+                    found.push((cand.clone(), None));
+                    cand = t.clone();
+                }
+                _ => break,
+            }
+        }
+        // The glob anchored where its directory was found; one that
+        // does not parse counts the whole directory.
+        let glob = rest.and_then(|rest| {
+            let anchored = if cand == "." {
+                rest.to_string()
+            } else {
+                format!("{cand}/{rest}")
+            };
+            glob::Pattern::new(&anchored).ok()
+        });
+        found.push((cand, glob));
+    }
 }
 
 /// Counts what [`resolve_reads`] found: each directory's files (those a
@@ -1519,25 +1870,7 @@ fn check_links_out(
     index: &FileIndex,
 ) -> Result<()> {
     let out_of = |rel: &str, target: &std::path::Path, how: &str| {
-        let dir = if obs.is_dir(target) {
-            target.to_path_buf()
-        } else {
-            target
-                .parent()
-                .map_or_else(|| target.to_path_buf(), std::path::Path::to_path_buf)
-        };
-        Error::input_at(
-            crate::error::Location::file(rel),
-            format!(
-                "{rel} leads out of the workspace, to {}, through a symbolic link, and {} {how}",
-                target.display(),
-                layer.label
-            ),
-        )
-        .with_hint(format!(
-            "Ansible and cp follow links, so builds would depend on host files a fresh clone does not have; copy the target into the workspace, or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
-            dir.display()
-        ))
+        link_out_error(obs, layer, rel, target, how)
     };
     let allowed = |real: &std::path::Path| {
         real.starts_with(&ws.root) || ws.allow_outside.iter().any(|a| real.starts_with(a))
@@ -1582,6 +1915,47 @@ fn check_links_out(
             return Err(out_of(rel, &real, how));
         }
     }
+    match links_out_below(inputs, index) {
+        Some((p, real)) => Err(out_of(&p, &real, "reads it")),
+        None => Ok(()),
+    }
+}
+
+/// The error for `rel`, which leads out of the workspace to `target`.
+fn link_out_error(
+    obs: &Observer,
+    layer: &Layer,
+    rel: &str,
+    target: &std::path::Path,
+    how: &str,
+) -> Error {
+    let dir = if obs.is_dir(target) {
+        target.to_path_buf()
+    } else {
+        target
+            .parent()
+            .map_or_else(|| target.to_path_buf(), std::path::Path::to_path_buf)
+    };
+    Error::input_at(
+        crate::error::Location::file(rel),
+        format!(
+            "{rel} leads out of the workspace, to {}, through a symbolic link, and {} {how}",
+            target.display(),
+            layer.label
+        ),
+    )
+    .with_hint(format!(
+        "Ansible and cp follow links, so builds would depend on host files a fresh clone does not have; copy the target into the workspace, or allow the directory explicitly with [workspace] allow_outside = [\"{}\"]",
+        dir.display()
+    ))
+}
+
+/// A link leading out of the workspace below what the play reads whole,
+/// and where it leads.
+fn links_out_below(
+    inputs: &LayerInputs,
+    index: &FileIndex,
+) -> Option<(String, std::path::PathBuf)> {
     // Links below what the play reads whole: a directory it copies, the
     // files Ansible loads from each role (none to find when the index
     // holds no link leading out).
@@ -1590,7 +1964,7 @@ fn check_links_out(
         .values()
         .any(|t| matches!(t, LinkTarget::Outside(_)))
     {
-        return Ok(());
+        return None;
     }
     let mut dirs: Vec<String> = inputs.referenced.iter().cloned().collect();
     for dir in inputs.roles.values() {
@@ -1603,11 +1977,11 @@ fn check_links_out(
             if h.mode == "120000"
                 && let Some(LinkTarget::Outside(real)) = index.link(p)
             {
-                return Err(out_of(p, real, "reads it"));
+                return Some((p.clone(), real.clone()));
             }
         }
     }
-    Ok(())
+    None
 }
 
 /// Workspace paths named in setup commands (which run on the host with the

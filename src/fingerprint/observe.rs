@@ -19,7 +19,7 @@
 //! Git's racy rule applies to `Stat` signatures: content can change within
 //! one clock tick without the stat data changing, so a file or directory
 //! whose mtime or ctime is not older than the start of the fingerprint
-//! (minus [`RACY_MARGIN_NS`]) makes the record unusable. So does a path
+//! (minus [`super::stat::racy_margin_ns`]) makes the record unusable. So does a path
 //! seen twice with different signatures (it changed during the run).
 //! Over-approximate: a memo that cannot be trusted is not written, and the
 //! next run reads the files again.
@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
-use super::statcache::{RACY_MARGIN_NS, Stat, now_ns};
+use super::stat::{Stat, is_racy, now_ns, racy_margin_text};
 
 /// What an access depended on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -229,15 +229,13 @@ impl Observer {
     fn note(&self, obs: Observation, sig: Vec<u8>) {
         if obs.look == Look::Stat
             && let Some(stat) = stat_of_sig(&sig)
+            && is_racy(stat.mtime_ns, stat.ctime_ns, self.started_ns)
         {
-            let racy_from = self.started_ns.saturating_sub(RACY_MARGIN_NS);
-            if stat.mtime_ns >= racy_from || stat.ctime_ns >= racy_from {
-                self.give_up(format!(
-                    "{} was modified less than {} s before the scan",
-                    obs.path.display(),
-                    RACY_MARGIN_NS / 1_000_000_000
-                ));
-            }
+            self.give_up(format!(
+                "{} was modified less than {} before the scan",
+                obs.path.display(),
+                racy_margin_text()
+            ));
         }
         self.seen
             .lock()
@@ -1102,7 +1100,7 @@ fn encode_one(out: &mut Vec<u8>, prev: &[u8], path: &[u8], look: Look, follow: b
     let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
     out.push(look.code());
     out.push(if follow { b'1' } else { b'0' });
-    super::statcache::varint(out, shared);
+    super::stat::varint(out, shared);
     out.extend_from_slice(&path[shared..]);
     out.push(0);
 }
@@ -1159,7 +1157,7 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<Observation>> {
             _ => return None,
         };
         let mut tail = tail;
-        let shared = super::statcache::read_varint(&mut tail)?;
+        let shared = super::stat::read_varint(&mut tail)?;
         let end = tail.iter().position(|&b| b == 0)?;
         if shared > prev.len() || shared + end == 0 {
             return None;
@@ -1188,7 +1186,7 @@ mod tests {
     /// racy margin (as if the scan started well after they were written).
     fn aged_observer() -> Observer {
         Observer {
-            started_ns: now_ns() + 3 * RACY_MARGIN_NS,
+            started_ns: now_ns() + 3 * crate::fingerprint::stat::racy_margin_ns(),
             ..Observer::new()
         }
     }

@@ -96,7 +96,7 @@ impl<'a> MemoKey<'a> {
     ) -> Option<MemoKey<'a>> {
         let path = std::env::current_exe().ok()?;
         let meta = std::fs::metadata(&path).ok()?; // observed: held by the key itself
-        let id = super::statcache::Stat::of(&meta)?;
+        let id = super::stat::Stat::of(&meta)?;
         Some(MemoKey {
             version: 1,
             layerbuild: env!("CARGO_PKG_VERSION"),

@@ -3,34 +3,22 @@
 //!
 //! An entry is trusted only when size, mtime, ctime, inode, device and the
 //! full mode all match the file now, and the file was not *racy* when the
-//! entry was recorded: git's rule, a file whose mtime (or ctime) is not
-//! older than the moment the entry was recorded may have been changed again
-//! within the same clock tick without its stat data changing, so its content
-//! is hashed again. "The moment recorded" is the start of the scan that
-//! hashed it, minus [`RACY_MARGIN_NS`]: file timestamps come from the
-//! kernel's coarse clock (a jiffy behind the clock we read) or, on some file
-//! systems, are rounded down (FAT: 2 s), so a write after the scan started
-//! can carry a timestamp slightly before it. Re-hashing files edited in the
-//! last two seconds costs little; a stale hash would ship a wrong image.
+//! entry was recorded (git's rule, [`super::stat::is_racy`]): "recorded" is
+//! the start of the scan that hashed it.
 //!
 //! Pure data: loading and storing the entries is the cache module's job
 //! ([`crate::cache::fingerprint_db`], through [`super::session`]); this module never opens SQLite.
 
 use std::collections::HashMap;
 
-/// How far before the scan's start a timestamp still counts as racy.
-pub const RACY_MARGIN_NS: i64 = 2_000_000_000;
+use super::stat::{is_racy, read_varint, varint};
+// Also reached by this path from the cache module.
+pub use super::stat::{Stat, now_ns};
 
 /// What a file's stat said when its content was hashed, and the hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatEntry {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub inode: u64,
-    pub device: u64,
-    /// Full `st_mode` (type and permission bits).
-    pub mode: u32,
+    pub stat: Stat,
     /// blake3 of the content.
     pub hash: [u8; 32],
     /// The content holds a Jinja marker (see [`super::files::FileHash::jinja`]).
@@ -39,45 +27,11 @@ pub struct StatEntry {
     pub recorded_ns: i64,
 }
 
-/// The stat fields of a file now, to compare with an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub inode: u64,
-    pub device: u64,
-    pub mode: u32,
-}
-
 impl Stat {
-    #[cfg(unix)]
-    pub fn of(meta: &std::fs::Metadata) -> Option<Stat> {
-        use std::os::unix::fs::MetadataExt;
-        Some(Stat {
-            size: meta.size(),
-            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
-            ctime_ns: meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec(),
-            inode: meta.ino(),
-            device: meta.dev(),
-            mode: meta.mode(),
-        })
-    }
-
-    /// Without inode and ctime there is nothing trustworthy to compare.
-    #[cfg(not(unix))]
-    pub fn of(_meta: &std::fs::Metadata) -> Option<Stat> {
-        None
-    }
-
+    /// The entry recording that a file with this stat hashed to `hash`.
     pub fn entry(self, hash: [u8; 32], jinja: bool, recorded_ns: i64) -> StatEntry {
         StatEntry {
-            size: self.size,
-            mtime_ns: self.mtime_ns,
-            ctime_ns: self.ctime_ns,
-            inode: self.inode,
-            device: self.device,
-            mode: self.mode,
+            stat: self,
             hash,
             jinja,
             recorded_ns,
@@ -88,14 +42,8 @@ impl Stat {
 impl StatEntry {
     /// May this entry stand for a file whose stat is `now`?
     pub fn trusted_for(&self, now: &Stat) -> bool {
-        let same = self.size == now.size
-            && self.mtime_ns == now.mtime_ns
-            && self.ctime_ns == now.ctime_ns
-            && self.inode == now.inode
-            && self.device == now.device
-            && self.mode == now.mode;
-        let racy_from = self.recorded_ns.saturating_sub(RACY_MARGIN_NS);
-        same && self.mtime_ns < racy_from && self.ctime_ns < racy_from
+        let s = &self.stat;
+        self.stat == *now && !is_racy(s.mtime_ns, s.ctime_ns, self.recorded_ns)
     }
 }
 
@@ -130,7 +78,6 @@ impl StatCache {
     }
 }
 
-/// Nanoseconds since the epoch, now.
 /// What an encoded stat cache starts with (its format).
 const ENCODING: &[u8] = b"layerbuild stat cache 1\n";
 /// The fixed part of an encoded entry.
@@ -170,12 +117,12 @@ pub fn encode_to<'a>(
         varint(&mut out, shared);
         varint(&mut out, path.len() - shared);
         out.extend_from_slice(&path[shared..]);
-        out.extend_from_slice(&e.size.to_le_bytes());
-        out.extend_from_slice(&e.mtime_ns.to_le_bytes());
-        out.extend_from_slice(&e.ctime_ns.to_le_bytes());
-        out.extend_from_slice(&e.inode.to_le_bytes());
-        out.extend_from_slice(&e.device.to_le_bytes());
-        out.extend_from_slice(&e.mode.to_le_bytes());
+        out.extend_from_slice(&e.stat.size.to_le_bytes());
+        out.extend_from_slice(&e.stat.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&e.stat.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&e.stat.inode.to_le_bytes());
+        out.extend_from_slice(&e.stat.device.to_le_bytes());
+        out.extend_from_slice(&e.stat.mode.to_le_bytes());
         out.extend_from_slice(&e.hash);
         out.push(u8::from(e.jinja));
         out.extend_from_slice(&e.recorded_ns.to_le_bytes());
@@ -206,12 +153,14 @@ pub fn decode(bytes: &[u8]) -> Option<HashMap<String, StatEntry>> {
         rest = &rest[len + FIXED..];
         let u64_at = |i: usize| u64::from_le_bytes(f[i..i + 8].try_into().unwrap_or_default());
         let entry = StatEntry {
-            size: u64_at(0),
-            mtime_ns: u64_at(8) as i64,
-            ctime_ns: u64_at(16) as i64,
-            inode: u64_at(24),
-            device: u64_at(32),
-            mode: u32::from_le_bytes(f[40..44].try_into().ok()?),
+            stat: Stat {
+                size: u64_at(0),
+                mtime_ns: u64_at(8) as i64,
+                ctime_ns: u64_at(16) as i64,
+                inode: u64_at(24),
+                device: u64_at(32),
+                mode: u32::from_le_bytes(f[40..44].try_into().ok()?),
+            },
             hash: f[44..76].try_into().ok()?,
             jinja: match f[76] {
                 0 => false,
@@ -223,39 +172,6 @@ pub fn decode(bytes: &[u8]) -> Option<HashMap<String, StatEntry>> {
         out.insert(String::from_utf8(path.clone()).ok()?, entry);
     }
     Some(out)
-}
-
-/// `n` as LEB128 (the stat cache's and the observation record's encodings).
-pub(super) fn varint(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let low = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(low);
-            return;
-        }
-        out.push(low | 0x80);
-    }
-}
-
-/// [`varint`] reversed, from the front of `rest`; at most five bytes.
-pub(super) fn read_varint(rest: &mut &[u8]) -> Option<usize> {
-    let mut n = 0usize;
-    for shift in (0..35).step_by(7) {
-        let (&b, r) = rest.split_first()?;
-        *rest = r;
-        n |= usize::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(n);
-        }
-    }
-    None
-}
-
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
 /// A scan's new entries, sorted by path, as often as asked (the store
@@ -304,6 +220,7 @@ pub fn merged<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fingerprint::stat::racy_margin_ns;
 
     fn stat() -> Stat {
         Stat {
@@ -422,12 +339,12 @@ mod tests {
             s.mtime_ns,
             s.mtime_ns + 1,
             s.mtime_ns + 1_000_000_000,
-            s.mtime_ns + RACY_MARGIN_NS,
+            s.mtime_ns + racy_margin_ns(),
         ] {
             assert!(!s.entry([0; 32], false, recorded).trusted_for(&s));
         }
         assert!(
-            s.entry([0; 32], false, s.mtime_ns + RACY_MARGIN_NS + 1)
+            s.entry([0; 32], false, s.mtime_ns + racy_margin_ns() + 1)
                 .trusted_for(&s)
         );
         // A recent ctime (mtime set back with `touch -d`) is racy too.

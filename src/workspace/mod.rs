@@ -388,7 +388,8 @@ fn keep<T>(errs: &mut Vec<Error>, r: Result<T>) -> Option<T> {
     r.map_err(|e| errs.push(e)).ok()
 }
 
-/// The body of [`Workspace::check`]: every problem goes to `errs`.
+/// The body of [`Workspace::check`]: every problem goes to `errs` (in the
+/// order of the Layerfile's sections, then systems, then layers).
 fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<Workspace> {
     let root = keep(
         errs,
@@ -400,9 +401,47 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
         None => keep(errs, read_source(&root, &root.join(LAYERFILE)))?,
     };
     let parsed: Parsed<RawLayerfile> = parse_file(&main, errs)?;
-    let raw = parsed.top;
+    let raw = &parsed.top;
+    let name = workspace_name(&root, &main, raw, errs);
+    let allow_outside = allow_outside(&main, raw, errs);
+    let cache_dir = match &raw.workspace.cache {
+        Some(c) => {
+            root.join(keep(errs, relative_path(&main, c, "cache")).unwrap_or("cache".into()))
+        }
+        None => root.join("cache"),
+    };
+    let build = build_settings(&root, &main, raw, errs);
+    let cache = cache_settings(&main, raw, errs);
+    let gitlab = gitlab_settings(raw);
+    let include = raw.workspace.include.clone();
+    let tables = gather_tables(&root, &allow_outside, main, parsed, &include, errs);
+    let systems = resolve_systems(&root, &allow_outside, &tables, errs);
+    let layers = resolve_layers(&root, &allow_outside, tables, errs);
+    if let Err(e) = check_output_paths(&root, &layers) {
+        errs.push(e);
+    }
+    Some(Workspace {
+        layerfile: root.join(LAYERFILE),
+        root,
+        name,
+        cache_dir,
+        allow_outside,
+        build,
+        systems,
+        layers,
+        cache,
+        gitlab,
+    })
+}
 
-    let name = match &raw.workspace.name {
+/// `[workspace] name`, checked, or the root directory's name made usable.
+fn workspace_name(
+    root: &Path,
+    main: &SourceFile,
+    raw: &RawLayerfile,
+    errs: &mut Vec<Error>,
+) -> String {
+    match &raw.workspace.name {
         Some(n) => {
             let v = n.get_ref();
             if v.len() > crate::label::SEGMENT_MAX || !crate::label::reference_component(v) {
@@ -420,9 +459,12 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
             .file_name()
             .map(|n| sanitize_name(&n.to_string_lossy()))
             .unwrap_or_else(|| "workspace".into()),
-    };
+    }
+}
 
-    let allow_outside: Vec<PathBuf> = raw
+/// `[workspace] allow_outside`: absolute directories that exist, canonical.
+fn allow_outside(main: &SourceFile, raw: &RawLayerfile, errs: &mut Vec<Error>) -> Vec<PathBuf> {
+    raw
         .workspace
         .allow_outside
         .iter()
@@ -443,17 +485,18 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
             };
             keep(errs, r)
         })
-        .collect();
+        .collect()
+}
 
-    let cache_dir = match &raw.workspace.cache {
-        Some(c) => {
-            root.join(keep(errs, relative_path(&main, c, "cache")).unwrap_or("cache".into()))
-        }
-        None => root.join("cache"),
-    };
-
+/// `[build]`, checked, with defaults (and `SOURCE_DATE_EPOCH`).
+fn build_settings(
+    root: &Path,
+    main: &SourceFile,
+    raw: &RawLayerfile,
+    errs: &mut Vec<Error>,
+) -> BuildSettings {
     let epoch = keep(errs, source_date_epoch()).flatten();
-    let build = BuildSettings {
+    BuildSettings {
         isolation: match &raw.build.isolation {
             Some(i) if ISOLATIONS.contains(&i.get_ref().as_str()) => i.get_ref().clone(),
             Some(i) => {
@@ -472,7 +515,7 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
             .build
             .ansible_connection
             .as_ref()
-            .and_then(|c| keep(errs, check_connection(&main, c)))
+            .and_then(|c| keep(errs, check_connection(main, c)))
             .unwrap_or_else(|| "chroot".into()),
         jobs: match &raw.build.jobs {
             Some(j) if *j.get_ref() >= 1 => *j.get_ref() as usize,
@@ -500,8 +543,12 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
             .unwrap_or_else(|| "overlay".into()),
         reproducible: raw.build.reproducible.unwrap_or(false) || epoch.is_some(),
         source_date_epoch: epoch.unwrap_or(0),
-    };
-    let cache = CacheSettings {
+    }
+}
+
+/// `[cache]`, checked.
+fn cache_settings(main: &SourceFile, raw: &RawLayerfile, errs: &mut Vec<Error>) -> CacheSettings {
+    CacheSettings {
         registry: raw.cache.registry.as_ref().and_then(|r| {
             keep(
                 errs,
@@ -526,8 +573,12 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
             )
             .unwrap_or_default(),
         },
-    };
-    let gitlab = GitlabSettings {
+    }
+}
+
+/// `[ci.gitlab]`, with defaults.
+fn gitlab_settings(raw: &RawLayerfile) -> GitlabSettings {
+    GitlabSettings {
         image: raw.ci.gitlab.image.clone(),
         tags: raw.ci.gitlab.tags.clone(),
         before_script: raw.ci.gitlab.before_script.clone(),
@@ -538,42 +589,71 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
             .command
             .clone()
             .unwrap_or_else(|| "layerbuild".into()),
-    };
+    }
+}
 
-    // Gather layers and systems from the main file and its fragments.
-    let mut files = vec![];
-    let mut raw_layers: Vec<(usize, Spanned<String>, Option<RawLayer>)> = vec![];
-    let mut raw_systems: Vec<(usize, Spanned<String>, RawSystem)> = vec![];
-    raw_layers.extend(parsed.layers.into_iter().map(|(k, v)| (0, k, v)));
-    raw_systems.extend(parsed.systems.into_iter().map(|(k, v)| (0, k, v)));
-    files.push(main);
-    for pattern in &raw.workspace.include {
+/// The layer and system tables of the main file and its fragments, each
+/// with the index of its file in `files`.
+struct Tables {
+    files: Vec<SourceFile>,
+    layers: Vec<(usize, Spanned<String>, Option<RawLayer>)>,
+    systems: Vec<(usize, Spanned<String>, RawSystem)>,
+}
+
+/// Gathers the tables of `main` and of the fragments its `include`
+/// patterns name.
+fn gather_tables(
+    root: &Path,
+    allow_outside: &[PathBuf],
+    main: SourceFile,
+    parsed: Parsed<RawLayerfile>,
+    include: &[Spanned<String>],
+    errs: &mut Vec<Error>,
+) -> Tables {
+    let mut t = Tables {
+        files: vec![main],
+        layers: parsed.layers.into_iter().map(|(k, v)| (0, k, v)).collect(),
+        systems: parsed.systems.into_iter().map(|(k, v)| (0, k, v)).collect(),
+    };
+    for pattern in include {
         let Some(paths) = keep(
             errs,
-            expand_include(&root, &allow_outside, &files[0], pattern),
+            expand_include(root, allow_outside, &t.files[0], pattern),
         ) else {
             continue;
         };
         for path in paths {
-            let Some(frag_file) = keep(errs, read_source(&root, &path)) else {
+            let Some(frag_file) = keep(errs, read_source(root, &path)) else {
                 continue;
             };
             let Some(frag) = parse_file::<RawFragment>(&frag_file, errs) else {
                 continue;
             };
-            let idx = files.len();
-            files.push(frag_file);
-            raw_layers.extend(frag.layers.into_iter().map(|(k, v)| (idx, k, v)));
-            raw_systems.extend(frag.systems.into_iter().map(|(k, v)| (idx, k, v)));
+            let idx = t.files.len();
+            t.files.push(frag_file);
+            t.layers
+                .extend(frag.layers.into_iter().map(|(k, v)| (idx, k, v)));
+            t.systems
+                .extend(frag.systems.into_iter().map(|(k, v)| (idx, k, v)));
         }
     }
+    t
+}
 
+/// The systems, each declared once, with an inventory that exists inside
+/// the workspace and well-formed secret names.
+fn resolve_systems(
+    root: &Path,
+    allow_outside: &[PathBuf],
+    tables: &Tables,
+    errs: &mut Vec<Error>,
+) -> BTreeMap<String, System> {
     let mut systems = BTreeMap::new();
     let mut system_origin: BTreeMap<String, Location> = BTreeMap::new();
-    for (idx, key, sys) in raw_systems {
-        let file = &files[idx];
+    for (idx, key, sys) in &tables.systems {
+        let file = &tables.files[*idx];
         let loc = file.at(key.span());
-        let name = key.into_inner();
+        let name = key.get_ref().clone();
         if let Some(first) = system_origin.get(&name) {
             errs.push(
                 Error::input_at(loc, format!("system '{name}' is declared twice"))
@@ -582,79 +662,123 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
             continue;
         }
         system_origin.insert(name.clone(), loc.clone());
-        let inventory = match &sys.inventory {
-            Some(inv) => {
-                let Some(rel) = keep(
-                    errs,
-                    relative_path(file, inv, "inventory").and_then(|rel| {
-                        stays_inside(&root, &allow_outside, file, inv, "inventory", rel)
-                    }),
-                ) else {
-                    continue;
-                };
-                if !root.join(&rel).exists() {
-                    errs.push(
-                        Error::input_at(
-                            file.at(inv.span()),
-                            format!("inventory '{rel}' of system '{name}' does not exist"),
-                        )
-                        .with_hint("paths in a Layerfile are relative to the workspace root"),
-                    );
-                    continue;
-                }
-                Some(rel)
+        if let Some(system) = resolve_system(root, allow_outside, file, loc, name, sys, errs) {
+            systems.insert(system.name.clone(), system);
+        }
+    }
+    systems
+}
+
+/// One `[systems.NAME]` table (declared at `loc`).
+fn resolve_system(
+    root: &Path,
+    allow_outside: &[PathBuf],
+    file: &SourceFile,
+    loc: Location,
+    name: String,
+    sys: &RawSystem,
+    errs: &mut Vec<Error>,
+) -> Option<System> {
+    let inventory = match &sys.inventory {
+        Some(inv) => {
+            let rel = keep(
+                errs,
+                relative_path(file, inv, "inventory")
+                    .and_then(|rel| stays_inside(root, allow_outside, file, inv, "inventory", rel)),
+            )?;
+            if !root.join(&rel).exists() {
+                errs.push(
+                    Error::input_at(
+                        file.at(inv.span()),
+                        format!("inventory '{rel}' of system '{name}' does not exist"),
+                    )
+                    .with_hint("paths in a Layerfile are relative to the workspace root"),
+                );
+                return None;
             }
-            None => None,
-        };
-        let Some(vars) = keep(
-            errs,
-            sys.vars
-                .into_iter()
-                .map(|(k, v)| serde_json::to_value(v).map(|v| (k, v)))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| Error::input_at(loc, format!("system vars: {e}"))),
-        ) else {
+            Some(rel)
+        }
+        None => None,
+    };
+    let vars = keep(
+        errs,
+        sys.vars
+            .iter()
+            .map(|(k, v)| serde_json::to_value(v).map(|v| (k.clone(), v)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::input_at(loc, format!("system vars: {e}"))),
+    )?;
+    let secret_vars = sys
+        .secret_vars
+        .iter()
+        .filter_map(|v| {
+            let n = v.get_ref();
+            let ok = !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !n.starts_with(|c: char| c.is_ascii_digit());
+            if ok {
+                Some(n.clone())
+            } else {
+                errs.push(
+                    Error::input_at(
+                        file.at(v.span()),
+                        format!("secret_vars entry '{n}' of system '{name}' is not a variable name"),
+                    )
+                    .with_hint("list variable names (letters, digits, '_'), e.g. secret_vars = [\"munge_key\"]"),
+                );
+                None
+            }
+        })
+        .collect();
+    Some(System {
+        name,
+        inventory,
+        vars,
+        secret_vars,
+    })
+}
+
+/// The layers: labels first, so parents can be checked against the full
+/// set, then each table resolved.
+fn resolve_layers(
+    root: &Path,
+    allow_outside: &[PathBuf],
+    tables: Tables,
+    errs: &mut Vec<Error>,
+) -> BTreeMap<Label, Layer> {
+    let (labels, keys) = layer_labels(&tables, errs);
+    let mut layers = BTreeMap::new();
+    for ((idx, key, raw_layer), label) in tables.layers.into_iter().zip(keys) {
+        let (Some(label), Some(raw_layer)) = (label, raw_layer) else {
             continue;
         };
-        let secret_vars = sys
-            .secret_vars
-            .iter()
-            .filter_map(|v| {
-                let n = v.get_ref();
-                let ok = !n.is_empty()
-                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !n.starts_with(|c: char| c.is_ascii_digit());
-                if ok {
-                    Some(n.clone())
-                } else {
-                    errs.push(
-                        Error::input_at(
-                            file.at(v.span()),
-                            format!("secret_vars entry '{n}' of system '{name}' is not a variable name"),
-                        )
-                        .with_hint("list variable names (letters, digits, '_'), e.g. secret_vars = [\"munge_key\"]"),
-                    );
-                    None
-                }
-            })
-            .collect();
-        systems.insert(
-            name.clone(),
-            System {
-                name,
-                inventory,
-                vars,
-                secret_vars,
-            },
-        );
+        let file = &tables.files[idx];
+        if let Some(layer) = resolve_layer(
+            root,
+            allow_outside,
+            file,
+            label.clone(),
+            key.span(),
+            raw_layer,
+            &labels,
+            errs,
+        ) {
+            layers.insert(label, layer);
+        }
     }
+    layers
+}
 
-    // First pass: labels, so parents can be checked against the full set.
-    // `None` marks a table that is not resolved: a bad or repeated label.
+/// Every layer's label, where it is declared; and per table its label, or
+/// `None` for a table that is not resolved (a bad or repeated label).
+fn layer_labels(
+    tables: &Tables,
+    errs: &mut Vec<Error>,
+) -> (BTreeMap<Label, Location>, Vec<Option<Label>>) {
     let mut labels: BTreeMap<Label, Location> = BTreeMap::new();
     let mut keys: Vec<Option<Label>> = vec![];
-    for (idx, key, _) in &raw_layers {
-        let file = &files[*idx];
+    for (idx, key, _) in &tables.layers {
+        let file = &tables.files[*idx];
         let label = keep(
             errs,
             Label::from_key(key.get_ref()).map_err(|e| {
@@ -680,43 +804,7 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
         }
         keys.push(label);
     }
-
-    let mut layers = BTreeMap::new();
-    for ((idx, key, raw_layer), label) in raw_layers.into_iter().zip(keys) {
-        let (Some(label), Some(raw_layer)) = (label, raw_layer) else {
-            continue;
-        };
-        let file = &files[idx];
-        if let Some(layer) = resolve_layer(
-            &root,
-            &allow_outside,
-            file,
-            label.clone(),
-            key.span(),
-            raw_layer,
-            &labels,
-            errs,
-        ) {
-            layers.insert(label, layer);
-        }
-    }
-
-    if let Err(e) = check_output_paths(&root, &layers) {
-        errs.push(e);
-    }
-
-    Some(Workspace {
-        layerfile: root.join(LAYERFILE),
-        root,
-        name,
-        cache_dir,
-        allow_outside,
-        build,
-        systems,
-        layers,
-        cache,
-        gitlab,
-    })
+    (labels, keys)
 }
 
 /// Checks a registry location: `host[:port]/path`, lower case, no scheme or tag.
@@ -1137,130 +1225,34 @@ fn resolve_layer(
     let errs_before = errs.len();
     let defined_at = file.at(key_span);
     let parent = keep(errs, resolve_parent(file, &label, &raw.parent, labels));
-
-    let must_exist =
-        |v: &Spanned<String>, what: &str, dir_ok: bool, file_ok: bool| -> Result<String> {
-            let rel = relative_path(file, v, what)?;
-            let rel = stays_inside(root, allow_outside, file, v, what, rel)?;
-            let full = root.join(&rel);
-            let ok = (dir_ok && full.is_dir()) || (file_ok && full.is_file());
-            if !ok {
-                let kind = match (dir_ok, file_ok) {
-                    (true, false) => "directory",
-                    (false, true) => "file",
-                    _ => "file or directory",
-                };
-                return Err(Error::input_at(
-                    file.at(v.span()),
-                    format!("{what} '{rel}' of {label} is not an existing {kind}"),
-                )
-                .with_hint("paths in a Layerfile are relative to the workspace root"));
-            }
-            Ok(rel)
-        };
-
+    let check = LayerCheck {
+        root,
+        allow_outside,
+        file,
+        label: &label,
+    };
     let source = raw
         .source
         .as_ref()
-        .and_then(|s| keep(errs, must_exist(s, "source", true, false)));
+        .and_then(|s| keep(errs, check.must_exist(s, "source", true, false)));
     let playbook = match &raw.playbook {
         // A bad source was reported above; the playbook cannot be looked for.
         Some(_) if raw.source.is_some() && source.is_none() => None,
-        Some(pb) => keep(
-            errs,
-            (|| {
-                let Some(src) = &source else {
-                    return Err(Error::input_at(
-                        file.at(pb.span()),
-                        format!("{label} names a playbook but no source directory"),
-                    )
-                    .with_hint(
-                        "add source = \"DIR\": the directory holding the playbook and its roles/",
-                    ));
-                };
-                let rel = relative_path(file, pb, "playbook")?;
-                let joined = if src == "." {
-                    rel.clone()
-                } else {
-                    format!("{src}/{rel}")
-                };
-                stays_inside(root, allow_outside, file, pb, "playbook", joined)?;
-                let full = root.join(src).join(&rel);
-                if !full.is_file() {
-                    let err = Error::input_at(
-                        file.at(pb.span()),
-                        format!("playbook '{src}/{rel}' of {label} does not exist"),
-                    );
-                    // A submodule not checked out: an empty directory.
-                    let empty =
-                        std::fs::read_dir(root.join(src)).is_ok_and(|mut d| d.next().is_none());
-                    return Err(if empty {
-                        err.with_hint(format!(
-                            "'{src}' is empty: if it is a git submodule, check it out with `git submodule update --init --recursive`"
-                        ))
-                    } else {
-                        err.with_hint(
-                            "the playbook path is relative to the layer's source directory",
-                        )
-                    });
-                }
-                Ok(rel)
-            })(),
-        ),
+        Some(pb) => keep(errs, check.playbook(pb, source.as_deref())),
         None => None,
     };
-    let roles_path = if raw.roles_path.is_empty() {
-        source
-            .iter()
-            .map(|s| {
-                if s == "." {
-                    "roles".to_string()
-                } else {
-                    format!("{s}/roles")
-                }
-            })
-            .collect()
-    } else {
-        raw.roles_path
-            .iter()
-            .filter_map(|r| keep(errs, must_exist(r, "roles_path entry", true, false)))
-            .collect()
-    };
+    let roles_path = check.roles_path(&raw, source.as_deref(), errs);
     let scripts = raw
         .scripts
         .iter()
-        .filter_map(|s| keep(errs, must_exist(s, "script", false, true)))
+        .filter_map(|s| keep(errs, check.must_exist(s, "script", false, true)))
         .collect();
     let inputs = raw
         .inputs
         .iter()
-        .filter_map(|s| keep(errs, must_exist(s, "input", true, true)))
+        .filter_map(|s| keep(errs, check.must_exist(s, "input", true, true)))
         .collect();
-
-    let mut packages = raw.packages.clone();
-    let packages_file = raw.packages_file.as_ref().and_then(|pf| {
-        let rel = keep(errs, must_exist(pf, "packages_file", false, true))?;
-        let text = keep(
-            errs,
-            std::fs::read_to_string(root.join(&rel)).map_err(|e| {
-                Error::input_at(file.at(pf.span()), format!("cannot read '{rel}': {e}"))
-            }),
-        )?;
-        packages.extend(parse_package_list(&text));
-        Some(rel)
-    });
-    for p in &packages {
-        if p.trim().is_empty() || p.chars().any(char::is_whitespace) {
-            errs.push(
-                Error::input_at(
-                    defined_at.clone(),
-                    format!("package entry '{p}' of {label} is empty or contains whitespace"),
-                )
-                .with_hint("write one package per list entry (or per line in packages_file)"),
-            );
-        }
-    }
-
+    let (packages, packages_file) = check.packages(&raw, &defined_at, errs);
     let ansible_connection = raw
         .ansible_connection
         .as_ref()
@@ -1279,7 +1271,6 @@ fn resolve_layer(
             .with_hint("each tests entry is a shell command run in the built image"),
         );
     }
-
     if errs.len() > errs_before {
         return None;
     }
@@ -1303,6 +1294,145 @@ fn resolve_layer(
         defined_at,
     })
 }
+
+/// The checks of the paths one layer table names.
+struct LayerCheck<'a> {
+    root: &'a Path,
+    allow_outside: &'a [PathBuf],
+    file: &'a SourceFile,
+    label: &'a Label,
+}
+
+impl LayerCheck<'_> {
+    /// `v` as a workspace-relative path that stays inside and is an
+    /// existing directory (`dir_ok`) or file (`file_ok`).
+    fn must_exist(
+        &self,
+        v: &Spanned<String>,
+        what: &str,
+        dir_ok: bool,
+        file_ok: bool,
+    ) -> Result<String> {
+        let (file, label) = (self.file, self.label);
+        let rel = relative_path(file, v, what)?;
+        let rel = stays_inside(self.root, self.allow_outside, file, v, what, rel)?;
+        let full = self.root.join(&rel);
+        let ok = (dir_ok && full.is_dir()) || (file_ok && full.is_file());
+        if !ok {
+            let kind = match (dir_ok, file_ok) {
+                (true, false) => "directory",
+                (false, true) => "file",
+                _ => "file or directory",
+            };
+            return Err(Error::input_at(
+                file.at(v.span()),
+                format!("{what} '{rel}' of {label} is not an existing {kind}"),
+            )
+            .with_hint("paths in a Layerfile are relative to the workspace root"));
+        }
+        Ok(rel)
+    }
+
+    /// The playbook `pb`, relative to the (valid) `source`.
+    fn playbook(&self, pb: &Spanned<String>, source: Option<&str>) -> Result<String> {
+        let (root, file, label) = (self.root, self.file, self.label);
+        let Some(src) = source else {
+            return Err(Error::input_at(
+                file.at(pb.span()),
+                format!("{label} names a playbook but no source directory"),
+            )
+            .with_hint("add source = \"DIR\": the directory holding the playbook and its roles/"));
+        };
+        let rel = relative_path(file, pb, "playbook")?;
+        let joined = if src == "." {
+            rel.clone()
+        } else {
+            format!("{src}/{rel}")
+        };
+        stays_inside(root, self.allow_outside, file, pb, "playbook", joined)?;
+        let full = root.join(src).join(&rel);
+        if !full.is_file() {
+            let err = Error::input_at(
+                file.at(pb.span()),
+                format!("playbook '{src}/{rel}' of {label} does not exist"),
+            );
+            // A submodule not checked out: an empty directory.
+            let empty = std::fs::read_dir(root.join(src)).is_ok_and(|mut d| d.next().is_none());
+            return Err(if empty {
+                err.with_hint(format!(
+                    "'{src}' is empty: if it is a git submodule, check it out with `git submodule update --init --recursive`"
+                ))
+            } else {
+                err.with_hint("the playbook path is relative to the layer's source directory")
+            });
+        }
+        Ok(rel)
+    }
+
+    /// `roles_path`, checked, or `<source>/roles`.
+    fn roles_path(
+        &self,
+        raw: &RawLayer,
+        source: Option<&str>,
+        errs: &mut Vec<Error>,
+    ) -> Vec<String> {
+        if raw.roles_path.is_empty() {
+            source
+                .iter()
+                .map(|s| {
+                    if *s == "." {
+                        "roles".to_string()
+                    } else {
+                        format!("{s}/roles")
+                    }
+                })
+                .collect()
+        } else {
+            raw.roles_path
+                .iter()
+                .filter_map(|r| keep(errs, self.must_exist(r, "roles_path entry", true, false)))
+                .collect()
+        }
+    }
+
+    /// The package entries (`packages`, then those of `packages_file`),
+    /// each checked, and the packages file.
+    fn packages(
+        &self,
+        raw: &RawLayer,
+        defined_at: &Location,
+        errs: &mut Vec<Error>,
+    ) -> (Vec<String>, Option<String>) {
+        let mut packages = raw.packages.clone();
+        let packages_file = raw.packages_file.as_ref().and_then(|pf| {
+            let rel = keep(errs, self.must_exist(pf, "packages_file", false, true))?;
+            let text = keep(
+                errs,
+                std::fs::read_to_string(self.root.join(&rel)).map_err(|e| {
+                    Error::input_at(self.file.at(pf.span()), format!("cannot read '{rel}': {e}"))
+                }),
+            )?;
+            packages.extend(parse_package_list(&text));
+            Some(rel)
+        });
+        for p in &packages {
+            if p.trim().is_empty() || p.chars().any(char::is_whitespace) {
+                errs.push(
+                    Error::input_at(
+                        defined_at.clone(),
+                        format!(
+                            "package entry '{p}' of {} is empty or contains whitespace",
+                            self.label
+                        ),
+                    )
+                    .with_hint("write one package per list entry (or per line in packages_file)"),
+                );
+            }
+        }
+        (packages, packages_file)
+    }
+}
+
 fn resolve_output(
     root: &Path,
     file: &SourceFile,

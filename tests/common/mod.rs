@@ -266,6 +266,15 @@ impl TestWs {
         lb_in(&self.root, args, &env)
     }
 
+    /// Sets the racy margin of later runs (`LAYERBUILD_RACY_MARGIN_MS`, a
+    /// test setting; 2 s when unset). With 0, files a test just wrote count
+    /// as old at once, so it need not wait before caches trust them.
+    pub fn racy_margin_ms(&mut self, ms: u64) {
+        const VAR: &str = "LAYERBUILD_RACY_MARGIN_MS";
+        self.env.retain(|(k, _)| k != VAR);
+        self.env.push((VAR.into(), ms.to_string()));
+    }
+
     /// Wraps buildah so every invocation is logged to the returned file.
     pub fn log_buildah(&mut self) -> PathBuf {
         let log = self.root.join("../buildah-calls.log");
