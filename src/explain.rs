@@ -669,8 +669,8 @@ pub fn render(changes: &[Change], used_by: &str, indent: usize) -> String {
                 }
                 _ => s.push_str(&format!(
                     "{pad}parent {label} changed: digest {} -> {} (the old parent's inputs were not recorded)\n",
-                    &old_digest[..old_digest.len().min(12)],
-                    &new_digest[..new_digest.len().min(12)]
+                    crate::digest::short(old_digest),
+                    crate::digest::short(new_digest)
                 )),
             }
         }

@@ -1,24 +1,50 @@
 //! `layerbuild ci gitlab`: writes a GitLab child pipeline for the layers
 //! to build (to a file, atomically, or stdout).
 
-use super::{Env, Text};
+use serde::Serialize;
+
+use super::{Env, Report};
 use crate::cli::GitlabArgs;
 use crate::error::Result;
 use crate::ops::ci::{GitlabOptions, gitlab as generate};
 
-pub fn gitlab(env: &Env, args: &GitlabArgs) -> Result<Text> {
+/// The pipeline's text (none when it went to a file) and the warnings.
+#[derive(Serialize)]
+pub struct PipelineReport {
+    yaml: String,
+    warnings: Vec<String>,
+}
+
+impl Report for PipelineReport {
+    fn render(&self) -> String {
+        self.yaml.clone()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|w| format!("warning: {w}"))
+            .collect()
+    }
+}
+
+pub fn gitlab(env: &Env, args: &GitlabArgs) -> Result<PipelineReport> {
     let opts = GitlabOptions {
         patterns: crate::ops::parse_patterns(&super::labels_or_all(&args.labels))?,
         system: args.system.system.clone(),
         since: args.since.clone(),
         registry: args.registry.clone(),
     };
-    let text = generate(&env.ctx, &opts, &*env.backend()?)?;
-    match &args.output {
+    let p = generate(&env.ctx, &opts, &*env.backend()?)?;
+    let yaml = match &args.output {
         Some(path) => {
-            super::write_atomically(path, &text)?;
-            Ok(Text(String::new()))
+            super::write_atomically(path, &p.yaml)?;
+            String::new()
         }
-        None => Ok(Text(text)),
-    }
+        None => p.yaml,
+    };
+    Ok(PipelineReport {
+        yaml,
+        warnings: p.warnings,
+    })
 }

@@ -173,12 +173,7 @@ impl Fingerprint {
 /// The first 12 characters of a digest or image id, as shown to people
 /// (the whole string when shorter; never a panic, whatever a database
 /// row holds).
-pub fn short(digest: &str) -> &str {
-    digest
-        .char_indices()
-        .nth(12)
-        .map_or(digest, |(i, _)| &digest[..i])
-}
+pub use crate::digest::short;
 
 impl Manifest {
     /// blake3 of the manifest's JSON, hashed as it is written (never held

@@ -144,12 +144,12 @@ pub fn render_verify(r: &VerifyReport) -> String {
             ("mismatched", Some(f)) => format!(
                 "its image {} is labelled with digest '{}'",
                 p.image_name,
-                &f[..f.len().min(12)]
+                crate::digest::short(f)
             ),
             _ => format!(
                 "its image {} ({}) is not in container storage",
                 p.image_name,
-                &p.image_id[..p.image_id.len().min(12)]
+                crate::digest::short(&p.image_id)
             ),
         };
         let done = if p.repaired {
@@ -160,7 +160,7 @@ pub fn render_verify(r: &VerifyReport) -> String {
         s.push_str(&format!(
             "{} {}: {what}{done}\n",
             p.label,
-            &p.digest[..p.digest.len().min(12)]
+            crate::digest::short(&p.digest)
         ));
     }
     let bad = r.problems.len();

@@ -485,7 +485,7 @@ fn plan_images(
     // An image being committed gets its row only afterwards: spare the
     // current digests' names.
     let named: HashSet<&str> = rows.iter().map(|r| r.image_id.as_str()).collect();
-    let current_tags: HashSet<&str> = current.iter().map(|d| &d[..d.len().min(12)]).collect();
+    let current_tags: HashSet<&str> = current.iter().map(|d| crate::digest::short(d)).collect();
     for i in images {
         if named.contains(i.id.as_str()) {
             continue;
@@ -587,34 +587,12 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 pub fn render(r: &GcReport) -> String {
     let verb = if r.dry_run { "would remove" } else { "removed" };
-    let short = |d: &str| d[..d.len().min(12)].to_string();
-    let mut s = String::new();
-    for i in &r.images {
-        let what = match (&i.label, &i.digest) {
-            (Some(l), Some(d)) => format!("{l} {}", short(d)),
-            _ => "named by no cache row".into(),
-        };
-        let reason = i.reason.as_deref().unwrap_or("");
-        match i.status {
-            GcImageStatus::Removed | GcImageStatus::WouldRemove => s.push_str(&format!(
-                "{verb} image {} ({what}, {})\n",
-                i.image_name,
-                format_bytes(i.bytes)
-            )),
-            GcImageStatus::Untagged => s.push_str(&format!(
-                "untagged image {} ({what}): images built on it still use it\n",
-                i.image_name
-            )),
-            GcImageStatus::Skipped => {
-                s.push_str(&format!("skipped image {}: {reason}\n", i.image_name))
-            }
-            GcImageStatus::Failed => s.push_str(&format!(
-                "could not remove image {}: {reason}\n",
-                i.image_name
-            )),
-            GcImageStatus::Absent => {} // only its row goes, listed below
-        }
-    }
+    let short = crate::digest::short;
+    let mut s: String = r
+        .images
+        .iter()
+        .filter_map(|i| image_line(i, verb))
+        .collect();
     for row in &r.cache_rows {
         let system = row
             .system
@@ -654,6 +632,34 @@ pub fn render(r: &GcReport) -> String {
             r.kept_failed_containers.join(", ")
         ));
     }
+    s.push_str(&summary(r, verb));
+    s
+}
+
+/// What became of one image, or `None` (an absent image: only its row
+/// goes, listed with the rows).
+fn image_line(i: &GcImage, verb: &str) -> Option<String> {
+    let what = match (&i.label, &i.digest) {
+        (Some(l), Some(d)) => format!("{l} {}", crate::digest::short(d)),
+        _ => "named by no cache row".into(),
+    };
+    let reason = i.reason.as_deref().unwrap_or("");
+    let name = &i.image_name;
+    Some(match i.status {
+        GcImageStatus::Removed | GcImageStatus::WouldRemove => {
+            format!("{verb} image {name} ({what}, {})\n", format_bytes(i.bytes))
+        }
+        GcImageStatus::Untagged => {
+            format!("untagged image {name} ({what}): images built on it still use it\n")
+        }
+        GcImageStatus::Skipped => format!("skipped image {name}: {reason}\n"),
+        GcImageStatus::Failed => format!("could not remove image {name}: {reason}\n"),
+        GcImageStatus::Absent => return None,
+    })
+}
+
+/// The counts, or that there is nothing to remove.
+fn summary(r: &GcReport, verb: &str) -> String {
     let images = r
         .images
         .iter()
@@ -667,13 +673,9 @@ pub fn render(r: &GcReport) -> String {
     let logs = r.logs.iter().filter(|l| l.error.is_none()).count();
     let containers = r.containers.iter().filter(|c| c.error.is_none()).count();
     if images + r.cache_rows.len() + r.history_rows.len() + logs + containers == 0 {
-        s.push_str(&format!(
-            "nothing to remove (keeping {} per layer)\n",
-            r.keep.max(1)
-        ));
-        return s;
+        return format!("nothing to remove (keeping {} per layer)\n", r.keep.max(1));
     }
-    s.push_str(&format!(
+    format!(
         "{verb} {}, {}, {}, {}, {}; {} {}\n",
         plural(images, "image", "images"),
         plural(r.cache_rows.len(), "cache row", "cache rows"),
@@ -686,8 +688,7 @@ pub fn render(r: &GcReport) -> String {
             "reclaimed"
         },
         format_bytes(r.reclaimed_bytes)
-    ));
-    s
+    )
 }
 
 /// `--keep` as the user gave it.

@@ -202,13 +202,12 @@ fn registry_use<'a>(
     opts: &BuildOptions,
     client: Option<&'a dyn Registry>,
 ) -> Result<Option<RegistryUse<'a>>> {
-    let url = opts.registry.clone().or_else(|| ws.cache.registry.clone());
-    let (Some(client), Some(url)) = (client, url) else {
+    let (Some(client), Some(url)) = (
+        client,
+        crate::ops::ci::registry_url(opts.registry.as_deref(), ws)?,
+    ) else {
         return Ok(None);
     };
-    let url = crate::workspace::parse_registry(&url).map_err(|e| {
-        Error::input(e).with_hint("write host[:port]/path, e.g. registry.example.org/hpc/layers")
-    })?;
     Ok(Some(RegistryUse::new(
         client,
         url,
