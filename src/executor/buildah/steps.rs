@@ -654,3 +654,126 @@ impl Line {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> BuildRequest {
+        BuildRequest {
+            label: "//compute/slurm".into(),
+            digest: "d1g3st".into(),
+            image_name: "localhost/layerbuild/ws/compute/slurm:d1g3st".into(),
+            container_name: "ctr".into(),
+            from: BaseImage::Unbuilt("//compute/compute".into()),
+            workspace_root: "/ws".into(),
+            isolation: "chroot".into(),
+            setup: vec!["cp motd {root}/etc/motd".into()],
+            packages: vec!["munge".into(), "slurm".into()],
+            package_command: "dnf install -y {packages}".into(),
+            scripts: vec!["/ws/scripts/a.sh".into()],
+            run: vec!["echo hi > /etc/hi".into()],
+            play: Some(PlayRequest {
+                source_dir: "/ws/site".into(),
+                playbook: "site.yml".into(),
+                host_name: "compute-slurm".into(),
+                groups: vec![],
+                inventory: None,
+                vars: Default::default(),
+                roles_path: vec![],
+                connection: Connection::Buildah,
+                vault_files: vec![],
+            }),
+            tests: vec!["true".into()],
+            timestamp: None,
+            log_path: "/log".into(),
+            work_dir: "/work".into(),
+            reuse_container: false,
+            secrets: Default::default(),
+        }
+    }
+
+    fn known(mount: Option<&str>) -> Known<'_> {
+        Known {
+            buildah: "buildah",
+            ansible_playbook: "ansible-playbook",
+            storage_conf: None,
+            mount,
+            image_id: None,
+            tests_failed: false,
+            env_set: &|_| false,
+        }
+    }
+
+    #[test]
+    fn a_build_is_its_steps_in_order() {
+        let steps = steps(&request());
+        let names: Vec<&str> = steps.iter().filter_map(|s| s.name.as_deref()).collect();
+        assert_eq!(
+            names,
+            [
+                "buildah from",
+                "setup: cp motd {root}/etc/motd",
+                "packages: munge slurm",
+                "script: a.sh",
+                "run: echo hi > /etc/hi",
+                "ansible-playbook site.yml",
+                "buildah commit",
+                "tests: buildah from",
+                "test 1/1: true",
+            ]
+        );
+        let k = known(None);
+        let lines: Vec<String> = steps.iter().filter_map(|s| k.render(s)).collect();
+        let ansible = "cd /ws/site && ANSIBLE_DISPLAY_ARGS_TO_STDOUT=0 ANSIBLE_FORCE_COLOR=0 \
+            ANSIBLE_HOST_KEY_CHECKING=0 ANSIBLE_LOCAL_TEMP=/work/ansible-tmp ANSIBLE_NOCOLOR=1 \
+            ANSIBLE_PIPELINING=True ANSIBLE_PYTHON_INTERPRETER=auto_silent \
+            ANSIBLE_RETRY_FILES_ENABLED=0 ANSIBLE_ROLES_PATH='' BUILDAH_ISOLATION=chroot \
+            PYTHONUNBUFFERED=1 ansible-playbook -i /work/inventory.ini -e @/work/vars.json site.yml";
+        let run = "buildah run --isolation chroot ctr --";
+        let expected = [
+            "buildah from --name ctr $IMAGE_ID(//compute/compute)".to_string(),
+            "buildah mount ctr".into(),
+            "cd /ws && LAYERBUILD_ROOT=$MOUNT sh -c 'cp motd $MOUNT/etc/motd'".into(),
+            format!("{run} sh -c 'dnf install -y munge slurm'"),
+            "# create $MOUNT/tmp/.layerbuild".into(),
+            "# copy /ws/scripts/a.sh to $MOUNT/tmp/.layerbuild/0-a.sh, executable".into(),
+            format!("{run} /tmp/.layerbuild/0-a.sh"),
+            "# remove $MOUNT/tmp/.layerbuild".into(),
+            format!("{run} sh -c 'echo hi > /etc/hi'"),
+            "# write /work/inventory.ini (host ctr) and /work/vars.json".into(),
+            ansible.into(),
+            "buildah config --label 'layerbuild.digest=d1g3st' --label 'layerbuild.label=//compute/slurm' ctr".into(),
+            "buildah commit --rm --quiet --iidfile /work/iid ctr localhost/layerbuild/ws/compute/slurm:d1g3st-untested".into(),
+            "buildah from --pull-never --name ctr-test $IMAGE_ID".into(),
+            "buildah run --isolation chroot ctr-test -- sh -c true".into(),
+            "buildah rm ctr-test".into(),
+            "buildah tag $IMAGE_ID localhost/layerbuild/ws/compute/slurm:d1g3st".into(),
+            "buildah rmi localhost/layerbuild/ws/compute/slurm:d1g3st-untested".into(),
+        ];
+        assert_eq!(lines, expected);
+    }
+
+    #[test]
+    fn known_values_fill_the_placeholders() {
+        let mut req = request();
+        req.play.as_mut().unwrap().connection = Connection::Chroot;
+        let steps = steps(&req);
+        let k = known(Some("/var/mnt/a b"));
+        let setup = k.render(&steps[2]).unwrap();
+        assert_eq!(
+            setup,
+            "cd /ws && LAYERBUILD_ROOT='/var/mnt/a b' sh -c 'cp motd '\\''/var/mnt/a b'\\''/etc/motd'"
+        );
+        let Action::Run { cmd, .. } = &steps[10].action else {
+            panic!("{:?}", steps[10]);
+        };
+        let line = k.line(cmd);
+        let (argv, env) = line.known().unwrap();
+        assert_eq!(argv[..2], ["unshare", "--mount"]);
+        assert_eq!(argv[9..11], ["/var/mnt/a b", "ansible-playbook"]);
+        assert!(!env.iter().any(|(k, _)| *k == "ANSIBLE_PIPELINING"));
+        // Nothing may run while a value is unknown.
+        assert_eq!(known(None).line(cmd).known(), Err("$MOUNT".to_string()));
+    }
+}
