@@ -217,8 +217,8 @@ impl<'a> Session<'a> {
                     argv: vec![host.clone()],
                     ..Default::default()
                 });
-                let (argv, _) = host.known()?;
-                crate::executor::ansible::write_play_files(play, work_dir, argv[0])
+                let host = host.known()?;
+                crate::executor::ansible::write_play_files(play, work_dir, host.argv[0])
             }
             Action::ReadImageId(iid) => {
                 let id =
@@ -334,11 +334,13 @@ impl<'a> Session<'a> {
     /// `line` as a process to start, logged.
     fn command(&self, line: &Line, what: &str) -> std::result::Result<Command, String> {
         self.note(&format!("$ {}", line.render()));
-        let (argv, env) = line
+        let ready = line
             .known()
             .map_err(|p| format!("{what}: internal: {p} is not known yet"))?;
-        let mut c = cli::command(argv[0], None);
-        c.args(&argv[1..]).envs(env).stdin(Stdio::null());
+        let mut c = cli::command(ready.argv[0], None);
+        c.args(&ready.argv[1..])
+            .envs(ready.env)
+            .stdin(Stdio::null());
         if let Some(d) = &line.dir {
             c.current_dir(d);
         }

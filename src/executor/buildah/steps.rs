@@ -629,7 +629,7 @@ impl Line {
     }
 
     /// Its argv and environment, or the first value not known yet.
-    pub fn known(&self) -> Result<(Vec<&str>, Vec<(&str, &str)>), String> {
+    pub fn known(&self) -> Result<Ready<'_>, String> {
         let word = |w: &'_ Word| -> Result<(), String> {
             match w {
                 Word::Known(_) => Ok(()),
@@ -645,14 +645,22 @@ impl Line {
                 Word::Known(s) | Word::Unknown(s) => s,
             }
         }
-        Ok((
-            self.argv.iter().map(text).collect(),
-            self.env
+        Ok(Ready {
+            argv: self.argv.iter().map(text).collect(),
+            env: self
+                .env
                 .iter()
                 .map(|(k, v)| (k.as_str(), text(v)))
                 .collect(),
-        ))
+        })
     }
+}
+
+/// A [`Line`] whose every value is known: what a process is started with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ready<'a> {
+    pub argv: Vec<&'a str>,
+    pub env: Vec<(&'a str, &'a str)>,
 }
 
 #[cfg(test)]
@@ -769,10 +777,10 @@ mod tests {
             panic!("{:?}", steps[10]);
         };
         let line = k.line(cmd);
-        let (argv, env) = line.known().unwrap();
-        assert_eq!(argv[..2], ["unshare", "--mount"]);
-        assert_eq!(argv[9..11], ["/var/mnt/a b", "ansible-playbook"]);
-        assert!(!env.iter().any(|(k, _)| *k == "ANSIBLE_PIPELINING"));
+        let ready = line.known().unwrap();
+        assert_eq!(ready.argv[..2], ["unshare", "--mount"]);
+        assert_eq!(ready.argv[9..11], ["/var/mnt/a b", "ansible-playbook"]);
+        assert!(!ready.env.iter().any(|(k, _)| *k == "ANSIBLE_PIPELINING"));
         // Nothing may run while a value is unknown.
         assert_eq!(known(None).line(cmd).known(), Err("$MOUNT".to_string()));
     }
