@@ -173,6 +173,12 @@ fn run(cmd: Cmd, mode: Mode, what: &str) -> Action {
     }
 }
 
+/// A step running `argv` with its output captured.
+fn captured(name: Option<&str>, phase: Phase, argv: Vec<Arg>, what: &str) -> Step {
+    let action = run(Cmd::new(argv), Mode::Capture, what);
+    step(name.map(str::to_string), phase, action)
+}
+
 fn buildah(args: &[&str]) -> Vec<Arg> {
     std::iter::once(Arg::Buildah)
         .chain(args.iter().map(|a| text(*a)))
@@ -424,16 +430,13 @@ fn commit_steps(req: &BuildRequest) -> Vec<Step> {
         text(name),
     ]);
     vec![
-        step(
-            Some("buildah commit".into()),
+        captured(
+            Some("buildah commit"),
             Phase::Body,
-            run(Cmd::new(config), Mode::Capture, "buildah config"),
+            config,
+            "buildah config",
         ),
-        step(
-            None,
-            Phase::Body,
-            run(Cmd::new(commit), Mode::Capture, "buildah commit"),
-        ),
+        captured(None, Phase::Body, commit, "buildah commit"),
         step(None, Phase::Body, Action::ReadImageId(iid)),
     ]
 }
@@ -484,16 +487,8 @@ fn rename_steps(image_name: &str) -> Vec<Step> {
     ]);
     let rmi = buildah(&["rmi", &untested_name(image_name)]);
     vec![
-        step(
-            None,
-            Phase::Rename,
-            run(Cmd::new(tag), Mode::Capture, "buildah tag"),
-        ),
-        step(
-            None,
-            Phase::Rename,
-            run(Cmd::new(rmi), Mode::Capture, "buildah rmi"),
-        ),
+        captured(None, Phase::Rename, tag, "buildah tag"),
+        captured(None, Phase::Rename, rmi, "buildah rmi"),
     ]
 }
 
