@@ -265,6 +265,9 @@ pub struct BuildArgs {
     /// Show the plan (each layer fresh or dirty, with a one-line reason) without building.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// With --dry-run: under each layer to build, the commands its build would run.
+    #[arg(long, short = 'v', requires = "dry_run")]
+    pub verbose: bool,
     /// Re-run the layer's steps in the container kept from its last failed build (never cached).
     #[arg(long, conflicts_with = "dry_run")]
     pub from_failed: bool,

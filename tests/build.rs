@@ -248,3 +248,91 @@ fn ls_shows_cached_needs_build_and_never_built() {
     assert_eq!(status("//compute/slurm"), "needs_build");
     assert_eq!(status("//uan/uan"), "never_built");
 }
+
+#[test]
+fn dry_run_verbose_prints_each_dirty_layers_commands_in_order_without_secrets() {
+    // A dry run needs no image: no buildah is started.
+    let ws = TestWs::new("chain");
+    const SECRET: &str = "planted-munge-key-4711";
+    let lf = ws
+        .read("Layerfile.toml")
+        .edit(
+            "vars = { cluster_name = \"testcluster\" }",
+            &format!(
+                "vars = {{ cluster_name = \"testcluster\", munge_key = \"{SECRET}\" }}\nsecret_vars = [\"munge_key\"]"
+            ),
+        )
+        .edit(
+            "run = [\"echo hsn > /etc/layer-hsn\"]",
+            &format!("run = [\"echo hsn > /etc/layer-hsn\", \"echo {SECRET} > /etc/k\"]"),
+        );
+    ws.write("Layerfile.toml", &lf);
+    let plain = ws
+        .lb(&["build", "--dry-run", "//compute/slurm"])
+        .ok()
+        .stdout;
+    let verbose = ws
+        .lb(&["build", "--dry-run", "-v", "//compute/slurm"])
+        .ok()
+        .stdout;
+    assert!(!verbose.contains(SECRET), "{verbose}");
+    assert!(verbose.contains("echo [secret] > /etc/k"), "{verbose}");
+
+    // Without -v, the plan as before: the verbose one without its commands.
+    assert!(!plain.lines().any(|l| l.starts_with(' ')), "{plain}");
+    let outline: Vec<&str> = verbose.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(outline.join("\n") + "\n", plain);
+
+    // //compute/slurm's commands, in order, its dirty parent a placeholder.
+    let slurm: Vec<&str> = verbose
+        .lines()
+        .skip_while(|l| !l.starts_with("//compute/slurm"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(str::trim)
+        .collect();
+    let expected_starts = [
+        "buildah from --name layerbuild-",
+        "buildah mount layerbuild-",
+        "# write ",
+        "cd ",
+        "buildah config --label 'layerbuild.digest=",
+        "buildah commit --rm --quiet --iidfile ",
+    ];
+    assert_eq!(slurm.len(), expected_starts.len(), "{verbose}");
+    for (line, start) in slurm.iter().zip(expected_starts) {
+        assert!(
+            line.starts_with(start),
+            "{line:?} is not {start}...:\n{verbose}"
+        );
+    }
+    assert!(
+        slurm[0].ends_with(" $IMAGE_ID(//compute/compute)"),
+        "{}",
+        slurm[0]
+    );
+    assert!(
+        slurm[3].contains(" unshare --mount ") && slurm[3].contains(" ansible-playbook "),
+        "{}",
+        slurm[3]
+    );
+    assert!(slurm[3].ends_with(" slurm.yml"), "{}", slurm[3]);
+
+    // --json -v adds each planned layer's commands; --json alone does not.
+    let json = ws
+        .lb(&["build", "--dry-run", "-v", "--json", "//compute/slurm"])
+        .ok()
+        .json();
+    let layers = json["layers"].as_array().unwrap();
+    assert_eq!(layers[3]["commands"].as_array().unwrap().len(), slurm.len());
+    assert!(!json.to_string().contains(SECRET));
+    let json = ws
+        .lb(&["build", "--dry-run", "--json", "//compute/slurm"])
+        .ok()
+        .json();
+    assert!(json["layers"][3].get("commands").is_none(), "{json}");
+
+    // -v means nothing without --dry-run.
+    let run = ws.lb(&["build", "-v", "//compute/slurm"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}

@@ -49,7 +49,8 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
     };
     let backend = env.backend()?;
     if args.dry_run {
-        return Ok(BuildCommandReport::Plan(plan(&env.ctx, &opts, &*backend)?));
+        let report = plan(&env.ctx, &opts, &*backend, args.verbose)?;
+        return Ok(BuildCommandReport::Plan(report));
     }
     // Progress goes to stderr; with --json, as plain lines.
     let json = args.json;

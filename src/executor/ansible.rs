@@ -34,14 +34,26 @@ pub fn inventory_ini(play: &PlayRequest, ansible_host: &str) -> String {
 
 /// Writes the generated inventory and the system's vars into `work_dir`
 /// and completes `cmd` (an ansible-playbook command) as a build runs it:
-/// `OPTIONS -i SYSTEM_INVENTORY -i GENERATED -e @vars.json PLAYBOOK`, from
-/// the layer's source directory, with Ansible's settings in the environment.
+/// [`write_play_files`], then [`playbook_args`] and [`env_vars`].
 pub fn playbook_command(
     cmd: &mut Command,
     play: &PlayRequest,
     work_dir: &Path,
     ansible_host: &str,
     options: &[&str],
+) -> Result<(), String> {
+    write_play_files(play, work_dir, ansible_host)?;
+    cmd.args(playbook_args(play, work_dir, options));
+    ansible_env(cmd, play, work_dir);
+    Ok(())
+}
+
+/// Writes the generated inventory (the host at `ansible_host`) and the
+/// system's vars into `work_dir`, where [`playbook_args`] names them.
+pub fn write_play_files(
+    play: &PlayRequest,
+    work_dir: &Path,
+    ansible_host: &str,
 ) -> Result<(), String> {
     let inventory = work_dir.join("inventory.ini");
     std::fs::write(&inventory, inventory_ini(play, ansible_host))
@@ -64,38 +76,55 @@ pub fn playbook_command(
             )
         })
     };
-    written.map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
-
-    cmd.args(options);
-    if let Some(inv) = &play.inventory {
-        cmd.arg("-i").arg(inv);
-    }
-    cmd.arg("-i").arg(&inventory);
-    cmd.arg("-e").arg(format!("@{}", vars.display()));
-    cmd.arg(&play.playbook);
-    ansible_env(cmd, play, work_dir);
-    Ok(())
+    written.map_err(|e| format!("cannot write {}: {e}", vars.display()))
 }
 
-/// The working directory and environment every Ansible tool runs with.
-fn ansible_env(cmd: &mut Command, play: &PlayRequest, work_dir: &Path) {
+/// ansible-playbook's arguments as a build runs it: `OPTIONS -i
+/// SYSTEM_INVENTORY -i GENERATED -e @vars.json PLAYBOOK` (the files
+/// [`write_play_files`] writes).
+pub fn playbook_args(play: &PlayRequest, work_dir: &Path, options: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+    if let Some(inv) = &play.inventory {
+        args.extend(["-i".into(), inv.to_string_lossy().into_owned()]);
+    }
+    let inventory = work_dir.join("inventory.ini");
+    args.extend(["-i".into(), inventory.to_string_lossy().into_owned()]);
+    let vars = work_dir.join(crate::ops::gc::VARS_FILE);
+    args.extend(["-e".into(), format!("@{}", vars.display())]);
+    args.push(play.playbook.clone());
+    args
+}
+
+/// The environment every Ansible tool runs with (it runs from
+/// `play.source_dir`).
+pub fn env_vars(play: &PlayRequest, work_dir: &Path) -> Vec<(&'static str, String)> {
     let roles: Vec<String> = play
         .roles_path
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    vec![
+        ("ANSIBLE_ROLES_PATH", roles.join(":")),
+        ("ANSIBLE_NOCOLOR", "1".into()),
+        ("ANSIBLE_FORCE_COLOR", "0".into()),
+        ("ANSIBLE_RETRY_FILES_ENABLED", "0".into()),
+        ("ANSIBLE_HOST_KEY_CHECKING", "0".into()),
+        // Task headers never show module arguments (which may hold secrets).
+        ("ANSIBLE_DISPLAY_ARGS_TO_STDOUT", "0".into()),
+        ("ANSIBLE_PYTHON_INTERPRETER", "auto_silent".into()),
+        (
+            "ANSIBLE_LOCAL_TEMP",
+            work_dir.join("ansible-tmp").to_string_lossy().into_owned(),
+        ),
+        ("PYTHONUNBUFFERED", "1".into()),
+    ]
+}
+
+/// The working directory and environment every Ansible tool runs with.
+fn ansible_env(cmd: &mut Command, play: &PlayRequest, work_dir: &Path) {
     cmd.current_dir(&play.source_dir)
         .stdin(Stdio::null())
-        .env("ANSIBLE_ROLES_PATH", roles.join(":"))
-        .env("ANSIBLE_NOCOLOR", "1")
-        .env("ANSIBLE_FORCE_COLOR", "0")
-        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
-        .env("ANSIBLE_HOST_KEY_CHECKING", "0")
-        // Task headers never show module arguments (which may hold secrets).
-        .env("ANSIBLE_DISPLAY_ARGS_TO_STDOUT", "0")
-        .env("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")
-        .env("ANSIBLE_LOCAL_TEMP", work_dir.join("ansible-tmp"))
-        .env("PYTHONUNBUFFERED", "1");
+        .envs(env_vars(play, work_dir));
 }
 
 /// What a checking tool said.

@@ -29,8 +29,8 @@ pub struct BuildRequest {
     /// `localhost/layerbuild/WS/TYPE/LAYER:DIGEST12`.
     pub image_name: String,
     pub container_name: String,
-    /// Image to start from; `None` for scratch.
-    pub from: Option<String>,
+    /// Image to start from.
+    pub from: BaseImage,
     pub workspace_root: PathBuf,
     pub isolation: String,
     pub setup: Vec<String>,
@@ -53,6 +53,28 @@ pub struct BuildRequest {
     pub reuse_container: bool,
     /// Values redacted from the log, progress lines and error messages.
     pub secrets: crate::secrets::Secrets,
+}
+
+/// The image a layer's working container is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseImage {
+    Scratch,
+    /// An image id or reference.
+    Image(String),
+    /// The image of this parent layer, not built yet: only in a plan
+    /// (`build --dry-run -v`), which shows it as a placeholder; a build of
+    /// such a request fails.
+    Unbuilt(String),
+}
+
+impl BaseImage {
+    /// The image, when it is known (`None` for scratch and unbuilt parents).
+    pub fn image(&self) -> Option<&str> {
+        match self {
+            BaseImage::Image(i) => Some(i),
+            BaseImage::Scratch | BaseImage::Unbuilt(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +161,13 @@ pub trait Executor: Sync {
     ) -> std::result::Result<BuildOutput, BuildFailure>;
     /// Runs a built image's tests in one fresh container (`layerbuild test`).
     fn run_tests(&self, req: &TestRequest) -> ToolResult<Vec<TestOutcome>>;
+    /// What [`Executor::build`] would run for `req`, one shell line each,
+    /// in order, secret values redacted; values known only while it runs
+    /// (the mount point, the image id) as placeholders (`build --dry-run
+    /// -v`). Empty when this executor cannot say.
+    fn planned_steps(&self, _req: &BuildRequest) -> Vec<String> {
+        vec![]
+    }
     /// The shell command that runs `args` with this executor's container
     /// tool on the storage it uses (for hints people copy).
     fn tool_command(&self, args: &str) -> String {

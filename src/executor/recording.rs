@@ -276,7 +276,7 @@ impl Executor for Recording {
             label: req.label.clone(),
             digest: req.digest.clone(),
             image_name: req.image_name.clone(),
-            from: req.from.clone(),
+            from: req.from.image().map(str::to_string),
         });
         sink.step(&req.label, "recording build");
         // Like every executor, it leaves the attempt's log where asked.
@@ -288,8 +288,10 @@ impl Executor for Recording {
             format!("recording build of {}, digest {}\n", req.label, req.digest),
         );
         if s.failing.contains(&req.label) {
-            s.containers
-                .insert(req.container_name.clone(), req.from.clone());
+            s.containers.insert(
+                req.container_name.clone(),
+                req.from.image().map(str::to_string),
+            );
             return Err(BuildFailure {
                 message: format!("recorded failure of {}", req.label),
                 container: Some(req.container_name.clone()),
@@ -304,6 +306,14 @@ impl Executor for Recording {
         let image_id = image.id.clone();
         s.add(image);
         Ok(BuildOutput { image_id })
+    }
+
+    fn planned_steps(&self, req: &BuildRequest) -> Vec<String> {
+        vec![format!(
+            "# a recorded build of {} at {}",
+            req.label,
+            crate::fingerprint::short(&req.digest)
+        )]
     }
 
     fn run_tests(&self, req: &TestRequest) -> ToolResult<Vec<TestOutcome>> {

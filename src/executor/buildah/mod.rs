@@ -2,7 +2,8 @@
 //! registry lookups, ansible-playbook against the working container.
 //! This file holds the configuration ([`Buildah`], [`Storage`]) and the
 //! backend traits' implementations; [`parse`] reads what the tools print,
-//! [`session`] runs a build's steps, [`export`] writes images out.
+//! [`steps`] says a build's steps as data, [`session`] runs them,
+//! [`export`] writes images out.
 //!
 //! I/O: writes the storage.conf of a chosen storage root; every process is
 //! started through [`crate::executor::cli`].
@@ -10,6 +11,7 @@
 mod export;
 mod parse;
 mod session;
+pub mod steps;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -233,6 +235,10 @@ impl Executor for Buildah {
 
     fn run_tests(&self, req: &TestRequest) -> ToolResult<Vec<TestOutcome>> {
         session::run_tests(self, req)
+    }
+
+    fn planned_steps(&self, req: &BuildRequest) -> Vec<String> {
+        session::planned(self, req)
     }
 }
 

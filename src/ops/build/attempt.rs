@@ -14,17 +14,17 @@ use std::time::{Duration, Instant};
 
 use super::registry::{RegistryUse, try_pull};
 use super::report::{Done, Failed};
-use super::request::{new_log_path, play_request, record, request, with_vault_files};
+use super::request::{attempt_request, base_image, new_log_path, record};
 use crate::cache::Cache;
 use crate::cache::lock::{DigestLock, Holder};
 use crate::error::{Error, Result};
-use crate::executor::{Backend, BuildFailure, BuildRequest, ImageNames};
+use crate::executor::{Backend, BaseImage, BuildFailure, ImageNames};
 use crate::fingerprint::Fingerprint;
 use crate::label::Label;
-use crate::ops::{container_name, image_name, now_secs};
+use crate::ops::{image_name, now_secs};
 use crate::progress::Reporter;
 use crate::status::RecordSource;
-use crate::workspace::{Parent, System, Workspace};
+use crate::workspace::{System, Workspace};
 
 /// What the layers of a run learn as they go, behind one mutex.
 pub(super) struct Shared {
@@ -143,19 +143,12 @@ pub(super) fn attempt(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result
     build_here(run, fp)
 }
 
-/// The image `fp`'s layer starts from: `None` for scratch.
-fn parent_image(run: &RunCtx<'_>, fp: &Fingerprint) -> Result<Option<String>> {
-    Ok(match &run.ws.layers[&fp.label].parent {
-        Parent::Scratch => None,
-        Parent::Image(r) => Some(r.clone()),
-        Parent::Layer(p) => Some(
-            run.shared()
-                .image_of
-                .get(p)
-                .cloned()
-                .ok_or_else(|| Error::env(format!("internal: parent {p} has no image")))?,
-        ),
-    })
+/// The image `fp`'s layer starts from.
+fn parent_image(run: &RunCtx<'_>, fp: &Fingerprint) -> Result<BaseImage> {
+    match base_image(run.ws, &fp.label, |p| run.shared().image_of.get(p).cloned()) {
+        BaseImage::Unbuilt(p) => Err(Error::env(format!("internal: parent {p} has no image"))),
+        from => Ok(from),
+    }
 }
 
 /// Runs the layer's steps in a clean container and records the outcome.
@@ -166,21 +159,10 @@ fn build_here(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, F
     let fail = |e: Error| run.environment_failure(&label_s, e);
     let from = parent_image(run, fp).map_err(fail)?;
     let started_at = now_secs();
-    let image = image_name(ws, label, &fp.digest);
-    let container = container_name(ws, label, &fp.digest);
     let log_path = new_log_path(ws, label, started_at, &fp.digest, "");
-    let work_dir = ws.cache_dir.join("tmp").join(&container);
-    let req = BuildRequest {
-        image_name: image.clone(),
-        container_name: container,
-        from,
-        log_path: log_path.clone(),
-        work_dir: work_dir.clone(),
-        reuse_container: false,
-        secrets: fp.secrets.clone(),
-        play: with_vault_files(ws, play_request(ws, run.system, label), fp),
-        ..request(ws, run.system, label, &fp.digest, run.isolation)
-    };
+    let req = attempt_request(ws, run.system, fp, run.isolation, from, log_path.clone());
+    let image = req.image_name.clone();
+    let work_dir = req.work_dir.clone();
 
     // Before the container exists: `gc` removes a working container whose
     // owner.pid is missing or names a dead process, so it must never see

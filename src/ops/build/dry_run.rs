@@ -1,13 +1,18 @@
 //! `build --dry-run`: what a build would do, without building. Each layer
 //! is fresh or dirty by the same predicate a build uses
-//! ([`crate::plan::fresh_row`]), with the first reason for a rebuild.
+//! ([`crate::plan::fresh_row`]), with the first reason for a rebuild; with
+//! `-v`, the commands the backend would run for each dirty layer.
 //!
 //! I/O: fingerprinting (files, the fingerprint database), the build cache
 //! (read), one listing of the image store through the backend.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use super::BuildOptions;
+use super::request::{attempt_request, base_image};
 use crate::cache::Cache;
 use crate::error::Result;
 use crate::executor::Backend;
@@ -38,10 +43,19 @@ pub struct PlannedLayer {
     pub reason: String,
     pub image_name: Option<String>,
     pub freshness: Freshness,
+    /// What a build of a dirty layer runs, one shell line each (`-v`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
 }
 
-/// `build --dry-run`: what a build would do, without building.
-pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Backend) -> Result<PlanReport> {
+/// `build --dry-run`: what a build would do, without building; with
+/// `commands`, what each dirty layer's build would run.
+pub fn plan(
+    ctx: &Context,
+    opts: &BuildOptions,
+    executor: &dyn Backend,
+    commands: bool,
+) -> Result<PlanReport> {
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
@@ -107,9 +121,55 @@ pub fn plan(ctx: &Context, opts: &BuildOptions, executor: &dyn Backend) -> Resul
             status,
             image_name,
             freshness: f,
+            commands: vec![],
         });
     }
+    if commands && report.dirty > 0 {
+        // Light prints (the memo's) lack the secret values to redact.
+        let full;
+        let prints = if prints.values().any(|p| p.light) {
+            full = crate::ops::manifests(ws, system, &labels)?;
+            &full
+        } else {
+            &prints
+        };
+        add_commands(ctx, opts, system, prints, &mut report, executor);
+    }
     Ok(report)
+}
+
+/// The commands of each dirty layer of `report`, as the backend would run
+/// them; a parent that is dirty too has no image yet (a placeholder).
+fn add_commands(
+    ctx: &Context,
+    opts: &BuildOptions,
+    system: Option<&crate::workspace::System>,
+    prints: &BTreeMap<crate::label::Label, crate::fingerprint::Fingerprint>,
+    report: &mut PlanReport,
+    executor: &dyn Backend,
+) {
+    let ws = &ctx.ws;
+    let isolation = opts.isolation.as_deref().unwrap_or(&ws.build.isolation);
+    let images: BTreeMap<String, String> = report
+        .layers
+        .iter()
+        .filter_map(|l| match &l.freshness {
+            Freshness::Fresh { image_id, .. } => Some((l.label.clone(), image_id.clone())),
+            Freshness::Dirty { .. } => None,
+        })
+        .collect();
+    for (label, fp) in prints {
+        let Some(layer) = report
+            .layers
+            .iter_mut()
+            .find(|l| l.label == label.to_string() && l.status == PlanStatus::Dirty)
+        else {
+            continue;
+        };
+        let from = base_image(ws, label, |p| images.get(&p.to_string()).cloned());
+        let req = attempt_request(ws, system, fp, isolation, from, PathBuf::new());
+        layer.commands = executor.planned_steps(&req);
+    }
 }
 
 pub fn render_plan(p: &PlanReport) -> String {
@@ -120,6 +180,9 @@ pub fn render_plan(p: &PlanReport) -> String {
             "{:width$}  {:<5}  {}\n",
             l.label, l.status, l.reason
         ));
+        for c in &l.commands {
+            s.push_str(&format!("    {c}\n"));
+        }
     }
     s.push_str(&format!("{} to build, {} up to date\n", p.dirty, p.fresh));
     s

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cache::BuildRecord;
-use crate::executor::{BuildRequest, PlayRequest};
+use crate::executor::{BaseImage, BuildRequest, PlayRequest};
 use crate::fingerprint::Fingerprint;
 use crate::label::Label;
+use crate::ops::{container_name, image_name};
 use crate::status::RecordSource;
-use crate::workspace::{System, Workspace};
+use crate::workspace::{Parent, System, Workspace};
 
 /// What the cache records of an attempt at `fp`.
 pub(super) fn record<'a>(
@@ -52,7 +53,7 @@ pub(super) fn request(
         digest: digest.to_string(),
         image_name: String::new(),
         container_name: String::new(),
-        from: None,
+        from: crate::executor::BaseImage::Scratch,
         workspace_root: ws.root.clone(),
         isolation: isolation.to_string(),
         setup: layer.setup.clone(),
@@ -70,6 +71,48 @@ pub(super) fn request(
         work_dir: PathBuf::new(),
         reuse_container: false,
         secrets: Default::default(),
+    }
+}
+
+/// The request for an attempt at `fp` in a clean container made from
+/// `from`, logging to `log_path` (a real build, or a plan's).
+pub(super) fn attempt_request(
+    ws: &Workspace,
+    system: Option<&System>,
+    fp: &Fingerprint,
+    isolation: &str,
+    from: BaseImage,
+    log_path: PathBuf,
+) -> BuildRequest {
+    let label = &fp.label;
+    let container = container_name(ws, label, &fp.digest);
+    BuildRequest {
+        image_name: image_name(ws, label, &fp.digest),
+        work_dir: ws.cache_dir.join("tmp").join(&container),
+        container_name: container,
+        from,
+        log_path,
+        reuse_container: false,
+        secrets: fp.secrets.clone(),
+        play: with_vault_files(ws, play_request(ws, system, label), fp),
+        ..request(ws, system, label, &fp.digest, isolation)
+    }
+}
+
+/// The image `label` starts from; `image_of` gives a parent layer's
+/// image, `None` when it is not built yet.
+pub(super) fn base_image(
+    ws: &Workspace,
+    label: &Label,
+    image_of: impl Fn(&Label) -> Option<String>,
+) -> BaseImage {
+    match &ws.layers[label].parent {
+        Parent::Scratch => BaseImage::Scratch,
+        Parent::Image(r) => BaseImage::Image(r.clone()),
+        Parent::Layer(p) => match image_of(p) {
+            Some(id) => BaseImage::Image(id),
+            None => BaseImage::Unbuilt(p.to_string()),
+        },
     }
 }
 
