@@ -552,44 +552,26 @@ pub fn describe(c: &Change, used_by: &str) -> Option<String> {
 
 /// A variable's change as one line.
 fn describe_var(c: &Change) -> Option<String> {
-    Some(match c {
+    let (name, file, what, value, new, vault) = match c {
         Change::VarAdded {
             name,
             file,
             value,
             vault,
-        } => {
-            format!(
-                "{} {name} added in {file}{}",
-                var_kind(file),
-                var_suffix(value, *vault, None)
-            )
-        }
+        } => (name, file, format!("added in {file}"), value, None, vault),
         Change::VarRemoved {
             name,
             file,
             value,
             vault,
-            still_defined: false,
+            still_defined,
         } => {
-            format!(
-                "{} {name} removed from {file}{}",
-                var_kind(file),
-                var_suffix(value, *vault, None)
-            )
-        }
-        Change::VarRemoved {
-            name,
-            file,
-            value,
-            vault,
-            still_defined: true,
-        } => {
-            format!(
-                "{} {name} no longer used by the play (still in {file}){}",
-                var_kind(file),
-                var_suffix(value, *vault, None)
-            )
+            let what = if *still_defined {
+                format!("no longer used by the play (still in {file})")
+            } else {
+                format!("removed from {file}")
+            };
+            (name, file, what, value, None, vault)
         }
         Change::VarChanged {
             name,
@@ -597,15 +579,21 @@ fn describe_var(c: &Change) -> Option<String> {
             old,
             new,
             vault,
-        } => {
-            format!(
-                "{} {name} changed in {file}{}",
-                var_kind(file),
-                var_suffix(old, *vault, Some(new))
-            )
-        }
+        } => (
+            name,
+            file,
+            format!("changed in {file}"),
+            old,
+            Some(new),
+            vault,
+        ),
         _ => return None,
-    })
+    };
+    Some(format!(
+        "{} {name} {what}{}",
+        var_kind(file),
+        var_suffix(value, *vault, new)
+    ))
 }
 
 /// A step's commands: those removed (`-`) and added (`+`), or reordered.

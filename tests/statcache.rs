@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use common::TestWs;
+use common::{Edit, TestWs};
 use layerbuild::fingerprint::statcache::{self, Stat, StatEntry};
 
 const FILE: &str = "slurm-config/roles/slurm/templates/README";
@@ -143,7 +143,7 @@ fn a_same_size_edit_in_the_same_tick_is_caught() {
     assert!(read >= 1);
     // And again within the tick of the scan that just hashed it.
     let (now, _) = scan(&ws);
-    std::fs::write(ws.path(FILE), new.replace('b', "c")).unwrap();
+    std::fs::write(ws.path(FILE), new.edit("b", "c")).unwrap();
     slurm_changed(&now, &ws);
 }
 

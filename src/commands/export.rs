@@ -4,7 +4,7 @@
 use super::{Env, Report};
 use crate::cli::ExportArgs;
 use crate::error::{Error, Result};
-use crate::ops::export::{OutputResult, built_image, perform, render};
+use crate::ops::export::{OutputJob, OutputResult, built_image, render};
 use crate::workspace::{ExportFormat, Output, SQUASHFS_COMPRESSORS};
 
 pub fn exec(env: &Env, args: ExportArgs) -> Result<OutputResult> {
@@ -47,16 +47,16 @@ pub(super) fn run_output(
     let backend = env.backend()?;
     let (digest, image_id) = built_image(&env.ctx, label, system, &*backend)?;
     let cache = std::sync::Mutex::new(crate::cache::Cache::open(&env.ctx.ws.db_path())?);
-    Ok(perform(
-        &env.ctx.ws,
-        &cache,
-        &*backend,
+    let job = OutputJob {
+        ws: &env.ctx.ws,
+        cache: &cache,
+        exporter: &*backend,
         label,
-        &digest,
-        &image_id,
-        output,
+        digest: &digest,
+        image_id: &image_id,
         force,
-    ))
+    };
+    Ok(job.perform(output))
 }
 
 impl Report for OutputResult {

@@ -260,7 +260,7 @@ impl FileIndex {
         let mut found = Found::default();
         let t = std::time::Instant::now();
         if !roots.is_empty() {
-            walk(obs, root, roots, exclude, allow_outside, &mut found)?;
+            Walk::new(obs, root, exclude, allow_outside).roots(roots, &mut found)?;
             index.walked.extend(reached(obs, root, roots));
         }
         let t = crate::timings::phase("    index: walk", t);
@@ -294,7 +294,7 @@ impl FileIndex {
             .collect();
         if !rest.is_empty() {
             let mut found = Found::default();
-            walk(obs, root, &rest, exclude, allow_outside, &mut found)?;
+            Walk::new(obs, root, exclude, allow_outside).roots(&rest, &mut found)?;
             self.walked.extend(reached(obs, root, &rest));
             self.add_found(obs, root, found, stat.as_deref_mut())?;
         }
@@ -334,7 +334,7 @@ impl FileIndex {
         }
         let mut found = Found::default();
         let roots = BTreeSet::from([".".to_string()]);
-        walk(obs, root, &roots, exclude, allow_outside, &mut found)?;
+        Walk::new(obs, root, exclude, allow_outside).roots(&roots, &mut found)?;
         self.whole = true;
         self.walked.insert(".".into());
         self.add_found(obs, root, found, stat)
@@ -356,6 +356,7 @@ impl FileIndex {
             .strip_prefix(root)
             .ok()
             .map(|x| rel_str(Path::new(""), x));
+        let walk = Walk::new(obs, root, exclude, allow_outside);
         // Named paths: files directly, directories walked from themselves.
         for rel in explicit {
             if self.files.contains_key(rel) {
@@ -379,14 +380,12 @@ impl FileIndex {
             let full = root.join(rel);
             match obs.symlink_metadata(&full) {
                 Ok(m) if m.file_type().is_symlink() => {
-                    symlink(obs, root, rel, exclude, allow_outside, &mut found)?;
+                    walk.symlink(rel, &mut found)?;
                 }
                 // Inside a root walked without meeting a .gitignore: every
                 // file below it is indexed already.
                 Ok(m) if m.is_dir() && covered => {}
-                Ok(m) if m.is_dir() => {
-                    walk_from(obs, root, rel, exclude, allow_outside, &mut found)?
-                }
+                Ok(m) if m.is_dir() => walk.from(rel, &mut found)?,
                 Ok(_) => {
                     found.paths.insert(rel.clone(), false);
                 }
@@ -607,126 +606,130 @@ fn related(rel: &str, roots: &BTreeSet<String>) -> bool {
         .is_some_and(|r| r.starts_with(&prefix))
 }
 
-/// Walks the workspace below `roots` with `.gitignore` rules (and nothing
-/// outside the workspace: no global or per-clone excludes).
-fn walk(
-    obs: &Observer,
-    root: &Path,
-    roots: &BTreeSet<String>,
-    exclude: &Path,
-    allow_outside: &[PathBuf],
-    out: &mut Found,
-) -> Result<()> {
-    let root_buf = root.to_path_buf();
-    let exclude_buf = exclude.to_path_buf();
-    let roots_owned = roots.clone();
-    // `collect` records every directory entered, and its .gitignore.
-    let mut builder = ignore::WalkBuilder::new(root); // observed: by `collect`
-    builder
-        .standard_filters(false)
-        .hidden(false)
-        .parents(false)
-        .follow_links(false)
-        .sort_by_file_name(|a, b| a.cmp(b))
-        .filter_entry(move |e| {
-            let path = e.path();
-            if path == exclude_buf || e.file_name() == ".git" {
-                return false;
-            }
-            let rel = rel_str(&root_buf, path);
-            related(&rel, &roots_owned)
-        })
-        .git_ignore(true)
-        // `.ignore` files are a ripgrep convention git does not know:
-        // only .gitignore decides what is not an input.
-        .ignore(false)
-        .require_git(false)
-        .git_global(false)
-        .git_exclude(false);
-    // A root the walk never meets (missing): its absence is recorded.
-    for r in roots.iter().filter(|r| *r != ".") {
-        obs.kind_nofollow(&root.join(r)).ok();
-    }
-    let keep = |rel: &str| inside(rel, roots);
-    for rel in collect(obs, true, builder, root, "", keep, keep, out)? {
-        symlink(obs, root, &rel, exclude, allow_outside, out)?;
-    }
-    Ok(())
-}
-
-/// Every file below `rel` (no ignore rules: the path was named outright).
-fn walk_from(
-    obs: &Observer,
-    root: &Path,
-    rel: &str,
-    exclude: &Path,
-    allow_outside: &[PathBuf],
-    out: &mut Found,
-) -> Result<()> {
-    walk_dir(obs, root, &root.join(rel), "", exclude, allow_outside, out)
-}
-
-/// Every file below the directory `dir`, recorded under `prefix` (the
-/// workspace path of the allowed link `dir` was reached through) or, with
-/// an empty prefix, under its own workspace-relative path.
-fn walk_dir(
-    obs: &Observer,
-    root: &Path,
-    dir: &Path,
-    prefix: &str,
-    exclude: &Path,
-    allow_outside: &[PathBuf],
-    out: &mut Found,
-) -> Result<()> {
-    let exclude_buf = exclude.to_path_buf();
+/// A walk below `dir` that applies no filter of its own (no hidden-file,
+/// parent or ignore rules) and never follows a link: the callers add what
+/// they decide by.
+fn plain_walk(dir: &Path) -> ignore::WalkBuilder {
     let mut builder = ignore::WalkBuilder::new(dir); // observed: by `collect`
     builder
         .standard_filters(false)
         .hidden(false)
         .parents(false)
-        .follow_links(false)
-        .filter_entry(move |e| e.path() != exclude_buf && e.file_name() != ".git");
-    let all = |_: &str| true;
-    let links = if prefix.is_empty() {
-        collect(obs, false, builder, root, "", all, all, out)?
-    } else {
-        collect(obs, false, builder, dir, prefix, all, all, out)?
-    };
-    for rel in links {
-        symlink(obs, root, &rel, exclude, allow_outside, out)?;
-    }
-    Ok(())
+        .follow_links(false);
+    builder
 }
 
-/// Records the symlink at `rel`: hashed as a link, except that a link into
-/// an `allow_outside` directory is followed (a directory is walked, its
-/// files recorded below `rel`).
-fn symlink(
-    obs: &Observer,
-    root: &Path,
-    rel: &str,
-    exclude: &Path,
-    allow_outside: &[PathBuf],
-    out: &mut Found,
-) -> Result<()> {
-    let target = LinkTarget::of(obs, root, &root.join(rel), allow_outside);
-    if let LinkTarget::Allowed(real) = &target {
-        if obs.is_dir(real) {
-            if out.followed.insert(real.clone()) {
-                walk_dir(obs, root, &real.clone(), rel, exclude, allow_outside, out)?;
+/// What every walk of the workspace shares: where file reads are
+/// recorded, the workspace root, the directory left out (the cache's) and
+/// the outside directories links may lead into.
+struct Walk<'a> {
+    obs: &'a Observer,
+    root: &'a Path,
+    exclude: &'a Path,
+    allow_outside: &'a [PathBuf],
+}
+
+impl<'a> Walk<'a> {
+    fn new(
+        obs: &'a Observer,
+        root: &'a Path,
+        exclude: &'a Path,
+        allow_outside: &'a [PathBuf],
+    ) -> Walk<'a> {
+        Walk {
+            obs,
+            root,
+            exclude,
+            allow_outside,
+        }
+    }
+
+    /// Walks the workspace below `roots` with `.gitignore` rules (and nothing
+    /// outside the workspace: no global or per-clone excludes).
+    fn roots(&self, roots: &BTreeSet<String>, out: &mut Found) -> Result<()> {
+        let (obs, root) = (self.obs, self.root);
+        let root_buf = root.to_path_buf();
+        let exclude_buf = self.exclude.to_path_buf();
+        let roots_owned = roots.clone();
+        // `collect` records every directory entered, and its .gitignore.
+        let mut builder = plain_walk(root);
+        builder
+            .sort_by_file_name(|a, b| a.cmp(b))
+            .filter_entry(move |e| {
+                let path = e.path();
+                if path == exclude_buf || e.file_name() == ".git" {
+                    return false;
+                }
+                let rel = rel_str(&root_buf, path);
+                related(&rel, &roots_owned)
+            })
+            .git_ignore(true)
+            // `.ignore` files are a ripgrep convention git does not know:
+            // only .gitignore decides what is not an input.
+            .ignore(false)
+            .require_git(false)
+            .git_global(false)
+            .git_exclude(false);
+        // A root the walk never meets (missing): its absence is recorded.
+        for r in roots.iter().filter(|r| *r != ".") {
+            obs.kind_nofollow(&root.join(r)).ok();
+        }
+        let keep = |rel: &str| inside(rel, roots);
+        for rel in collect(obs, true, builder, root, "", keep, keep, out)? {
+            self.symlink(&rel, out)?;
+        }
+        Ok(())
+    }
+
+    /// Every file below `rel` (no ignore rules: the path was named outright).
+    fn from(&self, rel: &str, out: &mut Found) -> Result<()> {
+        self.dir(&self.root.join(rel), "", out)
+    }
+
+    /// Every file below the directory `dir`, recorded under `prefix` (the
+    /// workspace path of the allowed link `dir` was reached through) or, with
+    /// an empty prefix, under its own workspace-relative path.
+    fn dir(&self, dir: &Path, prefix: &str, out: &mut Found) -> Result<()> {
+        let (obs, root) = (self.obs, self.root);
+        let exclude_buf = self.exclude.to_path_buf();
+        let mut builder = plain_walk(dir);
+        builder.filter_entry(move |e| e.path() != exclude_buf && e.file_name() != ".git");
+        let all = |_: &str| true;
+        let links = if prefix.is_empty() {
+            collect(obs, false, builder, root, "", all, all, out)?
+        } else {
+            collect(obs, false, builder, dir, prefix, all, all, out)?
+        };
+        for rel in links {
+            self.symlink(&rel, out)?;
+        }
+        Ok(())
+    }
+
+    /// Records the symlink at `rel`: hashed as a link, except that a link into
+    /// an `allow_outside` directory is followed (a directory is walked, its
+    /// files recorded below `rel`).
+    fn symlink(&self, rel: &str, out: &mut Found) -> Result<()> {
+        let (obs, root) = (self.obs, self.root);
+        let target = LinkTarget::of(obs, root, &root.join(rel), self.allow_outside);
+        if let LinkTarget::Allowed(real) = &target {
+            if obs.is_dir(real) {
+                if out.followed.insert(real.clone()) {
+                    self.dir(&real.clone(), rel, out)?;
+                }
+            } else {
+                out.paths.insert(rel.to_string(), true);
             }
         } else {
-            out.paths.insert(rel.to_string(), true);
+            out.paths.insert(rel.to_string(), false);
         }
-    } else {
-        out.paths.insert(rel.to_string(), false);
+        out.links.insert(rel.to_string(), target);
+        Ok(())
     }
-    out.links.insert(rel.to_string(), target);
-    Ok(())
 }
 
 /// Runs a walk, keeping the files whose workspace-relative path `keep`
-/// accepts; returns the symlinks it accepts, for [`symlink`]. Paths are
+/// accepts; returns the symlinks it accepts, for [`Walk::symlink`]. Paths are
 /// relative to `base` and put below `prefix` (when walking through an
 /// allowed link). Every directory entered is recorded, with its
 /// `.gitignore` when `gitignore` rules apply: as listed when `listed`

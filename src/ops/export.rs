@@ -67,129 +67,130 @@ pub fn built_image(
     Ok((digest, row.image_id))
 }
 
-/// Performs one output of a built layer, skipping it when its target
-/// already holds `digest` (unless `force`).
-#[allow(clippy::too_many_arguments)]
-pub fn perform(
-    ws: &Workspace,
-    cache: &std::sync::Mutex<Cache>,
-    exporter: &dyn Exporter,
-    label: &Label,
-    digest: &str,
-    image_id: &str,
-    output: &Output,
-    force: bool,
-) -> OutputResult {
-    let mut r = OutputResult {
-        label: label.to_string(),
-        digest: digest.to_string(),
-        format: String::new(),
-        target: String::new(),
-        status: OutputStatus::Failed,
-        bytes: None,
-        error: None,
-    };
-    let outcome = match output {
-        Output::File {
-            format,
-            path,
-            compression,
-        } => {
-            r.format = format.name().to_string();
-            r.target = ws.display_path(path);
-            export_file(
-                ws,
-                cache,
-                exporter,
-                label,
-                digest,
-                image_id,
-                (*format, path, compression.as_deref()),
-                force,
-            )
-            .map(|(status, bytes)| {
-                r.bytes = bytes;
-                status
-            })
-        }
-        Output::Push {
-            destination,
-            tls_verify,
-        } => {
-            r.format = "push".into();
-            let dest = push_destination(destination, label, digest);
-            r.target = dest.clone();
-            push_to(exporter, digest, image_id, &dest, *tls_verify, force)
-        }
-    };
-    match outcome {
-        Ok(status) => r.status = status,
-        Err(e) => r.error = Some(e),
-    }
-    r
+/// A built layer whose outputs are to be performed, and where: the
+/// workspace, the cache that records what each output holds, and the
+/// backend that writes them.
+pub struct OutputJob<'a> {
+    pub ws: &'a Workspace,
+    pub cache: &'a std::sync::Mutex<Cache>,
+    pub exporter: &'a dyn Exporter,
+    pub label: &'a Label,
+    pub digest: &'a str,
+    pub image_id: &'a str,
+    /// Write even when the target already holds `digest`.
+    pub force: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn export_file(
-    ws: &Workspace,
-    cache: &std::sync::Mutex<Cache>,
-    exporter: &dyn Exporter,
-    label: &Label,
-    digest: &str,
-    image_id: &str,
-    (format, path, compression): (ExportFormat, &Path, Option<&str>),
-    force: bool,
-) -> std::result::Result<(OutputStatus, Option<u64>), String> {
-    let target = path.display().to_string();
-    let options = compression.unwrap_or("").to_string();
-    let recorded = cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .output(&target)
-        .map_err(|e| e.to_string())?;
-    if !force
-        && let Some(rec) = &recorded
-        && rec.digest == digest
-        && rec.format == format.name()
-        && rec.options == options
-        && stat_of(format, path) == Some((rec.size, rec.mtime_ns))
-    {
-        return Ok((OutputStatus::UpToDate, None));
-    }
-    let container = format!("{}-export", container_name(ws, label, digest));
-    // Marks the temporary container as in use (for `gc`).
-    let work = ws.cache_dir.join("tmp").join(&container);
-    let _ = std::fs::create_dir_all(&work);
-    let _ = std::fs::write(work.join("owner.pid"), std::process::id().to_string());
-    let req = ExportRequest {
-        image_id: image_id.to_string(),
-        reference: image_name(ws, label, digest),
-        format,
-        path: path.to_path_buf(),
-        compression: compression.map(str::to_string),
-        container,
-        source_date_epoch: ws.build.reproducible.then_some(ws.build.source_date_epoch),
-    };
-    let written = exporter.export(&req);
-    let _ = std::fs::remove_dir_all(&work);
-    let bytes = written.map_err(|e| e.to_string())?;
-    if let Some((size, mtime_ns)) = stat_of(format, path) {
-        let rec = OutputRecord {
-            target,
-            format: format.name().to_string(),
-            options,
-            label: label.to_string(),
-            digest: digest.to_string(),
-            size,
-            mtime_ns,
+impl OutputJob<'_> {
+    /// Performs one output of the layer, skipping it when its target
+    /// already holds the digest (unless `force`).
+    pub fn perform(&self, output: &Output) -> OutputResult {
+        let mut r = OutputResult {
+            label: self.label.to_string(),
+            digest: self.digest.to_string(),
+            format: String::new(),
+            target: String::new(),
+            status: OutputStatus::Failed,
+            bytes: None,
+            error: None,
         };
-        cache
+        let outcome = match output {
+            Output::File {
+                format,
+                path,
+                compression,
+            } => {
+                r.format = format.name().to_string();
+                r.target = self.ws.display_path(path);
+                self.export_file(*format, path, compression.as_deref())
+                    .map(|(status, bytes)| {
+                        r.bytes = bytes;
+                        status
+                    })
+            }
+            Output::Push {
+                destination,
+                tls_verify,
+            } => {
+                r.format = "push".into();
+                let dest = push_destination(destination, self.label, self.digest);
+                r.target = dest.clone();
+                push_to(
+                    self.exporter,
+                    self.digest,
+                    self.image_id,
+                    &dest,
+                    *tls_verify,
+                    self.force,
+                )
+            }
+        };
+        match outcome {
+            Ok(status) => r.status = status,
+            Err(e) => r.error = Some(e),
+        }
+        r
+    }
+
+    fn export_file(
+        &self,
+        format: ExportFormat,
+        path: &Path,
+        compression: Option<&str>,
+    ) -> std::result::Result<(OutputStatus, Option<u64>), String> {
+        let (ws, label, digest) = (self.ws, self.label, self.digest);
+        let target = path.display().to_string();
+        let options = compression.unwrap_or("").to_string();
+        let recorded = self
+            .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record_output(&rec, now_secs())
-            .map_err(|e| format!("written, but not recorded in the cache: {e}"))?;
+            .output(&target)
+            .map_err(|e| e.to_string())?;
+        if !self.force
+            && let Some(rec) = &recorded
+            && rec.digest == digest
+            && rec.format == format.name()
+            && rec.options == options
+            && stat_of(format, path) == Some((rec.size, rec.mtime_ns))
+        {
+            return Ok((OutputStatus::UpToDate, None));
+        }
+        let container = format!("{}-export", container_name(ws, label, digest));
+        // Marks the temporary container as in use (for `gc`).
+        let work = ws.cache_dir.join("tmp").join(&container);
+        let _ = std::fs::create_dir_all(&work);
+        let _ = std::fs::write(work.join("owner.pid"), std::process::id().to_string());
+        let req = ExportRequest {
+            image_id: self.image_id.to_string(),
+            reference: image_name(ws, label, digest),
+            format,
+            path: path.to_path_buf(),
+            compression: compression.map(str::to_string),
+            container,
+            source_date_epoch: ws.build.reproducible.then_some(ws.build.source_date_epoch),
+        };
+        let written = self.exporter.export(&req);
+        let _ = std::fs::remove_dir_all(&work);
+        let bytes = written.map_err(|e| e.to_string())?;
+        if let Some((size, mtime_ns)) = stat_of(format, path) {
+            let rec = OutputRecord {
+                target,
+                format: format.name().to_string(),
+                options,
+                label: label.to_string(),
+                digest: digest.to_string(),
+                size,
+                mtime_ns,
+            };
+            self.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record_output(&rec, now_secs())
+                .map_err(|e| format!("written, but not recorded in the cache: {e}"))?;
+        }
+        Ok((OutputStatus::Written, Some(bytes)))
     }
-    Ok((OutputStatus::Written, Some(bytes)))
 }
 
 /// Size and mtime of an export (of its index.json for an OCI layout).
@@ -291,6 +292,7 @@ pub fn render(results: &[OutputResult]) -> String {
     s
 }
 
+/// `12.3 MiB`: binary units, one decimal; bytes below 1 KiB as they are.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -314,27 +316,27 @@ mod tests {
     fn registry_destinations_get_the_default_tag() {
         let l = Label::parse("//compute/slurm").unwrap();
         let d = "0123456789abcdef0123";
-        assert_eq!(
-            push_destination("registry.example.org/hpc/images", &l, d),
-            "docker://registry.example.org/hpc/images:compute-slurm-0123456789ab"
-        );
-        assert_eq!(
-            push_destination("docker://localhost:5000/hpc", &l, d),
-            "docker://localhost:5000/hpc:compute-slurm-0123456789ab"
-        );
-        assert_eq!(
-            push_destination("localhost:5000/hpc:v1", &l, d),
-            "docker://localhost:5000/hpc:v1"
-        );
-        assert_eq!(
-            push_destination("oci-archive:/tmp/x.tar", &l, d),
-            "oci-archive:/tmp/x.tar"
-        );
+        for (to, dest) in [
+            (
+                "registry.example.org/hpc/images",
+                "docker://registry.example.org/hpc/images:compute-slurm-0123456789ab",
+            ),
+            (
+                "docker://localhost:5000/hpc",
+                "docker://localhost:5000/hpc:compute-slurm-0123456789ab",
+            ),
+            ("localhost:5000/hpc:v1", "docker://localhost:5000/hpc:v1"),
+            ("oci-archive:/tmp/x.tar", "oci-archive:/tmp/x.tar"),
+        ] {
+            assert_eq!(push_destination(to, &l, d), dest, "{to}");
+        }
     }
 
     #[test]
     fn sizes_read_well() {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(human_bytes(12_900_000), "12.3 MiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

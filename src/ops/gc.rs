@@ -18,6 +18,7 @@ pub use crate::status::GcImageStatus;
 
 use super::Context;
 use super::build::OWNER_PID_FILE;
+use super::export::human_bytes;
 use crate::cache::{BuildRow, Cache, CachedLayer};
 use crate::error::{Error, Result};
 use crate::executor::{Backend, ImageInfo, RmiOutcome};
@@ -389,24 +390,24 @@ fn remove(ctx: &Context, backend: &dyn Backend, report: &mut GcReport) {
 impl GcReport {
     /// Bytes of the images and logs removed (or that would be).
     fn reclaimed(&self) -> u64 {
-        let images: u64 = self
-            .images
-            .iter()
-            .filter(|i| {
-                matches!(
-                    i.status,
-                    GcImageStatus::Removed | GcImageStatus::WouldRemove
-                )
-            })
-            .map(|i| i.bytes)
-            .sum();
-        let logs: u64 = self
-            .logs
-            .iter()
-            .filter(|l| l.error.is_none())
-            .map(|l| l.bytes)
-            .sum();
+        let images: u64 = self.removed_images().map(|i| i.bytes).sum();
+        let logs: u64 = self.removed_logs().map(|l| l.bytes).sum();
         images + logs
+    }
+
+    /// The images removed (or that would be).
+    fn removed_images(&self) -> impl Iterator<Item = &GcImage> {
+        self.images.iter().filter(|i| {
+            matches!(
+                i.status,
+                GcImageStatus::Removed | GcImageStatus::WouldRemove
+            )
+        })
+    }
+
+    /// The logs removed (or that would be).
+    fn removed_logs(&self) -> impl Iterator<Item = &GcLog> {
+        self.logs.iter().filter(|l| l.error.is_none())
     }
 }
 
@@ -566,21 +567,6 @@ fn plan_logs(ctx: &Context, builds: &[BuildRow], deleted: &[&BuildRow]) -> Vec<G
     out
 }
 
-/// `12.3 MiB`.
-pub fn format_bytes(b: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if b < 1024 {
-        return format!("{b} B");
-    }
-    let mut v = b as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -647,7 +633,7 @@ fn image_line(i: &GcImage, verb: &str) -> Option<String> {
     let name = &i.image_name;
     Some(match i.status {
         GcImageStatus::Removed | GcImageStatus::WouldRemove => {
-            format!("{verb} image {name} ({what}, {})\n", format_bytes(i.bytes))
+            format!("{verb} image {name} ({what}, {})\n", human_bytes(i.bytes))
         }
         GcImageStatus::Untagged => {
             format!("untagged image {name} ({what}): images built on it still use it\n")
@@ -660,17 +646,8 @@ fn image_line(i: &GcImage, verb: &str) -> Option<String> {
 
 /// The counts, or that there is nothing to remove.
 fn summary(r: &GcReport, verb: &str) -> String {
-    let images = r
-        .images
-        .iter()
-        .filter(|i| {
-            matches!(
-                i.status,
-                GcImageStatus::Removed | GcImageStatus::WouldRemove
-            )
-        })
-        .count();
-    let logs = r.logs.iter().filter(|l| l.error.is_none()).count();
+    let images = r.removed_images().count();
+    let logs = r.removed_logs().count();
     let containers = r.containers.iter().filter(|c| c.error.is_none()).count();
     if images + r.cache_rows.len() + r.history_rows.len() + logs + containers == 0 {
         return format!("nothing to remove (keeping {} per layer)\n", r.keep.max(1));
@@ -687,7 +664,7 @@ fn summary(r: &GcReport, verb: &str) -> String {
         } else {
             "reclaimed"
         },
-        format_bytes(r.reclaimed_bytes)
+        human_bytes(r.reclaimed_bytes)
     )
 }
 
@@ -816,12 +793,5 @@ mod tests {
         ] {
             assert_eq!(stale_container(n, p, &slugs, Owner::Dead(7)), None, "{n}");
         }
-    }
-
-    #[test]
-    fn formats_sizes_in_binary_units() {
-        assert_eq!(format_bytes(512), "512 B");
-        assert_eq!(format_bytes(12_900_000), "12.3 MiB");
-        assert_eq!(format_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

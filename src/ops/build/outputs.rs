@@ -27,17 +27,17 @@ pub(super) fn run(
         let Some(image_id) = &res.image_id else {
             continue;
         };
+        let job = export::OutputJob {
+            ws,
+            cache,
+            exporter,
+            label,
+            digest: &res.digest,
+            image_id,
+            force: false,
+        };
         for output in &ws.layers[label].outputs {
-            let r = export::perform(
-                ws,
-                cache,
-                exporter,
-                label,
-                &res.digest,
-                image_id,
-                output,
-                false,
-            );
+            let r = job.perform(output);
             reporter.println(export::render(std::slice::from_ref(&r)).trim_end());
             results.push(r);
         }
