@@ -1,4 +1,5 @@
 //! Command-line types (clap derive) only; no logic.
+//! No I/O: clap reads the arguments it is given.
 
 use std::path::PathBuf;
 

@@ -1,3 +1,7 @@
+//! The `layerbuild` binary: the allocator, its tuning and the interrupt
+//! handler, set up before anything else runs; then [`layerbuild::main`].
+//! No I/O of its own beyond a process attribute (no transparent huge pages).
+
 use std::process::ExitCode;
 
 #[global_allocator]

@@ -1,4 +1,5 @@
 //! `layerbuild affected --since REV`: the layers a change touches.
+//! No I/O of its own: arguments to options, the op's report to text.
 
 use super::{Env, Report};
 use crate::cli::AffectedArgs;

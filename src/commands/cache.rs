@@ -1,4 +1,5 @@
 //! `layerbuild cache verify` and `cache rebuild-index`.
+//! No I/O of its own: arguments to options, the op's report to text.
 
 use serde::Serialize;
 

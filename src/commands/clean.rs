@@ -1,4 +1,5 @@
 //! `layerbuild clean`: removes the working containers kept from failed builds.
+//! No I/O of its own: arguments to options, the op's report to text.
 
 use serde::Serialize;
 

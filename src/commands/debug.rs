@@ -1,5 +1,6 @@
 //! `layerbuild debug LABEL`: a shell (or a command) in a container of the
 //! layer's image or of its parent; exits with the command's code.
+//! No I/O of its own: the op runs the container attached to the terminal.
 
 use serde::Serialize;
 

@@ -1,4 +1,5 @@
 //! `layerbuild gc`: removes old images, kept containers and logs.
+//! No I/O of its own: arguments to options, the op's report to text.
 
 use super::{Env, Report};
 use crate::cli::GcArgs;

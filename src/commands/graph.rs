@@ -1,4 +1,5 @@
 //! `layerbuild graph`: the layer graph as text or dot.
+//! No I/O of its own: arguments to options, the op's report to text.
 
 use super::{Env, Text};
 use crate::cli::GraphArgs;

@@ -1,4 +1,5 @@
 //! `layerbuild hash LABEL`: a layer's digest and a summary of its inputs.
+//! No I/O of its own: arguments to options, the op's report to text.
 
 use super::{Env, Report};
 use crate::cli::HashArgs;

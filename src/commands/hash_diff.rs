@@ -1,4 +1,5 @@
 //! `layerbuild hash-diff A B`: the difference between two recorded digests.
+//! No I/O of its own: arguments to options, the op's report to text.
 
 use super::{Env, Report};
 use crate::cli::HashDiffArgs;

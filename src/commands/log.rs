@@ -1,4 +1,5 @@
 //! `layerbuild log LABEL`: the log of a layer's last build (or of a digest).
+//! No I/O of its own: arguments to options, the op's report to text.
 
 use serde::Serialize;
 

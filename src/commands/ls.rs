@@ -1,5 +1,6 @@
 //! `layerbuild ls`: every layer with its status; `--failed`: the working
 //! containers kept from failed builds.
+//! No I/O of its own: arguments to options, the op's report to text.
 
 use serde::Serialize;
 

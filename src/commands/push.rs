@@ -1,4 +1,5 @@
 //! `layerbuild push LABEL DESTINATION`: pushes a built layer's image.
+//! No I/O of its own: the output is performed by `export`'s `OutputJob`.
 
 use super::Env;
 use crate::cli::PushArgs;

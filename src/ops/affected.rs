@@ -2,6 +2,9 @@
 //! a git revision and the working tree (or another revision), each with the
 //! first line `why` would print. Revisions are read from git's objects into
 //! temporary directories; the working tree is not touched.
+//!
+//! I/O: `git archive` (through `ops::git`) into a temporary directory, and
+//! fingerprinting both trees; no container storage, no cache writes.
 
 use std::collections::BTreeMap;
 

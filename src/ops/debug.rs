@@ -1,6 +1,9 @@
 //! `layerbuild debug`: a shell (or a command) in the kept working container
 //! of a layer's last failed build, or with `--fresh` in a new container from
 //! its built image. `ls --failed` and `clean --failed` manage kept containers.
+//!
+//! I/O: the cache database (reads; `clean` deletes history rows) and the
+//! backend's containers, with the command attached to the terminal.
 
 use std::io::IsTerminal;
 

@@ -3,6 +3,9 @@
 //! submodule at the commit the revision's gitlink records, read from the
 //! submodule's own objects (recursively). The working tree, the index and
 //! the submodules' checkouts are not touched.
+//!
+//! I/O: runs `git` and `tar` (the only processes started outside
+//! `executor/cli.rs`) and writes the temporary tree it extracts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

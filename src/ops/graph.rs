@@ -1,4 +1,6 @@
 //! `layerbuild graph`: the layer DAG as dot, mermaid or JSON.
+//!
+//! No I/O: the workspace is loaded by the caller; the graph is text.
 
 use serde::Serialize;
 

@@ -1,4 +1,7 @@
 //! `layerbuild hash LABEL`: a layer's digest and the manifest it comes from.
+//!
+//! I/O: fingerprinting (files through the observer, the fingerprint
+//! database's stat cache and memo); no container storage.
 
 use serde::Serialize;
 

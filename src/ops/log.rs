@@ -1,4 +1,6 @@
 //! `layerbuild log`: the full log of a layer's last (or a given) build.
+//!
+//! I/O: reads the cache database and the log file it names.
 
 use super::Context;
 use crate::cache::{BuildRow, Cache};

@@ -1,4 +1,7 @@
 //! `layerbuild ls`: every layer with its status against the cache.
+//!
+//! I/O: fingerprinting, the cache database (reads) and the backend's image
+//! listing.
 
 use serde::Serialize;
 
