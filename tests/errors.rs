@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Edit, Run, TestWs};
+use common::{Edit, Run, Test, TestWs};
 
 #[track_caller]
 fn assert_input_error(ws: &TestWs, run: &Run, must_contain: &[&str]) {
@@ -34,8 +34,15 @@ fn with_layerfile(edit: impl Fn(String) -> String) -> TestWs {
 
 #[test]
 fn a_cycle() {
-    let ws = with_layerfile(|s| s.edit("parent = \"scratch\"", "parent = \"//compute/slurm\""));
-    let run = ws.lb(&["build", "//compute/slurm"]);
+    let (ws, run) = Test::new("chain")
+        .edit(
+            "Layerfile.toml",
+            "parent = \"scratch\"",
+            "parent = \"//compute/slurm\"",
+        )
+        .args(&["build", "//compute/slurm"])
+        .status(2)
+        .run();
     assert_input_error(
         &ws,
         &run,
@@ -49,21 +56,26 @@ fn a_cycle() {
 
 #[test]
 fn an_unknown_parent() {
-    let ws = with_layerfile(|s| {
-        s.edit(
+    let (ws, run) = Test::new("chain")
+        .edit(
+            "Layerfile.toml",
             "parent = \"//base/hsn\"\nscripts",
             "parent = \"//base/hns\"\nscripts",
         )
-    });
-    let run = ws.lb(&["build", "//..."]);
+        .args(&["build", "//..."])
+        .status(2)
+        .run();
     assert_input_error(&ws, &run, &["Layerfile.toml:", "unknown parent //base/hns"]);
     insta::assert_snapshot!(run.stderr);
 }
 
 #[test]
 fn a_malformed_label_in_the_layerfile() {
-    let ws = with_layerfile(|s| s.edit("[layers.\"uan/uan\"]", "[layers.\"uan\"]"));
-    let run = ws.lb(&["build", "//..."]);
+    let (ws, run) = Test::new("chain")
+        .edit("Layerfile.toml", "[layers.\"uan/uan\"]", "[layers.\"uan\"]")
+        .args(&["build", "//..."])
+        .status(2)
+        .run();
     assert_input_error(&ws, &run, &["Layerfile.toml:", "IMAGE_TYPE/LAYER"]);
 }
 
@@ -78,9 +90,11 @@ fn a_malformed_label_on_the_command_line() {
 
 #[test]
 fn a_missing_playbook() {
-    let ws = TestWs::new("chain");
-    std::fs::remove_file(ws.path("slurm-config/slurm.yml")).unwrap();
-    let run = ws.lb(&["build", "//compute/slurm"]);
+    let (ws, run) = Test::new("chain")
+        .remove("slurm-config/slurm.yml")
+        .args(&["build", "//compute/slurm"])
+        .status(2)
+        .run();
     assert_input_error(
         &ws,
         &run,
@@ -134,8 +148,15 @@ fn a_missing_role() {
 
 #[test]
 fn an_unknown_key() {
-    let ws = with_layerfile(|s| s.edit("playbook = \"slurm.yml\"", "playbok = \"slurm.yml\""));
-    let run = ws.lb(&["build", "//compute/slurm"]);
+    let (ws, run) = Test::new("chain")
+        .edit(
+            "Layerfile.toml",
+            "playbook = \"slurm.yml\"",
+            "playbok = \"slurm.yml\"",
+        )
+        .args(&["build", "//compute/slurm"])
+        .status(2)
+        .run();
     assert_input_error(
         &ws,
         &run,
@@ -146,8 +167,15 @@ fn an_unknown_key() {
 
 #[test]
 fn a_toml_syntax_error() {
-    let ws = with_layerfile(|s| s.edit("[layers.\"base/hsn\"]", "[layers.\"base/hsn\""));
-    let run = ws.lb(&["build", "//..."]);
+    let (ws, run) = Test::new("chain")
+        .edit(
+            "Layerfile.toml",
+            "[layers.\"base/hsn\"]",
+            "[layers.\"base/hsn\"",
+        )
+        .args(&["build", "//..."])
+        .status(2)
+        .run();
     assert_input_error(&ws, &run, &["Layerfile.toml:19", "expected `]`"]);
 }
 
@@ -231,13 +259,15 @@ fn a_yaml_syntax_error_in_a_playbook() {
 
 #[test]
 fn an_unpinned_external_parent() {
-    let ws = with_layerfile(|s| {
-        s.edit(
+    let (ws, run) = Test::new("chain")
+        .edit(
+            "Layerfile.toml",
             "parent = \"scratch\"",
             "parent = \"docker.io/library/debian:bookworm\"",
         )
-    });
-    let run = ws.lb(&["build", "//..."]);
+        .args(&["build", "//..."])
+        .status(2)
+        .run();
     assert_input_error(
         &ws,
         &run,
@@ -251,9 +281,15 @@ fn a_label_that_cannot_be_an_image_name_is_refused_at_load() {
     // `buildah commit: invalid reference format` with the container kept.
     let long = "x".repeat(300);
     for bad in ["b-", "b.", "x_", "b..c", "b__-c", long.as_str()] {
-        let ws =
-            with_layerfile(|s| s.edit("[layers.\"uan/uan\"]", &format!("[layers.\"uan/{bad}\"]")));
-        let run = ws.lb(&["build", "//...", "--dry-run"]);
+        let (ws, run) = Test::new("chain")
+            .edit(
+                "Layerfile.toml",
+                "[layers.\"uan/uan\"]",
+                &format!("[layers.\"uan/{bad}\"]"),
+            )
+            .args(&["build", "//...", "--dry-run"])
+            .status(2)
+            .run();
         assert_input_error(&ws, &run, &["Layerfile.toml:", "image name"]);
         // `lint` reports it as a finding (exit 1), with the line.
         let run = ws.lb(&["lint"]);
@@ -301,8 +337,15 @@ fn a_malformed_pin_is_refused_at_load() {
             "host[:port]",
         ),
     ] {
-        let ws = with_layerfile(|s| s.edit("parent = \"scratch\"", &format!("parent = \"{bad}\"")));
-        let run = ws.lb(&["build", "//...", "--dry-run"]);
+        let (ws, run) = Test::new("chain")
+            .edit(
+                "Layerfile.toml",
+                "parent = \"scratch\"",
+                &format!("parent = \"{bad}\""),
+            )
+            .args(&["build", "//...", "--dry-run"])
+            .status(2)
+            .run();
         assert_input_error(
             &ws,
             &run,
@@ -322,16 +365,25 @@ fn a_malformed_pin_is_refused_at_load() {
 
 #[test]
 fn an_absolute_path() {
-    let ws = with_layerfile(|s| s.edit("source = \"slurm-config\"", "source = \"/etc\""));
-    let run = ws.lb(&["build", "//..."]);
+    let (ws, run) = Test::new("chain")
+        .edit(
+            "Layerfile.toml",
+            "source = \"slurm-config\"",
+            "source = \"/etc\"",
+        )
+        .args(&["build", "//..."])
+        .status(2)
+        .run();
     assert_input_error(&ws, &run, &["Layerfile.toml:", "absolute"]);
 }
 
 #[test]
 fn a_missing_script() {
-    let ws = TestWs::new("chain");
-    std::fs::remove_file(ws.path("scripts/uan.sh")).unwrap();
-    let run = ws.lb(&["build", "//..."]);
+    let (ws, run) = Test::new("chain")
+        .remove("scripts/uan.sh")
+        .args(&["build", "//..."])
+        .status(2)
+        .run();
     assert_input_error(&ws, &run, &["Layerfile.toml:", "script 'scripts/uan.sh'"]);
 }
 
@@ -536,4 +588,12 @@ fn a_toml_error_on_a_line_with_a_secret_does_not_show_it() {
             "{args:?} shows the secret:\n{out}"
         );
     }
+}
+
+/// The harness itself: an edit whose text is absent fails the test, so no
+/// test here can pass because its edit changed nothing.
+#[test]
+#[should_panic(expected = "the text to edit has no")]
+fn an_edit_of_absent_text_fails_the_test() {
+    let _ = Test::new("chain").edit("Layerfile.toml", "no such text", "x");
 }

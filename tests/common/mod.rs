@@ -407,6 +407,137 @@ impl Drop for TestWs {
 }
 
 /// The entry of `label` in a `build --json` report.
+/// A test as one expression, after just's `tests/test.rs`: a fixture, the
+/// edits made to it, one command, and what it must show.
+///
+/// ```ignore
+/// Test::new("chain")
+///     .edit("Layerfile.toml", "parent = \"scratch\"", "parent = \"//x/y\"")
+///     .args(&["build", "//..."])
+///     .status(2)
+///     .stderr("unknown parent //x/y")
+///     .run();
+/// ```
+///
+/// Every edit fails when its `from` text is absent, so a test cannot pass
+/// because its edit changed nothing.
+pub struct Test {
+    ws: TestWs,
+    args: Vec<String>,
+    status: i32,
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+}
+
+impl Test {
+    /// A copy of the fixture whose command runs the real binary.
+    pub fn new(fixture: &str) -> Test {
+        Test::on(TestWs::new(fixture))
+    }
+
+    /// A copy of the fixture whose command runs in this process against
+    /// the recording backend (no buildah).
+    pub fn recorded(fixture: &str) -> Test {
+        Test::on(TestWs::recorded(fixture))
+    }
+
+    fn on(ws: TestWs) -> Test {
+        Test {
+            ws,
+            args: vec![],
+            status: 0,
+            stdout: vec![],
+            stderr: vec![],
+        }
+    }
+
+    /// Replaces `from` by `to` in `file`; fails when `from` is not there.
+    #[track_caller]
+    pub fn edit(self, file: &str, from: &str, to: &str) -> Test {
+        let text = self.ws.read(file).edit(from, to);
+        self.ws.write(file, &text);
+        self
+    }
+
+    /// Writes `file` whole (creating its directory).
+    pub fn write(self, file: &str, content: &str) -> Test {
+        self.ws.write(file, content);
+        self
+    }
+
+    /// Appends `content` to `file`.
+    pub fn append(self, file: &str, content: &str) -> Test {
+        self.ws.append(file, content);
+        self
+    }
+
+    /// Removes `file`; fails when it does not exist.
+    #[track_caller]
+    pub fn remove(self, file: &str) -> Test {
+        std::fs::remove_file(self.ws.path(file)).unwrap_or_else(|e| panic!("removing {file}: {e}"));
+        self
+    }
+
+    /// The command's arguments (after `layerbuild`).
+    pub fn args(mut self, args: &[&str]) -> Test {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// The exit code it must end with (0 unless said).
+    pub fn status(mut self, code: i32) -> Test {
+        self.status = code;
+        self
+    }
+
+    /// Text its stdout must hold.
+    pub fn stdout(mut self, text: &str) -> Test {
+        self.stdout.push(text.to_string());
+        self
+    }
+
+    /// Text its stderr must hold.
+    pub fn stderr(mut self, text: &str) -> Test {
+        self.stderr.push(text.to_string());
+        self
+    }
+
+    /// Runs the command and checks the exit code, that nothing panicked,
+    /// and the expected texts; returns the workspace and the run for any
+    /// further assertion.
+    #[track_caller]
+    pub fn run(self) -> (TestWs, Run) {
+        assert!(!self.args.is_empty(), "Test::run without args");
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let run = self.ws.lb(&args);
+        let shown = || {
+            format!(
+                "layerbuild {}\nstdout:\n{}\nstderr:\n{}",
+                self.args.join(" "),
+                run.stdout,
+                run.stderr
+            )
+        };
+        assert_eq!(run.code, self.status, "exit code of {}", shown());
+        assert!(!run.stderr.contains("panicked"), "{}", shown());
+        for t in &self.stdout {
+            assert!(
+                run.stdout.contains(t.as_str()),
+                "no {t:?} in stdout of {}",
+                shown()
+            );
+        }
+        for t in &self.stderr {
+            assert!(
+                run.stderr.contains(t.as_str()),
+                "no {t:?} in stderr of {}",
+                shown()
+            );
+        }
+        (self.ws, run)
+    }
+}
+
 pub fn layer<'a>(report: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
     report["layers"]
         .as_array()
