@@ -26,6 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fingerprint::Manifest;
 use crate::fingerprint::inventory::VarSnapshot;
@@ -460,14 +461,14 @@ impl Cache {
         }
     }
 
-    pub fn lookup(&self, digest: &str) -> Result<Option<CachedLayer>> {
+    pub fn lookup(&self, digest: &Digest) -> Result<Option<CachedLayer>> {
         // Called for every layer of a build, twice: prepared once.
         self.read(|conn| {
             conn.prepare_cached(
                 "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
                  FROM layers WHERE digest = ?1",
             )?
-            .query_row(params![digest], cached_layer)
+            .query_row(params![digest.as_str()], cached_layer)
             .optional()
         })
     }
@@ -579,13 +580,13 @@ impl Cache {
     }
 
     /// The newest recorded build with exactly this digest.
-    pub fn build_with_digest(&self, digest: &str) -> Result<Option<BuildRow>> {
+    pub fn build_with_digest(&self, digest: &Digest) -> Result<Option<BuildRow>> {
         let row = self.read(|conn| {
             conn.query_row(
                 &format!(
                     "SELECT {BUILD_COLUMNS} FROM builds WHERE digest = ?1 ORDER BY id DESC LIMIT 1"
                 ),
-                params![digest],
+                params![digest.as_str()],
                 build_row,
             )
             .optional()
@@ -770,7 +771,7 @@ mod tests {
 
     fn manifest(layer: &str, own: usize) -> Manifest {
         let label = Label::parse(layer).unwrap();
-        let mut m = Fingerprint::light(label, String::new()).manifest;
+        let mut m = Fingerprint::light(label, Digest::default()).manifest;
         m.format = 4;
         let file = |origin: &str, n: usize| FileInput {
             hash: crate::fingerprint::files::ContentHash::from_hex(&format!("{n:064x}")).unwrap(),
@@ -831,7 +832,7 @@ mod tests {
         assert!(!stored.contains("site/roles/common/f3"), "{stored}");
         for (i, (_, m)) in layers.iter().enumerate() {
             let row = cache
-                .build_with_digest(&format!("{i:064x}"))
+                .build_with_digest(&Digest::from(format!("{i:064x}")))
                 .unwrap()
                 .unwrap();
             let back = row.manifest().expect("parses");

@@ -13,6 +13,7 @@ use rusqlite::ffi::ErrorCode;
 use rusqlite::params;
 
 use super::Cache;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// Is this error SQLite saying the file is not (or no longer) a database?
@@ -133,8 +134,13 @@ impl Cache {
     }
 
     /// Deletes the cache row of `digest` (its image is gone); history stays.
-    pub fn forget_layer(&mut self, digest: &str) -> Result<()> {
-        self.read(|conn| conn.execute("DELETE FROM layers WHERE digest = ?1", params![digest]))?;
+    pub fn forget_layer(&mut self, digest: &Digest) -> Result<()> {
+        self.read(|conn| {
+            conn.execute(
+                "DELETE FROM layers WHERE digest = ?1",
+                params![digest.as_str()],
+            )
+        })?;
         Ok(())
     }
 }
@@ -198,9 +204,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("layerbuild.db");
         let mut c = Cache::open(&db).unwrap();
-        let d = "e".repeat(64);
+        let d = Digest::from("e".repeat(64));
         c.record_recovered(&Recovered {
-            digest: &d,
+            digest: d.as_str(),
             label: "//a/a",
             image_id: "img",
             image_name: "localhost/layerbuild/w/a/a:eeeeeeeeeeee",

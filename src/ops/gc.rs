@@ -302,7 +302,7 @@ fn current_digests(ctx: &Context, labels: &[crate::label::Label]) -> Result<Hash
     let mut current = HashSet::new();
     for system in systems {
         let prints = crate::ops::manifests(ws, system, labels)?;
-        current.extend(prints.into_values().map(|fp| fp.digest));
+        current.extend(prints.into_values().map(|fp| fp.digest.into_string()));
     }
     Ok(current)
 }
