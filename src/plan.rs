@@ -149,14 +149,14 @@ pub fn freshness(
             reason: DirtyReason::NeverBuilt,
         });
     };
-    if fp.digest == last.digest.as_str() {
+    if last.digest == fp.digest {
         let image = cache
             .lookup(&fp.digest)?
             .map(|r| r.image_name)
             .unwrap_or_else(|| last.image_id.clone().unwrap_or_default());
         return Ok(Freshness::Dirty {
             reason: DirtyReason::Changed {
-                last_digest: last.digest.into(),
+                last_digest: last.digest,
                 last_built_at: last.started_at,
                 changes: vec![Change::ImageMissing { image }],
             },
@@ -165,7 +165,7 @@ pub fn freshness(
     let Some(old) = side_of(&last) else {
         return Ok(Freshness::Dirty {
             reason: DirtyReason::Unreadable {
-                last_digest: last.digest.into(),
+                last_digest: last.digest,
                 last_built_at: last.started_at,
             },
         });
@@ -182,7 +182,7 @@ pub fn freshness(
     }
     Ok(Freshness::Dirty {
         reason: DirtyReason::Changed {
-            last_digest: last.digest.into(),
+            last_digest: last.digest,
             last_built_at: last.started_at,
             changes,
         },

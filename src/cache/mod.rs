@@ -208,7 +208,7 @@ pub struct OutputRecord {
     pub format: String,
     pub options: String,
     pub label: String,
-    pub digest: String,
+    pub digest: Digest,
     pub size: i64,
     pub mtime_ns: i64,
 }
@@ -221,7 +221,7 @@ pub struct Cache {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CachedLayer {
-    pub digest: String,
+    pub digest: Digest,
     pub image_id: String,
     pub image_name: String,
     pub label: String,
@@ -235,7 +235,7 @@ pub struct CachedLayer {
 pub struct BuildRecord<'a> {
     pub label: &'a str,
     pub system: Option<&'a str>,
-    pub digest: &'a str,
+    pub digest: &'a Digest,
     pub manifest: &'a Manifest,
     pub started_at: i64,
     pub duration: Duration,
@@ -251,7 +251,7 @@ pub struct BuildRow {
     pub id: i64,
     pub label: String,
     pub system: Option<String>,
-    pub digest: String,
+    pub digest: Digest,
     /// `built` or `failed` ([`RecordStatus`]; kept as read, since anyone
     /// may edit the file).
     pub status: String,
@@ -302,7 +302,7 @@ const BUILD_COLUMNS: &str = "id, label, system, digest, status, started_at, dura
 /// A `layers` row selected as `digest, image_id, image_name, label, system, built_at, duration_ms`.
 fn cached_layer(r: &rusqlite::Row<'_>) -> rusqlite::Result<CachedLayer> {
     Ok(CachedLayer {
-        digest: r.get(0)?,
+        digest: r.get::<_, String>(0)?.into(),
         image_id: r.get(1)?,
         image_name: r.get(2)?,
         label: r.get(3)?,
@@ -317,7 +317,7 @@ fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         id: r.get(0)?,
         label: r.get(1)?,
         system: r.get(2)?,
-        digest: r.get(3)?,
+        digest: r.get::<_, String>(3)?.into(),
         status: r.get(4)?,
         started_at: r.get(5)?,
         duration_ms: r.get(6)?,
@@ -487,7 +487,7 @@ impl Cache {
                 "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
-                    rec.digest,
+                    rec.digest.as_str(),
                     image_id,
                     image_name,
                     rec.label,
@@ -630,7 +630,7 @@ impl Cache {
                         format: r.get(1)?,
                         options: r.get(2)?,
                         label: r.get(3)?,
-                        digest: r.get(4)?,
+                        digest: r.get::<_, String>(4)?.into(),
                         size: r.get(5)?,
                         mtime_ns: r.get(6)?,
                     })
@@ -650,7 +650,7 @@ impl Cache {
                     rec.format,
                     rec.options,
                     rec.label,
-                    rec.digest,
+                    rec.digest.as_str(),
                     rec.size,
                     rec.mtime_ns,
                     written_at
@@ -695,10 +695,10 @@ impl Cache {
 
     /// Deletes cache rows by digest and history rows by id, and the file
     /// sets no manifest names any more, in one transaction.
-    pub fn delete_rows(&mut self, digests: &[&str], build_ids: &[i64]) -> Result<()> {
+    pub fn delete_rows(&mut self, digests: &[&Digest], build_ids: &[i64]) -> Result<()> {
         self.write(|tx| {
             for d in digests {
-                tx.execute("DELETE FROM layers WHERE digest = ?1", params![d])?;
+                tx.execute("DELETE FROM layers WHERE digest = ?1", params![d.as_str()])?;
             }
             for id in build_ids {
                 tx.execute("DELETE FROM builds WHERE id = ?1", params![id])?;
@@ -746,7 +746,7 @@ fn insert_build(
         params![
             rec.label,
             rec.system,
-            rec.digest,
+            rec.digest.as_str(),
             status.as_str(),
             rec.started_at,
             rec.duration.as_millis() as i64,
@@ -805,7 +805,7 @@ mod tests {
             })
             .collect();
         for (i, (l, m)) in layers.iter().enumerate() {
-            let digest = format!("{i:064x}");
+            let digest = Digest::from(format!("{i:064x}"));
             let rec = BuildRecord {
                 label: l,
                 system: None,
@@ -840,8 +840,8 @@ mod tests {
             assert_eq!(back.files, m.files);
         }
         let ids: Vec<i64> = (1..=50).collect();
-        let digests: Vec<String> = (0..50).map(|i| format!("{i:064x}")).collect();
-        let digests: Vec<&str> = digests.iter().map(String::as_str).collect();
+        let digests: Vec<Digest> = (0..50).map(|i| Digest::from(format!("{i:064x}"))).collect();
+        let digests: Vec<&Digest> = digests.iter().collect();
         cache.delete_rows(&digests[..49], &ids[..49]).unwrap();
         let sets: i64 = cache
             .conn

@@ -97,7 +97,7 @@ pub const UNKNOWN_MANIFEST: &str =
 /// A row recovered from an image in container storage, without a manifest.
 #[derive(Debug, Clone)]
 pub struct Recovered<'a> {
-    pub digest: &'a str,
+    pub digest: &'a Digest,
     pub label: &'a str,
     pub image_id: &'a str,
     pub image_name: &'a str,
@@ -122,12 +122,12 @@ impl Cache {
             tx.execute(
                 "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
                  VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, 0)",
-                params![r.digest, r.image_id, r.image_name, r.label, UNKNOWN_MANIFEST, r.built_at],
+                params![r.digest.as_str(), r.image_id, r.image_name, r.label, UNKNOWN_MANIFEST, r.built_at],
             )?;
             tx.execute(
                 "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, manifest, source)
                  VALUES (?1, NULL, ?2, 'built', ?3, 0, ?4, ?5, 'adopted')",
-                params![r.label, r.digest, r.built_at, r.image_id, UNKNOWN_MANIFEST],
+                params![r.label, r.digest.as_str(), r.built_at, r.image_id, UNKNOWN_MANIFEST],
             )?;
             Ok(())
         })
@@ -206,7 +206,7 @@ mod tests {
         let mut c = Cache::open(&db).unwrap();
         let d = Digest::from("e".repeat(64));
         c.record_recovered(&Recovered {
-            digest: d.as_str(),
+            digest: &d,
             label: "//a/a",
             image_id: "img",
             image_name: "localhost/layerbuild/w/a/a:eeeeeeeeeeee",

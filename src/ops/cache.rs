@@ -110,14 +110,14 @@ pub fn verify(ctx: &Context, backend: &dyn Backend, repair: bool) -> Result<Veri
         } else {
             match backend.committed_image(&row.image_id)? {
                 None => ("missing", None),
-                Some(m) if m.digest.as_ref().is_some_and(|d| *d == *row.digest) => continue,
+                Some(m) if m.digest.as_ref() == Some(&row.digest) => continue,
                 Some(m) => ("mismatched", Some(m.digest.unwrap_or_default())),
             }
         };
         report.problems.push(RowProblem {
             label: row.label,
             system: row.system,
-            digest: row.digest.into(),
+            digest: row.digest,
             image_id: row.image_id,
             image_name: row.image_name,
             problem,
@@ -352,7 +352,7 @@ fn index_one(
             let record = BuildRecord {
                 label: label_s,
                 system: system.as_deref(),
-                digest: digest.as_str(),
+                digest,
                 manifest: &fp.manifest,
                 started_at: built_at,
                 duration: std::time::Duration::ZERO,
@@ -366,7 +366,7 @@ fn index_one(
         }
         None => {
             cache.record_recovered(&Recovered {
-                digest: digest.as_str(),
+                digest,
                 label: label_s,
                 image_id: &meta.id,
                 image_name: &item.image_name,

@@ -150,7 +150,7 @@ impl OutputJob<'_> {
             .map_err(|e| e.to_string())?;
         if !self.force
             && let Some(rec) = &recorded
-            && rec.digest == digest.as_str()
+            && rec.digest == *digest
             && rec.format == format.name()
             && rec.options == options
             && stat_of(format, path) == Some((rec.size, rec.mtime_ns))
@@ -180,7 +180,7 @@ impl OutputJob<'_> {
                 format: format.name().to_string(),
                 options,
                 label: label.to_string(),
-                digest: digest.to_string(),
+                digest: digest.clone(),
                 size,
                 mtime_ns,
             };

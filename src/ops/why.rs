@@ -10,7 +10,7 @@ pub use crate::status::WhyStatus;
 use super::git::{export_revision, tempfile_dir};
 use super::{Context, format_time};
 use crate::cache::{BuildRow, Cache};
-use crate::digest::{Digest, short};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::Backend;
 use crate::explain::{self, Change, Lookup, Side};
@@ -291,7 +291,7 @@ pub struct HashDiffReport {
 
 #[derive(Debug, Serialize)]
 pub struct DigestInfo {
-    pub digest: String,
+    pub digest: Digest,
     pub label: String,
     pub system: Option<String>,
     pub built_at: i64,
@@ -321,7 +321,7 @@ fn resolve_prefix(cache: &Cache, prefix: &str) -> Result<BuildRow> {
         _ => Err(Error::input(format!(
             "digest prefix {prefix} is ambiguous: it matches {}",
             rows.iter()
-                .map(|r| format!("{} ({})", short(&r.digest), r.label))
+                .map(|r| format!("{} ({})", r.digest.short(), r.label))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
@@ -359,17 +359,17 @@ pub fn hash_diff(ctx: &Context, a: &str, b: &str, show_values: bool) -> Result<H
     let text = if changes.is_empty() {
         format!(
             "{} ({}) and {} ({}) have the same inputs\n",
-            short(&ra.digest),
+            ra.digest.short(),
             ra.label,
-            short(&rb.digest),
+            rb.digest.short(),
             rb.label
         )
     } else {
         format!(
             "{} ({}) -> {} ({}):\n{}",
-            short(&ra.digest),
+            ra.digest.short(),
             ra.label,
-            short(&rb.digest),
+            rb.digest.short(),
             rb.label,
             explain::render(&changes, &rb.label, 2)
         )

@@ -28,7 +28,7 @@ pub(super) fn record<'a>(
     BuildRecord {
         label,
         system: system.map(|s| s.name.as_str()),
-        digest: fp.digest.as_str(),
+        digest: &fp.digest,
         manifest: &fp.manifest,
         started_at,
         duration,
