@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::digest::Digest;
 use crate::fingerprint::inventory::{FileVars, VarSnapshot};
 use crate::fingerprint::{Manifest, ParentInput};
 
@@ -42,7 +43,7 @@ impl From<&crate::fingerprint::Fingerprint> for Side {
 
 /// Finds the recorded inputs of a digest (for walking up through parents).
 pub trait Lookup {
-    fn side(&self, digest: &str) -> Option<Side>;
+    fn side(&self, digest: &Digest) -> Option<Side>;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,8 +61,8 @@ pub enum Change {
     /// old parent's inputs were never recorded).
     ParentChanged {
         label: String,
-        old_digest: String,
-        new_digest: String,
+        old_digest: Digest,
+        new_digest: Digest,
         causes: Option<Vec<Change>>,
     },
     /// The parent became another layer, scratch, or another external image.
@@ -657,8 +658,8 @@ pub fn render(changes: &[Change], used_by: &str, indent: usize) -> String {
                 }
                 _ => s.push_str(&format!(
                     "{pad}parent {label} changed: digest {} -> {} (the old parent's inputs were not recorded)\n",
-                    crate::digest::short(old_digest),
-                    crate::digest::short(new_digest)
+                    old_digest.short(),
+                    new_digest.short()
                 )),
             }
         }
@@ -732,8 +733,8 @@ mod tests {
     fn one_line_names_the_root_cause() {
         let c = vec![Change::ParentChanged {
             label: "//compute/compute".into(),
-            old_digest: "a".repeat(64),
-            new_digest: "b".repeat(64),
+            old_digest: "a".repeat(64).into(),
+            new_digest: "b".repeat(64).into(),
             causes: Some(vec![Change::FileModified {
                 path: "roles/chrony/templates/chrony.conf.j2".into(),
                 origin: "role:chrony".into(),

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use crate::cache::{BuildRow, Cache};
+use crate::digest::Digest;
 use crate::error::Result;
 use crate::explain::{self, Change, Lookup, Side};
 use crate::fingerprint::Fingerprint;
@@ -36,13 +37,13 @@ pub enum DirtyReason {
     NeverBuilt,
     /// Inputs differ from the last successful build.
     Changed {
-        last_digest: String,
+        last_digest: Digest,
         last_built_at: i64,
         changes: Vec<Change>,
     },
     /// The last build was recorded in a format this version cannot read.
     Unreadable {
-        last_digest: String,
+        last_digest: Digest,
         last_built_at: i64,
     },
 }
@@ -72,14 +73,14 @@ impl Freshness {
 /// only when an explanation walks to it.
 pub struct HistoryLookup<'a> {
     pub cache: Option<&'a Cache>,
-    pub known: BTreeMap<String, &'a Fingerprint>,
+    pub known: BTreeMap<&'a Digest, &'a Fingerprint>,
 }
 
 impl<'a> HistoryLookup<'a> {
     pub fn new(cache: Option<&'a Cache>, prints: &'a BTreeMap<Label, Fingerprint>) -> Self {
         HistoryLookup {
             cache,
-            known: prints.values().map(|f| (f.digest.clone(), f)).collect(),
+            known: prints.values().map(|f| (&f.digest, f)).collect(),
         }
     }
 }
@@ -94,7 +95,7 @@ pub fn side_of(row: &BuildRow) -> Option<Side> {
 }
 
 impl Lookup for HistoryLookup<'_> {
-    fn side(&self, digest: &str) -> Option<Side> {
+    fn side(&self, digest: &Digest) -> Option<Side> {
         if let Some(f) = self.known.get(digest) {
             return Some(Side::from(*f));
         }
@@ -114,7 +115,7 @@ pub fn in_storage(row: &crate::cache::CachedLayer, images: Option<&HashSet<Strin
 pub fn fresh_row(
     cache: &Cache,
     images: Option<&HashSet<String>>,
-    digest: &str,
+    digest: &Digest,
 ) -> Result<Option<crate::cache::CachedLayer>> {
     Ok(cache.lookup(digest)?.filter(|row| in_storage(row, images)))
 }
@@ -175,8 +176,8 @@ pub fn freshness(
         // Digests differ but no difference could be named: say so rather than nothing.
         changes.push(Change::DefinitionChanged {
             key: "manifest".into(),
-            old: serde_json::Value::String(last.digest.clone()),
-            new: serde_json::Value::String(fp.digest.clone()),
+            old: last.digest.as_str().into(),
+            new: fp.digest.as_str().into(),
         });
     }
     Ok(Freshness::Dirty {

@@ -3,7 +3,7 @@
 //! lines otherwise (one per layer event, for CI logs). Writes to stderr only;
 //! stdout is kept for results (`--json`).
 
-use crate::fingerprint::short;
+use crate::digest::{Digest, short};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -14,7 +14,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::executor::StepSink;
 
 pub trait Reporter: StepSink {
-    fn started(&self, label: &str, digest: &str);
+    fn started(&self, label: &str, digest: &Digest);
     fn cached(&self, label: &str, image: &str);
     fn pulled(&self, label: &str, reference: &str);
     fn built(&self, label: &str, elapsed: Duration);
@@ -109,10 +109,10 @@ impl StepSink for PlainReporter {
 }
 
 impl Reporter for PlainReporter {
-    fn started(&self, label: &str, digest: &str) {
+    fn started(&self, label: &str, digest: &Digest) {
         self.line(
             false,
-            format!("{label} building (digest {})", short(digest)),
+            format!("{label} building (digest {})", digest.short()),
         );
     }
     fn cached(&self, label: &str, image: &str) {
@@ -189,7 +189,7 @@ impl StepSink for TtyReporter {
 }
 
 impl Reporter for TtyReporter {
-    fn started(&self, label: &str, _digest: &str) {
+    fn started(&self, label: &str, _digest: &Digest) {
         let bar = self
             .multi
             .insert_before(&self.overall, ProgressBar::new_spinner());

@@ -9,6 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Edit, TestWs};
+use layerbuild::digest::Digest;
 use layerbuild::executor::recording::{Call, Recording, StoredImage};
 use layerbuild::label::{Label, Pattern};
 use layerbuild::ops::{self, Context};
@@ -39,7 +40,7 @@ fn build(ws: &TestWs, rec: &Recording, registry: Option<&str>) -> ops::build::Bu
 }
 
 /// label -> digest of every layer, from `ls`.
-fn digests(ws: &TestWs, rec: &Recording) -> BTreeMap<String, String> {
+fn digests(ws: &TestWs, rec: &Recording) -> BTreeMap<String, Digest> {
     let ctx = Context::load(&ws.root).unwrap();
     let (entries, _) = ops::ls::ls(&ctx, None, rec).unwrap();
     entries.into_iter().map(|e| (e.label, e.digest)).collect()
@@ -55,18 +56,18 @@ fn status<'a>(report: &'a ops::build::BuildReport, label: &str) -> &'a str {
         .as_str()
 }
 
-fn image_name(ws: &TestWs, label: &str, digest: &str) -> String {
+fn image_name(ws: &TestWs, label: &str, digest: &Digest) -> String {
     let ctx = Context::load(&ws.root).unwrap();
     ops::image_name(&ctx.ws, &Label::parse(label).unwrap(), digest)
 }
 
 /// `builds.source` of a digest's history rows.
-fn sources(ws: &TestWs, digest: &str) -> Vec<String> {
+fn sources(ws: &TestWs, digest: &Digest) -> Vec<String> {
     let conn = rusqlite::Connection::open(ws.db()).unwrap();
     let mut st = conn
         .prepare("SELECT source FROM builds WHERE digest = ?1 ORDER BY id")
         .unwrap();
-    st.query_map([digest], |r| r.get(0))
+    st.query_map([digest.as_str()], |r| r.get(0))
         .unwrap()
         .map(|r| r.unwrap())
         .collect()
@@ -288,7 +289,7 @@ fn a_registry_entry_with_the_digest_is_pulled_and_what_is_built_is_pushed() {
     let hsn = Label::parse("//base/hsn").unwrap();
     rec.put_in_registry(
         &reg.reference(&hsn, &d["//base/hsn"]),
-        StoredImage::built("//base/hsn", "another-digest", "x"),
+        StoredImage::built("//base/hsn", &Digest::from("another-digest"), "x"),
     );
 
     let r = build(&ws, &rec, Some(REGISTRY));

@@ -21,6 +21,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// A held per-digest lock; released (and its file removed) when dropped.
@@ -51,7 +52,7 @@ impl Holder {
 }
 
 /// The lock file of `digest` under the cache directory.
-pub fn lock_path(cache_dir: &Path, digest: &str) -> PathBuf {
+pub fn lock_path(cache_dir: &Path, digest: &Digest) -> PathBuf {
     cache_dir.join("locks").join(format!("{digest}.lock"))
 }
 
@@ -61,7 +62,7 @@ impl DigestLock {
     /// says about the holder. `label` is written for the next waiter to see.
     pub fn acquire(
         cache_dir: &Path,
-        digest: &str,
+        digest: &Digest,
         label: &str,
         on_wait: &mut dyn FnMut(&Holder),
     ) -> Result<DigestLock> {
@@ -136,7 +137,7 @@ mod tests {
     #[test]
     fn excludes_other_holders_and_reports_the_holder_to_waiters() {
         let dir = tempfile::tempdir().unwrap();
-        let d = "ab".repeat(32);
+        let d = Digest::from("ab".repeat(32));
         let first =
             DigestLock::acquire(dir.path(), &d, "//a/a", &mut |_| panic!("nobody holds it"))
                 .unwrap();
@@ -176,7 +177,7 @@ mod tests {
     #[test]
     fn many_threads_never_hold_one_digest_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let d = "cd".repeat(32);
+        let d = Digest::from("cd".repeat(32));
         let inside = Arc::new(AtomicUsize::new(0));
         let barrier = Arc::new(Barrier::new(8));
         let threads: Vec<_> = (0..8)

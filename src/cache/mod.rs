@@ -26,6 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fingerprint::Manifest;
 use crate::fingerprint::inventory::VarSnapshot;
@@ -207,7 +208,7 @@ pub struct OutputRecord {
     pub format: String,
     pub options: String,
     pub label: String,
-    pub digest: String,
+    pub digest: Digest,
     pub size: i64,
     pub mtime_ns: i64,
 }
@@ -220,7 +221,7 @@ pub struct Cache {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CachedLayer {
-    pub digest: String,
+    pub digest: Digest,
     pub image_id: String,
     pub image_name: String,
     pub label: String,
@@ -234,7 +235,7 @@ pub struct CachedLayer {
 pub struct BuildRecord<'a> {
     pub label: &'a str,
     pub system: Option<&'a str>,
-    pub digest: &'a str,
+    pub digest: &'a Digest,
     pub manifest: &'a Manifest,
     pub started_at: i64,
     pub duration: Duration,
@@ -250,7 +251,7 @@ pub struct BuildRow {
     pub id: i64,
     pub label: String,
     pub system: Option<String>,
-    pub digest: String,
+    pub digest: Digest,
     /// `built` or `failed` ([`RecordStatus`]; kept as read, since anyone
     /// may edit the file).
     pub status: String,
@@ -301,7 +302,7 @@ const BUILD_COLUMNS: &str = "id, label, system, digest, status, started_at, dura
 /// A `layers` row selected as `digest, image_id, image_name, label, system, built_at, duration_ms`.
 fn cached_layer(r: &rusqlite::Row<'_>) -> rusqlite::Result<CachedLayer> {
     Ok(CachedLayer {
-        digest: r.get(0)?,
+        digest: r.get::<_, String>(0)?.into(),
         image_id: r.get(1)?,
         image_name: r.get(2)?,
         label: r.get(3)?,
@@ -316,7 +317,7 @@ fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         id: r.get(0)?,
         label: r.get(1)?,
         system: r.get(2)?,
-        digest: r.get(3)?,
+        digest: r.get::<_, String>(3)?.into(),
         status: r.get(4)?,
         started_at: r.get(5)?,
         duration_ms: r.get(6)?,
@@ -460,14 +461,14 @@ impl Cache {
         }
     }
 
-    pub fn lookup(&self, digest: &str) -> Result<Option<CachedLayer>> {
+    pub fn lookup(&self, digest: &Digest) -> Result<Option<CachedLayer>> {
         // Called for every layer of a build, twice: prepared once.
         self.read(|conn| {
             conn.prepare_cached(
                 "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
                  FROM layers WHERE digest = ?1",
             )?
-            .query_row(params![digest], cached_layer)
+            .query_row(params![digest.as_str()], cached_layer)
             .optional()
         })
     }
@@ -486,7 +487,7 @@ impl Cache {
                 "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
-                    rec.digest,
+                    rec.digest.as_str(),
                     image_id,
                     image_name,
                     rec.label,
@@ -579,13 +580,13 @@ impl Cache {
     }
 
     /// The newest recorded build with exactly this digest.
-    pub fn build_with_digest(&self, digest: &str) -> Result<Option<BuildRow>> {
+    pub fn build_with_digest(&self, digest: &Digest) -> Result<Option<BuildRow>> {
         let row = self.read(|conn| {
             conn.query_row(
                 &format!(
                     "SELECT {BUILD_COLUMNS} FROM builds WHERE digest = ?1 ORDER BY id DESC LIMIT 1"
                 ),
-                params![digest],
+                params![digest.as_str()],
                 build_row,
             )
             .optional()
@@ -629,7 +630,7 @@ impl Cache {
                         format: r.get(1)?,
                         options: r.get(2)?,
                         label: r.get(3)?,
-                        digest: r.get(4)?,
+                        digest: r.get::<_, String>(4)?.into(),
                         size: r.get(5)?,
                         mtime_ns: r.get(6)?,
                     })
@@ -649,7 +650,7 @@ impl Cache {
                     rec.format,
                     rec.options,
                     rec.label,
-                    rec.digest,
+                    rec.digest.as_str(),
                     rec.size,
                     rec.mtime_ns,
                     written_at
@@ -694,10 +695,10 @@ impl Cache {
 
     /// Deletes cache rows by digest and history rows by id, and the file
     /// sets no manifest names any more, in one transaction.
-    pub fn delete_rows(&mut self, digests: &[&str], build_ids: &[i64]) -> Result<()> {
+    pub fn delete_rows(&mut self, digests: &[&Digest], build_ids: &[i64]) -> Result<()> {
         self.write(|tx| {
             for d in digests {
-                tx.execute("DELETE FROM layers WHERE digest = ?1", params![d])?;
+                tx.execute("DELETE FROM layers WHERE digest = ?1", params![d.as_str()])?;
             }
             for id in build_ids {
                 tx.execute("DELETE FROM builds WHERE id = ?1", params![id])?;
@@ -745,7 +746,7 @@ fn insert_build(
         params![
             rec.label,
             rec.system,
-            rec.digest,
+            rec.digest.as_str(),
             status.as_str(),
             rec.started_at,
             rec.duration.as_millis() as i64,
@@ -770,7 +771,7 @@ mod tests {
 
     fn manifest(layer: &str, own: usize) -> Manifest {
         let label = Label::parse(layer).unwrap();
-        let mut m = Fingerprint::light(label, String::new()).manifest;
+        let mut m = Fingerprint::light(label, Digest::default()).manifest;
         m.format = 4;
         let file = |origin: &str, n: usize| FileInput {
             hash: crate::fingerprint::files::ContentHash::from_hex(&format!("{n:064x}")).unwrap(),
@@ -804,7 +805,7 @@ mod tests {
             })
             .collect();
         for (i, (l, m)) in layers.iter().enumerate() {
-            let digest = format!("{i:064x}");
+            let digest = Digest::from(format!("{i:064x}"));
             let rec = BuildRecord {
                 label: l,
                 system: None,
@@ -831,7 +832,7 @@ mod tests {
         assert!(!stored.contains("site/roles/common/f3"), "{stored}");
         for (i, (_, m)) in layers.iter().enumerate() {
             let row = cache
-                .build_with_digest(&format!("{i:064x}"))
+                .build_with_digest(&Digest::from(format!("{i:064x}")))
                 .unwrap()
                 .unwrap();
             let back = row.manifest().expect("parses");
@@ -839,8 +840,8 @@ mod tests {
             assert_eq!(back.files, m.files);
         }
         let ids: Vec<i64> = (1..=50).collect();
-        let digests: Vec<String> = (0..50).map(|i| format!("{i:064x}")).collect();
-        let digests: Vec<&str> = digests.iter().map(String::as_str).collect();
+        let digests: Vec<Digest> = (0..50).map(|i| Digest::from(format!("{i:064x}"))).collect();
+        let digests: Vec<&Digest> = digests.iter().collect();
         cache.delete_rows(&digests[..49], &ids[..49]).unwrap();
         let sets: i64 = cache
             .conn

@@ -13,6 +13,7 @@ use rusqlite::ffi::ErrorCode;
 use rusqlite::params;
 
 use super::Cache;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// Is this error SQLite saying the file is not (or no longer) a database?
@@ -96,7 +97,7 @@ pub const UNKNOWN_MANIFEST: &str =
 /// A row recovered from an image in container storage, without a manifest.
 #[derive(Debug, Clone)]
 pub struct Recovered<'a> {
-    pub digest: &'a str,
+    pub digest: &'a Digest,
     pub label: &'a str,
     pub image_id: &'a str,
     pub image_name: &'a str,
@@ -121,20 +122,25 @@ impl Cache {
             tx.execute(
                 "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
                  VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, 0)",
-                params![r.digest, r.image_id, r.image_name, r.label, UNKNOWN_MANIFEST, r.built_at],
+                params![r.digest.as_str(), r.image_id, r.image_name, r.label, UNKNOWN_MANIFEST, r.built_at],
             )?;
             tx.execute(
                 "INSERT INTO builds (label, system, digest, status, started_at, duration_ms, image_id, manifest, source)
                  VALUES (?1, NULL, ?2, 'built', ?3, 0, ?4, ?5, 'adopted')",
-                params![r.label, r.digest, r.built_at, r.image_id, UNKNOWN_MANIFEST],
+                params![r.label, r.digest.as_str(), r.built_at, r.image_id, UNKNOWN_MANIFEST],
             )?;
             Ok(())
         })
     }
 
     /// Deletes the cache row of `digest` (its image is gone); history stays.
-    pub fn forget_layer(&mut self, digest: &str) -> Result<()> {
-        self.read(|conn| conn.execute("DELETE FROM layers WHERE digest = ?1", params![digest]))?;
+    pub fn forget_layer(&mut self, digest: &Digest) -> Result<()> {
+        self.read(|conn| {
+            conn.execute(
+                "DELETE FROM layers WHERE digest = ?1",
+                params![digest.as_str()],
+            )
+        })?;
         Ok(())
     }
 }
@@ -198,7 +204,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("layerbuild.db");
         let mut c = Cache::open(&db).unwrap();
-        let d = "e".repeat(64);
+        let d = Digest::from("e".repeat(64));
         c.record_recovered(&Recovered {
             digest: &d,
             label: "//a/a",

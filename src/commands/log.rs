@@ -27,7 +27,7 @@ pub fn exec(env: &Env, args: &LogArgs) -> Result<LogReport> {
         row.label,
         row.status,
         crate::ops::format_time(row.started_at),
-        crate::fingerprint::short(&row.digest),
+        row.digest.short(),
         row.log_path.as_deref().unwrap_or("")
     );
     Ok(LogReport { header, text })

@@ -8,12 +8,14 @@
 
 use serde::Serialize;
 
+use crate::digest::Digest;
+
 /// What `buildah inspect --type image` says about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImageMeta {
     pub id: String,
     /// The `layerbuild.digest` label.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// The `layerbuild.label` label.
     pub label: Option<String>,
     /// Creation time (Unix seconds), when readable.
@@ -32,7 +34,7 @@ pub fn parse_inspect(json: &str) -> std::result::Result<ImageMeta, String> {
     let label = |k: &str| labels[k].as_str().map(str::to_string);
     Ok(ImageMeta {
         id: id.strip_prefix("sha256:").unwrap_or(id).to_string(),
-        digest: label("layerbuild.digest"),
+        digest: label("layerbuild.digest").map(Digest::from),
         label: label("layerbuild.label"),
         created: v["OCIv1"]["created"].as_str().and_then(parse_rfc3339),
     })
@@ -96,7 +98,7 @@ mod tests {
             "9c6b8e5cf5f8029085c034214133e3238a286a2793ace6abbfa381fe15fd2d85"
         );
         assert_eq!(m.label.as_deref(), Some("//base/hsn"));
-        assert!(m.digest.as_deref().unwrap().starts_with("9e61d9e97c18"));
+        assert_eq!(m.digest.unwrap().short(), "9e61d9e97c18");
         assert_eq!(m.created, Some(1_795_453_376));
         // Pulled base images have no layerbuild labels.
         let bare = r#"{"FromImageID":"abc","OCIv1":{"config":{}}}"#;

@@ -21,11 +21,13 @@ use std::path::PathBuf;
 
 pub use error::{ToolError, ToolErrorKind};
 
+use crate::digest::Digest;
+
 /// Everything needed to build one layer; no references to the workspace model.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub label: String,
-    pub digest: String,
+    pub digest: Digest,
     /// `localhost/layerbuild/WS/TYPE/LAYER:DIGEST12`.
     pub image_name: String,
     pub container_name: String,
@@ -215,7 +217,7 @@ pub trait Registry: Sync {
     fn pull(&self, reference: &str, tls_verify: bool) -> ToolResult<String>;
     fn push(&self, image_id: &str, reference: &str, tls_verify: bool) -> ToolResult<()>;
     /// The `layerbuild.digest` label of a local image.
-    fn digest_label(&self, image_id: &str) -> ToolResult<String>;
+    fn digest_label(&self, image_id: &str) -> ToolResult<Digest>;
 }
 
 /// Exports and pushes of committed images.
@@ -228,7 +230,7 @@ pub trait Exporter: Sync {
     fn push_to(&self, image_id: &str, destination: &str, tls_verify: bool) -> ToolResult<()>;
     /// The `layerbuild.digest` label of a registry image (`host/repo:tag`),
     /// `None` when it is absent.
-    fn remote_digest_label(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>>;
+    fn remote_digest_label(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<Digest>>;
 }
 
 /// Everything an op may ask of the machine. One trait with supertraits
@@ -245,7 +247,7 @@ impl<T: Executor + ImageStore + Registry + Exporter> Backend for T {}
 pub enum RegistryEntry {
     /// The tag exists and its image carries this `layerbuild.digest` label.
     Present {
-        label: String,
+        label: Digest,
     },
     Absent,
 }

@@ -22,6 +22,7 @@ use super::{
     ImageNames, ImageStore, Registry, RegistryEntry, RmiOutcome, StepSink, TestOutcome,
     TestRequest, ToolError, ToolErrorKind, ToolResult,
 };
+use crate::digest::Digest;
 
 /// An image as the recording store (or its registry) holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub struct StoredImage {
     pub id: String,
     pub names: Vec<String>,
     /// The `layerbuild.digest` label.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// The `layerbuild.label` label.
     pub label: Option<String>,
     /// Creation time (Unix seconds).
@@ -39,11 +40,11 @@ pub struct StoredImage {
 
 impl StoredImage {
     /// The image a build of `label` at `digest` commits as `name`.
-    pub fn built(label: &str, digest: &str, name: &str) -> StoredImage {
+    pub fn built(label: &str, digest: &Digest, name: &str) -> StoredImage {
         StoredImage {
             id: Recording::image_id(label, digest),
             names: vec![name.to_string()],
-            digest: Some(digest.to_string()),
+            digest: Some(digest.clone()),
             label: Some(label.to_string()),
             created: crate::ops::now_secs(),
             size: 1000,
@@ -59,7 +60,7 @@ pub enum Call {
     },
     Build {
         label: String,
-        digest: String,
+        digest: Digest,
         image_name: String,
         from: Option<String>,
     },
@@ -180,7 +181,7 @@ impl Recording {
     }
 
     /// The id a build of `label` at `digest` commits.
-    pub fn image_id(label: &str, digest: &str) -> String {
+    pub fn image_id(label: &str, digest: &Digest) -> String {
         blake3::hash(format!("{digest}\0{label}").as_bytes())
             .to_hex()
             .to_string()
@@ -236,7 +237,7 @@ impl Recording {
     /// Changes an image's `layerbuild.digest` label.
     pub fn relabel(&self, id: &str, digest: &str) {
         if let Some(i) = self.state().images.get_mut(id) {
-            i.digest = Some(digest.to_string());
+            i.digest = Some(digest.into());
         }
     }
 
@@ -312,7 +313,7 @@ impl Executor for Recording {
         vec![format!(
             "# a recorded build of {} at {}",
             req.label,
-            crate::fingerprint::short(&req.digest)
+            req.digest.short()
         )]
     }
 
@@ -478,7 +479,7 @@ impl Registry for Recording {
         Ok(())
     }
 
-    fn digest_label(&self, image_id: &str) -> ToolResult<String> {
+    fn digest_label(&self, image_id: &str) -> ToolResult<Digest> {
         let s = self.record(Call::DigestLabel(image_id.to_string()));
         match s.images.get(image_id) {
             Some(i) => Ok(i.digest.clone().unwrap_or_default()),
@@ -517,7 +518,7 @@ impl Exporter for Recording {
         }
     }
 
-    fn remote_digest_label(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>> {
+    fn remote_digest_label(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<Digest>> {
         drop(self.record(Call::RemoteDigestLabel(reference.to_string())));
         match self.lookup(reference, tls_verify)? {
             RegistryEntry::Present { label } => Ok(Some(label)),

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::label::Label;
 use crate::workspace::{Layer, Parent, System, Workspace};
@@ -69,7 +70,7 @@ pub struct Manifest {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ParentInput {
     Scratch,
-    Layer { label: String, digest: String },
+    Layer { label: String, digest: Digest },
     Image { reference: String },
 }
 
@@ -114,7 +115,7 @@ pub struct FileInput {
 #[derive(Debug, Clone, Serialize)]
 pub struct Fingerprint {
     pub label: Label,
-    pub digest: String,
+    pub digest: Digest,
     pub manifest: Manifest,
     /// Inventory variables file by file, with values, for explanations only
     /// (one snapshot shared by every layer of the run).
@@ -144,7 +145,7 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// A digest without its manifest (see [`Fingerprint::light`]). The
     /// manifest's format 0 is refused by the cache's writers.
-    pub fn light(label: Label, digest: String) -> Fingerprint {
+    pub fn light(label: Label, digest: Digest) -> Fingerprint {
         Fingerprint {
             manifest: Manifest {
                 format: 0,
@@ -178,14 +179,14 @@ pub use crate::digest::short;
 impl Manifest {
     /// blake3 of the manifest's JSON, hashed as it is written (never held
     /// whole: a layer of a large source lists thousands of files).
-    pub fn digest(&self) -> String {
+    pub fn digest(&self) -> Digest {
         use std::io::Write;
         let mut h = blake3::Hasher::new();
         let mut w = std::io::BufWriter::with_capacity(16 * 1024, &mut h);
         serde_json::to_writer(&mut w, self).expect("a manifest always serialises");
         w.flush().expect("hashing never fails");
         drop(w);
-        h.finalize().to_hex().to_string()
+        Digest::of_hash(&h.finalize())
     }
 }
 
@@ -220,7 +221,7 @@ enum Built {
 /// index before building it again.
 enum Hashed {
     Digest {
-        digest: String,
+        digest: Digest,
         manifest: Option<Box<Manifest>>,
     },
     Missing(BTreeSet<String>),
@@ -673,7 +674,7 @@ impl Shared {
         &self,
         label: &Label,
         layer: &Layer,
-        digest: String,
+        digest: Digest,
         manifest: Manifest,
     ) -> Fingerprint {
         let runs_play = layer.playbook.is_some() && self.inventory.is_some();
@@ -700,7 +701,7 @@ impl Shared {
 }
 
 /// A layer's digest, and its manifest when kept.
-type Digested = (String, Option<Box<Manifest>>);
+type Digested = (Digest, Option<Box<Manifest>>);
 
 /// The manifests stage: every layer's manifest and digest, in parallel
 /// wave by wave (a wave holds the layers whose parents are in earlier
@@ -739,9 +740,7 @@ impl Manifests<'_> {
                 Some(Ok(Hashed::Digest { digest, manifest })) => (digest, manifest),
                 Some(Err(e)) => return Err(e),
                 _ => {
-                    let digest = self
-                        .parent_of(label)?
-                        .map(|p| out[&self.labels[p]].digest.as_str());
+                    let digest = self.parent_of(label)?.map(|p| &out[&self.labels[p]].digest);
                     let parent = self.parent_input(label, digest);
                     let (hashed, grew) =
                         self.build_growing(label, &parent, index, &mut tried, &mut stat)?;
@@ -794,7 +793,7 @@ impl Manifests<'_> {
         }
     }
 
-    fn parent_input(&self, label: &Label, digest: Option<&str>) -> ParentInput {
+    fn parent_input(&self, label: &Label, digest: Option<&Digest>) -> ParentInput {
         match &self.ws.layers[label].parent {
             Parent::Scratch => ParentInput::Scratch,
             Parent::Image(r) => ParentInput::Image {
@@ -802,7 +801,7 @@ impl Manifests<'_> {
             },
             Parent::Layer(p) => ParentInput::Layer {
                 label: p.to_string(),
-                digest: digest.unwrap_or_default().to_string(),
+                digest: digest.cloned().unwrap_or_default(),
             },
         }
     }
@@ -837,7 +836,7 @@ impl Manifests<'_> {
                     let label = &self.labels[i];
                     let digest = match self.parent_of(label).ok()? {
                         Some(p) => match &early[p] {
-                            Some(Ok(Hashed::Digest { digest, .. })) => Some(digest.as_str()),
+                            Some(Ok(Hashed::Digest { digest, .. })) => Some(digest),
                             _ => return None,
                         },
                         None => None,

@@ -28,6 +28,7 @@ use serde::Serialize;
 use super::observe::{self, Observer};
 use super::statcache::{StatCache, StatEntry};
 use super::{FORMAT_VERSION, Fingerprint};
+use crate::digest::Digest;
 use crate::error::Result;
 use crate::label::Label;
 use crate::workspace::{System, Workspace};
@@ -290,7 +291,7 @@ fn sealed(observed: &[u8], digests: &str) -> Vec<u8> {
 /// The digests of `labels` from the memo `id`, if nothing it observed
 /// changed. Any doubt (no row, a malformed one, another set of labels) is
 /// a miss.
-fn lookup(store: &dyn MemoStore, id: &str, labels: &[Label]) -> Option<BTreeMap<Label, String>> {
+fn lookup(store: &dyn MemoStore, id: &str, labels: &[Label]) -> Option<BTreeMap<Label, Digest>> {
     let t = std::time::Instant::now();
     let row = store.memo(id)?;
     let t = crate::timings::phase("  memo: read the row", t);
@@ -304,7 +305,7 @@ fn lookup(store: &dyn MemoStore, id: &str, labels: &[Label]) -> Option<BTreeMap<
     let mut out = BTreeMap::new();
     for line in row.digests.lines() {
         let (l, d) = line.split_once(' ')?;
-        out.insert(Label::parse(l).ok()?, d.to_string());
+        out.insert(Label::parse(l).ok()?, Digest::from(d));
     }
     (out.len() == labels.len() && labels.iter().all(|l| out.contains_key(l))).then_some(out)
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::Context;
 use super::git::{export_revision, tempfile_dir};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::explain::{self, Side};
 use crate::fingerprint::{self, Fingerprint};
@@ -37,8 +38,8 @@ pub struct AffectedReport {
 pub struct AffectedLayer {
     pub label: String,
     /// `None` when the layer did not exist at `since`.
-    pub old_digest: Option<String>,
-    pub new_digest: String,
+    pub old_digest: Option<Digest>,
+    pub new_digest: Digest,
     pub reason: String,
 }
 

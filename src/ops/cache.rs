@@ -20,6 +20,7 @@ pub use crate::status::IndexStatus;
 use super::{Context, image_name, now_secs};
 use crate::cache::repair::{self, Recovered};
 use crate::cache::{BuildRecord, Cache};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::inspect::ImageMeta;
 use crate::executor::{Backend, ImageStore};
@@ -27,8 +28,8 @@ use crate::fingerprint::{self, Fingerprint};
 use crate::label::{Label, Pattern};
 
 /// Does this image come from a build of `label` at `digest`? Its labels say so.
-pub fn is_build_of(meta: &ImageMeta, label: &Label, digest: &str) -> bool {
-    meta.digest.as_deref() == Some(digest) && meta.label.as_deref() == Some(&label.to_string())
+pub fn is_build_of(meta: &ImageMeta, label: &Label, digest: &Digest) -> bool {
+    meta.digest.as_ref() == Some(digest) && meta.label.as_deref() == Some(&label.to_string())
 }
 
 /// The image named `name` if a build of `label` at `digest` committed it.
@@ -36,7 +37,7 @@ pub(crate) fn committed_build(
     store: &dyn ImageStore,
     name: &str,
     label: &Label,
-    digest: &str,
+    digest: &Digest,
 ) -> Option<ImageMeta> {
     store
         .committed_image(name)
@@ -64,14 +65,14 @@ pub struct VerifyReport {
 pub struct RowProblem {
     pub label: String,
     pub system: Option<String>,
-    pub digest: String,
+    pub digest: Digest,
     pub image_id: String,
     pub image_name: String,
     /// `missing` (no such image in container storage) or `mismatched` (its
     /// `layerbuild.digest` label is another digest).
     pub problem: &'static str,
     /// The digest label found on a mismatched image.
-    pub found: Option<String>,
+    pub found: Option<Digest>,
     /// The row was deleted (`--repair`).
     pub repaired: bool,
 }
@@ -109,7 +110,7 @@ pub fn verify(ctx: &Context, backend: &dyn Backend, repair: bool) -> Result<Veri
         } else {
             match backend.committed_image(&row.image_id)? {
                 None => ("missing", None),
-                Some(m) if m.digest.as_deref() == Some(row.digest.as_str()) => continue,
+                Some(m) if m.digest.as_ref() == Some(&row.digest) => continue,
                 Some(m) => ("mismatched", Some(m.digest.unwrap_or_default())),
             }
         };
@@ -144,7 +145,7 @@ pub fn render_verify(r: &VerifyReport) -> String {
             ("mismatched", Some(f)) => format!(
                 "its image {} is labelled with digest '{}'",
                 p.image_name,
-                crate::digest::short(f)
+                f.short()
             ),
             _ => format!(
                 "its image {} ({}) is not in container storage",
@@ -157,11 +158,7 @@ pub fn render_verify(r: &VerifyReport) -> String {
         } else {
             ""
         };
-        s.push_str(&format!(
-            "{} {}: {what}{done}\n",
-            p.label,
-            crate::digest::short(&p.digest)
-        ));
+        s.push_str(&format!("{} {}: {what}{done}\n", p.label, p.digest.short()));
     }
     let bad = r.problems.len();
     if !r.integrity.is_empty() {
@@ -208,7 +205,7 @@ pub struct IndexedImage {
     pub image_name: String,
     pub image_id: String,
     pub label: Option<String>,
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// With a reason when skipped.
     pub status: IndexStatus,
     /// For `recorded`: whether the manifest is `known` (the digest is a
@@ -287,7 +284,7 @@ fn is_damage(e: &Error) -> bool {
 fn current_fingerprints(
     ctx: &Context,
     notes: &mut Vec<String>,
-) -> HashMap<String, (Fingerprint, Option<String>)> {
+) -> HashMap<Digest, (Fingerprint, Option<String>)> {
     let ws = &ctx.ws;
     let mut out = HashMap::new();
     let Ok(labels) = ctx.graph.select(&[Pattern::All]) else {
@@ -320,7 +317,7 @@ fn index_one(
     ctx: &Context,
     store: &dyn ImageStore,
     cache: &mut Cache,
-    current: &HashMap<String, (Fingerprint, Option<String>)>,
+    current: &HashMap<Digest, (Fingerprint, Option<String>)>,
     present: &std::collections::HashSet<String>,
     item: &mut IndexedImage,
 ) -> Result<()> {
@@ -338,7 +335,7 @@ fn index_one(
         item.reason = Some(format!("its layerbuild.label '{label_s}' is not a label"));
         return Ok(());
     };
-    if digest.len() < 12 || image_name(&ctx.ws, &label, digest) != item.image_name {
+    if digest.as_str().len() < 12 || image_name(&ctx.ws, &label, digest) != item.image_name {
         // e.g. NAME-failed: an image whose tests failed.
         item.reason = Some("not the name a build of its labels commits to".into());
         return Ok(());

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use super::Context;
 use super::build::RegistryUse;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::{Backend, RegistryEntry};
 use crate::label::{Label, Pattern};
@@ -68,7 +69,7 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Res
                     ws.cache.tls_verify,
                     CacheMode::ReadOnly,
                 );
-                let wanted: Vec<(Label, String)> = labels
+                let wanted: Vec<(Label, Digest)> = labels
                     .iter()
                     .map(|l| (l.clone(), prints[l].digest.clone()))
                     .collect();

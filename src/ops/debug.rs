@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::Context;
 use crate::cache::Cache;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::{AttachedRun, Backend};
 use crate::label::{Label, Pattern};
@@ -87,7 +88,7 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, backend: &dyn Backend) -> Resul
                 .ok_or_else(no_image)?;
             eprintln!(
                 "note: {label}'s current inputs are not built; using its last built image (digest {})",
-                crate::fingerprint::short(&row.digest)
+                row.digest.short()
             );
             id
         }
@@ -118,7 +119,7 @@ pub struct KeptContainer {
     pub label: String,
     pub system: Option<String>,
     pub container: String,
-    pub digest: String,
+    pub digest: Digest,
     pub failed_at: i64,
     pub error: Option<String>,
     pub log: Option<String>,

@@ -13,6 +13,7 @@ pub use crate::status::OutputStatus;
 
 use super::{Context, container_name, image_name, now_secs};
 use crate::cache::{Cache, OutputRecord};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::Exporter;
 use crate::executor::export::ExportRequest;
@@ -23,7 +24,7 @@ use crate::workspace::{ExportFormat, Output, Workspace};
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputResult {
     pub label: String,
-    pub digest: String,
+    pub digest: Digest,
     /// `squashfs`, `oci-archive`, ..., or `push`.
     pub format: String,
     /// The file written or the push destination.
@@ -40,7 +41,7 @@ pub fn built_image(
     label: &Label,
     system: Option<&str>,
     exporter: &dyn Exporter,
-) -> Result<(String, String)> {
+) -> Result<(Digest, String)> {
     let ws = &ctx.ws;
     let system = ws.system(system)?;
     let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
@@ -49,7 +50,7 @@ pub fn built_image(
     let not_built = || {
         Error::input(format!(
             "{label} is not built at its current digest {}",
-            crate::fingerprint::short(&digest)
+            digest.short()
         ))
         .with_hint(format!(
             "build it first: layerbuild build {label} (layerbuild why {label} says what changed)"
@@ -75,7 +76,7 @@ pub struct OutputJob<'a> {
     pub cache: &'a std::sync::Mutex<Cache>,
     pub exporter: &'a dyn Exporter,
     pub label: &'a Label,
-    pub digest: &'a str,
+    pub digest: &'a Digest,
     pub image_id: &'a str,
     /// Write even when the target already holds `digest`.
     pub force: bool,
@@ -87,7 +88,7 @@ impl OutputJob<'_> {
     pub fn perform(&self, output: &Output) -> OutputResult {
         let mut r = OutputResult {
             label: self.label.to_string(),
-            digest: self.digest.to_string(),
+            digest: self.digest.clone(),
             format: String::new(),
             target: String::new(),
             status: OutputStatus::Failed,
@@ -149,7 +150,7 @@ impl OutputJob<'_> {
             .map_err(|e| e.to_string())?;
         if !self.force
             && let Some(rec) = &recorded
-            && rec.digest == digest
+            && rec.digest == *digest
             && rec.format == format.name()
             && rec.options == options
             && stat_of(format, path) == Some((rec.size, rec.mtime_ns))
@@ -179,7 +180,7 @@ impl OutputJob<'_> {
                 format: format.name().to_string(),
                 options,
                 label: label.to_string(),
-                digest: digest.to_string(),
+                digest: digest.clone(),
                 size,
                 mtime_ns,
             };
@@ -216,7 +217,7 @@ const TRANSPORTS: &[&str] = &[
 /// A `buildah push` destination with the default tag filled in: a registry
 /// repository without a tag gets `TYPE-LAYER-DIGEST12`. Other transports are
 /// used as given.
-pub fn push_destination(dest: &str, label: &Label, digest: &str) -> String {
+pub fn push_destination(dest: &str, label: &Label, digest: &Digest) -> String {
     let dest = dest.trim();
     if TRANSPORTS.iter().any(|t| dest.starts_with(t)) {
         return dest.to_string();
@@ -230,13 +231,13 @@ pub fn push_destination(dest: &str, label: &Label, digest: &str) -> String {
         "docker://{repo}:{}-{}-{}",
         label.image_type().to_lowercase(),
         label.layer().to_lowercase(),
-        crate::fingerprint::short(digest)
+        digest.short()
     )
 }
 
 fn push_to(
     exporter: &dyn Exporter,
-    digest: &str,
+    digest: &Digest,
     image_id: &str,
     dest: &str,
     tls_verify: bool,
@@ -248,7 +249,7 @@ fn push_to(
             .remote_digest_label(reference, tls_verify)
             .ok()
             .flatten()
-            .as_deref()
+            .as_ref()
             == Some(digest)
     {
         return Ok(OutputStatus::UpToDate);
@@ -277,7 +278,7 @@ pub fn render(results: &[OutputResult]) -> String {
                 r.label,
                 r.target,
                 r.format,
-                crate::fingerprint::short(&r.digest)
+                r.digest.short()
             ),
             OutputStatus::Failed => format!(
                 "{} -> {} FAILED: {}",
@@ -315,7 +316,7 @@ mod tests {
     #[test]
     fn registry_destinations_get_the_default_tag() {
         let l = Label::parse("//compute/slurm").unwrap();
-        let d = "0123456789abcdef0123";
+        let d = &Digest::from("0123456789abcdef0123");
         for (to, dest) in [
             (
                 "registry.example.org/hpc/images",

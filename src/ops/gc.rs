@@ -20,6 +20,7 @@ use super::Context;
 use super::build::OWNER_PID_FILE;
 use super::export::human_bytes;
 use crate::cache::{BuildRow, Cache, CachedLayer};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::{Backend, ImageInfo, RmiOutcome};
 use crate::label::Pattern;
@@ -56,7 +57,7 @@ pub struct GcReport {
 pub struct GcImage {
     /// The label and digest of the cache row; none for an image no row names.
     pub label: Option<String>,
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     pub image_name: String,
     pub image_id: String,
     pub bytes: u64,
@@ -69,7 +70,7 @@ pub struct GcImage {
 pub struct GcRow {
     pub label: String,
     pub system: Option<String>,
-    pub digest: String,
+    pub digest: Digest,
     pub built_at: i64,
 }
 
@@ -78,7 +79,7 @@ pub struct GcHistoryRow {
     pub id: i64,
     pub label: String,
     pub system: Option<String>,
-    pub digest: String,
+    pub digest: Digest,
     pub status: String,
 }
 
@@ -119,9 +120,9 @@ impl GcReport {
 /// one, and `keep` 0 the current one only.
 pub(crate) fn select_layers<'a>(
     rows: &'a [CachedLayer],
-    current: &HashSet<String>,
+    current: &HashSet<Digest>,
     keep: usize,
-) -> (HashSet<&'a str>, Vec<&'a CachedLayer>) {
+) -> (HashSet<&'a Digest>, Vec<&'a CachedLayer>) {
     let mut groups: BTreeMap<(&str, Option<&str>), Vec<&CachedLayer>> = BTreeMap::new();
     for r in rows {
         groups
@@ -136,10 +137,10 @@ pub(crate) fn select_layers<'a>(
         let mut room = keep.saturating_sub(currents);
         for r in group {
             if current.contains(&r.digest) {
-                kept.insert(r.digest.as_str());
+                kept.insert(&r.digest);
             } else if room > 0 {
                 room -= 1;
-                kept.insert(r.digest.as_str());
+                kept.insert(&r.digest);
             } else {
                 removed.push(r);
             }
@@ -153,13 +154,13 @@ pub(crate) fn select_layers<'a>(
 /// their rows). Returns the rows and the names of those containers.
 pub(crate) fn select_history<'a>(
     builds: &'a [BuildRow],
-    kept: &HashSet<&str>,
+    kept: &HashSet<&Digest>,
     containers: &HashSet<String>,
 ) -> (Vec<&'a BuildRow>, BTreeSet<String>) {
     let mut delete = vec![];
     let mut kept_failed = BTreeSet::new();
     for b in builds {
-        if kept.contains(b.digest.as_str()) {
+        if kept.contains(&b.digest) {
             continue;
         }
         let live_container = b.is_failed()
@@ -259,7 +260,7 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
     };
 
     let (mut kept, removed) = select_layers(&rows, &current, opts.keep);
-    kept.extend(current.iter().map(String::as_str));
+    kept.extend(&current);
     let (history, kept_failed) = select_history(&builds, &kept, &containers);
 
     let mut report = GcReport {
@@ -281,7 +282,7 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
         // leave rows naming removed images, which every reader must then
         // second-guess.
         if let Some(c) = cache.as_mut() {
-            let digests: Vec<&str> = removed.iter().map(|r| r.digest.as_str()).collect();
+            let digests: Vec<&Digest> = removed.iter().map(|r| &r.digest).collect();
             let ids: Vec<i64> = history.iter().map(|b| b.id).collect();
             c.delete_rows(&digests, &ids)?;
         }
@@ -292,7 +293,7 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
 }
 
 /// The digests of every layer now, for every system.
-fn current_digests(ctx: &Context, labels: &[crate::label::Label]) -> Result<HashSet<String>> {
+fn current_digests(ctx: &Context, labels: &[crate::label::Label]) -> Result<HashSet<Digest>> {
     let ws = &ctx.ws;
     let systems: Vec<_> = if ws.systems.is_empty() {
         vec![None]
@@ -440,16 +441,16 @@ impl GcHistoryRow {
 fn plan_images(
     ctx: &Context,
     rows: &[CachedLayer],
-    kept: &HashSet<&str>,
+    kept: &HashSet<&Digest>,
     removed: &[&CachedLayer],
-    current: &HashSet<String>,
+    current: &HashSet<Digest>,
     images: &[ImageInfo],
 ) -> Vec<GcImage> {
     let prefix = format!("localhost/layerbuild/{}/", ctx.ws.name);
     let by_id: HashMap<&str, &ImageInfo> = images.iter().map(|i| (i.id.as_str(), i)).collect();
     let kept_ids: HashSet<&str> = rows
         .iter()
-        .filter(|r| kept.contains(r.digest.as_str()))
+        .filter(|r| kept.contains(&r.digest))
         .map(|r| r.image_id.as_str())
         .collect();
     // A single name: removing it removes the image.
@@ -486,7 +487,7 @@ fn plan_images(
     // An image being committed gets its row only afterwards: spare the
     // current digests' names.
     let named: HashSet<&str> = rows.iter().map(|r| r.image_id.as_str()).collect();
-    let current_tags: HashSet<&str> = current.iter().map(|d| crate::digest::short(d)).collect();
+    let current_tags: HashSet<&str> = current.iter().map(Digest::short).collect();
     for i in images {
         if named.contains(i.id.as_str()) {
             continue;
@@ -573,7 +574,6 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 pub fn render(r: &GcReport) -> String {
     let verb = if r.dry_run { "would remove" } else { "removed" };
-    let short = crate::digest::short;
     let mut s: String = r
         .images
         .iter()
@@ -588,7 +588,7 @@ pub fn render(r: &GcReport) -> String {
         s.push_str(&format!(
             "{verb} cache row {}{system} {} built {}\n",
             row.label,
-            short(&row.digest),
+            row.digest.short(),
             super::format_time(row.built_at)
         ));
     }
@@ -626,7 +626,7 @@ pub fn render(r: &GcReport) -> String {
 /// goes, listed with the rows).
 fn image_line(i: &GcImage, verb: &str) -> Option<String> {
     let what = match (&i.label, &i.digest) {
-        (Some(l), Some(d)) => format!("{l} {}", crate::digest::short(d)),
+        (Some(l), Some(d)) => format!("{l} {}", d.short()),
         _ => "named by no cache row".into(),
     };
     let reason = i.reason.as_deref().unwrap_or("");
@@ -696,6 +696,10 @@ mod tests {
         v.iter().map(|r| r.digest.as_str()).collect()
     }
 
+    fn texts<'a>(kept: &HashSet<&'a Digest>) -> HashSet<&'a str> {
+        kept.iter().map(|d| d.as_str()).collect()
+    }
+
     #[test]
     fn keeps_the_current_digest_and_the_newest_others_up_to_n() {
         // Newest first, as Cache::all_layers returns them.
@@ -706,18 +710,18 @@ mod tests {
             row("//a/a", "a2", 2),
             row("//a/a", "a1", 1),
         ];
-        let current: HashSet<String> = ["a3".to_string()].into();
+        let current: HashSet<Digest> = ["a3".into()].into();
         let (kept, removed) = select_layers(&rows, &current, 2);
-        assert_eq!(kept, ["a3", "a5"].into());
+        assert_eq!(texts(&kept), ["a3", "a5"].into());
         assert_eq!(digests(&removed), ["a4", "a2", "a1"]);
 
         let (kept, removed) = select_layers(&rows, &current, 0);
-        assert_eq!(kept, ["a3"].into());
+        assert_eq!(texts(&kept), ["a3"].into());
         assert_eq!(removed.len(), 4);
 
         // Not built yet: the newest N others stay.
         let (kept, _) = select_layers(&rows, &HashSet::new(), 2);
-        assert_eq!(kept, ["a5", "a4"].into());
+        assert_eq!(texts(&kept), ["a5", "a4"].into());
     }
 
     #[test]
@@ -731,7 +735,7 @@ mod tests {
             row("//b/b", "b1", 1),
         ];
         let (kept, removed) = select_layers(&rows, &HashSet::new(), 1);
-        assert_eq!(kept, ["a2", "s1", "b1"].into());
+        assert_eq!(texts(&kept), ["a2", "s1", "b1"].into());
         assert_eq!(digests(&removed), ["a1"]);
     }
 
@@ -764,7 +768,8 @@ mod tests {
             build(4, "cur", "failed", Some("ctr-cur")),
             build(5, "cur", "built", None),
         ];
-        let kept: HashSet<&str> = ["cur"].into();
+        let cur = Digest::from("cur");
+        let kept: HashSet<&Digest> = [&cur].into();
         let present: HashSet<String> = ["ctr-here".to_string(), "ctr-cur".to_string()].into();
         let (delete, kept_failed) = select_history(&builds, &kept, &present);
         let ids: Vec<i64> = delete.iter().map(|b| b.id).collect();

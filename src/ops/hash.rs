@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use super::Context;
+use crate::digest::Digest;
 use crate::error::Result;
 use crate::fingerprint::{self, Manifest};
 use crate::label::{Label, Pattern};
@@ -13,7 +14,7 @@ use crate::label::{Label, Pattern};
 #[derive(Debug, Serialize)]
 pub struct HashReport {
     pub label: String,
-    pub digest: String,
+    pub digest: Digest,
     pub system: Option<String>,
     pub inputs: Manifest,
 }
@@ -39,7 +40,7 @@ pub fn render(r: &HashReport) -> String {
     let parent = match &m.parent {
         fingerprint::ParentInput::Scratch => "scratch".to_string(),
         fingerprint::ParentInput::Layer { label, digest } => {
-            format!("{label} ({})", crate::fingerprint::short(digest))
+            format!("{label} ({})", digest.short())
         }
         fingerprint::ParentInput::Image { reference } => reference.clone(),
     };

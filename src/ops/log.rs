@@ -4,6 +4,7 @@
 
 use super::Context;
 use crate::cache::{BuildRow, Cache};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::label::Label;
 
@@ -27,8 +28,8 @@ pub fn find_build(
             .ok_or_else(no_builds),
         Some(d) => {
             let mut rows = cache.build_of_digest(&label.to_string(), &d.to_lowercase())?;
-            let distinct: std::collections::BTreeSet<&str> =
-                rows.iter().map(|r| r.digest.as_str()).collect();
+            let distinct: std::collections::BTreeSet<&Digest> =
+                rows.iter().map(|r| &r.digest).collect();
             match distinct.len() {
                 0 => Err(Error::input(format!(
                     "no build of {label} has a digest starting with {d}"

@@ -9,6 +9,7 @@ pub use crate::status::LsStatus;
 
 use super::Context;
 use crate::cache::Cache;
+use crate::digest::Digest;
 use crate::error::Result;
 use crate::executor::Backend;
 use crate::label::Pattern;
@@ -16,7 +17,7 @@ use crate::label::Pattern;
 #[derive(Debug, Serialize)]
 pub struct LsEntry {
     pub label: String,
-    pub digest: String,
+    pub digest: Digest,
     pub status: LsStatus,
     pub image_name: Option<String>,
 }
@@ -81,7 +82,7 @@ pub fn render(entries: &[LsEntry]) -> String {
             "{:width$}  {:<11}  {}\n",
             e.label,
             status,
-            crate::fingerprint::short(&e.digest)
+            e.digest.short()
         ));
     }
     s

@@ -19,6 +19,7 @@ pub mod why;
 
 use std::path::Path;
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::graph::LayerGraph;
 use crate::label::{Label, Pattern};
@@ -94,24 +95,19 @@ pub fn parse_label(arg: &str) -> Result<Label> {
 }
 
 /// The committed image's name: findable by a person, unique per digest.
-pub fn image_name(ws: &Workspace, label: &Label, digest: &str) -> String {
+pub fn image_name(ws: &Workspace, label: &Label, digest: &Digest) -> String {
     format!(
         "localhost/layerbuild/{}/{}/{}:{}",
         ws.name,
         label.image_type().to_lowercase(),
         label.layer().to_lowercase(),
-        crate::fingerprint::short(digest)
+        digest.short()
     )
 }
 
 /// The working container's name while a layer builds (and after it fails).
-pub fn container_name(ws: &Workspace, label: &Label, digest: &str) -> String {
-    format!(
-        "layerbuild-{}-{}-{}",
-        ws.name,
-        label.slug(),
-        crate::fingerprint::short(digest)
-    )
+pub fn container_name(ws: &Workspace, label: &Label, digest: &Digest) -> String {
+    format!("layerbuild-{}-{}-{}", ws.name, label.slug(), digest.short())
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) for a Unix time in seconds.

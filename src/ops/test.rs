@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::build::new_log_path;
 use super::{Context, container_name, now_secs};
+use crate::digest::Digest;
 use crate::error::Result;
 use crate::executor::{Backend, TestOutcome, TestRequest};
 use crate::label::Label;
@@ -21,7 +22,7 @@ pub struct TestReport {
 #[derive(Debug, Serialize)]
 pub struct LayerTests {
     pub label: String,
-    pub digest: String,
+    pub digest: Digest,
     pub tests: Vec<TestOutcome>,
     pub log: Option<String>,
 }
@@ -99,7 +100,7 @@ pub fn render(r: &TestReport) -> String {
         s.push_str(&format!(
             "{}  ({}, {n} test{})\n",
             l.label,
-            crate::fingerprint::short(&l.digest),
+            l.digest.short(),
             if n == 1 { "" } else { "s" }
         ));
         for t in &l.tests {

@@ -1,7 +1,6 @@
 //! `layerbuild why` and `layerbuild hash-diff`: explain a digest change as a
 //! diff of manifests, down to the file, variable or package.
 
-use crate::fingerprint::short;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -11,6 +10,7 @@ pub use crate::status::WhyStatus;
 use super::git::{export_revision, tempfile_dir};
 use super::{Context, format_time};
 use crate::cache::{BuildRow, Cache};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::Backend;
 use crate::explain::{self, Change, Lookup, Side};
@@ -26,7 +26,7 @@ pub struct WhyReport {
     pub version: u32,
     pub label: String,
     pub system: Option<String>,
-    pub digest: String,
+    pub digest: Digest,
     pub status: WhyStatus,
     /// The build an up-to-date label would reuse, or the one compared against.
     pub compared_to: Option<Compared>,
@@ -42,7 +42,7 @@ pub struct WhyReport {
 
 #[derive(Debug, Serialize)]
 pub struct Compared {
-    pub digest: String,
+    pub digest: Digest,
     pub built_at: Option<i64>,
     pub image_name: Option<String>,
     /// `--since`: the git revision.
@@ -158,7 +158,7 @@ fn explain_freshness(report: &mut WhyReport, fresh: Freshness) {
             report.text = format!(
                 "{label} is up to date: a build would reuse {image_name} (built {}, digest {}…)\n",
                 format_time(built_at),
-                short(&report.digest)
+                report.digest.short()
             );
             report.compared_to = Some(Compared {
                 digest: report.digest.clone(),
@@ -182,7 +182,7 @@ fn explain_freshness(report: &mut WhyReport, fresh: Freshness) {
             report.text = format!(
                 "{label} needs a rebuild (last built {}, digest {}…):\n{}",
                 format_time(last_built_at),
-                short(&last_digest),
+                last_digest.short(),
                 explain::render(&changes, &label, 2)
             );
             report.compared_to = Some(Compared {
@@ -204,7 +204,7 @@ fn explain_freshness(report: &mut WhyReport, fresh: Freshness) {
             report.text = format!(
                 "{label} needs a rebuild (last built {}, digest {}…): that build was recorded by another layerbuild format, so its inputs cannot be compared\n",
                 format_time(last_built_at),
-                short(&last_digest)
+                last_digest.short()
             );
         }
     }
@@ -260,14 +260,14 @@ fn why_since(
         report.status = WhyStatus::UnchangedSince;
         report.text = format!(
             "{label} is unchanged since {rev} (digest {}…)\n",
-            short(&fp.digest)
+            fp.digest.short()
         );
     } else {
         report.status = WhyStatus::ChangedSince;
         report.text = format!(
             "{label} changed since {rev} (digest {}… -> {}…):\n{}",
-            short(&ofp.digest),
-            short(&fp.digest),
+            ofp.digest.short(),
+            fp.digest.short(),
             explain::render(&changes, &report.label, 2)
         );
         report.changes = changes;
@@ -291,7 +291,7 @@ pub struct HashDiffReport {
 
 #[derive(Debug, Serialize)]
 pub struct DigestInfo {
-    pub digest: String,
+    pub digest: Digest,
     pub label: String,
     pub system: Option<String>,
     pub built_at: i64,
@@ -321,7 +321,7 @@ fn resolve_prefix(cache: &Cache, prefix: &str) -> Result<BuildRow> {
         _ => Err(Error::input(format!(
             "digest prefix {prefix} is ambiguous: it matches {}",
             rows.iter()
-                .map(|r| format!("{} ({})", short(&r.digest), r.label))
+                .map(|r| format!("{} ({})", r.digest.short(), r.label))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
@@ -359,17 +359,17 @@ pub fn hash_diff(ctx: &Context, a: &str, b: &str, show_values: bool) -> Result<H
     let text = if changes.is_empty() {
         format!(
             "{} ({}) and {} ({}) have the same inputs\n",
-            short(&ra.digest),
+            ra.digest.short(),
             ra.label,
-            short(&rb.digest),
+            rb.digest.short(),
             rb.label
         )
     } else {
         format!(
             "{} ({}) -> {} ({}):\n{}",
-            short(&ra.digest),
+            ra.digest.short(),
             ra.label,
-            short(&rb.digest),
+            rb.digest.short(),
             rb.label,
             explain::render(&changes, &rb.label, 2)
         )

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use super::Buildah;
+use crate::digest::Digest;
 use crate::executor::export::{ExportRequest, write_atomically};
 use crate::executor::{
     Exporter, ImageStore, RegistryEntry, ToolError, ToolErrorKind, ToolResult, cli,
@@ -123,7 +124,7 @@ impl Exporter for Buildah {
         self.tool_ok(&self.buildah, &args, None)
     }
 
-    fn remote_digest_label(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>> {
+    fn remote_digest_label(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<Digest>> {
         match self.registry_lookup(reference, tls_verify)? {
             RegistryEntry::Present { label } => Ok(Some(label)),
             RegistryEntry::Absent => Ok(None),

@@ -23,6 +23,7 @@ use super::{
     ImageStore, Registry, RegistryEntry, RmiOutcome, StepSink, TestOutcome, TestRequest, ToolError,
     ToolErrorKind, ToolResult, cli,
 };
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use parse::normalize_id;
 
@@ -361,11 +362,12 @@ impl Registry for Buildah {
             .map(|_| ())
     }
 
-    fn digest_label(&self, image_id: &str) -> ToolResult<String> {
+    fn digest_label(&self, image_id: &str) -> ToolResult<Digest> {
         let format = "{{index .OCIv1.Config.Labels \"layerbuild.digest\"}}";
         self.run_tool(
             &self.buildah,
             &["inspect", "--type", "image", "--format", format, image_id],
         )
+        .map(Digest::from)
     }
 }

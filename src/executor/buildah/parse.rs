@@ -98,7 +98,7 @@ pub fn skopeo_entry(json: &str) -> Result<RegistryEntry, String> {
         label: v["Labels"]["layerbuild.digest"]
             .as_str()
             .unwrap_or("")
-            .to_string(),
+            .into(),
     })
 }
 

@@ -17,6 +17,7 @@ use super::report::{Done, Failed};
 use super::request::{attempt_request, base_image, new_log_path, record};
 use crate::cache::Cache;
 use crate::cache::lock::{DigestLock, Holder};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::{Backend, BaseImage, BuildFailure, ImageNames};
 use crate::fingerprint::Fingerprint;
@@ -88,7 +89,7 @@ impl RunCtx<'_> {
             return Err(format!(
                 "the inputs of {} changed during the build (its digest is now {}); run the build again",
                 light.label,
-                crate::fingerprint::short(&fp.digest)
+                fp.digest.short()
             ));
         }
         Ok(fp)
@@ -306,7 +307,7 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
 /// Is `name` one layerbuild gives only to `label`'s builds of `digest`:
 /// `…/TYPE/LAYER:TAG` with a tag of 12 or more leading characters of the
 /// digest (the local name, a registry reference)?
-fn names_build(name: &str, label: &Label, digest: &str) -> bool {
+fn names_build(name: &str, label: &Label, digest: &Digest) -> bool {
     let Some((repo, tag)) = name.rsplit_once(':') else {
         return false;
     };
@@ -315,7 +316,7 @@ fn names_build(name: &str, label: &Label, digest: &str) -> bool {
         label.image_type().to_lowercase(),
         label.layer().to_lowercase()
     );
-    tag.len() >= 12 && digest.starts_with(tag) && repo.ends_with(&path)
+    tag.len() >= 12 && digest.as_str().starts_with(tag) && repo.ends_with(&path)
 }
 
 /// After a build was killed between `buildah commit` and its cache record,

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::BuildOptions;
 use super::request::{attempt_request, base_image};
 use crate::cache::Cache;
+use crate::digest::Digest;
 use crate::error::Result;
 use crate::executor::Backend;
 use crate::fingerprint::session::{Source, Want};
@@ -37,7 +38,7 @@ pub struct PlanReport {
 #[derive(Debug, Serialize)]
 pub struct PlannedLayer {
     pub label: String,
-    pub digest: String,
+    pub digest: Digest,
     pub status: PlanStatus,
     /// One line: the first root cause, or the image that would be reused.
     pub reason: String,

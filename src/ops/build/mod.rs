@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use super::Context;
 use crate::cache::Cache;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::{Backend, Exporter, ImageNames, Registry};
 use crate::fingerprint::Fingerprint;
@@ -187,7 +188,7 @@ fn settle(
     mut fp: Prints,
     cache: &Cache,
     images: &HashSet<String>,
-) -> Result<(BTreeMap<Label, Fingerprint>, Vec<(Label, String)>)> {
+) -> Result<(BTreeMap<Label, Fingerprint>, Vec<(Label, Digest)>)> {
     let mut local_misses = misses(cache, images, labels, &fp.prints)?;
     if fp.source == Source::Memo && !local_misses.is_empty() {
         fp = crate::ops::fingerprints(ws, system, labels, Want::Manifests)?;
@@ -234,7 +235,7 @@ fn misses(
     images: &HashSet<String>,
     labels: &[Label],
     prints: &BTreeMap<Label, Fingerprint>,
-) -> Result<Vec<(Label, String)>> {
+) -> Result<Vec<(Label, Digest)>> {
     let mut out = vec![];
     for l in labels {
         let digest = &prints[l].digest;

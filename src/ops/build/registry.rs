@@ -11,6 +11,7 @@ use std::time::Instant;
 use super::attempt::RunCtx;
 use super::report::Done;
 use super::request::record;
+use crate::digest::Digest;
 use crate::executor::{Registry, RegistryEntry};
 use crate::fingerprint::Fingerprint;
 use crate::label::Label;
@@ -26,7 +27,7 @@ pub struct RegistryUse<'a> {
     /// Cleared at the first failure to reach the registry: one warning, then local only.
     reachable: std::sync::atomic::AtomicBool,
     /// digest -> what the registry holds for it (looked up before building).
-    entries: Mutex<HashMap<String, RegistryEntry>>,
+    entries: Mutex<HashMap<Digest, RegistryEntry>>,
     warnings: Mutex<Vec<String>>,
 }
 
@@ -44,7 +45,7 @@ impl<'a> RegistryUse<'a> {
     }
 
     /// `<registry>/<type>/<layer>:<digest>`: one repository per label, tagged by digest.
-    pub fn reference(&self, label: &Label, digest: &str) -> String {
+    pub fn reference(&self, label: &Label, digest: &Digest) -> String {
         format!(
             "{}/{}/{}:{digest}",
             self.url,
@@ -54,14 +55,14 @@ impl<'a> RegistryUse<'a> {
     }
 
     /// Does the registry hold an entry of exactly this digest?
-    pub(super) fn holds(&self, digest: &str) -> bool {
+    pub(super) fn holds(&self, digest: &Digest) -> bool {
         self.usable()
             && matches!(self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(digest),
                 Some(RegistryEntry::Present { label }) if label == digest)
     }
 
     /// Pushes a layer built here (read-write mode); a failure is a warning.
-    pub(super) fn push_built(&self, label: &Label, digest: &str, image_id: &str) {
+    pub(super) fn push_built(&self, label: &Label, digest: &Digest, image_id: &str) {
         if self.mode != CacheMode::ReadWrite || !self.usable() {
             return;
         }
@@ -103,7 +104,7 @@ impl<'a> RegistryUse<'a> {
     }
 
     /// Looks every digest up (a few requests at a time) and returns what was found.
-    pub fn lookup_all(&self, wanted: &[(Label, String)]) -> HashMap<String, RegistryEntry> {
+    pub fn lookup_all(&self, wanted: &[(Label, Digest)]) -> HashMap<Digest, RegistryEntry> {
         self.prefetch(wanted);
         self.entries
             .lock()
@@ -124,11 +125,11 @@ impl<'a> RegistryUse<'a> {
     }
 
     /// Looks every digest up, a few requests at a time.
-    pub(super) fn prefetch(&self, wanted: &[(Label, String)]) {
+    pub(super) fn prefetch(&self, wanted: &[(Label, Digest)]) {
         if !self.usable() || wanted.is_empty() {
             return;
         }
-        let results: Mutex<Vec<(String, std::result::Result<RegistryEntry, String>)>> =
+        let results: Mutex<Vec<(Digest, std::result::Result<RegistryEntry, String>)>> =
             Mutex::new(vec![]);
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::digest::Digest;
 use crate::label::Label;
 use crate::progress::{Reporter, format_duration};
 use crate::scheduler::NodeStatus;
@@ -40,7 +41,7 @@ pub struct BuildReport {
 #[derive(Debug, Serialize)]
 pub struct LayerResult {
     pub label: String,
-    pub digest: String,
+    pub digest: Digest,
     pub status: LayerStatus,
     pub image_id: Option<String>,
     pub image_name: Option<String>,
@@ -119,7 +120,7 @@ impl Done {
 }
 
 impl LayerResult {
-    fn new(label: &Label, digest: String, status: LayerStatus) -> LayerResult {
+    fn new(label: &Label, digest: Digest, status: LayerStatus) -> LayerResult {
         LayerResult {
             label: label.to_string(),
             digest,
@@ -140,7 +141,7 @@ impl LayerResult {
         ws: &Workspace,
         labels: &[Label],
         i: usize,
-        digest: String,
+        digest: Digest,
         node: NodeStatus<Done, Failed>,
         reporter: &dyn Reporter,
     ) -> LayerResult {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cache::BuildRecord;
+use crate::digest::Digest;
 use crate::executor::{BaseImage, BuildRequest, PlayRequest};
 use crate::fingerprint::Fingerprint;
 use crate::label::Label;
@@ -44,13 +45,13 @@ pub(super) fn request(
     ws: &Workspace,
     system: Option<&System>,
     label: &Label,
-    digest: &str,
+    digest: &Digest,
     isolation: &str,
 ) -> BuildRequest {
     let layer = &ws.layers[label];
     BuildRequest {
         label: label.to_string(),
-        digest: digest.to_string(),
+        digest: digest.clone(),
         image_name: String::new(),
         container_name: String::new(),
         from: crate::executor::BaseImage::Scratch,
@@ -164,7 +165,7 @@ pub(crate) fn new_log_path(
     ws: &Workspace,
     label: &Label,
     started_at: i64,
-    digest: &str,
+    digest: &Digest,
     suffix: &str,
 ) -> PathBuf {
     let dir = ws
@@ -182,10 +183,7 @@ pub(crate) fn new_log_path(
         } else {
             format!("-{n}")
         };
-        let p = dir.join(format!(
-            "{stamp}-{}{suffix}{extra}.log",
-            crate::fingerprint::short(digest)
-        ));
+        let p = dir.join(format!("{stamp}-{}{suffix}{extra}.log", digest.short()));
         if !p.exists() {
             return p;
         }
