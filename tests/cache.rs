@@ -1,27 +1,48 @@
-//! The cache index against container storage, with real buildah on the
-//! busybox `chain` fixture: an image removed behind layerbuild's back,
-//! `cache verify`, `cache rebuild-index`, and damaged database files.
+//! The cache index against container storage on the busybox `chain`
+//! fixture: an image removed behind layerbuild's back, `cache verify` (and
+//! `--repair`), edited and odd rows, images trusted by the reference they
+//! were pulled as, `cache rebuild-index`, and damaged database files.
+//!
+//! One test runs real buildah end to end,
+//! `rebuild_index_after_the_database_is_deleted_makes_the_next_build_a_no_op`:
+//! it proves the index can be rebuilt from what buildah's storage really
+//! holds (the labels real builds commit, read back through buildah's own
+//! listing and inspect), and that the next build then commits nothing. The
+//! others test the bookkeeping above the executor: they run in this process
+//! against the recording backend ([`TestWs::recorded`]: no buildah, no
+//! root), whose store they change directly where the real tests ran
+//! `buildah rmi` or `buildah tag`. A panic there fails the test itself.
 
 mod common;
 
-use std::process::Command;
-
 use common::{TestWs, layer, require_buildah};
+use layerbuild::executor::recording::{Call, Recording};
+use layerbuild::executor::{ImageStore, RmiOutcome};
 
 fn status<'a>(report: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
     &layer(report, label)["status"]
 }
 
-fn rmi(name: &str) {
-    let out = Command::new("buildah")
-        .args(["rmi", name])
-        .output()
-        .unwrap();
+/// `buildah rmi NAME` on the recording's store: the name goes, and the
+/// image with it when it was its last name.
+fn rmi(rec: &Recording, name: &str) {
+    let outcome = rec.remove_image(name).unwrap();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        matches!(outcome, RmiOutcome::Removed | RmiOutcome::Untagged),
+        "rmi {name}: {outcome:?}"
     );
+}
+
+/// `buildah tag ID NAME` on the recording's store: the name moves onto the
+/// image `id`.
+fn tag(rec: &Recording, id: &str, name: &str) {
+    let mut image = rec
+        .images_stored()
+        .into_iter()
+        .find(|i| i.id == id)
+        .unwrap_or_else(|| panic!("no image {id} in the store"));
+    image.names = vec![name.to_string()];
+    rec.add_image(image);
 }
 
 fn remove_db(ws: &TestWs) {
@@ -32,8 +53,7 @@ fn remove_db(ws: &TestWs) {
 
 #[test]
 fn an_image_removed_behind_our_back_is_a_miss_that_verify_reports_and_build_repairs() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     let first = ws.lb(&["build", "--json", "//..."]).ok().json();
     let slurm = first["layers"]
         .as_array()
@@ -42,7 +62,7 @@ fn an_image_removed_behind_our_back_is_a_miss_that_verify_reports_and_build_repa
         .find(|l| l["label"] == "//compute/slurm")
         .unwrap()
         .clone();
-    rmi(slurm["image_name"].as_str().unwrap());
+    rmi(ws.rec(), slurm["image_name"].as_str().unwrap());
 
     let v = ws.lb(&["cache", "verify", "--json"]);
     assert_eq!(v.code, 1, "{}\n{}", v.stdout, v.stderr);
@@ -76,8 +96,7 @@ fn an_image_removed_behind_our_back_is_a_miss_that_verify_reports_and_build_repa
 
 #[test]
 fn verify_repair_deletes_bad_rows_and_the_next_build_rebuilds_them() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     let first = ws.lb(&["build", "--json", "//uan/uan"]).ok().json();
     let uan = first["layers"]
         .as_array()
@@ -86,7 +105,7 @@ fn verify_repair_deletes_bad_rows_and_the_next_build_rebuilds_them() {
         .find(|l| l["label"] == "//uan/uan")
         .unwrap()
         .clone();
-    rmi(uan["image_name"].as_str().unwrap());
+    rmi(ws.rec(), uan["image_name"].as_str().unwrap());
     // A row naming an image labelled with another digest: //base/hsn's row
     // pointed at //base/os's image.
     let conn = rusqlite::Connection::open(ws.db()).unwrap();
@@ -134,8 +153,7 @@ fn verify_repair_deletes_bad_rows_and_the_next_build_rebuilds_them() {
 
 #[test]
 fn an_edited_row_is_not_reused_and_a_moved_name_is_not_reported() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     let first = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
     let id = |l: &str| layer(&first, l)["image_id"].as_str().unwrap().to_string();
     let (os, hsn, slurm) = (id("//base/os"), id("//base/hsn"), id("//compute/slurm"));
@@ -176,15 +194,7 @@ fn an_edited_row_is_not_reused_and_a_moved_name_is_not_reported() {
     // Another image tagged with //compute/slurm's name: the build reuses
     // slurm's own image by id, and does not report the name, which now
     // leads elsewhere.
-    let out = Command::new("buildah")
-        .args(["tag", &os, &slurm_name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tag(ws.rec(), &os, &slurm_name);
     let again = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
     let s = layer(&again, "//compute/slurm");
     assert_eq!(s["status"], "cached", "{again}");
@@ -241,8 +251,7 @@ fn rebuild_index_after_the_database_is_deleted_makes_the_next_build_a_no_op() {
 
 #[test]
 fn a_damaged_database_names_the_file_and_rebuild_index_moves_it_aside() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     ws.lb(&["build", "//..."]).ok();
     let db = ws.db();
     let len = std::fs::metadata(&db).unwrap().len();
@@ -295,8 +304,7 @@ fn a_damaged_database_names_the_file_and_rebuild_index_moves_it_aside() {
 
 #[test]
 fn short_or_odd_digests_in_edited_rows_never_panic() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     ws.lb(&["build", "//base/hsn"]).ok();
     let conn = rusqlite::Connection::open(ws.db()).unwrap();
     conn.execute_batch(
@@ -330,8 +338,8 @@ fn short_or_odd_digests_in_edited_rows_never_panic() {
 /// such name left, its labels are read, and it is still reused.
 #[test]
 fn a_pulled_image_is_trusted_by_its_reference_without_an_inspect() {
-    require_buildah();
-    let mut ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
+    let rec = ws.rec();
     let first = ws.lb(&["build", "--json", "//base/os"]).ok().json();
     let os = layer(&first, "//base/os");
     let (id, local) = (
@@ -343,36 +351,31 @@ fn a_pulled_image_is_trusted_by_its_reference_without_an_inspect() {
         ws.name,
         os["digest"].as_str().unwrap()
     );
-    let buildah = |args: &[&str]| {
-        let out = Command::new("buildah").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    buildah(&["tag", &id, &reference]);
-    buildah(&["rmi", &local]);
+    tag(rec, &id, &reference);
+    rmi(rec, &local);
     let conn = rusqlite::Connection::open(ws.db()).unwrap();
     conn.execute("UPDATE layers SET image_name = ?1", [&reference])
         .unwrap();
     drop(conn);
-    let calls = ws.log_buildah();
+    // What `buildah inspect` does: read an image's labels.
+    let start = rec.calls().len();
+    let inspected = || {
+        rec.calls()[start..]
+            .iter()
+            .any(|c| matches!(c, Call::CommittedImage(_) | Call::DigestLabel(_)))
+    };
     let again = ws.lb(&["build", "--json", "//base/os"]).ok().json();
     assert_eq!(layer(&again, "//base/os")["status"], "cached", "{again}");
     assert_eq!(layer(&again, "//base/os")["image_name"], reference.as_str());
-    let log = std::fs::read_to_string(&calls).unwrap();
-    assert!(!log.contains("inspect"), "{log}");
+    assert!(!inspected(), "{:?}", &rec.calls()[start..]);
 
     // No name of this build left (only another one, which keeps the
     // image): the labels are read, and they agree.
     let other = format!("localhost/{}/unrelated:latest", ws.name);
-    buildah(&["tag", &id, &other]);
-    buildah(&["rmi", &reference]);
+    tag(rec, &id, &other);
+    rmi(rec, &reference);
     let again = ws.lb(&["build", "--json", "//base/os"]).ok().json();
     assert_eq!(layer(&again, "//base/os")["status"], "cached", "{again}");
     assert_eq!(layer(&again, "//base/os")["image_id"], id.as_str());
-    let log = std::fs::read_to_string(&calls).unwrap();
-    assert!(log.contains("inspect"), "{log}");
-    buildah(&["rmi", &other]);
+    assert!(inspected(), "{:?}", &rec.calls()[start..]);
 }

@@ -1,10 +1,22 @@
-//! `layerbuild gc` with real buildah on the busybox `chain` fixture.
+//! `layerbuild gc` on the busybox `chain` fixture.
+//!
+//! One test runs real buildah end to end,
+//! `gc_keep_2_leaves_the_current_digest_and_the_newest_other_and_the_next_build_is_a_no_op`:
+//! it proves gc really removes images from buildah's storage (with their
+//! rows and logs), keeps the ones it should, and that the next build then
+//! reuses what is left. The others test gc's choices (which working
+//! containers are stale, kept containers of failed builds, checking
+//! `--keep`): they run in this process against the recording backend
+//! ([`TestWs::recorded`]: no buildah, no root), whose containers and images
+//! they set up and read directly.
 
 mod common;
 
 use std::process::Command;
 
 use common::{TestWs, layer, require_buildah};
+use layerbuild::executor::ImageStore;
+use layerbuild::executor::recording::Recording;
 
 /// Builds //uan/uan with the next version of its script; returns (digest, image name).
 fn build_uan_version(ws: &TestWs, v: usize) -> (String, String) {
@@ -54,6 +66,19 @@ fn strings(v: &serde_json::Value, field: &str) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// Does the recording's store hold a working container of this name?
+fn container_exists(rec: &Recording, name: &str) -> bool {
+    rec.containers().unwrap().contains(name)
+}
+
+/// Every name the recording's store gives an image.
+fn recorded_image_names(rec: &Recording) -> Vec<String> {
+    rec.images_stored()
+        .into_iter()
+        .flat_map(|i| i.names)
+        .collect()
 }
 
 #[test]
@@ -155,8 +180,8 @@ fn gc_keep_2_leaves_the_current_digest_and_the_newest_other_and_the_next_build_i
 
 #[test]
 fn gc_removes_working_containers_whose_build_process_is_gone() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
+    let rec = ws.rec();
     let r = ws.lb(&["build", "--json", "//base/os"]).ok().json();
     let image = layer(&r, "//base/os")["image_name"]
         .as_str()
@@ -169,15 +194,7 @@ fn gc_removes_working_containers_whose_build_process_is_gone() {
 
     let container = |slug: &str, hex: &str, owner: Option<u32>| {
         let name = format!("layerbuild-{}-{slug}-{hex}", ws.name);
-        let out = Command::new("buildah")
-            .args(["from", "--name", &name, &image])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        rec.create_container(&name, &image).unwrap();
         if let Some(pid) = owner {
             ws.write(&format!("cache/tmp/{name}/owner.pid"), &format!("{pid}\n"));
         }
@@ -193,7 +210,7 @@ fn gc_removes_working_containers_whose_build_process_is_gone() {
     let mut stale = vec![dead_owner.clone(), no_owner_known.clone()];
     stale.sort();
     assert_eq!(strings(&dry["containers"], "name"), stale, "{dry}");
-    assert!(TestWs::container_exists(&dead_owner));
+    assert!(container_exists(rec, &dead_owner));
 
     let run = ws.lb(&["gc"]).ok();
     assert!(
@@ -203,21 +220,24 @@ fn gc_removes_working_containers_whose_build_process_is_gone() {
         run.stdout
     );
     assert!(run.stdout.contains("2 stale containers"), "{}", run.stdout);
-    assert!(!TestWs::container_exists(&dead_owner));
-    assert!(!TestWs::container_exists(&no_owner_known));
+    assert!(!container_exists(rec, &dead_owner));
+    assert!(!container_exists(rec, &no_owner_known));
     assert!(!ws.path(&format!("cache/tmp/{dead_owner}")).exists());
-    assert!(TestWs::container_exists(&live_owner));
-    assert!(TestWs::container_exists(&no_owner_unknown));
+    assert!(container_exists(rec, &live_owner));
+    assert!(container_exists(rec, &no_owner_unknown));
     // The current image stays.
-    assert!(image_names().contains(&image));
+    assert!(recorded_image_names(rec).contains(&image));
 }
 
 #[test]
 fn gc_leaves_kept_containers_of_failed_builds_and_says_so() {
-    require_buildah();
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
+    let rec = ws.rec();
     let original = ws.read("scripts/uan.sh");
+    ws.lb(&["build", "//uan/uan"]).ok();
+    // Another digest of //uan/uan, whose build fails and keeps its container.
     ws.append("scripts/uan.sh", "echo about to fail; exit 4\n");
+    rec.fail_label("//uan/uan");
     let run = ws.lb(&["build", "--json", "//uan/uan"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let failed = run.json();
@@ -225,11 +245,12 @@ fn gc_leaves_kept_containers_of_failed_builds_and_says_so() {
         .as_str()
         .unwrap()
         .to_string();
+    // Back to the digest built before: cached, so no build of it fails.
     ws.write("scripts/uan.sh", &original);
     ws.lb(&["build", "//uan/uan"]).ok();
 
     let run = ws.lb(&["gc", "--keep", "1"]).ok();
-    assert!(TestWs::container_exists(&kept), "gc removed {kept}");
+    assert!(container_exists(rec, &kept), "gc removed {kept}");
     assert!(
         run.stdout.contains("layerbuild clean --failed") && run.stdout.contains(&kept),
         "{}",
@@ -241,7 +262,7 @@ fn gc_leaves_kept_containers_of_failed_builds_and_says_so() {
 
 #[test]
 fn gc_rejects_a_negative_or_non_numeric_keep() {
-    let ws = TestWs::new("chain");
+    let ws = TestWs::recorded("chain");
     let run = ws.lb(&["gc", "--keep", "-1"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("--keep -1"), "{}", run.stderr);

@@ -1,7 +1,17 @@
-//! Past one machine: the shared cache in a real OCI registry (Debian's
-//! docker-registry on 127.0.0.1), two "machines" with separate storage roots
-//! and cache directories, `affected --since`, and `ci gitlab` validated
-//! against GitLab's CI JSON schema.
+//! Past one machine: the shared registry cache, `affected --since`, and
+//! `ci gitlab` validated against GitLab's CI JSON schema.
+//!
+//! Real buildah and a real OCI registry (Debian's docker-registry on
+//! 127.0.0.1), with "machines" of separate storage roots and cache
+//! directories, for what only they prove: layers really pushed by one
+//! machine and pulled into another's storage (a second machine pulls every
+//! layer; the demo pulled whole, its exports read by real tools) and `push`
+//! sending a layer once. `affected --since` and `ci gitlab` need no buildah.
+//! The fallback logic (an entry with the wrong digest label rejected and
+//! rebuilt, an unreachable registry, read-only mode) is logic over the
+//! registry interface: it runs in this process against the recording
+//! backend ([`TestWs::recorded`]: no buildah, no root), whose registry is
+//! shared by the machines of a test ([`RecordedMachine`]).
 
 mod common;
 
@@ -10,7 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Edit, TestWs, copy_dir, require_buildah};
+use common::{Edit, TestWs, copy_dir, lb_recorded, require_buildah};
+use layerbuild::executor::Registry as _;
+use layerbuild::executor::recording::{Call, Recording};
+
+/// The registry the recorded tests name (the recording backend holds it).
+const RECORDED_REGISTRY: &str = "registry.example.org:5000/hpc/layers";
 
 /// A docker-registry on a free 127.0.0.1 port with temporary storage; stopped on drop.
 struct Registry {
@@ -135,6 +150,34 @@ impl Drop for Machine {
     }
 }
 
+/// Another machine on the recording backend: a copy of the workspace at
+/// another path with no cache directory, and an empty image store. The
+/// recording holds one store, so making a machine empties it (the machines
+/// before it are not used again); its registry is what the machines share.
+struct RecordedMachine {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl RecordedMachine {
+    fn clone_of(ws: &TestWs) -> RecordedMachine {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("elsewhere/ws");
+        copy_dir(&ws.root, &root);
+        let _ = std::fs::remove_dir_all(root.join("cache"));
+        let rec = ws.rec();
+        for image in rec.images_stored() {
+            rec.delete_image(&image.id);
+        }
+        RecordedMachine { _dir: dir, root }
+    }
+
+    fn lb(&self, rec: &Recording, args: &[&str]) -> (i32, String, String) {
+        let r = lb_recorded(&self.root, args, rec);
+        (r.code, r.stdout, r.stderr)
+    }
+}
+
 fn with_registry(ws: &TestWs, url: &str) {
     ws.append(
         "Layerfile.toml",
@@ -199,32 +242,18 @@ fn a_second_machine_pulls_every_layer_and_builds_nothing() {
 
 #[test]
 fn a_registry_entry_with_the_wrong_digest_label_is_rejected_and_rebuilt() {
-    require_buildah();
-    let reg = Registry::start();
-    let ws = TestWs::new("chain");
-    with_registry(&ws, &reg.url());
+    let ws = TestWs::recorded("chain");
+    let rec = ws.rec();
+    with_registry(&ws, RECORDED_REGISTRY);
     let a = ws.lb(&["build", "--json", "//base/hsn"]).ok().json();
     let os_digest = a["layers"][0]["digest"].as_str().unwrap().to_string();
     let hsn_image = a["layers"][1]["image_id"].as_str().unwrap().to_string();
     // Overwrite //base/os's tag with another layer's image.
-    let tampered = format!("{}/base/os:{os_digest}", reg.url());
-    let out = Command::new("buildah")
-        .args([
-            "push",
-            "--tls-verify=false",
-            &hsn_image,
-            &format!("docker://{tampered}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tampered = format!("{RECORDED_REGISTRY}/base/os:{os_digest}");
+    rec.push(&hsn_image, &tampered, false).unwrap();
 
-    let b = Machine::clone_of(&ws);
-    let (code, out, err) = b.lb(&["build", "--json", "//base/hsn"]);
+    let b = RecordedMachine::clone_of(&ws);
+    let (code, out, err) = b.lb(rec, &["build", "--json", "//base/hsn"]);
     assert_eq!(code, 0, "{err}");
     let r = json(&out);
     assert_eq!(
@@ -238,14 +267,9 @@ fn a_registry_entry_with_the_wrong_digest_label_is_rejected_and_rebuilt() {
 
 #[test]
 fn an_unreachable_registry_warns_once_and_builds_locally() {
-    require_buildah();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ws = TestWs::new("chain");
-    with_registry(&ws, &format!("127.0.0.1:{port}/hpc/layers"));
+    let ws = TestWs::recorded("chain");
+    ws.rec().set_registry_unreachable(true);
+    with_registry(&ws, RECORDED_REGISTRY);
     let run = ws.lb(&["build", "//compute/slurm"]).ok();
     assert!(run.stdout.contains("4 built"), "{}", run.stdout);
     let warnings: Vec<&str> = run
@@ -266,30 +290,42 @@ fn an_unreachable_registry_warns_once_and_builds_locally() {
 
 #[test]
 fn read_only_mode_pulls_but_never_pushes() {
-    require_buildah();
-    let reg = Registry::start();
-    let ws = TestWs::new("chain");
-    with_registry(&ws, &reg.url());
+    let ws = TestWs::recorded("chain");
+    let rec = ws.rec();
+    with_registry(&ws, RECORDED_REGISTRY);
     ws.lb(&["build", "//base/hsn"]).ok();
-    let b = Machine::clone_of(&ws);
+    let b = RecordedMachine::clone_of(&ws);
     std::fs::write(
         b.root.join("scripts/uan.sh"),
         "#!/bin/sh\necho changed > /etc/motd\n",
     )
     .unwrap();
-    let (code, out, err) = b.lb(&["build", "--json", "--cache-mode", "read-only", "//uan/uan"]);
+    let start = rec.calls().len();
+    let (code, out, err) = b.lb(
+        rec,
+        &["build", "--json", "--cache-mode", "read-only", "//uan/uan"],
+    );
     assert_eq!(code, 0, "{err}");
     let r = json(&out);
     assert_eq!(r["pulled"], 2);
     assert_eq!(r["built"], 1);
+    let pushes: Vec<Call> = rec.calls()[start..]
+        .iter()
+        .filter(|c| matches!(c, Call::Push { .. }))
+        .cloned()
+        .collect();
+    assert!(pushes.is_empty(), "read-only mode pushed: {pushes:?}");
     // Nothing was pushed: a third machine must build //uan/uan.
-    let c = Machine::clone_of(&ws);
+    let c = RecordedMachine::clone_of(&ws);
     std::fs::write(
         c.root.join("scripts/uan.sh"),
         "#!/bin/sh\necho changed > /etc/motd\n",
     )
     .unwrap();
-    let (_, out, _) = c.lb(&["build", "--json", "--cache-mode", "off", "//uan/uan"]);
+    let (_, out, _) = c.lb(
+        rec,
+        &["build", "--json", "--cache-mode", "off", "//uan/uan"],
+    );
     assert_eq!(json(&out)["built"], 3, "off mode must not pull either");
 }
 

@@ -235,6 +235,15 @@ impl TestWs {
         ws
     }
 
+    /// The in-memory backend of a [`TestWs::recorded`] workspace, for a
+    /// test to set up or read what storage and the registry hold.
+    #[track_caller]
+    pub fn rec(&self) -> &layerbuild::executor::recording::Recording {
+        self.recording
+            .as_ref()
+            .expect("not a recorded workspace: use TestWs::recorded")
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
