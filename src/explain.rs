@@ -387,23 +387,29 @@ fn diff_inventory_vars(old: &Side, new: &Side, show_values: bool, out: &mut Vec<
         for file in files {
             match (fa.get(file), fb.get(file)) {
                 (None, Some(_)) | (Some(_), None) if collapse => {}
-                (None, Some(_)) => {
-                    let (v, vault) = recorded(new, file, name);
-                    out.push(Change::VarAdded {
-                        name: name.clone(),
-                        file: display(new, file),
-                        value: shown(&v, vault, show_values),
-                        vault,
-                    });
-                }
-                (Some(_), None) => {
-                    let (v, vault) = recorded(old, file, name);
-                    out.push(Change::VarRemoved {
-                        name: name.clone(),
-                        file: display(old, file),
-                        value: shown(&v, vault, show_values),
-                        vault,
-                        still_defined: defines(new, file, name),
+                (None, Some(_)) | (Some(_), None) => {
+                    // Defined on one side only: that side's value.
+                    let added = fa.get(file).is_none();
+                    let side = if added { new } else { old };
+                    let (v, vault) = recorded(side, file, name);
+                    let still_defined = !added && defines(new, file, name);
+                    let (name, file_shown) = (name.clone(), display(side, file));
+                    let value = shown(&v, vault, show_values);
+                    out.push(if added {
+                        Change::VarAdded {
+                            name,
+                            file: file_shown,
+                            value,
+                            vault,
+                        }
+                    } else {
+                        Change::VarRemoved {
+                            name,
+                            file: file_shown,
+                            value,
+                            vault,
+                            still_defined,
+                        }
                     });
                 }
                 (Some(x), Some(y)) if x != y => {

@@ -151,16 +151,16 @@ pub type ImageNames = HashMap<String, String>;
 /// A result of a backend operation.
 pub type ToolResult<T> = std::result::Result<T, ToolError>;
 
+/// What a build ends with: the committed image, or the failure and what
+/// was kept of it.
+pub type BuildResult = std::result::Result<BuildOutput, BuildFailure>;
+
 /// Builds layers: the arrow from a plan to a committed image.
 pub trait Executor: Sync {
     /// Checks the tools this executor needs are present; `needs_play` when a
     /// layer to build runs an Ansible playbook.
     fn preflight(&self, needs_play: bool) -> ToolResult<()>;
-    fn build(
-        &self,
-        req: &BuildRequest,
-        sink: &dyn StepSink,
-    ) -> std::result::Result<BuildOutput, BuildFailure>;
+    fn build(&self, req: &BuildRequest, sink: &dyn StepSink) -> BuildResult;
     /// Runs a built image's tests in one fresh container (`layerbuild test`).
     fn run_tests(&self, req: &TestRequest) -> ToolResult<Vec<TestOutcome>>;
     /// What [`Executor::build`] would run for `req`, one shell line each,

@@ -18,8 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 use super::export::{ExportRequest, write_atomically};
 use super::inspect::ImageMeta;
 use super::{
-    AttachedRun, Backend, BuildFailure, BuildOutput, BuildRequest, Executor, Exporter, ImageInfo,
-    ImageNames, ImageStore, Registry, RegistryEntry, RmiOutcome, StepSink, TestOutcome,
+    AttachedRun, Backend, BuildFailure, BuildOutput, BuildRequest, BuildResult, Executor, Exporter,
+    ImageInfo, ImageNames, ImageStore, Registry, RegistryEntry, RmiOutcome, StepSink, TestOutcome,
     TestRequest, ToolError, ToolErrorKind, ToolResult,
 };
 use crate::digest::Digest;
@@ -268,11 +268,7 @@ impl Executor for Recording {
         Ok(())
     }
 
-    fn build(
-        &self,
-        req: &BuildRequest,
-        sink: &dyn StepSink,
-    ) -> std::result::Result<BuildOutput, BuildFailure> {
+    fn build(&self, req: &BuildRequest, sink: &dyn StepSink) -> BuildResult {
         let mut s = self.record(Call::Build {
             label: req.label.clone(),
             digest: req.digest.clone(),

@@ -19,9 +19,9 @@ use std::process::{Command, Stdio};
 
 use super::inspect::ImageMeta;
 use super::{
-    AttachedRun, BuildFailure, BuildOutput, BuildRequest, Executor, ImageInfo, ImageNames,
-    ImageStore, Registry, RegistryEntry, RmiOutcome, StepSink, TestOutcome, TestRequest, ToolError,
-    ToolErrorKind, ToolResult, cli,
+    AttachedRun, BuildRequest, BuildResult, Executor, ImageInfo,
+    ImageNames, ImageStore, Registry, RegistryEntry, RmiOutcome, StepSink, TestOutcome,
+    TestRequest, ToolError, ToolErrorKind, ToolResult, cli,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -226,11 +226,7 @@ impl Executor for Buildah {
         Ok(())
     }
 
-    fn build(
-        &self,
-        req: &BuildRequest,
-        sink: &dyn StepSink,
-    ) -> std::result::Result<BuildOutput, BuildFailure> {
+    fn build(&self, req: &BuildRequest, sink: &dyn StepSink) -> BuildResult {
         session::build(self, req, sink)
     }
 

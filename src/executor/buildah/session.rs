@@ -20,16 +20,12 @@ use super::Buildah;
 use super::parse::normalize_id;
 use super::steps::{Action, Arg, Known, Line, Mode, Phase, Step, steps, test_steps, umount};
 use crate::executor::{
-    BuildFailure, BuildOutput, BuildRequest, StepSink, TestOutcome, TestRequest, ToolError,
-    ToolErrorKind, ToolResult, cli,
+    BuildFailure, BuildOutput, BuildRequest, BuildResult, StepSink, TestOutcome, TestRequest,
+    ToolError, ToolErrorKind, ToolResult, cli,
 };
 
 /// Builds `req` (the real [`crate::executor::Executor::build`]).
-pub(super) fn build(
-    tool: &Buildah,
-    req: &BuildRequest,
-    sink: &dyn StepSink,
-) -> std::result::Result<BuildOutput, BuildFailure> {
+pub(super) fn build(tool: &Buildah, req: &BuildRequest, sink: &dyn StepSink) -> BuildResult {
     let fail = |message: String| BuildFailure {
         message,
         container: None,
@@ -379,7 +375,7 @@ impl<'a> Session<'a> {
 
 impl Build<'_> {
     /// Runs the steps in order; a failure ends the build as its phase says.
-    fn run_all(&self) -> std::result::Result<BuildOutput, BuildFailure> {
+    fn run_all(&self) -> BuildResult {
         let ctr = &self.req.container_name;
         let mut st = State::default();
         let mut renamed = Ok(());
@@ -410,11 +406,7 @@ impl Build<'_> {
     /// The build's end once its steps ran: the image, or which image tests
     /// failed (the image kept as `NAME-failed`) or why the tested image
     /// could not be named.
-    fn verdict(
-        &self,
-        st: State,
-        renamed: std::result::Result<(), String>,
-    ) -> std::result::Result<BuildOutput, BuildFailure> {
+    fn verdict(&self, st: State, renamed: std::result::Result<(), String>) -> BuildResult {
         let failure = |message: String| {
             self.note(&format!("## failed: {message}"));
             BuildFailure {
