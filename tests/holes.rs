@@ -285,3 +285,41 @@ fn jinja_assigned_special_names_are_read() {
         "{% for x in [1] %}{% macro m(loop) %}{% endmacro %}{{ loop }}{% endfor %}\n",
     );
 }
+
+/// Two links to one `[workspace] allow_outside` directory, each read by
+/// another layer (a second layer's playbook directory `library/`, the
+/// slurm playbook's): each layer counts what its own link leads to, when
+/// both are fingerprinted in one run (`ls`, a build of `//...`) as when
+/// one is (`hash //compute/slurm`).
+#[test]
+fn allowed_directory_linked_twice_counts_for_each_link() {
+    let ws = TestWs::new("chain");
+    let site = ws.root.parent().unwrap().join("site");
+    std::fs::create_dir_all(site.join("lib")).unwrap();
+    std::fs::write(site.join("lib/sitemod.py"), "# one\n").unwrap();
+    let lf = ws.read("Layerfile.toml");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "{}\n[layers.\"x/y\"]\nparent = \"//base/hsn\"\nsource = \"other-config\"\nplaybook = \"p.yml\"\ngroups = [\"Compute\"]\n",
+            lf.replacen(
+                "[workspace]\n",
+                &format!("[workspace]\nallow_outside = [\"{}\"]\n", site.display()),
+                1
+            )
+        ),
+    );
+    ws.write(
+        "other-config/p.yml",
+        "- hosts: Compute\n  gather_facts: false\n  tasks:\n    - sitemod:\n",
+    );
+    std::os::unix::fs::symlink(site.join("lib"), ws.path("other-config/library")).unwrap();
+    std::os::unix::fs::symlink(site.join("lib"), ws.path("slurm-config/library")).unwrap();
+    ws.write("slurm-config/roles/slurm/tasks/main.yml", "- sitemod:\n");
+    let a = ws.digests()["//compute/slurm"].clone();
+    assert_eq!(a, digest(&ws, "//compute/slurm"), "ls and hash disagree");
+    std::fs::write(site.join("lib/sitemod.py"), "# two\n").unwrap();
+    std::fs::remove_dir_all(ws.path("cache")).ok();
+    let b = ws.digests()["//compute/slurm"].clone();
+    assert_ne!(a, b, "the module behind slurm-config/library changed");
+}
