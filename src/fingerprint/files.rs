@@ -184,7 +184,11 @@ impl LinkTarget {
 struct Found {
     paths: BTreeMap<String, bool>,
     links: BTreeMap<String, LinkTarget>,
-    /// Canonical directories already walked through an allowed link (loops).
+    /// Canonical directories being walked through allowed links, from the
+    /// outermost link to the innermost: a link back into one of them is a
+    /// loop. Only that chain: another link into a directory walked before
+    /// is walked again, under its own path (each counts for whoever reads
+    /// it).
     followed: BTreeSet<PathBuf>,
     /// A `.gitignore` was met in a directory the walk entered.
     gitignore_met: bool,
@@ -715,7 +719,9 @@ impl<'a> Walk<'a> {
         if let LinkTarget::Allowed(real) = &target {
             if obs.is_dir(real) {
                 if out.followed.insert(real.clone()) {
-                    self.dir(&real.clone(), rel, out)?;
+                    let walked = self.dir(&real.clone(), rel, out);
+                    out.followed.remove(real);
+                    walked?;
                 }
             } else {
                 out.paths.insert(rel.to_string(), true);

@@ -488,16 +488,40 @@ fn discover_play(
     inputs.whole_source = found.whole_source;
     inputs.var_dirs = found.var_dirs;
     inputs.playbook_dir = found.playbook_dir;
-    // ansible-playbook runs in the source directory and reads its ansible.cfg.
-    let cfg = format!("{source}/ansible.cfg");
-    if obs.is_file(&ws.root.join(&cfg)) {
-        inputs.referenced.insert(cfg);
+    // ansible-playbook runs in the source directory and reads its
+    // ansible.cfg, unless the directory is world-writable (then Ansible
+    // ignores the file, with a warning).
+    let mut plugins = None;
+    if !world_writable(obs, &ws.root.join(source)) {
+        let cfg = format!("{source}/ansible.cfg");
+        if obs.is_file(&ws.root.join(&cfg)) {
+            inputs.referenced.insert(cfg);
+        }
+        let (cfg_paths, cfg_plugins) = ansible_cfg_paths(obs, ws, source)?;
+        inputs.referenced.extend(cfg_paths);
+        plugins = cfg_plugins;
     }
-    let (cfg_paths, plugins) = ansible_cfg_paths(obs, ws, source)?;
-    inputs.referenced.extend(cfg_paths);
     inputs.var_fallback = plugins.or(found.all_vars_reason);
     inputs.notes.extend(found.notes);
     Ok(())
+}
+
+/// Is `dir` writable by others? ansible-playbook then does not load the
+/// `ansible.cfg` of its working directory (`find_ini_config_file`, which
+/// stats the directory following links). Its permission bits are recorded
+/// (a `Stat` look), so the memo sees a `chmod`.
+fn world_writable(obs: &Observer, dir: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        obs.metadata(dir)
+            .is_ok_and(|m| m.permissions().mode() & 0o002 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (obs, dir);
+        false
+    }
 }
 
 /// The workspace-relative directory holding `path` (`.` at the top).
