@@ -19,9 +19,9 @@ use std::process::{Command, Stdio};
 
 use super::inspect::ImageMeta;
 use super::{
-    AttachedRun, BuildRequest, BuildResult, Executor, ImageInfo,
-    ImageNames, ImageStore, Registry, RegistryEntry, RmiOutcome, StepSink, TestOutcome,
-    TestRequest, ToolError, ToolErrorKind, ToolResult, cli,
+    AttachedRun, BuildRequest, BuildResult, Executor, ImageInfo, ImageNames, ImageStore, Registry,
+    RegistryEntry, RmiOutcome, StepSink, TestOutcome, TestRequest, ToolError, ToolErrorKind,
+    ToolResult, cli,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
