@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::TestWs;
+use common::{TestWs, require_buildah};
 
 fn digest(ws: &TestWs, label: &str) -> String {
     let out = ws.lb(&["hash", label]);
@@ -322,4 +322,52 @@ fn allowed_directory_linked_twice_counts_for_each_link() {
     std::fs::remove_dir_all(ws.path("cache")).ok();
     let b = ws.digests()["//compute/slurm"].clone();
     assert_ne!(a, b, "the module behind slurm-config/library changed");
+}
+
+/// An `ANSIBLE_*` variable of the user's environment (here
+/// `ANSIBLE_CONFIG`, which replaces the source's `ansible.cfg`) could
+/// change what a play makes while no digest sees it: plays run without
+/// such variables, and the build says which it left out. Run-only ones
+/// (the vault password file) still reach the play.
+#[test]
+fn ansible_settings_of_the_environment_do_not_reach_the_play() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    ws.write(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- name: what the play's environment holds\n  raw: printf 'config=%s vault=%s\\n' '{{ lookup(\"env\", \"ANSIBLE_CONFIG\") }}' '{{ lookup(\"env\", \"ANSIBLE_VAULT_PASSWORD_FILE\") }}' > /etc/ansible-env\n  args:\n    executable: /bin/sh\n",
+    );
+    let cfg = ws.path("../elsewhere.cfg");
+    std::fs::write(&cfg, "[defaults]\nhash_behaviour = merge\n").unwrap();
+    let vault = ws.path("../vault-pass");
+    std::fs::write(&vault, "not used\n").unwrap();
+    ws.env
+        .push(("ANSIBLE_CONFIG".into(), cfg.display().to_string()));
+    ws.env.push((
+        "ANSIBLE_VAULT_PASSWORD_FILE".into(),
+        vault.display().to_string(),
+    ));
+    let run = ws.lb(&["build", "--json", "//compute/slurm"]).ok();
+    let report = run.json();
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("not passed to ansible-playbook: ANSIBLE_CONFIG"),
+        "{warnings}"
+    );
+    assert!(
+        run.stderr
+            .contains("warning: not passed to ansible-playbook: ANSIBLE_CONFIG"),
+        "{}",
+        run.stderr
+    );
+    let image = common::layer(&report, "//compute/slurm")["image_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seen = TestWs::run_in_image(&image, "cat /etc/ansible-env");
+    assert_eq!(
+        seen.trim(),
+        format!("config= vault={}", vault.display()),
+        "{seen}"
+    );
 }

@@ -120,8 +120,69 @@ pub fn env_vars(play: &PlayRequest, work_dir: &Path) -> Vec<(&'static str, Strin
     ]
 }
 
+/// The `ANSIBLE_*` variables of the user's environment that reach Ansible:
+/// they change how a play runs or what it shows (vault credentials,
+/// display, logs, timeouts, pipelining), or name host tools that are not
+/// inputs anyway (installed collections, see the README's known limits),
+/// not what a play makes.
+const PASSED_THROUGH: &[&str] = &[
+    "ANSIBLE_COLLECTIONS_PATH",
+    "ANSIBLE_COLLECTIONS_PATHS",
+    "ANSIBLE_DEBUG",
+    "ANSIBLE_DEPRECATION_WARNINGS",
+    "ANSIBLE_FORCE_COLOR",
+    "ANSIBLE_FORKS",
+    "ANSIBLE_LOCALHOST_WARNING",
+    "ANSIBLE_LOG_PATH",
+    "ANSIBLE_NOCOLOR",
+    "ANSIBLE_PIPELINING",
+    "ANSIBLE_SYSTEM_WARNINGS",
+    "ANSIBLE_TIMEOUT",
+    "ANSIBLE_VAULT_IDENTITY",
+    "ANSIBLE_VAULT_IDENTITY_LIST",
+    "ANSIBLE_VAULT_PASSWORD_FILE",
+    "ANSIBLE_VERBOSITY",
+];
+
+/// Of `names` (a process's environment), the `ANSIBLE_*` variables that
+/// are not passed to Ansible: any other one may change what a play makes
+/// (`ANSIBLE_CONFIG` replaces the source's `ansible.cfg`,
+/// `ANSIBLE_HASH_BEHAVIOUR` merges variables...) without changing a digest,
+/// so the tools run without them. Sorted.
+pub fn left_out<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = names
+        .into_iter()
+        .filter(|n| n.starts_with("ANSIBLE_") && !PASSED_THROUGH.contains(n))
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// [`left_out`] of this process's environment.
+pub fn left_out_of_env() -> Vec<String> {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    left_out(names.iter().map(String::as_str))
+}
+
+/// What a build says of [`left_out_of_env`], when it is not empty.
+pub fn left_out_warning(names: &[String]) -> Option<String> {
+    (!names.is_empty()).then(|| {
+        format!(
+            "not passed to ansible-playbook: {} (set in the environment, it would change what a play makes without changing a digest; set it in the source's ansible.cfg, which counts)",
+            names.join(", ")
+        )
+    })
+}
+
 /// The working directory and environment every Ansible tool runs with.
 fn ansible_env(cmd: &mut Command, play: &PlayRequest, work_dir: &Path) {
+    for name in left_out_of_env() {
+        cmd.env_remove(name);
+    }
     cmd.current_dir(&play.source_dir)
         .stdin(Stdio::null())
         .envs(env_vars(play, work_dir));
@@ -286,4 +347,36 @@ fn interpreter_of(program: &str) -> Option<String> {
         return words.next().map(str::to_string);
     }
     Some(first.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_run_settings_of_the_environment_reach_ansible() {
+        let env = [
+            "HOME",
+            "ANSIBLE_CONFIG",
+            "ANSIBLE_HASH_BEHAVIOUR",
+            "ANSIBLE_VAULT_PASSWORD_FILE",
+            "ANSIBLE_PIPELINING",
+            "ANSIBLE_CONFIG",
+            "ANSIBLE_ROLES_PATH",
+        ];
+        assert_eq!(
+            left_out(env),
+            [
+                "ANSIBLE_CONFIG",
+                "ANSIBLE_HASH_BEHAVIOUR",
+                "ANSIBLE_ROLES_PATH"
+            ]
+        );
+        assert_eq!(left_out_warning(&[]), None);
+        let w = left_out_warning(&["ANSIBLE_CONFIG".into()]).unwrap();
+        assert!(
+            w.contains("ANSIBLE_CONFIG") && w.contains("ansible.cfg"),
+            "{w}"
+        );
+    }
 }

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use super::Buildah;
 use super::parse::normalize_id;
 use super::steps::{Action, Arg, Known, Line, Mode, Phase, Step, steps, test_steps, umount};
+use crate::executor::ansible;
 use crate::executor::{
     BuildFailure, BuildOutput, BuildRequest, BuildResult, StepSink, TestOutcome, TestRequest,
     ToolError, ToolErrorKind, ToolResult, cli,
@@ -72,6 +73,7 @@ pub(super) fn planned(tool: &Buildah, req: &BuildRequest) -> Vec<String> {
         image_id: None,
         tests_failed: false,
         env_set: &env_set,
+        ansible_left_out: &ansible::left_out_of_env(),
     };
     steps(req)
         .iter()
@@ -110,6 +112,8 @@ pub(super) struct Session<'a> {
     log: Mutex<File>,
     /// Redacted from every log line and step.
     secrets: crate::secrets::Secrets,
+    /// Inherited `ANSIBLE_*` variables a play runs without.
+    ansible_left_out: Vec<String>,
 }
 
 /// What the steps have learnt so far.
@@ -152,6 +156,7 @@ impl<'a> Session<'a> {
             sink,
             log: Mutex::new(log),
             secrets: Default::default(),
+            ansible_left_out: ansible::left_out_of_env(),
         })
     }
 
@@ -171,6 +176,7 @@ impl<'a> Session<'a> {
             image_id: st.image_id.as_deref(),
             tests_failed: st.outcomes.iter().any(|o| !o.passed),
             env_set: &env_set,
+            ansible_left_out: &self.ansible_left_out,
         }
     }
 
@@ -334,6 +340,9 @@ impl<'a> Session<'a> {
             .known()
             .map_err(|p| format!("{what}: internal: {p} is not known yet"))?;
         let mut c = cli::command(ready.argv[0], None);
+        for name in &ready.unset {
+            c.env_remove(name);
+        }
         c.args(&ready.argv[1..])
             .envs(ready.env)
             .stdin(Stdio::null());

@@ -62,6 +62,9 @@ pub struct Cmd {
     pub argv: Vec<Arg>,
     pub env: Vec<Env>,
     pub dir: Option<PathBuf>,
+    /// Runs without the inherited `ANSIBLE_*` variables that could change
+    /// what a play makes ([`ansible::left_out`]).
+    pub without_ansible_env: bool,
 }
 
 impl Cmd {
@@ -388,6 +391,7 @@ fn play_steps(req: &BuildRequest, play: &PlayRequest) -> Vec<Step> {
         });
     }
     c.dir = Some(play.source_dir.clone());
+    c.without_ansible_env = true;
     let files = Action::PlayFiles {
         play: Box::new(play.clone()),
         work_dir: req.work_dir.clone(),
@@ -504,6 +508,8 @@ pub struct Known<'a> {
     pub tests_failed: bool,
     /// Whether layerbuild's own environment sets a variable.
     pub env_set: &'a dyn Fn(&str) -> bool,
+    /// The inherited `ANSIBLE_*` variables a play runs without.
+    pub ansible_left_out: &'a [String],
 }
 
 /// A word of a resolved command line.
@@ -527,6 +533,8 @@ impl Word {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub dir: Option<PathBuf>,
+    /// Inherited variables the process runs without (`env -u NAME`).
+    pub unset: Vec<String>,
     /// Sorted by name, as a process's environment is rendered.
     pub env: BTreeMap<String, Word>,
     pub argv: Vec<Word>,
@@ -568,6 +576,11 @@ impl Known<'_> {
         }
         Line {
             dir: cmd.dir.clone(),
+            unset: if cmd.without_ansible_env {
+                self.ansible_left_out.to_vec()
+            } else {
+                vec![]
+            },
             env,
             argv: cmd.argv.iter().map(|a| self.word(a)).collect(),
         }
@@ -616,6 +629,13 @@ impl Line {
                 shell_words::quote(&dir.to_string_lossy())
             ));
         }
+        if !self.unset.is_empty() {
+            s.push_str("env");
+            for k in &self.unset {
+                s.push_str(&format!(" -u {k}"));
+            }
+            s.push(' ');
+        }
         for (k, v) in &self.env {
             s.push_str(&format!("{k}={} ", v.render()));
         }
@@ -641,6 +661,7 @@ impl Line {
             }
         }
         Ok(Ready {
+            unset: self.unset.iter().map(String::as_str).collect(),
             argv: self.argv.iter().map(text).collect(),
             env: self
                 .env
@@ -654,6 +675,7 @@ impl Line {
 /// A [`Line`] whose every value is known: what a process is started with.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Ready<'a> {
+    pub unset: Vec<&'a str>,
     pub argv: Vec<&'a str>,
     pub env: Vec<(&'a str, &'a str)>,
 }
@@ -705,6 +727,7 @@ mod tests {
             image_id: None,
             tests_failed: false,
             env_set: &|_| false,
+            ansible_left_out: &[],
         }
     }
 

@@ -126,6 +126,12 @@ pub fn build(
         registry.as_ref().map(|r| r.url.clone()),
         registry.as_ref().map(|r| r.warnings()).unwrap_or_default(),
     );
+    if needs_play {
+        let left_out = crate::executor::ansible::left_out_of_env();
+        report
+            .warnings
+            .extend(crate::executor::ansible::left_out_warning(&left_out));
+    }
     for (i, node) in results.into_iter().enumerate() {
         let digest = prints[&labels[i]].digest.clone();
         report.push(report::LayerResult::from_node(
