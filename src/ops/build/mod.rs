@@ -124,14 +124,8 @@ pub fn build(
     let mut report = report::BuildReport::new(
         system.map(|s| s.name.clone()),
         registry.as_ref().map(|r| r.url.clone()),
-        registry.as_ref().map(|r| r.warnings()).unwrap_or_default(),
+        warnings(registry.as_ref(), needs_play),
     );
-    if needs_play {
-        let left_out = crate::executor::ansible::left_out_of_env();
-        report
-            .warnings
-            .extend(crate::executor::ansible::left_out_warning(&left_out));
-    }
     for (i, node) in results.into_iter().enumerate() {
         let digest = prints[&labels[i]].digest.clone();
         report.push(report::LayerResult::from_node(
@@ -157,6 +151,17 @@ pub fn build(
     crate::timings::phase("run", t);
     report.duration_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// What did not fail the build but should be said: registry trouble, and
+/// the `ANSIBLE_*` variables plays ran without.
+fn warnings(registry: Option<&RegistryUse>, needs_play: bool) -> Vec<String> {
+    let mut w = registry.map(|r| r.warnings()).unwrap_or_default();
+    if needs_play {
+        let left_out = crate::executor::ansible::left_out_of_env();
+        w.extend(crate::executor::ansible::left_out_warning(&left_out));
+    }
+    w
 }
 
 /// The digests (from the memo when nothing changed since the last
