@@ -63,6 +63,12 @@ pub struct PlayInputs {
     pub var_dirs: BTreeSet<String>,
     /// The playbook's directory, workspace-relative.
     pub playbook_dir: String,
+    /// Why the files the play reads count their exact permissions, with
+    /// the file and line: a `copy` or `template` task may keep a file's
+    /// permissions (`mode: preserve`, a mode or arguments known only at run
+    /// time, `module_defaults` setting a mode), or a `synchronize` task
+    /// does (rsync's archive mode).
+    pub keeps_modes: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -185,6 +191,30 @@ const PLAY_TASK_LISTS: &[&str] = &["pre_tasks", "tasks", "post_tasks", "handlers
 
 fn templated(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
+}
+
+/// Does `y` hold a `module_defaults` (of a play, block, task or role)
+/// that may set a module's `mode`: a `mode` key anywhere in it, or a
+/// value known only at run time (over-approximate: any module, any mode)?
+fn module_defaults_set_mode(y: &Yaml) -> bool {
+    fn may_set(y: &Yaml) -> bool {
+        match y {
+            Yaml::String(s) => templated(s),
+            Yaml::Array(a) => a.iter().any(may_set),
+            Yaml::Hash(h) => h
+                .iter()
+                .any(|(k, v)| k.as_str() == Some("mode") || k.as_str() == Some("<<") || may_set(v)),
+            Yaml::Alias(_) => true,
+            _ => false,
+        }
+    }
+    match y {
+        Yaml::Array(a) => a.iter().any(module_defaults_set_mode),
+        Yaml::Hash(h) => h.iter().any(|(k, v)| {
+            (k.as_str() == Some("module_defaults") && may_set(v)) || module_defaults_set_mode(v)
+        }),
+        _ => false,
+    }
 }
 
 /// Ansible's free-form arguments: `k=v` words (a plain identifier before
@@ -601,6 +631,12 @@ impl Discovery<'_> {
         for doc in &docs {
             self.path_scalars(doc, &path, None);
         }
+        if self.out.keeps_modes.is_none() && docs.iter().any(module_defaults_set_mode) {
+            let (rel, line) = self.at(&path, "module_defaults");
+            self.out.keeps_modes = Some(format!(
+                "{rel}:{line}: module_defaults may give copy or template a mode (mode: preserve keeps the files' permissions)"
+            ));
+        }
         Ok(Some(docs))
     }
 
@@ -959,6 +995,38 @@ impl Discovery<'_> {
             y => from_hash(y, &mut args),
         }
         from_hash(&task["args"], &mut args);
+        if matches!(m, "synchronize" | "ansible.posix.synchronize")
+            && self.out.keeps_modes.is_none()
+        {
+            // rsync's archive mode (the default) keeps permissions.
+            let (rel, line) = self.at(file, &key);
+            self.out.keeps_modes = Some(format!(
+                "{rel}:{line}: {key} may keep the permissions of the files it copies"
+            ));
+        }
+        if matches!(m, "copy" | "template") && self.out.keeps_modes.is_none() {
+            let why = match args.get("mode") {
+                Some(v) if v.trim() == "preserve" => Some("mode: preserve"),
+                Some(v) if templated(v) => Some("a mode known only at run time"),
+                Some(_) => None,
+                // No literal mode: one may come from arguments known
+                // only at run time, or a YAML merge the parser keeps as is.
+                None if task["args"].as_str().is_some()
+                    || free.as_deref().is_some_and(templated)
+                    || !value["<<"].is_badvalue()
+                    || !task["args"]["<<"].is_badvalue() =>
+                {
+                    Some("arguments known only at run time")
+                }
+                None => None,
+            };
+            if let Some(why) = why {
+                let (rel, line) = self.at(file, &key);
+                self.out.keeps_modes = Some(format!(
+                    "{rel}:{line}: {key} may keep the permissions of the files it copies ({why})"
+                ));
+            }
+        }
         let on_controller = self.local
             || task["delegate_to"].as_str().is_some_and(controller_host)
             || task["connection"].as_str() == Some("local");

@@ -4,7 +4,12 @@
 //! count) restricted to the directories some layer needs, then blake3 over
 //! every file in parallel. Paths are workspace-relative with `/`; mode is
 //! reduced to what git keeps (regular, executable, symlink) so a clone with
-//! another umask gets the same digests; mtimes never count. With a
+//! another umask gets the same digests; mtimes never count. The exact
+//! permissions, the owner of files and directories not owned as the
+//! workspace root is, and directories with unusual permissions are kept
+//! beside the hashes for the inputs that host commands copy with them
+//! ([`FileHash::copied_mode`], [`FileIndex::owner`],
+//! [`FileIndex::dirs_under`]). With a
 //! [`StatCache`], a file whose stat data match a trusted entry is not read
 //! (the cost of hashing role files is opening and reading them, not blake3).
 //!
@@ -31,7 +36,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::observe::Observer;
+use super::observe::{Observer, owner_of};
 use super::stat::{Stat, now_ns};
 use super::statcache::{StatCache, StatEntry};
 use crate::error::{Error, Result};
@@ -127,10 +132,57 @@ impl FileHash {
     }
 }
 
+/// A directory's permissions and owner, kept when either is unusual
+/// (see [`FileIndex::dirs_under`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirMeta {
+    /// Full permission bits.
+    pub perm: u32,
+    /// The owning user and group ids, when they are not the workspace
+    /// root's.
+    pub owner: Option<(u32, u32)>,
+}
+
+impl DirMeta {
+    /// The mode as host-side copies keep it: `40000` (git's directory
+    /// mode) for the usual 755 and 775 (so umask 022 and 002 agree), the
+    /// exact bits otherwise (`40700`, `42775`...), with the owner when it
+    /// is not the workspace root's.
+    pub fn copied_mode(&self) -> std::borrow::Cow<'static, str> {
+        let mode = match self.perm {
+            0o755 | 0o775 | 0 => "40000".to_string(),
+            p => format!("40{p:03o}"),
+        };
+        match self.owner {
+            Some(o) => format!("{mode} {}", owner_text(o)).into(),
+            None => mode.into(),
+        }
+    }
+}
+
+/// An owner as the manifest writes it: `UID:GID`.
+pub fn owner_text((uid, gid): (u32, u32)) -> String {
+    format!("{uid}:{gid}")
+}
+
+/// Is `perm` a usual directory mode (see [`DirMeta::copied_mode`])?
+fn usual_dir_perm(perm: u32) -> bool {
+    matches!(perm, 0o755 | 0o775 | 0)
+}
+
 /// Hashes of every non-ignored file under the requested roots.
 #[derive(Debug, Default)]
 pub struct FileIndex {
     files: BTreeMap<String, FileHash>,
+    /// The owner of the workspace root, once looked up (a fresh clone
+    /// owns everything as the user who cloned it).
+    root_owner: Option<Option<(u32, u32)>>,
+    /// Files (not links) whose owner is not the workspace root's, with
+    /// their owner: empty in a plain clone.
+    owners: BTreeMap<String, (u32, u32)>,
+    /// Directories walked whose permissions are unusual or whose owner is
+    /// not the workspace root's (`.` for the root): empty in a plain clone.
+    dirs: BTreeMap<String, DirMeta>,
     /// Every symlink met, by workspace-relative path.
     links: BTreeMap<String, LinkTarget>,
     /// When the scan began (nanoseconds): the stat cache's racy rule.
@@ -192,6 +244,8 @@ struct Found {
     followed: BTreeSet<PathBuf>,
     /// A `.gitignore` was met in a directory the walk entered.
     gitignore_met: bool,
+    /// Directories listed whose permissions or owner are unusual.
+    dirs: BTreeMap<String, DirMeta>,
 }
 
 impl FileIndex {
@@ -264,7 +318,8 @@ impl FileIndex {
         let mut found = Found::default();
         let t = std::time::Instant::now();
         if !roots.is_empty() {
-            Walk::new(obs, root, exclude, allow_outside).roots(roots, &mut found)?;
+            let owner = index.root_owner(obs, root);
+            Walk::new(obs, root, exclude, allow_outside, owner).roots(roots, &mut found)?;
             index.walked.extend(reached(obs, root, roots));
         }
         let t = crate::timings::phase("    index: walk", t);
@@ -298,7 +353,8 @@ impl FileIndex {
             .collect();
         if !rest.is_empty() {
             let mut found = Found::default();
-            Walk::new(obs, root, exclude, allow_outside).roots(&rest, &mut found)?;
+            let owner = self.root_owner(obs, root);
+            Walk::new(obs, root, exclude, allow_outside, owner).roots(&rest, &mut found)?;
             self.walked.extend(reached(obs, root, &rest));
             self.add_found(obs, root, found, stat.as_deref_mut())?;
         }
@@ -338,7 +394,8 @@ impl FileIndex {
         }
         let mut found = Found::default();
         let roots = BTreeSet::from([".".to_string()]);
-        Walk::new(obs, root, exclude, allow_outside).roots(&roots, &mut found)?;
+        let owner = self.root_owner(obs, root);
+        Walk::new(obs, root, exclude, allow_outside, owner).roots(&roots, &mut found)?;
         self.whole = true;
         self.walked.insert(".".into());
         self.add_found(obs, root, found, stat)
@@ -360,7 +417,8 @@ impl FileIndex {
             .strip_prefix(root)
             .ok()
             .map(|x| rel_str(Path::new(""), x));
-        let walk = Walk::new(obs, root, exclude, allow_outside);
+        let owner = self.root_owner(obs, root);
+        let walk = Walk::new(obs, root, exclude, allow_outside, owner);
         // Named paths: files directly, directories walked from themselves.
         for rel in explicit {
             if self.files.contains_key(rel) {
@@ -407,6 +465,8 @@ impl FileIndex {
         stat: Option<&mut StatCache>,
     ) -> Result<()> {
         self.gitignore_met |= found.gitignore_met;
+        self.dirs.extend(found.dirs);
+        let root_owner = self.root_owner(obs, root);
         let files = &self.files;
         let known = stat.as_deref().map(|s| &s.entries);
         // Hashed in parallel a slice at a time into one list sized once
@@ -434,11 +494,14 @@ impl FileIndex {
                     let analyse = |bytes: &[u8], jinja: bool| {
                         done = analyzer.analyse_bytes(&rel, jinja, bytes).map(Box::new);
                     };
-                    hash_entry(obs, &full, *follow, entry, analyse).map(|(h, lookup)| HashedFile {
-                        rel,
-                        h,
-                        lookup,
-                        done,
+                    hash_entry(obs, &full, *follow, entry, analyse).map(|(h, lookup, owner)| {
+                        HashedFile {
+                            rel,
+                            h,
+                            lookup,
+                            done,
+                            owner,
+                        }
                     })
                 })
                 .collect_into_vec(&mut hashed);
@@ -448,7 +511,11 @@ impl FileIndex {
                     h,
                     lookup,
                     done,
+                    owner,
                 } = r?;
+                if let Some(owner) = owner.filter(|o| Some(*o) != root_owner) {
+                    self.owners.insert(rel.clone(), owner);
+                }
                 if let Some(done) = done {
                     self.analysed.push((rel.clone(), *done));
                 }
@@ -553,6 +620,33 @@ impl FileIndex {
         self.files.get(rel)
     }
 
+    /// The owner of the file at `rel` when it is not the workspace
+    /// root's (never for a link).
+    pub fn owner(&self, rel: &str) -> Option<(u32, u32)> {
+        self.owners.get(rel).copied()
+    }
+
+    /// Directories at or below `rel` whose permissions are unusual (not
+    /// 755 or 775) or whose owner is not the workspace root's, as walked.
+    /// Their stat was recorded when they were listed, so the memo sees a
+    /// `chmod` or `chown` (both change the ctime).
+    pub fn dirs_under<'a>(
+        &'a self,
+        rel: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a DirMeta)> + 'a {
+        let all = rel == ".";
+        let prefix = format!("{rel}/");
+        self.dirs
+            .iter()
+            .filter(move |(k, _)| all || k.as_str() == rel || k.starts_with(&prefix))
+    }
+
+    /// The owner of the workspace root, looked up once (an `Owner` look:
+    /// the memo sees a `chown` of the root, not a new file in it).
+    fn root_owner(&mut self, obs: &Observer, root: &Path) -> Option<(u32, u32)> {
+        *self.root_owner.get_or_insert_with(|| obs.owner(root))
+    }
+
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -631,6 +725,8 @@ struct Walk<'a> {
     root: &'a Path,
     exclude: &'a Path,
     allow_outside: &'a [PathBuf],
+    /// The workspace root's owner (directories owned by another count it).
+    root_owner: Option<(u32, u32)>,
 }
 
 impl<'a> Walk<'a> {
@@ -639,12 +735,14 @@ impl<'a> Walk<'a> {
         root: &'a Path,
         exclude: &'a Path,
         allow_outside: &'a [PathBuf],
+        root_owner: Option<(u32, u32)>,
     ) -> Walk<'a> {
         Walk {
             obs,
             root,
             exclude,
             allow_outside,
+            root_owner,
         }
     }
 
@@ -679,7 +777,8 @@ impl<'a> Walk<'a> {
             obs.kind_nofollow(&root.join(r)).ok();
         }
         let keep = |rel: &str| inside(rel, roots);
-        for rel in collect(obs, true, builder, root, "", keep, keep, out)? {
+        let owner = self.root_owner;
+        for rel in collect(obs, true, builder, root, "", keep, keep, owner, out)? {
             self.symlink(&rel, out)?;
         }
         Ok(())
@@ -699,10 +798,11 @@ impl<'a> Walk<'a> {
         let mut builder = plain_walk(dir);
         builder.filter_entry(move |e| e.path() != exclude_buf && e.file_name() != ".git");
         let all = |_: &str| true;
+        let owner = self.root_owner;
         let links = if prefix.is_empty() {
-            collect(obs, false, builder, root, "", all, all, out)?
+            collect(obs, false, builder, root, "", all, all, owner, out)?
         } else {
-            collect(obs, false, builder, dir, prefix, all, all, out)?
+            collect(obs, false, builder, dir, prefix, all, all, owner, out)?
         };
         for rel in links {
             self.symlink(&rel, out)?;
@@ -742,7 +842,9 @@ impl<'a> Walk<'a> {
 /// accepts it (what it holds counts), else only as a directory (one the
 /// walk passes through on its way to a root: other entries there are not
 /// inputs, so a new file beside the workspace's cache directory does not
-/// make the record stale).
+/// make the record stale). A listed directory whose permissions are
+/// unusual or whose owner is not `root_owner` is kept in `out.dirs`, from
+/// the stat recorded for it.
 #[allow(clippy::too_many_arguments)]
 fn collect(
     obs: &Observer,
@@ -752,6 +854,7 @@ fn collect(
     prefix: &str,
     keep: impl Fn(&str) -> bool,
     listed: impl Fn(&str) -> bool,
+    root_owner: Option<(u32, u32)>,
     out: &mut Found,
 ) -> Result<Vec<String>> {
     let ws_rel = |path: &Path| {
@@ -772,10 +875,19 @@ fn collect(
         };
         if ft.is_dir() {
             let ignore_file = entry.path().join(".gitignore");
-            if listed(&ws_rel(entry.path())) {
+            let rel = ws_rel(entry.path());
+            if listed(&rel) {
                 // Its listing decided what the walk met below it (the
-                // times change when an entry is added, removed or renamed).
-                obs.symlink_metadata(entry.path()).ok();
+                // times change when an entry is added, removed or renamed;
+                // the ctime when its permissions or owner do).
+                if let Ok(meta) = obs.symlink_metadata(entry.path()) {
+                    let perm = permissions(&meta);
+                    let owner = owner_of(&meta).filter(|o| Some(*o) != root_owner);
+                    if !usual_dir_perm(perm) || owner.is_some() {
+                        let rel = if rel.is_empty() { ".".to_string() } else { rel };
+                        out.dirs.insert(rel, DirMeta { perm, owner });
+                    }
+                }
             } else {
                 obs.kind_nofollow(entry.path()).ok();
             }
@@ -820,6 +932,8 @@ struct HashedFile {
     h: FileHash,
     lookup: Lookup,
     done: Option<Box<Result<super::vars::FileUse>>>,
+    /// The owner of a regular file (from the stat recorded for it).
+    owner: Option<(u32, u32)>,
 }
 
 /// How a file's hash was obtained.
@@ -830,6 +944,10 @@ enum Lookup {
     Hashed,
 }
 
+/// A file's hash, how it was obtained, and its owner (from the stat
+/// recorded for it; `None` for a link).
+type HashResult = (FileHash, Lookup, Option<(u32, u32)>);
+
 /// Hashes one workspace entry: a symlink as a link (blake3 of its target
 /// string, mode 120000) unless `follow`; a dangling one always so. A file
 /// whose stat data `entry` matches (and is trusted for) is not read.
@@ -839,8 +957,8 @@ fn hash_entry(
     follow: bool,
     entry: Option<&StatEntry>,
     analyse: impl FnOnce(&[u8], bool),
-) -> Result<(FileHash, Lookup)> {
-    let link_hash = || -> Result<(FileHash, Lookup)> {
+) -> Result<HashResult> {
+    let link_hash = || -> Result<HashResult> {
         // A link's target changes only with its inode and ctime (recorded below).
         let target = std::fs::read_link(full); // observed: by its lstat
         let target = target.map_err(|e| Error::io(full, e))?;
@@ -851,7 +969,7 @@ fn hash_entry(
             perm: 0,
             new_stat: None,
         };
-        Ok((h, Lookup::Hashed))
+        Ok((h, Lookup::Hashed, None))
     };
     // A file the stat cache does not know is read anyway: opened first
     // (not through a link), its stat taken from the open file. Three
@@ -893,7 +1011,7 @@ fn hash_entry(
             perm: permissions(&meta),
             new_stat: None,
         };
-        return Ok((h, Lookup::Reused));
+        return Ok((h, Lookup::Reused, owner_of(&meta)));
     }
     // The caller recorded the file's stat before this.
     let file = std::fs::File::open(full); // observed: by the caller
@@ -933,7 +1051,7 @@ fn hashed_file(
     file: OpenFile,
     meta: &std::fs::Metadata,
     analyse: impl FnOnce(&[u8], bool),
-) -> Result<(FileHash, Lookup)> {
+) -> Result<HashResult> {
     let (hash, jinja) = hash_content(full, file, meta, analyse)?;
     let h = FileHash {
         hash: ContentHash(*hash.as_bytes()),
@@ -942,7 +1060,7 @@ fn hashed_file(
         perm: permissions(meta),
         new_stat: Stat::of(meta),
     };
-    Ok((h, Lookup::Hashed))
+    Ok((h, Lookup::Hashed, owner_of(meta)))
 }
 
 /// blake3 of the file's content, and whether it may be a Jinja template.

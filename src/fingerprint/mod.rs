@@ -207,6 +207,9 @@ struct LayerInputs {
     /// `group_vars/`, `host_vars/` beside the playbook.
     var_dirs: BTreeSet<String>,
     playbook_dir: String,
+    /// Why the files the play reads count their exact permissions (a
+    /// `copy` or `template` task may keep them), with the file and line.
+    keeps_modes: Option<String>,
     notes: Vec<String>,
 }
 
@@ -488,6 +491,7 @@ fn discover_play(
     inputs.whole_source = found.whole_source;
     inputs.var_dirs = found.var_dirs;
     inputs.playbook_dir = found.playbook_dir;
+    inputs.keeps_modes = found.keeps_modes;
     // ansible-playbook runs in the source directory and reads its
     // ansible.cfg, unless the directory is world-writable (then Ansible
     // ignores the file, with a warning).
@@ -979,6 +983,9 @@ fn build_manifest(
         let used = b.with_fallback(used);
         counted = b.count_vars(used);
     }
+    if let Some(reason) = &inputs.keeps_modes {
+        b.keep_play_modes(reason);
+    }
     Ok(Built::Manifest(Box::new(Manifest {
         format: FORMAT_VERSION,
         label: layer.label.to_string(),
@@ -1120,12 +1127,34 @@ impl LayerManifest<'_> {
                     if origin == "script" {
                         add_file(files, p, h, &kind);
                     } else {
-                        // Host commands copy these with their permissions.
-                        let kept = FileHash {
-                            mode: h.copied_mode(),
-                            ..h.clone()
+                        // Host commands copy these with their permissions
+                        // and (as root) their owner, whatever else reads
+                        // them too.
+                        let mode = match index.owner(p) {
+                            Some(o) => {
+                                format!("{} {}", h.copied_mode(), files::owner_text(o)).into()
+                            }
+                            None => h.copied_mode(),
                         };
-                        add_file(files, p, &kept, &kind);
+                        files
+                            .entry(p.to_string())
+                            .and_modify(|f| f.mode.clone_from(&mode))
+                            .or_insert_with(|| FileInput {
+                                hash: h.hash,
+                                mode,
+                                origin: kind.clone(),
+                            });
+                    }
+                }
+                if origin != "script" {
+                    // And the directories they create, when their
+                    // permissions or owner are unusual (`DIR/`, no content).
+                    for (d, meta) in index.dirs_under(rel) {
+                        files.entry(format!("{d}/")).or_insert_with(|| FileInput {
+                            hash: files::ContentHash::default(),
+                            mode: meta.copied_mode(),
+                            origin: kind.clone(),
+                        });
                     }
                 }
             }
@@ -1135,6 +1164,28 @@ impl LayerManifest<'_> {
         {
             add_file(files, pf, h, &"packages_file".into());
         }
+    }
+
+    /// A task of the play may copy files with their permissions (`copy`
+    /// or `template` with `mode: preserve`, `synchronize`): every file the
+    /// play reads counts them as host-side copies do (over-approximate:
+    /// whichever task reads it), and a note says why.
+    fn keep_play_modes(&mut self, reason: &str) {
+        let index = self.index;
+        for (p, f) in self.files.iter_mut() {
+            let play = matches!(&*f.origin, "playbook" | "play" | "source" | "workspace")
+                || f.origin.starts_with("role:");
+            // A mode a setup command's copy gave (with its owner) stays.
+            if play
+                && let Some(h) = index.get(p)
+                && f.mode == h.mode
+            {
+                f.mode = h.copied_mode();
+            }
+        }
+        self.notes.push(format!(
+            "files the play reads count their exact permissions because {reason}"
+        ));
     }
 
     /// What the play reads, added until nothing new is: the files its

@@ -15,6 +15,10 @@
 //! - [`Look::Kind`] — only whether and what a path is (`is_file`, `exists`):
 //!   type, device and inode. A path that does not exist is recorded as such.
 //! - [`Look::Canon`] — where a path resolves through symbolic links.
+//! - [`Look::Owner`] — who owns a path (user and group ids), with its
+//!   type, device and inode: the workspace root's, whose owner decides
+//!   which copied files count theirs, without its listing (a new file
+//!   beside the cache leaves it alone).
 //!
 //! Git's racy rule applies to `Stat` signatures: content can change within
 //! one clock tick without the stat data changing, so a file or directory
@@ -41,6 +45,7 @@ pub enum Look {
     Stat,
     Kind,
     Canon,
+    Owner,
 }
 
 impl Look {
@@ -49,6 +54,7 @@ impl Look {
             Look::Stat => b'S',
             Look::Kind => b'K',
             Look::Canon => b'C',
+            Look::Owner => b'O',
         }
     }
 
@@ -57,6 +63,7 @@ impl Look {
             b'S' => Some(Look::Stat),
             b'K' => Some(Look::Kind),
             b'C' => Some(Look::Canon),
+            b'O' => Some(Look::Owner),
             _ => None,
         }
     }
@@ -276,6 +283,14 @@ impl Observer {
         };
         self.note(obs, sig_from(look, &meta));
         meta
+    }
+
+    /// The user and group ids owning `path` (following links), recorded
+    /// as an `Owner` look: a `chown` changes the record, a new entry in
+    /// the directory does not.
+    pub fn owner(&self, path: &Path) -> Option<(u32, u32)> {
+        let meta = self.look(path, Look::Owner, true).ok()?;
+        owner_of(&meta)
     }
 
     /// What `path` is (not following a link there): type and identity only.
@@ -967,6 +982,9 @@ fn signatures_now(chunk: &[Observation]) -> Vec<Vec<u8>> {
             if r != 0 {
                 return sig_err(&io::Error::last_os_error());
             }
+            if obs.look == Look::Owner {
+                return sig_of_owner(st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid);
+            }
             let stat = Stat {
                 size: st.st_size as u64,
                 mtime_ns: st.st_mtime.saturating_mul(1_000_000_000) + st.st_mtime_nsec,
@@ -1023,6 +1041,15 @@ fn sig_from(look: Look, meta: &io::Result<std::fs::Metadata>) -> Vec<u8> {
         Err(e) => return sig_err(e),
         Ok(m) => m,
     };
+    if look == Look::Owner {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            return sig_of_owner(m.dev(), m.ino(), m.mode(), m.uid(), m.gid());
+        }
+        #[cfg(not(unix))]
+        return vec![2];
+    }
     match Stat::of(m) {
         Some(s) => sig_of_stat(look, &s),
         // No stat data to compare (not unix): never equal to anything later.
@@ -1046,6 +1073,32 @@ fn sig_of_stat(look: Look, s: &Stat) -> Vec<u8> {
         _ => v.extend_from_slice(&(s.mode & 0o170000).to_le_bytes()),
     }
     v
+}
+
+/// An `Owner` look's signature: identity, type and the owning ids.
+fn sig_of_owner(device: u64, inode: u64, mode: u32, uid: u32, gid: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(29);
+    v.push(1);
+    v.extend_from_slice(&device.to_le_bytes());
+    v.extend_from_slice(&inode.to_le_bytes());
+    v.extend_from_slice(&(mode & 0o170000).to_le_bytes());
+    v.extend_from_slice(&uid.to_le_bytes());
+    v.extend_from_slice(&gid.to_le_bytes());
+    v
+}
+
+/// The user and group ids owning a file (`None` where there are none).
+pub fn owner_of(meta: &std::fs::Metadata) -> Option<(u32, u32)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.uid(), meta.gid()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// The times back out of a `Stat` signature, for the racy rule.
