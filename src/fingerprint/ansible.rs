@@ -995,38 +995,7 @@ impl Discovery<'_> {
             y => from_hash(y, &mut args),
         }
         from_hash(&task["args"], &mut args);
-        if matches!(m, "synchronize" | "ansible.posix.synchronize")
-            && self.out.keeps_modes.is_none()
-        {
-            // rsync's archive mode (the default) keeps permissions.
-            let (rel, line) = self.at(file, &key);
-            self.out.keeps_modes = Some(format!(
-                "{rel}:{line}: {key} may keep the permissions of the files it copies"
-            ));
-        }
-        if matches!(m, "copy" | "template") && self.out.keeps_modes.is_none() {
-            let why = match args.get("mode") {
-                Some(v) if v.trim() == "preserve" => Some("mode: preserve"),
-                Some(v) if templated(v) => Some("a mode known only at run time"),
-                Some(_) => None,
-                // No literal mode: one may come from arguments known
-                // only at run time, or a YAML merge the parser keeps as is.
-                None if task["args"].as_str().is_some()
-                    || free.as_deref().is_some_and(templated)
-                    || !value["<<"].is_badvalue()
-                    || !task["args"]["<<"].is_badvalue() =>
-                {
-                    Some("arguments known only at run time")
-                }
-                None => None,
-            };
-            if let Some(why) = why {
-                let (rel, line) = self.at(file, &key);
-                self.out.keeps_modes = Some(format!(
-                    "{rel}:{line}: {key} may keep the permissions of the files it copies ({why})"
-                ));
-            }
-        }
+        self.keeps_modes(task, &key, m, (&value, &args, free.as_deref()), file);
         let on_controller = self.local
             || task["delegate_to"].as_str().is_some_and(controller_host)
             || task["connection"].as_str() == Some("local");
@@ -1077,6 +1046,54 @@ impl Discovery<'_> {
                 return;
             }
             self.read_path(&src, &key, task, file);
+        }
+    }
+
+    /// Notes the first task that may copy files with their own permissions
+    /// (`synchronize`; `copy` or `template` with `mode: preserve`, a mode
+    /// known only at run time, or no literal mode and arguments known only
+    /// at run time): then every file the play reads counts its exact
+    /// permissions. `value`, `args` and `free`: the module's value and
+    /// arguments as [`Discovery::read_module`] read them.
+    fn keeps_modes(
+        &mut self,
+        task: &Yaml,
+        key: &str,
+        m: &str,
+        (value, args, free): (&Yaml, &BTreeMap<String, String>, Option<&str>),
+        file: &Path,
+    ) {
+        if matches!(m, "synchronize" | "ansible.posix.synchronize")
+            && self.out.keeps_modes.is_none()
+        {
+            // rsync's archive mode (the default) keeps permissions.
+            let (rel, line) = self.at(file, key);
+            self.out.keeps_modes = Some(format!(
+                "{rel}:{line}: {key} may keep the permissions of the files it copies"
+            ));
+        }
+        if matches!(m, "copy" | "template") && self.out.keeps_modes.is_none() {
+            let why = match args.get("mode") {
+                Some(v) if v.trim() == "preserve" => Some("mode: preserve"),
+                Some(v) if templated(v) => Some("a mode known only at run time"),
+                Some(_) => None,
+                // No literal mode: one may come from arguments known
+                // only at run time, or a YAML merge the parser keeps as is.
+                None if task["args"].as_str().is_some()
+                    || free.is_some_and(templated)
+                    || !value["<<"].is_badvalue()
+                    || !task["args"]["<<"].is_badvalue() =>
+                {
+                    Some("arguments known only at run time")
+                }
+                None => None,
+            };
+            if let Some(why) = why {
+                let (rel, line) = self.at(file, key);
+                self.out.keeps_modes = Some(format!(
+                    "{rel}:{line}: {key} may keep the permissions of the files it copies ({why})"
+                ));
+            }
         }
     }
 
