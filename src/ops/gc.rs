@@ -4,8 +4,9 @@
 //!
 //! The choices ([`select_layers`], [`select_history`], [`stale_container`])
 //! are pure and unit-tested. [`gc`] gathers their inputs (fingerprints of
-//! every system, SQLite, buildah's image and container lists, `owner.pid`
-//! files and `/proc`) and carries the removals out. Only this workspace's
+//! every system, SQLite, buildah's image and container lists, the
+//! storage's owner records (or a checkout's older `owner.pid` files) and
+//! `/proc`) and carries the removals out. Only this workspace's
 //! images (`localhost/layerbuild/<ws>/...`) and working containers
 //! (`layerbuild-<ws>-...`) are ever touched, and of those neither an image
 //! the cache of another checkout sharing the container storage names, nor
@@ -179,7 +180,7 @@ pub(crate) fn select_history<'a>(
     (delete, kept_failed)
 }
 
-/// Who builds in a working container, from its `owner.pid`.
+/// Who builds in a working container, from its owner record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
     Missing,
@@ -192,7 +193,9 @@ pub(crate) enum Owner {
 
 /// Why `name` is a stale working container of this workspace, or `None` to
 /// leave it. Working containers are `<prefix><slug>-<12 hex digits>`. A live
-/// owner is a build in progress. Without an `owner.pid` (a build by an older
+/// owner is a build in progress; a dead one of another checkout sharing the
+/// storage that still exists is left to that checkout (its kept container
+/// of a failed build). Without an owner (a build by an older
 /// layerbuild, or a crash before it was written) the container is taken only
 /// when its slug is one of this workspace's layers: the prefix alone cannot
 /// tell workspace `a` from a workspace `a-b` sharing the storage.
@@ -897,6 +900,7 @@ mod tests {
         assert!(stale_container(name, p, &slugs, Owner::Dead(7)).is_some());
         assert!(stale_container(name, p, &slugs, Owner::Missing).is_some());
         assert_eq!(stale_container(name, p, &slugs, Owner::Alive(7)), None);
+        assert_eq!(stale_container(name, p, &slugs, Owner::Elsewhere), None);
         // Unknown slug: only with a recorded, dead owner.
         let other = "layerbuild-ws-x-y-0123456789ab";
         assert!(stale_container(other, p, &slugs, Owner::Dead(7)).is_some());
