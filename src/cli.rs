@@ -55,11 +55,12 @@ pub enum Command {
     /// gc). The image a current digest's cache row names is never removed.
     ///
     /// It also removes this workspace's working containers whose build
-    /// process is gone (its pid in cache/tmp/CONTAINER/owner.pid is not
-    /// running). Kept containers of failed builds are left to
-    /// `layerbuild clean --failed`. Only images named
-    /// localhost/layerbuild/WORKSPACE/... and containers named
-    /// layerbuild-WORKSPACE-... are touched.
+    /// process is gone (its pid in the storage's
+    /// layerbuild/owners/CONTAINER is not running). Kept containers of
+    /// failed builds are left to `layerbuild clean --failed`. Only images
+    /// named localhost/layerbuild/WORKSPACE/... and containers named
+    /// layerbuild-WORKSPACE-... are touched, and never an image the cache
+    /// of another checkout sharing the container storage names.
     Gc(GcArgs),
     /// List the layers whose digest changed since a git revision, with the reason.
     Affected(AffectedArgs),

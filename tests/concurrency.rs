@@ -2,12 +2,32 @@
 //! buildah on the busybox `chain` fixture: every digest is built once (a
 //! per-digest lock; the others wait and reuse it) and SQLite's locking
 //! never surfaces to the user.
+//!
+//! Also two checkouts of one workspace (copies at different paths, the
+//! same workspace name) sharing one container storage, as one CI runner
+//! serving two pipelines does: builds of overlapping labels at once never
+//! break each other (a working container is never taken for a stale one),
+//! each digest is committed once across the checkouts (the others adopt
+//! it), and `gc` in one checkout leaves the images the other's cache names.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
 
 use common::{Run, TestWs, require_buildah};
+
+/// The default container storage's root, as buildah says.
+fn storage_root() -> PathBuf {
+    let out = Command::new("buildah")
+        .args(["info", "--format", "{{.store.GraphRoot}}"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
 
 #[test]
 fn eight_builds_at_once_with_overlapping_labels_build_each_digest_once() {
@@ -90,9 +110,172 @@ fn eight_builds_at_once_with_overlapping_labels_build_each_digest_once() {
         )
         .unwrap();
     assert_eq!(built_rows, 5);
-    let locks: Vec<_> = std::fs::read_dir(ws.path("cache/locks")).unwrap().collect();
-    assert!(locks.is_empty(), "{locks:?}");
+    // The locks are the container storage's, not the checkout's.
+    assert!(!ws.path("cache/locks").exists());
+    let locks = storage_root().join("layerbuild/locks");
+    for digest in ws.digests().values() {
+        let lock = locks.join(format!("{digest}.lock"));
+        assert!(!lock.exists(), "{} left behind", lock.display());
+    }
     let again = ws.lb(&["build", "--json", "//..."]).ok().json();
     assert_eq!(again["built"], 0, "{again}");
     assert_eq!(again["cached"], 5, "{again}");
+}
+
+/// `buildah` on the storage at `root`, for the test's own checks.
+fn buildah_on(root: &Path, args: &[&str]) -> String {
+    let out = Command::new("buildah")
+        .arg("--root")
+        .arg(root)
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "buildah {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes what the test left in its storage.
+struct DropStorage<'a>(&'a Path);
+
+impl Drop for DropStorage<'_> {
+    fn drop(&mut self) {
+        for args in [&["rm", "--all"][..], &["rmi", "--all", "--force"][..]] {
+            let _ = Command::new("buildah")
+                .arg("--root")
+                .arg(self.0)
+                .arg("--runroot")
+                .arg(self.0.join("run"))
+                .args(args)
+                .output();
+        }
+    }
+}
+
+/// The compute role, different each round (so compute/compute and
+/// compute/slurm get new digests).
+fn compute_role(round: usize) -> String {
+    format!(
+        "- name: record the cluster name\n  raw: echo \"{{{{ cluster_name }}}} round {round}\" > /etc/cluster-name\n  args:\n    executable: /bin/sh\n"
+    )
+}
+
+fn check(run: &Run, who: &str, round: usize) -> serde_json::Value {
+    assert_eq!(
+        run.code, 0,
+        "round {round}: {who} failed\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    for bad in ["not known", "executable file not found", "panicked"] {
+        assert!(
+            !run.stderr.contains(bad),
+            "round {round}: {who}: '{bad}' in stderr:\n{}",
+            run.stderr
+        );
+    }
+    let report = run.json();
+    assert_eq!(report["failed"], 0, "round {round}: {who}: {report}");
+    report
+}
+
+#[test]
+fn two_checkouts_sharing_a_storage_build_each_digest_once_and_gc_spares_the_others_images() {
+    require_buildah();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let _cleanup = DropStorage(&storage);
+    let mut a = TestWs::new("chain");
+    let mut b = TestWs::new("chain");
+    // The same workspace (name and storage), two paths.
+    let layerfile = a.read("Layerfile.toml").replacen(
+        "[build]\n",
+        &format!("[build]\nstorage_root = \"{}\"\n", storage.display()),
+        1,
+    );
+    assert!(layerfile.contains("storage_root"));
+    a.write("Layerfile.toml", &layerfile);
+    b.write("Layerfile.toml", &layerfile);
+    b.name = a.name.clone();
+    let calls = [a.log_buildah(), b.log_buildah()];
+
+    let t0 = Instant::now();
+    let mut digests = BTreeSet::new();
+    let mut built = 0;
+    for round in 0..8 {
+        if round > 0 {
+            for ws in [&a, &b] {
+                ws.write(
+                    "compute-config/roles/common/tasks/main.yml",
+                    &compute_role(round),
+                );
+            }
+        }
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| a.lb(&["build", "--json", "//compute/slurm"]));
+            let hb = s.spawn(|| b.lb(&["build", "--json", "//..."]));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        let ja = check(&ra, "a: build //compute/slurm", round);
+        let jb = check(&rb, "b: build //...", round);
+        built += ja["built"].as_u64().unwrap() + jb["built"].as_u64().unwrap();
+        let now = a.digests();
+        assert_eq!(now, b.digests(), "round {round}: the copies agree");
+        digests.extend(now.into_values());
+    }
+    let elapsed = t0.elapsed();
+
+    let commits: usize = calls
+        .iter()
+        .map(|c| {
+            std::fs::read_to_string(c)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("commit "))
+                .count()
+        })
+        .sum();
+    // 5 layers, then compute/compute and compute/slurm anew each round.
+    assert_eq!(digests.len(), 5 + 7 * 2);
+    assert_eq!(commits, digests.len(), "each digest committed once");
+    assert_eq!(built as usize, digests.len(), "each digest built once");
+    let containers = buildah_on(&storage, &["containers", "--format", "{{.ContainerName}}"]);
+    assert_eq!(containers.trim(), "", "no working container left");
+    eprintln!("8 rounds of two checkouts at once: {elapsed:?}");
+
+    // gc in one checkout keeps what the other's cache names.
+    let gc = a.lb(&["gc", "--keep", "0", "--json"]).ok().json();
+    assert!(
+        gc["cache_rows"].as_array().unwrap().len() >= 14,
+        "a's old rows go: {gc}"
+    );
+    let verify = b.lb(&["cache", "verify", "--json"]);
+    assert_eq!(
+        verify.code, 0,
+        "b's cache is intact after a's gc\n{}\n{}",
+        verify.stdout, verify.stderr
+    );
+    assert_eq!(verify.json()["problems"], serde_json::json!([]));
+    let again = b.lb(&["build", "--json", "//..."]).ok().json();
+    assert_eq!(again["built"], 0, "{again}");
+
+    // Once no checkout names an old image, gc removes it.
+    let gc = b.lb(&["gc", "--keep", "0", "--json"]).ok().json();
+    let removed = gc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "removed")
+        .count();
+    assert_eq!(removed, 14, "{gc}");
+    for ws in [&a, &b] {
+        let v = ws.lb(&["cache", "verify", "--json"]);
+        assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
+    }
+    let images = buildah_on(&storage, &["images", "--format", "{{.Name}}:{{.Tag}}"]);
+    assert_eq!(images.lines().count(), 5, "{images}");
 }

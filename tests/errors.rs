@@ -526,13 +526,35 @@ fn a_read_only_cache_says_so() {
 
 #[test]
 fn a_machine_failure_during_a_build_says_its_cause_with_exit_3() {
-    // The triggers: the cache's `tmp` or `locks` directory replaced by a
-    // file. The layer's own steps never ran: not a build failure (exit 1).
-    for broken in ["cache/tmp", "cache/locks"] {
+    // The triggers: the cache's `tmp` directory, or the storage's lock
+    // directory (`ROOT/layerbuild/locks`), replaced by a file. The layer's
+    // own steps never ran: not a build failure (exit 1).
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let locks = storage.join("layerbuild/locks");
+    let locks_s = locks.display().to_string();
+    let storage_s = storage.display().to_string();
+    for (broken, global) in [
+        ("cache/tmp".to_string(), vec![]),
+        (locks_s.clone(), vec!["--storage-root", storage_s.as_str()]),
+    ] {
         let ws = TestWs::new("chain");
         std::fs::create_dir_all(ws.path("cache")).unwrap();
-        ws.write(broken, "not a directory\n");
-        let run = ws.lb(&["build", "//base/os"]);
+        if broken == locks_s {
+            std::fs::create_dir_all(locks.parent().unwrap()).unwrap();
+            std::fs::write(&locks, "not a directory\n").unwrap();
+        } else {
+            ws.write(&broken, "not a directory\n");
+        }
+        let args = |json: bool| -> Vec<&str> {
+            let mut a = global.clone();
+            a.extend(["build", "//base/os"]);
+            if json {
+                a.push("--json");
+            }
+            a
+        };
+        let run = ws.lb(&args(false));
         assert_cache_error(
             &run,
             &[
@@ -540,7 +562,7 @@ fn a_machine_failure_during_a_build_says_its_cause_with_exit_3() {
                 &format!("{broken} is a file where a directory is needed"),
             ],
         );
-        let run = ws.lb(&["build", "//base/os", "--json"]);
+        let run = ws.lb(&args(true));
         assert_eq!(run.code, 3, "{}", run.stderr);
         let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         let layer = &v["layers"][0];

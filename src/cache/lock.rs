@@ -1,7 +1,9 @@
-//! Per-digest build locks: an advisory `flock` on `cache/locks/<digest>.lock`
+//! Per-digest build locks: an advisory `flock` on `<dir>/<digest>.lock`
 //! held while one process builds (or pulls, or adopts) a digest. Other
 //! processes wanting the same digest block on it, then look the cache up
-//! again and reuse what the holder recorded.
+//! again and reuse (or adopt) what the holder made. The directory is the
+//! container storage's ([`super::shared::Coord::lock_dir`]), so checkouts
+//! sharing a storage exclude each other too.
 //!
 //! The kernel drops a `flock` when the holding process dies, `kill -9`
 //! included, so a crashed build never leaves a lock behind. The file is
@@ -14,7 +16,7 @@
 //! unlinked; it checks that the path still names the inode it locked and
 //! starts over when it does not (the usual pattern for unlinked lock files).
 //!
-//! I/O: files under the cache directory.
+//! I/O: files under the lock directory.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -51,9 +53,9 @@ impl Holder {
     }
 }
 
-/// The lock file of `digest` under the cache directory.
-pub fn lock_path(cache_dir: &Path, digest: &Digest) -> PathBuf {
-    cache_dir.join("locks").join(format!("{digest}.lock"))
+/// The lock file of `digest` in the lock directory `dir`.
+pub fn lock_path(dir: &Path, digest: &Digest) -> PathBuf {
+    dir.join(format!("{digest}.lock"))
 }
 
 impl DigestLock {
@@ -61,15 +63,13 @@ impl DigestLock {
     /// `on_wait` is called once, before blocking, with what the lock file
     /// says about the holder. `label` is written for the next waiter to see.
     pub fn acquire(
-        cache_dir: &Path,
+        dir: &Path,
         digest: &Digest,
         label: &str,
         on_wait: &mut dyn FnMut(&Holder),
     ) -> Result<DigestLock> {
-        let path = lock_path(cache_dir, digest);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
+        let path = lock_path(dir, digest);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut waited = false;
         loop {
             let mut file = OpenOptions::new()
@@ -123,7 +123,7 @@ impl Drop for DigestLock {
 
 fn lock_error(path: &Path, e: std::io::Error) -> Error {
     Error::env(format!("cannot lock {}: {e}", path.display())).with_hint(
-        "the cache directory must support flock(2); put [workspace] cache on a local file system",
+        "the lock directory must support flock(2): keep container storage and [workspace] cache on a local file system",
     )
 }
 

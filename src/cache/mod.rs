@@ -18,6 +18,7 @@ pub mod fingerprint_db;
 pub mod lock;
 pub mod netfs;
 pub mod repair;
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -419,6 +420,32 @@ impl Cache {
             Ok(value)
         });
         done.map_err(|e| self.err(e))
+    }
+
+    /// The image ids another checkout's cache at `path` names (for `gc`),
+    /// read without writing to it (no migration, no journal change).
+    pub fn image_ids_in(path: &Path) -> Result<std::collections::HashSet<String>> {
+        let read = || -> rusqlite::Result<std::collections::HashSet<String>> {
+            let conn = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_secs(30))?;
+            let has_layers: bool = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'layers'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)?;
+            if !has_layers {
+                return Ok(Default::default());
+            }
+            let mut st = conn.prepare("SELECT image_id FROM layers")?;
+            st.query_map([], |r| r.get(0))?.collect()
+        };
+        read().map_err(|e| repair::user_error(path, &e))
     }
 
     /// Opens the database only if it exists (read paths must not create it).

@@ -196,6 +196,12 @@ pub trait ImageStore: Sync {
     /// `rmi NAME`: removes the name, and the image if it was its last name
     /// and no other image is built on it.
     fn remove_image(&self, name: &str) -> ToolResult<RmiOutcome>;
+    /// The root directory of this container storage (its graphroot), where
+    /// the checkouts sharing it coordinate ([`crate::cache::shared`]);
+    /// `None` for a store without one on disk.
+    fn storage_root(&self) -> ToolResult<Option<std::path::PathBuf>> {
+        Ok(None)
+    }
     /// Names of all working containers.
     fn containers(&self) -> ToolResult<HashSet<String>>;
     /// Creates a container named `name` from `image`.

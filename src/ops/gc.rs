@@ -4,10 +4,14 @@
 //!
 //! The choices ([`select_layers`], [`select_history`], [`stale_container`])
 //! are pure and unit-tested. [`gc`] gathers their inputs (fingerprints of
-//! every system, SQLite, buildah's image and container lists, `owner.pid`
-//! files and `/proc`) and carries the removals out. Only this workspace's
+//! every system, SQLite, buildah's image and container lists, the
+//! storage's owner records (or a checkout's older `owner.pid` files) and
+//! `/proc`) and carries the removals out. Only this workspace's
 //! images (`localhost/layerbuild/<ws>/...`) and working containers
-//! (`layerbuild-<ws>-...`) are ever touched.
+//! (`layerbuild-<ws>-...`) are ever touched, and of those neither an image
+//! the cache of another checkout sharing the container storage names, nor
+//! a working container another checkout builds (or kept) in
+//! ([`crate::cache::shared`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,6 +23,7 @@ pub use crate::status::GcImageStatus;
 use super::Context;
 use super::build::OWNER_PID_FILE;
 use super::export::human_bytes;
+use crate::cache::shared::Coord;
 use crate::cache::{BuildRow, Cache, CachedLayer};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -175,17 +180,22 @@ pub(crate) fn select_history<'a>(
     (delete, kept_failed)
 }
 
-/// Who builds in a working container, from its `owner.pid`.
+/// Who builds in a working container, from its owner record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
     Missing,
     Dead(u32),
     Alive(u32),
+    /// A build of another checkout sharing the storage, over (a failed
+    /// build's kept container, or a killed one): left to that checkout.
+    Elsewhere,
 }
 
 /// Why `name` is a stale working container of this workspace, or `None` to
 /// leave it. Working containers are `<prefix><slug>-<12 hex digits>`. A live
-/// owner is a build in progress. Without an `owner.pid` (a build by an older
+/// owner is a build in progress; a dead one of another checkout sharing the
+/// storage that still exists is left to that checkout (its kept container
+/// of a failed build). Without an owner (a build by an older
 /// layerbuild, or a crash before it was written) the container is taken only
 /// when its slug is one of this workspace's layers: the prefix alone cannot
 /// tell workspace `a` from a workspace `a-b` sharing the storage.
@@ -202,7 +212,7 @@ pub(crate) fn stale_container(
         return None;
     }
     match owner {
-        Owner::Alive(_) => None,
+        Owner::Alive(_) | Owner::Elsewhere => None,
         Owner::Dead(pid) => Some(format!("its build process {pid} is gone")),
         Owner::Missing if slugs.contains(slug) => Some("no build process recorded".into()),
         Owner::Missing => None,
@@ -254,6 +264,7 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
     let mut cache = Cache::open_existing(&ws.db_path())?;
     let images = backend.image_list()?;
     let containers = backend.containers()?;
+    let shared = Shared::read(ctx, backend, cache.is_some())?;
     let (rows, builds, kept_containers) = match &cache {
         Some(c) => (c.all_layers()?, c.all_builds()?, c.kept_containers()?),
         None => (vec![], vec![], vec![]),
@@ -267,11 +278,11 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
         version: REPORT_VERSION,
         dry_run: opts.dry_run,
         keep: opts.keep,
-        images: plan_images(ctx, &rows, &kept, &removed, &current, &images),
+        images: plan_images(ctx, &rows, &kept, &removed, &current, &images, &shared),
         cache_rows: removed.iter().map(|r| GcRow::of(r)).collect(),
         history_rows: history.iter().map(|b| GcHistoryRow::of(b)).collect(),
         logs: plan_logs(ctx, &builds, &history),
-        containers: stale_containers(ctx, &labels, &containers, &kept_containers),
+        containers: stale_containers(ctx, &labels, &containers, &kept_containers, &shared),
         kept_failed_containers: kept_failed.into_iter().collect(),
         reclaimed_bytes: 0,
     };
@@ -286,10 +297,99 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
             let ids: Vec<i64> = history.iter().map(|b| b.id).collect();
             c.delete_rows(&digests, &ids)?;
         }
-        remove(ctx, backend, &mut report);
+        remove(ctx, backend, &mut report, &shared.coord);
+        shared.prune_owners(&containers);
     }
     report.reclaimed_bytes = report.reclaimed();
     Ok(report)
+}
+
+/// What the other checkouts sharing the container storage use.
+struct Shared {
+    coord: Coord,
+    /// Image ids their caches name, with one checkout naming each.
+    named: HashMap<String, PathBuf>,
+    /// Working containers by whose build they are (from the storage's
+    /// owner records).
+    owners: BTreeMap<String, crate::cache::shared::OwnerRecord>,
+    own_db: PathBuf,
+}
+
+impl Shared {
+    /// Reads the other checkouts' caches (one that cannot be read stops gc
+    /// before anything is removed: its images would look unused) and
+    /// records this checkout when it has a cache.
+    fn read(ctx: &Context, backend: &dyn Backend, has_cache: bool) -> Result<Shared> {
+        let ws = &ctx.ws;
+        let coord = match backend.storage_root()? {
+            Some(root) => Coord::of_storage(&root),
+            None => Coord::checkout_only(&ws.cache_dir),
+        };
+        if has_cache {
+            coord.register(&ws.db_path(), &ws.name)?;
+        }
+        let mut named = HashMap::new();
+        for db in coord.other_checkouts(&ws.db_path(), &ws.name) {
+            let ids = Cache::image_ids_in(&db).map_err(|e| {
+                Error::env(format!(
+                    "cannot read the cache of another checkout of {} sharing this container storage: {e}",
+                    ws.name
+                ))
+                .with_hint(format!(
+                    "gc would remove images it may use; repair it (layerbuild cache rebuild-index in that checkout), or delete {} if that checkout is gone",
+                    db.display()
+                ))
+            })?;
+            for id in ids {
+                named.entry(id).or_insert_with(|| db.clone());
+            }
+        }
+        Ok(Shared {
+            owners: coord.owners(),
+            coord,
+            named,
+            own_db: crate::cache::shared::checkout_key(&ws.db_path()),
+        })
+    }
+
+    /// Who builds in `container`, from the storage's record, else (a build
+    /// of an older layerbuild) this checkout's `owner.pid`.
+    fn owner(&self, ctx: &Context, container: &str) -> Owner {
+        match self.owners.get(container) {
+            Some(rec) if rec.alive() => Owner::Alive(rec.pid),
+            Some(rec)
+                if rec
+                    .checkout
+                    .as_ref()
+                    .is_some_and(|c| *c != self.own_db && c.exists()) =>
+            {
+                Owner::Elsewhere
+            }
+            Some(rec) => Owner::Dead(rec.pid),
+            None => read_owner(&ctx.ws.cache_dir.join("tmp").join(container)),
+        }
+    }
+
+    /// Tags (`DIGEST12`) of this workspace's images being built now: a live
+    /// build's image has no cache row until after its commit.
+    fn building(&self, ws_name: &str) -> HashSet<String> {
+        let prefix = format!("layerbuild-{ws_name}-");
+        self.owners
+            .iter()
+            .filter(|(name, rec)| name.starts_with(&prefix) && rec.alive())
+            .filter_map(|(name, _)| name.rsplit_once('-').map(|(_, t)| t.to_string()))
+            .collect()
+    }
+
+    /// Removes the owner records of containers that are gone, whose build
+    /// is over.
+    fn prune_owners(&self, containers: &HashSet<String>) {
+        for (name, rec) in &self.owners {
+            if !containers.contains(name) && !rec.alive() {
+                self.coord.release(name);
+            }
+        }
+    }
 }
 
 /// The digests of every layer now, for every system.
@@ -315,6 +415,7 @@ fn stale_containers(
     labels: &[crate::label::Label],
     containers: &HashSet<String>,
     kept_containers: &[BuildRow],
+    shared: &Shared,
 ) -> Vec<GcContainer> {
     let ws = &ctx.ws;
     let prefix = format!("layerbuild-{}-", ws.name);
@@ -330,7 +431,7 @@ fn stale_containers(
         if failed_kept.contains(name.as_str()) {
             continue;
         }
-        let owner = read_owner(&ws.cache_dir.join("tmp").join(name));
+        let owner = shared.owner(ctx, name);
         if let Some(reason) = stale_container(name, &prefix, &slugs, owner) {
             out.push(GcContainer {
                 name: name.clone(),
@@ -344,11 +445,12 @@ fn stale_containers(
 
 /// Removes what `report` plans: containers (a dead build's container holds
 /// its image), then images, then logs; each item says how it went.
-fn remove(ctx: &Context, backend: &dyn Backend, report: &mut GcReport) {
+fn remove(ctx: &Context, backend: &dyn Backend, report: &mut GcReport, coord: &Coord) {
     for c in &mut report.containers {
         match backend.remove_container(&c.name) {
             Ok(()) => {
                 let _ = std::fs::remove_dir_all(ctx.ws.cache_dir.join("tmp").join(&c.name));
+                coord.release(&c.name);
             }
             Err(e) => c.error = Some(e.to_string()),
         }
@@ -437,7 +539,9 @@ impl GcHistoryRow {
 
 /// The images to remove: those of removed rows, and this workspace's images
 /// no row names (left by an interrupted gc), deepest layers first so a
-/// parent goes after the images built on it.
+/// parent goes after the images built on it. An image the cache of another
+/// checkout sharing the storage names is kept (a removed row's is listed as
+/// skipped), and so is one being built.
 fn plan_images(
     ctx: &Context,
     rows: &[CachedLayer],
@@ -445,7 +549,9 @@ fn plan_images(
     removed: &[&CachedLayer],
     current: &HashSet<Digest>,
     images: &[ImageInfo],
+    shared: &Shared,
 ) -> Vec<GcImage> {
+    let building = shared.building(&ctx.ws.name);
     let prefix = format!("localhost/layerbuild/{}/", ctx.ws.name);
     let by_id: HashMap<&str, &ImageInfo> = images.iter().map(|i| (i.id.as_str(), i)).collect();
     let kept_ids: HashSet<&str> = rows
@@ -470,6 +576,15 @@ fn plan_images(
         if kept_ids.contains(r.image_id.as_str()) {
             img.status = GcImageStatus::Skipped;
             img.reason = Some("a kept cache row names the same image".into());
+        } else if let Some(db) = shared.named.get(&r.image_id) {
+            img.status = GcImageStatus::Skipped;
+            img.reason = Some(format!(
+                "the cache of another checkout sharing this storage names it ({})",
+                db.display()
+            ));
+        } else if building.contains(r.digest.short()) {
+            img.status = GcImageStatus::Skipped;
+            img.reason = Some("a build of this digest is running".into());
         } else if !r.image_name.starts_with(&prefix) {
             img.status = GcImageStatus::Skipped;
             img.reason = Some(format!(
@@ -489,12 +604,12 @@ fn plan_images(
     let named: HashSet<&str> = rows.iter().map(|r| r.image_id.as_str()).collect();
     let current_tags: HashSet<&str> = current.iter().map(Digest::short).collect();
     for i in images {
-        if named.contains(i.id.as_str()) {
+        if named.contains(i.id.as_str()) || shared.named.contains_key(&i.id) {
             continue;
         }
         for name in i.names.iter().filter(|n| n.starts_with(&prefix)) {
             let tag = name.rsplit_once(':').map_or("", |(_, t)| t);
-            if current_tags.contains(tag) {
+            if current_tags.contains(tag) || building.contains(tag) {
                 continue;
             }
             out.push(GcImage {
@@ -785,6 +900,7 @@ mod tests {
         assert!(stale_container(name, p, &slugs, Owner::Dead(7)).is_some());
         assert!(stale_container(name, p, &slugs, Owner::Missing).is_some());
         assert_eq!(stale_container(name, p, &slugs, Owner::Alive(7)), None);
+        assert_eq!(stale_container(name, p, &slugs, Owner::Elsewhere), None);
         // Unknown slug: only with a recorded, dead owner.
         let other = "layerbuild-ws-x-y-0123456789ab";
         assert!(stale_container(other, p, &slugs, Owner::Dead(7)).is_some());

@@ -35,6 +35,8 @@ pub struct Buildah {
     /// every buildah, skopeo and ansible-playbook process (Ansible's buildah
     /// connection runs buildah itself) through `CONTAINERS_STORAGE_CONF`.
     pub storage_conf: Option<std::path::PathBuf>,
+    /// The storage root that storage.conf names (`None`: buildah's default).
+    pub storage_root: Option<std::path::PathBuf>,
 }
 
 impl Default for Buildah {
@@ -45,6 +47,7 @@ impl Default for Buildah {
                 .unwrap_or_else(|_| "ansible-playbook".into()),
             skopeo: std::env::var("LAYERBUILD_SKOPEO").unwrap_or_else(|_| "skopeo".into()),
             storage_conf: None,
+            storage_root: None,
         }
     }
 }
@@ -71,6 +74,7 @@ impl Buildah {
         );
         std::fs::write(&conf, text).map_err(|e| Error::io(&conf, e))?;
         self.storage_conf = Some(conf);
+        self.storage_root = Some(storage.root.clone());
         Ok(self)
     }
 
@@ -284,6 +288,25 @@ impl ImageStore for Buildah {
                 format!("buildah rmi {name} failed: {}", stderr.trim()),
             )
         })
+    }
+
+    fn storage_root(&self) -> ToolResult<Option<std::path::PathBuf>> {
+        if let Some(root) = &self.storage_root {
+            return Ok(Some(root.clone()));
+        }
+        // buildah's default store, as its configuration (storage.conf,
+        // rootless or not) says.
+        let out = self.buildah_ok(&["info", "--format", "{{.store.GraphRoot}}"], "info")?;
+        let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if root.is_empty() {
+            return Err(ToolError::new(
+                ToolErrorKind::BadOutput,
+                &self.buildah,
+                "info",
+                "buildah info names no storage root (store.GraphRoot)",
+            ));
+        }
+        Ok(Some(root.into()))
     }
 
     fn containers(&self) -> ToolResult<HashSet<String>> {

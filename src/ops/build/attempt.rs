@@ -3,9 +3,10 @@
 //! adopt an image a killed build committed → pull from the registry →
 //! build → record → push.
 //!
-//! I/O: the cache (SQLite, behind the run's mutex), the digest lock files,
-//! the layer's scratch directory and log; processes only through the
-//! backend's [`Executor`] and [`crate::executor::Registry`].
+//! I/O: the cache (SQLite, behind the run's mutex), the digest lock files
+//! and owner records of the container storage ([`Coord`]), the layer's
+//! scratch directory and log; processes only through the backend's
+//! [`Executor`] and [`crate::executor::Registry`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use super::report::{Done, Failed};
 use super::request::{attempt_request, base_image, new_log_path, record};
 use crate::cache::Cache;
 use crate::cache::lock::{DigestLock, Holder};
+use crate::cache::shared::Coord;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::{Backend, BaseImage, BuildFailure, ImageNames};
@@ -54,6 +56,10 @@ pub(super) struct RunCtx<'a> {
     pub(super) cache: Mutex<Cache>,
     pub(super) shared: Mutex<Shared>,
     pub(super) registry: Option<&'a RegistryUse<'a>>,
+    /// Where the digest locks and working-container owners are: the
+    /// container storage's, shared with every checkout using it (found
+    /// when a first layer needs building).
+    pub(super) coord: OnceLock<std::result::Result<Coord, String>>,
 }
 
 impl RunCtx<'_> {
@@ -63,6 +69,28 @@ impl RunCtx<'_> {
 
     pub(super) fn shared(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The storage's coordination directory; this checkout is recorded
+    /// there as one keeping images in it (for `gc` in the others).
+    fn coord(&self) -> Result<&Coord> {
+        self.coord
+            .get_or_init(|| {
+                let root = self
+                    .executor
+                    .storage_root()
+                    .map_err(|e| Error::from(e).to_string())?;
+                let Some(root) = root else {
+                    return Ok(Coord::checkout_only(&self.ws.cache_dir));
+                };
+                let coord = Coord::of_storage(&root);
+                coord
+                    .register(&self.ws.db_path(), &self.ws.name)
+                    .map_err(|e| e.to_string())?;
+                Ok(coord)
+            })
+            .as_ref()
+            .map_err(|m| Error::env(m.clone()))
     }
 
     /// The machine failed around `label`'s steps (said as it happens).
@@ -120,8 +148,11 @@ pub(super) fn attempt(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result
     };
     // A miss: build it holding the digest's lock, so concurrent layerbuilds
     // build each digest once. Whoever waited looks again afterwards.
+    // The lock is the container storage's: checkouts sharing it build each
+    // digest once too, and never race for its working container's name.
+    let coord = run.coord().map_err(fail)?;
     let mut waited = false;
-    let _lock = DigestLock::acquire(&run.ws.cache_dir, &fp.digest, &label_s, &mut |h| {
+    let _lock = DigestLock::acquire(coord.lock_dir(), &fp.digest, &label_s, &mut |h| {
         waited = true;
         run.reporter.println(&waiting_line(&label_s, h));
     })
@@ -133,7 +164,7 @@ pub(super) fn attempt(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result
         // Whoever held the lock may have committed meanwhile.
         run.shared().names = None;
     }
-    if let Some(done) = adopt_committed(run, fp) {
+    if let Some(done) = adopt_committed(run, fp, coord.is_shared()) {
         return Ok(done);
     }
     if let Some(reg) = run.registry
@@ -141,7 +172,7 @@ pub(super) fn attempt(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result
     {
         return Ok(done);
     }
-    build_here(run, fp)
+    build_here(run, fp, coord)
 }
 
 /// The image `fp`'s layer starts from.
@@ -153,7 +184,11 @@ fn parent_image(run: &RunCtx<'_>, fp: &Fingerprint) -> Result<BaseImage> {
 }
 
 /// Runs the layer's steps in a clean container and records the outcome.
-fn build_here(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, Failed> {
+fn build_here(
+    run: &RunCtx<'_>,
+    fp: &Fingerprint,
+    coord: &Coord,
+) -> std::result::Result<Done, Failed> {
     let ws = run.ws;
     let label = &fp.label;
     let label_s = label.to_string();
@@ -164,10 +199,13 @@ fn build_here(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, F
     let req = attempt_request(ws, run.system, fp, run.isolation, from, log_path.clone());
     let image = req.image_name.clone();
     let work_dir = req.work_dir.clone();
+    let container = req.container_name.clone();
 
-    // Before the container exists: `gc` removes a working container whose
-    // owner.pid is missing or names a dead process, so it must never see
-    // this build's container without it.
+    // Before the container exists: `gc` (in any checkout sharing the
+    // storage) removes a working container whose owner is missing or dead,
+    // so it must never see this build's container without one. The
+    // checkout's owner.pid also marks the scratch directory as in use.
+    coord.claim(&container, &ws.db_path()).map_err(fail)?;
     write_owner_pid(&work_dir).map_err(fail)?;
     run.reporter.started(&label_s, &fp.digest);
     let t0 = Instant::now();
@@ -188,10 +226,16 @@ fn build_here(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result<Done, F
             let _ = run
                 .cache()
                 .record_failed(&rec, f.container.as_deref(), &f.message);
+            // A kept container keeps its record: whose it is, for `gc`.
+            if f.container.is_none() {
+                coord.release(&container);
+            }
             return Err(said_failure(run, &label_s, f, log_path));
         }
     };
-    if let Err(e) = run.cache().record_built(&rec, &image_id, &image) {
+    let recorded = run.cache().record_built(&rec, &image_id, &image);
+    coord.release(&container);
+    if let Err(e) = recorded {
         run.reporter.failed(
             &label_s,
             &format!("built, but could not record it in the cache: {e}"),
@@ -324,7 +368,7 @@ fn names_build(name: &str, label: &Label, digest: &Digest) -> bool {
 /// row: record it (source `adopted`) instead of building again. A layer
 /// with image tests gets that name only after they passed (it is committed
 /// as `NAME-untested`). Anything unexpected (inspect failing) means building.
-fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint) -> Option<Done> {
+fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint, shared: bool) -> Option<Done> {
     let label = &fp.label;
     let name = image_name(run.ws, label, &fp.digest);
     // No image of that name when the run began: none to adopt, without
@@ -332,9 +376,11 @@ fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint) -> Option<Done> {
     // waited for the digest's lock the names are unknown and storage is
     // asked. An image committed by a process that died between our listing
     // and our lock, without our waiting, is built again: wasted work, never
-    // a wrong image.
+    // a wrong image. On a storage other checkouts share, one of them may
+    // have built the digest and let its lock go just before we took it,
+    // without our waiting: storage is always asked.
     let named = run.shared().names.as_ref().map(|n| n.contains_key(&name));
-    if named == Some(false) {
+    if named == Some(false) && !shared {
         return None;
     }
     let meta = crate::ops::cache::committed_build(run.executor, &name, label, &fp.digest)?;

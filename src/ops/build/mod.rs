@@ -109,6 +109,7 @@ pub fn build(
             image_of: BTreeMap::new(),
         }),
         registry: registry.as_ref(),
+        coord: OnceLock::new(),
     };
     let jobs = opts.jobs.unwrap_or(ws.build.jobs);
     let results = crate::scheduler::run(&parents(ws, &labels), jobs, opts.keep_going, |i| {
