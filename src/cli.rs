@@ -216,8 +216,12 @@ pub struct GitlabArgs {
     pub labels: Vec<String>,
     #[command(flatten)]
     pub system: SystemArg,
-    /// Jobs for the layers affected since this git revision (instead of those not in the cache).
-    #[arg(long, value_name = "REV")]
+    /// Without a registry: jobs for the layers affected since this git revision.
+    /// `auto`: the merge request's base (CI_MERGE_REQUEST_DIFF_BASE_SHA), else
+    /// the commit before the push (CI_COMMIT_BEFORE_SHA). A revision that is
+    /// all zeros, missing from the clone, or without Layerfile.toml makes every
+    /// layer count, with a note.
+    #[arg(long, value_name = "REV|auto")]
     pub since: Option<String>,
     /// Shared cache registry (overrides [cache] registry).
     #[arg(long, value_name = "REGISTRY")]

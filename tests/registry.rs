@@ -475,7 +475,18 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v = validated(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(v.as_object().unwrap().len(), 5);
+    let build_jobs = v
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("build:"))
+        .count();
+    assert_eq!(build_jobs, 5);
+    // Created under any parent, merge-request ones included.
+    assert_eq!(
+        v["workflow"]["rules"][0]["if"],
+        "$CI_PIPELINE_SOURCE == \"parent_pipeline\""
+    );
     assert_eq!(
         needs(&v),
         vec![
@@ -488,9 +499,10 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
             ("build:compute/compute".into(), "build:compute/slurm".into()),
         ]
     );
+    // Per system: two systems' pipelines never queue on each other.
     assert_eq!(
         v["build:compute/slurm"]["resource_group"],
-        "layerbuild/compute/slurm"
+        "layerbuild/clusterA/compute/slurm"
     );
     assert_eq!(v["build:compute/slurm"]["interruptible"], true);
 
@@ -563,6 +575,100 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
         .stdout;
     let v = validated(&out);
     assert!(v.get("layerbuild:nothing-to-build").is_some(), "{out}");
+}
+
+/// `ci gitlab --since` as GitLab calls it, in an MR pipeline, a branch
+/// pipeline, a new branch, the MR adding the Layerfile and a shallow clone:
+/// a revision it cannot compare with makes every layer count, with a note,
+/// never an error.
+#[test]
+fn ci_gitlab_since_auto_and_revisions_it_cannot_compare() {
+    let ws = TestWs::new("chain");
+    ws.write(".gitignore", "/cache/\n");
+    git(&ws.root, &["init", "-q"]);
+    // The first commit has no Layerfile (the MR that adds it).
+    git(&ws.root, &["add", "-A", "--", ".", ":!Layerfile.toml"]);
+    git(&ws.root, &["commit", "-qm", "before the workspace"]);
+    git(&ws.root, &["add", "-A"]);
+    git(&ws.root, &["commit", "-qm", "the workspace"]);
+    ws.append("slurm-config/roles/slurm/tasks/main.yml", "\n# edited\n");
+    git(&ws.root, &["commit", "-qam", "one role"]);
+    let jobs = |run: &common::Run| -> Vec<String> {
+        let v = validated(&run.stdout);
+        v.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("build:"))
+            .cloned()
+            .collect()
+    };
+    let ci = |env: &[(&str, &str)], since: &str| {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("CI_MERGE_REQUEST_DIFF_BASE_SHA", ""),
+            ("CI_COMMIT_BEFORE_SHA", ""),
+        ];
+        all.extend_from_slice(env);
+        common::lb_in(&ws.root, &["ci", "gitlab", "--since", since], &all)
+    };
+    let all_five = 5;
+
+    // A merge-request pipeline: the MR base; a branch pipeline: the commit
+    // before the push. One role changed: one job.
+    let mr = ci(&[("CI_MERGE_REQUEST_DIFF_BASE_SHA", "HEAD~1")], "auto").ok();
+    assert_eq!(jobs(&mr), vec!["build:compute/slurm"], "{}", mr.stderr);
+    let branch = ci(&[("CI_COMMIT_BEFORE_SHA", "HEAD~1")], "auto").ok();
+    assert_eq!(jobs(&branch), vec!["build:compute/slurm"]);
+
+    // A new branch (all zeros), no variable at all, the MR adding the
+    // Layerfile: every layer counts, said on stderr and in the pipeline.
+    let zeros = "0000000000000000000000000000000000000000";
+    for (env, since, note) in [
+        (
+            vec![("CI_COMMIT_BEFORE_SHA", zeros)],
+            "auto",
+            "a new branch",
+        ),
+        (vec![], "auto", "CI_COMMIT_BEFORE_SHA are unset"),
+        (vec![], "HEAD~2", "there is no Layerfile.toml at HEAD~2"),
+        (vec![], "no-such-rev", "'no-such-rev' is not in this clone"),
+    ] {
+        let run = ci(&env, since).ok();
+        assert_eq!(jobs(&run).len(), all_five, "{since}: {}", run.stdout);
+        assert!(run.stderr.contains(note), "{since}: {}", run.stderr);
+        assert!(run.stderr.contains("every layer counts"), "{}", run.stderr);
+        assert!(
+            run.stdout.contains(note),
+            "the pipeline says why: {}",
+            run.stdout
+        );
+    }
+
+    // A shallow clone (GitLab's GIT_DEPTH: 1): ci counts every layer and
+    // says the clone is shallow; `affected` fails with a hint saying so.
+    let shallow = ws.path("../shallow");
+    let out = Command::new("git")
+        .args(["clone", "-q", "--depth", "1"])
+        .arg(format!("file://{}", ws.root.display()))
+        .arg(&shallow)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = common::lb_in(&shallow, &["ci", "gitlab", "--since", "HEAD~1"], &[]).ok();
+    assert_eq!(jobs(&run).len(), all_five);
+    assert!(run.stderr.contains("shallow"), "{}", run.stderr);
+    let run = common::lb_in(&shallow, &["affected", "--since", "HEAD~1"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown git revision 'HEAD~1'")
+            && run.stderr.contains("shallow")
+            && run.stderr.contains("GIT_DEPTH"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

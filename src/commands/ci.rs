@@ -32,7 +32,10 @@ pub fn gitlab(env: &Env, args: &GitlabArgs) -> Result<PipelineReport> {
     let opts = GitlabOptions {
         patterns: crate::ops::parse_patterns(&super::labels_or_all(&args.labels))?,
         system: args.system.system.clone(),
-        since: args.since.clone(),
+        since: args
+            .since
+            .as_deref()
+            .map(|given| crate::ops::ci::resolve_since(given, &|v| std::env::var(v).ok())),
         registry: args.registry.clone(),
     };
     let p = generate(&env.ctx, &opts, &*env.backend()?)?;

@@ -37,56 +37,84 @@ pub struct Pipeline {
     pub warnings: Vec<String>,
 }
 
+/// `--since auto`: the merge request's base in a merge-request pipeline
+/// (`CI_MERGE_REQUEST_DIFF_BASE_SHA`), else the commit before the push
+/// (`CI_COMMIT_BEFORE_SHA`); empty when the environment (`var`) has
+/// neither (then every layer counts). Any other value is the revision.
+pub fn resolve_since(given: &str, var: &dyn Fn(&str) -> Option<String>) -> String {
+    if given != "auto" {
+        return given.to_string();
+    }
+    ["CI_MERGE_REQUEST_DIFF_BASE_SHA", "CI_COMMIT_BEFORE_SHA"]
+        .into_iter()
+        .filter_map(|v| var(v).filter(|s| !s.trim().is_empty()))
+        .next()
+        .unwrap_or_default()
+}
+
 pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Result<Pipeline> {
     let ws = &ctx.ws;
     let system = ws.system(opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
     let registry_url = registry_url(opts.registry.as_deref(), ws)?;
+    // Fingerprinted whatever decides the jobs: a layer whose inputs cannot
+    // be read fails here, not in its job.
+    let prints = crate::ops::manifests(ws, system, &labels)?;
     let mut warnings = vec![];
-    let needed: Vec<Label> = match &opts.since {
-        Some(rev) => {
-            let affected =
-                super::affected::affected(ctx, rev, None, system.map(|s| s.name.as_str()))?;
-            let set: BTreeSet<String> = affected.affected.into_iter().map(|a| a.label).collect();
-            labels
+    let mut notes = vec![];
+    let needed: Vec<Label> = match (&registry_url, &opts.since) {
+        // The registry is the plan: a layer gets a job when its digest is
+        // not there (affected or not: a missing ancestor gets its own job,
+        // so no layer is built by two), and a re-run after everything was
+        // pushed has none.
+        (Some(url), _) => {
+            let reg = RegistryUse::new(
+                backend,
+                url.clone(),
+                ws.cache.tls_verify,
+                CacheMode::ReadOnly,
+            );
+            let wanted: Vec<(Label, Digest)> = labels
                 .iter()
-                .filter(|l| set.contains(&l.to_string()))
-                .cloned()
+                .map(|l| (l.clone(), prints[l].digest.clone()))
+                .collect();
+            let entries = reg.lookup_all(&wanted);
+            warnings = reg.take_warnings();
+            if opts.since.is_some() {
+                notes.push(format!(
+                    "jobs for the layers {url} lacks (with a registry, --since changes nothing)"
+                ));
+            }
+            wanted
+                .into_iter()
+                .filter(|(_, d)| {
+                    !matches!(entries.get(d), Some(RegistryEntry::Present { label }) if label == d)
+                })
+                .map(|(l, _)| l)
                 .collect()
         }
-        None => match &registry_url {
-            // Fingerprinted all the same: a layer whose inputs cannot be
-            // read fails here, not in its job.
-            None => {
-                crate::ops::manifests(ws, system, &labels)?;
+        (None, Some(since)) => match super::git::uncomparable(&ws.root, since) {
+            Some(why) => {
+                notes.push(format!("{why}: every layer counts"));
                 labels.clone()
             }
-            Some(url) => {
-                let prints = crate::ops::manifests(ws, system, &labels)?;
-                let reg = RegistryUse::new(
-                    backend,
-                    url.clone(),
-                    ws.cache.tls_verify,
-                    CacheMode::ReadOnly,
-                );
-                let wanted: Vec<(Label, Digest)> = labels
+            None => {
+                let affected =
+                    super::affected::affected(ctx, since, None, system.map(|s| s.name.as_str()))?;
+                let set: BTreeSet<String> =
+                    affected.affected.into_iter().map(|a| a.label).collect();
+                labels
                     .iter()
-                    .map(|l| (l.clone(), prints[l].digest.clone()))
-                    .collect();
-                let entries = reg.lookup_all(&wanted);
-                warnings = reg.take_warnings();
-                wanted
-                    .into_iter()
-                    .filter(|(_, d)| {
-                        !matches!(entries.get(d), Some(RegistryEntry::Present { label }) if label == d)
-                    })
-                    .map(|(l, _)| l)
+                    .filter(|l| set.contains(&l.to_string()))
+                    .cloned()
                     .collect()
             }
         },
+        (None, None) => labels.clone(),
     };
-    let mut yaml = header(ws);
+    let mut yaml = header(ws, &notes);
     jobs(&mut yaml, ws, system, registry_url.as_deref(), &needed);
+    warnings.extend(notes.into_iter().map(|n| format!("note: {n}")));
     Ok(Pipeline { yaml, warnings })
 }
 
@@ -103,10 +131,20 @@ pub(crate) fn registry_url(given: Option<&str>, ws: &Workspace) -> Result<Option
     })
 }
 
-/// The pipeline's `default:` and `variables:`, from `[gitlab]`.
-fn header(ws: &Workspace) -> String {
+/// The pipeline's comments (`notes`: how its jobs were chosen), its
+/// `workflow:`, and `default:` and `variables:` from `[gitlab]`.
+fn header(ws: &Workspace, notes: &[String]) -> String {
     let g = &ws.gitlab;
     let mut y = String::from("# Generated by `layerbuild ci gitlab`; do not edit.\n");
+    for n in notes {
+        y.push_str(&format!("# {}\n", n.replace('\n', " ")));
+    }
+    // Created under any parent: a merge-request parent's child has
+    // CI_PIPELINE_SOURCE parent_pipeline, and without a rule for it GitLab
+    // creates it with no jobs (gitlab#322012); run on its own, always.
+    y.push_str(
+        "workflow:\n  rules:\n    - if: '$CI_PIPELINE_SOURCE == \"parent_pipeline\"'\n    - when: always\n",
+    );
     let mut default = String::new();
     if let Some(image) = &g.image {
         default.push_str(&format!("  image: {}\n", q(image)));
@@ -167,13 +205,46 @@ fn jobs(
             _ => y.push_str("  needs: []\n"),
         }
         y.push_str("  interruptible: true\n");
-        y.push_str(&format!(
-            "  resource_group: {}\n",
-            q(&format!(
-                "layerbuild/{}/{}",
+        // Per system: pipelines of two systems never queue on each other.
+        let group = match system {
+            Some(s) => format!(
+                "layerbuild/{}/{}/{}",
+                s.name,
                 label.image_type(),
                 label.layer()
-            ))
-        ));
+            ),
+            None => format!("layerbuild/{}/{}", label.image_type(), label.layer()),
+        };
+        y.push_str(&format!("  resource_group: {}\n", q(&group)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_auto_takes_the_merge_request_base_then_the_push_before() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let mr = env(&[
+            ("CI_MERGE_REQUEST_DIFF_BASE_SHA", "abc"),
+            ("CI_COMMIT_BEFORE_SHA", "def"),
+        ]);
+        assert_eq!(resolve_since("auto", &mr), "abc");
+        // A branch pipeline: the MR variable is absent or empty.
+        let branch = env(&[
+            ("CI_MERGE_REQUEST_DIFF_BASE_SHA", ""),
+            ("CI_COMMIT_BEFORE_SHA", "def"),
+        ]);
+        assert_eq!(resolve_since("auto", &branch), "def");
+        assert_eq!(resolve_since("auto", &env(&[])), "");
+        assert_eq!(resolve_since("HEAD~1", &mr), "HEAD~1");
     }
 }

@@ -200,6 +200,54 @@ fn archive(repo: &Repo, tree: &str, to: &Path) -> Result<std::result::Result<(),
     Ok(Ok(()))
 }
 
+/// Whether the repository at `root` is a shallow clone.
+fn is_shallow(root: &Path) -> bool {
+    git(root, &["rev-parse", "--is-shallow-repository"]).is_ok_and(|o| o == "true")
+}
+
+/// Why the workspace at `root` cannot be compared with `rev`, so that every
+/// layer counts, or `None` when it can: no revision (an all-zero SHA: a new
+/// branch, a first push), a revision this clone lacks, or one without the
+/// workspace's Layerfile (the change that adds it).
+pub(crate) fn uncomparable(root: &Path, rev: &str) -> Option<String> {
+    if rev.trim().is_empty() {
+        return Some(
+            "no base revision (CI_MERGE_REQUEST_DIFF_BASE_SHA and CI_COMMIT_BEFORE_SHA are unset)"
+                .into(),
+        );
+    }
+    if rev.bytes().all(|b| b == b'0') {
+        return Some(format!(
+            "no base revision ({rev}: a new branch or a first push)"
+        ));
+    }
+    let Ok(commit) = git(
+        root,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ],
+    ) else {
+        let shallow = if is_shallow(root) {
+            " (this clone is shallow: GIT_DEPTH)"
+        } else {
+            ""
+        };
+        return Some(format!("revision '{rev}' is not in this clone{shallow}"));
+    };
+    let prefix = git(root, &["rev-parse", "--show-prefix"]).unwrap_or_default();
+    let layerfile = format!("{commit}:{prefix}{}", crate::workspace::LAYERFILE);
+    if git(root, &["cat-file", "-e", &layerfile]).is_err() {
+        return Some(format!(
+            "there is no {} at {rev} (the change adds the workspace)",
+            crate::workspace::LAYERFILE
+        ));
+    }
+    None
+}
+
 /// Writes the workspace at `root` as it was at `rev` into `to`, with the
 /// content of its submodules at the commits `rev` records for them.
 pub(crate) fn export_revision(root: &Path, rev: &str, to: &Path) -> Result<()> {
@@ -222,8 +270,12 @@ pub(crate) fn export_revision(root: &Path, rev: &str, to: &Path) -> Result<()> {
         ],
     )
     .map_err(|_| {
-        Error::input(format!("unknown git revision '{rev}'"))
-            .with_hint("give a commit, branch or tag, e.g. HEAD~1 or main")
+        let hint = if is_shallow(root) {
+            "this clone is shallow (GitLab's GIT_DEPTH): the revision may be older than the history it holds; fetch it (`git fetch --unshallow`) or set GIT_DEPTH: 0 for this job"
+        } else {
+            "give a commit, branch or tag, e.g. HEAD~1 or main"
+        };
+        Error::input(format!("unknown git revision '{rev}'")).with_hint(hint)
     })?;
     let git_dir = git(root, &["rev-parse", "--absolute-git-dir"])
         .map_err(|e| Error::env(format!("git rev-parse --absolute-git-dir: {e}")))?;
