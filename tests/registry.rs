@@ -288,6 +288,57 @@ fn an_unreachable_registry_warns_once_and_builds_locally() {
     );
 }
 
+/// With a registry, `ci gitlab`'s jobs are the layers it lacks: affected
+/// or not (a missing ancestor gets its own job, so no layer is built by
+/// two), and none on a re-run after everything was pushed.
+#[test]
+fn ci_gitlab_with_a_registry_plans_what_it_lacks() {
+    let ws = TestWs::recorded("chain");
+    with_registry(&ws, RECORDED_REGISTRY);
+    let jobs = |out: &str| -> Vec<(String, serde_json::Value)> {
+        let v = validated(out);
+        v.as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("build:") || k.starts_with("layerbuild:"))
+            .map(|(k, body)| (k.clone(), body["needs"].clone()))
+            .collect()
+    };
+    // A fresh registry: every layer, in DAG order.
+    let run = ws.lb(&["ci", "gitlab"]).ok();
+    assert_eq!(jobs(&run.stdout).len(), 5, "{}", run.stdout);
+    // Its base layers pushed by another machine: the rest, whose parents
+    // are pulled (no `needs` on a job that is not in the pipeline).
+    ws.lb(&["build", "//base/hsn"]).ok();
+    let run = ws.lb(&["ci", "gitlab", "--since", "HEAD"]).ok();
+    assert_eq!(
+        jobs(&run.stdout),
+        vec![
+            ("build:compute/compute".to_string(), serde_json::json!([])),
+            (
+                "build:compute/slurm".to_string(),
+                serde_json::json!(["build:compute/compute"])
+            ),
+            ("build:uan/uan".to_string(), serde_json::json!([])),
+        ]
+    );
+    assert!(
+        run.stderr.contains("--since changes nothing"),
+        "{}",
+        run.stderr
+    );
+    // Everything pushed: a re-run has only the no-op job.
+    ws.lb(&["build", "//..."]).ok();
+    let run = ws.lb(&["ci", "gitlab"]).ok();
+    assert_eq!(
+        jobs(&run.stdout),
+        vec![(
+            "layerbuild:nothing-to-build".to_string(),
+            serde_json::Value::Null
+        )]
+    );
+}
+
 #[test]
 fn read_only_mode_pulls_but_never_pushes() {
     let ws = TestWs::recorded("chain");
