@@ -556,6 +556,11 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
         "layerbuild/clusterA/compute/slurm"
     );
     assert_eq!(v["build:compute/slurm"]["interruptible"], true);
+    // A failed job's layer logs outlive its runner.
+    assert_eq!(
+        v["build:compute/slurm"]["artifacts"],
+        serde_json::json!({"when": "always", "expire_in": "1 week", "paths": ["cache/logs/"]})
+    );
 
     // 100 generated layers with defaults from the Layerfile, written to a file.
     let ws = TestWs::new("chain");

@@ -118,6 +118,16 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Res
     Ok(Pipeline { yaml, warnings })
 }
 
+/// The layer logs' directory as a job's artifact path (relative to the
+/// checkout's top, where GitLab runs jobs), or `None` when the cache is
+/// outside the workspace.
+fn logs_artifact(ws: &Workspace) -> Option<String> {
+    let rel = ws.cache_dir.join("logs");
+    let rel = rel.strip_prefix(&ws.root).ok()?;
+    let prefix = super::git::checkout_prefix(&ws.root).unwrap_or_default();
+    Some(format!("{prefix}{}/", rel.display()))
+}
+
 /// `--registry` or `[cache] registry`, checked.
 pub(crate) fn registry_url(given: Option<&str>, ws: &Workspace) -> Result<Option<String>> {
     let Some(r) = given
@@ -188,6 +198,7 @@ fn jobs(
         return;
     }
     let present: BTreeSet<&Label> = needed.iter().collect();
+    let logs = logs_artifact(ws);
     for label in needed {
         let mut cmd = format!("{} build {label}", g.command);
         if let Some(s) = system {
@@ -205,6 +216,13 @@ fn jobs(
             _ => y.push_str("  needs: []\n"),
         }
         y.push_str("  interruptible: true\n");
+        if let Some(logs) = &logs {
+            // A failed job's layer logs outlive its runner.
+            y.push_str(&format!(
+                "  artifacts:\n    when: always\n    expire_in: \"1 week\"\n    paths:\n      - {}\n",
+                q(logs)
+            ));
+        }
         // Per system: pipelines of two systems never queue on each other.
         let group = match system {
             Some(s) => format!(

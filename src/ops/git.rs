@@ -200,6 +200,12 @@ fn archive(repo: &Repo, tree: &str, to: &Path) -> Result<std::result::Result<(),
     Ok(Ok(()))
 }
 
+/// The path of `root` inside its git checkout (`""` at the top, `dir/`
+/// below it), or `None` outside a repository.
+pub(crate) fn checkout_prefix(root: &Path) -> Option<String> {
+    git(root, &["rev-parse", "--show-prefix"]).ok()
+}
+
 /// Whether the repository at `root` is a shallow clone.
 fn is_shallow(root: &Path) -> bool {
     git(root, &["rev-parse", "--is-shallow-repository"]).is_ok_and(|o| o == "true")
