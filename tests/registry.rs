@@ -270,8 +270,16 @@ fn an_unreachable_registry_warns_once_and_builds_locally() {
     let ws = TestWs::recorded("chain");
     ws.rec().set_registry_unreachable(true);
     with_registry(&ws, RECORDED_REGISTRY);
-    let run = ws.lb(&["build", "//compute/slurm"]).ok();
+    let run = ws.lb(&["build", "//compute/slurm"]);
+    // Built here; in read-write mode, not reaching the registry fails the
+    // run (exit 3) instead of passing in silence.
+    assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stdout.contains("4 built"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("4 layer(s) built but not pushed"),
+        "{}",
+        run.stderr
+    );
     let warnings: Vec<&str> = run
         .stderr
         .lines()
@@ -336,6 +344,64 @@ fn ci_gitlab_with_a_registry_plans_what_it_lacks() {
             "layerbuild:nothing-to-build".to_string(),
             serde_json::Value::Null
         )]
+    );
+}
+
+/// A registry that refuses pushes (no credentials in a merge-request
+/// pipeline, a read-only mirror) fails a read-write build with a hint,
+/// instead of every later job rebuilding in silence; read-only mode is the
+/// way to build without publishing.
+#[test]
+fn a_refused_push_fails_a_read_write_build_with_a_hint() {
+    let ws = TestWs::recorded("chain");
+    ws.rec().set_registry_refuses_pushes(true);
+    with_registry(&ws, RECORDED_REGISTRY);
+    let run = ws.lb(&["build", "--json", "//base/hsn"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(r["built"], 2);
+    assert_eq!(r["pushed"], 0);
+    assert_eq!(r["not_pushed"].as_array().unwrap().len(), 2, "{r}");
+    assert!(
+        r["not_pushed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unauthorized"),
+        "{r}"
+    );
+    assert!(
+        run.stderr
+            .contains("2 layer(s) built but not pushed to registry.example.org:5000/hpc/layers"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("--cache-mode read-only"),
+        "{}",
+        run.stderr
+    );
+    // The layers are cached here all the same.
+    let again = ws.lb(&["build", "//base/hsn"]).ok();
+    assert!(
+        again.stdout.starts_with("all 2 layers up to date"),
+        "{}",
+        again.stdout
+    );
+    // Read-only: built, not pushed, not failed.
+    ws.append("scripts/uan.sh", "\necho changed\n");
+    let ro = ws
+        .lb(&["build", "--cache-mode", "read-only", "//uan/uan"])
+        .ok();
+    assert!(ro.stdout.contains("1 built"), "{}", ro.stdout);
+    // Pushes that work are counted in the summary.
+    ws.rec().set_registry_refuses_pushes(false);
+    ws.append("scripts/uan.sh", "\necho again\n");
+    let rw = ws.lb(&["build", "//uan/uan"]).ok();
+    assert!(
+        rw.stdout
+            .contains("1 built, 0 pulled, 2 up to date, 0 failed, 0 skipped, 1 pushed to registry.example.org:5000/hpc/layers"),
+        "{}",
+        rw.stdout
     );
 }
 

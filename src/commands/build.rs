@@ -134,7 +134,8 @@ fn render_from_failed(r: &FromFailedReport) -> String {
 
 impl Built {
     /// Interrupted (exit 130), outputs failed, the machine failed (exit 3),
-    /// layers failed (exit 1), or success.
+    /// layers failed (exit 1), layers not pushed in read-write mode (exit
+    /// 3), or success.
     fn outcome(&self) -> Result<()> {
         let report = &self.report;
         if self.interrupted {
@@ -177,6 +178,21 @@ impl Built {
                 "build failed: {}",
                 failed.join(", ")
             )));
+        }
+        // Read-write mode promises the next machine finds what was built
+        // here: a layer that did not reach the registry is never silent.
+        if let Some(first) = report.not_pushed.first() {
+            let labels: Vec<&str> = report.not_pushed.iter().map(|n| n.label.as_str()).collect();
+            return Err(Error::env(format!(
+                "{} layer(s) built but not pushed to {}: {} ({})",
+                labels.len(),
+                report.registry.as_deref().unwrap_or("the registry"),
+                labels.join(", "),
+                first.reason
+            ))
+            .with_hint(
+                "the layers are built and cached here; give this job write access to the registry (REGISTRY_AUTH_FILE, buildah login), or build with --cache-mode read-only (untrusted merge requests, a read-only mirror) or off",
+            ));
         }
         Ok(())
     }

@@ -110,6 +110,7 @@ struct State {
     /// reference -> image.
     registry: BTreeMap<String, StoredImage>,
     registry_unreachable: bool,
+    registry_refuses_pushes: bool,
     failing: BTreeSet<String>,
     calls: Vec<Call>,
 }
@@ -222,6 +223,12 @@ impl Recording {
     /// Every registry operation fails as an unreachable registry does.
     pub fn set_registry_unreachable(&self, unreachable: bool) {
         self.state().registry_unreachable = unreachable;
+    }
+
+    /// Pushes fail as a registry without write access refuses them
+    /// (lookups and pulls still work).
+    pub fn set_registry_refuses_pushes(&self, refuses: bool) {
+        self.state().registry_refuses_pushes = refuses;
     }
 
     /// Puts an image in the store (its names move off other images).
@@ -467,6 +474,13 @@ impl Registry for Recording {
         });
         if s.registry_unreachable {
             return Err(unreachable("push"));
+        }
+        if s.registry_refuses_pushes {
+            return Err(failed(
+                "buildah",
+                "push",
+                "writing blob: initiating layer upload: unauthorized: authentication required",
+            ));
         }
         let Some(image) = s.images.get(image_id).cloned() else {
             return Err(failed("buildah", "push", "image not known"));

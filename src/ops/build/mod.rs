@@ -127,6 +127,9 @@ pub fn build(
         registry.as_ref().map(|r| r.url.clone()),
         warnings(registry.as_ref(), needs_play),
     );
+    if let Some(r) = &registry {
+        (report.pushed, report.not_pushed) = r.pushes();
+    }
     for (i, node) in results.into_iter().enumerate() {
         let digest = prints[&labels[i]].digest.clone();
         report.push(report::LayerResult::from_node(

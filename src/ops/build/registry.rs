@@ -18,6 +18,13 @@ use crate::label::Label;
 use crate::ops::now_secs;
 use crate::workspace::CacheMode;
 
+/// A layer built in read-write mode that did not reach the registry, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NotPushed {
+    pub label: String,
+    pub reason: String,
+}
+
 /// The shared registry as this run uses it.
 pub struct RegistryUse<'a> {
     pub client: &'a dyn Registry,
@@ -29,6 +36,10 @@ pub struct RegistryUse<'a> {
     /// digest -> what the registry holds for it (looked up before building).
     entries: Mutex<HashMap<Digest, RegistryEntry>>,
     warnings: Mutex<Vec<String>>,
+    /// Layers pushed.
+    pushed: std::sync::atomic::AtomicUsize,
+    /// Layers built in read-write mode that did not reach the registry.
+    not_pushed: Mutex<Vec<NotPushed>>,
 }
 
 impl<'a> RegistryUse<'a> {
@@ -41,6 +52,8 @@ impl<'a> RegistryUse<'a> {
             reachable: std::sync::atomic::AtomicBool::new(true),
             entries: Mutex::new(HashMap::new()),
             warnings: Mutex::new(vec![]),
+            pushed: Default::default(),
+            not_pushed: Mutex::new(vec![]),
         }
     }
 
@@ -63,20 +76,53 @@ impl<'a> RegistryUse<'a> {
 
     /// Pushes a layer built here (read-write mode); a failure is a warning.
     pub(super) fn push_built(&self, label: &Label, digest: &Digest, image_id: &str) {
-        if self.mode != CacheMode::ReadWrite || !self.usable() {
+        if self.mode != CacheMode::ReadWrite {
+            return;
+        }
+        if !self.usable() {
+            self.not_pushed(label, "the registry is unreachable");
             return;
         }
         let reference = self.reference(label, digest);
-        if let Err(e) = self
+        match self
             .client
             .push(image_id, &reference, self.tls_verify)
             .map_err(|e| e.to_string())
         {
-            self.warn(format!(
-                "{label}: push to {reference} failed ({}); the build itself succeeded",
-                e.lines().last().unwrap_or(&e)
-            ));
+            Ok(()) => {
+                self.pushed
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Err(e) => {
+                let why = e.lines().last().unwrap_or(&e).to_string();
+                self.warn(format!(
+                    "{label}: push to {reference} failed ({why}); the build itself succeeded"
+                ));
+                self.not_pushed(label, &why);
+            }
         }
+    }
+
+    /// A layer built in read-write mode that did not reach the registry.
+    fn not_pushed(&self, label: &Label, why: &str) {
+        self.not_pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(NotPushed {
+                label: label.to_string(),
+                reason: why.to_string(),
+            });
+    }
+
+    /// The layers pushed, and those built but not pushed, so far.
+    pub fn pushes(&self) -> (usize, Vec<NotPushed>) {
+        (
+            self.pushed.load(std::sync::atomic::Ordering::SeqCst),
+            self.not_pushed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 
     fn usable(&self) -> bool {

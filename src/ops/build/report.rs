@@ -30,6 +30,12 @@ pub struct BuildReport {
     pub duration_ms: u128,
     /// The registry used, if any.
     pub registry: Option<String>,
+    /// Layers pushed to it.
+    pub pushed: usize,
+    /// Layers built in read-write mode that did not reach it (refused,
+    /// unreachable): the build fails, since the next machine will not
+    /// find them.
+    pub not_pushed: Vec<super::registry::NotPushed>,
     /// Registry trouble that did not fail the build (unreachable, push failed,
     /// an entry rejected).
     pub warnings: Vec<String>,
@@ -222,6 +228,8 @@ impl BuildReport {
             skipped: 0,
             duration_ms: 0,
             registry,
+            pushed: 0,
+            not_pushed: vec![],
             warnings,
             outputs: vec![],
             outputs_failed: 0,
@@ -265,8 +273,19 @@ pub fn render_summary(report: &BuildReport, targets: &[String]) -> String {
             out.push_str(&format!("all {total} layers up to date ({elapsed})\n"));
         }
     } else {
+        let pushed = match &report.registry {
+            Some(r) if report.pushed + report.not_pushed.len() > 0 => format!(
+                ", {} pushed to {r}{}",
+                report.pushed,
+                match report.not_pushed.len() {
+                    0 => String::new(),
+                    n => format!(" ({n} not pushed)"),
+                }
+            ),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "{} built, {} pulled, {} up to date, {} failed, {} skipped in {elapsed}\n",
+            "{} built, {} pulled, {} up to date, {} failed, {} skipped{pushed} in {elapsed}\n",
             report.built, report.pulled, report.cached, report.failed, report.skipped
         ));
     }
