@@ -240,6 +240,70 @@ fn a_second_machine_pulls_every_layer_and_builds_nothing() {
     );
 }
 
+/// The image of `name` in `m`'s storage: its id (the config's digest) and
+/// its manifest.
+fn id_and_manifest(m: &Machine, name: &str) -> (String, String) {
+    let f = |format: &str| m.buildah(&["inspect", "--type", "image", "--format", format, name]);
+    (f("{{.FromImageID}}"), f("{{.Manifest}}"))
+}
+
+/// With `reproducible = true`, a layer built on a parent pulled from the
+/// registry is the very image built on the parent built here: nothing in
+/// it names where the parent came from.
+#[test]
+fn a_reproducible_layer_is_the_same_image_on_a_pulled_parent() {
+    require_buildah();
+    let reg = Registry::start();
+    let ws = TestWs::new("chain");
+    ws.write(
+        "Layerfile.toml",
+        &ws.read("Layerfile.toml")
+            .replacen("[build]\n", "[build]\nreproducible = true\n", 1),
+    );
+    with_registry(&ws, &reg.url());
+    // A builds both layers and pushes only the parent.
+    let a = Machine::clone_of(&ws);
+    let (code, _, err) = a.lb(&["build", "--no-outputs", "//base/os"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = a.lb(&[
+        "build",
+        "--json",
+        "--no-outputs",
+        "--cache-mode",
+        "off",
+        "//base/hsn",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["built"], 1, "{out}");
+    // B pulls the parent and builds the leaf itself.
+    let b = Machine::clone_of(&ws);
+    let (code, out, err) = b.lb(&[
+        "build",
+        "--json",
+        "--no-outputs",
+        "--cache-mode",
+        "read-only",
+        "//base/hsn",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(
+        (r["pulled"].as_u64(), r["built"].as_u64()),
+        (Some(1), Some(1)),
+        "{out}"
+    );
+    let name = r["layers"][1]["image_name"].as_str().unwrap();
+    let (id_a, manifest_a) = id_and_manifest(&a, name);
+    let (id_b, manifest_b) = id_and_manifest(&b, name);
+    assert!(!id_a.trim().is_empty(), "no image {name} on A");
+    assert_eq!(
+        id_a, id_b,
+        "same inputs, same image, wherever the parent came from"
+    );
+    assert_eq!(manifest_a, manifest_b);
+    assert!(!manifest_b.contains("127.0.0.1"), "{manifest_b}");
+}
+
 #[test]
 fn a_registry_entry_with_the_wrong_digest_label_is_rejected_and_rebuilt() {
     let ws = TestWs::recorded("chain");

@@ -44,7 +44,8 @@ pub struct BuildRequest {
     pub play: Option<PlayRequest>,
     /// Commands run in a fresh container from the committed image.
     pub tests: Vec<String>,
-    /// Commit with this creation time and file timestamps (reproducible images).
+    /// Commit with this creation time and file timestamps, and nothing of
+    /// where the parent came from (reproducible images).
     pub timestamp: Option<i64>,
     /// Where the full log of this build goes.
     pub log_path: PathBuf,

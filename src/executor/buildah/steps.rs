@@ -409,18 +409,42 @@ fn play_steps(req: &BuildRequest, play: &PlayRequest) -> Vec<Step> {
     ]
 }
 
+/// What `buildah from` records of the parent's name and origin, which a
+/// reproducible commit leaves out: the base image's name (the name it was
+/// pulled or committed under) and manifest digest (the registry's
+/// compressed manifest differs from the one committed here).
+const BASE_ANNOTATIONS: [&str; 2] = [
+    "org.opencontainers.image.base.name",
+    "org.opencontainers.image.base.digest",
+];
+
+/// What a reproducible commit adds to `buildah commit`: no history (its
+/// entry's comment is `FROM <the parent's name>`, the name it was pulled or
+/// committed under), no `io.buildah.version` label (runners may differ).
+const REPRODUCIBLE_COMMIT: [&str; 2] = ["--omit-history", "--identity-label=false"];
+
 /// Labels the container with the digest and label and commits it (as
-/// `NAME-untested` while tests are to run); reads the image id.
+/// `NAME-untested` while tests are to run); reads the image id. A
+/// reproducible commit (`req.timestamp` set) depends on nothing but the
+/// container: fixed times, and nothing of where the parent came from.
 fn commit_steps(req: &BuildRequest) -> Vec<Step> {
     let ctr = req.container_name.as_str();
     // buildah 1.28's commit has no --label: set them on the container.
     let digest = format!("layerbuild.digest={}", req.digest);
     let label = format!("layerbuild.label={}", req.label);
-    let config = buildah(&["config", "--label", &digest, "--label", &label, ctr]);
+    let mut config = buildah(&["config", "--label", &digest, "--label", &label]);
+    if req.timestamp.is_some() {
+        for a in BASE_ANNOTATIONS {
+            // `KEY-` removes the annotation.
+            config.extend([text("--annotation"), text(format!("{a}-"))]);
+        }
+    }
+    config.push(text(ctr));
     let iid = req.work_dir.join("iid");
     let mut commit = buildah(&["commit", "--rm", "--quiet"]);
     if let Some(t) = req.timestamp {
         commit.extend([text("--timestamp"), text(t.to_string())]);
+        commit.extend(REPRODUCIBLE_COMMIT.map(text));
     }
     let name = if req.tests.is_empty() {
         req.image_name.clone()
@@ -778,6 +802,24 @@ mod tests {
             "buildah rmi localhost/layerbuild/ws/compute/slurm:d1g3st-untested".into(),
         ];
         assert_eq!(lines, expected);
+    }
+
+    #[test]
+    fn a_reproducible_commit_names_nothing_of_the_parent() {
+        let mut req = request();
+        req.timestamp = Some(0);
+        let steps = steps(&req);
+        let k = known(None);
+        let lines: Vec<String> = steps.iter().filter_map(|s| k.render(s)).collect();
+        let config = "buildah config --label 'layerbuild.digest=d1g3st' \
+            --label 'layerbuild.label=//compute/slurm' \
+            --annotation org.opencontainers.image.base.name- \
+            --annotation org.opencontainers.image.base.digest- ctr";
+        let commit = "buildah commit --rm --quiet --timestamp 0 --omit-history \
+            '--identity-label=false' --iidfile /work/iid ctr \
+            localhost/layerbuild/ws/compute/slurm:d1g3st-untested";
+        assert!(lines.contains(&config.to_string()), "{lines:#?}");
+        assert!(lines.contains(&commit.to_string()), "{lines:#?}");
     }
 
     #[test]
