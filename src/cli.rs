@@ -235,17 +235,27 @@ pub struct GitlabArgs {
 #[derive(Debug, Args)]
 pub struct StorageArgs {
     /// Containers storage root (buildah --root); overrides [build] storage_root.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "LAYERBUILD_STORAGE_ROOT"
+    )]
     pub storage_root: Option<PathBuf>,
     /// Containers run root (buildah --runroot); default STORAGE_ROOT/run.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "LAYERBUILD_STORAGE_RUNROOT"
+    )]
     pub storage_runroot: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct SystemArg {
     /// The system (Ansible inventory + vars) to build for; required when several are declared.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "LAYERBUILD_SYSTEM")]
     pub system: Option<String>,
 }
 
@@ -281,7 +291,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "REGISTRY")]
     pub registry: Option<String>,
     /// How the shared registry is used (overrides [cache] mode).
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(long, value_enum, value_name = "MODE", env = "LAYERBUILD_CACHE_MODE")]
     pub cache_mode: Option<crate::workspace::CacheMode>,
     /// Do not perform the layers' declared outputs (exports and pushes).
     #[arg(long)]

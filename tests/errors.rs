@@ -619,3 +619,49 @@ fn a_toml_error_on_a_line_with_a_secret_does_not_show_it() {
 fn an_edit_of_absent_text_fails_the_test() {
     let _ = Test::new("chain").edit("Layerfile.toml", "no such text", "x");
 }
+
+/// Per-runner settings the documented way: the storage, the system and
+/// the cache mode from the environment (`LAYERBUILD_STORAGE_ROOT`,
+/// `LAYERBUILD_SYSTEM`, `LAYERBUILD_CACHE_MODE`), checked like the flags.
+#[test]
+fn per_runner_settings_come_from_the_environment() {
+    let ws = TestWs::new("chain");
+    let storage = ws.path("../runner-storage");
+    let storage = storage.to_str().unwrap();
+    let run = common::lb_in(
+        &ws.root,
+        &["build", "--dry-run", "-v", "//base/os"],
+        &[("LAYERBUILD_STORAGE_ROOT", storage)],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("CONTAINERS_STORAGE_CONF="),
+        "{}",
+        run.stdout
+    );
+    let conf = ws.read("cache/storage/storage.conf");
+    assert!(
+        conf.contains(&format!("graphroot = \"{storage}\"")),
+        "{conf}"
+    );
+
+    let run = common::lb_in(
+        &ws.root,
+        &["build", "--dry-run", "//base/os"],
+        &[("LAYERBUILD_SYSTEM", "nope")],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown system 'nope'"),
+        "{}",
+        run.stderr
+    );
+
+    let run = common::lb_in(
+        &ws.root,
+        &["build", "--dry-run", "//base/os"],
+        &[("LAYERBUILD_CACHE_MODE", "bogus")],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--cache-mode"), "{}", run.stderr);
+}
