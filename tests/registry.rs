@@ -763,6 +763,42 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
     assert!(v.get("layerbuild:nothing-to-build").is_some(), "{out}");
 }
 
+/// The README's parent pipeline, as written there: valid for GitLab, it
+/// generates with `--since auto` and the system, fetches the whole history
+/// for it, runs in branch and merge-request pipelines, and triggers the
+/// generated child.
+#[test]
+fn the_readme_parent_pipeline_is_valid_and_complete() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.contains("generate-layers:") && b.contains("trigger:"))
+        .expect("README.md shows the parent pipeline");
+    let v = validated(block);
+    let gen_job = &v["generate-layers"];
+    let script = gen_job["script"][0].as_str().unwrap();
+    assert!(
+        script.contains("ci gitlab --since auto") && script.contains("--system"),
+        "{script}"
+    );
+    assert_eq!(gen_job["variables"]["GIT_DEPTH"], 0);
+    assert!(gen_job["image"].is_string() && gen_job["tags"].is_array());
+    for job in ["generate-layers", "build-layers"] {
+        let rules = v[job]["rules"].to_string();
+        assert!(
+            rules.contains("merge_request_event") && rules.contains("CI_COMMIT_BRANCH"),
+            "{job}: {rules}"
+        );
+    }
+    assert_eq!(
+        v["build-layers"]["trigger"]["include"][0]["artifact"],
+        "layers.yml"
+    );
+}
+
 /// `ci gitlab --since` as GitLab calls it, in an MR pipeline, a branch
 /// pipeline, a new branch, the MR adding the Layerfile and a shallow clone:
 /// a revision it cannot compare with makes every layer count, with a note,
