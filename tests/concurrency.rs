@@ -279,3 +279,84 @@ fn two_checkouts_sharing_a_storage_build_each_digest_once_and_gc_spares_the_othe
     let images = buildah_on(&storage, &["images", "--format", "{{.Name}}:{{.Tag}}"]);
     assert_eq!(images.lines().count(), 5, "{images}");
 }
+
+/// gc decides from the other checkouts' caches, then removes: a checkout
+/// that takes an old image in between (an adoption, a rebuilt index) must
+/// not lose it. gc removes an image only while holding its digest's lock,
+/// and asks the other caches again once it holds it.
+#[test]
+fn gc_holds_the_digest_lock_and_spares_an_image_another_checkout_took_meanwhile() {
+    require_buildah();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let _cleanup = DropStorage(&storage);
+    let a = TestWs::new("chain");
+    let mut b = TestWs::new("chain");
+    let layerfile = a.read("Layerfile.toml").replacen(
+        "[build]\n",
+        &format!("[build]\nstorage_root = \"{}\"\n", storage.display()),
+        1,
+    );
+    assert!(layerfile.contains("storage_root"));
+    a.write("Layerfile.toml", &layerfile);
+    // b: the same workspace at another revision, a checkout of the storage
+    // whose cache names nothing of a's.
+    b.write(
+        "Layerfile.toml",
+        &layerfile.replacen("echo base > /etc/layer-base", "echo b > /etc/layer-base", 1),
+    );
+    assert_ne!(b.read("Layerfile.toml"), layerfile, "the edit took");
+    b.name = a.name.clone();
+    b.lb(&["build", "--json", "//base/os"]).ok();
+    // a builds //base/os, then a new version of it: the old one is gc's.
+    let old = a.lb(&["build", "--json", "//base/os"]).ok().json();
+    let old_digest = old["layers"][0]["digest"].as_str().unwrap().to_string();
+    a.write(
+        "Layerfile.toml",
+        &layerfile.replacen(
+            "echo base > /etc/layer-base",
+            "echo base2 > /etc/layer-base",
+            1,
+        ),
+    );
+    assert_ne!(a.read("Layerfile.toml"), layerfile, "the edit took");
+    a.lb(&["build", "--json", "//base/os"]).ok();
+
+    // Someone holds the old digest's lock (as an adoption of it would).
+    let lock = storage
+        .join("layerbuild/locks")
+        .join(format!("{old_digest}.lock"));
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["-c", "sleep 3"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let gc = std::thread::scope(|s| {
+        let h = s.spawn(|| a.lb(&["gc", "--keep", "1", "--json"]));
+        // gc has read the caches and waits for the lock; meanwhile b takes
+        // the old image into its cache (its index rebuilt from storage).
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        b.lb(&["cache", "rebuild-index"]).ok();
+        holder.wait().unwrap();
+        h.join().unwrap()
+    });
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    let report = gc.json();
+    let old_image = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["digest"] == old_digest.as_str())
+        .unwrap_or_else(|| panic!("gc considered the old image: {report}"));
+    assert_eq!(old_image["status"], "skipped", "{report}");
+    // b's cache names it, and is whole.
+    assert!(
+        b.cached_digests().contains(&old_digest),
+        "b took the old image"
+    );
+    let verify = b.lb(&["cache", "verify", "--json"]).ok().json();
+    assert_eq!(verify["problems"], serde_json::json!([]), "{verify}");
+    assert!(buildah_on(&storage, &["images", "--format", "{{.Tag}}"]).contains(&old_digest[..12]));
+}

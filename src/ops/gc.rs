@@ -23,6 +23,7 @@ pub use crate::status::GcImageStatus;
 use super::Context;
 use super::build::OWNER_PID_FILE;
 use super::export::human_bytes;
+use crate::cache::lock::DigestLock;
 use crate::cache::shared::Coord;
 use crate::cache::{BuildRow, Cache, CachedLayer};
 use crate::digest::Digest;
@@ -304,6 +305,15 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
     Ok(report)
 }
 
+/// Whether another checkout's cache names `image_id` now (a cache that
+/// cannot be read counts as naming it).
+fn named_elsewhere(ctx: &Context, coord: &Coord, image_id: &str) -> bool {
+    coord
+        .other_checkouts(&ctx.ws.db_path(), &ctx.ws.name)
+        .iter()
+        .any(|db| Cache::image_ids_in(db).map_or(true, |ids| ids.iter().any(|i| i == image_id)))
+}
+
 /// What the other checkouts sharing the container storage use.
 struct Shared {
     coord: Coord,
@@ -460,6 +470,29 @@ fn remove(ctx: &Context, backend: &dyn Backend, report: &mut GcReport, coord: &C
         .iter_mut()
         .filter(|i| i.status == GcImageStatus::WouldRemove)
     {
+        // Held while the image goes: a checkout sharing the storage that
+        // adopts or builds this digest waits, then finds it gone; one that
+        // adopted it before names it in its cache by now.
+        let lock = match &img.digest {
+            Some(d) if coord.is_shared() => {
+                match DigestLock::acquire(coord.lock_dir(), d, "gc", &mut |_| {}) {
+                    Ok(lock) => Some(lock),
+                    Err(e) => {
+                        img.status = GcImageStatus::Failed;
+                        img.reason = Some(e.to_string());
+                        img.bytes = 0;
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
+        if lock.is_some() && named_elsewhere(ctx, coord, &img.image_id) {
+            img.status = GcImageStatus::Skipped;
+            img.reason = Some("another checkout sharing the storage took it meanwhile".into());
+            img.bytes = 0;
+            continue;
+        }
         let (status, reason) = match backend.remove_image(&img.image_name) {
             Ok(RmiOutcome::Removed) => (GcImageStatus::Removed, None),
             Ok(RmiOutcome::Untagged) => (GcImageStatus::Untagged, None),
