@@ -183,15 +183,11 @@ fn check(run: &Run, who: &str, round: usize) -> serde_json::Value {
     report
 }
 
-#[test]
-fn two_checkouts_sharing_a_storage_build_each_digest_once_and_gc_spares_the_others_images() {
-    require_buildah();
-    let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().join("storage");
-    let _cleanup = DropStorage(&storage);
-    let mut a = TestWs::new("chain");
+/// Two checkouts (copies at two paths) of one workspace, same name, whose
+/// Layerfile puts the storage at `storage`; and that Layerfile.
+fn two_checkouts(storage: &Path) -> (TestWs, TestWs, String) {
+    let a = TestWs::new("chain");
     let mut b = TestWs::new("chain");
-    // The same workspace (name and storage), two paths.
     let layerfile = a.read("Layerfile.toml").replacen(
         "[build]\n",
         &format!("[build]\nstorage_root = \"{}\"\n", storage.display()),
@@ -201,6 +197,16 @@ fn two_checkouts_sharing_a_storage_build_each_digest_once_and_gc_spares_the_othe
     a.write("Layerfile.toml", &layerfile);
     b.write("Layerfile.toml", &layerfile);
     b.name = a.name.clone();
+    (a, b, layerfile)
+}
+
+#[test]
+fn two_checkouts_sharing_a_storage_build_each_digest_once_and_gc_spares_the_others_images() {
+    require_buildah();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let _cleanup = DropStorage(&storage);
+    let (mut a, mut b, _) = two_checkouts(&storage);
     let calls = [a.log_buildah(), b.log_buildah()];
 
     let t0 = Instant::now();
@@ -290,15 +296,7 @@ fn gc_holds_the_digest_lock_and_spares_an_image_another_checkout_took_meanwhile(
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("storage");
     let _cleanup = DropStorage(&storage);
-    let a = TestWs::new("chain");
-    let mut b = TestWs::new("chain");
-    let layerfile = a.read("Layerfile.toml").replacen(
-        "[build]\n",
-        &format!("[build]\nstorage_root = \"{}\"\n", storage.display()),
-        1,
-    );
-    assert!(layerfile.contains("storage_root"));
-    a.write("Layerfile.toml", &layerfile);
+    let (a, b, layerfile) = two_checkouts(&storage);
     // b: the same workspace at another revision, a checkout of the storage
     // whose cache names nothing of a's.
     b.write(
@@ -306,7 +304,6 @@ fn gc_holds_the_digest_lock_and_spares_an_image_another_checkout_took_meanwhile(
         &layerfile.replacen("echo base > /etc/layer-base", "echo b > /etc/layer-base", 1),
     );
     assert_ne!(b.read("Layerfile.toml"), layerfile, "the edit took");
-    b.name = a.name.clone();
     b.lb(&["build", "--json", "//base/os"]).ok();
     // a builds //base/os, then a new version of it: the old one is gc's.
     let old = a.lb(&["build", "--json", "//base/os"]).ok().json();

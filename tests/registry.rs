@@ -868,16 +868,16 @@ fn ci_gitlab_since_auto_and_revisions_it_cannot_compare() {
     // A shallow clone (GitLab's GIT_DEPTH: 1): ci counts every layer and
     // says the clone is shallow; `affected` fails with a hint saying so.
     let shallow = ws.path("../shallow");
-    let out = Command::new("git")
-        .args(["clone", "-q", "--depth", "1"])
-        .arg(format!("file://{}", ws.root.display()))
-        .arg(&shallow)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    git(
+        &ws.root,
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            &format!("file://{}", ws.root.display()),
+            shallow.to_str().unwrap(),
+        ],
     );
     let run = common::lb_in(&shallow, &["ci", "gitlab", "--since", "HEAD~1"], &[]).ok();
     assert_eq!(jobs(&run).len(), all_five);
