@@ -254,7 +254,8 @@ pub struct StorageArgs {
 
 #[derive(Debug, Args)]
 pub struct SystemArg {
-    /// The system (Ansible inventory + vars) to build for; required when several are declared.
+    /// The system (Ansible inventory + vars) to build for; required when several are declared
+    /// (`ci gitlab`: `all` for one pipeline covering every system).
     #[arg(long, value_name = "NAME", env = "LAYERBUILD_SYSTEM")]
     pub system: Option<String>,
 }

@@ -799,6 +799,65 @@ fn the_readme_parent_pipeline_is_valid_and_complete() {
     );
 }
 
+/// `ci gitlab --system all`: one pipeline for every system, in which a
+/// layer the systems share (the same digest: no play reads their vars) is
+/// built by one job, and the others get a job per system, named with it.
+#[test]
+fn ci_gitlab_for_all_systems_builds_a_shared_layer_once() {
+    let ws = TestWs::new("chain");
+    ws.append(
+        "Layerfile.toml",
+        "\n[systems.other]\ninventory = \"inventory/test\"\nvars = { cluster_name = \"othercluster\" }\n",
+    );
+    let run = ws.lb(&["ci", "gitlab", "--system", "all"]).ok();
+    let v = validated(&run.stdout);
+    let mut jobs: Vec<&String> = v
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("build:"))
+        .collect();
+    jobs.sort();
+    // base/os, base/hsn and uan/uan run no play: one job each, for the
+    // first system; compute/compute and compute/slurm: one per system.
+    assert_eq!(
+        jobs,
+        vec![
+            "build:base/hsn@other",
+            "build:base/os@other",
+            "build:compute/compute@other",
+            "build:compute/compute@test",
+            "build:compute/slurm@other",
+            "build:compute/slurm@test",
+            "build:uan/uan@other",
+        ],
+        "{}",
+        run.stdout
+    );
+    // Each system's play layers hang off the one shared base.
+    assert_eq!(
+        v["build:compute/compute@test"]["needs"],
+        serde_json::json!(["build:base/hsn@other"])
+    );
+    assert_eq!(
+        v["build:compute/slurm@test"]["needs"],
+        serde_json::json!(["build:compute/compute@test"])
+    );
+    assert!(
+        v["build:compute/slurm@test"]["script"][0]
+            .as_str()
+            .unwrap()
+            .contains("--system test")
+    );
+    assert_eq!(
+        v["build:compute/slurm@test"]["resource_group"],
+        "layerbuild/test/compute/slurm"
+    );
+    // One system: names as before.
+    let run = ws.lb(&["ci", "gitlab", "--system", "test"]).ok();
+    assert!(validated(&run.stdout).get("build:compute/slurm").is_some());
+}
+
 /// `ci gitlab --since` as GitLab calls it, in an MR pipeline, a branch
 /// pipeline, a new branch, the MR adding the Layerfile and a shallow clone:
 /// a revision it cannot compare with makes every layer count, with a note,

@@ -52,17 +52,92 @@ pub fn resolve_since(given: &str, var: &dyn Fn(&str) -> Option<String>) -> Strin
         .unwrap_or_default()
 }
 
+/// One layer to build for one system, with its digest and its parent's.
+struct Planned<'a> {
+    system: Option<&'a System>,
+    label: Label,
+    digest: Digest,
+    parent: Option<(Label, Digest)>,
+}
+
+/// `--system all` (unless a system is named `all`): every system, so that
+/// a layer shared by several (the same digest) is built by one job.
+fn systems<'w>(ws: &'w Workspace, requested: Option<&str>) -> Result<Vec<Option<&'w System>>> {
+    match requested {
+        Some("all") if !ws.systems.contains_key("all") => Ok(if ws.systems.is_empty() {
+            vec![None]
+        } else {
+            ws.systems.values().map(Some).collect()
+        }),
+        other => Ok(vec![ws.system(other)?]),
+    }
+}
+
 pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Result<Pipeline> {
     let ws = &ctx.ws;
-    let system = ws.system(opts.system.as_deref())?;
+    let systems = systems(ws, opts.system.as_deref())?;
     let labels = ctx.graph.select(&opts.patterns)?;
     let registry_url = registry_url(opts.registry.as_deref(), ws)?;
-    // Fingerprinted whatever decides the jobs: a layer whose inputs cannot
-    // be read fails here, not in its job.
-    let prints = crate::ops::manifests(ws, system, &labels)?;
     let mut warnings = vec![];
-    let mut notes = vec![];
-    let needed: Vec<Label> = match (&registry_url, &opts.since) {
+    let mut notes: Vec<String> = vec![];
+    let mut plan = vec![];
+    for system in &systems {
+        // Fingerprinted whatever decides the jobs: a layer whose inputs
+        // cannot be read fails here, not in its job.
+        let prints = crate::ops::manifests(ws, *system, &labels)?;
+        let mut said = vec![];
+        let needed = needed(
+            ctx,
+            opts,
+            backend,
+            (registry_url.as_deref(), *system),
+            &labels,
+            &prints,
+            (&mut warnings, &mut said),
+        )?;
+        for n in said {
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+        for label in needed {
+            let parent = match &ws.layers[&label].parent {
+                Parent::Layer(p) => prints.get(p).map(|f| (p.clone(), f.digest.clone())),
+                _ => None,
+            };
+            plan.push(Planned {
+                system: *system,
+                digest: prints[&label].digest.clone(),
+                label,
+                parent,
+            });
+        }
+    }
+    let mut yaml = header(ws, &notes);
+    jobs(
+        &mut yaml,
+        ws,
+        registry_url.as_deref(),
+        &plan,
+        systems.len() > 1,
+    );
+    warnings.extend(notes.into_iter().map(|n| format!("note: {n}")));
+    Ok(Pipeline { yaml, warnings })
+}
+
+/// The layers of one system that get a job, saying in `said` how they
+/// were chosen when that needs saying.
+fn needed(
+    ctx: &Context,
+    opts: &GitlabOptions,
+    backend: &dyn Backend,
+    (registry_url, system): (Option<&str>, Option<&System>),
+    labels: &[Label],
+    prints: &std::collections::BTreeMap<Label, crate::fingerprint::Fingerprint>,
+    (warnings, said): (&mut Vec<String>, &mut Vec<String>),
+) -> Result<Vec<Label>> {
+    let ws = &ctx.ws;
+    Ok(match (registry_url, &opts.since) {
         // The registry is the plan: a layer gets a job when its digest is
         // not there (affected or not: a missing ancestor gets its own job,
         // so no layer is built by two), and a re-run after everything was
@@ -70,7 +145,7 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Res
         (Some(url), _) => {
             let reg = RegistryUse::new(
                 backend,
-                url.clone(),
+                url.to_string(),
                 ws.cache.tls_verify,
                 CacheMode::ReadOnly,
             );
@@ -79,9 +154,9 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Res
                 .map(|l| (l.clone(), prints[l].digest.clone()))
                 .collect();
             let entries = reg.lookup_all(&wanted);
-            warnings = reg.take_warnings();
+            warnings.extend(reg.take_warnings());
             if opts.since.is_some() {
-                notes.push(format!(
+                said.push(format!(
                     "jobs for the layers {url} lacks (with a registry, --since changes nothing)"
                 ));
             }
@@ -95,8 +170,8 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Res
         }
         (None, Some(since)) => match super::git::uncomparable(&ws.root, since) {
             Some(why) => {
-                notes.push(format!("{why}: every layer counts"));
-                labels.clone()
+                said.push(format!("{why}: every layer counts"));
+                labels.to_vec()
             }
             None => {
                 let affected =
@@ -110,12 +185,8 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Res
                     .collect()
             }
         },
-        (None, None) => labels.clone(),
-    };
-    let mut yaml = header(ws, &notes);
-    jobs(&mut yaml, ws, system, registry_url.as_deref(), &needed);
-    warnings.extend(notes.into_iter().map(|n| format!("note: {n}")));
-    Ok(Pipeline { yaml, warnings })
+        (None, None) => labels.to_vec(),
+    })
 }
 
 /// The layer logs' directory as a job's artifact path (relative to the
@@ -180,16 +251,18 @@ fn header(ws: &Workspace, notes: &[String]) -> String {
     y
 }
 
-/// One job per layer to build, `needs:` following the DAG among them.
+/// One job per layer and digest to build (a layer several systems share
+/// is built once, for the first of them), `needs:` following the DAG among
+/// them; with `several` systems, job names carry the system.
 fn jobs(
     y: &mut String,
     ws: &Workspace,
-    system: Option<&System>,
     registry_url: Option<&str>,
-    needed: &[Label],
+    plan: &[Planned],
+    several: bool,
 ) {
     let g = &ws.gitlab;
-    if needed.is_empty() {
+    if plan.is_empty() {
         y.push_str(&format!(
             "{}:\n  script:\n    - {}\n",
             q("layerbuild:nothing-to-build"),
@@ -197,23 +270,32 @@ fn jobs(
         ));
         return;
     }
-    let present: BTreeSet<&Label> = needed.iter().collect();
+    let mut names: std::collections::BTreeMap<(&Label, &Digest), String> = Default::default();
+    let mut first = vec![];
+    for p in plan {
+        if let std::collections::btree_map::Entry::Vacant(e) = names.entry((&p.label, &p.digest)) {
+            e.insert(match (several, p.system) {
+                (true, Some(s)) => format!("{}@{}", job_name(&p.label), s.name),
+                _ => job_name(&p.label),
+            });
+            first.push(p);
+        }
+    }
     let logs = logs_artifact(ws);
-    for label in needed {
+    for p in first {
+        let label = &p.label;
         let mut cmd = format!("{} build {label}", g.command);
-        if let Some(s) = system {
+        if let Some(s) = p.system {
             cmd.push_str(&format!(" --system {}", shell_words::quote(&s.name)));
         }
         if let Some(url) = registry_url {
             cmd.push_str(&format!(" --registry {}", shell_words::quote(url)));
         }
-        y.push_str(&format!("{}:\n", q(&job_name(label))));
+        y.push_str(&format!("{}:\n", q(&names[&(label, &p.digest)])));
         y.push_str(&format!("  script:\n    - {}\n", q(&cmd)));
-        match &ws.layers[label].parent {
-            Parent::Layer(p) if present.contains(p) => {
-                y.push_str(&format!("  needs:\n    - {}\n", q(&job_name(p))));
-            }
-            _ => y.push_str("  needs: []\n"),
+        match p.parent.as_ref().and_then(|(l, d)| names.get(&(l, d))) {
+            Some(parent) => y.push_str(&format!("  needs:\n    - {}\n", q(parent))),
+            None => y.push_str("  needs: []\n"),
         }
         y.push_str("  interruptible: true\n");
         if let Some(logs) = &logs {
@@ -224,7 +306,7 @@ fn jobs(
             ));
         }
         // Per system: pipelines of two systems never queue on each other.
-        let group = match system {
+        let group = match p.system {
             Some(s) => format!(
                 "layerbuild/{}/{}/{}",
                 s.name,
