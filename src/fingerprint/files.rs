@@ -149,9 +149,10 @@ impl DirMeta {
     /// exact bits otherwise (`40700`, `42775`...), with the owner when it
     /// is not the workspace root's.
     pub fn copied_mode(&self) -> std::borrow::Cow<'static, str> {
-        let mode = match self.perm {
-            0o755 | 0o775 | 0 => "40000".to_string(),
-            p => format!("40{p:03o}"),
+        let mode = if usual_dir_perm(self.perm) {
+            "40000".to_string()
+        } else {
+            format!("40{:03o}", self.perm)
         };
         match self.owner {
             Some(o) => format!("{mode} {}", owner_text(o)).into(),
@@ -603,17 +604,7 @@ impl FileIndex {
         &'a self,
         rel: &'a str,
     ) -> impl Iterator<Item = (&'a String, &'a FileHash)> + 'a {
-        let all = rel == ".";
-        let prefix = format!("{rel}/");
-        let start = if all { String::new() } else { rel.to_string() };
-        let prefix2 = prefix.clone();
-        self.files
-            .range(start..)
-            // Keys between `rel` and `rel/` sort like `rel.txt`: skip them, stop after the subtree.
-            .take_while(move |(k, _)| {
-                all || k.as_str() == rel || k.as_str() < prefix.as_str() || k.starts_with(&prefix)
-            })
-            .filter(move |(k, _)| all || k.as_str() == rel || k.starts_with(&prefix2))
+        subtree(&self.files, rel)
     }
 
     pub fn get(&self, rel: &str) -> Option<&FileHash> {
@@ -634,11 +625,7 @@ impl FileIndex {
         &'a self,
         rel: &'a str,
     ) -> impl Iterator<Item = (&'a String, &'a DirMeta)> + 'a {
-        let all = rel == ".";
-        let prefix = format!("{rel}/");
-        self.dirs
-            .iter()
-            .filter(move |(k, _)| all || k.as_str() == rel || k.starts_with(&prefix))
+        subtree(&self.dirs, rel)
     }
 
     /// The owner of the workspace root, looked up once (an `Owner` look:
@@ -702,6 +689,24 @@ fn related(rel: &str, roots: &BTreeSet<String>) -> bool {
         .range(prefix.clone()..)
         .next()
         .is_some_and(|r| r.starts_with(&prefix))
+}
+
+/// The entries of `map` (keyed by workspace-relative path) at or below
+/// `rel` (`.`: all), found by range.
+fn subtree<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    rel: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    let all = rel == ".";
+    let prefix = format!("{rel}/");
+    let start = if all { String::new() } else { rel.to_string() };
+    let prefix2 = prefix.clone();
+    map.range(start..)
+        // Keys between `rel` and `rel/` sort like `rel.txt`: skip them, stop after the subtree.
+        .take_while(move |(k, _)| {
+            all || k.as_str() == rel || k.as_str() < prefix.as_str() || k.starts_with(&prefix)
+        })
+        .filter(move |(k, _)| all || k.as_str() == rel || k.starts_with(&prefix2))
 }
 
 /// A walk below `dir` that applies no filter of its own (no hidden-file,
