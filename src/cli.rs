@@ -143,8 +143,12 @@ pub struct TestArgs {
     /// buildah isolation (overrides [build] isolation).
     #[arg(long, value_parser = ["chroot", "oci", "rootless"])]
     pub isolation: Option<String>,
+    /// Print a machine-readable report on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also write the results as JUnit XML (for CI test reports).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +301,9 @@ pub struct BuildArgs {
     /// Do not perform the layers' declared outputs (exports and pushes).
     #[arg(long)]
     pub no_outputs: bool,
+    /// Also write the image tests this build ran as JUnit XML (for CI test reports).
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

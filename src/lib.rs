@@ -21,6 +21,7 @@ pub mod explain;
 pub mod fingerprint;
 pub mod graph;
 pub mod interrupt;
+pub mod junit;
 pub mod label;
 pub mod memory;
 pub mod ops;

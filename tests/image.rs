@@ -49,9 +49,31 @@ fn a_failing_image_test_fails_the_layer_and_nothing_below_it_builds() {
         &ws,
         "tests = [\"test -f /etc/layer-hsn\", \"echo checking-hsn; grep -q nope /etc/layer-hsn\"]",
     );
-    let run = ws.lb(&["build", "--json", "//uan/uan"]);
+    let junit = ws.path("reports/junit.xml");
+    let run = ws.lb(&[
+        "build",
+        "--json",
+        "--junit",
+        junit.to_str().unwrap(),
+        "//uan/uan",
+    ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let r = run.json();
+    // The tests the build ran, for a CI test tab: one suite for the layer
+    // that ran tests, the failure with its output.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testsuite ").count(), 1, "{xml}");
+    assert!(
+        xml.contains("<testsuite name=\"//base/hsn@test\" tests=\"2\" failures=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("name=\"echo checking-hsn; grep -q nope /etc/layer-hsn\""),
+        "{xml}"
+    );
+    assert!(xml.contains("(exit status: 1)\">checking-hsn\n"), "{xml}");
+    assert_eq!(r["layers"][1]["tests"][0]["passed"], true);
+    assert_eq!(r["layers"][1]["tests"][1]["passed"], false);
     assert_eq!(TestWs::labels_with(&r, "failed"), vec!["//base/hsn"]);
     assert_eq!(TestWs::labels_with(&r, "skipped"), vec!["//uan/uan"]);
     let hsn = &r["layers"][1];
@@ -100,6 +122,13 @@ fn a_failing_image_test_fails_the_layer_and_nothing_below_it_builds() {
     assert_eq!(labels, vec!["//base/os", "//base/hsn", "//uan/uan"]);
     assert_eq!(t["passed"], 2);
     assert_eq!(t["failed"], 0);
+    ws.lb(&["test", "//base/hsn", "--junit", junit.to_str().unwrap()])
+        .ok();
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("tests=\"2\" failures=\"0\"") && !xml.contains("<failure"),
+        "{xml}"
+    );
     let text = ws.lb(&["test", "//base/hsn"]).ok().stdout;
     assert!(
         text.contains("ok    echo checking-hsn; grep -q hsn /etc/layer-hsn"),

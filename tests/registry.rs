@@ -686,10 +686,24 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
         "layerbuild/clusterA/compute/slurm"
     );
     assert_eq!(v["build:compute/slurm"]["interruptible"], true);
-    // A failed job's layer logs outlive its runner.
+    // A failed job's layer logs outlive its runner; a layer with image
+    // tests reports them to GitLab's test tab.
     assert_eq!(
         v["build:compute/slurm"]["artifacts"],
+        serde_json::json!({"when": "always", "expire_in": "1 week", "paths": ["cache/logs/"],
+            "reports": {"junit": "cache/junit.xml"}})
+    );
+    assert_eq!(
+        v["build:compute/slurm"]["script"][0],
+        "layerbuild build //compute/slurm --system clusterA --junit cache/junit.xml"
+    );
+    assert_eq!(
+        v["build:base/hsn"]["artifacts"],
         serde_json::json!({"when": "always", "expire_in": "1 week", "paths": ["cache/logs/"]})
+    );
+    assert_eq!(
+        v["build:base/hsn"]["script"][0],
+        "layerbuild build //base/hsn --system clusterA"
     );
 
     // 100 generated layers with defaults from the Layerfile, written to a file.

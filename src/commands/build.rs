@@ -74,6 +74,14 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
         Some(&*backend),
         &reporter_for,
     )?;
+    if let Some(path) = &args.junit {
+        let layers = report.layers.iter();
+        super::write_junit(
+            path,
+            report.system.as_deref(),
+            layers.map(|l| (l.label.as_str(), l.tests.as_slice())),
+        )?;
+    }
     let targets = patterns
         .iter()
         .filter(|p| matches!(p, Pattern::Exact(_)))

@@ -237,8 +237,29 @@ fn labels_or_all(labels: &[String]) -> Vec<String> {
     }
 }
 
+/// `--junit FILE`: the image tests of `layers` (label, tests), those that
+/// ran any, as JUnit XML.
+fn write_junit<'a>(
+    path: &PathBuf,
+    system: Option<&str>,
+    layers: impl Iterator<Item = (&'a str, &'a [crate::executor::TestOutcome])>,
+) -> Result<()> {
+    let suites: Vec<crate::junit::Suite<'_>> = layers
+        .filter(|(_, tests)| !tests.is_empty())
+        .map(|(label, tests)| crate::junit::Suite {
+            label,
+            system,
+            tests,
+        })
+        .collect();
+    write_atomically(path, &crate::junit::render(&suites))
+}
+
 /// A file written whole or not at all.
 fn write_atomically(path: &PathBuf, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))

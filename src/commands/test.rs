@@ -12,7 +12,17 @@ pub fn exec(env: &Env, args: TestArgs) -> Result<TestReport> {
         all: args.all,
         isolation: args.isolation,
     };
-    test(&env.ctx, &opts, &*env.backend()?)
+    let system = opts.system.clone();
+    let report = test(&env.ctx, &opts, &*env.backend()?)?;
+    if let Some(path) = &args.junit {
+        let layers = report.layers.iter();
+        super::write_junit(
+            path,
+            system.as_deref(),
+            layers.map(|l| (l.label.as_str(), l.tests.as_slice())),
+        )?;
+    }
+    Ok(report)
 }
 
 impl Report for TestReport {

@@ -130,6 +130,8 @@ impl Connection {
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
     pub image_id: String,
+    /// The image tests it ran, in order.
+    pub tests: Vec<TestOutcome>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +140,8 @@ pub struct BuildFailure {
     pub message: String,
     /// The working container kept for inspection, if any.
     pub container: Option<String>,
+    /// The image tests it ran, in order (failed ones among them).
+    pub tests: Vec<TestOutcome>,
 }
 
 /// Progress callbacks from inside a running build.
@@ -304,6 +308,7 @@ pub struct TestOutcome {
     pub error: Option<String>,
     /// The last lines of its output.
     pub output: String,
+    pub duration_ms: u64,
 }
 
 /// A command run attached to the terminal in a container (`debug`).

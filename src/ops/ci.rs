@@ -189,14 +189,14 @@ fn needed(
     })
 }
 
-/// The layer logs' directory as a job's artifact path (relative to the
-/// checkout's top, where GitLab runs jobs), or `None` when the cache is
-/// outside the workspace.
-fn logs_artifact(ws: &Workspace) -> Option<String> {
-    let rel = ws.cache_dir.join("logs");
+/// A path in the cache directory as a job's artifact path (relative to
+/// the checkout's top, where GitLab runs jobs), or `None` when the cache
+/// is outside the workspace.
+fn cache_artifact(ws: &Workspace, name: &str) -> Option<String> {
+    let rel = ws.cache_dir.join(name);
     let rel = rel.strip_prefix(&ws.root).ok()?;
     let prefix = super::git::checkout_prefix(&ws.root).unwrap_or_default();
-    Some(format!("{prefix}{}/", rel.display()))
+    Some(format!("{prefix}{}", rel.display()))
 }
 
 /// `--registry` or `[cache] registry`, checked.
@@ -281,7 +281,8 @@ fn jobs(
             first.push(p);
         }
     }
-    let logs = logs_artifact(ws);
+    let logs = cache_artifact(ws, "logs").map(|l| l + "/");
+    let junit = cache_artifact(ws, "junit.xml");
     for p in first {
         let label = &p.label;
         let mut cmd = format!("{} build {label}", g.command);
@@ -290,6 +291,13 @@ fn jobs(
         }
         if let Some(url) = registry_url {
             cmd.push_str(&format!(" --registry {}", shell_words::quote(url)));
+        }
+        // The image tests in GitLab's test tab.
+        let junit = junit
+            .as_ref()
+            .filter(|_| !ws.layers[label].tests.is_empty());
+        if let Some(j) = junit {
+            cmd.push_str(&format!(" --junit {}", shell_words::quote(j)));
         }
         y.push_str(&format!("{}:\n", q(&names[&(label, &p.digest)])));
         y.push_str(&format!("  script:\n    - {}\n", q(&cmd)));
@@ -304,6 +312,9 @@ fn jobs(
                 "  artifacts:\n    when: always\n    expire_in: \"1 week\"\n    paths:\n      - {}\n",
                 q(logs)
             ));
+            if let Some(j) = junit {
+                y.push_str(&format!("    reports:\n      junit: {}\n", q(j)));
+            }
         }
         // Per system: pipelines of two systems never queue on each other.
         let group = match p.system {

@@ -30,6 +30,7 @@ pub(super) fn build(tool: &Buildah, req: &BuildRequest, sink: &dyn StepSink) -> 
     let fail = |message: String| BuildFailure {
         message,
         container: None,
+        tests: vec![],
     };
     std::fs::create_dir_all(&req.work_dir)
         .map_err(|e| fail(format!("cannot create {}: {e}", req.work_dir.display())))?;
@@ -287,6 +288,7 @@ impl<'a> Session<'a> {
 
     /// Runs an image test, keeping the last lines of its output.
     fn test(&self, line: &Line, what: &str, command: &str) -> TestOutcome {
+        let t0 = std::time::Instant::now();
         let tail = Mutex::new(std::collections::VecDeque::new());
         let r = self.stream(line, what, &|line| {
             let mut q = tail.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,6 +308,7 @@ impl<'a> Session<'a> {
             passed: r.is_ok(),
             error: r.err(),
             output,
+            duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
         }
     }
 
@@ -407,7 +410,11 @@ impl Build<'_> {
             if step.phase != Phase::Create {
                 self.note(&format!("## failed: {message}"));
             }
-            return Err(BuildFailure { message, container });
+            return Err(BuildFailure {
+                message,
+                container,
+                tests: st.outcomes,
+            });
         }
         self.verdict(st, renamed)
     }
@@ -421,13 +428,15 @@ impl Build<'_> {
             BuildFailure {
                 message,
                 container: None,
+                tests: st.outcomes.clone(),
             }
         };
         let failed: Vec<&TestOutcome> = st.outcomes.iter().filter(|o| !o.passed).collect();
         let Some(first) = failed.first() else {
             renamed.map_err(failure)?;
             return Ok(BuildOutput {
-                image_id: st.image_id.unwrap_or_default(),
+                image_id: st.image_id.clone().unwrap_or_default(),
+                tests: st.outcomes.clone(),
             });
         };
         let kept = format!("{}-failed", self.req.image_name);

@@ -220,8 +220,8 @@ fn build_here(
         Some(&log_path),
         RecordSource::Built,
     );
-    let image_id = match outcome {
-        Ok(out) => out.image_id,
+    let (image_id, tests) = match outcome {
+        Ok(out) => (out.image_id, out.tests),
         Err(f) => {
             let _ = run
                 .cache()
@@ -256,6 +256,7 @@ fn build_here(
         image_name: image,
         elapsed,
         log: log_path,
+        tests,
     })
 }
 
@@ -285,6 +286,7 @@ fn said_failure(run: &RunCtx<'_>, label: &str, f: BuildFailure, log_path: PathBu
     Failed {
         container: f.container,
         log: Some(log_path),
+        tests: f.tests.into_boxed_slice(),
         ..Failed::layer(f.message)
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::digest::Digest;
+use crate::executor::TestOutcome;
 use crate::label::Label;
 use crate::progress::{Reporter, format_duration};
 use crate::scheduler::NodeStatus;
@@ -62,6 +63,9 @@ pub struct LayerResult {
     /// What to do about `error`, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The image tests this run ran on the layer (a layer built here).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestOutcome>,
 }
 
 /// How a layer of the run ended well.
@@ -79,6 +83,7 @@ pub(super) enum Done {
         image_name: String,
         elapsed: Duration,
         log: PathBuf,
+        tests: Vec<TestOutcome>,
     },
 }
 
@@ -91,6 +96,9 @@ pub(super) struct Failed {
     /// before or after the layer's own steps, not the layer.
     pub(super) environment: bool,
     pub(super) hint: Option<String>,
+    /// The image tests that ran before it failed (boxed: a failure stays
+    /// small in every `Result`).
+    pub(super) tests: Box<[TestOutcome]>,
 }
 
 impl Failed {
@@ -102,6 +110,7 @@ impl Failed {
             log: None,
             environment: false,
             hint: None,
+            tests: Box::default(),
         }
     }
 
@@ -139,6 +148,7 @@ impl LayerResult {
             log: None,
             environment: false,
             hint: None,
+            tests: vec![],
         }
     }
 
@@ -174,11 +184,13 @@ impl LayerResult {
                 image_name,
                 elapsed,
                 log,
+                tests,
             }) => LayerResult {
                 image_id: Some(image_id),
                 image_name: Some(image_name),
                 duration_ms: Some(elapsed.as_millis()),
                 log: Some(ws.display_path(&log)),
+                tests,
                 ..LayerResult::new(label, digest, LayerStatus::Built)
             },
             NodeStatus::Failed(f) => LayerResult {
@@ -187,6 +199,7 @@ impl LayerResult {
                 log: f.log.map(|l| ws.display_path(&l)),
                 environment: f.environment,
                 hint: f.hint,
+                tests: f.tests.into_vec(),
                 ..LayerResult::new(label, digest, LayerStatus::Failed)
             },
             NodeStatus::SkippedDependency(d) => {
