@@ -21,8 +21,36 @@ pub struct Cli {
     #[command(flatten)]
     pub storage: StorageArgs,
 
+    #[command(flatten)]
+    pub ui: UiArgs,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How output looks.
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Progress on stderr: `tty` a live display, `plain` timestamped lines
+    /// for logs (each step and Ansible task); `auto`: tty on a terminal.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "MODE",
+        default_value = "auto",
+        env = "LAYERBUILD_PROGRESS"
+    )]
+    pub progress: crate::progress::ProgressMode,
+    /// Colour on stderr: `auto` on a terminal unless NO_COLOR is set.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto"
+    )]
+    pub color: crate::progress::ColorMode,
 }
 
 #[derive(Debug, Subcommand)]

@@ -43,11 +43,12 @@ use error::Error;
 /// Entry point: parse arguments, run, print errors, map them to exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    progress::set_color(cli.ui.color);
     match commands::run(cli, &mut Terminal) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Exit(code)) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{}", progress::painted_line(&format!("error: {e}")));
             ExitCode::from(e.exit_code())
         }
     }
@@ -72,6 +73,6 @@ impl commands::Output for Terminal {
     }
 
     fn stderr(&mut self, line: &str) {
-        eprintln!("{line}");
+        eprintln!("{}", progress::painted_line(line));
     }
 }

@@ -25,8 +25,78 @@ pub trait Reporter: StepSink {
     fn finish(&self);
 }
 
-pub fn reporter(total: usize) -> Box<dyn Reporter> {
-    if std::io::stderr().is_terminal() {
+/// `--progress`: how progress is shown on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// `tty` on a terminal, else `plain`.
+    #[default]
+    Auto,
+    /// A live display: a line per running layer with its current step.
+    Tty,
+    /// Lines for logs: each layer event, and each step and Ansible task
+    /// with a timestamp.
+    Plain,
+}
+
+/// `--color`: whether stderr is coloured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorMode {
+    /// On a terminal, unless `NO_COLOR` is set (and not empty).
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Turns colour on stderr on or off for the process, as `mode` says.
+pub fn set_color(mode: ColorMode) {
+    let on = match mode {
+        ColorMode::Always => true,
+        ColorMode::Never => false,
+        ColorMode::Auto => {
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    console::set_colors_enabled_stderr(on);
+}
+
+/// What a word on stderr says, for its colour.
+#[derive(Clone, Copy)]
+pub enum Tone {
+    Bad,
+    Warn,
+    Good,
+}
+
+/// `word` in its tone's colour when stderr is coloured.
+pub fn paint(tone: Tone, word: &str) -> String {
+    let s = console::style(word).for_stderr();
+    match tone {
+        Tone::Bad => s.red().bold(),
+        Tone::Warn => s.yellow().bold(),
+        Tone::Good => s.green(),
+    }
+    .to_string()
+}
+
+/// A stderr line with its leading `error:` / `warning:` coloured.
+pub fn painted_line(line: &str) -> String {
+    for (prefix, tone) in [("error:", Tone::Bad), ("warning:", Tone::Warn)] {
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return format!("{}{rest}", paint(tone, prefix));
+        }
+    }
+    line.to_string()
+}
+
+pub fn reporter(total: usize, mode: ProgressMode) -> Box<dyn Reporter> {
+    let tty = match mode {
+        ProgressMode::Auto => std::io::stderr().is_terminal(),
+        ProgressMode::Tty => true,
+        ProgressMode::Plain => false,
+    };
+    if tty {
         Box::new(TtyReporter::new(total))
     } else {
         Box::new(PlainReporter::new(total))
@@ -34,13 +104,18 @@ pub fn reporter(total: usize) -> Box<dyn Reporter> {
 }
 
 /// Where a command's progress goes.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub enum Progress {
-    /// stderr: bars on a terminal, plain lines otherwise.
-    #[default]
-    Stderr,
+    /// stderr, as the mode says.
+    Stderr(ProgressMode),
     /// Plain lines appended to this text (a command run in-process).
     Into(std::sync::Arc<Mutex<String>>),
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::Stderr(ProgressMode::Auto)
+    }
 }
 
 impl Progress {
@@ -48,8 +123,8 @@ impl Progress {
     /// (with `--json`).
     pub fn reporter(&self, total: usize, plain: bool) -> Box<dyn Reporter> {
         match self {
-            Progress::Stderr if plain => Box::new(PlainReporter::new(total)),
-            Progress::Stderr => reporter(total),
+            Progress::Stderr(_) if plain => Box::new(PlainReporter::new(total)),
+            Progress::Stderr(mode) => reporter(total, *mode),
             Progress::Into(text) => Box::new(PlainReporter {
                 sink: Some(text.clone()),
                 ..PlainReporter::new(total)
@@ -67,7 +142,8 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// One line per layer event; steps are not shown (they are in the log).
+/// One line per layer event, and a timestamped line per step and per
+/// Ansible task result (`12:00:03 //compute/slurm | TASK [slurm : x] changed 0.4s`).
 pub struct PlainReporter {
     total: usize,
     done: Mutex<usize>,
@@ -105,7 +181,47 @@ impl PlainReporter {
 }
 
 impl StepSink for PlainReporter {
-    fn step(&self, _label: &str, _step: &str) {}
+    fn step(&self, label: &str, step: &str) {
+        // Tasks are said with their result.
+        if !step.starts_with("ansible: ") {
+            self.say(&format!("{} {label} | {step}", clock()));
+        }
+    }
+
+    fn task(&self, label: &str, ev: &crate::executor::TaskEvent) {
+        if ev.event != "result" {
+            return;
+        }
+        let status = ev.status.as_deref().unwrap_or("done");
+        let status = match (status, ev.ignored) {
+            ("failed", true) => "failed (ignored)".to_string(),
+            (s, _) => s.to_string(),
+        };
+        let took = ev
+            .duration
+            .map(|d| format!(" {}", format_duration(Duration::from_secs_f64(d.max(0.0)))))
+            .unwrap_or_default();
+        let kind = if ev.handler { "HANDLER" } else { "TASK" };
+        let mut line = format!(
+            "{} {label} | {kind} [{}] {status}{took}",
+            clock(),
+            ev.title()
+        );
+        if ev.is_failure() {
+            line.push_str(&format!(": {}", ev.message()));
+        }
+        self.say(&line);
+    }
+}
+
+/// The time of day (UTC), `HH:MM:SS`, for log lines.
+fn clock() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let day = secs % 86_400;
+    format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
 }
 
 impl Reporter for PlainReporter {
@@ -128,7 +244,8 @@ impl Reporter for PlainReporter {
         self.line(true, format!("{label} pulled from {reference}"));
     }
     fn failed(&self, label: &str, message: &str) {
-        self.line(true, format!("{label} FAILED: {message}"));
+        let failed = paint(Tone::Bad, "FAILED");
+        self.line(true, format!("{label} {failed}: {message}"));
     }
     fn skipped(&self, label: &str, reason: &str) {
         self.line(true, format!("{label} skipped: {reason}"));
@@ -142,8 +259,11 @@ impl Reporter for PlainReporter {
 pub struct TtyReporter {
     multi: MultiProgress,
     overall: ProgressBar,
-    bars: Mutex<HashMap<String, ProgressBar>>,
+    /// Each running layer's line, and when its current step started.
+    bars: Mutex<HashMap<String, (ProgressBar, StepStart)>>,
 }
+
+type StepStart = std::sync::Arc<Mutex<std::time::Instant>>;
 
 impl TtyReporter {
     pub fn new(total: usize) -> Self {
@@ -153,6 +273,8 @@ impl TtyReporter {
             ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} layers  {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        // The elapsed time keeps ticking while layers build.
+        overall.enable_steady_tick(Duration::from_millis(500));
         TtyReporter {
             multi,
             overall,
@@ -161,7 +283,7 @@ impl TtyReporter {
     }
 
     fn end(&self, label: &str, text: String) {
-        if let Some(bar) = self
+        if let Some((bar, _)) = self
             .bars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -177,12 +299,13 @@ impl TtyReporter {
 
 impl StepSink for TtyReporter {
     fn step(&self, label: &str, step: &str) {
-        if let Some(bar) = self
+        if let Some((bar, start)) = self
             .bars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(label)
         {
+            *start.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
             bar.set_message(step.to_string());
         }
     }
@@ -193,16 +316,30 @@ impl Reporter for TtyReporter {
         let bar = self
             .multi
             .insert_before(&self.overall, ProgressBar::new_spinner());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix:.bold} {elapsed:>4} {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        let start: StepStart = std::sync::Arc::new(Mutex::new(std::time::Instant::now()));
+        let step_start = start.clone();
+        // The layer's time, then its current step's.
+        let style = ProgressStyle::with_template(
+            "{spinner} {prefix:.bold} {elapsed:>4} {step_elapsed:>6} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .with_key(
+            "step_elapsed",
+            move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let since = step_start
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed();
+                let _ = write!(w, "{}", format_duration(since));
+            },
         );
+        bar.set_style(style);
         bar.set_prefix(label.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
         self.bars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(label.to_string(), bar);
+            .insert(label.to_string(), (bar, start));
     }
     fn cached(&self, label: &str, image: &str) {
         self.end(
@@ -211,16 +348,18 @@ impl Reporter for TtyReporter {
         );
     }
     fn built(&self, label: &str, elapsed: Duration) {
+        let built = paint(Tone::Good, "built     ");
         self.end(
             label,
-            format!("  built       {label} in {}", format_duration(elapsed)),
+            format!("  {built}  {label} in {}", format_duration(elapsed)),
         );
     }
     fn pulled(&self, label: &str, reference: &str) {
         self.end(label, format!("  pulled      {label} from {reference}"));
     }
     fn failed(&self, label: &str, message: &str) {
-        self.end(label, format!("  FAILED      {label}: {message}"));
+        let failed = paint(Tone::Bad, "FAILED    ");
+        self.end(label, format!("  {failed}  {label}: {message}"));
     }
     fn skipped(&self, label: &str, reason: &str) {
         self.end(label, format!("  skipped     {label}: {reason}"));

@@ -336,3 +336,96 @@ fn dry_run_verbose_prints_each_dirty_layers_commands_in_order_without_secrets() 
     let run = ws.lb(&["build", "-v", "//compute/slurm"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+/// `text` with what changes from run to run replaced: the workspace's
+/// path and name, digests (by their label), times of day, durations, log
+/// file times, and the length of shortened command lines.
+fn normalised(ws: &TestWs, text: &str) -> String {
+    let mut t = text.replace(ws.root.to_str().unwrap(), "[WS]");
+    t = t.replace(&ws.name, "[NAME]");
+    for (label, digest) in ws.digests() {
+        t = t.replace(&digest, &format!("[{label}]"));
+        t = t.replace(&digest[..12], &format!("[{label}]"));
+    }
+    let is_duration = |w: &str| {
+        let w = w.trim_end_matches([',', ')', ':']);
+        let Some(n) = w.strip_suffix('s') else {
+            return false;
+        };
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == 'm')
+    };
+    t.lines()
+        .map(|line| {
+            if line.contains("bytes; whole in the log]") {
+                let words: Vec<&str> = line.split(' ').take(2).collect();
+                return format!("{} …[shortened]", words.join(" "));
+            }
+            let mut line = line.to_string();
+            let b = line.as_bytes();
+            if b.len() >= 8
+                && b[2] == b':'
+                && b[5] == b':'
+                && b[..8].iter().all(|c| c.is_ascii_digit() || *c == b':')
+            {
+                line.replace_range(..8, "HH:MM:SS");
+            }
+            line.split(' ')
+                .map(|w| {
+                    if is_duration(w) {
+                        let tail: String = w
+                            .chars()
+                            .skip_while(|c| *c != ',' && *c != ')' && *c != ':')
+                            .collect();
+                        format!("[T]{tail}")
+                    } else if let Some(at) = w.find("/logs/") {
+                        let (head, rest) = w.split_at(at);
+                        let rest: String = rest
+                            .split('/')
+                            .map(|p| match p.split_once('-') {
+                                Some((ts, d))
+                                    if ts.len() == 14 && ts.chars().all(|c| c.is_ascii_digit()) =>
+                                {
+                                    format!("[TIME]-{d}")
+                                }
+                                _ => p.to_string(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join("/");
+                        format!("{head}{rest}")
+                    } else {
+                        w.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A failed Ansible task as a CI log shows it (`--progress plain`): a
+/// timestamped line per step and task as it runs, then the failure led by
+/// the task (name, role, file:line, message, from Ansible's own events),
+/// the end of the log with the long command line shortened, and how to look
+/// further (`debug`, `log`, buildah with the storage in use).
+#[test]
+fn a_failed_task_leads_the_report_and_plain_progress_streams_each_task() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- name: check munge key\n  raw: 'echo looking; echo \"munge.key - no such file\" >&2; exit 4'\n",
+    );
+    let run = ws.lb(&["--progress", "plain", "build", "//compute/slurm"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    insta::assert_snapshot!(normalised(&ws, &run.stderr));
+    // The same in --json: the layer's error leads with the task.
+    let run = ws.lb(&["build", "--json", "//compute/slurm"]);
+    let slurm = &run.json()["layers"][3];
+    assert_eq!(
+        slurm["error"],
+        "task `slurm : check munge key` (slurm-config/roles/slurm/tasks/main.yml:5) failed: munge.key - no such file (rc 4)"
+    );
+}

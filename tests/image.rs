@@ -429,7 +429,29 @@ fn the_kept_container_hint_works_with_another_storage_root() {
             .unwrap()
             .to_string()
     };
-    let enter = line("enter it with:");
+    assert!(
+        said.contains("enter the kept working container: layerbuild debug //base/hsn\n"),
+        "{said}"
+    );
+    assert!(
+        said.contains("the whole log: layerbuild log //base/hsn"),
+        "{said}"
+    );
+    // `debug` finds the kept container in this storage.
+    let debug = Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+        .arg("-C")
+        .arg(&ws.root)
+        .arg("--storage-root")
+        .arg(&storage)
+        .args(["debug", "//base/hsn", "--", "cat", "/etc/layer-hsn"])
+        .output()
+        .unwrap();
+    assert!(
+        debug.status.success() && String::from_utf8_lossy(&debug.stdout).contains("hsn"),
+        "{}",
+        String::from_utf8_lossy(&debug.stderr)
+    );
+    let enter = line("    or:");
     assert!(enter.contains("CONTAINERS_STORAGE_CONF="), "{enter}");
     // The command as printed, with `true` for the shell: the container is known.
     let run = Command::new("sh")
@@ -442,7 +464,7 @@ fn the_kept_container_hint_works_with_another_storage_root() {
         "{enter}: {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let rm = line("remove it with:");
+    let rm = line("remove it:");
     let removed = Command::new("sh").arg("-c").arg(&rm).output().unwrap();
     assert!(
         removed.status.success(),

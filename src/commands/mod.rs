@@ -56,7 +56,7 @@ pub trait Output {
     fn stderr(&mut self, line: &str);
     /// Where progress of long work goes.
     fn progress(&self) -> crate::progress::Progress {
-        crate::progress::Progress::Stderr
+        crate::progress::Progress::default()
     }
 }
 
@@ -162,7 +162,11 @@ pub fn run_with(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Resul
         Command::Lint(args) => return finish(out, args.json, &lint::exec(&dir, &args)?),
         command => command,
     };
-    let env = load(&dir, &cli.storage, backends, out.progress())?;
+    let progress = match out.progress() {
+        crate::progress::Progress::Stderr(_) => crate::progress::Progress::Stderr(cli.ui.progress),
+        p => p,
+    };
+    let env = load(&dir, &cli.storage, backends, progress)?;
     match command {
         Command::Build(a) => finish(out, a.json, &build::exec(&env, a)?),
         Command::Hash(a) => finish(out, a.json, &hash::exec(&env, &a)?),

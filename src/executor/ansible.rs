@@ -76,7 +76,84 @@ pub fn write_play_files(
             )
         })
     };
-    written.map_err(|e| format!("cannot write {}: {e}", vars.display()))
+    written.map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
+    // The task events callback, and its (empty) events file.
+    let plugins = work_dir.join(CALLBACK_DIR);
+    std::fs::create_dir_all(&plugins)
+        .and_then(|()| std::fs::write(plugins.join("layerbuild_events.py"), EVENTS_CALLBACK))
+        .and_then(|()| std::fs::write(work_dir.join(EVENTS_FILE), ""))
+        .map_err(|e| {
+            format!(
+                "cannot write the events callback in {}: {e}",
+                plugins.display()
+            )
+        })
+}
+
+/// The callback plugin that writes task events (see the file).
+const EVENTS_CALLBACK: &str = include_str!("layerbuild_events.py");
+/// Where [`write_play_files`] puts it, in the work directory.
+const CALLBACK_DIR: &str = "callback_plugins";
+/// The events file it appends to, in the work directory: one JSON line per
+/// task start and result ([`super::TaskEvent`]).
+pub const EVENTS_FILE: &str = "ansible-events.jsonl";
+
+/// `ANSIBLE_CALLBACK_PLUGINS`: the events callback's directory, then the
+/// directories the source's `ansible.cfg` names (`[defaults]
+/// callback_plugins`, relative to the source), else Ansible's defaults,
+/// so a site's own callbacks still load.
+fn callback_plugins(play: &PlayRequest, work_dir: &Path) -> String {
+    let ours = work_dir.join(CALLBACK_DIR).display().to_string();
+    // Ansible ignores the ansible.cfg of a world-writable directory.
+    let world_writable = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&play.source_dir).is_ok_and(|m| m.permissions().mode() & 0o002 != 0)
+    };
+    let cfg = match world_writable {
+        true => String::new(),
+        false => std::fs::read_to_string(play.source_dir.join("ansible.cfg")).unwrap_or_default(),
+    };
+    // Ansible expands `~` in these paths itself.
+    let theirs = ini_value(&cfg, "defaults", "callback_plugins").map(|v| {
+        v.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| match d.starts_with('~') {
+                true => d.to_string(),
+                false => play.source_dir.join(d).display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(":")
+    });
+    let theirs = theirs.unwrap_or_else(|| {
+        "~/.ansible/plugins/callback:/usr/share/ansible/plugins/callback".into()
+    });
+    format!("{ours}:{theirs}")
+}
+
+/// `key`'s value in `[section]` of an INI text (Ansible's configparser
+/// reading: `key = value` or `key: value`, `#`/`;` comments).
+fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
+    let mut in_section = false;
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_section = name.trim() == section;
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(['=', ':'])
+            && k.trim() == key
+        {
+            found = Some(v.trim().to_string());
+        }
+    }
+    found
 }
 
 /// ansible-playbook's arguments as a build runs it: `OPTIONS -i
@@ -117,6 +194,11 @@ pub fn env_vars(play: &PlayRequest, work_dir: &Path) -> Vec<(&'static str, Strin
             work_dir.join("ansible-tmp").to_string_lossy().into_owned(),
         ),
         ("PYTHONUNBUFFERED", "1".into()),
+        ("ANSIBLE_CALLBACK_PLUGINS", callback_plugins(play, work_dir)),
+        (
+            "LAYERBUILD_EVENTS",
+            work_dir.join(EVENTS_FILE).to_string_lossy().into_owned(),
+        ),
     ]
 }
 
@@ -378,5 +460,58 @@ mod tests {
             w.contains("ANSIBLE_CONFIG") && w.contains("ansible.cfg"),
             "{w}"
         );
+    }
+
+    #[test]
+    fn the_events_callback_comes_first_and_the_sources_callbacks_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let play = |source: &Path| PlayRequest {
+            source_dir: source.to_path_buf(),
+            playbook: "site.yml".into(),
+            host_name: "h".into(),
+            groups: vec![],
+            inventory: None,
+            vars: Default::default(),
+            roles_path: vec![],
+            connection: super::super::Connection::Chroot,
+            vault_files: vec![],
+        };
+        let work = Path::new("/work");
+        assert_eq!(
+            callback_plugins(&play(dir.path()), work),
+            "/work/callback_plugins:~/.ansible/plugins/callback:/usr/share/ansible/plugins/callback"
+        );
+        std::fs::write(
+            dir.path().join("ansible.cfg"),
+            "[ssh_connection]\ncallback_plugins = /no\n[defaults]\n# callback_plugins = /not\ncallback_plugins = plugins/cb:~/cb\n",
+        )
+        .unwrap();
+        assert_eq!(
+            callback_plugins(&play(dir.path()), work),
+            format!(
+                "/work/callback_plugins:{}/plugins/cb:~/cb",
+                dir.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_failed_tasks_message_is_its_msg_or_its_output() {
+        let ev = |json: &str| serde_json::from_str::<super::super::TaskEvent>(json).unwrap();
+        let raw = ev(
+            r#"{"event":"result","status":"failed","ignored":null,"name":"x","msg":"non-zero return code","stderr":"no key\n","rc":4}"#,
+        );
+        assert!(raw.is_failure());
+        assert_eq!(raw.message(), "no key (rc 4)");
+        let module = ev(
+            r#"{"event":"result","status":"failed","ignored":false,"name":"x","msg":"Destination /etc/x does not exist"}"#,
+        );
+        assert_eq!(module.message(), "Destination /etc/x does not exist");
+        let ignored = ev(r#"{"event":"result","status":"failed","ignored":true,"name":"x"}"#);
+        assert!(!ignored.is_failure());
+        let role = ev(r#"{"event":"task","name":"write","role":"slurm"}"#);
+        assert_eq!(role.title(), "slurm : write");
+        let named = ev(r#"{"event":"task","name":"slurm : write","role":"slurm"}"#);
+        assert_eq!(named.title(), "slurm : write");
     }
 }

@@ -148,6 +148,99 @@ pub struct BuildFailure {
 pub trait StepSink: Sync {
     /// A new step (e.g. "ansible: TASK [chrony : write chrony.conf]").
     fn step(&self, label: &str, step: &str);
+    /// An Ansible task started or ended (secrets already redacted).
+    fn task(&self, _label: &str, _event: &TaskEvent) {}
+}
+
+/// One line of the events callback (`ansible::EVENTS_FILE`): a task
+/// started (`event` "task") or its result ("result", with `status`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct TaskEvent {
+    pub event: String,
+    /// ok, changed, failed, skipped, unreachable.
+    #[serde(default)]
+    pub status: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    /// `FILE:LINE` of the task (relative to the play's source once read).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A failure Ansible was told to ignore.
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub ignored: bool,
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub handler: bool,
+    /// Seconds from the task's start to this result.
+    #[serde(default)]
+    pub duration: Option<f64>,
+    #[serde(default)]
+    pub msg: Option<serde_json::Value>,
+    #[serde(default)]
+    pub stderr: Option<String>,
+    #[serde(default)]
+    pub stdout: Option<String>,
+    #[serde(default)]
+    pub module_stderr: Option<String>,
+    #[serde(default)]
+    pub rc: Option<i64>,
+    /// Unix time, seconds.
+    #[serde(default)]
+    pub t: f64,
+}
+
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Ok(<Option<bool> as serde::Deserialize>::deserialize(d)?.unwrap_or(false))
+}
+
+impl TaskEvent {
+    /// The task as Ansible's banner names it: `role : name`.
+    pub fn title(&self) -> String {
+        match &self.role {
+            Some(r) if !self.name.starts_with(&format!("{r} : ")) => {
+                format!("{r} : {}", self.name)
+            }
+            _ => self.name.clone(),
+        }
+    }
+
+    /// A failure that fails the play.
+    pub fn is_failure(&self) -> bool {
+        self.event == "result"
+            && !self.ignored
+            && matches!(self.status.as_deref(), Some("failed" | "unreachable"))
+    }
+
+    /// What the failed task said: its `msg`, else the end of its stderr
+    /// (or stdout), and the exit code.
+    pub fn message(&self) -> String {
+        let msg = match &self.msg {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        };
+        let out = [&self.stderr, &self.module_stderr, &self.stdout]
+            .into_iter()
+            .flatten()
+            .find(|s| !s.trim().is_empty())
+            .map(|s| s.trim().to_string());
+        let mut said = match (msg.trim().is_empty(), out) {
+            (false, Some(out))
+                if msg.contains("non-zero return code") || msg == "MODULE FAILURE" =>
+            {
+                out
+            }
+            (false, _) => msg.trim().to_string(),
+            (true, Some(out)) => out,
+            (true, None) => "failed".to_string(),
+        };
+        if let Some(rc) = self.rc.filter(|rc| *rc != 0)
+            && !said.contains("return code")
+        {
+            said.push_str(&format!(" (rc {rc})"));
+        }
+        said
+    }
 }
 
 /// Image names in local storage and the id each names.

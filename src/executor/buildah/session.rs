@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
@@ -21,8 +21,8 @@ use super::parse::normalize_id;
 use super::steps::{Action, Arg, Known, Line, Mode, Phase, Step, steps, test_steps, umount};
 use crate::executor::ansible;
 use crate::executor::{
-    BuildFailure, BuildOutput, BuildRequest, BuildResult, StepSink, TestOutcome, TestRequest,
-    ToolError, ToolErrorKind, ToolResult, cli,
+    BuildFailure, BuildOutput, BuildRequest, BuildResult, StepSink, TaskEvent, TestOutcome,
+    TestRequest, ToolError, ToolErrorKind, ToolResult, cli,
 };
 
 /// Builds `req` (the real [`crate::executor::Executor::build`]).
@@ -262,17 +262,40 @@ impl<'a> Session<'a> {
                 r => r.map(drop),
             },
             Mode::Stream => self.stream(line, what, &quiet),
-            Mode::Play { remove_after } => {
-                let sink = self.sink;
-                let r = self.stream(line, what, &|line| {
-                    if let Some(task) = line.strip_prefix("TASK [") {
-                        let task = task.split(']').next().unwrap_or(task);
-                        sink.step(&self.label, &format!("ansible: {task}"));
-                    }
+            Mode::Play {
+                remove_after,
+                events,
+                source,
+            } => {
+                let tail = EventTail::new(events, source);
+                let done = std::sync::atomic::AtomicBool::new(false);
+                let r = std::thread::scope(|scope| {
+                    // Task events as they come, while the play runs.
+                    scope.spawn(|| {
+                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                            self.task_events(&tail);
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                    });
+                    let r = self.stream(line, what, &|_| {});
+                    done.store(true, std::sync::atomic::Ordering::Relaxed);
+                    r
                 });
+                self.task_events(&tail);
                 // It may hold secret values; written again by each run.
                 let _ = std::fs::remove_file(remove_after);
-                r
+                r.map_err(|m| match tail.failed() {
+                    Some(f) => format!(
+                        "task `{}`{} failed: {}",
+                        f.title(),
+                        f.path
+                            .as_deref()
+                            .map(|p| format!(" ({p})"))
+                            .unwrap_or_default(),
+                        self.secrets.redact(&f.message())
+                    ),
+                    None => m,
+                })
             }
             Mode::Test { n, of, command } => {
                 let outcome = self.test(line, what, command);
@@ -283,6 +306,35 @@ impl<'a> Session<'a> {
                 st.outcomes.push(outcome);
                 Ok(())
             }
+        }
+    }
+
+    /// Passes on the task events the play appended since the last call:
+    /// redacted, and each task start as the layer's current step.
+    fn task_events(&self, tail: &EventTail) {
+        for mut ev in tail.read_new() {
+            let redact = |s: &mut String| *s = self.secrets.redact(s).into_owned();
+            redact(&mut ev.name);
+            for s in [&mut ev.stderr, &mut ev.stdout, &mut ev.module_stderr]
+                .into_iter()
+                .flatten()
+            {
+                redact(s);
+            }
+            if let Some(m) = &ev.msg {
+                let text = match m {
+                    serde_json::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                ev.msg = Some(serde_json::Value::String(
+                    self.secrets.redact(&text).into_owned(),
+                ));
+            }
+            if ev.event == "task" {
+                self.sink
+                    .step(&self.label, &format!("ansible: {}", ev.title()));
+            }
+            self.sink.task(&self.label, &ev);
         }
     }
 
@@ -454,6 +506,73 @@ impl Build<'_> {
             Err(e) => message.push_str(&format!("; could not rename the image: {e}")),
         }
         Err(failure(message))
+    }
+}
+
+/// The events callback's file, read as the play appends to it.
+struct EventTail {
+    path: PathBuf,
+    source: PathBuf,
+    state: Mutex<TailState>,
+}
+
+#[derive(Default)]
+struct TailState {
+    offset: u64,
+    /// The start of a line not yet complete.
+    partial: Vec<u8>,
+    /// The last failure that fails the play.
+    failed: Option<TaskEvent>,
+}
+
+impl EventTail {
+    fn new(path: &Path, source: &Path) -> EventTail {
+        EventTail {
+            path: path.to_path_buf(),
+            source: source.to_path_buf(),
+            state: Mutex::default(),
+        }
+    }
+
+    /// The events of the complete lines appended since the last call, task
+    /// paths relative to the workspace.
+    fn read_new(&self) -> Vec<TaskEvent> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(mut f) = File::open(&self.path) else {
+            return vec![];
+        };
+        let mut buf = vec![];
+        if f.seek(SeekFrom::Start(st.offset)).is_err() || f.read_to_end(&mut buf).is_err() {
+            return vec![];
+        }
+        st.offset += buf.len() as u64;
+        st.partial.extend_from_slice(&buf);
+        let mut out = vec![];
+        while let Some(i) = st.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = st.partial.drain(..=i).collect();
+            let Ok(mut ev) = serde_json::from_slice::<TaskEvent>(&line) else {
+                continue;
+            };
+            if let Some(p) = &ev.path
+                && let Ok(rel) = Path::new(p).strip_prefix(&self.source)
+            {
+                ev.path = Some(rel.display().to_string());
+            }
+            if ev.is_failure() {
+                st.failed = Some(ev.clone());
+            }
+            out.push(ev);
+        }
+        out
+    }
+
+    fn failed(&self) -> Option<TaskEvent> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failed
+            .clone()
     }
 }
 

@@ -103,7 +103,13 @@ pub enum Mode {
     /// [`Mode::Stream`] of ansible-playbook: task names are progress; the
     /// vars file `remove_after` (it may hold secrets) is removed after it,
     /// however it ended.
-    Play { remove_after: PathBuf },
+    Play {
+        remove_after: PathBuf,
+        /// The events callback's file ([`ansible::EVENTS_FILE`]).
+        events: PathBuf,
+        /// The workspace, which task paths are shown relative to.
+        source: PathBuf,
+    },
     /// [`Mode::Stream`] of image test `n` of `of`: a failure is the test's
     /// outcome, and the next steps run.
     Test {
@@ -397,15 +403,15 @@ fn play_steps(req: &BuildRequest, play: &PlayRequest) -> Vec<Step> {
         work_dir: req.work_dir.clone(),
         host,
     };
-    let remove_after = req.work_dir.join(crate::ops::gc::VARS_FILE);
+    let mode = Mode::Play {
+        remove_after: req.work_dir.join(crate::ops::gc::VARS_FILE),
+        events: req.work_dir.join(ansible::EVENTS_FILE),
+        source: req.workspace_root.clone(),
+    };
     let what = format!("ansible-playbook {}", play.playbook);
     vec![
         step(None, Phase::Body, files),
-        step(
-            Some(what.clone()),
-            Phase::Body,
-            run(c, Mode::Play { remove_after }, &what),
-        ),
+        step(Some(what.clone()), Phase::Body, run(c, mode, &what)),
     ]
 }
 
@@ -775,11 +781,11 @@ mod tests {
         );
         let k = known(None);
         let lines: Vec<String> = steps.iter().filter_map(|s| k.render(s)).collect();
-        let ansible = "cd /ws/site && ANSIBLE_DISPLAY_ARGS_TO_STDOUT=0 ANSIBLE_FORCE_COLOR=0 \
+        let ansible = "cd /ws/site && ANSIBLE_CALLBACK_PLUGINS='/work/callback_plugins:~/.ansible/plugins/callback:/usr/share/ansible/plugins/callback' ANSIBLE_DISPLAY_ARGS_TO_STDOUT=0 ANSIBLE_FORCE_COLOR=0 \
             ANSIBLE_HOST_KEY_CHECKING=0 ANSIBLE_LOCAL_TEMP=/work/ansible-tmp ANSIBLE_NOCOLOR=1 \
             ANSIBLE_PIPELINING=True ANSIBLE_PYTHON_INTERPRETER=auto_silent \
             ANSIBLE_RETRY_FILES_ENABLED=0 ANSIBLE_ROLES_PATH='' BUILDAH_ISOLATION=chroot \
-            PYTHONUNBUFFERED=1 ansible-playbook -i /work/inventory.ini -e @/work/vars.json site.yml";
+            LAYERBUILD_EVENTS=/work/ansible-events.jsonl PYTHONUNBUFFERED=1 ansible-playbook -i /work/inventory.ini -e @/work/vars.json site.yml";
         let run = "buildah run --isolation chroot ctr --";
         let expected = [
             "buildah from --name ctr $IMAGE_ID(//compute/compute)".to_string(),

@@ -248,7 +248,7 @@ fn build_here(
     let _ = std::fs::remove_dir_all(&work_dir);
     run.shared().images.insert(image_id.clone());
     if let Some(reg) = run.registry {
-        reg.push_built(label, &fp.digest, &image_id);
+        reg.push_built(label, &fp.digest, &image_id, run.reporter);
     }
     run.reporter.built(&label_s, elapsed);
     Ok(Done::Built {
@@ -260,8 +260,10 @@ fn build_here(
     })
 }
 
-/// A failed build step, said with the end of its log and how to enter the
-/// kept container.
+/// A failed build step, said with the end of its log (long command lines
+/// shortened: they are whole in the log), then how to look further:
+/// `layerbuild debug` in the kept container, `layerbuild log`, and the
+/// buildah commands with the storage in use.
 fn said_failure(run: &RunCtx<'_>, label: &str, f: BuildFailure, log_path: PathBuf) -> Failed {
     run.reporter.failed(label, &f.message);
     let mut text = String::new();
@@ -272,17 +274,20 @@ fn said_failure(run: &RunCtx<'_>, label: &str, f: BuildFailure, log_path: PathBu
             run.ws.display_path(&log_path)
         ));
     }
+    let system = match (run.system, run.ws.systems.len() > 1) {
+        (Some(s), true) => format!(" --system {}", s.name),
+        _ => String::new(),
+    };
     if let Some(c) = &f.container {
         text.push_str(&format!(
-            "  the working container is kept; enter it with:\n    {}\n  remove it with: {}",
+            "  enter the kept working container: layerbuild debug {label}{system}\n    or: {}\n  remove it: {}\n",
             run.executor
                 .tool_command(&format!("run --isolation {} {c} sh", run.isolation)),
             run.executor.tool_command(&format!("rm {c}"))
         ));
     }
-    if !text.is_empty() {
-        run.reporter.println(&text);
-    }
+    text.push_str(&format!("  the whole log: layerbuild log {label}{system}"));
+    run.reporter.println(&text);
     Failed {
         container: f.container,
         log: Some(log_path),
@@ -431,6 +436,39 @@ pub(super) fn log_tail(path: &Path, n: usize) -> String {
     let Ok(text) = std::fs::read_to_string(path) else {
         return String::new();
     };
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<String> = text
+        .trim_end()
+        .lines()
+        .map(|l| match l.strip_prefix("$ ") {
+            Some(cmd) if l.len() > LONG_COMMAND => shortened(cmd),
+            _ => l.to_string(),
+        })
+        .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Command lines longer than this are shortened in a failure's log tail.
+const LONG_COMMAND: usize = 200;
+
+/// A long `$ …` log line as its program and first arguments: the
+/// environment assignments, `cd` and namespace wrappers left out.
+fn shortened(cmd: &str) -> String {
+    let cmd = cmd.rsplit(" && ").next().unwrap_or(cmd);
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    // The play or tool the wrappers run: the last of these programs named.
+    let start = words
+        .iter()
+        .rposition(|w| {
+            let w = w.trim_matches('\'');
+            ["ansible-playbook", "buildah", "sh", "mksquashfs", "tar"]
+                .iter()
+                .any(|p| w == *p || w.ends_with(&format!("/{p}")))
+        })
+        .unwrap_or(0);
+    let shown = words[start..].join(" ");
+    let shown: String = match shown.char_indices().nth(120) {
+        Some((i, _)) => format!("{}…", &shown[..i]),
+        None => shown,
+    };
+    format!("$ {shown}  [{} bytes; whole in the log]", cmd.len())
 }

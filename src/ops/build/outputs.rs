@@ -37,6 +37,15 @@ pub(super) fn run(
             force: false,
         };
         for output in &ws.layers[label].outputs {
+            let what = match output {
+                crate::workspace::Output::File { format, path, .. } => {
+                    format!("export {} to {}", format.name(), ws.display_path(path))
+                }
+                crate::workspace::Output::Push { destination, .. } => {
+                    format!("push to {destination}")
+                }
+            };
+            reporter.step(&label.to_string(), &what);
             let r = job.perform(output);
             reporter.println(export::render(std::slice::from_ref(&r)).trim_end());
             results.push(r);

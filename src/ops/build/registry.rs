@@ -74,11 +74,22 @@ impl<'a> RegistryUse<'a> {
                 Some(RegistryEntry::Present { label }) if label == digest)
     }
 
-    /// Pushes a layer built here (read-write mode); a failure is a warning.
-    pub(super) fn push_built(&self, label: &Label, digest: &Digest, image_id: &str) {
+    /// Pushes a layer built here (read-write mode), saying it as a step
+    /// of the layer; a failure is a warning.
+    pub(super) fn push_built(
+        &self,
+        label: &Label,
+        digest: &Digest,
+        image_id: &str,
+        steps: &dyn crate::executor::StepSink,
+    ) {
         if self.mode != CacheMode::ReadWrite {
             return;
         }
+        steps.step(
+            &label.to_string(),
+            &format!("push {}", self.reference(label, digest)),
+        );
         if !self.usable() {
             self.not_pushed(label, "the registry is unreachable");
             return;
@@ -242,6 +253,7 @@ pub(super) fn try_pull(run: &RunCtx<'_>, reg: &RegistryUse<'_>, fp: &Fingerprint
     }
     let started_at = now_secs();
     let t0 = Instant::now();
+    run.reporter.step(&label_s, &format!("pull {reference}"));
     let image_id = match reg
         .client
         .pull(&reference, reg.tls_verify)
