@@ -332,6 +332,10 @@ pub struct BuildArgs {
     /// Also write the image tests this build ran as JUnit XML (for CI test reports).
     #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
     pub junit: Option<PathBuf>,
+    /// Also write a Chrome trace of the build (open it in ui.perfetto.dev):
+    /// a track per worker, spans per layer, step and Ansible task.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "from_failed"])]
+    pub profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

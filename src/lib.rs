@@ -26,6 +26,7 @@ pub mod label;
 pub mod memory;
 pub mod ops;
 pub mod plan;
+pub mod profile;
 pub mod progress;
 pub mod scheduler;
 pub mod secrets;

@@ -429,3 +429,72 @@ fn a_failed_task_leads_the_report_and_plain_progress_streams_each_task() {
         "task `slurm : check munge key` (slurm-config/roles/slurm/tasks/main.yml:5) failed: munge.key - no such file (rc 4)"
     );
 }
+
+/// `build --profile`: a Chrome trace-event file Perfetto opens: a span per
+/// layer (on at most `jobs` worker tracks), its steps and each Ansible
+/// task inside it, in time.
+#[test]
+fn the_profile_is_a_trace_with_a_span_per_layer_step_and_task() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let file = ws.path("trace.json");
+    ws.lb(&["build", "--profile", file.to_str().unwrap(), "//..."])
+        .ok();
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let spans: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    for s in &spans {
+        for key in ["name", "cat", "ts", "dur", "pid", "tid"] {
+            assert!(!s[key].is_null(), "{key} missing in {s}");
+        }
+    }
+    let of = |cat: &str| -> Vec<&&serde_json::Value> {
+        spans.iter().filter(|s| s["cat"] == cat).collect()
+    };
+    let layers = of("layer");
+    let mut names: Vec<&str> = layers.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "//base/hsn",
+            "//base/os",
+            "//compute/compute",
+            "//compute/slurm",
+            "//uan/uan"
+        ]
+    );
+    assert!(layers.iter().all(|l| l["args"]["status"] == "built"));
+    // Two jobs ([build] jobs = 2): two worker tracks at most, each named.
+    assert!(layers.iter().all(|l| l["tid"].as_u64().unwrap() < 2));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "M" && e["args"]["name"] == "worker 1")
+    );
+    let tasks = of("task");
+    let task_names: Vec<&str> = tasks.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        task_names,
+        vec![
+            "common : record the cluster name",
+            "slurm : write slurm.conf"
+        ]
+    );
+    assert!(of("step").iter().any(|s| s["name"] == "buildah commit"));
+    // Every step and task lies within a layer span of its track.
+    let within = |s: &serde_json::Value| {
+        let (ts, end) = (
+            s["ts"].as_u64().unwrap(),
+            s["ts"].as_u64().unwrap() + s["dur"].as_u64().unwrap(),
+        );
+        layers.iter().any(|l| {
+            let lts = l["ts"].as_u64().unwrap();
+            l["tid"] == s["tid"] && lts <= ts && end <= lts + l["dur"].as_u64().unwrap()
+        })
+    };
+    for s in of("step").into_iter().chain(tasks) {
+        assert!(within(s), "{s} is outside its layer");
+    }
+}

@@ -54,7 +54,18 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
     }
     // Progress goes to stderr; with --json, as plain lines.
     let json = args.json;
-    let reporter_for = |n: usize| -> Box<dyn Reporter> { env.progress.reporter(n, json) };
+    let profile = std::sync::Arc::new(std::sync::Mutex::new(crate::profile::Profile::default()));
+    let profiling = args.profile.is_some();
+    let reporter_for = |n: usize| -> Box<dyn Reporter> {
+        let inner = env.progress.reporter(n, json);
+        match profiling {
+            true => Box::new(crate::profile::Profiler {
+                inner,
+                profile: profile.clone(),
+            }),
+            false => inner,
+        }
+    };
     if args.from_failed {
         let [Pattern::Exact(l)] = patterns.as_slice() else {
             return Err(Error::input("--from-failed takes exactly one layer label")
@@ -74,6 +85,10 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
         Some(&*backend),
         &reporter_for,
     )?;
+    if let Some(path) = &args.profile {
+        let trace = profile.lock().unwrap_or_else(|e| e.into_inner()).json();
+        super::write_atomically(path, &format!("{trace}\n"))?;
+    }
     if let Some(path) = &args.junit {
         let layers = report.layers.iter();
         super::write_junit(
