@@ -11,7 +11,9 @@
 //!   Ansible's workers get it too), the steps fail, their working
 //!   containers are kept and listed by `ls --failed` as any failed build's
 //!   are, no further layer starts, and the command exits 130 saying what
-//!   was interrupted. A second signal exits at once.
+//!   was interrupted. A step still running 5 s later gets SIGTERM, and
+//!   5 s after that SIGKILL (Ansible waits for the running task, and
+//!   what its workers start ignores SIGINT). A second signal exits at once.
 //! - [`Mode::Interactive`] (`debug`'s shell): Ctrl-C belongs to the shell
 //!   in the container; SIGTERM still exits.
 //!
@@ -36,6 +38,16 @@ static MODE: AtomicU8 = AtomicU8::new(Mode::Exit as u8);
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 /// Process groups of the running steps.
 static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// Where the interrupt's message goes while a live display owns stderr
+/// (above its bars, so the next frame does not draw over it).
+#[allow(clippy::type_complexity)]
+static NOTICE: Mutex<Option<Box<dyn Fn(&str) + Send>>> = Mutex::new(None);
+
+/// Says an interrupt's message through `say` from now on (`None`: stderr).
+pub fn say_through(say: Option<Box<dyn Fn(&str) + Send>>) {
+    *NOTICE.lock().unwrap_or_else(|e| e.into_inner()) = say;
+}
+
 /// The signal received, to pass on to steps started after it.
 static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
@@ -103,11 +115,27 @@ fn on_signal(sig: libc::c_int) {
     } else {
         "interrupted"
     };
-    eprintln!(
-        "\nlayerbuild: {name}: stopping the running steps; their containers are kept (see `layerbuild ls --failed`). Again to exit at once."
+    let said = format!(
+        "layerbuild: {name}: stopping the running steps; their containers are kept (see `layerbuild ls --failed`). Again to exit at once."
     );
+    match NOTICE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(say) => say(&said),
+        None => eprintln!("\n{said}"),
+    }
     pass_on(sig);
+    // Ansible waits for a running task, and what its workers start ignores
+    // SIGINT: a step still running after a grace period gets SIGTERM, then
+    // SIGKILL (its whole process group, in its namespaces, goes with it).
+    std::thread::spawn(|| {
+        for sig in [libc::SIGTERM, libc::SIGKILL] {
+            std::thread::sleep(GRACE);
+            pass_on(sig);
+        }
+    });
 }
+
+/// How long the running steps get to stop before the next, harder signal.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn pass_on(sig: libc::c_int) {
     let groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner()).clone();

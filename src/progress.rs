@@ -275,6 +275,10 @@ impl TtyReporter {
         );
         // The elapsed time keeps ticking while layers build.
         overall.enable_steady_tick(Duration::from_millis(500));
+        let m = multi.clone();
+        crate::interrupt::say_through(Some(Box::new(move |text: &str| {
+            let _ = m.println(text);
+        })));
         TtyReporter {
             multi,
             overall,
@@ -368,6 +372,7 @@ impl Reporter for TtyReporter {
         let _ = self.multi.println(text);
     }
     fn finish(&self) {
+        crate::interrupt::say_through(None);
         self.overall.finish_and_clear();
     }
 }

@@ -577,3 +577,103 @@ fn ctrl_c_and_sigterm_stop_the_running_play_and_keep_its_container_listed() {
         );
     }
 }
+
+/// Ctrl-C typed in a terminal while the live display runs and a task runs
+/// in the container (where SIGINT is ignored: Ansible's workers ignore it,
+/// and what they start inherits that): the build stops within the grace
+/// periods (SIGTERM, then SIGKILL to the step), says so above the display,
+/// exits 130, leaves the terminal clean (no bar left drawn, the cursor
+/// shown), and the kept container is listed by `ls --failed`.
+#[test]
+fn ctrl_c_in_a_terminal_stops_a_task_in_the_container_and_leaves_the_screen_clean() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let marker = ws.path("../play-started");
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        &format!(
+            "- name: note the start\n  raw: touch {}\n  delegate_to: localhost\n- name: a long step in the container\n  raw: sleep 120\n",
+            marker.display()
+        ),
+    );
+    let typescript = ws.path("../typescript");
+    let cmd = format!(
+        "exec {} -C {} build //compute/slurm",
+        env!("CARGO_BIN_EXE_layerbuild"),
+        ws.root.display()
+    );
+    // `script` gives the build a pseudo-terminal; a ^C written to it is
+    // what a terminal sends on Ctrl-C (SIGINT to the foreground group).
+    let mut child = Command::new("script")
+        .args(["-qfec", &cmd])
+        .arg(&typescript)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("this test needs `script` (util-linux)");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the play never reached the long step"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Instant::now();
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin.write_all(b"\x03").unwrap();
+        stdin.flush().unwrap();
+    }
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(40),
+            "still running after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert_eq!(status.code(), Some(130), "{screen}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        sent.elapsed()
+    );
+    let said = screen
+        .find("layerbuild: interrupted: stopping the running steps")
+        .unwrap_or_else(|| panic!("no interrupt message in:\n{screen}"));
+    let end = screen
+        .find("interrupted: //compute/slurm not built")
+        .unwrap_or_else(|| panic!("no final line in:\n{screen}"));
+    assert!(said < end);
+    // After the last line, no frame of the display is drawn again.
+    let tail = &screen[end..];
+    assert!(
+        !tail.contains("layers"),
+        "a bar was drawn after the end: {tail:?}"
+    );
+    // A hidden cursor is shown again.
+    if let Some(hidden) = screen.rfind("\x1b[?25l") {
+        assert!(
+            screen[hidden..].contains("\x1b[?25h"),
+            "the cursor is left hidden"
+        );
+    }
+    let failed = ws.lb(&["ls", "--failed", "--json"]).ok().json();
+    assert!(failed.to_string().contains("//compute/slurm"), "{failed}");
+    let sleeping = Command::new("pgrep")
+        .args(["-x", "sleep", "-a"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sleeping.stdout).contains("sleep 120"),
+        "left running: {}",
+        String::from_utf8_lossy(&sleeping.stdout)
+    );
+}
