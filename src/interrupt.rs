@@ -40,11 +40,13 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 /// Where the interrupt's message goes while a live display owns stderr
 /// (above its bars, so the next frame does not draw over it).
-#[allow(clippy::type_complexity)]
-static NOTICE: Mutex<Option<Box<dyn Fn(&str) + Send>>> = Mutex::new(None);
+static NOTICE: Mutex<Option<Say>> = Mutex::new(None);
+
+/// What says a line of text.
+pub type Say = Box<dyn Fn(&str) + Send>;
 
 /// Says an interrupt's message through `say` from now on (`None`: stderr).
-pub fn say_through(say: Option<Box<dyn Fn(&str) + Send>>) {
+pub fn say_through(say: Option<Say>) {
     *NOTICE.lock().unwrap_or_else(|e| e.into_inner()) = say;
 }
 
