@@ -41,6 +41,12 @@ pub enum Command {
     HashDiff(HashDiffArgs),
     /// Print the full log of a layer's last (or a given) build, failed ones included.
     Log(LogArgs),
+    /// List recent builds, newest first: time, layer, system, outcome, duration, digest, log.
+    ///
+    /// Every attempt the cache recorded counts, failed ones included (with
+    /// the first line of their error). Without LABEL, every recorded build,
+    /// of layers since removed from the Layerfile too.
+    History(HistoryArgs),
     /// Open a shell (or run a command) in a failed layer's kept container, or with --fresh in a new one.
     Debug(DebugArgs),
     /// Remove kept working containers of failed builds.
@@ -380,6 +386,22 @@ pub struct LogArgs {
     /// The build with this digest (or prefix) instead of the last one.
     #[arg(long, value_name = "DIGEST")]
     pub digest: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Layers whose builds to list: //TYPE/LAYER, //TYPE/... or //... (default: every build).
+    #[arg(value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Only the builds for this system (default: every system's).
+    #[arg(long, value_name = "NAME", env = "LAYERBUILD_SYSTEM")]
+    pub system: Option<String>,
+    /// How many builds to list, newest first.
+    #[arg(short = 'n', long = "limit", value_name = "N", default_value_t = crate::ops::history::DEFAULT_LIMIT)]
+    pub limit: usize,
+    /// Print {version, system, builds: [{id, started_at, label, system, outcome, source, duration_ms, digest, error, log_path}]} as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

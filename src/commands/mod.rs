@@ -17,6 +17,7 @@ mod gc;
 mod graph;
 mod hash;
 mod hash_diff;
+mod history;
 mod lint;
 mod log;
 mod ls;
@@ -171,6 +172,7 @@ pub fn run_with(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Resul
         Command::Why(a) => finish(out, a.json, &why::exec(&env, a)?),
         Command::HashDiff(a) => finish(out, a.json, &hash_diff::exec(&env, &a)?),
         Command::Log(a) => finish(out, false, &log::exec(&env, &a)?),
+        Command::History(a) => finish(out, a.json, &history::exec(&env, &a)?),
         Command::Affected(a) => finish(out, a.json, &affected::exec(&env, &a)?),
         Command::Debug(a) => finish(out, false, &debug::exec(&env, a)?),
         Command::Test(a) => finish(out, a.json, &test::exec(&env, a)?),

@@ -11,6 +11,7 @@ pub mod gc;
 mod git;
 pub mod graph;
 pub mod hash;
+pub mod history;
 pub mod lint;
 pub mod log;
 pub mod ls;
