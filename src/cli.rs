@@ -31,7 +31,13 @@ pub enum Command {
     Build(BuildArgs),
     /// Print a layer's digest (first line) and a summary of its inputs.
     Hash(HashArgs),
-    /// Print the layer graph.
+    /// Print the layer graph, with each layer's status under --status.
+    ///
+    /// Formats: text (a tree), dot, mermaid, svg and html (drawn by
+    /// Graphviz's dot: apt-get install graphviz), json. With --status, each
+    /// layer shows what `ls` says of it (cached, needs build, never built) or
+    /// failed (its last build, at the current digest, failed), coloured,
+    /// with its short digest and its last build's duration.
     Graph(GraphArgs),
     /// List every layer with its status: cached, needs build, never built.
     Ls(LsArgs),
@@ -326,9 +332,20 @@ pub struct HashArgs {
 
 #[derive(Debug, Args)]
 pub struct GraphArgs {
-    /// Output format.
+    /// Layers to show: //TYPE/LAYER, //TYPE/... or //... (default: every layer); their ancestors are shown too.
+    #[arg(value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Output format (svg and html are drawn by Graphviz's dot).
     #[arg(long, value_enum, default_value = "dot")]
     pub format: GraphFormat,
+    /// Show each layer's status (cached, needs build, failed, never built), short digest and last build's duration.
+    #[arg(long)]
+    pub status: bool,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Print the graph as JSON (--format json); with --status each node also has status, digest and last (its newest build).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -167,7 +167,10 @@ pub fn run_with(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Resul
     match command {
         Command::Build(a) => finish(out, a.json, &build::exec(&env, a)?),
         Command::Hash(a) => finish(out, a.json, &hash::exec(&env, &a)?),
-        Command::Graph(a) => finish(out, false, &graph::exec(&env, &a)),
+        Command::Graph(a) => {
+            let json = a.json || a.format == crate::ops::graph::GraphFormat::Json;
+            finish(out, json, &graph::exec(&env, &a)?)
+        }
         Command::Ls(a) => finish(out, a.json, &ls::exec(&env, &a)?),
         Command::Why(a) => finish(out, a.json, &why::exec(&env, a)?),
         Command::HashDiff(a) => finish(out, a.json, &hash_diff::exec(&env, &a)?),

@@ -74,7 +74,7 @@ pub fn history(ctx: &Context, opts: &HistoryOptions<'_>) -> Result<Vec<HistoryEn
         .collect())
 }
 
-fn entry(b: BuildSummary) -> HistoryEntry {
+pub(crate) fn entry(b: BuildSummary) -> HistoryEntry {
     let BuildSummary { row, source } = b;
     let outcome = if row.is_failed() {
         RecordStatus::Failed

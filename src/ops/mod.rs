@@ -10,6 +10,7 @@ pub mod export;
 pub mod gc;
 mod git;
 pub mod graph;
+pub mod graphviz;
 pub mod hash;
 pub mod history;
 pub mod lint;
