@@ -110,6 +110,7 @@ fn graph_status_dot_fills_each_layer_with_its_status_colour() {
     assert_eq!(legend.len(), 4, "a legend entry per status:\n{dot}");
     let colours: std::collections::BTreeSet<&String> = legend.values().collect();
     assert_eq!(colours.len(), 4, "four distinct colours:\n{dot}");
+    let short = regex::Regex::new(r"· [0-9a-f]{12}\b").unwrap();
     for (label, status) in EXPECTED {
         let node = regex::Regex::new(&format!(
             r#"(?m)^  "{label}" \[fillcolor="(#[0-9a-f]{{6}})", label="([^"]*)"\];$"#
@@ -122,13 +123,7 @@ fn graph_status_dot_fills_each_layer_with_its_status_colour() {
         let words = status.replace('_', " ");
         assert!(c[2].contains(&words), "{label}: {}", &c[2]);
         // The short digest, 12 hex digits.
-        assert!(
-            regex::Regex::new(r"· [0-9a-f]{12}\b")
-                .unwrap()
-                .is_match(&c[2]),
-            "{label}: {}",
-            &c[2]
-        );
+        assert!(short.is_match(&c[2]), "{label}: {}", &c[2]);
     }
     // Built layers show their last build's duration; a never built one none.
     assert!(dot.contains("//uan/uan\\nfailed · "), "{dot}");
