@@ -33,10 +33,9 @@ pub fn exec(env: &Env, args: &GraphArgs) -> Result<GraphReport> {
     let mut notes = vec![];
     let states = if args.status {
         let backend = env.backend()?;
-        let (system, states, warning) =
-            statuses(&env.ctx, args.system.system.as_deref(), &labels, &*backend)?;
-        notes.extend(warning.map(|w| format!("warning: {w}")));
-        Some((system, states))
+        let mut states = statuses(&env.ctx, args.system.system.as_deref(), &labels, &*backend)?;
+        notes.extend(states.warning.take().map(|w| format!("warning: {w}")));
+        Some(states)
     } else {
         None
     };

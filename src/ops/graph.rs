@@ -32,6 +32,7 @@ pub enum GraphFormat {
     Svg,
     /// One self-contained page: the drawing and a table of the layers.
     Html,
+    /// The graph as data (what --json prints).
     Json,
 }
 
@@ -87,16 +88,23 @@ pub fn select(ctx: &Context, patterns: &[Pattern]) -> Result<Vec<Label>> {
     }
 }
 
+/// The layers' states for one system (`--status`).
+pub struct States {
+    /// The system's name; `None` when the workspace declares none.
+    pub system: Option<String>,
+    pub states: BTreeMap<Label, NodeState>,
+    /// Set when the images could not be listed (the database is trusted).
+    pub warning: Option<String>,
+}
+
 /// What `ls` says of each of `labels` for `system`, and `failed` when the
 /// last attempt at the current digest failed; with the newest attempt.
-/// Returns the system's name, the states and a warning (images unlisted).
-#[allow(clippy::type_complexity)]
 pub fn statuses(
     ctx: &Context,
     system: Option<&str>,
     labels: &[Label],
     backend: &dyn Backend,
-) -> Result<(Option<String>, BTreeMap<Label, NodeState>, Option<String>)> {
+) -> Result<States> {
     let system = ctx.ws.system(system)?;
     let prints = crate::ops::fingerprints(
         &ctx.ws,
@@ -138,20 +146,20 @@ pub fn statuses(
             },
         );
     }
-    Ok((system.map(|s| s.name.clone()), out, statuses.warning))
+    Ok(States {
+        system: system.map(|s| s.name.clone()),
+        states: out,
+        warning: statuses.warning,
+    })
 }
 
 impl Picture {
     /// `labels` (in topological order) and the edges between them, with
     /// their states when `states` is given (`--status`).
-    pub fn new(
-        ctx: &Context,
-        labels: &[Label],
-        states: Option<(Option<String>, BTreeMap<Label, NodeState>)>,
-    ) -> Picture {
+    pub fn new(ctx: &Context, labels: &[Label], states: Option<States>) -> Picture {
         let shown: std::collections::BTreeSet<&Label> = labels.iter().collect();
         let (system, mut states) = match states {
-            Some((system, states)) => (Some(system), Some(states)),
+            Some(s) => (Some(s.system), Some(s.states)),
             None => (None, None),
         };
         let nodes: Vec<Node> = labels
