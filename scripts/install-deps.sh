@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the system tools layerbuild builds with (Debian/Ubuntu, as root).
 set -eu
-packages="buildah ansible mmdebstrap busybox-static skopeo squashfs-tools docker-registry git time"
+packages="buildah ansible mmdebstrap busybox-static skopeo squashfs-tools docker-registry git time graphviz"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -59,7 +59,13 @@ pub enum Command {
     Build(BuildArgs),
     /// Print a layer's digest (first line) and a summary of its inputs.
     Hash(HashArgs),
-    /// Print the layer graph.
+    /// Print the layer graph, with each layer's status under --status.
+    ///
+    /// Formats: text (a tree), dot, mermaid, svg and html (drawn by
+    /// Graphviz's dot: apt-get install graphviz), json. With --status, each
+    /// layer shows what `ls` says of it (cached, needs build, never built) or
+    /// failed (its last build, at the current digest, failed), coloured,
+    /// with its short digest and its last build's duration.
     Graph(GraphArgs),
     /// List every layer with its status: cached, needs build, never built.
     Ls(LsArgs),
@@ -69,6 +75,12 @@ pub enum Command {
     HashDiff(HashDiffArgs),
     /// Print the full log of a layer's last (or a given) build, failed ones included.
     Log(LogArgs),
+    /// List recent builds, newest first: time, layer, system, outcome, duration, digest, log.
+    ///
+    /// Every attempt the cache recorded counts, failed ones included (with
+    /// the first line of their error). Without LABEL, every recorded build,
+    /// of layers since removed from the Layerfile too.
+    History(HistoryArgs),
     /// Open a shell (or run a command) in a failed layer's kept container, or with --fresh in a new one.
     Debug(DebugArgs),
     /// Remove kept working containers of failed builds.
@@ -352,9 +364,20 @@ pub struct HashArgs {
 
 #[derive(Debug, Args)]
 pub struct GraphArgs {
-    /// Output format.
+    /// Layers to show: //TYPE/LAYER, //TYPE/... or //... (default: every layer); their ancestors are shown too.
+    #[arg(value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Output format (svg and html are drawn by Graphviz's dot).
     #[arg(long, value_enum, default_value = "dot")]
     pub format: GraphFormat,
+    /// Show each layer's status (cached, needs build, failed, never built), short digest and last build's duration.
+    #[arg(long)]
+    pub status: bool,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Print the graph as JSON (--format json); with --status each node also has status, digest and last (its newest build).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -412,6 +435,22 @@ pub struct LogArgs {
     /// The build with this digest (or prefix) instead of the last one.
     #[arg(long, value_name = "DIGEST")]
     pub digest: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Layers whose builds to list: //TYPE/LAYER, //TYPE/... or //... (default: every build).
+    #[arg(value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Only the builds for this system (default: every system's).
+    #[arg(long, value_name = "NAME", env = "LAYERBUILD_SYSTEM")]
+    pub system: Option<String>,
+    /// How many builds to list, newest first.
+    #[arg(short = 'n', long = "limit", value_name = "N", default_value_t = crate::ops::history::DEFAULT_LIMIT)]
+    pub limit: usize,
+    /// Print {version, system, builds: [{id, started_at, label, system, outcome, source, duration_ms, digest, error, log_path}]} as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

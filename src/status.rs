@@ -92,6 +92,29 @@ status! {
 }
 
 status! {
+    /// What `graph --status` says of a layer: `ls`'s words, and `failed`.
+    NodeStatus {
+        /// Its digest's image is in the cache.
+        Cached => "cached",
+        /// Built before; its inputs changed since, or its image is gone.
+        NeedsBuild => "needs_build",
+        /// The last build, at the current digest, failed.
+        Failed => "failed",
+        NeverBuilt => "never_built",
+    }
+}
+
+impl NodeStatus {
+    /// Every status, in the order legends list them.
+    pub const ALL: [NodeStatus; 4] = [
+        NodeStatus::Cached,
+        NodeStatus::NeedsBuild,
+        NodeStatus::Failed,
+        NodeStatus::NeverBuilt,
+    ];
+}
+
+status! {
     /// What became of one declared output (export or push).
     OutputStatus {
         Written => "written",

@@ -298,6 +298,14 @@ impl BuildRow {
     }
 }
 
+/// A history row without its manifest, and where its image came from
+/// (`builds.source`: `built`, `pulled`, `adopted`; kept as read).
+#[derive(Debug, Clone)]
+pub struct BuildSummary {
+    pub row: BuildRow,
+    pub source: String,
+}
+
 const BUILD_COLUMNS: &str = "id, label, system, digest, status, started_at, duration_ms, image_id, container, log_path, error, manifest, vars, container_removed, inventory";
 
 /// A `layers` row selected as `digest, image_id, image_name, label, system, built_at, duration_ms`.
@@ -695,6 +703,36 @@ impl Cache {
                  FROM layers ORDER BY label, system, built_at DESC, rowid DESC",
             )?
             .query_map([], cached_layer)?
+            .collect()
+        })
+    }
+
+    /// The newest `limit` builds, newest first (for `history`): of
+    /// `labels` (every label when `None`), for `system` (every system when
+    /// `None`). Manifests are not read: `manifest` and `vars` are empty.
+    pub fn recent_builds(
+        &self,
+        labels: Option<&[String]>,
+        system: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BuildSummary>> {
+        let labels = labels.map(|l| serde_json::to_string(l).expect("labels serialise"));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            conn.prepare(
+                "SELECT id, label, system, digest, status, started_at, duration_ms, image_id,
+                        container, log_path, error, '', NULL, container_removed, inventory, source
+                 FROM builds
+                 WHERE (?1 IS NULL OR label IN (SELECT value FROM json_each(?1)))
+                   AND (?2 IS NULL OR system = ?2)
+                 ORDER BY id DESC LIMIT ?3",
+            )?
+            .query_map(params![labels, system, limit], |r| {
+                Ok(BuildSummary {
+                    row: build_row(r)?,
+                    source: r.get(15)?,
+                })
+            })?
             .collect()
         })
     }

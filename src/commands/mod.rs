@@ -17,6 +17,7 @@ mod gc;
 mod graph;
 mod hash;
 mod hash_diff;
+mod history;
 mod lint;
 mod log;
 mod ls;
@@ -170,11 +171,15 @@ pub fn run_with(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Resul
     match command {
         Command::Build(a) => finish(out, a.json, &build::exec(&env, a)?),
         Command::Hash(a) => finish(out, a.json, &hash::exec(&env, &a)?),
-        Command::Graph(a) => finish(out, false, &graph::exec(&env, &a)),
+        Command::Graph(a) => {
+            let json = a.json || a.format == crate::ops::graph::GraphFormat::Json;
+            finish(out, json, &graph::exec(&env, &a)?)
+        }
         Command::Ls(a) => finish(out, a.json, &ls::exec(&env, &a)?),
         Command::Why(a) => finish(out, a.json, &why::exec(&env, a)?),
         Command::HashDiff(a) => finish(out, a.json, &hash_diff::exec(&env, &a)?),
         Command::Log(a) => finish(out, false, &log::exec(&env, &a)?),
+        Command::History(a) => finish(out, a.json, &history::exec(&env, &a)?),
         Command::Affected(a) => finish(out, a.json, &affected::exec(&env, &a)?),
         Command::Debug(a) => finish(out, false, &debug::exec(&env, a)?),
         Command::Test(a) => finish(out, a.json, &test::exec(&env, a)?),

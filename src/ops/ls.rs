@@ -3,12 +3,14 @@
 //! I/O: fingerprinting, the cache database (reads) and the backend's image
 //! listing.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 pub use crate::status::LsStatus;
 
 use super::Context;
-use crate::cache::Cache;
+use crate::cache::{Cache, CachedLayer};
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::executor::Backend;
@@ -20,6 +22,60 @@ pub struct LsEntry {
     pub digest: Digest,
     pub status: LsStatus,
     pub image_name: Option<String>,
+}
+
+/// What a layer's status is read from: the cache database (when there is
+/// one) and the image ids in storage (when they could be listed). `ls` and
+/// `graph --status` both ask it, so they say the same thing.
+pub struct Statuses {
+    pub cache: Option<Cache>,
+    images: Option<HashSet<String>>,
+    /// Set when the images could not be listed.
+    pub warning: Option<String>,
+}
+
+impl Statuses {
+    /// Opens the cache (never creating it) and lists the images.
+    pub fn open(ctx: &Context, backend: &dyn Backend) -> Result<Statuses> {
+        let cache = Cache::open_existing(&ctx.ws.db_path())?;
+        let mut warning = None;
+        let images = match cache.as_ref().map(|_| backend.images()) {
+            Some(Ok(i)) => Some(i),
+            Some(Err(e)) => {
+                warning = Some(format!(
+                    "cannot list images ({e}); statuses trust the cache database alone"
+                ));
+                None
+            }
+            None => None,
+        };
+        Ok(Statuses {
+            cache,
+            images,
+            warning,
+        })
+    }
+
+    /// The status of `label` at `digest` for `system`, and its cache row
+    /// when it is cached (the freshness test of [`crate::plan::fresh_row`]).
+    pub fn of(
+        &self,
+        label: &str,
+        digest: &Digest,
+        system: Option<&str>,
+    ) -> Result<(LsStatus, Option<CachedLayer>)> {
+        let Some(c) = &self.cache else {
+            return Ok((LsStatus::NeverBuilt, None));
+        };
+        if let Some(row) = crate::plan::fresh_row(c, self.images.as_ref(), digest)? {
+            return Ok((LsStatus::Cached, Some(row)));
+        }
+        if c.lookup(digest)?.is_some() || c.ever_built(label, system)? {
+            Ok((LsStatus::NeedsBuild, None))
+        } else {
+            Ok((LsStatus::NeverBuilt, None))
+        }
+    }
 }
 
 pub fn ls(
@@ -36,41 +92,20 @@ pub fn ls(
         crate::fingerprint::session::Want::DigestsOnly,
     )?
     .prints;
-    let cache = Cache::open_existing(&ctx.ws.db_path())?;
-    let mut warning = None;
-    let images = match cache.as_ref().map(|_| backend.images()) {
-        Some(Ok(i)) => Some(i),
-        Some(Err(e)) => {
-            warning = Some(format!(
-                "cannot list images ({e}); statuses trust the cache database alone"
-            ));
-            None
-        }
-        None => None,
-    };
+    let statuses = Statuses::open(ctx, backend)?;
     let sys = system.map(|s| s.name.as_str());
     let mut out = vec![];
     for label in &labels {
         let fp = &prints[label];
-        let (status, image_name) = match &cache {
-            None => (LsStatus::NeverBuilt, None),
-            Some(c) => match c.lookup(&fp.digest)? {
-                Some(row) if crate::plan::in_storage(&row, images.as_ref()) => {
-                    (LsStatus::Cached, Some(row.image_name))
-                }
-                Some(_) => (LsStatus::NeedsBuild, None),
-                None if c.ever_built(&label.to_string(), sys)? => (LsStatus::NeedsBuild, None),
-                None => (LsStatus::NeverBuilt, None),
-            },
-        };
+        let (status, row) = statuses.of(&label.to_string(), &fp.digest, sys)?;
         out.push(LsEntry {
             label: label.to_string(),
             digest: fp.digest.clone(),
             status,
-            image_name,
+            image_name: row.map(|r| r.image_name),
         });
     }
-    Ok((out, warning))
+    Ok((out, statuses.warning))
 }
 
 pub fn render(entries: &[LsEntry]) -> String {
