@@ -226,6 +226,39 @@ path = "out/hsn-oci.tar"
     assert!(r["outputs"].as_array().unwrap().is_empty(), "{r}");
 }
 
+/// A workspace copied to another path with its cache (a CI checkout, a
+/// moved directory) reuses its outputs and finds its logs: nothing stored
+/// in the cache names the old path.
+#[test]
+fn a_copied_workspace_reuses_its_outputs_and_finds_its_logs() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    hsn_with(
+        &ws,
+        "[[layers.\"base/hsn\".outputs]]\nformat = \"squashfs\"\npath = \"out/hsn.squashfs\"\n",
+    );
+    let r = ws.lb(&["build", "--json", "//base/hsn"]).ok().json();
+    assert_eq!(r["outputs"][0]["status"], "written", "{r}");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("checkout");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&ws.root)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    // The original goes away: nothing may still point into it.
+    std::fs::rename(&ws.root, ws.root.with_extension("moved")).unwrap();
+    let run = common::lb_in(&copy, &["build", "--json", "//base/hsn"], &[]);
+    let r = run.ok().json();
+    assert_eq!(r["built"], 0, "{r}");
+    assert_eq!(r["outputs"][0]["status"], "up_to_date", "{r}");
+    let log = common::lb_in(&copy, &["log", "//base/hsn"], &[]).ok().stdout;
+    assert!(log.contains("echo hsn > /etc/layer-hsn"), "{log}");
+    std::fs::rename(ws.root.with_extension("moved"), &ws.root).unwrap();
+}
+
 #[test]
 fn an_interrupted_export_leaves_the_previous_file_whole() {
     require_buildah();

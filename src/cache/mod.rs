@@ -733,7 +733,15 @@ impl Cache {
                     source: r.get(15)?,
                 })
             })?
-            .collect()
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map(|rows| {
+            rows.into_iter()
+                .map(|mut b| {
+                    b.row.log_path = self.log_path_of(b.row.log_path);
+                    b
+                })
+                .collect()
         })
     }
 
@@ -748,7 +756,21 @@ impl Cache {
     /// A history row with its manifest's file sets merged back.
     fn expanded(&self, mut row: BuildRow) -> BuildRow {
         row.manifest = expand_manifest(&self.conn, std::mem::take(&mut row.manifest));
+        row.log_path = self.log_path_of(row.log_path);
         row
+    }
+
+    /// The cache's directory (the database's), which log paths are
+    /// stored relative to.
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// A stored log path as a path to read: relative ones (every log in
+    /// the cache directory) are in this cache's directory, wherever the
+    /// workspace was copied or cloned to; absolute ones as stored.
+    fn log_path_of(&self, stored: Option<String>) -> Option<String> {
+        stored.map(|p| self.dir().join(p).to_string_lossy().into_owned())
     }
 
     /// The history rows `sql` (selecting [`BUILD_COLUMNS`]) finds, expanded.
@@ -781,6 +803,17 @@ impl Cache {
 
     pub fn layer_count(&self) -> Result<i64> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM layers", [], |r| r.get(0)))
+    }
+}
+
+/// A log path as stored: relative to the database's directory (the cache
+/// directory, where every build log is) when inside it, so a workspace
+/// copied or cloned elsewhere with its cache still finds its logs.
+fn stored_log_path(conn: &Connection, p: &Path) -> String {
+    let dir = conn.path().and_then(|d| Path::new(d).parent());
+    match dir.and_then(|d| p.strip_prefix(d).ok()) {
+        Some(rel) => rel.to_string_lossy().into_owned(),
+        None => p.to_string_lossy().into_owned(),
     }
 }
 
@@ -817,7 +850,7 @@ fn insert_build(
             rec.duration.as_millis() as i64,
             image_id,
             container,
-            rec.log_path.map(|p| p.to_string_lossy().into_owned()),
+            rec.log_path.map(|p| stored_log_path(tx, p)),
             error,
             manifest,
             vars,

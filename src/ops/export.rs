@@ -140,7 +140,13 @@ impl OutputJob<'_> {
         compression: Option<&str>,
     ) -> std::result::Result<(OutputStatus, Option<u64>), String> {
         let (ws, label, digest) = (self.ws, self.label, self.digest);
-        let target = path.display().to_string();
+        // Inside the workspace, keyed by its path there: a copy or clone
+        // of the workspace at another path (a CI checkout) holding the
+        // same file (size and mtime) skips it too.
+        let target = match path.strip_prefix(&ws.root) {
+            Ok(rel) => rel.display().to_string(),
+            Err(_) => path.display().to_string(),
+        };
         let options = compression.unwrap_or("").to_string();
         let recorded = self
             .cache
