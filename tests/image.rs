@@ -549,3 +549,40 @@ fn reproducible_builds_give_the_same_image_on_two_storage_roots() {
     );
     assert_ne!(ws.digests()["//base/hsn"], plain);
 }
+
+/// One workspace built on two storage roots in turn: back on the first, the
+/// layer is taken from it with one line saying why, never announced as
+/// gone and rebuilt.
+#[test]
+fn switching_storage_roots_takes_what_each_storage_holds() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let on = |storage: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+            .arg("-C")
+            .arg(&ws.root)
+            .arg("--storage-root")
+            .arg(storage)
+            .args(["build", "--json", "//base/hsn"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (json, stderr)
+    };
+    assert_eq!(on(&a).0["built"], 2);
+    assert_eq!(on(&b).0["built"], 2);
+    let (again, said) = on(&a);
+    assert_eq!(again["built"], 0, "{said}");
+    assert_eq!(again["cached"], 2, "{said}");
+    assert!(!said.contains("is gone"), "{said}");
+    assert!(
+        said.contains("adopted") && said.contains("another storage root"),
+        "{said}"
+    );
+    drop_storage(&a);
+    drop_storage(&b);
+}

@@ -164,7 +164,11 @@ pub(super) fn attempt(run: &RunCtx<'_>, fp: &Fingerprint) -> std::result::Result
         // Whoever held the lock may have committed meanwhile.
         run.shared().names = None;
     }
-    if let Some(done) = adopt_committed(run, fp, coord.is_shared()) {
+    let adopting = match coord.is_shared() {
+        true => Adopting::SharedStorage,
+        false => Adopting::Unrecorded,
+    };
+    if let Some(done) = adopt_committed(run, fp, adopting) {
         return Ok(done);
     }
     if let Some(reg) = run.registry
@@ -314,6 +318,11 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
     }
     if !present {
         if repair {
+            // Another container storage (`--storage-root` switched) or a
+            // removed image: this storage may hold the digest's build.
+            if let Some(done) = adopt_committed(run, fp, Adopting::RowElsewhere) {
+                return Ok(Some(done));
+            }
             run.cache().forget_layer(&fp.digest)?;
             run.reporter.println(&format!(
                 "{label_s}: its cached image {} is gone from container storage; building it again",
@@ -375,7 +384,20 @@ fn names_build(name: &str, label: &Label, digest: &Digest) -> bool {
 /// row: record it (source `adopted`) instead of building again. A layer
 /// with image tests gets that name only after they passed (it is committed
 /// as `NAME-untested`). Anything unexpected (inspect failing) means building.
-fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint, shared: bool) -> Option<Done> {
+/// Why an image in storage may be adopted.
+#[derive(Clone, Copy, PartialEq)]
+enum Adopting {
+    /// No cache row: a build killed before recording it.
+    Unrecorded,
+    /// As `Unrecorded`, on a storage other checkouts share.
+    SharedStorage,
+    /// The cache row names an image this storage lacks (built on another
+    /// storage root, or removed).
+    RowElsewhere,
+}
+
+fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint, why: Adopting) -> Option<Done> {
+    let shared = why != Adopting::Unrecorded;
     let label = &fp.label;
     let name = image_name(run.ws, label, &fp.digest);
     // No image of that name when the run began: none to adopt, without
@@ -404,9 +426,11 @@ fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint, shared: bool) -> Option<D
     );
     run.cache().record_built(&rec, &meta.id, &name).ok()?;
     run.shared().images.insert(meta.id.clone());
-    run.reporter.println(&format!(
-        "{label_s}: adopted {name}: already in container storage with this digest (an interrupted build, or another copy of the workspace), not recorded here"
-    ));
+    let said = match why {
+        Adopting::RowElsewhere => "in this container storage with this digest; the cache named an image it lacks (another storage root, or a removed image)",
+        _ => "already in container storage with this digest (an interrupted build, or another copy of the workspace), not recorded here",
+    };
+    run.reporter.println(&format!("{label_s}: adopted {name}: {said}"));
     run.reporter.cached(&label_s, &meta.id);
     Some(Done::Cached {
         image_id: meta.id,
