@@ -93,6 +93,15 @@ fn a_failing_image_test_fails_the_layer_and_nothing_below_it_builds() {
     );
     assert!(names.contains(&format!("{base}-failed")), "{names}");
     assert!(!names.lines().any(|n| n == base), "{names}");
+    // What failed can be looked at: `ls --failed` lists the kept image and
+    // `debug` opens a container from it (not from an older good image).
+    let failed = ws.lb(&["ls", "--failed", "--json"]).ok().json();
+    let kept = failed.to_string();
+    assert!(kept.contains(&format!("{base}-failed")), "{failed}");
+    let d = ws.lb(&["debug", "//base/hsn", "--", "cat", "/etc/layer-hsn"]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_eq!(d.stdout.trim(), "hsn");
+    assert!(d.stderr.contains("failed its image tests"), "{}", d.stderr);
     // The log says which test failed, with its output.
     let log = std::fs::read_to_string(ws.path(hsn["log"].as_str().unwrap())).unwrap();
     assert!(log.contains("## test 2/2 FAILED"), "{log}");

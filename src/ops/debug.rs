@@ -48,6 +48,18 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, backend: &dyn Backend) -> Resul
             }),
             None => None,
         };
+        if kept.is_none()
+            && let Some(c) = &cache
+            && let Some(f) = failed_image(ws, c, &opts.label, sys, backend)?
+        {
+            // Its image tests failed: the image is kept, not a container.
+            eprintln!(
+                "note: {label}'s last build (digest {}) failed its image tests; a container from its kept image {}",
+                f.digest.short(),
+                f.image
+            );
+            return run_in_new_container(ws, opts, backend, &f.image, isolation, tty);
+        }
         let Some(row) = kept else {
             return Err(
                 Error::input(format!("{label} has no kept container of a failed build")).with_hint(
@@ -93,13 +105,25 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, backend: &dyn Backend) -> Resul
             id
         }
     };
+    run_in_new_container(ws, opts, backend, &image, isolation, tty)
+}
+
+/// The command (or a shell) in a new container from `image`, removed after.
+fn run_in_new_container(
+    ws: &crate::workspace::Workspace,
+    opts: &DebugOptions,
+    backend: &dyn Backend,
+    image: &str,
+    isolation: String,
+    tty: bool,
+) -> Result<i32> {
     let name = format!(
         "layerbuild-debug-{}-{}-{}",
         ws.name,
         opts.label.slug(),
         std::process::id()
     );
-    backend.create_container(&name, &image)?;
+    backend.create_container(&name, image)?;
     let run = AttachedRun {
         container: name,
         isolation,
@@ -114,24 +138,59 @@ pub fn debug(ctx: &Context, opts: &DebugOptions, backend: &dyn Backend) -> Resul
     Ok(code)
 }
 
+/// What a failed build left to inspect: its working container (a failed
+/// step), or its committed image (failed image tests).
 #[derive(Debug, Serialize)]
 pub struct KeptContainer {
     pub label: String,
     pub system: Option<String>,
-    pub container: String,
+    /// The kept working container (a step failed).
+    pub container: Option<String>,
+    /// The kept image, `NAME:DIGEST12-failed` (its image tests failed).
+    pub image: Option<String>,
     pub digest: Digest,
     pub failed_at: i64,
     pub error: Option<String>,
     pub log: Option<String>,
 }
 
-/// Kept containers of failed builds that still exist.
+/// The image kept by `label`'s last build if it failed its image tests and
+/// the image is still in storage.
+struct FailedImage {
+    digest: Digest,
+    image: String,
+    row: crate::cache::BuildRow,
+}
+
+fn failed_image(
+    ws: &crate::workspace::Workspace,
+    cache: &Cache,
+    label: &Label,
+    system: Option<&str>,
+    backend: &dyn Backend,
+) -> Result<Option<FailedImage>> {
+    let Some(last) = cache.last_build(&label.to_string(), system, None)? else {
+        return Ok(None);
+    };
+    if last.status != crate::status::RecordStatus::Failed.as_str() || last.container.is_some() {
+        return Ok(None);
+    }
+    let image = format!("{}-failed", super::image_name(ws, label, &last.digest));
+    Ok(backend.committed_image(&image)?.map(|_| FailedImage {
+        digest: last.digest.clone(),
+        image,
+        row: last,
+    }))
+}
+
+/// Kept containers of failed builds that still exist, then the images kept
+/// by builds whose image tests failed.
 pub fn kept(ctx: &Context, backend: &dyn Backend) -> Result<Vec<KeptContainer>> {
     let Some(cache) = Cache::open_existing(&ctx.ws.db_path())? else {
         return Ok(vec![]);
     };
     let present = backend.containers()?;
-    Ok(cache
+    let mut out: Vec<KeptContainer> = cache
         .kept_containers()?
         .into_iter()
         .filter_map(|r| {
@@ -142,14 +201,47 @@ pub fn kept(ctx: &Context, backend: &dyn Backend) -> Result<Vec<KeptContainer>> 
             Some(KeptContainer {
                 label: r.label,
                 system: r.system,
-                container: c,
+                container: Some(c),
+                image: None,
                 digest: r.digest,
                 failed_at: r.started_at,
                 error: r.error,
                 log: r.log_path,
             })
         })
-        .collect())
+        .collect();
+    for f in failed_images(ctx, &cache, backend)? {
+        out.push(KeptContainer {
+            label: f.row.label,
+            system: f.row.system,
+            container: None,
+            image: Some(f.image),
+            digest: f.digest,
+            failed_at: f.row.started_at,
+            error: f.row.error,
+            log: f.row.log_path,
+        });
+    }
+    Ok(out)
+}
+
+/// The images kept by each layer's (and system's) last build, where it
+/// failed its image tests.
+fn failed_images(ctx: &Context, cache: &Cache, backend: &dyn Backend) -> Result<Vec<FailedImage>> {
+    let ws = &ctx.ws;
+    let systems: Vec<Option<&str>> = match ws.systems.is_empty() {
+        true => vec![None],
+        false => ws.systems.keys().map(|s| Some(s.as_str())).collect(),
+    };
+    let mut out = vec![];
+    for label in ws.layers.keys() {
+        for sys in &systems {
+            if let Some(f) = failed_image(ws, cache, label, *sys, backend)? {
+                out.push(f);
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub fn render_kept(list: &[KeptContainer]) -> String {
@@ -158,10 +250,14 @@ pub fn render_kept(list: &[KeptContainer]) -> String {
     }
     let mut s = String::new();
     for k in list {
+        let what = match (&k.container, &k.image) {
+            (Some(c), _) => c.clone(),
+            (None, Some(i)) => format!("image {i}"),
+            (None, None) => String::new(),
+        };
         s.push_str(&format!(
-            "{}  {}  failed {}: {}\n",
+            "{}  {what}  failed {}: {}\n",
             k.label,
-            k.container,
             super::format_time(k.failed_at),
             k.error.as_deref().unwrap_or("")
         ));
@@ -183,6 +279,10 @@ pub fn clean_failed(ctx: &Context, backend: &dyn Backend) -> Result<Vec<String>>
             removed.push(c.clone());
         }
         cache.container_removed(&c)?;
+    }
+    for f in failed_images(ctx, &cache, backend)? {
+        backend.remove_image(&f.image)?;
+        removed.push(f.image);
     }
     Ok(removed)
 }
