@@ -220,7 +220,8 @@ fn image_ids(root: &Path) -> BTreeMap<(String, String), String> {
     )
     .lines()
     .filter_map(|l| {
-        let (name, id) = l.split_once(' ')?;
+        let mut fields = l.split_whitespace();
+        let (name, id) = (fields.next()?, fields.next()?);
         let (repo, tag) = name.rsplit_once(':')?;
         let mut parts = repo.rsplit('/');
         let layer = parts.next()?;
@@ -274,6 +275,11 @@ fn readme_parent_pipeline() -> String {
 
 impl Project {
     fn new(reg: &Registry) -> Project {
+        Project::with(Some(reg))
+    }
+
+    /// [`Project::new`] with `registry` as `[cache] registry`, or none.
+    fn with(reg: Option<&Registry>) -> Project {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("proj");
         copy_dir(&fixture_dir("chain"), &root);
@@ -287,12 +293,19 @@ impl Project {
             .read("Layerfile.toml")
             .edit("name = \"fixture\"", &format!("name = \"{}\"", p.name))
             .edit("[systems.test]", "[systems.clusterA]");
+        let cache = reg
+            .map(|r| {
+                format!(
+                    "\n[cache]\nregistry = \"{}\"\ntls_verify = false\n",
+                    r.url()
+                )
+            })
+            .unwrap_or_default();
         p.write(
             "Layerfile.toml",
             &format!(
-                "{lf}\n[ci.gitlab]\nvariables = {{ LAYERBUILD_STORAGE_ROOT = \"{}/$CI_JOB_NAME_SLUG\" }}\n\n[cache]\nregistry = \"{}\"\ntls_verify = false\n",
+                "{lf}\n[ci.gitlab]\nvariables = {{ LAYERBUILD_STORAGE_ROOT = \"{}/$CI_JOB_NAME_SLUG\" }}\n{cache}",
                 p.runners().display(),
-                reg.url()
             ),
         );
         p.write(".gitignore", "/cache/\n/layers.yml\n/.gitlab-ci-local/\n");
@@ -349,6 +362,24 @@ impl Project {
         self.git(&["add", "-A"]);
         self.git(&["commit", "-qm", msg]);
         self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// From now on, the project is a clone of this one with only its last
+    /// commit (GitLab's `GIT_DEPTH: 1`).
+    fn shallow_clone(&mut self) {
+        let shallow = self.dir.path().join("shallow");
+        git_in(
+            self.dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--depth",
+                "1",
+                &format!("file://{}", self.root.display()),
+                shallow.to_str().unwrap(),
+            ],
+        );
+        self.root = shallow;
     }
 
     /// `layerbuild` here, outside any job, on the host storage of this test.
@@ -442,15 +473,23 @@ impl Project {
         assert!(ours.is_empty(), "images in the default storage: {ours:?}");
     }
 
-    /// Asserts that each job built its own layer (once in the whole
-    /// pipeline) after pulling every ancestor from the registry, in its own
-    /// storage; returns label -> the jobs that built it.
+    /// Asserts that each job built its own layer after pulling every
+    /// ancestor from the registry, in its own storage, and that no other
+    /// job built that layer (with several systems, a layer they do not
+    /// share has a job per system); returns label -> the jobs that built it.
     fn assert_each_layer_built_once(&self, p: &Pipeline) -> BTreeMap<String, Vec<String>> {
         let built = p.built();
-        for (job, label) in p.build_jobs() {
+        let jobs = p.build_jobs();
+        for (job, label) in &jobs {
+            let (job, label) = (job.clone(), label.clone());
+            let its_jobs: Vec<String> = jobs
+                .iter()
+                .filter(|(_, l)| *l == label)
+                .map(|(j, _)| j.clone())
+                .collect();
             assert_eq!(
                 built.get(&label),
-                Some(&vec![job.clone()]),
+                Some(&its_jobs),
                 "{label} is built by its job {job} alone:\n{}",
                 p.out
             );
@@ -809,4 +848,257 @@ fn branch_rerun_mr_and_a_refusing_registry() {
         "{log}"
     );
     assert!(!reg.tags("//compute/slurm").contains(&refused_digest));
+}
+
+/// A shallow clone (GIT_DEPTH 1) whose branch pipeline names, as the commit
+/// before the push, a commit not in the clone: the generate job passes
+/// (with a registry, the registry is the plan, and a note says --since
+/// changes nothing), and the pipeline builds what the registry lacks.
+#[test]
+fn a_shallow_clone_builds_what_the_registry_lacks() {
+    require_tools();
+    let reg = Registry::start();
+    let mut p = Project::new(&reg);
+    let before = p.commit("the workspace");
+    p.append("slurm-config/roles/slurm/tasks/main.yml", "\n# tuned\n");
+    p.commit("slurm: tune");
+    // Another machine pushed the base layers.
+    let pushed = p
+        .lb(&["build", "--json", "--system", "clusterA", "//base/hsn"])
+        .ok()
+        .json();
+    assert_eq!(pushed["pushed"], 2, "{pushed}");
+    p.shallow_clone();
+    let run = std::process::Command::new("git")
+        .args(["cat-file", "-e", &before])
+        .current_dir(&p.root)
+        .output()
+        .unwrap();
+    assert!(!run.status.success(), "{before} is in the shallow clone");
+
+    let run = p.pipeline(&[
+        ("CI_COMMIT_BRANCH", "main"),
+        ("CI_COMMIT_BEFORE_SHA", &before),
+    ]);
+    // The generate job ran in a shallow checkout, and said no error.
+    assert!(
+        p.path(".gitlab-ci-local/builds/generate-layers/.git/shallow")
+            .exists(),
+        "the generate job's checkout is not shallow"
+    );
+    let gen_log = run.log("generate-layers");
+    assert!(!gen_log.contains("error"), "{gen_log}");
+    assert!(gen_log.contains("--since changes nothing"), "{gen_log}");
+    let lacking = jobs_of(&["//compute/compute", "//compute/slurm", "//uan/uan"]);
+    assert_eq!(run.planned(), lacking);
+    run.assert_all_passed(&lacking);
+    p.assert_each_layer_built_once(&run);
+    for (label, digest) in p.digests("clusterA") {
+        assert!(reg.tags(&label).contains(&digest), "{label}:{digest}");
+    }
+}
+
+/// The merge request that adds `Layerfile.toml`, in a project without a
+/// registry (so `--since auto` is what decides): the base revision has no
+/// workspace, the generate job says so in a note, not an error, and every
+/// layer gets a job, which passes.
+#[test]
+fn the_merge_request_adding_the_layerfile_builds_every_layer() {
+    require_tools();
+    let p = Project::with(None);
+    p.git(&["init", "-q", "-b", "main"]);
+    p.git(&["add", "-A", "--", ".", ":!Layerfile.toml"]);
+    p.git(&["commit", "-qm", "before the workspace"]);
+    let base = p.git(&["rev-parse", "HEAD"]);
+    p.git(&["checkout", "-q", "-b", "add-workspace"]);
+    p.commit("the workspace");
+
+    let run = p.pipeline(&[
+        ("CI_PIPELINE_SOURCE", "merge_request_event"),
+        ("CI_MERGE_REQUEST_DIFF_BASE_SHA", &base),
+    ]);
+    let note = format!("there is no Layerfile.toml at {base}");
+    let gen_log = run.log("generate-layers");
+    assert!(
+        gen_log.contains(&note) && gen_log.contains("every layer counts"),
+        "{gen_log}"
+    );
+    assert!(!gen_log.contains("error"), "{gen_log}");
+    assert!(
+        p.read("layers.yml").contains(&format!("# {note}")),
+        "the pipeline says why"
+    );
+    let all = jobs_of(&CHAIN);
+    assert_eq!(run.planned(), all);
+    run.assert_all_passed(&all);
+    // With no registry to link them, each job builds its layer's chain in
+    // its own storage.
+    for (job, label) in run.build_jobs() {
+        let mut chain: Vec<String> = ancestors(&label).iter().map(|a| a.to_string()).collect();
+        chain.push(label.clone());
+        let built: Vec<String> = run
+            .built()
+            .into_iter()
+            .filter(|(_, jobs)| jobs.contains(&job))
+            .map(|(l, _)| l)
+            .collect();
+        chain.sort();
+        assert_eq!(built, chain, "{}", run.log(&job));
+    }
+}
+
+/// `--system all` with two systems whose compute play reads a system
+/// variable: the layers they share (same digest) are built by one job,
+/// the others by a job per system, named with it, in a resource group of
+/// its system; every job passes, each pulling its system's ancestors.
+#[test]
+fn two_systems_share_the_layers_they_have_in_common() {
+    require_tools();
+    let reg = Registry::start();
+    let p = Project::new(&reg);
+    p.append(
+        "Layerfile.toml",
+        "\n[systems.clusterB]\ninventory = \"inventory/test\"\nvars = { cluster_name = \"clusterb\" }\n",
+    );
+    p.write(
+        ".gitlab-ci.yml",
+        &readme_parent_pipeline().edit("--system clusterA", "--system all"),
+    );
+    let first = p.commit("two systems");
+    let (a, b) = (p.digests("clusterA"), p.digests("clusterB"));
+    for label in ["//base/os", "//base/hsn", "//uan/uan"] {
+        assert_eq!(a[label], b[label], "{label}");
+    }
+    for label in ["//compute/compute", "//compute/slurm"] {
+        assert_ne!(a[label], b[label], "{label} reads cluster_name");
+    }
+
+    let run = p.pipeline(&[
+        ("CI_COMMIT_BRANCH", "main"),
+        ("CI_COMMIT_BEFORE_SHA", &first),
+    ]);
+    let mut jobs: Vec<String> = [
+        "base/os@clusterA",
+        "base/hsn@clusterA",
+        "compute/compute@clusterA",
+        "compute/compute@clusterB",
+        "compute/slurm@clusterA",
+        "compute/slurm@clusterB",
+        "uan/uan@clusterA",
+    ]
+    .iter()
+    .map(|j| format!("build:{j}"))
+    .collect();
+    jobs.sort();
+    assert_eq!(run.planned(), jobs);
+    run.assert_all_passed(&jobs);
+    let built = p.assert_each_layer_built_once(&run);
+    assert_eq!(
+        built["//compute/slurm"],
+        [
+            "build:compute/slurm@clusterA",
+            "build:compute/slurm@clusterB"
+        ]
+    );
+    for sys in ["clusterA", "clusterB"] {
+        let job = &run.layers[format!("build:compute/slurm@{sys}")];
+        assert_eq!(
+            job["resource_group"],
+            format!("layerbuild/{sys}/compute/slurm").as_str()
+        );
+        assert!(
+            job["script"][0]
+                .as_str()
+                .unwrap()
+                .contains(&format!("--system {sys}")),
+            "{job}"
+        );
+        // It pulled its own system's compute layer.
+        let compute = &[a.clone(), b.clone()][usize::from(sys == "clusterB")]["//compute/compute"];
+        assert!(
+            run.log(&format!("build:compute/slurm@{sys}"))
+                .contains(&format!("compute/compute:{compute}")),
+            "{}",
+            run.log(&format!("build:compute/slurm@{sys}"))
+        );
+    }
+    for (label, digest) in a.iter().chain(b.iter()) {
+        assert!(reg.tags(label).contains(digest), "{label}:{digest}");
+    }
+}
+
+/// With `reproducible = true`, a layer's image ID is the same in the
+/// storage of the job that built it, in the storages of the later jobs that
+/// pulled it, and in a fresh storage where `layerbuild build` built the
+/// whole chain locally, with no registry.
+#[test]
+fn reproducible_layers_have_one_image_id_on_every_runner() {
+    require_tools();
+    let reg = Registry::start();
+    let p = Project::new(&reg);
+    p.write(
+        "Layerfile.toml",
+        &p.read("Layerfile.toml")
+            .edit("[build]\n", "[build]\nreproducible = true\n"),
+    );
+    let first = p.commit("reproducible");
+    let run = p.pipeline(&[
+        ("CI_COMMIT_BRANCH", "main"),
+        ("CI_COMMIT_BEFORE_SHA", &first),
+    ]);
+    let all = jobs_of(&CHAIN);
+    run.assert_all_passed(&all);
+    p.assert_each_layer_built_once(&run);
+
+    // A local build of every layer in a fresh storage, registry off.
+    let local_ws = p.dir.path().join("local/ws");
+    copy_dir(&p.root, &local_ws);
+    for gone in [".gitlab-ci-local", "cache"] {
+        let _ = std::fs::remove_dir_all(local_ws.join(gone));
+    }
+    let local_storage = p.storages().join("local");
+    let report = common::lb_in(
+        &local_ws,
+        &[
+            "build",
+            "--json",
+            "--system",
+            "clusterA",
+            "--cache-mode",
+            "off",
+            "--storage-root",
+            local_storage.to_str().unwrap(),
+            "//...",
+        ],
+        &[],
+    )
+    .ok()
+    .json();
+    assert_eq!(report["built"], 5, "{report}");
+    let local = image_ids(&local_storage);
+
+    let digests = p.digests("clusterA");
+    for (job, label) in run.build_jobs() {
+        let key = (label.clone(), digests[&label][..12].to_string());
+        let built = image_ids(&p.runner(&job))
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{job} has no image of {label}"));
+        assert_eq!(local.get(&key), Some(&built), "{label}: local build");
+        // Every job that pulled it has the very image.
+        let mut pulled = 0;
+        for (other, _) in run.build_jobs() {
+            if other != job
+                && let Some(id) = image_ids(&p.runner(&other)).get(&key)
+            {
+                assert_eq!(id, &built, "{label} in {other}'s storage");
+                pulled += 1;
+            }
+        }
+        let descendants = CHAIN
+            .iter()
+            .filter(|l| ancestors(l).contains(&label.as_str()))
+            .count();
+        assert_eq!(pulled, descendants, "{label}");
+    }
 }
