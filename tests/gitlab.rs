@@ -400,11 +400,8 @@ impl Project {
     /// Runs the pipeline in gitlab-ci-local with `vars`, on fresh runners:
     /// each job's storage and checkout are new.
     fn pipeline(&self, vars: &[(&str, &str)]) -> Pipeline {
-        for d in ["runners"] {
-            let dir = self.storages().join(d);
-            for e in std::fs::read_dir(&dir).into_iter().flatten() {
-                remove_storage(&e.unwrap().path());
-            }
+        for e in std::fs::read_dir(self.runners()).into_iter().flatten() {
+            remove_storage(&e.unwrap().path());
         }
         for gone in [".gitlab-ci-local", "cache"] {
             let _ = std::fs::remove_dir_all(self.path(gone));
@@ -437,6 +434,9 @@ impl Project {
         )
         .env("LAYERBUILD_STORAGE_ROOT", self.host_storage())
         .env("FORCE_COLOR", "0")
+        // gitlab-ci-local reads GCL_* as options: scripts/gitlab-ci-local
+        // unsets them (this one would fail every run).
+        .env("GCL_CWD", "/nonexistent")
         .current_dir(&self.root)
         .stdin(Stdio::null());
         let t = Instant::now();
@@ -1101,4 +1101,36 @@ fn reproducible_layers_have_one_image_id_on_every_runner() {
             .count();
         assert_eq!(pulled, descendants, "{label}");
     }
+}
+
+/// A read-only registry holding nothing: the first job builds its layer
+/// and fails on the refused push; no later job passes on a layer the
+/// registry does not have.
+#[test]
+fn an_empty_read_only_registry_fails_the_pipeline() {
+    require_tools();
+    let mut reg = Registry::start();
+    reg.serve(true);
+    let p = Project::new(&reg);
+    let first = p.commit("the workspace");
+    let run = p.pipeline(&[
+        ("CI_COMMIT_BRANCH", "main"),
+        ("CI_COMMIT_BEFORE_SHA", &first),
+    ]);
+    assert_eq!(run.planned(), jobs_of(&CHAIN));
+    let children = run.children();
+    assert_eq!(
+        children.get("build:base/os").map(String::as_str),
+        Some("FAIL"),
+        "{}",
+        run.out
+    );
+    assert!(
+        !children.values().any(|r| r == "PASS"),
+        "{children:?}\n{}",
+        run.out
+    );
+    let log = run.log("build:base/os");
+    assert!(log.contains("1 layer(s) built but not pushed"), "{log}");
+    assert!(reg.tags("//base/os").is_empty());
 }
