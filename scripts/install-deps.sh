@@ -35,5 +35,5 @@ if ! grep -q "\"version\": \"$gcl_version\"" "$gcl_pkg" 2>/dev/null; then
     exit 3
   fi
   mkdir -p "$gcl_dir"
-  npm install --no-audit --no-fund --silent --save-exact --prefix "$gcl_dir" "gitlab-ci-local@$gcl_version"
+  npm install --no-audit --no-fund --loglevel=error --save-exact --prefix "$gcl_dir" "gitlab-ci-local@$gcl_version"
 fi
