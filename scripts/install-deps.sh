@@ -1,7 +1,11 @@
 #!/bin/sh
-# Installs the system tools layerbuild builds with (Debian/Ubuntu, as root).
+# Installs the system tools layerbuild builds with (Debian/Ubuntu, as root),
+# and gitlab-ci-local (pinned, under target/tools) for tests/gitlab.rs.
 set -eu
-packages="buildah ansible mmdebstrap busybox-static skopeo squashfs-tools docker-registry git time graphviz"
+repo=$(cd "$(dirname "$0")/.." && pwd)
+packages="buildah ansible mmdebstrap busybox-static skopeo squashfs-tools docker-registry git time rsync graphviz util-linux"
+# gitlab-ci-local runs on node; a node already on PATH is used as it is.
+command -v node >/dev/null 2>&1 || packages="$packages nodejs npm"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -19,4 +23,17 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo is missing: install Rust (https://rustup.rs) and run this again" >&2
   exit 3
+fi
+# gitlab-ci-local, at the version tests/gitlab.rs is written for (one bundled
+# file, no dependencies); scripts/gitlab-ci-local runs it.
+gcl_version=4.75.1
+gcl_dir="$repo/target/tools/gitlab-ci-local"
+gcl_pkg="$gcl_dir/node_modules/gitlab-ci-local/package.json"
+if ! grep -q "\"version\": \"$gcl_version\"" "$gcl_pkg" 2>/dev/null; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "error: npm is missing (node is on PATH without it): install npm and run this again" >&2
+    exit 3
+  fi
+  mkdir -p "$gcl_dir"
+  npm install --no-audit --no-fund --loglevel=error --save-exact --prefix "$gcl_dir" "gitlab-ci-local@$gcl_version"
 fi
