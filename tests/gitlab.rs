@@ -292,7 +292,11 @@ impl Project {
         let lf = p
             .read("Layerfile.toml")
             .edit("name = \"fixture\"", &format!("name = \"{}\"", p.name))
-            .edit("[systems.test]", "[systems.clusterA]");
+            .edit("[systems.test]", "[systems.clusterA]")
+            .edit(
+                "scripts = [\"scripts/uan.sh\"]",
+                "scripts = [\"scripts/uan.sh\"]\ntests = [\"test -f /etc/layer-hsn\"]",
+            );
         let cache = reg
             .map(|r| {
                 format!(
@@ -772,6 +776,29 @@ fn branch_rerun_mr_and_a_refusing_registry() {
             run.log(job)
         );
     }
+    // The image tests of //uan/uan reach GitLab's test tab: its job (and
+    // only it, the one layer with tests) wrote the JUnit report its
+    // `artifacts:reports:junit` names, with the layer's suite.
+    let reports: Vec<(String, String)> = std::fs::read_dir(p.path(".gitlab-ci-local/builds"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let xml = std::fs::read_to_string(e.path().join("cache/junit.xml")).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), xml))
+        })
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let (job_dir, xml) = &reports[0];
+    assert!(job_dir.contains("uan"), "{job_dir}");
+    assert!(
+        xml.contains("<testsuite name=\"//uan/uan@clusterA\" tests=\"1\" failures=\"0\""),
+        "{xml}"
+    );
+    let plan = validated(&p.read("layers.yml"));
+    assert_eq!(
+        plan["build:uan/uan"]["artifacts"]["reports"]["junit"],
+        "cache/junit.xml"
+    );
     // Each job its own storage: one per job, none shared.
     let runners: BTreeSet<String> = std::fs::read_dir(p.runners())
         .unwrap()

@@ -263,7 +263,9 @@ fn a_copied_workspace_reuses_its_outputs_and_finds_its_logs() {
     let r = run.ok().json();
     assert_eq!(r["built"], 0, "{r}");
     assert_eq!(r["outputs"][0]["status"], "up_to_date", "{r}");
-    let log = common::lb_in(&copy, &["log", "//base/hsn"], &[]).ok().stdout;
+    let log = common::lb_in(&copy, &["log", "//base/hsn"], &[])
+        .ok()
+        .stdout;
     assert!(log.contains("echo hsn > /etc/layer-hsn"), "{log}");
     std::fs::rename(ws.root.with_extension("moved"), &ws.root).unwrap();
 }

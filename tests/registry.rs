@@ -389,7 +389,7 @@ fn ci_gitlab_with_a_registry_plans_what_it_lacks() {
             ("build:compute/compute".to_string(), serde_json::json!([])),
             (
                 "build:compute/slurm".to_string(),
-                serde_json::json!(["build:compute/compute"])
+                serde_json::json!([{"job": "build:compute/compute", "artifacts": false}])
             ),
             ("build:uan/uan".to_string(), serde_json::json!([])),
         ]
@@ -636,7 +636,9 @@ fn needs(v: &serde_json::Value) -> Vec<(String, String)> {
     let mut out = vec![];
     for (job, body) in v.as_object().unwrap() {
         for n in body["needs"].as_array().into_iter().flatten() {
-            out.push((n.as_str().unwrap().to_string(), job.clone()));
+            // Each job's artifacts are its own logs: none are downloaded.
+            assert_eq!(n["artifacts"], false, "{job}: {n}");
+            out.push((n["job"].as_str().unwrap().to_string(), job.clone()));
         }
     }
     out.sort();
@@ -851,11 +853,11 @@ fn ci_gitlab_for_all_systems_builds_a_shared_layer_once() {
     // Each system's play layers hang off the one shared base.
     assert_eq!(
         v["build:compute/compute@test"]["needs"],
-        serde_json::json!(["build:base/hsn@other"])
+        serde_json::json!([{"job": "build:base/hsn@other", "artifacts": false}])
     );
     assert_eq!(
         v["build:compute/slurm@test"]["needs"],
-        serde_json::json!(["build:compute/compute@test"])
+        serde_json::json!([{"job": "build:compute/compute@test", "artifacts": false}])
     );
     assert!(
         v["build:compute/slurm@test"]["script"][0]

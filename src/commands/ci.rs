@@ -13,6 +13,7 @@ use crate::ops::ci::{GitlabOptions, gitlab as generate};
 pub struct PipelineReport {
     yaml: String,
     warnings: Vec<String>,
+    notes: Vec<String>,
 }
 
 impl Report for PipelineReport {
@@ -21,9 +22,9 @@ impl Report for PipelineReport {
     }
 
     fn notes(&self) -> Vec<String> {
-        self.warnings
-            .iter()
-            .map(|w| format!("warning: {w}"))
+        let warnings = self.warnings.iter().map(|w| format!("warning: {w}"));
+        warnings
+            .chain(self.notes.iter().map(|n| format!("note: {n}")))
             .collect()
     }
 }
@@ -49,5 +50,6 @@ pub fn gitlab(env: &Env, args: &GitlabArgs) -> Result<PipelineReport> {
     Ok(PipelineReport {
         yaml,
         warnings: p.warnings,
+        notes: p.notes,
     })
 }

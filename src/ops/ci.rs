@@ -35,6 +35,8 @@ fn q(s: &str) -> String {
 pub struct Pipeline {
     pub yaml: String,
     pub warnings: Vec<String>,
+    /// How the jobs were chosen (also comments at the pipeline's top).
+    pub notes: Vec<String>,
 }
 
 /// `--since auto`: the merge request's base in a merge-request pipeline
@@ -121,8 +123,11 @@ pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Res
         &plan,
         systems.len() > 1,
     );
-    warnings.extend(notes.into_iter().map(|n| format!("note: {n}")));
-    Ok(Pipeline { yaml, warnings })
+    Ok(Pipeline {
+        yaml,
+        warnings,
+        notes,
+    })
 }
 
 /// The layers of one system that get a job, saying in `said` how they
@@ -302,7 +307,11 @@ fn jobs(
         y.push_str(&format!("{}:\n", q(&names[&(label, &p.digest)])));
         y.push_str(&format!("  script:\n    - {}\n", q(&cmd)));
         match p.parent.as_ref().and_then(|(l, d)| names.get(&(l, d))) {
-            Some(parent) => y.push_str(&format!("  needs:\n    - {}\n", q(parent))),
+            // Not its artifacts: each job's are its own layer logs.
+            Some(parent) => y.push_str(&format!(
+                "  needs:\n    - job: {}\n      artifacts: false\n",
+                q(parent)
+            )),
             None => y.push_str("  needs: []\n"),
         }
         y.push_str("  interruptible: true\n");

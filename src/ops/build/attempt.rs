@@ -427,10 +427,15 @@ fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint, why: Adopting) -> Option<
     run.cache().record_built(&rec, &meta.id, &name).ok()?;
     run.shared().images.insert(meta.id.clone());
     let said = match why {
-        Adopting::RowElsewhere => "in this container storage with this digest; the cache named an image it lacks (another storage root, or a removed image)",
-        _ => "already in container storage with this digest (an interrupted build, or another copy of the workspace), not recorded here",
+        Adopting::RowElsewhere => {
+            "in this container storage with this digest; the cache named an image it lacks (another storage root, or a removed image)"
+        }
+        _ => {
+            "already in container storage with this digest (an interrupted build, or another copy of the workspace), not recorded here"
+        }
     };
-    run.reporter.println(&format!("{label_s}: adopted {name}: {said}"));
+    run.reporter
+        .println(&format!("{label_s}: adopted {name}: {said}"));
     run.reporter.cached(&label_s, &meta.id);
     Some(Done::Cached {
         image_id: meta.id,

@@ -105,10 +105,8 @@ impl<'a> RegistryUse<'a> {
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             Err(e) => {
+                // Said once, by the build's error naming what was not pushed.
                 let why = e.lines().last().unwrap_or(&e).to_string();
-                self.warn(format!(
-                    "{label}: push to {reference} failed ({why}); the build itself succeeded"
-                ));
                 self.not_pushed(label, &why);
             }
         }
