@@ -215,6 +215,11 @@ impl StepSink for Profiler {
         self.with(|p| p.task(label, event));
         self.inner.task(label, event);
     }
+
+    fn steps_done(&self, label: &str) {
+        self.with(|p| p.end(label, "outputs", serde_json::json!({})));
+        self.inner.steps_done(label);
+    }
 }
 
 impl Reporter for Profiler {

@@ -286,6 +286,32 @@ impl TtyReporter {
         }
     }
 
+    /// A line for `label` above the overall bar: a spinner, the line's
+    /// time, the current step's time, the step.
+    fn spinner(&self, label: &str) -> (ProgressBar, StepStart) {
+        let bar = self
+            .multi
+            .insert_before(&self.overall, ProgressBar::new_spinner());
+        let start: StepStart = std::sync::Arc::new(Mutex::new(std::time::Instant::now()));
+        let step_start = start.clone();
+        // The layer's time, then its current step's.
+        let style = ProgressStyle::with_template(
+            "{spinner} {prefix:.bold} {elapsed:>4} {step_elapsed:>6} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .with_key(
+            "step_elapsed",
+            move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let since = step_start.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                let _ = write!(w, "{}", format_duration(since));
+            },
+        );
+        bar.set_style(style);
+        bar.set_prefix(label.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        (bar, start)
+    }
+
     fn end(&self, label: &str, text: String) {
         if let Some((bar, _)) = self
             .bars
@@ -303,47 +329,42 @@ impl TtyReporter {
 
 impl StepSink for TtyReporter {
     fn step(&self, label: &str, step: &str) {
-        if let Some((bar, start)) = self
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        match bars.get(label) {
+            Some((bar, start)) => {
+                *start.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+                bar.set_message(step.to_string());
+            }
+            // A step after the layer's build (an export, a push): a line
+            // of its own while it runs.
+            None => {
+                let entry = self.spinner(label);
+                entry.0.set_message(step.to_string());
+                bars.insert(label.to_string(), entry);
+            }
+        }
+    }
+
+    fn steps_done(&self, label: &str) {
+        if let Some((bar, _)) = self
             .bars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(label)
+            .remove(label)
         {
-            *start.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
-            bar.set_message(step.to_string());
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
         }
     }
 }
 
 impl Reporter for TtyReporter {
     fn started(&self, label: &str, _digest: &Digest) {
-        let bar = self
-            .multi
-            .insert_before(&self.overall, ProgressBar::new_spinner());
-        let start: StepStart = std::sync::Arc::new(Mutex::new(std::time::Instant::now()));
-        let step_start = start.clone();
-        // The layer's time, then its current step's.
-        let style = ProgressStyle::with_template(
-            "{spinner} {prefix:.bold} {elapsed:>4} {step_elapsed:>6} {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_spinner())
-        .with_key(
-            "step_elapsed",
-            move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let since = step_start
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .elapsed();
-                let _ = write!(w, "{}", format_duration(since));
-            },
-        );
-        bar.set_style(style);
-        bar.set_prefix(label.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
+        let entry = self.spinner(label);
         self.bars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(label.to_string(), (bar, start));
+            .insert(label.to_string(), entry);
     }
     fn cached(&self, label: &str, image: &str) {
         self.end(

@@ -150,6 +150,8 @@ pub trait StepSink: Sync {
     fn step(&self, label: &str, step: &str);
     /// An Ansible task started or ended (secrets already redacted).
     fn task(&self, _label: &str, _event: &TaskEvent) {}
+    /// The steps said for `label` outside its build (its outputs) ended.
+    fn steps_done(&self, _label: &str) {}
 }
 
 /// One line of the events callback (`ansible::EVENTS_FILE`): a task

@@ -47,6 +47,7 @@ pub(super) fn run(
             };
             reporter.step(&label.to_string(), &what);
             let r = job.perform(output);
+            reporter.steps_done(&label.to_string());
             reporter.println(export::render(std::slice::from_ref(&r)).trim_end());
             results.push(r);
         }
