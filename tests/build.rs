@@ -154,8 +154,10 @@ fn a_failing_playbook_keeps_its_container_caches_nothing_for_it_and_spares_sibli
         )
         .unwrap();
     assert_eq!(status, "failed");
+    // Stored relative to the cache directory (a moved workspace finds it).
+    assert!(!log.starts_with('/'), "{log}");
     assert!(
-        std::fs::read_to_string(log)
+        std::fs::read_to_string(ws.path("cache").join(&log))
             .unwrap()
             .contains("about to fail")
     );
@@ -413,7 +415,14 @@ fn normalised(ws: &TestWs, text: &str) -> String {
 #[test]
 fn a_failed_task_leads_the_report_and_plain_progress_streams_each_task() {
     require_buildah();
-    let ws = TestWs::new("chain");
+    let mut ws = TestWs::new("chain");
+    // A storage of its own: no other test's build of the same base layers
+    // to wait for or adopt.
+    let storage = tempfile::tempdir().unwrap();
+    ws.env.push((
+        "LAYERBUILD_STORAGE_ROOT".into(),
+        storage.path().display().to_string(),
+    ));
     ws.append(
         "slurm-config/roles/slurm/tasks/main.yml",
         "- name: check munge key\n  raw: 'echo looking; echo \"munge.key - no such file\" >&2; exit 4'\n",
@@ -428,6 +437,15 @@ fn a_failed_task_leads_the_report_and_plain_progress_streams_each_task() {
         slurm["error"],
         "task `slurm : check munge key` (slurm-config/roles/slurm/tasks/main.yml:5) failed: munge.key - no such file (rc 4)"
     );
+    for args in [&["rm", "--all"][..], &["rmi", "--all", "--force"]] {
+        let _ = std::process::Command::new("buildah")
+            .arg("--root")
+            .arg(storage.path())
+            .arg("--runroot")
+            .arg(storage.path().join("run"))
+            .args(args)
+            .output();
+    }
 }
 
 /// `build --profile`: a Chrome trace-event file Perfetto opens: a span per
