@@ -95,7 +95,12 @@ fn gc_keep_2_leaves_the_current_digest_and_the_newest_other_and_the_next_build_i
             &format!("SELECT log_path FROM builds WHERE digest = '{d}'"),
         )
     };
-    let old_logs: Vec<String> = digests[..3].iter().flat_map(|d| logs_of(d)).collect();
+    // Stored relative to the cache directory.
+    let old_logs: Vec<String> = digests[..3]
+        .iter()
+        .flat_map(|d| logs_of(d))
+        .map(|l| ws.path("cache").join(l).display().to_string())
+        .collect();
     assert_eq!(old_logs.len(), 3);
     let mut gone: Vec<String> = digests[..3].iter().map(|d| d.to_string()).collect();
     gone.sort();
@@ -161,7 +166,8 @@ fn gc_keep_2_leaves_the_current_digest_and_the_newest_other_and_the_next_build_i
     }
     for d in &digests[3..] {
         for l in logs_of(d) {
-            assert!(std::path::Path::new(&l).exists(), "kept log {l} removed");
+            let l = ws.path("cache").join(l);
+            assert!(l.exists(), "kept log {} removed", l.display());
         }
     }
 
