@@ -13,26 +13,24 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use common::{Run, TestWs, require_buildah};
 
-/// The default container storage's root, as buildah says.
-fn storage_root() -> PathBuf {
-    let out = Command::new("buildah")
-        .args(["info", "--format", "{{.store.GraphRoot}}"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
 #[test]
 fn eight_builds_at_once_with_overlapping_labels_build_each_digest_once() {
     require_buildah();
     let mut ws = TestWs::new("chain");
+    // A storage of its own: other tests building the same base layers on
+    // the default one would be waited for or adopted from.
+    let storage = tempfile::tempdir().unwrap();
+    let _emptied = DropStorage(storage.path());
+    ws.env.push((
+        "LAYERBUILD_STORAGE_ROOT".into(),
+        storage.path().display().to_string(),
+    ));
     let calls = ws.log_buildah();
     // A fresh workspace: the eight also race to create and migrate the database.
     let labels = [
@@ -112,7 +110,8 @@ fn eight_builds_at_once_with_overlapping_labels_build_each_digest_once() {
     assert_eq!(built_rows, 5);
     // The locks are the container storage's, not the checkout's.
     assert!(!ws.path("cache/locks").exists());
-    let locks = storage_root().join("layerbuild/locks");
+    let locks = storage.path().join("layerbuild/locks");
+    assert!(locks.is_dir(), "{}", locks.display());
     for digest in ws.digests().values() {
         let lock = locks.join(format!("{digest}.lock"));
         assert!(!lock.exists(), "{} left behind", lock.display());
