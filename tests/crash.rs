@@ -592,7 +592,7 @@ fn ctrl_c_in_a_terminal_stops_a_task_in_the_container_and_leaves_the_screen_clea
     ws.append(
         "slurm-config/roles/slurm/tasks/main.yml",
         &format!(
-            "- name: note the start\n  raw: touch {}\n  delegate_to: localhost\n- name: a long step in the container\n  raw: sleep 120\n",
+            "- name: note the start\n  raw: touch {}\n  delegate_to: localhost\n- name: a long step in the container\n  raw: sleep 127\n",
             marker.display()
         ),
     );
@@ -672,7 +672,7 @@ fn ctrl_c_in_a_terminal_stops_a_task_in_the_container_and_leaves_the_screen_clea
         .output()
         .unwrap();
     assert!(
-        !String::from_utf8_lossy(&sleeping.stdout).contains("sleep 120"),
+        !String::from_utf8_lossy(&sleeping.stdout).contains("sleep 127"),
         "left running: {}",
         String::from_utf8_lossy(&sleeping.stdout)
     );

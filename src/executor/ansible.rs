@@ -79,9 +79,17 @@ pub fn write_play_files(
     written.map_err(|e| format!("cannot write {}: {e}", vars.display()))?;
     // The task events callback, and its (empty) events file.
     let plugins = work_dir.join(CALLBACK_DIR);
+    // The events may quote secret values: readable by the builder only.
+    let events = || {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(work_dir.join(EVENTS_FILE)).map(drop)
+    };
     std::fs::create_dir_all(&plugins)
         .and_then(|()| std::fs::write(plugins.join("layerbuild_events.py"), EVENTS_CALLBACK))
-        .and_then(|()| std::fs::write(work_dir.join(EVENTS_FILE), ""))
+        .and_then(|()| events())
         .map_err(|e| {
             format!(
                 "cannot write the events callback in {}: {e}",

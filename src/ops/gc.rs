@@ -234,10 +234,15 @@ pub fn remove_leftover_vars(cache_dir: &Path) -> Vec<std::path::PathBuf> {
     };
     let mut removed = vec![];
     for e in entries.flatten() {
-        let vars = e.path().join(VARS_FILE);
-        if !matches!(read_owner(&e.path()), Owner::Alive(_)) && std::fs::remove_file(&vars).is_ok()
-        {
-            removed.push(vars);
+        if matches!(read_owner(&e.path()), Owner::Alive(_)) {
+            continue;
+        }
+        // The play's task events may quote secret values too.
+        for name in [VARS_FILE, crate::executor::ansible::EVENTS_FILE] {
+            let file = e.path().join(name);
+            if std::fs::remove_file(&file).is_ok() {
+                removed.push(file);
+            }
         }
     }
     removed

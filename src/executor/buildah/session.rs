@@ -282,8 +282,10 @@ impl<'a> Session<'a> {
                     r
                 });
                 self.task_events(&tail);
-                // It may hold secret values; written again by each run.
+                // They may hold secret values (the events quote what tasks
+                // said); written again by each run.
                 let _ = std::fs::remove_file(remove_after);
+                let _ = std::fs::remove_file(events);
                 r.map_err(|m| match tail.failed() {
                     Some(f) => format!(
                         "task `{}`{} failed: {}",
