@@ -328,8 +328,15 @@ fn two_systems() -> TestWs {
 #[test]
 fn several_systems_or_all_where_they_make_sense() {
     let ws = two_systems();
-    // Without --system, several declared: an error, as before.
-    assert_eq!(ws.lb(&["ls"]).code, 2);
+    // Without --system, several declared: an error, as before, that
+    // says how to name them all.
+    let run = ws.lb(&["ls"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("or every one of them: --system all"),
+        "{}",
+        run.stderr
+    );
     ws.lb(&["build", "--system", "test", "//compute/compute"])
         .ok();
 

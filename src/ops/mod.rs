@@ -135,7 +135,14 @@ pub fn systems<'w>(
         });
     }
     if given.is_empty() {
-        return Ok(vec![ws.system(None)?]);
+        return match ws.system(None) {
+            Ok(s) => Ok(vec![s]),
+            Err(e) if ws.systems.len() > 1 => Err(e.with_hint(format!(
+                "declared systems: {}; or every one of them: --system all",
+                ws.systems.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+            Err(e) => Err(e),
+        };
     }
     let mut out: Vec<Option<&workspace::System>> = vec![];
     for g in given {
