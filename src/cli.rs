@@ -7,6 +7,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::ops::graph::GraphFormat;
 
+/// The help heading of the options every command takes, apart from each
+/// command's own.
+pub const GLOBAL: &str = "Global options";
+
 /// Declarative, content-addressed builds of layered node images with buildah and Ansible.
 ///
 /// Layers are declared in Layerfile.toml; each layer's inputs are hashed into a
@@ -15,7 +19,7 @@ use crate::ops::graph::GraphFormat;
 #[command(name = "layerbuild", version, propagate_version = true)]
 pub struct Cli {
     /// Run as if started in DIR (the workspace is DIR or its nearest parent holding Layerfile.toml).
-    #[arg(short = 'C', global = true, value_name = "DIR")]
+    #[arg(short = 'C', global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub directory: Option<PathBuf>,
 
     #[command(flatten)]
@@ -31,6 +35,19 @@ pub struct Cli {
 /// How output looks.
 #[derive(Debug, Args)]
 pub struct UiArgs {
+    /// No progress and no notes: only warnings, errors and the final report.
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = GLOBAL
+    )]
+    pub quiet: bool,
+    /// More detail where there is more to say (`build -n -v`: the commands
+    /// each build would run; `ls -v`: image names; `hash -v`: the input files).
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
+    pub verbose: bool,
     /// Progress on stderr: `tty` a live display, `plain` timestamped lines
     /// for logs (each step and Ansible task); `auto`: tty on a terminal.
     #[arg(
@@ -39,7 +56,8 @@ pub struct UiArgs {
         value_enum,
         value_name = "MODE",
         default_value = "auto",
-        env = "LAYERBUILD_PROGRESS"
+        env = "LAYERBUILD_PROGRESS",
+        help_heading = GLOBAL
     )]
     pub progress: crate::progress::ProgressMode,
     /// Colour on stderr: `auto` on a terminal unless NO_COLOR is set.
@@ -48,7 +66,8 @@ pub struct UiArgs {
         global = true,
         value_enum,
         value_name = "WHEN",
-        default_value = "auto"
+        default_value = "auto",
+        help_heading = GLOBAL
     )]
     pub color: crate::progress::ColorMode,
 }
@@ -63,13 +82,13 @@ pub enum Command {
     ///
     /// Formats: text (a tree), dot, mermaid, svg and html (drawn by
     /// Graphviz's dot: apt-get install graphviz), json. With --status, each
-    /// layer shows what `ls` says of it (cached, needs build, never built) or
-    /// failed (its last build, at the current digest, failed), coloured,
-    /// with its short digest and its last build's duration.
+    /// layer shows what `ls` says of it (up to date, needs build, failed,
+    /// never built), coloured, with its short digest and its last build's
+    /// duration.
     Graph(GraphArgs),
-    /// List every layer with its status: cached, needs build, never built.
+    /// List layers with their status: up to date, needs build, failed, never built.
     Ls(LsArgs),
-    /// Explain why a layer needs a rebuild, down to the file, variable or package.
+    /// Explain why layers need building (or that they are up to date), down to the file, variable or package.
     Why(WhyArgs),
     /// Compare the recorded manifests of two digests (prefixes accepted).
     HashDiff(HashDiffArgs),
@@ -118,6 +137,43 @@ pub enum Command {
     /// Check the cache index against container storage, or rebuild it from the images.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Write a minimal working workspace: a busybox base layer, an Ansible
+    /// layer with one role, an inventory with one system.
+    ///
+    /// Refuses to write over an existing Layerfile.toml. Then:
+    /// `layerbuild -C DIR build //...`.
+    Init(InitArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `source <(layerbuild completions bash)`, or save it as
+    /// /usr/share/bash-completion/completions/layerbuild.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or with DIR write one page per command there.
+    ///
+    /// `layerbuild man | man -l -`; `layerbuild man /usr/local/share/man/man1`.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write it (created if missing; default: the current directory or -C DIR).
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write layerbuild.1 and a layerbuild-COMMAND.1 per command into DIR
+    /// instead of printing layerbuild.1.
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,9 +228,9 @@ pub struct LintArgs {
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// The layer: //TYPE/LAYER
-    #[arg(value_name = "LABEL")]
-    pub label: String,
+    /// The layers: //TYPE/LAYER, //TYPE/... or //... (each matching layer, in topological order).
+    #[arg(value_name = "LABEL", required = true)]
+    pub labels: Vec<String>,
     #[command(flatten)]
     pub system: SystemArg,
     /// Also run the tests of every ancestor, oldest first.
@@ -193,7 +249,7 @@ pub struct TestArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The layer: //TYPE/LAYER (built at its current digest).
+    /// The layer: //TYPE/LAYER, or a pattern matching one layer (built at its current digest).
     #[arg(value_name = "LABEL")]
     pub label: String,
     #[command(flatten)]
@@ -215,7 +271,7 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// The layer: //TYPE/LAYER (built at its current digest).
+    /// The layer: //TYPE/LAYER, or a pattern matching one layer (built at its current digest).
     #[arg(value_name = "LABEL")]
     pub label: String,
     /// host[:port]/repo[:tag], docker://..., oci-archive:PATH, ... (default tag: TYPE-LAYER-DIGEST12).
@@ -283,7 +339,8 @@ pub struct StorageArgs {
         long,
         global = true,
         value_name = "DIR",
-        env = "LAYERBUILD_STORAGE_ROOT"
+        env = "LAYERBUILD_STORAGE_ROOT",
+        help_heading = GLOBAL
     )]
     pub storage_root: Option<PathBuf>,
     /// Containers run root (buildah --runroot); default STORAGE_ROOT/run.
@@ -291,17 +348,19 @@ pub struct StorageArgs {
         long,
         global = true,
         value_name = "DIR",
-        env = "LAYERBUILD_STORAGE_RUNROOT"
+        env = "LAYERBUILD_STORAGE_RUNROOT",
+        help_heading = GLOBAL
     )]
     pub storage_runroot: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct SystemArg {
-    /// The system (Ansible inventory + vars) to build for; required when several are declared
-    /// (`ci gitlab`: `all` for one pipeline covering every system).
+    /// The system (Ansible inventory + vars); required when several are declared.
+    /// `ls`, `why`, `hash`, `build -n` and `ci gitlab` take several
+    /// (repeat it) or `all` (every declared system).
     #[arg(long, value_name = "NAME", env = "LAYERBUILD_SYSTEM")]
-    pub system: Option<String>,
+    pub system: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -323,12 +382,11 @@ pub struct BuildArgs {
     /// Print a machine-readable report on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Show the plan (each layer fresh or dirty, with a one-line reason) without building.
+    /// Show the plan (each layer up to date, needs build or never built,
+    /// with a one-line reason) without building; with -v, under each layer
+    /// to build, the commands its build would run.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
-    /// With --dry-run: under each layer to build, the commands its build would run.
-    #[arg(long, short = 'v', requires = "dry_run")]
-    pub verbose: bool,
     /// Re-run the layer's steps in the container kept from its last failed build (never cached).
     #[arg(long, conflicts_with = "dry_run")]
     pub from_failed: bool,
@@ -352,12 +410,13 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args)]
 pub struct HashArgs {
-    /// The layer: //TYPE/LAYER
-    #[arg(value_name = "LABEL")]
-    pub label: String,
+    /// The layers: //TYPE/LAYER, //TYPE/... or //... (each matching layer, in topological order).
+    #[arg(value_name = "LABEL", required = true)]
+    pub labels: Vec<String>,
     #[command(flatten)]
     pub system: SystemArg,
-    /// Print {label, digest, system, inputs} as JSON, inputs being the full manifest.
+    /// Print {version, label, digest, system, inputs} as JSON, inputs being the full manifest
+    /// (several layers or systems: {version, layers: [...]}).
     #[arg(long)]
     pub json: bool,
 }
@@ -370,7 +429,7 @@ pub struct GraphArgs {
     /// Output format (svg and html are drawn by Graphviz's dot).
     #[arg(long, value_enum, default_value = "dot")]
     pub format: GraphFormat,
-    /// Show each layer's status (cached, needs build, failed, never built), short digest and last build's duration.
+    /// Show each layer's status (up to date, needs build, failed, never built), short digest and last build's duration.
     #[arg(long)]
     pub status: bool,
     #[command(flatten)]
@@ -382,21 +441,25 @@ pub struct GraphArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
+    /// Layers to list: //TYPE/LAYER, //TYPE/... or //... (default: every layer).
+    #[arg(value_name = "LABEL", conflicts_with = "failed")]
+    pub labels: Vec<String>,
     #[command(flatten)]
     pub system: SystemArg,
     /// List the kept working containers of failed builds instead.
     #[arg(long)]
     pub failed: bool,
-    /// Print a JSON array of {label, digest, status, image_name}.
+    /// Print {version, layers: [{label, system, digest, status, image_name}]} as JSON
+    /// (--failed: {version, containers: [...]}).
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct WhyArgs {
-    /// The layer: //TYPE/LAYER
-    #[arg(value_name = "LABEL")]
-    pub label: String,
+    /// The layers: //TYPE/LAYER, //TYPE/... or //... (each matching layer, in topological order).
+    #[arg(value_name = "LABEL", required = true)]
+    pub labels: Vec<String>,
     #[command(flatten)]
     pub system: SystemArg,
     /// Compare with the inputs at this git revision instead of the last build.
@@ -405,7 +468,7 @@ pub struct WhyArgs {
     /// Show variable values (never those from ansible-vault).
     #[arg(long)]
     pub show_values: bool,
-    /// Print the explanation as JSON.
+    /// Print the explanation as JSON (several layers or systems: {version, layers: [...]}).
     #[arg(long)]
     pub json: bool,
 }
@@ -427,7 +490,7 @@ pub struct HashDiffArgs {
 
 #[derive(Debug, Args)]
 pub struct LogArgs {
-    /// The layer: //TYPE/LAYER
+    /// The layer: //TYPE/LAYER, or a pattern matching one layer
     #[arg(value_name = "LABEL")]
     pub label: String,
     #[command(flatten)]
@@ -455,7 +518,7 @@ pub struct HistoryArgs {
 
 #[derive(Debug, Args)]
 pub struct DebugArgs {
-    /// The layer: //TYPE/LAYER
+    /// The layer: //TYPE/LAYER, or a pattern matching one layer
     #[arg(value_name = "LABEL")]
     pub label: String,
     #[command(flatten)]

@@ -216,6 +216,83 @@ impl Error {
     }
 }
 
+/// An error as `--json` says it: what [`Error`] carries, field by field
+/// (absent fields are `null`); `message` is the sentence alone (the human
+/// rendering adds the location, the excerpt and the hint).
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorJson {
+    /// `input`, `build_failed`, `interrupted`, `environment` or `tool`.
+    pub kind: &'static str,
+    pub message: String,
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub hint: Option<String>,
+    /// A tool error's tool, its step and the end of its stderr.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    pub exit_code: u8,
+}
+
+impl Error {
+    /// What `--json` says of this error.
+    pub fn to_json(&self) -> ErrorJson {
+        let mut j = ErrorJson {
+            kind: "",
+            message: String::new(),
+            file: None,
+            line: None,
+            column: None,
+            hint: None,
+            tool: None,
+            step: None,
+            stderr: None,
+            exit_code: self.exit_code(),
+        };
+        match self {
+            Error::Input(e) => {
+                j.kind = "input";
+                j.message = e.message.clone();
+                j.hint = e.hint.clone();
+                if let Some(loc) = &e.location {
+                    j.file = loc.file.clone();
+                    j.line = loc.line;
+                    j.column = loc.column;
+                }
+            }
+            Error::Tool(t) => {
+                j.kind = "tool";
+                j.message = self.message_and_hint().0;
+                j.hint = t.hint.clone();
+                j.tool = Some(t.tool.clone());
+                j.step = Some(t.step.clone());
+                j.stderr = Some(t.stderr_tail.clone());
+            }
+            Error::Environment { message, hint } => {
+                j.kind = "environment";
+                j.message = message.clone();
+                j.hint = hint.clone();
+            }
+            Error::BuildFailed(m) => {
+                j.kind = "build_failed";
+                j.message = m.clone();
+            }
+            Error::Interrupted(m) => {
+                j.kind = "interrupted";
+                j.message = m.clone();
+            }
+            Error::Exit(_) => {
+                j.kind = "exit";
+            }
+        }
+        j
+    }
+}
+
 fn render_input(e: &InputError) -> String {
     let mut out = String::new();
     if let Some(loc) = &e.location {
@@ -416,6 +493,29 @@ mod tests {
         // The end of the line (where a missing value is reported).
         let out = rendered("a =\n", 3);
         assert!(out.contains("\n1 | a =\n  |    ^"), "{out}");
+    }
+
+    #[test]
+    fn json_errors_carry_the_location_hint_and_exit_code() {
+        let e = Error::input_at(
+            Location::at_offset("Layerfile.toml", "a = ?\n", 4),
+            "bad value",
+        )
+        .with_hint("fix it");
+        let j = serde_json::to_value(e.to_json()).unwrap();
+        assert_eq!(j["kind"], "input");
+        assert_eq!(j["message"], "bad value");
+        assert_eq!(j["file"], "Layerfile.toml");
+        assert_eq!(j["line"], 1);
+        assert_eq!(j["column"], 5);
+        assert_eq!(j["hint"], "fix it");
+        assert_eq!(j["exit_code"], 2);
+        let j =
+            serde_json::to_value(Error::tool("buildah", "images", "no storage").to_json()).unwrap();
+        assert_eq!(
+            (&j["kind"], &j["tool"], &j["exit_code"]),
+            (&"tool".into(), &"buildah".into(), &3.into())
+        );
     }
 
     #[test]

@@ -86,6 +86,22 @@ impl LayerGraph {
     /// A pattern that matches nothing is an error.
     pub fn select(&self, patterns: &[Pattern]) -> Result<Vec<Label>> {
         let mut wanted = BTreeSet::new();
+        for l in self.matching(patterns)? {
+            wanted.extend(self.ancestors(&l));
+            wanted.insert(l);
+        }
+        Ok(self
+            .order
+            .iter()
+            .filter(|l| wanted.contains(*l))
+            .cloned()
+            .collect())
+    }
+
+    /// The labels the patterns name (without their ancestors), in
+    /// topological order. A pattern that matches nothing is an error.
+    pub fn matching(&self, patterns: &[Pattern]) -> Result<Vec<Label>> {
+        let mut wanted = BTreeSet::new();
         for pat in patterns {
             let matched: Vec<&Label> = self.order.iter().filter(|l| pat.matches(l)).collect();
             if matched.is_empty() {
@@ -95,10 +111,7 @@ impl LayerGraph {
                     _ => err.with_hint("list the layers with: layerbuild ls"),
                 });
             }
-            for l in matched {
-                wanted.insert(l.clone());
-                wanted.extend(self.ancestors(l));
-            }
+            wanted.extend(matched.into_iter().cloned());
         }
         Ok(self
             .order

@@ -19,15 +19,17 @@ use crate::label::Label;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Freshness {
-    /// The cache holds this digest and its image exists.
+    /// The cache holds this digest and its image exists (`up_to_date`, the
+    /// word of [`crate::status::LayerState`]).
+    #[serde(rename = "up_to_date")]
     Fresh {
         image_name: String,
         image_id: String,
         built_at: i64,
     },
-    Dirty {
-        reason: DirtyReason,
-    },
+    /// `needs_build`, whatever the reason (`never_built` among them).
+    #[serde(rename = "needs_build")]
+    Dirty { reason: DirtyReason },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,12 +55,24 @@ impl Freshness {
         matches!(self, Freshness::Fresh { .. })
     }
 
+    /// The layer's state in the words every command uses.
+    pub fn state(&self) -> crate::status::LayerState {
+        use crate::status::LayerState;
+        match self {
+            Freshness::Fresh { .. } => LayerState::UpToDate,
+            Freshness::Dirty {
+                reason: DirtyReason::NeverBuilt,
+            } => LayerState::NeverBuilt,
+            Freshness::Dirty { .. } => LayerState::NeedsBuild,
+        }
+    }
+
     /// One line: the first thing `why` would say.
     pub fn one_line(&self, label: &str) -> String {
         match self {
-            Freshness::Fresh { image_name, .. } => format!("up to date ({image_name})"),
+            Freshness::Fresh { image_name, .. } => format!("reuses {image_name}"),
             Freshness::Dirty { reason } => match reason {
-                DirtyReason::NeverBuilt => "never built".into(),
+                DirtyReason::NeverBuilt => "no build of it is recorded".into(),
                 DirtyReason::Changed { changes, .. } => explain::one_line(changes, label),
                 DirtyReason::Unreadable { .. } => {
                     "the last build was recorded by another layerbuild format".into()

@@ -110,6 +110,8 @@ pub enum Progress {
     Stderr(ProgressMode),
     /// Plain lines appended to this text (a command run in-process).
     Into(std::sync::Arc<Mutex<String>>),
+    /// Nowhere (`-q`): the report and the errors say how it ended.
+    Quiet,
 }
 
 impl Default for Progress {
@@ -129,8 +131,27 @@ impl Progress {
                 sink: Some(text.clone()),
                 ..PlainReporter::new(total)
             }),
+            Progress::Quiet => Box::new(QuietReporter),
         }
     }
+}
+
+/// Progress that goes nowhere (`-q`).
+pub struct QuietReporter;
+
+impl StepSink for QuietReporter {
+    fn step(&self, _: &str, _: &str) {}
+}
+
+impl Reporter for QuietReporter {
+    fn started(&self, _: &str, _: &Digest) {}
+    fn cached(&self, _: &str, _: &str) {}
+    fn pulled(&self, _: &str, _: &str) {}
+    fn built(&self, _: &str, _: Duration) {}
+    fn failed(&self, _: &str, _: &str) {}
+    fn skipped(&self, _: &str, _: &str) {}
+    fn println(&self, _: &str) {}
+    fn finish(&self) {}
 }
 
 pub fn format_duration(d: Duration) -> String {

@@ -1,6 +1,11 @@
 //! The statuses layerbuild reports, in one vocabulary: every command's
-//! report carries one of these enums, never a free string, and each
-//! serialises (for `--json`) and prints as the same snake_case word.
+//! report carries one of these enums, never a free string. Each serialises
+//! (for `--json`) as a snake_case word (`up_to_date`) and is shown to
+//! people as the same words with spaces (`up to date`, [`LayerState::words`]).
+//!
+//! One enum per concept: a layer's state against the cache
+//! ([`LayerState`]: `ls`, `graph --status`, `build --dry-run`, `why`), what
+//! a build did with a layer ([`LayerStatus`]), and the smaller ones below.
 //! Pure data; no I/O.
 
 use serde::Serialize;
@@ -22,6 +27,11 @@ macro_rules! status {
                     $($name::$v => $s),+
                 }
             }
+
+            /// The word as people read it in text: `up to date`.
+            pub fn words(self) -> String {
+                self.as_str().replace('_', " ")
+            }
         }
 
         impl std::fmt::Display for $name {
@@ -40,7 +50,7 @@ status! {
         /// Taken from the shared registry.
         Pulled => "pulled",
         /// An image of this digest was already in the local cache.
-        Cached => "cached",
+        UpToDate => "up_to_date",
         Failed => "failed",
         /// A layer it depends on did not build.
         Skipped => "skipped",
@@ -50,13 +60,30 @@ status! {
 }
 
 status! {
-    /// What `build --dry-run` says of one layer.
-    PlanStatus {
-        /// An image would be reused.
-        Fresh => "fresh",
-        /// It would be built.
-        Dirty => "dirty",
+    /// A layer's state against the cache, for one system: what `ls`,
+    /// `graph --status`, `build --dry-run` and `why` say of it.
+    LayerState {
+        /// Its digest's cache row exists and the row's image is in
+        /// storage: a build would reuse it.
+        UpToDate => "up_to_date",
+        /// Built before; its inputs changed since, or its image is gone.
+        NeedsBuild => "needs_build",
+        /// No build of it (for this system) is recorded.
+        NeverBuilt => "never_built",
+        /// Not up to date, and the last build, at the current digest,
+        /// failed (`ls` and `graph --status`, which read the history).
+        Failed => "failed",
     }
+}
+
+impl LayerState {
+    /// Every state, in the order legends list them.
+    pub const ALL: [LayerState; 4] = [
+        LayerState::UpToDate,
+        LayerState::NeedsBuild,
+        LayerState::Failed,
+        LayerState::NeverBuilt,
+    ];
 }
 
 status! {
@@ -68,50 +95,17 @@ status! {
 }
 
 status! {
-    /// What `why` says of a layer.
+    /// What `why` says of a layer: its [`LayerState`] (the same words), or
+    /// with `--since REV` how it compares with that revision.
     WhyStatus {
         /// A build would reuse an image.
         UpToDate => "up_to_date",
-        NeedsRebuild => "needs_rebuild",
+        NeedsBuild => "needs_build",
         NeverBuilt => "never_built",
         /// `--since REV`: the digest is the one at REV.
         UnchangedSince => "unchanged_since",
         ChangedSince => "changed_since",
     }
-}
-
-status! {
-    /// What `ls` says of a layer.
-    LsStatus {
-        /// Its digest's image is in the cache.
-        Cached => "cached",
-        /// Built before; its inputs changed since, or its image is gone.
-        NeedsBuild => "needs_build",
-        NeverBuilt => "never_built",
-    }
-}
-
-status! {
-    /// What `graph --status` says of a layer: `ls`'s words, and `failed`.
-    NodeStatus {
-        /// Its digest's image is in the cache.
-        Cached => "cached",
-        /// Built before; its inputs changed since, or its image is gone.
-        NeedsBuild => "needs_build",
-        /// The last build, at the current digest, failed.
-        Failed => "failed",
-        NeverBuilt => "never_built",
-    }
-}
-
-impl NodeStatus {
-    /// Every status, in the order legends list them.
-    pub const ALL: [NodeStatus; 4] = [
-        NodeStatus::Cached,
-        NodeStatus::NeedsBuild,
-        NodeStatus::Failed,
-        NodeStatus::NeverBuilt,
-    ];
 }
 
 status! {
@@ -183,6 +177,24 @@ mod tests {
             );
             assert_eq!(s.to_string(), s.as_str());
         }
-        assert_eq!(PlanStatus::Dirty.as_str(), "dirty");
+        assert_eq!(LayerState::NeedsBuild.as_str(), "needs_build");
+        assert_eq!(LayerState::NeedsBuild.words(), "needs build");
+        assert_eq!(LayerStatus::UpToDate.words(), "up to date");
+    }
+
+    #[test]
+    fn why_and_build_say_a_state_in_the_words_ls_uses() {
+        for (why, state) in [
+            (WhyStatus::UpToDate, LayerState::UpToDate),
+            (WhyStatus::NeedsBuild, LayerState::NeedsBuild),
+            (WhyStatus::NeverBuilt, LayerState::NeverBuilt),
+        ] {
+            assert_eq!(why.as_str(), state.as_str());
+        }
+        assert_eq!(
+            LayerStatus::UpToDate.as_str(),
+            LayerState::UpToDate.as_str()
+        );
+        assert_eq!(LayerStatus::Failed.as_str(), LayerState::Failed.as_str());
     }
 }

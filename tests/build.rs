@@ -68,7 +68,7 @@ fn changing_a_role_rebuilds_only_its_layer_and_a_parent_playbook_rebuilds_the_su
     let (code, r, err) = build_json(&ws, &["//..."]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(TestWs::labels_with(&r, "built"), vec!["//compute/slurm"]);
-    assert_eq!(TestWs::labels_with(&r, "cached").len(), 4);
+    assert_eq!(TestWs::labels_with(&r, "up_to_date").len(), 4);
     let slurm = r["layers"]
         .as_array()
         .unwrap()
@@ -93,7 +93,7 @@ fn changing_a_role_rebuilds_only_its_layer_and_a_parent_playbook_rebuilds_the_su
         vec!["//compute/compute", "//compute/slurm"]
     );
     assert_eq!(
-        TestWs::labels_with(&r, "cached"),
+        TestWs::labels_with(&r, "up_to_date"),
         vec!["//base/os", "//base/hsn", "//uan/uan"]
     );
 }
@@ -230,14 +230,15 @@ fn a_cached_image_deleted_from_storage_is_a_miss_not_an_error() {
 }
 
 #[test]
-fn ls_shows_cached_needs_build_and_never_built() {
+fn ls_shows_up_to_date_needs_build_and_never_built() {
     require_buildah();
     let ws = TestWs::new("chain");
     ws.lb(&["build", "//compute/slurm"]).ok();
     ws.append("slurm-config/slurm.yml", "\n# changed\n");
     let out = ws.lb(&["ls", "--json"]).ok().json();
     let status = |l: &str| {
-        out.as_array()
+        out["layers"]
+            .as_array()
             .unwrap()
             .iter()
             .find(|e| e["label"] == l)
@@ -246,7 +247,8 @@ fn ls_shows_cached_needs_build_and_never_built() {
             .unwrap()
             .to_string()
     };
-    assert_eq!(status("//compute/compute"), "cached");
+    assert_eq!(out["version"], 1);
+    assert_eq!(status("//compute/compute"), "up_to_date");
     assert_eq!(status("//compute/slurm"), "needs_build");
     assert_eq!(status("//uan/uan"), "never_built");
 }
@@ -334,9 +336,12 @@ fn dry_run_verbose_prints_each_dirty_layers_commands_in_order_without_secrets() 
         .json();
     assert!(json["layers"][3].get("commands").is_none(), "{json}");
 
-    // -v means nothing without --dry-run.
-    let run = ws.lb(&["build", "-v", "//compute/slurm"]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
+    // -v is a global option: before the command too.
+    let before = ws
+        .lb(&["-v", "build", "--dry-run", "//compute/slurm"])
+        .ok()
+        .stdout;
+    assert_eq!(before, verbose);
 }
 
 /// `text` with what changes from run to run replaced: the workspace's

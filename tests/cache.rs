@@ -146,8 +146,8 @@ fn verify_repair_deletes_bad_rows_and_the_next_build_rebuilds_them() {
     assert_eq!(ws.cached_digests().len(), 1);
     let again = ws.lb(&["build", "--json", "//uan/uan"]).ok().json();
     // //base/hsn's own image still exists under its name: adopted.
-    assert_eq!(status(&again, "//base/os"), "cached");
-    assert_eq!(status(&again, "//base/hsn"), "cached", "{again}");
+    assert_eq!(status(&again, "//base/os"), "up_to_date");
+    assert_eq!(status(&again, "//base/hsn"), "up_to_date", "{again}");
     assert_eq!(status(&again, "//uan/uan"), "built");
 }
 
@@ -186,7 +186,7 @@ fn an_edited_row_is_not_reused_and_a_moved_name_is_not_reported() {
     );
     assert_eq!(
         layer(&again, "//compute/slurm")["status"],
-        "cached",
+        "up_to_date",
         "{again}"
     );
     ws.lb(&["cache", "verify"]).ok();
@@ -197,7 +197,7 @@ fn an_edited_row_is_not_reused_and_a_moved_name_is_not_reported() {
     tag(ws.rec(), &os, &slurm_name);
     let again = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
     let s = layer(&again, "//compute/slurm");
-    assert_eq!(s["status"], "cached", "{again}");
+    assert_eq!(s["status"], "up_to_date", "{again}");
     assert_eq!(s["image_id"], slurm.as_str());
     assert_eq!(s["image_name"], slurm.as_str(), "{again}");
     // Untouched layers keep their names.
@@ -365,7 +365,11 @@ fn a_pulled_image_is_trusted_by_its_reference_without_an_inspect() {
             .any(|c| matches!(c, Call::CommittedImage(_) | Call::DigestLabel(_)))
     };
     let again = ws.lb(&["build", "--json", "//base/os"]).ok().json();
-    assert_eq!(layer(&again, "//base/os")["status"], "cached", "{again}");
+    assert_eq!(
+        layer(&again, "//base/os")["status"],
+        "up_to_date",
+        "{again}"
+    );
     assert_eq!(layer(&again, "//base/os")["image_name"], reference.as_str());
     assert!(!inspected(), "{:?}", &rec.calls()[start..]);
 
@@ -375,7 +379,11 @@ fn a_pulled_image_is_trusted_by_its_reference_without_an_inspect() {
     tag(rec, &id, &other);
     rmi(rec, &reference);
     let again = ws.lb(&["build", "--json", "//base/os"]).ok().json();
-    assert_eq!(layer(&again, "//base/os")["status"], "cached", "{again}");
+    assert_eq!(
+        layer(&again, "//base/os")["status"],
+        "up_to_date",
+        "{again}"
+    );
     assert_eq!(layer(&again, "//base/os")["image_id"], id.as_str());
     assert!(inspected(), "{:?}", &rec.calls()[start..]);
 }

@@ -256,7 +256,7 @@ fn kill_9_at_random_moments_never_leaves_a_row_without_its_image() {
         let label = l["label"].as_str().unwrap().to_string();
         if committed[&label] {
             assert_eq!(
-                l["status"], "cached",
+                l["status"], "up_to_date",
                 "{label} was committed before: reused, not rebuilt\n{report}"
             );
         } else {
@@ -365,7 +365,7 @@ fn a_build_killed_between_commit_and_record_is_adopted_not_rebuilt() {
             .unwrap()["status"]
             .clone()
     };
-    assert_eq!(status("//uan/uan"), "cached", "{report}");
+    assert_eq!(status("//uan/uan"), "up_to_date", "{report}");
     let log = std::fs::read_to_string(&calls).unwrap();
     assert!(
         !log.lines()

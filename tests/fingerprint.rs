@@ -29,7 +29,7 @@ fn a_copy_at_another_path_has_identical_digests() {
         .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let after: BTreeMap<String, String> = v
+    let after: BTreeMap<String, String> = v["layers"]
         .as_array()
         .unwrap()
         .iter()

@@ -263,7 +263,7 @@ fn gc_leaves_kept_containers_of_failed_builds_and_says_so() {
         run.stdout
     );
     let ls = ws.lb(&["ls", "--failed", "--json"]).ok().json();
-    assert_eq!(strings(&ls, "container"), vec![kept]);
+    assert_eq!(strings(&ls["containers"], "container"), vec![kept]);
 }
 
 #[test]

@@ -52,8 +52,7 @@ fn counts(stderr: &str) -> (usize, usize) {
 /// label -> digest, and the counts of the scan.
 fn scan(ws: &TestWs) -> (BTreeMap<String, String>, (usize, usize)) {
     let r = ws.lb(&["ls", "--json"]).ok();
-    let digests = r
-        .json()
+    let digests = r.json()["layers"]
         .as_array()
         .unwrap()
         .iter()

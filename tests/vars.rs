@@ -343,7 +343,7 @@ fn two_systems_share_layers_that_use_none_of_their_differences() {
         .ok()
         .json();
     assert_eq!(
-        TestWs::labels_with(&b, "cached"),
+        TestWs::labels_with(&b, "up_to_date"),
         vec!["//base/os", "//base/hsn"],
         "one build serves both systems"
     );

@@ -11,7 +11,7 @@ pub fn exec(env: &Env, args: &AffectedArgs) -> Result<AffectedReport> {
         &env.ctx,
         &args.since,
         args.until.as_deref(),
-        args.system.system.as_deref(),
+        crate::ops::one_system(&env.ctx.ws, &args.system.system, "affected")?.as_deref(),
     )
 }
 

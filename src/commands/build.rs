@@ -19,6 +19,11 @@ use crate::status::RunStatus;
 #[serde(untagged)]
 pub enum BuildCommandReport {
     Plan(PlanReport),
+    /// `--dry-run` for several systems (`--system A --system B`, `all`).
+    Plans {
+        version: u32,
+        plans: Vec<PlanReport>,
+    },
     FromFailed(FromFailedReport),
     Build(Built),
 }
@@ -37,9 +42,30 @@ pub struct Built {
 
 pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
     let patterns = crate::ops::parse_patterns(&args.labels)?;
+    let backend = env.backend()?;
+    if args.dry_run && super::several(&args.system.system) {
+        let mut plans = vec![];
+        for system in crate::ops::systems(&env.ctx.ws, &args.system.system)? {
+            let opts = BuildOptions {
+                patterns: patterns.clone(),
+                system: system.map(|s| s.name.clone()),
+                jobs: args.jobs,
+                keep_going: args.keep_going,
+                isolation: args.isolation.clone(),
+                registry: args.registry.clone(),
+                cache_mode: args.cache_mode,
+                no_outputs: args.no_outputs,
+            };
+            plans.push(plan(&env.ctx, &opts, &*backend, env.verbose)?);
+        }
+        return Ok(BuildCommandReport::Plans {
+            version: crate::ops::build::PLAN_VERSION,
+            plans,
+        });
+    }
     let opts = BuildOptions {
         patterns: patterns.clone(),
-        system: args.system.system,
+        system: crate::ops::one_system(&env.ctx.ws, &args.system.system, "build")?,
         jobs: args.jobs,
         keep_going: args.keep_going,
         isolation: args.isolation,
@@ -47,9 +73,8 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
         cache_mode: args.cache_mode,
         no_outputs: args.no_outputs,
     };
-    let backend = env.backend()?;
     if args.dry_run {
-        let report = plan(&env.ctx, &opts, &*backend, args.verbose)?;
+        let report = plan(&env.ctx, &opts, &*backend, env.verbose)?;
         return Ok(BuildCommandReport::Plan(report));
     }
     // Progress goes to stderr; with --json, as plain lines.
@@ -113,6 +138,14 @@ impl Report for BuildCommandReport {
     fn render(&self) -> String {
         match self {
             BuildCommandReport::Plan(p) => render_plan(p),
+            BuildCommandReport::Plans { plans, .. } => plans
+                .iter()
+                .map(|p| {
+                    let name = p.system.as_deref().unwrap_or("(none)");
+                    format!("system {name}:\n{}", render_plan(p))
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
             BuildCommandReport::FromFailed(r) => render_from_failed(r),
             BuildCommandReport::Build(b) => render_summary(&b.report, &b.targets),
         }
@@ -132,7 +165,7 @@ impl Report for BuildCommandReport {
 
     fn outcome(&self) -> Result<()> {
         match self {
-            BuildCommandReport::Plan(_) => Ok(()),
+            BuildCommandReport::Plan(_) | BuildCommandReport::Plans { .. } => Ok(()),
             BuildCommandReport::FromFailed(r) if r.status == RunStatus::Failed => {
                 Err(Error::BuildFailed(format!("build failed: {}", r.label)))
             }

@@ -32,6 +32,8 @@ impl Report for PipelineReport {
 pub fn gitlab(env: &Env, args: &GitlabArgs) -> Result<PipelineReport> {
     let opts = GitlabOptions {
         patterns: crate::ops::parse_patterns(&super::labels_or_all(&args.labels))?,
+        // Several systems, or `all`: one pipeline covering them, a layer
+        // they share (the same digest) built by one job.
         system: args.system.system.clone(),
         since: args
             .since

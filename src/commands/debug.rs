@@ -17,8 +17,8 @@ pub struct DebugReport {
 
 pub fn exec(env: &Env, args: DebugArgs) -> Result<DebugReport> {
     let opts = DebugOptions {
-        label: crate::ops::parse_label(&args.label)?,
-        system: args.system.system,
+        label: crate::ops::one_layer(&env.ctx.graph, &args.label)?,
+        system: crate::ops::one_system(&env.ctx.ws, &args.system.system, "debug")?,
         fresh: args.fresh,
         isolation: args.isolation,
         command: args.command,

@@ -1,14 +1,24 @@
 //! `layerbuild export LABEL -o FILE`: writes a built layer's image as a
 //! file (squashfs, tar, OCI archive). Shares the output report with `push`.
 
+use serde::Serialize;
+
 use super::{Env, Report};
 use crate::cli::ExportArgs;
 use crate::error::{Error, Result};
 use crate::ops::export::{OutputJob, OutputResult, built_image, render};
 use crate::workspace::{ExportFormat, Output, SQUASHFS_COMPRESSORS};
 
-pub fn exec(env: &Env, args: ExportArgs) -> Result<OutputResult> {
-    let label = crate::ops::parse_label(&args.label)?;
+/// `export --json` and `push --json`: one output, with the schema version.
+#[derive(Serialize)]
+pub struct OutputReport {
+    version: u32,
+    #[serde(flatten)]
+    result: OutputResult,
+}
+
+pub fn exec(env: &Env, args: ExportArgs) -> Result<OutputReport> {
+    let label = crate::ops::one_layer(&env.ctx.graph, &args.label)?;
     if let Some(c) = &args.compression
         && (args.format != ExportFormat::Squashfs || !SQUASHFS_COMPRESSORS.contains(&c.as_str()))
     {
@@ -30,7 +40,7 @@ pub fn exec(env: &Env, args: ExportArgs) -> Result<OutputResult> {
     run_output(
         env,
         &label,
-        args.system.system.as_deref(),
+        crate::ops::one_system(&env.ctx.ws, &args.system.system, "export")?.as_deref(),
         &output,
         args.force,
     )
@@ -43,7 +53,7 @@ pub(super) fn run_output(
     system: Option<&str>,
     output: &Output,
     force: bool,
-) -> Result<OutputResult> {
+) -> Result<OutputReport> {
     let backend = env.backend()?;
     let (digest, image_id) = built_image(&env.ctx, label, system, &*backend)?;
     let cache = std::sync::Mutex::new(crate::cache::Cache::open(&env.ctx.ws.db_path())?);
@@ -56,20 +66,24 @@ pub(super) fn run_output(
         image_id: &image_id,
         force,
     };
-    Ok(job.perform(output))
+    Ok(OutputReport {
+        version: 1,
+        result: job.perform(output),
+    })
 }
 
-impl Report for OutputResult {
+impl Report for OutputReport {
     /// A failure is said once, as the error (and in the JSON object).
     fn render(&self) -> String {
-        match &self.error {
+        match &self.result.error {
             Some(_) => String::new(),
-            None => render(std::slice::from_ref(self)),
+            None => render(std::slice::from_ref(&self.result)),
         }
     }
 
     fn outcome(&self) -> Result<()> {
-        let Some(e) = &self.error else {
+        let r = &self.result;
+        let Some(e) = &r.error else {
             return Ok(());
         };
         let hint = if e.contains("server gave HTTP response to HTTPS client") {
@@ -79,7 +93,7 @@ impl Report for OutputResult {
         };
         Err(Error::BuildFailed(format!(
             "{} -> {}: {e}{hint}",
-            self.label, self.target
+            r.label, r.target
         )))
     }
 }

@@ -33,7 +33,12 @@ pub fn exec(env: &Env, args: &GraphArgs) -> Result<GraphReport> {
     let mut notes = vec![];
     let states = if args.status {
         let backend = env.backend()?;
-        let mut states = statuses(&env.ctx, args.system.system.as_deref(), &labels, &*backend)?;
+        let mut states = statuses(
+            &env.ctx,
+            crate::ops::one_system(&env.ctx.ws, &args.system.system, "graph")?.as_deref(),
+            &labels,
+            &*backend,
+        )?;
         notes.extend(states.warning.take().map(|w| format!("warning: {w}")));
         Some(states)
     } else {

@@ -1,18 +1,36 @@
-//! `layerbuild hash LABEL`: a layer's digest and a summary of its inputs.
-//! No I/O of its own: arguments to options, the op's report to text.
+//! `layerbuild hash LABEL...`: layers' digests and a summary of their inputs.
+//! No I/O of its own: arguments to options, the op's reports to text.
 
-use super::{Env, Report};
+use super::{Env, Layers, Report};
 use crate::cli::HashArgs;
 use crate::error::Result;
 use crate::ops::hash::{HashReport, hash, render};
 
-pub fn exec(env: &Env, args: &HashArgs) -> Result<HashReport> {
-    let label = crate::ops::parse_label(&args.label)?;
-    hash(&env.ctx, &label, args.system.system.as_deref())
+pub fn exec(env: &Env, args: &HashArgs) -> Result<Layers<Hashed>> {
+    let patterns = crate::ops::parse_patterns(&args.labels)?;
+    let mut out = vec![];
+    for system in crate::ops::systems(&env.ctx.ws, &args.system.system)? {
+        for report in hash(&env.ctx, &patterns, system)? {
+            out.push(Hashed {
+                report,
+                verbose: env.verbose,
+            });
+        }
+    }
+    Ok(Layers::new(&args.labels, &args.system.system, out))
 }
 
-impl Report for HashReport {
+/// One layer's hash, with how much of it to show.
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+pub struct Hashed {
+    report: HashReport,
+    #[serde(skip)]
+    verbose: bool,
+}
+
+impl Report for Hashed {
     fn render(&self) -> String {
-        render(self)
+        render(&self.report, self.verbose)
     }
 }

@@ -11,7 +11,17 @@ use crate::ops::lint::{LintOptions, LintReport, LintTools, lint};
 pub fn exec(dir: &Path, args: &LintArgs) -> Result<LintReport> {
     let opts = LintOptions {
         patterns: crate::ops::parse_patterns(&super::labels_or_all(&args.labels))?,
-        system: args.system.system.clone(),
+        system: match args.system.system.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            several => {
+                return Err(Error::input(format!(
+                    "`lint` works on one system at a time; --system {} names several",
+                    several.join(" --system ")
+                ))
+                .with_hint("run it once per system"));
+            }
+        },
     };
     let root = crate::workspace::find_root(dir)?;
     lint(&root, &opts, &LintTools::default())

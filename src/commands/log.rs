@@ -15,11 +15,11 @@ pub struct LogReport {
 }
 
 pub fn exec(env: &Env, args: &LogArgs) -> Result<LogReport> {
-    let label = crate::ops::parse_label(&args.label)?;
+    let label = crate::ops::one_layer(&env.ctx.graph, &args.label)?;
     let (row, text) = crate::ops::log::log(
         &env.ctx,
         &label,
-        args.system.system.as_deref(),
+        crate::ops::one_system(&env.ctx.ws, &args.system.system, "log")?.as_deref(),
         args.digest.as_deref(),
     )?;
     let header = format!(

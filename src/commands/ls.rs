@@ -1,5 +1,5 @@
-//! `layerbuild ls`: every layer with its status; `--failed`: the working
-//! containers kept from failed builds.
+//! `layerbuild ls [LABEL...]`: layers with their status, for each system
+//! asked for; `--failed`: the working containers kept from failed builds.
 //! No I/O of its own: arguments to options, the op's report to text.
 
 use serde::Serialize;
@@ -10,42 +10,56 @@ use crate::error::Result;
 use crate::ops::debug::{KeptContainer, kept, render_kept};
 use crate::ops::ls::{LsEntry, ls, render};
 
-/// `ls --json` is an array: of layers, or of kept containers.
+/// Schema version of `ls --json`.
+pub const LS_VERSION: u32 = 1;
+
+/// `ls --json`: `{version, layers}`, or with `--failed` `{version, containers}`.
 #[derive(Serialize)]
-#[serde(transparent)]
 pub struct LsReport {
+    version: u32,
+    #[serde(flatten)]
     listing: Listing,
     #[serde(skip)]
     warning: Option<String>,
+    #[serde(skip)]
+    verbose: bool,
 }
 
 #[derive(Serialize)]
-#[serde(untagged)]
+#[serde(rename_all = "snake_case")]
 enum Listing {
     Layers(Vec<LsEntry>),
-    Kept(Vec<KeptContainer>),
+    Containers(Vec<KeptContainer>),
 }
 
 pub fn exec(env: &Env, args: &LsArgs) -> Result<LsReport> {
     let backend = env.backend()?;
-    if args.failed {
-        return Ok(LsReport {
-            listing: Listing::Kept(kept(&env.ctx, &*backend)?),
-            warning: None,
-        });
-    }
-    let (entries, warning) = ls(&env.ctx, args.system.system.as_deref(), &*backend)?;
-    Ok(LsReport {
-        listing: Listing::Layers(entries),
+    let report = |listing, warning| LsReport {
+        version: LS_VERSION,
+        listing,
         warning,
-    })
+        verbose: env.verbose,
+    };
+    if args.failed {
+        return Ok(report(
+            Listing::Containers(kept(&env.ctx, &*backend)?),
+            None,
+        ));
+    }
+    let patterns = match args.labels.is_empty() {
+        true => vec![],
+        false => crate::ops::parse_patterns(&args.labels)?,
+    };
+    let systems = crate::ops::systems(&env.ctx.ws, &args.system.system)?;
+    let (entries, warning) = ls(&env.ctx, &patterns, &systems, &*backend)?;
+    Ok(report(Listing::Layers(entries), warning))
 }
 
 impl Report for LsReport {
     fn render(&self) -> String {
         match &self.listing {
-            Listing::Layers(entries) => render(entries),
-            Listing::Kept(k) => render_kept(k),
+            Listing::Layers(entries) => render(entries, self.verbose),
+            Listing::Containers(k) => render_kept(k),
         }
     }
 

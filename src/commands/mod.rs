@@ -18,6 +18,7 @@ mod graph;
 mod hash;
 mod hash_diff;
 mod history;
+mod init;
 mod lint;
 mod log;
 mod ls;
@@ -61,10 +62,13 @@ pub trait Output {
     }
 }
 
-/// Says `report`: its notes, then JSON or text, then its outcome.
-pub fn finish(out: &mut dyn Output, json: bool, report: &impl Report) -> Result<()> {
+/// Says `report`: its notes (under `-q` only its warnings), then JSON or
+/// text, then its outcome.
+pub fn finish(out: &mut dyn Output, quiet: bool, json: bool, report: &impl Report) -> Result<()> {
     for n in report.notes() {
-        out.stderr(&n);
+        if !quiet || n.starts_with("warning:") {
+            out.stderr(&n);
+        }
     }
     if json {
         let text = serde_json::to_string_pretty(report).expect("reports serialise");
@@ -73,6 +77,60 @@ pub fn finish(out: &mut dyn Output, json: bool, report: &impl Report) -> Result<
         out.stdout(&report.render());
     }
     report.outcome()
+}
+
+/// Reports about one or several layers (`why`, `hash`): one layer named
+/// exactly, for at most one system, is the report itself (as it always
+/// was); a pattern, several labels or several systems give
+/// `{version, layers: [...]}`, so that the shape follows from the command
+/// line, never from what the workspace holds.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Layers<T> {
+    One(T),
+    Many { version: u32, layers: Vec<T> },
+}
+
+impl<T> Layers<T> {
+    /// `reports` as the arguments `labels` and `systems` ask.
+    pub fn new(labels: &[String], systems: &[String], mut reports: Vec<T>) -> Layers<T> {
+        let exact = matches!(labels, [l] if crate::label::Label::parse(l).is_ok());
+        if exact && !several(systems) && reports.len() == 1 {
+            return Layers::One(reports.remove(0));
+        }
+        Layers::Many {
+            version: 1,
+            layers: reports,
+        }
+    }
+
+    fn all(&self) -> &[T] {
+        match self {
+            Layers::One(r) => std::slice::from_ref(r),
+            Layers::Many { layers, .. } => layers,
+        }
+    }
+}
+
+impl<T: Report> Report for Layers<T> {
+    /// Each report's text, a blank line between two.
+    fn render(&self) -> String {
+        let texts: Vec<String> = self.all().iter().map(Report::render).collect();
+        texts.join("\n")
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.all().iter().flat_map(Report::notes).collect()
+    }
+
+    fn outcome(&self) -> Result<()> {
+        self.all().iter().try_for_each(Report::outcome)
+    }
+}
+
+/// `--system` names several systems (or `all`).
+fn several(systems: &[String]) -> bool {
+    systems.len() > 1 || systems.iter().any(|s| s == "all")
 }
 
 /// Which backend the commands use.
@@ -108,6 +166,8 @@ pub struct Env<'a> {
     storage: &'a cli::StorageArgs,
     backends: Backends<'a>,
     pub progress: crate::progress::Progress,
+    /// `-v`: more detail where there is more to say.
+    pub verbose: bool,
 }
 
 impl Env<'_> {
@@ -151,59 +211,154 @@ pub fn run(cli: Cli, out: &mut dyn Output) -> Result<()> {
 }
 
 /// Runs one command line with `backends`, saying its report to `out`.
+/// A command run with `--json` that fails before saying its report says
+/// the error as JSON on stdout ([`ErrorReport`]); the exit code and the
+/// message on stderr are the same as without `--json`.
 pub fn run_with(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Result<()> {
+    let json = wants_json(&cli.command);
+    let mut out = Watched { out, said: false };
+    let result = dispatch(cli, backends, &mut out);
+    if let Err(e) = &result
+        && json
+        && !out.said
+        && !matches!(e, Error::Exit(_))
+    {
+        let text = serde_json::to_string_pretty(&ErrorReport::new(e)).expect("errors serialise");
+        out.out.stdout(&format!("{text}\n"));
+    }
+    result
+}
+
+/// Whether the command line asks for JSON.
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Build(a) => a.json,
+        Command::Hash(a) => a.json,
+        Command::Graph(a) => a.json || a.format == crate::ops::graph::GraphFormat::Json,
+        Command::Ls(a) => a.json,
+        Command::Why(a) => a.json,
+        Command::HashDiff(a) => a.json,
+        Command::History(a) => a.json,
+        Command::Affected(a) => a.json,
+        Command::Test(a) => a.json,
+        Command::Export(a) => a.json,
+        Command::Push(a) => a.json,
+        Command::Lint(a) => a.json,
+        Command::Gc(a) => a.json,
+        Command::Cache(cli::CacheCommand::Verify(a)) => a.json,
+        Command::Cache(cli::CacheCommand::RebuildIndex(a)) => a.json,
+        Command::Log(_)
+        | Command::Debug(_)
+        | Command::Clean(_)
+        | Command::Ci(_)
+        | Command::Init(_)
+        | Command::Completions(_)
+        | Command::Man(_) => false,
+    }
+}
+
+/// `--json`'s error: `{version, error: {kind, message, file, line, column,
+/// hint, exit_code, ...}}`.
+#[derive(Serialize)]
+pub struct ErrorReport {
+    version: u32,
+    error: crate::error::ErrorJson,
+}
+
+impl ErrorReport {
+    pub fn new(e: &Error) -> ErrorReport {
+        ErrorReport {
+            version: 1,
+            error: e.to_json(),
+        }
+    }
+}
+
+/// An [`Output`] that remembers whether anything went to stdout.
+struct Watched<'a> {
+    out: &'a mut dyn Output,
+    said: bool,
+}
+
+impl Output for Watched<'_> {
+    fn stdout(&mut self, text: &str) {
+        self.said = true;
+        self.out.stdout(text);
+    }
+    fn stderr(&mut self, line: &str) {
+        self.out.stderr(line);
+    }
+    fn progress(&self) -> crate::progress::Progress {
+        self.out.progress()
+    }
+}
+
+fn dispatch(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Result<()> {
+    let quiet = cli.ui.quiet;
+    // Commands that need no workspace.
+    let command = match cli.command {
+        Command::Completions(a) => {
+            return finish(out, quiet, false, &Text(init::completions(a.shell)));
+        }
+        Command::Man(a) => return finish(out, quiet, false, &init::man(a.dir.as_deref())?),
+        command => command,
+    };
     let dir = match &cli.directory {
         Some(d) => d.clone(),
         None => {
             std::env::current_dir().map_err(|e| Error::env(format!("current directory: {e}")))?
         }
     };
-    // lint reports an invalid Layerfile rather than stopping at its first error.
-    let command = match cli.command {
-        Command::Lint(args) => return finish(out, args.json, &lint::exec(&dir, &args)?),
+    // lint reports an invalid Layerfile rather than stopping at its first
+    // error; init makes one.
+    let command = match command {
+        Command::Lint(args) => return finish(out, quiet, args.json, &lint::exec(&dir, &args)?),
+        Command::Init(args) => return finish(out, quiet, false, &init::exec(&dir, &args)?),
         command => command,
     };
     let progress = match out.progress() {
+        _ if cli.ui.quiet => crate::progress::Progress::Quiet,
         crate::progress::Progress::Stderr(_) => crate::progress::Progress::Stderr(cli.ui.progress),
         p => p,
     };
-    let env = load(&dir, &cli.storage, backends, progress)?;
+    let mut env = load(&dir, &cli.storage, backends, progress)?;
+    env.verbose = cli.ui.verbose;
     match command {
-        Command::Build(a) => finish(out, a.json, &build::exec(&env, a)?),
-        Command::Hash(a) => finish(out, a.json, &hash::exec(&env, &a)?),
+        Command::Build(a) => finish(out, quiet, a.json, &build::exec(&env, a)?),
+        Command::Hash(a) => finish(out, quiet, a.json, &hash::exec(&env, &a)?),
         Command::Graph(a) => {
             let json = a.json || a.format == crate::ops::graph::GraphFormat::Json;
-            finish(out, json, &graph::exec(&env, &a)?)
+            finish(out, quiet, json, &graph::exec(&env, &a)?)
         }
-        Command::Ls(a) => finish(out, a.json, &ls::exec(&env, &a)?),
-        Command::Why(a) => finish(out, a.json, &why::exec(&env, a)?),
-        Command::HashDiff(a) => finish(out, a.json, &hash_diff::exec(&env, &a)?),
-        Command::Log(a) => finish(out, false, &log::exec(&env, &a)?),
-        Command::History(a) => finish(out, a.json, &history::exec(&env, &a)?),
-        Command::Affected(a) => finish(out, a.json, &affected::exec(&env, &a)?),
-        Command::Debug(a) => finish(out, false, &debug::exec(&env, a)?),
-        Command::Test(a) => finish(out, a.json, &test::exec(&env, a)?),
+        Command::Ls(a) => finish(out, quiet, a.json, &ls::exec(&env, &a)?),
+        Command::Why(a) => finish(out, quiet, a.json, &why::exec(&env, a)?),
+        Command::HashDiff(a) => finish(out, quiet, a.json, &hash_diff::exec(&env, &a)?),
+        Command::Log(a) => finish(out, quiet, false, &log::exec(&env, &a)?),
+        Command::History(a) => finish(out, quiet, a.json, &history::exec(&env, &a)?),
+        Command::Affected(a) => finish(out, quiet, a.json, &affected::exec(&env, &a)?),
+        Command::Debug(a) => finish(out, quiet, false, &debug::exec(&env, a)?),
+        Command::Test(a) => finish(out, quiet, a.json, &test::exec(&env, a)?),
         Command::Export(a) => {
             let json = a.json;
-            finish(out, json, &export::exec(&env, a)?)
+            finish(out, quiet, json, &export::exec(&env, a)?)
         }
         Command::Push(a) => {
             let json = a.json;
-            finish(out, json, &push::exec(&env, a)?)
+            finish(out, quiet, json, &push::exec(&env, a)?)
         }
-        Command::Ci(cli::CiCommand::Gitlab(a)) => finish(out, false, &ci::gitlab(&env, &a)?),
-        Command::Gc(a) => finish(out, a.json, &gc::exec(&env, &a)?),
+        Command::Ci(cli::CiCommand::Gitlab(a)) => finish(out, quiet, false, &ci::gitlab(&env, &a)?),
+        Command::Gc(a) => finish(out, quiet, a.json, &gc::exec(&env, &a)?),
         Command::Cache(c) => {
             let json = match &c {
                 cli::CacheCommand::Verify(a) => a.json,
                 cli::CacheCommand::RebuildIndex(a) => a.json,
             };
-            finish(out, json, &cache::exec(&env, c)?)
+            finish(out, quiet, json, &cache::exec(&env, c)?)
         }
-        Command::Clean(_) => finish(out, false, &clean::exec(&env)?),
-        Command::Lint(_) => Err(Error::env(
-            "internal: lint is run before loading the workspace",
-        )),
+        Command::Clean(_) => finish(out, quiet, false, &clean::exec(&env)?),
+        Command::Lint(_) | Command::Init(_) | Command::Completions(_) | Command::Man(_) => Err(
+            Error::env("internal: this command is run before loading the workspace"),
+        ),
     }
 }
 
@@ -223,6 +378,7 @@ fn load<'a>(
         storage,
         backends,
         progress,
+        verbose: false,
     })
 }
 

@@ -4,11 +4,10 @@
 use super::Env;
 use crate::cli::PushArgs;
 use crate::error::Result;
-use crate::ops::export::OutputResult;
 use crate::workspace::Output;
 
-pub fn exec(env: &Env, args: PushArgs) -> Result<OutputResult> {
-    let label = crate::ops::parse_label(&args.label)?;
+pub fn exec(env: &Env, args: PushArgs) -> Result<super::export::OutputReport> {
+    let label = crate::ops::one_layer(&env.ctx.graph, &args.label)?;
     let output = Output::Push {
         destination: args.destination,
         tls_verify: args.tls_verify,
@@ -16,7 +15,7 @@ pub fn exec(env: &Env, args: PushArgs) -> Result<OutputResult> {
     super::export::run_output(
         env,
         &label,
-        args.system.system.as_deref(),
+        crate::ops::one_system(&env.ctx.ws, &args.system.system, "push")?.as_deref(),
         &output,
         args.force,
     )

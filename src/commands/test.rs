@@ -1,4 +1,4 @@
-//! `layerbuild test LABEL`: runs a layer's image tests on its built image.
+//! `layerbuild test LABEL...`: runs layers' image tests on their built images.
 
 use super::{Env, Report};
 use crate::cli::TestArgs;
@@ -7,8 +7,8 @@ use crate::ops::test::{TestOptions, TestReport, render, test};
 
 pub fn exec(env: &Env, args: TestArgs) -> Result<TestReport> {
     let opts = TestOptions {
-        label: crate::ops::parse_label(&args.label)?,
-        system: args.system.system,
+        patterns: crate::ops::parse_patterns(&args.labels)?,
+        system: crate::ops::one_system(&env.ctx.ws, &args.system.system, "test")?,
         all: args.all,
         isolation: args.isolation,
     };

@@ -16,7 +16,8 @@ use crate::workspace::{CacheMode, Parent, System, Workspace};
 
 pub struct GitlabOptions {
     pub patterns: Vec<Pattern>,
-    pub system: Option<String>,
+    /// `--system`: none, names, or `all` ([`crate::ops::systems`]).
+    pub system: Vec<String>,
     pub since: Option<String>,
     pub registry: Option<String>,
 }
@@ -62,22 +63,9 @@ struct Planned<'a> {
     parent: Option<(Label, Digest)>,
 }
 
-/// `--system all` (unless a system is named `all`): every system, so that
-/// a layer shared by several (the same digest) is built by one job.
-fn systems<'w>(ws: &'w Workspace, requested: Option<&str>) -> Result<Vec<Option<&'w System>>> {
-    match requested {
-        Some("all") if !ws.systems.contains_key("all") => Ok(if ws.systems.is_empty() {
-            vec![None]
-        } else {
-            ws.systems.values().map(Some).collect()
-        }),
-        other => Ok(vec![ws.system(other)?]),
-    }
-}
-
 pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Result<Pipeline> {
     let ws = &ctx.ws;
-    let systems = systems(ws, opts.system.as_deref())?;
+    let systems = crate::ops::systems(ws, &opts.system)?;
     let labels = ctx.graph.select(&opts.patterns)?;
     let registry_url = registry_url(opts.registry.as_deref(), ws)?;
     let mut warnings = vec![];

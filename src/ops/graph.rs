@@ -16,8 +16,7 @@ use crate::error::Result;
 use crate::executor::Backend;
 use crate::label::{Label, Pattern};
 use crate::ops::history::HistoryEntry;
-use crate::ops::ls::LsStatus;
-pub use crate::status::NodeStatus;
+pub use crate::status::LayerState;
 use crate::workspace::Parent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,7 +38,7 @@ pub enum GraphFormat {
 /// What `--status` adds to a layer.
 #[derive(Debug, Serialize)]
 pub struct NodeState {
-    pub status: NodeStatus,
+    pub status: LayerState,
     /// The layer's current digest.
     pub digest: Digest,
     /// The newest recorded attempt of this layer for the system, whatever
@@ -119,30 +118,13 @@ pub fn statuses(
     for label in labels {
         let digest = &prints[label].digest;
         let name = label.to_string();
-        let (ls, _) = statuses.of(&name, digest, sys)?;
-        let last = match &statuses.cache {
-            Some(c) => c
-                .recent_builds(Some(std::slice::from_ref(&name)), sys, 1)?
-                .into_iter()
-                .next()
-                .map(crate::ops::history::entry),
-            None => None,
-        };
-        let failed_here = last.as_ref().is_some_and(|l| {
-            l.outcome == crate::status::RecordStatus::Failed && &l.digest == digest
-        });
-        let status = match ls {
-            LsStatus::Cached => NodeStatus::Cached,
-            _ if failed_here => NodeStatus::Failed,
-            LsStatus::NeedsBuild => NodeStatus::NeedsBuild,
-            LsStatus::NeverBuilt => NodeStatus::NeverBuilt,
-        };
+        let st = statuses.of(&name, digest, sys)?;
         out.insert(
             label.clone(),
             NodeState {
-                status,
+                status: st.state,
                 digest: digest.clone(),
-                last,
+                last: st.last,
             },
         );
     }
@@ -186,7 +168,7 @@ impl Picture {
             .collect();
         let header = system.map(|system| {
             let mut counts: BTreeMap<&'static str, usize> =
-                NodeStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+                LayerState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
             for n in &nodes {
                 if let Some(s) = &n.state {
                     *counts.entry(s.status.as_str()).or_default() += 1;
@@ -256,12 +238,12 @@ impl Picture {
             s.push_str(&format!("  \"{a}\" -> \"{b}\";\n"));
         }
         s.push_str("  subgraph cluster_legend {\n    label=\"status\";\n    style=dashed;\n");
-        for st in NodeStatus::ALL {
+        for st in LayerState::ALL {
             s.push_str(&format!(
                 "    \"legend: {}\" [fillcolor=\"{}\", label=\"{}\"];\n",
                 st.as_str(),
                 colour(st),
-                words(st)
+                st.words()
             ));
         }
         s.push_str("  }\n}\n");
@@ -308,7 +290,7 @@ impl Picture {
             s.push_str(&format!("  {} --> {}\n", id(a), id(b)));
         }
         if self.header.is_some() {
-            for st in NodeStatus::ALL {
+            for st in LayerState::ALL {
                 s.push_str(&format!(
                     "  classDef {} fill:{},stroke:{}\n",
                     st.as_str(),
@@ -370,7 +352,7 @@ impl Picture {
                     s.push_str(&format!(
                         "{tree}{:pad$}  {:<11}  {:<12}  {}\n",
                         "",
-                        words(st.status),
+                        st.status.words(),
                         st.digest.short(),
                         last_duration(st)
                     ));
@@ -395,7 +377,7 @@ impl Picture {
              th, td {{ border: 1px solid #bbb; padding: .3em .6em; text-align: left; }}\n\
              td.digest, pre {{ font-family: monospace; }}\n"
         );
-        for st in NodeStatus::ALL {
+        for st in LayerState::ALL {
             s.push_str(&format!(
                 "tr.{} td.status {{ background: {}; }}\n",
                 st.as_str(),
@@ -451,7 +433,7 @@ impl Picture {
                 });
                 s.push_str(&format!(
                     "<td class=\"status\">{}</td><td class=\"digest\">{}</td><td>{}</td><td>{}</td>",
-                    words(st.status),
+                    st.status.words(),
                     st.digest.short(),
                     last_duration(st),
                     when
@@ -471,27 +453,22 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The status as people read it: `needs build`.
-pub fn words(s: NodeStatus) -> String {
-    s.as_str().replace('_', " ")
-}
-
 /// The fill of a status, in every picture.
-pub fn colour(s: NodeStatus) -> &'static str {
+pub fn colour(s: LayerState) -> &'static str {
     match s {
-        NodeStatus::Cached => "#b7e4b0",
-        NodeStatus::NeedsBuild => "#ffe08a",
-        NodeStatus::Failed => "#f4a3a3",
-        NodeStatus::NeverBuilt => "#e0e0e0",
+        LayerState::UpToDate => "#b7e4b0",
+        LayerState::NeedsBuild => "#ffe08a",
+        LayerState::Failed => "#f4a3a3",
+        LayerState::NeverBuilt => "#e0e0e0",
     }
 }
 
-fn stroke(s: NodeStatus) -> &'static str {
+fn stroke(s: LayerState) -> &'static str {
     match s {
-        NodeStatus::Cached => "#2e7d32",
-        NodeStatus::NeedsBuild => "#b7791f",
-        NodeStatus::Failed => "#c62828",
-        NodeStatus::NeverBuilt => "#757575",
+        LayerState::UpToDate => "#2e7d32",
+        LayerState::NeedsBuild => "#b7791f",
+        LayerState::Failed => "#c62828",
+        LayerState::NeverBuilt => "#757575",
     }
 }
 
@@ -504,9 +481,9 @@ pub fn last_duration(st: &NodeState) -> String {
     })
 }
 
-/// `cached · 1a2b3c4d5e6f · 2.1s` (the duration only when a build is recorded).
+/// `up to date · 1a2b3c4d5e6f · 2.1s` (the duration only when a build is recorded).
 fn summary(st: &NodeState) -> String {
-    let mut s = format!("{} · {}", words(st.status), st.digest.short());
+    let mut s = format!("{} · {}", st.status.words(), st.digest.short());
     if st.last.is_some() {
         s.push_str(&format!(" · {}", last_duration(st)));
     }

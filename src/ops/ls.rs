@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-pub use crate::status::LsStatus;
+pub use crate::status::LayerState;
 
 use super::Context;
 use crate::cache::{Cache, CachedLayer};
@@ -15,12 +15,15 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::executor::Backend;
 use crate::label::Pattern;
+use crate::status::RecordStatus;
 
 #[derive(Debug, Serialize)]
 pub struct LsEntry {
     pub label: String,
+    /// The system it was fingerprinted for (`null`: the workspace declares none).
+    pub system: Option<String>,
     pub digest: Digest,
-    pub status: LsStatus,
+    pub status: LayerState,
     pub image_name: Option<String>,
 }
 
@@ -56,69 +59,112 @@ impl Statuses {
         })
     }
 
-    /// The status of `label` at `digest` for `system`, and its cache row
-    /// when it is cached (the freshness test of [`crate::plan::fresh_row`]).
-    pub fn of(
-        &self,
-        label: &str,
-        digest: &Digest,
-        system: Option<&str>,
-    ) -> Result<(LsStatus, Option<CachedLayer>)> {
+    /// The state of `label` at `digest` for `system`, its cache row when it
+    /// is up to date (the freshness test of [`crate::plan::fresh_row`]),
+    /// and its newest recorded build. `failed`: not up to date, and that
+    /// build, at this digest, failed.
+    pub fn of(&self, label: &str, digest: &Digest, system: Option<&str>) -> Result<Status> {
         let Some(c) = &self.cache else {
-            return Ok((LsStatus::NeverBuilt, None));
+            return Ok(Status {
+                state: LayerState::NeverBuilt,
+                row: None,
+                last: None,
+            });
         };
-        if let Some(row) = crate::plan::fresh_row(c, self.images.as_ref(), digest)? {
-            return Ok((LsStatus::Cached, Some(row)));
-        }
-        if c.lookup(digest)?.is_some() || c.ever_built(label, system)? {
-            Ok((LsStatus::NeedsBuild, None))
-        } else {
-            Ok((LsStatus::NeverBuilt, None))
-        }
+        let last = c
+            .recent_builds(Some(&[label.to_string()]), system, 1)?
+            .into_iter()
+            .next()
+            .map(crate::ops::history::entry);
+        let failed_here = last
+            .as_ref()
+            .is_some_and(|l| l.outcome == RecordStatus::Failed && &l.digest == digest);
+        let (state, row) = match crate::plan::fresh_row(c, self.images.as_ref(), digest)? {
+            Some(row) => (LayerState::UpToDate, Some(row)),
+            None if failed_here => (LayerState::Failed, None),
+            None if c.lookup(digest)?.is_some() || c.ever_built(label, system)? => {
+                (LayerState::NeedsBuild, None)
+            }
+            None => (LayerState::NeverBuilt, None),
+        };
+        Ok(Status { state, row, last })
     }
 }
 
+/// What [`Statuses::of`] says of one layer.
+pub struct Status {
+    pub state: LayerState,
+    /// Its cache row, when it is up to date.
+    pub row: Option<CachedLayer>,
+    /// Its newest recorded build (for this system), failed ones included.
+    pub last: Option<crate::ops::history::HistoryEntry>,
+}
+
+/// The layers `patterns` match (every layer when there are none), in
+/// topological order, for each of `systems` in turn.
 pub fn ls(
     ctx: &Context,
-    system: Option<&str>,
+    patterns: &[Pattern],
+    systems: &[Option<&crate::workspace::System>],
     backend: &dyn Backend,
 ) -> Result<(Vec<LsEntry>, Option<String>)> {
-    let system = ctx.ws.system(system)?;
-    let labels = ctx.graph.select(&[Pattern::All])?;
-    let prints = crate::ops::fingerprints(
-        &ctx.ws,
-        system,
-        &labels,
-        crate::fingerprint::session::Want::DigestsOnly,
-    )?
-    .prints;
+    let (labels, with_ancestors) = match patterns {
+        [] => (ctx.graph.order().to_vec(), ctx.graph.order().to_vec()),
+        p => (ctx.graph.matching(p)?, ctx.graph.select(p)?),
+    };
     let statuses = Statuses::open(ctx, backend)?;
-    let sys = system.map(|s| s.name.as_str());
     let mut out = vec![];
-    for label in &labels {
-        let fp = &prints[label];
-        let (status, row) = statuses.of(&label.to_string(), &fp.digest, sys)?;
-        out.push(LsEntry {
-            label: label.to_string(),
-            digest: fp.digest.clone(),
-            status,
-            image_name: row.map(|r| r.image_name),
-        });
+    for system in systems {
+        let prints = crate::ops::fingerprints(
+            &ctx.ws,
+            *system,
+            &with_ancestors,
+            crate::fingerprint::session::Want::DigestsOnly,
+        )?
+        .prints;
+        let sys = system.map(|s| s.name.as_str());
+        for label in &labels {
+            let fp = &prints[label];
+            let st = statuses.of(&label.to_string(), &fp.digest, sys)?;
+            out.push(LsEntry {
+                label: label.to_string(),
+                system: sys.map(str::to_string),
+                digest: fp.digest.clone(),
+                status: st.state,
+                image_name: st.row.map(|r| r.image_name),
+            });
+        }
     }
     Ok((out, statuses.warning))
 }
 
-pub fn render(entries: &[LsEntry]) -> String {
+/// A line per layer: label, (system, when there are several), status,
+/// short digest; `verbose`: and the image name of a layer up to date.
+pub fn render(entries: &[LsEntry], verbose: bool) -> String {
     let width = entries.iter().map(|e| e.label.len()).max().unwrap_or(0);
+    let several = entries
+        .iter()
+        .any(|e| e.system != entries.first().and_then(|f| f.system.clone()));
+    let sys_width = entries
+        .iter()
+        .map(|e| e.system.as_deref().unwrap_or("").len())
+        .max()
+        .unwrap_or(0);
     let mut s = String::new();
     for e in entries {
-        let status = e.status.as_str().replace('_', " ");
-        s.push_str(&format!(
-            "{:width$}  {:<11}  {}\n",
-            e.label,
-            status,
-            e.digest.short()
-        ));
+        let mut line = format!("{:width$}  ", e.label);
+        if several {
+            line.push_str(&format!(
+                "{:sys_width$}  ",
+                e.system.as_deref().unwrap_or("")
+            ));
+        }
+        line.push_str(&format!("{:<11}  {}", e.status.words(), e.digest.short()));
+        if verbose && let Some(name) = &e.image_name {
+            line.push_str(&format!("  {name}"));
+        }
+        line.push('\n');
+        s.push_str(&line);
     }
     s
 }

@@ -13,6 +13,7 @@ pub mod graph;
 pub mod graphviz;
 pub mod hash;
 pub mod history;
+pub mod init;
 pub mod lint;
 pub mod log;
 pub mod ls;
@@ -94,6 +95,84 @@ pub fn parse_patterns(args: &[String]) -> Result<Vec<Pattern>> {
 pub fn parse_label(arg: &str) -> Result<Label> {
     Label::parse(arg)
         .map_err(|e| Error::input(e).with_hint("name exactly one layer, e.g. //compute/slurm"))
+}
+
+/// The one layer `arg` names: a label, or a pattern that matches exactly
+/// one layer (for commands about one image: `log`, `export`, `push`, `debug`).
+pub fn one_layer(graph: &LayerGraph, arg: &str) -> Result<Label> {
+    let pattern = parse_patterns(std::slice::from_ref(&arg.to_string()))?;
+    let mut matched = graph.matching(&pattern)?;
+    if matched.len() > 1 {
+        let names: Vec<String> = matched.iter().map(|l| l.to_string()).collect();
+        return Err(Error::input(format!(
+            "{arg} matches {} layers ({}); this command works on one",
+            matched.len(),
+            names.join(", ")
+        ))
+        .with_hint(format!("name one of them, e.g. {}", names[0])));
+    }
+    Ok(matched.remove(0))
+}
+
+/// The systems `--system` names, for a command that takes several: none
+/// given, the only one (or none when the workspace declares none; an
+/// error when it declares several); `all` (unless a system is named
+/// `all`), every declared one; otherwise each named one, in the order given.
+pub fn systems<'w>(
+    ws: &'w Workspace,
+    given: &[String],
+) -> Result<Vec<Option<&'w workspace::System>>> {
+    if given.iter().any(|g| g == "all") && !ws.systems.contains_key("all") {
+        if given.len() > 1 {
+            return Err(Error::input(
+                "--system all names every system; give it alone",
+            ));
+        }
+        return Ok(if ws.systems.is_empty() {
+            vec![None]
+        } else {
+            ws.systems.values().map(Some).collect()
+        });
+    }
+    if given.is_empty() {
+        return match ws.system(None) {
+            Ok(s) => Ok(vec![s]),
+            Err(e) if ws.systems.len() > 1 => Err(e.with_hint(format!(
+                "declared systems: {}; or every one of them: --system all",
+                ws.systems.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+            Err(e) => Err(e),
+        };
+    }
+    let mut out: Vec<Option<&workspace::System>> = vec![];
+    for g in given {
+        let s = ws.system(Some(g))?;
+        if !out.iter().any(|o| o.map(|o| &o.name) == s.map(|s| &s.name)) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// The one system `--system` names, for a command that works on one
+/// (`command` names it in the error when several are given).
+pub fn one_system(ws: &Workspace, given: &[String], command: &str) -> Result<Option<String>> {
+    match given {
+        [] => Ok(None),
+        [one] if one != "all" || ws.systems.contains_key("all") => Ok(Some(one.clone())),
+        _ => Err(Error::input(format!(
+            "`{command}` works on one system at a time; --system {} names several",
+            given.join(" --system ")
+        ))
+        .with_hint(format!(
+            "run it once per system, e.g. --system {}",
+            ws.systems
+                .keys()
+                .next()
+                .map(String::as_str)
+                .unwrap_or("NAME")
+        ))),
+    }
 }
 
 /// The committed image's name: findable by a person, unique per digest.

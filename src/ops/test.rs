@@ -1,6 +1,7 @@
-//! `layerbuild test LABEL [--all]`: re-runs a built layer's image tests (and,
-//! with `--all`, its ancestors'), each layer in a fresh container from its
-//! cached image. Nothing is cached or changed; each run has its own log.
+//! `layerbuild test LABEL... [--all]`: re-runs built layers' image tests
+//! (and, with `--all`, their ancestors'), each layer in a fresh container
+//! from its cached image, in topological order. Nothing is cached or
+//! changed; each run has its own log.
 
 use serde::Serialize;
 
@@ -9,11 +10,14 @@ use super::{Context, container_name, now_secs};
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::executor::{Backend, TestOutcome, TestRequest};
-use crate::label::Label;
-use crate::workspace::Parent;
+use crate::label::Pattern;
+
+/// Schema version of `test --json`.
+pub const TEST_VERSION: u32 = 1;
 
 #[derive(Debug, Serialize)]
 pub struct TestReport {
+    pub version: u32,
     pub layers: Vec<LayerTests>,
     pub passed: usize,
     pub failed: usize,
@@ -28,7 +32,7 @@ pub struct LayerTests {
 }
 
 pub struct TestOptions {
-    pub label: Label,
+    pub patterns: Vec<Pattern>,
     pub system: Option<String>,
     pub all: bool,
     pub isolation: Option<String>,
@@ -36,26 +40,17 @@ pub struct TestOptions {
 
 pub fn test(ctx: &Context, opts: &TestOptions, backend: &dyn Backend) -> Result<TestReport> {
     let ws = &ctx.ws;
-    // The layer, then with --all its ancestors; run oldest first.
-    let mut chain = vec![opts.label.clone()];
-    if !ws.layers.contains_key(&opts.label) {
-        // Let the graph give its usual unknown-label error.
-        ctx.graph
-            .select(&[crate::label::Pattern::Exact(opts.label.clone())])?;
-    }
-    if opts.all {
-        let mut l = opts.label.clone();
-        while let Parent::Layer(p) = &ws.layers[&l].parent {
-            chain.push(p.clone());
-            l = p.clone();
-        }
-    }
-    chain.reverse();
+    // The layers named, with --all their ancestors too; oldest first.
+    let chain = match opts.all {
+        true => ctx.graph.select(&opts.patterns)?,
+        false => ctx.graph.matching(&opts.patterns)?,
+    };
     let isolation = opts
         .isolation
         .clone()
         .unwrap_or_else(|| ws.build.isolation.clone());
     let mut report = TestReport {
+        version: TEST_VERSION,
         layers: vec![],
         passed: 0,
         failed: 0,

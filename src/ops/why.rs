@@ -136,7 +136,7 @@ fn why_inner(ctx: &Context, opts: &WhyOptions, backend: &dyn Backend) -> Result<
             }
         }
         report.text = format!(
-            "{label} has never been built{for_system}; a build would build: {}\n",
+            "{label}: never built{for_system}; a build would build: {}\n",
             report.would_build.join(", ")
         );
         return Ok(report);
@@ -178,9 +178,9 @@ fn explain_freshness(report: &mut WhyReport, fresh: Freshness) {
                     changes,
                 },
         } => {
-            report.status = WhyStatus::NeedsRebuild;
+            report.status = WhyStatus::NeedsBuild;
             report.text = format!(
-                "{label} needs a rebuild (last built {}, digest {}…):\n{}",
+                "{label} needs build (last built {}, digest {}…):\n{}",
                 format_time(last_built_at),
                 last_digest.short(),
                 explain::render(&changes, &label, 2)
@@ -200,9 +200,9 @@ fn explain_freshness(report: &mut WhyReport, fresh: Freshness) {
                     last_built_at,
                 },
         } => {
-            report.status = WhyStatus::NeedsRebuild;
+            report.status = WhyStatus::NeedsBuild;
             report.text = format!(
-                "{label} needs a rebuild (last built {}, digest {}…): that build was recorded by another layerbuild format, so its inputs cannot be compared\n",
+                "{label} needs build (last built {}, digest {}…): that build was recorded by another layerbuild format, so its inputs cannot be compared\n",
                 format_time(last_built_at),
                 last_digest.short()
             );

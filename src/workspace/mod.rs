@@ -858,7 +858,7 @@ fn default_jobs() -> usize {
         .unwrap_or(2)
 }
 
-fn sanitize_name(s: &str) -> String {
+pub(crate) fn sanitize_name(s: &str) -> String {
     let s: String = s
         .to_lowercase()
         .chars()

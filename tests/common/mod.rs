@@ -226,6 +226,18 @@ impl TestWs {
         }
     }
 
+    /// The workspace a test made at `root` (inside `dir`) under the
+    /// workspace name `name`: removed, with its images, when dropped.
+    pub fn adopt(dir: tempfile::TempDir, root: PathBuf, name: &str) -> TestWs {
+        TestWs {
+            _dir: dir,
+            root,
+            name: name.to_string(),
+            env: vec![],
+            recording: None,
+        }
+    }
+
     /// [`TestWs::new`] whose commands run in this process against an
     /// in-memory recording backend: for the logic above the executor
     /// (explanations, plans, cache bookkeeping), without buildah.
@@ -558,7 +570,8 @@ pub fn layer<'a>(report: &'a serde_json::Value, label: &str) -> &'a serde_json::
 
 /// label -> digest, from the output of `ls --json`.
 pub fn digests_of(ls: &serde_json::Value) -> BTreeMap<String, String> {
-    ls.as_array()
+    ls["layers"]
+        .as_array()
         .unwrap()
         .iter()
         .map(|e| {

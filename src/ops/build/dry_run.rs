@@ -20,7 +20,7 @@ use crate::executor::Backend;
 use crate::fingerprint::session::{Source, Want};
 use crate::ops::Context;
 use crate::plan::{Freshness, HistoryLookup, freshness};
-pub use crate::status::PlanStatus;
+pub use crate::status::LayerState;
 
 /// Schema version of `build --dry-run --json`.
 pub const PLAN_VERSION: u32 = 1;
@@ -39,7 +39,8 @@ pub struct PlanReport {
 pub struct PlannedLayer {
     pub label: String,
     pub digest: Digest,
-    pub status: PlanStatus,
+    /// `up_to_date`, `needs_build` or `never_built`.
+    pub status: LayerState,
     /// One line: the first root cause, or the image that would be reused.
     pub reason: String,
     pub image_name: Option<String>,
@@ -105,14 +106,15 @@ pub fn plan(
         let fp = &prints[l];
         let f = freshness(cache.as_ref(), images.as_ref(), fp, sys, &lookup, false)?;
         let label = l.to_string();
-        let (status, image_name) = match &f {
+        let status = f.state();
+        let image_name = match &f {
             Freshness::Fresh { image_name, .. } => {
                 report.fresh += 1;
-                (PlanStatus::Fresh, Some(image_name.clone()))
+                Some(image_name.clone())
             }
             Freshness::Dirty { .. } => {
                 report.dirty += 1;
-                (PlanStatus::Dirty, None)
+                None
             }
         };
         report.layers.push(PlannedLayer {
@@ -163,7 +165,7 @@ fn add_commands(
         let Some(layer) = report
             .layers
             .iter_mut()
-            .find(|l| l.label == label.to_string() && l.status == PlanStatus::Dirty)
+            .find(|l| l.label == label.to_string() && l.status != LayerState::UpToDate)
         else {
             continue;
         };
@@ -178,8 +180,10 @@ pub fn render_plan(p: &PlanReport) -> String {
     let mut s = String::new();
     for l in &p.layers {
         s.push_str(&format!(
-            "{:width$}  {:<5}  {}\n",
-            l.label, l.status, l.reason
+            "{:width$}  {:<11}  {}\n",
+            l.label,
+            l.status.words(),
+            l.reason
         ));
         for c in &l.commands {
             s.push_str(&format!("    {c}\n"));

@@ -36,7 +36,7 @@ use crate::progress::Reporter;
 use crate::workspace::{CacheMode, Parent, System, Workspace};
 
 pub use attempt::OWNER_PID_FILE;
-pub use dry_run::{PlanReport, PlannedLayer, plan, render_plan};
+pub use dry_run::{PLAN_VERSION, PlanReport, PlannedLayer, plan, render_plan};
 pub use from_failed::{FromFailedReport, from_failed};
 pub use registry::RegistryUse;
 pub use report::{BuildReport, LayerResult, LayerStatus, REPORT_VERSION, render_summary};

@@ -177,7 +177,7 @@ impl LayerResult {
             }) => LayerResult {
                 image_id: Some(image_id),
                 image_name: Some(image_name),
-                ..LayerResult::new(label, digest, LayerStatus::Cached)
+                ..LayerResult::new(label, digest, LayerStatus::UpToDate)
             },
             NodeStatus::Done(Done::Built {
                 image_id,
@@ -254,7 +254,7 @@ impl BuildReport {
         *match r.status {
             LayerStatus::Built => &mut self.built,
             LayerStatus::Pulled => &mut self.pulled,
-            LayerStatus::Cached => &mut self.cached,
+            LayerStatus::UpToDate => &mut self.cached,
             LayerStatus::Failed => &mut self.failed,
             LayerStatus::Skipped | LayerStatus::NotStarted => &mut self.skipped,
         } += 1;
