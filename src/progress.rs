@@ -282,6 +282,8 @@ pub struct TtyReporter {
     overall: ProgressBar,
     /// Each running layer's line, and when its current step started.
     bars: Mutex<HashMap<String, (ProgressBar, StepStart)>>,
+    /// How each layer ended, and the time its line ran: the closing table.
+    ended: Mutex<Vec<(String, &'static str, Option<Duration>)>>,
 }
 
 type StepStart = std::sync::Arc<Mutex<std::time::Instant>>;
@@ -304,6 +306,7 @@ impl TtyReporter {
             multi,
             overall,
             bars: Mutex::new(HashMap::new()),
+            ended: Mutex::new(vec![]),
         }
     }
 
@@ -333,16 +336,22 @@ impl TtyReporter {
         (bar, start)
     }
 
-    fn end(&self, label: &str, text: String) {
+    fn end(&self, label: &str, status: &'static str, text: String) {
+        let mut took = None;
         if let Some((bar, _)) = self
             .bars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(label)
         {
+            took = Some(bar.elapsed());
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
+        self.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((label.to_string(), status, took));
         self.overall.inc(1);
         let _ = self.multi.println(text);
     }
@@ -390,6 +399,7 @@ impl Reporter for TtyReporter {
     fn cached(&self, label: &str, image: &str) {
         self.end(
             label,
+            "up to date",
             format!("  up to date  {label} (image {})", short(image)),
         );
     }
@@ -397,18 +407,23 @@ impl Reporter for TtyReporter {
         let built = paint(Tone::Good, "built     ");
         self.end(
             label,
+            "built",
             format!("  {built}  {label} in {}", format_duration(elapsed)),
         );
     }
     fn pulled(&self, label: &str, reference: &str) {
-        self.end(label, format!("  pulled      {label} from {reference}"));
+        self.end(
+            label,
+            "pulled",
+            format!("  pulled      {label} from {reference}"),
+        );
     }
     fn failed(&self, label: &str, message: &str) {
         let failed = paint(Tone::Bad, "FAILED    ");
-        self.end(label, format!("  {failed}  {label}: {message}"));
+        self.end(label, "FAILED", format!("  {failed}  {label}: {message}"));
     }
     fn skipped(&self, label: &str, reason: &str) {
-        self.end(label, format!("  skipped     {label}: {reason}"));
+        self.end(label, "skipped", format!("  skipped     {label}: {reason}"));
     }
     fn println(&self, text: &str) {
         let _ = self.multi.println(text);
@@ -416,5 +431,43 @@ impl Reporter for TtyReporter {
     fn finish(&self) {
         crate::interrupt::say_through(None);
         self.overall.finish_and_clear();
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if ended.len() > 1 {
+            let _ = self.multi.println(summary_table(&ended));
+        }
+    }
+}
+
+/// The closing table of a live display: each layer, how it ended, and
+/// the time its line ran (`-` for one found up to date at once).
+fn summary_table(ended: &[(String, &'static str, Option<Duration>)]) -> String {
+    let width = ended.iter().map(|(l, ..)| l.len()).max().unwrap_or(5).max(5);
+    let mut t = format!("  {:<width$}  {:<10}  time", "layer", "status");
+    for (label, status, took) in ended {
+        let took = took.map_or_else(|| "-".to_string(), format_duration);
+        let word = match *status {
+            "FAILED" => paint(Tone::Bad, &format!("{status:<10}")),
+            "built" => paint(Tone::Good, &format!("{status:<10}")),
+            s => format!("{s:<10}"),
+        };
+        t.push_str(&format!("\n  {label:<width$}  {word}  {took}"));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closing_table_lists_each_layer_its_end_and_time() {
+        let t = summary_table(&[
+            ("//base/os".into(), "up to date", None),
+            ("//compute/slurm".into(), "FAILED", Some(Duration::from_millis(3200))),
+        ]);
+        assert_eq!(
+            console::strip_ansi_codes(&t),
+            "  layer            status      time\n  //base/os        up to date  -\n  //compute/slurm  FAILED      3.2s"
+        );
     }
 }
