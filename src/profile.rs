@@ -268,21 +268,6 @@ impl Reporter for Profiler {
 mod tests {
     use super::*;
 
-    struct Quiet;
-    impl StepSink for Quiet {
-        fn step(&self, _: &str, _: &str) {}
-    }
-    impl Reporter for Quiet {
-        fn started(&self, _: &str, _: &Digest) {}
-        fn cached(&self, _: &str, _: &str) {}
-        fn pulled(&self, _: &str, _: &str) {}
-        fn built(&self, _: &str, _: Duration) {}
-        fn failed(&self, _: &str, _: &str) {}
-        fn skipped(&self, _: &str, _: &str) {}
-        fn println(&self, _: &str) {}
-        fn finish(&self) {}
-    }
-
     fn task(event: &str, name: &str) -> TaskEvent {
         TaskEvent {
             event: event.into(),
@@ -296,7 +281,7 @@ mod tests {
     fn layers_take_free_tracks_and_steps_and_tasks_nest_inside_them() {
         let profile = Arc::new(Mutex::new(Profile::default()));
         let p = Profiler {
-            inner: Box::new(Quiet),
+            inner: Box::new(crate::progress::QuietReporter),
             profile: profile.clone(),
         };
         let d = Digest::from("ab".repeat(32));

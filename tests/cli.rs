@@ -12,22 +12,6 @@ use std::collections::BTreeMap;
 
 use common::{Edit, TestWs, require_buildah};
 
-/// Layers in every state: up to date, needs build, never built, failed.
-fn every_status() -> TestWs {
-    let ws = TestWs::recorded("chain");
-    ws.lb(&["build", "//compute/compute"]).ok();
-    ws.rec().fail_label("//uan/uan");
-    let r = ws.lb(&["build", "//uan/uan"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    let tasks = "compute-config/roles/common/tasks/main.yml";
-    let text = ws.read(tasks).edit(
-        "> /etc/cluster-name",
-        "> /etc/cluster-name; echo changed > /etc/changed",
-    );
-    ws.write(tasks, &text);
-    ws
-}
-
 /// label -> the `status` of each entry of `entries`.
 fn statuses(entries: &serde_json::Value) -> BTreeMap<String, String> {
     entries
@@ -45,7 +29,7 @@ fn statuses(entries: &serde_json::Value) -> BTreeMap<String, String> {
 
 #[test]
 fn ls_graph_dry_run_why_and_build_say_a_state_in_the_same_words() {
-    let ws = every_status();
+    let ws = TestWs::every_status();
     let ls = statuses(&ws.lb(&["ls", "--json"]).ok().json()["layers"]);
     let expected: BTreeMap<String, String> = [
         ("//base/os", "up_to_date"),

@@ -17,7 +17,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{Run, TestWs, require_buildah};
+use common::{Run, TestWs, buildah_on, require_buildah};
+
+/// `buildah` on the storage at `root`, which must succeed; its stdout.
+fn buildah_ok(root: &Path, args: &[&str]) -> String {
+    buildah_on(root, args).ok().stdout
+}
 
 #[test]
 fn eight_builds_at_once_with_overlapping_labels_build_each_digest_once() {
@@ -119,24 +124,6 @@ fn eight_builds_at_once_with_overlapping_labels_build_each_digest_once() {
     let again = ws.lb(&["build", "--json", "//..."]).ok().json();
     assert_eq!(again["built"], 0, "{again}");
     assert_eq!(again["cached"], 5, "{again}");
-}
-
-/// `buildah` on the storage at `root`, for the test's own checks.
-fn buildah_on(root: &Path, args: &[&str]) -> String {
-    let out = Command::new("buildah")
-        .arg("--root")
-        .arg(root)
-        .arg("--runroot")
-        .arg(root.join("run"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "buildah {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Removes what the test left in its storage.
@@ -248,7 +235,7 @@ fn two_checkouts_sharing_a_storage_build_each_digest_once_and_gc_spares_the_othe
     assert_eq!(digests.len(), 5 + 7 * 2);
     assert_eq!(commits, digests.len(), "each digest committed once");
     assert_eq!(built as usize, digests.len(), "each digest built once");
-    let containers = buildah_on(&storage, &["containers", "--format", "{{.ContainerName}}"]);
+    let containers = buildah_ok(&storage, &["containers", "--format", "{{.ContainerName}}"]);
     assert_eq!(containers.trim(), "", "no working container left");
     eprintln!("8 rounds of two checkouts at once: {elapsed:?}");
 
@@ -281,7 +268,7 @@ fn two_checkouts_sharing_a_storage_build_each_digest_once_and_gc_spares_the_othe
         let v = ws.lb(&["cache", "verify", "--json"]);
         assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
     }
-    let images = buildah_on(&storage, &["images", "--format", "{{.Name}}:{{.Tag}}"]);
+    let images = buildah_ok(&storage, &["images", "--format", "{{.Name}}:{{.Tag}}"]);
     assert_eq!(images.lines().count(), 5, "{images}");
 }
 
@@ -354,5 +341,5 @@ fn gc_holds_the_digest_lock_and_spares_an_image_another_checkout_took_meanwhile(
     );
     let verify = b.lb(&["cache", "verify", "--json"]).ok().json();
     assert_eq!(verify["problems"], serde_json::json!([]), "{verify}");
-    assert!(buildah_on(&storage, &["images", "--format", "{{.Tag}}"]).contains(&old_digest[..12]));
+    assert!(buildah_ok(&storage, &["images", "--format", "{{.Tag}}"]).contains(&old_digest[..12]));
 }

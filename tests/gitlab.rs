@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Edit, copy_dir, fixture_dir, require_buildah};
+use common::{Edit, buildah_on, copy_dir, fixture_dir, git, require_buildah, validated};
 
 const INSTALL: &str = "run scripts/install-deps.sh (as root)";
 const GCL_VERSION: &str = "4.75.1";
@@ -156,35 +156,6 @@ impl Drop for Registry {
     }
 }
 
-fn git_in(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// `buildah` on the storage at `root`.
-fn buildah_on(root: &Path, args: &[&str]) -> String {
-    let out = Command::new("buildah")
-        .arg("--root")
-        .arg(root)
-        .arg("--runroot")
-        .arg(root.join("run"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Empties and removes the storage at `root`: its containers, its images,
 /// any overlay mount left below it.
 fn remove_storage(root: &Path) {
@@ -218,6 +189,7 @@ fn image_ids(root: &Path) -> BTreeMap<(String, String), String> {
             "{{.Name}}:{{.Tag}} {{.ID}}",
         ],
     )
+    .stdout
     .lines()
     .filter_map(|l| {
         let mut fields = l.split_whitespace();
@@ -354,7 +326,7 @@ impl Project {
     }
 
     fn git(&self, args: &[&str]) -> String {
-        git_in(&self.root, args)
+        git(&self.root, args)
     }
 
     /// Commits everything (the first time: a repository on `main`);
@@ -372,7 +344,7 @@ impl Project {
     /// commit (GitLab's `GIT_DEPTH: 1`).
     fn shallow_clone(&mut self) {
         let shallow = self.dir.path().join("shallow");
-        git_in(
+        git(
             self.dir.path(),
             &[
                 "clone",
@@ -682,42 +654,6 @@ fn progress_label(line: &str, what: &str) -> Option<String> {
     let rest = line.strip_prefix('[')?.split_once("] ")?.1;
     let (label, _) = rest.split_once(what)?;
     (label.starts_with("//") && !label.contains(' ')).then(|| label.to_string())
-}
-
-fn yaml_to_json(y: &yaml_rust2::Yaml) -> serde_json::Value {
-    use yaml_rust2::Yaml;
-    match y {
-        Yaml::String(s) => serde_json::Value::String(s.clone()),
-        Yaml::Integer(i) => serde_json::Value::from(*i),
-        Yaml::Boolean(b) => serde_json::Value::Bool(*b),
-        Yaml::Array(a) => serde_json::Value::Array(a.iter().map(yaml_to_json).collect()),
-        Yaml::Hash(h) => serde_json::Value::Object(
-            h.iter()
-                .map(|(k, v)| (k.as_str().unwrap().to_string(), yaml_to_json(v)))
-                .collect(),
-        ),
-        Yaml::Null => serde_json::Value::Null,
-        other => panic!("unexpected YAML {other:?}"),
-    }
-}
-
-/// Parses a generated pipeline and validates it against GitLab's schema
-/// (vendored, as in tests/registry.rs).
-fn validated(yaml: &str) -> serde_json::Value {
-    let docs =
-        yaml_rust2::YamlLoader::load_from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let v = yaml_to_json(&docs[0]);
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("tests/fixtures/gitlab-ci-schema.json")).unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&v)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "schema errors: {errors:?}\n{yaml}");
-    v
 }
 
 /// The jobs of `labels`, sorted.

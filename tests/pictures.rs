@@ -8,26 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Edit, TestWs, lb_in};
-
-/// The chain fixture with one layer of each status:
-/// //base/os and //base/hsn cached; //compute/compute needs build (an
-/// input changed since it was built); //uan/uan failed (at its current
-/// digest); //compute/slurm never built.
-fn every_status() -> TestWs {
-    let ws = TestWs::recorded("chain");
-    ws.lb(&["build", "//compute/compute"]).ok();
-    ws.rec().fail_label("//uan/uan");
-    let r = ws.lb(&["build", "//uan/uan"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    let tasks = "compute-config/roles/common/tasks/main.yml";
-    let text = ws.read(tasks).edit(
-        "> /etc/cluster-name",
-        "> /etc/cluster-name; echo changed > /etc/changed",
-    );
-    ws.write(tasks, &text);
-    ws
-}
+use common::{TestWs, lb_in};
 
 const EXPECTED: [(&str, &str); 5] = [
     ("//base/os", "up_to_date"),
@@ -50,7 +31,7 @@ fn require_dot() {
 
 #[test]
 fn graph_status_json_agrees_with_ls_and_names_failures() {
-    let ws = every_status();
+    let ws = TestWs::every_status();
     let g = ws.lb(&["graph", "--status", "--json"]).ok().json();
     assert_eq!(g["version"], 1);
     assert_eq!(g["system"], "test");
@@ -97,7 +78,7 @@ fn graph_status_json_agrees_with_ls_and_names_failures() {
 
 #[test]
 fn graph_status_dot_fills_each_layer_with_its_status_colour() {
-    let ws = every_status();
+    let ws = TestWs::every_status();
     let dot = ws.lb(&["graph", "--status", "--format", "dot"]).ok().stdout;
     let legend: BTreeMap<String, String> =
         regex::Regex::new(r#""legend: (\w+)" \[fillcolor="(#[0-9a-f]{6})""#)
@@ -140,7 +121,7 @@ fn graph_status_dot_fills_each_layer_with_its_status_colour() {
 
 #[test]
 fn graph_status_mermaid_has_a_class_per_status() {
-    let ws = every_status();
+    let ws = TestWs::every_status();
     let m = ws
         .lb(&["graph", "--status", "--format", "mermaid"])
         .ok()
@@ -167,7 +148,7 @@ fn graph_status_mermaid_has_a_class_per_status() {
 
 #[test]
 fn graph_status_text_is_a_tree_with_columns_and_patterns_select() {
-    let ws = every_status();
+    let ws = TestWs::every_status();
     let t = ws
         .lb(&["graph", "--status", "--format", "text"])
         .ok()
@@ -244,7 +225,7 @@ fn graph_without_status_is_unchanged() {
 #[test]
 fn graph_svg_is_drawn_by_graphviz_with_a_node_per_layer() {
     require_dot();
-    let ws = every_status();
+    let ws = TestWs::every_status();
     let svg = ws.lb(&["graph", "--status", "--format", "svg"]).ok().stdout;
     let options = roxmltree::ParsingOptions {
         allow_dtd: true,
@@ -278,7 +259,7 @@ fn graph_svg_is_drawn_by_graphviz_with_a_node_per_layer() {
 #[test]
 fn graph_html_is_one_page_with_the_drawing_and_a_status_table() {
     require_dot();
-    let ws = every_status();
+    let ws = TestWs::every_status();
     let html = ws
         .lb(&["graph", "--status", "--format", "html"])
         .ok()
@@ -351,7 +332,7 @@ fn without_graphviz_svg_says_what_to_install_and_html_falls_back() {
 
 #[test]
 fn history_lists_builds_newest_first_with_outcomes() {
-    let ws = every_status();
+    let ws = TestWs::every_status();
     let h = ws.lb(&["history", "--json"]).ok().json();
     assert_eq!(h["version"], 1);
     let builds = h["builds"].as_array().unwrap();

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Edit, TestWs, copy_dir, lb_recorded, require_buildah};
+use common::{Edit, TestWs, copy_dir, git, lb_recorded, require_buildah, validated};
 use layerbuild::executor::Registry as _;
 use layerbuild::executor::recording::{Call, Recording};
 
@@ -510,20 +510,6 @@ fn read_only_mode_pulls_but_never_pushes() {
     assert_eq!(json(&out)["built"], 3, "off mode must not pull either");
 }
 
-fn git(root: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-        .args(args)
-        .current_dir(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn affected_since_lists_exactly_the_layers_a_commit_changed() {
     let ws = TestWs::new("chain");
@@ -593,42 +579,6 @@ fn affected_since_lists_exactly_the_layers_a_commit_changed() {
     );
     let bad = ws.lb(&["affected", "--since", "nope"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
-}
-
-fn yaml_to_json(y: &yaml_rust2::Yaml) -> serde_json::Value {
-    use yaml_rust2::Yaml;
-    match y {
-        Yaml::String(s) => serde_json::Value::String(s.clone()),
-        Yaml::Integer(i) => serde_json::Value::from(*i),
-        Yaml::Boolean(b) => serde_json::Value::Bool(*b),
-        Yaml::Array(a) => serde_json::Value::Array(a.iter().map(yaml_to_json).collect()),
-        Yaml::Hash(h) => serde_json::Value::Object(
-            h.iter()
-                .map(|(k, v)| (k.as_str().unwrap().to_string(), yaml_to_json(v)))
-                .collect(),
-        ),
-        Yaml::Null => serde_json::Value::Null,
-        other => panic!("unexpected YAML {other:?}"),
-    }
-}
-
-/// Parses a generated pipeline and validates it against GitLab's schema.
-fn validated(yaml: &str) -> serde_json::Value {
-    let docs =
-        yaml_rust2::YamlLoader::load_from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let v = yaml_to_json(&docs[0]);
-    // GitLab's published CI schema, vendored (draft-07, no remote references).
-    let schema_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gitlab-ci-schema.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&schema_path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&v)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "schema errors: {errors:?}\n{yaml}");
-    v
 }
 
 /// The `needs` edges of a pipeline, as (parent job, job).

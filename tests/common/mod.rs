@@ -582,3 +582,112 @@ pub fn digests_of(ls: &serde_json::Value) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// `program args` run in `dir`; fails the test when it fails. Its stdout.
+#[track_caller]
+pub fn tool_in(program: &str, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// git in `dir` with a test identity, `main` as a new repository's branch
+/// and local submodules allowed; its stdout, trimmed.
+#[track_caller]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.org",
+        "-c",
+        "protocol.file.allow=always",
+        "-c",
+        "init.defaultBranch=main",
+    ];
+    all.extend_from_slice(args);
+    tool_in("git", dir, &all).trim().to_string()
+}
+
+/// `buildah` on the storage at `root` (its run root below it).
+pub fn buildah_on(root: &Path, args: &[&str]) -> Run {
+    let out = Command::new("buildah")
+        .arg("--root")
+        .arg(root)
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
+/// A YAML document as JSON (for the schema check).
+pub fn yaml_to_json(y: &yaml_rust2::Yaml) -> serde_json::Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::String(s) => serde_json::Value::String(s.clone()),
+        Yaml::Integer(i) => serde_json::Value::from(*i),
+        Yaml::Boolean(b) => serde_json::Value::Bool(*b),
+        Yaml::Array(a) => serde_json::Value::Array(a.iter().map(yaml_to_json).collect()),
+        Yaml::Hash(h) => serde_json::Value::Object(
+            h.iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), yaml_to_json(v)))
+                .collect(),
+        ),
+        Yaml::Null => serde_json::Value::Null,
+        other => panic!("unexpected YAML {other:?}"),
+    }
+}
+
+/// Parses a generated pipeline and validates it against GitLab's published
+/// CI schema (vendored in tests/fixtures); the pipeline as JSON.
+#[track_caller]
+pub fn validated(yaml: &str) -> serde_json::Value {
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let v = yaml_to_json(&docs[0]);
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("gitlab-ci-schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&v)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "schema errors: {errors:?}\n{yaml}");
+    v
+}
+
+impl TestWs {
+    /// The chain fixture on the recording backend with a layer in each
+    /// state: //base/os and //base/hsn up to date; //compute/compute needs
+    /// build (an input changed since it was built); //uan/uan failed (at
+    /// its current digest); //compute/slurm never built.
+    pub fn every_status() -> TestWs {
+        let ws = TestWs::recorded("chain");
+        ws.lb(&["build", "//compute/compute"]).ok();
+        ws.rec().fail_label("//uan/uan");
+        let r = ws.lb(&["build", "//uan/uan"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let tasks = "compute-config/roles/common/tasks/main.yml";
+        let text = ws.read(tasks).edit(
+            "> /etc/cluster-name",
+            "> /etc/cluster-name; echo changed > /etc/changed",
+        );
+        ws.write(tasks, &text);
+        ws
+    }
+}
