@@ -90,12 +90,16 @@ impl LayerGraph {
             wanted.extend(self.ancestors(&l));
             wanted.insert(l);
         }
-        Ok(self
-            .order
+        Ok(self.in_order(&wanted))
+    }
+
+    /// `wanted` in topological order.
+    fn in_order(&self, wanted: &BTreeSet<Label>) -> Vec<Label> {
+        self.order
             .iter()
             .filter(|l| wanted.contains(*l))
             .cloned()
-            .collect())
+            .collect()
     }
 
     /// The labels the patterns name (without their ancestors), in
@@ -113,12 +117,7 @@ impl LayerGraph {
             }
             wanted.extend(matched.into_iter().cloned());
         }
-        Ok(self
-            .order
-            .iter()
-            .filter(|l| wanted.contains(*l))
-            .cloned()
-            .collect())
+        Ok(self.in_order(&wanted))
     }
 
     fn suggest(&self, missing: &Label) -> String {
