@@ -43,7 +43,10 @@ use error::Error;
 
 /// Entry point: parse arguments, run, print errors, map them to exit codes.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     progress::set_color(cli.ui.color);
     match commands::run(cli, &mut Terminal) {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,6 +56,27 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A command line clap rejects: its message (and help or version, which
+/// clap reports the same way) as clap prints it; with `--json` among the
+/// arguments, also the error as JSON on stdout, as for every other error.
+fn usage_error(e: clap::Error) -> ExitCode {
+    let code = e.exit_code();
+    let failed = e.use_stderr();
+    if failed && std::env::args().any(|a| a == "--json") {
+        let said = e.to_string();
+        let first = said.lines().next().unwrap_or("");
+        let err = Error::input(first.strip_prefix("error: ").unwrap_or(first))
+            .with_hint("see layerbuild --help");
+        let report = commands::ErrorReport::new(&err);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("reports serialise")
+        );
+    }
+    let _ = e.print();
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
 /// The process's stdout and stderr.

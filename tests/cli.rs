@@ -221,6 +221,16 @@ fn a_failing_json_command_says_its_error_as_json_with_the_same_exit_code() {
     );
     assert_eq!(e["line"], 9, "{e}");
     assert!(e["message"].as_str().unwrap().contains("bogus"), "{e}");
+
+    // A command line clap rejects, with --json: JSON too, clap's text on
+    // stderr, exit 2.
+    let run = common::lb_in(&ws.root, &["ls", "--json", "--bogus"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let e = &run.json()["error"];
+    assert_eq!(e["message"], "unexpected argument '--bogus' found", "{e}");
+    assert!(run.stderr.contains("Usage: layerbuild ls"), "{}", run.stderr);
+    let run = common::lb_in(&ws.root, &["ls", "--bogus"], &[]);
+    assert_eq!((run.code, run.stdout.as_str()), (2, ""));
 }
 
 #[test]
