@@ -123,6 +123,9 @@ impl Profile {
     }
 
     fn task(&mut self, label: &str, ev: &TaskEvent) {
+        if ev.event == "running" {
+            return;
+        }
         let at = self.now();
         self.close_task(label, at);
         if ev.event != "task" {

@@ -210,6 +210,15 @@ impl StepSink for PlainReporter {
     }
 
     fn task(&self, label: &str, ev: &crate::executor::TaskEvent) {
+        if ev.event == "running" {
+            let took = format_duration(Duration::from_secs_f64(ev.duration.unwrap_or(0.0)));
+            self.say(&format!(
+                "{} {label} | TASK [{}] still running after {took}",
+                clock(),
+                ev.title()
+            ));
+            return;
+        }
         if ev.event != "result" {
             return;
         }
@@ -467,6 +476,32 @@ fn summary_table(ended: &[(String, &'static str, Option<Duration>)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_log_says_a_long_task_is_still_running_then_its_result() {
+        let text = std::sync::Arc::new(Mutex::new(String::new()));
+        let r = Progress::Into(text.clone()).reporter(1, true);
+        let ev = |event: &str, status: Option<&str>, duration: f64| crate::executor::TaskEvent {
+            event: event.into(),
+            status: status.map(str::to_string),
+            name: "a long task".into(),
+            role: Some("slurm".into()),
+            duration: Some(duration),
+            ..Default::default()
+        };
+        r.task("//compute/slurm", &ev("task", None, 0.0));
+        r.task("//compute/slurm", &ev("running", None, 10.0));
+        r.task("//compute/slurm", &ev("result", Some("changed"), 12.0));
+        let said = text.lock().unwrap().clone();
+        let lines: Vec<&str> = said.lines().map(|l| &l[9..]).collect();
+        assert_eq!(
+            lines,
+            [
+                "//compute/slurm | TASK [slurm : a long task] still running after 10.0s",
+                "//compute/slurm | TASK [slurm : a long task] changed 12.0s"
+            ]
+        );
+    }
 
     #[test]
     fn the_closing_table_lists_each_layer_its_end_and_time() {

@@ -272,8 +272,27 @@ impl<'a> Session<'a> {
                 let r = std::thread::scope(|scope| {
                     // Task events as they come, while the play runs.
                     scope.spawn(|| {
+                        // The running task: when it started, and whether it
+                        // was said to be still running.
+                        let mut running: Option<(TaskEvent, std::time::Instant, bool)> = None;
                         while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                            self.task_events(&tail);
+                            if let Some(ev) = self.task_events(&tail) {
+                                running = (ev.event == "task")
+                                    .then(|| (ev, std::time::Instant::now(), false));
+                            }
+                            if let Some((ev, since, said)) = &mut running
+                                && !*said
+                                && since.elapsed() >= STILL_RUNNING
+                            {
+                                // A long task shows in a plain log before it ends.
+                                *said = true;
+                                let still = TaskEvent {
+                                    event: "running".into(),
+                                    duration: Some(since.elapsed().as_secs_f64()),
+                                    ..ev.clone()
+                                };
+                                self.sink.task(&self.label, &still);
+                            }
                             std::thread::sleep(std::time::Duration::from_millis(100));
                         }
                     });
@@ -281,7 +300,7 @@ impl<'a> Session<'a> {
                     done.store(true, std::sync::atomic::Ordering::Relaxed);
                     r
                 });
-                self.task_events(&tail);
+                let _ = self.task_events(&tail);
                 // They may hold secret values (the events quote what tasks
                 // said); written again by each run.
                 let _ = std::fs::remove_file(remove_after);
@@ -312,8 +331,10 @@ impl<'a> Session<'a> {
     }
 
     /// Passes on the task events the play appended since the last call:
-    /// redacted, and each task start as the layer's current step.
-    fn task_events(&self, tail: &EventTail) {
+    /// redacted, and each task start as the layer's current step. The last
+    /// of them, if any.
+    fn task_events(&self, tail: &EventTail) -> Option<TaskEvent> {
+        let mut last = None;
         for mut ev in tail.read_new() {
             let redact = |s: &mut String| *s = self.secrets.redact(s).into_owned();
             redact(&mut ev.name);
@@ -337,7 +358,9 @@ impl<'a> Session<'a> {
                     .step(&self.label, &format!("ansible: {}", ev.title()));
             }
             self.sink.task(&self.label, &ev);
+            last = Some(ev);
         }
+        last
     }
 
     /// Runs an image test, keeping the last lines of its output.
@@ -510,6 +533,9 @@ impl Build<'_> {
         Err(failure(message))
     }
 }
+
+/// How long a task runs before a plain log says it is still running.
+const STILL_RUNNING: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The events callback's file, read as the play appends to it.
 struct EventTail {
