@@ -326,7 +326,10 @@ impl TtyReporter {
         .with_key(
             "step_elapsed",
             move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let since = step_start.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                let since = step_start
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed();
                 let _ = write!(w, "{}", format_duration(since));
             },
         );
@@ -348,10 +351,11 @@ impl TtyReporter {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
-        self.ended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((label.to_string(), status, took));
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).push((
+            label.to_string(),
+            status,
+            took,
+        ));
         self.overall.inc(1);
         let _ = self.multi.println(text);
     }
@@ -441,7 +445,12 @@ impl Reporter for TtyReporter {
 /// The closing table of a live display: each layer, how it ended, and
 /// the time its line ran (`-` for one found up to date at once).
 fn summary_table(ended: &[(String, &'static str, Option<Duration>)]) -> String {
-    let width = ended.iter().map(|(l, ..)| l.len()).max().unwrap_or(5).max(5);
+    let width = ended
+        .iter()
+        .map(|(l, ..)| l.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut t = format!("  {:<width$}  {:<10}  time", "layer", "status");
     for (label, status, took) in ended {
         let took = took.map_or_else(|| "-".to_string(), format_duration);
@@ -463,7 +472,11 @@ mod tests {
     fn the_closing_table_lists_each_layer_its_end_and_time() {
         let t = summary_table(&[
             ("//base/os".into(), "up to date", None),
-            ("//compute/slurm".into(), "FAILED", Some(Duration::from_millis(3200))),
+            (
+                "//compute/slurm".into(),
+                "FAILED",
+                Some(Duration::from_millis(3200)),
+            ),
         ]);
         assert_eq!(
             console::strip_ansi_codes(&t),
