@@ -163,4 +163,70 @@ fn a_debian_node_exports_for_netboot() {
     let run = ws.lb(&["build", "//base/node"]);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     check_netboot_export(&ws);
+    check_boots(&ws);
+}
+
+fn qemu_left() -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("layerbuild-boot"))
+    })
+}
+
+/// Boots it: its boot tests pass; a failing command fails with its
+/// output; a bad rdinit is a kernel panic, not a timeout; a hang stops
+/// at the timeout with no QEMU left.
+fn check_boots(ws: &TestWs) {
+    let r = ws.lb(&["boot", "//base/node", "--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let j = r.json();
+    assert_eq!(j["failed"], 0, "{j}");
+    assert_eq!(j["passed"], 5, "{j}");
+    let log = std::fs::read_to_string(ws.path(j["layers"][0]["log"].as_str().unwrap())).unwrap();
+    assert!(log.contains("Linux version"), "the console is in the log");
+
+    let r = ws.lb(&[
+        "boot",
+        "//base/node",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo broken; exit 3",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let t = &r.json()["layers"][0]["tests"][2];
+    assert_eq!(t["error"], "exit status 3", "{t}");
+    assert!(t["output"].as_str().unwrap().contains("broken"), "{t}");
+
+    let lf = ws.read("Layerfile.toml");
+    ws.write(
+        "Layerfile.toml",
+        &lf.replace(
+            "boot_tests = [",
+            "boot = { cmdline = \"rdinit=/nonexistent\" }\nboot_tests = [",
+        ),
+    );
+    let r = ws.lb(&["boot", "//base/node", "--json"]);
+    let t = &r.json()["layers"][0]["tests"][0];
+    assert_eq!(t["error"], "kernel panic", "{t}");
+    assert!(
+        t["output"].as_str().unwrap().contains("Kernel panic"),
+        "{t}"
+    );
+
+    ws.write(
+        "Layerfile.toml",
+        &lf.replace(
+            "boot_tests = [",
+            "boot = { timeout_secs = 5 }\nboot_tests = [",
+        ),
+    );
+    let r = ws.lb(&["boot", "//base/node", "--json"]);
+    let t = &r.json()["layers"][0]["tests"][0];
+    assert!(
+        t["error"].as_str().unwrap().starts_with("timed out after"),
+        "{t}"
+    );
+    assert!(!qemu_left(), "a QEMU process is left");
 }
