@@ -125,7 +125,9 @@ pub enum Command {
     Affected(AffectedArgs),
     /// Run a built layer's image tests again (with --all, its ancestors' too).
     Test(TestArgs),
-    /// Export a built layer's image: OCI or docker archive, OCI layout, root file system tar or squashfs.
+    /// Boot a built layer's image in QEMU as a diskless node and run its boot tests (or CMD).
+    Boot(BootArgs),
+    /// Export a built layer's image: OCI or docker archive, OCI layout, root file system tar, squashfs, or a netboot directory.
     Export(ExportArgs),
     /// Push a built layer's image to a registry or any buildah push destination.
     Push(PushArgs),
@@ -245,6 +247,23 @@ pub struct TestArgs {
     /// Also write the results as JUnit XML (for CI test reports).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// The layer: //TYPE/LAYER, or a pattern matching one layer (built at its current digest).
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// A serial console on this terminal (Ctrl-A X quits), no tests.
+    #[arg(long, conflicts_with = "command")]
+    pub interactive: bool,
+    #[arg(long)]
+    pub json: bool,
+    /// Run this in the booted system instead of the layer's boot_tests.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

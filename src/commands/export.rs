@@ -7,7 +7,7 @@ use super::{Env, Report};
 use crate::cli::ExportArgs;
 use crate::error::{Error, Result};
 use crate::ops::export::{OutputJob, OutputResult, built_image, render};
-use crate::workspace::{ExportFormat, Output, SQUASHFS_COMPRESSORS};
+use crate::workspace::{Output, SQUASHFS_COMPRESSORS};
 
 /// `export --json` and `push --json`: one output, with the schema version.
 #[derive(Serialize)]
@@ -20,14 +20,14 @@ pub struct OutputReport {
 pub fn exec(env: &Env, args: ExportArgs) -> Result<OutputReport> {
     let label = crate::ops::one_layer(&env.ctx.graph, &args.label)?;
     if let Some(c) = &args.compression
-        && (args.format != ExportFormat::Squashfs || !SQUASHFS_COMPRESSORS.contains(&c.as_str()))
+        && (!args.format.has_squashfs() || !SQUASHFS_COMPRESSORS.contains(&c.as_str()))
     {
         return Err(Error::input(format!(
             "--compression {c} does not apply to {}",
             args.format.name()
         ))
         .with_hint(format!(
-            "--compression is for squashfs: {}",
+            "--compression is for squashfs and netboot: {}",
             SQUASHFS_COMPRESSORS.join(", ")
         )));
     }

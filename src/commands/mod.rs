@@ -7,6 +7,7 @@
 //! I/O: writes to the [`Output`] it is given; the ops do the rest.
 
 mod affected;
+mod boot;
 mod build;
 mod cache;
 mod ci;
@@ -241,6 +242,7 @@ fn wants_json(command: &Command) -> bool {
         Command::History(a) => a.json,
         Command::Affected(a) => a.json,
         Command::Test(a) => a.json,
+        Command::Boot(a) => a.json,
         Command::Export(a) => a.json,
         Command::Push(a) => a.json,
         Command::Lint(a) => a.json,
@@ -338,6 +340,10 @@ fn dispatch(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Result<()
         Command::Affected(a) => finish(out, quiet, a.json, &affected::exec(&env, &a)?),
         Command::Debug(a) => finish(out, quiet, false, &debug::exec(&env, a)?),
         Command::Test(a) => finish(out, quiet, a.json, &test::exec(&env, a)?),
+        Command::Boot(a) => {
+            let json = a.json;
+            finish(out, quiet, json, &boot::exec(&env, a)?)
+        }
         Command::Export(a) => {
             let json = a.json;
             finish(out, quiet, json, &export::exec(&env, a)?)

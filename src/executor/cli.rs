@@ -1,7 +1,7 @@
 //! The one place the executor starts processes: buildah, skopeo, sh,
-//! unshare, ansible-playbook, ansible-lint, python, tar and mksquashfs are
-//! all created by [`command`] and run by [`output`], [`status`] or
-//! [`stream`]. Everything else in `executor/` builds command lines and
+//! unshare, ansible-playbook, ansible-lint, python, tar, mksquashfs and QEMU are
+//! all created by [`command`] and run by [`output`], [`status`],
+//! [`stream`] or [`run_until`]. Everything else in `executor/` builds command lines and
 //! reads what the tools print, so it can be read (and tested) as data.
 //! (Not to be confused with `crate::cli`, the clap types.)
 //!
@@ -91,6 +91,84 @@ pub fn stream(
         return Err(format!("{what} failed ({status})"));
     }
     Ok(())
+}
+
+/// How [`run_until`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Exited,
+    /// `watch` asked to stop; the process was killed.
+    Stopped,
+    /// The deadline passed; the process was killed.
+    TimedOut,
+}
+
+/// Runs `cmd` with stdout and stderr merged, handing `watch` each line
+/// (`Some`) and, every 200 ms, a tick (`None`); it returns true to stop.
+/// The process is killed when `watch` stops it or at `deadline`, and
+/// always waited for: none is left behind.
+pub fn run_until(
+    mut cmd: Command,
+    deadline: std::time::Instant,
+    watch: &mut dyn FnMut(Option<&str>) -> bool,
+) -> std::result::Result<Ended, String> {
+    use std::sync::mpsc;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let (reader, writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let writer2 = writer.try_clone().map_err(|e| format!("pipe: {e}"))?;
+    cmd.stdout(writer).stderr(writer2);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let _step = crate::interrupt::track(&child);
+    drop(cmd);
+    let (tx, rx) = mpsc::channel::<String>();
+    let lines = std::thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    if tx
+                        .send(line.trim_end_matches(['\n', '\r']).to_string())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let tick = std::time::Duration::from_millis(200);
+    let ended = loop {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break Ended::TimedOut;
+        }
+        match rx.recv_timeout(tick.min(deadline - now)) {
+            Ok(line) => {
+                if watch(Some(&line)) {
+                    break Ended::Stopped;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if watch(None) {
+                    break Ended::Stopped;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Ended::Exited,
+        }
+    };
+    if ended != Ended::Exited {
+        let _ = child.kill();
+    }
+    child.wait().map_err(|e| format!("{program}: {e}"))?;
+    let _ = lines.join();
+    Ok(ended)
 }
 
 #[cfg(test)]

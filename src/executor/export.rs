@@ -25,9 +25,11 @@ pub struct ExportRequest {
     pub container: String,
     /// `SOURCE_DATE_EPOCH` for mksquashfs, for reproducible file system images.
     pub source_date_epoch: Option<i64>,
+    /// The layer and how it boots, for the netboot export.
+    pub netboot: super::netboot::NetbootRequest,
 }
 
-fn local(message: String) -> ToolError {
+pub(crate) fn local(message: String) -> ToolError {
     ToolError::new(ToolErrorKind::Local, "layerbuild", "export", message)
 }
 

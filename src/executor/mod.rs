@@ -14,6 +14,8 @@ pub mod cli;
 pub mod error;
 pub mod export;
 pub mod inspect;
+pub mod netboot;
+pub mod qemu;
 pub mod recording;
 
 use std::collections::{HashMap, HashSet};
@@ -263,6 +265,17 @@ pub trait Executor: Sync {
     fn build(&self, req: &BuildRequest, sink: &dyn StepSink) -> BuildResult;
     /// Runs a built image's tests in one fresh container (`layerbuild test`).
     fn run_tests(&self, req: &TestRequest) -> ToolResult<Vec<TestOutcome>>;
+    /// Boots a netboot export in a virtual machine and runs its boot
+    /// tests (`layerbuild boot`); returns their outcomes (the boot itself
+    /// first) and a note on how it ran (TCG, and why).
+    fn boot(&self, req: &qemu::BootRequest) -> ToolResult<(Vec<TestOutcome>, Option<String>)> {
+        Err(ToolError::new(
+            ToolErrorKind::NotStarted,
+            "layerbuild",
+            "boot",
+            format!("this backend cannot boot {}", req.label),
+        ))
+    }
     /// What [`Executor::build`] would run for `req`, one shell line each,
     /// in order, secret values redacted; values known only while it runs
     /// (the mount point, the image id) as placeholders (`build --dry-run

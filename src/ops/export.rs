@@ -17,6 +17,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::executor::Exporter;
 use crate::executor::export::ExportRequest;
+use crate::executor::netboot::{BOOT_JSON, NetbootRequest};
 use crate::label::{Label, Pattern};
 use crate::workspace::{ExportFormat, Output, Workspace};
 
@@ -176,6 +177,16 @@ impl OutputJob<'_> {
             compression: compression.map(str::to_string),
             container,
             source_date_epoch: ws.build.reproducible.then_some(ws.build.source_date_epoch),
+            netboot: NetbootRequest {
+                label: label.to_string(),
+                digest: digest.clone(),
+                kernel: ws.layers.get(label).and_then(|l| l.boot.kernel.clone()),
+                cmdline: ws
+                    .layers
+                    .get(label)
+                    .map(|l| l.boot.cmdline.clone())
+                    .unwrap_or_default(),
+            },
         };
         let written = self.exporter.export(&req);
         let _ = std::fs::remove_dir_all(&work);
@@ -200,12 +211,13 @@ impl OutputJob<'_> {
     }
 }
 
-/// Size and mtime of an export (of its index.json for an OCI layout).
+/// Size and mtime of an export (of its index.json for an OCI layout, its
+/// boot.json for netboot).
 fn stat_of(format: ExportFormat, path: &Path) -> Option<(i64, i64)> {
-    let p: PathBuf = if format == ExportFormat::OciDir {
-        path.join("index.json")
-    } else {
-        path.to_path_buf()
+    let p: PathBuf = match format {
+        ExportFormat::OciDir => path.join("index.json"),
+        ExportFormat::Netboot => path.join(BOOT_JSON),
+        _ => path.to_path_buf(),
     };
     let m = std::fs::metadata(p).ok()?;
     Some((m.size() as i64, m.mtime() * 1_000_000_000 + m.mtime_nsec()))

@@ -2,6 +2,7 @@
 //! options and returns data (or prints it). Shared loading lives here.
 
 pub mod affected;
+pub mod boot;
 pub mod build;
 pub mod cache;
 pub mod ci;

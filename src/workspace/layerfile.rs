@@ -144,6 +144,23 @@ pub(crate) struct RawLayer {
     /// Exports and pushes `build` performs once the layer is built.
     #[serde(default)]
     pub outputs: Vec<Spanned<RawOutput>>,
+    /// Commands run in the image booted in a virtual machine.
+    #[serde(default)]
+    pub boot_tests: Vec<String>,
+    /// How the image boots (netboot export, `boot`, boot tests).
+    pub boot: Option<Spanned<RawBoot>>,
+}
+
+/// `[layers."t/l".boot]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBoot {
+    /// The kernel version to boot (`/boot/vmlinuz-VERSION`).
+    pub kernel: Option<String>,
+    /// Kernel command line arguments added to the ones layerbuild sets.
+    pub cmdline: Option<String>,
+    pub memory_mib: Option<u32>,
+    pub timeout_secs: Option<u64>,
 }
 
 /// `[[layers."t/l".outputs]]`: either a file (`format` + `path`) or a push.

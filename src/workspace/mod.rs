@@ -137,8 +137,38 @@ pub struct Layer {
     pub tests: Vec<String>,
     /// Exports and pushes `build` performs once the layer is built.
     pub outputs: Vec<Output>,
+    /// Commands run in the image booted in a virtual machine; a failing
+    /// one fails the layer.
+    pub boot_tests: Vec<String>,
+    /// How the image boots.
+    pub boot: BootSettings,
     /// Where the layer's table starts, for error messages.
     pub defined_at: Location,
+}
+
+/// How a layer's image boots: the netboot export and `boot`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootSettings {
+    /// The kernel version (`/boot/vmlinuz-VERSION`); `None`: the newest
+    /// having an initramfs.
+    pub kernel: Option<String>,
+    /// Kernel command line arguments added to the ones layerbuild sets.
+    pub cmdline: String,
+    pub memory_mib: u32,
+    /// How long a boot may take, from QEMU's start to the last test's end
+    /// (with KVM; three times as long without).
+    pub timeout_secs: u64,
+}
+
+impl Default for BootSettings {
+    fn default() -> BootSettings {
+        BootSettings {
+            kernel: None,
+            cmdline: String::new(),
+            memory_mib: 1024,
+            timeout_secs: 120,
+        }
+    }
 }
 
 /// A file format an image can be exported to.
@@ -155,6 +185,9 @@ pub enum ExportFormat {
     RootfsTar,
     /// The root file system as a squashfs image (diskless boot).
     Squashfs,
+    /// A directory to boot a diskless node from: kernel, initramfs,
+    /// squashfs root, boot.json and an iPXE script.
+    Netboot,
 }
 
 impl ExportFormat {
@@ -165,7 +198,13 @@ impl ExportFormat {
             ExportFormat::OciDir => "oci-dir",
             ExportFormat::RootfsTar => "rootfs-tar",
             ExportFormat::Squashfs => "squashfs",
+            ExportFormat::Netboot => "netboot",
         }
+    }
+
+    /// Holds a squashfs, so takes a compressor.
+    pub fn has_squashfs(self) -> bool {
+        matches!(self, ExportFormat::Squashfs | ExportFormat::Netboot)
     }
 }
 
@@ -1271,6 +1310,19 @@ fn resolve_layer(
             .with_hint("each tests entry is a shell command run in the built image"),
         );
     }
+    if raw.boot_tests.iter().any(|t| t.trim().is_empty()) {
+        errs.push(
+            Error::input_at(
+                defined_at.clone(),
+                format!("{label} has an empty boot test command"),
+            )
+            .with_hint("each boot_tests entry is a shell command run in the booted image"),
+        );
+    }
+    let boot = match &raw.boot {
+        None => BootSettings::default(),
+        Some(b) => keep(errs, resolve_boot(file, &label, b)).unwrap_or_default(),
+    };
     if errs.len() > errs_before {
         return None;
     }
@@ -1291,7 +1343,47 @@ fn resolve_layer(
         roles_path,
         tests: raw.tests,
         outputs,
+        boot_tests: raw.boot_tests,
+        boot,
         defined_at,
+    })
+}
+
+fn resolve_boot(
+    file: &SourceFile,
+    label: &Label,
+    raw: &Spanned<layerfile::RawBoot>,
+) -> Result<BootSettings> {
+    let b = raw.get_ref();
+    let at = || file.at(raw.span());
+    let d = BootSettings::default();
+    let memory_mib = b.memory_mib.unwrap_or(d.memory_mib);
+    if memory_mib < 128 {
+        return Err(Error::input_at(
+            at(),
+            format!("boot memory_mib of {label} is {memory_mib}: a kernel needs at least 128"),
+        ));
+    }
+    let timeout_secs = b.timeout_secs.unwrap_or(d.timeout_secs);
+    if timeout_secs == 0 {
+        return Err(Error::input_at(
+            at(),
+            format!("boot timeout_secs of {label} is 0"),
+        ));
+    }
+    if let Some(k) = &b.kernel
+        && (k.is_empty() || k.contains('/') || k.chars().any(char::is_whitespace))
+    {
+        return Err(Error::input_at(
+            at(),
+            format!("boot kernel of {label} is '{k}': give a version, as in /boot/vmlinuz-VERSION"),
+        ));
+    }
+    Ok(BootSettings {
+        kernel: b.kernel.clone(),
+        cmdline: b.cmdline.clone().unwrap_or_default().trim().to_string(),
+        memory_mib,
+        timeout_secs,
     })
 }
 
@@ -1473,7 +1565,7 @@ fn resolve_output(
                         format!("unknown output format '{}'", format.get_ref()),
                     )
                     .with_hint(
-                        "use oci-archive, docker-archive, oci-dir, rootfs-tar or squashfs",
+                        "use oci-archive, docker-archive, oci-dir, rootfs-tar, squashfs or netboot",
                     )
                 })?;
             let Some(path) = &o.path else {
@@ -1489,7 +1581,7 @@ fn resolve_output(
             }
             let compression = match &o.compression {
                 None => None,
-                Some(c) if fmt != ExportFormat::Squashfs => {
+                Some(c) if !fmt.has_squashfs() => {
                     return Err(Error::input_at(
                         file.at(c.span()),
                         format!("compression applies to squashfs outputs only, not {}", fmt.name()),

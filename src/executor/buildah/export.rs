@@ -1,6 +1,7 @@
 //! How [`Buildah`] writes images out: OCI and docker archives and OCI
 //! layouts via `buildah push`, the root file system as a tar archive or a
-//! squashfs image from a mounted container.
+//! squashfs image from a mounted container, and the netboot directory
+//! (its kernel, initramfs and squashfs root).
 //!
 //! I/O: through [`crate::executor::cli`], buildah, tar and mksquashfs;
 //! the destination is written by [`write_atomically`].
@@ -10,7 +11,8 @@ use std::process::Stdio;
 
 use super::Buildah;
 use crate::digest::Digest;
-use crate::executor::export::{ExportRequest, write_atomically};
+use crate::executor::export::{ExportRequest, local, write_atomically};
+use crate::executor::netboot;
 use crate::executor::{
     Exporter, ImageStore, RegistryEntry, ToolError, ToolErrorKind, ToolResult, cli,
 };
@@ -43,21 +45,34 @@ impl Buildah {
                 ];
                 self.tool_ok("tar", &args, None)
             }),
-            ExportFormat::Squashfs => self.with_root(req, |root| {
-                let root_s = root.display().to_string();
-                let mut args = vec![
-                    root_s.as_str(),
-                    tmp_s.as_str(),
-                    "-noappend",
-                    "-no-progress",
-                    "-quiet",
-                ];
-                if let Some(c) = &req.compression {
-                    args.extend(["-comp", c.as_str()]);
-                }
-                self.tool_ok("mksquashfs", &args, req.source_date_epoch)
+            ExportFormat::Squashfs => self.with_root(req, |root| self.mksquashfs(req, root, tmp)),
+            ExportFormat::Netboot => self.with_root(req, |root| {
+                // The kernel is chosen before the squashfs is made: an
+                // image without one fails at once.
+                let files = netboot::choose_in(root, &req.netboot).map_err(local)?;
+                std::fs::create_dir_all(tmp)
+                    .map_err(|e| local(format!("cannot create {}: {e}", tmp.display())))?;
+                self.mksquashfs(req, root, &tmp.join(netboot::ROOTFS))?;
+                netboot::write_boot_files(root, tmp, &files, &req.netboot).map_err(local)?;
+                Ok(())
             }),
         }
+    }
+
+    fn mksquashfs(&self, req: &ExportRequest, root: &Path, dest: &Path) -> ToolResult<()> {
+        let root_s = root.display().to_string();
+        let dest_s = dest.display().to_string();
+        let mut args = vec![
+            root_s.as_str(),
+            dest_s.as_str(),
+            "-noappend",
+            "-no-progress",
+            "-quiet",
+        ];
+        if let Some(c) = &req.compression {
+            args.extend(["-comp", c.as_str()]);
+        }
+        self.tool_ok("mksquashfs", &args, req.source_date_epoch)
     }
 
     fn push_quiet(&self, image_id: &str, dest: &str) -> ToolResult<()> {

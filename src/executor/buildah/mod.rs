@@ -238,6 +238,13 @@ impl Executor for Buildah {
         session::run_tests(self, req)
     }
 
+    fn boot(
+        &self,
+        req: &crate::executor::qemu::BootRequest,
+    ) -> ToolResult<(Vec<TestOutcome>, Option<String>)> {
+        crate::executor::qemu::boot(req)
+    }
+
     fn planned_steps(&self, req: &BuildRequest) -> Vec<String> {
         session::planned(self, req)
     }

@@ -1,0 +1,97 @@
+//! `layerbuild boot LABEL [-- CMD]`: boots a built layer's image in a
+//! virtual machine as a diskless node boots (its netboot export) and runs
+//! its `boot_tests`, or CMD instead. The export is kept under
+//! `cache/boot/` and rewritten only when the digest changes.
+//!
+//! I/O: the export (through [`super::export::OutputJob`]) and the boot
+//! (through the backend); nothing is cached about the run.
+
+use std::time::Duration;
+
+use super::build::new_log_path;
+use super::test::{LayerTests, TEST_VERSION, TestReport};
+use super::{Context, now_secs};
+use crate::error::{Error, Result};
+use crate::executor::Backend;
+use crate::executor::netboot::cmdline;
+use crate::executor::qemu::BootRequest;
+use crate::label::Label;
+use crate::status::OutputStatus;
+use crate::workspace::{ExportFormat, Output};
+
+pub struct BootOptions {
+    pub label: Label,
+    pub system: Option<String>,
+    /// Run these instead of the layer's `boot_tests`.
+    pub command: Option<String>,
+    pub interactive: bool,
+}
+
+/// The report, and a note on how the machine ran (TCG, and why).
+pub fn boot(
+    ctx: &Context,
+    opts: &BootOptions,
+    backend: &dyn Backend,
+) -> Result<(TestReport, Option<String>)> {
+    let ws = &ctx.ws;
+    let label = &opts.label;
+    let (digest, image_id) =
+        super::export::built_image(ctx, label, opts.system.as_deref(), backend)?;
+    let layer = &ws.layers[label];
+    let dir = ws.cache_dir.join("boot").join(label.slug());
+    let cache = std::sync::Mutex::new(crate::cache::Cache::open(&ws.db_path())?);
+    let job = super::export::OutputJob {
+        ws,
+        cache: &cache,
+        exporter: backend,
+        label,
+        digest: &digest,
+        image_id: &image_id,
+        force: false,
+    };
+    let exported = job.perform(&Output::File {
+        format: ExportFormat::Netboot,
+        path: dir.clone(),
+        // Fast to make and to read; the export is scratch.
+        compression: Some("lz4".into()),
+    });
+    if exported.status == OutputStatus::Failed {
+        return Err(Error::BuildFailed(format!(
+            "{label}: cannot export it to boot: {}",
+            exported.error.unwrap_or_default()
+        )));
+    }
+    let tests = match &opts.command {
+        Some(c) => vec![c.clone()],
+        None => layer.boot_tests.clone(),
+    };
+    let log = new_log_path(ws, label, now_secs(), &digest, "-boot");
+    let req = BootRequest {
+        label: label.to_string(),
+        dir,
+        cmdline: cmdline(&layer.boot.cmdline),
+        memory_mib: layer.boot.memory_mib,
+        timeout: Duration::from_secs(layer.boot.timeout_secs),
+        tests,
+        log_path: log.clone(),
+        work_dir: ws
+            .cache_dir
+            .join("tmp")
+            .join(format!("boot-{}", label.slug())),
+        interactive: opts.interactive,
+    };
+    let (outcomes, note) = backend.boot(&req)?;
+    let failed = outcomes.iter().filter(|t| !t.passed).count();
+    let report = TestReport {
+        version: TEST_VERSION,
+        passed: outcomes.len() - failed,
+        failed,
+        layers: vec![LayerTests {
+            label: label.to_string(),
+            digest,
+            tests: outcomes,
+            log: (!opts.interactive).then(|| ws.display_path(&log)),
+        }],
+    };
+    Ok((report, note))
+}

@@ -1,0 +1,232 @@
+//! Booting images: the netboot export checked by the tools that consume
+//! it, and `boot` in QEMU (boot tests, a kernel panic, a timeout).
+//! One Debian node image (systemd, kernel, dracut) is built per test
+//! binary run and shared by the checks, which run in one test in order:
+//! the image takes minutes to build.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TestWs, require_buildah};
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    sh(&format!("sha256sum {}", path.display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn check_netboot_export(ws: &TestWs) {
+    let out = ws.path("out/node");
+    let out_s = out.display().to_string();
+    let export = [
+        "export",
+        "//base/node",
+        "--format",
+        "netboot",
+        "--compression",
+        "lz4",
+        "-o",
+        &out_s,
+        "--json",
+    ];
+    let run = ws.lb(&export);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "boot.ipxe",
+            "boot.json",
+            "initrd.img",
+            "rootfs.squashfs",
+            "vmlinuz"
+        ]
+    );
+    // Nothing left beside it from the atomic write.
+    let left: Vec<_> = std::fs::read_dir(ws.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    // The consumers: file, unsquashfs, and dracut's own lister (run in
+    // the image's root, as the initramfs is the image's).
+    let file = sh(&format!("file -b {}", out.join("vmlinuz").display()));
+    assert!(file.contains("Linux kernel x86 boot executable"), "{file}");
+    let list = sh(&format!(
+        "unsquashfs -l {} | grep -E '^squashfs-root/(sbin/init|usr/lib/systemd/systemd|boot/vmlinuz-.*)$'",
+        out.join("rootfs.squashfs").display()
+    ));
+    assert!(
+        list.contains("squashfs-root/usr/lib/systemd/systemd"),
+        "{list}"
+    );
+    assert!(list.contains("squashfs-root/boot/vmlinuz-"), "{list}");
+    let root = tempfile::tempdir().unwrap();
+    sh(&format!(
+        "unsquashfs -q -n -f -d {} {} >/dev/null",
+        root.path().join("r").display(),
+        out.join("rootfs.squashfs").display()
+    ));
+    let r = root.path().join("r");
+    std::fs::copy(out.join("initrd.img"), r.join("tmp/initrd.img")).unwrap();
+    let listed = sh(&format!("chroot {} lsinitrd /tmp/initrd.img", r.display()));
+    for want in [
+        "pre-pivot/10-overlay-mount.sh",
+        "squashfs.ko",
+        "virtio_blk.ko",
+    ] {
+        assert!(listed.contains(want), "initramfs lacks {want}:\n{listed}");
+    }
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("boot.json")).unwrap()).unwrap();
+    assert_eq!(json["label"], "//base/node");
+    assert_eq!(json["digest"], ws.digests()["//base/node"].as_str());
+    let kv = json["kernel_version"].as_str().unwrap();
+    assert!(kv.ends_with("-amd64"), "{json}");
+    assert!(r.join(format!("boot/vmlinuz-{kv}")).is_file());
+    for f in ["vmlinuz", "initrd.img", "rootfs.squashfs"] {
+        assert_eq!(
+            json["files"][f]["sha256"].as_str().unwrap(),
+            sha256(&out.join(f)),
+            "{f}"
+        );
+    }
+    assert!(
+        json["cmdline"].as_str().unwrap().contains("rootovl"),
+        "{json}"
+    );
+    let ipxe = std::fs::read_to_string(out.join("boot.ipxe")).unwrap();
+    assert!(
+        ipxe.starts_with("#!ipxe\n") && ipxe.contains("kernel vmlinuz initrd=initrd.img"),
+        "{ipxe}"
+    );
+
+    // The same digest again: nothing is written.
+    let again = ws.lb(&export).ok().json();
+    assert_eq!(again["status"], "up_to_date");
+}
+
+#[test]
+fn an_image_without_a_kernel_is_a_clear_error() {
+    require_buildah();
+    let ws = TestWs::new("boot");
+    ws.lb(&["build", "//base/nokernel"]).ok();
+    let out = ws.path("out/n").display().to_string();
+    let run = ws.lb(&[
+        "export",
+        "//base/nokernel",
+        "--format",
+        "netboot",
+        "-o",
+        &out,
+    ]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains("//base/nokernel has no kernel: its /boot holds no vmlinuz-VERSION"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.path("out/n").exists());
+    assert_eq!(
+        std::fs::read_dir(ws.path("out"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
+
+#[test]
+fn a_debian_node_exports_for_netboot() {
+    require_buildah();
+    let ws = TestWs::new("boot");
+    let run = ws.lb(&["build", "//base/node"]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    check_netboot_export(&ws);
+    check_boots(&ws);
+}
+
+fn qemu_left() -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("layerbuild-boot"))
+    })
+}
+
+/// Boots it: its boot tests pass; a failing command fails with its
+/// output; a bad rdinit is a kernel panic, not a timeout; a hang stops
+/// at the timeout with no QEMU left.
+fn check_boots(ws: &TestWs) {
+    let r = ws.lb(&["boot", "//base/node", "--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let j = r.json();
+    assert_eq!(j["failed"], 0, "{j}");
+    assert_eq!(j["passed"], 5, "{j}");
+    let log = std::fs::read_to_string(ws.path(j["layers"][0]["log"].as_str().unwrap())).unwrap();
+    assert!(log.contains("Linux version"), "the console is in the log");
+
+    let r = ws.lb(&[
+        "boot",
+        "//base/node",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo broken; exit 3",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let t = &r.json()["layers"][0]["tests"][2];
+    assert_eq!(t["error"], "exit status 3", "{t}");
+    assert!(t["output"].as_str().unwrap().contains("broken"), "{t}");
+
+    let lf = ws.read("Layerfile.toml");
+    ws.write(
+        "Layerfile.toml",
+        &lf.replace(
+            "boot_tests = [",
+            "boot = { cmdline = \"rdinit=/nonexistent\" }\nboot_tests = [",
+        ),
+    );
+    let r = ws.lb(&["boot", "//base/node", "--json"]);
+    let t = &r.json()["layers"][0]["tests"][0];
+    assert_eq!(t["error"], "kernel panic", "{t}");
+    assert!(
+        t["output"].as_str().unwrap().contains("Kernel panic"),
+        "{t}"
+    );
+
+    ws.write(
+        "Layerfile.toml",
+        &lf.replace(
+            "boot_tests = [",
+            "boot = { timeout_secs = 5 }\nboot_tests = [",
+        ),
+    );
+    let r = ws.lb(&["boot", "//base/node", "--json"]);
+    let t = &r.json()["layers"][0]["tests"][0];
+    assert!(
+        t["error"].as_str().unwrap().starts_with("timed out after"),
+        "{t}"
+    );
+    assert!(!qemu_left(), "a QEMU process is left");
+}
