@@ -250,6 +250,7 @@ fn diff_definition(o: &Manifest, n: &Manifest, out: &mut Vec<Change>) {
         ("run", &od.run, &nd.run),
         ("scripts", &od.scripts, &nd.scripts),
         ("tests", &od.tests, &nd.tests),
+        ("boot_tests", &od.boot_tests, &nd.boot_tests),
     ] {
         if a != b {
             out.push(Change::CommandChanged {
@@ -265,17 +266,22 @@ fn diff_definition(o: &Manifest, n: &Manifest, out: &mut Vec<Change>) {
         // The package command only counts while there are packages: its
         // appearing or vanishing is told by the package changes.
         let packages_emptied = o.packages.is_empty() || n.packages.is_empty();
-        for (key, av) in a {
-            if matches!(key.as_str(), "setup" | "run" | "scripts" | "tests")
-                || (key == "package_command" && packages_emptied)
+        // A key either side has (one left out when empty is absent).
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for key in keys {
+            if matches!(
+                key.as_str(),
+                "setup" | "run" | "scripts" | "tests" | "boot_tests"
+            ) || (key == "package_command" && packages_emptied)
             {
                 continue;
             }
+            let av = a.get(key).cloned().unwrap_or(serde_json::Value::Null);
             let bv = b.get(key).cloned().unwrap_or(serde_json::Value::Null);
-            if *av != bv {
+            if av != bv {
                 out.push(Change::DefinitionChanged {
                     key: key.clone(),
-                    old: av.clone(),
+                    old: av,
                     new: bv,
                 });
             }

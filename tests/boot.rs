@@ -160,10 +160,66 @@ fn an_image_without_a_kernel_is_a_clear_error() {
 fn a_debian_node_exports_for_netboot() {
     require_buildah();
     let ws = TestWs::new("boot");
-    let run = ws.lb(&["build", "//base/node"]);
+    // The build runs the boot tests after the image tests.
+    let run = ws.lb(&["build", "--json", "//base/node"]);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let node = &run.json()["layers"][0];
+    assert_eq!(node["status"], "built", "{node}");
+    let ran: Vec<&str> = node["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["command"].as_str().unwrap())
+        .collect();
+    assert!(ran.contains(&"uname -r"), "{node}");
     check_netboot_export(&ws);
     check_boots(&ws);
+    check_a_failing_boot_test_fails_the_build(&ws);
+}
+
+/// A layer whose boot test fails is not built: not cached, its image kept
+/// as `NAME-failed`, the failure with the test's output.
+fn check_a_failing_boot_test_fails_the_build(ws: &TestWs) {
+    let run = ws.lb(&["build", "--json", "//base/broken"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let r = run.json();
+    let broken = &r["layers"][1];
+    assert_eq!(broken["status"], "failed", "{r}");
+    let error = broken["error"].as_str().unwrap();
+    assert!(
+        error.contains("boot tests failed") && error.contains("exit status 3"),
+        "{error}"
+    );
+    let digest = broken["digest"].as_str().unwrap();
+    assert!(!ws.cached_digests().contains(&digest.to_string()));
+    let failed = broken["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["passed"] == false)
+        .unwrap();
+    assert!(
+        failed["output"].as_str().unwrap().contains("broken"),
+        "{failed}"
+    );
+    let names = sh("buildah images --format '{{.Name}}:{{.Tag}}'");
+    let name = format!(
+        "localhost/layerbuild/{}/base/broken:{}",
+        ws.name,
+        &digest[..12]
+    );
+    assert!(names.contains(&format!("{name}-failed")), "{names}");
+    assert!(!names.lines().any(|n| n == name), "{names}");
+    // Boot tests are inputs: changing them changes the digest.
+    let before = ws.digests()["//base/broken"].clone();
+    let lf = ws.read("Layerfile.toml");
+    ws.write(
+        "Layerfile.toml",
+        &lf.replace("echo broken; exit 3", "echo fixed"),
+    );
+    assert_ne!(ws.digests()["//base/broken"], before);
+    let why = ws.lb(&["why", "//base/broken"]).ok().stdout;
+    assert!(why.contains("boot_tests") && why.contains("echo fixed"), "{why}");
 }
 
 fn qemu_left() -> bool {
@@ -199,15 +255,9 @@ fn check_boots(ws: &TestWs) {
     assert_eq!(t["error"], "exit status 3", "{t}");
     assert!(t["output"].as_str().unwrap().contains("broken"), "{t}");
 
-    let lf = ws.read("Layerfile.toml");
-    ws.write(
-        "Layerfile.toml",
-        &lf.replace(
-            "boot_tests = [",
-            "boot = { cmdline = \"rdinit=/nonexistent\" }\nboot_tests = [",
-        ),
-    );
-    let r = ws.lb(&["boot", "//base/node", "--json"]);
+    // A bad rdinit (a child of the node that boots with one).
+    ws.lb(&["build", "//base/panics", "//base/hangs"]).ok();
+    let r = ws.lb(&["boot", "//base/panics", "--json", "--", "true"]);
     let t = &r.json()["layers"][0]["tests"][0];
     assert_eq!(t["error"], "kernel panic", "{t}");
     assert!(
@@ -215,14 +265,7 @@ fn check_boots(ws: &TestWs) {
         "{t}"
     );
 
-    ws.write(
-        "Layerfile.toml",
-        &lf.replace(
-            "boot_tests = [",
-            "boot = { timeout_secs = 5 }\nboot_tests = [",
-        ),
-    );
-    let r = ws.lb(&["boot", "//base/node", "--json"]);
+    let r = ws.lb(&["boot", "//base/hangs", "--json", "--", "true"]);
     let t = &r.json()["layers"][0]["tests"][0];
     assert!(
         t["error"].as_str().unwrap().starts_with("timed out after"),

@@ -228,7 +228,11 @@ fn a_failing_json_command_says_its_error_as_json_with_the_same_exit_code() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     let e = &run.json()["error"];
     assert_eq!(e["message"], "unexpected argument '--bogus' found", "{e}");
-    assert!(run.stderr.contains("Usage: layerbuild ls"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Usage: layerbuild ls"),
+        "{}",
+        run.stderr
+    );
     let run = common::lb_in(&ws.root, &["ls", "--bogus"], &[]);
     assert_eq!((run.code, run.stdout.as_str()), (2, ""));
 }

@@ -309,6 +309,8 @@ pub trait ImageStore: Sync {
     /// `rmi NAME`: removes the name, and the image if it was its last name
     /// and no other image is built on it.
     fn remove_image(&self, name: &str) -> ToolResult<RmiOutcome>;
+    /// `tag IMAGE NAME`: gives the image another name.
+    fn tag_image(&self, image: &str, name: &str) -> ToolResult<()>;
     /// The root directory of this container storage (its graphroot), where
     /// the checkouts sharing it coordinate ([`crate::cache::shared`]);
     /// `None` for a store without one on disk.

@@ -72,6 +72,7 @@ pub enum Call {
     ImageList,
     CommittedImage(String),
     RemoveImage(String),
+    TagImage(String, String),
     Containers,
     CreateContainer {
         name: String,
@@ -384,6 +385,16 @@ impl ImageStore for Recording {
                 created: Some(i.created),
             }
         }))
+    }
+
+    fn tag_image(&self, image: &str, name: &str) -> ToolResult<()> {
+        let mut s = self.record(Call::TagImage(image.to_string(), name.to_string()));
+        if let Some(id) = s.resolve(image)
+            && let Some(img) = s.images.get_mut(&id)
+        {
+            img.names.push(name.to_string());
+        }
+        Ok(())
     }
 
     fn remove_image(&self, name: &str) -> ToolResult<RmiOutcome> {

@@ -99,6 +99,15 @@ pub struct Definition {
     /// play's environment (/dev, /proc, mounts) differs.
     #[serde(default)]
     pub ansible_connection: Option<String>,
+    /// Commands run in the booted image: a layer that passed other boot
+    /// tests is not a layer that passed these. Absent when there are none
+    /// (the digests of layers without them are unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_tests: Vec<String>,
+    /// How a layer with boot tests boots (kernel, command line, memory,
+    /// timeout): a boot on other terms is another test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1026,6 +1035,17 @@ fn definition(ws: &Workspace, layer: &Layer) -> Definition {
                 .ansible_connection
                 .clone()
                 .unwrap_or_else(|| ws.build.ansible_connection.clone())
+        }),
+        boot_tests: layer.boot_tests.clone(),
+        boot: (!layer.boot_tests.is_empty()).then(|| {
+            let b = &layer.boot;
+            format!(
+                "kernel={} cmdline={:?} memory_mib={} timeout_secs={}",
+                b.kernel.as_deref().unwrap_or("newest"),
+                b.cmdline,
+                b.memory_mib,
+                b.timeout_secs
+            )
         }),
     }
 }

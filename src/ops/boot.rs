@@ -37,16 +37,68 @@ pub fn boot(
     let label = &opts.label;
     let (digest, image_id) =
         super::export::built_image(ctx, label, opts.system.as_deref(), backend)?;
-    let layer = &ws.layers[label];
-    let dir = ws.cache_dir.join("boot").join(label.slug());
     let cache = std::sync::Mutex::new(crate::cache::Cache::open(&ws.db_path())?);
-    let job = super::export::OutputJob {
-        ws,
-        cache: &cache,
-        exporter: backend,
+    let tests = match &opts.command {
+        Some(c) => vec![c.clone()],
+        None => ws.layers[label].boot_tests.clone(),
+    };
+    let image = BootImage {
         label,
         digest: &digest,
         image_id: &image_id,
+    };
+    let run = boot_image(ws, &cache, &image, tests, opts.interactive, backend)?;
+    let failed = run.outcomes.iter().filter(|t| !t.passed).count();
+    let report = TestReport {
+        version: TEST_VERSION,
+        passed: run.outcomes.len() - failed,
+        failed,
+        layers: vec![LayerTests {
+            label: label.to_string(),
+            digest,
+            tests: run.outcomes,
+            log: (!opts.interactive).then(|| ws.display_path(&run.log)),
+        }],
+    };
+    Ok((report, run.note))
+}
+
+/// A committed image of a layer, to boot.
+pub struct BootImage<'a> {
+    pub label: &'a Label,
+    pub digest: &'a crate::digest::Digest,
+    pub image_id: &'a str,
+}
+
+/// How a boot went: each test's outcome (the boot's own checks first), a
+/// note on how the machine ran, and the log with the console.
+pub struct BootRun {
+    pub outcomes: Vec<crate::executor::TestOutcome>,
+    pub note: Option<String>,
+    pub log: std::path::PathBuf,
+}
+
+/// Boots `image` from its netboot export (kept under `cache/boot/`,
+/// rewritten when the digest changes) and runs `tests` in it (`boot`, and
+/// `build` for a layer with `boot_tests`).
+pub fn boot_image(
+    ws: &crate::workspace::Workspace,
+    cache: &std::sync::Mutex<crate::cache::Cache>,
+    image: &BootImage<'_>,
+    tests: Vec<String>,
+    interactive: bool,
+    backend: &dyn Backend,
+) -> Result<BootRun> {
+    let label = image.label;
+    let layer = &ws.layers[label];
+    let dir = ws.cache_dir.join("boot").join(label.slug());
+    let job = super::export::OutputJob {
+        ws,
+        cache,
+        exporter: backend,
+        label,
+        digest: image.digest,
+        image_id: image.image_id,
         force: false,
     };
     let exported = job.perform(&Output::File {
@@ -61,11 +113,7 @@ pub fn boot(
             exported.error.unwrap_or_default()
         )));
     }
-    let tests = match &opts.command {
-        Some(c) => vec![c.clone()],
-        None => layer.boot_tests.clone(),
-    };
-    let log = new_log_path(ws, label, now_secs(), &digest, "-boot");
+    let log = new_log_path(ws, label, now_secs(), image.digest, "-boot");
     let req = BootRequest {
         label: label.to_string(),
         dir,
@@ -78,20 +126,12 @@ pub fn boot(
             .cache_dir
             .join("tmp")
             .join(format!("boot-{}", label.slug())),
-        interactive: opts.interactive,
+        interactive,
     };
     let (outcomes, note) = backend.boot(&req)?;
-    let failed = outcomes.iter().filter(|t| !t.passed).count();
-    let report = TestReport {
-        version: TEST_VERSION,
-        passed: outcomes.len() - failed,
-        failed,
-        layers: vec![LayerTests {
-            label: label.to_string(),
-            digest,
-            tests: outcomes,
-            log: (!opts.interactive).then(|| ws.display_path(&log)),
-        }],
-    };
-    Ok((report, note))
+    Ok(BootRun {
+        outcomes,
+        note,
+        log,
+    })
 }

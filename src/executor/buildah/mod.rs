@@ -279,6 +279,20 @@ impl ImageStore for Buildah {
         self.image_meta(name)
     }
 
+    fn tag_image(&self, image: &str, name: &str) -> ToolResult<()> {
+        let out = self.buildah_output(&["tag", image, name])?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(ToolError::failed(
+            &self.buildah,
+            "tag",
+            &stderr,
+            format!("buildah tag {image} {name} failed: {}", stderr.trim()),
+        ))
+    }
+
     fn remove_image(&self, name: &str) -> ToolResult<RmiOutcome> {
         let out = self.buildah_output(&["rmi", name])?;
         let stderr = String::from_utf8_lossy(&out.stderr);

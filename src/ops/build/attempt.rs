@@ -224,7 +224,7 @@ fn build_here(
         Some(&log_path),
         RecordSource::Built,
     );
-    let (image_id, tests) = match outcome {
+    let (image_id, mut tests) = match outcome {
         Ok(out) => (out.image_id, out.tests),
         Err(f) => {
             let _ = run
@@ -237,6 +237,45 @@ fn build_here(
             return Err(said_failure(run, &label_s, f, log_path));
         }
     };
+    // Boot tests, after the image tests: a failure fails the layer as a
+    // failed image test does (not cached, the image kept as NAME-failed).
+    if !ws.layers[label].boot_tests.is_empty() {
+        run.reporter.step(&label_s, "boot tests");
+        let boot = boot_tests(run, fp, &image_id);
+        let failure = match boot {
+            Ok(outcomes) => {
+                let failed = outcomes.iter().filter(|o| !o.passed).count();
+                let first = outcomes.iter().find(|o| !o.passed).map(|o| {
+                    o.error
+                        .clone()
+                        .unwrap_or_else(|| format!("`{}` failed", o.command))
+                });
+                let of = outcomes.len();
+                tests.extend(outcomes);
+                first.map(|f| format!("{failed} of {of} boot tests failed; first: {f}"))
+            }
+            Err(e) => Some(format!("could not boot it: {e}")),
+        };
+        if let Some(message) = failure {
+            let kept = format!("{image}-failed");
+            let renamed = run
+                .executor
+                .tag_image(&image_id, &kept)
+                .and_then(|()| run.executor.remove_image(&image).map(drop));
+            let message = match renamed {
+                Ok(()) => format!("{message}; the image is kept as {kept}"),
+                Err(e) => format!("{message}; could not rename the image: {e}"),
+            };
+            let _ = run.cache().record_failed(&rec, None, &message);
+            coord.release(&container);
+            run.reporter.failed(&label_s, &message);
+            return Err(Failed {
+                log: Some(log_path),
+                tests: tests.into_boxed_slice(),
+                ..Failed::layer(message)
+            });
+        }
+    }
     let recorded = run.cache().record_built(&rec, &image_id, &image);
     coord.release(&container);
     if let Err(e) = recorded {
@@ -262,6 +301,26 @@ fn build_here(
         log: log_path,
         tests,
     })
+}
+
+/// Boots the layer's image just built and runs its `boot_tests`.
+fn boot_tests(
+    run: &RunCtx<'_>,
+    fp: &Fingerprint,
+    image_id: &str,
+) -> Result<Vec<crate::executor::TestOutcome>> {
+    let image = crate::ops::boot::BootImage {
+        label: &fp.label,
+        digest: &fp.digest,
+        image_id,
+    };
+    let tests = run.ws.layers[&fp.label].boot_tests.clone();
+    let booted =
+        crate::ops::boot::boot_image(run.ws, &run.cache, &image, tests, false, run.executor)?;
+    if let Some(note) = booted.note {
+        run.reporter.println(&format!("note: {note}"));
+    }
+    Ok(booted.outcomes)
 }
 
 /// A failed build step, said with the end of its log (long command lines
