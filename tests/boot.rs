@@ -218,8 +218,6 @@ fn check_a_failing_boot_test_fails_the_build(ws: &TestWs) {
         &lf.replace("echo broken; exit 3", "echo fixed"),
     );
     assert_ne!(ws.digests()["//base/broken"], before);
-    let why = ws.lb(&["why", "//base/broken"]).ok().stdout;
-    assert!(why.contains("boot_tests") && why.contains("echo fixed"), "{why}");
 }
 
 fn qemu_left() -> bool {
