@@ -242,6 +242,10 @@ fn build_here(
     if !ws.layers[label].boot_tests.is_empty() {
         run.reporter.step(&label_s, "boot tests");
         let boot = boot_tests(run, fp, &image_id);
+        // Booting at all failing (QEMU missing, the export failing) is the
+        // machine's failure, not the layer's; either way the image is not
+        // left under its name, where it would pass for a tested build.
+        let machine = boot.is_err();
         let failure = match boot {
             Ok(outcomes) => {
                 let failed = outcomes.iter().filter(|o| !o.passed).count();
@@ -269,10 +273,17 @@ fn build_here(
             let _ = run.cache().record_failed(&rec, None, &message);
             coord.release(&container);
             run.reporter.failed(&label_s, &message);
+            let failed = match machine {
+                true => Failed::environment(
+                    message,
+                    Some("boot tests need qemu-system-x86 (scripts/install-deps.sh installs it) and a kernel and initramfs in the image's /boot; `layerbuild boot LABEL` runs them alone".into()),
+                ),
+                false => Failed::layer(message),
+            };
             return Err(Failed {
                 log: Some(log_path),
                 tests: tests.into_boxed_slice(),
-                ..Failed::layer(message)
+                ..failed
             });
         }
     }
