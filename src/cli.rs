@@ -241,6 +241,10 @@ pub struct TestArgs {
     /// buildah isolation (overrides [build] isolation).
     #[arg(long, value_parser = ["chroot", "oci", "rootless"])]
     pub isolation: Option<String>,
+    /// Also boot each layer that has boot_tests in a virtual machine and
+    /// run them there (after its image tests).
+    #[arg(long)]
+    pub boot: bool,
     /// Print a machine-readable report on stdout.
     #[arg(long)]
     pub json: bool,

@@ -614,7 +614,7 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
         .keys()
         .filter(|k| k.starts_with("build:"))
         .count();
-    assert_eq!(build_jobs, 5);
+    assert_eq!(build_jobs, 6);
     // Created under any parent, merge-request ones included.
     assert_eq!(
         v["workflow"]["rules"][0]["if"],
@@ -630,6 +630,7 @@ fn ci_gitlab_pipelines_pass_the_schema_and_follow_the_dag() {
             ("build:base/hsn".into(), "build:uan/uan".into()),
             ("build:base/os".into(), "build:base/hsn".into()),
             ("build:compute/compute".into(), "build:compute/slurm".into()),
+            ("build:compute/slurm".into(), "build:compute/netboot".into()),
         ]
     );
     // Per system: two systems' pipelines never queue on each other.

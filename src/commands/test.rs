@@ -11,6 +11,7 @@ pub fn exec(env: &Env, args: TestArgs) -> Result<TestReport> {
         system: crate::ops::one_system(&env.ctx.ws, &args.system.system, "test")?,
         all: args.all,
         isolation: args.isolation,
+        boot: args.boot,
     };
     let system = opts.system.clone();
     let report = test(&env.ctx, &opts, &*env.backend()?)?;
@@ -26,6 +27,10 @@ pub fn exec(env: &Env, args: TestArgs) -> Result<TestReport> {
 }
 
 impl Report for TestReport {
+    fn notes(&self) -> Vec<String> {
+        self.notes.iter().map(|n| format!("note: {n}")).collect()
+    }
+
     fn render(&self) -> String {
         render(self)
     }
@@ -33,7 +38,7 @@ impl Report for TestReport {
     fn outcome(&self) -> Result<()> {
         if self.failed > 0 {
             return Err(Error::BuildFailed(format!(
-                "{} image test(s) failed",
+                "{} test(s) failed",
                 self.failed
             )));
         }

@@ -159,16 +159,38 @@ pub fn qemu_args(
 /// the boot), which hands over to `tests` in a unit of its own (so that
 /// waiting for the boot to end does not wait for itself), and one file
 /// per test.
+///
+/// `systemd.run=` makes `kernel-command-line.target` the target booted
+/// into, which pulls in little past `basic.target`: the services a node
+/// runs (`multi-user.target`) would never start, and a unit that fails
+/// there would go unseen. So `start` first queues the image's own
+/// default target (its `default.target` link in `/etc`, else in
+/// `/usr/lib` or `/lib`; `multi-user.target` when neither resolves),
+/// while the boot's first transaction still runs: the boot is over only
+/// when that target is reached or has failed.
 pub fn tests_disk_files(tests: &[String]) -> Vec<(String, String)> {
-    let start = "#!/bin/sh\n\
-        exec systemd-run --no-block --collect --unit=layerbuild-boot-tests /bin/sh /run/layerbuild/tests\n";
+    let start = r#"#!/bin/sh
+# Boot on to the image's own default target, then hand over to the tests.
+t=
+for l in /etc/systemd/system/default.target /usr/lib/systemd/system/default.target /lib/systemd/system/default.target; do
+  t=$(readlink "$l" 2>/dev/null) && break
+done
+t=${t##*/}
+[ -n "$t" ] || t=multi-user.target
+printf '%s\n' "$t" > /run/layerbuild-target
+systemctl start --no-block "$t"
+exec systemd-run --no-block --collect --unit=layerbuild-boot-tests /bin/sh /run/layerbuild/tests
+"#;
     let runner = r#"#!/bin/sh
 # layerbuild's boot tests: report on the second serial port, then power off.
 out=/dev/ttyS1
 say() { printf '@@lb %s\n' "$*" > "$out"; }
 say started
 state=$(systemctl is-system-running --wait 2>/dev/null)
+t=$(cat /run/layerbuild-target 2>/dev/null)
+say target "${t:-?}" "$(systemctl is-active "${t:-default.target}" 2>/dev/null)"
 say state "$state"
+say uptime "$(cut -d' ' -f1 /proc/uptime)"
 systemctl --failed --no-legend --plain 2>/dev/null | while IFS= read -r l; do say failed-unit "$l"; done
 for t in /run/layerbuild/t/*; do
   [ -f "$t" ] || continue
@@ -193,11 +215,17 @@ systemctl poweroff --force --force
 }
 
 /// What the guest reported on the second serial port.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Report {
     pub started: bool,
     /// `systemctl is-system-running --wait`: running, degraded, ...
     pub state: Option<String>,
+    /// The image's default target the boot went on to, and what
+    /// `systemctl is-active` said of it.
+    pub target: Option<(String, String)>,
+    /// The guest's uptime (seconds since its kernel started) when the
+    /// boot was over.
+    pub uptime_s: Option<f64>,
     pub failed_units: Vec<String>,
     /// (test number from 1, exit code, output).
     pub tests: Vec<(usize, Option<i32>, String)>,
@@ -228,6 +256,10 @@ pub fn parse_report(text: &str) -> Report {
         match word {
             "started" => r.started = true,
             "state" => r.state = Some(arg.trim().to_string()),
+            "target" => {
+                let (name, active) = arg.trim().split_once(' ').unwrap_or((arg.trim(), ""));
+                r.target = Some((name.to_string(), active.trim().to_string()));
+            }
             "failed-unit" => r.failed_units.push(arg.trim().to_string()),
             "begin" => {
                 let n = arg.trim().parse().unwrap_or(r.tests.len() + 1);
@@ -243,6 +275,7 @@ pub fn parse_report(text: &str) -> Report {
                     t.1 = rc;
                 }
             }
+            "uptime" => r.uptime_s = arg.trim().parse().ok(),
             "done" => r.done = true,
             _ => {}
         }
@@ -271,18 +304,27 @@ pub fn outcomes(
     tail: &str,
     boot_ms: u64,
 ) -> Vec<TestOutcome> {
-    let boot_error = match (&failure, &report.state) {
-        (Some(f), _) => Some(f.clone()),
-        (None, None) => Some("the machine stopped before reaching its default target".to_string()),
-        (None, Some(_)) => None,
+    let boot_error = match (&failure, &report.state, &report.target) {
+        (Some(f), _, _) => Some(f.clone()),
+        (None, None, _) => {
+            Some("the machine stopped before reaching its default target".to_string())
+        }
+        (None, Some(_), Some((name, active))) if active != "active" => {
+            Some(format!("{name} is {active} after the boot"))
+        }
+        (None, Some(_), _) => None,
+    };
+    let command = match &report.target {
+        Some((name, _)) => format!("boot: reach the default target ({name})"),
+        None => "boot: reach the default target".into(),
     };
     let mut out = vec![TestOutcome {
-        command: "boot: reach the default target".into(),
+        command,
         passed: boot_error.is_none(),
-        output: if boot_error.is_some() {
-            tail.to_string()
-        } else {
-            String::new()
+        output: match (&boot_error, report.uptime_s) {
+            (Some(_), _) => tail.to_string(),
+            (None, Some(up)) => format!("up {up:.1}s after the kernel started"),
+            (None, None) => String::new(),
         },
         error: boot_error,
         duration_ms: boot_ms,
@@ -295,7 +337,17 @@ pub fn outcomes(
     out.push(TestOutcome {
         command: "boot: no failed units (systemctl --failed)".into(),
         passed: units_ok,
-        error: (!units_ok).then(|| format!("system state {state}")),
+        error: (!units_ok).then(|| {
+            let units: Vec<&str> = report
+                .failed_units
+                .iter()
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            match units.is_empty() {
+                true => format!("system state {state}"),
+                false => format!("system state {state}; failed: {}", units.join(", ")),
+            }
+        }),
         output: report.failed_units.join("\n"),
         duration_ms: 0,
     });
@@ -419,6 +471,7 @@ pub fn boot(req: &BootRequest) -> ToolResult<(Vec<TestOutcome>, Option<String>)>
     let mut console: Vec<String> = vec![];
     let mut failure: Option<String> = None;
     let mut done_at: Option<Instant> = None;
+    let mut checked = started;
     let ended = cli::run_until(c, started + timeout, &mut |line| {
         if let Some(l) = line {
             let _ = writeln!(log, "{l}");
@@ -432,19 +485,24 @@ pub fn boot(req: &BootRequest) -> ToolResult<(Vec<TestOutcome>, Option<String>)>
                 failure = Some(f.to_string());
                 return true;
             }
-            return false;
         }
-        // A tick: has the guest said it is done? Give it a moment to
-        // power off by itself.
-        if done_at.is_none()
-            && std::fs::read_to_string(&results).is_ok_and(|t| parse_report(&t).done)
-        {
-            done_at = Some(Instant::now());
+        // Has the guest said it is done (looked at every 100 ms)? Give it
+        // a moment to power off by itself.
+        if done_at.is_none() && checked.elapsed() >= Duration::from_millis(100) {
+            checked = Instant::now();
+            if std::fs::read_to_string(&results).is_ok_and(|t| parse_report(&t).done) {
+                done_at = Some(checked);
+            }
         }
         done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(5))
     })
     .map_err(|e| tool_err(ToolErrorKind::NotStarted, e))?;
-    let boot_ms = started.elapsed().as_millis() as u64;
+    // From QEMU's start to the tests' end (the guest's power-off not
+    // counted), the figure `boot` and the benchmark report.
+    let boot_ms = done_at
+        .unwrap_or_else(Instant::now)
+        .duration_since(started)
+        .as_millis() as u64;
     let text = std::fs::read_to_string(&results).unwrap_or_default();
     let report = parse_report(&text);
     if failure.is_none() && !report.done {
@@ -459,7 +517,20 @@ pub fn boot(req: &BootRequest) -> ToolResult<(Vec<TestOutcome>, Option<String>)>
         boot_ms as f64 / 1000.0
     );
     let tail = last_lines(&console.join("\n"), 30);
-    Ok((outcomes(&req.tests, &report, failure, &tail, boot_ms), note))
+    let outcomes = outcomes(&req.tests, &report, failure, &tail, boot_ms);
+    let _ = writeln!(log, "==> boot tests");
+    for o in &outcomes {
+        let _ = match &o.error {
+            None => writeln!(log, "ok      {}", o.command),
+            Some(e) => writeln!(log, "FAILED  {}: {e}", o.command),
+        };
+        if !o.passed && !o.output.is_empty() {
+            for l in o.output.lines() {
+                let _ = writeln!(log, "        | {l}");
+            }
+        }
+    }
+    Ok((outcomes, note))
 }
 
 #[cfg(test)]
@@ -469,10 +540,14 @@ mod tests {
     #[test]
     fn the_guest_report_is_read() {
         let r = parse_report(
-            "@@lb started\n@@lb state degraded\n@@lb failed-unit x.service loaded failed failed X\n\
+            "@@lb started\n@@lb target graphical.target active\n@@lb state degraded\n@@lb failed-unit x.service loaded failed failed X\n\
              @@lb begin 001\n| hello\n@@lb end 001 0\n@@lb begin 002\n| no\n@@lb end 002 3\n@@lb done\n",
         );
         assert_eq!(r.state.as_deref(), Some("degraded"));
+        assert_eq!(
+            r.target,
+            Some(("graphical.target".to_string(), "active".to_string()))
+        );
         assert_eq!(r.failed_units.len(), 1);
         assert_eq!(
             r.tests,
@@ -500,5 +575,35 @@ mod tests {
         assert_eq!(o.len(), 1);
         assert_eq!(o[0].error.as_deref(), Some("kernel panic"));
         assert_eq!(o[0].output, "tail");
+    }
+
+    #[test]
+    fn a_default_target_not_reached_fails_the_boot() {
+        let r = parse_report(
+            "@@lb started\n@@lb target multi-user.target inactive\n@@lb state degraded\n@@lb done\n",
+        );
+        let o = outcomes(&[], &r, None, "tail", 1);
+        assert_eq!(
+            o[0].command,
+            "boot: reach the default target (multi-user.target)"
+        );
+        assert!(!o[0].passed);
+        assert_eq!(
+            o[0].error.as_deref(),
+            Some("multi-user.target is inactive after the boot")
+        );
+    }
+
+    #[test]
+    fn the_tests_start_after_queueing_the_images_default_target() {
+        let files = tests_disk_files(&["true".into()]);
+        let start = &files.iter().find(|f| f.0 == "start").unwrap().1;
+        let queue = start.find("systemctl start --no-block \"$t\"").unwrap();
+        let tests = start.find("--unit=layerbuild-boot-tests").unwrap();
+        assert!(queue < tests, "{start}");
+        assert!(
+            start.contains("/etc/systemd/system/default.target"),
+            "{start}"
+        );
     }
 }

@@ -47,12 +47,13 @@ pub fn boot(
         digest: &digest,
         image_id: &image_id,
     };
-    let run = boot_image(ws, &cache, &image, tests, opts.interactive, backend)?;
+    let run = boot_image(ws, &cache, &image, tests, opts.interactive, None, backend)?;
     let failed = run.outcomes.iter().filter(|t| !t.passed).count();
     let report = TestReport {
         version: TEST_VERSION,
         passed: run.outcomes.len() - failed,
         failed,
+        notes: vec![],
         layers: vec![LayerTests {
             label: label.to_string(),
             digest,
@@ -80,13 +81,16 @@ pub struct BootRun {
 
 /// Boots `image` from its netboot export (kept under `cache/boot/`,
 /// rewritten when the digest changes) and runs `tests` in it (`boot`, and
-/// `build` for a layer with `boot_tests`).
+/// `build` for a layer with `boot_tests`). The console and the tests'
+/// output go to `log` (`build` passes the layer's build log), else to a
+/// log of the boot's own.
 pub fn boot_image(
     ws: &crate::workspace::Workspace,
     cache: &std::sync::Mutex<crate::cache::Cache>,
     image: &BootImage<'_>,
     tests: Vec<String>,
     interactive: bool,
+    log: Option<std::path::PathBuf>,
     backend: &dyn Backend,
 ) -> Result<BootRun> {
     let label = image.label;
@@ -113,7 +117,7 @@ pub fn boot_image(
             exported.error.unwrap_or_default()
         )));
     }
-    let log = new_log_path(ws, label, now_secs(), image.digest, "-boot");
+    let log = log.unwrap_or_else(|| new_log_path(ws, label, now_secs(), image.digest, "-boot"));
     let req = BootRequest {
         label: label.to_string(),
         dir,

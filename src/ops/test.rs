@@ -1,7 +1,8 @@
-//! `layerbuild test LABEL... [--all]`: re-runs built layers' image tests
-//! (and, with `--all`, their ancestors'), each layer in a fresh container
-//! from its cached image, in topological order. Nothing is cached or
-//! changed; each run has its own log.
+//! `layerbuild test LABEL... [--all] [--boot]`: re-runs built layers'
+//! image tests (and, with `--all`, their ancestors'), each layer in a
+//! fresh container from its cached image, in topological order; with
+//! `--boot`, then boots each layer that has boot tests and runs them.
+//! Nothing is cached or changed; each run has its own log.
 
 use serde::Serialize;
 
@@ -21,6 +22,9 @@ pub struct TestReport {
     pub layers: Vec<LayerTests>,
     pub passed: usize,
     pub failed: usize,
+    /// How the boots ran (TCG, and why), for the person reading.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -36,6 +40,8 @@ pub struct TestOptions {
     pub system: Option<String>,
     pub all: bool,
     pub isolation: Option<String>,
+    /// Also run the boot tests, each layer booted in a virtual machine.
+    pub boot: bool,
 }
 
 pub fn test(ctx: &Context, opts: &TestOptions, backend: &dyn Backend) -> Result<TestReport> {
@@ -54,6 +60,13 @@ pub fn test(ctx: &Context, opts: &TestOptions, backend: &dyn Backend) -> Result<
         layers: vec![],
         passed: 0,
         failed: 0,
+        notes: vec![],
+    };
+    let cache = match opts.boot {
+        true => Some(std::sync::Mutex::new(crate::cache::Cache::open(
+            &ws.db_path(),
+        )?)),
+        false => None,
     };
     for label in &chain {
         let (digest, image_id) =
@@ -65,16 +78,38 @@ pub fn test(ctx: &Context, opts: &TestOptions, backend: &dyn Backend) -> Result<
             tests: vec![],
             log: None,
         };
+        let log = new_log_path(ws, label, now_secs(), &digest, "-test");
         if !tests.is_empty() {
-            let log = new_log_path(ws, label, now_secs(), &digest, "-test");
             lt.tests = backend.run_tests(&TestRequest {
                 label: label.to_string(),
                 isolation: isolation.clone(),
-                image: image_id,
+                image: image_id.clone(),
                 container: format!("{}-test", container_name(ws, label, &digest)),
                 tests: tests.clone(),
                 log_path: log.clone(),
             })?;
+            lt.log = Some(ws.display_path(&log));
+        }
+        let boot_tests = &ws.layers[label].boot_tests;
+        if let Some(cache) = cache.as_ref().filter(|_| !boot_tests.is_empty()) {
+            let image = super::boot::BootImage {
+                label,
+                digest: &digest,
+                image_id: &image_id,
+            };
+            let run = super::boot::boot_image(
+                ws,
+                cache,
+                &image,
+                boot_tests.clone(),
+                false,
+                Some(log.clone()),
+                backend,
+            )?;
+            report
+                .notes
+                .extend(run.note.filter(|n| !report.notes.contains(n)));
+            lt.tests.extend(run.outcomes);
             lt.log = Some(ws.display_path(&log));
         }
         report.passed += lt.tests.iter().filter(|t| t.passed).count();

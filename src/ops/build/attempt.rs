@@ -241,7 +241,7 @@ fn build_here(
     // failed image test does (not cached, the image kept as NAME-failed).
     if !ws.layers[label].boot_tests.is_empty() {
         run.reporter.step(&label_s, "boot tests");
-        let boot = boot_tests(run, fp, &image_id);
+        let boot = boot_tests(run, fp, &image_id, &log_path);
         // Booting at all failing (QEMU missing, the export failing) is the
         // machine's failure, not the layer's; either way the image is not
         // left under its name, where it would pass for a tested build.
@@ -249,10 +249,9 @@ fn build_here(
         let failure = match boot {
             Ok(outcomes) => {
                 let failed = outcomes.iter().filter(|o| !o.passed).count();
-                let first = outcomes.iter().find(|o| !o.passed).map(|o| {
-                    o.error
-                        .clone()
-                        .unwrap_or_else(|| format!("`{}` failed", o.command))
+                let first = outcomes.iter().find(|o| !o.passed).map(|o| match &o.error {
+                    Some(e) => format!("`{}`: {e}", o.command),
+                    None => format!("`{}` failed", o.command),
                 });
                 let of = outcomes.len();
                 tests.extend(outcomes);
@@ -319,6 +318,7 @@ fn boot_tests(
     run: &RunCtx<'_>,
     fp: &Fingerprint,
     image_id: &str,
+    log: &std::path::Path,
 ) -> Result<Vec<crate::executor::TestOutcome>> {
     let image = crate::ops::boot::BootImage {
         label: &fp.label,
@@ -326,8 +326,15 @@ fn boot_tests(
         image_id,
     };
     let tests = run.ws.layers[&fp.label].boot_tests.clone();
-    let booted =
-        crate::ops::boot::boot_image(run.ws, &run.cache, &image, tests, false, run.executor)?;
+    let booted = crate::ops::boot::boot_image(
+        run.ws,
+        &run.cache,
+        &image,
+        tests,
+        false,
+        Some(log.to_path_buf()),
+        run.executor,
+    )?;
     if let Some(note) = booted.note {
         run.reporter.println(&format!("note: {note}"));
     }
