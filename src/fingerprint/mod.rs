@@ -1039,12 +1039,15 @@ fn definition(ws: &Workspace, layer: &Layer) -> Definition {
         boot_tests: layer.boot_tests.clone(),
         boot: (!layer.boot_tests.is_empty()).then(|| {
             let b = &layer.boot;
+            // A named kernel quoted: `kernel = "newest"` names
+            // /boot/vmlinuz-newest, which is not the newest kernel.
+            let kernel = match &b.kernel {
+                Some(k) => format!("{k:?}"),
+                None => "newest".to_string(),
+            };
             format!(
-                "kernel={} cmdline={:?} memory_mib={} timeout_secs={}",
-                b.kernel.as_deref().unwrap_or("newest"),
-                b.cmdline,
-                b.memory_mib,
-                b.timeout_secs
+                "kernel={kernel} cmdline={:?} memory_mib={} timeout_secs={}",
+                b.cmdline, b.memory_mib, b.timeout_secs
             )
         }),
     }
