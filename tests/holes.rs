@@ -371,3 +371,44 @@ fn ansible_settings_of_the_environment_do_not_reach_the_play() {
         "{seen}"
     );
 }
+
+/// A netboot export holds the kernel a layer names and its command line
+/// (`boot.json`, `boot.ipxe`). Without boot tests neither is in the
+/// layer's digest, so an export already holding the digest (a declared
+/// output, the one `boot` boots) is written again when either changed.
+#[test]
+fn netboot_export_follows_the_boot_settings_of_a_layer_without_boot_tests() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let lf = ws.read("Layerfile.toml").replacen(
+        "scripts = [\"scripts/uan.sh\"]",
+        "scripts = [\"scripts/uan.sh\"]\nrun = [\"mkdir -p /boot && for v in 1 2; do echo k$v > /boot/vmlinuz-$v; echo i$v > /boot/initrd.img-$v; done\"]\noutputs = [{ format = \"netboot\", path = \"out/uan\" }]",
+        1,
+    );
+    ws.write("Layerfile.toml", &lf);
+    let digest = ws.digests()["//uan/uan"].clone();
+    ws.lb(&["build", "//uan/uan"]).ok();
+    let boot_json =
+        || -> serde_json::Value { serde_json::from_str(&ws.read("out/uan/boot.json")).unwrap() };
+    assert_eq!(boot_json()["kernel_version"], "2");
+
+    ws.write(
+        "Layerfile.toml",
+        &lf.replacen(
+            "outputs = [",
+            "boot = { kernel = \"1\", cmdline = \"quiet\" }\noutputs = [",
+            1,
+        ),
+    );
+    assert_eq!(ws.digests()["//uan/uan"], digest, "not an input here");
+    ws.lb(&["build", "//uan/uan"]).ok();
+    let json = boot_json();
+    assert_eq!(json["kernel_version"], "1", "{json}");
+    assert_eq!(json["own_cmdline"], "quiet", "{json}");
+    assert_eq!(ws.read("out/uan/vmlinuz"), "k1\n");
+    let ipxe = ws.read("out/uan/boot.ipxe");
+    assert!(ipxe.contains(" quiet\n"), "{ipxe}");
+    // Unchanged since: not written again.
+    let again = ws.lb(&["build", "//uan/uan"]).ok();
+    assert!(again.stderr.contains("already holds"), "{}", again.stderr);
+}
