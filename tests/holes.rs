@@ -516,3 +516,38 @@ fn an_image_whose_boot_tests_did_not_end_is_never_adopted() {
         "{names}"
     );
 }
+
+/// A layer boots from `cache/boot/SLUG` with its scratch files in
+/// `cache/tmp/boot-SLUG`: two boots of one slug at once (another system's
+/// build, another process, `boot`, or here two layers whose slugs are the
+/// same, `//a-b/c` and `//a/b-c`) must each boot their own image and read
+/// their own guest's report. The guest passes its test when the kernel it
+/// booted is the layer's (`who=` on the kernel command line).
+#[test]
+fn boots_sharing_a_directory_each_boot_their_own_image() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    for label in ["a-b/c", "a/b-c"] {
+        ws.append(
+            "Layerfile.toml",
+            &format!(
+                "\n[layers.\"{label}\"]\nparent = \"//base/hsn\"\nrun = [\"mkdir -p /boot && echo who={label} > /boot/vmlinuz-1 && echo i > /boot/initrd.img-1\"]\nboot_tests = [\"true\"]\nboot = {{ cmdline = \"who={label}\" }}\n"
+            ),
+        );
+    }
+    fake_qemu(
+        &mut ws,
+        r#"sleep 2
+case " $append " in *" $(cat "$kernel") "*) report 0 ;; *) report 1 ;; esac"#,
+    );
+    let r = ws.lb(&["build", "--json", "//a-b/c", "//a/b-c"]);
+    let report = r.json();
+    for label in ["//a-b/c", "//a/b-c"] {
+        assert_eq!(
+            common::layer(&report, label)["status"],
+            "built",
+            "{label}: {}",
+            r.stderr
+        );
+    }
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::build::new_log_path;
 use super::test::{LayerTests, TEST_VERSION, TestReport};
 use super::{Context, now_secs};
+use crate::cache::lock::{DigestLock, Holder};
 use crate::error::{Error, Result};
 use crate::executor::Backend;
 use crate::executor::netboot::cmdline;
@@ -47,7 +48,15 @@ pub fn boot(
         digest: &digest,
         image_id: &image_id,
     };
-    let run = boot_image(ws, &cache, &image, tests, opts.interactive, backend)?;
+    let run = boot_image(
+        ws,
+        &cache,
+        &image,
+        tests,
+        opts.interactive,
+        backend,
+        &mut |h| eprintln!("{}", waiting_line(label, h)),
+    )?;
     let failed = run.outcomes.iter().filter(|t| !t.passed).count();
     let report = TestReport {
         version: TEST_VERSION,
@@ -78,9 +87,24 @@ pub struct BootRun {
     pub log: std::path::PathBuf,
 }
 
+/// What a boot waiting for another boot of the same directories says.
+pub fn waiting_line(label: &Label, h: &Holder) -> String {
+    let pid = h.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    match &h.label {
+        Some(other) if other != &label.to_string() => {
+            format!("{label}: waiting for another layerbuild booting {other}{pid}")
+        }
+        _ => format!("{label}: waiting for another layerbuild booting it{pid}"),
+    }
+}
+
 /// Boots `image` from its netboot export (kept under `cache/boot/`,
 /// rewritten when the digest changes) and runs `tests` in it (`boot`, and
-/// `build` for a layer with `boot_tests`).
+/// `build` for a layer with `boot_tests`). The export and the boot's
+/// scratch directory are the layer's, not its digest's: one boot of them
+/// at a time (another system's build, another process's, a `boot`, a
+/// layer of the same slug), the others waiting (`on_wait` told who holds
+/// them).
 pub fn boot_image(
     ws: &crate::workspace::Workspace,
     cache: &std::sync::Mutex<crate::cache::Cache>,
@@ -88,10 +112,18 @@ pub fn boot_image(
     tests: Vec<String>,
     interactive: bool,
     backend: &dyn Backend,
+    on_wait: &mut dyn FnMut(&Holder),
 ) -> Result<BootRun> {
     let label = image.label;
     let layer = &ws.layers[label];
     let dir = ws.cache_dir.join("boot").join(label.slug());
+    let _lock = DigestLock::acquire_at(
+        ws.cache_dir
+            .join("boot")
+            .join(format!("{}.lock", label.slug())),
+        &label.to_string(),
+        on_wait,
+    )?;
     let job = super::export::OutputJob {
         ws,
         cache,

@@ -343,8 +343,18 @@ fn boot_tests(
         image_id,
     };
     let tests = run.ws.layers[&fp.label].boot_tests.clone();
-    let booted =
-        crate::ops::boot::boot_image(run.ws, &run.cache, &image, tests, false, run.executor)?;
+    let booted = crate::ops::boot::boot_image(
+        run.ws,
+        &run.cache,
+        &image,
+        tests,
+        false,
+        run.executor,
+        &mut |h| {
+            run.reporter
+                .println(&crate::ops::boot::waiting_line(&fp.label, h))
+        },
+    )?;
     if let Some(note) = booted.note {
         run.reporter.println(&format!("note: {note}"));
     }
