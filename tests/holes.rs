@@ -371,3 +371,183 @@ fn ansible_settings_of_the_environment_do_not_reach_the_play() {
         "{seen}"
     );
 }
+
+/// A netboot export holds the kernel a layer names and its command line
+/// (`boot.json`, `boot.ipxe`). Without boot tests neither is in the
+/// layer's digest, so an export already holding the digest (a declared
+/// output, the one `boot` boots) is written again when either changed.
+#[test]
+fn netboot_export_follows_the_boot_settings_of_a_layer_without_boot_tests() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let lf = ws.read("Layerfile.toml").replacen(
+        "scripts = [\"scripts/uan.sh\"]",
+        "scripts = [\"scripts/uan.sh\"]\nrun = [\"mkdir -p /boot && for v in 1 2; do echo k$v > /boot/vmlinuz-$v; echo i$v > /boot/initrd.img-$v; done\"]\noutputs = [{ format = \"netboot\", path = \"out/uan\" }]",
+        1,
+    );
+    ws.write("Layerfile.toml", &lf);
+    let digest = ws.digests()["//uan/uan"].clone();
+    ws.lb(&["build", "//uan/uan"]).ok();
+    let boot_json =
+        || -> serde_json::Value { serde_json::from_str(&ws.read("out/uan/boot.json")).unwrap() };
+    assert_eq!(boot_json()["kernel_version"], "2");
+
+    ws.write(
+        "Layerfile.toml",
+        &lf.replacen(
+            "outputs = [",
+            "boot = { kernel = \"1\", cmdline = \"quiet\" }\noutputs = [",
+            1,
+        ),
+    );
+    assert_eq!(ws.digests()["//uan/uan"], digest, "not an input here");
+    ws.lb(&["build", "//uan/uan"]).ok();
+    let json = boot_json();
+    assert_eq!(json["kernel_version"], "1", "{json}");
+    assert_eq!(json["own_cmdline"], "quiet", "{json}");
+    assert_eq!(ws.read("out/uan/vmlinuz"), "k1\n");
+    let ipxe = ws.read("out/uan/boot.ipxe");
+    assert!(ipxe.contains(" quiet\n"), "{ipxe}");
+    // Unchanged since: not written again.
+    let again = ws.lb(&["build", "//uan/uan"]).ok();
+    assert!(again.stderr.contains("already holds"), "{}", again.stderr);
+}
+
+/// `//uan/uan` made bootable (a stand-in kernel and initramfs in its
+/// `/boot`, whose kernel file holds `who=KERNEL`), with `extra` lines in its
+/// table.
+fn bootable_uan(ws: &TestWs, kernel: &str, extra: &str) {
+    let lf = ws.read("Layerfile.toml").replacen(
+        "scripts = [\"scripts/uan.sh\"]",
+        &format!(
+            "scripts = [\"scripts/uan.sh\"]\nrun = [\"mkdir -p /boot && echo who={kernel} > /boot/vmlinuz-1 && echo i > /boot/initrd.img-1\"]\n{extra}"
+        ),
+        1,
+    );
+    ws.write("Layerfile.toml", &lf);
+}
+
+/// Puts a stand-in `qemu-system-x86_64` first in the PATH of later runs:
+/// `guest` runs with `$kernel`, `$append` (the kernel command line) and
+/// `$results` (the file of the second serial port) set, and `report RC`
+/// writes a guest's report of the one boot test ending with RC.
+fn fake_qemu(ws: &mut TestWs, guest: &str) {
+    let dir = ws.root.parent().unwrap().join("fake-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let qemu = dir.join("qemu-system-x86_64");
+    std::fs::write(
+        &qemu,
+        format!(
+            r#"#!/bin/sh
+[ "$1" = --version ] && exit 0
+kernel= append= results=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -kernel) kernel=$2; shift ;;
+    -append) append=$2; shift ;;
+    -serial) case "$2" in file:*) results=${{2#file:}} ;; esac; shift ;;
+  esac
+  shift
+done
+report() {{
+  printf '@@lb started\n@@lb state running\n@@lb begin 001\n@@lb end 001 %s\n@@lb done\n' "$1" >> "$results"
+}}
+{guest}
+"#
+        ),
+    )
+    .unwrap();
+    let exec = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&qemu, exec).unwrap();
+    ws.env.retain(|(k, _)| k != "PATH");
+    ws.env.push((
+        "PATH".into(),
+        format!("{}:{}", dir.display(), std::env::var("PATH").unwrap()),
+    ));
+}
+
+/// A build killed while its layer's boot tests run leaves no image under
+/// the layer's name, which says the image passed its tests: the next build
+/// boots it again rather than adopt it, and `cache rebuild-index` does not
+/// record it. Once they passed the image has its name (and only that).
+#[test]
+fn an_image_whose_boot_tests_did_not_end_is_never_adopted() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    bootable_uan(&ws, "uan", "boot_tests = [\"true\"]");
+    let uan = ws.digests()["//uan/uan"].clone();
+    let name = format!("localhost/layerbuild/{}/uan/uan:{}", ws.name, &uan[..12]);
+
+    // layerbuild dies as the machine starts.
+    fake_qemu(&mut ws, "kill -9 $PPID\nexit 1");
+    let killed = ws.lb(&["build", "//uan/uan"]);
+    assert_ne!(killed.code, 0, "{}", killed.stderr);
+    assert!(!ws.cached_digests().contains(&uan));
+    let index = ws.lb(&["cache", "rebuild-index", "--json"]).ok();
+    assert!(!ws.cached_digests().contains(&uan), "{}", index.stdout);
+
+    // The boot fails this time: the layer fails.
+    fake_qemu(&mut ws, "report 1");
+    let r = ws.lb(&["build", "--json", "//uan/uan"]);
+    assert!(!r.stderr.contains("adopted"), "{}", r.stderr);
+    assert_eq!(
+        common::layer(&r.json(), "//uan/uan")["status"],
+        "failed",
+        "{}",
+        r.stderr
+    );
+    assert!(!ws.cached_digests().contains(&uan));
+
+    // It passes: built, under its name.
+    fake_qemu(&mut ws, "report 0");
+    let r = ws.lb(&["build", "--json", "//uan/uan"]).ok();
+    assert_eq!(common::layer(&r.json(), "//uan/uan")["status"], "built");
+    assert!(ws.cached_digests().contains(&uan));
+    let names = common::tool_in(
+        "buildah",
+        &ws.root,
+        &["images", "--format", "{{.Name}}:{{.Tag}}"],
+    );
+    assert!(names.lines().any(|n| n == name), "{names}");
+    assert!(
+        !names
+            .lines()
+            .any(|n| n.starts_with(&name) && n != name && !n.ends_with("-failed")),
+        "{names}"
+    );
+}
+
+/// A layer boots from `cache/boot/SLUG` with its scratch files in
+/// `cache/tmp/boot-SLUG`: two boots of one slug at once (another system's
+/// build, another process, `boot`, or here two layers whose slugs are the
+/// same, `//a-b/c` and `//a/b-c`) must each boot their own image and read
+/// their own guest's report. The guest passes its test when the kernel it
+/// booted is the layer's (`who=` on the kernel command line).
+#[test]
+fn boots_sharing_a_directory_each_boot_their_own_image() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    for label in ["a-b/c", "a/b-c"] {
+        ws.append(
+            "Layerfile.toml",
+            &format!(
+                "\n[layers.\"{label}\"]\nparent = \"//base/hsn\"\nrun = [\"mkdir -p /boot && echo who={label} > /boot/vmlinuz-1 && echo i > /boot/initrd.img-1\"]\nboot_tests = [\"true\"]\nboot = {{ cmdline = \"who={label}\" }}\n"
+            ),
+        );
+    }
+    fake_qemu(
+        &mut ws,
+        r#"sleep 2
+case " $append " in *" $(cat "$kernel") "*) report 0 ;; *) report 1 ;; esac"#,
+    );
+    let r = ws.lb(&["build", "--json", "//a-b/c", "//a/b-c"]);
+    let report = r.json();
+    for label in ["//a-b/c", "//a/b-c"] {
+        assert_eq!(
+            common::layer(&report, label)["status"],
+            "built",
+            "{label}: {}",
+            r.stderr
+        );
+    }
+}

@@ -68,7 +68,17 @@ impl DigestLock {
         label: &str,
         on_wait: &mut dyn FnMut(&Holder),
     ) -> Result<DigestLock> {
-        let path = lock_path(dir, digest);
+        DigestLock::acquire_at(lock_path(dir, digest), label, on_wait)
+    }
+
+    /// [`DigestLock::acquire`] of the lock file `path`, for what is not a
+    /// digest (the directories a layer boots from).
+    pub fn acquire_at(
+        path: PathBuf,
+        label: &str,
+        on_wait: &mut dyn FnMut(&Holder),
+    ) -> Result<DigestLock> {
+        let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut waited = false;
         loop {

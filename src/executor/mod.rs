@@ -46,6 +46,11 @@ pub struct BuildRequest {
     pub play: Option<PlayRequest>,
     /// Commands run in a fresh container from the committed image.
     pub tests: Vec<String>,
+    /// Boot tests follow once the build returns: the image that passed
+    /// its image tests is named `NAME-unbooted` ([`BuildRequest::built_name`]),
+    /// and the caller gives it `NAME` once they passed too, so that a build
+    /// killed meanwhile leaves no image under the name of a tested one.
+    pub boot_tests_follow: bool,
     /// Commit with this creation time and file timestamps, and nothing of
     /// where the parent came from (reproducible images).
     pub timestamp: Option<i64>,
@@ -58,6 +63,22 @@ pub struct BuildRequest {
     pub reuse_container: bool,
     /// Values redacted from the log, progress lines and error messages.
     pub secrets: crate::secrets::Secrets,
+}
+
+impl BuildRequest {
+    /// The name the image has when the build returns: `NAME`, or
+    /// `NAME-unbooted` while boot tests are to run.
+    pub fn built_name(&self) -> String {
+        match self.boot_tests_follow {
+            true => unbooted_name(&self.image_name),
+            false => self.image_name.clone(),
+        }
+    }
+}
+
+/// The name a layer's image carries until its boot tests pass.
+pub fn unbooted_name(image_name: &str) -> String {
+    format!("{image_name}-unbooted")
 }
 
 /// The image a layer's working container is made from.

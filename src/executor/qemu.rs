@@ -606,4 +606,49 @@ mod tests {
             "{start}"
         );
     }
+
+    /// What a passing boot means is an input of layers with boot tests
+    /// ([`crate::fingerprint::BOOT_RUNNER`]): a change to the runner's
+    /// scripts, the kernel arguments or the pass rules must raise it. The
+    /// hash below is of the runner as of that version; update both.
+    #[test]
+    fn the_runner_changes_only_with_its_version() {
+        let req = BootRequest {
+            label: "//a/b".into(),
+            dir: "/x".into(),
+            cmdline: "ro rootovl".into(),
+            memory_mib: 1024,
+            timeout: Duration::from_secs(1),
+            tests: vec!["true".into()],
+            log_path: "/x/log".into(),
+            work_dir: "/x/w".into(),
+            interactive: false,
+        };
+        let mut h = blake3::Hasher::new();
+        for (name, text) in tests_disk_files(&req.tests) {
+            h.update(name.as_bytes());
+            h.update(text.as_bytes());
+        }
+        h.update(kernel_cmdline(&req).as_bytes());
+        let args = qemu_args(
+            &req,
+            Accel::Tcg,
+            Some(Path::new("/t")),
+            Some(Path::new("/r")),
+        );
+        // Not the process name: it holds this process's id.
+        for a in args.iter().filter(|a| !a.contains("process=")) {
+            h.update(a.as_bytes());
+        }
+        let r = parse_report(
+            "@@lb started\n@@lb target t.target active\n@@lb state degraded\n@@lb done\n",
+        );
+        h.update(format!("{:?}", outcomes(&[], &r, None, "", 0)).as_bytes());
+        let hash = h.finalize().to_hex().to_string();
+        assert_eq!(
+            (crate::fingerprint::BOOT_RUNNER, &hash[..16]),
+            (2, "bf80fb657abc9dbb"),
+            "the boot runner changed: raise fingerprint::BOOT_RUNNER and record the new hash here"
+        );
+    }
 }

@@ -309,7 +309,7 @@ impl Executor for Recording {
                 tests: vec![],
             });
         }
-        let image = StoredImage::built(&req.label, &req.digest, &req.image_name);
+        let image = StoredImage::built(&req.label, &req.digest, &req.built_name());
         let image_id = image.id.clone();
         s.add(image);
         Ok(BuildOutput {

@@ -110,6 +110,14 @@ pub struct Definition {
     pub boot: Option<String>,
 }
 
+/// The boot tests' runner (the kernel arguments layerbuild sets, the
+/// scripts that take the boot on to its default target and run the tests,
+/// what counts as a passing boot): an input of each layer with boot tests,
+/// so a stricter runner does not reuse passes of a laxer one. Raised
+/// whenever the runner changes (a test in `executor::qemu` keeps a hash
+/// of it, and fails until this is raised with it).
+pub const BOOT_RUNNER: u32 = 2;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInput {
     pub hash: files::ContentHash,
@@ -1039,12 +1047,15 @@ fn definition(ws: &Workspace, layer: &Layer) -> Definition {
         boot_tests: layer.boot_tests.clone(),
         boot: (!layer.boot_tests.is_empty()).then(|| {
             let b = &layer.boot;
+            // A named kernel quoted: `kernel = "newest"` names
+            // /boot/vmlinuz-newest, which is not the newest kernel.
+            let kernel = match &b.kernel {
+                Some(k) => format!("{k:?}"),
+                None => "newest".to_string(),
+            };
             format!(
-                "kernel={} cmdline={:?} memory_mib={} timeout_secs={}",
-                b.kernel.as_deref().unwrap_or("newest"),
-                b.cmdline,
-                b.memory_mib,
-                b.timeout_secs
+                "runner={BOOT_RUNNER} kernel={kernel} cmdline={:?} memory_mib={} timeout_secs={}",
+                b.cmdline, b.memory_mib, b.timeout_secs
             )
         }),
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::build::new_log_path;
 use super::test::{LayerTests, TEST_VERSION, TestReport};
 use super::{Context, now_secs};
+use crate::cache::lock::{DigestLock, Holder};
 use crate::error::{Error, Result};
 use crate::executor::Backend;
 use crate::executor::netboot::cmdline;
@@ -47,7 +48,18 @@ pub fn boot(
         digest: &digest,
         image_id: &image_id,
     };
-    let run = boot_image(ws, &cache, &image, tests, opts.interactive, None, backend)?;
+    let run = boot_image(
+        ws,
+        &cache,
+        &image,
+        BootPlan {
+            tests,
+            interactive: opts.interactive,
+            log: None,
+        },
+        backend,
+        &mut |h| eprintln!("{}", waiting_line(label, h)),
+    )?;
     let failed = run.outcomes.iter().filter(|t| !t.passed).count();
     let report = TestReport {
         version: TEST_VERSION,
@@ -79,23 +91,58 @@ pub struct BootRun {
     pub log: std::path::PathBuf,
 }
 
+/// What a boot waiting for another boot of the same directories says.
+pub fn waiting_line(label: &Label, h: &Holder) -> String {
+    let pid = h.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    match &h.label {
+        Some(other) if other != &label.to_string() => {
+            format!("{label}: waiting for another layerbuild booting {other}{pid}")
+        }
+        _ => format!("{label}: waiting for another layerbuild booting it{pid}"),
+    }
+}
+
+/// What a boot runs, and where it writes.
+pub struct BootPlan {
+    /// Run in the booted system (none, interactive).
+    pub tests: Vec<String>,
+    /// A serial console on this terminal instead of tests.
+    pub interactive: bool,
+    /// The console and the tests' output (`build` passes the layer's build
+    /// log); `None`: a log of the boot's own.
+    pub log: Option<std::path::PathBuf>,
+}
+
 /// Boots `image` from its netboot export (kept under `cache/boot/`,
-/// rewritten when the digest changes) and runs `tests` in it (`boot`, and
-/// `build` for a layer with `boot_tests`). The console and the tests'
-/// output go to `log` (`build` passes the layer's build log), else to a
-/// log of the boot's own.
+/// rewritten when the digest changes) and runs the plan's tests in it
+/// (`boot`, `test --boot`, and `build` for a layer with `boot_tests`).
+/// The export and the boot's scratch directory are the layer's, not its
+/// digest's: one boot of them at a time (another system's build, another
+/// process's, a `boot`, a layer of the same slug), the others waiting
+/// (`on_wait` told who holds them).
 pub fn boot_image(
     ws: &crate::workspace::Workspace,
     cache: &std::sync::Mutex<crate::cache::Cache>,
     image: &BootImage<'_>,
-    tests: Vec<String>,
-    interactive: bool,
-    log: Option<std::path::PathBuf>,
+    plan: BootPlan,
     backend: &dyn Backend,
+    on_wait: &mut dyn FnMut(&Holder),
 ) -> Result<BootRun> {
+    let BootPlan {
+        tests,
+        interactive,
+        log,
+    } = plan;
     let label = image.label;
     let layer = &ws.layers[label];
     let dir = ws.cache_dir.join("boot").join(label.slug());
+    let _lock = DigestLock::acquire_at(
+        ws.cache_dir
+            .join("boot")
+            .join(format!("{}.lock", label.slug())),
+        &label.to_string(),
+        on_wait,
+    )?;
     let job = super::export::OutputJob {
         ws,
         cache,

@@ -148,7 +148,27 @@ impl OutputJob<'_> {
             Ok(rel) => rel.display().to_string(),
             Err(_) => path.display().to_string(),
         };
-        let options = compression.unwrap_or("").to_string();
+        let netboot = NetbootRequest {
+            label: label.to_string(),
+            digest: digest.clone(),
+            kernel: ws.layers.get(label).and_then(|l| l.boot.kernel.clone()),
+            cmdline: ws
+                .layers
+                .get(label)
+                .map(|l| l.boot.cmdline.clone())
+                .unwrap_or_default(),
+        };
+        // A netboot export holds the kernel chosen and the command line
+        // too, which are not in the digest of a layer without boot tests.
+        let options = match format {
+            ExportFormat::Netboot => format!(
+                "{} kernel={:?} cmdline={:?}",
+                compression.unwrap_or(""),
+                netboot.kernel,
+                netboot.cmdline
+            ),
+            _ => compression.unwrap_or("").to_string(),
+        };
         let recorded = self
             .cache
             .lock()
@@ -177,16 +197,7 @@ impl OutputJob<'_> {
             compression: compression.map(str::to_string),
             container,
             source_date_epoch: ws.build.reproducible.then_some(ws.build.source_date_epoch),
-            netboot: NetbootRequest {
-                label: label.to_string(),
-                digest: digest.clone(),
-                kernel: ws.layers.get(label).and_then(|l| l.boot.kernel.clone()),
-                cmdline: ws
-                    .layers
-                    .get(label)
-                    .map(|l| l.boot.cmdline.clone())
-                    .unwrap_or_default(),
-            },
+            netboot,
         };
         let written = self.exporter.export(&req);
         let _ = std::fs::remove_dir_all(&work);

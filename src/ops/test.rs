@@ -101,10 +101,13 @@ pub fn test(ctx: &Context, opts: &TestOptions, backend: &dyn Backend) -> Result<
                 ws,
                 cache,
                 &image,
-                boot_tests.clone(),
-                false,
-                Some(log.clone()),
+                super::boot::BootPlan {
+                    tests: boot_tests.clone(),
+                    interactive: false,
+                    log: Some(log.clone()),
+                },
                 backend,
+                &mut |h| eprintln!("{}", super::boot::waiting_line(label, h)),
             )?;
             report
                 .notes

@@ -261,7 +261,7 @@ pub fn steps(req: &BuildRequest) -> Vec<Step> {
             &req.isolation,
             &req.tests,
         ));
-        s.extend(rename_steps(&req.image_name));
+        s.extend(rename_steps(&req.image_name, &req.built_name()));
     }
     s
 }
@@ -430,7 +430,8 @@ const BASE_ANNOTATIONS: [&str; 2] = [
 const REPRODUCIBLE_COMMIT: [&str; 2] = ["--omit-history", "--identity-label=false"];
 
 /// Labels the container with the digest and label and commits it (as
-/// `NAME-untested` while tests are to run); reads the image id. A
+/// `NAME-untested` while tests are to run, `NAME-unbooted` while only boot
+/// tests are); reads the image id. A
 /// reproducible commit (`req.timestamp` set) depends on nothing but the
 /// container: fixed times, and nothing of where the parent came from.
 fn commit_steps(req: &BuildRequest) -> Vec<Step> {
@@ -453,7 +454,7 @@ fn commit_steps(req: &BuildRequest) -> Vec<Step> {
         commit.extend(REPRODUCIBLE_COMMIT.map(text));
     }
     let name = if req.tests.is_empty() {
-        req.image_name.clone()
+        req.built_name()
     } else {
         untested_name(&req.image_name)
     };
@@ -508,14 +509,15 @@ pub(super) fn test_steps(image: Arg, ctr: &str, isolation: &str, tests: &[String
     s
 }
 
-/// The tested image gets its name (or `NAME-failed` when a test failed);
+/// The tested image gets its name, `passed` (`NAME`, or `NAME-unbooted`
+/// while boot tests follow), or `NAME-failed` when a test failed;
 /// `NAME-untested` goes.
-fn rename_steps(image_name: &str) -> Vec<Step> {
+fn rename_steps(image_name: &str, passed: &str) -> Vec<Step> {
     let mut tag = buildah(&["tag"]);
     tag.extend([
         Arg::ImageId,
         Arg::AfterTests {
-            passed: image_name.into(),
+            passed: passed.into(),
             failed: format!("{image_name}-failed"),
         },
     ]);
@@ -740,6 +742,7 @@ mod tests {
                 vault_files: vec![],
             }),
             tests: vec!["true".into()],
+            boot_tests_follow: false,
             timestamp: None,
             log_path: "/log".into(),
             work_dir: "/work".into(),

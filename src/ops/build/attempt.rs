@@ -202,6 +202,8 @@ fn build_here(
     let log_path = new_log_path(ws, label, started_at, &fp.digest, "");
     let req = attempt_request(ws, run.system, fp, run.isolation, from, log_path.clone());
     let image = req.image_name.clone();
+    // `NAME-unbooted` while boot tests are to run.
+    let built_name = req.built_name();
     let work_dir = req.work_dir.clone();
     let container = req.container_name.clone();
 
@@ -239,7 +241,9 @@ fn build_here(
     };
     // Boot tests, after the image tests: a failure fails the layer as a
     // failed image test does (not cached, the image kept as NAME-failed).
-    if !ws.layers[label].boot_tests.is_empty() {
+    // Until they passed the image is `NAME-unbooted`: a build killed
+    // meanwhile leaves nothing to adopt.
+    if req.boot_tests_follow {
         run.reporter.step(&label_s, "boot tests");
         let boot = boot_tests(run, fp, &image_id, &log_path);
         // Booting at all failing (QEMU missing, the export failing) is the
@@ -264,7 +268,7 @@ fn build_here(
             let renamed = run
                 .executor
                 .tag_image(&image_id, &kept)
-                .and_then(|()| run.executor.remove_image(&image).map(drop));
+                .and_then(|()| run.executor.remove_image(&built_name).map(drop));
             let message = match renamed {
                 Ok(()) => format!("{message}; the image is kept as {kept}"),
                 Err(e) => format!("{message}; could not rename the image: {e}"),
@@ -285,6 +289,19 @@ fn build_here(
                 ..failed
             });
         }
+        if let Err(e) = run.executor.tag_image(&image_id, &image) {
+            let message = format!("its boot tests passed, but the image could not be named: {e}");
+            let _ = run.cache().record_failed(&rec, None, &message);
+            coord.release(&container);
+            run.reporter.failed(&label_s, &message);
+            return Err(Failed {
+                log: Some(log_path),
+                tests: tests.into_boxed_slice(),
+                ..Failed::environment(message, None)
+            });
+        }
+        // Best effort: a name left over names an image the cache records.
+        let _ = run.executor.remove_image(&built_name);
     }
     let recorded = run.cache().record_built(&rec, &image_id, &image);
     coord.release(&container);
@@ -330,10 +347,16 @@ fn boot_tests(
         run.ws,
         &run.cache,
         &image,
-        tests,
-        false,
-        Some(log.to_path_buf()),
+        crate::ops::boot::BootPlan {
+            tests,
+            interactive: false,
+            log: Some(log.to_path_buf()),
+        },
         run.executor,
+        &mut |h| {
+            run.reporter
+                .println(&crate::ops::boot::waiting_line(&fp.label, h))
+        },
     )?;
     if let Some(note) = booted.note {
         run.reporter.println(&format!("note: {note}"));
@@ -460,7 +483,9 @@ fn names_build(name: &str, label: &Label, digest: &Digest) -> bool {
 /// its image is in storage under this digest's name and label but has no
 /// row: record it (source `adopted`) instead of building again. A layer
 /// with image tests gets that name only after they passed (it is committed
-/// as `NAME-untested`). Anything unexpected (inspect failing) means building.
+/// as `NAME-untested`), one with boot tests only after those passed (it is
+/// `NAME-unbooted` until then). Anything unexpected (inspect failing) means
+/// building.
 /// Why an image in storage may be adopted.
 #[derive(Clone, Copy, PartialEq)]
 enum Adopting {

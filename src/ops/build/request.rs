@@ -67,6 +67,7 @@ pub(super) fn request(
         run: layer.run.clone(),
         play: play_request(ws, system, label),
         tests: layer.tests.clone(),
+        boot_tests_follow: !layer.boot_tests.is_empty(),
         timestamp: ws.build.reproducible.then_some(ws.build.source_date_epoch),
         log_path: PathBuf::new(),
         work_dir: PathBuf::new(),
