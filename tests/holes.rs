@@ -551,3 +551,25 @@ case " $append " in *" $(cat "$kernel") "*) report 0 ;; *) report 1 ;; esac"#,
         );
     }
 }
+
+/// What a passing boot means (the runner's checks, the kernel arguments it
+/// sets) is an input of a layer with boot tests: a stricter runner must not
+/// reuse the passes of a laxer one. Only such layers carry it.
+#[test]
+fn the_boot_runner_is_an_input_of_layers_with_boot_tests() {
+    let ws = TestWs::new("chain");
+    let before = ws.digests();
+    bootable_uan(&ws, "k", "boot_tests = [\"true\"]");
+    let out = ws.lb(&["hash", "//uan/uan", "--json"]).ok().json();
+    let boot = out["inputs"]["definition"]["boot"].as_str().unwrap();
+    assert!(
+        boot.starts_with(&format!(
+            "runner={} ",
+            layerbuild::fingerprint::BOOT_RUNNER
+        )),
+        "{boot}"
+    );
+    let other = ws.lb(&["hash", "//compute/slurm", "--json"]).ok().json();
+    assert!(other["inputs"]["definition"].get("boot").is_none(), "{other}");
+    assert_eq!(before["//compute/slurm"], ws.digests()["//compute/slurm"]);
+}
