@@ -757,4 +757,40 @@ mod tests {
             "roles/chrony/templates/chrony.conf.j2 modified (role chrony, used by //compute/compute)"
         );
     }
+
+    /// A definition key serialised on one side only (left out when empty,
+    /// as `boot` is for a layer without boot tests) is a change from or to
+    /// null, not a key the diff passes over.
+    #[test]
+    fn a_definition_key_on_one_side_is_a_change() {
+        let manifest = |boot: Option<&str>| Manifest {
+            format: crate::fingerprint::FORMAT_VERSION,
+            label: "//base/node".into(),
+            parent: crate::fingerprint::ParentInput::Scratch,
+            definition: crate::fingerprint::Definition {
+                boot: boot.map(str::to_string),
+                ..Default::default()
+            },
+            packages: vec![],
+            files: Default::default(),
+            vars: Default::default(),
+            inventory_vars: Default::default(),
+            inventory_groups: vec![],
+            notes: vec![],
+        };
+        let (without, with) = (manifest(None), manifest(Some("runner=2 memory_mib=512")));
+        let mut out = vec![];
+        diff_definition(&without, &with, &mut out);
+        assert_eq!(
+            out,
+            vec![Change::DefinitionChanged {
+                key: "boot".into(),
+                old: serde_json::Value::Null,
+                new: "runner=2 memory_mib=512".into(),
+            }]
+        );
+        let mut back = vec![];
+        diff_definition(&with, &without, &mut back);
+        assert_eq!(back.len(), 1, "{back:?}");
+    }
 }

@@ -174,17 +174,128 @@ fn a_debian_node_exports_for_netboot() {
     assert!(ran.contains(&"uname -r"), "{node}");
     check_netboot_export(&ws);
     check_boots(&ws);
+    check_test_boot(&ws);
+    check_interactive(&ws);
     check_a_failing_boot_test_fails_the_build(&ws);
 }
 
+/// `test --boot` runs the image tests and then the boot tests, into one
+/// log; without `--boot` no boot.
+fn check_test_boot(ws: &TestWs) {
+    let r = ws.lb(&["test", "//base/node", "--json"]).ok().json();
+    assert_eq!(r["passed"], 0, "{r}");
+    let r = ws.lb(&["test", "//base/node", "--boot", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    let commands: Vec<&str> = j["layers"][0]["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands.len(), 5, "{j}");
+    assert!(
+        commands[0].starts_with("boot: reach the default target (")
+            && commands.contains(&"uname -r"),
+        "{commands:?}"
+    );
+    assert_eq!(j["failed"], 0, "{j}");
+    let log = std::fs::read_to_string(ws.path(j["layers"][0]["log"].as_str().unwrap())).unwrap();
+    assert!(log.contains("==> boot tests\nok      boot: reach"), "{log}");
+}
+
+/// `boot --interactive`: the serial console on the terminal; a person
+/// sees the login prompt and leaves with Ctrl-A X; no QEMU is left.
+fn check_interactive(ws: &TestWs) {
+    use std::io::{Read, Write};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_layerbuild"))
+        .current_dir(&ws.root)
+        .args(["boot", "//base/node", "--interactive"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("login:") {
+                let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+                seen.clear();
+            }
+        }
+    });
+    let console = rx
+        .recv_timeout(std::time::Duration::from_secs(400))
+        .expect("no login prompt on the serial console");
+    assert!(console.contains("login:"), "{console}");
+    child.stdin.as_mut().unwrap().write_all(b"\x01x").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!qemu_left(ws), "a QEMU process is left");
+}
+
+/// The demo's compute node, as a site boots it: `build` boots it after
+/// its image tests, and its boot tests pass (munge and the slurm config
+/// there, no failed unit, the hostname from the kernel command line, the
+/// kernel modules it loads, the blacklisted ones refused).
+#[test]
+fn the_demo_compute_node_boots_and_passes_its_boot_tests() {
+    require_buildah();
+    let ws = TestWs::demo();
+    let run = ws.lb(&["build", "--json", "//compute/netboot"]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let r = run.json();
+    let node = common::layer(&r, "//compute/netboot");
+    assert_eq!(node["status"], "built", "{node}");
+    let tests = node["tests"].as_array().unwrap();
+    let declared = ws.read("Layerfile.toml");
+    for t in tests {
+        assert_eq!(t["passed"], true, "{t}");
+    }
+    // The boot's own two checks, then each declared boot test.
+    assert_eq!(tests.len(), 2 + 6, "{node}");
+    assert!(declared.contains("systemd.hostname=nid000001"));
+    for t in &tests[2..] {
+        let cmd = t["command"].as_str().unwrap();
+        assert!(
+            declared.contains(&format!("{:?}", cmd)) || declared.contains(&format!("\"{cmd}\"")),
+            "{cmd}"
+        );
+    }
+    let log = std::fs::read_to_string(ws.path(node["log"].as_str().unwrap())).unwrap();
+    assert!(log.contains("==> boot tests"), "{log}");
+    assert!(!qemu_left(&ws), "a QEMU process is left");
+}
+
 /// A layer whose boot test fails is not built: not cached, its image kept
-/// as `NAME-failed`, the failure with the test's output.
+/// as `NAME-failed`, nothing below it built, the failure with the test's
+/// output, and its log with the console and the test's output.
 fn check_a_failing_boot_test_fails_the_build(ws: &TestWs) {
-    let run = ws.lb(&["build", "--json", "//base/broken"]);
+    let run = ws.lb(&["build", "--json", "//base/belowbroken"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let r = run.json();
-    let broken = &r["layers"][1];
+    let broken = common::layer(&r, "//base/broken");
     assert_eq!(broken["status"], "failed", "{r}");
+    let below = common::layer(&r, "//base/belowbroken");
+    assert_eq!(below["status"], "skipped", "{r}");
+    let log = std::fs::read_to_string(ws.path(broken["log"].as_str().unwrap())).unwrap();
+    assert!(log.contains("Linux version"), "the console is in the log");
+    assert!(
+        log.contains("FAILED  echo broken; exit 3: exit status 3") && log.contains("| broken"),
+        "the test and its output are in the log:\n{log}"
+    );
     let error = broken["error"].as_str().unwrap();
     assert!(
         error.contains("boot tests failed") && error.contains("exit status 3"),
@@ -220,10 +331,15 @@ fn check_a_failing_boot_test_fails_the_build(ws: &TestWs) {
     assert_ne!(ws.digests()["//base/broken"], before);
 }
 
-fn qemu_left() -> bool {
+/// Whether a QEMU booting from `ws` runs (other tests boot at the same
+/// time, from their own workspaces).
+fn qemu_left(ws: &TestWs) -> bool {
+    let root = ws.root.to_string_lossy().into_owned();
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("layerbuild-boot"))
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains("layerbuild-boot") && c.contains(&root)
+        })
     })
 }
 
@@ -263,11 +379,23 @@ fn check_boots(ws: &TestWs) {
         "{t}"
     );
 
+    // A wrong fstab: emergency mode, said as such with the console.
+    ws.lb(&["build", "//base/emergency"]).ok();
+    let r = ws.lb(&["boot", "//base/emergency", "--json", "--", "true"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let t = &r.json()["layers"][0]["tests"][0];
+    assert_eq!(t["error"], "emergency mode", "{t}");
+    assert!(
+        t["output"].as_str().unwrap().contains("emergency mode"),
+        "{t}"
+    );
+    assert!(!qemu_left(ws), "a QEMU process is left");
+
     let r = ws.lb(&["boot", "//base/hangs", "--json", "--", "true"]);
     let t = &r.json()["layers"][0]["tests"][0];
     assert!(
         t["error"].as_str().unwrap().starts_with("timed out after"),
         "{t}"
     );
-    assert!(!qemu_left(), "a QEMU process is left");
+    assert!(!qemu_left(ws), "a QEMU process is left");
 }

@@ -563,13 +563,13 @@ fn the_boot_runner_is_an_input_of_layers_with_boot_tests() {
     let out = ws.lb(&["hash", "//uan/uan", "--json"]).ok().json();
     let boot = out["inputs"]["definition"]["boot"].as_str().unwrap();
     assert!(
-        boot.starts_with(&format!(
-            "runner={} ",
-            layerbuild::fingerprint::BOOT_RUNNER
-        )),
+        boot.starts_with(&format!("runner={} ", layerbuild::fingerprint::BOOT_RUNNER)),
         "{boot}"
     );
     let other = ws.lb(&["hash", "//compute/slurm", "--json"]).ok().json();
-    assert!(other["inputs"]["definition"].get("boot").is_none(), "{other}");
+    assert!(
+        other["inputs"]["definition"].get("boot").is_none(),
+        "{other}"
+    );
     assert_eq!(before["//compute/slurm"], ws.digests()["//compute/slurm"]);
 }

@@ -226,6 +226,25 @@ impl TestWs {
         }
     }
 
+    /// A copy of the repository's demo workspace (its `Layerfile.toml` and
+    /// `demo/`) at a fresh temporary path, under a workspace name of its own.
+    pub fn demo() -> TestWs {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        copy_dir(&repo.join("demo"), &root.join("demo"));
+        let name = format!(
+            "t{}-{}-demo",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let lf = std::fs::read_to_string(repo.join("Layerfile.toml")).unwrap();
+        let renamed = lf.replacen("name = \"demo\"", &format!("name = \"{name}\""), 1);
+        assert_ne!(renamed, lf, "the demo's workspace name");
+        std::fs::write(root.join("Layerfile.toml"), renamed).unwrap();
+        TestWs::adopt(dir, root, &name)
+    }
+
     /// The workspace a test made at `root` (inside `dir`) under the
     /// workspace name `name`: removed, with its images, when dropped.
     pub fn adopt(dir: tempfile::TempDir, root: PathBuf, name: &str) -> TestWs {
