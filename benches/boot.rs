@@ -18,21 +18,14 @@
 //! Needs root, buildah, ansible-core, mmdebstrap and qemu-system-x86 (the
 //! first build downloads Debian packages). Run with `scripts/bench boot`.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::bin;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 const RUNS: usize = 3;
-
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("layerbuild");
-    assert!(
-        bin.exists(),
-        "build the binary first: cargo build --release"
-    );
-    bin
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     let ok = Command::new("cp")

@@ -23,6 +23,9 @@
 //! keeps the generated workspace in `DIR/ws`.
 //! Prints a Markdown table of the figures at the end.
 
+mod common;
+use common::bin;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -126,19 +129,6 @@ fn peak_rss_mib() -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn bin() -> std::path::PathBuf {
-    // benches run from target/release/deps; the binary is one level up.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("layerbuild");
-    assert!(
-        bin.exists(),
-        "build the binary first: cargo build --release ({} missing)",
-        bin.display()
-    );
-    bin
 }
 
 fn lb(root: &Path, args: &[&str]) -> Command {

@@ -16,6 +16,9 @@
 //! Needs root, buildah, ansible-core and busybox-static. Run with
 //! `scripts/bench` (or `cargo bench --bench overhead`).
 
+mod common;
+use common::bin;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,16 +72,6 @@ fn generate(root: &Path, name: &str, branches: usize, depth: usize) -> Vec<Strin
     }
     write(&root.join("Layerfile.toml"), &lf);
     labels
-}
-
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("layerbuild");
-    assert!(
-        bin.exists(),
-        "build the binary first: cargo build --release"
-    );
-    bin
 }
 
 fn build(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Duration {

@@ -43,6 +43,9 @@
 //! of size N into `DIR/shared-N` and `DIR/split-N` and exits (no binary
 //! needed).
 
+mod common;
+use common::bin;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -263,19 +266,6 @@ fn generate(root: &Path, shape: Shape, n: usize, name: &str) -> usize {
     }
     write(&root.join("Layerfile.toml"), &lf);
     files
-}
-
-fn bin() -> PathBuf {
-    // benches run from target/release/deps; the binary is one level up.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("layerbuild");
-    assert!(
-        bin.exists(),
-        "build the binary first: cargo build --release ({} missing)",
-        bin.display()
-    );
-    bin
 }
 
 /// One timed run: wall time, peak RSS and what its stats lines said.
