@@ -120,6 +120,18 @@ status! {
 }
 
 status! {
+    /// What `promote` did with a release tag.
+    PromoteStatus {
+        /// The tag now names the layer's image.
+        Promoted => "promoted",
+        /// It already did: nothing moved, nothing recorded.
+        UpToDate => "up_to_date",
+        /// `--dry-run`: it would be promoted.
+        WouldPromote => "would_promote",
+    }
+}
+
+status! {
     /// What `gc` did (or would do) with one image.
     GcImageStatus {
         WouldRemove => "would_remove",
