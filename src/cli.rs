@@ -539,13 +539,20 @@ pub struct LsArgs {
 #[derive(Debug, Args)]
 pub struct WhyArgs {
     /// The layers: //TYPE/LAYER, //TYPE/... or //... (each matching layer, in topological order).
-    #[arg(value_name = "LABEL", required = true)]
+    /// With --release: the one layer (default: the one the release was recorded for).
+    #[arg(value_name = "LABEL", required_unless_present = "release")]
     pub labels: Vec<String>,
     #[command(flatten)]
     pub system: SystemArg,
     /// Compare with the inputs at this git revision instead of the last build.
     #[arg(long, value_name = "REV")]
     pub since: Option<String>,
+    /// Compare with a release (`promote`) instead of the last build:
+    /// once, from the release to the current inputs; twice (A, then B),
+    /// from release A to release B. Diffs the manifests the cache
+    /// recorded for their digests.
+    #[arg(long, value_name = "NAME", conflicts_with = "since")]
+    pub release: Vec<String>,
     /// Show variable values (never those from ansible-vault).
     #[arg(long)]
     pub show_values: bool,

@@ -102,7 +102,8 @@ status! {
         UpToDate => "up_to_date",
         NeedsBuild => "needs_build",
         NeverBuilt => "never_built",
-        /// `--since REV`: the digest is the one at REV.
+        /// `--since REV`: the digest is the one at REV (`--release`: the
+        /// one the release holds).
         UnchangedSince => "unchanged_since",
         ChangedSince => "changed_since",
     }

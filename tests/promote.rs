@@ -429,3 +429,112 @@ fn promote_copies_the_manifest_in_a_real_registry() {
     assert_eq!(l["releases"].as_array().unwrap().len(), 2, "{l}");
     assert_eq!(l["releases"][0]["previous"], old.as_str());
 }
+
+#[test]
+fn why_on_releases_diffs_their_manifests() {
+    let ws = TestWs::recorded("chain");
+    with_registry(&ws, REG);
+    let old = ws.lb(&["build", "--json", "//base/hsn"]).ok().json()["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ws.lb(&["promote", "//base/hsn", "--to", "2026.11"]).ok();
+    change_hsn(&ws);
+    let new = ws.lb(&["build", "--json", "//base/hsn"]).ok().json()["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ws.lb(&["promote", "//base/hsn", "--to", "2026.12"]).ok();
+
+    // Two releases: what changed from the first to the second.
+    let run = ws
+        .lb(&["why", "--release", "2026.11", "--release", "2026.12"])
+        .ok();
+    assert!(
+        run.stdout.starts_with(&format!(
+            "//base/hsn changed from release 2026.11 to release 2026.12 (digest {}… -> {}…):\n",
+            &old[..12],
+            &new[..12]
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("+ echo hsn2 > /etc/layer-hsn"),
+        "{}",
+        run.stdout
+    );
+    let j = ws
+        .lb(&[
+            "why",
+            "--json",
+            "--release",
+            "2026.11",
+            "--release",
+            "2026.12",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (&j["version"], &j["status"]),
+        (&1.into(), &"changed_since".into()),
+        "{j}"
+    );
+    assert_eq!(
+        (&j["release"], &j["digest"]),
+        (&"2026.12".into(), &new.as_str().into())
+    );
+    assert_eq!(j["compared_to"]["release"], "2026.11");
+    assert_eq!(j["compared_to"]["digest"], old.as_str());
+    // The same diff as hash-diff of their digests.
+    let h = ws.lb(&["hash-diff", "--json", &old, &new]).ok().json();
+    assert_eq!(j["changes"], h["changes"]);
+    assert_eq!(j["changes"][0]["kind"], "command_changed", "{j}");
+
+    // One release: from it to the current inputs.
+    let run = ws.lb(&["why", "//base/hsn", "--release", "2026.12"]).ok();
+    assert_eq!(
+        run.stdout,
+        format!(
+            "//base/hsn is unchanged since release 2026.12 (digest {}…)\n",
+            &new[..12]
+        )
+    );
+    let run = ws.lb(&["why", "--release", "2026.11"]).ok();
+    assert!(
+        run.stdout
+            .starts_with("//base/hsn changed since release 2026.11"),
+        "{}",
+        run.stdout
+    );
+
+    // A release name several layers carry needs the layer.
+    ws.lb(&["promote", "//base/os", "--to", "2026.11"]).ok();
+    let run = ws.lb(&["why", "--release", "2026.11", "--release", "2026.12"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("names several layers"),
+        "{}",
+        run.stderr
+    );
+    ws.lb(&[
+        "why",
+        "//base/hsn",
+        "--release",
+        "2026.11",
+        "--release",
+        "2026.12",
+    ])
+    .ok();
+    // Bad input.
+    for args in [
+        &["why", "--release", "nope"][..],
+        &["why", "//base/os", "--release", "2026.12"],
+        &["why", "--release", "a", "--release", "b", "--release", "c"],
+        &["why", "--release", "2026.11", "--since", "HEAD"],
+        &["why", "//base/...", "--release", "2026.11"],
+    ] {
+        let run = ws.lb(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
+}
