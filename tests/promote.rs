@@ -538,3 +538,38 @@ fn why_on_releases_diffs_their_manifests() {
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
     }
 }
+
+/// gc keeps the manifests of released digests (their history rows), so
+/// that `why --release` still explains a release whose image gc removed.
+#[test]
+fn gc_keeps_what_why_needs_of_a_release() {
+    let ws = TestWs::recorded("chain");
+    with_registry(&ws, REG);
+    ws.lb(&["build", "//base/hsn"]).ok();
+    ws.lb(&["promote", "//base/hsn", "--to", "2026.11"]).ok();
+    change_hsn(&ws);
+    ws.lb(&["build", "//base/hsn"]).ok();
+    ws.lb(&["promote", "//base/hsn", "--to", "2026.12"]).ok();
+    ws.write(
+        "Layerfile.toml",
+        &ws.read("Layerfile.toml")
+            .edit("echo hsn2 > /etc/layer-hsn", "echo hsn3 > /etc/layer-hsn"),
+    );
+    ws.lb(&["build", "//base/hsn"]).ok();
+    let gc = ws.lb(&["gc", "--keep", "0", "--json"]).ok().json();
+    assert_eq!(gc["cache_rows"].as_array().unwrap().len(), 2, "{gc}");
+    let run = ws
+        .lb(&["why", "--release", "2026.11", "--release", "2026.12"])
+        .ok();
+    assert!(
+        run.stdout.contains("+ echo hsn2 > /etc/layer-hsn"),
+        "{}",
+        run.stdout
+    );
+    let run = ws.lb(&["why", "--release", "2026.11"]).ok();
+    assert!(
+        run.stdout.contains("+ echo hsn3 > /etc/layer-hsn"),
+        "{}",
+        run.stdout
+    );
+}
