@@ -131,6 +131,24 @@ pub enum Command {
     Export(ExportArgs),
     /// Push a built layer's image to a registry or any buildah push destination.
     Push(PushArgs),
+    /// Point a release tag at the image of a built, pushed and tested layer in the shared registry.
+    ///
+    /// The release tag REGISTRY/TYPE/LAYER:NAME gets the manifest of the
+    /// layer's content tag REGISTRY/TYPE/LAYER:DIGEST (its current digest,
+    /// or --digest): a manifest copy within the registry (skopeo copy
+    /// --preserve-digests), the very bytes that were tested, with no
+    /// rebuild and no upload of blobs.
+    ///
+    /// Refused (exit 1) when the digest has no cache row (not built here,
+    /// or its build, image tests or boot tests failed: failures are never
+    /// cached) or the registry lacks its content tag; and when the release
+    /// tag holds another digest, unless --force (the refusal names the
+    /// digest it holds). Every promotion is recorded in the cache, with
+    /// who made it (CI_JOB_URL, else USER): `layerbuild releases` lists
+    /// them.
+    Promote(PromoteArgs),
+    /// List the recorded promotions, newest first: time, release, layer, system, digest, who, release tag.
+    Releases(ReleasesArgs),
     /// Generate CI configuration.
     #[command(subcommand)]
     Ci(CiCommand),
@@ -313,6 +331,46 @@ pub struct PushArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The layer: //TYPE/LAYER, or a pattern matching one layer.
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    /// The release: a tag such as stable or 2026.12.
+    #[arg(long = "to", value_name = "NAME", required = true)]
+    pub to: String,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Promote this digest of the layer (or a unique prefix) instead of its current one.
+    #[arg(long, value_name = "DIGEST")]
+    pub digest: Option<String>,
+    /// Shared cache registry, host[:port]/path (overrides [cache] registry).
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+    /// Check everything and say what would be done, changing neither the registry nor the cache.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Move a release tag that holds another digest.
+    #[arg(long)]
+    pub force: bool,
+    /// Print {version, release, label, system, digest, reference, source,
+    /// manifest_digest, previous, status, dry_run, promoted_at, promoted_by} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    /// Layers (//TYPE/LAYER, //TYPE/..., //...) and release names (stable)
+    /// whose promotions to list (default: every one).
+    #[arg(value_name = "LABEL|RELEASE")]
+    pub filters: Vec<String>,
+    /// Print {version, releases: [{release, label, system, digest, reference,
+    /// manifest_digest, previous, promoted_at, promoted_by}]} as JSON, newest first.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct AffectedArgs {
     /// The git revision to compare with.
     #[arg(long, value_name = "REV", required = true)]
@@ -481,13 +539,20 @@ pub struct LsArgs {
 #[derive(Debug, Args)]
 pub struct WhyArgs {
     /// The layers: //TYPE/LAYER, //TYPE/... or //... (each matching layer, in topological order).
-    #[arg(value_name = "LABEL", required = true)]
+    /// With --release: the one layer (default: the one the release was recorded for).
+    #[arg(value_name = "LABEL", required_unless_present = "release")]
     pub labels: Vec<String>,
     #[command(flatten)]
     pub system: SystemArg,
     /// Compare with the inputs at this git revision instead of the last build.
     #[arg(long, value_name = "REV")]
     pub since: Option<String>,
+    /// Compare with a release (`promote`) instead of the last build:
+    /// once, from the release to the current inputs; twice (A, then B),
+    /// from release A to release B. Diffs the manifests the cache
+    /// recorded for their digests.
+    #[arg(long, value_name = "NAME", conflicts_with = "since")]
+    pub release: Vec<String>,
     /// Show variable values (never those from ansible-vault).
     #[arg(long)]
     pub show_values: bool,

@@ -1,7 +1,9 @@
 //! The one error type users see, and how each kind maps to an exit code.
 //!
 //! Bad input (Layerfile, labels, flags, missing files) is a [`Error::Input`]
-//! and exits 2; a layer that failed to build exits 1; the environment
+//! and exits 2; a layer that failed to build exits 1, and so does a
+//! request refused for what the cache or registry holds
+//! ([`Error::Refused`]: `promote` of an untested layer); the environment
 //! (buildah missing, SQLite unusable, I/O) exits 3, and so does a tool we
 //! run failing outside a layer's own steps ([`Error::Tool`]).
 //!
@@ -109,6 +111,14 @@ pub enum Error {
     /// One or more layers failed to build: exit code 1.
     #[error("{0}")]
     BuildFailed(String),
+    /// A well-formed request refused for what the cache or the registry
+    /// holds (a layer not built, pushed and tested; a release tag that
+    /// holds another digest): exit code 1.
+    #[error("{message}{}", .hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+    Refused {
+        message: String,
+        hint: Option<String>,
+    },
     /// Exit with this code, having printed everything already (e.g. the
     /// exit code of a command run by `debug`).
     #[error("")]
@@ -155,6 +165,13 @@ impl Error {
         }
     }
 
+    pub fn refused(message: impl Into<String>) -> Self {
+        Error::Refused {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
     /// `tool` failed at `step` having written `stderr` (only its last
     /// [`STDERR_TAIL_LINES`] lines are kept).
     pub fn tool(tool: impl Into<String>, step: impl Into<String>, stderr: &str) -> Self {
@@ -179,7 +196,9 @@ impl Error {
     /// location and excerpt).
     pub fn message_and_hint(&self) -> (String, Option<String>) {
         match self {
-            Error::Environment { message, hint } => (message.clone(), hint.clone()),
+            Error::Environment { message, hint } | Error::Refused { message, hint } => {
+                (message.clone(), hint.clone())
+            }
             Error::Input(e) => {
                 let mut bare = e.as_ref().clone();
                 bare.hint = None;
@@ -198,7 +217,9 @@ impl Error {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         match &mut self {
             Error::Input(e) => e.hint = Some(hint.into()),
-            Error::Environment { hint: h, .. } => *h = Some(hint.into()),
+            Error::Environment { hint: h, .. } | Error::Refused { hint: h, .. } => {
+                *h = Some(hint.into())
+            }
             Error::Tool(t) => t.hint = Some(hint.into()),
             Error::BuildFailed(_) | Error::Exit(_) | Error::Interrupted(_) => {}
         }
@@ -207,7 +228,7 @@ impl Error {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::BuildFailed(_) => 1,
+            Error::BuildFailed(_) | Error::Refused { .. } => 1,
             Error::Exit(c) => *c,
             Error::Interrupted(_) => crate::interrupt::EXIT_CODE,
             Error::Input(_) => 2,
@@ -221,7 +242,7 @@ impl Error {
 /// rendering adds the location, the excerpt and the hint).
 #[derive(Debug, serde::Serialize)]
 pub struct ErrorJson {
-    /// `input`, `build_failed`, `interrupted`, `environment` or `tool`.
+    /// `input`, `build_failed`, `refused`, `interrupted`, `environment` or `tool`.
     pub kind: &'static str,
     pub message: String,
     pub file: Option<PathBuf>,
@@ -280,6 +301,11 @@ impl Error {
             Error::BuildFailed(m) => {
                 j.kind = "build_failed";
                 j.message = m.clone();
+            }
+            Error::Refused { message, hint } => {
+                j.kind = "refused";
+                j.message = message.clone();
+                j.hint = hint.clone();
             }
             Error::Interrupted(m) => {
                 j.kind = "interrupted";

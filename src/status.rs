@@ -102,7 +102,8 @@ status! {
         UpToDate => "up_to_date",
         NeedsBuild => "needs_build",
         NeverBuilt => "never_built",
-        /// `--since REV`: the digest is the one at REV.
+        /// `--since REV`: the digest is the one at REV (`--release`: the
+        /// one the release holds).
         UnchangedSince => "unchanged_since",
         ChangedSince => "changed_since",
     }
@@ -116,6 +117,18 @@ status! {
         /// The destination already holds this digest.
         UpToDate => "up_to_date",
         Failed => "failed",
+    }
+}
+
+status! {
+    /// What `promote` did with a release tag.
+    PromoteStatus {
+        /// The tag now names the layer's image.
+        Promoted => "promoted",
+        /// It already did: nothing moved, nothing recorded.
+        UpToDate => "up_to_date",
+        /// `--dry-run`: it would be promoted.
+        WouldPromote => "would_promote",
     }
 }
 

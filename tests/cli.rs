@@ -132,6 +132,7 @@ fn every_json_object_has_a_version() {
         &["graph", "--json"],
         &["graph", "--status", "--json"],
         &["history", "--json"],
+        &["releases", "--json"],
         &["test", "--json", "//base/os"],
         &["test", "--json", "//..."],
         &[

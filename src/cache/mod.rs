@@ -113,6 +113,21 @@ const MIGRATIONS: &[&str] = &[
         id    TEXT PRIMARY KEY,
         files TEXT NOT NULL
     );",
+    // 10: promotions (`promote`): a release tag pointed at a layer's
+    //     image in the registry, by whom and when; every one kept.
+    "CREATE TABLE releases (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        release         TEXT NOT NULL,
+        label           TEXT NOT NULL,
+        system          TEXT,
+        digest          TEXT NOT NULL,
+        reference       TEXT NOT NULL,
+        manifest_digest TEXT NOT NULL,
+        previous        TEXT,
+        promoted_at     INTEGER NOT NULL,
+        promoted_by     TEXT NOT NULL
+    );
+    CREATE INDEX releases_by_name ON releases (release, label, id);",
 ];
 
 /// A group of a manifest's files with one origin is stored as a shared
@@ -212,6 +227,26 @@ pub struct OutputRecord {
     pub digest: Digest,
     pub size: i64,
     pub mtime_ns: i64,
+}
+
+/// One promotion: the release tag `reference` (`<registry>/<type>/<layer>:<release>`)
+/// pointed at the image of `label` at `digest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleaseRecord {
+    pub release: String,
+    pub label: String,
+    pub system: Option<String>,
+    pub digest: Digest,
+    pub reference: String,
+    /// The manifest digest (`sha256:...`) the release tag and the content
+    /// tag share.
+    pub manifest_digest: String,
+    /// The layer digest the tag held before (moved with `--force`).
+    pub previous: Option<Digest>,
+    /// Unix time, seconds.
+    pub promoted_at: i64,
+    /// `CI_JOB_URL`, else `$USER`, else `unknown`.
+    pub promoted_by: String,
 }
 
 pub struct Cache {
@@ -798,6 +833,62 @@ impl Cache {
                 [],
             )?;
             Ok(())
+        })
+    }
+
+    /// Records one promotion.
+    pub fn record_release(&mut self, r: &ReleaseRecord) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO releases (release, label, system, digest, reference, manifest_digest, previous, promoted_at, promoted_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    r.release,
+                    r.label,
+                    r.system,
+                    r.digest.as_str(),
+                    r.reference,
+                    r.manifest_digest,
+                    r.previous.as_ref().map(Digest::as_str),
+                    r.promoted_at,
+                    r.promoted_by
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Recorded promotions, newest first: of `labels` (every label when
+    /// `None`), to `releases` (every release name when `None`).
+    pub fn releases(
+        &self,
+        labels: Option<&[String]>,
+        releases: Option<&[String]>,
+    ) -> Result<Vec<ReleaseRecord>> {
+        let labels = labels.map(|l| serde_json::to_string(l).expect("labels serialise"));
+        let releases = releases.map(|r| serde_json::to_string(r).expect("names serialise"));
+        self.read(|conn| {
+            conn.prepare(
+                "SELECT release, label, system, digest, reference, manifest_digest, previous, promoted_at, promoted_by
+                 FROM releases
+                 WHERE (?1 IS NULL OR label IN (SELECT value FROM json_each(?1)))
+                   AND (?2 IS NULL OR release IN (SELECT value FROM json_each(?2)))
+                 ORDER BY id DESC",
+            )?
+            .query_map(params![labels, releases], |r| {
+                Ok(ReleaseRecord {
+                    release: r.get(0)?,
+                    label: r.get(1)?,
+                    system: r.get(2)?,
+                    digest: r.get::<_, String>(3)?.into(),
+                    reference: r.get(4)?,
+                    manifest_digest: r.get(5)?,
+                    previous: r.get::<_, Option<String>>(6)?.map(Digest::from),
+                    promoted_at: r.get(7)?,
+                    promoted_by: r.get(8)?,
+                })
+            })?
+            .collect()
         })
     }
 

@@ -23,6 +23,7 @@ mod init;
 mod lint;
 mod log;
 mod ls;
+mod promote;
 mod push;
 mod test;
 mod why;
@@ -245,6 +246,8 @@ fn wants_json(command: &Command) -> bool {
         Command::Boot(a) => a.json,
         Command::Export(a) => a.json,
         Command::Push(a) => a.json,
+        Command::Promote(a) => a.json,
+        Command::Releases(a) => a.json,
         Command::Lint(a) => a.json,
         Command::Gc(a) => a.json,
         Command::Cache(cli::CacheCommand::Verify(a)) => a.json,
@@ -352,6 +355,11 @@ fn dispatch(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Result<()
             let json = a.json;
             finish(out, quiet, json, &push::exec(&env, a)?)
         }
+        Command::Promote(a) => {
+            let json = a.json;
+            finish(out, quiet, json, &promote::exec(&env, a)?)
+        }
+        Command::Releases(a) => finish(out, quiet, a.json, &promote::exec_releases(&env, &a)?),
         Command::Ci(cli::CiCommand::Gitlab(a)) => finish(out, quiet, false, &ci::gitlab(&env, &a)?),
         Command::Gc(a) => finish(out, quiet, a.json, &gc::exec(&env, &a)?),
         Command::Cache(c) => {

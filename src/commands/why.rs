@@ -4,9 +4,12 @@
 use super::{Env, Layers, Report};
 use crate::cli::WhyArgs;
 use crate::error::Result;
-use crate::ops::why::{WhyOptions, WhyReport, why};
+use crate::ops::why::{ReleaseWhyOptions, WhyOptions, WhyReport, why, why_release};
 
 pub fn exec(env: &Env, args: WhyArgs) -> Result<Layers<WhyReport>> {
+    if !args.release.is_empty() {
+        return releases(env, args).map(Layers::One);
+    }
     let patterns = crate::ops::parse_patterns(&args.labels)?;
     let labels = env.ctx.graph.matching(&patterns)?;
     let systems = crate::ops::systems(&env.ctx.ws, &args.system.system)?;
@@ -24,6 +27,27 @@ pub fn exec(env: &Env, args: WhyArgs) -> Result<Layers<WhyReport>> {
         }
     }
     Ok(Layers::new(&args.labels, &args.system.system, out))
+}
+
+/// `why [LABEL] --release A [--release B]`: one layer, one system.
+fn releases(env: &Env, args: WhyArgs) -> Result<WhyReport> {
+    let label = match args.labels.as_slice() {
+        [] => None,
+        [one] => Some(crate::ops::one_layer(&env.ctx.graph, one)?),
+        _ => {
+            return Err(crate::error::Error::input(
+                "why --release compares the releases of one layer",
+            )
+            .with_hint("name one layer, e.g. layerbuild why //compute/slurm --release stable"));
+        }
+    };
+    let opts = ReleaseWhyOptions {
+        label,
+        system: crate::ops::one_system(&env.ctx.ws, &args.system.system, "why --release")?,
+        releases: args.release,
+        show_values: args.show_values,
+    };
+    why_release(&env.ctx, &opts)
 }
 
 impl Report for WhyReport {

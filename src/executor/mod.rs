@@ -360,6 +360,13 @@ pub trait Registry: Sync {
     fn push(&self, image_id: &str, reference: &str, tls_verify: bool) -> ToolResult<()>;
     /// The `layerbuild.digest` label of a local image.
     fn digest_label(&self, image_id: &str) -> ToolResult<Digest>;
+    /// The digest of the manifest a registry reference (`host/repo:tag`)
+    /// names (`sha256:...`), `None` when the tag is absent.
+    fn manifest_digest(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>>;
+    /// Gives the manifest `from` names a second tag `to` in the same
+    /// registry: a copy of the manifest, as it is (its digest preserved),
+    /// uploading no blob the registry already has.
+    fn copy_tag(&self, from: &str, to: &str, tls_verify: bool) -> ToolResult<()>;
 }
 
 /// Exports and pushes of committed images.

@@ -100,6 +100,11 @@ pub enum Call {
         destination: String,
     },
     RemoteDigestLabel(String),
+    ManifestDigest(String),
+    CopyTag {
+        from: String,
+        to: String,
+    },
 }
 
 #[derive(Default)]
@@ -267,6 +272,11 @@ impl Recording {
     /// The references the registry holds.
     pub fn registry_references(&self) -> Vec<String> {
         self.state().registry.keys().cloned().collect()
+    }
+
+    /// The manifest digest of the registry's copy of the image `id`.
+    pub fn manifest_of(id: &str) -> String {
+        format!("sha256:{}", blake3::hash(id.as_bytes()).to_hex())
     }
 }
 
@@ -512,6 +522,38 @@ impl Registry for Recording {
             Some(i) => Ok(i.digest.clone().unwrap_or_default()),
             None => Err(failed("buildah", "inspect", "image not known")),
         }
+    }
+
+    fn manifest_digest(&self, reference: &str, _tls_verify: bool) -> ToolResult<Option<String>> {
+        let s = self.record(Call::ManifestDigest(reference.to_string()));
+        if s.registry_unreachable {
+            return Err(unreachable("inspect"));
+        }
+        Ok(s.registry
+            .get(reference)
+            .map(|i| Recording::manifest_of(&i.id)))
+    }
+
+    fn copy_tag(&self, from: &str, to: &str, _tls_verify: bool) -> ToolResult<()> {
+        let mut s = self.record(Call::CopyTag {
+            from: from.to_string(),
+            to: to.to_string(),
+        });
+        if s.registry_unreachable {
+            return Err(unreachable("copy"));
+        }
+        if s.registry_refuses_pushes {
+            return Err(failed(
+                "skopeo",
+                "copy",
+                "writing manifest: unauthorized: authentication required",
+            ));
+        }
+        let Some(image) = s.registry.get(from).cloned() else {
+            return Err(failed("skopeo", "copy", "manifest unknown"));
+        };
+        s.registry.insert(to.to_string(), image);
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! `layerbuild gc`: removes the images, cache rows, history rows and logs of
-//! builds that no current layer needs, keeping the newest N per layer, and
-//! the working containers of builds whose process is gone.
+//! builds that no current layer needs, keeping the newest N per layer (and
+//! the history rows of released digests), and the working containers of
+//! builds whose process is gone.
 //!
 //! The choices ([`select_layers`], [`select_history`], [`stale_container`])
 //! are pure and unit-tested. [`gc`] gathers their inputs (fingerprints of
@@ -278,7 +279,19 @@ pub fn gc(ctx: &Context, opts: &GcOptions, backend: &dyn Backend) -> Result<GcRe
 
     let (mut kept, removed) = select_layers(&rows, &current, opts.keep);
     kept.extend(&current);
-    let (history, kept_failed) = select_history(&builds, &kept, &containers);
+    // A released digest keeps its history rows, whose manifests `why
+    // --release` diffs (its image lives on in the registry).
+    let released: HashSet<Digest> = match &cache {
+        Some(c) => c
+            .releases(None, None)?
+            .into_iter()
+            .map(|r| r.digest)
+            .collect(),
+        None => HashSet::new(),
+    };
+    let mut described = kept.clone();
+    described.extend(&released);
+    let (history, kept_failed) = select_history(&builds, &described, &containers);
 
     let mut report = GcReport {
         version: REPORT_VERSION,

@@ -18,6 +18,7 @@ pub mod init;
 pub mod lint;
 pub mod log;
 pub mod ls;
+pub mod promote;
 pub mod test;
 pub mod why;
 

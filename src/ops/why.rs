@@ -36,6 +36,10 @@ pub struct WhyReport {
     /// Where the analysis over-approximated, and why (e.g. every inventory
     /// variable counts because a role uses `hostvars`).
     pub notes: Vec<String>,
+    /// `--release A --release B`: B, whose digest `digest` is (absent:
+    /// the current inputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     #[serde(skip)]
     text: String,
 }
@@ -47,6 +51,9 @@ pub struct Compared {
     pub image_name: Option<String>,
     /// `--since`: the git revision.
     pub revision: Option<String>,
+    /// `--release`: the release holding `digest`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 impl WhyReport {
@@ -62,6 +69,7 @@ impl WhyReport {
             changes: vec![],
             would_build: vec![],
             notes: fp.manifest.notes.clone(),
+            release: None,
             text: String::new(),
         }
     }
@@ -165,6 +173,7 @@ fn explain_freshness(report: &mut WhyReport, fresh: Freshness) {
                 built_at: Some(built_at),
                 image_name: Some(image_name),
                 revision: None,
+                release: None,
             });
         }
         Freshness::Dirty {
@@ -190,6 +199,7 @@ fn explain_freshness(report: &mut WhyReport, fresh: Freshness) {
                 built_at: Some(last_built_at),
                 image_name: None,
                 revision: None,
+                release: None,
             });
             report.changes = changes;
         }
@@ -255,6 +265,7 @@ fn why_since(
         built_at: None,
         image_name: None,
         revision: Some(rev.to_string()),
+        release: None,
     });
     if ofp.digest == fp.digest {
         report.status = WhyStatus::UnchangedSince;
@@ -380,5 +391,169 @@ pub fn hash_diff(ctx: &Context, a: &str, b: &str, show_values: bool) -> Result<H
         b: info(&rb),
         changes,
         text,
+    })
+}
+
+/// `why --release A [--release B]`.
+pub struct ReleaseWhyOptions {
+    /// The layer (`None`: the one layer the releases were recorded for).
+    pub label: Option<Label>,
+    pub system: Option<String>,
+    /// One release (compared with the current inputs) or two (A, then B).
+    pub releases: Vec<String>,
+    pub show_values: bool,
+}
+
+/// What changed between two releases of a layer, or from a release to
+/// the layer's current inputs: a diff of the manifests the cache recorded
+/// for their digests, as `hash-diff` compares two digests.
+pub fn why_release(ctx: &Context, opts: &ReleaseWhyOptions) -> Result<WhyReport> {
+    let (a, b) = match opts.releases.as_slice() {
+        [a] => (a, None),
+        [a, b] => (a, Some(b)),
+        _ => {
+            return Err(Error::input("--release is given once or twice").with_hint(
+                "--release A: from A to the current inputs; --release A --release B: from A to B",
+            ));
+        }
+    };
+    for r in &opts.releases {
+        super::promote::check_release_name(r)?;
+    }
+    let Some(cache) = Cache::open_existing(&ctx.ws.db_path())? else {
+        return Err(no_release(a));
+    };
+    let ra = promotion(&cache, opts, opts.label.as_ref(), a)?;
+    let label = Label::parse(&ra.label).map_err(Error::input)?;
+    let rb = match b {
+        Some(b) => Some(promotion(&cache, opts, Some(&label), b)?),
+        None => None,
+    };
+    let sa = recorded_side(&cache, &ra)?;
+    let compared = Compared {
+        digest: ra.digest.clone(),
+        built_at: cache.build_with_digest(&ra.digest)?.map(|r| r.started_at),
+        image_name: None,
+        revision: None,
+        release: Some(ra.release.clone()),
+    };
+    let (mut report, changes) = match &rb {
+        Some(rb) => {
+            let sb = recorded_side(&cache, rb)?;
+            let lookup = HistoryLookup {
+                cache: Some(&cache),
+                known: BTreeMap::new(),
+            };
+            let changes = explain::diff(&sa, &sb, &lookup as &dyn Lookup, opts.show_values);
+            let report = WhyReport {
+                version: WHY_VERSION,
+                label: label.to_string(),
+                system: rb.system.clone(),
+                digest: rb.digest.clone(),
+                status: WhyStatus::NeverBuilt,
+                compared_to: None,
+                changes: vec![],
+                would_build: vec![],
+                notes: sb.manifest.notes.clone(),
+                release: Some(rb.release.clone()),
+                text: String::new(),
+            };
+            (report, changes)
+        }
+        None => {
+            if !ctx.ws.layers.contains_key(&label) {
+                return Err(Error::input(format!(
+                    "{label} is no longer in the Layerfile: its current inputs cannot be compared with release {a}"
+                ))
+                .with_hint("compare two releases: --release A --release B"));
+            }
+            let system = opts.system.clone().or_else(|| ra.system.clone());
+            let sys = ctx.ws.system(system.as_deref())?;
+            let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
+            let prints = crate::ops::manifests(&ctx.ws, sys, &labels)?;
+            let fp = &prints[&label];
+            let lookup = HistoryLookup::new(Some(&cache), &prints);
+            let changes = explain::diff(&sa, &side(fp), &lookup, opts.show_values);
+            let report = WhyReport::start(fp, sys.map(|s| s.name.clone()));
+            (report, changes)
+        }
+    };
+    report.compared_to = Some(compared);
+    let (from, to) = (ra.digest.short(), report.digest.short().to_string());
+    let since = match b {
+        Some(b) => format!("from release {a} to release {b}"),
+        None => format!("since release {a}"),
+    };
+    if ra.digest == report.digest || changes.is_empty() {
+        report.status = WhyStatus::UnchangedSince;
+        report.text = match ra.digest == report.digest {
+            true => format!("{label} is unchanged {since} (digest {from}…)\n"),
+            false => format!("{label} has the same inputs {since} (digest {from}… -> {to}…)\n"),
+        };
+    } else {
+        report.status = WhyStatus::ChangedSince;
+        report.text = format!(
+            "{label} changed {since} (digest {from}… -> {to}…):\n{}",
+            explain::render(&changes, &report.label, 2)
+        );
+        report.changes = changes;
+    }
+    Ok(report)
+}
+
+fn no_release(name: &str) -> Error {
+    Error::input(format!("no promotion to release {name} is recorded here"))
+        .with_hint("`layerbuild releases` lists the recorded promotions")
+}
+
+/// The newest recorded promotion to `name` (of `label`, when given): of
+/// one layer, whose label then names it.
+fn promotion(
+    cache: &Cache,
+    opts: &ReleaseWhyOptions,
+    label: Option<&Label>,
+    name: &str,
+) -> Result<crate::cache::ReleaseRecord> {
+    let labels = label.map(|l| vec![l.to_string()]);
+    let mut rows = cache.releases(labels.as_deref(), Some(&[name.to_string()]))?;
+    if let Some(s) = &opts.system
+        && rows.iter().any(|r| r.system.as_deref() == Some(s))
+    {
+        rows.retain(|r| r.system.as_deref() == Some(s));
+    }
+    let mut layers: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+    layers.sort();
+    layers.dedup();
+    match layers.len() {
+        0 => Err(match label {
+            Some(l) => Error::input(format!(
+                "no promotion of {l} to release {name} is recorded here"
+            ))
+            .with_hint(format!("`layerbuild releases {l}` lists its promotions")),
+            None => no_release(name),
+        }),
+        1 => Ok(rows.remove(0)),
+        _ => Err(Error::input(format!(
+            "release {name} names several layers: {}",
+            layers.join(", ")
+        ))
+        .with_hint(format!(
+            "name one: layerbuild why {} --release {name}",
+            layers[0]
+        ))),
+    }
+}
+
+/// The manifest recorded for a release's digest.
+fn recorded_side(cache: &Cache, r: &crate::cache::ReleaseRecord) -> Result<Side> {
+    let row = cache.build_with_digest(&r.digest)?;
+    row.as_ref().and_then(plan::side_of).ok_or_else(|| {
+        Error::input(format!(
+            "the manifest of release {} ({} at {}) is not in this cache",
+            r.release,
+            r.label,
+            r.digest.short()
+        ))
+        .with_hint("promoted from another checkout, removed by gc, or recorded by another layerbuild format: `layerbuild hash-diff` compares digests recorded here")
     })
 }

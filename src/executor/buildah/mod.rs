@@ -410,4 +410,50 @@ impl Registry for Buildah {
         )
         .map(Digest::from)
     }
+
+    fn manifest_digest(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>> {
+        let tls = format!("--tls-verify={tls_verify}");
+        let docker = format!("docker://{reference}");
+        let args = [
+            "inspect",
+            "--retry-times",
+            "0",
+            &tls,
+            "--format",
+            "{{.Digest}}",
+            &docker,
+        ];
+        match self.run_tool(&self.skopeo, &args) {
+            Ok(d) if d.starts_with("sha256:") => Ok(Some(d)),
+            Ok(d) => Err(ToolError::new(
+                ToolErrorKind::BadOutput,
+                &self.skopeo,
+                "inspect",
+                format!("skopeo inspect {reference}: not a manifest digest: {d:?}"),
+            )),
+            Err(e) if parse::is_absent_in_registry(e.message()) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn copy_tag(&self, from: &str, to: &str, tls_verify: bool) -> ToolResult<()> {
+        let src_tls = format!("--src-tls-verify={tls_verify}");
+        let dest_tls = format!("--dest-tls-verify={tls_verify}");
+        let (src, dest) = (format!("docker://{from}"), format!("docker://{to}"));
+        // No format conversion and --preserve-digests: the manifest's
+        // bytes, hence its digest, are the content tag's; the registry
+        // has every blob already, so none is uploaded. --all keeps an
+        // image index whole instead of picking this machine's platform.
+        let args = [
+            "copy",
+            "--quiet",
+            "--all",
+            "--preserve-digests",
+            &src_tls,
+            &dest_tls,
+            &src,
+            &dest,
+        ];
+        self.run_tool(&self.skopeo, &args).map(|_| ())
+    }
 }
