@@ -49,21 +49,7 @@ pub fn history(ctx: &Context, opts: &HistoryOptions<'_>) -> Result<Vec<HistoryEn
         Some(s) => ctx.ws.system(Some(s))?.map(|s| s.name.as_str()),
         None => None,
     };
-    let labels: Option<Vec<String>> = if opts.patterns.is_empty() {
-        None
-    } else {
-        // `select` says which pattern matches nothing; the selection itself
-        // is the matches alone, not their ancestors.
-        ctx.graph.select(opts.patterns)?;
-        Some(
-            ctx.graph
-                .order()
-                .iter()
-                .filter(|l| opts.patterns.iter().any(|p| p.matches(l)))
-                .map(|l| l.to_string())
-                .collect(),
-        )
-    };
+    let labels = super::matched_labels(&ctx.graph, opts.patterns)?;
     let Some(cache) = Cache::open_existing(&ctx.ws.db_path())? else {
         return Ok(vec![]);
     };

@@ -94,6 +94,28 @@ pub fn parse_patterns(args: &[String]) -> Result<Vec<Pattern>> {
         .collect()
 }
 
+/// The labels the patterns match, in topological order, as strings, to
+/// filter cache rows by (`None` when no pattern is given: every row). The
+/// selection is the matches alone, not their ancestors; a pattern that
+/// matches nothing is an error naming it.
+pub(crate) fn matched_labels(
+    graph: &LayerGraph,
+    patterns: &[Pattern],
+) -> Result<Option<Vec<String>>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    graph.select(patterns)?;
+    Ok(Some(
+        graph
+            .order()
+            .iter()
+            .filter(|l| patterns.iter().any(|p| p.matches(l)))
+            .map(|l| l.to_string())
+            .collect(),
+    ))
+}
+
 pub fn parse_label(arg: &str) -> Result<Label> {
     Label::parse(arg)
         .map_err(|e| Error::input(e).with_hint("name exactly one layer, e.g. //compute/slurm"))

@@ -439,19 +439,7 @@ pub struct ReleasesOptions<'a> {
 
 /// The recorded promotions, newest first.
 pub fn releases(ctx: &Context, opts: &ReleasesOptions<'_>) -> Result<Vec<ReleaseRecord>> {
-    let labels: Option<Vec<String>> = if opts.patterns.is_empty() {
-        None
-    } else {
-        ctx.graph.select(opts.patterns)?;
-        Some(
-            ctx.graph
-                .order()
-                .iter()
-                .filter(|l| opts.patterns.iter().any(|p| p.matches(l)))
-                .map(|l| l.to_string())
-                .collect(),
-        )
-    };
+    let labels = super::matched_labels(&ctx.graph, opts.patterns)?;
     for n in opts.names {
         check_release_name(n)?;
     }
