@@ -599,11 +599,15 @@ impl Exporter for Recording {
 /// An in-memory [`super::ObjectStore`] for tests of `publish`: objects
 /// with their `sha256` metadata, every upload counted, and a key whose
 /// upload fails (a publish interrupted there).
+/// Key -> (bytes, `sha256` metadata).
+type Objects = BTreeMap<String, (Vec<u8>, Option<String>)>;
+
 #[derive(Default)]
 pub struct MemoryStore {
-    objects: Mutex<BTreeMap<String, (Vec<u8>, Option<String>)>>,
+    objects: Mutex<Objects>,
     puts: Mutex<Vec<String>>,
     fail_put: Mutex<Option<String>>,
+    corrupt_put: Mutex<Option<String>>,
 }
 
 impl MemoryStore {
@@ -617,16 +621,10 @@ impl MemoryStore {
         self.puts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Replaces an object's bytes, keeping its metadata (a corrupted object).
-    pub fn corrupt(&self, key: &str) {
-        if let Some(o) = self
-            .objects
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(key)
-        {
-            o.0 = b"corrupt".to_vec();
-        }
+    /// Uploads of a key ending with `suffix` store other bytes than sent
+    /// (a transfer gone wrong) from now on (`None`: none).
+    pub fn corrupt_puts_of(&self, suffix: Option<&str>) {
+        *self.corrupt_put.lock().unwrap_or_else(|e| e.into_inner()) = suffix.map(str::to_string);
     }
 }
 
@@ -655,8 +653,13 @@ impl super::ObjectStore for MemoryStore {
                 format!("upload of {key} interrupted"),
             ));
         }
-        let bytes = std::fs::read(path)
+        let mut bytes = std::fs::read(path)
             .map_err(|e| ToolError::new(ToolErrorKind::Local, "memory", "put", format!("{e}")))?;
+        let corrupt = self.corrupt_put.lock().unwrap_or_else(|e| e.into_inner());
+        if corrupt.as_deref().is_some_and(|s| key.ends_with(s)) {
+            bytes.reverse();
+            bytes.push(b'!');
+        }
         self.puts
             .lock()
             .unwrap_or_else(|e| e.into_inner())

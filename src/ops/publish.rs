@@ -293,7 +293,88 @@ pub fn publish(
         )));
     }
 
-    let (obj_dir, rel_dir) = keys(&s3.prefix, &digest, &opts.release, &opts.arch);
+    let scratch = ws
+        .cache_dir
+        .join("tmp")
+        .join(format!("publish-{}", label.slug()));
+    let sent = send(
+        store,
+        s3,
+        &Sending {
+            dir: &dir,
+            boot: &boot,
+            boot_json: &text,
+            release: &opts.release,
+            arch: &opts.arch,
+            by: &opts.by,
+            scratch: &scratch,
+        },
+    )?;
+    let mut report = Publication {
+        version: 1,
+        release: opts.release.clone(),
+        label: label.to_string(),
+        system: system_name.clone(),
+        digest: digest.clone(),
+        arch: opts.arch.clone(),
+        pointer: store.url(&sent.pointer_key),
+        ipxe: store.url(&sent.ipxe_key),
+        objects: sent.objects,
+        previous: sent.previous.clone(),
+        status: PublishStatus::UpToDate,
+        published_at: None,
+        published_by: opts.by.clone(),
+    };
+    let Some((published_at, json_sha)) = sent.written else {
+        return Ok(report);
+    };
+    let mut cache = cache.into_inner().unwrap_or_else(|e| e.into_inner());
+    cache.record_release(&ReleaseRecord {
+        release: opts.release.clone(),
+        label: label.to_string(),
+        system: system_name,
+        digest,
+        reference: store.url(&sent.pointer_key),
+        manifest_digest: format!("sha256:{json_sha}"),
+        previous: sent.previous,
+        promoted_at: published_at,
+        promoted_by: opts.by.clone(),
+    })?;
+    report.status = PublishStatus::Published;
+    report.published_at = Some(published_at);
+    Ok(report)
+}
+
+/// What [`send`] uploads: a netboot export (`dir`, with its `boot.json`
+/// parsed and as bytes) as `release`, scratch files in `scratch`.
+pub struct Sending<'a> {
+    pub dir: &'a Path,
+    pub boot: &'a BootJson,
+    pub boot_json: &'a [u8],
+    pub release: &'a str,
+    pub arch: &'a str,
+    pub by: &'a str,
+    pub scratch: &'a Path,
+}
+
+/// What [`send`] did.
+pub struct Sent {
+    pub objects: Vec<PublishedObject>,
+    pub pointer_key: String,
+    pub ipxe_key: String,
+    /// The digest the release held before, when another.
+    pub previous: Option<Digest>,
+    /// When the pointers were written: the time, and release.json's sha256
+    /// (`None`: the release already pointed at these objects).
+    pub written: Option<(i64, String)>,
+}
+
+/// Uploads the by-digest objects of an export that the bucket lacks, each
+/// checked, then the release's boot.ipxe and, last, its release.json.
+pub fn send(store: &dyn ObjectStore, s3: &S3Settings, req: &Sending<'_>) -> Result<Sent> {
+    let (dir, boot) = (req.dir, req.boot);
+    let digest = boot.digest.clone();
+    let (obj_dir, rel_dir) = keys(&s3.prefix, &digest, req.release, req.arch);
     let mut sources: Vec<(&str, &str, String, u64, &str)> = vec![];
     for (name, file, ctype) in [
         (KERNEL, KERNEL, "application/octet-stream"),
@@ -303,14 +384,14 @@ pub fn publish(
         let entry = boot
             .files
             .get(file)
-            .ok_or_else(|| Error::env(format!("{} names no {file}", boot_json_path.display())))?;
+            .ok_or_else(|| Error::env(format!("the export's boot.json names no {file}")))?;
         sources.push((name, file, entry.sha256.clone(), entry.bytes, ctype));
     }
     sources.push((
         BOOT_JSON,
         BOOT_JSON,
-        sha256_hex(&text),
-        text.len() as u64,
+        sha256_hex(req.boot_json),
+        req.boot_json.len() as u64,
         "application/json",
     ));
 
@@ -348,48 +429,36 @@ pub fn publish(
         .map(|p| p.digest.clone())
         .filter(|d| d != &digest);
     let published_at = super::now_secs();
-    let mut pointer = ReleasePointer {
+    let pointer = ReleasePointer {
         version: 1,
-        release: opts.release.clone(),
-        label: label.to_string(),
+        release: req.release.to_string(),
+        label: boot.label.clone(),
         digest: digest.clone(),
-        arch: opts.arch.clone(),
+        arch: req.arch.to_string(),
         kernel_version: boot.kernel_version.clone(),
         cmdline: boot.cmdline.clone(),
         published_at,
-        published_by: opts.by.clone(),
+        published_by: req.by.to_string(),
         files,
     };
     let ipxe = release_ipxe(&pointer, &boot.own_cmdline);
     let ipxe_sha = sha256_hex(ipxe.as_bytes());
-    let mut report = Publication {
-        version: 1,
-        release: opts.release.clone(),
-        label: label.to_string(),
-        system: system_name.clone(),
-        digest: digest.clone(),
-        arch: opts.arch.clone(),
-        pointer: store.url(&pointer_key),
-        ipxe: store.url(&ipxe_key),
-        objects,
-        previous: previous.clone(),
-        status: PublishStatus::UpToDate,
-        published_at: None,
-        published_by: opts.by.clone(),
-    };
     let ipxe_held = store.head(&ipxe_key).map_err(|e| store_error(e, s3))?;
     if is_current(held.as_ref(), &digest, &pointer.files)
         && !needs_upload(ipxe_held.as_ref(), &ipxe_sha, ipxe.len() as u64)
     {
-        return Ok(report);
+        return Ok(Sent {
+            objects,
+            pointer_key,
+            ipxe_key,
+            previous,
+            written: None,
+        });
     }
 
     // The pointers, each naming only the verified objects above; release.json last.
-    let scratch = ws
-        .cache_dir
-        .join("tmp")
-        .join(format!("publish-{}", label.slug()));
-    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+    let scratch = req.scratch;
+    std::fs::create_dir_all(scratch).map_err(|e| Error::io(scratch, e))?;
     let ipxe_path = scratch.join(RELEASE_IPXE);
     std::fs::write(&ipxe_path, &ipxe).map_err(|e| Error::io(&ipxe_path, e))?;
     put_verified(
@@ -401,7 +470,6 @@ pub fn publish(
         ipxe.len() as u64,
         "text/plain",
     )?;
-    pointer.published_at = published_at;
     let json =
         serde_json::to_string_pretty(&pointer).map_err(|e| Error::env(e.to_string()))? + "\n";
     let json_sha = sha256_hex(json.as_bytes());
@@ -416,28 +484,167 @@ pub fn publish(
         json.len() as u64,
         "application/json",
     )?;
-    let _ = std::fs::remove_dir_all(&scratch);
-
-    let mut cache = cache.into_inner().unwrap_or_else(|e| e.into_inner());
-    cache.record_release(&ReleaseRecord {
-        release: opts.release.clone(),
-        label: label.to_string(),
-        system: system_name,
-        digest,
-        reference: store.url(&pointer_key),
-        manifest_digest: format!("sha256:{json_sha}"),
+    let _ = std::fs::remove_dir_all(scratch);
+    Ok(Sent {
+        objects,
+        pointer_key,
+        ipxe_key,
         previous,
-        promoted_at: published_at,
-        promoted_by: opts.by.clone(),
-    })?;
-    report.status = PublishStatus::Published;
-    report.published_at = Some(published_at);
-    Ok(report)
+        written: Some((published_at, json_sha)),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::netboot::{BOOT_JSON_VERSION, FileEntry};
+    use crate::executor::recording::MemoryStore;
+
+    fn s3() -> S3Settings {
+        S3Settings {
+            endpoint: None,
+            bucket: "images".into(),
+            prefix: "site".into(),
+            region: None,
+        }
+    }
+
+    /// A netboot export of digest `d` in `dir`, whose files hold `seed`.
+    fn export(dir: &Path, d: &str, seed: &str) -> (BootJson, Vec<u8>) {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut files = BTreeMap::new();
+        for name in [KERNEL, INITRD, ROOTFS] {
+            let bytes = format!("{name} of {seed}\n");
+            std::fs::write(dir.join(name), &bytes).unwrap();
+            files.insert(
+                name.to_string(),
+                FileEntry {
+                    sha256: sha256_hex(bytes.as_bytes()),
+                    bytes: bytes.len() as u64,
+                    source: "/".into(),
+                },
+            );
+        }
+        let boot = BootJson {
+            version: BOOT_JSON_VERSION,
+            label: "//uan/uan".into(),
+            digest: Digest::from(d),
+            kernel_version: "1".into(),
+            cmdline: "ro".into(),
+            own_cmdline: String::new(),
+            files,
+        };
+        let text = serde_json::to_vec_pretty(&boot).unwrap();
+        std::fs::write(dir.join(BOOT_JSON), &text).unwrap();
+        (boot, text)
+    }
+
+    fn send_to(
+        store: &MemoryStore,
+        dir: &Path,
+        export: &(BootJson, Vec<u8>),
+        release: &str,
+    ) -> Result<Sent> {
+        send(
+            store,
+            &s3(),
+            &Sending {
+                dir,
+                boot: &export.0,
+                boot_json: &export.1,
+                release,
+                arch: ARCH,
+                by: "ann",
+                scratch: &dir.join("scratch"),
+            },
+        )
+    }
+
+    fn pointed(store: &MemoryStore, release: &str) -> ReleasePointer {
+        let b = store
+            .get(&format!("site/{release}/x86_64/release.json"))
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    fn statuses(sent: &Sent) -> Vec<ObjectStatus> {
+        sent.objects.iter().map(|o| o.status).collect()
+    }
+
+    #[test]
+    fn objects_go_up_once_and_the_pointer_last() {
+        let t = tempfile::tempdir().unwrap();
+        let store = MemoryStore::default();
+        let a = export(&t.path().join("a"), "aaaa", "a");
+        let sent = send_to(&store, &t.path().join("a"), &a, "stable").unwrap();
+        assert_eq!(statuses(&sent), [ObjectStatus::Uploaded; 4]);
+        assert!(sent.written.is_some());
+        let puts = store.puts();
+        assert_eq!(puts.len(), 6);
+        assert_eq!(puts[4], "site/stable/x86_64/boot.ipxe");
+        assert_eq!(puts[5], "site/stable/x86_64/release.json");
+        assert_eq!(pointed(&store, "stable").digest, Digest::from("aaaa"));
+
+        // Again: nothing written.
+        let again = send_to(&store, &t.path().join("a"), &a, "stable").unwrap();
+        assert_eq!(statuses(&again), [ObjectStatus::Present; 4]);
+        assert!(again.written.is_none());
+        assert_eq!(store.puts().len(), 6);
+
+        // Another release: its pointers only.
+        let next = send_to(&store, &t.path().join("a"), &a, "next").unwrap();
+        assert_eq!(statuses(&next), [ObjectStatus::Present; 4]);
+        assert_eq!(store.puts().len(), 8);
+        assert_eq!(
+            pointed(&store, "next").files,
+            pointed(&store, "stable").files
+        );
+    }
+
+    #[test]
+    fn an_interrupted_publish_leaves_the_old_release_and_a_rerun_finishes() {
+        let t = tempfile::tempdir().unwrap();
+        let store = MemoryStore::default();
+        let a = export(&t.path().join("a"), "aaaa", "a");
+        send_to(&store, &t.path().join("a"), &a, "stable").unwrap();
+        let ipxe = store.get("site/stable/x86_64/boot.ipxe").unwrap();
+
+        let b = export(&t.path().join("b"), "bbbb", "b");
+        store.fail_puts_of(Some(ROOTFS));
+        assert!(send_to(&store, &t.path().join("b"), &b, "stable").is_err());
+        assert_eq!(pointed(&store, "stable").digest, Digest::from("aaaa"));
+        assert_eq!(store.get("site/stable/x86_64/boot.ipxe").unwrap(), ipxe);
+
+        store.fail_puts_of(None);
+        let before = store.puts().len();
+        let sent = send_to(&store, &t.path().join("b"), &b, "stable").unwrap();
+        assert_eq!(sent.previous, Some(Digest::from("aaaa")));
+        assert_eq!(
+            statuses(&sent),
+            [
+                ObjectStatus::Present,
+                ObjectStatus::Present,
+                ObjectStatus::Uploaded,
+                ObjectStatus::Uploaded
+            ]
+        );
+        assert_eq!(store.puts().len(), before + 4);
+        assert_eq!(pointed(&store, "stable").digest, Digest::from("bbbb"));
+    }
+
+    #[test]
+    fn an_object_that_reads_back_otherwise_fails_the_publish_before_any_pointer() {
+        let t = tempfile::tempdir().unwrap();
+        let store = MemoryStore::default();
+        let a = export(&t.path().join("a"), "aaaa", "a");
+        store.corrupt_puts_of(Some(ROOTFS));
+        let e = send_to(&store, &t.path().join("a"), &a, "stable")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("reads back"), "{e}");
+        assert!(store.list("site/stable/").unwrap().is_empty());
+    }
 
     #[test]
     fn keys_keep_the_arch_and_an_empty_prefix_adds_no_slash() {
