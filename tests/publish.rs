@@ -455,3 +455,40 @@ fn publish_uploads_once_points_last_and_survives_a_kill() {
         assert!(!text.contains(SECRET), "{}", path.display());
     }
 }
+
+/// The refusals come before any S3 request (the recording backend, no
+/// buildah, no server): no `[publish.s3]`, a bad release name, a layer
+/// not built; and the Layerfile has no room for credentials.
+#[test]
+fn publish_needs_a_bucket_a_release_name_and_a_built_layer() {
+    let ws = TestWs::recorded("chain");
+    let r = ws.lb(&["publish", "//base/os", "--release", "stable", "--json"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = &r.json()["error"];
+    assert!(
+        e["message"].as_str().unwrap().contains("[publish.s3]"),
+        "{e}"
+    );
+
+    let with = |extra: &str| {
+        let ws = TestWs::recorded("chain");
+        ws.append(
+            "Layerfile.toml",
+            &format!("\n[publish.s3]\nbucket = \"node-images\"\n{extra}"),
+        );
+        ws
+    };
+    let ws = with("");
+    for (release, says) in [
+        ("a/b", "not a valid release name"),
+        ("by-digest", "content-addressed"),
+        ("stable", "is not built"),
+    ] {
+        let r = ws.lb(&["publish", "//base/os", "--release", release]);
+        assert_eq!(r.code, 2, "{release}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{release}: {}", r.stderr);
+    }
+    let r = with("secret_access_key = \"x\"\n").lb(&["ls"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("secret_access_key"), "{}", r.stderr);
+}
