@@ -155,7 +155,8 @@ pub enum Command {
     /// checked; skipped when the bucket holds it), then the release pointers
     /// <prefix>/<release>/<arch>/boot.ipxe and release.json (last). An
     /// interrupted publish leaves the previous release whole; run it again
-    /// to finish. Credentials come from the AWS environment and files.
+    /// to finish. Refused (exit 1) for a release holding another layer,
+    /// unless --force. Credentials come from the AWS environment and files.
     /// Recorded in the cache: `layerbuild releases` lists it.
     Publish(PublishArgs),
     /// List the recorded promotions, newest first: time, release, layer, system, digest, who, release tag.
@@ -379,6 +380,9 @@ pub struct PublishArgs {
     pub release: String,
     #[command(flatten)]
     pub system: SystemArg,
+    /// Take over a release that holds another layer.
+    #[arg(long)]
+    pub force: bool,
     /// Print {version, release, label, system, digest, arch, pointer, ipxe,
     /// objects: [{name, key, sha256, bytes, status}], previous, status,
     /// published_at, published_by} as JSON.

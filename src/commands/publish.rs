@@ -26,6 +26,7 @@ pub fn exec(env: &Env, args: PublishArgs) -> Result<Publication> {
         release: args.release,
         arch: ARCH.into(),
         by,
+        force: args.force,
     };
     let backend = env.backend()?;
     publish(&env.ctx, &opts, &*backend, &store)

@@ -56,6 +56,8 @@ pub struct PublishOptions {
     pub arch: String,
     /// Who publishes ([`super::promote::promoter`]).
     pub by: String,
+    /// Take over a release that holds another layer.
+    pub force: bool,
 }
 
 /// One by-digest object of a publish.
@@ -307,6 +309,7 @@ pub fn publish(
             release: &opts.release,
             arch: &opts.arch,
             by: &opts.by,
+            force: opts.force,
             scratch: &scratch,
         },
     )?;
@@ -354,6 +357,8 @@ pub struct Sending<'a> {
     pub release: &'a str,
     pub arch: &'a str,
     pub by: &'a str,
+    /// Take over a release holding another layer.
+    pub force: bool,
     pub scratch: &'a Path,
 }
 
@@ -395,6 +400,31 @@ pub fn send(store: &dyn ObjectStore, s3: &S3Settings, req: &Sending<'_>) -> Resu
         "application/json",
     ));
 
+    // The release as it is, read first: it may belong to another layer.
+    let pointer_key = format!("{rel_dir}{RELEASE_JSON}");
+    let ipxe_key = format!("{rel_dir}{RELEASE_IPXE}");
+    let held: Option<ReleasePointer> = store
+        .get(&pointer_key)
+        .map_err(|e| store_error(e, s3))?
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(p) = &held
+        && p.label != boot.label
+        && !req.force
+    {
+        return Err(Error::refused(format!(
+            "release {} ({}) is {}'s, at {}: {}",
+            req.release,
+            req.arch,
+            p.label,
+            p.digest.short(),
+            store.url(&pointer_key)
+        ))
+        .with_hint(format!(
+            "a release holds one layer: name another release, or --force makes it {}'s",
+            boot.label
+        )));
+    }
+
     let mut objects = vec![];
     let mut files = BTreeMap::new();
     for (name, file, sha256, bytes, ctype) in sources {
@@ -418,12 +448,6 @@ pub fn send(store: &dyn ObjectStore, s3: &S3Settings, req: &Sending<'_>) -> Resu
         });
     }
 
-    let pointer_key = format!("{rel_dir}{RELEASE_JSON}");
-    let ipxe_key = format!("{rel_dir}{RELEASE_IPXE}");
-    let held: Option<ReleasePointer> = store
-        .get(&pointer_key)
-        .map_err(|e| store_error(e, s3))?
-        .and_then(|b| serde_json::from_slice(&b).ok());
     let previous = held
         .as_ref()
         .map(|p| p.digest.clone())
@@ -555,6 +579,7 @@ mod tests {
                 release,
                 arch: ARCH,
                 by: "ann",
+                force: false,
                 scratch: &dir.join("scratch"),
             },
         )
@@ -631,6 +656,40 @@ mod tests {
         );
         assert_eq!(store.puts().len(), before + 4);
         assert_eq!(pointed(&store, "stable").digest, Digest::from("bbbb"));
+    }
+
+    #[test]
+    fn a_release_of_another_layer_is_taken_over_only_with_force() {
+        let t = tempfile::tempdir().unwrap();
+        let store = MemoryStore::default();
+        let a = export(&t.path().join("a"), "aaaa", "a");
+        send_to(&store, &t.path().join("a"), &a, "stable").unwrap();
+        let mut b = export(&t.path().join("b"), "bbbb", "b");
+        b.0.label = "//compute/slurm".into();
+        let puts = store.puts().len();
+        let e = send_to(&store, &t.path().join("b"), &b, "stable")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("is //uan/uan's"), "{e}");
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(store.puts().len(), puts, "nothing uploaded");
+        let sent = send(
+            &store,
+            &s3(),
+            &Sending {
+                dir: &t.path().join("b"),
+                boot: &b.0,
+                boot_json: &b.1,
+                release: "stable",
+                arch: ARCH,
+                by: "ann",
+                force: true,
+                scratch: &t.path().join("scratch"),
+            },
+        )
+        .unwrap();
+        assert!(sent.written.is_some());
+        assert_eq!(pointed(&store, "stable").label, "//compute/slurm");
     }
 
     #[test]
