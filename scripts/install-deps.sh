@@ -46,3 +46,22 @@ if ! grep -q "\"version\": \"$gcl_version\"" "$gcl_pkg" 2>/dev/null; then
   mkdir -p "$gcl_dir"
   npm install --no-audit --no-fund --loglevel=error --save-exact --prefix "$gcl_dir" "gitlab-ci-local@$gcl_version"
 fi
+# tests/publish.rs: an S3 server on 127.0.0.1 (moto) and the aws command
+# line publish runs, pinned, in a private virtualenv under target/tools
+# (never the system Python); the tests put its bin/ first on PATH. For
+# publishing itself, Debian's awscli (apt-get install -y awscli) is enough.
+moto_version=5.2.1
+awscli_version=1.45.11
+moto_dir="$repo/target/tools/moto"
+if ! "$moto_dir/bin/pip" show moto 2>/dev/null | grep -q "^Version: $moto_version\$" \
+  || ! "$moto_dir/bin/pip" show awscli 2>/dev/null | grep -q "^Version: $awscli_version\$"; then
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "error: python3-venv is missing: run as root (or with sudo) to install it" >&2
+      exit 3
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv
+  fi
+  python3 -m venv "$moto_dir"
+  "$moto_dir/bin/pip" install --quiet "moto[server]==$moto_version" "awscli==$awscli_version"
+fi

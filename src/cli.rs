@@ -147,6 +147,18 @@ pub enum Command {
     /// who made it (CI_JOB_URL, else USER): `layerbuild releases` lists
     /// them.
     Promote(PromoteArgs),
+    /// Publish a built and tested layer's netboot export to S3-compatible
+    /// storage ([publish.s3]) as release NAME.
+    ///
+    /// Uploads <prefix>/by-digest/<digest>/<arch>/{vmlinuz,initramfs.img,
+    /// rootfs.squashfs,boot.json} once (each read back and its sha256
+    /// checked; skipped when the bucket holds it), then the release pointers
+    /// <prefix>/<release>/<arch>/boot.ipxe and release.json (last). An
+    /// interrupted publish leaves the previous release whole; run it again
+    /// to finish. Refused (exit 1) for a release holding another layer,
+    /// unless --force. Credentials come from the AWS environment and files.
+    /// Recorded in the cache: `layerbuild releases` lists it.
+    Publish(PublishArgs),
     /// List the recorded promotions, newest first: time, release, layer, system, digest, who, release tag.
     Releases(ReleasesArgs),
     /// Generate CI configuration.
@@ -354,6 +366,26 @@ pub struct PromoteArgs {
     pub force: bool,
     /// Print {version, release, label, system, digest, reference, source,
     /// manifest_digest, previous, status, dry_run, promoted_at, promoted_by} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The layer: //TYPE/LAYER, or a pattern matching one layer.
+    #[arg(value_name = "LABEL")]
+    pub label: String,
+    /// The release: a name such as stable or 2026.12.
+    #[arg(long, value_name = "NAME", required = true)]
+    pub release: String,
+    #[command(flatten)]
+    pub system: SystemArg,
+    /// Take over a release that holds another layer.
+    #[arg(long)]
+    pub force: bool,
+    /// Print {version, release, label, system, digest, arch, pointer, ipxe,
+    /// objects: [{name, key, sha256, bytes, status}], previous, status,
+    /// published_at, published_by} as JSON.
     #[arg(long)]
     pub json: bool,
 }

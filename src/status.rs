@@ -211,3 +211,23 @@ mod tests {
         assert_eq!(LayerStatus::Failed.as_str(), LayerState::Failed.as_str());
     }
 }
+
+status! {
+    /// What `publish` did with one by-digest object.
+    ObjectStatus {
+        /// Uploaded, then read back and its sha256 checked.
+        Uploaded => "uploaded",
+        /// The bucket already held it (same sha256 and size): skipped.
+        Present => "present",
+    }
+}
+
+status! {
+    /// What `publish` did with a release.
+    PublishStatus {
+        /// The release now points at the layer's digest.
+        Published => "published",
+        /// It already did, every object in place: nothing written.
+        UpToDate => "up_to_date",
+    }
+}

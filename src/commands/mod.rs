@@ -24,6 +24,7 @@ mod lint;
 mod log;
 mod ls;
 mod promote;
+mod publish;
 mod push;
 mod test;
 mod why;
@@ -247,6 +248,7 @@ fn wants_json(command: &Command) -> bool {
         Command::Export(a) => a.json,
         Command::Push(a) => a.json,
         Command::Promote(a) => a.json,
+        Command::Publish(a) => a.json,
         Command::Releases(a) => a.json,
         Command::Lint(a) => a.json,
         Command::Gc(a) => a.json,
@@ -358,6 +360,10 @@ fn dispatch(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Result<()
         Command::Promote(a) => {
             let json = a.json;
             finish(out, quiet, json, &promote::exec(&env, a)?)
+        }
+        Command::Publish(a) => {
+            let json = a.json;
+            finish(out, quiet, json, &publish::exec(&env, a)?)
         }
         Command::Releases(a) => finish(out, quiet, a.json, &promote::exec_releases(&env, &a)?),
         Command::Ci(cli::CiCommand::Gitlab(a)) => finish(out, quiet, false, &ci::gitlab(&env, &a)?),

@@ -1,5 +1,5 @@
 //! The one place the executor starts processes: buildah, skopeo, sh,
-//! unshare, ansible-playbook, ansible-lint, python, tar, mksquashfs and QEMU are
+//! unshare, ansible-playbook, ansible-lint, python, tar, mksquashfs, QEMU and aws are
 //! all created by [`command`] and run by [`output`], [`status`],
 //! [`stream`] or [`run_until`]. Everything else in `executor/` builds command lines and
 //! reads what the tools print, so it can be read (and tested) as data.
@@ -32,6 +32,38 @@ pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
 /// `debug`, or discarded).
 pub fn status(cmd: &mut Command) -> std::io::Result<ExitStatus> {
     cmd.status()
+}
+
+/// Runs `cmd` to completion, handing `on_chunk` its stdout as it comes
+/// (an object read back whole, too large to hold); returns its status and
+/// stderr.
+pub fn read_stdout(
+    cmd: &mut Command,
+    on_chunk: &mut dyn FnMut(&[u8]),
+) -> std::io::Result<(ExitStatus, String)> {
+    use std::io::Read;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stderr = child.stderr.take();
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let mut buf = vec![0u8; 1 << 20];
+    if let Some(out) = child.stdout.as_mut() {
+        loop {
+            let n = out.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            on_chunk(&buf[..n]);
+        }
+    }
+    let status = child.wait()?;
+    Ok((status, errs.join().unwrap_or_default()))
 }
 
 /// Whether `program` can be run at all (`--version`).

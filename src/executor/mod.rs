@@ -17,9 +17,10 @@ pub mod inspect;
 pub mod netboot;
 pub mod qemu;
 pub mod recording;
+pub mod s3;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use error::{ToolError, ToolErrorKind};
 
@@ -380,6 +381,34 @@ pub trait Exporter: Sync {
     /// The `layerbuild.digest` label of a registry image (`host/repo:tag`),
     /// `None` when it is absent.
     fn remote_digest_label(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<Digest>>;
+}
+
+/// An object as [`ObjectStore::head`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// The `sha256` metadata the object was uploaded with, if any.
+    pub sha256: Option<String>,
+}
+
+/// S3-compatible object storage, one bucket, for `publish`. Keys are full
+/// keys within the bucket. Credentials are the implementation's business
+/// and never cross this trait.
+pub trait ObjectStore: Sync {
+    /// The object at `key`, `None` when there is none.
+    fn head(&self, key: &str) -> ToolResult<Option<ObjectInfo>>;
+    /// Uploads the file at `path` to `key` (in parts when it is large),
+    /// with `sha256` (hex) as its `sha256` metadata; replaces any object
+    /// there in one step (S3 never shows a half-written object).
+    fn put_file(&self, key: &str, path: &Path, sha256: &str, content_type: &str) -> ToolResult<()>;
+    /// Reads the object back whole: the sha256 (hex) and size of its bytes.
+    fn read_sha256(&self, key: &str) -> ToolResult<(String, u64)>;
+    /// The bytes of a small object, `None` when there is none.
+    fn get(&self, key: &str) -> ToolResult<Option<Vec<u8>>>;
+    /// Every key starting with `prefix`, sorted.
+    fn list(&self, prefix: &str) -> ToolResult<Vec<String>>;
+    /// `s3://BUCKET/KEY`, for people.
+    fn url(&self, key: &str) -> String;
 }
 
 /// Everything an op may ask of the machine. One trait with supertraits

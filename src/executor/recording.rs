@@ -595,3 +595,115 @@ impl Exporter for Recording {
         }
     }
 }
+
+/// An in-memory [`super::ObjectStore`] for tests of `publish`: objects
+/// with their `sha256` metadata, every upload counted, and a key whose
+/// upload fails (a publish interrupted there).
+/// Key -> (bytes, `sha256` metadata).
+type Objects = BTreeMap<String, (Vec<u8>, Option<String>)>;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    objects: Mutex<Objects>,
+    puts: Mutex<Vec<String>>,
+    fail_put: Mutex<Option<String>>,
+    corrupt_put: Mutex<Option<String>>,
+}
+
+impl MemoryStore {
+    /// Uploads of a key ending with `suffix` fail from now on (`None`: none).
+    pub fn fail_puts_of(&self, suffix: Option<&str>) {
+        *self.fail_put.lock().unwrap_or_else(|e| e.into_inner()) = suffix.map(str::to_string);
+    }
+
+    /// The keys uploaded, in order.
+    pub fn puts(&self) -> Vec<String> {
+        self.puts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Uploads of a key ending with `suffix` store other bytes than sent
+    /// (a transfer gone wrong) from now on (`None`: none).
+    pub fn corrupt_puts_of(&self, suffix: Option<&str>) {
+        *self.corrupt_put.lock().unwrap_or_else(|e| e.into_inner()) = suffix.map(str::to_string);
+    }
+}
+
+impl super::ObjectStore for MemoryStore {
+    fn head(&self, key: &str) -> ToolResult<Option<super::ObjectInfo>> {
+        let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(objects.get(key).map(|(b, sha)| super::ObjectInfo {
+            size: b.len() as u64,
+            sha256: sha.clone(),
+        }))
+    }
+
+    fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        sha256: &str,
+        _content_type: &str,
+    ) -> ToolResult<()> {
+        let failing = self.fail_put.lock().unwrap_or_else(|e| e.into_inner());
+        if failing.as_deref().is_some_and(|s| key.ends_with(s)) {
+            return Err(ToolError::new(
+                ToolErrorKind::Failed,
+                "memory",
+                "put",
+                format!("upload of {key} interrupted"),
+            ));
+        }
+        let mut bytes = std::fs::read(path)
+            .map_err(|e| ToolError::new(ToolErrorKind::Local, "memory", "put", format!("{e}")))?;
+        let corrupt = self.corrupt_put.lock().unwrap_or_else(|e| e.into_inner());
+        if corrupt.as_deref().is_some_and(|s| key.ends_with(s)) {
+            bytes.reverse();
+            bytes.push(b'!');
+        }
+        self.puts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.to_string());
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), (bytes, Some(sha256.to_string())));
+        Ok(())
+    }
+
+    fn read_sha256(&self, key: &str) -> ToolResult<(String, u64)> {
+        use sha2::Digest as _;
+        let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((b, _)) = objects.get(key) else {
+            return Err(ToolError::new(
+                ToolErrorKind::Failed,
+                "memory",
+                "get",
+                format!("no object {key}"),
+            ));
+        };
+        let hex = sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        Ok((hex, b.len() as u64))
+    }
+
+    fn get(&self, key: &str) -> ToolResult<Option<Vec<u8>>> {
+        let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(objects.get(key).map(|(b, _)| b.clone()))
+    }
+
+    fn list(&self, prefix: &str) -> ToolResult<Vec<String>> {
+        let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(objects
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("s3://memory/{key}")
+    }
+}

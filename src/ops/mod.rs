@@ -19,6 +19,7 @@ pub mod lint;
 pub mod log;
 pub mod ls;
 pub mod promote;
+pub mod publish;
 pub mod test;
 pub mod why;
 

@@ -18,6 +18,8 @@ pub(crate) struct RawLayerfile {
     pub cache: RawCache,
     #[serde(default)]
     pub ci: RawCi,
+    #[serde(default)]
+    pub publish: RawPublish,
     /// Empty once parsed: the workspace takes the `systems` and `layers`
     /// tables out and deserialises them one by one; these fields remain so
     /// that a value which is not a table is a type error.
@@ -80,6 +82,24 @@ pub(crate) struct RawCache {
     pub registry: Option<Spanned<String>>,
     pub tls_verify: Option<bool>,
     pub mode: Option<Spanned<String>>,
+}
+
+/// `[publish]`: where `layerbuild publish` uploads netboot releases.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPublish {
+    pub s3: Option<RawS3>,
+}
+
+/// `[publish.s3]`. No credentials here: they come from the standard AWS
+/// environment and files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawS3 {
+    pub endpoint: Option<String>,
+    pub bucket: Spanned<String>,
+    pub prefix: Option<String>,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

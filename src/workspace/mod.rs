@@ -43,6 +43,21 @@ pub struct Workspace {
     pub layers: BTreeMap<Label, Layer>,
     pub cache: CacheSettings,
     pub gitlab: GitlabSettings,
+    /// `[publish.s3]`, when set.
+    pub publish_s3: Option<S3Settings>,
+}
+
+/// `[publish.s3]`: the bucket `layerbuild publish` writes netboot releases
+/// to. Credentials are not part of it: the S3 client reads them from the
+/// standard AWS environment variables and files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct S3Settings {
+    /// `https://host[:port]`; `None`: AWS itself.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// Key prefix, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -452,6 +467,30 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
     let build = build_settings(&root, &main, raw, errs);
     let cache = cache_settings(&main, raw, errs);
     let gitlab = gitlab_settings(raw);
+    let publish_s3 = raw.publish.s3.as_ref().and_then(|s| {
+        let bucket = s.bucket.get_ref().trim();
+        if bucket.is_empty() || bucket.contains('/') {
+            errs.push(Error::input_at(
+                main.at(s.bucket.span()),
+                format!("'{bucket}' is not a bucket name"),
+            ));
+            return None;
+        }
+        Some(S3Settings {
+            endpoint: s
+                .endpoint
+                .as_ref()
+                .map(|e| e.trim_end_matches('/').to_string()),
+            bucket: bucket.to_string(),
+            prefix: s
+                .prefix
+                .as_deref()
+                .unwrap_or("")
+                .trim_matches('/')
+                .to_string(),
+            region: s.region.clone(),
+        })
+    });
     let include = raw.workspace.include.clone();
     let tables = gather_tables(&root, &allow_outside, main, parsed, &include, errs);
     let systems = resolve_systems(&root, &allow_outside, &tables, errs);
@@ -470,6 +509,7 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
         layers,
         cache,
         gitlab,
+        publish_s3,
     })
 }
 
