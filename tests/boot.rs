@@ -55,7 +55,7 @@ fn check_netboot_export(ws: &TestWs) {
         [
             "boot.ipxe",
             "boot.json",
-            "initrd.img",
+            "initramfs.img",
             "rootfs.squashfs",
             "vmlinuz"
         ]
@@ -87,8 +87,11 @@ fn check_netboot_export(ws: &TestWs) {
         out.join("rootfs.squashfs").display()
     ));
     let r = root.path().join("r");
-    std::fs::copy(out.join("initrd.img"), r.join("tmp/initrd.img")).unwrap();
-    let listed = sh(&format!("chroot {} lsinitrd /tmp/initrd.img", r.display()));
+    std::fs::copy(out.join("initramfs.img"), r.join("tmp/initramfs.img")).unwrap();
+    let listed = sh(&format!(
+        "chroot {} lsinitrd /tmp/initramfs.img",
+        r.display()
+    ));
     for want in [
         "pre-pivot/10-overlay-mount.sh",
         "squashfs.ko",
@@ -104,7 +107,7 @@ fn check_netboot_export(ws: &TestWs) {
     let kv = json["kernel_version"].as_str().unwrap();
     assert!(kv.ends_with("-amd64"), "{json}");
     assert!(r.join(format!("boot/vmlinuz-{kv}")).is_file());
-    for f in ["vmlinuz", "initrd.img", "rootfs.squashfs"] {
+    for f in ["vmlinuz", "initramfs.img", "rootfs.squashfs"] {
         assert_eq!(
             json["files"][f]["sha256"].as_str().unwrap(),
             sha256(&out.join(f)),
@@ -117,7 +120,7 @@ fn check_netboot_export(ws: &TestWs) {
     );
     let ipxe = std::fs::read_to_string(out.join("boot.ipxe")).unwrap();
     assert!(
-        ipxe.starts_with("#!ipxe\n") && ipxe.contains("kernel vmlinuz initrd=initrd.img"),
+        ipxe.starts_with("#!ipxe\n") && ipxe.contains("kernel vmlinuz initrd=initramfs.img"),
         "{ipxe}"
     );
 

@@ -18,7 +18,7 @@ use crate::digest::Digest;
 /// The kernel's file name in the export.
 pub const KERNEL: &str = "vmlinuz";
 /// The initramfs's file name in the export.
-pub const INITRD: &str = "initrd.img";
+pub const INITRD: &str = "initramfs.img";
 /// The image's root file system in the export.
 pub const ROOTFS: &str = "rootfs.squashfs";
 pub const BOOT_JSON: &str = "boot.json";

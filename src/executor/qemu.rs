@@ -26,7 +26,7 @@ const MARK: &str = "@@lb ";
 #[derive(Debug, Clone)]
 pub struct BootRequest {
     pub label: String,
-    /// The netboot export (vmlinuz, initrd.img, rootfs.squashfs).
+    /// The netboot export (vmlinuz, initramfs.img, rootfs.squashfs).
     pub dir: PathBuf,
     /// The kernel arguments besides `root=` (the export's `cmdline`).
     pub cmdline: String,
@@ -636,8 +636,13 @@ mod tests {
             Some(Path::new("/t")),
             Some(Path::new("/r")),
         );
-        // Not the process name: it holds this process's id.
+        // Not the process name (it holds this process's id), nor the
+        // export's file names (where the files are, not how the boot goes).
         for a in args.iter().filter(|a| !a.contains("process=")) {
+            let a = a
+                .replace(&format!("/x/{KERNEL}"), "/x/vmlinuz")
+                .replace(&format!("/x/{INITRD}"), "/x/initrd.img")
+                .replace(&format!("/x/{ROOTFS}"), "/x/rootfs.squashfs");
             h.update(a.as_bytes());
         }
         let r = parse_report(

@@ -159,10 +159,11 @@ impl OutputJob<'_> {
                 .unwrap_or_default(),
         };
         // A netboot export holds the kernel chosen and the command line
-        // too, which are not in the digest of a layer without boot tests.
+        // too, which are not in the digest of a layer without boot tests;
+        // `layout=2`: the initramfs is `initramfs.img` (before: `initrd.img`).
         let options = match format {
             ExportFormat::Netboot => format!(
-                "{} kernel={:?} cmdline={:?}",
+                "{} layout=2 kernel={:?} cmdline={:?}",
                 compression.unwrap_or(""),
                 netboot.kernel,
                 netboot.cmdline

@@ -43,8 +43,8 @@ pub const ARCH: &str = "x86_64";
 pub const RELEASE_JSON: &str = "release.json";
 /// The iPXE script of a release.
 pub const RELEASE_IPXE: &str = "boot.ipxe";
-/// The initramfs's object name (the export's `initrd.img`).
-pub const INITRAMFS: &str = "initramfs.img";
+/// The initramfs's object name (the export's too).
+pub const INITRAMFS: &str = INITRD;
 /// The folder of content-addressed objects under the prefix.
 pub const BY_DIGEST: &str = "by-digest";
 
