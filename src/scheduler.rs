@@ -52,7 +52,10 @@ where
     let (todo, queue) = mpsc::channel::<usize>();
     let queue = std::sync::Mutex::new(queue);
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(usize, Result<T, E>)>();
+        // A worker that panics hands the panic over, and the loop below
+        // resumes it: waiting on for its result would hang the run for
+        // good (the panic of a write to a closed stderr, for one).
+        let (tx, rx) = mpsc::channel::<(usize, std::thread::Result<Result<T, E>>)>();
         let work = &work;
         for _ in 0..jobs.min(n) {
             let tx = tx.clone();
@@ -61,13 +64,15 @@ where
                 loop {
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok(i) = next else { break };
-                    let r = work(i);
-                    if tx.send((i, r)).is_err() {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(i)));
+                    let panicked = r.is_err();
+                    if tx.send((i, r)).is_err() || panicked {
                         break;
                     }
                 }
             });
         }
+        drop(tx);
         loop {
             while !stopped && running < jobs {
                 let Some(i) = ready.pop_first() else { break };
@@ -82,6 +87,12 @@ where
             }
             let Ok((i, result)) = rx.recv() else { break };
             running -= 1;
+            let result = match result {
+                Ok(r) => r,
+                // Unwinding drops the queue's sender: idle workers end,
+                // busy ones finish their node; then the scope re-panics.
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
             match result {
                 Ok(v) => {
                     status[i] = Some(NodeStatus::Done(v));
@@ -135,6 +146,27 @@ mod tests {
     /// A chain 0 -> 1 and an independent 2, plus 3 depending on 1.
     fn deps() -> Vec<Vec<usize>> {
         vec![vec![], vec![0], vec![], vec![1]]
+    }
+
+    /// A panicking node ends the run with its panic, never a hang.
+    #[test]
+    fn a_panicking_node_panics_the_run_instead_of_hanging() {
+        let (done, ended) = mpsc::channel();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(|| {
+                run(&deps(), 2, false, |i| {
+                    if i == 1 {
+                        panic!("boom");
+                    }
+                    Ok::<_, ()>(i)
+                })
+            });
+            let _ = done.send(r.is_err());
+        });
+        let panicked = ended
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the run hangs after a node panicked");
+        assert!(panicked);
     }
 
     #[test]
