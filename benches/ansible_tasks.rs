@@ -307,11 +307,7 @@ fn remove_task_images() {
 }
 
 fn main() {
-    let ok = Command::new("buildah")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "this benchmark needs buildah, ansible-core and root");
+    common::require_buildah();
     let n = env_usize("LAYERBUILD_BENCH_TASKS", 50);
     let n_buildah = env_usize("LAYERBUILD_BENCH_BUILDAH_TASKS", n.min(10));
     let runs = env_usize("LAYERBUILD_BENCH_RUNS", 3);

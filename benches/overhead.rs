@@ -318,11 +318,7 @@ fn remove_images(prefix: &str) {
 }
 
 fn main() {
-    let ok = Command::new("buildah")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "this benchmark needs buildah, ansible-core and root");
+    common::require_buildah();
     let mut rows: BTreeMap<usize, (String, String, String)> = BTreeMap::new();
     for (i, depth) in [1usize, 5].into_iter().enumerate() {
         let (ours, shell) = overhead(depth, &format!("d{depth}"));

@@ -15,3 +15,13 @@ pub fn bin() -> PathBuf {
     );
     bin
 }
+
+/// Stops the benchmark with a clear message when buildah cannot run.
+#[allow(dead_code)] // not every benchmark builds images
+pub fn require_buildah() {
+    let ok = std::process::Command::new("buildah")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "this benchmark needs buildah, ansible-core and root");
+}
