@@ -17,6 +17,11 @@ pub struct LayerGraph {
     index: BTreeMap<Label, NodeIndex>,
     /// All labels, parents before children; ties broken by label for stable output.
     order: Vec<Label>,
+    /// The architecture the graph is for, and the layers left out of it
+    /// because they are not built for it (with the ones they are), so an
+    /// error can say so.
+    arch: crate::arch::Arch,
+    other_arch: BTreeMap<Label, Vec<crate::arch::Arch>>,
 }
 
 impl LayerGraph {
@@ -50,6 +55,12 @@ impl LayerGraph {
             graph,
             index,
             order,
+            arch: ws.arch,
+            other_arch: ws
+                .other_arch_layers
+                .iter()
+                .map(|(l, layer)| (l.clone(), layer.architectures.clone()))
+                .collect(),
         })
     }
 
@@ -109,6 +120,17 @@ impl LayerGraph {
         for pat in patterns {
             let matched: Vec<&Label> = self.order.iter().filter(|l| pat.matches(l)).collect();
             if matched.is_empty() {
+                if let Pattern::Exact(l) = pat
+                    && let Some(arches) = self.other_arch.get(l)
+                {
+                    let names: Vec<&str> = arches.iter().map(|a| a.name()).collect();
+                    return Err(Error::input(format!(
+                        "{l} is not built for {}: its architectures are {}",
+                        self.arch,
+                        names.join(", ")
+                    ))
+                    .with_hint(format!("name one of them: --arch {}", names[0])));
+                }
                 let err = Error::input(format!("{pat} matches no layer"));
                 return Err(match pat {
                     Pattern::Exact(l) => err.with_hint(self.suggest(l)),

@@ -11,6 +11,7 @@
 //! call and its result into a report (text, `--json`, exit code);
 //! [`status`] is the one vocabulary of statuses the reports use.
 
+pub mod arch;
 pub mod cache;
 pub mod cli;
 pub mod commands;

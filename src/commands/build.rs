@@ -26,6 +26,11 @@ pub enum BuildCommandReport {
     },
     FromFailed(FromFailedReport),
     Build(Built),
+    /// A build for several architectures: one report each, in order.
+    Builds {
+        version: u32,
+        builds: Vec<Built>,
+    },
 }
 
 /// A build's report, with what its summary and exit need beside it.
@@ -43,9 +48,17 @@ pub struct Built {
 pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
     let patterns = crate::ops::parse_patterns(&args.labels)?;
     let backend = env.backend()?;
-    if args.dry_run && super::several(&args.system.system) {
+    let contexts = env.arch_contexts()?;
+    if args.dry_run && (super::several(&args.system.system) || contexts.len() > 1) {
         let mut plans = vec![];
-        for system in crate::ops::systems(&env.ctx.ws, &args.system.system)? {
+        for (ctx, system) in contexts.iter().flat_map(|c| {
+            let systems = crate::ops::systems(&c.ws, &args.system.system);
+            match systems {
+                Ok(s) => s.into_iter().map(|s| (c, Ok(s))).collect::<Vec<_>>(),
+                Err(e) => vec![(c, Err(e))],
+            }
+        }) {
+            let system = system?;
             let opts = BuildOptions {
                 patterns: patterns.clone(),
                 system: system.map(|s| s.name.clone()),
@@ -56,7 +69,7 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
                 cache_mode: args.cache_mode,
                 no_outputs: args.no_outputs,
             };
-            plans.push(plan(&env.ctx, &opts, &*backend, env.verbose)?);
+            plans.push(plan(ctx, &opts, &*backend, env.verbose)?);
         }
         return Ok(BuildCommandReport::Plans {
             version: crate::ops::build::PLAN_VERSION,
@@ -102,36 +115,98 @@ pub fn exec(env: &Env, args: BuildArgs) -> Result<BuildCommandReport> {
     }
     // Ctrl-C and SIGTERM stop the running steps, not the process.
     crate::interrupt::set_mode(crate::interrupt::Mode::Build);
-    let report = build(
-        &env.ctx,
-        &opts,
-        &*backend,
-        Some(&*backend),
-        Some(&*backend),
-        &reporter_for,
-    )?;
+    let targets: Vec<String> = patterns
+        .iter()
+        .filter(|p| matches!(p, Pattern::Exact(_)))
+        .map(|p| p.to_string())
+        .collect();
+    let mut builds = vec![];
+    for ctx in &contexts {
+        // Labels named here but not built for this architecture are
+        // left out of its build (an error only when none is built for it).
+        let Some(patterns) = patterns_for(ctx, &patterns, contexts.len())? else {
+            continue;
+        };
+        let opts = BuildOptions {
+            patterns,
+            ..opts.clone()
+        };
+        let report = build(
+            ctx,
+            &opts,
+            &*backend,
+            Some(&*backend),
+            Some(&*backend),
+            &reporter_for,
+        )?;
+        let interrupted = crate::interrupt::requested();
+        let failed = report.failed > 0;
+        builds.push(Built {
+            report,
+            targets: targets.clone(),
+            interrupted,
+        });
+        if interrupted || (failed && !args.keep_going) {
+            break;
+        }
+    }
     if let Some(path) = &args.profile {
         let trace = profile.lock().unwrap_or_else(|e| e.into_inner()).json();
         super::write_atomically(path, &format!("{trace}\n"))?;
     }
     if let Some(path) = &args.junit {
-        let layers = report.layers.iter();
+        let several = builds.len() > 1;
+        let names: Vec<(String, &[crate::executor::TestOutcome])> = builds
+            .iter()
+            .flat_map(|b| {
+                b.report.layers.iter().map(move |l| {
+                    let name = match several {
+                        true => format!("{} ({})", l.label, b.report.arch),
+                        false => l.label.clone(),
+                    };
+                    (name, l.tests.as_slice())
+                })
+            })
+            .collect();
         super::write_junit(
             path,
-            report.system.as_deref(),
-            layers.map(|l| (l.label.as_str(), l.tests.as_slice())),
+            builds.first().and_then(|b| b.report.system.as_deref()),
+            names.iter().map(|(n, t)| (n.as_str(), *t)),
         )?;
     }
-    let targets = patterns
+    match builds.len() {
+        1 => Ok(BuildCommandReport::Build(builds.remove(0))),
+        _ => Ok(BuildCommandReport::Builds {
+            version: crate::ops::build::REPORT_VERSION,
+            builds,
+        }),
+    }
+}
+
+/// `patterns` as they apply to `ctx`'s architecture, when several are
+/// built: a label named exactly that is not built for it is left out
+/// (`None`: nothing is left to build for it). With one architecture,
+/// as given (the build says what is wrong with them).
+fn patterns_for(
+    ctx: &crate::ops::Context,
+    patterns: &[Pattern],
+    arches: usize,
+) -> Result<Option<Vec<Pattern>>> {
+    if arches == 1 {
+        return Ok(Some(patterns.to_vec()));
+    }
+    let kept: Vec<Pattern> = patterns
         .iter()
-        .filter(|p| matches!(p, Pattern::Exact(_)))
-        .map(|p| p.to_string())
+        .filter(|p| match p {
+            Pattern::Exact(l) => ctx.ws.layers.contains_key(l),
+            _ => true,
+        })
+        .cloned()
         .collect();
-    Ok(BuildCommandReport::Build(Built {
-        report,
-        targets,
-        interrupted: crate::interrupt::requested(),
-    }))
+    if kept.is_empty() || ctx.graph.matching(&kept).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(kept))
 }
 
 impl Report for BuildCommandReport {
@@ -142,12 +217,26 @@ impl Report for BuildCommandReport {
                 .iter()
                 .map(|p| {
                     let name = p.system.as_deref().unwrap_or("(none)");
-                    format!("system {name}:\n{}", render_plan(p))
+                    match plans.iter().any(|o| o.arch != p.arch) {
+                        true => format!("system {name}, {}:\n{}", p.arch, render_plan(p)),
+                        false => format!("system {name}:\n{}", render_plan(p)),
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join("\n"),
             BuildCommandReport::FromFailed(r) => render_from_failed(r),
             BuildCommandReport::Build(b) => render_summary(&b.report, &b.targets),
+            BuildCommandReport::Builds { builds, .. } => builds
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{}:\n{}",
+                        b.report.arch,
+                        render_summary(&b.report, &b.targets)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
         }
     }
 
@@ -158,6 +247,15 @@ impl Report for BuildCommandReport {
                 .warnings
                 .iter()
                 .map(|w| format!("warning: {w}"))
+                .collect(),
+            BuildCommandReport::Builds { builds, .. } => builds
+                .iter()
+                .flat_map(|b| {
+                    b.report
+                        .warnings
+                        .iter()
+                        .map(|w| format!("warning: {} ({w})", b.report.arch))
+                })
                 .collect(),
             _ => vec![],
         }
@@ -171,6 +269,7 @@ impl Report for BuildCommandReport {
             }
             BuildCommandReport::FromFailed(_) => Ok(()),
             BuildCommandReport::Build(b) => b.outcome(),
+            BuildCommandReport::Builds { builds, .. } => builds.iter().try_for_each(Built::outcome),
         }
     }
 }

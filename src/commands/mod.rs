@@ -165,7 +165,11 @@ impl<'a> std::ops::Deref for BackendRef<'a> {
 
 /// What every command of a loaded workspace gets.
 pub struct Env<'a> {
+    /// For the first architecture `--arch` names, else the default one.
     pub ctx: Context,
+    /// The architectures `--arch` names (`all`: every declared one); empty
+    /// when it is not given.
+    pub arches: Vec<crate::arch::Arch>,
     storage: &'a cli::StorageArgs,
     backends: Backends<'a>,
     pub progress: crate::progress::Progress,
@@ -174,6 +178,21 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// One context per architecture to cover: those `--arch` names, else
+    /// every one the workspace builds for (the default first).
+    pub fn arch_contexts(&self) -> Result<Vec<Context>> {
+        let mut arches = self.arches.clone();
+        if arches.is_empty() {
+            arches.push(self.ctx.ws.arch);
+            for a in &self.ctx.ws.build.architectures {
+                if !arches.contains(a) {
+                    arches.push(*a);
+                }
+            }
+        }
+        arches.iter().map(|a| self.ctx.for_arch(*a)).collect()
+    }
+
     /// The backend (the composition root: the only place the buildah
     /// backend is chosen).
     pub fn backend(&self) -> Result<BackendRef<'_>> {
@@ -328,7 +347,8 @@ fn dispatch(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Result<()
         crate::progress::Progress::Stderr(_) => crate::progress::Progress::Stderr(cli.ui.progress),
         p => p,
     };
-    let mut env = load(&dir, &cli.storage, backends, progress)?;
+    let arches = parse_arches(&cli.arch)?;
+    let mut env = load(&dir, &cli.storage, backends, progress, arches)?;
     env.verbose = cli.ui.verbose;
     match command {
         Command::Build(a) => finish(out, quiet, a.json, &build::exec(&env, a)?),
@@ -390,16 +410,46 @@ fn load<'a>(
     storage: &'a cli::StorageArgs,
     backends: Backends<'a>,
     progress: crate::progress::Progress,
+    given: Option<Vec<crate::arch::Arch>>,
 ) -> Result<Env<'a>> {
-    let ctx = Context::load(dir)?;
+    let ctx = Context::load_for(dir, given.as_ref().and_then(|g| g.first().copied()))?;
     crate::ops::gc::remove_leftover_vars(&ctx.ws.cache_dir);
+    // `--arch all`: every architecture the workspace builds for.
+    let arches = given.unwrap_or_else(|| ctx.ws.build.architectures.clone());
     Ok(Env {
+        arches,
         ctx,
         storage,
         backends,
         progress,
         verbose: false,
     })
+}
+
+/// `--arch`: `None` for `all`, else the named architectures, each once,
+/// in order (empty when it is not given).
+fn parse_arches(given: &[String]) -> Result<Option<Vec<crate::arch::Arch>>> {
+    if given.iter().any(|g| g == "all") {
+        if given.len() > 1 {
+            return Err(Error::input(
+                "--arch all names every architecture; give it alone",
+            ));
+        }
+        return Ok(None);
+    }
+    let mut out = vec![];
+    for g in given {
+        let a = crate::arch::Arch::parse(g).ok_or_else(|| {
+            Error::input(format!("unknown architecture '{g}'")).with_hint(format!(
+                "use one of: {}, or all",
+                crate::arch::KNOWN.join(", ")
+            ))
+        })?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// `--json` off: a report that is only text.

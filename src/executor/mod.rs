@@ -64,6 +64,10 @@ pub struct BuildRequest {
     pub reuse_container: bool,
     /// Values redacted from the log, progress lines and error messages.
     pub secrets: crate::secrets::Secrets,
+    /// The image's architecture: `buildah from --arch` when it is not the
+    /// host's (commands then run under qemu-user-static), and `{arch}` /
+    /// `{debian_arch}` in setup commands.
+    pub arch: crate::arch::Arch,
 }
 
 impl BuildRequest {
@@ -284,6 +288,11 @@ pub trait Executor: Sync {
     /// Checks the tools this executor needs are present; `needs_play` when a
     /// layer to build runs an Ansible playbook.
     fn preflight(&self, needs_play: bool) -> ToolResult<()>;
+    /// Checks that commands for `arch`, a foreign architecture, can run
+    /// here (under qemu-user-static through binfmt_misc).
+    fn emulation(&self, _arch: crate::arch::Arch) -> ToolResult<()> {
+        Ok(())
+    }
     fn build(&self, req: &BuildRequest, sink: &dyn StepSink) -> BuildResult;
     /// Runs a built image's tests in one fresh container (`layerbuild test`).
     fn run_tests(&self, req: &TestRequest) -> ToolResult<Vec<TestOutcome>>;

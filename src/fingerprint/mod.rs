@@ -108,6 +108,10 @@ pub struct Definition {
     /// timeout): a boot on other terms is another test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<String>,
+    /// The architecture built for, unless x86_64 (whose digests are those
+    /// of layers built before layerbuild knew other architectures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
 }
 
 /// The boot tests' runner (the kernel arguments layerbuild sets, the
@@ -1058,6 +1062,7 @@ fn definition(ws: &Workspace, layer: &Layer) -> Definition {
                 b.cmdline, b.memory_mib, b.timeout_secs
             )
         }),
+        arch: (ws.arch != crate::arch::Arch::X86_64).then(|| ws.arch.name().to_string()),
     }
 }
 

@@ -70,13 +70,34 @@ pub struct Context {
 
 impl Context {
     /// Finds the workspace from `dir` (or its parents) and validates it.
+    /// Its layers are those built for the host's architecture when the
+    /// workspace builds for it, else for the first it names.
     pub fn load(dir: &Path) -> Result<Context> {
+        Context::load_for(dir, None)
+    }
+
+    /// [`Context::load`] for `arch` (`None`: the default one).
+    pub fn load_for(dir: &Path, arch: Option<crate::arch::Arch>) -> Result<Context> {
         let t = std::time::Instant::now();
         let root = workspace::find_root(dir)?;
         let ws = Workspace::load(&root)?;
+        let ws = ws.for_arch(arch.unwrap_or(ws.arch))?;
         let t = crate::timings::phase("load the Layerfile", t);
         let graph = LayerGraph::new(&ws)?;
         crate::timings::phase("build the graph", t);
+        Ok(Context { ws, graph })
+    }
+
+    /// The same workspace for another architecture.
+    pub fn for_arch(&self, arch: crate::arch::Arch) -> Result<Context> {
+        if arch == self.ws.arch {
+            return Ok(Context {
+                ws: self.ws.clone(),
+                graph: LayerGraph::new(&self.ws)?,
+            });
+        }
+        let ws = self.ws.for_arch(arch)?;
+        let graph = LayerGraph::new(&ws)?;
         Ok(Context { ws, graph })
     }
 }

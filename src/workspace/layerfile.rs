@@ -73,6 +73,8 @@ pub(crate) struct RawBuild {
     pub reproducible: Option<bool>,
     /// How plays reach the working container: `chroot` or `buildah`.
     pub ansible_connection: Option<Spanned<String>>,
+    /// The CPU architectures every layer is built for (`x86_64`, `aarch64`).
+    pub architectures: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +171,8 @@ pub(crate) struct RawLayer {
     pub boot_tests: Vec<String>,
     /// How the image boots (netboot export, `boot`, boot tests).
     pub boot: Option<Spanned<RawBoot>>,
+    /// Restricts the layer to some of the workspace's architectures.
+    pub architectures: Option<Spanned<Vec<String>>>,
 }
 
 /// `[layers."t/l".boot]`.

@@ -15,6 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 use toml::Spanned;
 
+use crate::arch::Arch;
 use crate::error::{Error, Location, Result};
 use crate::label::Label;
 use layerfile::{RawFragment, RawLayer, RawLayerfile, RawOutput, RawSystem};
@@ -45,6 +46,14 @@ pub struct Workspace {
     pub gitlab: GitlabSettings,
     /// `[publish.s3]`, when set.
     pub publish_s3: Option<S3Settings>,
+    /// The architecture this model is for: `layers` holds the layers built
+    /// for it ([`Workspace::for_arch`]). The host's when the workspace
+    /// builds for it, else the first of `[build] architectures`.
+    pub arch: Arch,
+    /// The layers not built for `arch` (for [`Workspace::for_arch`] and
+    /// for errors naming one of them).
+    #[serde(skip)]
+    pub other_arch_layers: BTreeMap<Label, Layer>,
 }
 
 /// `[publish.s3]`: the bucket `layerbuild publish` writes netboot releases
@@ -76,6 +85,9 @@ pub struct BuildSettings {
     /// The timestamp reproducible images carry: `SOURCE_DATE_EPOCH`, else 0.
     /// Not an input: the same inputs committed at another epoch are the same layer.
     pub source_date_epoch: i64,
+    /// `[build] architectures`: what every layer is built for unless it
+    /// restricts itself (default `["x86_64"]`), in the order given.
+    pub architectures: Vec<Arch>,
 }
 
 /// The shared cache in an OCI registry.
@@ -157,6 +169,12 @@ pub struct Layer {
     pub boot_tests: Vec<String>,
     /// How the image boots.
     pub boot: BootSettings,
+    /// The architectures it is built for: its own `architectures`, else its
+    /// parent layer's, else `[build] architectures`.
+    pub architectures: Vec<Arch>,
+    /// Where its own `architectures` is, when it has one.
+    #[serde(skip)]
+    pub architectures_at: Option<Location>,
     /// Where the layer's table starts, for error messages.
     pub defined_at: Location,
 }
@@ -394,6 +412,37 @@ impl Workspace {
         let ws = check_into(root, Some(text), &mut errs);
         (ws, errs)
     }
+    /// The model for `arch`: its layers are those built for it. An error
+    /// when the workspace does not build for it.
+    pub fn for_arch(&self, arch: Arch) -> Result<Workspace> {
+        if !self.build.architectures.contains(&arch) {
+            return Err(Error::input(format!(
+                "this workspace does not build for {arch}; [build] architectures = [{}]",
+                self.build
+                    .architectures
+                    .iter()
+                    .map(|a| format!("\"{a}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .with_hint(format!(
+                "add \"{arch}\" there, or name one of them with --arch"
+            )));
+        }
+        let mut ws = self.clone();
+        ws.arch = arch;
+        let all = std::mem::take(&mut ws.layers)
+            .into_iter()
+            .chain(std::mem::take(&mut ws.other_arch_layers));
+        for (label, layer) in all {
+            match layer.architectures.contains(&arch) {
+                true => ws.layers.insert(label, layer),
+                false => ws.other_arch_layers.insert(label, layer),
+            };
+        }
+        Ok(ws)
+    }
+
     /// Picks the system named by `--system`, or the only one.
     /// `None` when the workspace declares no system at all.
     pub fn system(&self, requested: Option<&str>) -> Result<Option<&System>> {
@@ -494,10 +543,15 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
     let include = raw.workspace.include.clone();
     let tables = gather_tables(&root, &allow_outside, main, parsed, &include, errs);
     let systems = resolve_systems(&root, &allow_outside, &tables, errs);
-    let layers = resolve_layers(&root, &allow_outside, tables, errs);
+    let mut layers = resolve_layers(&root, &allow_outside, tables, errs);
     if let Err(e) = check_output_paths(&root, &layers) {
         errs.push(e);
     }
+    resolve_architectures(&mut layers, &build.architectures, errs);
+    let arch = match Arch::host() {
+        Some(h) if build.architectures.contains(&h) => h,
+        _ => build.architectures[0],
+    };
     Some(Workspace {
         layerfile: root.join(LAYERFILE),
         root,
@@ -510,7 +564,105 @@ fn check_into(root: &Path, text: Option<&str>, errs: &mut Vec<Error>) -> Option<
         cache,
         gitlab,
         publish_s3,
+        arch,
+        other_arch_layers: BTreeMap::new(),
     })
+}
+
+/// Each layer's architectures: its own list (within `[build]
+/// architectures` and its parent layer's), else its parent layer's, else
+/// the workspace's. Boot tests run in an x86_64 virtual machine only.
+fn resolve_architectures(
+    layers: &mut BTreeMap<Label, Layer>,
+    workspace: &[Arch],
+    errs: &mut Vec<Error>,
+) {
+    // Parents first; a cycle (reported by the graph) stops the walk.
+    let mut done: BTreeMap<Label, Vec<Arch>> = BTreeMap::new();
+    let labels: Vec<Label> = layers.keys().cloned().collect();
+    for label in labels {
+        let mut chain = vec![label.clone()];
+        while let Some(Parent::Layer(p)) = layers.get(chain.last().unwrap()).map(|l| &l.parent) {
+            if done.contains_key(p) || chain.contains(p) || !layers.contains_key(p) {
+                break;
+            }
+            chain.push(p.clone());
+        }
+        for l in chain.into_iter().rev() {
+            if done.contains_key(&l) {
+                continue;
+            }
+            let layer = &layers[&l];
+            let inherited: Vec<Arch> = match &layer.parent {
+                Parent::Layer(p) => done.get(p).cloned().unwrap_or_else(|| workspace.to_vec()),
+                _ => workspace.to_vec(),
+            };
+            let own = &layer.architectures;
+            let at = || {
+                layer
+                    .architectures_at
+                    .clone()
+                    .unwrap_or_else(|| layer.defined_at.clone())
+            };
+            let effective = if own.is_empty() {
+                inherited
+            } else if let Some(a) = own.iter().find(|a| !workspace.contains(a)) {
+                errs.push(
+                    Error::input_at(
+                        at(),
+                        format!("{l} is restricted to {a}, which [build] architectures does not name"),
+                    )
+                    .with_hint(format!(
+                        "add \"{a}\" to [build] architectures, or restrict the layer to some of: {}",
+                        names(workspace)
+                    )),
+                );
+                own.clone()
+            } else if let Some(a) = own.iter().find(|a| !inherited.contains(a)) {
+                let Parent::Layer(p) = &layer.parent else {
+                    unreachable!("only a parent layer narrows the inherited architectures")
+                };
+                errs.push(
+                    Error::input_at(
+                        at(),
+                        format!("{l} is built for {a}, but its parent {p} is not"),
+                    )
+                    .with_hint(format!(
+                        "a layer's architectures are some of its parent's: {}",
+                        names(&inherited)
+                    )),
+                );
+                own.clone()
+            } else {
+                own.clone()
+            };
+            if !layer.boot_tests.is_empty()
+                && let Some(a) = effective.iter().find(|a| **a != Arch::X86_64)
+            {
+                errs.push(
+                    Error::input_at(
+                        layer.defined_at.clone(),
+                        format!("{l} has boot tests, which run in an x86_64 virtual machine only; it is also built for {a}"),
+                    )
+                    .with_hint("restrict the layer with architectures = [\"x86_64\"], or move the boot tests to an x86_64-only child"),
+                );
+            }
+            done.insert(l, effective);
+        }
+    }
+    for (label, archs) in done {
+        if let Some(layer) = layers.get_mut(&label) {
+            layer.architectures = archs;
+        }
+    }
+}
+
+fn names(archs: &[Arch]) -> String {
+    archs
+        .iter()
+        .map(|a| a.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `[workspace] name`, checked, or the root directory's name made usable.
@@ -622,7 +774,43 @@ fn build_settings(
             .unwrap_or_else(|| "overlay".into()),
         reproducible: raw.build.reproducible.unwrap_or(false) || epoch.is_some(),
         source_date_epoch: epoch.unwrap_or(0),
+        architectures: match &raw.build.architectures {
+            None => vec![Arch::X86_64],
+            Some(a) => match keep(errs, parse_architectures(main, a)) {
+                Some(list) if !list.is_empty() => list,
+                Some(_) => {
+                    errs.push(
+                        Error::input_at(main.at(a.span()), "[build] architectures is empty")
+                            .with_hint("name at least one, e.g. [\"x86_64\"] (the default)"),
+                    );
+                    vec![Arch::X86_64]
+                }
+                None => vec![Arch::X86_64],
+            },
+        },
     }
+}
+
+/// An `architectures` list: known names, each once, in the order given.
+fn parse_architectures(file: &SourceFile, raw: &Spanned<Vec<String>>) -> Result<Vec<Arch>> {
+    let mut out: Vec<Arch> = vec![];
+    for name in raw.get_ref() {
+        let Some(a) = Arch::parse(name) else {
+            return Err(Error::input_at(
+                file.at(raw.span()),
+                format!("unknown architecture '{name}'"),
+            )
+            .with_hint(format!("use some of: {}", crate::arch::KNOWN.join(", "))));
+        };
+        if out.contains(&a) {
+            return Err(Error::input_at(
+                file.at(raw.span()),
+                format!("architecture '{name}' is named twice"),
+            ));
+        }
+        out.push(a);
+    }
+    Ok(out)
 }
 
 /// `[cache]`, checked.
@@ -1363,6 +1551,23 @@ fn resolve_layer(
         None => BootSettings::default(),
         Some(b) => keep(errs, resolve_boot(file, &label, b)).unwrap_or_default(),
     };
+    let architectures = match &raw.architectures {
+        None => vec![],
+        Some(a) => match keep(errs, parse_architectures(file, a)) {
+            Some(list) if list.is_empty() => {
+                errs.push(
+                    Error::input_at(
+                        file.at(a.span()),
+                        format!("{label}: architectures is empty"),
+                    )
+                    .with_hint("leave it out to build the layer for its parent's architectures"),
+                );
+                vec![]
+            }
+            Some(list) => list,
+            None => vec![],
+        },
+    };
     if errs.len() > errs_before {
         return None;
     }
@@ -1385,6 +1590,8 @@ fn resolve_layer(
         outputs,
         boot_tests: raw.boot_tests,
         boot,
+        architectures,
+        architectures_at: raw.architectures.as_ref().map(|a| file.at(a.span())),
         defined_at,
     })
 }

@@ -230,6 +230,32 @@ impl Executor for Buildah {
         Ok(())
     }
 
+    fn emulation(&self, arch: crate::arch::Arch) -> ToolResult<()> {
+        // qemu-user-static registers the interpreter with the F flag, so
+        // it is found inside a chroot too.
+        let entry = format!("/proc/sys/fs/binfmt_misc/qemu-{}", arch.name());
+        match std::fs::read_to_string(&entry) {
+            Ok(text) if text.lines().next() == Some("enabled") => Ok(()),
+            Ok(_) => Err(ToolError::new(
+                ToolErrorKind::Failed,
+                "binfmt_misc",
+                "emulation",
+                format!("{arch} programs cannot run here: {entry} is disabled"),
+            )
+            .with_hint(format!("enable it: update-binfmts --enable qemu-{}", arch.name()))),
+            Err(e) => Err(ToolError::new(
+                ToolErrorKind::NotStarted,
+                "binfmt_misc",
+                "emulation",
+                format!("{arch} programs cannot run here: {entry}: {e}"),
+            )
+            .with_hint(format!(
+                "install qemu-user-static and binfmt-support (apt-get install -y qemu-user-static binfmt-support), and mount binfmt_misc if it is not (mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable qemu-{})",
+                arch.name()
+            ))),
+        }
+    }
+
     fn build(&self, req: &BuildRequest, sink: &dyn StepSink) -> BuildResult {
         session::build(self, req, sink)
     }

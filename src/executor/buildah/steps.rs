@@ -234,6 +234,9 @@ pub fn steps(req: &BuildRequest) -> Vec<Step> {
             BaseImage::Unbuilt(label) => Arg::ImageOf(label.clone()),
         };
         let mut argv = buildah(&["from", "--name", ctr]);
+        if req.arch.is_foreign() {
+            argv.extend([text("--arch"), text(req.arch.oci())]);
+        }
         argv.push(image);
         let from = Mode::From {
             container: ctr.into(),
@@ -273,8 +276,13 @@ fn body_steps(req: &BuildRequest) -> Vec<Step> {
     let body = |name: String, action: Action| step(Some(name), Phase::Body, action);
     let mut s = vec![];
     for cmd in &req.setup {
-        let mut c = Cmd::new(vec![text("sh"), text("-c"), Arg::WithMount(cmd.clone())])
-            .env("LAYERBUILD_ROOT", Arg::Mount);
+        let arch = cmd
+            .replace("{arch}", req.arch.name())
+            .replace("{debian_arch}", req.arch.debian());
+        let mut c = Cmd::new(vec![text("sh"), text("-c"), Arg::WithMount(arch)])
+            .env("LAYERBUILD_ROOT", Arg::Mount)
+            .env("LAYERBUILD_ARCH", text(req.arch.name()))
+            .env("LAYERBUILD_DEBIAN_ARCH", text(req.arch.debian()));
         c.dir = Some(req.workspace_root.clone());
         let action = run(c, Mode::Stream, &format!("setup command `{cmd}`"));
         s.push(body(format!("setup: {cmd}"), action));
@@ -748,6 +756,7 @@ mod tests {
             work_dir: "/work".into(),
             reuse_container: false,
             secrets: Default::default(),
+            arch: crate::arch::Arch::X86_64,
         }
     }
 

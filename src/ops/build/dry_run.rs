@@ -29,6 +29,8 @@ pub const PLAN_VERSION: u32 = 1;
 pub struct PlanReport {
     pub version: u32,
     pub system: Option<String>,
+    /// The architecture planned for.
+    pub arch: crate::arch::Arch,
     /// In topological order.
     pub layers: Vec<PlannedLayer>,
     pub dirty: usize,
@@ -98,6 +100,7 @@ pub fn plan(
     let mut report = PlanReport {
         version: PLAN_VERSION,
         system: sys.map(str::to_string),
+        arch: ws.arch,
         layers: vec![],
         dirty: 0,
         fresh: 0,

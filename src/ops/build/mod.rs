@@ -42,6 +42,7 @@ pub use registry::RegistryUse;
 pub use report::{BuildReport, LayerResult, LayerStatus, REPORT_VERSION, render_summary};
 pub(crate) use request::{new_log_path, play_request};
 
+#[derive(Clone)]
 pub struct BuildOptions {
     pub patterns: Vec<Pattern>,
     pub system: Option<String>,
@@ -92,6 +93,9 @@ pub fn build(
         ws.layers[l].playbook.is_some() && !registry.as_ref().is_some_and(|r| r.holds(d))
     });
     executor.preflight(needs_play)?;
+    if ws.arch.is_foreign() && !local_misses.is_empty() {
+        executor.emulation(ws.arch)?;
+    }
 
     let reporter = reporter_for(labels.len());
     let run = attempt::RunCtx {
@@ -124,6 +128,7 @@ pub fn build(
 
     let mut report = report::BuildReport::new(
         system.map(|s| s.name.clone()),
+        ws.arch,
         registry.as_ref().map(|r| r.url.clone()),
         warnings(registry.as_ref(), needs_play),
     );

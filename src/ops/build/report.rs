@@ -21,6 +21,8 @@ pub const REPORT_VERSION: u32 = 1;
 pub struct BuildReport {
     pub version: u32,
     pub system: Option<String>,
+    /// The architecture built for.
+    pub arch: crate::arch::Arch,
     pub layers: Vec<LayerResult>,
     pub built: usize,
     /// Pulled from the shared registry instead of built.
@@ -227,12 +229,14 @@ impl LayerResult {
 impl BuildReport {
     pub(super) fn new(
         system: Option<String>,
+        arch: crate::arch::Arch,
         registry: Option<String>,
         warnings: Vec<String>,
     ) -> Self {
         BuildReport {
             version: REPORT_VERSION,
             system,
+            arch,
             layers: vec![],
             built: 0,
             pulled: 0,

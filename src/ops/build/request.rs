@@ -73,6 +73,7 @@ pub(super) fn request(
         work_dir: PathBuf::new(),
         reuse_container: false,
         secrets: Default::default(),
+        arch: ws.arch,
     }
 }
 
