@@ -3,7 +3,7 @@
 # and gitlab-ci-local (pinned, under target/tools) for tests/gitlab.rs.
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
-packages="buildah ansible mmdebstrap busybox-static skopeo squashfs-tools docker-registry git time rsync graphviz util-linux file"
+packages="buildah ansible mmdebstrap busybox-static skopeo squashfs-tools docker-registry git time rsync graphviz util-linux file qemu-user-static binfmt-support"
 # gitlab-ci-local runs on node; a node already on PATH is used as it is.
 command -v node >/dev/null 2>&1 || packages="$packages nodejs npm"
 missing=""
@@ -28,6 +28,32 @@ if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install
     exit 3
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86
+fi
+# Foreign architectures ([build] architectures): their commands run under
+# qemu-user-static, which binfmt_misc hands them to.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+update-binfmts --enable qemu-aarch64 2>/dev/null || true
+if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
+  echo "error: qemu-aarch64 is not registered in binfmt_misc: update-binfmts --enable qemu-aarch64" >&2
+  exit 3
+fi
+# tests/multiarch.rs: Debian's static busybox for aarch64, unpacked (not
+# installed: it would replace the host's) where the fixture looks for it.
+bb_dir=/usr/local/lib/layerbuild/busybox
+if [ ! -x "$bb_dir/busybox-aarch64" ]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+    apt-get update
+  fi
+  bb_tmp=$(mktemp -d)
+  chmod 777 "$bb_tmp" # apt-get download fetches as _apt
+  (cd "$bb_tmp" && apt-get download busybox-static:arm64)
+  dpkg-deb -x "$bb_tmp"/busybox-static_*_arm64.deb "$bb_tmp/root"
+  mkdir -p "$bb_dir"
+  cp "$bb_tmp/root/bin/busybox" "$bb_dir/busybox-aarch64"
+  rm -rf "$bb_tmp"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo is missing: install Rust (https://rustup.rs) and run this again" >&2

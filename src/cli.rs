@@ -29,7 +29,7 @@ pub struct Cli {
     pub ui: UiArgs,
 
     /// The CPU architecture to work on: one of `[build] architectures`
-    /// (x86_64, aarch64), repeated for several, or `all`. `build`, `push`,
+    /// (x86_64, aarch64), repeated for several, or `all`. `build`,
     /// `promote` and `publish` cover every architecture of the workspace
     /// by default; other commands the host's (else the first declared).
     #[arg(long, global = true, value_name = "ARCH", help_heading = GLOBAL)]

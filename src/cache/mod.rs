@@ -128,6 +128,10 @@ const MIGRATIONS: &[&str] = &[
         promoted_by     TEXT NOT NULL
     );
     CREATE INDEX releases_by_name ON releases (release, label, id);",
+    // 11: the architecture of a promotion (a release of several is a
+    //     manifest list: one row per architecture, `manifest_digest` its
+    //     entry's manifest).
+    "ALTER TABLE releases ADD COLUMN arch TEXT NOT NULL DEFAULT 'x86_64';",
 ];
 
 /// A group of a manifest's files with one origin is stored as a shared
@@ -247,6 +251,8 @@ pub struct ReleaseRecord {
     pub promoted_at: i64,
     /// `CI_JOB_URL`, else `$USER`, else `unknown`.
     pub promoted_by: String,
+    /// The architecture (`x86_64`, `aarch64`).
+    pub arch: String,
 }
 
 pub struct Cache {
@@ -840,8 +846,8 @@ impl Cache {
     pub fn record_release(&mut self, r: &ReleaseRecord) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO releases (release, label, system, digest, reference, manifest_digest, previous, promoted_at, promoted_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO releases (release, label, system, digest, reference, manifest_digest, previous, promoted_at, promoted_by, arch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     r.release,
                     r.label,
@@ -851,7 +857,8 @@ impl Cache {
                     r.manifest_digest,
                     r.previous.as_ref().map(Digest::as_str),
                     r.promoted_at,
-                    r.promoted_by
+                    r.promoted_by,
+                    r.arch
                 ],
             )?;
             Ok(())
@@ -869,7 +876,7 @@ impl Cache {
         let releases = releases.map(|r| serde_json::to_string(r).expect("names serialise"));
         self.read(|conn| {
             conn.prepare(
-                "SELECT release, label, system, digest, reference, manifest_digest, previous, promoted_at, promoted_by
+                "SELECT release, label, system, digest, reference, manifest_digest, previous, promoted_at, promoted_by, arch
                  FROM releases
                  WHERE (?1 IS NULL OR label IN (SELECT value FROM json_each(?1)))
                    AND (?2 IS NULL OR release IN (SELECT value FROM json_each(?2)))
@@ -886,6 +893,7 @@ impl Cache {
                     previous: r.get::<_, Option<String>>(6)?.map(Digest::from),
                     promoted_at: r.get(7)?,
                     promoted_by: r.get(8)?,
+                    arch: r.get(9)?,
                 })
             })?
             .collect()

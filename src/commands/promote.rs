@@ -10,7 +10,8 @@ use crate::cache::ReleaseRecord;
 use crate::cli::{PromoteArgs, ReleasesArgs};
 use crate::error::Result;
 use crate::ops::promote::{
-    PromoteOptions, Promotion, ReleasesOptions, promote, promoter, releases, render_releases,
+    PromoteOptions, Promotion, ReleasesOptions, promote, promote_list, promoter, releases,
+    render_releases,
 };
 use crate::status::PromoteStatus;
 
@@ -32,11 +33,37 @@ pub fn exec(env: &Env, args: PromoteArgs) -> Result<Promotion> {
         by,
     };
     let backend = env.backend()?;
-    promote(&env.ctx, &opts, &*backend)
+    // Every architecture the layer is built for (or those --arch names).
+    let contexts: Vec<_> = env
+        .arch_contexts()?
+        .into_iter()
+        .filter(|c| c.ws.layers.contains_key(&opts.label))
+        .collect();
+    match contexts.len() {
+        0 | 1 => promote(contexts.first().unwrap_or(&env.ctx), &opts, &*backend),
+        _ => promote_list(&contexts, &opts, &*backend),
+    }
 }
 
 impl Report for Promotion {
     fn render(&self) -> String {
+        let mut s = self.render_head();
+        for a in &self.architectures {
+            s.push_str(&format!(
+                "  {}: {} ({})\n",
+                a.arch, a.source, a.manifest_digest
+            ));
+        }
+        s
+    }
+}
+
+trait Head {
+    fn render_head(&self) -> String;
+}
+
+impl Head for Promotion {
+    fn render_head(&self) -> String {
         let moved = match &self.previous {
             Some(p) => format!(" (it held {})", p.short()),
             None => String::new(),

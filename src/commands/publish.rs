@@ -9,10 +9,22 @@ use crate::error::Result;
 use crate::executor::s3::AwsCli;
 use crate::ops::export::human_bytes;
 use crate::ops::promote::promoter;
-use crate::ops::publish::{ARCH, Publication, PublishOptions, publish, settings};
+use crate::ops::publish::{Publication, PublishOptions, publish, settings};
 use crate::status::{ObjectStatus, PublishStatus};
 
-pub fn exec(env: &Env, args: PublishArgs) -> Result<Publication> {
+/// One publication, or one per architecture (each under its own
+/// `<release>/<arch>/`), in order.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+pub enum PublishReport {
+    One(Publication),
+    Several {
+        version: u32,
+        publications: Vec<Publication>,
+    },
+}
+
+pub fn exec(env: &Env, args: PublishArgs) -> Result<PublishReport> {
     let label = crate::ops::one_layer(&env.ctx.graph, &args.label)?;
     let system = crate::ops::one_system(&env.ctx.ws, &args.system.system, "publish")?;
     let store = AwsCli::new(settings(&env.ctx.ws)?);
@@ -20,16 +32,40 @@ pub fn exec(env: &Env, args: PublishArgs) -> Result<Publication> {
         std::env::var("CI_JOB_URL").ok().as_deref(),
         std::env::var("USER").ok().as_deref(),
     );
-    let opts = PublishOptions {
-        label,
-        system,
-        release: args.release,
-        arch: ARCH.into(),
-        by,
-        force: args.force,
-    };
     let backend = env.backend()?;
-    publish(&env.ctx, &opts, &*backend, &store)
+    let mut publications = vec![];
+    for ctx in env.arch_contexts()? {
+        if !ctx.ws.layers.contains_key(&label) {
+            continue;
+        }
+        let opts = PublishOptions {
+            label: label.clone(),
+            system: system.clone(),
+            release: args.release.clone(),
+            arch: ctx.ws.arch.name().into(),
+            by: by.clone(),
+            force: args.force,
+        };
+        publications.push(publish(&ctx, &opts, &*backend, &store)?);
+    }
+    Ok(match publications.len() {
+        1 => PublishReport::One(publications.remove(0)),
+        _ => PublishReport::Several {
+            version: 1,
+            publications,
+        },
+    })
+}
+
+impl Report for PublishReport {
+    fn render(&self) -> String {
+        match self {
+            PublishReport::One(p) => p.render(),
+            PublishReport::Several { publications, .. } => {
+                publications.iter().map(Report::render).collect()
+            }
+        }
+    }
 }
 
 impl Report for Publication {

@@ -377,6 +377,35 @@ pub trait Registry: Sync {
     /// registry: a copy of the manifest, as it is (its digest preserved),
     /// uploading no blob the registry already has.
     fn copy_tag(&self, from: &str, to: &str, tls_verify: bool) -> ToolResult<()>;
+    /// The entries (OCI architecture, manifest digest) of the manifest
+    /// list a reference names; empty when it names a single image's
+    /// manifest, `None` when the tag is absent.
+    fn manifest_list(
+        &self,
+        reference: &str,
+        _tls_verify: bool,
+    ) -> ToolResult<Option<Vec<(String, String)>>> {
+        Err(no_lists(reference))
+    }
+    /// Tags `to` with a manifest list of the images `sources` name, all in
+    /// `to`'s repository: only the list is written (no image is copied).
+    fn put_manifest_list(
+        &self,
+        to: &str,
+        _sources: &[String],
+        _tls_verify: bool,
+    ) -> ToolResult<()> {
+        Err(no_lists(to))
+    }
+}
+
+fn no_lists(reference: &str) -> ToolError {
+    ToolError::new(
+        ToolErrorKind::Failed,
+        "registry",
+        "manifest list",
+        format!("{reference}: this backend keeps no manifest lists"),
+    )
 }
 
 /// Exports and pushes of committed images.

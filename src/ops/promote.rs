@@ -58,6 +58,25 @@ pub struct Promotion {
     /// Unix time, seconds (the promotion recorded; `null` when nothing moved).
     pub promoted_at: Option<i64>,
     pub promoted_by: String,
+    /// A release of several architectures: each one's image (the release
+    /// tag names a manifest list of them, `manifest_digest` the list's).
+    /// Empty for a release of one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub architectures: Vec<ArchImage>,
+}
+
+/// One architecture's image in a release's manifest list.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchImage {
+    pub arch: crate::arch::Arch,
+    pub digest: Digest,
+    /// Its content tag.
+    pub source: String,
+    /// Its manifest: the list's entry.
+    pub manifest_digest: String,
+    /// The layer digest the release held for this architecture before,
+    /// when another (`None`: the same, or none).
+    pub previous: Option<Digest>,
 }
 
 /// Who promotes: the CI job (`CI_JOB_URL`), else the user (`USER`), else `unknown`.
@@ -264,6 +283,7 @@ pub fn promote(ctx: &Context, opts: &PromoteOptions, registry: &dyn Registry) ->
         dry_run: opts.dry_run,
         promoted_at: None,
         promoted_by: opts.by.clone(),
+        architectures: vec![],
     };
     if previous.is_none() {
         return Ok(report);
@@ -295,7 +315,236 @@ pub fn promote(ctx: &Context, opts: &PromoteOptions, registry: &dyn Registry) ->
         previous: report.previous.clone(),
         promoted_at,
         promoted_by: opts.by.clone(),
+        arch: ws.arch.name().to_string(),
     })?;
+    report.status = PromoteStatus::Promoted;
+    report.promoted_at = Some(promoted_at);
+    Ok(report)
+}
+
+/// [`promote`] for a layer built for several architectures, one context
+/// each (the first the default one): the release tag becomes a manifest
+/// list of their content tags, written alone (no image is copied). Each
+/// architecture is refused as [`promote`] refuses one; a release holding
+/// other layer digests for any of them moves only with `force`.
+pub fn promote_list(
+    contexts: &[Context],
+    opts: &PromoteOptions,
+    registry: &dyn Registry,
+) -> Result<Promotion> {
+    check_release_name(&opts.release)?;
+    if opts.digest.is_some() {
+        return Err(Error::input(format!(
+            "--digest names one architecture's image, and {} is built for several",
+            opts.label
+        ))
+        .with_hint(
+            "name the architecture too: --arch ARCH --digest DIGEST (a release of that one alone)",
+        ));
+    }
+    let ws = &contexts[0].ws;
+    let label = &opts.label;
+    let url = super::ci::registry_url(opts.registry.as_deref(), ws)?.ok_or_else(|| {
+        Error::input("promote needs the shared registry, and none is set").with_hint(
+            "give --registry host[:port]/path, or set registry under [cache] in Layerfile.toml",
+        )
+    })?;
+    let tls = ws.cache.tls_verify;
+    let system_name = ws.system(opts.system.as_deref())?.map(|s| s.name.clone());
+    let cache = Cache::open_existing(&ws.db_path())?;
+    let target = reference(&url, label, &opts.release);
+    let err = |e| registry_error(e, &url);
+    // Each architecture's digest, built, pushed and labelled.
+    let mut images: Vec<ArchImage> = vec![];
+    for ctx in contexts {
+        let ws = &ctx.ws;
+        let system = ws.system(opts.system.as_deref())?;
+        let labels = ctx.graph.select(&[Pattern::Exact(label.clone())])?;
+        let prints = super::fingerprints(
+            ws,
+            system,
+            &labels,
+            crate::fingerprint::session::Want::Digests,
+        )?;
+        let digest = prints.prints[label].digest.clone();
+        check_built(cache.as_ref(), label, &digest, false)?;
+        let source = reference(&url, label, digest.as_str());
+        let held = match registry.lookup(&source, tls).map_err(err)? {
+            RegistryEntry::Present { label } => Some(label),
+            RegistryEntry::Absent => None,
+        };
+        let manifest = match held {
+            Some(_) => registry.manifest_digest(&source, tls).map_err(err)?,
+            None => None,
+        };
+        let short = digest.short();
+        let manifest = match (held, manifest) {
+            (Some(l), Some(m)) if l == digest => m,
+            (Some(l), Some(_)) => {
+                return Err(Error::refused(format!(
+                    "{source} is not {label} at {short} ({}): its image is labelled with digest {}",
+                    ws.arch,
+                    l.short()
+                ))
+                .with_hint(format!(
+                    "push the tested image again: `layerbuild --arch {} push --force {label} {source}`",
+                    ws.arch
+                )));
+            }
+            _ => {
+                return Err(Error::refused(format!(
+                    "{label} at {short} ({}) is not in the registry: {source} does not exist",
+                    ws.arch
+                ))
+                .with_hint(format!(
+                    "push it: a build in read-write cache mode pushes every layer it builds, or `layerbuild --arch {} push {label} {source}`",
+                    ws.arch
+                )));
+            }
+        };
+        images.push(ArchImage {
+            arch: ws.arch,
+            digest,
+            source,
+            manifest_digest: manifest,
+            previous: None,
+        });
+    }
+    // What the release holds now, architecture by architecture.
+    let held_entries = registry.manifest_list(&target, tls).map_err(err)?;
+    let mut same = held_entries.is_some();
+    let mut moved = vec![];
+    if let Some(entries) = &held_entries {
+        let repository = target.rsplit_once(':').map(|(r, _)| r).unwrap_or(&target);
+        let single = entries.is_empty();
+        for image in &mut images {
+            let entry = match single {
+                // A release of one image (promoted before the layer had
+                // several architectures): it holds the default one's.
+                true => (image.arch == ws.arch).then(|| target.clone()),
+                false => entries
+                    .iter()
+                    .find(|(a, _)| a == image.arch.oci())
+                    .map(|(_, d)| format!("{repository}@{d}")),
+            };
+            let held_digest = match &entry {
+                Some(r) => match registry.lookup(r, tls).map_err(err)? {
+                    RegistryEntry::Present { label } => Some(label),
+                    RegistryEntry::Absent => None,
+                },
+                None => None,
+            };
+            let held_manifest = match (single, &entry) {
+                (false, Some(r)) => r.rsplit_once('@').map(|(_, d)| d.to_string()),
+                _ => None,
+            };
+            if held_manifest.as_deref() != Some(image.manifest_digest.as_str()) {
+                same = false;
+            }
+            if held_digest.as_ref() != Some(&image.digest) {
+                image.previous = Some(held_digest.unwrap_or_default());
+                moved.push(image.arch);
+            }
+        }
+        if entries.len() > images.len() {
+            same = false;
+        }
+    }
+    let first = images[0].clone();
+    let mut report = Promotion {
+        version: 1,
+        release: opts.release.clone(),
+        label: label.to_string(),
+        system: system_name.clone(),
+        digest: first.digest.clone(),
+        reference: target.clone(),
+        source: first.source.clone(),
+        manifest_digest: String::new(),
+        previous: first.previous.clone(),
+        status: PromoteStatus::UpToDate,
+        dry_run: opts.dry_run,
+        promoted_at: None,
+        promoted_by: opts.by.clone(),
+        architectures: images.clone(),
+    };
+    if same {
+        report.manifest_digest = registry
+            .manifest_digest(&target, tls)
+            .map_err(err)?
+            .unwrap_or_default();
+        return Ok(report);
+    }
+    if held_entries.is_some() && !moved.is_empty() && !opts.force {
+        let what: Vec<String> = images
+            .iter()
+            .filter_map(|i| {
+                i.previous.as_ref().map(|p| match p.as_str().is_empty() {
+                    true => format!("{}: no image of {label}", i.arch),
+                    false => format!("{}: {}", i.arch, p.short()),
+                })
+            })
+            .collect();
+        return Err(Error::refused(format!(
+            "release {} of {label} holds other images ({}), not {}: {target}",
+            opts.release,
+            what.join(", "),
+            images
+                .iter()
+                .map(|i| format!("{}: {}", i.arch, i.digest.short()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .with_hint(format!(
+            "--force moves it; `layerbuild why {label} --release {}` shows what changed since",
+            opts.release
+        )));
+    }
+    if opts.dry_run {
+        report.status = PromoteStatus::WouldPromote;
+        return Ok(report);
+    }
+    let sources: Vec<String> = images.iter().map(|i| i.source.clone()).collect();
+    registry
+        .put_manifest_list(&target, &sources, tls)
+        .map_err(err)?;
+    // The list written names exactly the tested images.
+    let now = registry
+        .manifest_list(&target, tls)
+        .map_err(err)?
+        .unwrap_or_default();
+    let mut want: Vec<(String, String)> = images
+        .iter()
+        .map(|i| (i.arch.oci().to_string(), i.manifest_digest.clone()))
+        .collect();
+    let mut got = now.clone();
+    want.sort();
+    got.sort();
+    if got != want {
+        return Err(Error::env(format!(
+            "after the push, {target} names {got:?}, not the tested images {want:?}"
+        ))
+        .with_hint("another promotion may have moved it meanwhile: `layerbuild promote` again"));
+    }
+    report.manifest_digest = registry
+        .manifest_digest(&target, tls)
+        .map_err(err)?
+        .unwrap_or_default();
+    let promoted_at = super::now_secs();
+    let mut cache = Cache::open(&ws.db_path())?;
+    for i in &images {
+        cache.record_release(&ReleaseRecord {
+            release: opts.release.clone(),
+            label: label.to_string(),
+            system: system_name.clone(),
+            digest: i.digest.clone(),
+            reference: target.clone(),
+            manifest_digest: i.manifest_digest.clone(),
+            previous: i.previous.clone().filter(|p| !p.as_str().is_empty()),
+            promoted_at,
+            promoted_by: opts.by.clone(),
+            arch: i.arch.name().to_string(),
+        })?;
+    }
     report.status = PromoteStatus::Promoted;
     report.promoted_at = Some(promoted_at);
     Ok(report)
@@ -488,20 +737,39 @@ pub fn render_releases(rows: &[ReleaseRecord]) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
+    // An ARCH column once a release of another architecture than x86_64
+    // is recorded.
+    let arch = rows.iter().any(|r| r.arch != "x86_64");
+    let with_arch = |mut cells: Vec<&'static str>, a: &'static str| {
+        if arch {
+            cells.insert(4, a);
+        }
+        cells
+    };
+    let head_cells = with_arch(head.to_vec(), "ARCH");
+    let mut widths_all: Vec<usize> = widths.to_vec();
+    if arch {
+        let w = rows.iter().map(|r| r.arch.len()).max().unwrap_or(0).max(4);
+        widths_all.insert(4, w);
+    }
     let row = |cells: Vec<&str>| -> String {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
                 s.push_str(c);
             } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+                s.push_str(&format!("{c:<w$}  ", w = widths_all[i]));
             }
         }
         s.trim_end().to_string() + "\n"
     };
-    let mut out = row(head.to_vec());
-    for l in &lines {
-        out.push_str(&row(l.iter().map(String::as_str).collect()));
+    let mut out = row(head_cells);
+    for (l, r) in lines.iter().zip(rows) {
+        let mut cells: Vec<&str> = l.iter().map(String::as_str).collect();
+        if arch {
+            cells.insert(4, r.arch.as_str());
+        }
+        out.push_str(&row(cells));
     }
     out
 }

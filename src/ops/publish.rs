@@ -37,8 +37,9 @@ use crate::label::Label;
 use crate::status::{ObjectStatus, OutputStatus, PublishStatus};
 use crate::workspace::{ExportFormat, Output, S3Settings};
 
-/// The architecture published (one for now; the keys carry it).
-pub const ARCH: &str = "x86_64";
+/// The architecture of the unit tests' publications (the keys carry it).
+#[cfg(test)]
+const ARCH: &str = "x86_64";
 /// The release pointer a publish writes last.
 pub const RELEASE_JSON: &str = "release.json";
 /// The iPXE script of a release.
@@ -342,6 +343,7 @@ pub fn publish(
         previous: sent.previous,
         promoted_at: published_at,
         promoted_by: opts.by.clone(),
+        arch: opts.arch.clone(),
     })?;
     report.status = PublishStatus::Published;
     report.published_at = Some(published_at);

@@ -423,10 +423,11 @@ pub fn why_release(ctx: &Context, opts: &ReleaseWhyOptions) -> Result<WhyReport>
     let Some(cache) = Cache::open_existing(&ctx.ws.db_path())? else {
         return Err(no_release(a));
     };
-    let ra = promotion(&cache, opts, opts.label.as_ref(), a)?;
+    let arch = ctx.ws.arch.name();
+    let ra = promotion(&cache, opts, arch, opts.label.as_ref(), a)?;
     let label = Label::parse(&ra.label).map_err(Error::input)?;
     let rb = match b {
-        Some(b) => Some(promotion(&cache, opts, Some(&label), b)?),
+        Some(b) => Some(promotion(&cache, opts, arch, Some(&label), b)?),
         None => None,
     };
     let sa = recorded_side(&cache, &ra)?;
@@ -511,11 +512,16 @@ fn no_release(name: &str) -> Error {
 fn promotion(
     cache: &Cache,
     opts: &ReleaseWhyOptions,
+    arch: &str,
     label: Option<&Label>,
     name: &str,
 ) -> Result<crate::cache::ReleaseRecord> {
     let labels = label.map(|l| vec![l.to_string()]);
     let mut rows = cache.releases(labels.as_deref(), Some(&[name.to_string()]))?;
+    // A release of several architectures: this one's image (`--arch`).
+    if rows.iter().any(|r| r.arch == arch) {
+        rows.retain(|r| r.arch == arch);
+    }
     if let Some(s) = &opts.system
         && rows.iter().any(|r| r.system.as_deref() == Some(s))
     {

@@ -260,6 +260,29 @@ pub enum Output {
     },
 }
 
+impl Output {
+    /// Whether the path or destination names the architecture (`{arch}`).
+    fn names_arch(&self) -> bool {
+        match self {
+            Output::File { path, .. } => path.to_string_lossy().contains("{arch}"),
+            Output::Push { destination, .. } => destination.contains("{arch}"),
+        }
+    }
+
+    /// `{arch}` in the path or destination replaced by `arch`'s name.
+    fn set_arch(&mut self, arch: Arch) {
+        match self {
+            Output::File { path, .. } => {
+                let p = path.to_string_lossy().replace("{arch}", arch.name());
+                *path = PathBuf::from(p);
+            }
+            Output::Push { destination, .. } => {
+                *destination = destination.replace("{arch}", arch.name());
+            }
+        }
+    }
+}
+
 /// One parsed TOML file with its text, for locating errors.
 struct SourceFile {
     path: PathBuf,
@@ -434,9 +457,14 @@ impl Workspace {
         let all = std::mem::take(&mut ws.layers)
             .into_iter()
             .chain(std::mem::take(&mut ws.other_arch_layers));
-        for (label, layer) in all {
+        for (label, mut layer) in all {
             match layer.architectures.contains(&arch) {
-                true => ws.layers.insert(label, layer),
+                true => {
+                    for o in &mut layer.outputs {
+                        o.set_arch(arch);
+                    }
+                    ws.layers.insert(label, layer)
+                }
                 false => ws.other_arch_layers.insert(label, layer),
             };
         }
@@ -636,6 +664,15 @@ fn resolve_architectures(
             } else {
                 own.clone()
             };
+            if effective.len() > 1 && layer.outputs.iter().any(|o| !o.names_arch()) {
+                errs.push(
+                    Error::input_at(
+                        layer.defined_at.clone(),
+                        format!("{l} is built for {} and has an output without {{arch}}: each architecture's would overwrite the other's", names(&effective)),
+                    )
+                    .with_hint("put {arch} in each output's path or push destination (e.g. \"out/compute-{arch}.squashfs\"), or restrict the layer with architectures = [...]"),
+                );
+            }
             if !layer.boot_tests.is_empty()
                 && let Some(a) = effective.iter().find(|a| **a != Arch::X86_64)
             {

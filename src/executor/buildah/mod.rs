@@ -462,6 +462,53 @@ impl Registry for Buildah {
         }
     }
 
+    fn manifest_list(
+        &self,
+        reference: &str,
+        tls_verify: bool,
+    ) -> ToolResult<Option<Vec<(String, String)>>> {
+        let tls = format!("--tls-verify={tls_verify}");
+        let docker = format!("docker://{reference}");
+        let args = ["inspect", "--raw", "--retry-times", "0", &tls, &docker];
+        match self.run_tool(&self.skopeo, &args) {
+            Ok(raw) => parse::manifest_list(&raw)
+                .map(Some)
+                .map_err(|m| ToolError::new(ToolErrorKind::BadOutput, &self.skopeo, "inspect", m)),
+            Err(e) if parse::is_absent_in_registry(e.message()) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_manifest_list(&self, to: &str, sources: &[String], tls_verify: bool) -> ToolResult<()> {
+        let tls = format!("--tls-verify={tls_verify}");
+        // A local list of this process's own, removed whatever happens.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let list = format!("localhost/layerbuild-list-{}-{nanos}", std::process::id());
+        let result = (|| {
+            self.buildah_ok(&["manifest", "create", &list], "manifest create")?;
+            for s in sources {
+                let src = format!("docker://{s}");
+                self.buildah_ok(
+                    &["manifest", "add", &tls, &list, &src],
+                    &format!("manifest add {s}"),
+                )?;
+            }
+            // Without --all: the list alone is written; the images it
+            // names are in the repository already.
+            let dest = format!("docker://{to}");
+            self.buildah_ok(
+                &["manifest", "push", "--quiet", &tls, &list, &dest],
+                &format!("manifest push {to}"),
+            )
+            .map(|_| ())
+        })();
+        let _ = self.buildah_output(&["manifest", "rm", &list]);
+        result
+    }
+
     fn copy_tag(&self, from: &str, to: &str, tls_verify: bool) -> ToolResult<()> {
         let src_tls = format!("--src-tls-verify={tls_verify}");
         let dest_tls = format!("--dest-tls-verify={tls_verify}");

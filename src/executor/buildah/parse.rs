@@ -90,6 +90,30 @@ pub fn is_absent_in_registry(stderr: &str) -> bool {
         || stderr.contains("not found")
 }
 
+/// `skopeo inspect --raw docker://REF`: the (OCI architecture, manifest
+/// digest) of each entry of an image index or Docker manifest list;
+/// empty for a single image's manifest.
+pub fn manifest_list(raw: &str) -> Result<Vec<(String, String)>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| format!("skopeo inspect --raw: {e}"))?;
+    let Some(entries) = v["manifests"].as_array() else {
+        return Ok(vec![]);
+    };
+    entries
+        .iter()
+        .map(|e| {
+            let arch = e["platform"]["architecture"].as_str();
+            let digest = e["digest"].as_str();
+            match (arch, digest) {
+                (Some(a), Some(d)) => Ok((a.to_string(), d.to_string())),
+                _ => Err(format!(
+                    "skopeo inspect --raw: a list entry without platform or digest: {e}"
+                )),
+            }
+        })
+        .collect()
+}
+
 /// `skopeo inspect docker://REF` of a present tag.
 pub fn skopeo_entry(json: &str) -> Result<RegistryEntry, String> {
     let v: serde_json::Value =
