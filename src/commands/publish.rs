@@ -17,7 +17,7 @@ use crate::status::{ObjectStatus, PublishStatus};
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 pub enum PublishReport {
-    One(Publication),
+    One(Box<Publication>),
     Several {
         version: u32,
         publications: Vec<Publication>,
@@ -49,7 +49,7 @@ pub fn exec(env: &Env, args: PublishArgs) -> Result<PublishReport> {
         publications.push(publish(&ctx, &opts, &*backend, &store)?);
     }
     Ok(match publications.len() {
-        1 => PublishReport::One(publications.remove(0)),
+        1 => PublishReport::One(Box::new(publications.remove(0))),
         _ => PublishReport::Several {
             version: 1,
             publications,
