@@ -802,7 +802,7 @@ mod tests {
         let expected = [
             "buildah from --name ctr $IMAGE_ID(//compute/compute)".to_string(),
             "buildah mount ctr".into(),
-            "cd /ws && LAYERBUILD_ROOT=$MOUNT sh -c 'cp motd $MOUNT/etc/motd'".into(),
+            "cd /ws && LAYERBUILD_ARCH=x86_64 LAYERBUILD_DEBIAN_ARCH=amd64 LAYERBUILD_ROOT=$MOUNT sh -c 'cp motd $MOUNT/etc/motd'".into(),
             format!("{run} sh -c 'dnf install -y munge slurm'"),
             "# create $MOUNT/tmp/.layerbuild".into(),
             "# copy /ws/scripts/a.sh to $MOUNT/tmp/.layerbuild/0-a.sh, executable".into(),
@@ -849,7 +849,7 @@ mod tests {
         let setup = k.render(&steps[2]).unwrap();
         assert_eq!(
             setup,
-            "cd /ws && LAYERBUILD_ROOT='/var/mnt/a b' sh -c 'cp motd '\\''/var/mnt/a b'\\''/etc/motd'"
+            "cd /ws && LAYERBUILD_ARCH=x86_64 LAYERBUILD_DEBIAN_ARCH=amd64 LAYERBUILD_ROOT='/var/mnt/a b' sh -c 'cp motd '\\''/var/mnt/a b'\\''/etc/motd'"
         );
         let Action::Run { cmd, .. } = &steps[10].action else {
             panic!("{:?}", steps[10]);
