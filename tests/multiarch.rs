@@ -367,3 +367,115 @@ fn bad_architecture_declarations_name_the_line() {
         r.stderr
     );
 }
+
+#[test]
+fn a_layer_of_two_architectures_is_published_once_per_architecture() {
+    require_buildah();
+    require_emulation();
+    let moto = common::moto::Moto::start();
+    let mut ws = TestWs::new("multiarch");
+    // A stand-in kernel and initramfs, naming the architecture they were
+    // made under.
+    ws.write(
+        "Layerfile.toml",
+        &ws.read("Layerfile.toml").edit(
+            "run = [\"uname -m > /etc/built-on\"]",
+            "run = [\"uname -m > /etc/built-on\", \"mkdir -p /boot && uname -m > /boot/vmlinuz-1 && echo i > /boot/initrd.img-1\"]",
+        ),
+    );
+    ws.append(
+        "Layerfile.toml",
+        &format!(
+            "\n[publish.s3]\nendpoint = \"{}\"\nbucket = \"nodes\"\nprefix = \"site\"\nregion = \"us-east-1\"\n",
+            moto.endpoint()
+        ),
+    );
+    let tools = common::moto::tools();
+    ws.env.push((
+        "PATH".into(),
+        format!("{}:{}", tools.display(), std::env::var("PATH").unwrap()),
+    ));
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "AKIAMULTIARCH0001"),
+        ("AWS_SECRET_ACCESS_KEY", "mUlTiArChSeCrEt"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_CONFIG_FILE", "/nonexistent/aws-config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        ),
+    ] {
+        ws.env.push((k.into(), v.into()));
+    }
+    let aws = |args: &[&str]| -> String {
+        let mut c = Command::new(tools.join("aws"));
+        c.args(["--endpoint-url", &moto.endpoint()]).args(args);
+        for (k, v) in &ws.env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    aws(&["s3api", "create-bucket", "--bucket", "nodes"]);
+    let b = ws.lb(&["build", "--json", "//base/os"]).ok().json();
+    let digests: Vec<String> = b["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["layers"][0]["digest"].as_str().unwrap().to_string())
+        .collect();
+
+    let p = ws
+        .lb(&["publish", "//base/os", "--release", "stable", "--json"])
+        .ok()
+        .json();
+    let pubs = p["publications"].as_array().expect("one per architecture");
+    assert_eq!(pubs.len(), 2, "{p}");
+    for (pub_, (arch, digest)) in pubs
+        .iter()
+        .zip([("x86_64", &digests[0]), ("aarch64", &digests[1])])
+    {
+        assert_eq!(pub_["arch"], arch, "{p}");
+        assert_eq!(pub_["status"], "published", "{p}");
+        // Each architecture's pointer names its own by-digest kernel,
+        // made under that architecture.
+        let release = aws(&[
+            "s3",
+            "cp",
+            &format!("s3://nodes/site/stable/{arch}/release.json"),
+            "-",
+        ]);
+        let release: serde_json::Value = serde_json::from_str(&release).unwrap();
+        assert_eq!(release["digest"], digest.as_str(), "{release}");
+        let kernel = aws(&[
+            "s3",
+            "cp",
+            &format!("s3://nodes/site/by-digest/{digest}/{arch}/vmlinuz"),
+            "-",
+        ]);
+        assert_eq!(kernel.trim(), arch);
+    }
+    // Both recorded, each with its architecture.
+    let rel = ws.lb(&["releases", "stable", "--json"]).ok().json();
+    let mut archs: Vec<&str> = rel["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["arch"].as_str().unwrap())
+        .collect();
+    archs.sort();
+    assert_eq!(archs, ["aarch64", "x86_64"], "{rel}");
+    // Again: nothing to do for either.
+    let again = ws
+        .lb(&["publish", "//base/os", "--release", "stable", "--json"])
+        .ok()
+        .json();
+    for p in again["publications"].as_array().unwrap() {
+        assert_eq!(p["status"], "up_to_date", "{p}");
+    }
+}

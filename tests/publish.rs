@@ -10,11 +10,10 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::moto::{Moto, tools};
 use common::{Edit, TestWs, require_buildah};
 use sha2::Digest as _;
 
@@ -23,58 +22,6 @@ const PREFIX: &str = "site/nodes";
 const KEY_ID: &str = "AKIAPUBLISHTEST0001";
 /// Never to appear in any output, log or cache file.
 const SECRET: &str = "pUbLiShSeCrEt/9f3a7c1e5b2d4086aa";
-
-fn tools() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/moto/bin")
-}
-
-/// moto's S3 server on a free 127.0.0.1 port; stopped on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let bin = tools().join("moto_server");
-        assert!(
-            bin.exists() && tools().join("aws").exists(),
-            "this test needs moto_server and aws in {}: run scripts/install-deps.sh",
-            tools().display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server: run scripts/install-deps.sh");
-        let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "moto_server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child, port }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A workspace whose `//uan/uan` is bootable and publishes to `moto`,
 /// with the AWS credentials in its environment, and `aws` wrapped.

@@ -251,12 +251,15 @@ pub fn publish(
         super::export::built_image(ctx, label, opts.system.as_deref(), backend)?;
 
     // The netboot export, kept (and reused while the digest stays) under
-    // cache/publish/, one publish of a layer at a time.
-    let dir = ws.cache_dir.join("publish").join(label.slug());
+    // cache/publish/, one per layer and architecture, one publish of it
+    // at a time.
+    let slug = match ws.arch {
+        crate::arch::Arch::X86_64 => label.slug(),
+        other => format!("{}@{other}", label.slug()),
+    };
+    let dir = ws.cache_dir.join("publish").join(&slug);
     let _lock = DigestLock::acquire_at(
-        ws.cache_dir
-            .join("publish")
-            .join(format!("{}.lock", label.slug())),
+        ws.cache_dir.join("publish").join(format!("{slug}.lock")),
         &label.to_string(),
         &mut |h| eprintln!("{}", super::boot::waiting_line(label, h)),
     )?;
@@ -296,10 +299,7 @@ pub fn publish(
         )));
     }
 
-    let scratch = ws
-        .cache_dir
-        .join("tmp")
-        .join(format!("publish-{}", label.slug()));
+    let scratch = ws.cache_dir.join("tmp").join(format!("publish-{slug}"));
     let sent = send(
         store,
         s3,
