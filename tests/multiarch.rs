@@ -14,7 +14,7 @@ mod common;
 
 use std::process::Command;
 
-use common::registry::Registry;
+use common::registry::{Registry, skopeo_digest};
 use common::{Edit, TestWs, require_buildah};
 
 /// Fails (never skips) when aarch64 programs cannot run here.
@@ -67,25 +67,6 @@ fn skopeo_raw(reference: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn skopeo_digest(reference: &str) -> String {
-    let out = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--tls-verify=false",
-            "--format",
-            "{{.Digest}}",
-            &format!("docker://{reference}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The label → (digest, image name) of one architecture's build report.

@@ -12,9 +12,8 @@
 
 mod common;
 
-use std::process::Command;
 
-use common::registry::Registry;
+use common::registry::{Registry, skopeo_digest};
 use common::{Edit, TestWs, require_buildah};
 use layerbuild::executor::Registry as _;
 use layerbuild::executor::recording::{Call, Recording};
@@ -337,25 +336,6 @@ fn bad_input_exits_2_and_an_unreachable_registry_3() {
     let run = ws.lb(&["promote", "//base/os", "--to", "stable"]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert_eq!(copies(rec), 0);
-}
-
-fn skopeo_digest(reference: &str) -> String {
-    let out = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--tls-verify=false",
-            "--format",
-            "{{.Digest}}",
-            &format!("docker://{reference}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo inspect {reference}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Files under the registry's blob store (layers, configs and manifests).

@@ -64,3 +64,23 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// The manifest digest (`sha256:...`) a reference names, as skopeo sees it.
+pub fn skopeo_digest(reference: &str) -> String {
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{reference}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
