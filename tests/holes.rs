@@ -573,3 +573,67 @@ fn the_boot_runner_is_an_input_of_layers_with_boot_tests() {
     );
     assert_eq!(before["//compute/slurm"], ws.digests()["//compute/slurm"]);
 }
+
+/// `{arch}` in a setup command names a workspace path per architecture
+/// (`cp -a overlay-{arch}/. {root}/`): the fingerprint must read the path
+/// the command copies for the architecture built, or an edit of it is
+/// served the old image.
+#[test]
+fn setup_paths_naming_the_architecture_are_inputs() {
+    let ws = TestWs::new("multiarch");
+    ws.write("overlay-x86_64/etc/motd", "x86_64\n");
+    ws.write("overlay-aarch64/etc/motd", "aarch64\n");
+    let lf = ws.read("Layerfile.toml");
+    let edited = lf.replacen(
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\"]",
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\", \"cp -a overlay-{arch}/. {root}/\"]",
+        1,
+    );
+    assert_ne!(edited, lf);
+    ws.write("Layerfile.toml", &edited);
+    let hash = |arch: &str| {
+        let out = ws.lb(&["hash", "//base/os", "--arch", arch]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.lines().next().unwrap().to_string()
+    };
+    for arch in ["x86_64", "aarch64"] {
+        let before = hash(arch);
+        ws.append(&format!("overlay-{arch}/etc/motd"), "edited\n");
+        assert_ne!(
+            before,
+            hash(arch),
+            "{arch}: an edit of overlay-{arch} left the digest as it was"
+        );
+    }
+}
+
+/// The same through a build: the edited overlay is built again, not
+/// served from the cache.
+#[test]
+fn an_edited_setup_path_naming_the_architecture_is_built_again() {
+    require_buildah();
+    let ws = TestWs::new("multiarch");
+    ws.write("overlay-x86_64/etc/motd", "one\n");
+    let lf = ws.read("Layerfile.toml");
+    let edited = lf.replacen(
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\"]",
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\", \"cp -a overlay-{arch}/. {root}/\"]",
+        1,
+    );
+    assert_ne!(edited, lf);
+    ws.write("Layerfile.toml", &edited);
+    let motd = || {
+        let report = ws
+            .lb(&["build", "//base/os", "--arch", "x86_64", "--json"])
+            .ok()
+            .json();
+        let image = common::layer(&report, "//base/os")["image_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        TestWs::run_in_image(&image, "cat /etc/motd")
+    };
+    assert_eq!(motd(), "one\n");
+    ws.write("overlay-x86_64/etc/motd", "two\n");
+    assert_eq!(motd(), "two\n");
+}

@@ -2092,11 +2092,13 @@ fn links_out_below(
 /// Workspace paths named in setup commands (which run on the host with the
 /// workspace as working directory): `cp -a overlay/. {root}/` makes
 /// `overlay` an input even when `inputs` forgets it. Words of `sh -c '...'`
-/// are split again; globs are expanded; `dir/.` is `dir`.
+/// are split again; globs are expanded; `dir/.` is `dir`. Read as the
+/// command runs for the workspace's architecture: `cp -a overlay-{arch}/.
+/// {root}/` names `overlay-aarch64` in an aarch64 build.
 fn setup_references(obs: &Observer, ws: &Workspace, layer: &Layer) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for cmd in &layer.setup {
-        command_paths(obs, ws, cmd, 0, &mut out);
+        command_paths(obs, ws, &ws.arch.expand(cmd), 0, &mut out);
     }
     out
 }

@@ -276,9 +276,7 @@ fn body_steps(req: &BuildRequest) -> Vec<Step> {
     let body = |name: String, action: Action| step(Some(name), Phase::Body, action);
     let mut s = vec![];
     for cmd in &req.setup {
-        let arch = cmd
-            .replace("{arch}", req.arch.name())
-            .replace("{debian_arch}", req.arch.debian());
+        let arch = req.arch.expand(cmd);
         let mut c = Cmd::new(vec![text("sh"), text("-c"), Arg::WithMount(arch)])
             .env("LAYERBUILD_ROOT", Arg::Mount)
             .env("LAYERBUILD_ARCH", text(req.arch.name()))
