@@ -574,6 +574,116 @@ fn the_boot_runner_is_an_input_of_layers_with_boot_tests() {
     assert_eq!(before["//compute/slurm"], ws.digests()["//compute/slurm"]);
 }
 
+/// A local image `localhost/holesarch-…:1` holding a static busybox for
+/// `oci_arch` (`amd64`, `arm64`): an external parent of that architecture.
+/// Removed on drop.
+struct LocalImage {
+    name: String,
+    /// `NAME@sha256:…`, as a Layerfile pins it.
+    pinned: String,
+}
+
+impl LocalImage {
+    fn busybox(oci_arch: &str) -> LocalImage {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let repo = format!("localhost/holesarch-{}-{n}-{oci_arch}", std::process::id());
+        let name = format!("{repo}:1");
+        let ctr = format!("holesarch-{}-{n}-ctr", std::process::id());
+        let buildah = |args: &[&str]| {
+            let out = std::process::Command::new("buildah")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "buildah {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        buildah(&["from", "--arch", oci_arch, "--name", &ctr, "scratch"]);
+        let mnt = std::path::PathBuf::from(buildah(&["mount", &ctr]));
+        let busybox = match oci_arch {
+            "amd64" => "/usr/bin/busybox",
+            _ => "/usr/local/lib/layerbuild/busybox/busybox-aarch64",
+        };
+        std::fs::create_dir_all(mnt.join("bin")).unwrap();
+        std::fs::create_dir_all(mnt.join("etc")).unwrap();
+        std::fs::copy(busybox, mnt.join("bin/busybox")).unwrap();
+        for applet in ["sh", "uname", "cat", "echo", "test", "grep"] {
+            std::os::unix::fs::symlink("busybox", mnt.join("bin").join(applet)).unwrap();
+        }
+        buildah(&["umount", &ctr]);
+        buildah(&["commit", "--rm", "--quiet", &ctr, &name]);
+        let digest = buildah(&[
+            "inspect",
+            "--type",
+            "image",
+            "--format",
+            "{{.FromImageDigest}}",
+            &name,
+        ]);
+        LocalImage {
+            pinned: format!("{repo}@{digest}"),
+            name,
+        }
+    }
+}
+
+impl Drop for LocalImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("buildah")
+            .args(["rmi", "-f", &self.name])
+            .output();
+    }
+}
+
+/// An external parent is pinned by digest, and buildah takes the local
+/// image a digest names whatever its architecture (`--arch` or not, a
+/// warning only); the instances of a manifest list pulled for several
+/// architectures all carry the list's digest. A layer must never start
+/// from another architecture's parent: an arm64 image would be cached,
+/// pushed and reused under the layer's x86_64 digest.
+#[test]
+fn a_layer_never_starts_from_a_parent_of_another_architecture() {
+    require_buildah();
+    let parent = LocalImage::busybox("arm64");
+    let ws = TestWs::new("multiarch");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\
+             architectures = [\"x86_64\", \"aarch64\"]\n\n\
+             [layers.\"base/os\"]\nparent = \"{}\"\nrun = [\"uname -m > /etc/built-on\"]\n",
+            ws.name, parent.pinned
+        ),
+    );
+    let built_on = |arch: &str| {
+        let out = ws.lb(&["build", "//base/os", "--arch", arch, "--json"]);
+        if out.code != 0 {
+            return None;
+        }
+        let report = out.json();
+        let image = common::layer(&report, "//base/os")["image_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Some(TestWs::run_in_image(&image, "cat /etc/built-on"))
+    };
+    assert_eq!(built_on("aarch64").as_deref(), Some("aarch64\n"));
+    assert_eq!(
+        built_on("x86_64"),
+        None,
+        "the x86_64 layer was built on the arm64 parent"
+    );
+    assert_eq!(
+        ws.cached_digests().len(),
+        1,
+        "only the aarch64 build is cached"
+    );
+}
+
 /// `{arch}` in a setup command names a workspace path per architecture
 /// (`cp -a overlay-{arch}/. {root}/`): the fingerprint must read the path
 /// the command copies for the architecture built, or an edit of it is

@@ -261,6 +261,24 @@ impl<'a> Session<'a> {
                 }
                 r => r.map(drop),
             },
+            Mode::Arch {
+                expected,
+                container,
+                parent,
+            } => {
+                let found = self.capture(line, what)?;
+                if found == *expected {
+                    return Ok(());
+                }
+                let mut rm = self.tool.command(&self.tool.buildah);
+                rm.args(["rm", container])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let _ = cli::status(&mut rm);
+                Err(format!(
+                    "its parent {parent} is a {found} image, not {expected}: building on it would make a {found} image; put the {expected} one in container storage (buildah pull --arch {expected} {parent}), or name an image of {expected}"
+                ))
+            }
             Mode::Stream => self.stream(line, what, &quiet),
             Mode::Play {
                 remove_after,
