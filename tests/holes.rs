@@ -747,3 +747,95 @@ fn an_edited_setup_path_naming_the_architecture_is_built_again() {
     ws.write("overlay-x86_64/etc/motd", "two\n");
     assert_eq!(motd(), "two\n");
 }
+
+/// Before layerbuild knew architectures, a layer built on an aarch64
+/// machine got the digest an x86_64 build of it has now (x86_64 digests
+/// did not change), and was pushed under it to the shared registry. An
+/// x86_64 build must not pull that arm64 image as its own.
+#[test]
+fn a_registry_image_of_another_architecture_is_not_pulled_as_the_layers() {
+    require_buildah();
+    let reg = common::registry::Registry::start();
+    let ws = TestWs::new("multiarch");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\n\
+             [layers.\"base/os\"]\nparent = \"scratch\"\n\
+             setup = [\"sh scripts/busybox-root.sh {{root}} {{arch}}\"]\n\
+             run = [\"uname -m > /etc/built-on\"]\n\n\
+             [cache]\nregistry = \"{}\"\ntls_verify = false\n",
+            ws.name,
+            reg.url()
+        ),
+    );
+    let digest = digest(&ws, "//base/os");
+    // What an aarch64 machine pushed for that digest.
+    let arm = LocalImage::busybox("arm64");
+    let reference = format!("{}/base/os:{digest}", reg.url());
+    let buildah = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ctr = format!("holesarch-{}-legacy", std::process::id());
+    buildah(&["from", "--name", &ctr, &arm.name]);
+    buildah(&[
+        "config",
+        "--label",
+        &format!("layerbuild.digest={digest}"),
+        "--label",
+        "layerbuild.label=//base/os",
+        &ctr,
+    ]);
+    buildah(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &ctr,
+        "--",
+        "sh",
+        "-c",
+        "uname -m > /etc/built-on",
+    ]);
+    let legacy = format!("{}:legacy", arm.name.trim_end_matches(":1"));
+    buildah(&["commit", "--rm", "--quiet", &ctr, &legacy]);
+    buildah(&[
+        "push",
+        "--quiet",
+        "--tls-verify=false",
+        &legacy,
+        &format!("docker://{reference}"),
+    ]);
+    buildah(&["rmi", &legacy]);
+
+    // A pulled image keeps the reference as its name.
+    let _pulled = LocalImage {
+        name: reference.clone(),
+        pinned: String::new(),
+    };
+    let out = ws.lb(&["build", "//base/os", "--json"]);
+    let report = out.ok().json();
+    let image = common::layer(&report, "//base/os")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        TestWs::run_in_image(&image, "cat /etc/built-on"),
+        "x86_64\n",
+        "the arm64 image was pulled for the x86_64 layer: {report}"
+    );
+    assert_eq!(report["pulled"], 0, "{report}");
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("its architecture is arm64, not amd64"),
+        "{report}"
+    );
+}
