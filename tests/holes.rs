@@ -839,3 +839,44 @@ fn a_registry_image_of_another_architecture_is_not_pulled_as_the_layers() {
         "{report}"
     );
 }
+
+/// The same through the variables setup commands get:
+/// `cp -a overlay-$LAYERBUILD_ARCH/. {root}/` copies overlay-aarch64 in an
+/// aarch64 build.
+#[test]
+fn setup_paths_naming_the_architecture_variables_are_inputs() {
+    let ws = TestWs::new("multiarch");
+    ws.write("overlay-x86_64/etc/motd", "x86_64\n");
+    ws.write("overlay-aarch64/etc/motd", "aarch64\n");
+    ws.write("debs/tool_amd64.deb", "amd64\n");
+    ws.write("debs/tool_arm64.deb", "arm64\n");
+    let lf = ws.read("Layerfile.toml");
+    let edited = lf.replacen(
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\"]",
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\", \
+         \"cp -a overlay-$LAYERBUILD_ARCH/. {root}/\", \
+         \"cp debs/tool_${LAYERBUILD_DEBIAN_ARCH}.deb {root}/tmp/\"]",
+        1,
+    );
+    assert_ne!(edited, lf);
+    ws.write("Layerfile.toml", &edited);
+    let hash = |arch: &str| {
+        let out = ws.lb(&["hash", "//base/os", "--arch", arch]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.lines().next().unwrap().to_string()
+    };
+    for (arch, file) in [
+        ("x86_64", "overlay-x86_64/etc/motd"),
+        ("aarch64", "overlay-aarch64/etc/motd"),
+        ("x86_64", "debs/tool_amd64.deb"),
+        ("aarch64", "debs/tool_arm64.deb"),
+    ] {
+        let before = hash(arch);
+        ws.append(file, "edited\n");
+        assert_ne!(
+            before,
+            hash(arch),
+            "{arch}: an edit of {file} left the digest as it was"
+        );
+    }
+}
