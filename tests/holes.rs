@@ -880,3 +880,108 @@ fn setup_paths_naming_the_architecture_variables_are_inputs() {
         );
     }
 }
+
+/// What an aarch64 machine's cache held before layerbuild knew
+/// architectures, for `//base/os` of `ws` at `digest`: its arm64 image under
+/// the layer's local name (the x86_64 image it replaces removed); the
+/// image's id.
+fn plant_arm64_build(ws: &TestWs, arm: &LocalImage, name: &str, digest: &str) -> String {
+    let buildah = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let _ = buildah(&["rmi", "-f", name]);
+    let ctr = format!("layerbuild-{}-holesarch-legacy", ws.name);
+    buildah(&["from", "--name", &ctr, &arm.name]);
+    buildah(&[
+        "config",
+        "--label",
+        &format!("layerbuild.digest={digest}"),
+        "--label",
+        "layerbuild.label=//base/os",
+        &ctr,
+    ]);
+    buildah(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &ctr,
+        "--",
+        "sh",
+        "-c",
+        "uname -m > /etc/built-on",
+    ]);
+    buildah(&["commit", "--rm", "--quiet", &ctr, name]);
+    buildah(&[
+        "inspect",
+        "--type",
+        "image",
+        "--format",
+        "{{.FromImageID}}",
+        name,
+    ])
+}
+
+/// Before layerbuild knew architectures, an aarch64 machine's build of a
+/// layer had the digest an x86_64 build of it has now (x86_64 digests did
+/// not change): after the upgrade, such a machine builds for x86_64 by
+/// default, and its cache row, or its image left without one, must not be
+/// reused as the x86_64 build.
+#[test]
+fn an_image_of_another_architecture_from_before_architectures_is_not_reused() {
+    require_buildah();
+    let ws = TestWs::new("multiarch");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\n\
+             [layers.\"base/os\"]\nparent = \"scratch\"\n\
+             setup = [\"sh scripts/busybox-root.sh {{root}} {{arch}}\"]\n\
+             run = [\"uname -m > /etc/built-on\"]\n",
+            ws.name
+        ),
+    );
+    let build = || {
+        let report = ws.lb(&["build", "//base/os", "--json"]).ok().json();
+        let layer = common::layer(&report, "//base/os").clone();
+        let image = layer["image_id"].as_str().unwrap().to_string();
+        (layer, TestWs::run_in_image(&image, "cat /etc/built-on"))
+    };
+    let (first, built_on) = build();
+    assert_eq!(built_on, "x86_64\n");
+    let name = first["image_name"].as_str().unwrap().to_string();
+    let digest = first["digest"].as_str().unwrap().to_string();
+    let arm = LocalImage::busybox("arm64");
+    let sql = |q: &str| {
+        let db = rusqlite::Connection::open(ws.db()).unwrap();
+        db.execute(q, rusqlite::params![digest]).unwrap();
+    };
+
+    // Its cache row, recorded before the rows said an architecture.
+    let id = plant_arm64_build(&ws, &arm, &name, &digest);
+    let db = rusqlite::Connection::open(ws.db()).unwrap();
+    db.execute(
+        "UPDATE layers SET image_id = ?2, arch = NULL WHERE digest = ?1",
+        rusqlite::params![digest, id],
+    )
+    .unwrap();
+    drop(db);
+    let (layer, built_on) = build();
+    assert_eq!(built_on, "x86_64\n", "the arm64 row was reused: {layer}");
+    assert_eq!(layer["status"], "built", "{layer}");
+
+    // Its image, left without a row (a killed build, a removed cache).
+    plant_arm64_build(&ws, &arm, &name, &digest);
+    sql("DELETE FROM layers WHERE digest = ?1");
+    let (layer, built_on) = build();
+    assert_eq!(built_on, "x86_64\n", "the arm64 image was adopted: {layer}");
+    assert_eq!(layer["status"], "built", "{layer}");
+}
