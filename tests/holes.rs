@@ -985,3 +985,48 @@ fn an_image_of_another_architecture_from_before_architectures_is_not_reused() {
     assert_eq!(built_on, "x86_64\n", "the arm64 image was adopted: {layer}");
     assert_eq!(layer["status"], "built", "{layer}");
 }
+
+/// `affected` compares every architecture the workspace builds for, each
+/// with itself: a change only an aarch64 build sees (a layer only it
+/// builds) is affected (it said nothing was, and CI skipped it), and
+/// naming an architecture does not make every layer affected (it compared
+/// the old revision's default architecture with the one named).
+#[test]
+fn affected_compares_each_architecture_with_itself() {
+    let ws = TestWs::new("multiarch");
+    ws.append(
+        "Layerfile.toml",
+        "\n[layers.\"compute/armonly\"]\nparent = \"//compute/compute\"\n\
+         architectures = [\"aarch64\"]\nrun = [\"echo one > /etc/armonly\"]\n",
+    );
+    ws.write(".gitignore", "cache/\n");
+    common::git(&ws.root, &["init", "-q", "."]);
+    common::git(&ws.root, &["add", "-A"]);
+    common::git(&ws.root, &["commit", "-q", "-m", "one"]);
+    ws.write(
+        "Layerfile.toml",
+        &ws.read("Layerfile.toml")
+            .replace("echo one > /etc/armonly", "echo two > /etc/armonly"),
+    );
+    for args in [&[][..], &["--arch", "aarch64"][..]] {
+        let mut all = vec!["affected", "--since", "HEAD", "--json"];
+        all.extend_from_slice(args);
+        let report = ws.lb(&all).ok().json();
+        let affected: Vec<(String, String)> = report["affected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["label"].as_str().unwrap().to_string(),
+                    a["arch"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            affected,
+            [("//compute/armonly".to_string(), "aarch64".to_string())],
+            "{args:?}: {report}"
+        );
+    }
+}
