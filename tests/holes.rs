@@ -748,31 +748,11 @@ fn an_edited_setup_path_naming_the_architecture_is_built_again() {
     assert_eq!(motd(), "two\n");
 }
 
-/// Before layerbuild knew architectures, a layer built on an aarch64
-/// machine got the digest an x86_64 build of it has now (x86_64 digests
-/// did not change), and was pushed under it to the shared registry. An
-/// x86_64 build must not pull that arm64 image as its own.
-#[test]
-fn a_registry_image_of_another_architecture_is_not_pulled_as_the_layers() {
-    require_buildah();
-    let reg = common::registry::Registry::start();
-    let ws = TestWs::new("multiarch");
-    ws.write(
-        "Layerfile.toml",
-        &format!(
-            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\n\
-             [layers.\"base/os\"]\nparent = \"scratch\"\n\
-             setup = [\"sh scripts/busybox-root.sh {{root}} {{arch}}\"]\n\
-             run = [\"uname -m > /etc/built-on\"]\n\n\
-             [cache]\nregistry = \"{}\"\ntls_verify = false\n",
-            ws.name,
-            reg.url()
-        ),
-    );
-    let digest = digest(&ws, "//base/os");
-    // What an aarch64 machine pushed for that digest.
+/// What an aarch64 machine pushed to the shared registry for `//base/os`
+/// at `digest` before layerbuild knew architectures: an arm64 image
+/// labelled with that digest, at `reference`.
+fn push_arm64_build(reference: &str, digest: &str) {
     let arm = LocalImage::busybox("arm64");
-    let reference = format!("{}/base/os:{digest}", reg.url());
     let buildah = |args: &[&str]| {
         let out = std::process::Command::new("buildah")
             .args(args)
@@ -784,7 +764,8 @@ fn a_registry_image_of_another_architecture_is_not_pulled_as_the_layers() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let ctr = format!("holesarch-{}-legacy", std::process::id());
+    // One per image: tests run in parallel.
+    let ctr = arm.name.replace(['/', ':', '.'], "-") + "-legacy";
     buildah(&["from", "--name", &ctr, &arm.name]);
     buildah(&[
         "config",
@@ -814,6 +795,33 @@ fn a_registry_image_of_another_architecture_is_not_pulled_as_the_layers() {
         &format!("docker://{reference}"),
     ]);
     buildah(&["rmi", &legacy]);
+}
+
+/// Before layerbuild knew architectures, a layer built on an aarch64
+/// machine got the digest an x86_64 build of it has now (x86_64 digests
+/// did not change), and was pushed under it to the shared registry. An
+/// x86_64 build must not pull that arm64 image as its own.
+#[test]
+fn a_registry_image_of_another_architecture_is_not_pulled_as_the_layers() {
+    require_buildah();
+    let reg = common::registry::Registry::start();
+    let ws = TestWs::new("multiarch");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\n\
+             [layers.\"base/os\"]\nparent = \"scratch\"\n\
+             setup = [\"sh scripts/busybox-root.sh {{root}} {{arch}}\"]\n\
+             run = [\"uname -m > /etc/built-on\"]\n\n\
+             [cache]\nregistry = \"{}\"\ntls_verify = false\n",
+            ws.name,
+            reg.url()
+        ),
+    );
+    let digest = digest(&ws, "//base/os");
+    // What an aarch64 machine pushed for that digest.
+    let reference = format!("{}/base/os:{digest}", reg.url());
+    push_arm64_build(&reference, &digest);
 
     // A pulled image keeps the reference as its name.
     let _pulled = LocalImage {
@@ -1029,4 +1037,49 @@ fn affected_compares_each_architecture_with_itself() {
             "{args:?}: {report}"
         );
     }
+}
+
+/// The same arm64 image at the layer's content tag, left there by a build
+/// in read-only cache mode (it built the layer without pushing): promoting
+/// the x86_64 layer must not point the release at it.
+#[test]
+fn a_content_tag_of_another_architecture_is_not_promoted() {
+    require_buildah();
+    let reg = common::registry::Registry::start();
+    let ws = TestWs::new("multiarch");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\n\
+             [layers.\"base/os\"]\nparent = \"scratch\"\n\
+             setup = [\"sh scripts/busybox-root.sh {{root}} {{arch}}\"]\n\
+             run = [\"uname -m > /etc/built-on\"]\n\n\
+             [cache]\nregistry = \"{}\"\ntls_verify = false\n",
+            ws.name,
+            reg.url()
+        ),
+    );
+    let digest = digest(&ws, "//base/os");
+    let reference = format!("{}/base/os:{digest}", reg.url());
+    push_arm64_build(&reference, &digest);
+    let _pulled = LocalImage {
+        name: reference.clone(),
+        pinned: String::new(),
+    };
+    let built = ws
+        .lb(&["build", "//base/os", "--cache-mode", "read-only", "--json"])
+        .ok()
+        .json();
+    assert_eq!(built["built"], 1, "{built}");
+    let out = ws.lb(&["promote", "//base/os", "--to", "stable"]);
+    assert_ne!(
+        out.code, 0,
+        "the arm64 content tag was promoted as the x86_64 layer's release:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("architecture is arm64"),
+        "{}",
+        out.stderr
+    );
 }

@@ -447,6 +447,23 @@ impl Registry for Buildah {
         Ok((!arch.is_empty()).then(|| arch.to_string()))
     }
 
+    fn remote_arch(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>> {
+        let tls = format!("--tls-verify={tls_verify}");
+        let docker = format!("docker://{reference}");
+        let args = [
+            "inspect",
+            "--retry-times",
+            "0",
+            &tls,
+            "--format",
+            "{{.Architecture}}",
+            &docker,
+        ];
+        let arch = self.run_tool(&self.skopeo, &args)?;
+        let arch = arch.trim();
+        Ok((!arch.is_empty()).then(|| arch.to_string()))
+    }
+
     fn manifest_digest(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>> {
         let tls = format!("--tls-verify={tls_verify}");
         let docker = format!("docker://{reference}");
