@@ -285,7 +285,7 @@ pub(super) fn try_pull(run: &RunCtx<'_>, reg: &RegistryUse<'_>, fp: &Fingerprint
     // build has now (x86_64 digests did not change).
     let expected = run.ws.arch.oci();
     match reg.client.image_arch(&image_id) {
-        Ok(Some(a)) if a != expected => {
+        Ok(Some(a)) if crate::arch::Arch::parse(&a) != Some(run.ws.arch) => {
             reg.warn(format!(
                 "{label_s}: rejected the image pulled from {reference}: its architecture is {a}, not {expected} ({}), most likely pushed by a layerbuild that did not know architectures; building it here",
                 run.ws.arch
