@@ -1083,3 +1083,40 @@ fn a_content_tag_of_another_architecture_is_not_promoted() {
         out.stderr
     );
 }
+
+/// `ci gitlab` plans every architecture the workspace builds for, a job
+/// per layer and architecture: a layer only aarch64 builds got no job (it
+/// was never built, tested or pushed by CI), and a job built every
+/// architecture of its layer while the plan had looked at x86_64's alone.
+#[test]
+fn ci_plans_a_job_per_architecture() {
+    let ws = TestWs::new("multiarch");
+    ws.append(
+        "Layerfile.toml",
+        "\n[layers.\"compute/armonly\"]\nparent = \"//compute/compute\"\n\
+         architectures = [\"aarch64\"]\nrun = [\"echo one > /etc/armonly\"]\n",
+    );
+    let yaml = ws.lb(&["ci", "gitlab"]).ok().stdout;
+    for (job, arch) in [
+        ("build:base/os@x86_64", "x86_64"),
+        ("build:base/os@aarch64", "aarch64"),
+        ("build:compute/x86only@x86_64", "x86_64"),
+        ("build:compute/armonly@aarch64", "aarch64"),
+    ] {
+        let at = yaml
+            .find(&format!("\"{job}\":\n"))
+            .unwrap_or_else(|| panic!("no job {job}:\n{yaml}"));
+        let script = yaml[at..].lines().nth(2).unwrap();
+        assert!(
+            script.contains(&format!("--arch {arch}")),
+            "{job}: {script}"
+        );
+    }
+    assert!(!yaml.contains("compute/x86only@aarch64"), "{yaml}");
+    // The aarch64 child needs the aarch64 parent.
+    let at = yaml.find("\"build:compute/armonly@aarch64\":\n").unwrap();
+    assert!(
+        yaml[at..].contains("job: \"build:compute/compute@aarch64\""),
+        "{yaml}"
+    );
+}
