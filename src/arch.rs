@@ -46,6 +46,14 @@ impl Arch {
         self.oci()
     }
 
+    /// A setup command as it runs for this architecture: `{arch}` and
+    /// `{debian_arch}` replaced (by the executor, and by the fingerprint
+    /// when it looks for the workspace paths the command names).
+    pub fn expand(self, cmd: &str) -> String {
+        cmd.replace("{arch}", self.name())
+            .replace("{debian_arch}", self.debian())
+    }
+
     /// The architecture this program runs on (`None`: one it does not know).
     pub fn host() -> Option<Arch> {
         Arch::parse(std::env::consts::ARCH)
@@ -77,5 +85,9 @@ mod tests {
         assert_eq!(Arch::parse("arm"), None);
         assert_eq!(Arch::Aarch64.oci(), "arm64");
         assert_eq!(Arch::X86_64.debian(), "amd64");
+        assert_eq!(
+            Arch::Aarch64.expand("cp -a o-{arch}/. {root}/ && echo {debian_arch}"),
+            "cp -a o-aarch64/. {root}/ && echo arm64"
+        );
     }
 }

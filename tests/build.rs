@@ -297,6 +297,7 @@ fn dry_run_verbose_prints_each_dirty_layers_commands_in_order_without_secrets() 
         .collect();
     let expected_starts = [
         "buildah from --name layerbuild-",
+        "buildah inspect --type container --format {{.OCIv1.Architecture}} layerbuild-",
         "buildah mount layerbuild-",
         "# write ",
         "cd ",
@@ -316,11 +317,11 @@ fn dry_run_verbose_prints_each_dirty_layers_commands_in_order_without_secrets() 
         slurm[0]
     );
     assert!(
-        slurm[3].contains(" unshare --mount ") && slurm[3].contains(" ansible-playbook "),
+        slurm[4].contains(" unshare --mount ") && slurm[4].contains(" ansible-playbook "),
         "{}",
-        slurm[3]
+        slurm[4]
     );
-    assert!(slurm[3].ends_with(" slurm.yml"), "{}", slurm[3]);
+    assert!(slurm[4].ends_with(" slurm.yml"), "{}", slurm[4]);
 
     // --json -v adds each planned layer's commands; --json alone does not.
     let json = ws

@@ -573,3 +573,550 @@ fn the_boot_runner_is_an_input_of_layers_with_boot_tests() {
     );
     assert_eq!(before["//compute/slurm"], ws.digests()["//compute/slurm"]);
 }
+
+/// A local image `localhost/holesarch-…:1` holding a static busybox for
+/// `oci_arch` (`amd64`, `arm64`): an external parent of that architecture.
+/// Removed on drop.
+struct LocalImage {
+    name: String,
+    /// `NAME@sha256:…`, as a Layerfile pins it.
+    pinned: String,
+}
+
+impl LocalImage {
+    fn busybox(oci_arch: &str) -> LocalImage {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let repo = format!("localhost/holesarch-{}-{n}-{oci_arch}", std::process::id());
+        let name = format!("{repo}:1");
+        let ctr = format!("holesarch-{}-{n}-ctr", std::process::id());
+        let buildah = |args: &[&str]| {
+            let out = std::process::Command::new("buildah")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "buildah {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        buildah(&["from", "--arch", oci_arch, "--name", &ctr, "scratch"]);
+        let mnt = std::path::PathBuf::from(buildah(&["mount", &ctr]));
+        let busybox = match oci_arch {
+            "amd64" => "/usr/bin/busybox",
+            _ => "/usr/local/lib/layerbuild/busybox/busybox-aarch64",
+        };
+        std::fs::create_dir_all(mnt.join("bin")).unwrap();
+        std::fs::create_dir_all(mnt.join("etc")).unwrap();
+        std::fs::copy(busybox, mnt.join("bin/busybox")).unwrap();
+        for applet in ["sh", "uname", "cat", "echo", "test", "grep"] {
+            std::os::unix::fs::symlink("busybox", mnt.join("bin").join(applet)).unwrap();
+        }
+        buildah(&["umount", &ctr]);
+        buildah(&["commit", "--rm", "--quiet", &ctr, &name]);
+        let digest = buildah(&[
+            "inspect",
+            "--type",
+            "image",
+            "--format",
+            "{{.FromImageDigest}}",
+            &name,
+        ]);
+        LocalImage {
+            pinned: format!("{repo}@{digest}"),
+            name,
+        }
+    }
+}
+
+impl Drop for LocalImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("buildah")
+            .args(["rmi", "-f", &self.name])
+            .output();
+    }
+}
+
+/// An external parent is pinned by digest, and buildah takes the local
+/// image a digest names whatever its architecture (`--arch` or not, a
+/// warning only); the instances of a manifest list pulled for several
+/// architectures all carry the list's digest. A layer must never start
+/// from another architecture's parent: an arm64 image would be cached,
+/// pushed and reused under the layer's x86_64 digest.
+#[test]
+fn a_layer_never_starts_from_a_parent_of_another_architecture() {
+    require_buildah();
+    let parent = LocalImage::busybox("arm64");
+    let ws = TestWs::new("multiarch");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\
+             architectures = [\"x86_64\", \"aarch64\"]\n\n\
+             [layers.\"base/os\"]\nparent = \"{}\"\nrun = [\"uname -m > /etc/built-on\"]\n",
+            ws.name, parent.pinned
+        ),
+    );
+    let built_on = |arch: &str| {
+        let out = ws.lb(&["build", "//base/os", "--arch", arch, "--json"]);
+        if out.code != 0 {
+            return None;
+        }
+        let report = out.json();
+        let image = common::layer(&report, "//base/os")["image_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Some(TestWs::run_in_image(&image, "cat /etc/built-on"))
+    };
+    assert_eq!(built_on("aarch64").as_deref(), Some("aarch64\n"));
+    assert_eq!(
+        built_on("x86_64"),
+        None,
+        "the x86_64 layer was built on the arm64 parent"
+    );
+    assert_eq!(
+        ws.cached_digests().len(),
+        1,
+        "only the aarch64 build is cached"
+    );
+}
+
+/// `{arch}` in a setup command names a workspace path per architecture
+/// (`cp -a overlay-{arch}/. {root}/`): the fingerprint must read the path
+/// the command copies for the architecture built, or an edit of it is
+/// served the old image.
+#[test]
+fn setup_paths_naming_the_architecture_are_inputs() {
+    let ws = TestWs::new("multiarch");
+    ws.write("overlay-x86_64/etc/motd", "x86_64\n");
+    ws.write("overlay-aarch64/etc/motd", "aarch64\n");
+    let lf = ws.read("Layerfile.toml");
+    let edited = lf.replacen(
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\"]",
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\", \"cp -a overlay-{arch}/. {root}/\"]",
+        1,
+    );
+    assert_ne!(edited, lf);
+    ws.write("Layerfile.toml", &edited);
+    let hash = |arch: &str| {
+        let out = ws.lb(&["hash", "//base/os", "--arch", arch]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.lines().next().unwrap().to_string()
+    };
+    for arch in ["x86_64", "aarch64"] {
+        let before = hash(arch);
+        ws.append(&format!("overlay-{arch}/etc/motd"), "edited\n");
+        assert_ne!(
+            before,
+            hash(arch),
+            "{arch}: an edit of overlay-{arch} left the digest as it was"
+        );
+    }
+}
+
+/// The same through a build: the edited overlay is built again, not
+/// served from the cache.
+#[test]
+fn an_edited_setup_path_naming_the_architecture_is_built_again() {
+    require_buildah();
+    let ws = TestWs::new("multiarch");
+    ws.write("overlay-x86_64/etc/motd", "one\n");
+    let lf = ws.read("Layerfile.toml");
+    let edited = lf.replacen(
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\"]",
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\", \"cp -a overlay-{arch}/. {root}/\"]",
+        1,
+    );
+    assert_ne!(edited, lf);
+    ws.write("Layerfile.toml", &edited);
+    let motd = || {
+        let report = ws
+            .lb(&["build", "//base/os", "--arch", "x86_64", "--json"])
+            .ok()
+            .json();
+        let image = common::layer(&report, "//base/os")["image_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        TestWs::run_in_image(&image, "cat /etc/motd")
+    };
+    assert_eq!(motd(), "one\n");
+    ws.write("overlay-x86_64/etc/motd", "two\n");
+    assert_eq!(motd(), "two\n");
+}
+
+/// What an aarch64 machine pushed to the shared registry for `//base/os`
+/// at `digest` before layerbuild knew architectures: an arm64 image
+/// labelled with that digest, at `reference`.
+fn push_arm64_build(reference: &str, digest: &str) {
+    let arm = LocalImage::busybox("arm64");
+    let buildah = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // One per image: tests run in parallel.
+    let ctr = arm.name.replace(['/', ':', '.'], "-") + "-legacy";
+    buildah(&["from", "--name", &ctr, &arm.name]);
+    buildah(&[
+        "config",
+        "--label",
+        &format!("layerbuild.digest={digest}"),
+        "--label",
+        "layerbuild.label=//base/os",
+        &ctr,
+    ]);
+    buildah(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &ctr,
+        "--",
+        "sh",
+        "-c",
+        "uname -m > /etc/built-on",
+    ]);
+    let legacy = format!("{}:legacy", arm.name.trim_end_matches(":1"));
+    buildah(&["commit", "--rm", "--quiet", &ctr, &legacy]);
+    buildah(&[
+        "push",
+        "--quiet",
+        "--tls-verify=false",
+        &legacy,
+        &format!("docker://{reference}"),
+    ]);
+    buildah(&["rmi", &legacy]);
+}
+
+/// Before layerbuild knew architectures, a layer built on an aarch64
+/// machine got the digest an x86_64 build of it has now (x86_64 digests
+/// did not change), and was pushed under it to the shared registry. An
+/// x86_64 build must not pull that arm64 image as its own.
+#[test]
+fn a_registry_image_of_another_architecture_is_not_pulled_as_the_layers() {
+    require_buildah();
+    let reg = common::registry::Registry::start();
+    let ws = TestWs::new("multiarch");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\n\
+             [layers.\"base/os\"]\nparent = \"scratch\"\n\
+             setup = [\"sh scripts/busybox-root.sh {{root}} {{arch}}\"]\n\
+             run = [\"uname -m > /etc/built-on\"]\n\n\
+             [cache]\nregistry = \"{}\"\ntls_verify = false\n",
+            ws.name,
+            reg.url()
+        ),
+    );
+    let digest = digest(&ws, "//base/os");
+    // What an aarch64 machine pushed for that digest.
+    let reference = format!("{}/base/os:{digest}", reg.url());
+    push_arm64_build(&reference, &digest);
+
+    // A pulled image keeps the reference as its name.
+    let _pulled = LocalImage {
+        name: reference.clone(),
+        pinned: String::new(),
+    };
+    let out = ws.lb(&["build", "//base/os", "--json"]);
+    let report = out.ok().json();
+    let image = common::layer(&report, "//base/os")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        TestWs::run_in_image(&image, "cat /etc/built-on"),
+        "x86_64\n",
+        "the arm64 image was pulled for the x86_64 layer: {report}"
+    );
+    assert_eq!(report["pulled"], 0, "{report}");
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("its architecture is arm64, not amd64"),
+        "{report}"
+    );
+}
+
+/// The same through the variables setup commands get:
+/// `cp -a overlay-$LAYERBUILD_ARCH/. {root}/` copies overlay-aarch64 in an
+/// aarch64 build.
+#[test]
+fn setup_paths_naming_the_architecture_variables_are_inputs() {
+    let ws = TestWs::new("multiarch");
+    ws.write("overlay-x86_64/etc/motd", "x86_64\n");
+    ws.write("overlay-aarch64/etc/motd", "aarch64\n");
+    ws.write("debs/tool_amd64.deb", "amd64\n");
+    ws.write("debs/tool_arm64.deb", "arm64\n");
+    let lf = ws.read("Layerfile.toml");
+    let edited = lf.replacen(
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\"]",
+        "setup = [\"sh scripts/busybox-root.sh {root} {arch}\", \
+         \"cp -a overlay-$LAYERBUILD_ARCH/. {root}/\", \
+         \"cp debs/tool_${LAYERBUILD_DEBIAN_ARCH}.deb {root}/tmp/\"]",
+        1,
+    );
+    assert_ne!(edited, lf);
+    ws.write("Layerfile.toml", &edited);
+    let hash = |arch: &str| {
+        let out = ws.lb(&["hash", "//base/os", "--arch", arch]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.lines().next().unwrap().to_string()
+    };
+    for (arch, file) in [
+        ("x86_64", "overlay-x86_64/etc/motd"),
+        ("aarch64", "overlay-aarch64/etc/motd"),
+        ("x86_64", "debs/tool_amd64.deb"),
+        ("aarch64", "debs/tool_arm64.deb"),
+    ] {
+        let before = hash(arch);
+        ws.append(file, "edited\n");
+        assert_ne!(
+            before,
+            hash(arch),
+            "{arch}: an edit of {file} left the digest as it was"
+        );
+    }
+}
+
+/// What an aarch64 machine's cache held before layerbuild knew
+/// architectures, for `//base/os` of `ws` at `digest`: its arm64 image under
+/// the layer's local name (the x86_64 image it replaces removed); the
+/// image's id.
+fn plant_arm64_build(ws: &TestWs, arm: &LocalImage, name: &str, digest: &str) -> String {
+    let buildah = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let _ = buildah(&["rmi", "-f", name]);
+    let ctr = format!("layerbuild-{}-holesarch-legacy", ws.name);
+    buildah(&["from", "--name", &ctr, &arm.name]);
+    buildah(&[
+        "config",
+        "--label",
+        &format!("layerbuild.digest={digest}"),
+        "--label",
+        "layerbuild.label=//base/os",
+        &ctr,
+    ]);
+    buildah(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &ctr,
+        "--",
+        "sh",
+        "-c",
+        "uname -m > /etc/built-on",
+    ]);
+    buildah(&["commit", "--rm", "--quiet", &ctr, name]);
+    buildah(&[
+        "inspect",
+        "--type",
+        "image",
+        "--format",
+        "{{.FromImageID}}",
+        name,
+    ])
+}
+
+/// Before layerbuild knew architectures, an aarch64 machine's build of a
+/// layer had the digest an x86_64 build of it has now (x86_64 digests did
+/// not change): after the upgrade, such a machine builds for x86_64 by
+/// default, and its cache row, or its image left without one, must not be
+/// reused as the x86_64 build.
+#[test]
+fn an_image_of_another_architecture_from_before_architectures_is_not_reused() {
+    require_buildah();
+    let ws = TestWs::new("multiarch");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\n\
+             [layers.\"base/os\"]\nparent = \"scratch\"\n\
+             setup = [\"sh scripts/busybox-root.sh {{root}} {{arch}}\"]\n\
+             run = [\"uname -m > /etc/built-on\"]\n",
+            ws.name
+        ),
+    );
+    let build = || {
+        let report = ws.lb(&["build", "//base/os", "--json"]).ok().json();
+        let layer = common::layer(&report, "//base/os").clone();
+        let image = layer["image_id"].as_str().unwrap().to_string();
+        (layer, TestWs::run_in_image(&image, "cat /etc/built-on"))
+    };
+    let (first, built_on) = build();
+    assert_eq!(built_on, "x86_64\n");
+    let name = first["image_name"].as_str().unwrap().to_string();
+    let digest = first["digest"].as_str().unwrap().to_string();
+    let arm = LocalImage::busybox("arm64");
+    let sql = |q: &str| {
+        let db = rusqlite::Connection::open(ws.db()).unwrap();
+        db.execute(q, rusqlite::params![digest]).unwrap();
+    };
+
+    // Its cache row, recorded before the rows said an architecture.
+    let id = plant_arm64_build(&ws, &arm, &name, &digest);
+    let db = rusqlite::Connection::open(ws.db()).unwrap();
+    db.execute(
+        "UPDATE layers SET image_id = ?2, arch = NULL WHERE digest = ?1",
+        rusqlite::params![digest, id],
+    )
+    .unwrap();
+    drop(db);
+    let (layer, built_on) = build();
+    assert_eq!(built_on, "x86_64\n", "the arm64 row was reused: {layer}");
+    assert_eq!(layer["status"], "built", "{layer}");
+
+    // Its image, left without a row (a killed build, a removed cache).
+    plant_arm64_build(&ws, &arm, &name, &digest);
+    sql("DELETE FROM layers WHERE digest = ?1");
+    let (layer, built_on) = build();
+    assert_eq!(built_on, "x86_64\n", "the arm64 image was adopted: {layer}");
+    assert_eq!(layer["status"], "built", "{layer}");
+}
+
+/// `affected` compares every architecture the workspace builds for, each
+/// with itself: a change only an aarch64 build sees (a layer only it
+/// builds) is affected (it said nothing was, and CI skipped it), and
+/// naming an architecture does not make every layer affected (it compared
+/// the old revision's default architecture with the one named).
+#[test]
+fn affected_compares_each_architecture_with_itself() {
+    let ws = TestWs::new("multiarch");
+    ws.append(
+        "Layerfile.toml",
+        "\n[layers.\"compute/armonly\"]\nparent = \"//compute/compute\"\n\
+         architectures = [\"aarch64\"]\nrun = [\"echo one > /etc/armonly\"]\n",
+    );
+    ws.write(".gitignore", "cache/\n");
+    common::git(&ws.root, &["init", "-q", "."]);
+    common::git(&ws.root, &["add", "-A"]);
+    common::git(&ws.root, &["commit", "-q", "-m", "one"]);
+    ws.write(
+        "Layerfile.toml",
+        &ws.read("Layerfile.toml")
+            .replace("echo one > /etc/armonly", "echo two > /etc/armonly"),
+    );
+    for args in [&[][..], &["--arch", "aarch64"][..]] {
+        let mut all = vec!["affected", "--since", "HEAD", "--json"];
+        all.extend_from_slice(args);
+        let report = ws.lb(&all).ok().json();
+        let affected: Vec<(String, String)> = report["affected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["label"].as_str().unwrap().to_string(),
+                    a["arch"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            affected,
+            [("//compute/armonly".to_string(), "aarch64".to_string())],
+            "{args:?}: {report}"
+        );
+    }
+}
+
+/// The same arm64 image at the layer's content tag, left there by a build
+/// in read-only cache mode (it built the layer without pushing): promoting
+/// the x86_64 layer must not point the release at it.
+#[test]
+fn a_content_tag_of_another_architecture_is_not_promoted() {
+    require_buildah();
+    let reg = common::registry::Registry::start();
+    let ws = TestWs::new("multiarch");
+    ws.write(
+        "Layerfile.toml",
+        &format!(
+            "[workspace]\nname = \"{}\"\n\n[build]\nisolation = \"chroot\"\n\n\
+             [layers.\"base/os\"]\nparent = \"scratch\"\n\
+             setup = [\"sh scripts/busybox-root.sh {{root}} {{arch}}\"]\n\
+             run = [\"uname -m > /etc/built-on\"]\n\n\
+             [cache]\nregistry = \"{}\"\ntls_verify = false\n",
+            ws.name,
+            reg.url()
+        ),
+    );
+    let digest = digest(&ws, "//base/os");
+    let reference = format!("{}/base/os:{digest}", reg.url());
+    push_arm64_build(&reference, &digest);
+    let _pulled = LocalImage {
+        name: reference.clone(),
+        pinned: String::new(),
+    };
+    let built = ws
+        .lb(&["build", "//base/os", "--cache-mode", "read-only", "--json"])
+        .ok()
+        .json();
+    assert_eq!(built["built"], 1, "{built}");
+    let out = ws.lb(&["promote", "//base/os", "--to", "stable"]);
+    assert_ne!(
+        out.code, 0,
+        "the arm64 content tag was promoted as the x86_64 layer's release:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("architecture is arm64"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `ci gitlab` plans every architecture the workspace builds for, a job
+/// per layer and architecture: a layer only aarch64 builds got no job (it
+/// was never built, tested or pushed by CI), and a job built every
+/// architecture of its layer while the plan had looked at x86_64's alone.
+#[test]
+fn ci_plans_a_job_per_architecture() {
+    let ws = TestWs::new("multiarch");
+    ws.append(
+        "Layerfile.toml",
+        "\n[layers.\"compute/armonly\"]\nparent = \"//compute/compute\"\n\
+         architectures = [\"aarch64\"]\nrun = [\"echo one > /etc/armonly\"]\n",
+    );
+    let yaml = ws.lb(&["ci", "gitlab"]).ok().stdout;
+    for (job, arch) in [
+        ("build:base/os@x86_64", "x86_64"),
+        ("build:base/os@aarch64", "aarch64"),
+        ("build:compute/x86only@x86_64", "x86_64"),
+        ("build:compute/armonly@aarch64", "aarch64"),
+    ] {
+        let at = yaml
+            .find(&format!("\"{job}\":\n"))
+            .unwrap_or_else(|| panic!("no job {job}:\n{yaml}"));
+        let script = yaml[at..].lines().nth(2).unwrap();
+        assert!(
+            script.contains(&format!("--arch {arch}")),
+            "{job}: {script}"
+        );
+    }
+    assert!(!yaml.contains("compute/x86only@aarch64"), "{yaml}");
+    // The aarch64 child needs the aarch64 parent.
+    let at = yaml.find("\"build:compute/armonly@aarch64\":\n").unwrap();
+    assert!(
+        yaml[at..].contains("job: \"build:compute/compute@aarch64\""),
+        "{yaml}"
+    );
+}

@@ -12,7 +12,6 @@
 
 mod common;
 
-
 use common::registry::{Registry, skopeo_digest};
 use common::{Edit, TestWs, require_buildah};
 use layerbuild::executor::Registry as _;

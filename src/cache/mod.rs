@@ -132,6 +132,12 @@ const MIGRATIONS: &[&str] = &[
     //     manifest list: one row per architecture, `manifest_digest` its
     //     entry's manifest).
     "ALTER TABLE releases ADD COLUMN arch TEXT NOT NULL DEFAULT 'x86_64';",
+    // 12: the architecture of a cached layer's image (`x86_64`, `aarch64`);
+    //     NULL for rows recorded before layerbuild knew architectures (and
+    //     recovered ones), whose image is checked before it is reused: an
+    //     aarch64 machine's build then had the digest an x86_64 build of
+    //     the layer has now.
+    "ALTER TABLE layers ADD COLUMN arch TEXT;",
 ];
 
 /// A group of a manifest's files with one origin is stored as a shared
@@ -270,6 +276,9 @@ pub struct CachedLayer {
     pub system: Option<String>,
     pub built_at: i64,
     pub duration_ms: i64,
+    /// The image's architecture (`x86_64`, `aarch64`); `None`: not known
+    /// (a row from before layerbuild knew architectures, a recovered one).
+    pub arch: Option<String>,
 }
 
 /// One build attempt, for the history table.
@@ -359,6 +368,7 @@ fn cached_layer(r: &rusqlite::Row<'_>) -> rusqlite::Result<CachedLayer> {
         system: r.get(4)?,
         built_at: r.get(5)?,
         duration_ms: r.get(6)?,
+        arch: r.get(7)?,
     })
 }
 
@@ -541,7 +551,7 @@ impl Cache {
         // Called for every layer of a build, twice: prepared once.
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
+                "SELECT digest, image_id, image_name, label, system, built_at, duration_ms, arch
                  FROM layers WHERE digest = ?1",
             )?
             .query_row(params![digest.as_str()], cached_layer)
@@ -560,8 +570,8 @@ impl Cache {
         self.write(|tx| {
             let manifest = compact_manifest(tx, rec.manifest)?;
             tx.execute(
-                "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO layers (digest, image_id, image_name, label, system, manifest, built_at, duration_ms, arch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     rec.digest.as_str(),
                     image_id,
@@ -570,10 +580,22 @@ impl Cache {
                     rec.system,
                     manifest,
                     rec.started_at,
-                    rec.duration.as_millis() as i64
+                    rec.duration.as_millis() as i64,
+                    rec.arch()
                 ],
             )?;
             insert_build(tx, rec, RecordStatus::Built, Some(image_id), None, None, &manifest)
+        })
+    }
+
+    /// Records the architecture of a cached layer's image, once checked.
+    pub fn set_arch(&mut self, digest: &Digest, arch: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE layers SET arch = ?2 WHERE digest = ?1",
+                params![digest.as_str(), arch],
+            )?;
+            Ok(())
         })
     }
 
@@ -740,7 +762,7 @@ impl Cache {
     pub fn all_layers(&self) -> Result<Vec<CachedLayer>> {
         self.read(|conn| {
             conn.prepare(
-                "SELECT digest, image_id, image_name, label, system, built_at, duration_ms
+                "SELECT digest, image_id, image_name, label, system, built_at, duration_ms, arch
                  FROM layers ORDER BY label, system, built_at DESC, rowid DESC",
             )?
             .query_map([], cached_layer)?
@@ -917,6 +939,18 @@ fn stored_log_path(conn: &Connection, p: &Path) -> String {
 }
 
 /// A digest served without its manifest (format 0) is never recorded.
+impl BuildRecord<'_> {
+    /// The architecture built for, as its manifest says (x86_64 unless
+    /// it names another).
+    fn arch(&self) -> &str {
+        self.manifest
+            .definition
+            .arch
+            .as_deref()
+            .unwrap_or(crate::arch::Arch::X86_64.name())
+    }
+}
+
 fn complete(rec: &BuildRecord<'_>) -> Result<()> {
     if rec.manifest.format == 0 {
         return Err(Error::env(format!(

@@ -350,6 +350,25 @@ fn dispatch(cli: Cli, backends: Backends<'_>, out: &mut dyn Output) -> Result<()
     let arches = parse_arches(&cli.arch)?;
     let mut env = load(&dir, &cli.storage, backends, progress, arches)?;
     env.verbose = cli.ui.verbose;
+    let several = matches!(
+        command,
+        Command::Build(_)
+            | Command::Promote(_)
+            | Command::Publish(_)
+            | Command::Affected(_)
+            | Command::Ci(_)
+    );
+    if !several && env.arches.len() > 1 {
+        let names: Vec<&str> = env.arches.iter().map(|a| a.name()).collect();
+        return Err(Error::input(format!(
+            "this command works on one architecture at a time; --arch names {}",
+            names.join(", ")
+        ))
+        .with_hint(format!(
+            "run it once per architecture, e.g. --arch {}",
+            names[0]
+        )));
+    }
     match command {
         Command::Build(a) => finish(out, quiet, a.json, &build::exec(&env, a)?),
         Command::Hash(a) => finish(out, quiet, a.json, &hash::exec(&env, &a)?),

@@ -20,6 +20,8 @@ pub struct ImageMeta {
     pub label: Option<String>,
     /// Creation time (Unix seconds), when readable.
     pub created: Option<i64>,
+    /// The architecture, in OCI's vocabulary (`amd64`, `arm64`), when it says.
+    pub arch: Option<String>,
 }
 
 /// Reads `buildah inspect --type image` JSON.
@@ -37,6 +39,10 @@ pub fn parse_inspect(json: &str) -> std::result::Result<ImageMeta, String> {
         digest: label("layerbuild.digest").map(Digest::from),
         label: label("layerbuild.label"),
         created: v["OCIv1"]["created"].as_str().and_then(parse_rfc3339),
+        arch: v["OCIv1"]["architecture"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
     })
 }
 

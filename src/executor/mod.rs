@@ -370,6 +370,16 @@ pub trait Registry: Sync {
     fn push(&self, image_id: &str, reference: &str, tls_verify: bool) -> ToolResult<()>;
     /// The `layerbuild.digest` label of a local image.
     fn digest_label(&self, image_id: &str) -> ToolResult<Digest>;
+    /// The architecture of a local image, in OCI's vocabulary (`amd64`,
+    /// `arm64`); `None` when it does not say.
+    fn image_arch(&self, _image_id: &str) -> ToolResult<Option<String>> {
+        Ok(None)
+    }
+    /// The architecture (OCI's name) of the image a registry reference
+    /// names; `None` when it does not say.
+    fn remote_arch(&self, _reference: &str, _tls_verify: bool) -> ToolResult<Option<String>> {
+        Ok(None)
+    }
     /// The digest of the manifest a registry reference (`host/repo:tag`)
     /// names (`sha256:...`), `None` when the tag is absent.
     fn manifest_digest(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>>;

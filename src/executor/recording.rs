@@ -393,6 +393,7 @@ impl ImageStore for Recording {
                 digest: i.digest.clone(),
                 label: i.label.clone(),
                 created: Some(i.created),
+                arch: None,
             }
         }))
     }

@@ -2092,12 +2092,65 @@ fn links_out_below(
 /// Workspace paths named in setup commands (which run on the host with the
 /// workspace as working directory): `cp -a overlay/. {root}/` makes
 /// `overlay` an input even when `inputs` forgets it. Words of `sh -c '...'`
-/// are split again; globs are expanded; `dir/.` is `dir`.
+/// are split again; globs are expanded; `dir/.` is `dir`. Read as the
+/// command runs for the workspace's architecture: `cp -a overlay-{arch}/.
+/// {root}/` (or `overlay-$LAYERBUILD_ARCH`) names `overlay-aarch64` in an
+/// aarch64 build.
 fn setup_references(obs: &Observer, ws: &Workspace, layer: &Layer) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for cmd in &layer.setup {
-        command_paths(obs, ws, cmd, 0, &mut out);
+        let cmd = arch_variables(&ws.arch.expand(cmd), ws.arch);
+        command_paths(obs, ws, &cmd, 0, &mut out);
     }
+    out
+}
+
+/// `cmd` with the architecture variables setup commands get
+/// (`$LAYERBUILD_ARCH`, `${LAYERBUILD_DEBIAN_ARCH}`...) replaced by their
+/// values for `arch`, as the shell running it replaces them.
+fn arch_variables(cmd: &str, arch: crate::arch::Arch) -> String {
+    let vars = [
+        ("LAYERBUILD_ARCH", arch.name()),
+        ("LAYERBUILD_DEBIAN_ARCH", arch.debian()),
+    ];
+    let mut out = String::with_capacity(cmd.len());
+    let mut rest = cmd;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let braced = after.strip_prefix('{');
+        let name_of = |s: &str| {
+            let end = s
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(s.len());
+            s[..end].to_string()
+        };
+        let (name, used) = match braced {
+            Some(b) => {
+                let name = name_of(b);
+                match b[name.len()..].starts_with('}') {
+                    true => (name.clone(), name.len() + 2),
+                    false => (String::new(), 0),
+                }
+            }
+            None => {
+                let name = name_of(after);
+                let used = name.len();
+                (name, used)
+            }
+        };
+        match vars.iter().find(|(n, _)| *n == name) {
+            Some((_, value)) => {
+                out.push_str(value);
+                rest = &after[used..];
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -2291,4 +2344,27 @@ fn cfg_entries(text: &str) -> Vec<(String, String, usize)> {
         out.push((key, strip_comment(&t[at + 1..]), i + 1));
     }
     out
+}
+
+#[cfg(test)]
+mod arch_tests {
+    use super::arch_variables;
+    use crate::arch::Arch;
+
+    #[test]
+    fn architecture_variables_read_as_the_shell_reads_them() {
+        let a = Arch::Aarch64;
+        assert_eq!(
+            arch_variables("cp -a o-$LAYERBUILD_ARCH/. {root}/", a),
+            "cp -a o-aarch64/. {root}/"
+        );
+        assert_eq!(
+            arch_variables("x-${LAYERBUILD_DEBIAN_ARCH}.deb $LAYERBUILD_ROOT $", a),
+            "x-arm64.deb $LAYERBUILD_ROOT $"
+        );
+        assert_eq!(
+            arch_variables("$LAYERBUILD_ARCHIVE ${LAYERBUILD_ARCH", a),
+            "$LAYERBUILD_ARCHIVE ${LAYERBUILD_ARCH"
+        );
+    }
 }

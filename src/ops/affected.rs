@@ -37,6 +37,10 @@ pub struct AffectedReport {
 #[derive(Debug, Serialize)]
 pub struct AffectedLayer {
     pub label: String,
+    /// The architecture whose build of the layer is affected, when the
+    /// workspace builds for several (each is compared with itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<crate::arch::Arch>,
     /// `None` when the layer did not exist at `since`.
     pub old_digest: Option<Digest>,
     pub new_digest: Digest,
@@ -89,32 +93,67 @@ pub fn affected(
         }
         None => ctx.ws.clone(),
     };
-    let old = fingerprint_all(&old_ws, system.as_deref(), false)?;
-    let new = fingerprint_all(&new_ws, system.as_deref(), until.is_none())?;
-    let mut lookup = HistoryLookup::new(None, &old);
-    lookup.known.extend(HistoryLookup::new(None, &new).known);
-    let side = |f: &Fingerprint| Side::from(f);
-    let order = LayerGraph::new(&new_ws)?;
+    // Every architecture the workspace builds for, each side for the same
+    // one (the command's first): a change that only an aarch64 build sees
+    // (a layer only it builds, `overlay-{arch}`) affects it.
+    let mut arches = vec![new_ws.arch];
+    arches.extend(
+        new_ws
+            .build
+            .architectures
+            .iter()
+            .filter(|a| **a != new_ws.arch),
+    );
+    let several = arches.len() > 1;
     let mut out = vec![];
-    for label in order.order() {
-        let n = &new[label];
-        match old.get(label) {
-            Some(o) if o.digest == n.digest => {}
-            Some(o) => {
-                let changes = explain::diff(&side(o), &side(n), &lookup, false);
-                out.push(AffectedLayer {
-                    label: label.to_string(),
-                    old_digest: Some(o.digest.clone()),
-                    new_digest: n.digest.clone(),
-                    reason: explain::one_line(&changes, &label.to_string()),
-                });
+    for arch in arches {
+        let new_ws = new_ws.for_arch(arch)?;
+        if new_ws.layers.is_empty() {
+            continue;
+        }
+        let old = match old_ws.for_arch(arch) {
+            Ok(old_ws) if !old_ws.layers.is_empty() => {
+                fingerprint_all(&old_ws, system.as_deref(), false)?
             }
-            None => out.push(AffectedLayer {
-                label: label.to_string(),
-                old_digest: None,
-                new_digest: n.digest.clone(),
-                reason: format!("{label} did not exist at {since}"),
-            }),
+            // It did not build for this architecture then.
+            _ => BTreeMap::new(),
+        };
+        let new = fingerprint_all(&new_ws, system.as_deref(), until.is_none())?;
+        let mut lookup = HistoryLookup::new(None, &old);
+        lookup.known.extend(HistoryLookup::new(None, &new).known);
+        let side = |f: &Fingerprint| Side::from(f);
+        let order = LayerGraph::new(&new_ws)?;
+        let arch = several.then_some(arch);
+        for label in order.order() {
+            let n = &new[label];
+            match old.get(label) {
+                Some(o) if o.digest == n.digest => {}
+                Some(o) => {
+                    let changes = explain::diff(&side(o), &side(n), &lookup, false);
+                    out.push(AffectedLayer {
+                        label: label.to_string(),
+                        arch,
+                        old_digest: Some(o.digest.clone()),
+                        new_digest: n.digest.clone(),
+                        reason: explain::one_line(&changes, &label.to_string()),
+                    });
+                }
+                None => out.push(AffectedLayer {
+                    label: label.to_string(),
+                    arch,
+                    old_digest: None,
+                    new_digest: n.digest.clone(),
+                    reason: match arch {
+                        Some(a)
+                            if old_ws.layers.contains_key(label)
+                                || old_ws.other_arch_layers.contains_key(label) =>
+                        {
+                            format!("{label} was not built for {a} at {since}")
+                        }
+                        _ => format!("{label} did not exist at {since}"),
+                    },
+                }),
+            }
         }
     }
     Ok(AffectedReport {
@@ -130,9 +169,13 @@ pub fn render(r: &AffectedReport) -> String {
     if r.affected.is_empty() {
         return format!("no layer is affected since {}\n", r.since);
     }
-    let width = r.affected.iter().map(|a| a.label.len()).max().unwrap_or(0);
+    let name = |a: &AffectedLayer| match a.arch {
+        Some(arch) => format!("{} ({arch})", a.label),
+        None => a.label.clone(),
+    };
+    let width = r.affected.iter().map(|a| name(a).len()).max().unwrap_or(0);
     r.affected
         .iter()
-        .map(|a| format!("{:width$}  {}\n", a.label, a.reason))
+        .map(|a| format!("{:width$}  {}\n", name(a), a.reason))
         .collect()
 }

@@ -348,6 +348,20 @@ fn index_one(
     }
     let built_at = meta.created.unwrap_or_else(now_secs);
     match current.get(digest) {
+        Some((fp, _))
+            if meta.arch.as_deref().is_some_and(|a| {
+                let built_for = fp.manifest.definition.arch.as_deref().unwrap_or("x86_64");
+                crate::arch::Arch::parse(a).map(|a| a.name()) != Some(built_for)
+            }) =>
+        {
+            // Before layerbuild knew architectures, an aarch64 machine's
+            // build had the digest an x86_64 build of the layer has now.
+            item.reason = Some(format!(
+                "of architecture {}, not its digest's",
+                meta.arch.as_deref().unwrap_or_default()
+            ));
+            return Ok(());
+        }
         Some((fp, system)) => {
             let record = BuildRecord {
                 label: label_s,

@@ -61,46 +61,84 @@ struct Planned<'a> {
     label: Label,
     digest: Digest,
     parent: Option<(Label, Digest)>,
+    /// The architecture its job builds, when the workspace builds for
+    /// several (a job each).
+    arch: Option<crate::arch::Arch>,
+    /// Has it image tests (for the junit report)?
+    tests: bool,
 }
 
 pub fn gitlab(ctx: &Context, opts: &GitlabOptions, backend: &dyn Backend) -> Result<Pipeline> {
     let ws = &ctx.ws;
     let systems = crate::ops::systems(ws, &opts.system)?;
-    let labels = ctx.graph.select(&opts.patterns)?;
     let registry_url = registry_url(opts.registry.as_deref(), ws)?;
+    // Every architecture the workspace builds for, a job per layer each:
+    // a layer only aarch64 builds, or a change only its build sees, gets
+    // its job too.
+    let mut arches = vec![ws.arch];
+    arches.extend(ws.build.architectures.iter().filter(|a| **a != ws.arch));
+    let several_arches = arches.len() > 1;
+    let mut contexts = vec![];
+    for arch in arches {
+        let c = ctx.for_arch(arch)?;
+        // Labels named exactly that this architecture does not build are
+        // left out of its jobs (an error only when no architecture has any).
+        let patterns: Vec<Pattern> = opts
+            .patterns
+            .iter()
+            .filter(|p| match p {
+                Pattern::Exact(l) => !several_arches || c.ws.layers.contains_key(l),
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        match c.graph.select(&patterns) {
+            Ok(labels) if !patterns.is_empty() => contexts.push((c, labels)),
+            Err(e) if !several_arches => return Err(e),
+            _ => {}
+        }
+    }
+    if contexts.is_empty() {
+        ctx.graph.select(&opts.patterns)?;
+    }
     let mut warnings = vec![];
     let mut notes: Vec<String> = vec![];
     let mut plan = vec![];
     for system in &systems {
-        // Fingerprinted whatever decides the jobs: a layer whose inputs
-        // cannot be read fails here, not in its job.
-        let prints = crate::ops::manifests(ws, *system, &labels)?;
-        let mut said = vec![];
-        let needed = needed(
-            ctx,
-            opts,
-            backend,
-            (registry_url.as_deref(), *system),
-            &labels,
-            &prints,
-            (&mut warnings, &mut said),
-        )?;
-        for n in said {
-            if !notes.contains(&n) {
-                notes.push(n);
+        for (c, labels) in &contexts {
+            // Fingerprinted whatever decides the jobs: a layer whose inputs
+            // cannot be read fails here, not in its job.
+            let prints = crate::ops::manifests(&c.ws, *system, labels)?;
+            let mut said = vec![];
+            let needed = needed(
+                c,
+                opts,
+                backend,
+                (registry_url.as_deref(), *system),
+                labels,
+                &prints,
+                (&mut warnings, &mut said),
+            )?;
+            for n in said {
+                if !notes.contains(&n) {
+                    notes.push(n);
+                }
             }
-        }
-        for label in needed {
-            let parent = match &ws.layers[&label].parent {
-                Parent::Layer(p) => prints.get(p).map(|f| (p.clone(), f.digest.clone())),
-                _ => None,
-            };
-            plan.push(Planned {
-                system: *system,
-                digest: prints[&label].digest.clone(),
-                label,
-                parent,
-            });
+            for label in needed {
+                let layer = &c.ws.layers[&label];
+                let parent = match &layer.parent {
+                    Parent::Layer(p) => prints.get(p).map(|f| (p.clone(), f.digest.clone())),
+                    _ => None,
+                };
+                plan.push(Planned {
+                    system: *system,
+                    digest: prints[&label].digest.clone(),
+                    tests: !layer.tests.is_empty(),
+                    label,
+                    parent,
+                    arch: several_arches.then_some(c.ws.arch),
+                });
+            }
         }
     }
     let mut yaml = header(ws, &notes);
@@ -267,9 +305,13 @@ fn jobs(
     let mut first = vec![];
     for p in plan {
         if let std::collections::btree_map::Entry::Vacant(e) = names.entry((&p.label, &p.digest)) {
-            e.insert(match (several, p.system) {
+            let name = match (several, p.system) {
                 (true, Some(s)) => format!("{}@{}", job_name(&p.label), s.name),
                 _ => job_name(&p.label),
+            };
+            e.insert(match p.arch {
+                Some(a) => format!("{name}@{a}"),
+                None => name,
             });
             first.push(p);
         }
@@ -282,13 +324,14 @@ fn jobs(
         if let Some(s) = p.system {
             cmd.push_str(&format!(" --system {}", shell_words::quote(&s.name)));
         }
+        if let Some(a) = p.arch {
+            cmd.push_str(&format!(" --arch {a}"));
+        }
         if let Some(url) = registry_url {
             cmd.push_str(&format!(" --registry {}", shell_words::quote(url)));
         }
         // The image tests in GitLab's test tab.
-        let junit = junit
-            .as_ref()
-            .filter(|_| !ws.layers[label].tests.is_empty());
+        let junit = junit.as_ref().filter(|_| p.tests);
         if let Some(j) = junit {
             cmd.push_str(&format!(" --junit {}", shell_words::quote(j)));
         }
@@ -322,6 +365,10 @@ fn jobs(
                 label.layer()
             ),
             None => format!("layerbuild/{}/{}", label.image_type(), label.layer()),
+        };
+        let group = match p.arch {
+            Some(a) => format!("{group}/{a}"),
+            None => group,
         };
         y.push_str(&format!("  resource_group: {}\n", q(&group)));
     }

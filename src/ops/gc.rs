@@ -855,6 +855,7 @@ mod tests {
             system: None,
             built_at,
             duration_ms: 0,
+            arch: None,
         }
     }
 

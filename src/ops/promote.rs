@@ -288,6 +288,23 @@ pub fn promote(ctx: &Context, opts: &PromoteOptions, registry: &dyn Registry) ->
     if previous.is_none() {
         return Ok(report);
     }
+    // Labelled with the digest, but of the architecture built? Before
+    // layerbuild knew architectures, an aarch64 machine pushed its layers
+    // under the digests their x86_64 builds have now.
+    if let Some(a) = registry
+        .remote_arch(&source, tls)
+        .map_err(|e| registry_error(e, &url))?
+        && crate::arch::Arch::parse(&a) != Some(ws.arch)
+    {
+        return Err(Error::refused(format!(
+            "{source} is not {label} at {short} for {}: its image's architecture is {a}, not {} (pushed before layerbuild knew architectures?)",
+            ws.arch,
+            ws.arch.oci()
+        ))
+        .with_hint(format!(
+            "push the tested image again: `layerbuild push --force {label} {source}`"
+        )));
+    }
     if opts.dry_run {
         report.status = PromoteStatus::WouldPromote;
         return Ok(report);
@@ -402,6 +419,20 @@ pub fn promote_list(
                 )));
             }
         };
+        // Of the architecture built, too (see `promote`).
+        if let Some(a) = registry.remote_arch(&source, tls).map_err(err)?
+            && crate::arch::Arch::parse(&a) != Some(ws.arch)
+        {
+            return Err(Error::refused(format!(
+                "{source} is not {label} at {short} for {}: its image's architecture is {a}, not {} (pushed before layerbuild knew architectures?)",
+                ws.arch,
+                ws.arch.oci()
+            ))
+            .with_hint(format!(
+                "push the tested image again: `layerbuild --arch {} push --force {label} {source}`",
+                ws.arch
+            )));
+        }
         images.push(ArchImage {
             arch: ws.arch,
             digest,

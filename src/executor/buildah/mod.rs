@@ -437,6 +437,33 @@ impl Registry for Buildah {
         .map(Digest::from)
     }
 
+    fn image_arch(&self, image_id: &str) -> ToolResult<Option<String>> {
+        let format = "{{.OCIv1.Architecture}}";
+        let arch = self.run_tool(
+            &self.buildah,
+            &["inspect", "--type", "image", "--format", format, image_id],
+        )?;
+        let arch = arch.trim();
+        Ok((!arch.is_empty()).then(|| arch.to_string()))
+    }
+
+    fn remote_arch(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>> {
+        let tls = format!("--tls-verify={tls_verify}");
+        let docker = format!("docker://{reference}");
+        let args = [
+            "inspect",
+            "--retry-times",
+            "0",
+            &tls,
+            "--format",
+            "{{.Architecture}}",
+            &docker,
+        ];
+        let arch = self.run_tool(&self.skopeo, &args)?;
+        let arch = arch.trim();
+        Ok((!arch.is_empty()).then(|| arch.to_string()))
+    }
+
     fn manifest_digest(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>> {
         let tls = format!("--tls-verify={tls_verify}");
         let docker = format!("docker://{reference}");

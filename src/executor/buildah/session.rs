@@ -261,6 +261,28 @@ impl<'a> Session<'a> {
                 }
                 r => r.map(drop),
             },
+            Mode::Arch {
+                expected,
+                container,
+                parent,
+            } => {
+                let found = self.capture(line, what)?;
+                // An image that does not say (`""`) is taken as it is; one
+                // that does is compared in any vocabulary (`x86_64`, `amd64`).
+                let same =
+                    crate::arch::Arch::parse(&found).is_some_and(|a| a.oci() == expected.as_str());
+                if found.is_empty() || same {
+                    return Ok(());
+                }
+                let mut rm = self.tool.command(&self.tool.buildah);
+                rm.args(["rm", container])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let _ = cli::status(&mut rm);
+                Err(format!(
+                    "its parent {parent} is a {found} image, not {expected}: building on it would make a {found} image; put the {expected} one in container storage (buildah pull --arch {expected} {parent}), or name an image of {expected}"
+                ))
+            }
             Mode::Stream => self.stream(line, what, &quiet),
             Mode::Play {
                 remove_after,

@@ -98,6 +98,14 @@ pub enum Mode {
     /// leftover of an earlier attempt at this digest) it is removed and the
     /// command run again.
     From { container: String },
+    /// [`Mode::Capture`] of the working container's architecture (OCI's
+    /// name): another than `expected` fails the build and removes
+    /// `container`, started from `parent`.
+    Arch {
+        expected: String,
+        container: String,
+        parent: String,
+    },
     /// Output streamed into the log line by line.
     Stream,
     /// [`Mode::Stream`] of ansible-playbook: task names are progress; the
@@ -243,6 +251,24 @@ pub fn steps(req: &BuildRequest) -> Vec<Step> {
         };
         let action = run(Cmd::new(argv), from, "buildah from");
         s.push(step(Some("buildah from".into()), Phase::Create, action));
+        // buildah takes the local image a digest names whatever its
+        // architecture (`--arch` or not: a warning only), and the instances
+        // of one manifest list pulled for several architectures all carry
+        // the list's digest: the parent could be another architecture's,
+        // an image of it cached under this architecture's digest.
+        let format = "{{.OCIv1.Architecture}}";
+        let inspect = buildah(&["inspect", "--type", "container", "--format", format, ctr]);
+        let mode = Mode::Arch {
+            expected: req.arch.oci().into(),
+            container: ctr.into(),
+            parent: match &req.from {
+                BaseImage::Scratch => "scratch".into(),
+                BaseImage::Image(i) => i.clone(),
+                BaseImage::Unbuilt(label) => label.clone(),
+            },
+        };
+        let action = run(Cmd::new(inspect), mode, "the parent's architecture");
+        s.push(step(None, Phase::Create, action));
     }
     let mount = run(
         Cmd::new(buildah(&["mount", ctr])),
@@ -276,9 +302,7 @@ fn body_steps(req: &BuildRequest) -> Vec<Step> {
     let body = |name: String, action: Action| step(Some(name), Phase::Body, action);
     let mut s = vec![];
     for cmd in &req.setup {
-        let arch = cmd
-            .replace("{arch}", req.arch.name())
-            .replace("{debian_arch}", req.arch.debian());
+        let arch = req.arch.expand(cmd);
         let mut c = Cmd::new(vec![text("sh"), text("-c"), Arg::WithMount(arch)])
             .env("LAYERBUILD_ROOT", Arg::Mount)
             .env("LAYERBUILD_ARCH", text(req.arch.name()))
@@ -801,6 +825,7 @@ mod tests {
         let run = "buildah run --isolation chroot ctr --";
         let expected = [
             "buildah from --name ctr $IMAGE_ID(//compute/compute)".to_string(),
+            "buildah inspect --type container --format {{.OCIv1.Architecture}} ctr".into(),
             "buildah mount ctr".into(),
             "cd /ws && LAYERBUILD_ARCH=x86_64 LAYERBUILD_DEBIAN_ARCH=amd64 LAYERBUILD_ROOT=$MOUNT sh -c 'cp motd $MOUNT/etc/motd'".into(),
             format!("{run} sh -c 'dnf install -y munge slurm'"),
@@ -846,13 +871,20 @@ mod tests {
         req.play.as_mut().unwrap().connection = Connection::Chroot;
         let steps = steps(&req);
         let k = known(Some("/var/mnt/a b"));
-        let setup = k.render(&steps[2]).unwrap();
+        let named = |prefix: &str| {
+            steps
+                .iter()
+                .find(|s| s.name.as_deref().is_some_and(|n| n.starts_with(prefix)))
+                .unwrap()
+        };
+        let setup = k.render(named("setup:")).unwrap();
         assert_eq!(
             setup,
             "cd /ws && LAYERBUILD_ARCH=x86_64 LAYERBUILD_DEBIAN_ARCH=amd64 LAYERBUILD_ROOT='/var/mnt/a b' sh -c 'cp motd '\\''/var/mnt/a b'\\''/etc/motd'"
         );
-        let Action::Run { cmd, .. } = &steps[10].action else {
-            panic!("{:?}", steps[10]);
+        let play = named("ansible-playbook");
+        let Action::Run { cmd, .. } = &play.action else {
+            panic!("{play:?}");
         };
         let line = k.line(cmd);
         let ready = line.known().unwrap();

@@ -452,6 +452,28 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
         ));
         return Ok(None);
     }
+    // A row that does not say its image's architecture (recorded before
+    // layerbuild knew architectures, or recovered): an aarch64 machine's
+    // build then had the digest an x86_64 build of the layer has now.
+    if row.arch.is_none() {
+        let meta =
+            crate::ops::cache::committed_build(run.executor, &row.image_id, &fp.label, &fp.digest);
+        match meta.and_then(|m| m.arch) {
+            Some(a) if !of_arch(&a, run.ws.arch) => {
+                run.cache().forget_layer(&fp.digest)?;
+                run.reporter.println(&format!(
+                    "{label_s}: its cached image {} is of architecture {a}, not {} (built before layerbuild knew architectures); building it again",
+                    crate::fingerprint::short(&row.image_id),
+                    run.ws.arch.oci()
+                ));
+                return Ok(None);
+            }
+            Some(_) => {
+                let _ = run.cache().set_arch(&fp.digest, run.ws.arch.name());
+            }
+            None => {}
+        }
+    }
     // Report a name only while it still names this image.
     let image_name = [row.image_name.as_str(), own.as_str()]
         .into_iter()
@@ -462,6 +484,11 @@ fn reuse_cached(run: &RunCtx<'_>, fp: &Fingerprint, repair: bool) -> Result<Opti
         image_id: row.image_id,
         image_name,
     }))
+}
+
+/// Is `oci` (an image's architecture, OCI's name) `arch`?
+fn of_arch(oci: &str, arch: crate::arch::Arch) -> bool {
+    crate::arch::Arch::parse(oci) == Some(arch)
 }
 
 /// Is `name` one layerbuild gives only to `label`'s builds of `digest`:
@@ -516,6 +543,18 @@ fn adopt_committed(run: &RunCtx<'_>, fp: &Fingerprint, why: Adopting) -> Option<
     }
     let meta = crate::ops::cache::committed_build(run.executor, &name, label, &fp.digest)?;
     let label_s = label.to_string();
+    // Its labels are this build's, but an aarch64 machine's build had the
+    // digest an x86_64 build of the layer has now, before layerbuild knew
+    // architectures.
+    if let Some(a) = &meta.arch
+        && !of_arch(a, run.ws.arch)
+    {
+        run.reporter.println(&format!(
+            "{label_s}: not adopting {name}: it is of architecture {a}, not {} (built before layerbuild knew architectures)",
+            run.ws.arch.oci()
+        ));
+        return None;
+    }
     let started_at = meta.created.unwrap_or_else(now_secs);
     let rec = record(
         &label_s,

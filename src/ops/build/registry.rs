@@ -280,6 +280,25 @@ pub(super) fn try_pull(run: &RunCtx<'_>, reg: &RegistryUse<'_>, fp: &Fingerprint
             return None;
         }
     }
+    // The architecture too: before layerbuild knew architectures, a layer
+    // built on an aarch64 machine was pushed under the digest its x86_64
+    // build has now (x86_64 digests did not change).
+    let expected = run.ws.arch.oci();
+    match reg.client.image_arch(&image_id) {
+        Ok(Some(a)) if crate::arch::Arch::parse(&a) != Some(run.ws.arch) => {
+            reg.warn(format!(
+                "{label_s}: rejected the image pulled from {reference}: its architecture is {a}, not {expected} ({}), most likely pushed by a layerbuild that did not know architectures; building it here",
+                run.ws.arch
+            ));
+            let _ = run.executor.remove_image(&reference);
+            return None;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            reg.warn(format!("{label_s}: cannot inspect the image pulled from {reference} ({e}); building it here"));
+            return None;
+        }
+    }
     let rec = record(
         &label_s,
         run.system,
