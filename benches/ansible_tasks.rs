@@ -6,7 +6,8 @@
 //! `/var/tmp/layerbuild-bench-ansible-tasks`, so its two bases are built
 //! once and reused by later runs) holds two bases: busybox (`scratch` with
 //! a busybox root) and Debian bookworm with python3 (mmdebstrap), and on
-//! top of each, per connection (`chroot`, the default, and `buildah`), a
+//! top of each, per connection (`chroot`, the default, `mitogen` and
+//! `buildah`), a
 //! layer per task kind whose play has N tasks of that kind (each doing
 //! distinct work: its own path or line) and a layer whose play has none.
 //! Kinds: `raw` on both bases; `command`, `copy` (`content:`), `template`
@@ -34,7 +35,9 @@
 //!                                      is printed (on stderr) after each
 //!
 //! Needs root, buildah, ansible-core with community.general and
-//! containers.podman, busybox-static and mmdebstrap. Run with
+//! containers.podman, busybox-static, mmdebstrap and Mitogen (all from
+//! scripts/install-deps.sh). On busybox (no Python) `mitogen` is served by
+//! the chroot connection, as builds are. Run with
 //! `scripts/bench ansible` (or `cargo bench --bench ansible_tasks`).
 
 mod common;
@@ -59,8 +62,8 @@ const ROWS: [(&str, &str); 7] = [
 ];
 const BASES: [&str; 2] = ["busybox", "debian"];
 /// Through layerbuild, with the layer's `ansible_connection`.
-const CONNECTIONS: [&str; 2] = ["chroot", "buildah"];
-/// The columns: the two connections through layerbuild, then plain
+const CONNECTIONS: [&str; 3] = ["chroot", "mitogen", "buildah"];
+/// The columns: the connections through layerbuild, then plain
 /// ansible-playbook.
 const PLAIN: &str = "plain";
 

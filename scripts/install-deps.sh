@@ -91,3 +91,12 @@ if ! "$moto_dir/bin/pip" show moto 2>/dev/null | grep -q "^Version: $moto_versio
   python3 -m venv "$moto_dir"
   "$moto_dir/bin/pip" install --quiet "moto[server]==$moto_version" "awscli==$awscli_version"
 fi
+# The mitogen connection (ansible_connection = "mitogen"): Mitogen for
+# Ansible, pinned, in a directory of its own where layerbuild looks for it
+# (pip --target: the system Python and Ansible are left alone).
+mitogen_version=0.3.54
+mitogen_dir=/usr/local/lib/layerbuild/mitogen
+if [ ! -d "$mitogen_dir/mitogen-$mitogen_version.dist-info" ]; then
+  rm -rf "$mitogen_dir"
+  "$moto_dir/bin/pip" install --quiet --no-deps --target "$mitogen_dir" "mitogen==$mitogen_version"
+fi

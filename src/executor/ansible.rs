@@ -15,12 +15,14 @@ use super::{PlayRequest, cli};
 /// (the mounted root for chroot, the container for buildah) through the
 /// layer's connection, in the layer's groups (`ungrouped` when it has none).
 pub fn inventory_ini(play: &PlayRequest, ansible_host: &str) -> String {
+    inventory_with(play, ansible_host, play.connection.plugin())
+}
+
+fn inventory_with(play: &PlayRequest, ansible_host: &str, plugin: &str) -> String {
     let mut ini = String::new();
     let host = format!(
-        "{} ansible_host={} ansible_connection={}\n",
-        play.host_name,
-        ansible_host,
-        play.connection.plugin()
+        "{} ansible_host={} ansible_connection={plugin}\n",
+        play.host_name, ansible_host,
     );
     if play.groups.is_empty() {
         ini.push_str("[ungrouped]\n");
@@ -50,13 +52,29 @@ pub fn playbook_command(
 
 /// Writes the generated inventory (the host at `ansible_host`) and the
 /// system's vars into `work_dir`, where [`playbook_args`] names them.
+/// Returns notes for the build log (how the play reaches the root).
 pub fn write_play_files(
     play: &PlayRequest,
     work_dir: &Path,
     ansible_host: &str,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
+    let mut notes = vec![];
+    let mut plugin = play.connection.plugin();
+    if play.connection == super::Connection::Mitogen {
+        write_mitogen_plugins(work_dir)?;
+        // Mitogen's interpreter is the root's Python: without one (a
+        // busybox root, a play that installs Python with raw), the plain
+        // chroot connection serves the play.
+        if !root_has_python(Path::new(ansible_host)) {
+            plugin = super::Connection::Chroot.plugin();
+            notes.push(format!(
+                "# layerbuild: the image has no Python ({}): the play runs over {plugin}",
+                ROOT_PYTHONS.join(", ")
+            ));
+        }
+    }
     let inventory = work_dir.join("inventory.ini");
-    std::fs::write(&inventory, inventory_ini(play, ansible_host))
+    std::fs::write(&inventory, inventory_with(play, ansible_host, plugin))
         .map_err(|e| format!("cannot write {}: {e}", inventory.display()))?;
     let vars = work_dir.join(crate::ops::gc::VARS_FILE);
     // It may hold secret_vars values: readable by the builder only, from
@@ -95,11 +113,127 @@ pub fn write_play_files(
                 "cannot write the events callback in {}: {e}",
                 plugins.display()
             )
-        })
+        })?;
+    Ok(notes)
 }
 
 /// The callback plugin that writes task events (see the file).
 const EVENTS_CALLBACK: &str = include_str!("layerbuild_events.py");
+
+/// The `mitogen` connection's plugins (see the files).
+const MITOGEN_CONNECTION: &[(&str, &str)] = &[
+    (
+        "mitogen_chroot.py",
+        include_str!("ansible_plugins/mitogen_chroot.py"),
+    ),
+    (
+        "_layerbuild_mitogen.py",
+        include_str!("ansible_plugins/_layerbuild_mitogen.py"),
+    ),
+    (
+        "_mitogen_chroot.py",
+        include_str!("ansible_plugins/_mitogen_chroot.py"),
+    ),
+];
+/// Ansible's strategies with Mitogen's mixin, under their own names.
+const MITOGEN_STRATEGY: &str = include_str!("ansible_plugins/strategy.py");
+const MITOGEN_STRATEGIES: &[&str] = &["linear", "free", "host_pinned"];
+const CONNECTION_DIR: &str = "connection_plugins";
+const STRATEGY_DIR: &str = "strategy_plugins";
+
+/// Where Mitogen is looked for: `$LAYERBUILD_MITOGEN`, else where
+/// `scripts/install-deps.sh` puts it (a `pip install --target` directory
+/// holding `ansible_mitogen/`).
+pub fn mitogen_dir() -> std::path::PathBuf {
+    std::env::var_os("LAYERBUILD_MITOGEN")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/local/lib/layerbuild/mitogen".into())
+}
+
+fn write_mitogen_plugins(work_dir: &Path) -> Result<(), String> {
+    let write = |dir: &Path, name: &str, text: &str| {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(dir.join(name), text))
+            .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
+    };
+    let conn = work_dir.join(CONNECTION_DIR);
+    for (name, text) in MITOGEN_CONNECTION {
+        write(&conn, name, text)?;
+    }
+    let strat = work_dir.join(STRATEGY_DIR);
+    for s in MITOGEN_STRATEGIES {
+        write(
+            &strat,
+            &format!("{s}.py"),
+            &MITOGEN_STRATEGY.replace("STRATEGY", s),
+        )?;
+    }
+    Ok(())
+}
+
+/// The interpreters the `mitogen` connection looks for in the root (as
+/// `_mitogen_chroot.py` does).
+const ROOT_PYTHONS: &[&str] = &[
+    "/usr/bin/python3",
+    "/usr/libexec/platform-python",
+    "/usr/bin/python3.12",
+    "/usr/bin/python3.11",
+    "/usr/bin/python3.10",
+    "/usr/bin/python3.9",
+    "/usr/bin/python3.8",
+    "/usr/bin/python3.7",
+    "/usr/bin/python3.6",
+];
+
+/// Whether the root at `root` has one of [`ROOT_PYTHONS`], symbolic links
+/// resolved inside the root.
+fn root_has_python(root: &Path) -> bool {
+    ROOT_PYTHONS
+        .iter()
+        .any(|p| in_root(root, p, 0).is_some_and(|h| h.is_file()))
+}
+
+/// `path` of the root as the host sees it, links followed inside the root.
+fn in_root(root: &Path, path: &str, depth: usize) -> Option<std::path::PathBuf> {
+    let mut cur = std::path::PathBuf::from("/");
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let next = cur.join(part);
+        let host = root.join(next.strip_prefix("/").ok()?);
+        let meta = std::fs::symlink_metadata(&host).ok()?;
+        if meta.file_type().is_symlink() {
+            if depth > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(&host).ok()?;
+            let t = match target.is_absolute() {
+                true => target,
+                false => cur.join(target),
+            };
+            let rest = parts[i + 1..].join("/");
+            let joined = format!("{}/{rest}", t.display());
+            return in_root(root, &normalize(&joined), depth + 1);
+        }
+        cur = next;
+    }
+    Some(root.join(cur.strip_prefix("/").ok()?))
+}
+
+/// `a/./b/../c` as `a/c` (lexically, never above `/`).
+fn normalize(p: &str) -> String {
+    let mut out: Vec<&str> = vec![];
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
 /// Where [`write_play_files`] puts it, in the work directory.
 const CALLBACK_DIR: &str = "callback_plugins";
 /// The events file it appends to, in the work directory: one JSON line per
@@ -188,7 +322,7 @@ pub fn env_vars(play: &PlayRequest, work_dir: &Path) -> Vec<(&'static str, Strin
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    vec![
+    let mut vars = vec![
         ("ANSIBLE_ROLES_PATH", roles.join(":")),
         ("ANSIBLE_NOCOLOR", "1".into()),
         ("ANSIBLE_FORCE_COLOR", "0".into()),
@@ -202,12 +336,41 @@ pub fn env_vars(play: &PlayRequest, work_dir: &Path) -> Vec<(&'static str, Strin
             work_dir.join("ansible-tmp").to_string_lossy().into_owned(),
         ),
         ("PYTHONUNBUFFERED", "1".into()),
+        // Modules imported in the root leave no __pycache__ there, whatever
+        // the caller's environment says: the image does not depend on it.
+        ("PYTHONDONTWRITEBYTECODE", "1".into()),
         ("ANSIBLE_CALLBACK_PLUGINS", callback_plugins(play, work_dir)),
         (
             "LAYERBUILD_EVENTS",
             work_dir.join(EVENTS_FILE).to_string_lossy().into_owned(),
         ),
-    ]
+    ];
+    if play.connection == super::Connection::Mitogen {
+        let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+        vars.extend([
+            (
+                "ANSIBLE_STRATEGY_PLUGINS",
+                format!(
+                    "{}:{}",
+                    path(work_dir.join(STRATEGY_DIR)),
+                    path(play.mitogen.join("ansible_mitogen/plugins/strategy"))
+                ),
+            ),
+            ("ANSIBLE_STRATEGY", "linear".into()),
+            (
+                "ANSIBLE_CONNECTION_PLUGINS",
+                path(work_dir.join(CONNECTION_DIR)),
+            ),
+            // Mitogen's temporary files on the private /dev tmpfs, never
+            // in the image.
+            ("ANSIBLE_REMOTE_TMP", "/dev/shm".into()),
+            (
+                "LAYERBUILD_MITOGEN",
+                play.mitogen.to_string_lossy().into_owned(),
+            ),
+        ]);
+    }
+    vars
 }
 
 /// The `ANSIBLE_*` variables of the user's environment that reach Ansible:
@@ -483,6 +646,7 @@ mod tests {
             roles_path: vec![],
             connection: super::super::Connection::Chroot,
             vault_files: vec![],
+            mitogen: "/mitogen".into(),
         };
         let work = Path::new("/work");
         assert_eq!(

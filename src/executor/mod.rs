@@ -123,6 +123,8 @@ pub struct PlayRequest {
     /// Variables files holding ansible-vault data (absolute): what Ansible
     /// decrypts from them is redacted from its output.
     pub vault_files: Vec<PathBuf>,
+    /// Where Mitogen is looked for (the `mitogen` connection).
+    pub mitogen: PathBuf,
 }
 
 /// How ansible-playbook reaches the working container.
@@ -135,14 +137,19 @@ pub enum Connection {
     /// `containers.podman.buildah`: one `buildah run` per task step, with
     /// pipelining.
     Buildah,
+    /// layerbuild's `mitogen_chroot` (Mitogen): the chroot connection's
+    /// namespace and mounts, and one persistent Python interpreter in the
+    /// root that serves every task; community.general.chroot when Mitogen
+    /// cannot serve or the root has no Python.
+    Mitogen,
 }
 
 impl Connection {
     pub fn parse(s: &str) -> Connection {
-        if s == "buildah" {
-            Connection::Buildah
-        } else {
-            Connection::Chroot
+        match s {
+            "buildah" => Connection::Buildah,
+            "mitogen" => Connection::Mitogen,
+            _ => Connection::Chroot,
         }
     }
 
@@ -151,6 +158,7 @@ impl Connection {
         match self {
             Connection::Chroot => "community.general.chroot",
             Connection::Buildah => "containers.podman.buildah",
+            Connection::Mitogen => "mitogen_chroot",
         }
     }
 }

@@ -24,7 +24,7 @@ pub const LAYERFILE: &str = "Layerfile.toml";
 pub const DEFAULT_PACKAGE_COMMAND: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {packages}";
 const ISOLATIONS: &[&str] = &["chroot", "oci", "rootless"];
 /// How ansible-playbook reaches the working container.
-pub const ANSIBLE_CONNECTIONS: &[&str] = &["chroot", "buildah"];
+pub const ANSIBLE_CONNECTIONS: &[&str] = &["chroot", "buildah", "mitogen"];
 /// mksquashfs compressors.
 pub const SQUASHFS_COMPRESSORS: &[&str] = &["gzip", "lzo", "lz4", "xz", "zstd", "lzma"];
 

@@ -221,7 +221,12 @@ impl<'a> Session<'a> {
                     ..Default::default()
                 });
                 let host = host.known()?;
-                crate::executor::ansible::write_play_files(play, work_dir, host.argv[0])
+                let notes =
+                    crate::executor::ansible::write_play_files(play, work_dir, host.argv[0])?;
+                for n in notes {
+                    self.note(&n);
+                }
+                Ok(())
             }
             Action::ReadImageId(iid) => {
                 let id =

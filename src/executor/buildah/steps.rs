@@ -398,7 +398,7 @@ const PRIVATE_MOUNTS: &str = concat!(
 /// --mount` after [`PRIVATE_MOUNTS`]), or over `buildah run`.
 fn play_steps(req: &BuildRequest, play: &PlayRequest) -> Vec<Step> {
     let (host, mut argv) = match play.connection {
-        Connection::Chroot => {
+        Connection::Chroot | Connection::Mitogen => {
             let mut w: Vec<Arg> = ["unshare", "--mount", "--propagation", "private", "--"]
                 .into_iter()
                 .chain(["sh", "-c", PRIVATE_MOUNTS, "sh"])
@@ -772,6 +772,7 @@ mod tests {
                 roles_path: vec![],
                 connection: Connection::Buildah,
                 vault_files: vec![],
+                mitogen: "/mitogen".into(),
             }),
             tests: vec!["true".into()],
             boot_tests_follow: false,
@@ -821,7 +822,7 @@ mod tests {
             ANSIBLE_HOST_KEY_CHECKING=0 ANSIBLE_LOCAL_TEMP=/work/ansible-tmp ANSIBLE_NOCOLOR=1 \
             ANSIBLE_PIPELINING=True ANSIBLE_PYTHON_INTERPRETER=auto_silent \
             ANSIBLE_RETRY_FILES_ENABLED=0 ANSIBLE_ROLES_PATH='' BUILDAH_ISOLATION=chroot \
-            LAYERBUILD_EVENTS=/work/ansible-events.jsonl PYTHONUNBUFFERED=1 ansible-playbook -i /work/inventory.ini -e @/work/vars.json site.yml";
+            LAYERBUILD_EVENTS=/work/ansible-events.jsonl PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 ansible-playbook -i /work/inventory.ini -e @/work/vars.json site.yml";
         let run = "buildah run --isolation chroot ctr --";
         let expected = [
             "buildah from --name ctr $IMAGE_ID(//compute/compute)".to_string(),

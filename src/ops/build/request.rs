@@ -158,6 +158,7 @@ pub(crate) fn play_request(
                     .unwrap_or(&ws.build.ansible_connection),
             ),
             vault_files: vec![],
+            mitogen: crate::executor::ansible::mitogen_dir(),
         }
     })
 }

@@ -1,0 +1,264 @@
+//! The `mitogen` connection (`ansible_connection = "mitogen"`): one
+//! persistent Python interpreter in the mounted root serves every task of
+//! a play, in the chroot connection's private namespace. The demo's
+//! layers built with it are the chroot connection's, file by file; the
+//! image's /dev, /proc and /sys stay empty and nothing is left mounted or
+//! running; a root without Python, or a machine without Mitogen, is
+//! served by community.general.chroot, saying so. Real buildah,
+//! ansible-playbook and Mitogen (installed by scripts/install-deps.sh).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::{Edit, TestWs, require_buildah};
+use sha2::Digest as _;
+
+fn require_mitogen() {
+    assert!(
+        Path::new("/usr/local/lib/layerbuild/mitogen/ansible_mitogen").is_dir(),
+        "this test needs Mitogen in /usr/local/lib/layerbuild/mitogen: run scripts/install-deps.sh"
+    );
+}
+
+fn buildah(args: &[&str]) -> String {
+    let out = Command::new("buildah").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "buildah {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What two builds of the same layer differ in whatever the connection:
+/// logs and caches stamped with the time of the build.
+const VOLATILE: &[&str] = &[
+    "etc/machine-id",
+    "var/cache/ldconfig/aux-cache",
+    "var/log/",
+    "var/cache/apt/",
+    "var/cache/debconf/",
+    "var/lib/apt/lists/",
+    "var/lib/dpkg/status-old",
+    "var/lib/dpkg/diversions-old",
+    "var/lib/dpkg/statoverride-old",
+];
+
+/// Every entry of an image's tree: path -> type, mode, owner, size,
+/// sha256 of its contents or link target (the volatile ones left out).
+fn tree(image: &str) -> BTreeMap<String, String> {
+    let ctr = buildah(&["from", "--pull-never", image]);
+    let root = std::path::PathBuf::from(buildah(&["mount", &ctr]));
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if VOLATILE
+                .iter()
+                .any(|v| rel == *v || (v.ends_with('/') && rel.starts_with(v)))
+            {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else if m.is_file() {
+                let bytes = std::fs::read(&p).unwrap();
+                format!("file {} {:x}", m.len(), sha2::Sha256::digest(&bytes))
+            } else {
+                format!("special {}", m.rdev())
+            };
+            out.insert(
+                rel,
+                format!("{what} mode {:o} owner {}:{}", m.mode(), m.uid(), m.gid()),
+            );
+        }
+    }
+    buildah(&["umount", &ctr]);
+    buildah(&["rm", &ctr]);
+    out
+}
+
+/// The differences between two trees, one line each.
+fn differences(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut d = vec![];
+    for (k, v) in a {
+        match b.get(k) {
+            None => d.push(format!("only with chroot: {k} ({v})")),
+            Some(w) if w != v => d.push(format!("{k}: chroot {v}, mitogen {w}")),
+            _ => {}
+        }
+    }
+    for (k, v) in b {
+        if !a.contains_key(k) {
+            d.push(format!("only with mitogen: {k} ({v})"));
+        }
+    }
+    d
+}
+
+fn images(report: &serde_json::Value) -> BTreeMap<String, String> {
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["label"].as_str().unwrap().to_string(),
+                l["image_name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn special_dirs_empty(image: &str) {
+    let ctr = buildah(&["from", "--pull-never", image]);
+    let root = buildah(&["mount", &ctr]);
+    // /dev holds the base's device nodes (the trees compare it).
+    for d in ["proc", "sys"] {
+        let n = std::fs::read_dir(Path::new(&root).join(d))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{image}: /{d} is not empty");
+    }
+    buildah(&["umount", &ctr]);
+    buildah(&["rm", &ctr]);
+}
+
+/// Processes whose command line names `needle`.
+fn processes_naming(needle: &str) -> Vec<String> {
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_demo_built_over_mitogen_is_the_chroot_connections_file_by_file() {
+    require_buildah();
+    require_mitogen();
+    let ws = TestWs::demo();
+    let labels = ["//compute/slurm"];
+    let args = |json: bool| {
+        let mut a = vec!["build"];
+        if json {
+            a.push("--json");
+        }
+        a.extend(labels);
+        a
+    };
+    let chroot = ws.lb(&args(true)).ok().json();
+    let chroot = images(&chroot);
+
+    ws.write(
+        "Layerfile.toml",
+        &ws.read("Layerfile.toml").edit(
+            "isolation = \"chroot\"\n",
+            "isolation = \"chroot\"\nansible_connection = \"mitogen\"\n",
+        ),
+    );
+    let r = ws.lb(&args(true)).ok().json();
+    // The connection is an input of the layers with a play only.
+    let statuses: BTreeMap<&str, &str> = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["label"].as_str().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses["//base/os"], "up_to_date", "{r}");
+    assert_eq!(statuses["//compute/slurm"], "built", "{r}");
+    let mitogen = images(&r);
+    for layer in r["layers"].as_array().unwrap() {
+        let label = layer["label"].as_str().unwrap();
+        if label == "//base/os" {
+            continue;
+        }
+        // Mitogen served the play: no fallback said.
+        let log = std::fs::read_to_string(ws.path(layer["log"].as_str().unwrap())).unwrap();
+        assert!(log.contains("ANSIBLE_STRATEGY=linear"), "{label}: {log}");
+        assert!(!log.contains("community.general.chroot"), "{label}: {log}");
+        let d = differences(&tree(&chroot[label]), &tree(&mitogen[label]));
+        assert!(d.is_empty(), "{label} differs:\n{}", d.join("\n"));
+        special_dirs_empty(&mitogen[label]);
+    }
+    // Nothing left mounted or running.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts
+            .lines()
+            .any(|l| l.contains("/merged/proc") || l.contains("/merged/dev")),
+        "{mounts}"
+    );
+    assert!(
+        processes_naming("mitogen").is_empty(),
+        "{:?}",
+        processes_naming("mitogen")
+    );
+
+    // Without Mitogen, the chroot connection serves, saying why.
+    ws.write(
+        "demo/slurm-config/roles/slurm/templates/slurm.conf.j2",
+        &format!(
+            "{}\n# edited\n",
+            ws.read("demo/slurm-config/roles/slurm/templates/slurm.conf.j2")
+        ),
+    );
+    let mut ws = ws;
+    ws.env
+        .push(("LAYERBUILD_MITOGEN".into(), "/nonexistent/mitogen".into()));
+    let r = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
+    let slurm = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == "//compute/slurm")
+        .unwrap();
+    assert_eq!(slurm["status"], "built", "{r}");
+    let log = std::fs::read_to_string(ws.path(slurm["log"].as_str().unwrap())).unwrap();
+    assert!(
+        log.contains("Mitogen is not installed where layerbuild looks (/nonexistent/mitogen)")
+            && log.contains("the play runs over community.general.chroot"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_root_without_python_is_served_by_the_chroot_connection() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    ws.write(
+        "Layerfile.toml",
+        &ws.read("Layerfile.toml").edit(
+            "isolation = \"chroot\"\n",
+            "isolation = \"chroot\"\nansible_connection = \"mitogen\"\n",
+        ),
+    );
+    let r = ws.lb(&["build", "--json", "//compute/compute"]).ok().json();
+    let layer = &r["layers"][2];
+    assert_eq!(layer["status"], "built", "{r}");
+    let log = std::fs::read_to_string(ws.path(layer["log"].as_str().unwrap())).unwrap();
+    assert!(
+        log.contains("the image has no Python")
+            && log.contains("the play runs over community.general.chroot"),
+        "{log}"
+    );
+}
