@@ -633,6 +633,40 @@ mod tests {
         );
     }
 
+    /// The mitogen connection's plugins and settings are a digest input
+    /// through `fingerprint::MITOGEN_RUNNER`: this fails until it is
+    /// raised with any change to them.
+    #[test]
+    fn the_mitogen_runner_version_follows_its_plugins() {
+        let mut h = blake3::Hasher::new();
+        for (name, text) in MITOGEN_CONNECTION {
+            h.update(name.as_bytes());
+            h.update(text.as_bytes());
+        }
+        h.update(MITOGEN_STRATEGY.as_bytes());
+        h.update(MITOGEN_STRATEGIES.join(",").as_bytes());
+        h.update(ROOT_PYTHONS.join(",").as_bytes());
+        let play = PlayRequest {
+            source_dir: "/src".into(),
+            playbook: "site.yml".into(),
+            host_name: "h".into(),
+            groups: vec![],
+            inventory: None,
+            vars: Default::default(),
+            roles_path: vec![],
+            connection: super::super::Connection::Mitogen,
+            vault_files: vec![],
+            mitogen: "/mitogen".into(),
+        };
+        h.update(format!("{:?}", env_vars(&play, Path::new("/work"))).as_bytes());
+        let hash = h.finalize().to_hex().to_string();
+        assert_eq!(
+            (crate::fingerprint::MITOGEN_RUNNER, &hash[..16]),
+            (1, "a0769dad95af754e"),
+            "the mitogen connection changed: raise fingerprint::MITOGEN_RUNNER and record the new hash here"
+        );
+    }
+
     #[test]
     fn the_events_callback_comes_first_and_the_sources_callbacks_still_load() {
         let dir = tempfile::tempdir().unwrap();

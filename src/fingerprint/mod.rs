@@ -122,6 +122,14 @@ pub struct Definition {
 /// of it, and fails until this is raised with it).
 pub const BOOT_RUNNER: u32 = 2;
 
+/// The `mitogen` connection's plugins as layerbuild ships them (the
+/// connection, its fallback, the strategies, their settings): a part of
+/// the connection's name in digests, so an image a changed plugin would
+/// make differently is not reused. Raised whenever they change (a test in
+/// `executor::ansible` keeps a hash of them, and fails until this is
+/// raised with it).
+pub const MITOGEN_RUNNER: u32 = 1;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInput {
     pub hash: files::ContentHash,
@@ -1043,10 +1051,14 @@ fn definition(ws: &Workspace, layer: &Layer) -> Definition {
         tests: layer.tests.clone(),
         reproducible: ws.build.reproducible,
         ansible_connection: layer.playbook.as_ref().map(|_| {
-            layer
+            let c = layer
                 .ansible_connection
                 .clone()
-                .unwrap_or_else(|| ws.build.ansible_connection.clone())
+                .unwrap_or_else(|| ws.build.ansible_connection.clone());
+            match c.as_str() {
+                "mitogen" => format!("mitogen runner={MITOGEN_RUNNER}"),
+                _ => c,
+            }
         }),
         boot_tests: layer.boot_tests.clone(),
         boot: (!layer.boot_tests.is_empty()).then(|| {

@@ -71,7 +71,7 @@ pub(crate) struct RawBuild {
     pub storage_driver: Option<String>,
     /// Commit with fixed timestamps (SOURCE_DATE_EPOCH, else 0).
     pub reproducible: Option<bool>,
-    /// How plays reach the working container: `chroot` or `buildah`.
+    /// How plays reach the working container: `mitogen` (default), `chroot` or `buildah`.
     pub ansible_connection: Option<Spanned<String>>,
     /// The CPU architectures every layer is built for (`x86_64`, `aarch64`).
     pub architectures: Option<Spanned<Vec<String>>>,

@@ -77,7 +77,7 @@ pub struct BuildSettings {
     pub storage_root: Option<PathBuf>,
     pub storage_runroot: Option<PathBuf>,
     pub storage_driver: String,
-    /// How plays reach the working container (default `chroot`).
+    /// How plays reach the working container (default `mitogen`).
     pub ansible_connection: String,
     /// Commit with fixed timestamps so equal inputs give equal images
     /// (`[build] reproducible = true`, or `SOURCE_DATE_EPOCH` set).
@@ -784,7 +784,7 @@ fn build_settings(
             .ansible_connection
             .as_ref()
             .and_then(|c| keep(errs, check_connection(main, c)))
-            .unwrap_or_else(|| "chroot".into()),
+            .unwrap_or_else(|| "mitogen".into()),
         jobs: match &raw.build.jobs {
             Some(j) if *j.get_ref() >= 1 => *j.get_ref() as usize,
             Some(j) => {
