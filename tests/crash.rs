@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -311,6 +311,49 @@ fn killing_wrapper(dir: &Path, tool: &str, pattern: &str, before: bool) -> Strin
     path.display().to_string()
 }
 
+/// A wrapper for ansible-playbook, which runs in the play's PID namespace
+/// where layerbuild is not to be seen: once, when its arguments match
+/// `pattern`, it touches `fired` (the test then kills layerbuild with
+/// SIGKILL, [`killed_when_fired`]) and waits 2 s, `before` or after running
+/// the real tool.
+fn firing_wrapper(dir: &Path, tool: &str, pattern: &str, before: bool) -> (String, PathBuf) {
+    let path = dir.join(format!("fire-{tool}.sh"));
+    let flag = dir.join(format!("fire-{tool}.armed"));
+    let fired = dir.join(format!("fire-{tool}.fired"));
+    std::fs::write(&flag, "").unwrap();
+    let fire = format!("touch '{}'; sleep 2; ", fired.display());
+    let (pre, post) = if before {
+        (fire.as_str(), "")
+    } else {
+        ("", fire.as_str())
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in {pattern}) if rm '{flag}' 2>/dev/null; then {pre}{tool} \"$@\"; rc=$?; {post}exit $rc; fi;; esac\nexec {tool} \"$@\"\n",
+            flag = flag.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (path.display().to_string(), fired)
+}
+
+/// Waits for `child`, killing it with SIGKILL as soon as `fired` exists.
+fn killed_when_fired(child: &mut Child, fired: &Path) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if fired.exists() {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn run_killed(ws: &TestWs, env: &[(&str, String)]) {
     let mut child = spawn_build(ws, env);
     let pid = child.id();
@@ -396,10 +439,10 @@ fn killed_as_commit_or_ansible_starts_the_next_build_succeeds_beside_the_orphan(
     check_invariants(&ws, "after the commit kill");
 
     // ansible-playbook of //compute/compute outlives layerbuild.
-    let wrapper = killing_wrapper(&dir, "ansible-playbook", "*compute.yml*", true);
+    let (wrapper, fired) = firing_wrapper(&dir, "ansible-playbook", "*compute.yml*", true);
     let mut child = spawn_build(&ws, &[("LAYERBUILD_ANSIBLE_PLAYBOOK", wrapper)]);
     let second = child.id();
-    assert!(!child.wait().unwrap().success());
+    assert!(!killed_when_fired(&mut child, &fired).success());
     let r = ws.lb(&["build", "--json", "//..."]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     wait_for_groups(&[second]);
@@ -464,8 +507,14 @@ fn the_vars_a_build_killed_mid_play_leaves_are_removed_by_the_next_command() {
     let dir = ws.root.parent().unwrap().to_path_buf();
     // layerbuild dies as ansible-playbook of //compute/compute finishes:
     // the vars file it wrote for the play is still there.
-    let wrapper = killing_wrapper(&dir, "ansible-playbook", "*compute.yml*", false);
-    run_killed(&ws, &[("LAYERBUILD_ANSIBLE_PLAYBOOK", wrapper)]);
+    let (wrapper, fired) = firing_wrapper(&dir, "ansible-playbook", "*compute.yml*", false);
+    let mut child = spawn_build(&ws, &[("LAYERBUILD_ANSIBLE_PLAYBOOK", wrapper)]);
+    let pid = child.id();
+    assert!(
+        !killed_when_fired(&mut child, &fired).success(),
+        "the build was not killed"
+    );
+    wait_for_groups(&[pid]);
     let left = || -> Vec<std::path::PathBuf> {
         std::fs::read_dir(ws.path("cache/tmp"))
             .map(|d| {

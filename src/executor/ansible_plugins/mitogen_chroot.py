@@ -55,9 +55,10 @@ DOCUMENTATION = """
 import os
 import sys
 
-# The modules beside this file (a leading `_`: not plugins of their own).
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _layerbuild_mitogen import UNUSABLE  # noqa: E402
+# Its modules: in a directory of their own, beside the plugins' (Ansible
+# takes every file of a plugin directory for a plugin).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'layerbuild_mitogen'))
+from layerbuild_mitogen_check import UNUSABLE  # noqa: E402
 
 if UNUSABLE is not None:
     from ansible_collections.community.general.plugins.connection.chroot import (
@@ -67,4 +68,4 @@ if UNUSABLE is not None:
     class Connection(_Chroot):
         transport = 'mitogen_chroot'
 else:
-    from _mitogen_chroot import Connection  # noqa: F401
+    from layerbuild_mitogen_chroot import Connection  # noqa: F401

@@ -9,8 +9,8 @@ __metaclass__ = type
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'connection_plugins'))
-from _layerbuild_mitogen import UNUSABLE  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'layerbuild_mitogen'))
+from layerbuild_mitogen_check import UNUSABLE  # noqa: E402
 
 if UNUSABLE is None:
     import ansible_mitogen.loaders

@@ -367,8 +367,9 @@ fn script_steps(req: &BuildRequest) -> Vec<Step> {
     s
 }
 
-/// Mounts, in a private mount namespace that dies with the command, what
-/// modules expect under the root a chroot connection enters: a fresh
+/// Mounts, in a private mount namespace that dies with the command (and a
+/// PID namespace: no process of the play outlives it), what modules
+/// expect under the root a chroot connection enters: a fresh
 /// /proc, a read-only /sys and a minimal /dev (the device nodes buildah's
 /// chroot isolation gives too). Nothing leaks to the host or into the
 /// image, even when the command is killed; directories the image lacks are
@@ -390,7 +391,10 @@ const PRIVATE_MOUNTS: &str = concat!(
     "ln -s /proc/self/fd/1 \"$r/dev/stdout\"; ",
     "ln -s /proc/self/fd/2 \"$r/dev/stderr\"; ",
     "fi; ",
-    "exec \"$@\""
+    // Not `exec`: this shell stays the namespace's first process, whose
+    // end ends every process of the play (a Mitogen child ignoring
+    // SIGINT, a task's `sleep` on the controller).
+    "\"$@\""
 );
 
 /// The generated inventory and vars, then ansible-playbook against the
@@ -399,7 +403,17 @@ const PRIVATE_MOUNTS: &str = concat!(
 fn play_steps(req: &BuildRequest, play: &PlayRequest) -> Vec<Step> {
     let (host, mut argv) = match play.connection {
         Connection::Chroot | Connection::Mitogen => {
-            let mut w: Vec<Arg> = ["unshare", "--mount", "--propagation", "private", "--"]
+            let unshare = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--",
+            ];
+            let mut w: Vec<Arg> = unshare
                 .into_iter()
                 .chain(["sh", "-c", PRIVATE_MOUNTS, "sh"])
                 .map(text)
@@ -890,7 +904,7 @@ mod tests {
         let line = k.line(cmd);
         let ready = line.known().unwrap();
         assert_eq!(ready.argv[..2], ["unshare", "--mount"]);
-        assert_eq!(ready.argv[9..11], ["/var/mnt/a b", "ansible-playbook"]);
+        assert_eq!(ready.argv[12..14], ["/var/mnt/a b", "ansible-playbook"]);
         assert!(!ready.env.iter().any(|(k, _)| *k == "ANSIBLE_PIPELINING"));
         // Nothing may run while a value is unknown.
         assert_eq!(known(None).line(cmd).known(), Err("$MOUNT".to_string()));
