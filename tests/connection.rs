@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{TestWs, require_buildah};
+use common::{TestWs, buildah, require_buildah};
 
 const PLAY: &str = r#"- hosts: Compute
   gather_facts: false
@@ -39,16 +37,6 @@ fn workspace(connection: Option<&str>) -> TestWs {
     ws.write("Layerfile.toml", &lf);
     ws.write("compute-config/compute.yml", PLAY);
     ws
-}
-
-fn buildah(args: &[&str]) -> String {
-    let out = Command::new("buildah").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "buildah {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Files under /dev and /proc of an image (through a mounted container).

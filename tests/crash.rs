@@ -286,18 +286,14 @@ fn kill_9_at_random_moments_never_leaves_a_row_without_its_image() {
     assert_eq!(again["built"], 0, "{again}");
 }
 
-/// A wrapper for `tool` that kills its parent (layerbuild) with SIGKILL, once,
-/// when its arguments match the shell `pattern`, `before` or after running
-/// the real tool.
-fn killing_wrapper(dir: &Path, tool: &str, pattern: &str, before: bool) -> String {
-    let path = dir.join(format!("kill-{tool}.sh"));
-    let flag = dir.join(format!("kill-{tool}.armed"));
+/// A wrapper for `tool` that runs the shell `act`, once, when its
+/// arguments match the shell `pattern`, `before` or after running the
+/// real tool (`name` keeps wrappers of one test apart).
+fn wrapper(dir: &Path, name: &str, tool: &str, pattern: &str, before: bool, act: &str) -> String {
+    let path = dir.join(format!("{name}-{tool}.sh"));
+    let flag = dir.join(format!("{name}-{tool}.armed"));
     std::fs::write(&flag, "").unwrap();
-    let (pre, post) = if before {
-        ("kill -9 $PPID; ", "")
-    } else {
-        ("", "kill -9 $PPID; ")
-    };
+    let (pre, post) = if before { (act, "") } else { ("", act) };
     std::fs::write(
         &path,
         format!(
@@ -311,33 +307,22 @@ fn killing_wrapper(dir: &Path, tool: &str, pattern: &str, before: bool) -> Strin
     path.display().to_string()
 }
 
+/// A wrapper for `tool` that kills its parent (layerbuild) with SIGKILL, once,
+/// when its arguments match the shell `pattern`, `before` or after running
+/// the real tool.
+fn killing_wrapper(dir: &Path, tool: &str, pattern: &str, before: bool) -> String {
+    wrapper(dir, "kill", tool, pattern, before, "kill -9 $PPID; ")
+}
+
 /// A wrapper for ansible-playbook, which runs in the play's PID namespace
 /// where layerbuild is not to be seen: once, when its arguments match
 /// `pattern`, it touches `fired` (the test then kills layerbuild with
 /// SIGKILL, [`killed_when_fired`]) and waits 2 s, `before` or after running
 /// the real tool.
 fn firing_wrapper(dir: &Path, tool: &str, pattern: &str, before: bool) -> (String, PathBuf) {
-    let path = dir.join(format!("fire-{tool}.sh"));
-    let flag = dir.join(format!("fire-{tool}.armed"));
     let fired = dir.join(format!("fire-{tool}.fired"));
-    std::fs::write(&flag, "").unwrap();
-    let fire = format!("touch '{}'; sleep 2; ", fired.display());
-    let (pre, post) = if before {
-        (fire.as_str(), "")
-    } else {
-        ("", fire.as_str())
-    };
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\ncase \"$*\" in {pattern}) if rm '{flag}' 2>/dev/null; then {pre}{tool} \"$@\"; rc=$?; {post}exit $rc; fi;; esac\nexec {tool} \"$@\"\n",
-            flag = flag.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (path.display().to_string(), fired)
+    let act = format!("touch '{}'; sleep 2; ", fired.display());
+    (wrapper(dir, "fire", tool, pattern, before, &act), fired)
 }
 
 /// Waits for `child`, killing it with SIGKILL as soon as `fired` exists.

@@ -12,9 +12,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 
-use common::{Edit, TestWs, require_buildah};
+use common::{Edit, TestWs, buildah, require_buildah};
 use sha2::Digest as _;
 
 fn require_mitogen() {
@@ -22,16 +21,6 @@ fn require_mitogen() {
         Path::new("/usr/local/lib/layerbuild/mitogen/ansible_mitogen").is_dir(),
         "this test needs Mitogen in /usr/local/lib/layerbuild/mitogen: run scripts/install-deps.sh"
     );
-}
-
-fn buildah(args: &[&str]) -> String {
-    let out = Command::new("buildah").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "buildah {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// What two builds of the same layer differ in whatever the connection:

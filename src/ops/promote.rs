@@ -288,23 +288,8 @@ pub fn promote(ctx: &Context, opts: &PromoteOptions, registry: &dyn Registry) ->
     if previous.is_none() {
         return Ok(report);
     }
-    // Labelled with the digest, but of the architecture built? Before
-    // layerbuild knew architectures, an aarch64 machine pushed its layers
-    // under the digests their x86_64 builds have now.
-    if let Some(a) = registry
-        .remote_arch(&source, tls)
-        .map_err(|e| registry_error(e, &url))?
-        && crate::arch::Arch::parse(&a) != Some(ws.arch)
-    {
-        return Err(Error::refused(format!(
-            "{source} is not {label} at {short} for {}: its image's architecture is {a}, not {} (pushed before layerbuild knew architectures?)",
-            ws.arch,
-            ws.arch.oci()
-        ))
-        .with_hint(format!(
-            "push the tested image again: `layerbuild push --force {label} {source}`"
-        )));
-    }
+    check_arch(registry, &source, tls, ws.arch, label, &digest)
+        .map_err(|e| registry_error(e, &url))??;
     if opts.dry_run {
         report.status = PromoteStatus::WouldPromote;
         return Ok(report);
@@ -419,20 +404,7 @@ pub fn promote_list(
                 )));
             }
         };
-        // Of the architecture built, too (see `promote`).
-        if let Some(a) = registry.remote_arch(&source, tls).map_err(err)?
-            && crate::arch::Arch::parse(&a) != Some(ws.arch)
-        {
-            return Err(Error::refused(format!(
-                "{source} is not {label} at {short} for {}: its image's architecture is {a}, not {} (pushed before layerbuild knew architectures?)",
-                ws.arch,
-                ws.arch.oci()
-            ))
-            .with_hint(format!(
-                "push the tested image again: `layerbuild --arch {} push --force {label} {source}`",
-                ws.arch
-            )));
-        }
+        check_arch(registry, &source, tls, ws.arch, label, &digest).map_err(err)??;
         images.push(ArchImage {
             arch: ws.arch,
             digest,
@@ -579,6 +551,33 @@ pub fn promote_list(
     report.status = PromoteStatus::Promoted;
     report.promoted_at = Some(promoted_at);
     Ok(report)
+}
+
+/// Refuses a content tag labelled with the digest but of another
+/// architecture: before layerbuild knew architectures, an aarch64 machine
+/// pushed its layers under the digests their x86_64 builds have now.
+fn check_arch(
+    registry: &dyn Registry,
+    source: &str,
+    tls: bool,
+    arch: crate::arch::Arch,
+    label: &Label,
+    digest: &Digest,
+) -> std::result::Result<Result<()>, ToolError> {
+    let Some(a) = registry.remote_arch(source, tls)? else {
+        return Ok(Ok(()));
+    };
+    if crate::arch::Arch::parse(&a) == Some(arch) {
+        return Ok(Ok(()));
+    }
+    Ok(Err(Error::refused(format!(
+        "{source} is not {label} at {} for {arch}: its image's architecture is {a}, not {} (pushed before layerbuild knew architectures?)",
+        digest.short(),
+        arch.oci()
+    ))
+    .with_hint(format!(
+        "push the tested image again: `layerbuild --arch {arch} push --force {label} {source}`"
+    ))))
 }
 
 /// The one digest of `label`'s builds that starts with `prefix`.

@@ -713,3 +713,14 @@ impl TestWs {
         ws
     }
 }
+
+/// `buildah ARGS`'s trimmed stdout; panics with its stderr when it fails.
+pub fn buildah(args: &[&str]) -> String {
+    let out = Command::new("buildah").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "buildah {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -170,6 +170,27 @@ impl Buildah {
 
     /// Looks `reference` (`host/repo:tag`) up in its registry without pulling.
     /// `Err` means the registry could not be asked (down, refused, auth).
+    /// `skopeo inspect --format FORMAT docker://REFERENCE`, asked once.
+    fn skopeo_inspect(
+        &self,
+        reference: &str,
+        tls_verify: bool,
+        format: &str,
+    ) -> ToolResult<String> {
+        let tls = format!("--tls-verify={tls_verify}");
+        let docker = format!("docker://{reference}");
+        let args = [
+            "inspect",
+            "--retry-times",
+            "0",
+            &tls,
+            "--format",
+            format,
+            &docker,
+        ];
+        self.run_tool(&self.skopeo, &args)
+    }
+
     pub fn registry_lookup(&self, reference: &str, tls_verify: bool) -> ToolResult<RegistryEntry> {
         let tls = format!("--tls-verify={tls_verify}");
         let docker = format!("docker://{reference}");
@@ -448,35 +469,13 @@ impl Registry for Buildah {
     }
 
     fn remote_arch(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>> {
-        let tls = format!("--tls-verify={tls_verify}");
-        let docker = format!("docker://{reference}");
-        let args = [
-            "inspect",
-            "--retry-times",
-            "0",
-            &tls,
-            "--format",
-            "{{.Architecture}}",
-            &docker,
-        ];
-        let arch = self.run_tool(&self.skopeo, &args)?;
+        let arch = self.skopeo_inspect(reference, tls_verify, "{{.Architecture}}")?;
         let arch = arch.trim();
         Ok((!arch.is_empty()).then(|| arch.to_string()))
     }
 
     fn manifest_digest(&self, reference: &str, tls_verify: bool) -> ToolResult<Option<String>> {
-        let tls = format!("--tls-verify={tls_verify}");
-        let docker = format!("docker://{reference}");
-        let args = [
-            "inspect",
-            "--retry-times",
-            "0",
-            &tls,
-            "--format",
-            "{{.Digest}}",
-            &docker,
-        ];
-        match self.run_tool(&self.skopeo, &args) {
+        match self.skopeo_inspect(reference, tls_verify, "{{.Digest}}") {
             Ok(d) if d.starts_with("sha256:") => Ok(Some(d)),
             Ok(d) => Err(ToolError::new(
                 ToolErrorKind::BadOutput,
