@@ -293,16 +293,33 @@ fn check_a_failing_boot_test_fails_the_build(ws: &TestWs) {
     assert_eq!(broken["status"], "failed", "{r}");
     let below = common::layer(&r, "//base/belowbroken");
     assert_eq!(below["status"], "skipped", "{r}");
-    let log = std::fs::read_to_string(ws.path(broken["log"].as_str().unwrap())).unwrap();
-    assert!(log.contains("Linux version"), "the console is in the log");
-    assert!(
-        log.contains("FAILED  echo broken; exit 3: exit status 3") && log.contains("| broken"),
-        "the test and its output are in the log:\n{log}"
-    );
+    // The error first: when the boot did not happen, it says why.
     let error = broken["error"].as_str().unwrap();
     assert!(
         error.contains("boot tests failed") && error.contains("exit status 3"),
         "{error}"
+    );
+    let log = std::fs::read_to_string(ws.path(broken["log"].as_str().unwrap())).unwrap();
+    // The console: the kernel's and systemd's lines between the two
+    // headers (which kernel lines the serial console replays from its
+    // buffer may vary; a few of them are always there).
+    let console = log
+        .split_once("==> console\n")
+        .and_then(|(_, rest)| rest.split_once("==> guest report"))
+        .map(|(c, _)| c)
+        .unwrap_or_default();
+    assert!(
+        console.lines().count() >= 20
+            && ["Linux version", "Kernel command line", "systemd"]
+                .iter()
+                .filter(|k| console.contains(*k))
+                .count()
+                >= 2,
+        "the console is in the log:\n{log}"
+    );
+    assert!(
+        log.contains("FAILED  echo broken; exit 3: exit status 3") && log.contains("| broken"),
+        "the test and its output are in the log:\n{log}"
     );
     let digest = broken["digest"].as_str().unwrap();
     assert!(!ws.cached_digests().contains(&digest.to_string()));
@@ -356,7 +373,23 @@ fn check_boots(ws: &TestWs) {
     assert_eq!(j["failed"], 0, "{j}");
     assert_eq!(j["passed"], 5, "{j}");
     let log = std::fs::read_to_string(ws.path(j["layers"][0]["log"].as_str().unwrap())).unwrap();
-    assert!(log.contains("Linux version"), "the console is in the log");
+    // The console: the kernel's and systemd's lines between the two
+    // headers (which kernel lines the serial console replays from its
+    // buffer may vary; a few of them are always there).
+    let console = log
+        .split_once("==> console\n")
+        .and_then(|(_, rest)| rest.split_once("==> guest report"))
+        .map(|(c, _)| c)
+        .unwrap_or_default();
+    assert!(
+        console.lines().count() >= 20
+            && ["Linux version", "Kernel command line", "systemd"]
+                .iter()
+                .filter(|k| console.contains(*k))
+                .count()
+                >= 2,
+        "the console is in the log:\n{log}"
+    );
 
     let r = ws.lb(&[
         "boot",

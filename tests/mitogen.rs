@@ -237,6 +237,36 @@ fn the_demo_built_over_mitogen_is_the_chroot_connections_file_by_file() {
             && log.contains("the play runs over community.general.chroot"),
         "{log}"
     );
+
+    // With an ansible-core that Mitogen is not run with (Ansible reads its
+    // version as 2.19.0 here), the same.
+    ws.env.retain(|(k, _)| k != "LAYERBUILD_MITOGEN");
+    let fake_dir = tempfile::tempdir().unwrap();
+    let fake = fake_dir.path();
+    std::fs::write(
+        fake.join("sitecustomize.py"),
+        "try:\n    import ansible.release\n    ansible.release.__version__ = '2.19.0'\nexcept ImportError:\n    pass\n",
+    )
+    .unwrap();
+    ws.env
+        .push(("PYTHONPATH".into(), fake.to_string_lossy().into_owned()));
+    ws.write(
+        "demo/slurm-config/roles/slurm/templates/slurm.conf.j2",
+        &format!(
+            "{}\n# edited again\n",
+            ws.read("demo/slurm-config/roles/slurm/templates/slurm.conf.j2")
+        ),
+    );
+    let r = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
+    let slurm = common::layer(&r, "//compute/slurm");
+    assert_eq!(slurm["status"], "built", "{r}");
+    let log = std::fs::read_to_string(ws.path(slurm["log"].as_str().unwrap())).unwrap();
+    let log = log.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        log.contains("ansible-core 2.19.0 is not one layerbuild runs Mitogen with (2.10 to 2.18)")
+            && log.contains("the play runs over community.general.chroot"),
+        "{log}"
+    );
 }
 
 #[test]
