@@ -300,23 +300,7 @@ fn check_a_failing_boot_test_fails_the_build(ws: &TestWs) {
         "{error}"
     );
     let log = std::fs::read_to_string(ws.path(broken["log"].as_str().unwrap())).unwrap();
-    // The console: the kernel's and systemd's lines between the two
-    // headers (which kernel lines the serial console replays from its
-    // buffer may vary; a few of them are always there).
-    let console = log
-        .split_once("==> console\n")
-        .and_then(|(_, rest)| rest.split_once("==> guest report"))
-        .map(|(c, _)| c)
-        .unwrap_or_default();
-    assert!(
-        console.lines().count() >= 20
-            && ["Linux version", "Kernel command line", "systemd"]
-                .iter()
-                .filter(|k| console.contains(*k))
-                .count()
-                >= 2,
-        "the console is in the log:\n{log}"
-    );
+    assert_console_in(&log);
     assert!(
         log.contains("FAILED  echo broken; exit 3: exit status 3") && log.contains("| broken"),
         "the test and its output are in the log:\n{log}"
@@ -353,6 +337,26 @@ fn check_a_failing_boot_test_fails_the_build(ws: &TestWs) {
 
 /// Whether a QEMU booting from `ws` runs (other tests boot at the same
 /// time, from their own workspaces).
+/// The boot's console is in `log`: the kernel's and systemd's lines
+/// between the two headers (which kernel lines the serial console replays
+/// from its buffer may vary; a few of them are always there).
+fn assert_console_in(log: &str) {
+    let console = log
+        .split_once("==> console\n")
+        .and_then(|(_, rest)| rest.split_once("==> guest report"))
+        .map(|(c, _)| c)
+        .unwrap_or_default();
+    assert!(
+        console.lines().count() >= 20
+            && ["Linux version", "Kernel command line", "systemd"]
+                .iter()
+                .filter(|k| console.contains(*k))
+                .count()
+                >= 2,
+        "the console is in the log:\n{log}"
+    );
+}
+
 fn qemu_left(ws: &TestWs) -> bool {
     let root = ws.root.to_string_lossy().into_owned();
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
@@ -373,23 +377,7 @@ fn check_boots(ws: &TestWs) {
     assert_eq!(j["failed"], 0, "{j}");
     assert_eq!(j["passed"], 5, "{j}");
     let log = std::fs::read_to_string(ws.path(j["layers"][0]["log"].as_str().unwrap())).unwrap();
-    // The console: the kernel's and systemd's lines between the two
-    // headers (which kernel lines the serial console replays from its
-    // buffer may vary; a few of them are always there).
-    let console = log
-        .split_once("==> console\n")
-        .and_then(|(_, rest)| rest.split_once("==> guest report"))
-        .map(|(c, _)| c)
-        .unwrap_or_default();
-    assert!(
-        console.lines().count() >= 20
-            && ["Linux version", "Kernel command line", "systemd"]
-                .iter()
-                .filter(|k| console.contains(*k))
-                .count()
-                >= 2,
-        "the console is in the log:\n{log}"
-    );
+    assert_console_in(&log);
 
     let r = ws.lb(&[
         "boot",

@@ -211,31 +211,12 @@ fn the_demo_built_over_mitogen_is_the_chroot_connections_file_by_file() {
     );
 
     // Without Mitogen, the chroot connection serves, saying why.
-    ws.write(
-        "demo/slurm-config/roles/slurm/templates/slurm.conf.j2",
-        &format!(
-            "{}\n# edited\n",
-            ws.read("demo/slurm-config/roles/slurm/templates/slurm.conf.j2")
-        ),
-    );
     let mut ws = ws;
     ws.env
         .push(("LAYERBUILD_MITOGEN".into(), "/nonexistent/mitogen".into()));
-    let r = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
-    let slurm = r["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["label"] == "//compute/slurm")
-        .unwrap();
-    assert_eq!(slurm["status"], "built", "{r}");
-    let log = std::fs::read_to_string(ws.path(slurm["log"].as_str().unwrap())).unwrap();
-    // Ansible folds its warnings at 80 columns.
-    let log = log.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(
-        log.contains("Mitogen is not installed where layerbuild looks (/nonexistent/mitogen)")
-            && log.contains("the play runs over community.general.chroot"),
-        "{log}"
+    rebuild_slurm_over_chroot(
+        &ws,
+        "Mitogen is not installed where layerbuild looks (/nonexistent/mitogen)",
     );
 
     // With an ansible-core that Mitogen is not run with (Ansible reads its
@@ -250,21 +231,26 @@ fn the_demo_built_over_mitogen_is_the_chroot_connections_file_by_file() {
     .unwrap();
     ws.env
         .push(("PYTHONPATH".into(), fake.to_string_lossy().into_owned()));
-    ws.write(
-        "demo/slurm-config/roles/slurm/templates/slurm.conf.j2",
-        &format!(
-            "{}\n# edited again\n",
-            ws.read("demo/slurm-config/roles/slurm/templates/slurm.conf.j2")
-        ),
+    rebuild_slurm_over_chroot(
+        &ws,
+        "ansible-core 2.19.0 is not one layerbuild runs Mitogen with (2.10 to 2.18)",
     );
+}
+
+/// Edits the slurm role's template and rebuilds `//compute/slurm`: built,
+/// its log saying `why` Mitogen could not serve and that the play ran over
+/// the chroot connection.
+fn rebuild_slurm_over_chroot(ws: &TestWs, why: &str) {
+    let template = "demo/slurm-config/roles/slurm/templates/slurm.conf.j2";
+    ws.write(template, &format!("{}\n# edited\n", ws.read(template)));
     let r = ws.lb(&["build", "--json", "//compute/slurm"]).ok().json();
     let slurm = common::layer(&r, "//compute/slurm");
     assert_eq!(slurm["status"], "built", "{r}");
     let log = std::fs::read_to_string(ws.path(slurm["log"].as_str().unwrap())).unwrap();
+    // Ansible folds its warnings at 80 columns.
     let log = log.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
-        log.contains("ansible-core 2.19.0 is not one layerbuild runs Mitogen with (2.10 to 2.18)")
-            && log.contains("the play runs over community.general.chroot"),
+        log.contains(why) && log.contains("the play runs over community.general.chroot"),
         "{log}"
     );
 }
