@@ -1120,3 +1120,27 @@ fn ci_plans_a_job_per_architecture() {
         "{yaml}"
     );
 }
+
+/// Mitogen reads `mitogen_*` variables of the layer's host itself, whether
+/// the play names them or not: `mitogen_task_isolation: fork` runs each
+/// module in a fresh fork, so what a module leaves in the persistent
+/// interpreter (the umask a `git` task with `umask:` sets) no longer reaches
+/// the tasks after it, and a directory they make has other permissions.
+/// Set in the inventory, it must build the layer again.
+#[test]
+fn a_mitogen_variable_of_the_inventory_builds_the_layer_again() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let build = || {
+        let report = ws.lb(&["build", "//compute/slurm", "--json"]).ok().json();
+        common::layer(&report, "//compute/slurm").clone()
+    };
+    let before = build();
+    ws.append(
+        "inventory/test/group_vars/all.yml",
+        "mitogen_task_isolation: fork\n",
+    );
+    let after = build();
+    assert_eq!(after["status"], "built", "{after}");
+    assert_ne!(before["digest"], after["digest"]);
+}
