@@ -1144,3 +1144,42 @@ fn a_mitogen_variable_of_the_inventory_builds_the_layer_again() {
     assert_eq!(after["status"], "built", "{after}");
     assert_ne!(before["digest"], after["digest"]);
 }
+
+/// A play (and a setup command) creates files with the umask it runs
+/// under, which is not an input: run under the caller's, the same digest
+/// would hold group-writable files on a machine with umask 002 and not on
+/// one with 022 (a CI runner and a developer sharing a cache). Builds run
+/// their commands under umask 022, whatever the caller's.
+#[test]
+fn the_callers_umask_does_not_reach_the_image() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let lf = ws.read("Layerfile.toml");
+    ws.write(
+        "Layerfile.toml",
+        &common::Edit::edit(
+            lf.as_str(),
+            "setup = [\"sh scripts/busybox-root.sh {root}\"]",
+            "setup = [\"sh scripts/busybox-root.sh {root}\", \"echo s > {root}/etc/from-setup\"]",
+        ),
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", "umask 0002; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_layerbuild"))
+        .arg("-C")
+        .arg(&ws.root)
+        .args(["build", "//compute/slurm", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let image = common::layer(&report, "//compute/slurm")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        TestWs::run_in_image(&image, "stat -c '%a %n' /etc/slurm.conf /etc/from-setup"),
+        "644 /etc/slurm.conf\n644 /etc/from-setup\n"
+    );
+}
