@@ -668,7 +668,7 @@ mod tests {
         let hash = h.finalize().to_hex().to_string();
         assert_eq!(
             (crate::fingerprint::MITOGEN_RUNNER, &hash[..16]),
-            (1, "20616c3a05285c2b"),
+            (2, "8c2e7d2c6b30e390"),
             "the mitogen connection changed: raise fingerprint::MITOGEN_RUNNER and record the new hash here"
         );
     }
