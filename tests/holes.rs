@@ -1124,9 +1124,9 @@ fn ci_plans_a_job_per_architecture() {
 /// Mitogen reads `mitogen_*` variables of the layer's host itself, whether
 /// the play names them or not: `mitogen_task_isolation: fork` runs each
 /// module in a fresh fork, so what a module leaves in the persistent
-/// interpreter (the umask a `git` task with `umask:` sets) no longer reaches
-/// the tasks after it, and a directory they make has other permissions.
-/// Set in the inventory, it must build the layer again.
+/// interpreter's process no longer reaches the tasks after it (found with
+/// the umask a `git` task with `umask:` set: a directory made after it had
+/// other permissions). Set in the inventory, it must build the layer again.
 #[test]
 fn a_mitogen_variable_of_the_inventory_builds_the_layer_again() {
     require_buildah();

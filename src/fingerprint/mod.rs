@@ -1914,8 +1914,8 @@ fn play_files(
 /// Variables Ansible and its connection read of themselves, whether the
 /// play names them or not: `ansible_*` (connection, interpreter, become...)
 /// and Mitogen's `mitogen_*` (`mitogen_task_isolation` runs each module in
-/// a fresh fork, so what one task leaves in the interpreter, its umask for
-/// one, no longer reaches the next; `mitogen_via`...).
+/// a fresh fork, so what one task leaves in the interpreter's process no
+/// longer reaches the next; `mitogen_via`...).
 fn read_by_ansible(name: &str) -> bool {
     name.starts_with("ansible_") || name.starts_with("mitogen_")
 }
