@@ -365,11 +365,13 @@ fn ansible_settings_of_the_environment_do_not_reach_the_play() {
         .unwrap()
         .to_string();
     let seen = TestWs::run_in_image(&image, "cat /etc/ansible-env");
-    assert_eq!(
-        seen.trim(),
-        format!("config= vault={}", vault.display()),
+    // The source has no ansible.cfg: the play reads layerbuild's empty one.
+    let (config, vault_seen) = seen.trim().split_once(' ').unwrap();
+    assert!(
+        config.starts_with("config=") && config.ends_with("/empty-ansible.cfg"),
         "{seen}"
     );
+    assert_eq!(vault_seen, format!("vault={}", vault.display()), "{seen}");
 }
 
 /// A netboot export holds the kernel a layer names and its command line
@@ -1181,5 +1183,41 @@ fn the_callers_umask_does_not_reach_the_image() {
     assert_eq!(
         TestWs::run_in_image(&image, "stat -c '%a %n' /etc/slurm.conf /etc/from-setup"),
         "644 /etc/slurm.conf\n644 /etc/from-setup\n"
+    );
+}
+
+/// Without an `ansible.cfg` in the source (or with one Ansible ignores, in
+/// a world-writable directory), Ansible reads the builder's
+/// `~/.ansible.cfg` (or `/etc/ansible/ansible.cfg`), which no digest sees:
+/// here its `ansible_managed` would reach the image. Plays read an empty
+/// configuration instead, as they never read `ANSIBLE_CONFIG`.
+#[test]
+fn the_builders_own_ansible_cfg_does_not_reach_the_play() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    ws.write(
+        "slurm-config/roles/slurm/templates/managed.j2",
+        "managed={{ ansible_managed }}\n",
+    );
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- raw: echo \"{{ lookup('template', 'managed.j2') }}\" > /etc/managed\n",
+    );
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join(".ansible.cfg"),
+        "[defaults]\nansible_managed = the builder's own\n",
+    )
+    .unwrap();
+    ws.env
+        .push(("HOME".into(), home.path().to_string_lossy().into_owned()));
+    let report = ws.lb(&["build", "//compute/slurm", "--json"]).ok().json();
+    let image = common::layer(&report, "//compute/slurm")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        TestWs::run_in_image(&image, "cat /etc/managed").trim(),
+        "managed=Ansible managed"
     );
 }

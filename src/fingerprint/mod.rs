@@ -128,7 +128,7 @@ pub const BOOT_RUNNER: u32 = 2;
 /// make differently is not reused. Raised whenever they change (a test in
 /// `executor::ansible` keeps a hash of them, and fails until this is
 /// raised with it).
-pub const MITOGEN_RUNNER: u32 = 2;
+pub const MITOGEN_RUNNER: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInput {
