@@ -365,11 +365,13 @@ fn ansible_settings_of_the_environment_do_not_reach_the_play() {
         .unwrap()
         .to_string();
     let seen = TestWs::run_in_image(&image, "cat /etc/ansible-env");
-    assert_eq!(
-        seen.trim(),
-        format!("config= vault={}", vault.display()),
+    // The source has no ansible.cfg: the play reads layerbuild's empty one.
+    let (config, vault_seen) = seen.trim().split_once(' ').unwrap();
+    assert!(
+        config.starts_with("config=") && config.ends_with("/empty-ansible.cfg"),
         "{seen}"
     );
+    assert_eq!(vault_seen, format!("vault={}", vault.display()), "{seen}");
 }
 
 /// A netboot export holds the kernel a layer names and its command line
@@ -1118,5 +1120,104 @@ fn ci_plans_a_job_per_architecture() {
     assert!(
         yaml[at..].contains("job: \"build:compute/compute@aarch64\""),
         "{yaml}"
+    );
+}
+
+/// Mitogen reads `mitogen_*` variables of the layer's host itself, whether
+/// the play names them or not: `mitogen_task_isolation: fork` runs each
+/// module in a fresh fork, so what a module leaves in the persistent
+/// interpreter's process no longer reaches the tasks after it (found with
+/// the umask a `git` task with `umask:` set: a directory made after it had
+/// other permissions). Set in the inventory, it must build the layer again.
+#[test]
+fn a_mitogen_variable_of_the_inventory_builds_the_layer_again() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let build = || {
+        let report = ws.lb(&["build", "//compute/slurm", "--json"]).ok().json();
+        common::layer(&report, "//compute/slurm").clone()
+    };
+    let before = build();
+    ws.append(
+        "inventory/test/group_vars/all.yml",
+        "mitogen_task_isolation: fork\n",
+    );
+    let after = build();
+    assert_eq!(after["status"], "built", "{after}");
+    assert_ne!(before["digest"], after["digest"]);
+}
+
+/// A play (and a setup command) creates files with the umask it runs
+/// under, which is not an input: run under the caller's, the same digest
+/// would hold group-writable files on a machine with umask 002 and not on
+/// one with 022 (a CI runner and a developer sharing a cache). Builds run
+/// their commands under umask 022, whatever the caller's.
+#[test]
+fn the_callers_umask_does_not_reach_the_image() {
+    require_buildah();
+    let ws = TestWs::new("chain");
+    let lf = ws.read("Layerfile.toml");
+    ws.write(
+        "Layerfile.toml",
+        &common::Edit::edit(
+            lf.as_str(),
+            "setup = [\"sh scripts/busybox-root.sh {root}\"]",
+            "setup = [\"sh scripts/busybox-root.sh {root}\", \"echo s > {root}/etc/from-setup\"]",
+        ),
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", "umask 0002; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_layerbuild"))
+        .arg("-C")
+        .arg(&ws.root)
+        .args(["build", "//compute/slurm", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let image = common::layer(&report, "//compute/slurm")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        TestWs::run_in_image(&image, "stat -c '%a %n' /etc/slurm.conf /etc/from-setup"),
+        "644 /etc/slurm.conf\n644 /etc/from-setup\n"
+    );
+}
+
+/// Without an `ansible.cfg` in the source (or with one Ansible ignores, in
+/// a world-writable directory), Ansible reads the builder's
+/// `~/.ansible.cfg` (or `/etc/ansible/ansible.cfg`), which no digest sees:
+/// here its `ansible_managed` would reach the image. Plays read an empty
+/// configuration instead, as they never read `ANSIBLE_CONFIG`.
+#[test]
+fn the_builders_own_ansible_cfg_does_not_reach_the_play() {
+    require_buildah();
+    let mut ws = TestWs::new("chain");
+    ws.write(
+        "slurm-config/roles/slurm/templates/managed.j2",
+        "managed={{ ansible_managed }}\n",
+    );
+    ws.append(
+        "slurm-config/roles/slurm/tasks/main.yml",
+        "- raw: echo \"{{ lookup('template', 'managed.j2') }}\" > /etc/managed\n",
+    );
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join(".ansible.cfg"),
+        "[defaults]\nansible_managed = the builder's own\n",
+    )
+    .unwrap();
+    ws.env
+        .push(("HOME".into(), home.path().to_string_lossy().into_owned()));
+    let report = ws.lb(&["build", "//compute/slurm", "--json"]).ok().json();
+    let image = common::layer(&report, "//compute/slurm")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        TestWs::run_in_image(&image, "cat /etc/managed").trim(),
+        "managed=Ansible managed"
     );
 }

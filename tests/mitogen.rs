@@ -270,3 +270,31 @@ fn a_root_without_python_is_served_by_the_chroot_connection() {
         "{log}"
     );
 }
+
+/// Every module task runs in the one interpreter: a module that sets the
+/// process's umask (git's `umask:`, cron's 022) must not set it for the
+/// tasks after it, or what they create gets other modes than over the
+/// chroot connection (a process per task), here 0700 and 0600.
+#[test]
+fn a_modules_umask_does_not_reach_the_next_tasks() {
+    require_buildah();
+    require_mitogen();
+    let ws = TestWs::new("debian");
+    ws.append(
+        "compute-config/compute.yml",
+        "- hosts: Compute\n  gather_facts: false\n  tasks:\n\
+         \x20   - ansible.builtin.git: {repo: /nonexistent, dest: /tmp/none, executable: /bin/true, umask: \"0077\"}\n\
+         \x20     ignore_errors: true\n\
+         \x20   - ansible.builtin.command: mkdir /opt/made\n\
+         \x20   - ansible.builtin.copy: {content: \"x\\n\", dest: /opt/made/f}\n",
+    );
+    let r = ws.lb(&["build", "--json", "//compute/compute"]).ok().json();
+    let layer = common::layer(&r, "//compute/compute");
+    let log = std::fs::read_to_string(ws.path(layer["log"].as_str().unwrap())).unwrap();
+    assert!(!log.contains("community.general.chroot"), "{log}");
+    let image = layer["image_id"].as_str().unwrap();
+    assert_eq!(
+        TestWs::run_in_image(image, "stat -c '%a %n' /opt/made /opt/made/f"),
+        "755 /opt/made\n644 /opt/made/f\n"
+    );
+}

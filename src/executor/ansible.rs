@@ -73,6 +73,8 @@ pub fn write_play_files(
             ));
         }
     }
+    let empty = work_dir.join(EMPTY_CFG);
+    std::fs::write(&empty, "").map_err(|e| format!("cannot write {}: {e}", empty.display()))?;
     let inventory = work_dir.join("inventory.ini");
     std::fs::write(&inventory, inventory_with(play, ansible_host, plugin))
         .map_err(|e| format!("cannot write {}: {e}", inventory.display()))?;
@@ -245,6 +247,22 @@ const CALLBACK_DIR: &str = "callback_plugins";
 /// task start and result ([`super::TaskEvent`]).
 pub const EVENTS_FILE: &str = "ansible-events.jsonl";
 
+/// The configuration a play reads when its source has no `ansible.cfg`
+/// Ansible reads (none, or a world-writable directory's): an empty one in
+/// the work directory, so that Ansible does not read the builder's
+/// `~/.ansible.cfg` or `/etc/ansible/ansible.cfg` instead, which are no
+/// inputs (as `ANSIBLE_CONFIG` of the environment is not).
+const EMPTY_CFG: &str = "empty-ansible.cfg";
+
+/// Whether Ansible reads the source's `ansible.cfg`: there is one, and
+/// the directory is not world-writable (then Ansible ignores it).
+fn source_cfg_read(play: &PlayRequest) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let world_writable =
+        std::fs::metadata(&play.source_dir).is_ok_and(|m| m.permissions().mode() & 0o002 != 0);
+    !world_writable && play.source_dir.join("ansible.cfg").is_file()
+}
+
 /// `ANSIBLE_CALLBACK_PLUGINS`: the events callback's directory, then the
 /// directories the source's `ansible.cfg` names (`[defaults]
 /// callback_plugins`, relative to the source), else Ansible's defaults,
@@ -350,6 +368,12 @@ pub fn env_vars(play: &PlayRequest, work_dir: &Path) -> Vec<(&'static str, Strin
             work_dir.join(EVENTS_FILE).to_string_lossy().into_owned(),
         ),
     ];
+    if !source_cfg_read(play) {
+        vars.push((
+            "ANSIBLE_CONFIG",
+            work_dir.join(EMPTY_CFG).to_string_lossy().into_owned(),
+        ));
+    }
     if play.connection == super::Connection::Mitogen {
         let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
         vars.extend([
@@ -668,7 +692,7 @@ mod tests {
         let hash = h.finalize().to_hex().to_string();
         assert_eq!(
             (crate::fingerprint::MITOGEN_RUNNER, &hash[..16]),
-            (1, "20616c3a05285c2b"),
+            (3, "20433746ef11c76b"),
             "the mitogen connection changed: raise fingerprint::MITOGEN_RUNNER and record the new hash here"
         );
     }

@@ -128,7 +128,7 @@ pub const BOOT_RUNNER: u32 = 2;
 /// make differently is not reused. Raised whenever they change (a test in
 /// `executor::ansible` keeps a hash of them, and fails until this is
 /// raised with it).
-pub const MITOGEN_RUNNER: u32 = 1;
+pub const MITOGEN_RUNNER: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInput {
@@ -1354,8 +1354,7 @@ impl LayerManifest<'_> {
     fn count_vars(&mut self, used: vars::VarUse) -> CountedVars {
         let (layer, model) = (self.layer, self.model);
         let whole = used.fallback.is_some();
-        let counts =
-            |name: &str| whole || used.names.contains(name) || name.starts_with("ansible_");
+        let counts = |name: &str| whole || used.names.contains(name) || read_by_ansible(name);
         let mut out = CountedVars::default();
         if let Some(s) = self.system {
             out.system = s
@@ -1912,8 +1911,21 @@ fn play_files(
     Ok(Ok(used))
 }
 
+/// Variables Ansible and its connection read of themselves, whether the
+/// play names them or not: `ansible_*` (connection, interpreter, become...)
+/// and Mitogen's `mitogen_*` (`mitogen_task_isolation` runs each module in
+/// a fresh fork, so what one task leaves in the interpreter's process no
+/// longer reaches the next; `mitogen_via`...).
+fn read_by_ansible(name: &str) -> bool {
+    name.starts_with("ansible_") || name.starts_with("mitogen_")
+}
+
+/// Mitogen's variable naming a host to reach the layer's host through.
+const MITOGEN_VIA: &str = "mitogen_via";
+
 /// The variables the layer's play uses: names referenced by its YAML and
-/// templates, plus every `ansible_*` variable (Ansible reads those itself),
+/// templates, plus every `ansible_*` and `mitogen_*` variable (Ansible and
+/// Mitogen read those themselves),
 /// closed over the definitions of those names in the inventory, beside the
 /// playbook and in the system's vars.
 fn variables_closed(
@@ -1944,9 +1956,26 @@ fn variables_closed(
         }
     }
     for (d, _) in &visible {
-        if d.name.starts_with("ansible_") {
+        if read_by_ansible(&d.name) {
             used.names.insert(d.name.clone());
         }
+    }
+    // The system's too: their values are followed like the inventory's.
+    for name in system.iter().flat_map(|s| s.vars.keys()) {
+        if read_by_ansible(name) {
+            used.names.insert(name.clone());
+        }
+    }
+    // `mitogen_via` routes the connection through another inventory host,
+    // whose variables (its connection, address, user, become settings)
+    // Mitogen reads: every variable of the inventory counts.
+    if used.fallback.is_none()
+        && (visible.iter().any(|(d, _)| d.name == MITOGEN_VIA)
+            || system.is_some_and(|s| s.vars.contains_key(MITOGEN_VIA)))
+    {
+        used.fallback = Some(format!(
+            "{MITOGEN_VIA} is set: Mitogen reaches the host through another inventory host"
+        ));
     }
     let mut queue: Vec<String> = used.names.iter().cloned().collect();
     while let Some(name) = queue.pop() {

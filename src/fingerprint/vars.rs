@@ -483,6 +483,14 @@ impl Analyzer {
                 line_of(text, ks)
             ));
         }
+        // Mitogen then reaches the host through another inventory host,
+        // reading that host's variables (its connection, address, user).
+        if ks == Some("mitogen_via") {
+            u.give_up(format!(
+                "{file}:{}: sets mitogen_via (Mitogen reaches the host through another inventory host)",
+                line_of(text, "mitogen_via")
+            ));
+        }
         // `action: include_vars NAME` is `include_vars: NAME`.
         let action = matches!(ks, Some("action" | "local_action"))
             .then(|| v.as_str())
@@ -650,6 +658,16 @@ mod tests {
         assert!(f.unwrap().contains("include_vars"));
         let (_, f) = names("- debug: {msg: \"{{ x ) }}\"}\n");
         assert!(f.unwrap().contains("cannot parse"));
+    }
+
+    /// `mitogen_via` set by a play (its vars, a role's, `set_fact`): the
+    /// host Mitogen goes through is read with its own variables.
+    #[test]
+    fn gives_up_on_mitogen_via() {
+        let (_, f) = names("- hosts: all\n  vars:\n    mitogen_via: gate\n  tasks: []\n");
+        assert!(f.unwrap().starts_with("t.yml:3: sets mitogen_via"));
+        let (_, f) = names("- set_fact: {mitogen_task_isolation: fork}\n");
+        assert!(f.is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@ import os
 import ansible.errors
 
 import ansible_mitogen.connection as _mconnection
+import ansible_mitogen.planner as _planner
 import ansible_mitogen.plugins.connection.mitogen_local as _local
 
 #: In-root interpreters tried when ansible_python_interpreter is not an
@@ -97,6 +98,32 @@ class Connection(_local.Connection):
             if not chain.call(os.path.isdir, d):
                 chain.call(os.mkdir, d, 0o700)
         return super(Connection, self).get_good_temp_dir()
+
+
+# The umask this play's tasks start with: the one a module run over the
+# plain chroot connection inherits (a process of its own per task).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def _invoke(invocation, _invoke=_planner.invoke):
+    """Runs a module task (Mitogen's planner.invoke), then gives the root's
+    interpreter back the play's umask: a module run in it that sets its own
+    (git's `umask:`, cron's 022) would otherwise set it for every later
+    task of the play, and what they create would get other modes than over
+    the chroot connection."""
+    try:
+        return _invoke(invocation)
+    finally:
+        conn = invocation.connection
+        if isinstance(conn, Connection) and conn.context is not None:
+            try:
+                conn.get_chain().call(os.umask, _UMASK)
+            except Exception:  # the task's own error, if any, says more
+                pass
+
+
+_planner.invoke = _invoke
 
 
 # Modules that respawn themselves under another interpreter when their

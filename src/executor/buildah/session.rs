@@ -456,6 +456,20 @@ impl<'a> Session<'a> {
         if let Some(d) = &line.dir {
             c.current_dir(d);
         }
+        // Files a setup command or a play creates get their modes from the
+        // umask, which is no input: every build runs under 022, whatever
+        // the caller's (a machine with 002 would otherwise cache
+        // group-writable files under the digest another builds with 644).
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe and allocates nothing.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::umask(0o022);
+                    Ok(())
+                });
+            }
+        }
         Ok(c)
     }
 

@@ -832,7 +832,7 @@ mod tests {
         );
         let k = known(None);
         let lines: Vec<String> = steps.iter().filter_map(|s| k.render(s)).collect();
-        let ansible = "cd /ws/site && ANSIBLE_CALLBACK_PLUGINS='/work/callback_plugins:~/.ansible/plugins/callback:/usr/share/ansible/plugins/callback' ANSIBLE_DISPLAY_ARGS_TO_STDOUT=0 ANSIBLE_FORCE_COLOR=0 \
+        let ansible = "cd /ws/site && ANSIBLE_CALLBACK_PLUGINS='/work/callback_plugins:~/.ansible/plugins/callback:/usr/share/ansible/plugins/callback' ANSIBLE_CONFIG=/work/empty-ansible.cfg ANSIBLE_DISPLAY_ARGS_TO_STDOUT=0 ANSIBLE_FORCE_COLOR=0 \
             ANSIBLE_HOST_KEY_CHECKING=0 ANSIBLE_LOCAL_TEMP=/work/ansible-tmp ANSIBLE_NOCOLOR=1 \
             ANSIBLE_PIPELINING=True ANSIBLE_PYTHON_INTERPRETER=auto_silent \
             ANSIBLE_RETRY_FILES_ENABLED=0 ANSIBLE_ROLES_PATH='' BUILDAH_ISOLATION=chroot \
