@@ -608,12 +608,14 @@ pub fn digests_of(ls: &serde_json::Value) -> BTreeMap<String, String> {
 /// `program args` run in `dir`; fails the test when it fails. Its stdout.
 #[track_caller]
 pub fn tool_in(program: &str, dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = listing_retried(program, || {
+        Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"))
+    });
     assert!(
         out.status.success(),
         "{program} {args:?} in {}: {}",
@@ -621,6 +623,26 @@ pub fn tool_in(program: &str, dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `run` again (up to 5 times) while it is a buildah listing that
+/// failed because another test removed an image or a container while it
+/// was listed (tests run in parallel on one storage), as layerbuild's own
+/// listings do.
+fn listing_retried(program: &str, run: impl Fn() -> std::process::Output) -> std::process::Output {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let out = run();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let raced = program == "buildah"
+            && !out.status.success()
+            && (stderr.contains("image not known") || stderr.contains("container not known"));
+        if !raced || attempt == 5 {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// git in `dir` with a test identity, `main` as a new repository's branch
@@ -716,7 +738,9 @@ impl TestWs {
 
 /// `buildah ARGS`'s trimmed stdout; panics with its stderr when it fails.
 pub fn buildah(args: &[&str]) -> String {
-    let out = Command::new("buildah").args(args).output().unwrap();
+    let out = listing_retried("buildah", || {
+        Command::new("buildah").args(args).output().unwrap()
+    });
     assert!(
         out.status.success(),
         "buildah {args:?}: {}",
